@@ -1,0 +1,429 @@
+//! The host's TCP connections and listening sockets, fed by kernel events (eBPF mode) or by
+//! sock_diag dumps (/proc mode, and the seed at start). Closed and failed connections stay in
+//! the table until one report has carried them.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use orca_ebpf_common::{AF_INET, ConnStats, Event, direction, event_kind};
+
+use crate::sockdiag::{self, TcpSocket};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnKey {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Unknown,
+    Outbound,
+    Inbound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    Established,
+    Closed,
+    Failed,
+}
+
+/// Where a connection's counters come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Kernel programs: live counters in the connection map under `sk`.
+    Ebpf { sk: u64 },
+    /// A sock_diag dump (the seed at start, or /proc mode).
+    SockDiag,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    pub key: ConnKey,
+    pub direction: Direction,
+    pub state: ConnState,
+    pub pid: u32,
+    pub comm: String,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub retransmits: u32,
+    pub started_unix_ms: i64,
+    pub closed_unix_ms: i64,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub local: SocketAddr,
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// Converts kernel monotonic nanoseconds to Unix milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    offset_ms: i64,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() * 1000 + t.tv_nsec() / 1_000_000)
+            .unwrap_or(0);
+        Self {
+            offset_ms: crate::process::now_unix_ms() - mono,
+        }
+    }
+
+    pub fn unix_ms(&self, ktime_ns: u64) -> i64 {
+        self.offset_ms + (ktime_ns / 1_000_000) as i64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ConnectionTable {
+    conns: HashMap<ConnKey, Connection>,
+    by_sk: HashMap<u64, ConnKey>,
+    listeners: HashMap<SocketAddr, Listener>,
+}
+
+pub fn comm_string(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+fn event_addr(family: u16, raw: &[u8; 16], port: u16) -> SocketAddr {
+    let ip = if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    } else {
+        sockdiag::unmap(IpAddr::V6(Ipv6Addr::from(*raw)))
+    };
+    SocketAddr::new(ip, port)
+}
+
+fn direction_of(raw: u32) -> Direction {
+    match raw {
+        direction::OUTBOUND => Direction::Outbound,
+        direction::INBOUND => Direction::Inbound,
+        _ => Direction::Unknown,
+    }
+}
+
+impl ConnectionTable {
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.conns.values()
+    }
+
+    pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.listeners.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// The process listening on `local` (exactly, or on the wildcard address of its port).
+    pub fn listener_for(&self, local: SocketAddr) -> Option<&Listener> {
+        self.listeners.get(&local).or_else(|| {
+            let any = match local.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            self.listeners
+                .get(&SocketAddr::new(any, local.port()))
+                .or_else(|| {
+                    self.listeners
+                        .get(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local.port()))
+                })
+        })
+    }
+
+    /// Applies one kernel event. Returns true when it was a connection event.
+    pub fn apply_event(&mut self, ev: &Event, clock: &Clock) -> bool {
+        match ev.kind {
+            event_kind::CONNECT | event_kind::ACCEPT => {
+                let key = ConnKey {
+                    local: event_addr(ev.family, &ev.saddr, ev.sport),
+                    remote: event_addr(ev.family, &ev.daddr, ev.dport),
+                };
+                let (mut pid, mut comm) = (ev.pid, comm_string(&ev.comm));
+                if pid == 0
+                    && let Some(listener) = self.listener_for(key.local)
+                {
+                    pid = listener.pid;
+                    comm = listener.comm.clone();
+                }
+                if let Some(old_key) = self.by_sk.insert(ev.sk, key)
+                    && old_key != key
+                {
+                    self.conns.remove(&old_key);
+                }
+                self.conns.insert(
+                    key,
+                    Connection {
+                        key,
+                        direction: direction_of(ev.direction),
+                        state: ConnState::Established,
+                        pid,
+                        comm,
+                        bytes_sent: 0,
+                        bytes_received: 0,
+                        retransmits: 0,
+                        started_unix_ms: clock.unix_ms(ev.ts_ns),
+                        closed_unix_ms: 0,
+                        source: Source::Ebpf { sk: ev.sk },
+                    },
+                );
+                true
+            }
+            event_kind::CLOSE | event_kind::CONNECT_FAILED => {
+                let key = ConnKey {
+                    local: event_addr(ev.family, &ev.saddr, ev.sport),
+                    remote: event_addr(ev.family, &ev.daddr, ev.dport),
+                };
+                self.by_sk.remove(&ev.sk);
+                let closed_at = clock.unix_ms(ev.ts_ns);
+                let state = if ev.kind == event_kind::CLOSE {
+                    ConnState::Closed
+                } else {
+                    ConnState::Failed
+                };
+                let entry = self.conns.entry(key).or_insert_with(|| Connection {
+                    key,
+                    direction: direction_of(ev.direction),
+                    state,
+                    pid: ev.pid,
+                    comm: comm_string(&ev.comm),
+                    bytes_sent: 0,
+                    bytes_received: 0,
+                    retransmits: 0,
+                    started_unix_ms: closed_at,
+                    closed_unix_ms: closed_at,
+                    source: Source::Ebpf { sk: ev.sk },
+                });
+                entry.state = state;
+                entry.closed_unix_ms = closed_at;
+                entry.bytes_sent = ev.bytes_sent;
+                entry.bytes_received = ev.bytes_received;
+                entry.retransmits = ev.retransmits;
+                if ev.pid != 0 {
+                    entry.pid = ev.pid;
+                    entry.comm = comm_string(&ev.comm);
+                }
+                true
+            }
+            event_kind::LISTEN => {
+                let local = event_addr(ev.family, &ev.saddr, ev.sport);
+                self.listeners.insert(
+                    local,
+                    Listener {
+                        local,
+                        pid: ev.pid,
+                        comm: comm_string(&ev.comm),
+                    },
+                );
+                true
+            }
+            event_kind::UNLISTEN => {
+                let local = event_addr(ev.family, &ev.saddr, ev.sport);
+                self.listeners.remove(&local);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Refreshes the live counters (and, for accepted connections, the owner learned in
+    /// process context) of kernel-tracked connections.
+    pub fn refresh_from_kernel(&mut self, lookup: impl Fn(u64) -> Option<ConnStats>) {
+        for conn in self.conns.values_mut() {
+            let Source::Ebpf { sk } = conn.source else {
+                continue;
+            };
+            if conn.state != ConnState::Established {
+                continue;
+            }
+            if let Some(stats) = lookup(sk) {
+                conn.bytes_sent = stats.bytes_sent;
+                conn.bytes_received = stats.bytes_received;
+                conn.retransmits = stats.retransmits;
+                if stats.pid != 0 && stats.pid != conn.pid {
+                    conn.pid = stats.pid;
+                    conn.comm = comm_string(&stats.comm);
+                }
+            }
+        }
+    }
+
+    /// Merges a sock_diag dump. Connections from the dump that the table does not know are
+    /// added; with `authoritative`, sock_diag-sourced connections missing from the dump are
+    /// marked closed (in eBPF mode only the seeded entries are reconciled this way).
+    pub fn merge_dump(
+        &mut self,
+        sockets: &[TcpSocket],
+        inode_pid: &HashMap<u64, (u32, String)>,
+        now_ms: i64,
+        authoritative: bool,
+    ) {
+        let mut present = std::collections::HashSet::new();
+        for s in sockets.iter().filter(|s| s.state == sockdiag::TCP_LISTEN) {
+            let (pid, comm) = inode_pid.get(&s.inode).cloned().unwrap_or_default();
+            self.listeners
+                .entry(s.local)
+                .and_modify(|l| {
+                    if l.pid == 0 {
+                        l.pid = pid;
+                        l.comm = comm.clone();
+                    }
+                })
+                .or_insert(Listener {
+                    local: s.local,
+                    pid,
+                    comm,
+                });
+        }
+        for s in sockets.iter().filter(|s| s.state == sockdiag::TCP_ESTABLISHED) {
+            let key = ConnKey {
+                local: s.local,
+                remote: s.remote,
+            };
+            present.insert(key);
+            let (pid, comm) = inode_pid.get(&s.inode).cloned().unwrap_or_default();
+            let inbound = self.listener_for(s.local).is_some();
+            match self.conns.get_mut(&key) {
+                Some(conn) if conn.source == Source::SockDiag => {
+                    conn.bytes_sent = s.bytes_acked;
+                    conn.bytes_received = s.bytes_received;
+                    conn.retransmits = s.retransmits;
+                    if pid != 0 {
+                        conn.pid = pid;
+                        conn.comm = comm;
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    self.conns.insert(
+                        key,
+                        Connection {
+                            key,
+                            direction: if inbound {
+                                Direction::Inbound
+                            } else {
+                                Direction::Outbound
+                            },
+                            state: ConnState::Established,
+                            pid,
+                            comm,
+                            bytes_sent: s.bytes_acked,
+                            bytes_received: s.bytes_received,
+                            retransmits: s.retransmits,
+                            started_unix_ms: now_ms,
+                            closed_unix_ms: 0,
+                            source: Source::SockDiag,
+                        },
+                    );
+                }
+            }
+        }
+        if authoritative {
+            for conn in self.conns.values_mut() {
+                if conn.source == Source::SockDiag
+                    && conn.state == ConnState::Established
+                    && !present.contains(&conn.key)
+                {
+                    conn.state = ConnState::Closed;
+                    conn.closed_unix_ms = now_ms;
+                }
+            }
+            let listening: std::collections::HashSet<SocketAddr> = sockets
+                .iter()
+                .filter(|s| s.state == sockdiag::TCP_LISTEN)
+                .map(|s| s.local)
+                .collect();
+            self.listeners.retain(|local, _| listening.contains(local));
+        }
+    }
+
+    /// Whether any connection still comes from a sock_diag dump (and so needs reconciling).
+    pub fn has_sockdiag_entries(&self) -> bool {
+        self.conns.values().any(|c| c.source == Source::SockDiag)
+    }
+
+    /// After a report carried them: forget closed and failed connections.
+    pub fn prune_reported(&mut self) {
+        self.conns.retain(|_, c| c.state == ConnState::Established);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orca_ebpf_common::AF_INET;
+
+    fn event(kind: u32, sk: u64, sport: u16, dport: u16, pid: u32) -> Event {
+        let mut ev: Event = unsafe { std::mem::zeroed() };
+        ev.kind = kind;
+        ev.sk = sk;
+        ev.family = AF_INET;
+        ev.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ev.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ev.sport = sport;
+        ev.dport = dport;
+        ev.pid = pid;
+        ev.comm[..4].copy_from_slice(b"curl");
+        ev
+    }
+
+    #[test]
+    fn lifecycle_from_events() {
+        let clock = Clock::new();
+        let mut t = ConnectionTable::default();
+        let mut listen = event(event_kind::LISTEN, 1, 8080, 0, 42);
+        listen.comm = [0; 16];
+        listen.comm[..5].copy_from_slice(b"httpd");
+        t.apply_event(&listen, &clock);
+        t.apply_event(&event(event_kind::CONNECT, 2, 5555, 8080, 7), &clock);
+        let mut accept = event(event_kind::ACCEPT, 3, 8080, 5555, 0);
+        accept.direction = direction::INBOUND;
+        t.apply_event(&accept, &clock);
+        assert_eq!(t.len(), 2);
+        let inbound = t
+            .connections()
+            .find(|c| c.key.local.port() == 8080)
+            .unwrap();
+        assert_eq!(inbound.pid, 42, "accepted connection attributed to the listener");
+        assert_eq!(inbound.comm, "httpd");
+
+        let mut close = event(event_kind::CLOSE, 2, 5555, 8080, 7);
+        close.bytes_sent = 1000;
+        close.bytes_received = 10;
+        t.apply_event(&close, &clock);
+        let closed = t.connections().find(|c| c.key.local.port() == 5555).unwrap();
+        assert_eq!(closed.state, ConnState::Closed);
+        assert_eq!(closed.bytes_sent, 1000);
+        t.prune_reported();
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn failed_connect_is_reported_once() {
+        let clock = Clock::new();
+        let mut t = ConnectionTable::default();
+        t.apply_event(&event(event_kind::CONNECT_FAILED, 9, 4000, 1, 5), &clock);
+        assert_eq!(t.connections().next().unwrap().state, ConnState::Failed);
+        t.prune_reported();
+        assert!(t.is_empty());
+    }
+}

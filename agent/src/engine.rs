@@ -1,0 +1,409 @@
+//! The agent's engine: owns the probe (eBPF or /proc), the connection table and the scanners,
+//! and turns them into snapshots of the host.
+use std::{collections::HashMap, time::Instant};
+
+use orca_ebpf_common::{Event, event_kind};
+use orca_proto::topology::v1 as pb;
+
+use crate::{
+    cgroup,
+    connections::{Clock, ConnState, Connection, ConnectionTable, Direction, comm_string},
+    host::{self, HostCollector},
+    probe::{ProbeChoice, ebpf::EbpfProbe},
+    process::{ProcessInfo, ProcessScanner, now_unix_ms},
+    report::Snapshot,
+    selfstat::SelfStat,
+    sockdiag,
+};
+
+/// How often the seeded (pre-existing) connections are reconciled in eBPF mode.
+const SEED_RECONCILE_EVERY: u32 = 10;
+
+#[derive(Debug, Clone)]
+struct ProcessEvent {
+    ppid: u32,
+    comm: String,
+    started_unix_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ExitStatus {
+    code: i32,
+    signal: i32,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EngineCounters {
+    pub events_processed: u64,
+    pub events_lost: u64,
+    pub conn_map_full: u64,
+}
+
+/// What the agent observes, and how.
+pub struct Engine {
+    hostname: String,
+    mode: pb::ProbeMode,
+    reason: String,
+    probe: Option<EbpfProbe>,
+    clock: Clock,
+    host: HostCollector,
+    scanner: ProcessScanner,
+    table: ConnectionTable,
+    last_processes: HashMap<u32, ProcessInfo>,
+    execs: HashMap<u32, ProcessEvent>,
+    exits: HashMap<u32, ExitStatus>,
+    events_processed: u64,
+    snapshots: u32,
+    self_stat: SelfStat,
+    pub buffered_reports: u64,
+    pub dropped_reports: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("mode", &self.mode)
+            .field("connections", &self.table.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts observing: loads eBPF unless told not to (falling back to /proc with the reason
+    /// logged and reported), then seeds the connection table from sock_diag.
+    pub fn start(choice: ProbeChoice, netns_filter: bool) -> Result<Self, crate::probe::ProbeError> {
+        let (probe, mode, reason) = crate::probe::select(choice, netns_filter)?;
+        let mut engine = Self {
+            hostname: host::hostname(),
+            mode,
+            reason,
+            probe,
+            clock: Clock::new(),
+            host: HostCollector::default(),
+            scanner: ProcessScanner::new(),
+            table: ConnectionTable::default(),
+            last_processes: HashMap::new(),
+            execs: HashMap::new(),
+            exits: HashMap::new(),
+            events_processed: 0,
+            snapshots: 0,
+            self_stat: SelfStat::default(),
+            buffered_reports: 0,
+            dropped_reports: 0,
+        };
+        engine.sync_with_sockdiag(true);
+        Ok(engine)
+    }
+
+    pub fn mode(&self) -> pb::ProbeMode {
+        self.mode
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// The ring buffer's fd in eBPF mode (to wait for kernel wakeups).
+    pub fn ring_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.probe.as_ref().map(|p| p.ring_fd())
+    }
+
+    /// Reads all pending kernel events. Returns how many connection events there were.
+    pub fn drain_events(&mut self) -> usize {
+        let Some(probe) = self.probe.as_mut() else {
+            return 0;
+        };
+        let mut pending = Vec::new();
+        self.events_processed += probe.drain(|ev| pending.push(*ev)) as u64;
+        let mut conn_events = 0;
+        for ev in &pending {
+            if self.table.apply_event(ev, &self.clock) {
+                conn_events += 1;
+            } else {
+                self.apply_process_event(ev);
+            }
+        }
+        conn_events
+    }
+
+    fn apply_process_event(&mut self, ev: &Event) {
+        match ev.kind {
+            event_kind::EXEC | event_kind::FORK => {
+                self.execs.insert(
+                    ev.pid,
+                    ProcessEvent {
+                        ppid: ev.ppid,
+                        comm: comm_string(&ev.comm),
+                        started_unix_ms: self.clock.unix_ms(ev.ts_ns),
+                    },
+                );
+            }
+            event_kind::EXIT => {
+                let status = ev.aux as i32;
+                self.exits.insert(
+                    ev.pid,
+                    ExitStatus {
+                        code: (status >> 8) & 0xff,
+                        signal: status & 0x7f,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    pub fn counters(&self) -> EngineCounters {
+        let kernel = self.probe.as_ref().map(|p| p.counters()).unwrap_or_default();
+        EngineCounters {
+            events_processed: self.events_processed,
+            events_lost: kernel.ringbuf_full,
+            conn_map_full: kernel.conn_map_full,
+        }
+    }
+
+    /// Merges a sock_diag dump: at start (seed), on every snapshot in /proc mode, and now and
+    /// then in eBPF mode while seeded connections remain.
+    fn sync_with_sockdiag(&mut self, scan_processes: bool) -> Option<Vec<ProcessInfo>> {
+        let mut inodes = HashMap::new();
+        let processes = scan_processes.then(|| self.scanner.scan(Some(&mut inodes)));
+        let sockets = match sockdiag::dump_tcp(sockdiag::established_and_listen()) {
+            Ok(sockets) => sockets,
+            Err(err) => {
+                tracing::warn!(%err, "cannot list TCP sockets");
+                return processes;
+            }
+        };
+        let names: HashMap<u32, String> = processes
+            .iter()
+            .flatten()
+            .map(|p| (p.pid, p.comm.clone()))
+            .collect();
+        let owners: HashMap<u64, (u32, String)> = inodes
+            .into_iter()
+            .map(|(inode, pid)| (inode, (pid, names.get(&pid).cloned().unwrap_or_default())))
+            .collect();
+        let authoritative = self.probe.is_none() || self.snapshots > 0;
+        self.table
+            .merge_dump(&sockets, &owners, now_unix_ms(), authoritative);
+        processes
+    }
+
+    /// Takes a snapshot of the host: host facts, processes, containers, connections.
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.drain_events();
+        let started = Instant::now();
+        let reconcile = self.probe.is_none()
+            || (self.table.has_sockdiag_entries() && self.snapshots % SEED_RECONCILE_EVERY == 0);
+        let processes = if reconcile {
+            self.sync_with_sockdiag(true).unwrap_or_default()
+        } else {
+            self.scanner.scan(None)
+        };
+        if let Some(probe) = &self.probe {
+            self.table.refresh_from_kernel(|sk| probe.conn_stats(sk));
+        }
+        self.snapshots += 1;
+        let now = now_unix_ms();
+        let host = self.host.collect();
+        let host_id = format!("host:{}", self.hostname);
+        let mut nodes = Vec::with_capacity(processes.len() + 1);
+        nodes.push(pb::Node {
+            id: host_id.clone(),
+            kind: pb::NodeKind::Host as i32,
+            parents: vec![],
+            labels: HashMap::new(),
+            detail: Some(pb::node::Detail::Host(host)),
+        });
+
+        // Per-process connection counts and bytes.
+        let mut per_pid: HashMap<u32, (u32, u64, u64)> = HashMap::new();
+        for c in self.table.connections() {
+            let e = per_pid.entry(c.pid).or_default();
+            e.0 += 1;
+            e.1 += c.bytes_sent;
+            e.2 += c.bytes_received;
+        }
+
+        let mut containers: HashMap<String, pb::Container> = HashMap::new();
+        let mut live: HashMap<u32, ProcessInfo> = HashMap::with_capacity(processes.len());
+        let mut container_of: HashMap<u32, String> = HashMap::new();
+        for p in processes {
+            let container = cgroup::container_from_cgroup(&p.cgroup);
+            if let Some(c) = &container {
+                container_of.insert(p.pid, c.id.clone());
+                containers.entry(c.id.clone()).or_insert_with(|| pb::Container {
+                    id: c.id.clone(),
+                    name: c.id.chars().take(12).collect(),
+                    runtime: c.runtime.to_string(),
+                    state: "running".into(),
+                    cgroup_path: p.cgroup.clone(),
+                    ..Default::default()
+                });
+            }
+            let exit = self.exits.remove(&p.pid);
+            nodes.push(self.process_node(&host_id, &p, container.map(|c| c.id), &per_pid, exit));
+            live.insert(p.pid, p);
+        }
+        // Processes that exited since the last snapshot: shown once, with their exit status.
+        let exits: Vec<(u32, ExitStatus)> = self.exits.drain().collect();
+        for (pid, status) in exits {
+            let info = self.last_processes.get(&pid).cloned().or_else(|| {
+                self.execs.get(&pid).map(|e| ProcessInfo {
+                    pid,
+                    ppid: e.ppid,
+                    comm: e.comm.clone(),
+                    cmdline: vec![],
+                    uid: 0,
+                    user: String::new(),
+                    cpu_percent: 0.0,
+                    rss_bytes: 0,
+                    vsz_bytes: 0,
+                    open_fds: 0,
+                    cgroup: String::new(),
+                    started_unix_ms: e.started_unix_ms,
+                })
+            });
+            if let Some(info) = info {
+                let container = container_of.get(&pid).cloned();
+                nodes.push(self.process_node(&host_id, &info, container, &per_pid, Some(status)));
+            }
+        }
+        self.execs.clear();
+        for c in containers.into_values() {
+            nodes.push(pb::Node {
+                id: format!("container:{}", c.id),
+                kind: pb::NodeKind::Container as i32,
+                parents: vec![host_id.clone()],
+                labels: c.labels.clone(),
+                detail: Some(pb::node::Detail::Container(c)),
+            });
+        }
+
+        let mut connections: Vec<pb::Connection> = self
+            .table
+            .connections()
+            .map(|c| self.connection(c, container_of.get(&c.pid)))
+            .collect();
+        connections.extend(self.table.listeners().map(|l| pb::Connection {
+            id: format!("{}:listen:{}", self.hostname, l.local),
+            local: Some(endpoint(l.local)),
+            remote: None,
+            direction: pb::Direction::Unspecified as i32,
+            state: pb::ConnectionState::Listen as i32,
+            pid: l.pid,
+            process_id: process_id(&self.hostname, l.pid),
+            comm: l.comm.clone(),
+            container_id: container_of.get(&l.pid).cloned().unwrap_or_default(),
+            ..Default::default()
+        }));
+        self.table.prune_reported();
+        self.last_processes = live;
+
+        let counters = self.counters();
+        let own = self.self_stat.sample();
+        tracing::trace!(elapsed = ?started.elapsed(), "snapshot");
+        Snapshot {
+            timestamp_unix_ms: now,
+            nodes,
+            connections,
+            stats: pb::AgentStats {
+                probe_mode: self.mode as i32,
+                probe_reason: self.reason.clone(),
+                events_processed: counters.events_processed,
+                events_lost: counters.events_lost + counters.conn_map_full,
+                cpu_percent: own.cpu_percent,
+                rss_bytes: own.rss_bytes,
+                reports_buffered: self.buffered_reports,
+                reports_dropped: self.dropped_reports,
+            },
+        }
+    }
+
+    fn process_node(
+        &self,
+        host_id: &str,
+        p: &ProcessInfo,
+        container_id: Option<String>,
+        per_pid: &HashMap<u32, (u32, u64, u64)>,
+        exit: Option<ExitStatus>,
+    ) -> pb::Node {
+        let (conns, tx, rx) = per_pid.get(&p.pid).copied().unwrap_or_default();
+        let mut parents = Vec::with_capacity(2);
+        if let Some(id) = &container_id {
+            parents.push(format!("container:{id}"));
+        }
+        parents.push(host_id.to_string());
+        pb::Node {
+            id: process_id(&self.hostname, p.pid),
+            kind: pb::NodeKind::Process as i32,
+            parents,
+            labels: HashMap::new(),
+            detail: Some(pb::node::Detail::Process(pb::Process {
+                pid: p.pid,
+                ppid: p.ppid,
+                comm: p.comm.clone(),
+                cmdline: p.cmdline.clone(),
+                user: p.user.clone(),
+                uid: p.uid,
+                cpu_percent: (p.cpu_percent * 10.0).round() / 10.0,
+                rss_bytes: p.rss_bytes,
+                vsz_bytes: p.vsz_bytes,
+                open_fds: p.open_fds,
+                connections: conns,
+                cgroup: p.cgroup.clone(),
+                container_id: container_id.unwrap_or_default(),
+                started_unix_ms: p.started_unix_ms,
+                exited: exit.is_some(),
+                exit_code: exit.map(|e| e.code).unwrap_or(0),
+                exit_signal: exit.map(|e| e.signal).unwrap_or(0),
+                net_tx_bytes: tx,
+                net_rx_bytes: rx,
+            })),
+        }
+    }
+
+    fn connection(&self, c: &Connection, container: Option<&String>) -> pb::Connection {
+        pb::Connection {
+            id: format!("{}:{}-{}", self.hostname, c.key.local, c.key.remote),
+            local: Some(endpoint(c.key.local)),
+            remote: Some(endpoint(c.key.remote)),
+            direction: match c.direction {
+                Direction::Outbound => pb::Direction::Outbound,
+                Direction::Inbound => pb::Direction::Inbound,
+                Direction::Unknown => pb::Direction::Unspecified,
+            } as i32,
+            state: match c.state {
+                ConnState::Established => pb::ConnectionState::Established,
+                ConnState::Closed => pb::ConnectionState::Closed,
+                ConnState::Failed => pb::ConnectionState::Failed,
+            } as i32,
+            pid: c.pid,
+            process_id: process_id(&self.hostname, c.pid),
+            comm: c.comm.clone(),
+            container_id: container.cloned().unwrap_or_default(),
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+            retransmits: c.retransmits,
+            started_unix_ms: c.started_unix_ms,
+            closed_unix_ms: c.closed_unix_ms,
+        }
+    }
+}
+
+fn endpoint(addr: std::net::SocketAddr) -> pb::Endpoint {
+    pb::Endpoint {
+        ip: addr.ip().to_string(),
+        port: addr.port() as u32,
+    }
+}
+
+pub fn process_id(hostname: &str, pid: u32) -> String {
+    if pid == 0 {
+        return String::new();
+    }
+    format!("process:{hostname}:{pid}")
+}

@@ -1,0 +1,148 @@
+//! `orca-agent`: the node agent.
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use orca_agent::{engine::Engine, probe::ProbeChoice, report::ReportBuilder, runner};
+
+#[derive(Parser, Debug)]
+#[command(name = "orca-agent", version, about = "Orca node agent: eBPF topology probe")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print one full node report and exit.
+    Report {
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+        #[arg(long, value_enum, default_value = "auto")]
+        probe: ProbeChoice,
+        /// How long to observe before reporting (CPU% and events need an interval).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        observe: Duration,
+        #[arg(long)]
+        own_netns_only: bool,
+    },
+    /// Observe continuously, stream reports to the collector and serve metrics.
+    Run {
+        /// Collector (orca-master) gRPC address, e.g. 127.0.0.1:7070.
+        #[arg(long, env = "ORCA_MASTER")]
+        master: Option<String>,
+        /// Prometheus metrics address, e.g. 127.0.0.1:9100.
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
+        #[arg(long, value_enum, default_value = "auto")]
+        probe: ProbeChoice,
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Reports kept while the collector is unreachable (the oldest are dropped beyond).
+        #[arg(long, default_value_t = 300)]
+        buffer: usize,
+        /// Send a full report after this many deltas.
+        #[arg(long, default_value_t = 60)]
+        full_every: u64,
+        /// Track only sockets of the agent's own network namespace.
+        #[arg(long)]
+        own_netns_only: bool,
+        /// Agent id in reports (default: the hostname).
+        #[arg(long)]
+        agent_id: Option<String>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (try 1s or 500ms)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit in {s:?}: use ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("orca-agent: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Report {
+                format: Format::Json,
+                probe,
+                observe,
+                own_netns_only,
+            } => {
+                let mut engine = Engine::start(probe, own_netns_only)?;
+                let _ = engine.snapshot();
+                tokio::time::sleep(observe).await;
+                let hostname = engine.hostname().to_string();
+                let mut builder = ReportBuilder::new(hostname.clone(), hostname, 1);
+                let report = builder.build(engine.snapshot());
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            Command::Run {
+                master,
+                metrics_addr,
+                probe,
+                interval,
+                buffer,
+                full_every,
+                own_netns_only,
+                agent_id,
+            } => {
+                let config = runner::RunConfig {
+                    master,
+                    interval,
+                    metrics_addr,
+                    probe,
+                    buffer,
+                    full_every,
+                    own_netns_only,
+                    agent_id,
+                };
+                runner::run(config, shutdown_signal()).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("orca-agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,139 @@
+//! The agent's Prometheus metrics.
+use std::sync::{Arc, atomic::AtomicU64};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabel {
+    pub mode: String,
+}
+
+/// Every metric the agent exports. Counters mirror the engine's totals.
+#[derive(Debug)]
+pub struct AgentMetrics {
+    registry: Registry,
+    pub events_processed: Counter,
+    pub events_lost: Counter,
+    pub reports_sent: Counter,
+    pub reports_dropped: Counter,
+    pub reports_buffered: Gauge,
+    pub collector_connected: Gauge,
+    pub probe_mode: Family<ModeLabel, Gauge>,
+    pub connections: Gauge,
+    pub processes: Gauge,
+    pub cpu_percent: Gauge<f64, AtomicU64>,
+    pub rss_bytes: Gauge,
+    pub snapshot_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("orca_agent");
+        let m = Self {
+            events_processed: Counter::default(),
+            events_lost: Counter::default(),
+            reports_sent: Counter::default(),
+            reports_dropped: Counter::default(),
+            reports_buffered: Gauge::default(),
+            collector_connected: Gauge::default(),
+            probe_mode: Family::default(),
+            connections: Gauge::default(),
+            processes: Gauge::default(),
+            cpu_percent: Gauge::default(),
+            rss_bytes: Gauge::default(),
+            snapshot_seconds: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events_processed",
+            "Kernel events read from the eBPF ring buffer",
+            m.events_processed.clone(),
+        );
+        registry.register(
+            "events_lost",
+            "Kernel events lost (ring buffer or connection map full)",
+            m.events_lost.clone(),
+        );
+        registry.register("reports_sent", "Reports acknowledged by the collector", m.reports_sent.clone());
+        registry.register(
+            "reports_dropped",
+            "Reports dropped because the buffer was full while the collector was unreachable",
+            m.reports_dropped.clone(),
+        );
+        registry.register(
+            "reports_buffered",
+            "Reports waiting for the collector",
+            m.reports_buffered.clone(),
+        );
+        registry.register(
+            "collector_connected",
+            "1 while a report stream to the collector is open",
+            m.collector_connected.clone(),
+        );
+        registry.register(
+            "probe_mode",
+            "1 for the mode the agent observes the host in (ebpf or proc)",
+            m.probe_mode.clone(),
+        );
+        registry.register("connections", "TCP connections tracked", m.connections.clone());
+        registry.register("processes", "Processes on the host", m.processes.clone());
+        registry.register(
+            "cpu_percent",
+            "The agent's own CPU use, percent of one core",
+            m.cpu_percent.clone(),
+        );
+        registry.register("resident_memory_bytes", "The agent's own RSS", m.rss_bytes.clone());
+        registry.register(
+            "snapshot_seconds",
+            "Time the last host snapshot took",
+            m.snapshot_seconds.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Raises a counter to an absolute total kept elsewhere.
+    pub fn raise(counter: &Counter, total: u64) {
+        let current = counter.get();
+        if total > current {
+            counter.inc_by(total - current);
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` until the listener fails.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<AgentMetrics>) -> std::io::Result<()> {
+    use axum::{Router, routing::get};
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app).await
+}

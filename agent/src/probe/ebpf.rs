@@ -1,0 +1,181 @@
+//! Loads and attaches Orca's kernel programs and reads what they collect.
+use std::os::fd::AsRawFd as _;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use orca_ebpf_common::{ConnStats, Event, ProbeConfig, counter};
+
+use super::offsets::{self, OffsetError};
+
+/// The kernel object, built by build.rs (aya-build) and embedded in the binary.
+#[cfg(not(orca_ebpf_skipped))]
+static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/orca-probes"));
+#[cfg(orca_ebpf_skipped)]
+static PROBES: &[u8] = &[];
+
+/// (program, tracepoint category, tracepoint name)
+const ATTACHMENTS: &[(&str, &str, &str)] = &[
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("sock_send_length", "sock", "sock_send_length"),
+    ("sock_recv_length", "sock", "sock_recv_length"),
+    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("task_newtask", "task", "task_newtask"),
+];
+
+/// Names of the programs as the kernel lists them (for `bpf_stats`).
+pub fn program_names() -> impl Iterator<Item = &'static str> {
+    ATTACHMENTS.iter().map(|(name, _, _)| *name)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("this orca-agent was built with AYA_BUILD_SKIP=1 and carries no eBPF programs")]
+    NotBuilt,
+    #[error(transparent)]
+    Offsets(#[from] OffsetError),
+    #[error(
+        "loading the eBPF programs failed: {0}; the agent needs root or CAP_BPF + CAP_PERFMON \
+         and a kernel with BPF ring buffers (5.8+)"
+    )]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF program {program} failed to load or attach to {category}:{name}: {source}")]
+    Attach {
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {0} missing or of the wrong type: {1}")]
+    Map(&'static str, String),
+}
+
+/// Loaded, attached programs and their maps. Dropping it detaches everything.
+pub struct EbpfProbe {
+    _ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    conns: HashMap<MapData, u64, ConnStats>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl std::fmt::Debug for EbpfProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EbpfProbe").finish_non_exhaustive()
+    }
+}
+
+/// Counters kept by the kernel programs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub ringbuf_full: u64,
+    pub conn_map_full: u64,
+    pub submitted: u64,
+}
+
+impl EbpfProbe {
+    /// Loads and attaches the programs. With `netns_inum`, only sockets of that network
+    /// namespace are tracked (an agent per network namespace on a shared kernel).
+    pub fn load(netns_inum: Option<u32>) -> Result<Self, EbpfError> {
+        if PROBES.is_empty() {
+            return Err(EbpfError::NotBuilt);
+        }
+        let config: ProbeConfig = offsets::probe_config(netns_inum)?;
+        // Kernel 6.x accounts BPF memory to the memory cgroup; the old RLIMIT_MEMLOCK bump is
+        // only needed on older kernels, and may be refused (no CAP_SYS_RESOURCE): warn only.
+        let rlim = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: setrlimit with a valid pointer to an initialised struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+            tracing::debug!(
+                "could not raise RLIMIT_MEMLOCK (fine on kernels that charge BPF memory to cgroups)"
+            );
+        }
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .load(PROBES)
+            .map_err(EbpfError::Load)?;
+        for (program, category, name) in ATTACHMENTS {
+            let attach = |ebpf: &mut Ebpf| -> Result<(), aya::programs::ProgramError> {
+                let tp: &mut TracePoint = ebpf
+                    .program_mut(program)
+                    .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
+                    .try_into()?;
+                tp.load()?;
+                tp.attach(category, name)?;
+                Ok(())
+            };
+            attach(&mut ebpf).map_err(|source| EbpfError::Attach {
+                program,
+                category,
+                name,
+                source,
+            })?;
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or(EbpfError::Map("EVENTS", "missing".into()))?,
+        )
+        .map_err(|e| EbpfError::Map("EVENTS", e.to_string()))?;
+        let conns = HashMap::try_from(
+            ebpf.take_map("CONNS")
+                .ok_or(EbpfError::Map("CONNS", "missing".into()))?,
+        )
+        .map_err(|e| EbpfError::Map("CONNS", e.to_string()))?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("COUNTERS")
+                .ok_or(EbpfError::Map("COUNTERS", "missing".into()))?,
+        )
+        .map_err(|e| EbpfError::Map("COUNTERS", e.to_string()))?;
+        Ok(Self {
+            _ebpf: ebpf,
+            ring,
+            conns,
+            counters,
+        })
+    }
+
+    /// The ring buffer's file descriptor, readable when the kernel wakes the reader.
+    pub fn ring_fd(&self) -> std::os::fd::RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    /// Hands every pending event to `handle`; returns how many there were.
+    pub fn drain(&mut self, mut handle: impl FnMut(&Event)) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            if item.len() >= std::mem::size_of::<Event>() {
+                // SAFETY: the kernel wrote a whole `Event` (checked length); read unaligned.
+                let event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+                handle(&event);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Live counters of one tracked connection.
+    pub fn conn_stats(&self, sk: u64) -> Option<ConnStats> {
+        self.conns.get(&sk, 0).ok()
+    }
+
+    pub fn counters(&self) -> KernelCounters {
+        let sum = |index: u32| -> u64 {
+            self.counters
+                .get(&index, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelCounters {
+            ringbuf_full: sum(counter::RINGBUF_FULL),
+            conn_map_full: sum(counter::CONN_MAP_FULL),
+            submitted: sum(counter::EVENTS_SUBMITTED),
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Choosing how the agent observes the host: eBPF, or /proc scanning when eBPF cannot load.
+pub mod ebpf;
+pub mod offsets;
+
+use orca_proto::topology::v1::ProbeMode;
+
+/// What the operator asked for (`--probe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeChoice {
+    /// eBPF when it loads, else /proc (the reason is logged and reported).
+    Auto,
+    /// eBPF or fail.
+    Ebpf,
+    /// /proc scanning and sock_diag only.
+    Proc,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("--probe ebpf was asked for, but eBPF is unavailable: {0}")]
+    EbpfRequired(#[source] ebpf::EbpfError),
+}
+
+/// The network namespace the agent runs in (inode number of /proc/self/ns/net).
+pub fn own_netns_inum() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self/ns/net")
+        .ok()
+        .map(|m| m.ino() as u32)
+}
+
+/// Loads the probe the operator asked for.
+pub fn select(
+    choice: ProbeChoice,
+    netns_filter: bool,
+) -> Result<(Option<ebpf::EbpfProbe>, ProbeMode, String), ProbeError> {
+    if choice == ProbeChoice::Proc {
+        return Ok((None, ProbeMode::Proc, "/proc mode chosen with --probe proc".into()));
+    }
+    let netns = if netns_filter { own_netns_inum() } else { None };
+    match ebpf::EbpfProbe::load(netns) {
+        Ok(probe) => Ok((Some(probe), ProbeMode::Ebpf, "eBPF programs attached".into())),
+        Err(err) if choice == ProbeChoice::Auto => {
+            let reason = format!("eBPF unavailable, using /proc and sock_diag: {err}");
+            tracing::warn!("{reason}");
+            Ok((None, ProbeMode::Proc, reason))
+        }
+        Err(err) => Err(ProbeError::EbpfRequired(err)),
+    }
+}

@@ -1,0 +1,169 @@
+//! Turns snapshots of the host into numbered reports: full reports, and deltas that carry only
+//! what changed since the previous report.
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash as _, Hasher as _},
+};
+
+use orca_proto::topology::v1 as pb;
+
+/// Everything the agent knows at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub timestamp_unix_ms: i64,
+    pub nodes: Vec<pb::Node>,
+    pub connections: Vec<pb::Connection>,
+    pub stats: pb::AgentStats,
+}
+
+#[derive(Debug)]
+pub struct ReportBuilder {
+    agent_id: String,
+    hostname: String,
+    seq: u64,
+    full_every: u64,
+    since_full: u64,
+    force_full: bool,
+    last_nodes: HashMap<String, u64>,
+    last_connections: HashMap<String, u64>,
+}
+
+fn digest(message: &impl prost::Message) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    message.encode_to_vec().hash(&mut hasher);
+    hasher.finish()
+}
+
+impl ReportBuilder {
+    /// `full_every`: send a full report after this many deltas (bounds how long a collector
+    /// that missed something stays wrong).
+    pub fn new(agent_id: String, hostname: String, full_every: u64) -> Self {
+        Self {
+            agent_id,
+            hostname,
+            seq: 0,
+            full_every: full_every.max(1),
+            since_full: 0,
+            force_full: true,
+            last_nodes: HashMap::new(),
+            last_connections: HashMap::new(),
+        }
+    }
+
+    /// The next report will be full (the collector asked for it).
+    pub fn request_full(&mut self) {
+        self.force_full = true;
+    }
+
+    pub fn build(&mut self, snapshot: Snapshot) -> pb::Report {
+        self.seq += 1;
+        let full = self.force_full || self.since_full >= self.full_every;
+        self.force_full = false;
+        self.since_full = if full { 0 } else { self.since_full + 1 };
+
+        let mut nodes_now = HashMap::with_capacity(snapshot.nodes.len());
+        let mut nodes = Vec::new();
+        for node in snapshot.nodes {
+            let d = digest(&node);
+            let changed = self.last_nodes.get(&node.id) != Some(&d);
+            nodes_now.insert(node.id.clone(), d);
+            if full || changed {
+                nodes.push(node);
+            }
+        }
+        let mut conns_now = HashMap::with_capacity(snapshot.connections.len());
+        let mut connections = Vec::new();
+        for conn in snapshot.connections {
+            let d = digest(&conn);
+            let changed = self.last_connections.get(&conn.id) != Some(&d);
+            conns_now.insert(conn.id.clone(), d);
+            if full || changed {
+                connections.push(conn);
+            }
+        }
+        let (removed_nodes, removed_connections) = if full {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                removed(&self.last_nodes, &nodes_now),
+                removed(&self.last_connections, &conns_now),
+            )
+        };
+        self.last_nodes = nodes_now;
+        self.last_connections = conns_now;
+        pb::Report {
+            agent_id: self.agent_id.clone(),
+            hostname: self.hostname.clone(),
+            seq: self.seq,
+            full,
+            timestamp_unix_ms: snapshot.timestamp_unix_ms,
+            nodes,
+            removed_nodes,
+            connections,
+            removed_connections,
+            stats: Some(snapshot.stats),
+        }
+    }
+}
+
+fn removed(before: &HashMap<String, u64>, now: &HashMap<String, u64>) -> Vec<String> {
+    let mut ids: Vec<String> = before
+        .keys()
+        .filter(|id| !now.contains_key(*id))
+        .cloned()
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, label: &str) -> pb::Node {
+        pb::Node {
+            id: id.into(),
+            kind: pb::NodeKind::Process as i32,
+            labels: [("l".to_string(), label.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_is_full_then_deltas() {
+        let mut b = ReportBuilder::new("a".into(), "h".into(), 100);
+        let r1 = b.build(Snapshot {
+            nodes: vec![node("p1", "x"), node("p2", "x")],
+            ..Default::default()
+        });
+        assert!(r1.full);
+        assert_eq!(r1.seq, 1);
+        assert_eq!(r1.nodes.len(), 2);
+
+        let r2 = b.build(Snapshot {
+            nodes: vec![node("p1", "y"), node("p3", "x")],
+            ..Default::default()
+        });
+        assert!(!r2.full);
+        assert_eq!(r2.seq, 2);
+        let ids: Vec<_> = r2.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["p1", "p3"]);
+        assert_eq!(r2.removed_nodes, ["p2"]);
+
+        b.request_full();
+        let r3 = b.build(Snapshot {
+            nodes: vec![node("p1", "y")],
+            ..Default::default()
+        });
+        assert!(r3.full);
+        assert!(r3.removed_nodes.is_empty());
+        assert_eq!(r3.nodes.len(), 1);
+    }
+
+    #[test]
+    fn periodic_full() {
+        let mut b = ReportBuilder::new("a".into(), "h".into(), 2);
+        let fulls: Vec<bool> = (0..6).map(|_| b.build(Snapshot::default()).full).collect();
+        assert_eq!(fulls, [true, false, false, true, false, false]);
+    }
+}

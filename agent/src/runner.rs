@@ -1,0 +1,184 @@
+//! The agent's main loop: drain kernel events as they come, take a snapshot every interval,
+//! turn it into a report, queue it for the collector, and export metrics.
+use std::{
+    os::fd::{AsRawFd, RawFd},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use orca_proto::topology::v1 as pb;
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+use crate::{
+    engine::Engine,
+    metrics::{AgentMetrics, ModeLabel},
+    probe::ProbeChoice,
+    report::ReportBuilder,
+    stream::{ReportQueue, send_reports},
+};
+
+/// How the agent runs (`orca-agent run`).
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Collector address (`host:port` or URL); without it reports are only counted.
+    pub master: Option<String>,
+    pub interval: Duration,
+    /// Prometheus endpoint address.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub probe: ProbeChoice,
+    /// Reports kept while the collector is unreachable.
+    pub buffer: usize,
+    /// A full report after this many deltas.
+    pub full_every: u64,
+    /// Only track sockets of the agent's own network namespace.
+    pub own_netns_only: bool,
+    pub agent_id: Option<String>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            master: None,
+            interval: Duration::from_secs(1),
+            metrics_addr: None,
+            probe: ProbeChoice::Auto,
+            buffer: 300,
+            full_every: 60,
+            own_netns_only: false,
+            agent_id: None,
+        }
+    }
+}
+
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// How often pending kernel events are read even without a wakeup (the kernel only wakes the
+/// reader when the ring is a quarter full, to save a wakeup per event).
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(
+    config: RunConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut engine = Engine::start(config.probe, config.own_netns_only)?;
+    tracing::info!(mode = ?engine.mode(), reason = engine.reason(), "agent started");
+    let metrics = Arc::new(AgentMetrics::new());
+    let mode = match engine.mode() {
+        pb::ProbeMode::Ebpf => "ebpf",
+        _ => "proc",
+    };
+    metrics
+        .probe_mode
+        .get_or_create(&ModeLabel { mode: mode.into() })
+        .set(1);
+
+    if let Some(addr) = config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot serve metrics on {addr}: {e}; choose another --metrics-addr")
+        })?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+    }
+
+    let queue = Arc::new(ReportQueue::new(config.buffer));
+    let (need_full_tx, mut need_full_rx) = mpsc::channel(1);
+    if let Some(master) = config.master.clone() {
+        tokio::spawn(send_reports(
+            master,
+            queue.clone(),
+            need_full_tx,
+            metrics.clone(),
+        ));
+    }
+    let agent_id = config
+        .agent_id
+        .clone()
+        .unwrap_or_else(|| engine.hostname().to_string());
+    let mut builder = ReportBuilder::new(agent_id, engine.hostname().to_string(), config.full_every);
+    let ring = match engine.ring_fd() {
+        // SAFETY: the fd is the ring buffer map's, owned by `engine`, which is declared before
+        // `ring` and so outlives it; it is never closed or replaced while the agent runs.
+        Some(fd) => Some(
+            unsafe { AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("cannot watch the eBPF ring buffer: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut report_tick = tokio::time::interval(config.interval);
+    report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            readable = async { ring.as_ref().unwrap().readable().await }, if ring.is_some() => {
+                let mut guard = readable?;
+                engine.drain_events();
+                guard.clear_ready();
+            }
+            _ = drain_tick.tick() => {
+                engine.drain_events();
+            }
+            Some(()) = need_full_rx.recv() => {
+                builder.request_full();
+                publish(&mut engine, &mut builder, &queue, &metrics, config.master.is_some());
+            }
+            _ = report_tick.tick() => {
+                publish(&mut engine, &mut builder, &queue, &metrics, config.master.is_some());
+            }
+        }
+    }
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+fn publish(
+    engine: &mut Engine,
+    builder: &mut ReportBuilder,
+    queue: &ReportQueue,
+    metrics: &AgentMetrics,
+    streaming: bool,
+) {
+    let started = Instant::now();
+    let snapshot = engine.snapshot();
+    metrics.snapshot_seconds.set(started.elapsed().as_secs_f64());
+    let counters = engine.counters();
+    AgentMetrics::raise(&metrics.events_processed, counters.events_processed);
+    AgentMetrics::raise(
+        &metrics.events_lost,
+        counters.events_lost + counters.conn_map_full,
+    );
+    metrics.cpu_percent.set(snapshot.stats.cpu_percent);
+    metrics.rss_bytes.set(snapshot.stats.rss_bytes as i64);
+    metrics.connections.set(
+        snapshot
+            .connections
+            .iter()
+            .filter(|c| c.state != pb::ConnectionState::Listen as i32)
+            .count() as i64,
+    );
+    metrics.processes.set(
+        snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.kind == pb::NodeKind::Process as i32)
+            .count() as i64,
+    );
+    let report = builder.build(snapshot);
+    if streaming {
+        let (queued, dropped) = queue.push(report);
+        metrics.reports_buffered.set(queued as i64);
+        AgentMetrics::raise(&metrics.reports_dropped, dropped);
+        engine.buffered_reports = queued as u64;
+        engine.dropped_reports = dropped;
+    }
+}

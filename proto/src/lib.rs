@@ -1,0 +1,12 @@
+//! Orca's protobuf contracts, one versioned package per contract. Every message also has the
+//! canonical proto3 JSON mapping (serde), used by `orca-agent report --format json` and the
+//! collector's HTTP API.
+
+/// Node reports and the merged topology (`orca.topology.v1`).
+pub mod topology {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("orca.topology.v1");
+        include!(concat!(env!("OUT_DIR"), "/orca.topology.v1.serde.rs"));
+    }
+}
