@@ -107,7 +107,10 @@ mod tests {
         for (path, runtime) in [
             (format!("/docker/{ID}"), "docker"),
             (format!("/system.slice/docker-{ID}.scope"), "docker"),
-            (format!("/kubepods.slice/kubepods-burstable.slice/cri-containerd-{ID}.scope"), "cri"),
+            (
+                format!("/kubepods.slice/kubepods-burstable.slice/cri-containerd-{ID}.scope"),
+                "cri",
+            ),
             (format!("/kubepods/burstable/pod1234/{ID}"), "cri"),
         ] {
             let found = container_from_cgroup(&path).expect(&path);

@@ -144,8 +144,10 @@ impl ConnectionTable {
             self.listeners
                 .get(&SocketAddr::new(any, local.port()))
                 .or_else(|| {
-                    self.listeners
-                        .get(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), local.port()))
+                    self.listeners.get(&SocketAddr::new(
+                        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                        local.port(),
+                    ))
                 })
         })
     }
@@ -294,7 +296,10 @@ impl ConnectionTable {
                     comm,
                 });
         }
-        for s in sockets.iter().filter(|s| s.state == sockdiag::TCP_ESTABLISHED) {
+        for s in sockets
+            .iter()
+            .filter(|s| s.state == sockdiag::TCP_ESTABLISHED)
+        {
             let key = ConnKey {
                 local: s.local,
                 remote: s.remote,
@@ -403,14 +408,20 @@ mod tests {
             .connections()
             .find(|c| c.key.local.port() == 8080)
             .unwrap();
-        assert_eq!(inbound.pid, 42, "accepted connection attributed to the listener");
+        assert_eq!(
+            inbound.pid, 42,
+            "accepted connection attributed to the listener"
+        );
         assert_eq!(inbound.comm, "httpd");
 
         let mut close = event(event_kind::CLOSE, 2, 5555, 8080, 7);
         close.bytes_sent = 1000;
         close.bytes_received = 10;
         t.apply_event(&close, &clock);
-        let closed = t.connections().find(|c| c.key.local.port() == 5555).unwrap();
+        let closed = t
+            .connections()
+            .find(|c| c.key.local.port() == 5555)
+            .unwrap();
         assert_eq!(closed.state, ConnState::Closed);
         assert_eq!(closed.bytes_sent, 1000);
         t.prune_reported();

@@ -71,7 +71,10 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Starts observing: loads eBPF unless told not to (falling back to /proc with the reason
     /// logged and reported), then seeds the connection table from sock_diag.
-    pub fn start(choice: ProbeChoice, netns_filter: bool) -> Result<Self, crate::probe::ProbeError> {
+    pub fn start(
+        choice: ProbeChoice,
+        netns_filter: bool,
+    ) -> Result<Self, crate::probe::ProbeError> {
         let (probe, mode, reason) = crate::probe::select(choice, netns_filter)?;
         let mut engine = Self {
             hostname: host::hostname(),
@@ -157,7 +160,11 @@ impl Engine {
     }
 
     pub fn counters(&self) -> EngineCounters {
-        let kernel = self.probe.as_ref().map(|p| p.counters()).unwrap_or_default();
+        let kernel = self
+            .probe
+            .as_ref()
+            .map(|p| p.counters())
+            .unwrap_or_default();
         EngineCounters {
             events_processed: self.events_processed,
             events_lost: kernel.ringbuf_full,
@@ -235,14 +242,16 @@ impl Engine {
             let container = cgroup::container_from_cgroup(&p.cgroup);
             if let Some(c) = &container {
                 container_of.insert(p.pid, c.id.clone());
-                containers.entry(c.id.clone()).or_insert_with(|| pb::Container {
-                    id: c.id.clone(),
-                    name: c.id.chars().take(12).collect(),
-                    runtime: c.runtime.to_string(),
-                    state: "running".into(),
-                    cgroup_path: p.cgroup.clone(),
-                    ..Default::default()
-                });
+                containers
+                    .entry(c.id.clone())
+                    .or_insert_with(|| pb::Container {
+                        id: c.id.clone(),
+                        name: c.id.chars().take(12).collect(),
+                        runtime: c.runtime.to_string(),
+                        state: "running".into(),
+                        cgroup_path: p.cgroup.clone(),
+                        ..Default::default()
+                    });
             }
             let exit = self.exits.remove(&p.pid);
             nodes.push(self.process_node(&host_id, &p, container.map(|c| c.id), &per_pid, exit));

@@ -50,10 +50,7 @@ impl HostCollector {
                 .map(|n| n.get() as u32)
                 .unwrap_or(1),
             memory_total_bytes: mem.as_ref().map(|m| m.mem_total).unwrap_or(0),
-            memory_available_bytes: mem
-                .as_ref()
-                .and_then(|m| m.mem_available)
-                .unwrap_or(0),
+            memory_available_bytes: mem.as_ref().and_then(|m| m.mem_available).unwrap_or(0),
             disk_total_bytes: disk_total,
             disk_free_bytes: disk_free,
             load1: load.as_ref().map(|l| l.one as f64).unwrap_or(0.0),
@@ -149,7 +146,11 @@ mod tests {
         assert!(!first.hostname.is_empty());
         assert!(first.cores >= 1);
         assert!(first.memory_total_bytes > 0);
-        assert!(first.ips.iter().any(|ip| ip == "127.0.0.1"), "{:?}", first.ips);
+        assert!(
+            first.ips.iter().any(|ip| ip == "127.0.0.1"),
+            "{:?}",
+            first.ips
+        );
         assert!(!first.kernel.is_empty());
         let second = c.collect();
         assert!((0.0..=100.0).contains(&second.cpu_percent));

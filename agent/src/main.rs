@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use orca_agent::{engine::Engine, probe::ProbeChoice, report::ReportBuilder, runner};
 
 #[derive(Parser, Debug)]
-#[command(name = "orca-agent", version, about = "Orca node agent: eBPF topology probe")]
+#[command(
+    name = "orca-agent",
+    version,
+    about = "Orca node agent: eBPF topology probe"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +66,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map(|i| s.split_at(i))
         .unwrap_or((s, "s"));
-    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (try 1s or 500ms)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 1s or 500ms)"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" | "" => n,
@@ -75,13 +81,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("orca-agent: cannot start the runtime: {err}");

@@ -64,7 +64,11 @@ impl AgentMetrics {
             "Kernel events lost (ring buffer or connection map full)",
             m.events_lost.clone(),
         );
-        registry.register("reports_sent", "Reports acknowledged by the collector", m.reports_sent.clone());
+        registry.register(
+            "reports_sent",
+            "Reports acknowledged by the collector",
+            m.reports_sent.clone(),
+        );
         registry.register(
             "reports_dropped",
             "Reports dropped because the buffer was full while the collector was unreachable",
@@ -85,14 +89,22 @@ impl AgentMetrics {
             "1 for the mode the agent observes the host in (ebpf or proc)",
             m.probe_mode.clone(),
         );
-        registry.register("connections", "TCP connections tracked", m.connections.clone());
+        registry.register(
+            "connections",
+            "TCP connections tracked",
+            m.connections.clone(),
+        );
         registry.register("processes", "Processes on the host", m.processes.clone());
         registry.register(
             "cpu_percent",
             "The agent's own CPU use, percent of one core",
             m.cpu_percent.clone(),
         );
-        registry.register("resident_memory_bytes", "The agent's own RSS", m.rss_bytes.clone());
+        registry.register(
+            "resident_memory_bytes",
+            "The agent's own RSS",
+            m.rss_bytes.clone(),
+        );
         registry.register(
             "snapshot_seconds",
             "Time the last host snapshot took",
@@ -118,7 +130,10 @@ impl AgentMetrics {
 }
 
 /// Serves `GET /metrics` until the listener fails.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<AgentMetrics>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<AgentMetrics>,
+) -> std::io::Result<()> {
     use axum::{Router, routing::get};
     let app = Router::new().route(
         "/metrics",

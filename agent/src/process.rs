@@ -180,11 +180,17 @@ mod tests {
         let mut inodes = HashMap::new();
         let all = scanner.scan(Some(&mut inodes));
         let me = std::process::id();
-        let info = all.iter().find(|p| p.pid == me).expect("own process listed");
+        let info = all
+            .iter()
+            .find(|p| p.pid == me)
+            .expect("own process listed");
         assert!(info.rss_bytes > 0);
         assert!(info.open_fds >= 3);
         assert!(!info.cmdline.is_empty());
-        assert!(inodes.values().any(|pid| *pid == me), "own socket inode mapped");
+        assert!(
+            inodes.values().any(|pid| *pid == me),
+            "own socket inode mapped"
+        );
         drop(listener);
     }
 }

@@ -101,7 +101,8 @@ pub async fn run(
         .agent_id
         .clone()
         .unwrap_or_else(|| engine.hostname().to_string());
-    let mut builder = ReportBuilder::new(agent_id, engine.hostname().to_string(), config.full_every);
+    let mut builder =
+        ReportBuilder::new(agent_id, engine.hostname().to_string(), config.full_every);
     let ring = match engine.ring_fd() {
         // SAFETY: the fd is the ring buffer map's, owned by `engine`, which is declared before
         // `ring` and so outlives it; it is never closed or replaced while the agent runs.
@@ -150,7 +151,9 @@ fn publish(
 ) {
     let started = Instant::now();
     let snapshot = engine.snapshot();
-    metrics.snapshot_seconds.set(started.elapsed().as_secs_f64());
+    metrics
+        .snapshot_seconds
+        .set(started.elapsed().as_secs_f64());
     let counters = engine.counters();
     AgentMetrics::raise(&metrics.events_processed, counters.events_processed);
     AgentMetrics::raise(

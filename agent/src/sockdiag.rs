@@ -15,7 +15,9 @@ use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIA
 
 #[derive(Debug, thiserror::Error)]
 pub enum SockDiagError {
-    #[error("sock_diag netlink socket: {0}; the kernel needs CONFIG_INET_DIAG (module inet_diag/tcp_diag)")]
+    #[error(
+        "sock_diag netlink socket: {0}; the kernel needs CONFIG_INET_DIAG (module inet_diag/tcp_diag)"
+    )]
     Socket(std::io::Error),
     #[error("sock_diag dump failed: {0}")]
     Dump(String),
@@ -92,10 +94,7 @@ fn receive_dump(socket: &Socket, out: &mut Vec<TcpSocket>) -> Result<(), SockDia
                     let id = &response.header.socket_id;
                     let mut entry = TcpSocket {
                         local: SocketAddr::new(unmap(id.source_address), id.source_port),
-                        remote: SocketAddr::new(
-                            unmap(id.destination_address),
-                            id.destination_port,
-                        ),
+                        remote: SocketAddr::new(unmap(id.destination_address), id.destination_port),
                         state: response.header.state,
                         inode: response.header.inode as u64,
                         uid: response.header.uid,

@@ -68,7 +68,11 @@ impl ReportQueue {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).reports.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reports
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -35,11 +35,19 @@ pub fn select(
     netns_filter: bool,
 ) -> Result<(Option<ebpf::EbpfProbe>, ProbeMode, String), ProbeError> {
     if choice == ProbeChoice::Proc {
-        return Ok((None, ProbeMode::Proc, "/proc mode chosen with --probe proc".into()));
+        return Ok((
+            None,
+            ProbeMode::Proc,
+            "/proc mode chosen with --probe proc".into(),
+        ));
     }
     let netns = if netns_filter { own_netns_inum() } else { None };
     match ebpf::EbpfProbe::load(netns) {
-        Ok(probe) => Ok((Some(probe), ProbeMode::Ebpf, "eBPF programs attached".into())),
+        Ok(probe) => Ok((
+            Some(probe),
+            ProbeMode::Ebpf,
+            "eBPF programs attached".into(),
+        )),
         Err(err) if choice == ProbeChoice::Auto => {
             let reason = format!("eBPF unavailable, using /proc and sock_diag: {err}");
             tracing::warn!("{reason}");

@@ -12,7 +12,10 @@ pub enum OffsetError {
         "cannot read tracepoint format {path}: {source}; is tracefs mounted \
          (mount -t tracefs nodev /sys/kernel/tracing) and are you root?"
     )]
-    Format { path: String, source: std::io::Error },
+    Format {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("tracepoint {tracepoint} has no field {field}; this kernel is not supported")]
     MissingField { tracepoint: String, field: String },
     #[error("kernel BTF unreadable at {path}: {message}; the kernel needs CONFIG_DEBUG_INFO_BTF")]
@@ -52,7 +55,11 @@ impl TracepointFormat {
                 continue;
             };
             let last = decl.split_whitespace().last().unwrap_or(decl);
-            let field = last.split('[').next().unwrap_or(last).trim_start_matches('*');
+            let field = last
+                .split('[')
+                .next()
+                .unwrap_or(last)
+                .trim_start_matches('*');
             fields.insert(field.to_string(), offset);
         }
         Self {

@@ -23,8 +23,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use orca_ebpf_common::{
-    AF_INET, AF_INET6, ConnStats, Event, IPPROTO_TCP, ProbeConfig, config_flag, counter,
-    direction, event_kind, tcp_state,
+    AF_INET, AF_INET6, ConnStats, Event, IPPROTO_TCP, ProbeConfig, config_flag, counter, direction,
+    event_kind, tcp_state,
 };
 
 /// Filled by the loader (`EbpfLoader::set_global`) before the programs are loaded.

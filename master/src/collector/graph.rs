@@ -1,0 +1,255 @@
+//! Views of the merged topology: hosts, containers or processes as nodes, and edges between
+//! them aggregated from every agent's connections. Both ends of a connection are joined by
+//! IP:port across agents, so a connection from host A to host B is one cross-host edge.
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+};
+
+use orca_proto::topology::v1 as pb;
+
+use super::store::Store;
+
+/// One view of the topology, keyed by id for cheap diffs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ViewGraph {
+    pub nodes: BTreeMap<String, pb::TopologyNode>,
+    pub edges: BTreeMap<String, pb::TopologyEdge>,
+}
+
+/// An endpoint, scoped to its agent when it is a loopback address (127.0.0.1 on two hosts
+/// are two different places).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Scoped {
+    agent: Option<String>,
+    addr: SocketAddr,
+}
+
+fn scoped(agent: &str, addr: SocketAddr) -> Scoped {
+    Scoped {
+        agent: addr.ip().is_loopback().then(|| agent.to_string()),
+        addr,
+    }
+}
+
+fn parse(ep: &Option<pb::Endpoint>) -> Option<SocketAddr> {
+    let ep = ep.as_ref()?;
+    Some(SocketAddr::new(
+        ep.ip.parse().ok()?,
+        u16::try_from(ep.port).ok()?,
+    ))
+}
+
+#[derive(Debug, Default)]
+struct Pair {
+    client: Option<(String, String)>,
+    server: Option<(String, String)>,
+    connections: u32,
+    bytes_client_to_server: u64,
+    bytes_server_to_client: u64,
+}
+
+pub fn view_from_param(s: &str) -> Option<pb::View> {
+    match s {
+        "hosts" => Some(pb::View::Hosts),
+        "containers" => Some(pb::View::Containers),
+        "processes" => Some(pb::View::Processes),
+        _ => None,
+    }
+}
+
+/// Builds one view. With `series`, nodes carry their whole time series.
+pub fn build(store: &Store, view: pb::View, series: bool) -> ViewGraph {
+    let mut graph = ViewGraph::default();
+    // process id -> (agent, view node id)
+    let mut owner: HashMap<&str, String> = HashMap::new();
+    let mut host_of_agent: HashMap<&str, String> = HashMap::new();
+    let mut agent_of_ip: HashMap<IpAddr, &str> = HashMap::new();
+
+    for agent in store.agents.values() {
+        host_of_agent.insert(&agent.agent_id, format!("host:{}", agent.hostname));
+        for node in agent.nodes.values() {
+            let kind = pb::NodeKind::try_from(node.kind).unwrap_or(pb::NodeKind::Unspecified);
+            if let Some(pb::node::Detail::Host(h)) = &node.detail {
+                for ip in &h.ips {
+                    if let Ok(ip) = ip.parse::<IpAddr>()
+                        && !ip.is_loopback()
+                    {
+                        agent_of_ip.insert(ip, &agent.agent_id);
+                    }
+                }
+            }
+            let shown = matches!(
+                (view, kind),
+                (pb::View::Hosts, pb::NodeKind::Host)
+                    | (pb::View::Containers, pb::NodeKind::Container)
+                    | (pb::View::Processes, pb::NodeKind::Process)
+            );
+            if kind == pb::NodeKind::Process {
+                let target = match view {
+                    pb::View::Processes => node.id.clone(),
+                    pb::View::Containers => node
+                        .parents
+                        .iter()
+                        .find(|p| p.starts_with("container:"))
+                        .cloned()
+                        .unwrap_or_else(|| format!("uncontained:{}", agent.hostname)),
+                    _ => format!("host:{}", agent.hostname),
+                };
+                owner.insert(&node.id, target);
+            }
+            if shown {
+                graph.nodes.insert(
+                    node.id.clone(),
+                    topology_node(store, node, &agent.hostname, series),
+                );
+            }
+        }
+    }
+
+    // Listening sockets: exact address, and wildcard listeners by (agent, port).
+    let mut listeners: HashMap<Scoped, (String, String)> = HashMap::new();
+    let mut wildcard: HashMap<(&str, u16), (String, String)> = HashMap::new();
+    for agent in store.agents.values() {
+        for c in agent.connections.values() {
+            if c.state != pb::ConnectionState::Listen as i32 {
+                continue;
+            }
+            let Some(local) = parse(&c.local) else {
+                continue;
+            };
+            let who = (agent.agent_id.clone(), c.process_id.clone());
+            if local.ip().is_unspecified() {
+                wildcard.insert((&agent.agent_id, local.port()), who);
+            } else {
+                listeners.insert(scoped(&agent.agent_id, local), who);
+            }
+        }
+    }
+
+    let mut pairs: HashMap<(Scoped, Scoped), Pair> = HashMap::new();
+    for agent in store.agents.values() {
+        for c in agent.connections.values() {
+            if c.state == pb::ConnectionState::Listen as i32 {
+                continue;
+            }
+            let (Some(local), Some(remote)) = (parse(&c.local), parse(&c.remote)) else {
+                continue;
+            };
+            let me = (agent.agent_id.clone(), c.process_id.clone());
+            let local = scoped(&agent.agent_id, local);
+            let remote = scoped(&agent.agent_id, remote);
+            let inbound = c.direction == pb::Direction::Inbound as i32;
+            let key = if inbound {
+                (remote, local)
+            } else {
+                (local, remote)
+            };
+            let pair = pairs.entry(key).or_default();
+            pair.connections = pair.connections.max(1);
+            if inbound {
+                pair.server = Some(me);
+                pair.bytes_client_to_server = pair.bytes_client_to_server.max(c.bytes_received);
+                pair.bytes_server_to_client = pair.bytes_server_to_client.max(c.bytes_sent);
+            } else {
+                pair.client = Some(me);
+                pair.bytes_client_to_server = pair.bytes_client_to_server.max(c.bytes_sent);
+                pair.bytes_server_to_client = pair.bytes_server_to_client.max(c.bytes_received);
+            }
+        }
+    }
+
+    for ((client_addr, server_addr), pair) in pairs {
+        let server = pair.server.clone().or_else(|| {
+            listeners.get(&server_addr).cloned().or_else(|| {
+                let agent = match &server_addr.agent {
+                    Some(agent) => agent.as_str(),
+                    None => agent_of_ip.get(&server_addr.addr.ip()).copied()?,
+                };
+                wildcard.get(&(agent, server_addr.addr.port())).cloned()
+            })
+        });
+        let resolve = |end: Option<(String, String)>, addr: &Scoped| -> (String, Option<String>) {
+            match end {
+                Some((agent, process)) => {
+                    let node = owner
+                        .get(process.as_str())
+                        .cloned()
+                        .or_else(|| host_of_agent.get(agent.as_str()).cloned())
+                        .unwrap_or_else(|| format!("external:{}", addr.addr.ip()));
+                    (node, Some(agent))
+                }
+                None => (format!("external:{}", addr.addr.ip()), None),
+            }
+        };
+        let (source, source_agent) = resolve(pair.client.clone(), &client_addr);
+        let (target, target_agent) = resolve(server, &server_addr);
+        if source == target {
+            continue;
+        }
+        for (id, addr) in [(&source, &client_addr), (&target, &server_addr)] {
+            if !graph.nodes.contains_key(id) {
+                graph
+                    .nodes
+                    .insert(id.clone(), pseudo_node(id, addr.addr.ip()));
+            }
+        }
+        let id = format!("{source}->{target}");
+        let edge = graph
+            .edges
+            .entry(id.clone())
+            .or_insert_with(|| pb::TopologyEdge {
+                id,
+                source: source.clone(),
+                target: target.clone(),
+                ..Default::default()
+            });
+        edge.connections += pair.connections;
+        edge.bytes_sent += pair.bytes_client_to_server;
+        edge.bytes_received += pair.bytes_server_to_client;
+        if let (Some(a), Some(b)) = (&source_agent, &target_agent)
+            && a != b
+        {
+            edge.cross_host = true;
+        }
+    }
+    graph
+}
+
+fn pseudo_node(id: &str, ip: IpAddr) -> pb::TopologyNode {
+    let mut labels = HashMap::new();
+    labels.insert("pseudo".to_string(), "true".to_string());
+    if id.starts_with("external:") {
+        labels.insert("ip".to_string(), ip.to_string());
+    }
+    pb::TopologyNode {
+        node: Some(pb::Node {
+            id: id.to_string(),
+            kind: pb::NodeKind::Unspecified as i32,
+            parents: vec![],
+            labels,
+            detail: None,
+        }),
+        hostname: id
+            .strip_prefix("uncontained:")
+            .unwrap_or_default()
+            .to_string(),
+        ..Default::default()
+    }
+}
+
+fn topology_node(store: &Store, node: &pb::Node, hostname: &str, series: bool) -> pb::TopologyNode {
+    let mut out = pb::TopologyNode {
+        node: Some(node.clone()),
+        hostname: hostname.to_string(),
+        ..Default::default()
+    };
+    if series && let Some(s) = store.series.get(&node.id) {
+        let c = &store.series_config;
+        out.cpu_percent = s.cpu_percent.points(c);
+        out.memory_bytes = s.memory_bytes.points(c);
+        out.net_tx_bytes_per_second = s.net_tx_bytes_per_second.points(c);
+        out.net_rx_bytes_per_second = s.net_rx_bytes_per_second.points(c);
+    }
+    out
+}

@@ -1,0 +1,62 @@
+//! The collector's HTTP API: `GET /api/topology?view=…`, `GET /api/agents`, `GET /metrics`,
+//! `GET /health`.
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Deserialize;
+
+use super::{Collector, graph};
+
+#[derive(Debug, Deserialize)]
+struct TopologyQuery {
+    view: Option<String>,
+}
+
+pub fn router(collector: Collector) -> Router {
+    Router::new()
+        .route("/api/topology", get(topology))
+        .route("/api/agents", get(agents))
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(collector)
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn topology(State(collector): State<Collector>, Query(q): Query<TopologyQuery>) -> Response {
+    let name = q.view.unwrap_or_else(|| "hosts".to_string());
+    let Some(view) = graph::view_from_param(&name) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown view {name:?}: use view=hosts, view=containers or view=processes"),
+        );
+    };
+    let graph = collector.view(view);
+    Json(serde_json::json!({
+        "view": name,
+        "nodes": graph.nodes.values().collect::<Vec<_>>(),
+        "edges": graph.edges.values().collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+async fn agents(State(collector): State<Collector>) -> Response {
+    Json(serde_json::json!({ "agents": collector.agents() })).into_response()
+}
+
+async fn metrics(State(collector): State<Collector>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        collector.metrics().encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,354 @@
+//! The collector's state: the latest nodes and connections of every agent, rebuilt from full
+//! reports and kept current with deltas, plus per-node time series.
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use orca_proto::topology::v1 as pb;
+
+use super::series::{NodeSeries, Sample, SeriesConfig};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReportError {
+    #[error("report has no agent_id")]
+    MissingAgentId,
+    #[error("report has no hostname")]
+    MissingHostname,
+    #[error("report seq must start at 1")]
+    ZeroSeq,
+    #[error("node #{0} has an empty id")]
+    EmptyNodeId(usize),
+    #[error("node {0} has an unknown kind {1}")]
+    BadNodeKind(String, i32),
+    #[error("node {0} claims agent {1}'s host; a report may only describe its own host")]
+    ForeignHost(String, String),
+    #[error("connection {0} has an invalid endpoint {1:?}")]
+    BadEndpoint(String, String),
+    #[error("connection #{0} has an empty id")]
+    EmptyConnectionId(usize),
+}
+
+/// Checks a report before anything of it is applied: a bad report changes nothing.
+pub fn validate(report: &pb::Report) -> Result<(), ReportError> {
+    if report.agent_id.trim().is_empty() {
+        return Err(ReportError::MissingAgentId);
+    }
+    if report.hostname.trim().is_empty() {
+        return Err(ReportError::MissingHostname);
+    }
+    if report.seq == 0 {
+        return Err(ReportError::ZeroSeq);
+    }
+    for (i, node) in report.nodes.iter().enumerate() {
+        if node.id.is_empty() {
+            return Err(ReportError::EmptyNodeId(i));
+        }
+        let kind = pb::NodeKind::try_from(node.kind)
+            .ok()
+            .filter(|k| *k != pb::NodeKind::Unspecified);
+        if kind.is_none() {
+            return Err(ReportError::BadNodeKind(node.id.clone(), node.kind));
+        }
+        if let Some(pb::node::Detail::Host(h)) = &node.detail
+            && h.hostname != report.hostname
+        {
+            return Err(ReportError::ForeignHost(
+                node.id.clone(),
+                report.hostname.clone(),
+            ));
+        }
+    }
+    for (i, conn) in report.connections.iter().enumerate() {
+        if conn.id.is_empty() {
+            return Err(ReportError::EmptyConnectionId(i));
+        }
+        for ep in [&conn.local, &conn.remote].into_iter().flatten() {
+            if ep.ip.parse::<IpAddr>().is_err() || ep.port > u16::MAX as u32 {
+                return Err(ReportError::BadEndpoint(
+                    conn.id.clone(),
+                    format!("{}:{}", ep.ip, ep.port),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What happened to a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The report was applied to the topology.
+    Applied,
+    /// Already applied (a resend after a reconnect).
+    Duplicate,
+    /// A delta that does not follow the last applied report: its samples were kept for the
+    /// time series, the topology was not changed, and a full report is needed.
+    NeedFull,
+}
+
+#[derive(Debug)]
+pub struct AgentState {
+    pub agent_id: String,
+    pub hostname: String,
+    pub applied_seq: u64,
+    /// False until a full report arrived (after a collector restart, or a gap).
+    pub synced: bool,
+    pub nodes: HashMap<String, pb::Node>,
+    pub connections: HashMap<String, pb::Connection>,
+    pub stats: pb::AgentStats,
+    pub last_report: Instant,
+    pub last_report_unix_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    pub agents: HashMap<String, AgentState>,
+    pub series: HashMap<String, NodeSeries>,
+    pub series_config: SeriesConfig,
+    /// Bumped on every change; views are rebuilt when it moves.
+    pub version: u64,
+}
+
+fn sample(node: &pb::Node) -> Option<Sample> {
+    match &node.detail {
+        Some(pb::node::Detail::Host(h)) => Some(Sample {
+            cpu_percent: h.cpu_percent,
+            memory_bytes: h
+                .memory_total_bytes
+                .saturating_sub(h.memory_available_bytes),
+            net_tx_bytes: h.net_tx_bytes,
+            net_rx_bytes: h.net_rx_bytes,
+        }),
+        Some(pb::node::Detail::Process(p)) => Some(Sample {
+            cpu_percent: p.cpu_percent,
+            memory_bytes: p.rss_bytes,
+            net_tx_bytes: p.net_tx_bytes,
+            net_rx_bytes: p.net_rx_bytes,
+        }),
+        Some(pb::node::Detail::Container(c)) => Some(Sample {
+            cpu_percent: c.cpu_percent,
+            memory_bytes: c.memory_usage_bytes,
+            net_tx_bytes: 0,
+            net_rx_bytes: 0,
+        }),
+        None => None,
+    }
+}
+
+impl Store {
+    pub fn new(series_config: SeriesConfig) -> Self {
+        Self {
+            agents: HashMap::new(),
+            series: HashMap::new(),
+            series_config,
+            version: 0,
+        }
+    }
+
+    /// Applies a validated report.
+    pub fn apply(&mut self, report: pb::Report) -> Applied {
+        let agent = self
+            .agents
+            .entry(report.agent_id.clone())
+            .or_insert_with(|| AgentState {
+                agent_id: report.agent_id.clone(),
+                hostname: report.hostname.clone(),
+                applied_seq: 0,
+                synced: false,
+                nodes: HashMap::new(),
+                connections: HashMap::new(),
+                stats: pb::AgentStats::default(),
+                last_report: Instant::now(),
+                last_report_unix_ms: 0,
+            });
+        agent.last_report = Instant::now();
+        agent.last_report_unix_ms = report.timestamp_unix_ms;
+        let follows = agent.synced && report.seq == agent.applied_seq + 1;
+        if !report.full && agent.synced && report.seq <= agent.applied_seq {
+            return Applied::Duplicate;
+        }
+        // Samples are history: keep them even from a delta that cannot be applied.
+        for node in &report.nodes {
+            if let Some(s) = sample(node) {
+                self.series.entry(node.id.clone()).or_default().record(
+                    &self.series_config,
+                    report.timestamp_unix_ms,
+                    s,
+                );
+            }
+        }
+        if !report.full && !follows {
+            return Applied::NeedFull;
+        }
+        if report.full {
+            for id in agent.nodes.keys() {
+                if !report.nodes.iter().any(|n| &n.id == id) {
+                    self.series.remove(id);
+                }
+            }
+            agent.nodes.clear();
+            agent.connections.clear();
+        }
+        for id in &report.removed_nodes {
+            agent.nodes.remove(id);
+            self.series.remove(id);
+        }
+        for id in &report.removed_connections {
+            agent.connections.remove(id);
+        }
+        for node in report.nodes {
+            agent.nodes.insert(node.id.clone(), node);
+        }
+        for conn in report.connections {
+            agent.connections.insert(conn.id.clone(), conn);
+        }
+        agent.hostname = report.hostname;
+        agent.applied_seq = report.seq;
+        agent.synced = true;
+        if let Some(stats) = report.stats {
+            agent.stats = stats;
+        }
+        self.version += 1;
+        Applied::Applied
+    }
+
+    /// Forgets agents that have not reported for `expiry`. Returns their ids.
+    pub fn expire(&mut self, expiry: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let gone: Vec<String> = self
+            .agents
+            .values()
+            .filter(|a| now.duration_since(a.last_report) > expiry)
+            .map(|a| a.agent_id.clone())
+            .collect();
+        for id in &gone {
+            if let Some(agent) = self.agents.remove(id) {
+                for node in agent.nodes.keys() {
+                    self.series.remove(node);
+                }
+            }
+        }
+        if !gone.is_empty() {
+            self.version += 1;
+        }
+        gone
+    }
+
+    pub fn applied_seq(&self, agent_id: &str) -> u64 {
+        self.agents
+            .get(agent_id)
+            .map(|a| a.applied_seq)
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(host: &str, pid: u32, cpu: f64) -> pb::Node {
+        pb::Node {
+            id: format!("process:{host}:{pid}"),
+            kind: pb::NodeKind::Process as i32,
+            parents: vec![format!("host:{host}")],
+            labels: Default::default(),
+            detail: Some(pb::node::Detail::Process(pb::Process {
+                pid,
+                cpu_percent: cpu,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn report(seq: u64, full: bool, nodes: Vec<pb::Node>, removed: Vec<&str>) -> pb::Report {
+        pb::Report {
+            agent_id: "a".into(),
+            hostname: "h".into(),
+            seq,
+            full,
+            timestamp_unix_ms: seq as i64 * 15_000,
+            nodes,
+            removed_nodes: removed.into_iter().map(String::from).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn full_then_deltas_then_gap() {
+        let mut s = Store::new(SeriesConfig::default());
+        assert_eq!(
+            s.apply(report(
+                1,
+                true,
+                vec![process("h", 1, 1.0), process("h", 2, 1.0)],
+                vec![]
+            )),
+            Applied::Applied
+        );
+        assert_eq!(
+            s.apply(report(
+                2,
+                false,
+                vec![process("h", 3, 1.0)],
+                vec!["process:h:1"]
+            )),
+            Applied::Applied
+        );
+        let a = &s.agents["a"];
+        let mut ids: Vec<_> = a.nodes.keys().cloned().collect();
+        ids.sort();
+        assert_eq!(ids, ["process:h:2", "process:h:3"]);
+        assert_eq!(
+            s.apply(report(2, false, vec![], vec![])),
+            Applied::Duplicate
+        );
+        // seq 3 lost: 4 cannot be applied, but its samples are kept.
+        assert_eq!(
+            s.apply(report(
+                4,
+                false,
+                vec![process("h", 2, 50.0)],
+                vec!["process:h:3"]
+            )),
+            Applied::NeedFull
+        );
+        assert!(
+            s.agents["a"].nodes.contains_key("process:h:3"),
+            "topology untouched"
+        );
+        let cpu = s.series["process:h:2"].cpu_percent.points(&s.series_config);
+        assert_eq!(cpu.last().unwrap().value, 50.0);
+        assert_eq!(
+            s.apply(report(5, true, vec![process("h", 2, 1.0)], vec![])),
+            Applied::Applied
+        );
+        assert_eq!(s.agents["a"].nodes.len(), 1);
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut r = report(1, true, vec![], vec![]);
+        r.agent_id = "".into();
+        assert_eq!(validate(&r), Err(ReportError::MissingAgentId));
+        let mut r = report(1, true, vec![process("h", 1, 0.0)], vec![]);
+        r.nodes[0].kind = 42;
+        assert!(
+            validate(&r)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown kind 42")
+        );
+        let mut r = report(1, true, vec![], vec![]);
+        r.connections.push(pb::Connection {
+            id: "c".into(),
+            local: Some(pb::Endpoint {
+                ip: "not-an-ip".into(),
+                port: 1,
+            }),
+            ..Default::default()
+        });
+        assert!(matches!(validate(&r), Err(ReportError::BadEndpoint(..))));
+    }
+}
