@@ -39,6 +39,17 @@ pub struct EngineCounters {
     pub conn_map_full: u64,
 }
 
+/// How the engine observes the host.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    pub probe: ProbeChoice,
+    /// Track only sockets of the agent's own network namespace (one agent per namespace on a
+    /// shared kernel); by default a host agent sees every namespace, containers included.
+    pub own_netns_only: bool,
+    /// The name this host reports under (default: the system hostname).
+    pub hostname: Option<String>,
+}
+
 /// What the agent observes, and how.
 pub struct Engine {
     hostname: String,
@@ -71,13 +82,10 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Starts observing: loads eBPF unless told not to (falling back to /proc with the reason
     /// logged and reported), then seeds the connection table from sock_diag.
-    pub fn start(
-        choice: ProbeChoice,
-        netns_filter: bool,
-    ) -> Result<Self, crate::probe::ProbeError> {
-        let (probe, mode, reason) = crate::probe::select(choice, netns_filter)?;
+    pub fn start(options: EngineOptions) -> Result<Self, crate::probe::ProbeError> {
+        let (probe, mode, reason) = crate::probe::select(options.probe, options.own_netns_only)?;
         let mut engine = Self {
-            hostname: host::hostname(),
+            hostname: options.hostname.unwrap_or_else(host::hostname),
             mode,
             reason,
             probe,

@@ -2,7 +2,12 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use orca_agent::{engine::Engine, probe::ProbeChoice, report::ReportBuilder, runner};
+use orca_agent::{
+    engine::{Engine, EngineOptions},
+    probe::ProbeChoice,
+    report::ReportBuilder,
+    runner,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +38,9 @@ enum Command {
         observe: Duration,
         #[arg(long)]
         own_netns_only: bool,
+        /// The name this host reports under (default: the system hostname).
+        #[arg(long)]
+        hostname: Option<String>,
     },
     /// Observe continuously, stream reports to the collector and serve metrics.
     Run {
@@ -58,6 +66,9 @@ enum Command {
         /// Agent id in reports (default: the hostname).
         #[arg(long)]
         agent_id: Option<String>,
+        /// The name this host reports under (default: the system hostname).
+        #[arg(long)]
+        hostname: Option<String>,
     },
 }
 
@@ -103,8 +114,13 @@ fn main() -> ExitCode {
                 probe,
                 observe,
                 own_netns_only,
+                hostname,
             } => {
-                let mut engine = Engine::start(probe, own_netns_only)?;
+                let mut engine = Engine::start(EngineOptions {
+                    probe,
+                    own_netns_only,
+                    hostname,
+                })?;
                 let _ = engine.snapshot();
                 tokio::time::sleep(observe).await;
                 let hostname = engine.hostname().to_string();
@@ -122,6 +138,7 @@ fn main() -> ExitCode {
                 full_every,
                 own_netns_only,
                 agent_id,
+                hostname,
             } => {
                 let config = runner::RunConfig {
                     master,
@@ -132,6 +149,7 @@ fn main() -> ExitCode {
                     full_every,
                     own_netns_only,
                     agent_id,
+                    hostname,
                 };
                 runner::run(config, shutdown_signal()).await
             }

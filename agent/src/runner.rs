@@ -10,7 +10,7 @@ use orca_proto::topology::v1 as pb;
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::{
-    engine::Engine,
+    engine::{Engine, EngineOptions},
     metrics::{AgentMetrics, ModeLabel},
     probe::ProbeChoice,
     report::ReportBuilder,
@@ -33,6 +33,8 @@ pub struct RunConfig {
     /// Only track sockets of the agent's own network namespace.
     pub own_netns_only: bool,
     pub agent_id: Option<String>,
+    /// The name this host reports under (default: the system hostname).
+    pub hostname: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -46,6 +48,7 @@ impl Default for RunConfig {
             full_every: 60,
             own_netns_only: false,
             agent_id: None,
+            hostname: None,
         }
     }
 }
@@ -67,7 +70,11 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut engine = Engine::start(config.probe, config.own_netns_only)?;
+    let mut engine = Engine::start(EngineOptions {
+        probe: config.probe,
+        own_netns_only: config.own_netns_only,
+        hostname: config.hostname.clone(),
+    })?;
     tracing::info!(mode = ?engine.mode(), reason = engine.reason(), "agent started");
     let metrics = Arc::new(AgentMetrics::new());
     let mode = match engine.mode() {

@@ -5,9 +5,10 @@ pub mod offsets;
 use orca_proto::topology::v1::ProbeMode;
 
 /// What the operator asked for (`--probe`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProbeChoice {
     /// eBPF when it loads, else /proc (the reason is logged and reported).
+    #[default]
     Auto,
     /// eBPF or fail.
     Ebpf,

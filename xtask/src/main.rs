@@ -1,0 +1,224 @@
+//! `cargo xtask …`: the project's own set-up, so both README commands work on a fresh machine.
+//!
+//! - `setup`: installs (idempotently) the Debian packages the agent and its tests use, the
+//!   nightly `rust-src` component and `bpf-linker` built against nightly's LLVM.
+//! - `build-ebpf`: builds the kernel programs alone (the agent's build script does it too).
+//! - `test`: setup, then the whole test suite (unit and root/kernel tests).
+//! - `up`: setup, then runs a collector and an agent on this host and prints the topology.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod up;
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (idempotent).
+    Setup,
+    /// Build the eBPF programs for the BPF target.
+    BuildEbpf,
+    /// Set up, then run every test (as root: eBPF, cgroups, containers, namespaces).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run a collector and an agent on this host and print the topology.
+    Up {
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        grpc_addr: String,
+        #[arg(long, default_value = "127.0.0.1:7080")]
+        http_addr: String,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+}
+
+/// Debian packages used by the agent's tests and runtime integrations.
+const APT_PACKAGES: &[&str] = &[
+    "containerd",
+    "runc",
+    "busybox-static",
+    "docker.io",
+    "iproute2",
+    "util-linux",
+    "libcap2-bin",
+    "procps",
+    "curl",
+];
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            let out = Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output();
+            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect()
+}
+
+fn setup() -> Result<()> {
+    let missing = missing_packages();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    let has_rust_src = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .is_some_and(|sysroot| sysroot.join("lib/rustlib/src/rust/library/core").is_dir());
+    if !has_rust_src {
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    // bpf-linker loads nightly's libLLVM, which `rustup run nightly` puts on the library path.
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"])) {
+        install_bpf_linker()?;
+    }
+    Ok(())
+}
+
+/// bpf-linker must link against the LLVM inside nightly rustc (the system LLVM is too old).
+fn install_bpf_linker() -> Result<()> {
+    let out = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()
+        .context("the nightly toolchain is needed to build eBPF programs")?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let lib = std::fs::read_dir(sysroot.join("lib"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so"))
+            })
+        })
+        .context("nightly's sysroot has no libLLVM shared library")?;
+    let name = lib.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let major: String = name
+        .trim_start_matches("libLLVM.so.")
+        .trim_start_matches("libLLVM-")
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    let prefix = std::env::temp_dir().join(format!("orca-llvm{major}"));
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&lib, &link)?;
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+        ])
+        .arg(format!("llvm-{major}"))
+        .env("LLVM_PREFIX", &prefix))
+}
+
+fn build_ebpf() -> Result<()> {
+    run(Command::new("cargo")
+        .current_dir(workspace_root())
+        .args([
+            "+nightly",
+            "build",
+            "-p",
+            "orca-ebpf",
+            "-Z",
+            "build-std=core",
+        ])
+        .args(["--target", "bpfel-unknown-none", "--release"]))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup()?;
+    let root = workspace_root();
+    // Build everything first, once, so test binaries do not race over the build.
+    run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--workspace",
+        "--exclude",
+        "orca-ebpf",
+        "--all-targets",
+        "--release",
+    ]))?;
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "--workspace", "--exclude", "orca-ebpf", "--release"])
+        .arg("--")
+        .args(args))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup(),
+        Cmd::BuildEbpf => setup().and_then(|()| build_ebpf()),
+        Cmd::Test { args } => test(&args),
+        Cmd::Up {
+            grpc_addr,
+            http_addr,
+            seconds,
+        } => setup().and_then(|()| up::up(&grpc_addr, &http_addr, seconds)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
