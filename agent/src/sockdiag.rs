@@ -34,7 +34,7 @@ pub struct TcpSocket {
     pub state: u8,
     pub inode: u64,
     pub uid: u32,
-    /// Application bytes sent and acknowledged by the peer.
+    /// Application bytes sent and acknowledged by the peer (the SYN not counted).
     pub bytes_acked: u64,
     /// Bytes received by TCP.
     pub bytes_received: u64,
@@ -104,7 +104,8 @@ fn receive_dump(socket: &Socket, out: &mut Vec<TcpSocket>) -> Result<(), SockDia
                     };
                     for nla in &response.nlas {
                         if let Nla::TcpInfo(info) = nla {
-                            entry.bytes_acked = info.bytes_acked;
+                            // The kernel counts the SYN in bytes_acked.
+                            entry.bytes_acked = info.bytes_acked.saturating_sub(1);
                             entry.bytes_received = info.bytes_received;
                             entry.retransmits = info.total_retrans;
                         }

@@ -1,0 +1,324 @@
+//! The agent against the real kernel: eBPF and /proc modes, connections with exact bytes,
+//! process exec/exit, cgroup and container attribution, and the fallback without CAP_BPF.
+//! Runs as root (see `support::require_root`).
+mod support;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpListener,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use orca_agent::{
+    engine::{Engine, EngineOptions},
+    probe::ProbeChoice,
+};
+use orca_proto::topology::v1 as pb;
+use support::*;
+
+const SENT: usize = 100_000;
+const REPLY: &[u8] = b"bye\n";
+
+fn engine(probe: ProbeChoice) -> Engine {
+    require_root();
+    let engine = Engine::start(EngineOptions {
+        probe,
+        ..Default::default()
+    })
+    .expect("the engine starts");
+    let expected = match probe {
+        ProbeChoice::Proc => pb::ProbeMode::Proc,
+        _ => pb::ProbeMode::Ebpf,
+    };
+    assert_eq!(engine.mode(), expected, "probe mode: {}", engine.reason());
+    engine
+}
+
+/// A child (bash) connects to a listener of this process and sends `SENT` bytes with a
+/// builtin (so the connecting process is also the sender), reads one line, and exits when
+/// the server closes.
+fn connection_roundtrip(probe: ProbeChoice) {
+    let mut engine = engine(probe);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port}; printf '%*s' {SENT} '' >&3; read -r line <&3; read -r end <&3; exit 0",
+            port = server.port()
+        ))
+        .spawn()
+        .unwrap();
+    let child_pid = child.id();
+    let mut child = ChildGuard(child);
+    let (mut accepted, client) = listener.accept().unwrap();
+    let connected_at = Instant::now();
+    let mut buf = vec![0u8; SENT];
+    accepted.read_exact(&mut buf).unwrap();
+
+    // Seen within 1 s with the right pid, 4-tuple, direction and exact bytes.
+    let snapshot = wait_for(Duration::from_secs(1), "the connection in a report", || {
+        let s = engine.snapshot();
+        let c = connection(&s.connections, client, server)?;
+        (c.bytes_sent == SENT as u64).then_some(s)
+    });
+    let seen_after = connected_at.elapsed();
+    assert!(
+        seen_after <= Duration::from_secs(1),
+        "seen after {seen_after:?}"
+    );
+    let out = connection(&snapshot.connections, client, server).unwrap();
+    assert_eq!(
+        out.pid, child_pid,
+        "connection attributed to the connecting process"
+    );
+    assert_eq!(out.direction, pb::Direction::Outbound as i32);
+    assert_eq!(out.state, pb::ConnectionState::Established as i32);
+    assert_eq!(
+        out.process_id,
+        format!("process:{}:{child_pid}", engine.hostname())
+    );
+    let back = connection(&snapshot.connections, server, client).expect("the accepting side");
+    assert_eq!(back.pid, std::process::id());
+    assert_eq!(back.direction, pb::Direction::Inbound as i32);
+    assert_eq!(back.bytes_received, SENT as u64);
+    let proc_node = process(&snapshot.nodes, child_pid).expect("the child's process node");
+    assert_eq!(proc_node.comm, "bash");
+    assert!(proc_node.connections >= 1);
+
+    accepted.write_all(REPLY).unwrap();
+    wait_for(Duration::from_secs(2), "the reply counted", || {
+        let s = engine.snapshot();
+        let c = connection(&s.connections, client, server)?;
+        (c.bytes_received == REPLY.len() as u64).then_some(())
+    });
+    drop(accepted);
+    assert!(child.0.wait().unwrap().success());
+
+    // The closed connection is shown once, with its final counters, then removed.
+    let closed = wait_for(Duration::from_secs(3), "the closed connection", || {
+        let s = engine.snapshot();
+        let c = connection(&s.connections, client, server)?;
+        (c.state == pb::ConnectionState::Closed as i32).then(|| c.clone())
+    });
+    assert_eq!(closed.bytes_sent, SENT as u64);
+    assert_eq!(closed.bytes_received, REPLY.len() as u64);
+    assert_eq!(closed.pid, child_pid);
+    let next = engine.snapshot();
+    assert!(
+        connection(&next.connections, client, server).is_none(),
+        "a closed connection stays for exactly one report"
+    );
+}
+
+#[test]
+fn ebpf_connection_pid_tuple_direction_and_exact_bytes() {
+    connection_roundtrip(ProbeChoice::Ebpf);
+}
+
+#[test]
+fn proc_mode_connection_pid_tuple_direction_and_exact_bytes() {
+    connection_roundtrip(ProbeChoice::Proc);
+}
+
+#[test]
+fn short_lived_connection_is_never_missed() {
+    let mut engine = engine(ProbeChoice::Ebpf);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    // Opened, used and closed between two reports.
+    let mut s = std::net::TcpStream::connect(server).unwrap();
+    let client = s.local_addr().unwrap();
+    s.write_all(&[7u8; 1234]).unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 1234];
+    accepted.read_exact(&mut buf).unwrap();
+    drop(s);
+    drop(accepted);
+    let snapshot = engine.snapshot();
+    let c =
+        connection(&snapshot.connections, client, server).expect("short-lived connection reported");
+    assert_eq!(c.state, pb::ConnectionState::Closed as i32);
+    assert_eq!(c.bytes_sent, 1234);
+}
+
+#[test]
+fn failed_connect_is_reported() {
+    let mut engine = engine(ProbeChoice::Ebpf);
+    // A port nobody listens on: bind, note, close.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let snapshot = engine.snapshot();
+    let failed = snapshot.connections.iter().find(|c| {
+        c.state == pb::ConnectionState::Failed as i32
+            && c.remote.as_ref().is_some_and(|r| r.port == port as u32)
+    });
+    let failed = failed.expect("the refused connect is reported as failed");
+    assert_eq!(failed.pid, std::process::id());
+}
+
+#[test]
+fn exec_and_exit_with_code_and_signal() {
+    let mut engine = engine(ProbeChoice::Ebpf);
+    let mut code = Command::new("bash").args(["-c", "exit 7"]).spawn().unwrap();
+    let code_pid = code.id();
+    assert_eq!(code.wait().unwrap().code(), Some(7));
+    let mut killed = Command::new("bash")
+        .args(["-c", "kill -KILL $$"])
+        .spawn()
+        .unwrap();
+    let killed_pid = killed.id();
+    killed.wait().unwrap();
+
+    let snapshot = engine.snapshot();
+    let p = process(&snapshot.nodes, code_pid).expect("the exited process is reported once");
+    assert!(p.exited);
+    assert_eq!(p.exit_code, 7);
+    assert_eq!(p.comm, "bash");
+    assert_eq!(p.ppid, std::process::id(), "parent from the kernel");
+    let k = process(&snapshot.nodes, killed_pid).expect("the killed process is reported");
+    assert!(k.exited);
+    assert_eq!(k.exit_signal, 9);
+    let next = engine.snapshot();
+    assert!(
+        process(&next.nodes, code_pid).is_none(),
+        "exited processes are shown once"
+    );
+}
+
+/// A cgroup this test creates under the memory controller (v1) or the unified hierarchy.
+struct TestCgroup {
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl TestCgroup {
+    fn create(path: &str) -> Self {
+        let roots: Vec<&str> = if std::path::Path::new("/sys/fs/cgroup/memory/tasks").exists() {
+            vec!["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu"]
+        } else {
+            vec!["/sys/fs/cgroup"]
+        };
+        let dirs: Vec<_> = roots
+            .iter()
+            .map(|root| std::path::Path::new(root).join(path.trim_start_matches('/')))
+            .collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("creating cgroup {d:?}: {e}"));
+        }
+        Self { dirs }
+    }
+
+    fn add(&self, pid: u32) {
+        for d in &self.dirs {
+            std::fs::write(d.join("cgroup.procs"), pid.to_string()).unwrap();
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir(d);
+            if let Some(parent) = d.parent()
+                && parent.file_name().is_some_and(|n| n == "docker")
+            {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+}
+
+#[test]
+fn process_in_named_cgroup_and_container_cgroup_is_attributed() {
+    let mut engine = engine(ProbeChoice::Ebpf);
+    let named = format!("/orca-test-{}", std::process::id());
+    let id = format!(
+        "{:064x}",
+        std::process::id() as u128 * 0x9e37_79b9_7f4a_7c15
+    );
+    let docker_path = format!("/docker/{id}");
+    let (named_cg, docker_cg) = (TestCgroup::create(&named), TestCgroup::create(&docker_path));
+    let a = ChildGuard(
+        Command::new("sleep")
+            .arg("30")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let b = ChildGuard(
+        Command::new("sleep")
+            .arg("30")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    named_cg.add(a.0.id());
+    docker_cg.add(b.0.id());
+
+    let snapshot = engine.snapshot();
+    let pa = process(&snapshot.nodes, a.0.id()).expect("process a");
+    assert_eq!(pa.cgroup, named);
+    assert!(pa.container_id.is_empty());
+    let pb_ = process(&snapshot.nodes, b.0.id()).expect("process b");
+    assert_eq!(pb_.cgroup, docker_path);
+    assert_eq!(pb_.container_id, id);
+    let container = node(&snapshot.nodes, &format!("container:{id}")).expect("container node");
+    match &container.detail {
+        Some(pb::node::Detail::Container(c)) => {
+            assert_eq!(c.runtime, "docker");
+            assert_eq!(c.cgroup_path, docker_path);
+        }
+        other => panic!("not a container: {other:?}"),
+    }
+    let proc_node = node(
+        &snapshot.nodes,
+        &format!("process:{}:{}", engine.hostname(), b.0.id()),
+    )
+    .unwrap();
+    assert_eq!(proc_node.parents[0], format!("container:{id}"));
+    drop((a, b));
+}
+
+#[test]
+fn without_cap_bpf_the_agent_falls_back_and_says_why() {
+    require_root();
+    let agent = env!("CARGO_BIN_EXE_orca-agent");
+    let drop_caps = ["--bounding-set", "-bpf,-perfmon,-sys_admin", "--"];
+    let out = Command::new("setpriv")
+        .args(drop_caps)
+        .args([agent, "report", "--observe", "200ms"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "agent failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["stats"]["probeMode"], "PROBE_MODE_PROC");
+    let reason = report["stats"]["probeReason"].as_str().unwrap();
+    assert!(
+        reason.contains("eBPF unavailable") && reason.contains("CAP_BPF"),
+        "{reason}"
+    );
+    assert!(stderr.contains("CAP_BPF"), "the log says why: {stderr}");
+    assert!(
+        report["nodes"].as_array().unwrap().len() > 1,
+        "still reports the host"
+    );
+
+    let strict = Command::new("setpriv")
+        .args(drop_caps)
+        .args([agent, "report", "--probe", "ebpf"])
+        .output()
+        .unwrap();
+    assert!(!strict.status.success());
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(
+        stderr.contains("--probe ebpf") && stderr.contains("CAP_BPF"),
+        "{stderr}"
+    );
+}

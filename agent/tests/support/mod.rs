@@ -1,0 +1,67 @@
+//! Helpers for the agent's root tests: privilege check, waiting on conditions with a deadline,
+//! and finding things in snapshots.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use orca_proto::topology::v1 as pb;
+
+/// These tests load eBPF programs, create cgroups and network namespaces: they need root.
+/// They fail loudly instead of skipping, so CI can never pass without running them.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (eBPF, cgroups, network namespaces): run `cargo xtask test` as root"
+    );
+}
+
+/// Polls `probe` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn process<'a>(nodes: &'a [pb::Node], pid: u32) -> Option<&'a pb::Process> {
+    nodes.iter().find_map(|n| match &n.detail {
+        Some(pb::node::Detail::Process(p)) if p.pid == pid => Some(p),
+        _ => None,
+    })
+}
+
+pub fn node<'a>(nodes: &'a [pb::Node], id: &str) -> Option<&'a pb::Node> {
+    nodes.iter().find(|n| n.id == id)
+}
+
+pub fn connection<'a>(
+    conns: &'a [pb::Connection],
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> Option<&'a pb::Connection> {
+    conns.iter().find(|c| {
+        c.local
+            .as_ref()
+            .is_some_and(|e| e.ip == local.ip().to_string() && e.port == local.port() as u32)
+            && c.remote
+                .as_ref()
+                .is_some_and(|e| e.ip == remote.ip().to_string() && e.port == remote.port() as u32)
+    })
+}
+
+/// Kills and reaps a child when dropped.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
