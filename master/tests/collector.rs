@@ -1,0 +1,396 @@
+//! The collector served for real on loopback: report streams from several agents, malformed
+//! and invalid reports, cross-host edges, topology watches and the HTTP API.
+use std::{net::SocketAddr, time::Duration};
+
+use orca_master::{collector::CollectorConfig, server::Master};
+use orca_proto::topology::v1::{self as pb, collector_client::CollectorClient};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+struct Running {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    collector: orca_master::collector::Collector,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start() -> Running {
+    let config = CollectorConfig {
+        publish_every: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let master = Master::bind(
+        config,
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let (grpc, http, collector) = (
+        master.grpc_addr(),
+        master.http_addr(),
+        master.collector.clone(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(master.serve(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        grpc,
+        http,
+        collector,
+        _stop: stop,
+    }
+}
+
+fn host(name: &str, ips: &[&str]) -> pb::Node {
+    pb::Node {
+        id: format!("host:{name}"),
+        kind: pb::NodeKind::Host as i32,
+        detail: Some(pb::node::Detail::Host(pb::Host {
+            hostname: name.into(),
+            ips: ips.iter().map(|s| s.to_string()).collect(),
+            cpu_percent: 12.5,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn process(host: &str, pid: u32, comm: &str) -> pb::Node {
+    pb::Node {
+        id: format!("process:{host}:{pid}"),
+        kind: pb::NodeKind::Process as i32,
+        parents: vec![format!("host:{host}")],
+        detail: Some(pb::node::Detail::Process(pb::Process {
+            pid,
+            comm: comm.into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn conn(
+    host: &str,
+    pid: u32,
+    local: &str,
+    remote: Option<&str>,
+    dir: pb::Direction,
+    state: pb::ConnectionState,
+) -> pb::Connection {
+    let ep = |s: &str| {
+        let a: SocketAddr = s.parse().unwrap();
+        pb::Endpoint {
+            ip: a.ip().to_string(),
+            port: a.port() as u32,
+        }
+    };
+    pb::Connection {
+        id: format!("{host}:{local}-{}", remote.unwrap_or("listen")),
+        local: Some(ep(local)),
+        remote: remote.map(ep),
+        direction: dir as i32,
+        state: state as i32,
+        pid,
+        process_id: format!("process:{host}:{pid}"),
+        bytes_sent: 1000,
+        bytes_received: 10,
+        ..Default::default()
+    }
+}
+
+fn full(
+    agent: &str,
+    seq: u64,
+    nodes: Vec<pb::Node>,
+    connections: Vec<pb::Connection>,
+) -> pb::Report {
+    pb::Report {
+        agent_id: agent.into(),
+        hostname: agent.into(),
+        seq,
+        full: true,
+        timestamp_unix_ms: 1_000_000 + seq as i64 * 1000,
+        nodes,
+        connections,
+        ..Default::default()
+    }
+}
+
+/// Client on host a (10.1.0.1) talks to a server listening on 0.0.0.0:80 on host b (10.1.0.2).
+fn cross_host_reports() -> (pb::Report, pb::Report) {
+    let a = full(
+        "a",
+        1,
+        vec![host("a", &["10.1.0.1"]), process("a", 100, "curl")],
+        vec![conn(
+            "a",
+            100,
+            "10.1.0.1:5555",
+            Some("10.1.0.2:80"),
+            pb::Direction::Outbound,
+            pb::ConnectionState::Established,
+        )],
+    );
+    let b = full(
+        "b",
+        1,
+        vec![host("b", &["10.1.0.2"]), process("b", 200, "nginx")],
+        vec![conn(
+            "b",
+            200,
+            "0.0.0.0:80",
+            None,
+            pb::Direction::Unspecified,
+            pb::ConnectionState::Listen,
+        )],
+    );
+    (a, b)
+}
+
+async fn open_stream(
+    addr: SocketAddr,
+) -> (mpsc::Sender<pb::Report>, tonic::Streaming<pb::ReportAck>) {
+    let mut client = CollectorClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    let acks = client
+        .stream_reports(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, acks)
+}
+
+async fn http_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status: u16 = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").unwrap().1;
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn merges_agents_into_cross_host_edges_served_over_http() {
+    let running = start().await;
+    let (a, b) = cross_host_reports();
+    for report in [a, b] {
+        let (tx, mut acks) = open_stream(running.grpc).await;
+        tx.send(report).await.unwrap();
+        let ack = acks.message().await.unwrap().unwrap();
+        assert_eq!(ack.applied_seq, 1);
+        assert!(ack.error.is_empty());
+    }
+    let (status, hosts) = http_json(running.http, "/api/topology?view=hosts").await;
+    assert_eq!(status, 200);
+    let edges = hosts["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 1, "{hosts}");
+    assert_eq!(edges[0]["source"], "host:a");
+    assert_eq!(edges[0]["target"], "host:b");
+    assert_eq!(edges[0]["crossHost"], true);
+    let (_, procs) = http_json(running.http, "/api/topology?view=processes").await;
+    let edge = &procs["edges"][0];
+    assert_eq!(edge["source"], "process:a:100");
+    assert_eq!(edge["target"], "process:b:200");
+    let host_a = hosts["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"]["id"] == "host:a")
+        .unwrap();
+    assert_eq!(host_a["cpuPercent"][0]["value"], 12.5, "time series served");
+
+    let (status, body) = http_json(running.http, "/api/topology?view=nope").await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("view=hosts"));
+    let (status, agents) = http_json(running.http, "/api/agents").await;
+    assert_eq!(status, 200);
+    assert_eq!(agents["agents"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn invalid_report_is_rejected_and_the_stream_goes_on() {
+    let running = start().await;
+    let (tx, mut acks) = open_stream(running.grpc).await;
+    let (good, _) = cross_host_reports();
+    tx.send(good.clone()).await.unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().applied_seq, 1);
+    let mut bad = good.clone();
+    bad.seq = 2;
+    bad.full = false;
+    bad.connections[0].remote = Some(pb::Endpoint {
+        ip: "999.1.1.1".into(),
+        port: 80,
+    });
+    tx.send(bad).await.unwrap();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert!(ack.error.contains("invalid endpoint"), "{ack:?}");
+    assert_eq!(ack.applied_seq, 1, "nothing of the bad report applied");
+    let mut next = good;
+    next.seq = 3;
+    tx.send(next).await.unwrap();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!(ack.applied_seq, 3);
+    assert!(ack.error.is_empty());
+}
+
+/// Bytes that are not an `orca.topology.v1.Report`: field 3 (seq, a varint) sent as a
+/// string, so decoding fails.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotAReport {
+    #[prost(string, tag = "3")]
+    seq: String,
+}
+
+#[tokio::test]
+async fn malformed_stream_is_refused_and_other_agents_are_unaffected() {
+    let running = start().await;
+    let (good_tx, mut good_acks) = open_stream(running.grpc).await;
+    let (a, b) = cross_host_reports();
+    good_tx.send(a).await.unwrap();
+    assert_eq!(good_acks.message().await.unwrap().unwrap().applied_seq, 1);
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<NotAReport, pb::ReportAck>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/orca.topology.v1.Collector/StreamReports",
+    );
+    let garbage = tokio_stream::iter(vec![NotAReport {
+        seq: "definitely not a number".into(),
+    }]);
+    let response = grpc
+        .streaming(tonic::Request::new(garbage), path, codec)
+        .await;
+    let error = match response {
+        Ok(resp) => {
+            let mut stream = resp.into_inner();
+            stream
+                .message()
+                .await
+                .expect_err("the stream ends with an error")
+        }
+        Err(status) => status,
+    };
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert!(error.message().contains("malformed report"), "{error:?}");
+
+    // The well-behaved agent carries on, and another agent can join.
+    let mut next = b;
+    next.agent_id = "a".into();
+    next.hostname = "a".into();
+    next.nodes = vec![host("a", &["10.1.0.1"])];
+    next.connections.clear();
+    next.seq = 2;
+    good_tx.send(next).await.unwrap();
+    assert_eq!(good_acks.message().await.unwrap().unwrap().applied_seq, 2);
+    let metrics = running.collector.metrics().encode();
+    assert!(
+        metrics.contains("orca_collector_reports_total{result=\"malformed\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn gap_in_deltas_asks_for_a_full_report() {
+    let running = start().await;
+    let (tx, mut acks) = open_stream(running.grpc).await;
+    let (a, _) = cross_host_reports();
+    tx.send(a.clone()).await.unwrap();
+    acks.message().await.unwrap().unwrap();
+    let mut delta = a.clone();
+    delta.full = false;
+    delta.seq = 5;
+    tx.send(delta).await.unwrap();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert!(ack.need_full);
+    assert_eq!(ack.applied_seq, 1);
+}
+
+#[tokio::test]
+async fn watch_sends_a_snapshot_then_deltas() {
+    let running = start().await;
+    let (tx, mut acks) = open_stream(running.grpc).await;
+    let (a, b) = cross_host_reports();
+    tx.send(a.clone()).await.unwrap();
+    acks.message().await.unwrap().unwrap();
+
+    let mut client = CollectorClient::connect(format!("http://{}", running.grpc))
+        .await
+        .unwrap();
+    let mut watch = client
+        .watch_topology(pb::WatchRequest {
+            view: pb::View::Hosts as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = watch.message().await.unwrap().unwrap();
+    assert!(snapshot.full);
+    let ids: Vec<_> = snapshot
+        .upserted_nodes
+        .iter()
+        .map(|n| n.node.as_ref().unwrap().id.clone())
+        .collect();
+    assert!(ids.contains(&"host:a".to_string()), "{ids:?}");
+
+    // Host b joins: the watcher gets a delta with b and the new cross-host edge.
+    let (tx_b, mut acks_b) = open_stream(running.grpc).await;
+    tx_b.send(b).await.unwrap();
+    acks_b.message().await.unwrap().unwrap();
+    let delta = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let d = watch.message().await.unwrap().unwrap();
+            if !d.upserted_edges.is_empty() {
+                return d;
+            }
+        }
+    })
+    .await
+    .expect("a delta within 2 s");
+    assert!(!delta.full);
+    assert!(delta.seq > snapshot.seq);
+    assert!(
+        delta
+            .upserted_nodes
+            .iter()
+            .any(|n| n.node.as_ref().unwrap().id == "host:b")
+    );
+    assert!(delta.upserted_edges[0].cross_host);
+
+    // Agent a reports a's process went away: the host view's edge is removed.
+    let mut gone = a;
+    gone.seq = 2;
+    gone.full = false;
+    gone.nodes = vec![];
+    gone.connections = vec![];
+    gone.removed_connections = vec!["a:10.1.0.1:5555-10.1.0.2:80".into()];
+    tx.send(gone).await.unwrap();
+    acks.message().await.unwrap().unwrap();
+    let removal = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let d = watch.message().await.unwrap().unwrap();
+            if !d.removed_edges.is_empty() {
+                return d;
+            }
+        }
+    })
+    .await
+    .expect("an edge removal within 2 s");
+    assert_eq!(removal.removed_edges, ["host:a->host:b"]);
+}
