@@ -223,7 +223,8 @@ impl Engine {
         }
         self.snapshots += 1;
         let now = now_unix_ms();
-        let host = self.host.collect();
+        let mut host = self.host.collect();
+        host.hostname = self.hostname.clone();
         let host_id = format!("host:{}", self.hostname);
         let mut nodes = Vec::with_capacity(processes.len() + 1);
         nodes.push(pb::Node {
