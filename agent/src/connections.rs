@@ -52,6 +52,8 @@ pub struct Connection {
     pub started_unix_ms: i64,
     pub closed_unix_ms: i64,
     pub source: Source,
+    /// Changed since the last report.
+    pub dirty: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +61,8 @@ pub struct Listener {
     pub local: SocketAddr,
     pub pid: u32,
     pub comm: String,
+    /// Changed since the last report.
+    pub dirty: bool,
 }
 
 /// Converts kernel monotonic nanoseconds to Unix milliseconds.
@@ -93,6 +97,8 @@ pub struct ConnectionTable {
     conns: HashMap<ConnKey, Connection>,
     by_sk: HashMap<u64, ConnKey>,
     listeners: HashMap<SocketAddr, Listener>,
+    /// Listening sockets closed since the last report.
+    removed_listeners: Vec<SocketAddr>,
 }
 
 pub fn comm_string(comm: &[u8; 16]) -> String {
@@ -186,6 +192,7 @@ impl ConnectionTable {
                         started_unix_ms: clock.unix_ms(ev.ts_ns),
                         closed_unix_ms: 0,
                         source: Source::Ebpf { sk: ev.sk },
+                        dirty: true,
                     },
                 );
                 true
@@ -214,7 +221,9 @@ impl ConnectionTable {
                     started_unix_ms: closed_at,
                     closed_unix_ms: closed_at,
                     source: Source::Ebpf { sk: ev.sk },
+                    dirty: true,
                 });
+                entry.dirty = true;
                 entry.state = state;
                 entry.closed_unix_ms = closed_at;
                 entry.bytes_sent = ev.bytes_sent;
@@ -234,13 +243,16 @@ impl ConnectionTable {
                         local,
                         pid: ev.pid,
                         comm: comm_string(&ev.comm),
+                        dirty: true,
                     },
                 );
                 true
             }
             event_kind::UNLISTEN => {
                 let local = event_addr(ev.family, &ev.saddr, ev.sport);
-                self.listeners.remove(&local);
+                if self.listeners.remove(&local).is_some() {
+                    self.removed_listeners.push(local);
+                }
                 true
             }
             _ => false,
@@ -258,12 +270,18 @@ impl ConnectionTable {
                 continue;
             }
             if let Some(stats) = lookup(sk) {
-                conn.bytes_sent = stats.bytes_sent;
-                conn.bytes_received = stats.bytes_received;
-                conn.retransmits = stats.retransmits;
+                if (conn.bytes_sent, conn.bytes_received, conn.retransmits)
+                    != (stats.bytes_sent, stats.bytes_received, stats.retransmits)
+                {
+                    conn.bytes_sent = stats.bytes_sent;
+                    conn.bytes_received = stats.bytes_received;
+                    conn.retransmits = stats.retransmits;
+                    conn.dirty = true;
+                }
                 if stats.pid != 0 && stats.pid != conn.pid {
                     conn.pid = stats.pid;
                     conn.comm = comm_string(&stats.comm);
+                    conn.dirty = true;
                 }
             }
         }
@@ -285,15 +303,17 @@ impl ConnectionTable {
             self.listeners
                 .entry(s.local)
                 .and_modify(|l| {
-                    if l.pid == 0 {
+                    if l.pid == 0 && pid != 0 {
                         l.pid = pid;
                         l.comm = comm.clone();
+                        l.dirty = true;
                     }
                 })
                 .or_insert(Listener {
                     local: s.local,
                     pid,
                     comm,
+                    dirty: true,
                 });
         }
         for s in sockets
@@ -309,12 +329,15 @@ impl ConnectionTable {
             let inbound = self.listener_for(s.local).is_some();
             match self.conns.get_mut(&key) {
                 Some(conn) if conn.source == Source::SockDiag => {
-                    conn.bytes_sent = s.bytes_acked;
-                    conn.bytes_received = s.bytes_received;
-                    conn.retransmits = s.retransmits;
-                    if pid != 0 {
+                    let counters = (s.bytes_acked, s.bytes_received, s.retransmits);
+                    if (conn.bytes_sent, conn.bytes_received, conn.retransmits) != counters {
+                        (conn.bytes_sent, conn.bytes_received, conn.retransmits) = counters;
+                        conn.dirty = true;
+                    }
+                    if pid != 0 && pid != conn.pid {
                         conn.pid = pid;
                         conn.comm = comm;
+                        conn.dirty = true;
                     }
                 }
                 Some(_) => {}
@@ -337,6 +360,7 @@ impl ConnectionTable {
                             started_unix_ms: now_ms,
                             closed_unix_ms: 0,
                             source: Source::SockDiag,
+                            dirty: true,
                         },
                     );
                 }
@@ -350,6 +374,7 @@ impl ConnectionTable {
                 {
                     conn.state = ConnState::Closed;
                     conn.closed_unix_ms = now_ms;
+                    conn.dirty = true;
                 }
             }
             let listening: std::collections::HashSet<SocketAddr> = sockets
@@ -357,7 +382,14 @@ impl ConnectionTable {
                 .filter(|s| s.state == sockdiag::TCP_LISTEN)
                 .map(|s| s.local)
                 .collect();
-            self.listeners.retain(|local, _| listening.contains(local));
+            let removed = &mut self.removed_listeners;
+            self.listeners.retain(|local, _| {
+                let keep = listening.contains(local);
+                if !keep {
+                    removed.push(*local);
+                }
+                keep
+            });
         }
     }
 
@@ -366,9 +398,51 @@ impl ConnectionTable {
         self.conns.values().any(|c| c.source == Source::SockDiag)
     }
 
-    /// After a report carried them: forget closed and failed connections.
-    pub fn prune_reported(&mut self) {
-        self.conns.retain(|_, c| c.state == ConnState::Established);
+    /// What a report carries: every connection and listener (`full`), or only those changed
+    /// since the last report, plus the listeners closed since. Everything is then marked
+    /// reported, and closed or failed connections are forgotten: they are in exactly one
+    /// report, and receivers drop them when the next report arrives.
+    pub fn take_changes(&mut self, full: bool) -> Changes<'_> {
+        let removed_listeners = std::mem::take(&mut self.removed_listeners);
+        Changes {
+            table: self,
+            full,
+            removed_listeners,
+        }
+    }
+}
+
+/// The connections and listeners one report carries; see [`ConnectionTable::take_changes`].
+pub struct Changes<'a> {
+    table: &'a mut ConnectionTable,
+    full: bool,
+    pub removed_listeners: Vec<SocketAddr>,
+}
+
+impl Changes<'_> {
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        let full = self.full;
+        self.table.conns.values().filter(move |c| full || c.dirty)
+    }
+
+    pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
+        let full = self.full;
+        self.table
+            .listeners
+            .values()
+            .filter(move |l| full || l.dirty)
+    }
+}
+
+impl Drop for Changes<'_> {
+    fn drop(&mut self) {
+        self.table.conns.retain(|_, c| {
+            c.dirty = false;
+            c.state == ConnState::Established
+        });
+        for l in self.table.listeners.values_mut() {
+            l.dirty = false;
+        }
     }
 }
 
@@ -424,8 +498,16 @@ mod tests {
             .unwrap();
         assert_eq!(closed.state, ConnState::Closed);
         assert_eq!(closed.bytes_sent, 1000);
-        t.prune_reported();
-        assert_eq!(t.len(), 1);
+        {
+            let changes = t.take_changes(false);
+            assert_eq!(changes.connections().count(), 2, "both are new");
+            assert_eq!(changes.listeners().count(), 1);
+        }
+        assert_eq!(t.len(), 1, "the closed one was reported once and forgotten");
+        let changes = t.take_changes(false);
+        assert_eq!(changes.connections().count(), 0, "nothing changed");
+        drop(changes);
+        assert_eq!(t.take_changes(true).connections().count(), 1);
     }
 
     #[test]
@@ -434,7 +516,7 @@ mod tests {
         let mut t = ConnectionTable::default();
         t.apply_event(&event(event_kind::CONNECT_FAILED, 9, 4000, 1, 5), &clock);
         assert_eq!(t.connections().next().unwrap().state, ConnState::Failed);
-        t.prune_reported();
+        drop(t.take_changes(false));
         assert!(t.is_empty());
     }
 }

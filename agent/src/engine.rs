@@ -207,8 +207,9 @@ impl Engine {
         processes
     }
 
-    /// Takes a snapshot of the host: host facts, processes, containers, connections.
-    pub fn snapshot(&mut self) -> Snapshot {
+    /// Takes a snapshot of the host: host facts, processes, containers, and all connections
+    /// (`full`) or those changed since the previous snapshot.
+    pub fn snapshot(&mut self, full: bool) -> Snapshot {
         self.drain_events();
         let started = Instant::now();
         let reconcile = self.probe.is_none()
@@ -301,33 +302,41 @@ impl Engine {
             });
         }
 
-        let mut connections: Vec<pb::Connection> = self
-            .table
+        let hostname = &self.hostname;
+        let changes = self.table.take_changes(full);
+        let mut connections: Vec<pb::Connection> = changes
             .connections()
-            .map(|c| self.connection(c, container_of.get(&c.pid)))
+            .map(|c| connection(hostname, c, container_of.get(&c.pid)))
             .collect();
-        connections.extend(self.table.listeners().map(|l| pb::Connection {
-            id: format!("{}:listen:{}", self.hostname, l.local),
+        connections.extend(changes.listeners().map(|l| pb::Connection {
+            id: listener_id(hostname, l.local),
             local: Some(endpoint(l.local)),
             remote: None,
             direction: pb::Direction::Unspecified as i32,
             state: pb::ConnectionState::Listen as i32,
             pid: l.pid,
-            process_id: process_id(&self.hostname, l.pid),
+            process_id: process_id(hostname, l.pid),
             comm: l.comm.clone(),
             container_id: container_of.get(&l.pid).cloned().unwrap_or_default(),
             ..Default::default()
         }));
-        self.table.prune_reported();
+        let removed_connections = changes
+            .removed_listeners
+            .iter()
+            .map(|local| listener_id(hostname, *local))
+            .collect();
+        drop(changes);
         self.last_processes = live;
 
         let counters = self.counters();
         let own = self.self_stat.sample();
         tracing::trace!(elapsed = ?started.elapsed(), "snapshot");
         Snapshot {
+            full,
             timestamp_unix_ms: now,
             nodes,
             connections,
+            removed_connections,
             stats: pb::AgentStats {
                 probe_mode: self.mode as i32,
                 probe_reason: self.reason.clone(),
@@ -383,33 +392,37 @@ impl Engine {
             })),
         }
     }
+}
 
-    fn connection(&self, c: &Connection, container: Option<&String>) -> pb::Connection {
-        pb::Connection {
-            id: format!("{}:{}-{}", self.hostname, c.key.local, c.key.remote),
-            local: Some(endpoint(c.key.local)),
-            remote: Some(endpoint(c.key.remote)),
-            direction: match c.direction {
-                Direction::Outbound => pb::Direction::Outbound,
-                Direction::Inbound => pb::Direction::Inbound,
-                Direction::Unknown => pb::Direction::Unspecified,
-            } as i32,
-            state: match c.state {
-                ConnState::Established => pb::ConnectionState::Established,
-                ConnState::Closed => pb::ConnectionState::Closed,
-                ConnState::Failed => pb::ConnectionState::Failed,
-            } as i32,
-            pid: c.pid,
-            process_id: process_id(&self.hostname, c.pid),
-            comm: c.comm.clone(),
-            container_id: container.cloned().unwrap_or_default(),
-            bytes_sent: c.bytes_sent,
-            bytes_received: c.bytes_received,
-            retransmits: c.retransmits,
-            started_unix_ms: c.started_unix_ms,
-            closed_unix_ms: c.closed_unix_ms,
-        }
+fn connection(hostname: &str, c: &Connection, container: Option<&String>) -> pb::Connection {
+    pb::Connection {
+        id: format!("{}:{}-{}", hostname, c.key.local, c.key.remote),
+        local: Some(endpoint(c.key.local)),
+        remote: Some(endpoint(c.key.remote)),
+        direction: match c.direction {
+            Direction::Outbound => pb::Direction::Outbound,
+            Direction::Inbound => pb::Direction::Inbound,
+            Direction::Unknown => pb::Direction::Unspecified,
+        } as i32,
+        state: match c.state {
+            ConnState::Established => pb::ConnectionState::Established,
+            ConnState::Closed => pb::ConnectionState::Closed,
+            ConnState::Failed => pb::ConnectionState::Failed,
+        } as i32,
+        pid: c.pid,
+        process_id: process_id(hostname, c.pid),
+        comm: c.comm.clone(),
+        container_id: container.cloned().unwrap_or_default(),
+        bytes_sent: c.bytes_sent,
+        bytes_received: c.bytes_received,
+        retransmits: c.retransmits,
+        started_unix_ms: c.started_unix_ms,
+        closed_unix_ms: c.closed_unix_ms,
     }
+}
+
+fn listener_id(hostname: &str, local: std::net::SocketAddr) -> String {
+    format!("{hostname}:listen:{local}")
 }
 
 fn endpoint(addr: std::net::SocketAddr) -> pb::Endpoint {

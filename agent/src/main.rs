@@ -121,11 +121,11 @@ fn main() -> ExitCode {
                     own_netns_only,
                     hostname,
                 })?;
-                let _ = engine.snapshot();
+                let _ = engine.snapshot(true);
                 tokio::time::sleep(observe).await;
                 let hostname = engine.hostname().to_string();
                 let mut builder = ReportBuilder::new(hostname.clone(), hostname, 1);
-                let report = builder.build(engine.snapshot());
+                let report = builder.build(engine.snapshot(true));
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }

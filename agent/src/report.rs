@@ -7,12 +7,18 @@ use std::{
 
 use orca_proto::topology::v1 as pb;
 
-/// Everything the agent knows at one instant.
+/// What the agent knows at one instant. Nodes are complete (the builder diffs them);
+/// connections are already what the report carries: all of them when `full`, else only those
+/// changed since the previous snapshot (the connection table tracks that itself, as
+/// rebuilding thousands of unchanged connections every second would cost more than
+/// everything else the agent does).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    pub full: bool,
     pub timestamp_unix_ms: i64,
     pub nodes: Vec<pb::Node>,
     pub connections: Vec<pb::Connection>,
+    pub removed_connections: Vec<String>,
     pub stats: pb::AgentStats,
 }
 
@@ -25,7 +31,6 @@ pub struct ReportBuilder {
     since_full: u64,
     force_full: bool,
     last_nodes: HashMap<String, u64>,
-    last_connections: HashMap<String, u64>,
 }
 
 fn digest(message: &impl prost::Message) -> u64 {
@@ -46,7 +51,6 @@ impl ReportBuilder {
             since_full: 0,
             force_full: true,
             last_nodes: HashMap::new(),
-            last_connections: HashMap::new(),
         }
     }
 
@@ -55,9 +59,14 @@ impl ReportBuilder {
         self.force_full = true;
     }
 
+    /// Whether the next report will be full; the snapshot for it must be taken accordingly.
+    pub fn next_is_full(&self) -> bool {
+        self.force_full || self.since_full >= self.full_every
+    }
+
     pub fn build(&mut self, snapshot: Snapshot) -> pb::Report {
         self.seq += 1;
-        let full = self.force_full || self.since_full >= self.full_every;
+        let full = snapshot.full;
         self.force_full = false;
         self.since_full = if full { 0 } else { self.since_full + 1 };
 
@@ -71,26 +80,12 @@ impl ReportBuilder {
                 nodes.push(node);
             }
         }
-        let mut conns_now = HashMap::with_capacity(snapshot.connections.len());
-        let mut connections = Vec::new();
-        for conn in snapshot.connections {
-            let d = digest(&conn);
-            let changed = self.last_connections.get(&conn.id) != Some(&d);
-            conns_now.insert(conn.id.clone(), d);
-            if full || changed {
-                connections.push(conn);
-            }
-        }
-        let (removed_nodes, removed_connections) = if full {
-            (Vec::new(), Vec::new())
+        let removed_nodes = if full {
+            Vec::new()
         } else {
-            (
-                removed(&self.last_nodes, &nodes_now),
-                removed(&self.last_connections, &conns_now),
-            )
+            removed(&self.last_nodes, &nodes_now)
         };
         self.last_nodes = nodes_now;
-        self.last_connections = conns_now;
         pb::Report {
             agent_id: self.agent_id.clone(),
             hostname: self.hostname.clone(),
@@ -99,8 +94,8 @@ impl ReportBuilder {
             timestamp_unix_ms: snapshot.timestamp_unix_ms,
             nodes,
             removed_nodes,
-            connections,
-            removed_connections,
+            connections: snapshot.connections,
+            removed_connections: snapshot.removed_connections,
             stats: Some(snapshot.stats),
         }
     }
@@ -132,7 +127,9 @@ mod tests {
     #[test]
     fn first_is_full_then_deltas() {
         let mut b = ReportBuilder::new("a".into(), "h".into(), 100);
+        assert!(b.next_is_full());
         let r1 = b.build(Snapshot {
+            full: b.next_is_full(),
             nodes: vec![node("p1", "x"), node("p2", "x")],
             ..Default::default()
         });
@@ -140,6 +137,7 @@ mod tests {
         assert_eq!(r1.seq, 1);
         assert_eq!(r1.nodes.len(), 2);
 
+        assert!(!b.next_is_full());
         let r2 = b.build(Snapshot {
             nodes: vec![node("p1", "y"), node("p3", "x")],
             ..Default::default()
@@ -152,6 +150,7 @@ mod tests {
 
         b.request_full();
         let r3 = b.build(Snapshot {
+            full: b.next_is_full(),
             nodes: vec![node("p1", "y")],
             ..Default::default()
         });
@@ -163,7 +162,16 @@ mod tests {
     #[test]
     fn periodic_full() {
         let mut b = ReportBuilder::new("a".into(), "h".into(), 2);
-        let fulls: Vec<bool> = (0..6).map(|_| b.build(Snapshot::default()).full).collect();
+        let fulls: Vec<bool> = (0..6)
+            .map(|_| {
+                let full = b.next_is_full();
+                b.build(Snapshot {
+                    full,
+                    ..Default::default()
+                })
+                .full
+            })
+            .collect();
         assert_eq!(fulls, [true, false, false, true, false, false]);
     }
 }

@@ -157,7 +157,7 @@ fn publish(
     streaming: bool,
 ) {
     let started = Instant::now();
-    let snapshot = engine.snapshot();
+    let snapshot = engine.snapshot(builder.next_is_full());
     metrics
         .snapshot_seconds
         .set(started.elapsed().as_secs_f64());

@@ -202,8 +202,8 @@ mod tests {
         assert_eq!(q.len(), 3);
         assert_eq!(q.get(0).unwrap().seq, 3, "oldest dropped first");
         assert_eq!(q.push(report(6)), (3, 3));
-        assert_eq!(q.ack(4), 2);
-        assert_eq!(q.get(0).unwrap().seq, 5);
+        assert_eq!(q.ack(5), 2);
+        assert_eq!(q.get(0).unwrap().seq, 6);
     }
 
     #[test]

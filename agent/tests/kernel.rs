@@ -59,7 +59,7 @@ fn connection_roundtrip(probe: ProbeChoice) {
 
     // Seen within 1 s with the right pid, 4-tuple, direction and exact bytes.
     let snapshot = wait_for(Duration::from_secs(1), "the connection in a report", || {
-        let s = engine.snapshot();
+        let s = engine.snapshot(true);
         let c = connection(&s.connections, client, server)?;
         (c.bytes_sent == SENT as u64).then_some(s)
     });
@@ -89,7 +89,7 @@ fn connection_roundtrip(probe: ProbeChoice) {
 
     accepted.write_all(REPLY).unwrap();
     wait_for(Duration::from_secs(2), "the reply counted", || {
-        let s = engine.snapshot();
+        let s = engine.snapshot(true);
         let c = connection(&s.connections, client, server)?;
         (c.bytes_received == REPLY.len() as u64).then_some(())
     });
@@ -98,14 +98,14 @@ fn connection_roundtrip(probe: ProbeChoice) {
 
     // The closed connection is shown once, with its final counters, then removed.
     let closed = wait_for(Duration::from_secs(3), "the closed connection", || {
-        let s = engine.snapshot();
+        let s = engine.snapshot(true);
         let c = connection(&s.connections, client, server)?;
         (c.state == pb::ConnectionState::Closed as i32).then(|| c.clone())
     });
     assert_eq!(closed.bytes_sent, SENT as u64);
     assert_eq!(closed.bytes_received, REPLY.len() as u64);
     assert_eq!(closed.pid, child_pid);
-    let next = engine.snapshot();
+    let next = engine.snapshot(true);
     assert!(
         connection(&next.connections, client, server).is_none(),
         "a closed connection stays for exactly one report"
@@ -136,7 +136,7 @@ fn short_lived_connection_is_never_missed() {
     accepted.read_exact(&mut buf).unwrap();
     drop(s);
     drop(accepted);
-    let snapshot = engine.snapshot();
+    let snapshot = engine.snapshot(true);
     let c =
         connection(&snapshot.connections, client, server).expect("short-lived connection reported");
     assert_eq!(c.state, pb::ConnectionState::Closed as i32);
@@ -154,7 +154,7 @@ fn failed_connect_is_reported() {
         .port();
     let err = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
-    let snapshot = engine.snapshot();
+    let snapshot = engine.snapshot(true);
     let failed = snapshot.connections.iter().find(|c| {
         c.state == pb::ConnectionState::Failed as i32
             && c.remote.as_ref().is_some_and(|r| r.port == port as u32)
@@ -176,7 +176,7 @@ fn exec_and_exit_with_code_and_signal() {
     let killed_pid = killed.id();
     killed.wait().unwrap();
 
-    let snapshot = engine.snapshot();
+    let snapshot = engine.snapshot(true);
     let p = process(&snapshot.nodes, code_pid).expect("the exited process is reported once");
     assert!(p.exited);
     assert_eq!(p.exit_code, 7);
@@ -185,7 +185,7 @@ fn exec_and_exit_with_code_and_signal() {
     let k = process(&snapshot.nodes, killed_pid).expect("the killed process is reported");
     assert!(k.exited);
     assert_eq!(k.exit_signal, 9);
-    let next = engine.snapshot();
+    let next = engine.snapshot(true);
     assert!(
         process(&next.nodes, code_pid).is_none(),
         "exited processes are shown once"
@@ -261,7 +261,7 @@ fn process_in_named_cgroup_and_container_cgroup_is_attributed() {
     named_cg.add(a.0.id());
     docker_cg.add(b.0.id());
 
-    let snapshot = engine.snapshot();
+    let snapshot = engine.snapshot(true);
     let pa = process(&snapshot.nodes, a.0.id()).expect("process a");
     assert_eq!(pa.cgroup, named);
     assert!(pa.container_id.is_empty());

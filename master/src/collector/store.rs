@@ -191,6 +191,11 @@ impl Store {
             agent.nodes.clear();
             agent.connections.clear();
         }
+        // Closed and failed connections live for exactly one report.
+        agent.connections.retain(|_, c| {
+            c.state != pb::ConnectionState::Closed as i32
+                && c.state != pb::ConnectionState::Failed as i32
+        });
         for id in &report.removed_nodes {
             agent.nodes.remove(id);
             self.series.remove(id);

@@ -1,0 +1,437 @@
+//! Load generator for the node agent: opens new loopback TCP connections at a set rate while
+//! holding a set number open, with the agent streaming reports to a sink, and measures the
+//! agent's CPU (% of one core), the eBPF programs' kernel run time (% of one core), peak RSS,
+//! events/s, events lost and connect-to-report latency. Runs each probe mode in turn; the
+//! /proc mode is the baseline. Needs root.
+//!
+//! `cargo run --release -p orca-bench --bin agent-load -- --rate 5000 --open 10000`
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use orca_bench::{
+    procstat::{BpfStats, bpf_run_time_ns, cpu_mark, cpu_percent, peak_rss},
+    sink::{Arrivals, Sink},
+};
+use orca_proto::topology::v1::collector_server::CollectorServer;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Ebpf,
+    Proc,
+}
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// New connections per second.
+    #[arg(long, default_value_t = 5000)]
+    rate: u32,
+    /// Connections held open during the run.
+    #[arg(long, default_value_t = 10_000)]
+    open: u32,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Probe modes to run, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ebpf,proc")]
+    modes: Vec<Mode>,
+    /// The agent binary (default: target/release/orca-agent next to this binary).
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// Listening ports the connections are spread over.
+    #[arg(long, default_value_t = 16)]
+    server_ports: usize,
+    /// Measure the latency of every n-th new connection.
+    #[arg(long, default_value_t = 10)]
+    sample_every: u64,
+    /// Internal: run as the server side.
+    #[arg(long, hide = true)]
+    serve: bool,
+}
+
+#[derive(Debug)]
+struct Figures {
+    mode: Mode,
+    achieved_rate: f64,
+    held_open: usize,
+    agent_cpu: f64,
+    kernel_cpu: f64,
+    peak_rss_mb: f64,
+    events_per_sec: f64,
+    events_lost: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    latency_max_ms: f64,
+    sampled: u64,
+    unreported: u64,
+}
+
+struct AgentProcess(Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+async fn scrape(addr: SocketAddr, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    out.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+async fn serve(listener: TcpListener) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// One short-lived connection: connect, send 64 bytes, close, wait for the server's close.
+async fn churn_one(server: SocketAddr, samples: Option<Arc<Mutex<Vec<(u16, Instant)>>>>) -> bool {
+    let Ok(mut s) = TcpStream::connect(server).await else {
+        return false;
+    };
+    if let Some(samples) = samples
+        && let Ok(local) = s.local_addr()
+    {
+        samples.lock().unwrap().push((local.port(), Instant::now()));
+    }
+    if s.write_all(&[b'x'; 64]).await.is_err() {
+        return false;
+    }
+    let _ = s.shutdown().await;
+    let mut buf = [0u8; 16];
+    let _ = s.read(&mut buf).await;
+    true
+}
+
+async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figures> {
+    let arrivals = Arc::new(Mutex::new(Arrivals::default()));
+    let sink = Sink {
+        arrivals: arrivals.clone(),
+        watched_pid: std::process::id(),
+    };
+    let sink_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let sink_addr = sink_listener.local_addr()?;
+    let sink_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(CollectorServer::new(sink).max_decoding_message_size(256 << 20))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                sink_listener,
+            )),
+    );
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let agent = AgentProcess(
+        Command::new(agent_bin)
+            .args(["run", "--master", &sink_addr.to_string()])
+            .args(["--metrics-addr", &metrics.to_string()])
+            .args(["--probe", if mode == Mode::Ebpf { "ebpf" } else { "proc" }])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", agent_bin.display()))?,
+    );
+    let agent_pid = agent.0.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while arrivals.lock().unwrap().first_report.is_none() {
+        if Instant::now() > deadline {
+            bail!("the agent sent no report within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut server_child = Command::new(std::env::current_exe()?)
+        .args(["--serve", "--server-ports", &args.server_ports.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server_child.stdout.take().context("server stdout")?),
+        &mut line,
+    )?;
+    let servers: Vec<SocketAddr> = line
+        .trim()
+        .split(',')
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()
+        .context("server child did not print its ports")?;
+    let mut held = Vec::with_capacity(args.open as usize);
+    for i in 0..args.open as usize {
+        held.push(TcpStream::connect(servers[i % servers.len()]).await?);
+    }
+
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let completed = Arc::new(AtomicU64::new(0));
+    let per_tick = (args.rate / 100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let warmup_end = Instant::now() + Duration::from_secs(args.warmup);
+    let run_end = warmup_end + Duration::from_secs(args.seconds);
+    let mut n: u64 = 0;
+    let mut start = None;
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        if now >= run_end {
+            break;
+        }
+        if start.is_none() && now >= warmup_end {
+            start = Some((
+                cpu_mark(agent_pid)?,
+                bpf_run_time_ns(&PROGRAMS),
+                scrape(metrics, "orca_agent_events_processed_total")
+                    .await
+                    .unwrap_or(0.0),
+                completed.load(Ordering::Relaxed),
+                Instant::now(),
+            ));
+        }
+        for _ in 0..per_tick {
+            n += 1;
+            let server = servers[(n as usize) % servers.len()];
+            let sampled = (start.is_some() && n % args.sample_every == 0).then(|| samples.clone());
+            let completed = completed.clone();
+            tokio::spawn(async move {
+                if churn_one(server, sampled).await {
+                    completed.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    }
+    let (cpu0, bpf0, events0, done0, t0) = start.context("the run ended during the warm-up")?;
+    let cpu1 = cpu_mark(agent_pid)?;
+    let bpf1 = bpf_run_time_ns(&PROGRAMS);
+    let events1 = scrape(metrics, "orca_agent_events_processed_total")
+        .await
+        .unwrap_or(0.0);
+    let done1 = completed.load(Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+
+    // Let the reports that cover the end of the run arrive (two more reports).
+    let reports_at_end = arrivals.lock().unwrap().reports;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while arrivals.lock().unwrap().reports < reports_at_end + 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lost = scrape(metrics, "orca_agent_events_lost_total")
+        .await
+        .unwrap_or(f64::NAN);
+    let rss = peak_rss(agent_pid)?;
+    drop(agent);
+    sink_server.abort();
+    let held_open = held.len();
+    drop(held);
+    drop(server_child.stdin.take());
+    let _ = server_child.wait();
+
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut unreported = 0;
+    let samples = samples.lock().unwrap().clone();
+    {
+        let a = arrivals.lock().unwrap();
+        for (port, t) in &samples {
+            let first = a
+                .by_port
+                .get(port)
+                .and_then(|v| v.iter().copied().filter(|at| at >= t).min());
+            match first {
+                Some(at) => hist.record(at.duration_since(*t).as_micros().max(1) as u64)?,
+                None => unreported += 1,
+            }
+        }
+    }
+    Ok(Figures {
+        mode,
+        achieved_rate: (done1 - done0) as f64 / elapsed,
+        held_open,
+        agent_cpu: cpu_percent(cpu0, cpu1),
+        kernel_cpu: 100.0 * (bpf1.saturating_sub(bpf0)) as f64 / 1e9 / elapsed,
+        peak_rss_mb: rss as f64 / (1024.0 * 1024.0),
+        events_per_sec: (events1 - events0) / elapsed,
+        events_lost: lost,
+        latency_p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        latency_p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        latency_max_ms: hist.max() as f64 / 1000.0,
+        sampled: samples.len() as u64,
+        unreported,
+    })
+}
+
+const PROGRAMS: [&str; 7] = [
+    "inet_sock_set_state",
+    "sock_send_length",
+    "sock_recv_length",
+    "tcp_retransmit_skb",
+    "sched_process_exec",
+    "sched_process_exit",
+    "task_newtask",
+];
+
+/// Raises the soft open-files limit to the hard one (raising the hard limit needs
+/// CAP_SYS_RESOURCE, which a container may not have; hence client and server sides live in
+/// two processes, each holding one socket per connection).
+fn raise_nofile(open: u32) -> Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with valid pointers to initialised structs.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    let need = open as u64 + 5_000;
+    if lim.rlim_cur < need {
+        bail!(
+            "{open} open connections need {need} file descriptors; the limit is {}",
+            lim.rlim_cur
+        );
+    }
+    Ok(())
+}
+
+/// The server side, run as a child process: listens on `ports` ports, prints them, and
+/// serves until its standard input closes.
+fn serve_child(ports: usize) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut addrs = Vec::new();
+        for _ in 0..ports {
+            let l = TcpListener::bind("127.0.0.1:0").await?;
+            addrs.push(l.local_addr()?.to_string());
+            tokio::spawn(serve(l));
+        }
+        println!("{}", addrs.join(","));
+        let _ = tokio::task::spawn_blocking(|| {
+            std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1])
+        })
+        .await;
+        Ok(())
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.serve {
+        raise_nofile(args.open)?;
+        return serve_child(args.server_ports);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("agent-load needs root (eBPF, bpf_stats)");
+    }
+    raise_nofile(args.open)?;
+    let agent_bin = match &args.agent {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary has a folder")?
+            .join("orca-agent"),
+    };
+    let _stats = BpfStats::enable()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut all = Vec::new();
+    for mode in &args.modes {
+        eprintln!(
+            "agent-load: {mode:?} mode, {} new conn/s, {} open, {} s",
+            args.rate, args.open, args.seconds
+        );
+        let f = rt.block_on(run_mode(&args, *mode, &agent_bin))?;
+        all.push(f);
+    }
+    println!(
+        "{:<5} {:>10} {:>7} {:>10} {:>11} {:>8} {:>10} {:>7} {:>8} {:>8} {:>8} {:>11}",
+        "mode",
+        "new conn/s",
+        "open",
+        "agent cpu%",
+        "kernel cpu%",
+        "rss MB",
+        "events/s",
+        "lost",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "unreported"
+    );
+    for f in &all {
+        println!(
+            "{:<5} {:>10.0} {:>7} {:>10.2} {:>11.2} {:>8.1} {:>10.0} {:>7} {:>8.0} {:>8.0} {:>8.0} {:>5}/{:<5}",
+            format!("{:?}", f.mode).to_lowercase(),
+            f.achieved_rate,
+            f.held_open,
+            f.agent_cpu,
+            f.kernel_cpu,
+            f.peak_rss_mb,
+            f.events_per_sec,
+            f.events_lost,
+            f.latency_p50_ms,
+            f.latency_p99_ms,
+            f.latency_max_ms,
+            f.unreported,
+            f.sampled
+        );
+    }
+    if let (Some(e), Some(p)) = (
+        all.iter().find(|f| f.mode == Mode::Ebpf),
+        all.iter().find(|f| f.mode == Mode::Proc),
+    ) {
+        println!(
+            "ebpf vs proc baseline: agent cpu x{:.2}, rss x{:.2}, short-lived connections reported {:.1}% vs {:.1}%",
+            e.agent_cpu / p.agent_cpu.max(1e-9),
+            e.peak_rss_mb / p.peak_rss_mb.max(1e-9),
+            100.0 * (e.sampled - e.unreported) as f64 / e.sampled.max(1) as f64,
+            100.0 * (p.sampled - p.unreported) as f64 / p.sampled.max(1) as f64,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Shared pieces of Orca's benchmarks.
+pub mod procstat;
+pub mod sink;

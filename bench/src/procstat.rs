@@ -1,0 +1,66 @@
+//! CPU and memory of another process, and BPF programs' kernel run time.
+use std::time::Instant;
+
+/// CPU ticks (user + system) of a process at an instant.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark {
+    ticks: u64,
+    at: Instant,
+}
+
+pub fn cpu_mark(pid: u32) -> anyhow::Result<CpuMark> {
+    let stat = procfs::process::Process::new(pid as i32)?.stat()?;
+    Ok(CpuMark {
+        ticks: stat.utime + stat.stime,
+        at: Instant::now(),
+    })
+}
+
+/// Percent of one core used between two marks.
+pub fn cpu_percent(from: CpuMark, to: CpuMark) -> f64 {
+    let secs = to.at.duration_since(from.at).as_secs_f64().max(1e-9);
+    100.0 * (to.ticks.saturating_sub(from.ticks)) as f64 / procfs::ticks_per_second() as f64 / secs
+}
+
+/// Peak resident set size (VmHWM) in bytes.
+pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+    let status = procfs::process::Process::new(pid as i32)?.status()?;
+    Ok(status.vmhwm.unwrap_or(0) * 1024)
+}
+
+/// Total kernel run time (ns) of the loaded BPF programs with these names
+/// (needs `kernel.bpf_stats_enabled=1`).
+pub fn bpf_run_time_ns(names: &[&str]) -> u64 {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| {
+            p.name_as_str().is_some_and(|n| {
+                names
+                    .iter()
+                    .any(|want| want.starts_with(n) && !n.is_empty())
+            })
+        })
+        .map(|p| p.run_time().as_nanos() as u64)
+        .sum()
+}
+
+/// Turns `kernel.bpf_stats_enabled` on for as long as it lives, then restores it.
+pub struct BpfStats {
+    previous: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    pub fn enable() -> anyhow::Result<Self> {
+        let previous = std::fs::read_to_string(BPF_STATS)?.trim().to_string();
+        std::fs::write(BPF_STATS, "1")?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, &self.previous);
+    }
+}

@@ -1,0 +1,82 @@
+//! A report sink speaking the collector's gRPC contract: it acknowledges every report and
+//! records when each connection (by local port) first arrived, to measure connect-to-report
+//! latency at the collector's door.
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use futures::{Stream, StreamExt as _};
+use orca_proto::topology::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    /// Local port of an outbound connection of `watched_pid` -> arrival instants.
+    pub by_port: HashMap<u16, Vec<Instant>>,
+    pub reports: u64,
+    pub first_report: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub arrivals: Arc<Mutex<Arrivals>>,
+    pub watched_pid: u32,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::collector_server::Collector for Sink {
+    type StreamReportsStream = BoxStream<pb::ReportAck>;
+    type WatchTopologyStream = BoxStream<pb::TopologyDelta>;
+
+    async fn stream_reports(
+        &self,
+        request: Request<Streaming<pb::Report>>,
+    ) -> Result<Response<Self::StreamReportsStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let sink = self.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(report)) = inbound.next().await {
+                let now = Instant::now();
+                {
+                    let mut a = sink.arrivals.lock().unwrap();
+                    a.reports += 1;
+                    a.first_report.get_or_insert(now);
+                    for c in &report.connections {
+                        if c.pid == sink.watched_pid
+                            && c.direction == pb::Direction::Outbound as i32
+                            && let Some(local) = &c.local
+                        {
+                            a.by_port.entry(local.port as u16).or_default().push(now);
+                        }
+                    }
+                }
+                let ack = pb::ReportAck {
+                    applied_seq: report.seq,
+                    need_full: false,
+                    error: String::new(),
+                };
+                if tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn watch_topology(
+        &self,
+        _request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchTopologyStream>, Status> {
+        Err(Status::unimplemented(
+            "the benchmark sink only takes reports",
+        ))
+    }
+}
