@@ -33,10 +33,27 @@ struct CpuTicks {
     at: Instant,
 }
 
+/// What rarely changes about a process, re-read every `REFRESH_EVERY` scans (and at once when
+/// its command name changes, i.e. after an exec).
+#[derive(Debug, Clone)]
+struct Cached {
+    starttime: u64,
+    comm: String,
+    cmdline: Vec<String>,
+    uid: u32,
+    user: String,
+    open_fds: u32,
+    cgroup: String,
+    age: u32,
+}
+
+const REFRESH_EVERY: u32 = 5;
+
 /// Scans /proc; remembers CPU ticks and user names between scans.
 #[derive(Debug)]
 pub struct ProcessScanner {
     previous: HashMap<u32, CpuTicks>,
+    cache: HashMap<u32, Cached>,
     users: HashMap<u32, String>,
     ticks_per_second: u64,
     page_size: u64,
@@ -54,6 +71,7 @@ impl ProcessScanner {
         let boot = procfs::boot_time_secs().unwrap_or(0) as i64;
         Self {
             previous: HashMap::new(),
+            cache: HashMap::new(),
             users: HashMap::new(),
             ticks_per_second: procfs::ticks_per_second().max(1),
             page_size: procfs::page_size(),
@@ -77,17 +95,9 @@ impl ProcessScanner {
             };
             out.push(info);
         }
+        self.cache.retain(|pid, _| seen.contains_key(pid));
         self.previous = seen;
         out
-    }
-
-    /// Reads one process; `None` when it vanished while being read.
-    pub fn read_pid(&mut self, pid: u32) -> Option<ProcessInfo> {
-        let process = Process::new(pid as i32).ok()?;
-        let mut seen = HashMap::new();
-        let info = self.read(&process, Instant::now(), &mut seen, None);
-        self.previous.extend(seen);
-        info
     }
 
     fn read(
@@ -112,47 +122,74 @@ impl ProcessScanner {
             _ => 0.0,
         };
         seen.insert(pid, CpuTicks { ticks, at: now });
-        let uid = process.uid().unwrap_or(0);
-        let user = self
-            .users
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-                    .unwrap_or_else(|| uid.to_string())
-            })
-            .clone();
-        let open_fds = match socket_inodes {
-            Some(map) => match process.fd() {
-                Ok(fds) => {
-                    let mut count = 0;
-                    for fd in fds.flatten() {
-                        count += 1;
-                        if let FDTarget::Socket(inode) = fd.target {
-                            map.insert(inode, pid);
-                        }
-                    }
-                    count
-                }
-                Err(_) => 0,
-            },
-            None => process.fd_count().unwrap_or(0) as u32,
+        let fresh = match self.cache.get_mut(&pid) {
+            Some(c)
+                if c.starttime == stat.starttime
+                    && c.comm == stat.comm
+                    && c.age < REFRESH_EVERY =>
+            {
+                c.age += 1;
+                socket_inodes.is_none()
+            }
+            _ => false,
         };
-        let cgroup_text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if !fresh {
+            let uid = process.uid().unwrap_or(0);
+            let user = self
+                .users
+                .entry(uid)
+                .or_insert_with(|| {
+                    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name)
+                        .unwrap_or_else(|| uid.to_string())
+                })
+                .clone();
+            let open_fds = match socket_inodes {
+                Some(map) => match process.fd() {
+                    Ok(fds) => {
+                        let mut count = 0;
+                        for fd in fds.flatten() {
+                            count += 1;
+                            if let FDTarget::Socket(inode) = fd.target {
+                                map.insert(inode, pid);
+                            }
+                        }
+                        count
+                    }
+                    Err(_) => 0,
+                },
+                None => process.fd_count().unwrap_or(0) as u32,
+            };
+            let cgroup_text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            self.cache.insert(
+                pid,
+                Cached {
+                    starttime: stat.starttime,
+                    comm: stat.comm.clone(),
+                    cmdline: process.cmdline().unwrap_or_default(),
+                    uid,
+                    user,
+                    open_fds,
+                    cgroup: cgroup::cgroup_path(&cgroup_text),
+                    age: 0,
+                },
+            );
+        }
+        let cached = self.cache.get(&pid)?;
         Some(ProcessInfo {
             pid,
             ppid: stat.ppid as u32,
             comm: stat.comm.clone(),
-            cmdline: process.cmdline().unwrap_or_default(),
-            uid,
-            user,
+            cmdline: cached.cmdline.clone(),
+            uid: cached.uid,
+            user: cached.user.clone(),
             cpu_percent,
             rss_bytes: stat.rss * self.page_size,
             vsz_bytes: stat.vsize,
-            open_fds,
-            cgroup: cgroup::cgroup_path(&cgroup_text),
+            open_fds: cached.open_fds,
+            cgroup: cached.cgroup.clone(),
             started_unix_ms: self.boot_unix_ms
                 + (stat.starttime * 1000 / self.ticks_per_second) as i64,
         })

@@ -133,6 +133,10 @@ impl EbpfProbe {
                 .ok_or(EbpfError::Map("COUNTERS", "missing".into()))?,
         )
         .map_err(|e| EbpfError::Map("COUNTERS", e.to_string()))?;
+        // Loading parsed the kernel's BTF (aya does so in `EbpfLoader::new`); hand the freed
+        // memory back to the system rather than keep it in the allocator.
+        // SAFETY: malloc_trim only releases free memory.
+        unsafe { libc::malloc_trim(0) };
         Ok(Self {
             _ebpf: ebpf,
             ring,

@@ -189,10 +189,14 @@ pub fn probe_config(netns_inum: Option<u32>) -> Result<ProbeConfig, OffsetError>
     let exit = read_format("sched", "sched_process_exit")?;
     let newtask = read_format("task", "task_newtask")?;
 
-    let btf = Btf::from_file(VMLINUX_BTF).map_err(|e| OffsetError::Btf {
-        path: VMLINUX_BTF.to_string(),
-        message: e.to_string(),
-    })?;
+    // Mmap: only the few types looked up are parsed (a full parse of vmlinux BTF costs tens
+    // of MB of transient memory).
+    let btf = Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap)
+        .or_else(|_| Btf::from_file(VMLINUX_BTF))
+        .map_err(|e| OffsetError::Btf {
+            path: VMLINUX_BTF.to_string(),
+            message: e.to_string(),
+        })?;
 
     let mut cfg = ProbeConfig {
         sss_skaddr: sss.offset("skaddr")?,

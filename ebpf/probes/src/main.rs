@@ -61,7 +61,7 @@ static CONFIG: ProbeConfig = ProbeConfig {
     flags: 0,
 };
 
-const RING_BYTES: u32 = 8 << 20;
+const RING_BYTES: u32 = 2 << 20;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
