@@ -259,31 +259,30 @@ impl ConnectionTable {
         }
     }
 
-    /// Refreshes the live counters (and, for accepted connections, the owner learned in
-    /// process context) of kernel-tracked connections.
-    pub fn refresh_from_kernel(&mut self, lookup: impl Fn(u64) -> Option<ConnStats>) {
-        for conn in self.conns.values_mut() {
-            let Source::Ebpf { sk } = conn.source else {
-                continue;
-            };
-            if conn.state != ConnState::Established {
-                continue;
-            }
-            if let Some(stats) = lookup(sk) {
-                if (conn.bytes_sent, conn.bytes_received, conn.retransmits)
-                    != (stats.bytes_sent, stats.bytes_received, stats.retransmits)
-                {
-                    conn.bytes_sent = stats.bytes_sent;
-                    conn.bytes_received = stats.bytes_received;
-                    conn.retransmits = stats.retransmits;
-                    conn.dirty = true;
-                }
-                if stats.pid != 0 && stats.pid != conn.pid {
-                    conn.pid = stats.pid;
-                    conn.comm = comm_string(&stats.comm);
-                    conn.dirty = true;
-                }
-            }
+    /// Applies the live counters (and, for accepted connections, the owner learned in process
+    /// context) of one kernel-tracked socket.
+    pub fn apply_kernel_stats(&mut self, sk: u64, stats: &ConnStats) {
+        let Some(key) = self.by_sk.get(&sk) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.state != ConnState::Established {
+            return;
+        }
+        if (conn.bytes_sent, conn.bytes_received, conn.retransmits)
+            != (stats.bytes_sent, stats.bytes_received, stats.retransmits)
+        {
+            conn.bytes_sent = stats.bytes_sent;
+            conn.bytes_received = stats.bytes_received;
+            conn.retransmits = stats.retransmits;
+            conn.dirty = true;
+        }
+        if stats.pid != 0 && stats.pid != conn.pid {
+            conn.pid = stats.pid;
+            conn.comm = comm_string(&stats.comm);
+            conn.dirty = true;
         }
     }
 
@@ -391,6 +390,13 @@ impl ConnectionTable {
                 keep
             });
         }
+    }
+
+    /// Whether anything changed since the last report.
+    pub fn has_changes(&self) -> bool {
+        !self.removed_listeners.is_empty()
+            || self.conns.values().any(|c| c.dirty)
+            || self.listeners.values().any(|l| l.dirty)
     }
 
     /// Whether any connection still comes from a sock_diag dump (and so needs reconciling).

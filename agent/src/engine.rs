@@ -61,11 +61,14 @@ pub struct Engine {
     scanner: ProcessScanner,
     table: ConnectionTable,
     last_processes: HashMap<u32, ProcessInfo>,
+    /// Container of each process, from the last scan.
+    container_of: HashMap<u32, String>,
     execs: HashMap<u32, ProcessEvent>,
     exits: HashMap<u32, ExitStatus>,
     events_processed: u64,
     snapshots: u32,
     self_stat: SelfStat,
+    last_own: crate::selfstat::OwnUsage,
     pub buffered_reports: u64,
     pub dropped_reports: u64,
 }
@@ -94,11 +97,13 @@ impl Engine {
             scanner: ProcessScanner::new(),
             table: ConnectionTable::default(),
             last_processes: HashMap::new(),
+            container_of: HashMap::new(),
             execs: HashMap::new(),
             exits: HashMap::new(),
             events_processed: 0,
             snapshots: 0,
             self_stat: SelfStat::default(),
+            last_own: Default::default(),
             buffered_reports: 0,
             dropped_reports: 0,
         };
@@ -167,6 +172,11 @@ impl Engine {
         }
     }
 
+    /// Connections tracked now (listening sockets not counted).
+    pub fn connection_count(&self) -> usize {
+        self.table.len()
+    }
+
     pub fn counters(&self) -> EngineCounters {
         let kernel = self
             .probe
@@ -207,6 +217,68 @@ impl Engine {
         processes
     }
 
+    /// Connections (and listeners) for a report: all of them, or those changed since the last
+    /// report, and the ids of listeners closed since.
+    fn connection_changes(&mut self, full: bool) -> (Vec<pb::Connection>, Vec<String>) {
+        let hostname = &self.hostname;
+        let container_of = &self.container_of;
+        let changes = self.table.take_changes(full);
+        let mut connections: Vec<pb::Connection> = changes
+            .connections()
+            .map(|c| connection(hostname, c, container_of.get(&c.pid)))
+            .collect();
+        connections.extend(changes.listeners().map(|l| pb::Connection {
+            id: listener_id(hostname, l.local),
+            local: Some(endpoint(l.local)),
+            remote: None,
+            direction: pb::Direction::Unspecified as i32,
+            state: pb::ConnectionState::Listen as i32,
+            pid: l.pid,
+            process_id: process_id(hostname, l.pid),
+            comm: l.comm.clone(),
+            container_id: container_of.get(&l.pid).cloned().unwrap_or_default(),
+            ..Default::default()
+        }));
+        let removed = changes
+            .removed_listeners
+            .iter()
+            .map(|local| listener_id(hostname, *local))
+            .collect();
+        (connections, removed)
+    }
+
+    /// A connections-only delta: what changed since the last report, without rescanning
+    /// processes. Lets new connections reach the collector well within a report interval.
+    pub fn connection_snapshot(&mut self) -> Option<Snapshot> {
+        self.drain_events();
+        if !self.table.has_changes() {
+            return None;
+        }
+        let (connections, removed_connections) = self.connection_changes(false);
+        Some(Snapshot {
+            full: false,
+            timestamp_unix_ms: now_unix_ms(),
+            nodes: None,
+            connections,
+            removed_connections,
+            stats: self.stats(self.last_own.cpu_percent, self.last_own.rss_bytes),
+        })
+    }
+
+    fn stats(&self, cpu_percent: f64, rss_bytes: u64) -> pb::AgentStats {
+        let counters = self.counters();
+        pb::AgentStats {
+            probe_mode: self.mode as i32,
+            probe_reason: self.reason.clone(),
+            events_processed: counters.events_processed,
+            events_lost: counters.events_lost + counters.conn_map_full,
+            cpu_percent,
+            rss_bytes,
+            reports_buffered: self.buffered_reports,
+            reports_dropped: self.dropped_reports,
+        }
+    }
+
     /// Takes a snapshot of the host: host facts, processes, containers, and all connections
     /// (`full`) or those changed since the previous snapshot.
     pub fn snapshot(&mut self, full: bool) -> Snapshot {
@@ -219,8 +291,11 @@ impl Engine {
         } else {
             self.scanner.scan(None)
         };
-        if let Some(probe) = &self.probe {
-            self.table.refresh_from_kernel(|sk| probe.conn_stats(sk));
+        if let Some(probe) = &mut self.probe {
+            let table = &mut self.table;
+            if let Err(err) = probe.for_each_conn(|sk, stats| table.apply_kernel_stats(sk, stats)) {
+                tracing::warn!(%err, "cannot read connection counters from the kernel");
+            }
         }
         self.snapshots += 1;
         let now = now_unix_ms();
@@ -302,51 +377,20 @@ impl Engine {
             });
         }
 
-        let hostname = &self.hostname;
-        let changes = self.table.take_changes(full);
-        let mut connections: Vec<pb::Connection> = changes
-            .connections()
-            .map(|c| connection(hostname, c, container_of.get(&c.pid)))
-            .collect();
-        connections.extend(changes.listeners().map(|l| pb::Connection {
-            id: listener_id(hostname, l.local),
-            local: Some(endpoint(l.local)),
-            remote: None,
-            direction: pb::Direction::Unspecified as i32,
-            state: pb::ConnectionState::Listen as i32,
-            pid: l.pid,
-            process_id: process_id(hostname, l.pid),
-            comm: l.comm.clone(),
-            container_id: container_of.get(&l.pid).cloned().unwrap_or_default(),
-            ..Default::default()
-        }));
-        let removed_connections = changes
-            .removed_listeners
-            .iter()
-            .map(|local| listener_id(hostname, *local))
-            .collect();
-        drop(changes);
+        self.container_of = container_of;
+        let (connections, removed_connections) = self.connection_changes(full);
         self.last_processes = live;
 
-        let counters = self.counters();
         let own = self.self_stat.sample();
+        self.last_own = own;
         tracing::trace!(elapsed = ?started.elapsed(), "snapshot");
         Snapshot {
             full,
             timestamp_unix_ms: now,
-            nodes,
+            nodes: Some(nodes),
             connections,
             removed_connections,
-            stats: pb::AgentStats {
-                probe_mode: self.mode as i32,
-                probe_reason: self.reason.clone(),
-                events_processed: counters.events_processed,
-                events_lost: counters.events_lost + counters.conn_map_full,
-                cpu_percent: own.cpu_percent,
-                rss_bytes: own.rss_bytes,
-                reports_buffered: self.buffered_reports,
-                reports_dropped: self.dropped_reports,
-            },
+            stats: self.stats(own.cpu_percent, own.rss_bytes),
         }
     }
 
@@ -395,10 +439,19 @@ impl Engine {
 }
 
 fn connection(hostname: &str, c: &Connection, container: Option<&String>) -> pb::Connection {
+    let (local, remote) = (endpoint(c.key.local), endpoint(c.key.remote));
+    // "<host>:<local ip>:<port>-<remote ip>:<port>" (IPv6 in brackets), built without the
+    // formatting machinery: thousands of connections a second pass through here.
+    let mut id = String::with_capacity(hostname.len() + local.ip.len() + remote.ip.len() + 16);
+    id.push_str(hostname);
+    id.push(':');
+    push_addr(&mut id, &local.ip, c.key.local);
+    id.push('-');
+    push_addr(&mut id, &remote.ip, c.key.remote);
     pb::Connection {
-        id: format!("{}:{}-{}", hostname, c.key.local, c.key.remote),
-        local: Some(endpoint(c.key.local)),
-        remote: Some(endpoint(c.key.remote)),
+        id,
+        local: Some(local),
+        remote: Some(remote),
         direction: match c.direction {
             Direction::Outbound => pb::Direction::Outbound,
             Direction::Inbound => pb::Direction::Inbound,
@@ -425,10 +478,76 @@ fn listener_id(hostname: &str, local: std::net::SocketAddr) -> String {
     format!("{hostname}:listen:{local}")
 }
 
+fn push_addr(out: &mut String, ip: &str, addr: std::net::SocketAddr) {
+    if addr.is_ipv6() {
+        out.push('[');
+        out.push_str(ip);
+        out.push(']');
+    } else {
+        out.push_str(ip);
+    }
+    out.push(':');
+    push_u32(out, addr.port() as u32);
+}
+
+fn push_u32(out: &mut String, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        out.push(*d as char);
+    }
+}
+
+fn ip_string(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut s = String::with_capacity(15);
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_u32(&mut s, *octet as u32);
+            }
+            s
+        }
+        v6 => v6.to_string(),
+    }
+}
+
 fn endpoint(addr: std::net::SocketAddr) -> pb::Endpoint {
     pb::Endpoint {
-        ip: addr.ip().to_string(),
+        ip: ip_string(addr.ip()),
         port: addr.port() as u32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_endpoints_match_the_standard_formatting() {
+        for addr in [
+            "127.0.0.1:80",
+            "10.203.0.255:65535",
+            "0.0.0.0:0",
+            "[::1]:8080",
+            "[fe80::1]:1",
+        ] {
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
+            assert_eq!(endpoint(addr).ip, addr.ip().to_string());
+            let mut s = String::new();
+            push_addr(&mut s, &endpoint(addr).ip, addr);
+            assert_eq!(s, addr.to_string());
+        }
     }
 }
 

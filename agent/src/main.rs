@@ -52,8 +52,12 @@ enum Command {
         metrics_addr: Option<SocketAddr>,
         #[arg(long, value_enum, default_value = "auto")]
         probe: ProbeChoice,
+        /// Full snapshot interval (processes, host, containers).
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
+        /// How often connection changes are sent between full snapshots.
+        #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+        connection_interval: Duration,
         /// Reports kept while the collector is unreachable (the oldest are dropped beyond).
         #[arg(long, default_value_t = 300)]
         buffer: usize,
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
                 metrics_addr,
                 probe,
                 interval,
+                connection_interval,
                 buffer,
                 full_every,
                 own_netns_only,
@@ -143,6 +148,7 @@ fn main() -> ExitCode {
                 let config = runner::RunConfig {
                     master,
                     interval,
+                    connection_interval,
                     metrics_addr,
                     probe,
                     buffer,

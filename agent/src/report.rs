@@ -16,7 +16,8 @@ use orca_proto::topology::v1 as pb;
 pub struct Snapshot {
     pub full: bool,
     pub timestamp_unix_ms: i64,
-    pub nodes: Vec<pb::Node>,
+    /// `None`: the nodes were not collected this time (a connections-only delta).
+    pub nodes: Option<Vec<pb::Node>>,
     pub connections: Vec<pb::Connection>,
     pub removed_connections: Vec<String>,
     pub stats: pb::AgentStats,
@@ -70,22 +71,28 @@ impl ReportBuilder {
         self.force_full = false;
         self.since_full = if full { 0 } else { self.since_full + 1 };
 
-        let mut nodes_now = HashMap::with_capacity(snapshot.nodes.len());
-        let mut nodes = Vec::new();
-        for node in snapshot.nodes {
-            let d = digest(&node);
-            let changed = self.last_nodes.get(&node.id) != Some(&d);
-            nodes_now.insert(node.id.clone(), d);
-            if full || changed {
-                nodes.push(node);
+        let (nodes, removed_nodes) = match snapshot.nodes {
+            Some(all) => {
+                let mut nodes_now = HashMap::with_capacity(all.len());
+                let mut nodes = Vec::new();
+                for node in all {
+                    let d = digest(&node);
+                    let changed = self.last_nodes.get(&node.id) != Some(&d);
+                    nodes_now.insert(node.id.clone(), d);
+                    if full || changed {
+                        nodes.push(node);
+                    }
+                }
+                let removed_nodes = if full {
+                    Vec::new()
+                } else {
+                    removed(&self.last_nodes, &nodes_now)
+                };
+                self.last_nodes = nodes_now;
+                (nodes, removed_nodes)
             }
-        }
-        let removed_nodes = if full {
-            Vec::new()
-        } else {
-            removed(&self.last_nodes, &nodes_now)
+            None => (Vec::new(), Vec::new()),
         };
-        self.last_nodes = nodes_now;
         pb::Report {
             agent_id: self.agent_id.clone(),
             hostname: self.hostname.clone(),
@@ -130,7 +137,7 @@ mod tests {
         assert!(b.next_is_full());
         let r1 = b.build(Snapshot {
             full: b.next_is_full(),
-            nodes: vec![node("p1", "x"), node("p2", "x")],
+            nodes: Some(vec![node("p1", "x"), node("p2", "x")]),
             ..Default::default()
         });
         assert!(r1.full);
@@ -139,7 +146,7 @@ mod tests {
 
         assert!(!b.next_is_full());
         let r2 = b.build(Snapshot {
-            nodes: vec![node("p1", "y"), node("p3", "x")],
+            nodes: Some(vec![node("p1", "y"), node("p3", "x")]),
             ..Default::default()
         });
         assert!(!r2.full);
@@ -151,7 +158,7 @@ mod tests {
         b.request_full();
         let r3 = b.build(Snapshot {
             full: b.next_is_full(),
-            nodes: vec![node("p1", "y")],
+            nodes: Some(vec![node("p1", "y")]),
             ..Default::default()
         });
         assert!(r3.full);

@@ -23,6 +23,8 @@ pub struct RunConfig {
     /// Collector address (`host:port` or URL); without it reports are only counted.
     pub master: Option<String>,
     pub interval: Duration,
+    /// How often connection changes are sent between full snapshots.
+    pub connection_interval: Duration,
     /// Prometheus endpoint address.
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub probe: ProbeChoice,
@@ -42,6 +44,7 @@ impl Default for RunConfig {
         Self {
             master: None,
             interval: Duration::from_secs(1),
+            connection_interval: Duration::from_millis(250),
             metrics_addr: None,
             probe: ProbeChoice::Auto,
             buffer: 300,
@@ -121,6 +124,8 @@ pub async fn run(
     };
     let mut report_tick = tokio::time::interval(config.interval);
     report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connection_tick = tokio::time::interval(config.connection_interval);
+    connection_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -143,6 +148,9 @@ pub async fn run(
             _ = report_tick.tick() => {
                 publish(&mut engine, &mut builder, &queue, &metrics, config.master.is_some());
             }
+            _ = connection_tick.tick() => {
+                publish_connections(&mut engine, &mut builder, &queue, &metrics, config.master.is_some());
+            }
         }
     }
     tracing::info!("agent stopped");
@@ -161,28 +169,52 @@ fn publish(
     metrics
         .snapshot_seconds
         .set(started.elapsed().as_secs_f64());
+    send(snapshot, engine, builder, queue, metrics, streaming);
+}
+
+/// Between full snapshots: a delta of the connections that changed, if any.
+fn publish_connections(
+    engine: &mut Engine,
+    builder: &mut ReportBuilder,
+    queue: &ReportQueue,
+    metrics: &AgentMetrics,
+    streaming: bool,
+) {
+    if builder.next_is_full() {
+        return publish(engine, builder, queue, metrics, streaming);
+    }
+    if let Some(snapshot) = engine.connection_snapshot() {
+        send(snapshot, engine, builder, queue, metrics, streaming);
+    }
+}
+
+fn send(
+    snapshot: crate::report::Snapshot,
+    engine: &mut Engine,
+    builder: &mut ReportBuilder,
+    queue: &ReportQueue,
+    metrics: &AgentMetrics,
+    streaming: bool,
+) {
     let counters = engine.counters();
     AgentMetrics::raise(&metrics.events_processed, counters.events_processed);
     AgentMetrics::raise(
         &metrics.events_lost,
         counters.events_lost + counters.conn_map_full,
     );
-    metrics.cpu_percent.set(snapshot.stats.cpu_percent);
-    metrics.rss_bytes.set(snapshot.stats.rss_bytes as i64);
-    metrics.connections.set(
-        snapshot
-            .connections
-            .iter()
-            .filter(|c| c.state != pb::ConnectionState::Listen as i32)
-            .count() as i64,
-    );
-    metrics.processes.set(
-        snapshot
-            .nodes
-            .iter()
-            .filter(|n| n.kind == pb::NodeKind::Process as i32)
-            .count() as i64,
-    );
+    if snapshot.nodes.is_some() {
+        metrics.cpu_percent.set(snapshot.stats.cpu_percent);
+        metrics.rss_bytes.set(snapshot.stats.rss_bytes as i64);
+    }
+    metrics.connections.set(engine.connection_count() as i64);
+    if let Some(nodes) = &snapshot.nodes {
+        metrics.processes.set(
+            nodes
+                .iter()
+                .filter(|n| n.kind == pb::NodeKind::Process as i32)
+                .count() as i64,
+        );
+    }
     let report = builder.build(snapshot);
     if streaming {
         let (queued, dropped) = queue.push(report);

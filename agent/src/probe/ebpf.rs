@@ -1,9 +1,9 @@
 //! Loads and attaches Orca's kernel programs and reads what they collect.
-use std::os::fd::AsRawFd as _;
+use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
 use orca_ebpf_common::{ConnStats, Event, ProbeConfig, counter};
@@ -26,6 +26,23 @@ const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("sched_process_exit", "sched", "sched_process_exit"),
     ("task_newtask", "task", "task_newtask"),
 ];
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// Entries per batch; must be at least the longest hash bucket, which it is by far.
+const BATCH: usize = 4096;
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
 
 /// Names of the programs as the kernel lists them (for `bpf_stats`).
 pub fn program_names() -> impl Iterator<Item = &'static str> {
@@ -59,8 +76,10 @@ pub enum EbpfError {
 pub struct EbpfProbe {
     _ebpf: Ebpf,
     ring: RingBuf<MapData>,
-    conns: HashMap<MapData, u64, ConnStats>,
+    conns: MapData,
     counters: PerCpuArray<MapData, u64>,
+    batch_keys: Vec<u64>,
+    batch_values: Vec<ConnStats>,
 }
 
 impl std::fmt::Debug for EbpfProbe {
@@ -123,11 +142,10 @@ impl EbpfProbe {
                 .ok_or(EbpfError::Map("EVENTS", "missing".into()))?,
         )
         .map_err(|e| EbpfError::Map("EVENTS", e.to_string()))?;
-        let conns = HashMap::try_from(
-            ebpf.take_map("CONNS")
-                .ok_or(EbpfError::Map("CONNS", "missing".into()))?,
-        )
-        .map_err(|e| EbpfError::Map("CONNS", e.to_string()))?;
+        let conns = match ebpf.take_map("CONNS") {
+            Some(Map::HashMap(data)) => data,
+            _ => return Err(EbpfError::Map("CONNS", "missing or not a hash map".into())),
+        };
         let counters = PerCpuArray::try_from(
             ebpf.take_map("COUNTERS")
                 .ok_or(EbpfError::Map("COUNTERS", "missing".into()))?,
@@ -142,6 +160,9 @@ impl EbpfProbe {
             ring,
             conns,
             counters,
+            batch_keys: vec![0; BATCH],
+            // SAFETY: ConnStats is plain old data; all-zero is a valid value.
+            batch_values: vec![unsafe { std::mem::zeroed() }; BATCH],
         })
     }
 
@@ -164,9 +185,46 @@ impl EbpfProbe {
         n
     }
 
-    /// Live counters of one tracked connection.
-    pub fn conn_stats(&self, sk: u64) -> Option<ConnStats> {
-        self.conns.get(&sk, 0).ok()
+    /// Hands every tracked connection's live counters to `visit`, reading the kernel map in
+    /// batches (a few syscalls for tens of thousands of connections, instead of one each).
+    pub fn for_each_conn(&mut self, mut visit: impl FnMut(u64, &ConnStats)) -> std::io::Result<()> {
+        let fd = self.conns.fd().as_fd().as_raw_fd();
+        let mut in_batch: u64 = 0;
+        let mut out_batch: u64 = 0;
+        let mut first = true;
+        loop {
+            let mut attr = BatchAttr {
+                in_batch: if first { 0 } else { &raw mut in_batch as u64 },
+                out_batch: &raw mut out_batch as u64,
+                keys: self.batch_keys.as_mut_ptr() as u64,
+                values: self.batch_values.as_mut_ptr() as u64,
+                count: BATCH as u32,
+                map_fd: fd as u32,
+                elem_flags: 0,
+                flags: 0,
+            };
+            // SAFETY: BPF_MAP_LOOKUP_BATCH with buffers of `count` keys and values of the
+            // map's key and value sizes, and batch cursors of 8 bytes (hash maps use 4).
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_LOOKUP_BATCH,
+                    &raw mut attr,
+                    std::mem::size_of::<BatchAttr>() as u32,
+                )
+            };
+            let err = (rc < 0).then(std::io::Error::last_os_error);
+            for i in 0..attr.count as usize {
+                visit(self.batch_keys[i], &self.batch_values[i]);
+            }
+            match err {
+                None => {}
+                Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                Some(e) => return Err(e),
+            }
+            in_batch = out_batch;
+            first = false;
+        }
     }
 
     pub fn counters(&self) -> KernelCounters {

@@ -197,6 +197,15 @@ fn read_addrs(ctx: &TracePointContext, cfg: &ProbeConfig, family: u16, ev: &mut 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let cfg = config();
+    // Most transitions (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, TIME_WAIT, SYN_RECV) matter to no
+    // one here: leave as early as possible.
+    let new: i32 = read(&ctx, cfg.sss_newstate).unwrap_or(0);
+    if !matches!(
+        new,
+        tcp_state::SYN_SENT | tcp_state::ESTABLISHED | tcp_state::CLOSE | tcp_state::LISTEN
+    ) {
+        return 0;
+    }
     let protocol: u16 = read(&ctx, cfg.sss_protocol).unwrap_or(0);
     if protocol != IPPROTO_TCP {
         return 0;
@@ -207,7 +216,6 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     }
     let sk: u64 = read(&ctx, cfg.sss_skaddr).unwrap_or(0);
     let old: i32 = read(&ctx, cfg.sss_oldstate).unwrap_or(0);
-    let new: i32 = read(&ctx, cfg.sss_newstate).unwrap_or(0);
     if sk == 0 || !in_watched_netns(&cfg, sk) {
         return 0;
     }
@@ -334,12 +342,12 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn account_bytes(ctx: &TracePointContext, sent: bool) -> u32 {
     let cfg = config();
-    let protocol: u16 = read(ctx, cfg.msg_protocol).unwrap_or(0);
-    if protocol != IPPROTO_TCP {
-        return 0;
-    }
     let ret: i32 = read(ctx, cfg.msg_ret).unwrap_or(0);
     if ret <= 0 {
+        return 0;
+    }
+    let protocol: u16 = read(ctx, cfg.msg_protocol).unwrap_or(0);
+    if protocol != IPPROTO_TCP {
         return 0;
     }
     if !sent && read::<i32>(ctx, cfg.msg_flags).unwrap_or(0) & MSG_PEEK != 0 {
