@@ -7,6 +7,7 @@ use std::{
 };
 
 use orca_ebpf_common::{AF_INET, ConnStats, Event, direction, event_kind};
+use rustc_hash::FxHashMap;
 
 use crate::sockdiag::{self, TcpSocket};
 
@@ -94,8 +95,10 @@ impl Default for Clock {
 
 #[derive(Debug, Default)]
 pub struct ConnectionTable {
-    conns: HashMap<ConnKey, Connection>,
-    by_sk: HashMap<u64, ConnKey>,
+    conns: FxHashMap<ConnKey, Connection>,
+    by_sk: FxHashMap<u64, ConnKey>,
+    /// Connections changed since the last report (each once; see `Connection::dirty`).
+    dirty: Vec<ConnKey>,
     listeners: HashMap<SocketAddr, Listener>,
     /// Listening sockets closed since the last report.
     removed_listeners: Vec<SocketAddr>,
@@ -113,6 +116,14 @@ fn event_addr(family: u16, raw: &[u8; 16], port: u16) -> SocketAddr {
         sockdiag::unmap(IpAddr::V6(Ipv6Addr::from(*raw)))
     };
     SocketAddr::new(ip, port)
+}
+
+/// Marks a connection changed since the last report.
+fn mark(dirty: &mut Vec<ConnKey>, conn: &mut Connection) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(conn.key);
+    }
 }
 
 fn direction_of(raw: u32) -> Direction {
@@ -192,9 +203,12 @@ impl ConnectionTable {
                         started_unix_ms: clock.unix_ms(ev.ts_ns),
                         closed_unix_ms: 0,
                         source: Source::Ebpf { sk: ev.sk },
-                        dirty: true,
+                        dirty: false,
                     },
                 );
+                if let Some(conn) = self.conns.get_mut(&key) {
+                    mark(&mut self.dirty, conn);
+                }
                 true
             }
             event_kind::CLOSE | event_kind::CONNECT_FAILED => {
@@ -221,9 +235,9 @@ impl ConnectionTable {
                     started_unix_ms: closed_at,
                     closed_unix_ms: closed_at,
                     source: Source::Ebpf { sk: ev.sk },
-                    dirty: true,
+                    dirty: false,
                 });
-                entry.dirty = true;
+                mark(&mut self.dirty, entry);
                 entry.state = state;
                 entry.closed_unix_ms = closed_at;
                 entry.bytes_sent = ev.bytes_sent;
@@ -277,12 +291,12 @@ impl ConnectionTable {
             conn.bytes_sent = stats.bytes_sent;
             conn.bytes_received = stats.bytes_received;
             conn.retransmits = stats.retransmits;
-            conn.dirty = true;
+            mark(&mut self.dirty, conn);
         }
         if stats.pid != 0 && stats.pid != conn.pid {
             conn.pid = stats.pid;
             conn.comm = comm_string(&stats.comm);
-            conn.dirty = true;
+            mark(&mut self.dirty, conn);
         }
     }
 
@@ -331,16 +345,17 @@ impl ConnectionTable {
                     let counters = (s.bytes_acked, s.bytes_received, s.retransmits);
                     if (conn.bytes_sent, conn.bytes_received, conn.retransmits) != counters {
                         (conn.bytes_sent, conn.bytes_received, conn.retransmits) = counters;
-                        conn.dirty = true;
+                        mark(&mut self.dirty, conn);
                     }
                     if pid != 0 && pid != conn.pid {
                         conn.pid = pid;
                         conn.comm = comm;
-                        conn.dirty = true;
+                        mark(&mut self.dirty, conn);
                     }
                 }
                 Some(_) => {}
                 None => {
+                    self.dirty.push(key);
                     self.conns.insert(
                         key,
                         Connection {
@@ -373,7 +388,7 @@ impl ConnectionTable {
                 {
                     conn.state = ConnState::Closed;
                     conn.closed_unix_ms = now_ms;
-                    conn.dirty = true;
+                    mark(&mut self.dirty, conn);
                 }
             }
             let listening: std::collections::HashSet<SocketAddr> = sockets
@@ -395,7 +410,7 @@ impl ConnectionTable {
     /// Whether anything changed since the last report.
     pub fn has_changes(&self) -> bool {
         !self.removed_listeners.is_empty()
-            || self.conns.values().any(|c| c.dirty)
+            || !self.dirty.is_empty()
             || self.listeners.values().any(|l| l.dirty)
     }
 
@@ -426,9 +441,12 @@ pub struct Changes<'a> {
 }
 
 impl Changes<'_> {
-    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
-        let full = self.full;
-        self.table.conns.values().filter(move |c| full || c.dirty)
+    pub fn connections(&self) -> Box<dyn Iterator<Item = &Connection> + '_> {
+        if self.full {
+            Box::new(self.table.conns.values())
+        } else {
+            Box::new(self.table.dirty.iter().filter_map(|k| self.table.conns.get(k)))
+        }
     }
 
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
@@ -442,10 +460,16 @@ impl Changes<'_> {
 
 impl Drop for Changes<'_> {
     fn drop(&mut self) {
-        self.table.conns.retain(|_, c| {
-            c.dirty = false;
-            c.state == ConnState::Established
-        });
+        let table = &mut *self.table;
+        for key in table.dirty.drain(..) {
+            let Some(conn) = table.conns.get_mut(&key) else {
+                continue;
+            };
+            conn.dirty = false;
+            if conn.state != ConnState::Established {
+                table.conns.remove(&key);
+            }
+        }
         for l in self.table.listeners.values_mut() {
             l.dirty = false;
         }

@@ -40,7 +40,7 @@ pub struct EngineCounters {
 }
 
 /// How the engine observes the host.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub probe: ProbeChoice,
     /// Track only sockets of the agent's own network namespace (one agent per namespace on a
@@ -48,6 +48,19 @@ pub struct EngineOptions {
     pub own_netns_only: bool,
     /// The name this host reports under (default: the system hostname).
     pub hostname: Option<String>,
+    /// Connections the kernel tracks at once; more are counted as lost.
+    pub max_connections: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            probe: ProbeChoice::Auto,
+            own_netns_only: false,
+            hostname: None,
+            max_connections: 65_536,
+        }
+    }
 }
 
 /// What the agent observes, and how.
@@ -86,7 +99,11 @@ impl Engine {
     /// Starts observing: loads eBPF unless told not to (falling back to /proc with the reason
     /// logged and reported), then seeds the connection table from sock_diag.
     pub fn start(options: EngineOptions) -> Result<Self, crate::probe::ProbeError> {
-        let (probe, mode, reason) = crate::probe::select(options.probe, options.own_netns_only)?;
+        let (probe, mode, reason) = crate::probe::select(
+            options.probe,
+            options.own_netns_only,
+            options.max_connections,
+        )?;
         let mut engine = Self {
             hostname: options.hostname.unwrap_or_else(host::hostname),
             mode,
@@ -130,46 +147,27 @@ impl Engine {
 
     /// Reads all pending kernel events. Returns how many connection events there were.
     pub fn drain_events(&mut self) -> usize {
-        let Some(probe) = self.probe.as_mut() else {
+        let Self {
+            probe,
+            table,
+            clock,
+            execs,
+            exits,
+            events_processed,
+            ..
+        } = self;
+        let Some(probe) = probe.as_mut() else {
             return 0;
         };
-        let mut pending = Vec::new();
-        self.events_processed += probe.drain(|ev| pending.push(*ev)) as u64;
         let mut conn_events = 0;
-        for ev in &pending {
-            if self.table.apply_event(ev, &self.clock) {
+        *events_processed += probe.drain(|ev| {
+            if table.apply_event(ev, clock) {
                 conn_events += 1;
             } else {
-                self.apply_process_event(ev);
+                apply_process_event(execs, exits, clock, ev);
             }
-        }
+        }) as u64;
         conn_events
-    }
-
-    fn apply_process_event(&mut self, ev: &Event) {
-        match ev.kind {
-            event_kind::EXEC | event_kind::FORK => {
-                self.execs.insert(
-                    ev.pid,
-                    ProcessEvent {
-                        ppid: ev.ppid,
-                        comm: comm_string(&ev.comm),
-                        started_unix_ms: self.clock.unix_ms(ev.ts_ns),
-                    },
-                );
-            }
-            event_kind::EXIT => {
-                let status = ev.aux as i32;
-                self.exits.insert(
-                    ev.pid,
-                    ExitStatus {
-                        code: (status >> 8) & 0xff,
-                        signal: status & 0x7f,
-                    },
-                );
-            }
-            _ => {}
-        }
     }
 
     /// Connections tracked now (listening sockets not counted).
@@ -435,6 +433,37 @@ impl Engine {
                 net_rx_bytes: rx,
             })),
         }
+    }
+}
+
+fn apply_process_event(
+    execs: &mut HashMap<u32, ProcessEvent>,
+    exits: &mut HashMap<u32, ExitStatus>,
+    clock: &Clock,
+    ev: &Event,
+) {
+    match ev.kind {
+        event_kind::EXEC | event_kind::FORK => {
+            execs.insert(
+                ev.pid,
+                ProcessEvent {
+                    ppid: ev.ppid,
+                    comm: comm_string(&ev.comm),
+                    started_unix_ms: clock.unix_ms(ev.ts_ns),
+                },
+            );
+        }
+        event_kind::EXIT => {
+            let status = ev.aux as i32;
+            exits.insert(
+                ev.pid,
+                ExitStatus {
+                    code: (status >> 8) & 0xff,
+                    signal: status & 0x7f,
+                },
+            );
+        }
+        _ => {}
     }
 }
 

@@ -70,6 +70,9 @@ enum Command {
         /// Agent id in reports (default: the hostname).
         #[arg(long)]
         agent_id: Option<String>,
+        /// TCP connections the kernel programs track at once (beyond: counted as lost).
+        #[arg(long, default_value_t = 65_536)]
+        max_connections: u32,
         /// The name this host reports under (default: the system hostname).
         #[arg(long)]
         hostname: Option<String>,
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
                     probe,
                     own_netns_only,
                     hostname,
+                    ..Default::default()
                 })?;
                 let _ = engine.snapshot(true);
                 tokio::time::sleep(observe).await;
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
                 own_netns_only,
                 agent_id,
                 hostname,
+                max_connections,
             } => {
                 let config = runner::RunConfig {
                     master,
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
                     own_netns_only,
                     agent_id,
                     hostname,
+                    max_connections,
                 };
                 runner::run(config, shutdown_signal()).await
             }

@@ -37,6 +37,8 @@ pub struct RunConfig {
     pub agent_id: Option<String>,
     /// The name this host reports under (default: the system hostname).
     pub hostname: Option<String>,
+    /// Connections the kernel tracks at once.
+    pub max_connections: u32,
 }
 
 impl Default for RunConfig {
@@ -52,6 +54,7 @@ impl Default for RunConfig {
             own_netns_only: false,
             agent_id: None,
             hostname: None,
+            max_connections: 65_536,
         }
     }
 }
@@ -77,6 +80,7 @@ pub async fn run(
         probe: config.probe,
         own_netns_only: config.own_netns_only,
         hostname: config.hostname.clone(),
+        max_connections: config.max_connections,
     })?;
     tracing::info!(mode = ?engine.mode(), reason = engine.reason(), "agent started");
     let metrics = Arc::new(AgentMetrics::new());

@@ -44,6 +44,20 @@ pub fn bpf_run_time_ns(names: &[&str]) -> u64 {
         .sum()
 }
 
+/// Run time (ns) and run count of each loaded BPF program with one of these names.
+pub fn bpf_programs(names: &[&str]) -> Vec<(String, u64, u64)> {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter_map(|p| {
+            let name = p.name_as_str()?.to_string();
+            names
+                .iter()
+                .any(|want| want.starts_with(&name) && !name.is_empty())
+                .then(|| (name, p.run_time().as_nanos() as u64, p.run_count()))
+        })
+        .collect()
+}
+
 /// Turns `kernel.bpf_stats_enabled` on for as long as it lives, then restores it.
 pub struct BpfStats {
     previous: String,

@@ -99,7 +99,9 @@ pub struct KernelCounters {
 impl EbpfProbe {
     /// Loads and attaches the programs. With `netns_inum`, only sockets of that network
     /// namespace are tracked (an agent per network namespace on a shared kernel).
-    pub fn load(netns_inum: Option<u32>) -> Result<Self, EbpfError> {
+    /// `max_connections` sizes the kernel's connection map (connections beyond it are
+    /// counted as lost).
+    pub fn load(netns_inum: Option<u32>, max_connections: u32) -> Result<Self, EbpfError> {
         if PROBES.is_empty() {
             return Err(EbpfError::NotBuilt);
         }
@@ -118,6 +120,7 @@ impl EbpfProbe {
         }
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .map_max_entries("CONNS", max_connections.max(1024))
             .load(PROBES)
             .map_err(EbpfError::Load)?;
         for (program, category, name) in ATTACHMENTS {

@@ -34,6 +34,7 @@ pub fn own_netns_inum() -> Option<u32> {
 pub fn select(
     choice: ProbeChoice,
     netns_filter: bool,
+    max_connections: u32,
 ) -> Result<(Option<ebpf::EbpfProbe>, ProbeMode, String), ProbeError> {
     if choice == ProbeChoice::Proc {
         return Ok((
@@ -43,7 +44,7 @@ pub fn select(
         ));
     }
     let netns = if netns_filter { own_netns_inum() } else { None };
-    match ebpf::EbpfProbe::load(netns) {
+    match ebpf::EbpfProbe::load(netns, max_connections) {
         Ok(probe) => Ok((
             Some(probe),
             ProbeMode::Ebpf,

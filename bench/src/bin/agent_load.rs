@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use orca_bench::{
-    procstat::{BpfStats, bpf_run_time_ns, cpu_mark, cpu_percent, peak_rss},
+    procstat::{BpfStats, bpf_programs, bpf_run_time_ns, cpu_mark, cpu_percent, peak_rss},
     sink::{Arrivals, Sink},
 };
 use orca_proto::topology::v1::collector_server::CollectorServer;
@@ -243,6 +243,15 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
     }
     let (cpu0, bpf0, events0, done0, t0) = start.context("the run ended during the warm-up")?;
     let cpu1 = cpu_mark(agent_pid)?;
+    if mode == Mode::Ebpf {
+        for (name, ns, count) in bpf_programs(&PROGRAMS) {
+            eprintln!(
+                "  {name:<16} {:>12} runs {:>8.0} ns/run (since load)",
+                count,
+                ns as f64 / count.max(1) as f64
+            );
+        }
+    }
     let bpf1 = bpf_run_time_ns(&PROGRAMS);
     let events1 = scrape(metrics, "orca_agent_events_processed_total")
         .await
