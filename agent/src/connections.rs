@@ -425,9 +425,17 @@ impl ConnectionTable {
     /// report, and receivers drop them when the next report arrives.
     pub fn take_changes(&mut self, full: bool) -> Changes<'_> {
         let removed_listeners = std::mem::take(&mut self.removed_listeners);
+        // A burst (thousands of connections opened at once) is spread over several deltas,
+        // which bounds the size and memory of each report.
+        let count = if full {
+            self.dirty.len()
+        } else {
+            self.dirty.len().min(MAX_CHANGES_PER_REPORT)
+        };
         Changes {
             table: self,
             full,
+            count,
             removed_listeners,
         }
     }
@@ -437,15 +445,24 @@ impl ConnectionTable {
 pub struct Changes<'a> {
     table: &'a mut ConnectionTable,
     full: bool,
+    /// Dirty connections carried (from the head of the dirty list).
+    count: usize,
     pub removed_listeners: Vec<SocketAddr>,
 }
+
+/// Changed connections one delta carries at most; the rest follow in the next ones.
+pub const MAX_CHANGES_PER_REPORT: usize = 4096;
 
 impl Changes<'_> {
     pub fn connections(&self) -> Box<dyn Iterator<Item = &Connection> + '_> {
         if self.full {
             Box::new(self.table.conns.values())
         } else {
-            Box::new(self.table.dirty.iter().filter_map(|k| self.table.conns.get(k)))
+            Box::new(
+                self.table.dirty[..self.count]
+                    .iter()
+                    .filter_map(|k| self.table.conns.get(k)),
+            )
         }
     }
 
@@ -461,7 +478,7 @@ impl Changes<'_> {
 impl Drop for Changes<'_> {
     fn drop(&mut self) {
         let table = &mut *self.table;
-        for key in table.dirty.drain(..) {
+        for key in table.dirty.drain(..self.count) {
             let Some(conn) = table.conns.get_mut(&key) else {
                 continue;
             };
@@ -538,6 +555,27 @@ mod tests {
         assert_eq!(changes.connections().count(), 0, "nothing changed");
         drop(changes);
         assert_eq!(t.take_changes(true).connections().count(), 1);
+    }
+
+    #[test]
+    fn bursts_are_spread_over_reports() {
+        let clock = Clock::new();
+        let mut t = ConnectionTable::default();
+        let n = MAX_CHANGES_PER_REPORT + 10;
+        for i in 0..n {
+            t.apply_event(
+                &event(event_kind::CONNECT, i as u64 + 1, 10_000 + i as u16, 80, 1),
+                &clock,
+            );
+        }
+        assert_eq!(
+            t.take_changes(false).connections().count(),
+            MAX_CHANGES_PER_REPORT
+        );
+        assert!(t.has_changes());
+        assert_eq!(t.take_changes(false).connections().count(), 10);
+        assert!(!t.has_changes());
+        assert_eq!(t.take_changes(true).connections().count(), n);
     }
 
     #[test]

@@ -18,6 +18,10 @@ use crate::{
 
 /// How often the seeded (pre-existing) connections are reconciled in eBPF mode.
 const SEED_RECONCILE_EVERY: u32 = 10;
+/// How often (in snapshots) the byte counters of open connections are read from the kernel.
+/// Closed connections always carry exact final counters from their close event; the
+/// collector keeps 15-second series, so every 5 s is plenty for the open ones.
+const COUNTERS_EVERY: u32 = 5;
 
 #[derive(Debug, Clone)]
 struct ProcessEvent {
@@ -289,7 +293,11 @@ impl Engine {
         } else {
             self.scanner.scan(None)
         };
-        if let Some(probe) = &mut self.probe {
+        if let Some(probe) = self
+            .probe
+            .as_mut()
+            .filter(|_| full || self.snapshots % COUNTERS_EVERY == 0)
+        {
             let table = &mut self.table;
             if let Err(err) = probe.for_each_conn(|sk, stats| table.apply_kernel_stats(sk, stats)) {
                 tracing::warn!(%err, "cannot read connection counters from the kernel");

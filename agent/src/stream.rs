@@ -61,10 +61,19 @@ impl ReportQueue {
         n
     }
 
-    /// The report at `index` from the head, if any.
+    /// The report at `index` from the head, if any (cloned: it stays queued until acked).
     fn get(&self, index: usize) -> Option<Report> {
         let q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         q.reports.get(index).cloned()
+    }
+
+    fn has(&self, index: usize) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reports
+            .len()
+            > index
     }
 
     pub fn len(&self) -> usize {
@@ -155,7 +164,7 @@ async fn stream_once(
     // Reports from the head of the queue already written to this stream.
     let mut in_flight = 0usize;
     loop {
-        let next = queue.get(in_flight);
+        let pending = queue.has(in_flight);
         tokio::select! {
             ack = acks.message() => {
                 let Some(ack) = ack? else { return Ok(()) };
@@ -170,14 +179,14 @@ async fn stream_once(
                     let _ = need_full.try_send(());
                 }
             }
-            permit = tx.reserve(), if next.is_some() => {
+            permit = tx.reserve(), if pending => {
                 let Ok(permit) = permit else { return Ok(()) };
-                if let Some(report) = next {
+                if let Some(report) = queue.get(in_flight) {
                     permit.send(report);
                     in_flight += 1;
                 }
             }
-            _ = queue.changed.notified(), if next.is_none() => {}
+            _ = queue.changed.notified(), if !pending => {}
         }
     }
 }

@@ -30,15 +30,16 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Opt
     }
 }
 
-pub fn process<'a>(nodes: &'a [pb::Node], pid: u32) -> Option<&'a pb::Process> {
-    nodes.iter().find_map(|n| match &n.detail {
+/// Snapshots from `Engine::snapshot` always carry nodes.
+pub fn process(nodes: &Option<Vec<pb::Node>>, pid: u32) -> Option<&pb::Process> {
+    nodes.as_deref()?.iter().find_map(|n| match &n.detail {
         Some(pb::node::Detail::Process(p)) if p.pid == pid => Some(p),
         _ => None,
     })
 }
 
-pub fn node<'a>(nodes: &'a [pb::Node], id: &str) -> Option<&'a pb::Node> {
-    nodes.iter().find(|n| n.id == id)
+pub fn node<'a>(nodes: &'a Option<Vec<pb::Node>>, id: &str) -> Option<&'a pb::Node> {
+    nodes.as_deref()?.iter().find(|n| n.id == id)
 }
 
 pub fn connection<'a>(

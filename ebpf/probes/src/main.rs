@@ -13,9 +13,11 @@
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf,
         generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
     },
     macros::{map, tracepoint},
@@ -89,6 +91,37 @@ fn count(index: u32) {
         unsafe { *slot += 1 };
     }
 }
+
+/// A tracepoint record copied to the stack with one helper call, so each field read after
+/// that is a plain load (the offsets are only known at load time, and the verifier does not
+/// allow variable offsets into the context itself).
+struct Record<const N: usize> {
+    buf: [u8; N],
+}
+
+impl<const N: usize> Record<N> {
+    #[inline(always)]
+    fn load(ctx: &TracePointContext) -> Option<Self> {
+        let mut buf = [0u8; N];
+        // SAFETY: reads N bytes of the trace record; bpf_probe_read_kernel fails cleanly on a
+        // bad address, and the per-CPU trace buffer behind a record is larger than N.
+        unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut buf) }.ok()?;
+        Some(Self { buf })
+    }
+
+    #[inline(always)]
+    fn get<T: Copy>(&self, offset: u32) -> Option<T> {
+        let offset = offset as usize;
+        if offset + core::mem::size_of::<T>() > N {
+            return None;
+        }
+        // SAFETY: bounds checked above; unaligned read of plain data.
+        Some(unsafe { core::ptr::read_unaligned(self.buf.as_ptr().add(offset) as *const T) })
+    }
+}
+
+/// The sock:inet_sock_set_state record is 72 bytes on current kernels.
+const STATE_RECORD: usize = 96;
 
 #[inline(always)]
 fn read<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
@@ -182,40 +215,43 @@ fn submit(fill: impl FnOnce(&mut Event)) {
 }
 
 #[inline(always)]
-fn read_addrs(ctx: &TracePointContext, cfg: &ProbeConfig, family: u16, ev: &mut Event) {
+fn read_addrs(rec: &Record<STATE_RECORD>, cfg: &ProbeConfig, family: u16, ev: &mut Event) {
     if family == AF_INET {
-        let s: [u8; 4] = read(ctx, cfg.sss_saddr).unwrap_or([0; 4]);
-        let d: [u8; 4] = read(ctx, cfg.sss_daddr).unwrap_or([0; 4]);
+        let s: [u8; 4] = rec.get(cfg.sss_saddr).unwrap_or([0; 4]);
+        let d: [u8; 4] = rec.get(cfg.sss_daddr).unwrap_or([0; 4]);
         ev.saddr[..4].copy_from_slice(&s);
         ev.daddr[..4].copy_from_slice(&d);
     } else {
-        ev.saddr = read(ctx, cfg.sss_saddr_v6).unwrap_or([0; 16]);
-        ev.daddr = read(ctx, cfg.sss_daddr_v6).unwrap_or([0; 16]);
+        ev.saddr = rec.get(cfg.sss_saddr_v6).unwrap_or([0; 16]);
+        ev.daddr = rec.get(cfg.sss_daddr_v6).unwrap_or([0; 16]);
     }
 }
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let cfg = config();
+    let Some(rec) = Record::<STATE_RECORD>::load(&ctx) else {
+        return 0;
+    };
     // Most transitions (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, TIME_WAIT, SYN_RECV) matter to no
     // one here: leave as early as possible.
-    let new: i32 = read(&ctx, cfg.sss_newstate).unwrap_or(0);
+    let new: i32 = rec.get(cfg.sss_newstate).unwrap_or(0);
     if !matches!(
         new,
         tcp_state::SYN_SENT | tcp_state::ESTABLISHED | tcp_state::CLOSE | tcp_state::LISTEN
     ) {
         return 0;
     }
-    let protocol: u16 = read(&ctx, cfg.sss_protocol).unwrap_or(0);
+    let protocol: u16 = rec.get(cfg.sss_protocol).unwrap_or(0);
     if protocol != IPPROTO_TCP {
         return 0;
     }
-    let family: u16 = read(&ctx, cfg.sss_family).unwrap_or(0);
+    let family: u16 = rec.get(cfg.sss_family).unwrap_or(0);
     if family != AF_INET && family != AF_INET6 {
         return 0;
     }
-    let sk: u64 = read(&ctx, cfg.sss_skaddr).unwrap_or(0);
-    let old: i32 = read(&ctx, cfg.sss_oldstate).unwrap_or(0);
+    let sk: u64 = rec.get(cfg.sss_skaddr).unwrap_or(0);
+    let old: i32 = rec.get(cfg.sss_oldstate).unwrap_or(0);
     if sk == 0 || !in_watched_netns(&cfg, sk) {
         return 0;
     }
@@ -256,8 +292,8 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 ev.cgroup_id = cg;
                 ev.comm = name;
                 ev.family = family;
-                ev.sport = read(&ctx, cfg.sss_sport).unwrap_or(0);
-                read_addrs(&ctx, &cfg, family, ev);
+                ev.sport = rec.get(cfg.sss_sport).unwrap_or(0);
+                read_addrs(&rec, &cfg, family, ev);
             });
         }
         (_, tcp_state::ESTABLISHED) => {
@@ -301,9 +337,9 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 ev.comm = stats.comm;
                 ev.direction = stats.direction;
                 ev.family = family;
-                ev.sport = read(&ctx, cfg.sss_sport).unwrap_or(0);
-                ev.dport = read(&ctx, cfg.sss_dport).unwrap_or(0);
-                read_addrs(&ctx, &cfg, family, ev);
+                ev.sport = rec.get(cfg.sss_sport).unwrap_or(0);
+                ev.dport = rec.get(cfg.sss_dport).unwrap_or(0);
+                read_addrs(&rec, &cfg, family, ev);
             });
         }
         (_, tcp_state::CLOSE) => {
@@ -329,9 +365,9 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 ev.bytes_received = stats.bytes_received;
                 ev.retransmits = stats.retransmits;
                 ev.family = family;
-                ev.sport = read(&ctx, cfg.sss_sport).unwrap_or(0);
-                ev.dport = read(&ctx, cfg.sss_dport).unwrap_or(0);
-                read_addrs(&ctx, &cfg, family, ev);
+                ev.sport = rec.get(cfg.sss_sport).unwrap_or(0);
+                ev.dport = rec.get(cfg.sss_dport).unwrap_or(0);
+                read_addrs(&rec, &cfg, family, ev);
             });
         }
         _ => {}
