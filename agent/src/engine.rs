@@ -6,8 +6,8 @@ use orca_ebpf_common::{Event, event_kind};
 use orca_proto::topology::v1 as pb;
 
 use crate::{
-    cgroup,
     connections::{Clock, ConnState, Connection, ConnectionTable, Direction, comm_string},
+    containers::{Directory, SharedDirectory},
     host::{self, HostCollector},
     probe::{ProbeChoice, ebpf::EbpfProbe},
     process::{ProcessInfo, ProcessScanner, now_unix_ms},
@@ -54,6 +54,8 @@ pub struct EngineOptions {
     pub hostname: Option<String>,
     /// Connections the kernel tracks at once; more are counted as lost.
     pub max_connections: u32,
+    /// Containers known to the runtimes, kept current by `containers::watch`.
+    pub containers: SharedDirectory,
 }
 
 impl Default for EngineOptions {
@@ -63,6 +65,7 @@ impl Default for EngineOptions {
             own_netns_only: false,
             hostname: None,
             max_connections: 65_536,
+            containers: SharedDirectory::default(),
         }
     }
 }
@@ -80,6 +83,7 @@ pub struct Engine {
     last_processes: HashMap<u32, ProcessInfo>,
     /// Container of each process, from the last scan.
     container_of: HashMap<u32, String>,
+    directory: SharedDirectory,
     execs: HashMap<u32, ProcessEvent>,
     exits: HashMap<u32, ExitStatus>,
     events_processed: u64,
@@ -119,6 +123,7 @@ impl Engine {
             table: ConnectionTable::default(),
             last_processes: HashMap::new(),
             container_of: HashMap::new(),
+            directory: options.containers,
             execs: HashMap::new(),
             exits: HashMap::new(),
             events_processed: 0,
@@ -329,23 +334,21 @@ impl Engine {
         let mut containers: HashMap<String, pb::Container> = HashMap::new();
         let mut live: HashMap<u32, ProcessInfo> = HashMap::with_capacity(processes.len());
         let mut container_of: HashMap<u32, String> = HashMap::new();
+        let directory = self.directory.clone();
+        let directory = directory.read().unwrap_or_else(|e| e.into_inner());
         for p in processes {
-            let container = cgroup::container_from_cgroup(&p.cgroup);
-            if let Some(c) = &container {
-                container_of.insert(p.pid, c.id.clone());
-                containers
-                    .entry(c.id.clone())
-                    .or_insert_with(|| pb::Container {
-                        id: c.id.clone(),
-                        name: c.id.chars().take(12).collect(),
-                        runtime: c.runtime.to_string(),
-                        state: "running".into(),
-                        cgroup_path: p.cgroup.clone(),
-                        ..Default::default()
-                    });
+            let container = directory.container_of(&p.cgroup).map(|(id, _)| id);
+            if let Some(id) = &container {
+                container_of.insert(p.pid, id.clone());
+                let c = containers
+                    .entry(id.clone())
+                    .or_insert_with(|| container_detail(&directory, id, &p.cgroup));
+                // Usage: the sum over the container's processes.
+                c.cpu_percent += p.cpu_percent;
+                c.memory_usage_bytes += p.rss_bytes;
             }
             let exit = self.exits.remove(&p.pid);
-            nodes.push(self.process_node(&host_id, &p, container.map(|c| c.id), &per_pid, exit));
+            nodes.push(self.process_node(&host_id, &p, container, &per_pid, exit));
             live.insert(p.pid, p);
         }
         // Processes that exited since the last snapshot: shown once, with their exit status.
@@ -373,7 +376,15 @@ impl Engine {
             }
         }
         self.execs.clear();
-        for c in containers.into_values() {
+        // Containers the runtimes know that run no process (created, stopped, paused).
+        for id in directory.by_id.keys() {
+            if !containers.contains_key(id) {
+                containers.insert(id.clone(), container_detail(&directory, id, ""));
+            }
+        }
+        drop(directory);
+        for mut c in containers.into_values() {
+            c.cpu_percent = (c.cpu_percent * 10.0).round() / 10.0;
             nodes.push(pb::Node {
                 id: format!("container:{}", c.id),
                 kind: pb::NodeKind::Container as i32,
@@ -472,6 +483,38 @@ fn apply_process_event(
             );
         }
         _ => {}
+    }
+}
+
+/// A container node's detail: the runtime's record when there is one, else what the
+/// cgroup name tells.
+fn container_detail(directory: &Directory, id: &str, cgroup_path: &str) -> pb::Container {
+    match directory.by_id.get(id) {
+        Some(meta) => pb::Container {
+            id: id.to_string(),
+            name: meta.name.clone(),
+            image: meta.image.clone(),
+            runtime: meta.runtime.to_string(),
+            state: meta.state.clone(),
+            labels: meta.labels.clone(),
+            ports: meta.ports.clone(),
+            cgroup_path: cgroup_path.to_string(),
+            memory_limit_bytes: meta.memory_limit_bytes,
+            cpu_limit_cores: meta.cpu_limit_cores,
+            namespace: meta.namespace.clone(),
+            ..Default::default()
+        },
+        None => pb::Container {
+            id: id.to_string(),
+            name: id.chars().take(12).collect(),
+            runtime: directory
+                .container_of(cgroup_path)
+                .map(|(_, runtime)| runtime.to_string())
+                .unwrap_or_default(),
+            state: "running".into(),
+            cgroup_path: cgroup_path.to_string(),
+            ..Default::default()
+        },
     }
 }
 

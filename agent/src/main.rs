@@ -3,6 +3,7 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use orca_agent::{
+    containers::{self, RuntimeSockets, SharedDirectory},
     engine::{Engine, EngineOptions},
     probe::ProbeChoice,
     report::ReportBuilder,
@@ -41,6 +42,8 @@ enum Command {
         /// The name this host reports under (default: the system hostname).
         #[arg(long)]
         hostname: Option<String>,
+        #[command(flatten)]
+        runtimes: RuntimeArgs,
     },
     /// Observe continuously, stream reports to the collector and serve metrics.
     Run {
@@ -76,7 +79,39 @@ enum Command {
         /// The name this host reports under (default: the system hostname).
         #[arg(long)]
         hostname: Option<String>,
+        #[command(flatten)]
+        runtimes: RuntimeArgs,
+        /// How often container metadata is read from the runtimes.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        container_refresh: Duration,
     },
+}
+
+/// Where the container runtimes listen (absent sockets are skipped; "" disables one).
+#[derive(clap::Args, Debug)]
+struct RuntimeArgs {
+    #[arg(
+        long,
+        env = "ORCA_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    docker_socket: String,
+    #[arg(
+        long,
+        env = "ORCA_CONTAINERD_SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    containerd_socket: String,
+}
+
+impl RuntimeArgs {
+    fn sockets(&self) -> RuntimeSockets {
+        let path = |s: &str| (!s.is_empty()).then(|| s.into());
+        RuntimeSockets {
+            docker: path(&self.docker_socket),
+            containerd: path(&self.containerd_socket),
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -122,11 +157,15 @@ fn main() -> ExitCode {
                 observe,
                 own_netns_only,
                 hostname,
+                runtimes,
             } => {
+                let directory = SharedDirectory::default();
+                containers::refresh(&runtimes.sockets(), &directory).await;
                 let mut engine = Engine::start(EngineOptions {
                     probe,
                     own_netns_only,
                     hostname,
+                    containers: directory,
                     ..Default::default()
                 })?;
                 let _ = engine.snapshot(true);
@@ -149,6 +188,8 @@ fn main() -> ExitCode {
                 agent_id,
                 hostname,
                 max_connections,
+                runtimes,
+                container_refresh,
             } => {
                 let config = runner::RunConfig {
                     master,
@@ -162,6 +203,8 @@ fn main() -> ExitCode {
                     agent_id,
                     hostname,
                     max_connections,
+                    runtimes: runtimes.sockets(),
+                    container_refresh,
                 };
                 runner::run(config, shutdown_signal()).await
             }

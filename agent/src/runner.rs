@@ -10,6 +10,7 @@ use orca_proto::topology::v1 as pb;
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::{
+    containers::{self, RuntimeSockets, SharedDirectory},
     engine::{Engine, EngineOptions},
     metrics::{AgentMetrics, ModeLabel},
     probe::ProbeChoice,
@@ -39,6 +40,9 @@ pub struct RunConfig {
     pub hostname: Option<String>,
     /// Connections the kernel tracks at once.
     pub max_connections: u32,
+    /// Container runtimes to ask for container metadata.
+    pub runtimes: RuntimeSockets,
+    pub container_refresh: Duration,
 }
 
 impl Default for RunConfig {
@@ -55,6 +59,8 @@ impl Default for RunConfig {
             agent_id: None,
             hostname: None,
             max_connections: 65_536,
+            runtimes: RuntimeSockets::default(),
+            container_refresh: Duration::from_secs(5),
         }
     }
 }
@@ -76,12 +82,19 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let directory = SharedDirectory::default();
     let mut engine = Engine::start(EngineOptions {
         probe: config.probe,
         own_netns_only: config.own_netns_only,
         hostname: config.hostname.clone(),
         max_connections: config.max_connections,
+        containers: directory.clone(),
     })?;
+    tokio::spawn(containers::watch(
+        config.runtimes.clone(),
+        directory,
+        config.container_refresh,
+    ));
     tracing::info!(mode = ?engine.mode(), reason = engine.reason(), "agent started");
     let metrics = Arc::new(AgentMetrics::new());
     let mode = match engine.mode() {

@@ -48,6 +48,8 @@ enum Cmd {
 
 /// Debian packages used by the agent's tests and runtime integrations.
 const APT_PACKAGES: &[&str] = &[
+    // containerd-client compiles containerd's protos with the system protoc.
+    "protobuf-compiler",
     "containerd",
     "runc",
     "busybox-static",

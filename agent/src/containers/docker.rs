@@ -1,0 +1,72 @@
+//! Containers from a Docker engine (bollard).
+use std::path::Path;
+
+use bollard::{
+    API_DEFAULT_VERSION, Docker,
+    query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder},
+};
+
+use super::ContainerMeta;
+
+pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, String> {
+    let docker = Docker::connect_with_unix(&socket.to_string_lossy(), 10, API_DEFAULT_VERSION)
+        .map_err(|e| format!("docker at {}: {e}", socket.display()))?;
+    let summaries = docker
+        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).build()))
+        .await
+        .map_err(|e| format!("docker at {}: {e}", socket.display()))?;
+    let mut out = Vec::with_capacity(summaries.len());
+    for s in summaries {
+        let Some(id) = s.id else { continue };
+        let mut meta = ContainerMeta {
+            name: s
+                .names
+                .and_then(|n| n.into_iter().next())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            image: s.image.unwrap_or_default(),
+            runtime: "docker",
+            namespace: String::new(),
+            state: s.state.map(|st| st.to_string()).unwrap_or_default(),
+            labels: s.labels.unwrap_or_default(),
+            ports: s
+                .ports
+                .unwrap_or_default()
+                .iter()
+                .map(|p| {
+                    let proto = p.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".into());
+                    match p.public_port {
+                        Some(public) => format!(
+                            "{}:{public}->{}/{proto}",
+                            p.ip.as_deref().unwrap_or("0.0.0.0"),
+                            p.private_port
+                        ),
+                        None => format!("{}/{proto}", p.private_port),
+                    }
+                })
+                .collect(),
+            id: id.clone(),
+            ..Default::default()
+        };
+        // Limits and the init pid come from inspect; a container that vanished meanwhile
+        // keeps what the list said.
+        if let Ok(inspect) = docker
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await
+        {
+            if let Some(state) = inspect.state {
+                meta.pid = state.pid.unwrap_or(0).max(0) as u32;
+            }
+            if let Some(hc) = inspect.host_config {
+                meta.memory_limit_bytes = hc.memory.unwrap_or(0).max(0) as u64;
+                meta.cpu_limit_cores = match (hc.nano_cpus, hc.cpu_quota, hc.cpu_period) {
+                    (Some(n), _, _) if n > 0 => n as f64 / 1e9,
+                    (_, Some(q), Some(p)) if q > 0 && p > 0 => q as f64 / p as f64,
+                    _ => 0.0,
+                };
+            }
+        }
+        out.push(meta);
+    }
+    Ok(out)
+}

@@ -1,0 +1,412 @@
+//! Containers from real runtimes, started by this test: containerd (with a locally made
+//! image) and a Docker engine. Each container opens a TCP connection to this test; the agent
+//! must show the container with its id, name and image, and attribute its process and
+//! connection to it. Runs as root.
+mod support;
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use orca_agent::{
+    containers::{self, RuntimeSockets, SharedDirectory},
+    engine::{Engine, EngineOptions},
+    probe::ProbeChoice,
+};
+use orca_proto::topology::v1 as pb;
+use support::*;
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A scratch folder removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        // Short: unix socket paths inside it must stay under 108 bytes.
+        let dir = PathBuf::from(format!("/tmp/orca-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Runtimes may leave mounts behind (dockerd keeps a bind mount of its network
+        // namespace): detach everything under the folder, deepest first, then remove it.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut under: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| Path::new(m).starts_with(&self.0))
+            .collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in under {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A busybox-static root filesystem, and a tarball of it.
+fn busybox_rootfs(dir: &Path) -> (PathBuf, PathBuf) {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    for d in ["proc", "sys", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "nc", "cat"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    let tarball = dir.join("rootfs.tar");
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("."));
+    (rootfs, tarball)
+}
+
+/// A docker-save archive of the rootfs tarball, importable by `ctr images import`.
+fn docker_archive(dir: &Path, layer: &Path, tag: &str) -> PathBuf {
+    let work = dir.join("archive");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::copy(layer, work.join("layer.tar")).unwrap();
+    let digest = sh(Command::new("sha256sum").arg(work.join("layer.tar")));
+    let digest = digest.split_whitespace().next().unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["sh"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{digest}"]}}}}"#
+    );
+    std::fs::write(work.join("config.json"), config).unwrap();
+    std::fs::write(
+        work.join("manifest.json"),
+        format!(r#"[{{"Config":"config.json","RepoTags":["{tag}"],"Layers":["layer.tar"]}}]"#),
+    )
+    .unwrap();
+    let archive = dir.join("image.tar");
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&work)
+        .arg("-cf")
+        .arg(&archive)
+        .args(["manifest.json", "config.json", "layer.tar"]));
+    archive
+}
+
+/// Asserts that the container, its process and its connection are in a snapshot.
+fn assert_attributed(
+    engine: &mut Engine,
+    directory: &SharedDirectory,
+    sockets: &RuntimeSockets,
+    listener: &TcpListener,
+    id: &str,
+    name: &str,
+    image: &str,
+    runtime: &str,
+) -> pb::Container {
+    let (_conn, peer) = listener.accept().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(containers::refresh(sockets, directory));
+    let snapshot = wait_for(
+        Duration::from_secs(10),
+        "the container's connection",
+        || {
+            let s = engine.snapshot(true);
+            let c = s.connections.iter().find(|c| {
+                c.local
+                    .as_ref()
+                    .is_some_and(|l| l.port == peer.port() as u32)
+                    && c.direction == pb::Direction::Outbound as i32
+            })?;
+            (c.container_id == id).then(|| s.clone())
+        },
+    );
+    let conn = snapshot
+        .connections
+        .iter()
+        .find(|c| {
+            c.local
+                .as_ref()
+                .is_some_and(|l| l.port == peer.port() as u32)
+        })
+        .unwrap();
+    let process = process(&snapshot.nodes, conn.pid).expect("the container's process");
+    assert_eq!(process.comm, "nc");
+    assert_eq!(process.container_id, id);
+    let node = node(&snapshot.nodes, &format!("container:{id}")).expect("the container node");
+    let pb::node::Detail::Container(container) = node.detail.clone().unwrap() else {
+        panic!("not a container: {node:?}");
+    };
+    assert_eq!(container.id, id);
+    assert_eq!(container.name, name);
+    assert_eq!(container.image, image);
+    assert_eq!(container.runtime, runtime);
+    assert_eq!(container.state, "running");
+    let proc_node = node_for_pid(&snapshot.nodes, conn.pid);
+    assert_eq!(proc_node.parents[0], format!("container:{id}"));
+    container
+}
+
+fn node_for_pid(nodes: &Option<Vec<pb::Node>>, pid: u32) -> pb::Node {
+    nodes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|n| matches!(&n.detail, Some(pb::node::Detail::Process(p)) if p.pid == pid))
+        .cloned()
+        .unwrap()
+}
+
+fn wait_socket(what: &str, cmd: impl Fn() -> Command) {
+    wait_for(Duration::from_secs(60), what, || {
+        cmd()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?
+            .success()
+            .then_some(())
+    });
+}
+
+#[test]
+fn containerd_container_with_its_process_and_connection() {
+    require_root();
+    let scratch = Scratch::new("ctd");
+    let dir = &scratch.0;
+    let sock = dir.join("c.sock");
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[debug]\n  address = \"{dbg}\"\n",
+            root = dir.join("root").display(),
+            state = dir.join("state").display(),
+            sock = sock.display(),
+            dbg = dir.join("d.sock").display(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+    let _containerd = ChildGuard(
+        Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("containerd is installed by `cargo xtask setup`"),
+    );
+    let ctr = || {
+        let mut c = Command::new("ctr");
+        c.arg("--address")
+            .arg(&sock)
+            .args(["--namespace", "orca-test"]);
+        c
+    };
+    wait_socket("containerd to serve", || {
+        let mut c = ctr();
+        c.arg("version");
+        c
+    });
+    let (_rootfs, layer) = busybox_rootfs(dir);
+    let archive = docker_archive(dir, &layer, "orca-test/busybox:1");
+    sh(ctr().args(["images", "import"]).arg(&archive));
+    let image = "docker.io/orca-test/busybox:1";
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let id = format!("orca-web-{}", std::process::id());
+    struct Task<'a>(&'a dyn Fn() -> Command, String);
+    impl Drop for Task<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)()
+                .args(["tasks", "kill", "-s", "SIGKILL", &self.1])
+                .status();
+            for _ in 0..50 {
+                if (self.0)()
+                    .args(["tasks", "delete", &self.1])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = (self.0)().args(["containers", "delete", &self.1]).status();
+        }
+    }
+    sh(ctr()
+        .args([
+            "run",
+            "-d",
+            "--net-host",
+            "--label",
+            "name=orca-web",
+            image,
+            &id,
+        ])
+        .args(["sh", "-c", &format!("sleep 600 | nc 127.0.0.1 {port}")]));
+    let _task = Task(&ctr, id.clone());
+
+    require_root();
+    let directory = SharedDirectory::default();
+    let sockets = RuntimeSockets {
+        docker: None,
+        containerd: Some(sock.clone()),
+    };
+    let mut engine = Engine::start(EngineOptions {
+        probe: ProbeChoice::Ebpf,
+        containers: directory.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let container = assert_attributed(
+        &mut engine,
+        &directory,
+        &sockets,
+        &listener,
+        &id,
+        "orca-web",
+        image,
+        "containerd",
+    );
+    assert_eq!(container.namespace, "orca-test");
+    assert_eq!(
+        container.labels.get("name").map(String::as_str),
+        Some("orca-web")
+    );
+}
+
+#[test]
+fn docker_container_with_its_process_and_connection() {
+    require_root();
+    let scratch = Scratch::new("dkr");
+    let dir = &scratch.0;
+    let sock = dir.join("d.sock");
+    let host = format!("unix://{}", sock.display());
+    let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+    // No bridge and no iptables: the test needs neither, and leaves the host's network as it
+    // found it. cgroupfs naming: /docker/<id>.
+    let dockerd = Command::new("dockerd")
+        .arg("--data-root")
+        .arg(dir.join("data"))
+        .arg("--exec-root")
+        .arg(dir.join("exec"))
+        .arg("--pidfile")
+        .arg(dir.join("dockerd.pid"))
+        .args([
+            "-H",
+            &host,
+            "--bridge=none",
+            "--iptables=false",
+            "--ip6tables=false",
+        ])
+        .args(["--exec-opt", "native.cgroupdriver=cgroupfs"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("dockerd is installed by `cargo xtask setup`");
+    struct Dockerd(std::process::Child);
+    impl Drop for Dockerd {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.0.wait();
+        }
+    }
+    let _dockerd = Dockerd(dockerd);
+    // The engine's own client (a newer one may come first in PATH).
+    let docker = || {
+        let mut c = Command::new("/usr/bin/docker");
+        c.args(["-H", &host]);
+        c
+    };
+    wait_socket("dockerd to serve", || {
+        let mut c = docker();
+        c.arg("version");
+        c
+    });
+    let (_rootfs, tarball) = busybox_rootfs(dir);
+    sh(docker()
+        .arg("import")
+        .arg(&tarball)
+        .arg("orca-test/busybox:1"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let name = format!("orca-web-{}", std::process::id());
+    let id = sh(docker()
+        .args([
+            "run",
+            "-d",
+            "--network",
+            "host",
+            "--name",
+            &name,
+            "--label",
+            "app=orca-test",
+        ])
+        .args(["--memory", "64m", "orca-test/busybox:1"])
+        .args(["sh", "-c", &format!("sleep 600 | nc 127.0.0.1 {port}")]))
+    .trim()
+    .to_string();
+    struct Container<'a>(&'a dyn Fn() -> Command, String);
+    impl Drop for Container<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)()
+                .args(["rm", "-f", &self.1])
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+    let _container = Container(&docker, id.clone());
+
+    let directory = SharedDirectory::default();
+    let sockets = RuntimeSockets {
+        docker: Some(sock.clone()),
+        containerd: None,
+    };
+    let mut engine = Engine::start(EngineOptions {
+        probe: ProbeChoice::Ebpf,
+        containers: directory.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let container = assert_attributed(
+        &mut engine,
+        &directory,
+        &sockets,
+        &listener,
+        &id,
+        &name,
+        "orca-test/busybox:1",
+        "docker",
+    );
+    assert_eq!(
+        container.labels.get("app").map(String::as_str),
+        Some("orca-test")
+    );
+    assert_eq!(container.memory_limit_bytes, 64 << 20);
+    assert_eq!(container.cgroup_path, format!("/docker/{id}"));
+}
