@@ -414,6 +414,50 @@ impl ConnectionTable {
             || self.listeners.values().any(|l| l.dirty)
     }
 
+    /// eBPF mode: connections that existed before the agent started (seeded from sock_diag)
+    /// get their counters and their end from a sock_diag dump, as no kernel event covers
+    /// them. Only those are looked at; nothing is added.
+    pub fn reconcile_seeded(
+        &mut self,
+        for_each: impl FnOnce(&mut dyn FnMut(&TcpSocket)) -> bool,
+        now_ms: i64,
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        let conns = &mut self.conns;
+        let dirty = &mut self.dirty;
+        let complete = for_each(&mut |s: &TcpSocket| {
+            if s.state != sockdiag::TCP_ESTABLISHED {
+                return;
+            }
+            let key = ConnKey {
+                local: s.local,
+                remote: s.remote,
+            };
+            let Some(conn) = conns.get_mut(&key).filter(|c| c.source == Source::SockDiag) else {
+                return;
+            };
+            seen.insert(key);
+            let counters = (s.bytes_acked, s.bytes_received, s.retransmits);
+            if (conn.bytes_sent, conn.bytes_received, conn.retransmits) != counters {
+                (conn.bytes_sent, conn.bytes_received, conn.retransmits) = counters;
+                mark(dirty, conn);
+            }
+        });
+        if !complete {
+            return;
+        }
+        for conn in conns.values_mut() {
+            if conn.source == Source::SockDiag
+                && conn.state == ConnState::Established
+                && !seen.contains(&conn.key)
+            {
+                conn.state = ConnState::Closed;
+                conn.closed_unix_ms = now_ms;
+                mark(dirty, conn);
+            }
+        }
+    }
+
     /// Whether any connection still comes from a sock_diag dump (and so needs reconciling).
     pub fn has_sockdiag_entries(&self) -> bool {
         self.conns.values().any(|c| c.source == Source::SockDiag)
@@ -555,6 +599,50 @@ mod tests {
         assert_eq!(changes.connections().count(), 0, "nothing changed");
         drop(changes);
         assert_eq!(t.take_changes(true).connections().count(), 1);
+    }
+
+    fn socket(local: &str, remote: &str, bytes: u64) -> TcpSocket {
+        TcpSocket {
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            state: sockdiag::TCP_ESTABLISHED,
+            inode: 1,
+            uid: 0,
+            bytes_acked: bytes,
+            bytes_received: 0,
+            retransmits: 0,
+        }
+    }
+
+    #[test]
+    fn seeded_connections_are_reconciled_until_gone() {
+        let mut t = ConnectionTable::default();
+        let owners = HashMap::from([(1u64, (42u32, "db".to_string()))]);
+        t.merge_dump(
+            &[socket("10.0.0.1:5432", "10.0.0.2:40000", 10)],
+            &owners,
+            0,
+            false,
+        );
+        drop(t.take_changes(false));
+        assert!(t.has_sockdiag_entries());
+        let dump = [
+            socket("10.0.0.1:5432", "10.0.0.2:40000", 99),
+            socket("10.0.0.1:1", "10.0.0.3:2", 5),
+        ];
+        t.reconcile_seeded(
+            |visit| {
+                dump.iter().for_each(|s| visit(s));
+                true
+            },
+            1,
+        );
+        assert_eq!(t.len(), 1, "reconciling adds nothing");
+        assert_eq!(t.connections().next().unwrap().bytes_sent, 99);
+        t.reconcile_seeded(|_| true, 2);
+        assert_eq!(t.connections().next().unwrap().state, ConnState::Closed);
+        drop(t.take_changes(false));
+        assert!(!t.has_sockdiag_entries());
     }
 
     #[test]

@@ -291,11 +291,21 @@ impl Engine {
     pub fn snapshot(&mut self, full: bool) -> Snapshot {
         self.drain_events();
         let started = Instant::now();
-        let reconcile = self.probe.is_none()
-            || (self.table.has_sockdiag_entries() && self.snapshots % SEED_RECONCILE_EVERY == 0);
-        let processes = if reconcile {
+        let processes = if self.probe.is_none() {
             self.sync_with_sockdiag(true).unwrap_or_default()
         } else {
+            if self.table.has_sockdiag_entries() && self.snapshots % SEED_RECONCILE_EVERY == 0 {
+                self.table.reconcile_seeded(
+                    |visit| match sockdiag::for_each_tcp(sockdiag::established(), |s| visit(&s)) {
+                        Ok(()) => true,
+                        Err(err) => {
+                            tracing::warn!(%err, "cannot list TCP sockets");
+                            false
+                        }
+                    },
+                    now_unix_ms(),
+                );
+            }
             self.scanner.scan(None)
         };
         if let Some(probe) = self

@@ -64,6 +64,9 @@ enum Command {
         /// Reports kept while the collector is unreachable (the oldest are dropped beyond).
         #[arg(long, default_value_t = 300)]
         buffer: usize,
+        /// ... and at most this many MiB of them.
+        #[arg(long, default_value_t = 16)]
+        buffer_mib: usize,
         /// Send a full report after this many deltas.
         #[arg(long, default_value_t = 60)]
         full_every: u64,
@@ -183,6 +186,7 @@ fn main() -> ExitCode {
                 interval,
                 connection_interval,
                 buffer,
+                buffer_mib,
                 full_every,
                 own_netns_only,
                 agent_id,
@@ -198,6 +202,7 @@ fn main() -> ExitCode {
                     metrics_addr,
                     probe,
                     buffer,
+                    buffer_bytes: buffer_mib << 20,
                     full_every,
                     own_netns_only,
                     agent_id,

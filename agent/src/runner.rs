@@ -31,6 +31,8 @@ pub struct RunConfig {
     pub probe: ProbeChoice,
     /// Reports kept while the collector is unreachable.
     pub buffer: usize,
+    /// ... and at most this many bytes of them (encoded).
+    pub buffer_bytes: usize,
     /// A full report after this many deltas.
     pub full_every: u64,
     /// Only track sockets of the agent's own network namespace.
@@ -54,6 +56,7 @@ impl Default for RunConfig {
             metrics_addr: None,
             probe: ProbeChoice::Auto,
             buffer: 300,
+            buffer_bytes: 16 << 20,
             full_every: 60,
             own_netns_only: false,
             agent_id: None,
@@ -114,7 +117,7 @@ pub async fn run(
         tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
     }
 
-    let queue = Arc::new(ReportQueue::new(config.buffer));
+    let queue = Arc::new(ReportQueue::new(config.buffer, config.buffer_bytes));
     let (need_full_tx, mut need_full_rx) = mpsc::channel(1);
     if let Some(master) = config.master.clone() {
         tokio::spawn(send_reports(

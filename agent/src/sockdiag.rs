@@ -44,12 +44,22 @@ pub struct TcpSocket {
 /// Dumps all TCP sockets of the calling thread's network namespace in `states`
 /// (a bit mask of `1 << TCP_*`).
 pub fn dump_tcp(states: StateFlags) -> Result<Vec<TcpSocket>, SockDiagError> {
+    let mut out = Vec::new();
+    for_each_tcp(states, |s| out.push(s))?;
+    Ok(out)
+}
+
+/// Like [`dump_tcp`], handing each socket to `visit` as it is parsed (no list of every socket
+/// on a busy host is built).
+pub fn for_each_tcp(
+    states: StateFlags,
+    mut visit: impl FnMut(TcpSocket),
+) -> Result<(), SockDiagError> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Socket)?;
     socket.bind_auto().map_err(SockDiagError::Socket)?;
     socket
         .connect(&NetlinkAddr::new(0, 0))
         .map_err(SockDiagError::Socket)?;
-    let mut out = Vec::new();
     for family in [AF_INET, AF_INET6] {
         let socket_id = if family == AF_INET {
             SocketId::new_v4()
@@ -73,12 +83,12 @@ pub fn dump_tcp(states: StateFlags) -> Result<Vec<TcpSocket>, SockDiagError> {
         let mut buf = vec![0; packet.buffer_len()];
         packet.serialize(&mut buf[..]);
         socket.send(&buf, 0).map_err(SockDiagError::Socket)?;
-        receive_dump(&socket, &mut out)?;
+        receive_dump(&socket, &mut visit)?;
     }
-    Ok(out)
+    Ok(())
 }
 
-fn receive_dump(socket: &Socket, out: &mut Vec<TcpSocket>) -> Result<(), SockDiagError> {
+fn receive_dump(socket: &Socket, visit: &mut impl FnMut(TcpSocket)) -> Result<(), SockDiagError> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let size = socket
@@ -110,7 +120,7 @@ fn receive_dump(socket: &Socket, out: &mut Vec<TcpSocket>) -> Result<(), SockDia
                             entry.retransmits = info.total_retrans;
                         }
                     }
-                    out.push(entry);
+                    visit(entry);
                 }
                 NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(err) => return Err(SockDiagError::Dump(err.to_string())),
@@ -134,6 +144,10 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
 
 pub fn all_states() -> StateFlags {
     StateFlags::all()
+}
+
+pub fn established() -> StateFlags {
+    StateFlags::ESTABLISHED
 }
 
 pub fn established_and_listen() -> StateFlags {

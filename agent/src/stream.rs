@@ -7,42 +7,64 @@ use std::{
     time::Duration,
 };
 
-use orca_proto::topology::v1::{Report, collector_client::CollectorClient};
+use bytes::{BufMut as _, Bytes};
+use orca_proto::topology::v1::{Report, ReportAck};
+use prost::Message as _;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use crate::metrics::AgentMetrics;
 
-/// Reports waiting for the collector's acknowledgement.
+/// A report kept encoded: a quarter of its in-memory size, and sent without a copy.
+#[derive(Debug, Clone)]
+struct Encoded {
+    seq: u64,
+    bytes: Bytes,
+}
+
+/// Reports waiting for the collector's acknowledgement, bounded in count and in bytes.
 #[derive(Debug)]
 pub struct ReportQueue {
     inner: Mutex<QueueState>,
     capacity: usize,
+    max_bytes: usize,
     changed: Notify,
 }
 
 #[derive(Debug, Default)]
 struct QueueState {
-    reports: VecDeque<Report>,
+    reports: VecDeque<Encoded>,
+    bytes: usize,
     dropped: u64,
 }
 
 impl ReportQueue {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(QueueState::default()),
             capacity: capacity.max(1),
+            max_bytes,
             changed: Notify::new(),
         }
     }
 
     /// Queues a report; drops the oldest when full. Returns (queued, dropped in total).
     pub fn push(&self, report: Report) -> (usize, u64) {
+        let report = Encoded {
+            seq: report.seq,
+            bytes: report.encode_to_vec().into(),
+        };
         let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if q.reports.len() >= self.capacity {
-            q.reports.pop_front();
+        while !q.reports.is_empty()
+            && (q.reports.len() >= self.capacity || q.bytes + report.bytes.len() > self.max_bytes)
+        {
+            if let Some(old) = q.reports.pop_front() {
+                q.bytes -= old.bytes.len();
+            }
             q.dropped += 1;
         }
+        q.bytes += report.bytes.len();
         q.reports.push_back(report);
         let out = (q.reports.len(), q.dropped);
         drop(q);
@@ -55,16 +77,24 @@ impl ReportQueue {
         let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut n = 0;
         while q.reports.front().is_some_and(|r| r.seq <= seq) {
-            q.reports.pop_front();
+            if let Some(old) = q.reports.pop_front() {
+                q.bytes -= old.bytes.len();
+            }
             n += 1;
         }
         n
     }
 
-    /// The report at `index` from the head, if any (cloned: it stays queued until acked).
-    fn get(&self, index: usize) -> Option<Report> {
+    /// The encoded report at `index` from the head, if any (it stays queued until acked).
+    fn get(&self, index: usize) -> Option<Bytes> {
         let q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        q.reports.get(index).cloned()
+        q.reports.get(index).map(|r| r.bytes.clone())
+    }
+
+    #[cfg(test)]
+    fn seq_at(&self, index: usize) -> Option<u64> {
+        let q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        q.reports.get(index).map(|r| r.seq)
     }
 
     fn has(&self, index: usize) -> bool {
@@ -150,12 +180,25 @@ async fn stream_once(
     metrics: &AgentMetrics,
     backoff: &mut Backoff,
 ) -> Result<(), tonic::Status> {
-    let mut client = CollectorClient::connect(endpoint.to_string())
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| tonic::Status::invalid_argument(format!("collector address: {e}")))?
+        .connect()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let (tx, rx) = mpsc::channel::<Report>(16);
-    let mut acks = client
-        .stream_reports(ReceiverStream::new(rx))
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/orca.topology.v1.Collector/StreamReports",
+    );
+    let mut acks = grpc
+        .streaming(
+            tonic::Request::new(ReceiverStream::new(rx)),
+            path,
+            EncodedReportCodec,
+        )
         .await?
         .into_inner();
     tracing::info!(collector = %endpoint, "streaming reports");
@@ -191,6 +234,48 @@ async fn stream_once(
     }
 }
 
+/// Sends reports already encoded as `orca.topology.v1.Report` and decodes the acks: the
+/// `StreamReports` call without re-encoding what the queue holds.
+#[derive(Debug, Clone, Copy, Default)]
+struct EncodedReportCodec;
+
+impl Codec for EncodedReportCodec {
+    type Encode = Bytes;
+    type Decode = ReportAck;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self {
+        *self
+    }
+}
+
+impl Encoder for EncodedReportCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.reserve(item.len());
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for EncodedReportCodec {
+    type Item = ReportAck;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ReportAck>, Self::Error> {
+        ReportAck::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable ack: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,15 +289,33 @@ mod tests {
 
     #[test]
     fn queue_bounds_and_acks() {
-        let q = ReportQueue::new(3);
+        let q = ReportQueue::new(3, usize::MAX);
         for seq in 1..=5 {
             q.push(report(seq));
         }
         assert_eq!(q.len(), 3);
-        assert_eq!(q.get(0).unwrap().seq, 3, "oldest dropped first");
+        assert_eq!(q.seq_at(0), Some(3), "oldest dropped first");
         assert_eq!(q.push(report(6)), (3, 3));
         assert_eq!(q.ack(5), 2);
-        assert_eq!(q.get(0).unwrap().seq, 6);
+        assert_eq!(q.seq_at(0), Some(6));
+        let decoded = Report::decode(q.get(0).unwrap()).unwrap();
+        assert_eq!(decoded.seq, 6);
+    }
+
+    #[test]
+    fn queue_is_bounded_in_bytes() {
+        let big = |seq| Report {
+            seq,
+            agent_id: "x".repeat(1000),
+            ..Default::default()
+        };
+        let one = big(1).encoded_len();
+        let q = ReportQueue::new(100, one * 2);
+        for seq in 1..=4 {
+            q.push(big(seq));
+        }
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.seq_at(0), Some(3));
     }
 
     #[test]
