@@ -56,6 +56,8 @@ pub struct EngineOptions {
     pub max_connections: u32,
     /// Containers known to the runtimes, kept current by `containers::watch`.
     pub containers: SharedDirectory,
+    /// Kernel-side diagnostics level (aya-log); `None`: off.
+    pub ebpf_log: Option<log::Level>,
 }
 
 impl Default for EngineOptions {
@@ -66,6 +68,7 @@ impl Default for EngineOptions {
             hostname: None,
             max_connections: 65_536,
             containers: SharedDirectory::default(),
+            ebpf_log: None,
         }
     }
 }
@@ -111,6 +114,7 @@ impl Engine {
             options.probe,
             options.own_netns_only,
             options.max_connections,
+            options.ebpf_log,
         )?;
         let mut engine = Self {
             hostname: options.hostname.unwrap_or_else(host::hostname),

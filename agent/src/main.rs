@@ -84,6 +84,10 @@ enum Command {
         hostname: Option<String>,
         #[command(flatten)]
         runtimes: RuntimeArgs,
+        /// Turn on the eBPF programs' own diagnostics at this level (error, warn, info,
+        /// debug, trace), logged by the agent; off by default.
+        #[arg(long)]
+        ebpf_log: Option<log::Level>,
         /// How often container metadata is read from the runtimes.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         container_refresh: Duration,
@@ -194,6 +198,7 @@ fn main() -> ExitCode {
                 max_connections,
                 runtimes,
                 container_refresh,
+                ebpf_log,
             } => {
                 let config = runner::RunConfig {
                     master,
@@ -210,6 +215,7 @@ fn main() -> ExitCode {
                     max_connections,
                     runtimes: runtimes.sockets(),
                     container_refresh,
+                    ebpf_log,
                 };
                 runner::run(config, shutdown_signal()).await
             }

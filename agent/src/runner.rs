@@ -45,6 +45,8 @@ pub struct RunConfig {
     /// Container runtimes to ask for container metadata.
     pub runtimes: RuntimeSockets,
     pub container_refresh: Duration,
+    /// Kernel-side diagnostics level (aya-log); `None`: off.
+    pub ebpf_log: Option<log::Level>,
 }
 
 impl Default for RunConfig {
@@ -64,6 +66,7 @@ impl Default for RunConfig {
             max_connections: 65_536,
             runtimes: RuntimeSockets::default(),
             container_refresh: Duration::from_secs(5),
+            ebpf_log: None,
         }
     }
 }
@@ -92,6 +95,7 @@ pub async fn run(
         hostname: config.hostname.clone(),
         max_connections: config.max_connections,
         containers: directory.clone(),
+        ebpf_log: config.ebpf_log,
     })?;
     tokio::spawn(containers::watch(
         config.runtimes.clone(),

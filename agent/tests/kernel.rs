@@ -144,6 +144,31 @@ fn short_lived_connection_is_never_missed() {
 }
 
 #[test]
+fn ipv6_connection_is_reported_with_ipv6_endpoints() {
+    let mut engine = engine(ProbeChoice::Ebpf);
+    let listener = TcpListener::bind("[::1]:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let mut s = std::net::TcpStream::connect(server).unwrap();
+    let client = s.local_addr().unwrap();
+    s.write_all(&[1u8; 4096]).unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 4096];
+    accepted.read_exact(&mut buf).unwrap();
+    let out = wait_for(
+        Duration::from_secs(2),
+        "the IPv6 connection with its bytes",
+        || {
+            let snapshot = engine.snapshot(true);
+            let c = connection(&snapshot.connections, client, server)?;
+            (c.bytes_sent == 4096).then(|| c.clone())
+        },
+    );
+    assert_eq!(out.local.as_ref().unwrap().ip, "::1");
+    assert_eq!(out.direction, pb::Direction::Outbound as i32);
+    assert_eq!(out.pid, std::process::id());
+}
+
+#[test]
 fn failed_connect_is_reported() {
     let mut engine = engine(ProbeChoice::Ebpf);
     // A port nobody listens on: bind, note, close.
@@ -321,4 +346,57 @@ fn without_cap_bpf_the_agent_falls_back_and_says_why() {
         stderr.contains("--probe ebpf") && stderr.contains("CAP_BPF"),
         "{stderr}"
     );
+}
+
+/// Runs the agent binary and returns a receiver of its log lines.
+fn agent_log_lines(args: &[&str]) -> (ChildGuard, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orca-agent"))
+        .arg("run")
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (ChildGuard(child), rx)
+}
+
+#[test]
+fn kernel_diagnostics_are_off_unless_asked_for() {
+    require_root();
+    let me = std::process::id();
+    for (args, expected) in [(&["--ebpf-log", "debug"][..], true), (&[][..], false)] {
+        let (_agent, lines) = agent_log_lines(args);
+        wait_for(Duration::from_secs(10), "the agent to start", || {
+            lines
+                .try_iter()
+                .find(|l| l.contains("agent started"))
+                .map(|_| ())
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let wanted = format!("connect: pid {me} ");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut seen = false;
+        while Instant::now() < deadline && !seen {
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                seen = line.contains(&wanted);
+            }
+        }
+        assert_eq!(seen, expected, "kernel log line with args {args:?}");
+    }
 }

@@ -75,6 +75,8 @@ pub enum EbpfError {
 /// Loaded, attached programs and their maps. Dropping it detaches everything.
 pub struct EbpfProbe {
     _ebpf: Ebpf,
+    /// Kernel-side diagnostics (aya-log), when asked for.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     ring: RingBuf<MapData>,
     conns: MapData,
     counters: PerCpuArray<MapData, u64>,
@@ -101,7 +103,14 @@ impl EbpfProbe {
     /// namespace are tracked (an agent per network namespace on a shared kernel).
     /// `max_connections` sizes the kernel's connection map (connections beyond it are
     /// counted as lost).
-    pub fn load(netns_inum: Option<u32>, max_connections: u32) -> Result<Self, EbpfError> {
+    ///
+    /// `log_level` turns on the programs' own diagnostics (aya-log), forwarded to this
+    /// process's log; `None` leaves them off (they then cost one comparison).
+    pub fn load(
+        netns_inum: Option<u32>,
+        max_connections: u32,
+        log_level: Option<log::Level>,
+    ) -> Result<Self, EbpfError> {
         if PROBES.is_empty() {
             return Err(EbpfError::NotBuilt);
         }
@@ -120,6 +129,7 @@ impl EbpfProbe {
         }
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .override_global(aya_log::LEVEL, &log_level.map_or(0u8, |l| l as u8), false)
             .map_max_entries("CONNS", max_connections.max(1024))
             .load(PROBES)
             .map_err(EbpfError::Load)?;
@@ -140,6 +150,16 @@ impl EbpfProbe {
                 source,
             })?;
         }
+        let logger = match log_level {
+            Some(_) => match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(logger) => Some(logger),
+                Err(err) => {
+                    tracing::warn!(%err, "eBPF diagnostics unavailable");
+                    None
+                }
+            },
+            None => None,
+        };
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
                 .ok_or(EbpfError::Map("EVENTS", "missing".into()))?,
@@ -160,6 +180,7 @@ impl EbpfProbe {
         unsafe { libc::malloc_trim(0) };
         Ok(Self {
             _ebpf: ebpf,
+            logger,
             ring,
             conns,
             counters,
@@ -176,6 +197,9 @@ impl EbpfProbe {
 
     /// Hands every pending event to `handle`; returns how many there were.
     pub fn drain(&mut self, mut handle: impl FnMut(&Event)) -> usize {
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
         let mut n = 0;
         while let Some(item) = self.ring.next() {
             if item.len() >= std::mem::size_of::<Event>() {

@@ -35,6 +35,7 @@ pub fn select(
     choice: ProbeChoice,
     netns_filter: bool,
     max_connections: u32,
+    ebpf_log: Option<log::Level>,
 ) -> Result<(Option<ebpf::EbpfProbe>, ProbeMode, String), ProbeError> {
     if choice == ProbeChoice::Proc {
         return Ok((
@@ -44,7 +45,7 @@ pub fn select(
         ));
     }
     let netns = if netns_filter { own_netns_inum() } else { None };
-    match ebpf::EbpfProbe::load(netns, max_connections) {
+    match ebpf::EbpfProbe::load(netns, max_connections, ebpf_log) {
         Ok(probe) => Ok((
             Some(probe),
             ProbeMode::Ebpf,

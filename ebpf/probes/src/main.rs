@@ -9,6 +9,8 @@
 //!   format files and from BTF; nothing is hard-coded to one kernel.
 //! - An event that does not fit in the ring buffer, or a connection that does not fit in the map,
 //!   is counted in `COUNTERS`, never dropped silently.
+//! - Diagnostics go through aya-log; the loader sets its level to off unless the operator asks
+//!   (`orca-agent run --ebpf-log debug`).
 #![no_std]
 #![no_main]
 
@@ -24,6 +26,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
+use aya_log_ebpf::{debug, warn};
 use orca_ebpf_common::{
     AF_INET, AF_INET6, ConnStats, Event, IPPROTO_TCP, ProbeConfig, config_flag, counter, direction,
     event_kind, tcp_state,
@@ -272,6 +275,12 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
             };
             if CONNS.insert(&sk, &stats, BPF_ANY as u64).is_err() {
                 count(counter::CONN_MAP_FULL);
+                warn!(
+                    &ctx,
+                    "connection map full: connect by pid {} not tracked", stats.pid
+                );
+            } else {
+                debug!(&ctx, "connect: pid {} sk {:x}", stats.pid, sk);
             }
         }
         // listen() in the listener's context.
@@ -322,6 +331,10 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                     };
                     if CONNS.insert(&sk, &stats, BPF_NOEXIST as u64).is_err() {
                         count(counter::CONN_MAP_FULL);
+                        warn!(
+                            &ctx,
+                            "connection map full: accepted sk {:x} not tracked", sk
+                        );
                         return 0;
                     }
                     (event_kind::ACCEPT, stats)
@@ -348,6 +361,13 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 return 0;
             };
             let _ = CONNS.remove(&sk);
+            debug!(
+                &ctx,
+                "close: pid {} sent {} received {}",
+                stats.pid,
+                stats.bytes_sent,
+                stats.bytes_received
+            );
             let kind = if stats.established == 0 {
                 event_kind::CONNECT_FAILED
             } else {
