@@ -458,6 +458,41 @@ impl ConnectionTable {
         }
     }
 
+    /// /proc mode: a connection that conntrack saw end but no scan ever saw (it opened and
+    /// closed between two scans) is reported once, closed; its owner is known only when it
+    /// is the accepting side of a listening socket.
+    pub fn record_short_lived(&mut self, local: SocketAddr, remote: SocketAddr, now_ms: i64) {
+        let key = ConnKey { local, remote };
+        if self.conns.contains_key(&key) {
+            return;
+        }
+        let listener = self.listener_for(local).map(|l| (l.pid, l.comm.clone()));
+        let inbound = listener.is_some();
+        let (pid, comm) = listener.unwrap_or_default();
+        self.dirty.push(key);
+        self.conns.insert(
+            key,
+            Connection {
+                key,
+                direction: if inbound {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                },
+                state: ConnState::Closed,
+                pid,
+                comm,
+                bytes_sent: 0,
+                bytes_received: 0,
+                retransmits: 0,
+                started_unix_ms: now_ms,
+                closed_unix_ms: now_ms,
+                source: Source::SockDiag,
+                dirty: true,
+            },
+        );
+    }
+
     /// Whether any connection still comes from a sock_diag dump (and so needs reconciling).
     pub fn has_sockdiag_entries(&self) -> bool {
         self.conns.values().any(|c| c.source == Source::SockDiag)

@@ -7,6 +7,7 @@ use orca_proto::topology::v1 as pb;
 
 use crate::{
     connections::{Clock, ConnState, Connection, ConnectionTable, Direction, comm_string},
+    conntrack::{ConntrackEvents, FlowEvent},
     containers::{Directory, SharedDirectory},
     host::{self, HostCollector},
     probe::{ProbeChoice, ebpf::EbpfProbe},
@@ -87,6 +88,10 @@ pub struct Engine {
     /// Container of each process, from the last scan.
     container_of: HashMap<u32, String>,
     directory: SharedDirectory,
+    /// /proc mode: conntrack's events, to see connections shorter than a scan interval.
+    conntrack: Option<ConntrackEvents>,
+    /// This host's addresses (to tell this host's flows from forwarded ones).
+    local_ips: std::collections::HashSet<std::net::IpAddr>,
     execs: HashMap<u32, ProcessEvent>,
     exits: HashMap<u32, ExitStatus>,
     events_processed: u64,
@@ -128,6 +133,11 @@ impl Engine {
             last_processes: HashMap::new(),
             container_of: HashMap::new(),
             directory: options.containers,
+            conntrack: None,
+            local_ips: host::ip_addresses()
+                .iter()
+                .filter_map(|ip| ip.parse().ok())
+                .collect(),
             execs: HashMap::new(),
             exits: HashMap::new(),
             events_processed: 0,
@@ -137,6 +147,19 @@ impl Engine {
             buffered_reports: 0,
             dropped_reports: 0,
         };
+        if engine.probe.is_none() {
+            engine.conntrack = match ConntrackEvents::subscribe() {
+                Ok(events) => Some(events),
+                Err(err) => {
+                    tracing::warn!(
+                        %err,
+                        "no conntrack events (needs CAP_NET_ADMIN): connections shorter than a \
+                         scan interval will not be seen in /proc mode"
+                    );
+                    None
+                }
+            };
+        }
         engine.sync_with_sockdiag(true);
         Ok(engine)
     }
@@ -204,6 +227,18 @@ impl Engine {
     /// Merges a sock_diag dump: at start (seed), on every snapshot in /proc mode, and now and
     /// then in eBPF mode while seeded connections remain.
     fn sync_with_sockdiag(&mut self, scan_processes: bool) -> Option<Vec<ProcessInfo>> {
+        // Flows conntrack saw begin since the last scan: those the scan below does not find
+        // opened and closed in between.
+        let mut began = Vec::new();
+        if let Some(events) = &mut self.conntrack
+            && !events.drain(|flow| {
+                if flow.event == FlowEvent::New {
+                    began.push(flow);
+                }
+            })
+        {
+            tracing::warn!("conntrack events were dropped by the kernel (socket buffer full)");
+        }
         let mut inodes = HashMap::new();
         let processes = scan_processes.then(|| self.scanner.scan(Some(&mut inodes)));
         let sockets = match sockdiag::dump_tcp(sockdiag::established_and_listen()) {
@@ -223,8 +258,17 @@ impl Engine {
             .map(|(inode, pid)| (inode, (pid, names.get(&pid).cloned().unwrap_or_default())))
             .collect();
         let authoritative = self.probe.is_none() || self.snapshots > 0;
-        self.table
-            .merge_dump(&sockets, &owners, now_unix_ms(), authoritative);
+        let now = now_unix_ms();
+        self.table.merge_dump(&sockets, &owners, now, authoritative);
+        for flow in began {
+            // Both ends may be on this host (loopback, or two local addresses).
+            if self.local_ips.contains(&flow.src.ip()) {
+                self.table.record_short_lived(flow.src, flow.dst, now);
+            }
+            if self.local_ips.contains(&flow.dst.ip()) {
+                self.table.record_short_lived(flow.dst, flow.src, now);
+            }
+        }
         processes
     }
 

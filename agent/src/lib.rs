@@ -2,6 +2,7 @@
 //! topology — host, containers, processes, TCP connections — to the collector.
 pub mod cgroup;
 pub mod connections;
+pub mod conntrack;
 pub mod containers;
 pub mod engine;
 pub mod host;

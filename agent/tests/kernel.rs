@@ -122,6 +122,87 @@ fn proc_mode_connection_pid_tuple_direction_and_exact_bytes() {
     connection_roundtrip(ProbeChoice::Proc);
 }
 
+/// A network namespace of this test's, with connection tracking in use (as any host with a
+/// stateful firewall or NAT has), removed when dropped.
+struct TrackedNetns(String);
+
+impl TrackedNetns {
+    fn create() -> Self {
+        let name = format!("orca-test-ct{}", std::process::id() % 100_000);
+        let run = |args: &[&str]| {
+            let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["ip", "netns", "add", &name]);
+        let ns = Self(name.clone());
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &name,
+            "iptables",
+            "-A",
+            "INPUT",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ]);
+        ns
+    }
+}
+
+impl Drop for TrackedNetns {
+    fn drop(&mut self) {
+        // The namespace's firewall rules and conntrack table go with it.
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn proc_mode_sees_short_lived_connections_through_conntrack() {
+    require_root();
+    let ns = TrackedNetns::create();
+    let path = format!("/var/run/netns/{}", ns.0);
+    std::thread::spawn(move || {
+        use std::os::fd::AsFd as _;
+        let file = std::fs::File::open(path).unwrap();
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let mut engine = engine(ProbeChoice::Proc);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap();
+        drop(engine.snapshot(true));
+        // Opened, used and closed between two scans.
+        let mut s = std::net::TcpStream::connect(server).unwrap();
+        let client = s.local_addr().unwrap();
+        s.write_all(b"hello").unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        drop(s);
+        drop(accepted);
+        let snapshot = engine.snapshot(true);
+        let out = connection(&snapshot.connections, client, server)
+            .expect("the short-lived connection, from conntrack");
+        assert_eq!(out.state, pb::ConnectionState::Closed as i32);
+        assert_eq!(out.direction, pb::Direction::Outbound as i32);
+        let back = connection(&snapshot.connections, server, client).expect("the accepting side");
+        assert_eq!(back.direction, pb::Direction::Inbound as i32);
+        assert_eq!(
+            back.pid,
+            std::process::id(),
+            "attributed to the listening process"
+        );
+    })
+    .join()
+    .unwrap();
+}
+
 #[test]
 fn short_lived_connection_is_never_missed() {
     let mut engine = engine(ProbeChoice::Ebpf);
