@@ -126,6 +126,15 @@ fn mark(dirty: &mut Vec<ConnKey>, conn: &mut Connection) {
     }
 }
 
+/// Takes a socket's counters from a sock_diag dump.
+fn update_counters(dirty: &mut Vec<ConnKey>, conn: &mut Connection, s: &TcpSocket) {
+    let counters = (s.bytes_acked, s.bytes_received, s.retransmits);
+    if (conn.bytes_sent, conn.bytes_received, conn.retransmits) != counters {
+        (conn.bytes_sent, conn.bytes_received, conn.retransmits) = counters;
+        mark(dirty, conn);
+    }
+}
+
 fn direction_of(raw: u32) -> Direction {
     match raw {
         direction::OUTBOUND => Direction::Outbound,
@@ -342,11 +351,7 @@ impl ConnectionTable {
             let inbound = self.listener_for(s.local).is_some();
             match self.conns.get_mut(&key) {
                 Some(conn) if conn.source == Source::SockDiag => {
-                    let counters = (s.bytes_acked, s.bytes_received, s.retransmits);
-                    if (conn.bytes_sent, conn.bytes_received, conn.retransmits) != counters {
-                        (conn.bytes_sent, conn.bytes_received, conn.retransmits) = counters;
-                        mark(&mut self.dirty, conn);
-                    }
+                    update_counters(&mut self.dirty, conn, s);
                     if pid != 0 && pid != conn.pid {
                         conn.pid = pid;
                         conn.comm = comm;
@@ -437,11 +442,7 @@ impl ConnectionTable {
                 return;
             };
             seen.insert(key);
-            let counters = (s.bytes_acked, s.bytes_received, s.retransmits);
-            if (conn.bytes_sent, conn.bytes_received, conn.retransmits) != counters {
-                (conn.bytes_sent, conn.bytes_received, conn.retransmits) = counters;
-                mark(dirty, conn);
-            }
+            update_counters(dirty, conn, s);
         });
         if !complete {
             return;
@@ -578,6 +579,7 @@ mod tests {
     use orca_ebpf_common::AF_INET;
 
     fn event(kind: u32, sk: u64, sport: u16, dport: u16, pid: u32) -> Event {
+        // SAFETY: Event is plain old data; all-zero is a valid value.
         let mut ev: Event = unsafe { std::mem::zeroed() };
         ev.kind = kind;
         ev.sk = sk;
@@ -667,7 +669,7 @@ mod tests {
         ];
         t.reconcile_seeded(
             |visit| {
-                dump.iter().for_each(|s| visit(s));
+                dump.iter().for_each(visit);
                 true
             },
             1,

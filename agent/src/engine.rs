@@ -342,7 +342,9 @@ impl Engine {
         let processes = if self.probe.is_none() {
             self.sync_with_sockdiag(true).unwrap_or_default()
         } else {
-            if self.table.has_sockdiag_entries() && self.snapshots % SEED_RECONCILE_EVERY == 0 {
+            if self.table.has_sockdiag_entries()
+                && self.snapshots.is_multiple_of(SEED_RECONCILE_EVERY)
+            {
                 self.table.reconcile_seeded(
                     |visit| match sockdiag::for_each_tcp(sockdiag::established(), |s| visit(&s)) {
                         Ok(()) => true,
@@ -359,7 +361,7 @@ impl Engine {
         if let Some(probe) = self
             .probe
             .as_mut()
-            .filter(|_| full || self.snapshots % COUNTERS_EVERY == 0)
+            .filter(|_| full || self.snapshots.is_multiple_of(COUNTERS_EVERY))
         {
             let table = &mut self.table;
             if let Err(err) = probe.for_each_conn(|sk, stats| table.apply_kernel_stats(sk, stats)) {
@@ -667,6 +669,13 @@ fn endpoint(addr: std::net::SocketAddr) -> pb::Endpoint {
     }
 }
 
+pub fn process_id(hostname: &str, pid: u32) -> String {
+    if pid == 0 {
+        return String::new();
+    }
+    format!("process:{hostname}:{pid}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -687,11 +696,4 @@ mod tests {
             assert_eq!(s, addr.to_string());
         }
     }
-}
-
-pub fn process_id(hostname: &str, pid: u32) -> String {
-    if pid == 0 {
-        return String::new();
-    }
-    format!("process:{hostname}:{pid}")
 }

@@ -108,17 +108,28 @@ fn docker_archive(dir: &Path, layer: &Path, tag: &str) -> PathBuf {
     archive
 }
 
+/// What the agent must say about the test's container.
+struct Expected<'a> {
+    id: &'a str,
+    name: &'a str,
+    image: &'a str,
+    runtime: &'a str,
+}
+
 /// Asserts that the container, its process and its connection are in a snapshot.
 fn assert_attributed(
     engine: &mut Engine,
     directory: &SharedDirectory,
     sockets: &RuntimeSockets,
     listener: &TcpListener,
-    id: &str,
-    name: &str,
-    image: &str,
-    runtime: &str,
+    expected: Expected<'_>,
 ) -> pb::Container {
+    let Expected {
+        id,
+        name,
+        image,
+        runtime,
+    } = expected;
     let (_conn, peer) = listener.accept().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -285,10 +296,12 @@ fn containerd_container_with_its_process_and_connection() {
         &directory,
         &sockets,
         &listener,
-        &id,
-        "orca-web",
-        image,
-        "containerd",
+        Expected {
+            id: &id,
+            name: "orca-web",
+            image,
+            runtime: "containerd",
+        },
     );
     assert_eq!(container.namespace, "orca-test");
     assert_eq!(
@@ -398,10 +411,12 @@ fn docker_container_with_its_process_and_connection() {
         &directory,
         &sockets,
         &listener,
-        &id,
-        &name,
-        "orca-test/busybox:1",
-        "docker",
+        Expected {
+            id: &id,
+            name: &name,
+            image: "orca-test/busybox:1",
+            runtime: "docker",
+        },
     );
     assert_eq!(
         container.labels.get("app").map(String::as_str),

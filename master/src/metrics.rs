@@ -33,9 +33,8 @@ impl CollectorMetrics {
         let agents = Gauge::default();
         let nodes = Gauge::default();
         let watchers = Gauge::default();
-        let apply_seconds = Histogram::new(
-            [0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5].into_iter(),
-        );
+        let apply_seconds =
+            Histogram::new([0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5]);
         registry.register(
             "reports",
             "Reports received, by result (applied, duplicate, need_full, rejected, malformed)",

@@ -59,14 +59,14 @@ pub enum EbpfError {
         "loading the eBPF programs failed: {0}; the agent needs root or CAP_BPF + CAP_PERFMON \
          and a kernel with BPF ring buffers (5.8+)"
     )]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("eBPF program {program} failed to load or attach to {category}:{name}: {source}")]
     Attach {
         program: &'static str,
         category: &'static str,
         name: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("eBPF map {0} missing or of the wrong type: {1}")]
     Map(&'static str, String),
@@ -132,7 +132,7 @@ impl EbpfProbe {
             .override_global(aya_log::LEVEL, &log_level.map_or(0u8, |l| l as u8), false)
             .map_max_entries("CONNS", max_connections.max(1024))
             .load(PROBES)
-            .map_err(EbpfError::Load)?;
+            .map_err(|e| EbpfError::Load(Box::new(e)))?;
         for (program, category, name) in ATTACHMENTS {
             let attach = |ebpf: &mut Ebpf| -> Result<(), aya::programs::ProgramError> {
                 let tp: &mut TracePoint = ebpf
@@ -147,7 +147,7 @@ impl EbpfProbe {
                 program,
                 category,
                 name,
-                source,
+                source: Box::new(source),
             })?;
         }
         let logger = match log_level {

@@ -19,7 +19,7 @@ pub enum ProbeChoice {
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("--probe ebpf was asked for, but eBPF is unavailable: {0}")]
-    EbpfRequired(#[source] ebpf::EbpfError),
+    EbpfRequired(#[source] Box<ebpf::EbpfError>),
 }
 
 /// The network namespace the agent runs in (inode number of /proc/self/ns/net).
@@ -56,6 +56,6 @@ pub fn select(
             tracing::warn!("{reason}");
             Ok((None, ProbeMode::Proc, reason))
         }
-        Err(err) => Err(ProbeError::EbpfRequired(err)),
+        Err(err) => Err(ProbeError::EbpfRequired(Box::new(err))),
     }
 }

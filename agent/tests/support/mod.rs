@@ -42,11 +42,11 @@ pub fn node<'a>(nodes: &'a Option<Vec<pb::Node>>, id: &str) -> Option<&'a pb::No
     nodes.as_deref()?.iter().find(|n| n.id == id)
 }
 
-pub fn connection<'a>(
-    conns: &'a [pb::Connection],
+pub fn connection(
+    conns: &[pb::Connection],
     local: std::net::SocketAddr,
     remote: std::net::SocketAddr,
-) -> Option<&'a pb::Connection> {
+) -> Option<&pb::Connection> {
     conns.iter().find(|c| {
         c.local
             .as_ref()

@@ -128,8 +128,11 @@ async fn serve(listener: TcpListener) {
     }
 }
 
+/// Local port and connect time of the connections whose latency is measured.
+type Samples = Arc<Mutex<Vec<(u16, Instant)>>>;
+
 /// One short-lived connection: connect, send 64 bytes, close, wait for the server's close.
-async fn churn_one(server: SocketAddr, samples: Option<Arc<Mutex<Vec<(u16, Instant)>>>>) -> bool {
+async fn churn_one(server: SocketAddr, samples: Option<Samples>) -> bool {
     let Ok(mut s) = TcpStream::connect(server).await else {
         return false;
     };
@@ -203,7 +206,7 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
         held.push(TcpStream::connect(servers[i % servers.len()]).await?);
     }
 
-    let samples = Arc::new(Mutex::new(Vec::new()));
+    let samples: Samples = Arc::new(Mutex::new(Vec::new()));
     let completed = Arc::new(AtomicU64::new(0));
     let per_tick = (args.rate / 100).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -232,7 +235,8 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
         for _ in 0..per_tick {
             n += 1;
             let server = servers[(n as usize) % servers.len()];
-            let sampled = (start.is_some() && n % args.sample_every == 0).then(|| samples.clone());
+            let sampled =
+                (start.is_some() && n.is_multiple_of(args.sample_every)).then(|| samples.clone());
             let completed = completed.clone();
             tokio::spawn(async move {
                 if churn_one(server, sampled).await {

@@ -239,17 +239,27 @@ fn pseudo_node(id: &str, ip: IpAddr) -> pb::TopologyNode {
 }
 
 fn topology_node(store: &Store, node: &pb::Node, hostname: &str, series: bool) -> pb::TopologyNode {
-    let mut out = pb::TopologyNode {
+    let out = pb::TopologyNode {
         node: Some(node.clone()),
         hostname: hostname.to_string(),
         ..Default::default()
     };
-    if series && let Some(s) = store.series.get(&node.id) {
+    if series { with_series(store, out) } else { out }
+}
+
+/// Fills a node's whole time series from the store.
+pub fn with_series(store: &Store, mut node: pb::TopologyNode) -> pb::TopologyNode {
+    let id = node
+        .node
+        .as_ref()
+        .map(|n| n.id.as_str())
+        .unwrap_or_default();
+    if let Some(s) = store.series.get(id) {
         let c = &store.series_config;
-        out.cpu_percent = s.cpu_percent.points(c);
-        out.memory_bytes = s.memory_bytes.points(c);
-        out.net_tx_bytes_per_second = s.net_tx_bytes_per_second.points(c);
-        out.net_rx_bytes_per_second = s.net_rx_bytes_per_second.points(c);
+        node.cpu_percent = s.cpu_percent.points(c);
+        node.memory_bytes = s.memory_bytes.points(c);
+        node.net_tx_bytes_per_second = s.net_tx_bytes_per_second.points(c);
+        node.net_rx_bytes_per_second = s.net_rx_bytes_per_second.points(c);
     }
-    out
+    node
 }

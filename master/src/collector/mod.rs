@@ -16,7 +16,7 @@ use orca_proto::topology::v1 as pb;
 use tokio::sync::broadcast;
 
 use crate::metrics::CollectorMetrics;
-use graph::ViewGraph;
+use graph::{ViewGraph, with_series};
 use series::SeriesConfig;
 use store::{Applied, Store};
 
@@ -279,22 +279,6 @@ impl Collector {
                 .set(store.agents.values().map(|a| a.nodes.len()).sum::<usize>() as i64);
         }
     }
-}
-
-fn with_series(store: &Store, mut node: pb::TopologyNode) -> pb::TopologyNode {
-    let id = node
-        .node
-        .as_ref()
-        .map(|n| n.id.as_str())
-        .unwrap_or_default();
-    if let Some(s) = store.series.get(id) {
-        let c = &store.series_config;
-        node.cpu_percent = s.cpu_percent.points(c);
-        node.memory_bytes = s.memory_bytes.points(c);
-        node.net_tx_bytes_per_second = s.net_tx_bytes_per_second.points(c);
-        node.net_rx_bytes_per_second = s.net_rx_bytes_per_second.points(c);
-    }
-    node
 }
 
 /// In deltas a node carries only the latest point of each series (to append).
