@@ -17,7 +17,7 @@ pub struct ConnKey {
     pub remote: SocketAddr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     Unknown,
     Outbound,

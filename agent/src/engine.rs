@@ -1,9 +1,10 @@
 //! The agent's engine: owns the probe (eBPF or /proc), the connection table and the scanners,
 //! and turns them into snapshots of the host.
-use std::{collections::HashMap, time::Instant};
+use std::{collections::HashMap, net::SocketAddr, time::Instant};
 
 use orca_ebpf_common::{Event, event_kind};
 use orca_proto::topology::v1 as pb;
+use rustc_hash::FxHashMap;
 
 use crate::{
     connections::{Clock, ConnState, Connection, ConnectionTable, Direction, comm_string},
@@ -17,6 +18,9 @@ use crate::{
     sockdiag,
 };
 
+/// Closed connections of one process to one endpoint within one report, from which they are
+/// folded into one entry (see `Connection.aggregated` in the contract).
+const FOLD_CLOSED_AT: usize = 32;
 /// How often the seeded (pre-existing) connections are reconciled in eBPF mode.
 const SEED_RECONCILE_EVERY: u32 = 10;
 /// How often (in snapshots) the byte counters of open connections are read from the kernel.
@@ -278,10 +282,33 @@ impl Engine {
         let hostname = &self.hostname;
         let container_of = &self.container_of;
         let changes = self.table.take_changes(full);
-        let mut connections: Vec<pb::Connection> = changes
-            .connections()
-            .map(|c| connection(hostname, c, container_of.get(&c.pid)))
-            .collect();
+        let mut connections = Vec::new();
+        // Closed connections of one process to (or from) one endpoint, to fold when many.
+        let mut ended: FxHashMap<(u32, Direction, SocketAddr), Vec<&Connection>> =
+            FxHashMap::default();
+        for c in changes.connections() {
+            if c.state == ConnState::Established {
+                connections.push(connection(hostname, c, container_of.get(&c.pid)));
+            } else {
+                let far = match c.direction {
+                    Direction::Inbound => c.key.local,
+                    _ => c.key.remote,
+                };
+                ended.entry((c.pid, c.direction, far)).or_default().push(c);
+            }
+        }
+        for group in ended.into_values() {
+            let container = container_of.get(&group[0].pid);
+            if group.len() >= FOLD_CLOSED_AT {
+                connections.push(folded(hostname, &group, container));
+            } else {
+                connections.extend(
+                    group
+                        .into_iter()
+                        .map(|c| connection(hostname, c, container)),
+                );
+            }
+        }
         connections.extend(changes.listeners().map(|l| pb::Connection {
             id: listener_id(hostname, l.local),
             local: Some(endpoint(l.local)),
@@ -578,6 +605,32 @@ fn container_detail(directory: &Directory, id: &str, cgroup_path: &str) -> pb::C
     }
 }
 
+/// One entry for many closed connections of one process to (or from) one endpoint.
+fn folded(hostname: &str, group: &[&Connection], container: Option<&String>) -> pb::Connection {
+    let first = group[0];
+    let (local, remote) = match first.direction {
+        Direction::Inbound => (first.key.local, SocketAddr::new(first.key.remote.ip(), 0)),
+        _ => (SocketAddr::new(first.key.local.ip(), 0), first.key.remote),
+    };
+    let mut out = connection(
+        hostname,
+        &Connection {
+            key: crate::connections::ConnKey { local, remote },
+            ..first.clone()
+        },
+        container,
+    );
+    out.id = format!("{}:{}:folded", out.id, first.pid);
+    out.state = pb::ConnectionState::Closed as i32;
+    out.aggregated = group.len() as u32;
+    out.bytes_sent = group.iter().map(|c| c.bytes_sent).sum();
+    out.bytes_received = group.iter().map(|c| c.bytes_received).sum();
+    out.retransmits = group.iter().map(|c| c.retransmits).sum();
+    out.started_unix_ms = group.iter().map(|c| c.started_unix_ms).min().unwrap_or(0);
+    out.closed_unix_ms = group.iter().map(|c| c.closed_unix_ms).max().unwrap_or(0);
+    out
+}
+
 fn connection(hostname: &str, c: &Connection, container: Option<&String>) -> pb::Connection {
     let (local, remote) = (endpoint(c.key.local), endpoint(c.key.remote));
     // "<host>:<local ip>:<port>-<remote ip>:<port>" (IPv6 in brackets), built without the
@@ -611,6 +664,7 @@ fn connection(hostname: &str, c: &Connection, container: Option<&String>) -> pb:
         retransmits: c.retransmits,
         started_unix_ms: c.started_unix_ms,
         closed_unix_ms: c.closed_unix_ms,
+        aggregated: 0,
     }
 }
 

@@ -250,6 +250,52 @@ fn ipv6_connection_is_reported_with_ipv6_endpoints() {
 }
 
 #[test]
+fn many_short_connections_to_one_endpoint_are_folded() {
+    let mut engine = engine(ProbeChoice::Ebpf);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    drop(engine.snapshot(true));
+    for _ in 0..100 {
+        let mut s = std::net::TcpStream::connect(server).unwrap();
+        s.write_all(&[3u8; 10]).unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 10];
+        accepted.read_exact(&mut buf).unwrap();
+    }
+    let snapshot = engine.snapshot(true);
+    let me = std::process::id();
+    let ours: Vec<_> = snapshot
+        .connections
+        .iter()
+        .filter(|c| c.pid == me && c.state == pb::ConnectionState::Closed as i32)
+        .filter(|c| {
+            let port = |e: &Option<pb::Endpoint>| e.as_ref().map(|e| e.port);
+            port(&c.remote) == Some(server.port() as u32)
+                || port(&c.local) == Some(server.port() as u32)
+        })
+        .collect();
+    let out = ours
+        .iter()
+        .find(|c| c.direction == pb::Direction::Outbound as i32)
+        .expect("the outbound side");
+    assert_eq!(out.aggregated, 100, "{ours:#?}");
+    assert_eq!(out.bytes_sent, 1000);
+    assert_eq!(
+        out.local.as_ref().unwrap().port,
+        0,
+        "ephemeral ports folded away"
+    );
+    assert_eq!(out.remote.as_ref().unwrap().port, server.port() as u32);
+    let inbound = ours
+        .iter()
+        .find(|c| c.direction == pb::Direction::Inbound as i32)
+        .expect("the accepting side");
+    assert_eq!(inbound.aggregated, 100);
+    assert_eq!(inbound.bytes_received, 1000);
+    assert_eq!(ours.len(), 2, "one entry per side");
+}
+
+#[test]
 fn failed_connect_is_reported() {
     let mut engine = engine(ProbeChoice::Ebpf);
     // A port nobody listens on: bind, note, close.

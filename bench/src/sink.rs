@@ -18,6 +18,9 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct Arrivals {
     /// Local port of an outbound connection of `watched_pid` -> arrival instants.
     pub by_port: HashMap<u16, Vec<Instant>>,
+    /// Folded entries (many closed connections to one server port) of `watched_pid`:
+    /// server port -> (arrival, earliest start, latest close) in Unix ms.
+    pub folded: HashMap<u16, Vec<(Instant, i64, i64)>>,
     pub reports: u64,
     pub first_report: Option<Instant>,
 }
@@ -50,10 +53,20 @@ impl pb::collector_server::Collector for Sink {
                     a.reports += 1;
                     a.first_report.get_or_insert(now);
                     for c in &report.connections {
-                        if c.pid == sink.watched_pid
-                            && c.direction == pb::Direction::Outbound as i32
-                            && let Some(local) = &c.local
+                        if c.pid != sink.watched_pid
+                            || c.direction != pb::Direction::Outbound as i32
                         {
+                            continue;
+                        }
+                        if c.aggregated > 1 {
+                            if let Some(remote) = &c.remote {
+                                a.folded.entry(remote.port as u16).or_default().push((
+                                    now,
+                                    c.started_unix_ms,
+                                    c.closed_unix_ms,
+                                ));
+                            }
+                        } else if let Some(local) = &c.local {
                             a.by_port.entry(local.port as u16).or_default().push(now);
                         }
                     }

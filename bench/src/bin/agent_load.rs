@@ -128,8 +128,23 @@ async fn serve(listener: TcpListener) {
     }
 }
 
-/// Local port and connect time of the connections whose latency is measured.
-type Samples = Arc<Mutex<Vec<(u16, Instant)>>>;
+/// A connection whose latency is measured.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    local_port: u16,
+    server_port: u16,
+    at: Instant,
+    unix_ms: i64,
+}
+
+type Samples = Arc<Mutex<Vec<Sample>>>;
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// One short-lived connection: connect, send 64 bytes, close, wait for the server's close.
 async fn churn_one(server: SocketAddr, samples: Option<Samples>) -> bool {
@@ -139,7 +154,12 @@ async fn churn_one(server: SocketAddr, samples: Option<Samples>) -> bool {
     if let Some(samples) = samples
         && let Ok(local) = s.local_addr()
     {
-        samples.lock().unwrap().push((local.port(), Instant::now()));
+        samples.lock().unwrap().push(Sample {
+            local_port: local.port(),
+            server_port: server.port(),
+            at: Instant::now(),
+            unix_ms: unix_ms(),
+        });
     }
     if s.write_all(&[b'x'; 64]).await.is_err() {
         return false;
@@ -285,11 +305,26 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
     let samples = samples.lock().unwrap().clone();
     {
         let a = arrivals.lock().unwrap();
-        for (port, t) in &samples {
-            let first = a
+        for s in &samples {
+            let t = &s.at;
+            // Reported alone (by its port), or folded with others to the same server (by the
+            // folded entry's time window, with a few ms for clock conversion).
+            let alone = a
                 .by_port
-                .get(port)
+                .get(&s.local_port)
                 .and_then(|v| v.iter().copied().filter(|at| at >= t).min());
+            let folded = a.folded.get(&s.server_port).and_then(|v| {
+                v.iter()
+                    .filter(|(at, start, end)| {
+                        at >= t && *start - 5 <= s.unix_ms && s.unix_ms <= *end + 5
+                    })
+                    .map(|(at, _, _)| *at)
+                    .min()
+            });
+            let first = match (alone, folded) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             match first {
                 Some(at) => hist.record(at.duration_since(*t).as_micros().max(1) as u64)?,
                 None => unreported += 1,

@@ -146,7 +146,7 @@ pub fn build(store: &Store, view: pb::View, series: bool) -> ViewGraph {
                 (local, remote)
             };
             let pair = pairs.entry(key).or_default();
-            pair.connections = pair.connections.max(1);
+            pair.connections = pair.connections.max(c.aggregated.max(1));
             if inbound {
                 pair.server = Some(me);
                 pair.bytes_client_to_server = pair.bytes_client_to_server.max(c.bytes_received);
