@@ -46,7 +46,7 @@ pub struct Connection {
     pub direction: Direction,
     pub state: ConnState,
     pub pid: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub retransmits: u32,
@@ -61,7 +61,7 @@ pub struct Connection {
 pub struct Listener {
     pub local: SocketAddr,
     pub pid: u32,
-    pub comm: String,
+    pub comm: Comm,
     /// Changed since the last report.
     pub dirty: bool,
 }
@@ -105,8 +105,28 @@ pub struct ConnectionTable {
 }
 
 pub fn comm_string(comm: &[u8; 16]) -> String {
-    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
+    Comm(*comm).to_string()
+}
+
+/// A task's command name as the kernel keeps it (16 bytes, NUL-padded): stored inline, so
+/// thousands of connections a second cost no allocation for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Comm(pub [u8; 16]);
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let end = self.0.iter().position(|b| *b == 0).unwrap_or(16);
+        f.write_str(&String::from_utf8_lossy(&self.0[..end]))
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(s: &str) -> Self {
+        let mut out = [0u8; 16];
+        let n = s.len().min(15);
+        out[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Self(out)
+    }
 }
 
 fn event_addr(family: u16, raw: &[u8; 16], port: u16) -> SocketAddr {
@@ -186,12 +206,12 @@ impl ConnectionTable {
                     local: event_addr(ev.family, &ev.saddr, ev.sport),
                     remote: event_addr(ev.family, &ev.daddr, ev.dport),
                 };
-                let (mut pid, mut comm) = (ev.pid, comm_string(&ev.comm));
+                let (mut pid, mut comm) = (ev.pid, Comm(ev.comm));
                 if pid == 0
                     && let Some(listener) = self.listener_for(key.local)
                 {
                     pid = listener.pid;
-                    comm = listener.comm.clone();
+                    comm = listener.comm;
                 }
                 if let Some(old_key) = self.by_sk.insert(ev.sk, key)
                     && old_key != key
@@ -237,7 +257,7 @@ impl ConnectionTable {
                     direction: direction_of(ev.direction),
                     state,
                     pid: ev.pid,
-                    comm: comm_string(&ev.comm),
+                    comm: Comm(ev.comm),
                     bytes_sent: 0,
                     bytes_received: 0,
                     retransmits: 0,
@@ -254,7 +274,7 @@ impl ConnectionTable {
                 entry.retransmits = ev.retransmits;
                 if ev.pid != 0 {
                     entry.pid = ev.pid;
-                    entry.comm = comm_string(&ev.comm);
+                    entry.comm = Comm(ev.comm);
                 }
                 true
             }
@@ -265,7 +285,7 @@ impl ConnectionTable {
                     Listener {
                         local,
                         pid: ev.pid,
-                        comm: comm_string(&ev.comm),
+                        comm: Comm(ev.comm),
                         dirty: true,
                     },
                 );
@@ -304,7 +324,7 @@ impl ConnectionTable {
         }
         if stats.pid != 0 && stats.pid != conn.pid {
             conn.pid = stats.pid;
-            conn.comm = comm_string(&stats.comm);
+            conn.comm = Comm(stats.comm);
             mark(&mut self.dirty, conn);
         }
     }
@@ -321,13 +341,16 @@ impl ConnectionTable {
     ) {
         let mut present = std::collections::HashSet::new();
         for s in sockets.iter().filter(|s| s.state == sockdiag::TCP_LISTEN) {
-            let (pid, comm) = inode_pid.get(&s.inode).cloned().unwrap_or_default();
+            let (pid, comm) = inode_pid
+                .get(&s.inode)
+                .map(|(pid, comm)| (*pid, Comm::from(comm.as_str())))
+                .unwrap_or_default();
             self.listeners
                 .entry(s.local)
                 .and_modify(|l| {
                     if l.pid == 0 && pid != 0 {
                         l.pid = pid;
-                        l.comm = comm.clone();
+                        l.comm = comm;
                         l.dirty = true;
                     }
                 })
@@ -347,7 +370,10 @@ impl ConnectionTable {
                 remote: s.remote,
             };
             present.insert(key);
-            let (pid, comm) = inode_pid.get(&s.inode).cloned().unwrap_or_default();
+            let (pid, comm) = inode_pid
+                .get(&s.inode)
+                .map(|(pid, comm)| (*pid, Comm::from(comm.as_str())))
+                .unwrap_or_default();
             let inbound = self.listener_for(s.local).is_some();
             match self.conns.get_mut(&key) {
                 Some(conn) if conn.source == Source::SockDiag => {
@@ -467,7 +493,7 @@ impl ConnectionTable {
         if self.conns.contains_key(&key) {
             return;
         }
-        let listener = self.listener_for(local).map(|l| (l.pid, l.comm.clone()));
+        let listener = self.listener_for(local).map(|l| (l.pid, l.comm));
         let inbound = listener.is_some();
         let (pid, comm) = listener.unwrap_or_default();
         self.dirty.push(key);
@@ -614,7 +640,7 @@ mod tests {
             inbound.pid, 42,
             "accepted connection attributed to the listener"
         );
-        assert_eq!(inbound.comm, "httpd");
+        assert_eq!(inbound.comm.to_string(), "httpd");
 
         let mut close = event(event_kind::CLOSE, 2, 5555, 8080, 7);
         close.bytes_sent = 1000;

@@ -317,7 +317,7 @@ impl Engine {
             state: pb::ConnectionState::Listen as i32,
             pid: l.pid,
             process_id: process_id(hostname, l.pid),
-            comm: l.comm.clone(),
+            comm: l.comm.to_string(),
             container_id: container_of.get(&l.pid).cloned().unwrap_or_default(),
             ..Default::default()
         }));
@@ -657,7 +657,7 @@ fn connection(hostname: &str, c: &Connection, container: Option<&String>) -> pb:
         } as i32,
         pid: c.pid,
         process_id: process_id(hostname, c.pid),
-        comm: c.comm.clone(),
+        comm: c.comm.to_string(),
         container_id: container.cloned().unwrap_or_default(),
         bytes_sent: c.bytes_sent,
         bytes_received: c.bytes_received,

@@ -16,7 +16,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         bpf_probe_read_kernel_buf,
@@ -87,13 +87,22 @@ fn config() -> ProbeConfig {
     unsafe { core::ptr::read_volatile(&CONFIG) }
 }
 
+/// Adds one to a per-CPU counter (an inlined array access, no helper call); returns the new
+/// value.
 #[inline(always)]
-fn count(index: u32) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+fn count(index: u32) -> u64 {
+    match COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *slot += 1 };
+        Some(slot) => unsafe {
+            *slot += 1;
+            *slot
+        },
+        None => 0,
     }
 }
+
+/// Wake the reader once every this many events per CPU; otherwise it drains on its timer.
+const WAKE_EVERY: u64 = 1024;
 
 /// A tracepoint record copied to the stack with one helper call, so each field read after
 /// that is a plain load (the offsets are only known at load time, and the verifier does not
@@ -192,8 +201,8 @@ fn in_watched_netns(cfg: &ProbeConfig, sk: u64) -> bool {
     }
 }
 
-/// Reserves and submits one event; wakes the reader only when the ring is a quarter full, so a
-/// busy host costs no wakeup per event (the reader also drains on a timer).
+/// Reserves and submits one event. The reader is woken once every `WAKE_EVERY` events per CPU
+/// (it also drains every 100 ms), so a busy host costs no wakeup per event.
 #[inline(always)]
 fn submit(fill: impl FnOnce(&mut Event)) {
     match EVENTS.reserve::<Event>(0) {
@@ -204,16 +213,16 @@ fn submit(fill: impl FnOnce(&mut Event)) {
                 core::ptr::write_bytes(ev, 0, 1);
                 fill(&mut *ev);
             }
-            let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-            let flags = if pending > (RING_BYTES / 4) as u64 {
+            let flags = if count(counter::EVENTS_SUBMITTED) % WAKE_EVERY == 0 {
                 BPF_RB_FORCE_WAKEUP
             } else {
                 BPF_RB_NO_WAKEUP
             };
             entry.submit(flags as u64);
-            count(counter::EVENTS_SUBMITTED);
         }
-        None => count(counter::RINGBUF_FULL),
+        None => {
+            count(counter::RINGBUF_FULL);
+        }
     }
 }
 
@@ -258,12 +267,14 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if sk == 0 || !in_watched_netns(&cfg, sk) {
         return 0;
     }
+    // One clock read per event (clock reads are not cheap in a VM).
+    let ts = now();
 
     match (old, new) {
         // connect() in the caller's context: remember who is connecting.
         (tcp_state::CLOSE, tcp_state::SYN_SENT) => {
             let stats = ConnStats {
-                start_ns: now(),
+                start_ns: ts,
                 cgroup_id: cgroup_id(),
                 bytes_sent: 0,
                 bytes_received: 0,
@@ -274,7 +285,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 comm: comm(),
             };
             if CONNS.insert(&sk, &stats, BPF_ANY as u64).is_err() {
-                count(counter::CONN_MAP_FULL);
+                let _ = count(counter::CONN_MAP_FULL);
                 warn!(
                     &ctx,
                     "connection map full: connect by pid {} not tracked", stats.pid
@@ -295,7 +306,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
             let name = comm();
             submit(|ev| {
                 ev.kind = kind;
-                ev.ts_ns = now();
+                ev.ts_ns = ts;
                 ev.sk = sk;
                 ev.pid = pid;
                 ev.cgroup_id = cg;
@@ -319,7 +330,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 tcp_state::SYN_RECV => {
                     // Softirq context: the owner is learned at the first send/recv.
                     let stats = ConnStats {
-                        start_ns: now(),
+                        start_ns: ts,
                         cgroup_id: 0,
                         bytes_sent: 0,
                         bytes_received: 0,
@@ -330,7 +341,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                         comm: [0; 16],
                     };
                     if CONNS.insert(&sk, &stats, BPF_NOEXIST as u64).is_err() {
-                        count(counter::CONN_MAP_FULL);
+                        let _ = count(counter::CONN_MAP_FULL);
                         warn!(
                             &ctx,
                             "connection map full: accepted sk {:x} not tracked", sk
@@ -343,7 +354,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
             };
             submit(|ev| {
                 ev.kind = kind;
-                ev.ts_ns = now();
+                ev.ts_ns = ts;
                 ev.sk = sk;
                 ev.pid = stats.pid;
                 ev.cgroup_id = stats.cgroup_id;
@@ -375,7 +386,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
             };
             submit(|ev| {
                 ev.kind = kind;
-                ev.ts_ns = now();
+                ev.ts_ns = ts;
                 ev.sk = sk;
                 ev.pid = stats.pid;
                 ev.cgroup_id = stats.cgroup_id;
