@@ -134,6 +134,8 @@ impl<const N: usize> Record<N> {
 
 /// The sock:inet_sock_set_state record is 72 bytes on current kernels.
 const STATE_RECORD: usize = 96;
+/// The sock:sock_{send,recv}_length record is 28 bytes on current kernels.
+const MSG_RECORD: usize = 40;
 
 #[inline(always)]
 fn read<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
@@ -409,18 +411,21 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn account_bytes(ctx: &TracePointContext, sent: bool) -> u32 {
     let cfg = config();
-    let ret: i32 = read(ctx, cfg.msg_ret).unwrap_or(0);
+    let Some(rec) = Record::<MSG_RECORD>::load(ctx) else {
+        return 0;
+    };
+    let ret: i32 = rec.get(cfg.msg_ret).unwrap_or(0);
     if ret <= 0 {
         return 0;
     }
-    let protocol: u16 = read(ctx, cfg.msg_protocol).unwrap_or(0);
+    let protocol: u16 = rec.get(cfg.msg_protocol).unwrap_or(0);
     if protocol != IPPROTO_TCP {
         return 0;
     }
-    if !sent && read::<i32>(ctx, cfg.msg_flags).unwrap_or(0) & MSG_PEEK != 0 {
+    if !sent && rec.get::<i32>(cfg.msg_flags).unwrap_or(0) & MSG_PEEK != 0 {
         return 0;
     }
-    let sk: u64 = read(ctx, cfg.msg_sk).unwrap_or(0);
+    let sk: u64 = rec.get(cfg.msg_sk).unwrap_or(0);
     let Some(stats) = CONNS.get_ptr_mut(&sk) else {
         return 0;
     };
