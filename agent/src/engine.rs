@@ -410,7 +410,7 @@ impl Engine {
         });
 
         // Per-process connection counts and bytes.
-        let mut per_pid: HashMap<u32, (u32, u64, u64)> = HashMap::new();
+        let mut per_pid: FxHashMap<u32, (u32, u64, u64)> = FxHashMap::default();
         for c in self.table.connections() {
             let e = per_pid.entry(c.pid).or_default();
             e.0 += 1;
@@ -503,7 +503,7 @@ impl Engine {
         host_id: &str,
         p: &ProcessInfo,
         container_id: Option<String>,
-        per_pid: &HashMap<u32, (u32, u64, u64)>,
+        per_pid: &FxHashMap<u32, (u32, u64, u64)>,
         exit: Option<ExitStatus>,
     ) -> pb::Node {
         let (conns, tx, rx) = per_pid.get(&p.pid).copied().unwrap_or_default();
