@@ -96,7 +96,6 @@ impl Default for Clock {
 #[derive(Debug, Default)]
 pub struct ConnectionTable {
     conns: FxHashMap<ConnKey, Connection>,
-    by_sk: FxHashMap<u64, ConnKey>,
     /// Connections changed since the last report (each once; see `Connection::dirty`).
     dirty: Vec<ConnKey>,
     listeners: HashMap<SocketAddr, Listener>,
@@ -213,11 +212,6 @@ impl ConnectionTable {
                     pid = listener.pid;
                     comm = listener.comm;
                 }
-                if let Some(old_key) = self.by_sk.insert(ev.sk, key)
-                    && old_key != key
-                {
-                    self.conns.remove(&old_key);
-                }
                 self.conns.insert(
                     key,
                     Connection {
@@ -245,7 +239,6 @@ impl ConnectionTable {
                     local: event_addr(ev.family, &ev.saddr, ev.sport),
                     remote: event_addr(ev.family, &ev.daddr, ev.dport),
                 };
-                self.by_sk.remove(&ev.sk);
                 let closed_at = clock.unix_ms(ev.ts_ns);
                 let state = if ev.kind == event_kind::CLOSE {
                     ConnState::Closed
@@ -303,29 +296,31 @@ impl ConnectionTable {
     }
 
     /// Applies the live counters (and, for accepted connections, the owner learned in process
-    /// context) of one kernel-tracked socket.
-    pub fn apply_kernel_stats(&mut self, sk: u64, stats: &ConnStats) {
-        let Some(key) = self.by_sk.get(&sk) else {
-            return;
-        };
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn.state != ConnState::Established {
-            return;
-        }
-        if (conn.bytes_sent, conn.bytes_received, conn.retransmits)
-            != (stats.bytes_sent, stats.bytes_received, stats.retransmits)
-        {
-            conn.bytes_sent = stats.bytes_sent;
-            conn.bytes_received = stats.bytes_received;
-            conn.retransmits = stats.retransmits;
-            mark(&mut self.dirty, conn);
-        }
-        if stats.pid != 0 && stats.pid != conn.pid {
-            conn.pid = stats.pid;
-            conn.comm = Comm(stats.comm);
-            mark(&mut self.dirty, conn);
+    /// context) of the kernel-tracked sockets, by socket address.
+    pub fn apply_kernel_stats(&mut self, stats: &FxHashMap<u64, ConnStats>) {
+        for conn in self.conns.values_mut() {
+            let Source::Ebpf { sk } = conn.source else {
+                continue;
+            };
+            if conn.state != ConnState::Established {
+                continue;
+            }
+            let Some(stats) = stats.get(&sk) else {
+                continue;
+            };
+            if (conn.bytes_sent, conn.bytes_received, conn.retransmits)
+                != (stats.bytes_sent, stats.bytes_received, stats.retransmits)
+            {
+                conn.bytes_sent = stats.bytes_sent;
+                conn.bytes_received = stats.bytes_received;
+                conn.retransmits = stats.retransmits;
+                mark(&mut self.dirty, conn);
+            }
+            if stats.pid != 0 && stats.pid != conn.pid {
+                conn.pid = stats.pid;
+                conn.comm = Comm(stats.comm);
+                mark(&mut self.dirty, conn);
+            }
         }
     }
 

@@ -390,9 +390,12 @@ impl Engine {
             .as_mut()
             .filter(|_| full || self.snapshots.is_multiple_of(COUNTERS_EVERY))
         {
-            let table = &mut self.table;
-            if let Err(err) = probe.for_each_conn(|sk, stats| table.apply_kernel_stats(sk, stats)) {
-                tracing::warn!(%err, "cannot read connection counters from the kernel");
+            let mut stats = FxHashMap::default();
+            match probe.for_each_conn(|sk, s| {
+                stats.insert(sk, *s);
+            }) {
+                Ok(()) => self.table.apply_kernel_stats(&stats),
+                Err(err) => tracing::warn!(%err, "cannot read connection counters from the kernel"),
             }
         }
         self.snapshots += 1;
