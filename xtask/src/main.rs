@@ -55,6 +55,8 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "docker.io",
     "iproute2",
+    // The conntrack test adds a rule inside a network namespace of its own.
+    "iptables",
     "util-linux",
     "libcap2-bin",
     "procps",
