@@ -244,18 +244,18 @@ fn read_addrs(rec: &Record<STATE_RECORD>, cfg: &ProbeConfig, family: u16, ev: &m
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let cfg = config();
-    let Some(rec) = Record::<STATE_RECORD>::load(&ctx) else {
-        return 0;
-    };
     // Most transitions (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, TIME_WAIT, SYN_RECV) matter to no
-    // one here: leave as early as possible.
-    let new: i32 = rec.get(cfg.sss_newstate).unwrap_or(0);
+    // one here: leave after reading just the new state.
+    let new: i32 = read(&ctx, cfg.sss_newstate).unwrap_or(0);
     if !matches!(
         new,
         tcp_state::SYN_SENT | tcp_state::ESTABLISHED | tcp_state::CLOSE | tcp_state::LISTEN
     ) {
         return 0;
     }
+    let Some(rec) = Record::<STATE_RECORD>::load(&ctx) else {
+        return 0;
+    };
     let protocol: u16 = rec.get(cfg.sss_protocol).unwrap_or(0);
     if protocol != IPPROTO_TCP {
         return 0;
