@@ -201,21 +201,24 @@ fn main() -> ExitCode {
                 ebpf_log,
             } => {
                 let config = runner::RunConfig {
+                    engine: EngineOptions {
+                        probe,
+                        own_netns_only,
+                        hostname,
+                        max_connections,
+                        ebpf_log,
+                        ..Default::default()
+                    },
                     master,
                     interval,
                     connection_interval,
                     metrics_addr,
-                    probe,
                     buffer,
                     buffer_bytes: buffer_mib << 20,
                     full_every,
-                    own_netns_only,
                     agent_id,
-                    hostname,
-                    max_connections,
                     runtimes: runtimes.sockets(),
                     container_refresh,
-                    ebpf_log,
                 };
                 runner::run(config, shutdown_signal()).await
             }

@@ -13,7 +13,6 @@ use crate::{
     containers::{self, RuntimeSockets, SharedDirectory},
     engine::{Engine, EngineOptions},
     metrics::{AgentMetrics, ModeLabel},
-    probe::ProbeChoice,
     report::ReportBuilder,
     stream::{ReportQueue, send_reports},
 };
@@ -21,52 +20,42 @@ use crate::{
 /// How the agent runs (`orca-agent run`).
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// How the host is observed (the container directory is made by `run`).
+    pub engine: EngineOptions,
     /// Collector address (`host:port` or URL); without it reports are only counted.
     pub master: Option<String>,
+    /// Full snapshot interval (host, processes, containers).
     pub interval: Duration,
     /// How often connection changes are sent between full snapshots.
     pub connection_interval: Duration,
     /// Prometheus endpoint address.
     pub metrics_addr: Option<std::net::SocketAddr>,
-    pub probe: ProbeChoice,
     /// Reports kept while the collector is unreachable.
     pub buffer: usize,
     /// ... and at most this many bytes of them (encoded).
     pub buffer_bytes: usize,
     /// A full report after this many deltas.
     pub full_every: u64,
-    /// Only track sockets of the agent's own network namespace.
-    pub own_netns_only: bool,
     pub agent_id: Option<String>,
-    /// The name this host reports under (default: the system hostname).
-    pub hostname: Option<String>,
-    /// Connections the kernel tracks at once.
-    pub max_connections: u32,
     /// Container runtimes to ask for container metadata.
     pub runtimes: RuntimeSockets,
     pub container_refresh: Duration,
-    /// Kernel-side diagnostics level (aya-log); `None`: off.
-    pub ebpf_log: Option<log::Level>,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
         Self {
+            engine: EngineOptions::default(),
             master: None,
             interval: Duration::from_secs(1),
             connection_interval: Duration::from_millis(250),
             metrics_addr: None,
-            probe: ProbeChoice::Auto,
             buffer: 300,
             buffer_bytes: 16 << 20,
             full_every: 60,
-            own_netns_only: false,
             agent_id: None,
-            hostname: None,
-            max_connections: 65_536,
             runtimes: RuntimeSockets::default(),
             container_refresh: Duration::from_secs(5),
-            ebpf_log: None,
         }
     }
 }
@@ -90,12 +79,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let directory = SharedDirectory::default();
     let mut engine = Engine::start(EngineOptions {
-        probe: config.probe,
-        own_netns_only: config.own_netns_only,
-        hostname: config.hostname.clone(),
-        max_connections: config.max_connections,
         containers: directory.clone(),
-        ebpf_log: config.ebpf_log,
+        ..config.engine.clone()
     })?;
     tokio::spawn(containers::watch(
         config.runtimes.clone(),

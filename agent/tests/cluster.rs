@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use orca_agent::{probe::ProbeChoice, runner};
+use orca_agent::{engine::EngineOptions, probe::ProbeChoice, runner};
 use orca_master::{
     collector::{Collector, CollectorConfig},
     server::Master,
@@ -117,10 +117,13 @@ fn agent_keeps_collecting_while_the_collector_is_down_and_catches_up() {
             .unwrap();
         rt.block_on(runner::run(
             runner::RunConfig {
+                engine: EngineOptions {
+                    probe: ProbeChoice::Ebpf,
+                    ..Default::default()
+                },
                 master: Some(grpc.to_string()),
                 interval: Duration::from_millis(200),
                 metrics_addr: Some(metrics),
-                probe: ProbeChoice::Ebpf,
                 agent_id: Some("catch-up".into()),
                 ..Default::default()
             },
