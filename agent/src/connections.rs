@@ -57,6 +57,31 @@ pub struct Connection {
     pub dirty: bool,
 }
 
+impl Connection {
+    /// A connection seen by a sock_diag dump or conntrack (not by the kernel programs),
+    /// established and changed since the last report.
+    fn observed(key: ConnKey, inbound: bool, pid: u32, comm: Comm, now_ms: i64) -> Self {
+        Self {
+            key,
+            direction: if inbound {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            },
+            state: ConnState::Established,
+            pid,
+            comm,
+            bytes_sent: 0,
+            bytes_received: 0,
+            retransmits: 0,
+            started_unix_ms: now_ms,
+            closed_unix_ms: 0,
+            source: Source::SockDiag,
+            dirty: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listener {
     pub local: SocketAddr,
@@ -381,28 +406,10 @@ impl ConnectionTable {
                 }
                 Some(_) => {}
                 None => {
-                    self.dirty.push(key);
-                    self.conns.insert(
-                        key,
-                        Connection {
-                            key,
-                            direction: if inbound {
-                                Direction::Inbound
-                            } else {
-                                Direction::Outbound
-                            },
-                            state: ConnState::Established,
-                            pid,
-                            comm,
-                            bytes_sent: s.bytes_acked,
-                            bytes_received: s.bytes_received,
-                            retransmits: s.retransmits,
-                            started_unix_ms: now_ms,
-                            closed_unix_ms: 0,
-                            source: Source::SockDiag,
-                            dirty: true,
-                        },
-                    );
+                    let mut conn = Connection::observed(key, inbound, pid, comm, now_ms);
+                    (conn.bytes_sent, conn.bytes_received, conn.retransmits) =
+                        (s.bytes_acked, s.bytes_received, s.retransmits);
+                    self.insert_dirty(conn);
                 }
             }
         }
@@ -491,28 +498,15 @@ impl ConnectionTable {
         let listener = self.listener_for(local).map(|l| (l.pid, l.comm));
         let inbound = listener.is_some();
         let (pid, comm) = listener.unwrap_or_default();
-        self.dirty.push(key);
-        self.conns.insert(
-            key,
-            Connection {
-                key,
-                direction: if inbound {
-                    Direction::Inbound
-                } else {
-                    Direction::Outbound
-                },
-                state: ConnState::Closed,
-                pid,
-                comm,
-                bytes_sent: 0,
-                bytes_received: 0,
-                retransmits: 0,
-                started_unix_ms: now_ms,
-                closed_unix_ms: now_ms,
-                source: Source::SockDiag,
-                dirty: true,
-            },
-        );
+        let mut conn = Connection::observed(key, inbound, pid, comm, now_ms);
+        conn.state = ConnState::Closed;
+        conn.closed_unix_ms = now_ms;
+        self.insert_dirty(conn);
+    }
+
+    fn insert_dirty(&mut self, conn: Connection) {
+        self.dirty.push(conn.key);
+        self.conns.insert(conn.key, conn);
     }
 
     /// Whether any connection still comes from a sock_diag dump (and so needs reconciling).
