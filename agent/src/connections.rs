@@ -58,27 +58,38 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection seen by a sock_diag dump or conntrack (not by the kernel programs),
-    /// established and changed since the last report.
-    fn observed(key: ConnKey, inbound: bool, pid: u32, comm: Comm, now_ms: i64) -> Self {
+    /// An established connection with no traffic counted yet, not yet marked changed.
+    fn new(
+        key: ConnKey,
+        direction: Direction,
+        (pid, comm): (u32, Comm),
+        started_unix_ms: i64,
+        source: Source,
+    ) -> Self {
         Self {
             key,
-            direction: if inbound {
-                Direction::Inbound
-            } else {
-                Direction::Outbound
-            },
+            direction,
             state: ConnState::Established,
             pid,
             comm,
             bytes_sent: 0,
             bytes_received: 0,
             retransmits: 0,
-            started_unix_ms: now_ms,
+            started_unix_ms,
             closed_unix_ms: 0,
-            source: Source::SockDiag,
-            dirty: true,
+            source,
+            dirty: false,
         }
+    }
+
+    /// A connection seen by a sock_diag dump or conntrack (not by the kernel programs).
+    fn observed(key: ConnKey, inbound: bool, pid: u32, comm: Comm, now_ms: i64) -> Self {
+        let direction = if inbound {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
+        Self::new(key, direction, (pid, comm), now_ms, Source::SockDiag)
     }
 }
 
@@ -162,6 +173,13 @@ fn event_addr(family: u16, raw: &[u8; 16], port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+fn event_key(ev: &Event) -> ConnKey {
+    ConnKey {
+        local: event_addr(ev.family, &ev.saddr, ev.sport),
+        remote: event_addr(ev.family, &ev.daddr, ev.dport),
+    }
+}
+
 /// Marks a connection changed since the last report.
 fn mark(dirty: &mut Vec<ConnKey>, conn: &mut Connection) {
     if !conn.dirty {
@@ -226,63 +244,40 @@ impl ConnectionTable {
     pub fn apply_event(&mut self, ev: &Event, clock: &Clock) -> bool {
         match ev.kind {
             event_kind::CONNECT | event_kind::ACCEPT => {
-                let key = ConnKey {
-                    local: event_addr(ev.family, &ev.saddr, ev.sport),
-                    remote: event_addr(ev.family, &ev.daddr, ev.dport),
-                };
-                let (mut pid, mut comm) = (ev.pid, Comm(ev.comm));
-                if pid == 0
+                let key = event_key(ev);
+                let mut owner = (ev.pid, Comm(ev.comm));
+                if owner.0 == 0
                     && let Some(listener) = self.listener_for(key.local)
                 {
-                    pid = listener.pid;
-                    comm = listener.comm;
+                    owner = (listener.pid, listener.comm);
                 }
-                self.conns.insert(
+                let conn = Connection::new(
                     key,
-                    Connection {
-                        key,
-                        direction: direction_of(ev.direction),
-                        state: ConnState::Established,
-                        pid,
-                        comm,
-                        bytes_sent: 0,
-                        bytes_received: 0,
-                        retransmits: 0,
-                        started_unix_ms: clock.unix_ms(ev.ts_ns),
-                        closed_unix_ms: 0,
-                        source: Source::Ebpf { sk: ev.sk },
-                        dirty: false,
-                    },
+                    direction_of(ev.direction),
+                    owner,
+                    clock.unix_ms(ev.ts_ns),
+                    Source::Ebpf { sk: ev.sk },
                 );
-                if let Some(conn) = self.conns.get_mut(&key) {
-                    mark(&mut self.dirty, conn);
-                }
+                self.insert_dirty(conn);
                 true
             }
             event_kind::CLOSE | event_kind::CONNECT_FAILED => {
-                let key = ConnKey {
-                    local: event_addr(ev.family, &ev.saddr, ev.sport),
-                    remote: event_addr(ev.family, &ev.daddr, ev.dport),
-                };
+                let key = event_key(ev);
                 let closed_at = clock.unix_ms(ev.ts_ns);
                 let state = if ev.kind == event_kind::CLOSE {
                     ConnState::Closed
                 } else {
                     ConnState::Failed
                 };
-                let entry = self.conns.entry(key).or_insert_with(|| Connection {
-                    key,
-                    direction: direction_of(ev.direction),
-                    state,
-                    pid: ev.pid,
-                    comm: Comm(ev.comm),
-                    bytes_sent: 0,
-                    bytes_received: 0,
-                    retransmits: 0,
-                    started_unix_ms: closed_at,
-                    closed_unix_ms: closed_at,
-                    source: Source::Ebpf { sk: ev.sk },
-                    dirty: false,
+                // Opened before the agent started watching, or in the same instant.
+                let entry = self.conns.entry(key).or_insert_with(|| {
+                    Connection::new(
+                        key,
+                        direction_of(ev.direction),
+                        (ev.pid, Comm(ev.comm)),
+                        closed_at,
+                        Source::Ebpf { sk: ev.sk },
+                    )
                 });
                 mark(&mut self.dirty, entry);
                 entry.state = state;
@@ -504,9 +499,14 @@ impl ConnectionTable {
         self.insert_dirty(conn);
     }
 
-    fn insert_dirty(&mut self, conn: Connection) {
-        self.dirty.push(conn.key);
-        self.conns.insert(conn.key, conn);
+    /// Inserts (or replaces) a connection, marked changed since the last report.
+    fn insert_dirty(&mut self, mut conn: Connection) {
+        let key = conn.key;
+        conn.dirty = true;
+        // One hash operation: a replaced entry that was already listed is not listed twice.
+        if self.conns.insert(key, conn).is_none_or(|old| !old.dirty) {
+            self.dirty.push(key);
+        }
     }
 
     /// Whether any connection still comes from a sock_diag dump (and so needs reconciling).

@@ -116,14 +116,20 @@ struct Expected<'a> {
     runtime: &'a str,
 }
 
-/// Asserts that the container, its process and its connection are in a snapshot.
+/// Starts an agent engine that knows the runtime at `sockets`, and asserts that the
+/// container, its process and its connection are in its snapshot.
 fn assert_attributed(
-    engine: &mut Engine,
-    directory: &SharedDirectory,
     sockets: &RuntimeSockets,
     listener: &TcpListener,
     expected: Expected<'_>,
 ) -> pb::Container {
+    let directory = SharedDirectory::default();
+    let mut engine = Engine::start(EngineOptions {
+        probe: ProbeChoice::Ebpf,
+        containers: directory.clone(),
+        ..Default::default()
+    })
+    .unwrap();
     let Expected {
         id,
         name,
@@ -135,7 +141,7 @@ fn assert_attributed(
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(containers::refresh(sockets, directory));
+    rt.block_on(containers::refresh(sockets, &directory));
     let snapshot = wait_for(
         Duration::from_secs(10),
         "the container's connection",
@@ -279,21 +285,11 @@ fn containerd_container_with_its_process_and_connection() {
         .args(["sh", "-c", &format!("sleep 600 | nc 127.0.0.1 {port}")]));
     let _task = Task(&ctr, id.clone());
 
-    require_root();
-    let directory = SharedDirectory::default();
     let sockets = RuntimeSockets {
         docker: None,
         containerd: Some(sock.clone()),
     };
-    let mut engine = Engine::start(EngineOptions {
-        probe: ProbeChoice::Ebpf,
-        containers: directory.clone(),
-        ..Default::default()
-    })
-    .unwrap();
     let container = assert_attributed(
-        &mut engine,
-        &directory,
         &sockets,
         &listener,
         Expected {
@@ -395,20 +391,11 @@ fn docker_container_with_its_process_and_connection() {
     }
     let _container = Container(&docker, id.clone());
 
-    let directory = SharedDirectory::default();
     let sockets = RuntimeSockets {
         docker: Some(sock.clone()),
         containerd: None,
     };
-    let mut engine = Engine::start(EngineOptions {
-        probe: ProbeChoice::Ebpf,
-        containers: directory.clone(),
-        ..Default::default()
-    })
-    .unwrap();
     let container = assert_attributed(
-        &mut engine,
-        &directory,
         &sockets,
         &listener,
         Expected {

@@ -7,7 +7,7 @@ pub mod service;
 pub mod store;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -186,25 +186,13 @@ impl Collector {
                     .push(with_latest_points(&store, node.clone()));
             }
         }
-        delta.removed_nodes = state
-            .graph
-            .nodes
-            .keys()
-            .filter(|id| !graph.nodes.contains_key(*id))
-            .cloned()
-            .collect();
+        delta.removed_nodes = gone(&state.graph.nodes, &graph.nodes);
         for (id, edge) in &graph.edges {
             if state.graph.edges.get(id) != Some(edge) {
                 delta.upserted_edges.push(edge.clone());
             }
         }
-        delta.removed_edges = state
-            .graph
-            .edges
-            .keys()
-            .filter(|id| !graph.edges.contains_key(*id))
-            .cloned()
-            .collect();
+        delta.removed_edges = gone(&state.graph.edges, &graph.edges);
         state.store_version = store.version;
         state.graph = graph;
         if delta.upserted_nodes.is_empty()
@@ -279,6 +267,15 @@ impl Collector {
                 .set(store.agents.values().map(|a| a.nodes.len()).sum::<usize>() as i64);
         }
     }
+}
+
+/// Ids present before and absent now.
+fn gone<V>(before: &BTreeMap<String, V>, now: &BTreeMap<String, V>) -> Vec<String> {
+    before
+        .keys()
+        .filter(|id| !now.contains_key(*id))
+        .cloned()
+        .collect()
 }
 
 /// In deltas a node carries only the latest point of each series (to append).
