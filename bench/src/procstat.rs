@@ -1,25 +1,45 @@
 //! CPU and memory of another process, and BPF programs' kernel run time.
 use std::time::Instant;
 
-/// CPU ticks (user + system) of a process at an instant.
+/// CPU ticks of a process (user space and kernel) at an instant.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuMark {
-    ticks: u64,
+    user: u64,
+    system: u64,
     at: Instant,
 }
 
 pub fn cpu_mark(pid: u32) -> anyhow::Result<CpuMark> {
     let stat = procfs::process::Process::new(pid as i32)?.stat()?;
     Ok(CpuMark {
-        ticks: stat.utime + stat.stime,
+        user: stat.utime,
+        system: stat.stime,
         at: Instant::now(),
     })
 }
 
-/// Percent of one core used between two marks.
-pub fn cpu_percent(from: CpuMark, to: CpuMark) -> f64 {
+/// Percent of one core a process used between two marks, in user space and in the kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl CpuUse {
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
+pub fn cpu_use(from: CpuMark, to: CpuMark) -> CpuUse {
     let secs = to.at.duration_since(from.at).as_secs_f64().max(1e-9);
-    100.0 * (to.ticks.saturating_sub(from.ticks)) as f64 / procfs::ticks_per_second() as f64 / secs
+    let percent = |a: u64, b: u64| {
+        100.0 * b.saturating_sub(a) as f64 / procfs::ticks_per_second() as f64 / secs
+    };
+    CpuUse {
+        user: percent(from.user, to.user),
+        system: percent(from.system, to.system),
+    }
 }
 
 /// Peak resident set size (VmHWM) in bytes.

@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use orca_bench::{
-    procstat::{BpfStats, bpf_programs, bpf_run_time_ns, cpu_mark, cpu_percent, peak_rss},
+    procstat::{BpfStats, CpuUse, bpf_programs, bpf_run_time_ns, cpu_mark, cpu_use, peak_rss},
     sink::{Arrivals, Sink},
 };
 use orca_proto::topology::v1::collector_server::CollectorServer;
@@ -70,7 +70,7 @@ struct Figures {
     mode: Mode,
     achieved_rate: f64,
     held_open: usize,
-    agent_cpu: f64,
+    agent_cpu: CpuUse,
     kernel_cpu: f64,
     peak_rss_mb: f64,
     events_per_sec: f64,
@@ -335,7 +335,7 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
         mode,
         achieved_rate: (done1 - done0) as f64 / elapsed,
         held_open,
-        agent_cpu: cpu_percent(cpu0, cpu1),
+        agent_cpu: cpu_use(cpu0, cpu1),
         kernel_cpu: 100.0 * (bpf1.saturating_sub(bpf0)) as f64 / 1e9 / elapsed,
         peak_rss_mb: rss as f64 / (1024.0 * 1024.0),
         events_per_sec: (events1 - events0) / elapsed,
@@ -437,12 +437,14 @@ fn main() -> Result<()> {
         all.push(f);
     }
     println!(
-        "{:<5} {:>10} {:>7} {:>10} {:>11} {:>8} {:>10} {:>7} {:>8} {:>8} {:>8} {:>11}",
+        "{:<5} {:>10} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8} {:>10} {:>7} {:>8} {:>8} {:>8} {:>11}",
         "mode",
         "new conn/s",
         "open",
         "agent cpu%",
-        "kernel cpu%",
+        "user%",
+        "sys%",
+        "ebpf%",
         "rss MB",
         "events/s",
         "lost",
@@ -453,11 +455,13 @@ fn main() -> Result<()> {
     );
     for f in &all {
         println!(
-            "{:<5} {:>10.0} {:>7} {:>10.2} {:>11.2} {:>8.1} {:>10.0} {:>7} {:>8.0} {:>8.0} {:>8.0} {:>5}/{:<5}",
+            "{:<5} {:>10.0} {:>7} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>10.0} {:>7} {:>8.0} {:>8.0} {:>8.0} {:>5}/{:<5}",
             format!("{:?}", f.mode).to_lowercase(),
             f.achieved_rate,
             f.held_open,
-            f.agent_cpu,
+            f.agent_cpu.total(),
+            f.agent_cpu.user,
+            f.agent_cpu.system,
             f.kernel_cpu,
             f.peak_rss_mb,
             f.events_per_sec,
@@ -475,7 +479,7 @@ fn main() -> Result<()> {
     ) {
         println!(
             "ebpf vs proc baseline: agent cpu x{:.2}, rss x{:.2}, short-lived connections reported {:.1}% vs {:.1}%",
-            e.agent_cpu / p.agent_cpu.max(1e-9),
+            e.agent_cpu.total() / p.agent_cpu.total().max(1e-9),
             e.peak_rss_mb / p.peak_rss_mb.max(1e-9),
             100.0 * (e.sampled - e.unreported) as f64 / e.sampled.max(1) as f64,
             100.0 * (p.sampled - p.unreported) as f64 / p.sampled.max(1) as f64,

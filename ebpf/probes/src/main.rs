@@ -17,16 +17,20 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    cty::c_void,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf,
-        generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task,
+            bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_raw,
+        },
     },
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use aya_log_ebpf::{debug, warn};
+use core::mem::MaybeUninit;
 use orca_ebpf_common::{
     AF_INET, AF_INET6, ConnStats, Event, IPPROTO_TCP, ProbeConfig, config_flag, counter, direction,
     event_kind, tcp_state,
@@ -107,6 +111,10 @@ const WAKE_EVERY: u64 = 1024;
 /// A tracepoint record copied to the stack with one helper call, so each field read after
 /// that is a plain load (the offsets are only known at load time, and the verifier does not
 /// allow variable offsets into the context itself).
+///
+/// Nothing here may zero a byte array: on BPF the compiler turns that into a call to a
+/// byte-at-a-time `memset` loop, which once cost more than the programs' own work. Buffers
+/// start uninitialised and the helper fills them.
 struct Record<const N: usize> {
     buf: [u8; N],
 }
@@ -114,11 +122,24 @@ struct Record<const N: usize> {
 impl<const N: usize> Record<N> {
     #[inline(always)]
     fn load(ctx: &TracePointContext) -> Option<Self> {
-        let mut buf = [0u8; N];
-        // SAFETY: reads N bytes of the trace record; bpf_probe_read_kernel fails cleanly on a
-        // bad address, and the per-CPU trace buffer behind a record is larger than N.
-        unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut buf) }.ok()?;
-        Some(Self { buf })
+        let mut buf = MaybeUninit::<[u8; N]>::uninit();
+        // SAFETY: reads N bytes of the trace record into `buf`; bpf_probe_read_kernel fails
+        // cleanly on a bad address, and the per-CPU trace buffer behind a record is larger
+        // than N.
+        let ret = unsafe {
+            probe_read_raw(
+                buf.as_mut_ptr() as *mut c_void,
+                N as u32,
+                ctx.as_ptr() as *const c_void,
+            )
+        };
+        if ret != 0 {
+            return None;
+        }
+        // SAFETY: the helper wrote all N bytes.
+        Some(Self {
+            buf: unsafe { buf.assume_init() },
+        })
     }
 
     #[inline(always)]
@@ -143,6 +164,8 @@ fn read<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
     unsafe { ctx.read_at::<T>(offset as usize) }.ok()
 }
 
+/// CLOCK_MONOTONIC. (The coarse clock would be cheaper but is refused in tracepoint
+/// programs; read it once per event.)
 #[inline(always)]
 fn now() -> u64 {
     // SAFETY: helper without arguments.
@@ -160,9 +183,41 @@ fn tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
+/// The current task's command name (zeroed by the helper on failure).
 #[inline(always)]
 fn comm() -> [u8; 16] {
-    bpf_get_current_comm().unwrap_or([0; 16])
+    let mut name = MaybeUninit::<[u8; 16]>::uninit();
+    // SAFETY: the helper writes all 16 bytes, zeroes on failure.
+    unsafe {
+        bpf_get_current_comm(name.as_mut_ptr() as *mut c_void, 16);
+        name.assume_init()
+    }
+}
+
+/// Zeroes a value with word stores (see `Record` for why not `write_bytes` or a literal with
+/// runs of zero fields). `T` must be 8-byte aligned with a size that is a multiple of 8.
+#[inline(always)]
+fn zero_words<T>(value: *mut T) {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() == 8) };
+    let words = value as *mut u64;
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: `value` points to a T, which is a whole number of aligned words.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+}
+
+/// Inserts new connection stats for `sk`: all zero but what `fill` sets. Built in place (a
+/// returned literal would be zeroed with `memset`, see `Record`). Returns a copy of what was
+/// stored, or None when the map is full.
+#[inline(always)]
+fn track(sk: u64, flags: u32, fill: impl FnOnce(&mut ConnStats)) -> Option<ConnStats> {
+    let mut slot = MaybeUninit::<ConnStats>::uninit();
+    zero_words(slot.as_mut_ptr());
+    // SAFETY: every byte is zero, a valid ConnStats.
+    let stats = unsafe { slot.assume_init_mut() };
+    fill(stats);
+    CONNS.insert(&sk, &*stats, flags as u64).ok()?;
+    Some(*stats)
 }
 
 /// Reads `*(base + offset)` from kernel memory.
@@ -210,11 +265,9 @@ fn submit(fill: impl FnOnce(&mut Event)) {
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
-            // SAFETY: the reservation is sizeof(Event) bytes; zero it, then fill.
-            unsafe {
-                core::ptr::write_bytes(ev, 0, 1);
-                fill(&mut *ev);
-            }
+            zero_words(ev);
+            // SAFETY: the reservation is sizeof(Event) bytes, zeroed above.
+            unsafe { fill(&mut *ev) };
             let flags = if count(counter::EVENTS_SUBMITTED) % WAKE_EVERY == 0 {
                 BPF_RB_FORCE_WAKEUP
             } else {
@@ -230,14 +283,21 @@ fn submit(fill: impl FnOnce(&mut Event)) {
 
 #[inline(always)]
 fn read_addrs(rec: &Record<STATE_RECORD>, cfg: &ProbeConfig, family: u16, ev: &mut Event) {
+    // The event is zeroed: only write what the record has.
     if family == AF_INET {
-        let s: [u8; 4] = rec.get(cfg.sss_saddr).unwrap_or([0; 4]);
-        let d: [u8; 4] = rec.get(cfg.sss_daddr).unwrap_or([0; 4]);
-        ev.saddr[..4].copy_from_slice(&s);
-        ev.daddr[..4].copy_from_slice(&d);
+        if let Some(s) = rec.get::<[u8; 4]>(cfg.sss_saddr) {
+            ev.saddr[..4].copy_from_slice(&s);
+        }
+        if let Some(d) = rec.get::<[u8; 4]>(cfg.sss_daddr) {
+            ev.daddr[..4].copy_from_slice(&d);
+        }
     } else {
-        ev.saddr = rec.get(cfg.sss_saddr_v6).unwrap_or([0; 16]);
-        ev.daddr = rec.get(cfg.sss_daddr_v6).unwrap_or([0; 16]);
+        if let Some(s) = rec.get(cfg.sss_saddr_v6) {
+            ev.saddr = s;
+        }
+        if let Some(d) = rec.get(cfg.sss_daddr_v6) {
+            ev.daddr = d;
+        }
     }
 }
 
@@ -269,31 +329,24 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if sk == 0 || !in_watched_netns(&cfg, sk) {
         return 0;
     }
-    // One clock read per event (clock reads are not cheap in a VM).
     let ts = now();
 
     match (old, new) {
         // connect() in the caller's context: remember who is connecting.
         (tcp_state::CLOSE, tcp_state::SYN_SENT) => {
-            let stats = ConnStats {
-                start_ns: ts,
-                cgroup_id: cgroup_id(),
-                bytes_sent: 0,
-                bytes_received: 0,
-                retransmits: 0,
-                pid: tgid(),
-                direction: direction::OUTBOUND,
-                established: 0,
-                comm: comm(),
-            };
-            if CONNS.insert(&sk, &stats, BPF_ANY as u64).is_err() {
-                let _ = count(counter::CONN_MAP_FULL);
-                warn!(
-                    &ctx,
-                    "connection map full: connect by pid {} not tracked", stats.pid
-                );
-            } else {
-                debug!(&ctx, "connect: pid {} sk {:x}", stats.pid, sk);
+            let tracked = track(sk, BPF_ANY, |stats| {
+                stats.start_ns = ts;
+                stats.cgroup_id = cgroup_id();
+                stats.pid = tgid();
+                stats.direction = direction::OUTBOUND;
+                stats.comm = comm();
+            });
+            match tracked {
+                Some(stats) => debug!(&ctx, "connect: pid {} sk {:x}", stats.pid, sk),
+                None => {
+                    let _ = count(counter::CONN_MAP_FULL);
+                    warn!(&ctx, "connection map full: connect by pid {} not tracked", tgid());
+                }
             }
         }
         // listen() in the listener's context.
@@ -331,25 +384,16 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 }
                 tcp_state::SYN_RECV => {
                     // Softirq context: the owner is learned at the first send/recv.
-                    let stats = ConnStats {
-                        start_ns: ts,
-                        cgroup_id: 0,
-                        bytes_sent: 0,
-                        bytes_received: 0,
-                        retransmits: 0,
-                        pid: 0,
-                        direction: direction::INBOUND,
-                        established: 1,
-                        comm: [0; 16],
-                    };
-                    if CONNS.insert(&sk, &stats, BPF_NOEXIST as u64).is_err() {
+                    let tracked = track(sk, BPF_NOEXIST, |stats| {
+                        stats.start_ns = ts;
+                        stats.direction = direction::INBOUND;
+                        stats.established = 1;
+                    });
+                    let Some(stats) = tracked else {
                         let _ = count(counter::CONN_MAP_FULL);
-                        warn!(
-                            &ctx,
-                            "connection map full: accepted sk {:x} not tracked", sk
-                        );
+                        warn!(&ctx, "connection map full: accepted sk {:x} not tracked", sk);
                         return 0;
-                    }
+                    };
                     (event_kind::ACCEPT, stats)
                 }
                 _ => return 0,
