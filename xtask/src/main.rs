@@ -3,7 +3,9 @@
 //! - `setup`: installs (idempotently) the Debian packages the agent and its tests use, the
 //!   nightly `rust-src` component and `bpf-linker` built against nightly's LLVM.
 //! - `build-ebpf`: builds the kernel programs alone (the agent's build script does it too).
-//! - `test`: setup, then the whole test suite (unit and root/kernel tests).
+//! - `test`: setup, starts the two local ZooKeeper ensembles the sync tests use, runs the whole
+//!   test suite (unit and root/kernel tests), stops the ensembles.
+//! - `zk start|stop|status`: the local ZooKeeper ensembles A and B on loopback.
 //! - `up`: setup, then runs a collector and an agent on this host and prints the topology.
 use std::{
     path::{Path, PathBuf},
@@ -34,6 +36,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Local ZooKeeper ensembles A and B (three servers each, on loopback).
+    Zk {
+        #[command(subcommand)]
+        action: ZkAction,
+    },
     /// Set up, then run a collector and an agent on this host and print the topology.
     Up {
         #[arg(long, default_value = "127.0.0.1:7070")]
@@ -44,6 +51,16 @@ enum Cmd {
         #[arg(long)]
         seconds: Option<u64>,
     },
+}
+
+#[derive(Subcommand)]
+enum ZkAction {
+    /// Start both ensembles with empty data (stops earlier ones first).
+    Start,
+    /// Stop both ensembles.
+    Stop,
+    /// Print each ensemble's connect string and which servers serve.
+    Status,
 }
 
 /// Debian packages used by the agent's tests and runtime integrations.
@@ -61,6 +78,8 @@ const APT_PACKAGES: &[&str] = &[
     "libcap2-bin",
     "procps",
     "curl",
+    // Real ZooKeeper servers (3.8, with a JRE) for the sync engine's tests and benchmarks.
+    "zookeeper",
 ];
 
 pub fn workspace_root() -> PathBuf {
@@ -187,6 +206,52 @@ fn build_ebpf() -> Result<()> {
         .args(["--target", "bpfel-unknown-none", "--release"]))
 }
 
+/// Where the local ensembles keep their configuration, data and logs.
+fn zk_state_dir() -> PathBuf {
+    workspace_root().join("target").join("zk")
+}
+
+fn zk(action: ZkAction) -> Result<()> {
+    let ensembles = orca_zk_local::shared_ensembles(&zk_state_dir());
+    match action {
+        ZkAction::Start => {
+            for e in &ensembles {
+                e.start(std::time::Duration::from_secs(60))?;
+                println!("ensemble {}: {}", e.name, e.connect_string());
+            }
+        }
+        ZkAction::Stop => ensembles.iter().for_each(|e| e.stop()),
+        ZkAction::Status => {
+            for e in &ensembles {
+                let up: Vec<String> = (1..=e.size)
+                    .filter(|n| orca_zk_local::serving(e.client_addr(*n)))
+                    .map(|n| n.to_string())
+                    .collect();
+                println!(
+                    "ensemble {}: {} (serving: {})",
+                    e.name,
+                    e.connect_string(),
+                    if up.is_empty() {
+                        "none".into()
+                    } else {
+                        up.join(",")
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stops the shared ensembles when the test run ends, however it ends.
+struct EnsemblesGuard([orca_zk_local::Ensemble; 2]);
+
+impl Drop for EnsemblesGuard {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|e| e.stop());
+    }
+}
+
 fn test(args: &[String]) -> Result<()> {
     setup()?;
     let root = workspace_root();
@@ -199,8 +264,15 @@ fn test(args: &[String]) -> Result<()> {
         "--all-targets",
         "--release",
     ]))?;
+    let ensembles = orca_zk_local::shared_ensembles(&zk_state_dir());
+    for e in &ensembles {
+        e.start(std::time::Duration::from_secs(60))
+            .with_context(|| format!("starting ZooKeeper ensemble {}", e.name))?;
+    }
+    let _stop = EnsemblesGuard(ensembles);
     run(Command::new("cargo")
         .current_dir(&root)
+        .env(orca_zk_local::ENV_STATE_DIR, zk_state_dir())
         .args(["test", "--workspace", "--exclude", "orca-ebpf", "--release"])
         .arg("--")
         .args(args))
@@ -212,6 +284,10 @@ fn main() -> ExitCode {
         Cmd::Setup => setup(),
         Cmd::BuildEbpf => setup().and_then(|()| build_ebpf()),
         Cmd::Test { args } => test(&args),
+        Cmd::Zk { action } => match action {
+            ZkAction::Start => setup().and_then(|()| zk(action)),
+            action => zk(action),
+        },
         Cmd::Up {
             grpc_addr,
             http_addr,

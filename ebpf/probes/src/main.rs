@@ -345,7 +345,11 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 Some(stats) => debug!(&ctx, "connect: pid {} sk {:x}", stats.pid, sk),
                 None => {
                     let _ = count(counter::CONN_MAP_FULL);
-                    warn!(&ctx, "connection map full: connect by pid {} not tracked", tgid());
+                    warn!(
+                        &ctx,
+                        "connection map full: connect by pid {} not tracked",
+                        tgid()
+                    );
                 }
             }
         }
@@ -391,7 +395,10 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                     });
                     let Some(stats) = tracked else {
                         let _ = count(counter::CONN_MAP_FULL);
-                        warn!(&ctx, "connection map full: accepted sk {:x} not tracked", sk);
+                        warn!(
+                            &ctx,
+                            "connection map full: accepted sk {:x} not tracked", sk
+                        );
                         return 0;
                     };
                     (event_kind::ACCEPT, stats)

@@ -1,0 +1,157 @@
+//! Writes changes to one ensemble: creates, data updates and deletes go in multi-op batches
+//! that fit `jute.maxbuffer`; ACL changes (not a multi-op in ZooKeeper) go one request each,
+//! pipelined. A batch the server refuses as a whole (one op failed, so none applied) is
+//! replayed op by op, so one bad node costs only itself.
+use futures::future::join_all;
+use zookeeper_client::{Acls, Client, CreateMode, Error as ZkError};
+
+use crate::znode::Znode;
+
+/// One change to make on an ensemble.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Create the node (its parent must exist or be created earlier in the same list).
+    Create { path: String, node: Znode },
+    /// Replace data and/or ACL of an existing node.
+    Update {
+        path: String,
+        node: Znode,
+        data: bool,
+        acl: bool,
+    },
+    /// Delete a node without children.
+    Delete { path: String },
+}
+
+impl Op {
+    pub fn path(&self) -> &str {
+        match self {
+            Op::Create { path, .. } | Op::Update { path, .. } | Op::Delete { path } => path,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Op::Create { path, node } => node.request_size(path),
+            Op::Update { path, node, .. } => 32 + path.len() + node.data.len(),
+            Op::Delete { path } => 16 + path.len(),
+        }
+    }
+
+    fn in_multi(&self) -> bool {
+        !matches!(self, Op::Update { data: false, .. })
+    }
+}
+
+/// What happened to one op.
+#[derive(Debug)]
+pub struct Outcome {
+    pub path: String,
+    pub result: Result<(), ZkError>,
+}
+
+fn mode(node: &Znode) -> CreateMode {
+    if node.ephemeral {
+        CreateMode::Ephemeral
+    } else {
+        CreateMode::Persistent
+    }
+}
+
+/// Applies `ops` in order (batched) and reports each op's outcome.
+pub async fn apply(client: &Client, ops: &[Op], max_batch_bytes: usize) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut batch: Vec<&Op> = Vec::new();
+    let mut bytes = 0;
+    for op in ops.iter().filter(|op| op.in_multi()) {
+        if !batch.is_empty() && bytes + op.size() > max_batch_bytes {
+            outcomes.extend(commit(client, &batch).await);
+            batch.clear();
+            bytes = 0;
+        }
+        bytes += op.size();
+        batch.push(op);
+    }
+    if !batch.is_empty() {
+        outcomes.extend(commit(client, &batch).await);
+    }
+    // ACLs after the nodes exist.
+    let acl_updates = ops.iter().filter_map(|op| match op {
+        Op::Update {
+            path,
+            node,
+            acl: true,
+            ..
+        } => Some((path, node)),
+        _ => None,
+    });
+    let results = join_all(acl_updates.map(|(path, node)| async move {
+        let acls = node.acls();
+        let result = client.set_acl(path, &acls, None).await.map(|_| ());
+        Outcome {
+            path: path.clone(),
+            result,
+        }
+    }))
+    .await;
+    outcomes.extend(results);
+    outcomes
+}
+
+async fn commit(client: &Client, batch: &[&Op]) -> Vec<Outcome> {
+    if batch.len() > 1 {
+        let mut writer = client.new_multi_writer();
+        let mut acl_store = Vec::with_capacity(batch.len());
+        for op in batch {
+            if let Op::Create { node, .. } = op {
+                acl_store.push(node.acls());
+            }
+        }
+        let mut acls = acl_store.iter();
+        let mut built = true;
+        for op in batch {
+            let added = match op {
+                Op::Create { path, node } => {
+                    let acl = acls.next().expect("one ACL list per create");
+                    writer.add_create(path, &node.data, &mode(node).with_acls(Acls::new(acl)))
+                }
+                Op::Update { path, node, .. } => writer.add_set_data(path, &node.data, None),
+                Op::Delete { path } => writer.add_delete(path, None),
+            };
+            built &= added.is_ok();
+        }
+        if built && writer.commit().await.is_ok() {
+            return batch
+                .iter()
+                .map(|op| Outcome {
+                    path: op.path().to_string(),
+                    result: Ok(()),
+                })
+                .collect();
+        }
+    }
+    // One by one (pipelined): a failed multi applied nothing.
+    join_all(batch.iter().map(|op| async move {
+        let result = match op {
+            Op::Create { path, node } => {
+                let acl = node.acls();
+                client
+                    .create(path, &node.data, &mode(node).with_acls(Acls::new(&acl)))
+                    .await
+                    .map(|_| ())
+            }
+            Op::Update { path, node, .. } => {
+                client.set_data(path, &node.data, None).await.map(|_| ())
+            }
+            Op::Delete { path } => match client.delete(path, None).await {
+                Err(ZkError::NoNode) => Ok(()),
+                other => other,
+            },
+        };
+        Outcome {
+            path: op.path().to_string(),
+            result,
+        }
+    }))
+    .await
+}

@@ -1,0 +1,165 @@
+//! What to sync and how: both ensembles, the subtree, exclusions and policies.
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::znode::is_under;
+
+/// ZooKeeper's own subtree: never replicated (quotas, config, per-ensemble state).
+pub const ZOOKEEPER_SYSTEM_PATH: &str = "/zookeeper";
+
+/// Default `jute.maxbuffer` of a server is 1 MiB (1,048,575 bytes); a multi request must fit
+/// into it with its framing, so batches stay well below.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 512 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Connect string of ensemble A (the source of the initial copy).
+    pub source_zk: String,
+    /// Connect string of ensemble B.
+    pub target_zk: String,
+    /// The subtree kept identical (default `/`).
+    #[serde(default = "root")]
+    pub root: String,
+    /// Subtrees never replicated, besides `/zookeeper`.
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    #[serde(default)]
+    pub ephemerals: EphemeralPolicy,
+    #[serde(default)]
+    pub conflicts: ConflictStrategy,
+    /// `digest` credentials (`user:password`) for A; needed to read and write nodes whose ACL
+    /// restricts access, and ADMIN (or a super digest) to copy ACLs exactly.
+    #[serde(default)]
+    pub source_auth: Option<String>,
+    #[serde(default)]
+    pub target_auth: Option<String>,
+    #[serde(default = "session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    #[serde(default = "max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// Requests in flight per ensemble while walking a tree.
+    #[serde(default = "walk_concurrency")]
+    pub walk_concurrency: usize,
+}
+
+fn root() -> String {
+    "/".into()
+}
+fn session_timeout_ms() -> u64 {
+    10_000
+}
+fn max_batch_bytes() -> usize {
+    DEFAULT_MAX_BATCH_BYTES
+}
+fn walk_concurrency() -> usize {
+    512
+}
+
+/// What happens to ephemeral znodes (they belong to a client session on one ensemble).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EphemeralPolicy {
+    /// Not replicated: the clients that own them recreate them on the ensemble they move to.
+    #[default]
+    Skip,
+    /// Replicated as ephemeral nodes owned by the sync engine's session on the other side:
+    /// they vanish when the original does, or when the engine stops. Never made persistent.
+    Mirror,
+}
+
+/// How a znode changed on both sides within one replication window is settled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictStrategy {
+    /// The copy with the later modification time (server clock) wins.
+    #[default]
+    LastWriteWins,
+    /// Ensemble A's copy wins.
+    SourceWins,
+    /// Neither side is changed; the conflict waits in a queue until an operator resolves it.
+    Manual,
+}
+
+impl SyncConfig {
+    pub fn new(source_zk: impl Into<String>, target_zk: impl Into<String>) -> Self {
+        Self {
+            source_zk: source_zk.into(),
+            target_zk: target_zk.into(),
+            root: root(),
+            excludes: Vec::new(),
+            ephemerals: EphemeralPolicy::default(),
+            conflicts: ConflictStrategy::default(),
+            source_auth: None,
+            target_auth: None,
+            session_timeout_ms: session_timeout_ms(),
+            max_batch_bytes: max_batch_bytes(),
+            walk_concurrency: walk_concurrency(),
+        }
+    }
+
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_millis(self.session_timeout_ms)
+    }
+
+    /// Checks the configuration before anything connects.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, zk) in [
+            ("source-zk", &self.source_zk),
+            ("target-zk", &self.target_zk),
+        ] {
+            if zk.trim().is_empty() {
+                return Err(format!("{name} is empty: give host:port[,host:port...]"));
+            }
+        }
+        for path in std::iter::once(&self.root).chain(&self.excludes) {
+            if !path.starts_with('/') || (path.len() > 1 && path.ends_with('/')) {
+                return Err(format!(
+                    "{path:?} is not an absolute znode path (like /app or /)"
+                ));
+            }
+        }
+        if is_under(&self.root, ZOOKEEPER_SYSTEM_PATH) {
+            return Err("root may not be /zookeeper: it is each ensemble's own state".into());
+        }
+        if self.max_batch_bytes < 4096 {
+            return Err("max-batch-bytes below 4096 makes no sense".into());
+        }
+        Ok(())
+    }
+
+    /// Whether a path is replicated (inside the root, not excluded, not `/zookeeper`).
+    pub fn includes(&self, path: &str) -> bool {
+        is_under(path, &self.root)
+            && !is_under(path, ZOOKEEPER_SYSTEM_PATH)
+            && !self.excludes.iter().any(|e| is_under(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excludes_zookeeper_and_configured_paths() {
+        let mut cfg = SyncConfig::new("a:1", "b:1");
+        cfg.excludes.push("/app/locks".into());
+        assert!(cfg.includes("/app"));
+        assert!(cfg.includes("/app/locksmith"));
+        assert!(!cfg.includes("/app/locks"));
+        assert!(!cfg.includes("/app/locks/x"));
+        assert!(!cfg.includes("/zookeeper/quota"));
+        cfg.root = "/app".into();
+        assert!(!cfg.includes("/other"));
+    }
+
+    #[test]
+    fn rejects_relative_paths_and_empty_ensembles() {
+        let mut cfg = SyncConfig::new("", "b:1");
+        assert!(cfg.validate().unwrap_err().contains("source-zk"));
+        cfg.source_zk = "a:1".into();
+        cfg.excludes.push("app".into());
+        assert!(cfg.validate().unwrap_err().contains("absolute"));
+    }
+}

@@ -1,0 +1,664 @@
+//! The sync engine: connects to both ensembles, copies A to B once (bootstrap), then keeps
+//! both identical while both take writes.
+//!
+//! Live replication reads persistent recursive watch events from both sides. Each round takes
+//! every path that changed, reads both copies (pipelined), decides with [`plan::decide`]
+//! against the base (the content both last agreed on) and writes the differences in batches.
+//! The engine's own writes come back as events too; by then both copies are equal, so they
+//! end as "agreed" without a write: loops stop without marker nodes and without blocking any
+//! writer. After a reconnect, and on a timer, the whole tree is re-read and reconciled the
+//! same way, because watch events can be lost across reconnects (ZOOKEEPER-4698) and ACL
+//! changes fire no watch at all.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+use zookeeper_client::{AddWatchMode, Client, Error as ZkError, EventType, SessionState};
+
+use crate::{
+    apply::{self, Op, Outcome},
+    config::SyncConfig,
+    digest::{self, Difference},
+    plan::{self, Decision, Inputs, Side},
+    tree::{self, Tree, WalkError},
+    znode::{ContentHash, Znode, child_path, parent},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(
+        "cannot reach ensemble {side} at {connect}: {source} (check the address and that a \
+         quorum is up)"
+    )]
+    Unreachable {
+        side: &'static str,
+        connect: String,
+        source: ZkError,
+    },
+    #[error("ensemble {side} refused the credentials given for it: {source}")]
+    Auth { side: &'static str, source: ZkError },
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+    #[error("ensemble {side}: {source}")]
+    Zk { side: &'static str, source: ZkError },
+}
+
+/// One conflict: the path changed on both sides since they last agreed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Conflict {
+    pub path: String,
+    pub a: Option<String>,
+    pub b: Option<String>,
+    /// What settled it (`last-write-wins: b`, `source-wins: a`), or `held` under `Manual`.
+    pub resolution: String,
+    pub at_unix_ms: u64,
+}
+
+/// What one bootstrap or reconcile pass did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PassReport {
+    pub nodes_a: usize,
+    pub nodes_b: usize,
+    pub written_to_a: usize,
+    pub written_to_b: usize,
+    pub conflicts: usize,
+    pub errors: Vec<String>,
+}
+
+/// Replication figures since start.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Status {
+    pub bootstrapped: bool,
+    pub replicated_a_to_b: u64,
+    pub replicated_b_to_a: u64,
+    pub conflicts: u64,
+    pub conflicts_held: usize,
+    pub errors: u64,
+    pub queue_depth: usize,
+    pub rescans: u64,
+    pub lag_a_to_b_ms: LagFigures,
+    pub lag_b_to_a_ms: LagFigures,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LagFigures {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+struct Lag(Histogram<u64>);
+
+impl Lag {
+    fn new() -> Self {
+        Self(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"))
+    }
+    fn record_ms(&mut self, ms: f64) {
+        let _ = self.0.record((ms * 1000.0).max(1.0) as u64);
+    }
+    fn figures(&self) -> LagFigures {
+        let ms = |us: u64| us as f64 / 1000.0;
+        LagFigures {
+            count: self.0.len(),
+            p50: ms(self.0.value_at_quantile(0.5)),
+            p99: ms(self.0.value_at_quantile(0.99)),
+            max: ms(self.0.max()),
+        }
+    }
+}
+
+struct State {
+    /// Content both sides last agreed on, by path; absent = agreed the node does not exist.
+    base: BTreeMap<String, ContentHash>,
+    bootstrapped: bool,
+    held: BTreeMap<String, Conflict>,
+    status: Status,
+    lag_ab: Lag,
+    lag_ba: Lag,
+}
+
+/// Keeps the subtree `cfg.root` of two ensembles identical.
+pub struct SyncEngine {
+    cfg: SyncConfig,
+    a: Client,
+    b: Client,
+    state: Mutex<State>,
+}
+
+enum Signal {
+    Changed(String),
+    /// A session reconnected: events may have been lost.
+    Rescan(Side),
+    /// A session ended for good (expired, closed, auth failed).
+    SessionLost(Side, SessionState),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+fn summary(node: Option<&Znode>) -> Option<String> {
+    node.map(|n| {
+        format!(
+            "{} bytes, {} acl entries, mtime {}",
+            n.data.len(),
+            n.acl.len(),
+            n.meta.mtime
+        )
+    })
+}
+
+async fn connect(
+    side: &'static str,
+    connect: &str,
+    auth: Option<&str>,
+    timeout: Duration,
+) -> Result<Client, SyncError> {
+    let mut connector = Client::connector()
+        .with_session_timeout(timeout)
+        .with_connection_timeout(timeout.min(Duration::from_secs(5)))
+        .with_fail_eagerly();
+    if let Some(auth) = auth {
+        connector = connector.with_auth("digest", auth.as_bytes());
+    }
+    let client = connector
+        .connect(connect)
+        .await
+        .map_err(|source| match source {
+            ZkError::AuthFailed => SyncError::Auth { side, source },
+            source => SyncError::Unreachable {
+                side,
+                connect: connect.to_string(),
+                source,
+            },
+        })?;
+    Ok(client)
+}
+
+impl SyncEngine {
+    /// Validates `cfg` and connects to both ensembles.
+    pub async fn connect(cfg: SyncConfig) -> Result<Arc<Self>, SyncError> {
+        cfg.validate().map_err(SyncError::Config)?;
+        let timeout = cfg.session_timeout();
+        let (a, b) = tokio::join!(
+            connect("A", &cfg.source_zk, cfg.source_auth.as_deref(), timeout),
+            connect("B", &cfg.target_zk, cfg.target_auth.as_deref(), timeout),
+        );
+        let (a, b) = (a?, b?);
+        for (side, client) in [("A", &a), ("B", &b)] {
+            if cfg.root != "/" {
+                client
+                    .mkdir(
+                        &cfg.root,
+                        &zookeeper_client::CreateMode::Persistent
+                            .with_acls(zookeeper_client::Acls::anyone_all()),
+                    )
+                    .await
+                    .map_err(|source| SyncError::Zk { side, source })?;
+            }
+        }
+        Ok(Arc::new(Self {
+            cfg,
+            a,
+            b,
+            state: Mutex::new(State {
+                base: BTreeMap::new(),
+                bootstrapped: false,
+                held: BTreeMap::new(),
+                status: Status::default(),
+                lag_ab: Lag::new(),
+                lag_ba: Lag::new(),
+            }),
+        }))
+    }
+
+    pub fn config(&self) -> &SyncConfig {
+        &self.cfg
+    }
+
+    fn client(&self, side: Side) -> &Client {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    async fn walk(&self, side: Side) -> Result<Tree, WalkError> {
+        tree::walk(
+            self.client(side),
+            match side {
+                Side::A => "A",
+                Side::B => "B",
+            },
+            &self.cfg.root,
+            |p| self.cfg.includes(p),
+            self.cfg.walk_concurrency,
+        )
+        .await
+    }
+
+    /// Reads both trees as of now. Each session first `sync`s with its ensemble's leader: a
+    /// follower may not have applied a write another client already saw acknowledged.
+    pub async fn read_both(&self) -> Result<(Tree, Tree), SyncError> {
+        let (sa, sb) = tokio::join!(self.a.sync(&self.cfg.root), self.b.sync(&self.cfg.root));
+        sa.map_err(|source| SyncError::Zk { side: "A", source })?;
+        sb.map_err(|source| SyncError::Zk { side: "B", source })?;
+        let (a, b) = tokio::join!(self.walk(Side::A), self.walk(Side::B));
+        Ok((a?, b?))
+    }
+
+    /// Compares both trees now; empty when they are identical.
+    pub async fn validate(&self) -> Result<Vec<Difference>, SyncError> {
+        let (a, b) = self.read_both().await?;
+        Ok(digest::diff(&a, &b))
+    }
+
+    /// The initial copy: makes B's subtree identical to A's (creates, updates, deletes on B),
+    /// then records every path as agreed.
+    pub async fn bootstrap(&self) -> Result<PassReport, SyncError> {
+        let report = self.pass(true).await?;
+        self.state.lock().unwrap().bootstrapped = report.errors.is_empty();
+        self.state.lock().unwrap().status.bootstrapped = report.errors.is_empty();
+        Ok(report)
+    }
+
+    /// Re-reads both trees and reconciles them against the base (after a reconnect, on the
+    /// timer, or on demand).
+    pub async fn reconcile(&self) -> Result<PassReport, SyncError> {
+        self.state.lock().unwrap().status.rescans += 1;
+        self.pass(false).await
+    }
+
+    async fn pass(&self, initial: bool) -> Result<PassReport, SyncError> {
+        let (a, b) = self.read_both().await?;
+        let mut paths: BTreeSet<&String> = a.keys().collect();
+        paths.extend(b.keys());
+        let copies: Vec<(String, Option<Znode>, Option<Znode>)> = paths
+            .into_iter()
+            .map(|p| (p.clone(), a.get(p).cloned(), b.get(p).cloned()))
+            .collect();
+        let mut report = PassReport {
+            nodes_a: a.len(),
+            nodes_b: b.len(),
+            ..PassReport::default()
+        };
+        let never_synced = initial || !self.state.lock().unwrap().bootstrapped;
+        let round = self.settle(copies, never_synced).await;
+        report.written_to_a = round.written[0];
+        report.written_to_b = round.written[1];
+        report.conflicts = round.conflicts;
+        report.errors = round.errors;
+        Ok(report)
+    }
+
+    /// Decides and applies a set of paths whose copies on both sides are known.
+    async fn settle(
+        &self,
+        copies: Vec<(String, Option<Znode>, Option<Znode>)>,
+        never_synced: bool,
+    ) -> RoundResult {
+        let (session_a, session_b) = (self.a.session_id().0, self.b.session_id().0);
+        let mut ops: [Vec<Op>; 2] = [Vec::new(), Vec::new()];
+        let mut copied_from: BTreeMap<String, (Side, i64, ContentHash)> = BTreeMap::new();
+        let mut result = RoundResult::default();
+        {
+            let mut state = self.state.lock().unwrap();
+            for (path, a, b) in &copies {
+                let base = state.base.get(path).copied();
+                let inputs = Inputs {
+                    a: a.as_ref(),
+                    b: b.as_ref(),
+                    base,
+                    never_synced: never_synced && base.is_none(),
+                    engine_session_a: session_a,
+                    engine_session_b: session_b,
+                };
+                let decision = plan::decide(inputs, self.cfg.ephemerals, self.cfg.conflicts);
+                let both_changed = !inputs.never_synced
+                    && a.as_ref().map(Znode::content_hash) != base
+                    && b.as_ref().map(Znode::content_hash) != base
+                    && a.as_ref().map(Znode::content_hash) != b.as_ref().map(Znode::content_hash);
+                if both_changed || decision == Decision::Conflict {
+                    let resolution = match &decision {
+                        Decision::Conflict => "held".to_string(),
+                        Decision::Copy { to, .. } => {
+                            format!("{:?}: {}", self.cfg.conflicts, to.other().name())
+                        }
+                        Decision::Delete { on } => {
+                            format!("{:?}: {}", self.cfg.conflicts, on.other().name())
+                        }
+                        _ => "agreed".into(),
+                    };
+                    let conflict = Conflict {
+                        path: path.clone(),
+                        a: summary(a.as_ref()),
+                        b: summary(b.as_ref()),
+                        resolution,
+                        at_unix_ms: now_ms(),
+                    };
+                    tracing::warn!(target: "orca_sync::audit", conflict = %serde_json::to_string(&conflict).unwrap_or_default(), "conflict");
+                    state.status.conflicts += 1;
+                    result.conflicts += 1;
+                    if decision == Decision::Conflict {
+                        state.held.insert(path.clone(), conflict);
+                    }
+                }
+                match decision {
+                    Decision::Agreed(hash) => {
+                        match hash {
+                            Some(h) => state.base.insert(path.clone(), h),
+                            None => state.base.remove(path),
+                        };
+                        state.held.remove(path);
+                    }
+                    Decision::Copy { to, node } => {
+                        let current = match to {
+                            Side::A => a.as_ref(),
+                            Side::B => b.as_ref(),
+                        };
+                        copied_from.insert(
+                            path.clone(),
+                            (to.other(), node.meta.mtime, node.content_hash()),
+                        );
+                        let op = match current {
+                            Some(cur) => Op::Update {
+                                path: path.clone(),
+                                data: cur.data != node.data,
+                                acl: cur.acl != node.acl,
+                                node,
+                            },
+                            None => Op::Create {
+                                path: path.clone(),
+                                node,
+                            },
+                        };
+                        ops[to as usize].push(op);
+                    }
+                    Decision::Delete { on } => {
+                        copied_from.insert(path.clone(), (on.other(), 0, ContentHash([0; 32])));
+                        ops[on as usize].push(Op::Delete { path: path.clone() });
+                    }
+                    Decision::Conflict | Decision::Ignore => {}
+                }
+            }
+        }
+        for side in [Side::A, Side::B] {
+            let side_ops = &mut ops[side as usize];
+            if side_ops.is_empty() {
+                continue;
+            }
+            // Parents before children for creates; children before parents for deletes.
+            side_ops.sort_by(|x, y| match (x, y) {
+                (Op::Delete { path: p }, Op::Delete { path: q }) => q.cmp(p),
+                (Op::Delete { .. }, _) => std::cmp::Ordering::Greater,
+                (_, Op::Delete { .. }) => std::cmp::Ordering::Less,
+                _ => x.path().cmp(y.path()),
+            });
+            let outcomes =
+                apply::apply(self.client(side), side_ops, self.cfg.max_batch_bytes).await;
+            let now = now_ms();
+            let mut state = self.state.lock().unwrap();
+            for Outcome { path, result: r } in outcomes {
+                match r {
+                    Ok(()) => {
+                        let Some((from, mtime, hash)) = copied_from.get(&path).copied() else {
+                            continue;
+                        };
+                        if mtime == 0 {
+                            state.base.remove(&path);
+                        } else {
+                            state.base.insert(path.clone(), hash);
+                        }
+                        result.written[side as usize] += 1;
+                        let lag = now.saturating_sub(mtime.max(0) as u64) as f64;
+                        match from {
+                            Side::A => {
+                                state.status.replicated_a_to_b += 1;
+                                if mtime > 0 {
+                                    state.lag_ab.record_ms(lag);
+                                }
+                            }
+                            Side::B => {
+                                state.status.replicated_b_to_a += 1;
+                                if mtime > 0 {
+                                    state.lag_ba.record_ms(lag);
+                                }
+                            }
+                        }
+                    }
+                    // The parent is not there yet, or children are still there: the path is
+                    // tried again after its neighbours settle.
+                    Err(ZkError::NoNode)
+                    | Err(ZkError::NotEmpty)
+                    | Err(ZkError::NodeExists)
+                    | Err(ZkError::BadVersion) => result.retry.push(path),
+                    Err(e) => {
+                        state.status.errors += 1;
+                        result
+                            .errors
+                            .push(format!("writing {path} to {}: {e}", side.name()));
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// Reads both copies of each path (pipelined).
+    async fn read_paths(
+        &self,
+        paths: &[String],
+    ) -> Result<Vec<(String, Option<Znode>, Option<Znode>)>, SyncError> {
+        let reads = paths.iter().map(|p| async move {
+            let (a, b) = tokio::join!(tree::read_one(&self.a, p), tree::read_one(&self.b, p));
+            (p, a, b)
+        });
+        let mut out = Vec::with_capacity(paths.len());
+        for (p, a, b) in futures::future::join_all(reads).await {
+            let a = a.map_err(|source| SyncError::Zk { side: "A", source })?;
+            let b = b.map_err(|source| SyncError::Zk { side: "B", source })?;
+            out.push((p.clone(), a, b));
+        }
+        Ok(out)
+    }
+
+    /// Replicates live until `shutdown` completes. Bootstraps first if that has not been done.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), SyncError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Watches first, so nothing written during the bootstrap is missed.
+        for side in [Side::A, Side::B] {
+            let client = self.client(side).clone();
+            let root = self.cfg.root.clone();
+            let mut watcher = client
+                .watch(&root, AddWatchMode::PersistentRecursive)
+                .await
+                .map_err(|source| SyncError::Zk {
+                    side: side.name(),
+                    source,
+                })?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut disconnected = false;
+                loop {
+                    let event = watcher.changed().await;
+                    let signal = match event.event_type {
+                        EventType::Session => match event.session_state {
+                            SessionState::Disconnected => {
+                                disconnected = true;
+                                continue;
+                            }
+                            SessionState::SyncConnected if disconnected => {
+                                disconnected = false;
+                                Signal::Rescan(side)
+                            }
+                            state if state.is_terminated() => {
+                                let _ = tx.send(Signal::SessionLost(side, state));
+                                return;
+                            }
+                            _ => continue,
+                        },
+                        _ => Signal::Changed(event.path),
+                    };
+                    if tx.send(signal).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        if !self.state.lock().unwrap().bootstrapped {
+            let report = self.bootstrap().await?;
+            tracing::info!(?report, "bootstrap done");
+        }
+        let mut rescan_timer = tokio::time::interval(Duration::from_secs(60));
+        rescan_timer.tick().await;
+        tokio::pin!(shutdown);
+        let mut pending: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let mut rescan = false;
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = rescan_timer.tick() => rescan = true,
+                signal = rx.recv() => match signal {
+                    None => return Ok(()),
+                    Some(s) => self.absorb(s, &mut pending, &mut rescan)?,
+                },
+            }
+            // Take everything already queued: one round settles them together.
+            while let Ok(s) = rx.try_recv() {
+                self.absorb(s, &mut pending, &mut rescan)?;
+            }
+            if rescan {
+                let report = self.reconcile().await?;
+                tracing::info!(?report, "re-scan");
+                pending.clear();
+                continue;
+            }
+            self.state.lock().unwrap().status.queue_depth = pending.len();
+            let paths: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
+            let copies = self.read_paths(&paths).await?;
+            let round = self.settle(copies, false).await;
+            for e in &round.errors {
+                tracing::warn!("{e}");
+            }
+            self.requeue(round.retry, &mut pending).await?;
+        }
+    }
+
+    fn absorb(
+        &self,
+        signal: Signal,
+        pending: &mut BTreeSet<String>,
+        rescan: &mut bool,
+    ) -> Result<(), SyncError> {
+        match signal {
+            Signal::Changed(path) => {
+                if self.cfg.includes(&path) {
+                    pending.insert(path);
+                }
+            }
+            Signal::Rescan(side) => {
+                tracing::info!("ensemble {} reconnected: re-scanning", side.name());
+                *rescan = true;
+            }
+            Signal::SessionLost(side, state) => {
+                return Err(SyncError::Zk {
+                    side: side.name(),
+                    source: ZkError::UnexpectedError(format!("session ended: {state:?}")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Paths that could not be written yet: a create whose parent is missing brings the parent
+    /// in; a delete blocked by children brings the children in.
+    async fn requeue(
+        &self,
+        retry: Vec<String>,
+        pending: &mut BTreeSet<String>,
+    ) -> Result<(), SyncError> {
+        for path in retry {
+            let p = parent(&path).to_string();
+            if p != path && self.cfg.includes(&p) {
+                pending.insert(p);
+            }
+            for side in [Side::A, Side::B] {
+                if let Ok(children) = self.client(side).list_children(&path).await {
+                    pending.extend(children.iter().map(|c| child_path(&path, c)));
+                }
+            }
+            pending.insert(path);
+        }
+        Ok(())
+    }
+
+    /// Replication figures so far.
+    pub fn status(&self) -> Status {
+        let state = self.state.lock().unwrap();
+        let mut status = state.status.clone();
+        status.conflicts_held = state.held.len();
+        status.lag_a_to_b_ms = state.lag_ab.figures();
+        status.lag_b_to_a_ms = state.lag_ba.figures();
+        status
+    }
+
+    /// Conflicts held for an operator (strategy `manual`).
+    pub fn held_conflicts(&self) -> Vec<Conflict> {
+        self.state.lock().unwrap().held.values().cloned().collect()
+    }
+
+    /// Settles a held conflict by copying `winner`'s current copy to the other side.
+    pub async fn resolve(&self, path: &str, winner: Side) -> Result<(), SyncError> {
+        let copies = self.read_paths(&[path.to_string()]).await?;
+        let (_, a, b) = &copies[0];
+        let won = if winner == Side::A { a } else { b };
+        let lost = if winner == Side::A { b } else { a };
+        let op = match (won, lost) {
+            (Some(node), Some(cur)) => Op::Update {
+                path: path.into(),
+                data: cur.data != node.data,
+                acl: cur.acl != node.acl,
+                node: node.clone(),
+            },
+            (Some(node), None) => Op::Create {
+                path: path.into(),
+                node: node.clone(),
+            },
+            (None, _) => Op::Delete { path: path.into() },
+        };
+        let target = winner.other();
+        for o in apply::apply(self.client(target), &[op], self.cfg.max_batch_bytes).await {
+            o.result.map_err(|source| SyncError::Zk {
+                side: target.name(),
+                source,
+            })?;
+        }
+        let mut state = self.state.lock().unwrap();
+        state.held.remove(path);
+        match won {
+            Some(node) => state.base.insert(path.to_string(), node.content_hash()),
+            None => state.base.remove(path),
+        };
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct RoundResult {
+    written: [usize; 2],
+    conflicts: usize,
+    retry: Vec<String>,
+    errors: Vec<String>,
+}

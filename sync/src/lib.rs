@@ -1,0 +1,21 @@
+//! Orca's ZooKeeper sync engine: keeps two ensembles identical under a root while both stay
+//! writable, and proves it with tree digests.
+//!
+//! - [`tree`] reads a subtree (data, ACLs, ephemeral owner) with pipelined requests.
+//! - [`digest`] hashes a tree per subtree (server-assigned `Stat` fields excluded) and names the
+//!   paths where two trees differ.
+//! - [`plan`] decides, from both sides and the last state both agreed on, what to copy which
+//!   way, and what is a conflict.
+//! - [`apply`] writes a plan to an ensemble in multi-op batches that fit `jute.maxbuffer`.
+//! - [`engine`] runs it: initial bootstrap, then live replication from persistent recursive
+//!   watches both ways, with a full re-scan after every reconnect.
+pub mod apply;
+pub mod config;
+pub mod digest;
+pub mod engine;
+pub mod plan;
+pub mod tree;
+pub mod znode;
+
+pub use config::{ConflictStrategy, EphemeralPolicy, SyncConfig};
+pub use engine::SyncEngine;

@@ -1,0 +1,278 @@
+//! The sync engine against two real three-server ensembles.
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use orca_sync::{ConflictStrategy, SyncConfig, SyncEngine, digest::TreeDigest, plan::Side};
+use support::*;
+use zookeeper_client::{Acl, Acls, AuthId, CreateMode, Permission};
+
+const USER: &str = "orca:secret";
+/// `digest` id of orca:secret (base64 of SHA-1 of "orca:secret").
+fn digest_id() -> String {
+    use std::process::Command;
+    // Computed by ZooKeeper's own tool, so the test does not re-implement the scheme.
+    let out = Command::new("java")
+        .args([
+            "-cp",
+            "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-api.jar",
+            "org.apache.zookeeper.server.auth.DigestAuthenticationProvider",
+            USER,
+        ])
+        .output()
+        .expect("running ZooKeeper's DigestAuthenticationProvider");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .split("->")
+        .nth(1)
+        .expect("user->digest output")
+        .to_string()
+}
+
+async fn engine(root: &str, strategy: ConflictStrategy) -> Arc<SyncEngine> {
+    let [a, b] = ensembles();
+    let mut cfg = SyncConfig::new(a.connect_string(), b.connect_string());
+    cfg.root = root.to_string();
+    cfg.conflicts = strategy;
+    cfg.source_auth = Some(USER.into());
+    cfg.target_auth = Some(USER.into());
+    SyncEngine::connect(cfg).await.expect("engine connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_copies_10000_nested_znodes_with_acls_and_digests_match() {
+    let root = unique_root("bootstrap");
+    let [ea, eb] = ensembles();
+    let a = client_with_digest(&ea.connect_string(), USER).await;
+    let b = client(&eb.connect_string()).await;
+    a.create(&root, b"root", &persistent()).await.unwrap();
+    let digest = digest_id();
+    // Custom ACL: the orca digest may do everything, the world may only read.
+    let custom = [
+        Acl::new(Permission::ALL, AuthId::new("digest", &digest)),
+        Acl::new(Permission::READ, AuthId::anyone()),
+    ];
+    let custom_opts = CreateMode::Persistent.with_acls(Acls::new(&custom));
+    // 100 directories x 98 children, plus 100 grandchildren: 10,000 znodes below the root.
+    let mut writes = Vec::new();
+    for d in 0..100 {
+        let dir = format!("{root}/dir-{d:03}");
+        a.create(&dir, format!("d{d}").as_bytes(), &persistent())
+            .await
+            .unwrap();
+        for c in 0..98 {
+            let path = format!("{dir}/node-{c:03}");
+            let opts = if c % 10 == 0 {
+                custom_opts.clone()
+            } else {
+                persistent()
+            };
+            let data = format!("value {d}/{c}").into_bytes();
+            let a = &a;
+            writes.push(async move { a.create(&path, &data, &opts).await.map(|_| ()) });
+        }
+    }
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    for d in 0..100 {
+        let deep = format!("{root}/dir-{d:03}/node-001/leaf");
+        a.create(&deep, &vec![d as u8; 512], &persistent())
+            .await
+            .unwrap();
+    }
+    let engine = engine(&root, ConflictStrategy::LastWriteWins).await;
+    let report = engine.bootstrap().await.expect("bootstrap");
+    assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
+    assert_eq!(report.nodes_a, 10_001);
+    // 10,000 creates, and the root's data (the engine created an empty root on B).
+    assert_eq!(report.written_to_b, 10_001);
+    let differences = engine.validate().await.unwrap();
+    assert!(differences.is_empty(), "after bootstrap: {differences:?}");
+    let (ta, tb) = engine.read_both().await.unwrap();
+    assert_eq!(
+        TreeDigest::of(&ta).subtree(&root),
+        TreeDigest::of(&tb).subtree(&root)
+    );
+    // ACLs were copied exactly: B refuses an anonymous write to a custom-ACL node.
+    let (acl, _) = b
+        .get_acl(&format!("{root}/dir-007/node-010"))
+        .await
+        .unwrap();
+    assert_eq!(acl.len(), 2, "{acl:?}");
+    let denied = b
+        .set_data(&format!("{root}/dir-007/node-010"), b"x", None)
+        .await;
+    assert_eq!(denied, Err(zookeeper_client::Error::NoAuth));
+    delete_tree(&a, &root).await;
+    delete_tree(&client_with_digest(&eb.connect_string(), USER).await, &root).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_on_both_sides_converge_without_loss() {
+    let root = unique_root("concurrent");
+    let [ea, eb] = ensembles();
+    let a = client(&ea.connect_string()).await;
+    let b = client(&eb.connect_string()).await;
+    let engine = engine(&root, ConflictStrategy::LastWriteWins).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = tokio::spawn(engine.clone().run(async {
+        let _ = stopped.await;
+    }));
+    wait_for("bootstrap", Duration::from_secs(10), || async {
+        engine.status().bootstrapped
+    })
+    .await;
+    // Writers on both sides at once: creates at several depths, then updates.
+    let write = |client: zookeeper_client::Client, side: &'static str| {
+        let root = root.clone();
+        async move {
+            for i in 0..200 {
+                let dir = format!("{root}/{side}-{}", i % 10);
+                let _ = client.create(&dir, b"", &persistent()).await;
+                let path = format!("{dir}/n-{i}");
+                client
+                    .create(&path, format!("{side} {i}").as_bytes(), &persistent())
+                    .await
+                    .unwrap();
+                if i % 3 == 0 {
+                    client
+                        .set_data(&path, format!("{side} {i} v2").as_bytes(), None)
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    };
+    tokio::join!(write(a.clone(), "a"), write(b.clone(), "b"));
+    wait_for(
+        "both ensembles identical",
+        Duration::from_secs(30),
+        || async {
+            engine
+                .validate()
+                .await
+                .map(|d| d.is_empty())
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    // Nothing lost: every write is on both sides with its last value.
+    for side in ["a", "b"] {
+        for i in (0..200).step_by(7) {
+            let path = format!("{root}/{side}-{}/n-{i}", i % 10);
+            let want = if i % 3 == 0 {
+                format!("{side} {i} v2")
+            } else {
+                format!("{side} {i}")
+            };
+            for (name, c) in [("A", &a), ("B", &b)] {
+                let (data, _) = c
+                    .get_data(&path)
+                    .await
+                    .unwrap_or_else(|e| panic!("{path} on {name}: {e}"));
+                assert_eq!(String::from_utf8_lossy(&data), want, "{path} on {name}");
+            }
+        }
+    }
+    let status = engine.status();
+    assert!(
+        status.replicated_a_to_b >= 200 && status.replicated_b_to_a >= 200,
+        "{status:?}"
+    );
+    assert_eq!(status.errors, 0, "{status:?}");
+    // A subtree deleted on B disappears from A.
+    delete_tree(&b, &format!("{root}/b-3")).await;
+    wait_for(
+        "subtree delete replicated",
+        Duration::from_secs(15),
+        || async {
+            a.check_stat(&format!("{root}/b-3"))
+                .await
+                .map(|s| s.is_none())
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    assert!(engine.validate().await.unwrap().is_empty());
+    let _ = stop.send(());
+    runner.await.unwrap().unwrap();
+    delete_tree(&a, &root).await;
+    delete_tree(&b, &root).await;
+}
+
+/// Both sides change one znode after they agreed: each strategy settles it its own way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_are_settled_by_each_strategy() {
+    for strategy in [
+        ConflictStrategy::LastWriteWins,
+        ConflictStrategy::SourceWins,
+        ConflictStrategy::Manual,
+    ] {
+        let root = unique_root(&format!("conflict-{strategy:?}").to_lowercase());
+        let [ea, eb] = ensembles();
+        let a = client(&ea.connect_string()).await;
+        let b = client(&eb.connect_string()).await;
+        a.create(&root, b"", &persistent()).await.unwrap();
+        let path = format!("{root}/config");
+        a.create(&path, b"v1", &persistent()).await.unwrap();
+        let engine = engine(&root, strategy).await;
+        engine.bootstrap().await.unwrap();
+        // A first, then B a little later (B's write is the last one by server clock).
+        a.set_data(&path, b"from a", None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.set_data(&path, b"from b", None).await.unwrap();
+        let report = engine.reconcile().await.unwrap();
+        assert_eq!(report.conflicts, 1, "{strategy:?}: {report:?}");
+        let on_a = a.get_data(&path).await.unwrap().0;
+        let on_b = b.get_data(&path).await.unwrap().0;
+        match strategy {
+            ConflictStrategy::LastWriteWins => {
+                assert_eq!((&on_a[..], &on_b[..]), (&b"from b"[..], &b"from b"[..]));
+            }
+            ConflictStrategy::SourceWins => {
+                assert_eq!((&on_a[..], &on_b[..]), (&b"from a"[..], &b"from a"[..]));
+            }
+            ConflictStrategy::Manual => {
+                assert_eq!(
+                    (&on_a[..], &on_b[..]),
+                    (&b"from a"[..], &b"from b"[..]),
+                    "held: untouched"
+                );
+                let held = engine.held_conflicts();
+                assert_eq!(held.len(), 1);
+                assert_eq!(held[0].path, path);
+                engine.resolve(&path, Side::B).await.unwrap();
+                assert_eq!(a.get_data(&path).await.unwrap().0, b"from b");
+                assert!(engine.held_conflicts().is_empty());
+                assert!(engine.validate().await.unwrap().is_empty());
+            }
+        }
+        delete_tree(&a, &root).await;
+        delete_tree(&b, &root).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_ensemble_is_a_clear_error() {
+    let [a, _] = ensembles();
+    let mut cfg = SyncConfig::new(a.connect_string(), "127.0.0.1:1");
+    cfg.session_timeout_ms = 2000;
+    let err = SyncEngine::connect(cfg)
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains("cannot reach ensemble B at 127.0.0.1:1"),
+        "{err}"
+    );
+    let mut cfg = SyncConfig::new(a.connect_string(), a.connect_string());
+    cfg.excludes.push("relative/path".into());
+    let err = SyncEngine::connect(cfg)
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("not an absolute znode path"), "{err}");
+}

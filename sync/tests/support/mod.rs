@@ -1,0 +1,89 @@
+//! Shared by the sync tests: the two local ensembles `cargo xtask test` starts, a unique root
+//! per test, and waiting on conditions with a deadline.
+#![allow(dead_code)]
+use std::{
+    future::Future,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use orca_zk_local::{ENV_STATE_DIR, Ensemble, shared_ensembles};
+use zookeeper_client::{Acls, Client, CreateMode};
+
+/// Ensembles A and B. Fails loudly when they are not running: these tests never skip.
+pub fn ensembles() -> [Ensemble; 2] {
+    let dir = std::env::var_os(ENV_STATE_DIR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "the sync tests need the local ZooKeeper ensembles: run `cargo xtask test`, or \
+             `cargo xtask zk start` and then `{ENV_STATE_DIR}=target/zk cargo test -p orca-sync`"
+            )
+        });
+    let pair = shared_ensembles(&dir);
+    for e in &pair {
+        e.wait_ready(Duration::from_secs(30))
+            .unwrap_or_else(|err| panic!("ensemble {} is not serving: {err:#}", e.name));
+    }
+    pair
+}
+
+/// A root no other test uses.
+pub fn unique_root(test: &str) -> String {
+    format!("/orca-test-{test}-{}", std::process::id())
+}
+
+pub async fn client(connect: &str) -> Client {
+    Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(connect)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {connect}: {e}"))
+}
+
+pub async fn client_with_digest(connect: &str, user_password: &str) -> Client {
+    Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .with_auth("digest", user_password.as_bytes())
+        .connect(connect)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {connect}: {e}"))
+}
+
+pub fn persistent() -> zookeeper_client::CreateOptions<'static> {
+    CreateMode::Persistent.with_acls(Acls::anyone_all())
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Deletes a subtree (children first); ignores what is already gone.
+pub async fn delete_tree(client: &Client, path: &str) {
+    let mut stack = vec![path.to_string()];
+    let mut order = Vec::new();
+    while let Some(p) = stack.pop() {
+        if let Ok(children) = client.list_children(&p).await {
+            stack.extend(children.iter().map(|c| format!("{p}/{c}")));
+        }
+        order.push(p);
+    }
+    for p in order.iter().rev() {
+        let _ = client.delete(p, None).await;
+    }
+}
