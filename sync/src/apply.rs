@@ -12,21 +12,23 @@ use crate::znode::Znode;
 pub enum Op {
     /// Create the node (its parent must exist or be created earlier in the same list).
     Create { path: String, node: Znode },
-    /// Replace data and/or ACL of an existing node.
+    /// Replace data and/or ACL of an existing node, if its data version is still `version`
+    /// (None: whatever it is).
     Update {
         path: String,
         node: Znode,
         data: bool,
         acl: bool,
+        version: Option<i32>,
     },
-    /// Delete a node without children.
-    Delete { path: String },
+    /// Delete a node without children, if its data version is still `version`.
+    Delete { path: String, version: Option<i32> },
 }
 
 impl Op {
     pub fn path(&self) -> &str {
         match self {
-            Op::Create { path, .. } | Op::Update { path, .. } | Op::Delete { path } => path,
+            Op::Create { path, .. } | Op::Update { path, .. } | Op::Delete { path, .. } => path,
         }
     }
 
@@ -34,7 +36,7 @@ impl Op {
         match self {
             Op::Create { path, node } => node.request_size(path),
             Op::Update { path, node, .. } => 32 + path.len() + node.data.len(),
-            Op::Delete { path } => 16 + path.len(),
+            Op::Delete { path, .. } => 16 + path.len(),
         }
     }
 
@@ -115,8 +117,13 @@ async fn commit(client: &Client, batch: &[&Op]) -> Vec<Outcome> {
                     let acl = acls.next().expect("one ACL list per create");
                     writer.add_create(path, &node.data, &mode(node).with_acls(Acls::new(acl)))
                 }
-                Op::Update { path, node, .. } => writer.add_set_data(path, &node.data, None),
-                Op::Delete { path } => writer.add_delete(path, None),
+                Op::Update {
+                    path,
+                    node,
+                    version,
+                    ..
+                } => writer.add_set_data(path, &node.data, *version),
+                Op::Delete { path, version } => writer.add_delete(path, *version),
             };
             built &= added.is_ok();
         }
@@ -140,10 +147,16 @@ async fn commit(client: &Client, batch: &[&Op]) -> Vec<Outcome> {
                     .await
                     .map(|_| ())
             }
-            Op::Update { path, node, .. } => {
-                client.set_data(path, &node.data, None).await.map(|_| ())
-            }
-            Op::Delete { path } => match client.delete(path, None).await {
+            Op::Update {
+                path,
+                node,
+                version,
+                ..
+            } => client
+                .set_data(path, &node.data, *version)
+                .await
+                .map(|_| ()),
+            Op::Delete { path, version } => match client.delete(path, *version).await {
                 Err(ZkError::NoNode) => Ok(()),
                 other => other,
             },

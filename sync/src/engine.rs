@@ -4,13 +4,16 @@
 //! Live replication reads persistent recursive watch events from both sides. Each round takes
 //! every path that changed, reads both copies (pipelined), decides with [`plan::decide`]
 //! against the base (the content both last agreed on) and writes the differences in batches.
-//! The engine's own writes come back as events too; by then both copies are equal, so they
-//! end as "agreed" without a write: loops stop without marker nodes and without blocking any
-//! writer. After a reconnect, and on a timer, the whole tree is re-read and reconciled the
+//! Writes are conditional on the version just read, so a client write racing the engine's
+//! makes the engine's fail and the path is decided again (a conflict, not a silent
+//! overwrite). The engine's own writes come back as watch events; each successful write
+//! expects one, and that one event is dropped without reading anything (and were one missed,
+//! reading both copies would find them equal): loops stop without marker nodes and without
+//! blocking any writer. After a reconnect, and on a timer, the whole tree is re-read and reconciled the
 //! same way, because watch events can be lost across reconnects (ZOOKEEPER-4698) and ACL
 //! changes fire no watch at all.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     future::Future,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -120,6 +123,8 @@ struct State {
     base: BTreeMap<String, ContentHash>,
     bootstrapped: bool,
     held: BTreeMap<String, Conflict>,
+    /// Watch events still to come for the engine's own writes, by side and path.
+    echoes: HashMap<(Side, String), u32>,
     status: Status,
     lag_ab: Lag,
     lag_ba: Lag,
@@ -131,10 +136,12 @@ pub struct SyncEngine {
     a: Client,
     b: Client,
     state: Mutex<State>,
+    /// True while `run` has watches open (their events carry the engine's echoes).
+    watching: std::sync::atomic::AtomicBool,
 }
 
 enum Signal {
-    Changed(String),
+    Changed(Side, String),
     /// A session reconnected: events may have been lost.
     Rescan(Side),
     /// A session ended for good (expired, closed, auth failed).
@@ -216,10 +223,12 @@ impl SyncEngine {
                 base: BTreeMap::new(),
                 bootstrapped: false,
                 held: BTreeMap::new(),
+                echoes: HashMap::new(),
                 status: Status::default(),
                 lag_ab: Lag::new(),
                 lag_ba: Lag::new(),
             }),
+            watching: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -376,6 +385,7 @@ impl SyncEngine {
                                 path: path.clone(),
                                 data: cur.data != node.data,
                                 acl: cur.acl != node.acl,
+                                version: Some(cur.meta.version),
                                 node,
                             },
                             None => Op::Create {
@@ -387,7 +397,14 @@ impl SyncEngine {
                     }
                     Decision::Delete { on } => {
                         copied_from.insert(path.clone(), (on.other(), 0, ContentHash([0; 32])));
-                        ops[on as usize].push(Op::Delete { path: path.clone() });
+                        let current = match on {
+                            Side::A => a.as_ref(),
+                            Side::B => b.as_ref(),
+                        };
+                        ops[on as usize].push(Op::Delete {
+                            path: path.clone(),
+                            version: current.map(|c| c.meta.version),
+                        });
                     }
                     Decision::Conflict | Decision::Ignore => {}
                 }
@@ -400,11 +417,17 @@ impl SyncEngine {
             }
             // Parents before children for creates; children before parents for deletes.
             side_ops.sort_by(|x, y| match (x, y) {
-                (Op::Delete { path: p }, Op::Delete { path: q }) => q.cmp(p),
+                (Op::Delete { path: p, .. }, Op::Delete { path: q, .. }) => q.cmp(p),
                 (Op::Delete { .. }, _) => std::cmp::Ordering::Greater,
                 (_, Op::Delete { .. }) => std::cmp::Ordering::Less,
                 _ => x.path().cmp(y.path()),
             });
+            // Writes that fire a watch event (an ACL change fires none).
+            let mut evented: BTreeSet<String> = side_ops
+                .iter()
+                .filter(|op| !matches!(op, Op::Update { data: false, .. }))
+                .map(|op| op.path().to_string())
+                .collect();
             let outcomes =
                 apply::apply(self.client(side), side_ops, self.cfg.max_batch_bytes).await;
             let now = now_ms();
@@ -412,7 +435,12 @@ impl SyncEngine {
             for Outcome { path, result: r } in outcomes {
                 match r {
                     Ok(()) => {
-                        let Some((from, mtime, hash)) = copied_from.get(&path).copied() else {
+                        // One echo per path and round (an update of data and ACL reports
+                        // twice but fires once).
+                        if evented.remove(&path) && self.watching() {
+                            *state.echoes.entry((side, path.clone())).or_default() += 1;
+                        }
+                        let Some((from, mtime, hash)) = copied_from.remove(&path) else {
                             continue;
                         };
                         if mtime == 0 {
@@ -508,7 +536,7 @@ impl SyncEngine {
                             }
                             _ => continue,
                         },
-                        _ => Signal::Changed(event.path),
+                        _ => Signal::Changed(side, event.path),
                     };
                     if tx.send(signal).is_err() {
                         return;
@@ -517,6 +545,8 @@ impl SyncEngine {
             });
         }
         drop(tx);
+        self.watching
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if !self.state.lock().unwrap().bootstrapped {
             let report = self.bootstrap().await?;
             tracing::info!(?report, "bootstrap done");
@@ -540,6 +570,8 @@ impl SyncEngine {
                 self.absorb(s, &mut pending, &mut rescan)?;
             }
             if rescan {
+                // Events lost across a reconnect would leave echoes waiting forever.
+                self.state.lock().unwrap().echoes.clear();
                 let report = self.reconcile().await?;
                 tracing::info!(?report, "re-scan");
                 pending.clear();
@@ -563,9 +595,18 @@ impl SyncEngine {
         rescan: &mut bool,
     ) -> Result<(), SyncError> {
         match signal {
-            Signal::Changed(path) => {
-                if self.cfg.includes(&path) {
-                    pending.insert(path);
+            Signal::Changed(side, path) => {
+                let mut state = self.state.lock().unwrap();
+                let key = (side, path);
+                if let Some(n) = state.echoes.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        state.echoes.remove(&key);
+                    }
+                    return Ok(());
+                }
+                if self.cfg.includes(&key.1) {
+                    pending.insert(key.1);
                 }
             }
             Signal::Rescan(side) => {
@@ -604,6 +645,11 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// Echo bookkeeping only matters while watches run; passes outside `run` leave none.
+    fn watching(&self) -> bool {
+        self.watching.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Replication figures so far.
     pub fn status(&self) -> Status {
         let state = self.state.lock().unwrap();
@@ -630,13 +676,17 @@ impl SyncEngine {
                 path: path.into(),
                 data: cur.data != node.data,
                 acl: cur.acl != node.acl,
+                version: Some(cur.meta.version),
                 node: node.clone(),
             },
             (Some(node), None) => Op::Create {
                 path: path.into(),
                 node: node.clone(),
             },
-            (None, _) => Op::Delete { path: path.into() },
+            (None, lost) => Op::Delete {
+                path: path.into(),
+                version: lost.as_ref().map(|n| n.meta.version),
+            },
         };
         let target = winner.other();
         for o in apply::apply(self.client(target), &[op], self.cfg.max_batch_bytes).await {

@@ -53,6 +53,7 @@ async fn bootstrap_copies_10000_nested_znodes_with_acls_and_digests_match() {
         Acl::new(Permission::READ, AuthId::anyone()),
     ];
     let custom_opts = CreateMode::Persistent.with_acls(Acls::new(&custom));
+    let started = std::time::Instant::now();
     // 100 directories x 98 children, plus 100 grandchildren: 10,000 znodes below the root.
     let mut writes = Vec::new();
     for d in 0..100 {
@@ -81,8 +82,11 @@ async fn bootstrap_copies_10000_nested_znodes_with_acls_and_digests_match() {
             .await
             .unwrap();
     }
+    eprintln!("populated A in {:?}", started.elapsed());
     let engine = engine(&root, ConflictStrategy::LastWriteWins).await;
+    let started = std::time::Instant::now();
     let report = engine.bootstrap().await.expect("bootstrap");
+    eprintln!("bootstrap in {:?}", started.elapsed());
     assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
     assert_eq!(report.nodes_a, 10_001);
     // 10,000 creates, and the root's data (the engine created an empty root on B).

@@ -73,17 +73,27 @@ where
     }
 }
 
-/// Deletes a subtree (children first); ignores what is already gone.
+/// Deletes a subtree, deepest level first, each level's deletes pipelined; ignores what is
+/// already gone.
 pub async fn delete_tree(client: &Client, path: &str) {
-    let mut stack = vec![path.to_string()];
-    let mut order = Vec::new();
-    while let Some(p) = stack.pop() {
-        if let Ok(children) = client.list_children(&p).await {
-            stack.extend(children.iter().map(|c| format!("{p}/{c}")));
+    let mut levels = vec![vec![path.to_string()]];
+    loop {
+        let last = levels.last().unwrap();
+        let lists = futures::future::join_all(last.iter().map(|p| async move {
+            let children = client.list_children(p).await.unwrap_or_default();
+            children
+                .into_iter()
+                .map(|c| format!("{p}/{c}"))
+                .collect::<Vec<_>>()
+        }))
+        .await;
+        let next: Vec<String> = lists.into_iter().flatten().collect();
+        if next.is_empty() {
+            break;
         }
-        order.push(p);
+        levels.push(next);
     }
-    for p in order.iter().rev() {
-        let _ = client.delete(p, None).await;
+    for level in levels.iter().rev() {
+        futures::future::join_all(level.iter().map(|p| client.delete(p, None))).await;
     }
 }

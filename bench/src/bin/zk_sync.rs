@@ -1,0 +1,241 @@
+//! ZooKeeper sync benchmark: in one run, on two fresh local three-server ensembles,
+//!
+//! 1. the raw write limit of ensemble B: a plain client creating znodes with many requests in
+//!    flight (the baseline);
+//! 2. the sync engine's bootstrap rate for `--nodes` znodes copied from A to B;
+//! 3. live replication lag (write on A, visible on B) under a steady `--rate` writes/s, and
+//!    the replicated throughput when A is written as fast as one client can.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use futures::{StreamExt as _, stream};
+use orca_sync::{SyncConfig, SyncEngine};
+use orca_zk_local::Ensemble;
+use zookeeper_client::{Acls, Client, CreateMode};
+
+#[derive(Parser)]
+struct Args {
+    /// Znodes for the raw-write baseline and the bootstrap.
+    #[arg(long, default_value_t = 100_000)]
+    nodes: usize,
+    /// Bytes of data per znode.
+    #[arg(long, default_value_t = 64)]
+    value_bytes: usize,
+    /// Steady write rate on A for the lag measurement.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    /// Seconds of steady load.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Requests in flight for the plain-client writers.
+    #[arg(long, default_value_t = 1000)]
+    in_flight: usize,
+}
+
+struct Stop(Vec<Ensemble>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(Ensemble::stop);
+    }
+}
+
+async fn client(connect: &str) -> Result<Client> {
+    Client::connector()
+        .with_session_timeout(Duration::from_secs(20))
+        .connect(connect)
+        .await
+        .with_context(|| format!("connecting to {connect}"))
+}
+
+/// Creates `n` znodes under `root` (100 per directory), `in_flight` at a time; returns the
+/// seconds it took (directories included).
+async fn create_many(
+    client: &Client,
+    root: &str,
+    n: usize,
+    value: &[u8],
+    in_flight: usize,
+) -> Result<f64> {
+    let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let started = Instant::now();
+    client.create(root, b"", &opts).await?;
+    let dirs = n.div_ceil(100);
+    let mut created = stream::iter(0..dirs)
+        .map(|d| {
+            let opts = &opts;
+            async move { client.create(&format!("{root}/d{d}"), b"", opts).await }
+        })
+        .buffer_unordered(in_flight);
+    while let Some(r) = created.next().await {
+        r?;
+    }
+    let mut created = stream::iter(0..n)
+        .map(|i| {
+            let opts = &opts;
+            async move {
+                client
+                    .create(&format!("{root}/d{}/n{i}", i / 100), value, opts)
+                    .await
+            }
+        })
+        .buffer_unordered(in_flight);
+    while let Some(r) = created.next().await {
+        r?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let state = std::env::temp_dir().join(format!("orca-zk-bench-{}", std::process::id()));
+    let a = Ensemble::new(&state, "bench-a", 3, 21830);
+    let b = Ensemble::new(&state, "bench-b", 3, 21840);
+    let stop = Stop(vec![a.clone(), b.clone()]);
+    for e in [&a, &b] {
+        e.start(Duration::from_secs(60))?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(run(&args, &a, &b));
+    drop(stop);
+    let _ = std::fs::remove_dir_all(&state);
+    result
+}
+
+async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
+    let value = vec![b'x'; args.value_bytes];
+    let ca = client(&a.connect_string()).await?;
+    let cb = client(&b.connect_string()).await?;
+
+    // 1. Baseline: plain client on B.
+    let raw_secs = create_many(&cb, "/raw", args.nodes, &value, args.in_flight).await?;
+    let raw_rate = (args.nodes + args.nodes.div_ceil(100)) as f64 / raw_secs;
+    eprintln!("raw writes on B: {raw_rate:.0}/s");
+
+    // 2. Bootstrap A -> B.
+    create_many(&ca, "/app", args.nodes, &value, args.in_flight).await?;
+    let mut cfg = SyncConfig::new(a.connect_string(), b.connect_string());
+    cfg.root = "/app".into();
+    let engine = SyncEngine::connect(cfg).await?;
+    let started = Instant::now();
+    let report = engine.bootstrap().await?;
+    let boot_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        report.errors.is_empty(),
+        "bootstrap errors: {:?}",
+        report.errors
+    );
+    let boot_rate = report.written_to_b as f64 / boot_secs;
+    eprintln!(
+        "bootstrap: {} znodes in {boot_secs:.2} s",
+        report.written_to_b
+    );
+    anyhow::ensure!(
+        engine.validate().await?.is_empty(),
+        "trees differ after bootstrap"
+    );
+
+    // 3. Live: steady rate, then as fast as possible.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runner = tokio::spawn(Arc::clone(&engine).run(async {
+        let _ = stop_rx.await;
+    }));
+    let steady = args.rate * args.seconds;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = (args.rate / 100).max(1);
+    let mut sent = 0u64;
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    while sent < steady {
+        tick.tick().await;
+        for _ in 0..per_tick {
+            let i = sent as usize % args.nodes;
+            inflight.push(ca.set_data(&format!("/app/d{}/n{i}", i / 100), &value, None));
+            sent += 1;
+        }
+        while let Some(Some(r)) = futures::FutureExt::now_or_never(inflight.next()) {
+            r?;
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        r?;
+    }
+    wait_caught_up(&engine, steady).await?;
+    let steady_status = engine.status();
+
+    let burst = 50_000u64.min(args.nodes as u64);
+    let before = engine.status().replicated_a_to_b;
+    let started = Instant::now();
+    let mut writes = stream::iter(0..burst as usize)
+        .map(|i| ca.set_data(&format!("/app/d{}/n{i}", i / 100), b"burst", None))
+        .buffer_unordered(args.in_flight);
+    while let Some(r) = writes.next().await {
+        r?;
+    }
+    wait_caught_up(&engine, before + burst).await?;
+    let burst_rate = burst as f64 / started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    runner.await??;
+    anyhow::ensure!(
+        engine.validate().await?.is_empty(),
+        "trees differ after live load"
+    );
+
+    let lag = steady_status.lag_a_to_b_ms;
+    println!("{:<44} {:>12}", "figure", "value");
+    println!(
+        "{:<44} {:>10.0}/s",
+        "raw writes, plain client on B (baseline)", raw_rate
+    );
+    println!(
+        "{:<44} {:>10.0}/s",
+        format!("bootstrap of {} znodes A->B", report.written_to_b),
+        boot_rate
+    );
+    println!(
+        "{:<44} {:>11.1}%",
+        "bootstrap vs raw",
+        100.0 * boot_rate / raw_rate
+    );
+    println!(
+        "{:<44} {:>9.1} ms",
+        format!("lag p50 at {} writes/s", args.rate),
+        lag.p50
+    );
+    println!(
+        "{:<44} {:>9.1} ms",
+        format!("lag p99 at {} writes/s", args.rate),
+        lag.p99
+    );
+    println!(
+        "{:<44} {:>9.1} ms",
+        format!("lag max at {} writes/s", args.rate),
+        lag.max
+    );
+    println!(
+        "{:<44} {:>10.0}/s",
+        format!("replicated, {burst} writes as fast as A takes them"),
+        burst_rate
+    );
+    Ok(())
+}
+
+/// Waits until the engine has replicated `count` writes from A to B.
+async fn wait_caught_up(engine: &SyncEngine, count: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while engine.status().replicated_a_to_b < count {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "replication stalled at {} of {count}",
+            engine.status().replicated_a_to_b
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
