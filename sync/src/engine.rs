@@ -138,6 +138,8 @@ pub struct SyncEngine {
     state: Mutex<State>,
     /// True while `run` has watches open (their events carry the engine's echoes).
     watching: std::sync::atomic::AtomicBool,
+    /// Last ACL read per node on A and on B.
+    acls: [tree::AclCache; 2],
 }
 
 enum Signal {
@@ -229,6 +231,7 @@ impl SyncEngine {
                 lag_ba: Lag::new(),
             }),
             watching: std::sync::atomic::AtomicBool::new(false),
+            acls: Default::default(),
         }))
     }
 
@@ -303,7 +306,7 @@ impl SyncEngine {
             ..PassReport::default()
         };
         let never_synced = initial || !self.state.lock().unwrap().bootstrapped;
-        let round = self.settle(copies, never_synced).await;
+        let round = self.settle(copies, never_synced, false).await;
         report.written_to_a = round.written[0];
         report.written_to_b = round.written[1];
         report.conflicts = round.conflicts;
@@ -311,11 +314,14 @@ impl SyncEngine {
         Ok(report)
     }
 
-    /// Decides and applies a set of paths whose copies on both sides are known.
+    /// Decides and applies a set of paths whose copies on both sides are known. Only `live`
+    /// rounds (from watch events) count towards replication lag: a pass copies writes of any
+    /// age.
     async fn settle(
         &self,
         copies: Vec<(String, Option<Znode>, Option<Znode>)>,
         never_synced: bool,
+        live: bool,
     ) -> RoundResult {
         let (session_a, session_b) = (self.a.session_id().0, self.b.session_id().0);
         let mut ops: [Vec<Op>; 2] = [Vec::new(), Vec::new()];
@@ -453,13 +459,13 @@ impl SyncEngine {
                         match from {
                             Side::A => {
                                 state.status.replicated_a_to_b += 1;
-                                if mtime > 0 {
+                                if live && mtime > 0 {
                                     state.lag_ab.record_ms(lag);
                                 }
                             }
                             Side::B => {
                                 state.status.replicated_b_to_a += 1;
-                                if mtime > 0 {
+                                if live && mtime > 0 {
                                     state.lag_ba.record_ms(lag);
                                 }
                             }
@@ -483,22 +489,23 @@ impl SyncEngine {
         result
     }
 
-    /// Reads both copies of each path (pipelined).
+    /// Reads both copies of each path (multi-reads on both sides at once).
     async fn read_paths(
         &self,
         paths: &[String],
     ) -> Result<Vec<(String, Option<Znode>, Option<Znode>)>, SyncError> {
-        let reads = paths.iter().map(|p| async move {
-            let (a, b) = tokio::join!(tree::read_one(&self.a, p), tree::read_one(&self.b, p));
-            (p, a, b)
-        });
-        let mut out = Vec::with_capacity(paths.len());
-        for (p, a, b) in futures::future::join_all(reads).await {
-            let a = a.map_err(|source| SyncError::Zk { side: "A", source })?;
-            let b = b.map_err(|source| SyncError::Zk { side: "B", source })?;
-            out.push((p.clone(), a, b));
-        }
-        Ok(out)
+        let (a, b) = tokio::join!(
+            tree::read_many(&self.a, paths, &self.acls[0]),
+            tree::read_many(&self.b, paths, &self.acls[1])
+        );
+        let a = a.map_err(|source| SyncError::Zk { side: "A", source })?;
+        let b = b.map_err(|source| SyncError::Zk { side: "B", source })?;
+        Ok(paths
+            .iter()
+            .cloned()
+            .zip(a.into_iter().zip(b))
+            .map(|(p, (a, b))| (p, a, b))
+            .collect())
     }
 
     /// Replicates live until `shutdown` completes. Bootstraps first if that has not been done.
@@ -579,11 +586,20 @@ impl SyncEngine {
             }
             self.state.lock().unwrap().status.queue_depth = pending.len();
             let paths: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
+            let started = std::time::Instant::now();
             let copies = self.read_paths(&paths).await?;
-            let round = self.settle(copies, false).await;
+            let read = started.elapsed();
+            let round = self.settle(copies, false, true).await;
             for e in &round.errors {
                 tracing::warn!("{e}");
             }
+            tracing::debug!(
+                paths = paths.len(),
+                read_ms = read.as_secs_f64() * 1e3,
+                total_ms = started.elapsed().as_secs_f64() * 1e3,
+                retry = round.retry.len(),
+                "round"
+            );
             self.requeue(round.retry, &mut pending).await?;
         }
     }

@@ -1,9 +1,9 @@
 //! Reads a subtree of one ensemble: every znode's data, ACL and ephemerality, level by level
 //! with many requests in flight (the client pipelines them on one session).
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, collections::HashMap, sync::Mutex};
 
 use futures::{StreamExt as _, stream};
-use zookeeper_client::{Client, Error as ZkError};
+use zookeeper_client::{Acl, Client, Error as ZkError, MultiReadResult, Stat};
 
 use crate::znode::{Znode, child_path};
 
@@ -39,17 +39,6 @@ async fn read_node(client: &Client, path: &str) -> Result<Option<(Znode, Vec<Str
             Ok(None)
         }
         (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => Err(e),
-    }
-}
-
-/// Reads one node (None when it does not exist).
-pub async fn read_one(client: &Client, path: &str) -> Result<Option<Znode>, ZkError> {
-    let data = client.get_data(path);
-    let acl = client.get_acl(path);
-    match futures::join!(data, acl) {
-        (Ok((data, stat)), Ok((acl, _))) => Ok(Some(Znode::new(data, &acl, &stat))),
-        (Err(ZkError::NoNode), _) | (_, Err(ZkError::NoNode)) => Ok(None),
-        (Err(e), _) | (_, Err(e)) => Err(e),
     }
 }
 
@@ -97,4 +86,93 @@ pub async fn walk(
         level = next;
     }
     Ok(tree)
+}
+
+/// Paths per multi-read request: their data must fit one response under `jute.maxbuffer`.
+const MULTI_READ_PATHS: usize = 128;
+
+/// ACLs last read per node, keyed by the node's identity and ACL version: a multi-read returns
+/// data and `Stat` but no ACL, and most changes leave the ACL alone.
+#[derive(Default)]
+pub struct AclCache {
+    entries: Mutex<HashMap<String, (i64, i32, Vec<Acl>)>>,
+}
+
+impl AclCache {
+    fn get(&self, path: &str, stat: &Stat) -> Option<Vec<Acl>> {
+        let entries = self.entries.lock().unwrap();
+        let (czxid, aversion, acl) = entries.get(path)?;
+        (*czxid == stat.czxid && *aversion == stat.aversion).then(|| acl.clone())
+    }
+
+    fn put(&self, path: &str, stat: &Stat, acl: Vec<Acl>) {
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), (stat.czxid, stat.aversion, acl));
+    }
+
+    pub fn forget(&self, path: &str) {
+        self.entries.lock().unwrap().remove(path);
+    }
+}
+
+/// Reads many nodes (None for those that do not exist): data and `Stat` by multi-read, a
+/// hundred paths per request, ACLs from `acls` unless the node's ACL version moved.
+pub async fn read_many(
+    client: &Client,
+    paths: &[String],
+    acls: &AclCache,
+) -> Result<Vec<Option<Znode>>, ZkError> {
+    let chunks = futures::future::join_all(paths.chunks(MULTI_READ_PATHS).map(|chunk| async move {
+        let mut reader = client.new_multi_reader();
+        for p in chunk {
+            reader.add_get_data(p)?;
+        }
+        reader.commit().await
+    }))
+    .await;
+    let mut found: Vec<Option<(Vec<u8>, Stat)>> = Vec::with_capacity(paths.len());
+    for chunk in chunks {
+        for result in chunk? {
+            match result {
+                MultiReadResult::Data { data, stat } => found.push(Some((data, stat))),
+                MultiReadResult::Error { err: ZkError::NoNode } => found.push(None),
+                MultiReadResult::Error { err } => return Err(err),
+                _ => return Err(ZkError::UnexpectedError("multi-read: not a data reply".into())),
+            }
+        }
+    }
+    // ACLs for nodes that are new to the cache or whose ACL changed.
+    let missing: Vec<usize> = found
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| f.as_ref().is_some_and(|(_, stat)| acls.get(&paths[*i], stat).is_none()))
+        .map(|(i, _)| i)
+        .collect();
+    let fetched = futures::future::join_all(missing.iter().map(|&i| client.get_acl(&paths[i]))).await;
+    for (&i, result) in missing.iter().zip(fetched) {
+        match result {
+            Ok((acl, stat)) => acls.put(&paths[i], &stat, acl),
+            // Deleted in between: read as absent.
+            Err(ZkError::NoNode) => found[i] = None,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(found
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let (data, stat) = f?;
+            match acls.get(&paths[i], &stat) {
+                Some(acl) => Some(Znode::new(data, &acl, &stat)),
+                // The ACL changed between the multi-read and the ACL read: take the newer
+                // ACL (ACL changes fire no watch; the periodic re-scan settles them anyway).
+                None => {
+                    let acl = acls.entries.lock().unwrap().get(&paths[i]).map(|e| e.2.clone())?;
+                    Some(Znode::new(data, &acl, &stat))
+                }
+            }
+        })
+        .collect())
 }
