@@ -1,5 +1,5 @@
 //! What to sync and how: both ensembles, the subtree, exclusions and policies.
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,11 @@ pub struct SyncConfig {
     /// Requests in flight per ensemble while walking a tree.
     #[serde(default = "walk_concurrency")]
     pub walk_concurrency: usize,
+    /// Where the engine keeps what both sides last agreed on, so a restart (even after
+    /// `kill -9`) resumes without a full copy and without losing writes made meanwhile. Without
+    /// it, a restart copies A over B again.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
 }
 
 fn root() -> String {
@@ -96,6 +101,7 @@ impl SyncConfig {
             session_timeout_ms: session_timeout_ms(),
             max_batch_bytes: max_batch_bytes(),
             walk_concurrency: walk_concurrency(),
+            state_dir: None,
         }
     }
 

@@ -65,7 +65,7 @@ fn depth(path: &str) -> usize {
 }
 
 /// How one path differs between A and B.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Difference {
     OnlyInA { path: String },

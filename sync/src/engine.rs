@@ -25,6 +25,8 @@ use zookeeper_client::{AddWatchMode, Client, Error as ZkError, EventType, Sessio
 
 use crate::{
     apply::{self, Op, Outcome},
+    base::{BaseError, BaseStore, Identity},
+    metrics::{DirectionLabel, SyncMetrics},
     config::SyncConfig,
     digest::{self, Difference},
     plan::{self, Decision, Inputs, Side},
@@ -51,10 +53,15 @@ pub enum SyncError {
     Walk(#[from] WalkError),
     #[error("ensemble {side}: {source}")]
     Zk { side: &'static str, source: ZkError },
+    #[error(transparent)]
+    State(#[from] BaseError),
 }
 
+/// Writes applied (and made durable in the base) at a time.
+const APPLY_CHUNK: usize = 4096;
+
 /// One conflict: the path changed on both sides since they last agreed.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Conflict {
     pub path: String,
     pub a: Option<String>,
@@ -65,7 +72,7 @@ pub struct Conflict {
 }
 
 /// What one bootstrap or reconcile pass did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PassReport {
     pub nodes_a: usize,
     pub nodes_b: usize,
@@ -75,10 +82,40 @@ pub struct PassReport {
     pub errors: Vec<String>,
 }
 
+/// Writes a pass would make on one side.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct OpCounts {
+    pub creates: usize,
+    pub updates: usize,
+    pub deletes: usize,
+}
+
+/// What a pass would do (`--dry-run`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Preview {
+    pub nodes_a: usize,
+    pub nodes_b: usize,
+    pub to_a: OpCounts,
+    pub to_b: OpCounts,
+    /// Paths changed on both sides that the strategy would hold (manual).
+    pub conflicts: Vec<String>,
+}
+
+impl Preview {
+    fn side_mut(&mut self, side: Side) -> &mut OpCounts {
+        match side {
+            Side::A => &mut self.to_a,
+            Side::B => &mut self.to_b,
+        }
+    }
+}
+
 /// Replication figures since start.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Status {
     pub bootstrapped: bool,
+    /// Znodes read by walks (bootstrap and re-scans) so far.
+    pub walked: u64,
     pub replicated_a_to_b: u64,
     pub replicated_b_to_a: u64,
     pub conflicts: u64,
@@ -90,7 +127,7 @@ pub struct Status {
     pub lag_b_to_a_ms: LagFigures,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LagFigures {
     pub count: u64,
     pub p50: f64,
@@ -120,8 +157,7 @@ impl Lag {
 
 struct State {
     /// Content both sides last agreed on, by path; absent = agreed the node does not exist.
-    base: BTreeMap<String, ContentHash>,
-    bootstrapped: bool,
+    base: BaseStore,
     held: BTreeMap<String, Conflict>,
     /// Watch events still to come for the engine's own writes, by side and path.
     echoes: HashMap<(Side, String), u32>,
@@ -140,6 +176,9 @@ pub struct SyncEngine {
     watching: std::sync::atomic::AtomicBool,
     /// Last ACL read per node on A and on B.
     acls: [tree::AclCache; 2],
+    metrics: SyncMetrics,
+    /// Znodes read by walks so far (progress of a bootstrap).
+    walked: std::sync::atomic::AtomicU64,
 }
 
 enum Signal {
@@ -199,6 +238,17 @@ impl SyncEngine {
     /// Validates `cfg` and connects to both ensembles.
     pub async fn connect(cfg: SyncConfig) -> Result<Arc<Self>, SyncError> {
         cfg.validate().map_err(SyncError::Config)?;
+        let base = match &cfg.state_dir {
+            Some(dir) => BaseStore::open(
+                dir,
+                Identity {
+                    source: cfg.source_zk.clone(),
+                    target: cfg.target_zk.clone(),
+                    root: cfg.root.clone(),
+                },
+            )?,
+            None => BaseStore::in_memory(),
+        };
         let timeout = cfg.session_timeout();
         let (a, b) = tokio::join!(
             connect("A", &cfg.source_zk, cfg.source_auth.as_deref(), timeout),
@@ -222,16 +272,20 @@ impl SyncEngine {
             a,
             b,
             state: Mutex::new(State {
-                base: BTreeMap::new(),
-                bootstrapped: false,
+                status: Status {
+                    bootstrapped: base.bootstrapped(),
+                    ..Status::default()
+                },
+                base,
                 held: BTreeMap::new(),
                 echoes: HashMap::new(),
-                status: Status::default(),
                 lag_ab: Lag::new(),
                 lag_ba: Lag::new(),
             }),
             watching: std::sync::atomic::AtomicBool::new(false),
             acls: Default::default(),
+            metrics: SyncMetrics::default(),
+            walked: Default::default(),
         }))
     }
 
@@ -256,6 +310,7 @@ impl SyncEngine {
             &self.cfg.root,
             |p| self.cfg.includes(p),
             self.cfg.walk_concurrency,
+            &self.walked,
         )
         .await
     }
@@ -280,15 +335,62 @@ impl SyncEngine {
     /// then records every path as agreed.
     pub async fn bootstrap(&self) -> Result<PassReport, SyncError> {
         let report = self.pass(true).await?;
-        self.state.lock().unwrap().bootstrapped = report.errors.is_empty();
-        self.state.lock().unwrap().status.bootstrapped = report.errors.is_empty();
+        let mut state = self.state.lock().unwrap();
+        if report.errors.is_empty() {
+            state.base.set_bootstrapped();
+        }
+        state.status.bootstrapped = state.base.bootstrapped();
+        state.base.flush()?;
         Ok(report)
+    }
+
+    /// What a bootstrap (or, with saved state, a resume) would write, without writing anything.
+    pub async fn preview(&self) -> Result<Preview, SyncError> {
+        let (a, b) = self.read_both().await?;
+        let mut paths: BTreeSet<&String> = a.keys().collect();
+        paths.extend(b.keys());
+        let mut preview = Preview {
+            nodes_a: a.len(),
+            nodes_b: b.len(),
+            ..Preview::default()
+        };
+        let state = self.state.lock().unwrap();
+        let never_synced = !state.base.bootstrapped();
+        let (session_a, session_b) = (self.a.session_id().0, self.b.session_id().0);
+        for path in paths {
+            let (x, y) = (a.get(path), b.get(path));
+            let base = state.base.get(path);
+            let inputs = Inputs {
+                a: x,
+                b: y,
+                base,
+                never_synced: never_synced && base.is_none(),
+                engine_session_a: session_a,
+                engine_session_b: session_b,
+            };
+            match plan::decide(inputs, self.cfg.ephemerals, self.cfg.conflicts) {
+                Decision::Copy { to, .. } => {
+                    let exists = if to == Side::A { x.is_some() } else { y.is_some() };
+                    let c = preview.side_mut(to);
+                    if exists {
+                        c.updates += 1
+                    } else {
+                        c.creates += 1
+                    }
+                }
+                Decision::Delete { on } => preview.side_mut(on).deletes += 1,
+                Decision::Conflict => preview.conflicts.push(path.clone()),
+                Decision::Agreed(_) | Decision::Ignore => {}
+            }
+        }
+        Ok(preview)
     }
 
     /// Re-reads both trees and reconciles them against the base (after a reconnect, on the
     /// timer, or on demand).
     pub async fn reconcile(&self) -> Result<PassReport, SyncError> {
         self.state.lock().unwrap().status.rescans += 1;
+        self.metrics.rescans.inc();
         self.pass(false).await
     }
 
@@ -305,7 +407,7 @@ impl SyncEngine {
             nodes_b: b.len(),
             ..PassReport::default()
         };
-        let never_synced = initial || !self.state.lock().unwrap().bootstrapped;
+        let never_synced = initial || !self.state.lock().unwrap().base.bootstrapped();
         let round = self.settle(copies, never_synced, false).await;
         report.written_to_a = round.written[0];
         report.written_to_b = round.written[1];
@@ -330,7 +432,7 @@ impl SyncEngine {
         {
             let mut state = self.state.lock().unwrap();
             for (path, a, b) in &copies {
-                let base = state.base.get(path).copied();
+                let base = state.base.get(path);
                 let inputs = Inputs {
                     a: a.as_ref(),
                     b: b.as_ref(),
@@ -364,6 +466,7 @@ impl SyncEngine {
                     };
                     tracing::warn!(target: "orca_sync::audit", conflict = %serde_json::to_string(&conflict).unwrap_or_default(), "conflict");
                     state.status.conflicts += 1;
+                    self.metrics.conflicts.inc();
                     result.conflicts += 1;
                     if decision == Decision::Conflict {
                         state.held.insert(path.clone(), conflict);
@@ -371,10 +474,7 @@ impl SyncEngine {
                 }
                 match decision {
                     Decision::Agreed(hash) => {
-                        match hash {
-                            Some(h) => state.base.insert(path.clone(), h),
-                            None => state.base.remove(path),
-                        };
+                        state.base.set(path, hash);
                         state.held.remove(path);
                     }
                     Decision::Copy { to, node } => {
@@ -434,57 +534,64 @@ impl SyncEngine {
                 .filter(|op| !matches!(op, Op::Update { data: false, .. }))
                 .map(|op| op.path().to_string())
                 .collect();
-            let outcomes =
-                apply::apply(self.client(side), side_ops, self.cfg.max_batch_bytes).await;
-            let now = now_ms();
-            let mut state = self.state.lock().unwrap();
-            for Outcome { path, result: r } in outcomes {
-                match r {
-                    Ok(()) => {
-                        // One echo per path and round (an update of data and ACL reports
-                        // twice but fires once).
-                        if evented.remove(&path) && self.watching() {
-                            *state.echoes.entry((side, path.clone())).or_default() += 1;
-                        }
-                        let Some((from, mtime, hash)) = copied_from.remove(&path) else {
-                            continue;
-                        };
-                        if mtime == 0 {
-                            state.base.remove(&path);
-                        } else {
-                            state.base.insert(path.clone(), hash);
-                        }
-                        result.written[side as usize] += 1;
-                        let lag = now.saturating_sub(mtime.max(0) as u64) as f64;
-                        match from {
-                            Side::A => {
-                                state.status.replicated_a_to_b += 1;
-                                if live && mtime > 0 {
-                                    state.lag_ab.record_ms(lag);
-                                }
+            // In chunks, each made durable in the base before the next: a bootstrap killed
+            // halfway resumes from where it got to.
+            for chunk in side_ops.chunks(APPLY_CHUNK) {
+                let outcomes = apply::apply(self.client(side), chunk, self.cfg.max_batch_bytes).await;
+                let now = now_ms();
+                let mut state = self.state.lock().unwrap();
+                for Outcome { path, result: r } in outcomes {
+                    match r {
+                        Ok(()) => {
+                            // One echo per path and round (an update of data and ACL reports
+                            // twice but fires once).
+                            if evented.remove(&path) && self.watching() {
+                                *state.echoes.entry((side, path.clone())).or_default() += 1;
                             }
-                            Side::B => {
-                                state.status.replicated_b_to_a += 1;
-                                if live && mtime > 0 {
-                                    state.lag_ba.record_ms(lag);
-                                }
+                            let Some((from, mtime, hash)) = copied_from.remove(&path) else {
+                                continue;
+                            };
+                            state.base.set(&path, (mtime != 0).then_some(hash));
+                            result.written[side as usize] += 1;
+                            let direction = DirectionLabel::from(from);
+                            self.metrics.replicated.get_or_create(&direction).inc();
+                            let state = &mut *state;
+                            let (count, lag) = match from {
+                                Side::A => (&mut state.status.replicated_a_to_b, &mut state.lag_ab),
+                                Side::B => (&mut state.status.replicated_b_to_a, &mut state.lag_ba),
+                            };
+                            *count += 1;
+                            if live && mtime > 0 {
+                                let ms = now.saturating_sub(mtime as u64) as f64;
+                                lag.record_ms(ms);
+                                self.metrics
+                                    .lag_seconds
+                                    .get_or_create(&direction)
+                                    .observe(ms / 1000.0);
                             }
                         }
-                    }
-                    // The parent is not there yet, or children are still there: the path is
-                    // tried again after its neighbours settle.
-                    Err(ZkError::NoNode)
-                    | Err(ZkError::NotEmpty)
-                    | Err(ZkError::NodeExists)
-                    | Err(ZkError::BadVersion) => result.retry.push(path),
-                    Err(e) => {
-                        state.status.errors += 1;
-                        result
-                            .errors
-                            .push(format!("writing {path} to {}: {e}", side.name()));
+                        // The parent is not there yet, or children are still there, or a
+                        // client wrote first: the path is decided again after its neighbours.
+                        Err(ZkError::NoNode)
+                        | Err(ZkError::NotEmpty)
+                        | Err(ZkError::NodeExists)
+                        | Err(ZkError::BadVersion) => result.retry.push(path),
+                        Err(e) => {
+                            state.status.errors += 1;
+                            self.metrics.errors.inc();
+                            result
+                                .errors
+                                .push(format!("writing {path} to {}: {e}", side.name()));
+                        }
                     }
                 }
+                if let Err(e) = state.base.flush() {
+                    result.errors.push(e.to_string());
+                }
             }
+        }
+        if let Err(e) = self.state.lock().unwrap().base.flush() {
+            result.errors.push(e.to_string());
         }
         result
     }
@@ -554,7 +661,11 @@ impl SyncEngine {
         drop(tx);
         self.watching
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        if !self.state.lock().unwrap().bootstrapped {
+        if self.state.lock().unwrap().base.bootstrapped() {
+            // A restart with durable state: merge what changed on either side meanwhile.
+            let report = self.reconcile().await?;
+            tracing::info!(?report, "resumed from saved state");
+        } else {
             let report = self.bootstrap().await?;
             tracing::info!(?report, "bootstrap done");
         }
@@ -585,6 +696,7 @@ impl SyncEngine {
                 continue;
             }
             self.state.lock().unwrap().status.queue_depth = pending.len();
+            self.metrics.queue_depth.set(pending.len() as i64);
             let paths: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
             let started = std::time::Instant::now();
             let copies = self.read_paths(&paths).await?;
@@ -670,10 +782,30 @@ impl SyncEngine {
     pub fn status(&self) -> Status {
         let state = self.state.lock().unwrap();
         let mut status = state.status.clone();
+        status.walked = self.walked.load(std::sync::atomic::Ordering::Relaxed);
         status.conflicts_held = state.held.len();
         status.lag_a_to_b_ms = state.lag_ab.figures();
         status.lag_b_to_a_ms = state.lag_ba.figures();
         status
+    }
+
+    /// Prometheus text exposition of the engine's metrics.
+    pub fn metrics_text(&self) -> String {
+        let status = self.status();
+        self.metrics.conflicts_held.set(status.conflicts_held as i64);
+        self.metrics.bootstrapped.set(status.bootstrapped as i64);
+        self.metrics.encode()
+    }
+
+    /// Whether both sessions are connected (what `/health` reports).
+    pub fn health(&self) -> Result<(), String> {
+        for (name, client) in [("A", &self.a), ("B", &self.b)] {
+            let state = client.state();
+            if state != SessionState::SyncConnected {
+                return Err(format!("ensemble {name}: session {state:?}"));
+            }
+        }
+        Ok(())
     }
 
     /// Conflicts held for an operator (strategy `manual`).
@@ -713,10 +845,8 @@ impl SyncEngine {
         }
         let mut state = self.state.lock().unwrap();
         state.held.remove(path);
-        match won {
-            Some(node) => state.base.insert(path.to_string(), node.content_hash()),
-            None => state.base.remove(path),
-        };
+        state.base.set(path, won.as_ref().map(Znode::content_hash));
+        state.base.flush()?;
         Ok(())
     }
 }

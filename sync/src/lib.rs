@@ -7,12 +7,17 @@
 //! - [`plan`] decides, from both sides and the last state both agreed on, what to copy which
 //!   way, and what is a conflict.
 //! - [`apply`] writes a plan to an ensemble in multi-op batches that fit `jute.maxbuffer`.
+//! - [`base`] keeps that last agreed state durable across restarts.
+//! - [`http`] serves its REST API, metrics and health.
 //! - [`engine`] runs it: initial bootstrap, then live replication from persistent recursive
 //!   watches both ways, with a full re-scan after every reconnect.
 pub mod apply;
+pub mod base;
 pub mod config;
 pub mod digest;
 pub mod engine;
+pub mod http;
+pub mod metrics;
 pub mod plan;
 pub mod tree;
 pub mod znode;

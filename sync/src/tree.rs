@@ -50,6 +50,7 @@ pub async fn walk(
     root: &str,
     include: impl Fn(&str) -> bool,
     concurrency: usize,
+    walked: &std::sync::atomic::AtomicU64,
 ) -> Result<Tree, WalkError> {
     let mut tree = Tree::new();
     let mut level = vec![root.to_string()];
@@ -64,6 +65,7 @@ pub async fn walk(
         while let Some((path, read)) = reads.next().await {
             match read {
                 Ok(Some((node, children))) => {
+                    walked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     next.extend(children.iter().map(|c| child_path(&path, c)));
                     tree.insert(path, node);
                 }
