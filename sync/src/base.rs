@@ -48,8 +48,8 @@ pub enum BaseError {
     )]
     Foreign {
         dir: PathBuf,
-        found: Identity,
-        want: Identity,
+        found: Box<Identity>,
+        want: Box<Identity>,
     },
 }
 
@@ -111,8 +111,8 @@ impl BaseStore {
                     Record::Header { sync } if sync != identity => {
                         return Err(BaseError::Foreign {
                             dir: dir.to_path_buf(),
-                            found: sync,
-                            want: identity,
+                            found: Box::new(sync),
+                            want: Box::new(identity),
                         });
                     }
                     Record::Header { .. } => {}
@@ -138,7 +138,12 @@ impl BaseStore {
         {
             let mut w = BufWriter::new(File::create(&tmp)?);
             if let Some(identity) = &self.identity {
-                serde_json::to_writer(&mut w, &Record::Header { sync: identity.clone() })?;
+                serde_json::to_writer(
+                    &mut w,
+                    &Record::Header {
+                        sync: identity.clone(),
+                    },
+                )?;
                 w.write_all(b"\n")?;
             }
             serde_json::to_writer(
@@ -149,7 +154,13 @@ impl BaseStore {
             )?;
             w.write_all(b"\n")?;
             for (p, h) in &self.map {
-                serde_json::to_writer(&mut w, &Record::Agreed { p: p.clone(), h: hex(h) })?;
+                serde_json::to_writer(
+                    &mut w,
+                    &Record::Agreed {
+                        p: p.clone(),
+                        h: hex(h),
+                    },
+                )?;
                 w.write_all(b"\n")?;
             }
             w.flush()?;
@@ -203,7 +214,9 @@ impl BaseStore {
                     p: path.to_string(),
                     h: hex(&h),
                 },
-                None => Record::Absent { p: path.to_string() },
+                None => Record::Absent {
+                    p: path.to_string(),
+                },
             };
             self.append(&record);
         }
@@ -260,7 +273,10 @@ mod tests {
             base.flush().unwrap();
         }
         // A kill -9 in the middle of an append.
-        let mut f = OpenOptions::new().append(true).open(dir.join(FILE)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(FILE))
+            .unwrap();
         f.write_all(b"{\"p\":\"/app/z\",\"h\":\"01").unwrap();
         drop(f);
         let base = BaseStore::open(&dir, id("/app")).unwrap();
@@ -269,7 +285,10 @@ mod tests {
         assert_eq!(base.get("/app/y"), None);
         assert_eq!(base.get("/app/z"), None);
         assert_eq!(base.len(), 1);
-        let err = BaseStore::open(&dir, id("/other")).err().unwrap().to_string();
+        let err = BaseStore::open(&dir, id("/other"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("belongs to another sync"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -26,9 +26,9 @@ use zookeeper_client::{AddWatchMode, Client, Error as ZkError, EventType, Sessio
 use crate::{
     apply::{self, Op, Outcome},
     base::{BaseError, BaseStore, Identity},
-    metrics::{DirectionLabel, SyncMetrics},
     config::SyncConfig,
     digest::{self, Difference},
+    metrics::{DirectionLabel, SyncMetrics},
     plan::{self, Decision, Inputs, Side},
     tree::{self, Tree, WalkError},
     znode::{ContentHash, Znode, child_path, parent},
@@ -59,6 +59,38 @@ pub enum SyncError {
 
 /// Writes applied (and made durable in the base) at a time.
 const APPLY_CHUNK: usize = 4096;
+
+/// Waits between retries after a transient failure: 100 ms doubling to 5 s.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    async fn wait(&mut self) {
+        let ms = (100u64 << self.0.min(6)).min(5_000);
+        self.0 += 1;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
+
+impl SyncError {
+    /// A failure the next attempt may not see (the connection dropped, a request timed out):
+    /// the engine retries instead of stopping.
+    pub fn is_transient(&self) -> bool {
+        let zk = match self {
+            SyncError::Zk { source, .. } => source,
+            SyncError::Walk(WalkError::Zk { source, .. }) => source,
+            _ => return false,
+        };
+        matches!(
+            zk,
+            ZkError::ConnectionLoss | ZkError::Timeout | ZkError::SessionMoved | ZkError::Throttled
+        )
+    }
+}
 
 /// One conflict: the path changed on both sides since they last agreed.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -370,7 +402,11 @@ impl SyncEngine {
             };
             match plan::decide(inputs, self.cfg.ephemerals, self.cfg.conflicts) {
                 Decision::Copy { to, .. } => {
-                    let exists = if to == Side::A { x.is_some() } else { y.is_some() };
+                    let exists = if to == Side::A {
+                        x.is_some()
+                    } else {
+                        y.is_some()
+                    };
                     let c = preview.side_mut(to);
                     if exists {
                         c.updates += 1
@@ -537,7 +573,8 @@ impl SyncEngine {
             // In chunks, each made durable in the base before the next: a bootstrap killed
             // halfway resumes from where it got to.
             for chunk in side_ops.chunks(APPLY_CHUNK) {
-                let outcomes = apply::apply(self.client(side), chunk, self.cfg.max_batch_bytes).await;
+                let outcomes =
+                    apply::apply(self.client(side), chunk, self.cfg.max_batch_bytes).await;
                 let now = now_ms();
                 let mut state = self.state.lock().unwrap();
                 for Outcome { path, result: r } in outcomes {
@@ -673,15 +710,20 @@ impl SyncEngine {
         rescan_timer.tick().await;
         tokio::pin!(shutdown);
         let mut pending: BTreeSet<String> = BTreeSet::new();
+        let mut rescan = false;
+        let mut backoff = Backoff::default();
         loop {
-            let mut rescan = false;
-            tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                _ = rescan_timer.tick() => rescan = true,
-                signal = rx.recv() => match signal {
-                    None => return Ok(()),
-                    Some(s) => self.absorb(s, &mut pending, &mut rescan)?,
-                },
+            if !rescan && pending.is_empty() {
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = rescan_timer.tick() => rescan = true,
+                    signal = rx.recv() => match signal {
+                        None => return Ok(()),
+                        Some(s) => self.absorb(s, &mut pending, &mut rescan)?,
+                    },
+                }
+            } else if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
+                return Ok(());
             }
             // Take everything already queued: one round settles them together.
             while let Ok(s) = rx.try_recv() {
@@ -690,16 +732,38 @@ impl SyncEngine {
             if rescan {
                 // Events lost across a reconnect would leave echoes waiting forever.
                 self.state.lock().unwrap().echoes.clear();
-                let report = self.reconcile().await?;
-                tracing::info!(?report, "re-scan");
-                pending.clear();
+                match self.reconcile().await {
+                    Ok(report) => {
+                        tracing::info!(?report, "re-scan");
+                        pending.clear();
+                        rescan = false;
+                        backoff.reset();
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!("re-scan failed, retrying: {e}");
+                        backoff.wait().await;
+                    }
+                    Err(e) => return Err(e),
+                }
                 continue;
             }
             self.state.lock().unwrap().status.queue_depth = pending.len();
             self.metrics.queue_depth.set(pending.len() as i64);
             let paths: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
             let started = std::time::Instant::now();
-            let copies = self.read_paths(&paths).await?;
+            let copies = match self.read_paths(&paths).await {
+                Ok(copies) => copies,
+                Err(e) if e.is_transient() => {
+                    // Nothing is lost: the paths wait, and a re-scan follows the reconnect.
+                    tracing::warn!("reading changed paths failed, retrying: {e}");
+                    pending.extend(paths);
+                    rescan = true;
+                    backoff.wait().await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            backoff.reset();
             let read = started.elapsed();
             let round = self.settle(copies, false, true).await;
             for e in &round.errors {
@@ -792,7 +856,9 @@ impl SyncEngine {
     /// Prometheus text exposition of the engine's metrics.
     pub fn metrics_text(&self) -> String {
         let status = self.status();
-        self.metrics.conflicts_held.set(status.conflicts_held as i64);
+        self.metrics
+            .conflicts_held
+            .set(status.conflicts_held as i64);
         self.metrics.bootstrapped.set(status.bootstrapped as i64);
         self.metrics.encode()
     }

@@ -45,11 +45,7 @@ pub struct ResolveRequest {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": message.into() })),
-    )
-        .into_response()
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
 /// The router; `stop` is notified by `POST /api/v1/sync/stop`.
@@ -98,7 +94,10 @@ async fn resolve(
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("{}: send {{\"path\": \"/x\", \"winner\": \"a\"|\"b\"}}", e.body_text()),
+                format!(
+                    "{}: send {{\"path\": \"/x\", \"winner\": \"a\"|\"b\"}}",
+                    e.body_text()
+                ),
             );
         }
     };
@@ -121,7 +120,11 @@ async fn resolve(
 
 async fn stop_sync(State(api): State<Api>) -> Response {
     api.stop.notify_one();
-    (StatusCode::ACCEPTED, Json(serde_json::json!({ "stopping": true }))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "stopping": true })),
+    )
+        .into_response()
 }
 
 async fn metrics(State(api): State<Api>) -> Response {

@@ -97,8 +97,11 @@ const MULTI_READ_PATHS: usize = 128;
 /// data and `Stat` but no ACL, and most changes leave the ACL alone.
 #[derive(Default)]
 pub struct AclCache {
-    entries: Mutex<HashMap<String, (i64, i32, Vec<Acl>)>>,
+    entries: Mutex<HashMap<String, CachedAcl>>,
 }
+
+/// A node's ACL and the identity (`czxid`) and ACL version (`aversion`) it was read at.
+type CachedAcl = (i64, i32, Vec<Acl>);
 
 impl AclCache {
     fn get(&self, path: &str, stat: &Stat) -> Option<Vec<Acl>> {
@@ -126,22 +129,29 @@ pub async fn read_many(
     paths: &[String],
     acls: &AclCache,
 ) -> Result<Vec<Option<Znode>>, ZkError> {
-    let chunks = futures::future::join_all(paths.chunks(MULTI_READ_PATHS).map(|chunk| async move {
-        let mut reader = client.new_multi_reader();
-        for p in chunk {
-            reader.add_get_data(p)?;
-        }
-        reader.commit().await
-    }))
-    .await;
+    let chunks =
+        futures::future::join_all(paths.chunks(MULTI_READ_PATHS).map(|chunk| async move {
+            let mut reader = client.new_multi_reader();
+            for p in chunk {
+                reader.add_get_data(p)?;
+            }
+            reader.commit().await
+        }))
+        .await;
     let mut found: Vec<Option<(Vec<u8>, Stat)>> = Vec::with_capacity(paths.len());
     for chunk in chunks {
         for result in chunk? {
             match result {
                 MultiReadResult::Data { data, stat } => found.push(Some((data, stat))),
-                MultiReadResult::Error { err: ZkError::NoNode } => found.push(None),
+                MultiReadResult::Error {
+                    err: ZkError::NoNode,
+                } => found.push(None),
                 MultiReadResult::Error { err } => return Err(err),
-                _ => return Err(ZkError::UnexpectedError("multi-read: not a data reply".into())),
+                _ => {
+                    return Err(ZkError::UnexpectedError(
+                        "multi-read: not a data reply".into(),
+                    ));
+                }
             }
         }
     }
@@ -149,10 +159,14 @@ pub async fn read_many(
     let missing: Vec<usize> = found
         .iter()
         .enumerate()
-        .filter(|(i, f)| f.as_ref().is_some_and(|(_, stat)| acls.get(&paths[*i], stat).is_none()))
+        .filter(|(i, f)| {
+            f.as_ref()
+                .is_some_and(|(_, stat)| acls.get(&paths[*i], stat).is_none())
+        })
         .map(|(i, _)| i)
         .collect();
-    let fetched = futures::future::join_all(missing.iter().map(|&i| client.get_acl(&paths[i]))).await;
+    let fetched =
+        futures::future::join_all(missing.iter().map(|&i| client.get_acl(&paths[i]))).await;
     for (&i, result) in missing.iter().zip(fetched) {
         match result {
             Ok((acl, stat)) => acls.put(&paths[i], &stat, acl),
@@ -171,7 +185,12 @@ pub async fn read_many(
                 // The ACL changed between the multi-read and the ACL read: take the newer
                 // ACL (ACL changes fire no watch; the periodic re-scan settles them anyway).
                 None => {
-                    let acl = acls.entries.lock().unwrap().get(&paths[i]).map(|e| e.2.clone())?;
+                    let acl = acls
+                        .entries
+                        .lock()
+                        .unwrap()
+                        .get(&paths[i])
+                        .map(|e| e.2.clone())?;
                     Some(Znode::new(data, &acl, &stat))
                 }
             }

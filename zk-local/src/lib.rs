@@ -147,6 +147,17 @@ impl Ensemble {
         Ok(())
     }
 
+    /// Starts every server that is not running (keeping data), then waits until all serve:
+    /// the way back from losing the whole ensemble (one server alone has no quorum).
+    pub fn restart_stopped(&self, timeout: Duration) -> Result<()> {
+        for n in 1..=self.size {
+            if self.node_pid(n).is_none() {
+                self.spawn_node(n)?;
+            }
+        }
+        self.wait_ready(timeout)
+    }
+
     fn spawn_node(&self, node: u16) -> Result<()> {
         let dir = self.node_dir(node);
         let classpath = JARS

@@ -170,11 +170,9 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         "--rate x --seconds must not exceed --nodes (each steady write goes to its own znode)"
     );
     // The baseline for lag: how long the plain writer waits for A to acknowledge each write.
-    let acks = Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(
-        1,
-        60_000_000,
-        3,
-    )?));
+    let acks = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    ));
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let per_tick = (args.rate / 100).max(1);
     let mut sent = 0u64;
@@ -187,7 +185,8 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
             writers.spawn(async move {
                 let data = format!("steady {sent}").into_bytes();
                 let started = Instant::now();
-                ca.set_data(&format!("/app/d{}/n{i}", i / 100), &data, None).await?;
+                ca.set_data(&format!("/app/d{}/n{i}", i / 100), &data, None)
+                    .await?;
                 let us = started.elapsed().as_micros().max(1) as u64;
                 acks.lock().unwrap().record(us)?;
                 anyhow::Ok(())
@@ -223,16 +222,46 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     let acks = acks.lock().unwrap().clone();
     let ack_ms = |q: f64| acks.value_at_quantile(q) as f64 / 1000.0;
     let rows: Vec<(String, String)> = vec![
-        ("raw writes, plain client on B (baseline)".into(), format!("{raw_rate:.0}/s")),
-        ("raw reads (get_data), plain client on A".into(), format!("{read_rate:.0}/s")),
-        (format!("bootstrap of {} znodes A->B", report.written_to_b), format!("{boot_rate:.0}/s")),
-        ("bootstrap vs raw writes".into(), format!("{:.1}%", 100.0 * boot_rate / raw_rate)),
-        (format!("write ack p50 on A at {} writes/s", args.rate), format!("{:.1} ms", ack_ms(0.5))),
-        (format!("write ack p99 on A at {} writes/s", args.rate), format!("{:.1} ms", ack_ms(0.99))),
-        (format!("lag A->B p50 at {} writes/s", args.rate), format!("{:.1} ms", lag.p50)),
-        (format!("lag A->B p99 at {} writes/s", args.rate), format!("{:.1} ms", lag.p99)),
-        (format!("lag A->B max at {} writes/s", args.rate), format!("{:.1} ms", lag.max)),
-        (format!("replicated, {burst} writes as fast as A takes them"), format!("{burst_rate:.0}/s")),
+        (
+            "raw writes, plain client on B (baseline)".into(),
+            format!("{raw_rate:.0}/s"),
+        ),
+        (
+            "raw reads (get_data), plain client on A".into(),
+            format!("{read_rate:.0}/s"),
+        ),
+        (
+            format!("bootstrap of {} znodes A->B", report.written_to_b),
+            format!("{boot_rate:.0}/s"),
+        ),
+        (
+            "bootstrap vs raw writes".into(),
+            format!("{:.1}%", 100.0 * boot_rate / raw_rate),
+        ),
+        (
+            format!("write ack p50 on A at {} writes/s", args.rate),
+            format!("{:.1} ms", ack_ms(0.5)),
+        ),
+        (
+            format!("write ack p99 on A at {} writes/s", args.rate),
+            format!("{:.1} ms", ack_ms(0.99)),
+        ),
+        (
+            format!("lag A->B p50 at {} writes/s", args.rate),
+            format!("{:.1} ms", lag.p50),
+        ),
+        (
+            format!("lag A->B p99 at {} writes/s", args.rate),
+            format!("{:.1} ms", lag.p99),
+        ),
+        (
+            format!("lag A->B max at {} writes/s", args.rate),
+            format!("{:.1} ms", lag.max),
+        ),
+        (
+            format!("replicated, {burst} writes as fast as A takes them"),
+            format!("{burst_rate:.0}/s"),
+        ),
     ];
     println!("{:<48} {:>12}", "figure", "value");
     for (label, value) in rows {

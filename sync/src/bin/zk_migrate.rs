@@ -21,7 +21,11 @@ use orca_sync::{
 use tokio::sync::Notify;
 
 #[derive(Parser)]
-#[command(name = "zk-migrate", version, about = "Move a live ZooKeeper tree between ensembles")]
+#[command(
+    name = "zk-migrate",
+    version,
+    about = "Move a live ZooKeeper tree between ensembles"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Top,
@@ -242,7 +246,13 @@ async fn run(action: SyncAction) -> Result<ExitCode> {
                 "path": path,
                 "winner": match winner { Winner::A => "a", Winner::B => "b" },
             });
-            call(&api, "POST", "/api/v1/sync/conflicts/resolve", Some(body.to_string())).await?;
+            call(
+                &api,
+                "POST",
+                "/api/v1/sync/conflicts/resolve",
+                Some(body.to_string()),
+            )
+            .await?;
             println!("resolved {path}");
             Ok(ExitCode::SUCCESS)
         }
@@ -260,7 +270,10 @@ fn print_status(s: &Status) {
         );
     }
     println!("queue depth       {}", s.queue_depth);
-    println!("conflicts         {} ({} held)", s.conflicts, s.conflicts_held);
+    println!(
+        "conflicts         {} ({} held)",
+        s.conflicts, s.conflicts_held
+    );
     println!("errors            {}", s.errors);
     println!("re-scans          {}", s.rescans);
 }
@@ -272,7 +285,10 @@ async fn start(cfg: SyncConfig, dry_run: bool, listen: &str) -> Result<ExitCode>
     let engine = SyncEngine::connect(cfg).await?;
     if dry_run {
         let preview = engine.preview().await?;
-        println!("A: {} znodes, B: {} znodes", preview.nodes_a, preview.nodes_b);
+        println!(
+            "A: {} znodes, B: {} znodes",
+            preview.nodes_a, preview.nodes_b
+        );
         for (side, c) in [("A", &preview.to_a), ("B", &preview.to_b)] {
             println!(
                 "would write to {side}: {} creates, {} updates, {} deletes",
