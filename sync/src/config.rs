@@ -47,6 +47,10 @@ pub struct SyncConfig {
     /// it, a restart copies A over B again.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// File every conflict is appended to, one JSON object per line (path, both sides'
+    /// summaries, resolution, time). Conflicts are always logged too.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
 }
 
 fn root() -> String {
@@ -102,6 +106,7 @@ impl SyncConfig {
             max_batch_bytes: max_batch_bytes(),
             walk_concurrency: walk_concurrency(),
             state_dir: None,
+            audit_log: None,
         }
     }
 

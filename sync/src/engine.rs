@@ -211,6 +211,8 @@ pub struct SyncEngine {
     metrics: SyncMetrics,
     /// Znodes read by walks so far (progress of a bootstrap).
     walked: std::sync::atomic::AtomicU64,
+    /// Every conflict, appended as a JSON line (`audit-log` in the configuration).
+    audit_log: Mutex<Option<std::fs::File>>,
 }
 
 enum Signal {
@@ -281,6 +283,18 @@ impl SyncEngine {
             )?,
             None => BaseStore::in_memory(),
         };
+        let audit_log = match &cfg.audit_log {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        SyncError::Config(format!("cannot open audit-log {}: {e}", path.display()))
+                    })?,
+            ),
+            None => None,
+        };
         let timeout = cfg.session_timeout();
         let (a, b) = tokio::join!(
             connect("A", &cfg.source_zk, cfg.source_auth.as_deref(), timeout),
@@ -318,6 +332,7 @@ impl SyncEngine {
             acls: Default::default(),
             metrics: SyncMetrics::default(),
             walked: Default::default(),
+            audit_log: Mutex::new(audit_log),
         }))
     }
 
@@ -500,7 +515,7 @@ impl SyncEngine {
                         resolution,
                         at_unix_ms: now_ms(),
                     };
-                    tracing::warn!(target: "orca_sync::audit", conflict = %serde_json::to_string(&conflict).unwrap_or_default(), "conflict");
+                    self.audit(&conflict);
                     state.status.conflicts += 1;
                     self.metrics.conflicts.inc();
                     result.conflicts += 1;
@@ -835,6 +850,18 @@ impl SyncEngine {
             pending.insert(path);
         }
         Ok(())
+    }
+
+    /// Writes a conflict to the audit log (JSON lines, one per conflict) and the log.
+    fn audit(&self, conflict: &Conflict) {
+        let line = serde_json::to_string(conflict).unwrap_or_default();
+        tracing::warn!(target: "orca_sync::audit", conflict = %line, "conflict");
+        if let Some(file) = &mut *self.audit_log.lock().unwrap() {
+            use std::io::Write as _;
+            if let Err(e) = writeln!(file, "{line}").and_then(|()| file.sync_data()) {
+                tracing::error!("writing the audit log: {e}");
+            }
+        }
     }
 
     /// Echo bookkeeping only matters while watches run; passes outside `run` leave none.

@@ -220,7 +220,16 @@ async fn conflicts_are_settled_by_each_strategy() {
         a.create(&root, b"", &persistent()).await.unwrap();
         let path = format!("{root}/config");
         a.create(&path, b"v1", &persistent()).await.unwrap();
-        let engine = engine(&root, strategy).await;
+        let audit = std::env::temp_dir().join(format!(
+            "orca-audit-{}-{strategy:?}.jsonl",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&audit);
+        let mut cfg = SyncConfig::new(ea.connect_string(), eb.connect_string());
+        cfg.root = root.clone();
+        cfg.conflicts = strategy;
+        cfg.audit_log = Some(audit.clone());
+        let engine = SyncEngine::connect(cfg).await.unwrap();
         engine.bootstrap().await.unwrap();
         // A first, then B a little later (B's write is the last one by server clock).
         a.set_data(&path, b"from a", None).await.unwrap();
@@ -228,6 +237,12 @@ async fn conflicts_are_settled_by_each_strategy() {
         b.set_data(&path, b"from b", None).await.unwrap();
         let report = engine.reconcile().await.unwrap();
         assert_eq!(report.conflicts, 1, "{strategy:?}: {report:?}");
+        // Every conflict is in the audit log, as JSON with its path.
+        let logged = std::fs::read_to_string(&audit).unwrap();
+        let entry: serde_json::Value =
+            serde_json::from_str(logged.lines().next().unwrap()).unwrap();
+        assert_eq!(entry["path"], path.as_str(), "{logged}");
+        let _ = std::fs::remove_file(&audit);
         let on_a = a.get_data(&path).await.unwrap().0;
         let on_b = b.get_data(&path).await.unwrap().0;
         match strategy {
@@ -279,4 +294,67 @@ async fn an_unreachable_ensemble_is_a_clear_error() {
         .expect("must fail")
         .to_string();
     assert!(err.contains("not an absolute znode path"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_a_clear_error_and_large_nodes_replicate() {
+    let root = unique_root("auth");
+    let [ea, eb] = ensembles();
+    let a = client_with_digest(&ea.connect_string(), USER).await;
+    let b = client(&eb.connect_string()).await;
+    a.create(&root, b"", &persistent()).await.unwrap();
+    // Only the orca digest may read this node.
+    let private = [Acl::new(
+        Permission::ALL,
+        AuthId::new("digest", &digest_id()),
+    )];
+    a.create(
+        &format!("{root}/private"),
+        b"secret",
+        &CreateMode::Persistent.with_acls(Acls::new(&private)),
+    )
+    .await
+    .unwrap();
+    // Near ZooKeeper's 1 MiB jute.maxbuffer: alone in its own request.
+    let big = vec![7u8; 1_000_000];
+    a.create(&format!("{root}/big"), &big, &persistent())
+        .await
+        .unwrap();
+
+    let [ca, cb] = ensembles();
+    let mut cfg = SyncConfig::new(ca.connect_string(), cb.connect_string());
+    cfg.root = root.clone();
+    cfg.source_auth = Some("orca:wrong".into());
+    let engine = SyncEngine::connect(cfg.clone()).await.unwrap();
+    let err = engine
+        .bootstrap()
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains(&format!("no permission to read {root}/private on A")),
+        "{err}"
+    );
+    // Nothing was written, nothing lost.
+    assert!(
+        b.check_stat(&format!("{root}/big"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        a.get_data(&format!("{root}/private")).await.unwrap().0,
+        b"secret"
+    );
+
+    cfg.source_auth = Some(USER.into());
+    cfg.target_auth = Some(USER.into());
+    let engine = SyncEngine::connect(cfg).await.unwrap();
+    let report = engine.bootstrap().await.unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(b.get_data(&format!("{root}/big")).await.unwrap().0, big);
+    assert!(engine.validate().await.unwrap().is_empty());
+    delete_tree(&a, &root).await;
+    delete_tree(&client_with_digest(&eb.connect_string(), USER).await, &root).await;
 }
