@@ -326,12 +326,7 @@ async fn wrong_credentials_are_a_clear_error_and_large_nodes_replicate() {
     cfg.root = root.clone();
     cfg.source_auth = Some("orca:wrong".into());
     let engine = SyncEngine::connect(cfg.clone()).await.unwrap();
-    let err = engine
-        .bootstrap()
-        .await
-        .err()
-        .expect("must fail")
-        .to_string();
+    let err = engine.bootstrap().await.expect_err("must fail").to_string();
     assert!(
         err.contains(&format!("no permission to read {root}/private on A")),
         "{err}"
