@@ -77,19 +77,35 @@ impl Backoff {
 }
 
 impl SyncError {
-    /// A failure the next attempt may not see (the connection dropped, a request timed out):
-    /// the engine retries instead of stopping.
+    /// A failure the next attempt may not see (the connection dropped or was reset, a request
+    /// timed out): the engine retries instead of stopping. What retrying cannot fix (the
+    /// session expired or was closed, credentials refused, no permission, a bad request) is
+    /// not transient.
     pub fn is_transient(&self) -> bool {
-        let zk = match self {
-            SyncError::Zk { source, .. } => source,
-            SyncError::Walk(WalkError::Zk { source, .. }) => source,
-            _ => return false,
-        };
-        matches!(
-            zk,
-            ZkError::ConnectionLoss | ZkError::Timeout | ZkError::SessionMoved | ZkError::Throttled
-        )
+        match self {
+            SyncError::Zk { source, .. } => transient(source),
+            SyncError::Walk(WalkError::Zk { source, .. }) => transient(source),
+            _ => false,
+        }
     }
+}
+
+/// Whether retrying a request that failed with `error` may succeed (see
+/// [`SyncError::is_transient`]).
+fn transient(error: &ZkError) -> bool {
+    !matches!(
+        error,
+        ZkError::SessionExpired
+            | ZkError::ClientClosed
+            | ZkError::AuthFailed
+            | ZkError::NoAuth
+            | ZkError::InvalidAcl
+            | ZkError::BadArguments(_)
+            | ZkError::MarshallingError
+            | ZkError::UnmarshalError { .. }
+            | ZkError::NoChildrenForEphemerals
+            | ZkError::QuotaExceeded
+    )
 }
 
 /// One conflict: the path changed on both sides since they last agreed.
@@ -624,10 +640,14 @@ impl SyncEngine {
                         }
                         // The parent is not there yet, or children are still there, or a
                         // client wrote first: the path is decided again after its neighbours.
-                        Err(ZkError::NoNode)
-                        | Err(ZkError::NotEmpty)
-                        | Err(ZkError::NodeExists)
-                        | Err(ZkError::BadVersion) => result.retry.push(path),
+                        // A dropped connection: the write is tried again too.
+                        Err(
+                            ZkError::NoNode
+                            | ZkError::NotEmpty
+                            | ZkError::NodeExists
+                            | ZkError::BadVersion,
+                        ) => result.retry.push(path),
+                        Err(e) if transient(&e) => result.retry.push(path),
                         Err(e) => {
                             state.status.errors += 1;
                             self.metrics.errors.inc();
