@@ -353,3 +353,75 @@ async fn wrong_credentials_are_a_clear_error_and_large_nodes_replicate() {
     delete_tree(&a, &root).await;
     delete_tree(&client_with_digest(&eb.connect_string(), USER).await, &root).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemerals_are_skipped_by_default_and_mirrored_one_way_on_request() {
+    let root = unique_root("ephemeral");
+    let [ea, eb] = ensembles();
+    let a = client(&ea.connect_string()).await;
+    let b = client(&eb.connect_string()).await;
+    let owner = client(&ea.connect_string()).await;
+    a.create(&root, b"", &persistent()).await.unwrap();
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    owner
+        .create(&format!("{root}/e1"), b"worker 1", &ephemeral)
+        .await
+        .unwrap();
+
+    // Default policy: not copied at all.
+    let skip = engine(&root, ConflictStrategy::LastWriteWins).await;
+    skip.bootstrap().await.unwrap();
+    assert!(b.check_stat(&format!("{root}/e1")).await.unwrap().is_none());
+    drop(skip);
+
+    // Mirror: copied as an ephemeral of the engine's own session, never as a persistent node.
+    let [ca, cb] = ensembles();
+    let mut cfg = SyncConfig::new(ca.connect_string(), cb.connect_string());
+    cfg.root = root.clone();
+    cfg.ephemerals = orca_sync::EphemeralPolicy::Mirror;
+    let engine = SyncEngine::connect(cfg).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = tokio::spawn(engine.clone().run(async {
+        let _ = stopped.await;
+    }));
+    owner
+        .create(&format!("{root}/e2"), b"worker 2", &ephemeral)
+        .await
+        .unwrap();
+    for name in ["e1", "e2"] {
+        let path = format!("{root}/{name}");
+        wait_for(
+            &format!("{path} mirrored on B"),
+            Duration::from_secs(15),
+            || async { b.check_stat(&path).await.ok().flatten().is_some() },
+        )
+        .await;
+        let (data, stat) = b.get_data(&path).await.unwrap();
+        assert_ne!(stat.ephemeral_owner, 0, "{path} must stay ephemeral on B");
+        assert_eq!(data, format!("worker {}", &name[1..]).as_bytes());
+    }
+    // The owner's session ends: its nodes go on A, and their mirrors go on B.
+    drop(owner);
+    for name in ["e1", "e2"] {
+        let path = format!("{root}/{name}");
+        wait_for(
+            &format!("{path} gone from B"),
+            Duration::from_secs(30),
+            || async {
+                b.check_stat(&path)
+                    .await
+                    .map(|s| s.is_none())
+                    .unwrap_or(false)
+            },
+        )
+        .await;
+        assert!(
+            a.check_stat(&path).await.unwrap().is_none(),
+            "{path} came back on A"
+        );
+    }
+    let _ = stop.send(());
+    runner.await.unwrap().unwrap();
+    delete_tree(&a, &root).await;
+    delete_tree(&b, &root).await;
+}
