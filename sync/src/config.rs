@@ -42,6 +42,10 @@ pub struct SyncConfig {
     /// Requests in flight per ensemble while walking a tree.
     #[serde(default = "walk_concurrency")]
     pub walk_concurrency: usize,
+    /// Seconds between full re-scans while replicating live (ACL changes fire no watch, so
+    /// only a re-scan sees them). A re-scan reads both trees; live rounds wait meanwhile.
+    #[serde(default = "rescan_interval_s")]
+    pub rescan_interval_s: u64,
     /// Where the engine keeps what both sides last agreed on, so a restart (even after
     /// `kill -9`) resumes without a full copy and without losing writes made meanwhile. Without
     /// it, a restart copies A over B again.
@@ -64,6 +68,9 @@ fn max_batch_bytes() -> usize {
 }
 fn walk_concurrency() -> usize {
     512
+}
+fn rescan_interval_s() -> u64 {
+    300
 }
 
 /// What happens to ephemeral znodes (they belong to a client session on one ensemble).
@@ -105,6 +112,7 @@ impl SyncConfig {
             session_timeout_ms: session_timeout_ms(),
             max_batch_bytes: max_batch_bytes(),
             walk_concurrency: walk_concurrency(),
+            rescan_interval_s: rescan_interval_s(),
             state_dir: None,
             audit_log: None,
         }
@@ -133,6 +141,9 @@ impl SyncConfig {
         }
         if is_under(&self.root, ZOOKEEPER_SYSTEM_PATH) {
             return Err("root may not be /zookeeper: it is each ensemble's own state".into());
+        }
+        if self.rescan_interval_s == 0 {
+            return Err("rescan-interval-s must be at least 1".into());
         }
         if self.max_batch_bytes < 4096 {
             return Err("max-batch-bytes below 4096 makes no sense".into());

@@ -10,8 +10,8 @@
 //! expects one, and that one event is dropped without reading anything (and were one missed,
 //! reading both copies would find them equal): loops stop without marker nodes and without
 //! blocking any writer. After a reconnect, and on a timer, the whole tree is re-read and reconciled the
-//! same way, because watch events can be lost across reconnects (ZOOKEEPER-4698) and ACL
-//! changes fire no watch at all.
+//! same way (every `rescan-interval-s`, 300 s by default), because watch events can be lost
+//! across reconnects (ZOOKEEPER-4698) and ACL changes fire no watch at all.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     future::Future,
@@ -385,7 +385,10 @@ impl SyncEngine {
         sa.map_err(|source| SyncError::Zk { side: "A", source })?;
         sb.map_err(|source| SyncError::Zk { side: "B", source })?;
         let (a, b) = tokio::join!(self.walk(Side::A), self.walk(Side::B));
-        Ok((a?, b?))
+        let (a, b) = (a?, b?);
+        self.acls[0].fill(&a);
+        self.acls[1].fill(&b);
+        Ok((a, b))
     }
 
     /// Compares both trees now; empty when they are identical.
@@ -741,7 +744,8 @@ impl SyncEngine {
             let report = self.bootstrap().await?;
             tracing::info!(?report, "bootstrap done");
         }
-        let mut rescan_timer = tokio::time::interval(Duration::from_secs(60));
+        let mut rescan_timer =
+            tokio::time::interval(Duration::from_secs(self.cfg.rescan_interval_s));
         rescan_timer.tick().await;
         tokio::pin!(shutdown);
         let mut pending: BTreeSet<String> = BTreeSet::new();
@@ -780,6 +784,10 @@ impl SyncEngine {
                     }
                     Err(e) => return Err(e),
                 }
+                continue;
+            }
+            if pending.is_empty() {
+                // Only echoes of the engine's own writes arrived.
                 continue;
             }
             self.state.lock().unwrap().status.queue_depth = pending.len();

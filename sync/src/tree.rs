@@ -117,8 +117,16 @@ impl AclCache {
             .insert(path.to_string(), (stat.czxid, stat.aversion, acl));
     }
 
-    pub fn forget(&self, path: &str) {
-        self.entries.lock().unwrap().remove(path);
+    /// Remembers the ACLs of a whole walked tree, so the first change to each node after a
+    /// walk needs no ACL read.
+    pub fn fill(&self, tree: &Tree) {
+        let mut entries = self.entries.lock().unwrap();
+        for (path, node) in tree {
+            entries.insert(
+                path.clone(),
+                (node.meta.czxid, node.meta.aversion, node.acls()),
+            );
+        }
     }
 }
 

@@ -66,6 +66,8 @@ pub struct Meta {
     /// Last modification, server wall-clock milliseconds.
     pub mtime: i64,
     pub mzxid: i64,
+    /// Creation transaction: tells a node from a deleted and re-created one of the same path.
+    pub czxid: i64,
     /// Session owning an ephemeral node (0 for persistent ones).
     pub ephemeral_owner: i64,
 }
@@ -77,6 +79,7 @@ impl Meta {
             aversion: stat.aversion,
             mtime: stat.mtime,
             mzxid: stat.mzxid,
+            czxid: stat.czxid,
             ephemeral_owner: stat.ephemeral_owner,
         }
     }

@@ -171,7 +171,8 @@ impl Ensemble {
             .open(dir.join("server.log"))?;
         let child = Command::new("java")
             .args([
-                "-Xmx192m",
+                "-Xmx512m",
+                "-Xms64m",
                 "-XX:+UseSerialGC",
                 "-XX:TieredStopAtLevel=1",
                 "-Dzookeeper.jmx.log4j.disable=true",

@@ -91,6 +91,12 @@ async fn create_many(
 }
 
 fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let state = std::env::temp_dir().join(format!("orca-zk-bench-{}", std::process::id()));
     let a = Ensemble::new(&state, "bench-a", 3, 21830);
@@ -137,31 +143,37 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     let mut cfg = SyncConfig::new(a.connect_string(), b.connect_string());
     cfg.root = "/app".into();
     let engine = SyncEngine::connect(cfg).await?;
+    // The engine bootstraps inside `run`, after its watches are set, as in production.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
-    let report = engine.bootstrap().await?;
+    let runner = tokio::spawn(Arc::clone(&engine).run(async {
+        let _ = stop_rx.await;
+    }));
+    while !engine.status().bootstrapped {
+        anyhow::ensure!(
+            !runner.is_finished(),
+            "the engine stopped during the bootstrap"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let boot_secs = started.elapsed().as_secs_f64();
+    let copied = engine.status().replicated_a_to_b;
     anyhow::ensure!(
-        report.errors.is_empty(),
+        engine.status().errors == 0,
         "bootstrap errors: {:?}",
-        report.errors
+        engine.status()
     );
-    let boot_rate = report.written_to_b as f64 / boot_secs;
-    eprintln!(
-        "bootstrap: {} znodes in {boot_secs:.2} s",
-        report.written_to_b
-    );
+    let boot_rate = copied as f64 / boot_secs;
+    eprintln!("bootstrap: {copied} znodes in {boot_secs:.2} s");
     anyhow::ensure!(
         engine.validate().await?.is_empty(),
         "trees differ after bootstrap"
     );
 
     // 3. Live: steady rate, then as fast as possible.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn(Arc::clone(&engine).run(async {
-        let _ = stop_rx.await;
-    }));
     // Every write changes the data (a write of the same bytes replicates nothing).
     let before_steady = engine.status().replicated_a_to_b;
+    let rescans_before = engine.status().rescans;
     let steady = args.rate * args.seconds;
     // One write per znode, so each write is one replicated change (two writes to one znode
     // within a round replicate as one).
@@ -201,6 +213,7 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     let steady_status = engine.status();
 
     let burst = 50_000u64.min(args.nodes as u64);
+    let rescans_before_burst = engine.status().rescans;
     let before = engine.status().replicated_a_to_b;
     let started = Instant::now();
     let mut writes = stream::iter(0..burst as usize)
@@ -211,6 +224,7 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     }
     wait_caught_up(&engine, before + burst).await?;
     let burst_rate = burst as f64 / started.elapsed().as_secs_f64();
+    let burst_rescans = engine.status().rescans - rescans_before_burst;
     let _ = stop_tx.send(());
     runner.await??;
     anyhow::ensure!(
@@ -231,7 +245,7 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
             format!("{read_rate:.0}/s"),
         ),
         (
-            format!("bootstrap of {} znodes A->B", report.written_to_b),
+            format!("bootstrap of {copied} znodes A->B"),
             format!("{boot_rate:.0}/s"),
         ),
         (
@@ -245,6 +259,14 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         (
             format!("write ack p99 on A at {} writes/s", args.rate),
             format!("{:.1} ms", ack_ms(0.99)),
+        ),
+        (
+            "lag samples (changes replicated by live rounds)".into(),
+            format!("{} of {steady}", lag.count),
+        ),
+        (
+            "re-scans during the steady load (sessions dropped)".into(),
+            format!("{}", steady_status.rescans - rescans_before),
         ),
         (
             format!("lag A->B p50 at {} writes/s", args.rate),
@@ -261,6 +283,10 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         (
             format!("replicated, {burst} writes as fast as A takes them"),
             format!("{burst_rate:.0}/s"),
+        ),
+        (
+            "re-scans during that burst".into(),
+            format!("{burst_rescans}"),
         ),
     ];
     println!("{:<48} {:>12}", "figure", "value");
