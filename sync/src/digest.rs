@@ -131,19 +131,10 @@ pub fn diff(a: &Tree, b: &Tree) -> Vec<Difference> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::znode::{AclEntry, Meta, Znode};
+    use crate::znode::{Znode, test_node};
 
     fn node(data: &str) -> Znode {
-        Znode {
-            data: data.as_bytes().to_vec(),
-            acl: vec![AclEntry {
-                perms: 31,
-                scheme: "world".into(),
-                id: "anyone".into(),
-            }],
-            ephemeral: false,
-            meta: Meta::default(),
-        }
+        test_node(data, 0)
     }
 
     fn tree(nodes: &[(&str, &str)]) -> Tree {

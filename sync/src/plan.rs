@@ -173,23 +173,7 @@ fn decide_ephemeral(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::znode::{AclEntry, Meta};
-
-    fn node(data: &str, mtime: i64) -> Znode {
-        Znode {
-            data: data.as_bytes().to_vec(),
-            acl: vec![AclEntry {
-                perms: 31,
-                scheme: "world".into(),
-                id: "anyone".into(),
-            }],
-            ephemeral: false,
-            meta: Meta {
-                mtime,
-                ..Meta::default()
-            },
-        }
-    }
+    use crate::znode::test_node as node;
 
     fn inputs<'a>(a: Option<&'a Znode>, b: Option<&'a Znode>, base: Option<&Znode>) -> Inputs<'a> {
         Inputs {

@@ -167,6 +167,24 @@ pub fn is_under(path: &str, prefix: &str) -> bool {
         || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
+/// A persistent node readable and writable by anyone, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_node(data: &str, mtime: i64) -> Znode {
+    Znode {
+        data: data.as_bytes().to_vec(),
+        acl: vec![AclEntry {
+            perms: 31,
+            scheme: "world".into(),
+            id: "anyone".into(),
+        }],
+        ephemeral: false,
+        meta: Meta {
+            mtime,
+            ..Meta::default()
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
