@@ -12,196 +12,36 @@
 //! blocking any writer. After a reconnect, and on a timer, the whole tree is re-read and reconciled the
 //! same way (every `rescan-interval-s`, 300 s by default), because watch events can be lost
 //! across reconnects (ZOOKEEPER-4698) and ACL changes fire no watch at all.
+mod error;
+mod live;
+mod report;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    future::Future,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use hdrhistogram::Histogram;
-use tokio::sync::mpsc;
-use zookeeper_client::{AddWatchMode, Client, Error as ZkError, EventType, SessionState};
+use zookeeper_client::{Client, Error as ZkError, SessionState};
 
+pub use self::{
+    error::SyncError,
+    report::{Conflict, LagFigures, OpCounts, PassReport, Preview, Status},
+};
+use self::{error::transient, report::Lag};
 use crate::{
     apply::{self, Op, Outcome},
-    base::{BaseError, BaseStore, Identity},
+    base::{BaseStore, Identity},
     config::SyncConfig,
     digest::{self, Difference},
     metrics::{DirectionLabel, SyncMetrics},
     plan::{self, Decision, Inputs, Side},
     tree::{self, Tree, WalkError},
-    znode::{ContentHash, Znode, child_path, parent},
+    znode::{ContentHash, Znode},
 };
-
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error(
-        "cannot reach ensemble {side} at {connect}: {source} (check the address and that a \
-         quorum is up)"
-    )]
-    Unreachable {
-        side: &'static str,
-        connect: String,
-        source: ZkError,
-    },
-    #[error("ensemble {side} refused the credentials given for it: {source}")]
-    Auth { side: &'static str, source: ZkError },
-    #[error(transparent)]
-    Walk(#[from] WalkError),
-    #[error("ensemble {side}: {source}")]
-    Zk { side: &'static str, source: ZkError },
-    #[error(transparent)]
-    State(#[from] BaseError),
-}
 
 /// Writes applied (and made durable in the base) at a time.
 const APPLY_CHUNK: usize = 4096;
-
-/// Waits between retries after a transient failure: 100 ms doubling to 5 s.
-#[derive(Default)]
-struct Backoff(u32);
-
-impl Backoff {
-    async fn wait(&mut self) {
-        let ms = (100u64 << self.0.min(6)).min(5_000);
-        self.0 += 1;
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-
-    fn reset(&mut self) {
-        self.0 = 0;
-    }
-}
-
-impl SyncError {
-    /// A failure the next attempt may not see (the connection dropped or was reset, a request
-    /// timed out): the engine retries instead of stopping. What retrying cannot fix (the
-    /// session expired or was closed, credentials refused, no permission, a bad request) is
-    /// not transient.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            SyncError::Zk { source, .. } => transient(source),
-            SyncError::Walk(WalkError::Zk { source, .. }) => transient(source),
-            _ => false,
-        }
-    }
-}
-
-/// Whether retrying a request that failed with `error` may succeed (see
-/// [`SyncError::is_transient`]).
-fn transient(error: &ZkError) -> bool {
-    !matches!(
-        error,
-        ZkError::SessionExpired
-            | ZkError::ClientClosed
-            | ZkError::AuthFailed
-            | ZkError::NoAuth
-            | ZkError::InvalidAcl
-            | ZkError::BadArguments(_)
-            | ZkError::MarshallingError
-            | ZkError::UnmarshalError { .. }
-            | ZkError::NoChildrenForEphemerals
-            | ZkError::QuotaExceeded
-    )
-}
-
-/// One conflict: the path changed on both sides since they last agreed.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Conflict {
-    pub path: String,
-    pub a: Option<String>,
-    pub b: Option<String>,
-    /// What settled it (`last-write-wins: b`, `source-wins: a`), or `held` under `Manual`.
-    pub resolution: String,
-    pub at_unix_ms: u64,
-}
-
-/// What one bootstrap or reconcile pass did.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct PassReport {
-    pub nodes_a: usize,
-    pub nodes_b: usize,
-    pub written_to_a: usize,
-    pub written_to_b: usize,
-    pub conflicts: usize,
-    pub errors: Vec<String>,
-}
-
-/// Writes a pass would make on one side.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct OpCounts {
-    pub creates: usize,
-    pub updates: usize,
-    pub deletes: usize,
-}
-
-/// What a pass would do (`--dry-run`).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Preview {
-    pub nodes_a: usize,
-    pub nodes_b: usize,
-    pub to_a: OpCounts,
-    pub to_b: OpCounts,
-    /// Paths changed on both sides that the strategy would hold (manual).
-    pub conflicts: Vec<String>,
-}
-
-impl Preview {
-    fn side_mut(&mut self, side: Side) -> &mut OpCounts {
-        match side {
-            Side::A => &mut self.to_a,
-            Side::B => &mut self.to_b,
-        }
-    }
-}
-
-/// Replication figures since start.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Status {
-    pub bootstrapped: bool,
-    /// Znodes read by walks (bootstrap and re-scans) so far.
-    pub walked: u64,
-    pub replicated_a_to_b: u64,
-    pub replicated_b_to_a: u64,
-    pub conflicts: u64,
-    pub conflicts_held: usize,
-    pub errors: u64,
-    pub queue_depth: usize,
-    pub rescans: u64,
-    pub lag_a_to_b_ms: LagFigures,
-    pub lag_b_to_a_ms: LagFigures,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct LagFigures {
-    pub count: u64,
-    pub p50: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-struct Lag(Histogram<u64>);
-
-impl Lag {
-    fn new() -> Self {
-        Self(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"))
-    }
-    fn record_ms(&mut self, ms: f64) {
-        let _ = self.0.record((ms * 1000.0).max(1.0) as u64);
-    }
-    fn figures(&self) -> LagFigures {
-        let ms = |us: u64| us as f64 / 1000.0;
-        LagFigures {
-            count: self.0.len(),
-            p50: ms(self.0.value_at_quantile(0.5)),
-            p99: ms(self.0.value_at_quantile(0.99)),
-            max: ms(self.0.max()),
-        }
-    }
-}
 
 struct State {
     /// Content both sides last agreed on, by path; absent = agreed the node does not exist.
@@ -229,14 +69,6 @@ pub struct SyncEngine {
     walked: std::sync::atomic::AtomicU64,
     /// Every conflict, appended as a JSON line (`audit-log` in the configuration).
     audit_log: Mutex<Option<std::fs::File>>,
-}
-
-enum Signal {
-    Changed(Side, String),
-    /// A session reconnected: events may have been lost.
-    Rescan(Side),
-    /// A session ended for good (expired, closed, auth failed).
-    SessionLost(Side, SessionState),
 }
 
 fn now_ms() -> u64 {
@@ -688,196 +520,6 @@ impl SyncEngine {
             .zip(a.into_iter().zip(b))
             .map(|(p, (a, b))| (p, a, b))
             .collect())
-    }
-
-    /// Replicates live until `shutdown` completes. Bootstraps first if that has not been done.
-    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), SyncError> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        // Watches first, so nothing written during the bootstrap is missed.
-        for side in [Side::A, Side::B] {
-            let client = self.client(side).clone();
-            let root = self.cfg.root.clone();
-            let mut watcher = client
-                .watch(&root, AddWatchMode::PersistentRecursive)
-                .await
-                .map_err(|source| SyncError::Zk {
-                    side: side.name(),
-                    source,
-                })?;
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut disconnected = false;
-                loop {
-                    let event = watcher.changed().await;
-                    let signal = match event.event_type {
-                        EventType::Session => match event.session_state {
-                            SessionState::Disconnected => {
-                                disconnected = true;
-                                continue;
-                            }
-                            SessionState::SyncConnected if disconnected => {
-                                disconnected = false;
-                                Signal::Rescan(side)
-                            }
-                            state if state.is_terminated() => {
-                                let _ = tx.send(Signal::SessionLost(side, state));
-                                return;
-                            }
-                            _ => continue,
-                        },
-                        _ => Signal::Changed(side, event.path),
-                    };
-                    if tx.send(signal).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        self.watching
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        if self.state.lock().unwrap().base.bootstrapped() {
-            // A restart with durable state: merge what changed on either side meanwhile.
-            let report = self.reconcile().await?;
-            tracing::info!(?report, "resumed from saved state");
-        } else {
-            let report = self.bootstrap().await?;
-            tracing::info!(?report, "bootstrap done");
-        }
-        let mut rescan_timer =
-            tokio::time::interval(Duration::from_secs(self.cfg.rescan_interval_s));
-        rescan_timer.tick().await;
-        tokio::pin!(shutdown);
-        let mut pending: BTreeSet<String> = BTreeSet::new();
-        let mut rescan = false;
-        let mut backoff = Backoff::default();
-        loop {
-            if !rescan && pending.is_empty() {
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = rescan_timer.tick() => rescan = true,
-                    signal = rx.recv() => match signal {
-                        None => return Ok(()),
-                        Some(s) => self.absorb(s, &mut pending, &mut rescan)?,
-                    },
-                }
-            } else if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
-                return Ok(());
-            }
-            // Take everything already queued: one round settles them together.
-            while let Ok(s) = rx.try_recv() {
-                self.absorb(s, &mut pending, &mut rescan)?;
-            }
-            if rescan {
-                // Events lost across a reconnect would leave echoes waiting forever.
-                self.state.lock().unwrap().echoes.clear();
-                match self.reconcile().await {
-                    Ok(report) => {
-                        tracing::info!(?report, "re-scan");
-                        pending.clear();
-                        rescan = false;
-                        backoff.reset();
-                    }
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!("re-scan failed, retrying: {e}");
-                        backoff.wait().await;
-                    }
-                    Err(e) => return Err(e),
-                }
-                continue;
-            }
-            if pending.is_empty() {
-                // Only echoes of the engine's own writes arrived.
-                continue;
-            }
-            self.state.lock().unwrap().status.queue_depth = pending.len();
-            self.metrics.queue_depth.set(pending.len() as i64);
-            let paths: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
-            let started = std::time::Instant::now();
-            let copies = match self.read_paths(&paths).await {
-                Ok(copies) => copies,
-                Err(e) if e.is_transient() => {
-                    // Nothing is lost: the paths wait, and a re-scan follows the reconnect.
-                    tracing::warn!("reading changed paths failed, retrying: {e}");
-                    pending.extend(paths);
-                    rescan = true;
-                    backoff.wait().await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            backoff.reset();
-            let read = started.elapsed();
-            let round = self.settle(copies, false, true).await;
-            for e in &round.errors {
-                tracing::warn!("{e}");
-            }
-            tracing::debug!(
-                paths = paths.len(),
-                read_ms = read.as_secs_f64() * 1e3,
-                total_ms = started.elapsed().as_secs_f64() * 1e3,
-                retry = round.retry.len(),
-                "round"
-            );
-            self.requeue(round.retry, &mut pending).await?;
-        }
-    }
-
-    fn absorb(
-        &self,
-        signal: Signal,
-        pending: &mut BTreeSet<String>,
-        rescan: &mut bool,
-    ) -> Result<(), SyncError> {
-        match signal {
-            Signal::Changed(side, path) => {
-                let mut state = self.state.lock().unwrap();
-                let key = (side, path);
-                if let Some(n) = state.echoes.get_mut(&key) {
-                    *n -= 1;
-                    if *n == 0 {
-                        state.echoes.remove(&key);
-                    }
-                    return Ok(());
-                }
-                if self.cfg.includes(&key.1) {
-                    pending.insert(key.1);
-                }
-            }
-            Signal::Rescan(side) => {
-                tracing::info!("ensemble {} reconnected: re-scanning", side.name());
-                *rescan = true;
-            }
-            Signal::SessionLost(side, state) => {
-                return Err(SyncError::Zk {
-                    side: side.name(),
-                    source: ZkError::UnexpectedError(format!("session ended: {state:?}")),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Paths that could not be written yet: a create whose parent is missing brings the parent
-    /// in; a delete blocked by children brings the children in.
-    async fn requeue(
-        &self,
-        retry: Vec<String>,
-        pending: &mut BTreeSet<String>,
-    ) -> Result<(), SyncError> {
-        for path in retry {
-            let p = parent(&path).to_string();
-            if p != path && self.cfg.includes(&p) {
-                pending.insert(p);
-            }
-            for side in [Side::A, Side::B] {
-                if let Ok(children) = self.client(side).list_children(&path).await {
-                    pending.extend(children.iter().map(|c| child_path(&path, c)));
-                }
-            }
-            pending.insert(path);
-        }
-        Ok(())
     }
 
     /// Writes a conflict to the audit log (JSON lines, one per conflict) and the log.

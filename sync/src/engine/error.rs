@@ -1,0 +1,59 @@
+//! What can go wrong, and which failures a retry can fix.
+use zookeeper_client::Error as ZkError;
+
+use crate::{base::BaseError, tree::WalkError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(
+        "cannot reach ensemble {side} at {connect}: {source} (check the address and that a \
+         quorum is up)"
+    )]
+    Unreachable {
+        side: &'static str,
+        connect: String,
+        source: ZkError,
+    },
+    #[error("ensemble {side} refused the credentials given for it: {source}")]
+    Auth { side: &'static str, source: ZkError },
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+    #[error("ensemble {side}: {source}")]
+    Zk { side: &'static str, source: ZkError },
+    #[error(transparent)]
+    State(#[from] BaseError),
+}
+
+impl SyncError {
+    /// A failure the next attempt may not see (the connection dropped or was reset, a request
+    /// timed out): the engine retries instead of stopping. What retrying cannot fix (the
+    /// session expired or was closed, credentials refused, no permission, a bad request) is
+    /// not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Zk { source, .. } => transient(source),
+            SyncError::Walk(WalkError::Zk { source, .. }) => transient(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether retrying a request that failed with `error` may succeed (see
+/// [`SyncError::is_transient`]).
+pub(super) fn transient(error: &ZkError) -> bool {
+    !matches!(
+        error,
+        ZkError::SessionExpired
+            | ZkError::ClientClosed
+            | ZkError::AuthFailed
+            | ZkError::NoAuth
+            | ZkError::InvalidAcl
+            | ZkError::BadArguments(_)
+            | ZkError::MarshallingError
+            | ZkError::UnmarshalError { .. }
+            | ZkError::NoChildrenForEphemerals
+            | ZkError::QuotaExceeded
+    )
+}

@@ -1,0 +1,228 @@
+//! Live replication: watch events from both sides, gathered into rounds; a re-scan after
+//! every reconnect and on a timer; transient failures retried with backoff.
+use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+use zookeeper_client::{AddWatchMode, Error as ZkError, EventType, SessionState};
+
+use super::{SyncEngine, SyncError};
+use crate::{
+    plan::Side,
+    znode::{child_path, parent},
+};
+
+enum Signal {
+    Changed(Side, String),
+    /// A session reconnected: events may have been lost.
+    Rescan(Side),
+    /// A session ended for good (expired, closed, auth failed).
+    SessionLost(Side, SessionState),
+}
+
+/// Waits between retries after a transient failure: 100 ms doubling to 5 s.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    async fn wait(&mut self) {
+        let ms = (100u64 << self.0.min(6)).min(5_000);
+        self.0 += 1;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
+
+impl SyncEngine {
+    /// Replicates live until `shutdown` completes. Bootstraps first if that has not been done.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), SyncError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Watches first, so nothing written during the bootstrap is missed.
+        for side in [Side::A, Side::B] {
+            let client = self.client(side).clone();
+            let root = self.cfg.root.clone();
+            let mut watcher = client
+                .watch(&root, AddWatchMode::PersistentRecursive)
+                .await
+                .map_err(|source| SyncError::Zk {
+                    side: side.name(),
+                    source,
+                })?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut disconnected = false;
+                loop {
+                    let event = watcher.changed().await;
+                    let signal = match event.event_type {
+                        EventType::Session => match event.session_state {
+                            SessionState::Disconnected => {
+                                disconnected = true;
+                                continue;
+                            }
+                            SessionState::SyncConnected if disconnected => {
+                                disconnected = false;
+                                Signal::Rescan(side)
+                            }
+                            state if state.is_terminated() => {
+                                let _ = tx.send(Signal::SessionLost(side, state));
+                                return;
+                            }
+                            _ => continue,
+                        },
+                        _ => Signal::Changed(side, event.path),
+                    };
+                    if tx.send(signal).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        self.watching
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if self.state.lock().unwrap().base.bootstrapped() {
+            // A restart with durable state: merge what changed on either side meanwhile.
+            let report = self.reconcile().await?;
+            tracing::info!(?report, "resumed from saved state");
+        } else {
+            let report = self.bootstrap().await?;
+            tracing::info!(?report, "bootstrap done");
+        }
+        let mut rescan_timer =
+            tokio::time::interval(Duration::from_secs(self.cfg.rescan_interval_s));
+        rescan_timer.tick().await;
+        tokio::pin!(shutdown);
+        let mut pending: BTreeSet<String> = BTreeSet::new();
+        let mut rescan = false;
+        let mut backoff = Backoff::default();
+        loop {
+            if !rescan && pending.is_empty() {
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = rescan_timer.tick() => rescan = true,
+                    signal = rx.recv() => match signal {
+                        None => return Ok(()),
+                        Some(s) => self.absorb(s, &mut pending, &mut rescan)?,
+                    },
+                }
+            } else if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
+                return Ok(());
+            }
+            // Take everything already queued: one round settles them together.
+            while let Ok(s) = rx.try_recv() {
+                self.absorb(s, &mut pending, &mut rescan)?;
+            }
+            if rescan {
+                // Events lost across a reconnect would leave echoes waiting forever.
+                self.state.lock().unwrap().echoes.clear();
+                match self.reconcile().await {
+                    Ok(report) => {
+                        tracing::info!(?report, "re-scan");
+                        pending.clear();
+                        rescan = false;
+                        backoff.reset();
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!("re-scan failed, retrying: {e}");
+                        backoff.wait().await;
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            if pending.is_empty() {
+                // Only echoes of the engine's own writes arrived.
+                continue;
+            }
+            self.state.lock().unwrap().status.queue_depth = pending.len();
+            self.metrics.queue_depth.set(pending.len() as i64);
+            let paths: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
+            let started = std::time::Instant::now();
+            let copies = match self.read_paths(&paths).await {
+                Ok(copies) => copies,
+                Err(e) if e.is_transient() => {
+                    // Nothing is lost: the paths wait, and a re-scan follows the reconnect.
+                    tracing::warn!("reading changed paths failed, retrying: {e}");
+                    pending.extend(paths);
+                    rescan = true;
+                    backoff.wait().await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            backoff.reset();
+            let read = started.elapsed();
+            let round = self.settle(copies, false, true).await;
+            for e in &round.errors {
+                tracing::warn!("{e}");
+            }
+            tracing::debug!(
+                paths = paths.len(),
+                read_ms = read.as_secs_f64() * 1e3,
+                total_ms = started.elapsed().as_secs_f64() * 1e3,
+                retry = round.retry.len(),
+                "round"
+            );
+            self.requeue(round.retry, &mut pending).await?;
+        }
+    }
+
+    fn absorb(
+        &self,
+        signal: Signal,
+        pending: &mut BTreeSet<String>,
+        rescan: &mut bool,
+    ) -> Result<(), SyncError> {
+        match signal {
+            Signal::Changed(side, path) => {
+                let mut state = self.state.lock().unwrap();
+                let key = (side, path);
+                if let Some(n) = state.echoes.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        state.echoes.remove(&key);
+                    }
+                    return Ok(());
+                }
+                if self.cfg.includes(&key.1) {
+                    pending.insert(key.1);
+                }
+            }
+            Signal::Rescan(side) => {
+                tracing::info!("ensemble {} reconnected: re-scanning", side.name());
+                *rescan = true;
+            }
+            Signal::SessionLost(side, state) => {
+                return Err(SyncError::Zk {
+                    side: side.name(),
+                    source: ZkError::UnexpectedError(format!("session ended: {state:?}")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Paths that could not be written yet: a create whose parent is missing brings the parent
+    /// in; a delete blocked by children brings the children in.
+    async fn requeue(
+        &self,
+        retry: Vec<String>,
+        pending: &mut BTreeSet<String>,
+    ) -> Result<(), SyncError> {
+        for path in retry {
+            let p = parent(&path).to_string();
+            if p != path && self.cfg.includes(&p) {
+                pending.insert(p);
+            }
+            for side in [Side::A, Side::B] {
+                if let Ok(children) = self.client(side).list_children(&path).await {
+                    pending.extend(children.iter().map(|c| child_path(&path, c)));
+                }
+            }
+            pending.insert(path);
+        }
+        Ok(())
+    }
+}
