@@ -1,17 +1,17 @@
 //! The sync engine: connects to both ensembles, copies A to B once (bootstrap), then keeps
 //! both identical while both take writes.
 //!
-//! Live replication reads persistent recursive watch events from both sides. Each round takes
-//! every path that changed, reads both copies (pipelined), decides with [`plan::decide`]
-//! against the base (the content both last agreed on) and writes the differences in batches.
-//! Writes are conditional on the version just read, so a client write racing the engine's
-//! makes the engine's fail and the path is decided again (a conflict, not a silent
-//! overwrite). The engine's own writes come back as watch events; each successful write
-//! expects one, and that one event is dropped without reading anything (and were one missed,
-//! reading both copies would find them equal): loops stop without marker nodes and without
-//! blocking any writer. After a reconnect, and on a timer, the whole tree is re-read and reconciled the
-//! same way (every `rescan-interval-s`, 300 s by default), because watch events can be lost
-//! across reconnects (ZOOKEEPER-4698) and ACL changes fire no watch at all.
+//! Live replication ([`live`]) reads persistent recursive watch events from both sides. Each
+//! round takes every path that changed, reads both copies (multi-reads), decides with
+//! [`plan::decide`] against the base (the content both last agreed on) and writes the
+//! differences in batches. Writes are conditional on the version just read, so a client write
+//! racing the engine's makes the engine's fail and the path is decided again (a conflict, not
+//! a silent overwrite). The engine's own writes come back as watch events; each successful
+//! write expects one, and that one event is dropped without reading anything (and were one
+//! missed, reading both copies would find them equal): loops stop without marker nodes and
+//! without blocking any writer. After a reconnect, and every `rescan-interval-s` (300 s by
+//! default), the whole tree is re-read and reconciled the same way, because watch events can
+//! be lost across reconnects (ZOOKEEPER-4698) and ACL changes fire no watch at all.
 mod error;
 mod live;
 mod report;
