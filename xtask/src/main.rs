@@ -264,12 +264,12 @@ fn test(args: &[String]) -> Result<()> {
         "--all-targets",
         "--release",
     ]))?;
-    let ensembles = orca_zk_local::shared_ensembles(&zk_state_dir());
-    for e in &ensembles {
+    // The guard first: an ensemble that started is stopped even if the next one fails.
+    let ensembles = EnsemblesGuard(orca_zk_local::shared_ensembles(&zk_state_dir()));
+    for e in &ensembles.0 {
         e.start(std::time::Duration::from_secs(60))
             .with_context(|| format!("starting ZooKeeper ensemble {}", e.name))?;
     }
-    let _stop = EnsemblesGuard(ensembles);
     run(Command::new("cargo")
         .current_dir(&root)
         .env(orca_zk_local::ENV_STATE_DIR, zk_state_dir())
