@@ -68,6 +68,16 @@ pub fn decide(
     ephemerals: EphemeralPolicy,
     strategy: ConflictStrategy,
 ) -> Decision {
+    judge(inputs, ephemerals, strategy).0
+}
+
+/// [`decide`], and whether the path is a conflict (changed on both sides since they agreed),
+/// whether or not the strategy settled it.
+pub fn judge(
+    inputs: Inputs<'_>,
+    ephemerals: EphemeralPolicy,
+    strategy: ConflictStrategy,
+) -> (Decision, bool) {
     let Inputs { a, b, base, .. } = inputs;
     let mirrored = |node: Option<&Znode>, engine: i64| {
         node.is_some_and(|n| n.ephemeral && n.meta.ephemeral_owner == engine)
@@ -84,13 +94,15 @@ pub fn decide(
         original(b, inputs.engine_session_b),
     );
     if a_original || b_original || a_mirror || b_mirror {
-        return decide_ephemeral(inputs, ephemerals, (a_original, b_original));
+        let decision = decide_ephemeral(inputs, ephemerals, (a_original, b_original));
+        let conflict = decision == Decision::Conflict;
+        return (decision, conflict);
     }
 
     let ha = a.map(Znode::content_hash);
     let hb = b.map(Znode::content_hash);
     if ha == hb {
-        return Decision::Agreed(ha);
+        return (Decision::Agreed(ha), false);
     }
     let from = if inputs.never_synced {
         Side::A
@@ -102,7 +114,7 @@ pub fn decide(
     } else {
         match strategy {
             ConflictStrategy::SourceWins => Side::A,
-            ConflictStrategy::Manual => return Decision::Conflict,
+            ConflictStrategy::Manual => return (Decision::Conflict, true),
             ConflictStrategy::LastWriteWins => match (a, b) {
                 (Some(x), Some(y)) => {
                     if y.meta.mtime > x.meta.mtime {
@@ -114,11 +126,12 @@ pub fn decide(
                 // A delete against an update: keep the data.
                 (Some(_), None) => Side::A,
                 (None, Some(_)) => Side::B,
-                (None, None) => return Decision::Agreed(None),
+                (None, None) => return (Decision::Agreed(None), false),
             },
         }
     };
-    propagate(from, a, b)
+    let conflict = !inputs.never_synced && ha != base && hb != base;
+    (propagate(from, a, b), conflict)
 }
 
 fn propagate(from: Side, a: Option<&Znode>, b: Option<&Znode>) -> Decision {

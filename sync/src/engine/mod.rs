@@ -242,6 +242,27 @@ impl SyncEngine {
         Ok(report)
     }
 
+    /// The plan's decision for one path against the base, and whether it is a conflict.
+    fn judge(
+        &self,
+        base: &BaseStore,
+        path: &str,
+        a: Option<&Znode>,
+        b: Option<&Znode>,
+        never_synced: bool,
+    ) -> (Decision, bool) {
+        let agreed = base.get(path);
+        let inputs = Inputs {
+            a,
+            b,
+            base: agreed,
+            never_synced: never_synced && agreed.is_none(),
+            engine_session_a: self.a.session_id().0,
+            engine_session_b: self.b.session_id().0,
+        };
+        plan::judge(inputs, self.cfg.ephemerals, self.cfg.conflicts)
+    }
+
     /// What a bootstrap (or, with saved state, a resume) would write, without writing anything.
     pub async fn preview(&self) -> Result<Preview, SyncError> {
         let (a, b) = self.read_both().await?;
@@ -254,19 +275,9 @@ impl SyncEngine {
         };
         let state = self.state.lock().unwrap();
         let never_synced = !state.base.bootstrapped();
-        let (session_a, session_b) = (self.a.session_id().0, self.b.session_id().0);
         for path in paths {
             let (x, y) = (a.get(path), b.get(path));
-            let base = state.base.get(path);
-            let inputs = Inputs {
-                a: x,
-                b: y,
-                base,
-                never_synced: never_synced && base.is_none(),
-                engine_session_a: session_a,
-                engine_session_b: session_b,
-            };
-            match plan::decide(inputs, self.cfg.ephemerals, self.cfg.conflicts) {
+            match self.judge(&state.base, path, x, y, never_synced).0 {
                 Decision::Copy { to, .. } => {
                     let exists = if to == Side::A {
                         x.is_some()
@@ -327,28 +338,15 @@ impl SyncEngine {
         never_synced: bool,
         live: bool,
     ) -> RoundResult {
-        let (session_a, session_b) = (self.a.session_id().0, self.b.session_id().0);
         let mut ops: [Vec<Op>; 2] = [Vec::new(), Vec::new()];
         let mut copied_from: BTreeMap<String, (Side, i64, ContentHash)> = BTreeMap::new();
         let mut result = RoundResult::default();
         {
             let mut state = self.state.lock().unwrap();
             for (path, a, b) in &copies {
-                let base = state.base.get(path);
-                let inputs = Inputs {
-                    a: a.as_ref(),
-                    b: b.as_ref(),
-                    base,
-                    never_synced: never_synced && base.is_none(),
-                    engine_session_a: session_a,
-                    engine_session_b: session_b,
-                };
-                let decision = plan::decide(inputs, self.cfg.ephemerals, self.cfg.conflicts);
-                let both_changed = !inputs.never_synced
-                    && a.as_ref().map(Znode::content_hash) != base
-                    && b.as_ref().map(Znode::content_hash) != base
-                    && a.as_ref().map(Znode::content_hash) != b.as_ref().map(Znode::content_hash);
-                if both_changed || decision == Decision::Conflict {
+                let (decision, conflict) =
+                    self.judge(&state.base, path, a.as_ref(), b.as_ref(), never_synced);
+                if conflict {
                     let resolution = match &decision {
                         Decision::Conflict => "held".to_string(),
                         Decision::Copy { to, .. } => {
