@@ -63,6 +63,18 @@ impl SyncEngine {
                             }
                             SessionState::SyncConnected if disconnected => {
                                 disconnected = false;
+                                // The watch is re-added by hand: after some reconnects the
+                                // client's own re-registration delivered no further events.
+                                // The new watch is in place before the old one goes, and the
+                                // re-scan that follows covers the moment in between.
+                                match client.watch(&root, AddWatchMode::PersistentRecursive).await {
+                                    Ok(fresh) => watcher = fresh,
+                                    Err(e) => tracing::warn!(
+                                        "re-adding the watch on {}: {e}; the re-scan timer still \
+                                         covers this side",
+                                        side.name()
+                                    ),
+                                }
                                 Signal::Rescan(side)
                             }
                             state if state.is_terminated() => {
