@@ -1,5 +1,7 @@
-//! `orca-master`. This release holds the topology collector; the registry, allocator and
-//! scheduler APIs come next (see docs/architecture.md).
+//! `orca-master`: the topology collector, and the cluster master's parts as they land:
+//! resources, the weighted-DRF allocator (see docs/architecture.md).
+pub mod allocator;
 pub mod collector;
 pub mod metrics;
+pub mod resources;
 pub mod server;
