@@ -559,6 +559,11 @@ impl ScalarMap {
         self.0.iter().find(|(n, _)| same_name(n, name)).map(|(_, s)| *s)
     }
 
+    /// Like `iter`, with the shared name (for pointer comparisons).
+    pub fn entries(&self) -> impl Iterator<Item = (&Arc<str>, Scalar)> {
+        self.0.iter().map(|(n, s)| (n, *s))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, Scalar)> {
         self.0.iter().map(|(n, s)| (&**n, *s))
     }

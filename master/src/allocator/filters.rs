@@ -94,8 +94,16 @@ impl OfferFilters {
         self.cached_for = Some(available.clone());
     }
 
-    /// After `prepare(available)`: whether the client refuses all of `available`.
-    pub fn refuses_all(&self, client: u32) -> bool {
+    /// After `prepare(available)`: sets the bit of every client that refuses all of
+    /// `available` in `mask`.
+    pub fn add_refusing_to(&self, mask: &mut [u64]) {
+        for (word, refusing) in mask.iter_mut().zip(&self.refusing) {
+            *word |= refusing;
+        }
+    }
+
+    #[cfg(test)]
+    fn refuses_all(&self, client: u32) -> bool {
         self.refusing
             .get(client as usize / 64)
             .is_some_and(|word| word & (1 << (client % 64)) != 0)

@@ -32,6 +32,10 @@ use sorter::DrfSorter;
 pub type AgentId = Arc<str>;
 pub type FrameworkId = Arc<str>;
 
+/// With at most this many frameworks left to offer an agent to, `pick` compares them
+/// directly instead of walking the DRF order.
+const FEW_CANDIDATES: u32 = 16;
+
 /// Mesos caps `refuse_seconds` at one year; longer values are clamped.
 pub const MAX_REFUSE: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -116,8 +120,8 @@ struct AgentState {
     available: Resources,
     active: bool,
     has_gpus: bool,
-    /// (framework slot, role, resources) currently allocated on this agent.
-    allocations: Vec<(usize, Arc<str>, Resources)>,
+    /// What is allocated on this agent, per framework and role.
+    allocations: Vec<Held>,
     filters: OfferFilters,
     /// Bumped whenever `available` grows or a filter is removed.
     version: u64,
@@ -126,11 +130,19 @@ struct AgentState {
     quiet: Option<(u64, u64)>,
 }
 
+/// Resources one framework holds in one role on one agent.
+#[derive(Debug)]
+struct Held {
+    fw: usize,
+    client: u32,
+    role: Arc<str>,
+    resources: Resources,
+}
+
 /// A framework's subscription to one role.
 #[derive(Debug)]
 struct Subscription {
     role: Arc<str>,
-    node: usize,
     /// Dense number of this (framework, role) pair: offer filters and per-cycle eligibility
     /// are indexed by it.
     client: u32,
@@ -141,6 +153,9 @@ struct Subscription {
 struct FrameworkState {
     id: FrameworkId,
     roles: Vec<Subscription>,
+    /// Roles the framework left (UPDATE_FRAMEWORK) that may still hold allocations: their
+    /// clients stay in the sorter until the framework is removed, and are never offered.
+    retired: Vec<Subscription>,
     active: bool,
     gpu_aware: bool,
 }
@@ -172,10 +187,13 @@ pub struct Allocator {
     cycles: u64,
     next_client: u32,
     free_clients: Vec<u32>,
-    /// Per cycle, by client: may be offered anything (framework active, role not suppressed).
-    eligible: Vec<bool>,
-    /// Per cycle, by client: may be offered GPU agents.
-    gpu_ok: Vec<bool>,
+    /// Per cycle, a bit per client that may not be offered anything (no such client, framework
+    /// inactive, role suppressed).
+    blocked: Vec<u64>,
+    /// `blocked`, plus the clients that may not be offered GPU agents.
+    blocked_on_gpus: Vec<u64>,
+    /// Reused per agent by `pick`.
+    scratch: Vec<u64>,
 }
 
 impl Allocator {
@@ -201,8 +219,9 @@ impl Allocator {
             cycles: 0,
             next_client: 0,
             free_clients: Vec::new(),
-            eligible: Vec::new(),
-            gpu_ok: Vec::new(),
+            blocked: Vec::new(),
+            blocked_on_gpus: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -222,11 +241,17 @@ impl Allocator {
         let mut available = total.clone();
         for (fw_id, role, resources) in used {
             let fw = self.framework_slot(fw_id)?;
-            let node = self.subscribed_node(fw, role)?;
+            let sub = self.subscription(fw, role)?;
+            let (client, role) = (sub.client, sub.role.clone());
             available.subtract(resources);
             self.sorter
-                .allocated(node, fw, &resources.scalar_totals(), true);
-            allocations.push((fw, role.clone(), resources.clone()));
+                .allocated(client, &resources.scalar_totals(), true);
+            allocations.push(Held {
+                fw,
+                client,
+                role,
+                resources: resources.clone(),
+            });
         }
         let id: AgentId = id.into();
         let state = AgentState {
@@ -264,11 +289,9 @@ impl Allocator {
             .remove(id)
             .ok_or_else(|| AllocatorError::UnknownAgent(id.to_owned()))?;
         let agent = self.agents[slot].take().expect("slot in use");
-        for (fw, role, resources) in agent.allocations {
-            if let Some(node) = self.sorter.role_index(&role) {
-                self.sorter
-                    .allocated(node, fw, &resources.scalar_totals(), false);
-            }
+        for held in agent.allocations {
+            self.sorter
+                .allocated(held.client, &held.resources.scalar_totals(), false);
         }
         self.free_agent_slots.push(slot);
         self.totals_changed = true;
@@ -312,11 +335,12 @@ impl Allocator {
         });
         let mut roles = Vec::new();
         for role in &spec.roles {
-            roles.push(self.subscribe(slot, &id, role, spec));
+            roles.push(self.subscribe(slot, role, spec));
         }
         self.frameworks[slot] = Some(FrameworkState {
             id: id.clone(),
             roles,
+            retired: Vec::new(),
             active: true,
             gpu_aware: spec.gpu_aware,
         });
@@ -332,9 +356,9 @@ impl Allocator {
         let fw = self.frameworks[slot].take().expect("slot in use");
         for agent in self.agents.iter_mut().flatten() {
             let before = agent.allocations.len();
-            agent.allocations.retain(|(f, _, resources)| {
-                if *f == slot {
-                    agent.available.add(resources);
+            agent.allocations.retain(|held| {
+                if held.fw == slot {
+                    agent.available.add(&held.resources);
                     false
                 } else {
                     true
@@ -347,8 +371,8 @@ impl Allocator {
                 agent.version += 1;
             }
         }
-        for sub in fw.roles {
-            self.sorter.remove_client(sub.node, slot);
+        for sub in fw.roles.into_iter().chain(fw.retired) {
+            self.sorter.remove_client(sub.client);
             self.free_clients.push(sub.client);
         }
         self.free_framework_slots.push(slot);
@@ -405,7 +429,6 @@ impl Allocator {
         }
         let slot = self.framework_slot(id)?;
         let fw = self.frameworks[slot].as_mut().expect("slot in use");
-        let fw_id = fw.id.clone();
         let mut kept = std::mem::take(&mut fw.roles);
         let mut roles = Vec::new();
         for role in &spec.roles {
@@ -415,7 +438,7 @@ impl Allocator {
                     sub.suppressed = spec.suppressed_roles.iter().any(|r| r == role);
                     roles.push(sub);
                 }
-                None => roles.push(self.subscribe(slot, &fw_id, role, spec)),
+                None => roles.push(self.subscribe(slot, role, spec)),
             }
         }
         // Roles left keep their sorter entry while allocations are charged to them; their
@@ -426,6 +449,7 @@ impl Allocator {
                 .remove(|client| kept.iter().any(|s| s.client == client));
         }
         let fw = self.frameworks[slot].as_mut().expect("slot in use");
+        fw.retired.append(&mut kept);
         fw.roles = roles;
         fw.gpu_aware = spec.gpu_aware;
         self.epoch += 1;
@@ -492,8 +516,8 @@ impl Allocator {
         let slot = *self.framework_slots.get(id)?;
         let fw = self.frameworks[slot].as_ref()?;
         let mut total = ScalarMap::default();
-        for sub in &fw.roles {
-            if let Some(c) = self.sorter.client(sub.node, slot) {
+        for sub in fw.roles.iter().chain(&fw.retired) {
+            if let Some(c) = self.sorter.client(sub.client) {
                 total.add_all(&c.alloc);
             }
         }
@@ -529,29 +553,28 @@ impl Allocator {
         let pos = state
             .allocations
             .iter()
-            .position(|(f, r, held)| *f == fw && &**r == role && held.contains(resources))
+            .position(|h| h.fw == fw && &*h.role == role && h.resources.contains(resources))
             .ok_or_else(not_allocated)?;
-        state.allocations[pos].2.subtract(resources);
-        if state.allocations[pos].2.is_empty() {
+        let client = state.allocations[pos].client;
+        state.allocations[pos].resources.subtract(resources);
+        if state.allocations[pos].resources.is_empty() {
             state.allocations.swap_remove(pos);
         }
         state.available.add(resources);
         state.version += 1;
-        let client = self.frameworks[fw]
+        // Only a role the framework is still subscribed to can be filtered.
+        let subscribed = self.frameworks[fw]
             .as_ref()
-            .and_then(|f| f.roles.iter().find(|s| &*s.role == role))
-            .map(|s| s.client);
-        if let (Some(refuse), Some(client)) = (refuse.filter(|d| !d.is_zero()), client) {
+            .is_some_and(|f| f.roles.iter().any(|s| s.client == client));
+        if let Some(refuse) = refuse.filter(|d| !d.is_zero() && subscribed) {
             let until = now + refuse.min(MAX_REFUSE);
             let state = self.agents[slot].as_mut().expect("slot in use");
             state
                 .filters
                 .insert(client, resources.clone(), until, &state.available);
         }
-        if let Some(node) = self.sorter.role_index(role) {
-            self.sorter
-                .allocated(node, fw, &resources.scalar_totals(), false);
-        }
+        self.sorter
+            .allocated(client, &resources.scalar_totals(), false);
         if !self.quotas.is_empty() {
             // Freed resources change headroom and limits for every agent.
             self.epoch += 1;
@@ -566,8 +589,8 @@ impl Allocator {
         }
         self.cycles += 1;
         self.refresh_eligibility();
-        let mut out = Vec::new();
         let count = self.agents.len();
+        let mut out = Vec::with_capacity(count.min(self.agent_slots.len()));
         if count == 0 {
             return out;
         }
@@ -593,15 +616,20 @@ impl Allocator {
 
     /// Which clients may be offered anything this cycle (nothing changes them mid-cycle).
     fn refresh_eligibility(&mut self) {
-        let n = self.next_client as usize;
-        self.eligible.clear();
-        self.eligible.resize(n, false);
-        self.gpu_ok.clear();
-        self.gpu_ok.resize(n, false);
+        let words = (self.next_client as usize).div_ceil(64);
+        self.blocked.clear();
+        self.blocked.resize(words, u64::MAX);
+        self.blocked_on_gpus.clear();
+        self.blocked_on_gpus.resize(words, u64::MAX);
         for fw in self.frameworks.iter().flatten() {
             for sub in &fw.roles {
-                self.eligible[sub.client as usize] = fw.active && !sub.suppressed;
-                self.gpu_ok[sub.client as usize] = fw.gpu_aware;
+                let (word, bit) = (sub.client as usize / 64, 1u64 << (sub.client % 64));
+                if fw.active && !sub.suppressed {
+                    self.blocked[word] &= !bit;
+                    if fw.gpu_aware {
+                        self.blocked_on_gpus[word] &= !bit;
+                    }
+                }
             }
         }
     }
@@ -610,7 +638,6 @@ impl Allocator {
     fn subscribe(
         &mut self,
         slot: usize,
-        id: &FrameworkId,
         role: &str,
         spec: &FrameworkSpec,
     ) -> Subscription {
@@ -619,10 +646,9 @@ impl Allocator {
             self.next_client += 1;
             self.next_client - 1
         });
-        self.sorter.add_client(node, slot, id.clone(), client);
+        self.sorter.add_client(node, slot, client);
         Subscription {
             role: self.sorter.role_name(node).clone(),
-            node,
             client,
             suppressed: spec.suppressed_roles.iter().any(|r| r == role),
         }
@@ -651,17 +677,17 @@ impl Allocator {
         }
         agent.filters.prepare(&agent.available);
         let mut offered_any = false;
-        while let Some((fw, node, part)) =
-            self.pick(slot, now, quota.as_mut().map(|(s, h)| (*s, &**h)))
+        let mut skip = std::mem::take(&mut self.scratch);
+        while let Some((fw, client, node, part)) =
+            self.pick(slot, now, quota.as_mut().map(|(s, h)| (*s, &**h)), &mut skip)
         {
             let part_is_whole = part.is_none();
             let resources = match part {
                 Some(part) => part,
-                None => self.agents[slot]
-                    .as_ref()
-                    .expect("slot in use")
-                    .available
-                    .clone(),
+                // The whole agent: what is free moves into the offer.
+                None => std::mem::take(
+                    &mut self.agents[slot].as_mut().expect("slot in use").available,
+                ),
             };
             let scalars = resources.scalar_totals();
             if let Some((_, headroom)) = quota.as_mut() {
@@ -670,21 +696,20 @@ impl Allocator {
                     .subtract_all(&resources.unreserved().scalar_totals());
                 self.refresh_required(headroom);
             }
-            self.sorter.allocated(node, fw, &scalars, true);
+            self.sorter.allocated(client, &scalars, true);
             let role = self.sorter.role_name(node).clone();
             let agent = self.agents[slot].as_mut().expect("slot in use");
-            if part_is_whole {
-                agent.available = Resources::new();
-            } else {
+            if !part_is_whole {
                 agent.available.subtract(&resources);
             }
-            match agent
-                .allocations
-                .iter_mut()
-                .find(|(f, r, _)| *f == fw && *r == role)
-            {
-                Some((_, _, held)) => held.add(&resources),
-                None => agent.allocations.push((fw, role.clone(), resources.clone())),
+            match agent.allocations.iter_mut().find(|h| h.client == client) {
+                Some(held) => held.resources.add(&resources),
+                None => agent.allocations.push(Held {
+                    fw,
+                    client,
+                    role: role.clone(),
+                    resources: resources.clone(),
+                }),
             }
             let framework = self.frameworks[fw].as_ref().expect("slot in use").id.clone();
             out.push(Allocation {
@@ -699,6 +724,7 @@ impl Allocator {
             }
             agent.filters.prepare(&agent.available);
         }
+        self.scratch = skip;
         if !offered_any && quota.is_none() {
             let agent = self.agents[slot].as_mut().expect("slot in use");
             agent.quiet = Some((epoch, agent.version));
@@ -712,24 +738,65 @@ impl Allocator {
         slot: usize,
         now: Instant,
         quota: Option<(Stage, &Headroom)>,
-    ) -> Option<(usize, usize, Option<Resources>)> {
+        skip: &mut Vec<u64>,
+    ) -> Option<(usize, u32, usize, Option<Resources>)> {
         let agent = self.agents[slot].as_ref().expect("slot in use");
         // What the agent can offer depends on the role only: computed once per role met, and
         // not copied at all when the agent has no reservations and no quota applies.
         let plain = quota.is_none() && !agent.total.has_reservations();
+        // One bit per client this agent cannot go to: blocked this cycle, not GPU-aware on a
+        // GPU agent, or (whole-agent offers) refusing all of it. When every bit is set the
+        // agent is skipped without walking the DRF order.
+        let base = if agent.has_gpus {
+            &self.blocked_on_gpus
+        } else {
+            &self.blocked
+        };
+        skip.clear();
+        skip.extend_from_slice(base);
+        if plain {
+            agent.filters.add_refusing_to(skip);
+        }
+        let last_bits = self.next_client % 64;
+        if last_bits != 0
+            && let Some(word) = skip.last_mut()
+        {
+            *word |= u64::MAX << last_bits;
+        }
+        let candidates: u32 = skip.iter().map(|word| word.count_zeros()).sum();
+        if candidates == 0 {
+            return None;
+        }
+        if plain && candidates <= FEW_CANDIDATES {
+            // Late in a decline cascade most frameworks refuse this agent: compare the few
+            // that do not instead of walking the whole order past the others.
+            let mut best: Option<u32> = None;
+            for (w, &word) in skip.iter().enumerate() {
+                let mut free = !word;
+                while free != 0 {
+                    let id = (w * 64) as u32 + free.trailing_zeros();
+                    free &= free - 1;
+                    if best.is_none_or(|b| self.sorter.precedes(id, b)) {
+                        best = Some(id);
+                    }
+                }
+            }
+            let id = best?;
+            if !self.allocatable(&agent.available) {
+                return None;
+            }
+            let client = self.sorter.client(id)?;
+            return Some((client.fw, id, client.node, None));
+        }
+        let skip = &*skip;
         let mut offer: Option<(usize, Cow<'_, Resources>, bool)> = None;
         let mut found = None;
         let _ = self.sorter.visit(&mut |node, client| {
             let id = client.id as usize;
-            if !self.eligible.get(id).copied().unwrap_or(false)
-                || (agent.has_gpus && !self.gpu_ok[id])
-            {
+            if skip.get(id / 64).is_none_or(|word| word & (1 << (id % 64)) != 0) {
                 return ControlFlow::Continue(());
             }
             if plain {
-                if agent.filters.refuses_all(client.id) {
-                    return ControlFlow::Continue(());
-                }
                 if offer.is_none() {
                     let whole = &agent.available;
                     let worth = self.allocatable(whole);
@@ -759,16 +826,16 @@ impl Allocator {
             if !plain && agent.filters.refuses(client.id, resources, now) {
                 return ControlFlow::Continue(());
             }
-            found = Some((client.fw, node));
+            found = Some((client.fw as usize, client.id, node));
             ControlFlow::Break(())
         });
-        let (fw, node) = found?;
+        let (fw, client, node) = found?;
         let (_, resources, ..) = offer.expect("an offer was found");
         let part = match resources {
             Cow::Borrowed(_) => None,
             Cow::Owned(part) => Some(part),
         };
-        Some((fw, node, part))
+        Some((fw, client, node, part))
     }
 
     /// What role `node` may take from `available` under quota rules in this stage.
@@ -895,13 +962,12 @@ impl Allocator {
             .ok_or_else(|| AllocatorError::UnknownFramework(id.to_owned()))
     }
 
-    fn subscribed_node(&self, fw: usize, role: &str) -> Result<usize, AllocatorError> {
+    fn subscription(&self, fw: usize, role: &str) -> Result<&Subscription, AllocatorError> {
         let state = self.frameworks[fw].as_ref().expect("slot in use");
         state
             .roles
             .iter()
             .find(|s| &*s.role == role)
-            .map(|s| s.node)
             .ok_or_else(|| AllocatorError::RoleNotSubscribed {
                 framework: state.id.to_string(),
                 role: role.to_owned(),
