@@ -1,0 +1,256 @@
+//! The cluster master's core: agents, frameworks, offers and tasks, and the rules between them.
+//!
+//! One state behind one lock; every operation is short and synchronous. The API layers (Mesos
+//! v1 HTTP in [`crate::mesos_api`], gRPC for agents) call these operations and carry their
+//! results; events to frameworks and commands to agents leave through unbounded channels, so
+//! no slow client ever holds the lock. A background task ([`Cluster::run`]) allocates on an
+//! interval and after events, rescinds expired offers and marks silent agents unreachable.
+//!
+//! Status updates are delivered at least once: each carries a uuid, stays pending until the
+//! framework acknowledges it, is re-sent when the framework re-subscribes, and the agent is
+//! told when to stop retrying it.
+pub mod config;
+pub mod types;
+
+mod state;
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{Notify, mpsc};
+
+pub use config::{ClusterConfig, RoleConfig};
+pub use state::{AgentView, ApiError, FrameworkView, Operation, StateSnapshot, TaskView};
+use state::State;
+pub use types::*;
+
+use crate::resources::Resources;
+
+/// A framework's live subscription: its id, the stream id every later call must carry, and
+/// the events for it.
+#[derive(Debug)]
+pub struct Subscription {
+    pub framework_id: String,
+    pub stream_id: String,
+    pub events: mpsc::UnboundedReceiver<Event>,
+}
+
+/// An agent's registration: its id and the commands for it.
+#[derive(Debug)]
+pub struct AgentLink {
+    pub agent_id: String,
+    pub commands: mpsc::UnboundedReceiver<AgentCommand>,
+}
+
+/// Cheap to clone; all clones share one master.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    state: Arc<Mutex<State>>,
+    wake: Arc<Notify>,
+}
+
+impl Cluster {
+    pub fn new(config: ClusterConfig) -> Result<Self, ApiError> {
+        Ok(Cluster {
+            state: Arc::new(Mutex::new(State::new(config)?)),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs allocation, offer expiry and agent health checks until the cluster is dropped by
+    /// every other holder. Allocates on `allocation_interval` and soon after any event.
+    pub async fn run(self) {
+        let (interval, batch) = {
+            let s = self.lock();
+            (s.config.allocation_interval, s.config.allocation_batch)
+        };
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.wake.notified() => {
+                    tokio::time::sleep(batch).await;
+                }
+            }
+            if Arc::strong_count(&self.state) == 1 {
+                return;
+            }
+            self.tick(Instant::now());
+        }
+    }
+
+    /// One round of housekeeping and allocation at `now` (tests drive this directly).
+    pub fn tick(&self, now: Instant) {
+        let mut s = self.lock();
+        s.expire_offers(now);
+        s.check_agents(now);
+        s.expire_frameworks(now);
+        s.allocate(now);
+    }
+
+    fn changed(&self) {
+        self.wake.notify_one();
+    }
+
+    // ---- frameworks ----
+
+    pub fn subscribe(&self, info: FrameworkInfo) -> Result<Subscription, ApiError> {
+        let sub = self.lock().subscribe(info, Instant::now())?;
+        self.changed();
+        Ok(sub)
+    }
+
+    /// The framework's event stream ended (connection closed).
+    pub fn disconnected(&self, framework_id: &str, stream_id: &str) {
+        self.lock()
+            .disconnected(framework_id, stream_id, Instant::now());
+        self.changed();
+    }
+
+    /// Checks that a call comes from the framework's current subscription.
+    pub fn check_stream(&self, framework_id: &str, stream_id: Option<&str>) -> Result<(), ApiError> {
+        self.lock().check_stream(framework_id, stream_id)
+    }
+
+    pub fn accept(
+        &self,
+        framework_id: &str,
+        offer_ids: &[String],
+        operations: Vec<Operation>,
+        refuse: Option<Duration>,
+    ) -> Result<(), ApiError> {
+        let result = self
+            .lock()
+            .accept(framework_id, offer_ids, operations, refuse, Instant::now());
+        self.changed();
+        result
+    }
+
+    pub fn decline(
+        &self,
+        framework_id: &str,
+        offer_ids: &[String],
+        refuse: Option<Duration>,
+    ) -> Result<(), ApiError> {
+        let result = self
+            .lock()
+            .decline(framework_id, offer_ids, refuse, Instant::now());
+        self.changed();
+        result
+    }
+
+    pub fn revive(&self, framework_id: &str, roles: Option<&[String]>) -> Result<(), ApiError> {
+        let result = self.lock().revive(framework_id, roles);
+        self.changed();
+        result
+    }
+
+    pub fn suppress(&self, framework_id: &str, roles: Option<&[String]>) -> Result<(), ApiError> {
+        self.lock().suppress(framework_id, roles)
+    }
+
+    pub fn kill(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        grace: Option<Duration>,
+    ) -> Result<(), ApiError> {
+        self.lock().kill(framework_id, task_id, grace)
+    }
+
+    pub fn acknowledge(
+        &self,
+        framework_id: &str,
+        agent_id: &str,
+        task_id: &str,
+        uuid: [u8; 16],
+    ) -> Result<(), ApiError> {
+        self.lock().acknowledge(framework_id, agent_id, task_id, uuid)
+    }
+
+    /// Explicit reconciliation for the listed (task, agent) pairs, implicit when empty.
+    pub fn reconcile(
+        &self,
+        framework_id: &str,
+        tasks: &[(String, Option<String>)],
+    ) -> Result<(), ApiError> {
+        self.lock().reconcile(framework_id, tasks)
+    }
+
+    pub fn teardown(&self, framework_id: &str) -> Result<(), ApiError> {
+        let result = self.lock().teardown(framework_id, Instant::now());
+        self.changed();
+        result
+    }
+
+    // ---- agents ----
+
+    pub fn register_agent(
+        &self,
+        info: AgentInfo,
+        running: Vec<RunningTask>,
+    ) -> Result<AgentLink, ApiError> {
+        let link = self.lock().register_agent(info, running, Instant::now())?;
+        self.changed();
+        Ok(link)
+    }
+
+    pub fn agent_heartbeat(&self, agent_id: &str) -> Result<(), ApiError> {
+        self.lock().agent_heartbeat(agent_id, Instant::now())
+    }
+
+    /// A status update from an agent (retried by the agent until acknowledged).
+    pub fn status_update(&self, framework_id: &str, status: TaskStatus) -> Result<(), ApiError> {
+        let result = self.lock().status_update(framework_id, status);
+        self.changed();
+        result
+    }
+
+    /// Per-task usage reported by an agent.
+    pub fn task_usage(&self, agent_id: &str, task_id: &str, usage: TaskUsage) {
+        self.lock().task_usage(agent_id, task_id, usage);
+    }
+
+    // ---- views ----
+
+    pub fn master_id(&self) -> String {
+        self.lock().master_id().to_owned()
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.lock().config.framework_heartbeat
+    }
+
+    pub fn snapshot(&self) -> StateSnapshot {
+        self.lock().snapshot()
+    }
+
+    /// Mesos-named metrics (`master/elected`, `master/tasks_running`, ...).
+    pub fn metrics(&self) -> Vec<(String, f64)> {
+        self.lock().metrics()
+    }
+
+    /// What an agent currently has free (for tests and the TUI).
+    pub fn agent_available(&self, agent_id: &str) -> Option<Resources> {
+        self.lock().agent_available(agent_id)
+    }
+}
+
+/// Resource usage of one task, read from its cgroup by the agent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskUsage {
+    pub cpu_seconds: f64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    pub pids: u64,
+}
+

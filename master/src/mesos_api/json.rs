@@ -1,0 +1,534 @@
+//! Mesos v1 JSON shapes (the protobuf JSON mapping Mesos uses: snake_case fields, enums as
+//! strings, ids as `{"value": ...}`, bytes as base64) and their conversion to and from the
+//! master's domain types. Unknown fields are ignored, as clients written against newer Mesos
+//! versions send them.
+use std::time::Duration;
+
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use crate::{
+    cluster::{CommandInfo, Event, FrameworkInfo, Labels, Offer, Operation, TaskInfo, TaskStatus},
+    resources::{Ranges, Resource, Resources, Scalar, UNRESERVED_ROLE, Value, intern},
+};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Id {
+    pub value: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Call {
+    pub framework_id: Option<Id>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub subscribe: Option<Subscribe>,
+    pub accept: Option<Accept>,
+    pub decline: Option<Decline>,
+    pub revive: Option<Roles>,
+    pub suppress: Option<Roles>,
+    pub kill: Option<Kill>,
+    pub acknowledge: Option<Acknowledge>,
+    pub reconcile: Option<Reconcile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Subscribe {
+    pub framework_info: FrameworkInfoJson,
+    #[serde(default)]
+    pub suppressed_roles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FrameworkInfoJson {
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub name: String,
+    pub id: Option<Id>,
+    pub failover_timeout: Option<f64>,
+    #[serde(default)]
+    pub checkpoint: bool,
+    /// Deprecated single role.
+    pub role: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub hostname: Option<String>,
+    pub principal: Option<String>,
+    pub webui_url: Option<String>,
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    pub labels: Option<LabelsJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Capability {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LabelsJson {
+    #[serde(default)]
+    pub labels: Vec<Label>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Label {
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Filters {
+    pub refuse_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Accept {
+    #[serde(default)]
+    pub offer_ids: Vec<Id>,
+    #[serde(default)]
+    pub operations: Vec<OperationJson>,
+    pub filters: Option<Filters>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Decline {
+    #[serde(default)]
+    pub offer_ids: Vec<Id>,
+    pub filters: Option<Filters>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Roles {
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OperationJson {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub launch: Option<Launch>,
+    pub launch_group: Option<LaunchGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Launch {
+    #[serde(default)]
+    pub task_infos: Vec<TaskInfoJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LaunchGroup {
+    pub task_group: TaskGroup,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TaskGroup {
+    #[serde(default)]
+    pub tasks: Vec<TaskInfoJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TaskInfoJson {
+    #[serde(default)]
+    pub name: String,
+    pub task_id: Id,
+    pub agent_id: Id,
+    #[serde(default)]
+    pub resources: Vec<ResourceJson>,
+    pub command: Option<CommandJson>,
+    pub executor: Option<Json>,
+    pub container: Option<Json>,
+    pub labels: Option<LabelsJson>,
+    pub kill_policy: Option<KillPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CommandJson {
+    pub value: Option<String>,
+    pub shell: Option<bool>,
+    #[serde(default)]
+    pub arguments: Vec<String>,
+    pub environment: Option<Environment>,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Environment {
+    #[serde(default)]
+    pub variables: Vec<Variable>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Variable {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KillPolicy {
+    pub grace_period: Option<DurationJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DurationJson {
+    pub nanoseconds: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Kill {
+    pub task_id: Id,
+    pub agent_id: Option<Id>,
+    pub kill_policy: Option<KillPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Acknowledge {
+    pub agent_id: Id,
+    pub task_id: Id,
+    pub uuid: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Reconcile {
+    #[serde(default)]
+    pub tasks: Vec<ReconcileTask>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReconcileTask {
+    pub task_id: Id,
+    pub agent_id: Option<Id>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResourceJson {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub scalar: Option<ScalarJson>,
+    pub ranges: Option<RangesJson>,
+    pub role: Option<String>,
+    #[serde(default)]
+    pub reservations: Vec<Reservation>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ScalarJson {
+    pub value: f64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RangesJson {
+    #[serde(default)]
+    pub range: Vec<RangeJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RangeJson {
+    pub begin: u64,
+    pub end: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Reservation {
+    pub role: Option<String>,
+}
+
+// ---- into the domain ----
+
+pub fn duration(seconds: Option<f64>) -> Option<Duration> {
+    seconds
+        .filter(|s| s.is_finite())
+        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 365.0 * 24.0 * 3600.0)))
+}
+
+fn labels(json: Option<LabelsJson>) -> Labels {
+    json.map(|l| l.labels.into_iter().map(|l| (l.key, l.value)).collect())
+        .unwrap_or_default()
+}
+
+pub fn framework_info(json: FrameworkInfoJson) -> FrameworkInfo {
+    let mut roles = json.roles;
+    if roles.is_empty()
+        && let Some(role) = json.role
+    {
+        roles.push(role);
+    }
+    FrameworkInfo {
+        id: json.id.map(|i| i.value),
+        user: json.user,
+        name: json.name,
+        roles,
+        principal: json.principal,
+        hostname: json.hostname,
+        webui_url: json.webui_url,
+        failover_timeout: duration(json.failover_timeout).unwrap_or_default(),
+        checkpoint: json.checkpoint,
+        capabilities: json.capabilities.into_iter().map(|c| c.kind).collect(),
+        labels: labels(json.labels),
+    }
+}
+
+pub fn resources(list: Vec<ResourceJson>) -> Result<Resources, String> {
+    let mut out = Resources::new();
+    for r in list {
+        let value = match r.kind.as_str() {
+            "SCALAR" => {
+                let v = r
+                    .scalar
+                    .ok_or_else(|| format!("resource {}: SCALAR without `scalar`", r.name))?
+                    .value;
+                if !v.is_finite() || v < 0.0 {
+                    return Err(format!("resource {}: scalar {v} is not a number >= 0", r.name));
+                }
+                Value::Scalar(Scalar::from_f64(v))
+            }
+            "RANGES" => {
+                let ranges = r
+                    .ranges
+                    .ok_or_else(|| format!("resource {}: RANGES without `ranges`", r.name))?;
+                if let Some(bad) = ranges.range.iter().find(|x| x.begin > x.end) {
+                    return Err(format!(
+                        "resource {}: range {}-{} has begin > end",
+                        r.name, bad.begin, bad.end
+                    ));
+                }
+                Value::Ranges(Ranges::new(ranges.range.iter().map(|x| (x.begin, x.end))))
+            }
+            other => {
+                return Err(format!(
+                    "resource {}: type {other} is not supported (SCALAR and RANGES are)",
+                    r.name
+                ));
+            }
+        };
+        // Static reservations: the last entry of `reservations`, or the deprecated `role`.
+        let reservation = r
+            .reservations
+            .last()
+            .and_then(|res| res.role.clone())
+            .or(r.role)
+            .filter(|role| role != UNRESERVED_ROLE);
+        out.add_resource(Resource {
+            name: intern(&r.name),
+            value,
+            reservation: reservation.map(|role| intern(&role)),
+        });
+    }
+    Ok(out)
+}
+
+pub fn task_info(json: TaskInfoJson) -> Result<TaskInfo, String> {
+    let task_id = json.task_id.value;
+    if json.executor.is_some() {
+        return Err(format!(
+            "task {task_id}: custom executors are not supported; give a `command` instead"
+        ));
+    }
+    if json.container.is_some() {
+        return Err(format!(
+            "task {task_id}: containers are not supported yet; give a `command` instead"
+        ));
+    }
+    let command = json.command.map(|c| CommandInfo {
+        shell: c.shell.unwrap_or(true),
+        value: c.value.unwrap_or_default(),
+        arguments: c.arguments,
+        environment: c
+            .environment
+            .map(|e| e.variables.into_iter().map(|v| (v.name, v.value)).collect())
+            .unwrap_or_default(),
+        user: c.user,
+    });
+    Ok(TaskInfo {
+        resources: resources(json.resources).map_err(|e| format!("task {task_id}: {e}"))?,
+        name: json.name,
+        agent_id: json.agent_id.value,
+        command,
+        labels: labels(json.labels),
+        kill_grace: json
+            .kill_policy
+            .and_then(|k| k.grace_period)
+            .map(|g| Duration::from_nanos(g.nanoseconds.max(0) as u64)),
+        task_id,
+    })
+}
+
+pub fn operations(list: Vec<OperationJson>) -> Result<Vec<Operation>, String> {
+    list.into_iter()
+        .map(|op| match op.kind.as_str() {
+            "LAUNCH" => {
+                let launch = op.launch.ok_or("LAUNCH without `launch`")?;
+                Ok(Operation::Launch(
+                    launch
+                        .task_infos
+                        .into_iter()
+                        .map(task_info)
+                        .collect::<Result<_, _>>()?,
+                ))
+            }
+            "LAUNCH_GROUP" => {
+                let group = op.launch_group.ok_or("LAUNCH_GROUP without `launch_group`")?;
+                Ok(Operation::LaunchGroup(
+                    group
+                        .task_group
+                        .tasks
+                        .into_iter()
+                        .map(task_info)
+                        .collect::<Result<_, _>>()?,
+                ))
+            }
+            other => Err(format!(
+                "operation {other} is not supported (LAUNCH and LAUNCH_GROUP are)"
+            )),
+        })
+        .collect()
+}
+
+pub fn uuid(text: &str) -> Result<[u8; 16], String> {
+    let bytes = BASE64
+        .decode(text)
+        .map_err(|e| format!("uuid is not base64: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("uuid must be 16 bytes, got {}", b.len()))
+}
+
+// ---- out of the domain ----
+
+pub fn id(value: &str) -> Json {
+    json!({ "value": value })
+}
+
+/// One resource as Mesos writes it; `allocated_to` adds `allocation_info` (offers, tasks).
+pub fn resource(r: &Resource, allocated_to: Option<&str>) -> Json {
+    let mut out = json!({ "name": &*r.name });
+    match &r.value {
+        Value::Scalar(s) => {
+            out["type"] = json!("SCALAR");
+            out["scalar"] = json!({ "value": s.as_f64() });
+        }
+        Value::Ranges(ranges) => {
+            out["type"] = json!("RANGES");
+            out["ranges"] = json!({
+                "range": ranges.iter().map(|(b, e)| json!({"begin": b, "end": e})).collect::<Vec<_>>()
+            });
+        }
+    }
+    match &r.reservation {
+        Some(role) => {
+            out["role"] = json!(&**role);
+            out["reservations"] = json!([{ "type": "STATIC", "role": &**role }]);
+        }
+        None => out["role"] = json!(UNRESERVED_ROLE),
+    }
+    if let Some(role) = allocated_to {
+        out["allocation_info"] = json!({ "role": role });
+    }
+    out
+}
+
+pub fn resource_list(resources: &Resources, allocated_to: Option<&str>) -> Json {
+    Json::Array(resources.iter().map(|r| resource(r, allocated_to)).collect())
+}
+
+/// `{"cpus": 1.5, "mem": 128, "ports": "[31000-31010]"}` as in Mesos's `/master/state`.
+pub fn resource_summary(resources: &Resources) -> Json {
+    let mut out = serde_json::Map::new();
+    for name in ["cpus", "gpus", "mem", "disk"] {
+        out.insert(name.into(), json!(resources.scalar(name).as_f64()));
+    }
+    for r in resources.iter() {
+        match &r.value {
+            Value::Scalar(_) => {
+                out.insert(r.name.to_string(), json!(resources.scalar(&r.name).as_f64()));
+            }
+            Value::Ranges(ranges) => {
+                out.insert(r.name.to_string(), json!(ranges.to_string()));
+            }
+        }
+    }
+    Json::Object(out)
+}
+
+fn labels_json(labels: &Labels) -> Json {
+    json!({ "labels": labels.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>() })
+}
+
+pub fn offer(o: &Offer) -> Json {
+    json!({
+        "id": id(&o.id),
+        "framework_id": id(&o.framework_id),
+        "agent_id": id(&o.agent_id),
+        "hostname": o.hostname,
+        "allocation_info": { "role": &*o.role },
+        "resources": resource_list(&o.resources, Some(&o.role)),
+        "attributes": o.attributes.iter().map(|(k, v)| json!({
+            "name": k, "type": "TEXT", "text": {"value": v}
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn status(s: &TaskStatus) -> Json {
+    let mut out = json!({
+        "task_id": id(&s.task_id),
+        "state": s.state.name(),
+        "source": s.source.name(),
+        "timestamp": s.timestamp,
+    });
+    if !s.agent_id.is_empty() {
+        out["agent_id"] = id(&s.agent_id);
+    }
+    if let Some(reason) = &s.reason {
+        out["reason"] = json!(reason);
+    }
+    if let Some(message) = &s.message {
+        out["message"] = json!(message);
+    }
+    if let Some(uuid) = &s.uuid {
+        out["uuid"] = json!(BASE64.encode(uuid));
+    }
+    out
+}
+
+pub fn event(e: &Event, master_id: &str) -> Json {
+    match e {
+        Event::Subscribed {
+            framework_id,
+            heartbeat_interval,
+        } => json!({
+            "type": "SUBSCRIBED",
+            "subscribed": {
+                "framework_id": id(framework_id),
+                "heartbeat_interval_seconds": heartbeat_interval.as_secs_f64(),
+                "master_info": { "id": master_id, "version": env!("CARGO_PKG_VERSION") },
+            }
+        }),
+        Event::Offers(offers) => json!({
+            "type": "OFFERS",
+            "offers": { "offers": offers.iter().map(offer).collect::<Vec<_>>() }
+        }),
+        Event::Rescind { offer_id } => json!({
+            "type": "RESCIND",
+            "rescind": { "offer_id": id(offer_id) }
+        }),
+        Event::Update(s) => json!({ "type": "UPDATE", "update": { "status": status(s) } }),
+        Event::Failure { agent_id } => json!({
+            "type": "FAILURE",
+            "failure": { "agent_id": id(agent_id) }
+        }),
+        Event::Error { message } => json!({ "type": "ERROR", "error": { "message": message } }),
+        Event::Heartbeat => json!({ "type": "HEARTBEAT" }),
+    }
+}
+
+pub fn labels_out(labels: &Labels) -> Json {
+    labels_json(labels)
+}

@@ -1,0 +1,334 @@
+//! The Mesos v1 scheduler HTTP API (JSON), `GET /master/state` and `GET /metrics/snapshot`,
+//! shaped as Mesos shapes them so existing Mesos HTTP scheduler libraries work unmodified.
+//!
+//! `POST /api/v1/scheduler` with SUBSCRIBE answers `200` with a chunked RecordIO stream of
+//! events and a `Mesos-Stream-Id` header; every other call must carry that header and gets
+//! `202 Accepted`, its outcome arriving as events. Malformed calls get `400`, calls without the
+//! current stream id `403`, each with a plain-text message saying what to fix.
+pub mod json;
+pub mod recordio;
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use futures::stream;
+use serde_json::{Value as JsonValue, json};
+
+use crate::cluster::{ApiError, Cluster, Event, StateSnapshot, TaskView};
+
+pub const STREAM_ID_HEADER: &str = "Mesos-Stream-Id";
+
+#[derive(Clone, Debug)]
+struct Api {
+    cluster: Cluster,
+    master_id: String,
+    heartbeat: Duration,
+}
+
+pub fn router(cluster: Cluster) -> Router {
+    let (master_id, heartbeat) = (cluster.master_id(), cluster.heartbeat_interval());
+    Router::new()
+        .route("/api/v1/scheduler", post(scheduler))
+        .route("/master/state", get(state))
+        .route("/master/state.json", get(state))
+        .route("/metrics/snapshot", get(metrics_snapshot))
+        .with_state(Api {
+            cluster,
+            master_id,
+            heartbeat,
+        })
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut message = message.into();
+    message.push('\n');
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
+fn api_error(err: ApiError) -> Response {
+    let status = match &err {
+        ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ApiError::Forbidden(_) | ApiError::NotFound(_) => StatusCode::FORBIDDEN,
+    };
+    error(status, err.to_string())
+}
+
+fn accepted(result: Result<(), ApiError>) -> Response {
+    match result {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(err) => api_error(err),
+    }
+}
+
+async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type {content_type} is not supported here: send JSON \
+                 (application/json); protobuf clients use the gRPC scheduler service"
+            ),
+        );
+    }
+    let call: json::Call = match serde_json::from_slice(&body) {
+        Ok(call) => call,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed call: {e}")),
+    };
+    if call.kind == "SUBSCRIBE" {
+        return subscribe(api, call);
+    }
+    let Some(framework_id) = call.framework_id.as_ref().map(|i| i.value.clone()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{} needs `framework_id`", call.kind),
+        );
+    };
+    let stream_id = headers
+        .get(STREAM_ID_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(err) = api.cluster.check_stream(&framework_id, stream_id) {
+        return api_error(err);
+    }
+    let cluster = &api.cluster;
+    let missing = |field: &str| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{} needs the `{field}` object", call.kind),
+        )
+    };
+    match call.kind.as_str() {
+        "TEARDOWN" => accepted(cluster.teardown(&framework_id)),
+        "ACCEPT" => {
+            let Some(accept) = call.accept else {
+                return missing("accept");
+            };
+            let operations = match json::operations(accept.operations) {
+                Ok(ops) => ops,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            let offer_ids: Vec<String> = accept.offer_ids.into_iter().map(|i| i.value).collect();
+            let refuse = accept.filters.and_then(|f| json::duration(f.refuse_seconds));
+            accepted(cluster.accept(&framework_id, &offer_ids, operations, refuse))
+        }
+        "DECLINE" => {
+            let Some(decline) = call.decline else {
+                return missing("decline");
+            };
+            let offer_ids: Vec<String> = decline.offer_ids.into_iter().map(|i| i.value).collect();
+            let refuse = decline.filters.and_then(|f| json::duration(f.refuse_seconds));
+            accepted(cluster.decline(&framework_id, &offer_ids, refuse))
+        }
+        "REVIVE" => {
+            let roles = call.revive.map(|r| r.roles).filter(|r| !r.is_empty());
+            accepted(cluster.revive(&framework_id, roles.as_deref()))
+        }
+        "SUPPRESS" => {
+            let roles = call.suppress.map(|r| r.roles).filter(|r| !r.is_empty());
+            accepted(cluster.suppress(&framework_id, roles.as_deref()))
+        }
+        "KILL" => {
+            let Some(kill) = call.kill else {
+                return missing("kill");
+            };
+            let grace = kill
+                .kill_policy
+                .and_then(|k| k.grace_period)
+                .map(|g| Duration::from_nanos(g.nanoseconds.max(0) as u64));
+            accepted(cluster.kill(&framework_id, &kill.task_id.value, grace))
+        }
+        "ACKNOWLEDGE" => {
+            let Some(ack) = call.acknowledge else {
+                return missing("acknowledge");
+            };
+            let uuid = match json::uuid(&ack.uuid) {
+                Ok(uuid) => uuid,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            accepted(cluster.acknowledge(
+                &framework_id,
+                &ack.agent_id.value,
+                &ack.task_id.value,
+                uuid,
+            ))
+        }
+        "RECONCILE" => {
+            let tasks: Vec<(String, Option<String>)> = call
+                .reconcile
+                .map(|r| r.tasks)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| (t.task_id.value, t.agent_id.map(|a| a.value)))
+                .collect();
+            accepted(cluster.reconcile(&framework_id, &tasks))
+        }
+        "MESSAGE" | "REQUEST" | "SHUTDOWN" | "ACCEPT_INVERSE_OFFERS"
+        | "DECLINE_INVERSE_OFFERS" | "UPDATE_FRAMEWORK" => error(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{} is not supported by this master", call.kind),
+        ),
+        other => error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown call type {other:?}"),
+        ),
+    }
+}
+
+/// Marks the framework disconnected when its event stream is dropped (client gone).
+struct Connection {
+    cluster: Cluster,
+    framework_id: String,
+    stream_id: String,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.cluster
+            .disconnected(&self.framework_id, &self.stream_id);
+    }
+}
+
+fn subscribe(api: Api, call: json::Call) -> Response {
+    let Some(subscribe) = call.subscribe else {
+        return error(StatusCode::BAD_REQUEST, "SUBSCRIBE needs the `subscribe` object");
+    };
+    let info = json::framework_info(subscribe.framework_info);
+    if let (Some(call_id), Some(info_id)) = (&call.framework_id, &info.id)
+        && call_id.value != *info_id
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "framework_id in the call and in framework_info differ",
+        );
+    }
+    let sub = match api.cluster.subscribe(info) {
+        Ok(sub) => sub,
+        Err(err) => return api_error(err),
+    };
+    if !subscribe.suppressed_roles.is_empty() {
+        let _ = api
+            .cluster
+            .suppress(&sub.framework_id, Some(&subscribe.suppressed_roles));
+    }
+    let connection = Connection {
+        cluster: api.cluster.clone(),
+        framework_id: sub.framework_id.clone(),
+        stream_id: sub.stream_id.clone(),
+    };
+    let stream_id = sub.stream_id.clone();
+    let heartbeat = {
+        let start = tokio::time::Instant::now() + api.heartbeat;
+        tokio::time::interval_at(start, api.heartbeat)
+    };
+    let state = (sub.events, heartbeat, connection, api.master_id.clone());
+    let events = stream::unfold(state, |(mut rx, mut heartbeat, connection, master_id)| async move {
+        let event: Option<Event> = tokio::select! {
+            event = rx.recv() => event,
+            _ = heartbeat.tick() => Some(Event::Heartbeat),
+        };
+        let event = event?;
+        let record = json::event(&event, &master_id).to_string();
+        let chunk = Bytes::from(recordio::encode(record.as_bytes()));
+        Some((
+            Ok::<_, Infallible>(chunk),
+            (rx, heartbeat, connection, master_id),
+        ))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(STREAM_ID_HEADER, stream_id)
+        .body(Body::from_stream(events))
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn state(State(api): State<Api>) -> Json<JsonValue> {
+    Json(state_json(&api.cluster.snapshot()))
+}
+
+fn task_json(t: &TaskView) -> JsonValue {
+    json!({
+        "id": t.id,
+        "name": t.name,
+        "framework_id": t.framework_id,
+        "slave_id": t.agent_id,
+        "agent_id": t.agent_id,
+        "role": t.role,
+        "state": t.state.name(),
+        "resources": json::resource_summary(&t.resources),
+        "labels": json::labels_out(&t.labels)["labels"],
+        "statuses": t.statuses.iter().map(json::status).collect::<Vec<_>>(),
+        "usage": t.usage.as_ref().map(|u| json!({
+            "cpu_seconds": u.cpu_seconds,
+            "memory_bytes": u.memory_bytes,
+            "memory_limit_bytes": u.memory_limit_bytes,
+            "pids": u.pids,
+        })),
+    })
+}
+
+/// Mesos's `/master/state` shape (the fields tools read).
+pub fn state_json(s: &StateSnapshot) -> JsonValue {
+    json!({
+        "id": s.master_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "elected_time": 0.0,
+        "uptime_secs": s.uptime.as_secs_f64(),
+        "activated_slaves": s.agents.iter().filter(|a| a.active).count(),
+        "deactivated_slaves": s.agents.iter().filter(|a| !a.active).count(),
+        "slaves": s.agents.iter().map(|a| json!({
+            "id": a.id,
+            "hostname": a.hostname,
+            "active": a.active,
+            "attributes": a.attributes,
+            "resources": json::resource_summary(&a.total),
+            "used_resources": json::resource_summary(&a.used),
+            "offered_resources": json::resource_summary(&a.offered),
+            "unreserved_resources": json::resource_summary(&a.total.unreserved()),
+            "available_resources": json::resource_summary(&a.available),
+        })).collect::<Vec<_>>(),
+        "frameworks": s.frameworks.iter().map(|f| json!({
+            "id": f.id,
+            "name": f.info.name,
+            "user": f.info.user,
+            "roles": f.info.roles,
+            "principal": f.info.principal,
+            "active": f.active,
+            "connected": f.connected,
+            "capabilities": f.info.capabilities,
+            "failover_timeout": f.info.failover_timeout.as_secs_f64(),
+            "dominant_share": f.dominant_share,
+            "used_resources": json::resource_summary(&f.used),
+            "offered_resources": json::resource_summary(&f.offered),
+            "tasks": f.tasks.iter().map(task_json).collect::<Vec<_>>(),
+            "completed_tasks": f.completed_tasks.iter().map(task_json).collect::<Vec<_>>(),
+            "offers": f.offers.iter().map(json::offer).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "completed_frameworks": s.completed_frameworks.iter().map(|(id, info)| json!({
+            "id": id, "name": info.name, "user": info.user, "roles": info.roles,
+        })).collect::<Vec<_>>(),
+        "roles": s.roles.iter().map(|(role, weight, share)| json!({
+            "name": role, "weight": weight, "dominant_share": share,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn metrics_snapshot(State(api): State<Api>) -> Json<JsonValue> {
+    let metrics: serde_json::Map<String, JsonValue> = api
+        .cluster
+        .metrics()
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    Json(JsonValue::Object(metrics))
+}
