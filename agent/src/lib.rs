@@ -14,3 +14,4 @@ pub mod runner;
 pub mod selfstat;
 pub mod sockdiag;
 pub mod stream;
+pub mod tasks;

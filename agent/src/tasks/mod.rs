@@ -1,0 +1,491 @@
+//! Task execution: each task a process tree in its own cgroup and sandbox, its status
+//! updates delivered at least once.
+//!
+//! A launch goes STARTING (cgroup and sandbox made) → RUNNING (process started) → FINISHED,
+//! FAILED (non-zero exit; OOM kill with `REASON_CONTAINER_LIMITATION_MEMORY`) or KILLED. A
+//! task group starts all-or-nothing: if any member cannot start, none runs and all fail.
+//! A kill sends SIGTERM to the task's process group, then SIGKILL to everything in its cgroup
+//! once the grace period passes. Every update carries a uuid and is kept until the master
+//! relays the framework's acknowledgement; [`TaskManager::unacknowledged`] lists what to
+//! send again.
+pub mod cgroups;
+pub mod sandbox;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    os::unix::ffi::OsStrExt as _,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::mpsc;
+
+use cgroups::{Driver, Limits, TaskCgroup, Usage};
+
+/// A command task to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskSpec {
+    pub framework_id: String,
+    pub task_id: String,
+    pub name: String,
+    /// Run with `/bin/sh -c` when true; exec `value` with `arguments` otherwise.
+    pub shell: bool,
+    pub value: String,
+    pub arguments: Vec<String>,
+    pub environment: Vec<(String, String)>,
+    /// The user to run as (the command's, else the framework's); `None` runs as the agent.
+    pub user: Option<String>,
+    pub cpus: f64,
+    pub mem_mb: Option<f64>,
+    pub labels: BTreeMap<String, String>,
+    pub kill_grace: Option<Duration>,
+    /// The task's resources in Mesos text form (`cpus:1;mem:128`), returned to the master
+    /// when the agent re-registers.
+    pub resources: String,
+    pub role: String,
+}
+
+/// A status update for the master, kept until acknowledged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusUpdate {
+    pub framework_id: String,
+    pub task_id: String,
+    /// Mesos state name (`TASK_RUNNING`, ...).
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub timestamp: f64,
+    pub uuid: [u8; 16],
+}
+
+#[derive(Clone, Debug)]
+pub struct TaskManagerConfig {
+    /// Sandboxes go under `<work_dir>/frameworks/<framework>/tasks/<task>`.
+    pub work_dir: PathBuf,
+    pub driver: Driver,
+    /// Task cgroups are created under this path in each hierarchy.
+    pub cgroup_parent: String,
+    /// Enforce CPU as a hard CFS quota, not only shares.
+    pub cfs_quota: bool,
+    pub pids_max: Option<u64>,
+    pub rotation: sandbox::Rotation,
+    /// Grace between SIGTERM and SIGKILL when the kill names none (Mesos: 3 s).
+    pub default_grace: Duration,
+}
+
+impl TaskManagerConfig {
+    pub fn new(work_dir: PathBuf, driver: Driver) -> Self {
+        TaskManagerConfig {
+            work_dir,
+            driver,
+            cgroup_parent: "orca".into(),
+            cfs_quota: true,
+            pids_max: Some(4096),
+            rotation: sandbox::Rotation::default(),
+            default_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A started process and the tasks copying its output into the sandbox.
+#[derive(Debug)]
+struct Spawned {
+    child: tokio::process::Child,
+    logs: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    spec: TaskSpec,
+    state: &'static str,
+    pgid: Option<i32>,
+    cgroup: TaskCgroup,
+    kill_requested: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    tasks: HashMap<(String, String), Running>,
+    /// Updates not acknowledged yet, in the order they were made.
+    unacked: Vec<StatusUpdate>,
+}
+
+/// Runs tasks and tracks their updates. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TaskManager {
+    config: Arc<TaskManagerConfig>,
+    inner: Arc<Mutex<Inner>>,
+    updates: mpsc::UnboundedSender<StatusUpdate>,
+}
+
+fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+impl TaskManager {
+    /// The receiver yields every update once as it happens; send them to the master, and
+    /// re-send [`TaskManager::unacknowledged`] ones on an interval and after reconnecting.
+    pub fn new(config: TaskManagerConfig) -> (Self, mpsc::UnboundedReceiver<StatusUpdate>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            TaskManager {
+                config: Arc::new(config),
+                inner: Arc::default(),
+                updates: tx,
+            },
+            rx,
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, spec: &TaskSpec, state: &'static str, reason: Option<&str>, message: Option<String>) {
+        let update = StatusUpdate {
+            framework_id: spec.framework_id.clone(),
+            task_id: spec.task_id.clone(),
+            state,
+            reason: reason.map(str::to_owned),
+            message,
+            timestamp: now_seconds(),
+            uuid: *uuid::Uuid::new_v4().as_bytes(),
+        };
+        {
+            let mut inner = self.lock();
+            if let Some(task) = inner
+                .tasks
+                .get_mut(&(spec.framework_id.clone(), spec.task_id.clone()))
+            {
+                task.state = state;
+            }
+            inner.unacked.push(update.clone());
+        }
+        let _ = self.updates.send(update);
+    }
+
+    /// Stops retrying an update the framework acknowledged.
+    pub fn acknowledge(&self, task_id: &str, uuid: [u8; 16]) {
+        self.lock()
+            .unacked
+            .retain(|u| !(u.task_id == task_id && u.uuid == uuid));
+    }
+
+    pub fn unacknowledged(&self) -> Vec<StatusUpdate> {
+        self.lock().unacked.clone()
+    }
+
+    /// Tasks still running, with their last state (for re-registration).
+    pub fn running(&self) -> Vec<(TaskSpec, &'static str)> {
+        self.lock()
+            .tasks
+            .values()
+            .map(|t| (t.spec.clone(), t.state))
+            .collect()
+    }
+
+    /// Current usage of every running task.
+    pub fn usage(&self) -> Vec<(String, Usage)> {
+        self.lock()
+            .tasks
+            .values()
+            .map(|t| (t.spec.task_id.clone(), t.cgroup.usage()))
+            .collect()
+    }
+
+    /// Starts the tasks together: all of them, or none (each then reports TASK_FAILED).
+    pub async fn launch(&self, specs: Vec<TaskSpec>) {
+        let mut prepared = Vec::new();
+        let mut failure = None;
+        for spec in &specs {
+            if self
+                .lock()
+                .tasks
+                .contains_key(&(spec.framework_id.clone(), spec.task_id.clone()))
+            {
+                failure = Some(format!("task {} is already running here", spec.task_id));
+                break;
+            }
+            match self.prepare(spec).await {
+                Ok(p) => prepared.push(p),
+                Err(why) => {
+                    failure = Some(format!("task {}: {why}", spec.task_id));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failure {
+            for (_, cgroup) in &prepared {
+                let _ = cgroup.destroy();
+            }
+            for spec in &specs {
+                self.emit(spec, "TASK_FAILED", Some("REASON_CONTAINER_LAUNCH_FAILED"), Some(why.clone()));
+            }
+            return;
+        }
+        for ((spec, cgroup), _) in prepared.iter().zip(&specs) {
+            self.lock().tasks.insert(
+                (spec.framework_id.clone(), spec.task_id.clone()),
+                Running {
+                    spec: spec.clone(),
+                    state: "TASK_STAGING",
+                    pgid: None,
+                    cgroup: cgroup.clone(),
+                    kill_requested: false,
+                },
+            );
+            self.emit(spec, "TASK_STARTING", None, None);
+        }
+        let mut children = Vec::new();
+        let mut failure = None;
+        for (spec, cgroup) in &prepared {
+            match self.spawn(spec, cgroup) {
+                Ok(child) => children.push(child),
+                Err(why) => {
+                    failure = Some(format!("task {}: {why}", spec.task_id));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failure {
+            // Gang semantics: what started is stopped, everything fails.
+            for (spec, cgroup) in &prepared {
+                cgroup.kill_all();
+                self.lock()
+                    .tasks
+                    .remove(&(spec.framework_id.clone(), spec.task_id.clone()));
+            }
+            for mut spawned in children {
+                let _ = spawned.child.wait().await;
+            }
+            for (spec, cgroup) in &prepared {
+                let _ = cgroup.destroy();
+                self.emit(spec, "TASK_FAILED", Some("REASON_CONTAINER_LAUNCH_FAILED"), Some(why.clone()));
+            }
+            return;
+        }
+        for ((spec, cgroup), child) in prepared.into_iter().zip(children) {
+            self.emit(&spec, "TASK_RUNNING", None, None);
+            tokio::spawn(self.clone().supervise(spec, cgroup, child));
+        }
+    }
+
+    /// Makes the sandbox and the cgroup.
+    async fn prepare(&self, spec: &TaskSpec) -> Result<(TaskSpec, TaskCgroup), String> {
+        if spec.value.is_empty() {
+            return Err("the command is empty".into());
+        }
+        let dir = sandbox::path(&self.config.work_dir, &spec.framework_id, &spec.task_id)?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| format!("cannot create the sandbox {}: {e}", dir.display()))?;
+        let limits = Limits {
+            cpus: spec.cpus,
+            cfs_quota: self.config.cfs_quota,
+            memory_bytes: spec.mem_mb.map(|mb| (mb * 1024.0 * 1024.0) as u64),
+            pids_max: self.config.pids_max,
+        };
+        let name = format!("{}.{}", spec.framework_id, spec.task_id);
+        let cgroup = self
+            .config
+            .driver
+            .create(&self.config.cgroup_parent, &name, &limits)
+            .map_err(|e| e.to_string())?;
+        Ok((spec.clone(), cgroup))
+    }
+
+    fn spawn(&self, spec: &TaskSpec, cgroup: &TaskCgroup) -> Result<Spawned, String> {
+        let dir = sandbox::path(&self.config.work_dir, &spec.framework_id, &spec.task_id)?;
+        let mut command = if spec.shell {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(&spec.value);
+            c
+        } else {
+            let mut c = tokio::process::Command::new(&spec.value);
+            c.args(&spec.arguments);
+            c
+        };
+        command
+            .current_dir(&dir)
+            .envs(spec.environment.iter().cloned())
+            .env("MESOS_SANDBOX", &dir)
+            .env("MESOS_TASK_ID", &spec.task_id)
+            .env("MESOS_FRAMEWORK_ID", &spec.framework_id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        if let Some(user) = spec.user.as_deref().filter(|u| !u.is_empty()) {
+            let me = nix::unistd::Uid::current();
+            let found = nix::unistd::User::from_name(user)
+                .map_err(|e| format!("looking up user {user}: {e}"))?
+                .ok_or_else(|| format!("user {user} does not exist on this agent"))?;
+            if found.uid != me {
+                if !me.is_root() {
+                    return Err(format!(
+                        "the agent runs as uid {me} and cannot switch to user {user}; \
+                         run the agent as root or launch as the agent's user"
+                    ));
+                }
+                command.uid(found.uid.as_raw()).gid(found.gid.as_raw());
+            }
+        }
+        // The new process joins the task's cgroup before it execs anything.
+        let procs: Vec<std::ffi::CString> = cgroup
+            .procs_files()
+            .iter()
+            .map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| "a cgroup path contains a NUL byte".to_string())?;
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // async-signal-safe functions (open, write, close) on memory prepared before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                for path in &procs {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    let error = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(error);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {:?}: {e}", spec.value))?;
+        let rotation = self.config.rotation;
+        let mut logs = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            logs.push(tokio::spawn(sandbox::pump(out, dir.clone(), "stdout", rotation)));
+        }
+        if let Some(err) = child.stderr.take() {
+            logs.push(tokio::spawn(sandbox::pump(err, dir.clone(), "stderr", rotation)));
+        }
+        if let Some(task) = self
+            .lock()
+            .tasks
+            .get_mut(&(spec.framework_id.clone(), spec.task_id.clone()))
+        {
+            task.pgid = child.id().map(|p| p as i32);
+        }
+        Ok(Spawned { child, logs })
+    }
+
+    /// Waits for the task to end, reports how, and cleans up its cgroup.
+    async fn supervise(self, spec: TaskSpec, cgroup: TaskCgroup, spawned: Spawned) {
+        let Spawned { mut child, logs } = spawned;
+        let status = child.wait().await;
+        let oom = cgroup.oom_killed();
+        // Whatever the task left behind goes with it.
+        cgroup.kill_all();
+        // The sandbox logs are complete before the final state is reported.
+        for log in logs {
+            let _ = tokio::time::timeout(Duration::from_secs(5), log).await;
+        }
+        for _ in 0..100 {
+            if cgroup.pids().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = cgroup.destroy();
+        let key = (spec.framework_id.clone(), spec.task_id.clone());
+        let killed = self
+            .lock()
+            .tasks
+            .remove(&key)
+            .is_some_and(|t| t.kill_requested);
+        use std::os::unix::process::ExitStatusExt as _;
+        let (state, reason, message) = match status {
+            _ if oom => (
+                "TASK_FAILED",
+                Some("REASON_CONTAINER_LIMITATION_MEMORY"),
+                Some(format!(
+                    "memory limit of {} MiB exceeded: the kernel OOM-killed the task",
+                    cgroup.memory_limit().unwrap_or(0) >> 20
+                )),
+            ),
+            _ if killed => ("TASK_KILLED", None, Some("killed on request".to_string())),
+            Ok(s) if s.success() => ("TASK_FINISHED", None, Some("command exited with status 0".into())),
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => (
+                    "TASK_FAILED",
+                    Some("REASON_COMMAND_EXECUTOR_FAILED"),
+                    Some(format!("command exited with status {code}")),
+                ),
+                (None, Some(signal)) => (
+                    "TASK_FAILED",
+                    Some("REASON_COMMAND_EXECUTOR_FAILED"),
+                    Some(format!("command was killed by signal {signal}")),
+                ),
+                _ => ("TASK_FAILED", Some("REASON_COMMAND_EXECUTOR_FAILED"), None),
+            },
+            Err(e) => (
+                "TASK_FAILED",
+                Some("REASON_EXECUTOR_TERMINATED"),
+                Some(format!("lost track of the process: {e}")),
+            ),
+        };
+        self.emit(&spec, state, reason, message);
+    }
+
+    /// SIGTERM now, SIGKILL to the whole cgroup after `grace`.
+    pub fn kill(&self, framework_id: &str, task_id: &str, grace: Option<Duration>) -> bool {
+        let (pgid, cgroup, grace) = {
+            let mut inner = self.lock();
+            let Some(task) = inner
+                .tasks
+                .get_mut(&(framework_id.to_owned(), task_id.to_owned()))
+            else {
+                return false;
+            };
+            task.kill_requested = true;
+            let grace = grace.or(task.spec.kill_grace).unwrap_or(self.config.default_grace);
+            (task.pgid, task.cgroup.clone(), grace)
+        };
+        if let Some(pgid) = pgid {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let manager = self.clone();
+        let key = (framework_id.to_owned(), task_id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if manager.lock().tasks.contains_key(&key) {
+                cgroup.kill_all();
+            }
+        });
+        true
+    }
+
+    /// Kills every task of a framework (it was torn down) with no grace.
+    pub fn shutdown_framework(&self, framework_id: &str) {
+        let tasks: Vec<String> = self
+            .lock()
+            .tasks
+            .keys()
+            .filter(|(f, _)| f == framework_id)
+            .map(|(_, t)| t.clone())
+            .collect();
+        for task in tasks {
+            self.kill(framework_id, &task, Some(Duration::ZERO));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! Real processes in real cgroups (v1 on this host; needs root), and the v2 driver against a
+//! layout built in a temporary directory.
+use std::time::Instant;
+
+use super::*;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "task execution tests create cgroups and need root: run them as root (CI does)"
+    );
+}
+
+fn manager(tag: &str) -> (TaskManager, mpsc::UnboundedReceiver<StatusUpdate>, PathBuf) {
+    require_root();
+    let driver = Driver::detect().expect("a cgroup hierarchy");
+    let work = std::env::temp_dir().join(format!("orca-tasks-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let mut config = TaskManagerConfig::new(work.clone(), driver);
+    config.cgroup_parent = format!("orca-test-{}", std::process::id());
+    let (m, rx) = TaskManager::new(config);
+    (m, rx, work)
+}
+
+fn spec(task_id: &str, command: &str) -> TaskSpec {
+    TaskSpec {
+        framework_id: "fw".into(),
+        task_id: task_id.into(),
+        name: task_id.into(),
+        shell: true,
+        value: command.into(),
+        arguments: Vec::new(),
+        environment: vec![("GREETING".into(), "hello".into())],
+        user: None,
+        cpus: 0.5,
+        mem_mb: Some(64.0),
+        labels: BTreeMap::new(),
+        kill_grace: None,
+        resources: "cpus:0.5;mem:64".into(),
+        role: "*".into(),
+    }
+}
+
+/// Removes this test process's parent cgroups once the last test using them is done (rmdir
+/// of a non-empty cgroup fails, so concurrent tests keep theirs).
+fn cleanup(work: PathBuf) {
+    let _ = std::fs::remove_dir_all(&work);
+    if let Ok(Driver::V1 { cpu, cpuacct, memory, pids, freezer }) = Driver::detect() {
+        let parent = format!("orca-test-{}", std::process::id());
+        for root in [Some(cpu), Some(cpuacct), Some(memory), Some(pids), freezer].into_iter().flatten() {
+            let _ = std::fs::remove_dir(root.join(&parent));
+        }
+    }
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<StatusUpdate>) -> StatusUpdate {
+    tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("an update before the deadline")
+        .expect("the manager is alive")
+}
+
+async fn until_terminal(rx: &mut mpsc::UnboundedReceiver<StatusUpdate>, task: &str) -> StatusUpdate {
+    loop {
+        let u = next(rx).await;
+        if u.task_id == task && !matches!(u.state, "TASK_STARTING" | "TASK_RUNNING") {
+            return u;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_task_runs_in_its_own_limited_cgroup_and_finishes() {
+    let (m, mut rx, work) = manager("life");
+    m.launch(vec![spec("ok", "echo $GREETING from $MESOS_TASK_ID; sleep 0.5")]).await;
+    assert_eq!(next(&mut rx).await.state, "TASK_STARTING");
+    assert_eq!(next(&mut rx).await.state, "TASK_RUNNING");
+    // While it runs: limits are in the kernel's files and the process is in the cgroup.
+    let (spec_seen, _) = m.running().pop().expect("running");
+    assert_eq!(spec_seen.task_id, "ok");
+    let cgroup = m.lock().tasks.values().next().unwrap().cgroup.clone();
+    assert!(!cgroup.pids().is_empty(), "the task's processes are in its cgroup");
+    let Driver::V1 { cpu, memory, pids, .. } = Driver::detect().unwrap() else {
+        panic!("this host is expected to run v1 controllers");
+    };
+    let name = format!("orca-test-{}/fw.ok", std::process::id());
+    let read = |root: &PathBuf, file: &str| {
+        std::fs::read_to_string(root.join(&name).join(file)).unwrap().trim().to_string()
+    };
+    assert_eq!(read(&cpu, "cpu.shares"), "512");
+    assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "50000");
+    assert_eq!(read(&memory, "memory.limit_in_bytes"), (64u64 << 20).to_string());
+    assert_eq!(read(&pids, "pids.max"), "4096");
+    let done = until_terminal(&mut rx, "ok").await;
+    assert_eq!(done.state, "TASK_FINISHED", "{done:?}");
+    let out = std::fs::read_to_string(work.join("frameworks/fw/tasks/ok/stdout")).unwrap();
+    assert_eq!(out, "hello from ok\n");
+    assert!(!memory.join(&name).exists(), "the cgroup is removed");
+    // Three updates wait for acknowledgement; acknowledging removes them.
+    let pending = m.unacknowledged();
+    assert_eq!(pending.len(), 3);
+    for u in &pending {
+        m.acknowledge(&u.task_id, u.uuid);
+    }
+    assert!(m.unacknowledged().is_empty());
+    cleanup(work);
+}
+
+#[tokio::test]
+async fn a_failing_command_reports_its_status() {
+    let (m, mut rx, work) = manager("fail");
+    m.launch(vec![spec("bad", "echo oops >&2; exit 3")]).await;
+    let done = until_terminal(&mut rx, "bad").await;
+    assert_eq!(done.state, "TASK_FAILED");
+    assert_eq!(done.message.as_deref(), Some("command exited with status 3"));
+    let err = std::fs::read_to_string(work.join("frameworks/fw/tasks/bad/stderr")).unwrap();
+    assert_eq!(err, "oops\n");
+    cleanup(work);
+}
+
+#[tokio::test]
+async fn exceeding_the_memory_limit_is_an_oom_failure_with_its_reason() {
+    let (m, mut rx, work) = manager("oom");
+    let mut s = spec("hog", "head -c 200m /dev/zero | tail");
+    s.mem_mb = Some(32.0);
+    m.launch(vec![s]).await;
+    let done = until_terminal(&mut rx, "hog").await;
+    assert_eq!(done.state, "TASK_FAILED", "{done:?}");
+    assert_eq!(done.reason.as_deref(), Some("REASON_CONTAINER_LIMITATION_MEMORY"));
+    assert!(done.message.unwrap().contains("32 MiB"));
+    cleanup(work);
+}
+
+#[tokio::test]
+async fn a_kill_sends_sigterm_and_waits_the_grace_period_before_sigkill() {
+    let (m, mut rx, work) = manager("kill");
+    // Ignores SIGTERM (records it), so only the SIGKILL after the grace period ends it.
+    let stubborn = spec(
+        "stubborn",
+        "trap 'echo term >> got-term' TERM; while true; do sleep 0.05; done",
+    );
+    m.launch(vec![stubborn]).await;
+    assert_eq!(next(&mut rx).await.state, "TASK_STARTING");
+    assert_eq!(next(&mut rx).await.state, "TASK_RUNNING");
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the shell install its trap
+    let asked = Instant::now();
+    assert!(m.kill("fw", "stubborn", Some(Duration::from_millis(1500))));
+    let done = until_terminal(&mut rx, "stubborn").await;
+    let took = asked.elapsed();
+    assert_eq!(done.state, "TASK_KILLED");
+    assert!(took >= Duration::from_millis(1500), "killed after {took:?}, before the grace period");
+    assert!(took < Duration::from_secs(5), "SIGKILL came late: {took:?}");
+    let marker = work.join("frameworks/fw/tasks/stubborn/got-term");
+    assert!(marker.exists(), "the task saw SIGTERM first");
+
+    // A task that exits on SIGTERM is KILLED at once, well before its grace period.
+    m.launch(vec![spec("polite", "sleep 1000")]).await;
+    assert_eq!(next(&mut rx).await.state, "TASK_STARTING");
+    assert_eq!(next(&mut rx).await.state, "TASK_RUNNING");
+    let asked = Instant::now();
+    m.kill("fw", "polite", Some(Duration::from_secs(30)));
+    assert_eq!(until_terminal(&mut rx, "polite").await.state, "TASK_KILLED");
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    cleanup(work);
+}
+
+#[tokio::test]
+async fn a_group_starts_all_or_nothing() {
+    let (m, mut rx, work) = manager("gang");
+    let first = spec("member-1", "sleep 1000");
+    let mut second = spec("member-2", "/nonexistent/binary");
+    second.shell = false;
+    m.launch(vec![first, second]).await;
+    let mut terminal = BTreeMap::new();
+    while terminal.len() < 2 {
+        let u = next(&mut rx).await;
+        assert_ne!(u.state, "TASK_RUNNING", "no member may run: {u:?}");
+        if u.state != "TASK_STARTING" {
+            terminal.insert(u.task_id.clone(), u);
+        }
+    }
+    for u in terminal.values() {
+        assert_eq!(u.state, "TASK_FAILED");
+        assert_eq!(u.reason.as_deref(), Some("REASON_CONTAINER_LAUNCH_FAILED"));
+    }
+    assert!(m.running().is_empty());
+    cleanup(work);
+}
+
+#[tokio::test]
+async fn cpu_quota_holds_a_busy_loop_to_its_share() {
+    let (m, mut rx, work) = manager("cpu");
+    let mut busy = spec("busy", "while :; do :; done");
+    busy.cpus = 0.2;
+    m.launch(vec![busy]).await;
+    assert_eq!(next(&mut rx).await.state, "TASK_STARTING");
+    assert_eq!(next(&mut rx).await.state, "TASK_RUNNING");
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let usage = m.usage().pop().unwrap().1;
+    let wall = started.elapsed().as_secs_f64();
+    assert!(usage.cpu_seconds > 0.1 * wall, "the task ran: {usage:?}");
+    assert!(
+        usage.cpu_seconds < 0.3 * wall,
+        "0.2 CPU quota exceeded: {} s of CPU in {wall:.2} s",
+        usage.cpu_seconds
+    );
+    assert!(usage.memory_bytes > 0);
+    m.shutdown_framework("fw");
+    assert_eq!(until_terminal(&mut rx, "busy").await.state, "TASK_KILLED");
+    cleanup(work);
+}
+
+#[test]
+fn the_v2_driver_writes_and_reads_a_unified_layout() {
+    // This host keeps cpu/memory/pids on v1, so the v2 driver runs against a layout made here.
+    let root = std::env::temp_dir().join(format!("orca-cgroup2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+    let driver = Driver::V2 { root: root.clone() };
+    let limits = Limits {
+        cpus: 1.5,
+        cfs_quota: true,
+        memory_bytes: Some(256 << 20),
+        pids_max: Some(64),
+    };
+    let cg = driver.create("orca", "fw.t1", &limits).unwrap();
+    let dir = root.join("orca/fw.t1");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    assert_eq!(read("cpu.max"), "150000 100000");
+    assert_eq!(read("cpu.weight"), limits.cpu_weight().to_string());
+    assert_eq!(read("memory.max"), (256u64 << 20).to_string());
+    assert_eq!(read("pids.max"), "64");
+    assert_eq!(
+        std::fs::read_to_string(root.join("orca/cgroup.subtree_control")).unwrap(),
+        "+cpu +memory +pids"
+    );
+    assert_eq!(cg.procs_files(), vec![dir.join("cgroup.procs")]);
+    // What the kernel would write: usage and an OOM kill.
+    std::fs::write(dir.join("cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\n").unwrap();
+    std::fs::write(dir.join("memory.current"), "1048576\n").unwrap();
+    std::fs::write(dir.join("pids.current"), "3\n").unwrap();
+    std::fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n").unwrap();
+    let usage = cg.usage();
+    assert_eq!(usage.cpu_seconds, 2.5);
+    assert_eq!(usage.memory_bytes, 1 << 20);
+    assert_eq!(usage.pids, 3);
+    assert!(cg.oom_killed());
+    cg.kill_all();
+    assert_eq!(read("cgroup.kill"), "1");
+    cg.destroy().unwrap();
+    assert!(!dir.exists());
+    std::fs::remove_dir_all(root).unwrap();
+}
