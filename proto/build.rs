@@ -3,7 +3,10 @@
 use anyhow::Context as _;
 use prost::Message as _;
 
-const PROTOS: &[&str] = &["orca/topology/v1/topology.proto"];
+const PROTOS: &[&str] = &[
+    "orca/topology/v1/topology.proto",
+    "orca/cluster/v1/agent.proto",
+];
 
 fn main() -> anyhow::Result<()> {
     for proto in PROTOS {

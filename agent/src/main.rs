@@ -27,6 +27,7 @@ enum Format {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Print one full node report and exit.
     Report {
@@ -91,6 +92,19 @@ enum Command {
         /// How often container metadata is read from the runtimes.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         container_refresh: Duration,
+        /// Task sandboxes live under this directory.
+        #[arg(long, default_value = "/var/lib/orca-agent")]
+        work_dir: std::path::PathBuf,
+        /// Resources to offer instead of (or besides) the discovered ones, in Mesos text
+        /// form, e.g. `cpus:2;mem:2048;net_bw:1000`.
+        #[arg(long)]
+        resources: Option<String>,
+        /// Attributes for placement, e.g. `rack:r1;zone:a`.
+        #[arg(long)]
+        attributes: Option<String>,
+        /// Only observe and report; run no tasks for the master.
+        #[arg(long)]
+        no_tasks: bool,
     },
 }
 
@@ -119,6 +133,19 @@ impl RuntimeArgs {
             containerd: path(&self.containerd_socket),
         }
     }
+}
+
+/// `rack:r1;zone:a` → {rack: r1, zone: a}.
+fn parse_attributes(text: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            pair.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("--attributes: {pair:?} is not key:value"))
+        })
+        .collect()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -199,7 +226,17 @@ fn main() -> ExitCode {
                 runtimes,
                 container_refresh,
                 ebpf_log,
+                work_dir,
+                resources,
+                attributes,
+                no_tasks,
             } => {
+                let attributes = parse_attributes(attributes.as_deref().unwrap_or(""))?;
+                let tasks = (!no_tasks).then_some(runner::TasksConfig {
+                    work_dir,
+                    resources,
+                    attributes,
+                });
                 let config = runner::RunConfig {
                     engine: EngineOptions {
                         probe,
@@ -219,6 +256,7 @@ fn main() -> ExitCode {
                     agent_id,
                     runtimes: runtimes.sockets(),
                     container_refresh,
+                    tasks,
                 };
                 runner::run(config, shutdown_signal()).await
             }

@@ -40,6 +40,18 @@ pub struct RunConfig {
     /// Container runtimes to ask for container metadata.
     pub runtimes: RuntimeSockets,
     pub container_refresh: Duration,
+    /// Run tasks for the master (needs `master`); `None` only observes.
+    pub tasks: Option<TasksConfig>,
+}
+
+/// How the agent runs tasks for the master.
+#[derive(Debug, Clone)]
+pub struct TasksConfig {
+    /// Sandboxes live under this directory.
+    pub work_dir: std::path::PathBuf,
+    /// Mesos text overriding or adding resources (`cpus:2;net_bw:1000`).
+    pub resources: Option<String>,
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for RunConfig {
@@ -56,6 +68,7 @@ impl Default for RunConfig {
             agent_id: None,
             runtimes: RuntimeSockets::default(),
             container_refresh: Duration::from_secs(5),
+            tasks: None,
         }
     }
 }
@@ -115,6 +128,9 @@ pub async fn run(
             need_full_tx,
             metrics.clone(),
         ));
+    }
+    if let (Some(master), Some(tasks)) = (config.master.clone(), config.tasks.clone()) {
+        start_tasks(master, tasks, engine.hostname().to_string())?;
     }
     let agent_id = config
         .agent_id
@@ -232,4 +248,24 @@ fn send(
         engine.buffered_reports = queued as u64;
         engine.dropped_reports = dropped;
     }
+}
+
+/// Starts task execution and the link to the master.
+fn start_tasks(master: String, tasks: TasksConfig, hostname: String) -> anyhow::Result<()> {
+    use crate::tasks::{TaskManager, TaskManagerConfig, capacity, cgroups::Driver, link};
+    std::fs::create_dir_all(&tasks.work_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the work directory {}: {e}; choose another --work-dir",
+            tasks.work_dir.display()
+        )
+    })?;
+    let driver = Driver::detect()?;
+    let resources = capacity::discover(&tasks.work_dir, tasks.resources.as_deref())
+        .map_err(|e| anyhow::anyhow!("--resources: {e}"))?;
+    tracing::info!(%resources, cgroups = driver.version(), "running tasks for the master");
+    let (manager, updates) = TaskManager::new(TaskManagerConfig::new(tasks.work_dir, driver));
+    let mut config = link::LinkConfig::new(master, hostname, resources);
+    config.attributes = tasks.attributes;
+    tokio::spawn(link::run(config, manager, updates, None));
+    Ok(())
 }

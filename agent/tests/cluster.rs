@@ -69,7 +69,7 @@ impl CollectorThread {
                     publish_every: Duration::from_millis(50),
                     ..Default::default()
                 };
-                let master = Master::bind(config, grpc, "127.0.0.1:0".parse().unwrap())
+                let master = Master::bind(config, Default::default(), grpc, "127.0.0.1:0".parse().unwrap())
                     .await
                     .unwrap();
                 ready_tx

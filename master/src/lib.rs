@@ -1,9 +1,11 @@
-//! `orca-master`: the topology collector, and the cluster master's parts as they land:
-//! resources, the weighted-DRF allocator (see docs/architecture.md).
+//! `orca-master`: the cluster master (agent registry, weighted-DRF allocator, offers and
+//! tasks, the Mesos v1 scheduler HTTP API, the agent link) and the topology collector. See
+//! docs/architecture.md.
+pub mod agent_link;
 pub mod allocator;
 pub mod cluster;
 pub mod collector;
 pub mod mesos_api;
 pub mod metrics;
-pub mod resources;
+pub use orca_resources as resources;
 pub mod server;

@@ -1,9 +1,12 @@
-//! `orca-master`: the topology collector (and, in later releases, the cluster master).
+//! `orca-master`: the cluster master and topology collector.
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use orca_master::{
+    allocator::Quota,
+    cluster::{ClusterConfig, RoleConfig},
     collector::{CollectorConfig, series::SeriesConfig},
+    resources::ScalarMap,
     server::Master,
 };
 
@@ -11,13 +14,13 @@ use orca_master::{
 #[command(
     name = "orca-master",
     version,
-    about = "Orca master: topology collector"
+    about = "Orca master: agent registry, weighted-DRF offers, Mesos v1 scheduler API, topology collector"
 )]
 struct Cli {
-    /// gRPC address agents stream reports to and clients watch the topology on.
+    /// gRPC address agents attach to (tasks and topology reports) and clients watch on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     grpc_addr: SocketAddr,
-    /// HTTP address for /api/topology, /api/agents, /metrics and /health.
+    /// HTTP address for /api/v1/scheduler, /master/state, /api/topology, /metrics, /health.
     #[arg(long, default_value = "127.0.0.1:7080")]
     http_addr: SocketAddr,
     /// Seconds of silence after which an agent is removed from the topology.
@@ -26,6 +29,104 @@ struct Cli {
     /// Time-series retention in minutes (15-second resolution).
     #[arg(long, default_value_t = 60)]
     retention_minutes: u64,
+    /// How often the allocator runs when no event triggers it.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    allocation_interval: Duration,
+    /// Offers not answered within this are rescinded (0 = never).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    offer_timeout: Duration,
+    /// An agent silent this long is unreachable (its tasks TASK_UNREACHABLE).
+    #[arg(long, default_value = "75s", value_parser = parse_duration)]
+    agent_ping_timeout: Duration,
+    /// An agent unreachable this long is removed (its tasks TASK_LOST).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    agent_removal_timeout: Duration,
+    /// Role weight, e.g. `--weight prod=3` (repeatable).
+    #[arg(long = "weight", value_name = "ROLE=WEIGHT")]
+    weights: Vec<String>,
+    /// Role quota guarantee, e.g. `--quota 'prod=cpus:4;mem:8192'` (repeatable).
+    #[arg(long = "quota", value_name = "ROLE=RESOURCES")]
+    quotas: Vec<String>,
+    /// Role quota limit, e.g. `--quota-limit 'batch=cpus:16'` (repeatable).
+    #[arg(long = "quota-limit", value_name = "ROLE=RESOURCES")]
+    quota_limits: Vec<String>,
+    /// Principals allowed to use a role, e.g. `--role-principals prod=ops,deploy`.
+    #[arg(long = "role-principals", value_name = "ROLE=P1,P2")]
+    role_principals: Vec<String>,
+    /// Refuse roles that have no --weight/--quota/--role-principals entry.
+    #[arg(long)]
+    closed_roles: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 1s, 500ms or 10m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit in {s:?}: use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn split_role(flag: &str, entry: &str) -> Result<(String, String), String> {
+    entry
+        .split_once('=')
+        .map(|(r, v)| (r.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(r, _)| !r.is_empty())
+        .ok_or_else(|| format!("--{flag} {entry:?}: expected ROLE=VALUE"))
+}
+
+fn role(config: &mut ClusterConfig, name: String) -> &mut RoleConfig {
+    config.roles.entry(name).or_default()
+}
+
+fn cluster_config(cli: &Cli) -> Result<ClusterConfig, String> {
+    let mut config = ClusterConfig {
+        allocation_interval: cli.allocation_interval,
+        offer_timeout: (!cli.offer_timeout.is_zero()).then_some(cli.offer_timeout),
+        agent_ping_timeout: cli.agent_ping_timeout,
+        agent_removal_timeout: cli.agent_removal_timeout,
+        open_roles: !cli.closed_roles,
+        ..ClusterConfig::default()
+    };
+    for entry in &cli.weights {
+        let (name, value) = split_role("weight", entry)?;
+        let weight: f64 = value
+            .parse()
+            .map_err(|_| format!("--weight {entry:?}: {value:?} is not a number"))?;
+        role(&mut config, name).weight = Some(weight);
+    }
+    for entry in &cli.quotas {
+        let (name, value) = split_role("quota", entry)?;
+        let guarantee = ScalarMap::parse(&value).map_err(|e| format!("--quota {entry:?}: {e}"))?;
+        role(&mut config, name)
+            .quota
+            .get_or_insert_with(Quota::default)
+            .guarantee = guarantee;
+    }
+    for entry in &cli.quota_limits {
+        let (name, value) = split_role("quota-limit", entry)?;
+        let limit =
+            ScalarMap::parse(&value).map_err(|e| format!("--quota-limit {entry:?}: {e}"))?;
+        role(&mut config, name)
+            .quota
+            .get_or_insert_with(Quota::default)
+            .limit = Some(limit);
+    }
+    for entry in &cli.role_principals {
+        let (name, value) = split_role("role-principals", entry)?;
+        role(&mut config, name).principals =
+            value.split(',').map(|p| p.trim().to_owned()).collect();
+    }
+    Ok(config)
 }
 
 fn main() -> ExitCode {
@@ -36,6 +137,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let cluster = match cluster_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("orca-master: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = CollectorConfig {
         series: SeriesConfig {
             resolution_ms: 15_000,
@@ -52,8 +160,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let master = Master::bind(config, cli.grpc_addr, cli.http_addr).await?;
-        tracing::info!(grpc = %master.grpc_addr(), http = %master.http_addr(), "collector serving");
+        let master = Master::bind(config, cluster, cli.grpc_addr, cli.http_addr).await?;
+        tracing::info!(grpc = %master.grpc_addr(), http = %master.http_addr(), "master serving");
         master
             .serve(async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -1,15 +1,33 @@
-//! Runs the master's servers: gRPC (collector service) and HTTP (API and metrics).
-use std::net::SocketAddr;
+//! Runs the master's servers: gRPC (agent link, topology collector) and HTTP (Mesos v1
+//! scheduler API, `/master/state`, the collector's topology API, `/metrics`, `/health`).
+use std::{net::SocketAddr, sync::atomic::AtomicU64};
 
-use orca_proto::topology::v1::collector_server::CollectorServer;
+use axum::{
+    Router,
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use orca_proto::{
+    cluster::v1::agent_link_server::AgentLinkServer,
+    topology::v1::collector_server::CollectorServer,
+};
+use prometheus_client::{encoding::text::encode, metrics::gauge::Gauge, registry::Registry};
 use tokio::net::TcpListener;
 
-use crate::collector::{Collector, CollectorConfig, http};
+use crate::{
+    agent_link::AgentLinkService,
+    cluster::{Cluster, ClusterConfig},
+    collector::{Collector, CollectorConfig, http},
+    mesos_api,
+};
 
 /// Listeners bound and ready; `serve` runs them.
 #[derive(Debug)]
 pub struct Master {
     pub collector: Collector,
+    pub cluster: Cluster,
     grpc: TcpListener,
     http: TcpListener,
 }
@@ -18,9 +36,12 @@ impl Master {
     /// Binds both listeners (port 0 picks a free port; see `grpc_addr`/`http_addr`).
     pub async fn bind(
         config: CollectorConfig,
+        cluster: ClusterConfig,
         grpc_addr: SocketAddr,
         http_addr: SocketAddr,
     ) -> anyhow::Result<Self> {
+        let cluster = Cluster::new(cluster)
+            .map_err(|e| anyhow::anyhow!("invalid cluster configuration: {e}"))?;
         let grpc = TcpListener::bind(grpc_addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen for gRPC on {grpc_addr}: {e}; pick another --grpc-addr")
         })?;
@@ -29,6 +50,7 @@ impl Master {
         })?;
         Ok(Self {
             collector: Collector::new(config),
+            cluster,
             grpc,
             http,
         })
@@ -48,32 +70,82 @@ impl Master {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let collector = self.collector.clone();
+        let cluster = self.cluster.clone();
         let publisher = tokio::spawn(collector.clone().run_publisher());
+        let allocation = tokio::spawn(cluster.clone().run());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut grpc_stop = stop_rx.clone();
+        // Agents are told to heartbeat three times per ping timeout.
+        let heartbeat = cluster.agent_ping_timeout() / 3;
         let grpc = tonic::transport::Server::builder()
             .add_service(
                 CollectorServer::new(collector.clone()).max_decoding_message_size(64 << 20),
             )
+            .add_service(AgentLinkServer::new(AgentLinkService::new(
+                cluster.clone(),
+                heartbeat,
+            )))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
                 async move {
                     let _ = grpc_stop.changed().await;
                 },
             );
+        let router = http::router(collector.clone())
+            .merge(mesos_api::router(cluster.clone()))
+            .merge(
+                Router::new()
+                    .route("/metrics", get(metrics))
+                    .with_state((collector, cluster)),
+            );
         let mut http_stop = stop_rx;
-        let http =
-            axum::serve(self.http, http::router(collector)).with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            });
+        let http = axum::serve(self.http, router).with_graceful_shutdown(async move {
+            let _ = http_stop.changed().await;
+        });
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
         let (grpc, http) = tokio::join!(grpc, http.into_future());
         publisher.abort();
+        allocation.abort();
         grpc?;
         http?;
         Ok(())
     }
+}
+
+/// Prometheus name for a Mesos metric: `master/tasks_running` → `orca_master_tasks_running`.
+fn prometheus_name(mesos: &str) -> String {
+    mesos
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// The collector's metrics and the cluster's (Mesos names, `orca_` prefixed) in one
+/// OpenMetrics exposition.
+async fn metrics(State((collector, cluster)): State<(Collector, Cluster)>) -> Response {
+    let mut registry = Registry::with_prefix("orca");
+    for (name, value) in cluster.metrics() {
+        let gauge = Gauge::<f64, AtomicU64>::default();
+        gauge.set(value);
+        registry.register(prometheus_name(&name), format!("Mesos metric {name}"), gauge);
+    }
+    let mut cluster_text = String::new();
+    let _ = encode(&mut cluster_text, &registry);
+    let collector_text = collector.metrics().encode();
+    let body = format!(
+        "{}{}",
+        collector_text.trim_end().trim_end_matches("# EOF").trim_end(),
+        format_args!("\n{cluster_text}")
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

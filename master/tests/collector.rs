@@ -21,6 +21,7 @@ async fn start() -> Running {
     };
     let master = Master::bind(
         config,
+        Default::default(),
         "127.0.0.1:0".parse().unwrap(),
         "127.0.0.1:0".parse().unwrap(),
     )

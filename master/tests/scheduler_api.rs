@@ -180,7 +180,7 @@ async fn every_call_type_over_http_with_recordio_events() {
     let state = get_json(m.addr, "/master/state").await;
     assert_eq!(state["frameworks"].as_array().unwrap().len(), 0);
     assert_eq!(state["completed_frameworks"][0]["id"], s.framework_id.as_str());
-    assert!(s.raw_records >= 10, "every event arrived as its own RecordIO record");
+    assert!(s.raw_records() >= 10, "every event arrived as its own RecordIO record");
 }
 
 #[tokio::test]

@@ -10,3 +10,13 @@ pub mod topology {
         include!(concat!(env!("OUT_DIR"), "/orca.topology.v1.serde.rs"));
     }
 }
+
+/// The agent-master link: registration, heartbeats, task launches and status updates
+/// (`orca.cluster.v1`).
+pub mod cluster {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("orca.cluster.v1");
+        include!(concat!(env!("OUT_DIR"), "/orca.cluster.v1.serde.rs"));
+    }
+}

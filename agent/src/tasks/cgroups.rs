@@ -139,6 +139,27 @@ impl Driver {
         v2.map(|root| Driver::V2 { root })
     }
 
+    /// Removes the (empty) parent directory tasks were created under; errors are ignored
+    /// because another user of the parent may still hold tasks there.
+    pub fn remove_parent(&self, parent: &str) {
+        let roots: Vec<&PathBuf> = match self {
+            Driver::V1 {
+                cpu,
+                cpuacct,
+                memory,
+                pids,
+                freezer,
+            } => [Some(cpu), Some(cpuacct), Some(memory), Some(pids), freezer.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Driver::V2 { root } => vec![root],
+        };
+        for root in roots {
+            let _ = fs::remove_dir(root.join(parent));
+        }
+    }
+
     pub fn version(&self) -> u8 {
         match self {
             Driver::V1 { .. } => 1,

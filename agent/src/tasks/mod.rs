@@ -8,7 +8,9 @@
 //! once the grace period passes. Every update carries a uuid and is kept until the master
 //! relays the framework's acknowledgement; [`TaskManager::unacknowledged`] lists what to
 //! send again.
+pub mod capacity;
 pub mod cgroups;
+pub mod link;
 pub mod sandbox;
 
 use std::{

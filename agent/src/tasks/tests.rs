@@ -47,11 +47,8 @@ fn spec(task_id: &str, command: &str) -> TaskSpec {
 /// of a non-empty cgroup fails, so concurrent tests keep theirs).
 fn cleanup(work: PathBuf) {
     let _ = std::fs::remove_dir_all(&work);
-    if let Ok(Driver::V1 { cpu, cpuacct, memory, pids, freezer }) = Driver::detect() {
-        let parent = format!("orca-test-{}", std::process::id());
-        for root in [Some(cpu), Some(cpuacct), Some(memory), Some(pids), freezer].into_iter().flatten() {
-            let _ = std::fs::remove_dir(root.join(&parent));
-        }
+    if let Ok(driver) = Driver::detect() {
+        driver.remove_parent(&format!("orca-test-{}", std::process::id()));
     }
 }
 

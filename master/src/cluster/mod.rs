@@ -226,6 +226,10 @@ impl Cluster {
         self.lock().master_id().to_owned()
     }
 
+    pub fn agent_ping_timeout(&self) -> Duration {
+        self.lock().config.agent_ping_timeout
+    }
+
     pub fn heartbeat_interval(&self) -> Duration {
         self.lock().config.framework_heartbeat
     }

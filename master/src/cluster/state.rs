@@ -724,6 +724,7 @@ impl State {
                 let _ = agent.commands.send(AgentCommand::Launch {
                     framework_id: framework_id.to_owned(),
                     framework_user: user,
+                    role: role.to_string(),
                     tasks,
                 });
             }

@@ -207,6 +207,7 @@ pub enum AgentCommand {
     Launch {
         framework_id: String,
         framework_user: String,
+        role: String,
         tasks: Vec<TaskInfo>,
     },
     Kill {

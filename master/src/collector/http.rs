@@ -1,9 +1,9 @@
-//! The collector's HTTP API: `GET /api/topology?view=…`, `GET /api/agents`, `GET /metrics`,
-//! `GET /health`.
+//! The collector's HTTP API: `GET /api/topology?view=…`, `GET /api/agents`, `GET /health`
+//! (`/metrics` is served by the master for all its parts).
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::{StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -20,7 +20,6 @@ pub fn router(collector: Collector) -> Router {
     Router::new()
         .route("/api/topology", get(topology))
         .route("/api/agents", get(agents))
-        .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .with_state(collector)
 }
@@ -50,13 +49,4 @@ async fn agents(State(collector): State<Collector>) -> Response {
     Json(serde_json::json!({ "agents": collector.agents() })).into_response()
 }
 
-async fn metrics(State(collector): State<Collector>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        collector.metrics().encode(),
-    )
-        .into_response()
-}
+

@@ -9,20 +9,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http_body_util::{BodyExt as _, Full};
-use hyper::{
-    Request, StatusCode,
-    body::{Bytes, Incoming},
-};
+use hyper::StatusCode;
 use orca_master::{
     cluster::{
         AgentCommand, AgentInfo, Cluster, ClusterConfig, StatusSource, TaskState, TaskStatus,
     },
-    mesos_api::{self, recordio},
+    mesos_api::{
+        self,
+        client::{self, SchedulerClient},
+    },
     resources::Resources,
 };
-use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use serde_json::Value;
 
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -50,178 +48,73 @@ pub fn fast_config() -> ClusterConfig {
     }
 }
 
-async fn connection(
-    addr: SocketAddr,
-) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
-fn request(addr: SocketAddr, body: Vec<u8>, stream_id: Option<&str>) -> Request<Full<Bytes>> {
-    let mut builder = Request::post("/api/v1/scheduler")
-        .header("Host", addr.to_string())
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json");
-    if let Some(id) = stream_id {
-        builder = builder.header(mesos_api::STREAM_ID_HEADER, id);
-    }
-    builder.body(Full::new(Bytes::from(body))).unwrap()
-}
-
-/// A subscribed framework: its id, stream id and event stream.
+/// A subscribed framework driven by the library's hand-written client, with panicking
+/// helpers for tests.
 pub struct Scheduler {
-    pub addr: SocketAddr,
+    pub client: SchedulerClient,
     pub framework_id: String,
     pub stream_id: String,
-    body: Incoming,
-    decoder: recordio::Decoder,
-    queued: std::collections::VecDeque<Value>,
-    pub raw_records: usize,
+    pub addr: SocketAddr,
 }
 
 impl Scheduler {
     /// SUBSCRIBE and wait for SUBSCRIBED; checks the response headers Mesos promises.
     pub async fn subscribe(addr: SocketAddr, framework_info: Value) -> Scheduler {
-        let call = json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": framework_info } });
-        let mut sender = connection(addr).await;
-        let response = sender
-            .send_request(request(addr, call.to_string().into_bytes(), None))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()["content-type"].to_str().unwrap(),
-            "application/json"
-        );
-        let stream_id = response.headers()[mesos_api::STREAM_ID_HEADER]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let mut scheduler = Scheduler {
+        let client = SchedulerClient::subscribe(addr, framework_info).await.unwrap();
+        Scheduler {
+            framework_id: client.framework_id.clone(),
+            stream_id: client.stream_id.clone(),
             addr,
-            framework_id: String::new(),
-            stream_id,
-            body: response.into_body(),
-            decoder: recordio::Decoder::default(),
-            queued: Default::default(),
-            raw_records: 0,
-        };
-        let subscribed = scheduler.next_event().await;
-        assert_eq!(subscribed["type"], "SUBSCRIBED", "{subscribed}");
-        scheduler.framework_id = subscribed["subscribed"]["framework_id"]["value"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        assert!(subscribed["subscribed"]["heartbeat_interval_seconds"].as_f64().unwrap() > 0.0);
-        scheduler
-    }
-
-    /// Reads more of the stream into the queue; false when the stream ended.
-    async fn receive(&mut self, deadline: tokio::time::Instant) -> bool {
-        let frame = tokio::time::timeout_at(deadline, self.body.frame())
-            .await
-            .expect("no event before the deadline");
-        let Some(Ok(frame)) = frame else { return false };
-        if let Ok(data) = frame.into_data() {
-            for record in self.decoder.push(&data).expect("RecordIO framing") {
-                self.raw_records += 1;
-                self.queued
-                    .push_back(serde_json::from_slice(&record).expect("each record is JSON"));
-            }
+            client,
         }
-        true
     }
 
-    /// The next event in order, or a panic after `DEADLINE`. `None` when the stream ended.
+    pub fn raw_records(&self) -> usize {
+        self.client.records
+    }
+
     pub async fn try_next_event(&mut self) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(event) = self.queued.pop_front() {
-                return Some(event);
-            }
-            if !self.receive(deadline).await {
-                return None;
-            }
-        }
+        self.client.next_event(DEADLINE).await.unwrap()
     }
 
     pub async fn next_event(&mut self) -> Value {
         self.try_next_event().await.expect("the event stream ended")
     }
 
-    /// The first event (queued or yet to come) that `matches`; other events stay queued.
-    pub async fn take(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(at) = self.queued.iter().position(&matches) {
-                return self.queued.remove(at).expect("found");
-            }
-            assert!(self.receive(deadline).await, "the stream ended before {what}");
-        }
-    }
-
-    /// The first event of `kind`.
+    /// The first event of `kind` (other events stay queued).
     pub async fn wait_for(&mut self, kind: &str) -> Value {
-        self.take(kind, |e| e["type"] == kind).await
+        self.client.take(DEADLINE, |e| e["type"] == kind).await.unwrap()
     }
 
     /// The first UPDATE for `task_id`, as its status.
     pub async fn update_for(&mut self, task_id: &str) -> Value {
         let event = self
-            .take(task_id, |e| {
+            .client
+            .take(DEADLINE, |e| {
                 e["type"] == "UPDATE" && e["update"]["status"]["task_id"]["value"] == task_id
             })
-            .await;
+            .await
+            .unwrap();
         event["update"]["status"].clone()
     }
 
-    /// Sends a call with this framework's id and stream id; returns status and body text.
-    pub async fn call(&self, mut call: Value) -> (StatusCode, String) {
-        call["framework_id"] = json!({ "value": self.framework_id });
-        raw_call(self.addr, call.to_string().into_bytes(), Some(&self.stream_id)).await
+    pub async fn call(&self, call: Value) -> (StatusCode, String) {
+        self.client.call(call).await.unwrap()
     }
 
     pub async fn acknowledge(&self, status: &Value) {
-        let (code, body) = self
-            .call(json!({
-                "type": "ACKNOWLEDGE",
-                "acknowledge": {
-                    "agent_id": status["agent_id"],
-                    "task_id": status["task_id"],
-                    "uuid": status["uuid"],
-                }
-            }))
-            .await;
-        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+        assert!(status.get("uuid").is_some(), "{status}");
+        self.client.acknowledge(status).await.unwrap();
     }
 }
 
 /// POSTs raw bytes to the scheduler endpoint.
 pub async fn raw_call(addr: SocketAddr, body: Vec<u8>, stream_id: Option<&str>) -> (StatusCode, String) {
-    let mut sender = connection(addr).await;
-    let response = sender
-        .send_request(request(addr, body, stream_id))
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    client::post(addr, body, stream_id).await.unwrap()
 }
 
 pub async fn get_json(addr: SocketAddr, path: &str) -> Value {
-    let mut sender = connection(addr).await;
-    let request = Request::get(path)
-        .header("Host", addr.to_string())
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&body).unwrap()
+    client::get_json(addr, path).await.unwrap()
 }
 
 /// What the simulated agent was asked to do.
@@ -326,27 +219,13 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// A LAUNCH operation of one command task.
+/// A LAUNCH of one `sleep 1000` task.
 pub fn launch(task_id: &str, agent_id: &Value, resources: Value) -> Value {
-    json!({
-        "type": "LAUNCH",
-        "launch": { "task_infos": [task(task_id, agent_id, resources)] }
-    })
+    client::launch(task_id, agent_id, resources, "sleep 1000")
 }
 
 pub fn task(task_id: &str, agent_id: &Value, resources: Value) -> Value {
-    json!({
-        "name": task_id,
-        "task_id": { "value": task_id },
-        "agent_id": agent_id,
-        "resources": resources,
-        "command": { "shell": true, "value": "sleep 1000" },
-    })
+    client::task(task_id, agent_id, resources, "sleep 1000")
 }
 
-pub fn scalars(cpus: f64, mem: f64) -> Value {
-    json!([
-        { "name": "cpus", "type": "SCALAR", "scalar": { "value": cpus } },
-        { "name": "mem", "type": "SCALAR", "scalar": { "value": mem } },
-    ])
-}
+pub use client::scalars;

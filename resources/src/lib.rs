@@ -3,6 +3,8 @@
 //!
 //! Scalars are fixed-point with three decimal places, as Mesos rounds them, so `0.1 + 0.2` is
 //! exactly `0.3` and repeated add/subtract over millions of offers never drifts.
+pub mod proto;
+
 use std::{
     cmp::Ordering,
     collections::HashSet,

@@ -1,0 +1,302 @@
+//! The agent's side of the link to the master (`orca.cluster.v1.AgentLink`): register with
+//! this host's resources and the tasks still running, then heartbeat, send status updates
+//! (re-sent until the master relays the framework's acknowledgement) and usage, and carry
+//! out launches, kills and framework shutdowns. Reconnects with backoff and re-registers
+//! under the id the master gave.
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use orca_proto::cluster::v1::{
+    self as pb, agent_link_client::AgentLinkClient, agent_message, master_message,
+};
+use orca_resources::{
+    Resources,
+    proto::{resources_from_proto, resources_to_proto},
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{StatusUpdate, TaskManager, TaskSpec};
+
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// The master's gRPC address (`host:port` or URL).
+    pub master: String,
+    pub hostname: String,
+    pub resources: Resources,
+    pub attributes: BTreeMap<String, String>,
+    /// An update not acknowledged within this is sent again.
+    pub retry_interval: Duration,
+    /// How often per-task usage is reported.
+    pub usage_interval: Duration,
+}
+
+impl LinkConfig {
+    pub fn new(master: String, hostname: String, resources: Resources) -> Self {
+        LinkConfig {
+            master,
+            hostname,
+            resources,
+            attributes: BTreeMap::new(),
+            retry_interval: Duration::from_secs(10),
+            usage_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+fn endpoint(master: &str) -> String {
+    if master.contains("://") {
+        master.to_owned()
+    } else {
+        format!("http://{master}")
+    }
+}
+
+fn update_to_proto(u: &StatusUpdate, agent_id: &str) -> pb::AgentMessage {
+    pb::AgentMessage {
+        kind: Some(agent_message::Kind::Status(pb::StatusUpdate {
+            framework_id: u.framework_id.clone(),
+            status: Some(pb::TaskStatus {
+                task_id: u.task_id.clone(),
+                agent_id: agent_id.to_owned(),
+                state: u.state.to_owned(),
+                reason: u.reason.clone().unwrap_or_default(),
+                message: u.message.clone().unwrap_or_default(),
+                timestamp: u.timestamp,
+                uuid: u.uuid.to_vec(),
+            }),
+        })),
+    }
+}
+
+/// A launched task as the task manager runs it.
+pub fn spec_from_proto(
+    framework_id: &str,
+    user: &str,
+    role: &str,
+    task: &pb::Task,
+) -> Result<TaskSpec, String> {
+    let resources = resources_from_proto(&task.resources)?;
+    let command = task
+        .command
+        .clone()
+        .ok_or_else(|| format!("task {} has no command", task.task_id))?;
+    let mem = resources.scalar("mem").as_f64();
+    let user = if command.user.is_empty() {
+        user
+    } else {
+        &command.user
+    };
+    Ok(TaskSpec {
+        framework_id: framework_id.to_owned(),
+        task_id: task.task_id.clone(),
+        name: task.name.clone(),
+        shell: command.shell,
+        value: command.value,
+        arguments: command.arguments,
+        environment: command.environment.into_iter().collect(),
+        user: (!user.is_empty()).then(|| user.to_owned()),
+        cpus: resources.scalar("cpus").as_f64(),
+        mem_mb: (mem > 0.0).then_some(mem),
+        labels: task.labels.clone().into_iter().collect(),
+        kill_grace: (task.kill_grace_seconds > 0.0)
+            .then(|| Duration::from_secs_f64(task.kill_grace_seconds)),
+        resources: resources.to_string(),
+        role: role.to_owned(),
+    })
+}
+
+fn running_to_proto(spec: &TaskSpec, state: &str, agent_id: &str) -> pb::RunningTask {
+    let resources = Resources::parse(&spec.resources).unwrap_or_default();
+    pb::RunningTask {
+        framework_id: spec.framework_id.clone(),
+        role: spec.role.clone(),
+        state: state.to_owned(),
+        task: Some(pb::Task {
+            task_id: spec.task_id.clone(),
+            name: spec.name.clone(),
+            agent_id: agent_id.to_owned(),
+            resources: resources_to_proto(&resources),
+            command: Some(pb::Command {
+                shell: spec.shell,
+                value: spec.value.clone(),
+                arguments: spec.arguments.clone(),
+                environment: spec.environment.iter().cloned().collect(),
+                user: spec.user.clone().unwrap_or_default(),
+            }),
+            labels: spec.labels.clone().into_iter().collect(),
+            kill_grace_seconds: spec.kill_grace.map_or(0.0, |g| g.as_secs_f64()),
+        }),
+    }
+}
+
+/// Keeps the agent attached to the master until the process ends. The id the master assigns
+/// is published on `registered` (for tests and logs).
+pub async fn run(
+    config: LinkConfig,
+    manager: TaskManager,
+    mut updates: mpsc::UnboundedReceiver<StatusUpdate>,
+    registered: Option<tokio::sync::watch::Sender<Option<String>>>,
+) {
+    let mut agent_id = String::new();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match session(&config, &manager, &mut updates, &mut agent_id, registered.as_ref()).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(why) => {
+                tracing::warn!(master = %config.master, %why, retry_in = ?backoff, "agent link down");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// One connection: register, then serve until the stream breaks.
+async fn session(
+    config: &LinkConfig,
+    manager: &TaskManager,
+    updates: &mut mpsc::UnboundedReceiver<StatusUpdate>,
+    agent_id: &mut String,
+    registered: Option<&tokio::sync::watch::Sender<Option<String>>>,
+) -> Result<(), String> {
+    let mut client = AgentLinkClient::connect(endpoint(&config.master))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1024);
+    let running = manager
+        .running()
+        .iter()
+        .map(|(spec, state)| running_to_proto(spec, state, agent_id))
+        .collect();
+    tx.send(pb::AgentMessage {
+        kind: Some(agent_message::Kind::Register(pb::Register {
+            agent_id: agent_id.clone(),
+            hostname: config.hostname.clone(),
+            resources: resources_to_proto(&config.resources),
+            attributes: config.attributes.clone().into_iter().collect(),
+            running,
+        })),
+    })
+    .await
+    .map_err(|_| "the link closed".to_string())?;
+    let mut inbound = client
+        .attach(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("registration refused: {}", s.message()))?
+        .into_inner();
+    let first = inbound
+        .message()
+        .await
+        .map_err(|s| format!("registration failed: {}", s.message()))?
+        .ok_or("the master closed the link during registration")?;
+    let Some(master_message::Kind::Registered(reg)) = first.kind else {
+        return Err("the master's first message was not `registered`".into());
+    };
+    *agent_id = reg.agent_id.clone();
+    tracing::info!(agent = %agent_id, master = %config.master, "registered with the master");
+    if let Some(watch) = registered {
+        let _ = watch.send(Some(agent_id.clone()));
+    }
+    let heartbeat_every = Duration::from_secs_f64(reg.heartbeat_interval_seconds.clamp(0.05, 60.0));
+    let mut heartbeat = tokio::time::interval(heartbeat_every);
+    let mut retry = tokio::time::interval(config.retry_interval.min(Duration::from_secs(1)));
+    let mut usage = tokio::time::interval(config.usage_interval);
+    // Everything not acknowledged yet goes again on a new connection.
+    let mut sent: HashMap<[u8; 16], Instant> = HashMap::new();
+    for u in manager.unacknowledged() {
+        tx.send(update_to_proto(&u, agent_id))
+            .await
+            .map_err(|_| "the link closed")?;
+        sent.insert(u.uuid, Instant::now());
+    }
+    loop {
+        tokio::select! {
+            update = updates.recv() => {
+                let Some(u) = update else { return Ok(()) };
+                if sent.contains_key(&u.uuid) {
+                    continue;
+                }
+                sent.insert(u.uuid, Instant::now());
+                tx.send(update_to_proto(&u, agent_id)).await.map_err(|_| "the link closed")?;
+            }
+            message = inbound.message() => {
+                let message = message
+                    .map_err(|s| format!("link broke: {}", s.message()))?
+                    .ok_or("the master closed the link")?;
+                handle(message, manager, &mut sent).await;
+            }
+            _ = heartbeat.tick() => {
+                tx.send(pb::AgentMessage {
+                    kind: Some(agent_message::Kind::Heartbeat(pb::Heartbeat {})),
+                })
+                .await
+                .map_err(|_| "the link closed")?;
+            }
+            _ = retry.tick() => {
+                let now = Instant::now();
+                for u in manager.unacknowledged() {
+                    let due = sent.get(&u.uuid).is_none_or(|at| now.duration_since(*at) >= config.retry_interval);
+                    if due {
+                        sent.insert(u.uuid, now);
+                        tx.send(update_to_proto(&u, agent_id)).await.map_err(|_| "the link closed")?;
+                    }
+                }
+            }
+            _ = usage.tick() => {
+                for (task_id, u) in manager.usage() {
+                    tx.send(pb::AgentMessage {
+                        kind: Some(agent_message::Kind::Usage(pb::TaskUsage {
+                            task_id,
+                            cpu_seconds: u.cpu_seconds,
+                            memory_bytes: u.memory_bytes,
+                            memory_limit_bytes: u.memory_limit_bytes.unwrap_or(0),
+                            pids: u.pids,
+                        })),
+                    })
+                    .await
+                    .map_err(|_| "the link closed")?;
+                }
+            }
+        }
+    }
+}
+
+async fn handle(
+    message: pb::MasterMessage,
+    manager: &TaskManager,
+    sent: &mut HashMap<[u8; 16], Instant>,
+) {
+    match message.kind {
+        Some(master_message::Kind::Launch(launch)) => {
+            let specs: Result<Vec<TaskSpec>, String> = launch
+                .tasks
+                .iter()
+                .map(|t| spec_from_proto(&launch.framework_id, &launch.framework_user, &launch.role, t))
+                .collect();
+            match specs {
+                Ok(specs) => {
+                    let manager = manager.clone();
+                    tokio::spawn(async move { manager.launch(specs).await });
+                }
+                Err(why) => tracing::warn!(%why, "launch refused"),
+            }
+        }
+        Some(master_message::Kind::Kill(kill)) => {
+            let grace = (kill.grace_seconds >= 0.0).then(|| Duration::from_secs_f64(kill.grace_seconds));
+            if !manager.kill(&kill.framework_id, &kill.task_id, grace) {
+                tracing::info!(task = %kill.task_id, "kill of a task not running here");
+            }
+        }
+        Some(master_message::Kind::Acknowledge(ack)) => {
+            if let Ok(uuid) = <[u8; 16]>::try_from(ack.uuid.as_slice()) {
+                manager.acknowledge(&ack.task_id, uuid);
+                sent.remove(&uuid);
+            }
+        }
+        Some(master_message::Kind::ShutdownFramework(s)) => manager.shutdown_framework(&s.framework_id),
+        Some(master_message::Kind::Registered(_)) | None => {}
+    }
+}

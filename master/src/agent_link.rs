@@ -1,0 +1,246 @@
+//! The master's side of the agent link (`orca.cluster.v1.AgentLink`): one bidirectional gRPC
+//! stream per agent, carrying registration, heartbeats, status updates and usage in, and
+//! launch, kill, acknowledgement and shutdown commands out. Protobuf is converted to the
+//! cluster's domain types here and nowhere else.
+use std::{pin::Pin, time::Duration};
+
+use futures::Stream;
+use orca_proto::cluster::v1::{self as pb, agent_link_server::AgentLink, agent_message, master_message};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    cluster::{
+        AgentCommand, AgentInfo, ApiError, Cluster, CommandInfo, RunningTask, StatusSource,
+        TaskInfo, TaskState, TaskStatus, TaskUsage,
+    },
+    resources::proto::{resources_from_proto, resources_to_proto},
+};
+
+#[derive(Clone, Debug)]
+pub struct AgentLinkService {
+    cluster: Cluster,
+    heartbeat: Duration,
+}
+
+impl AgentLinkService {
+    /// `heartbeat` is the interval agents are told to keep (well inside the ping timeout).
+    pub fn new(cluster: Cluster, heartbeat: Duration) -> Self {
+        AgentLinkService { cluster, heartbeat }
+    }
+}
+
+pub fn task_to_proto(task: &TaskInfo) -> pb::Task {
+    pb::Task {
+        task_id: task.task_id.clone(),
+        name: task.name.clone(),
+        agent_id: task.agent_id.clone(),
+        resources: resources_to_proto(&task.resources),
+        command: task.command.as_ref().map(|c| pb::Command {
+            shell: c.shell,
+            value: c.value.clone(),
+            arguments: c.arguments.clone(),
+            environment: c.environment.iter().cloned().collect(),
+            user: c.user.clone().unwrap_or_default(),
+        }),
+        labels: task.labels.clone().into_iter().collect(),
+        kill_grace_seconds: task.kill_grace.map_or(0.0, |g| g.as_secs_f64()),
+    }
+}
+
+pub fn task_from_proto(task: &pb::Task) -> Result<TaskInfo, String> {
+    Ok(TaskInfo {
+        task_id: task.task_id.clone(),
+        name: task.name.clone(),
+        agent_id: task.agent_id.clone(),
+        resources: resources_from_proto(&task.resources)?,
+        command: task.command.as_ref().map(|c| CommandInfo {
+            shell: c.shell,
+            value: c.value.clone(),
+            arguments: c.arguments.clone(),
+            environment: c.environment.clone().into_iter().collect(),
+            user: (!c.user.is_empty()).then(|| c.user.clone()),
+        }),
+        labels: task.labels.clone().into_iter().collect(),
+        kill_grace: (task.kill_grace_seconds > 0.0)
+            .then(|| Duration::from_secs_f64(task.kill_grace_seconds)),
+    })
+}
+
+fn status_from_proto(s: &pb::TaskStatus) -> Result<TaskStatus, String> {
+    let state = TaskState::from_name(&s.state)
+        .ok_or_else(|| format!("unknown task state {:?}", s.state))?;
+    let uuid: [u8; 16] = s
+        .uuid
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("status uuid must be 16 bytes, got {}", s.uuid.len()))?;
+    Ok(TaskStatus {
+        task_id: s.task_id.clone(),
+        agent_id: s.agent_id.clone(),
+        state,
+        source: StatusSource::Executor,
+        reason: (!s.reason.is_empty()).then(|| s.reason.clone()),
+        message: (!s.message.is_empty()).then(|| s.message.clone()),
+        timestamp: s.timestamp,
+        uuid: Some(uuid),
+    })
+}
+
+fn command_to_proto(command: AgentCommand) -> pb::MasterMessage {
+    let kind = match command {
+        AgentCommand::Launch {
+            framework_id,
+            framework_user,
+            role,
+            tasks,
+        } => master_message::Kind::Launch(pb::Launch {
+            framework_id,
+            framework_user,
+            role,
+            tasks: tasks.iter().map(task_to_proto).collect(),
+        }),
+        AgentCommand::Kill {
+            framework_id,
+            task_id,
+            grace,
+        } => master_message::Kind::Kill(pb::Kill {
+            framework_id,
+            task_id,
+            grace_seconds: grace.map_or(-1.0, |g| g.as_secs_f64()),
+        }),
+        AgentCommand::Acknowledge { task_id, uuid } => {
+            master_message::Kind::Acknowledge(pb::Acknowledge {
+                task_id,
+                uuid: uuid.to_vec(),
+            })
+        }
+        AgentCommand::ShutdownFramework { framework_id } => {
+            master_message::Kind::ShutdownFramework(pb::ShutdownFramework { framework_id })
+        }
+    };
+    pb::MasterMessage { kind: Some(kind) }
+}
+
+type Outgoing = Pin<Box<dyn Stream<Item = Result<pb::MasterMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentLink for AgentLinkService {
+    type AttachStream = Outgoing;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut incoming = request.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream closed before registering"))?;
+        let Some(agent_message::Kind::Register(register)) = first.kind else {
+            return Err(Status::invalid_argument(
+                "the first message on the agent link must be `register`",
+            ));
+        };
+        let resources =
+            resources_from_proto(&register.resources).map_err(Status::invalid_argument)?;
+        let mut running = Vec::new();
+        for r in &register.running {
+            let Some(task) = &r.task else { continue };
+            running.push(RunningTask {
+                framework_id: r.framework_id.clone(),
+                info: task_from_proto(task).map_err(Status::invalid_argument)?,
+                role: r.role.clone(),
+                state: TaskState::from_name(&r.state).unwrap_or(TaskState::Running),
+            });
+        }
+        let info = AgentInfo {
+            id: (!register.agent_id.is_empty()).then(|| register.agent_id.clone()),
+            hostname: register.hostname.clone(),
+            resources,
+            attributes: register.attributes.clone().into_iter().collect(),
+        };
+        let link = self
+            .cluster
+            .register_agent(info, running)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let agent_id = link.agent_id.clone();
+        tracing::info!(agent = %agent_id, hostname = %register.hostname, "agent registered");
+        let (tx, rx) = mpsc::channel(1024);
+        let _ = tx
+            .send(Ok(pb::MasterMessage {
+                kind: Some(master_message::Kind::Registered(pb::Registered {
+                    agent_id: agent_id.clone(),
+                    heartbeat_interval_seconds: self.heartbeat.as_secs_f64(),
+                })),
+            }))
+            .await;
+        let mut commands = link.commands;
+        let out = tx.clone();
+        tokio::spawn(async move {
+            while let Some(command) = commands.recv().await {
+                if out.send(Ok(command_to_proto(command))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = match incoming.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::info!(agent = %agent_id, %status, "agent link broke");
+                        break;
+                    }
+                };
+                let _ = cluster.agent_heartbeat(&agent_id);
+                match message.kind {
+                    Some(agent_message::Kind::Status(update)) => {
+                        let Some(status) = update.status else { continue };
+                        let status = match status_from_proto(&status) {
+                            Ok(s) => s,
+                            Err(why) => {
+                                tracing::warn!(agent = %agent_id, %why, "bad status update");
+                                continue;
+                            }
+                        };
+                        let (task_id, uuid) = (status.task_id.clone(), status.uuid);
+                        match cluster.status_update(&update.framework_id, status) {
+                            Ok(()) => {}
+                            Err(ApiError::NotFound(why)) => {
+                                // Nobody will ever acknowledge it: stop the agent retrying.
+                                tracing::info!(agent = %agent_id, %why, "update for a gone task");
+                                if let Some(uuid) = uuid {
+                                    let ack = AgentCommand::Acknowledge { task_id, uuid };
+                                    let _ = tx.send(Ok(command_to_proto(ack))).await;
+                                }
+                            }
+                            Err(err) => {
+                                tracing::warn!(agent = %agent_id, %err, "status update refused")
+                            }
+                        }
+                    }
+                    Some(agent_message::Kind::Usage(usage)) => cluster.task_usage(
+                        &agent_id,
+                        &usage.task_id,
+                        TaskUsage {
+                            cpu_seconds: usage.cpu_seconds,
+                            memory_bytes: usage.memory_bytes,
+                            memory_limit_bytes: (usage.memory_limit_bytes > 0)
+                                .then_some(usage.memory_limit_bytes),
+                            pids: usage.pids,
+                        },
+                    ),
+                    Some(agent_message::Kind::Heartbeat(_)) | None => {}
+                    Some(agent_message::Kind::Register(_)) => {
+                        tracing::warn!(agent = %agent_id, "a second register on one stream is ignored");
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,268 @@
+//! A minimal Mesos v1 scheduler client: SUBSCRIBE over one HTTP/1.1 connection, events
+//! decoded from the RecordIO stream, calls on fresh connections with the stream id. Used by
+//! the tests, the launch benchmark and the TUI's launch dialog; it speaks exactly what any
+//! Mesos HTTP scheduler library speaks.
+use std::{collections::VecDeque, net::SocketAddr, time::Duration};
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::{
+    Request, StatusCode,
+    body::{Bytes, Incoming},
+};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+use super::{STREAM_ID_HEADER, recordio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the master at {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("the master answered {status}: {body}")]
+    Refused { status: StatusCode, body: String },
+    #[error("the event stream: {0}")]
+    Stream(String),
+    #[error("no event within {0:?}")]
+    Timeout(Duration),
+}
+
+async fn connection(
+    addr: SocketAddr,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+fn request(
+    addr: SocketAddr,
+    path: &str,
+    body: Vec<u8>,
+    stream_id: Option<&str>,
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::post(path)
+        .header("Host", addr.to_string())
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json");
+    if let Some(id) = stream_id {
+        builder = builder.header(STREAM_ID_HEADER, id);
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .expect("static request parts are valid")
+}
+
+/// POSTs `body` to `/api/v1/scheduler`; returns the status and body text.
+pub async fn post(
+    addr: SocketAddr,
+    body: Vec<u8>,
+    stream_id: Option<&str>,
+) -> Result<(StatusCode, String), ClientError> {
+    let mut sender = connection(addr).await?;
+    let response = sender
+        .send_request(request(addr, "/api/v1/scheduler", body, stream_id))
+        .await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// GETs a JSON document (`/master/state`, `/metrics/snapshot`).
+pub async fn get_json(addr: SocketAddr, path: &str) -> Result<Value, ClientError> {
+    let mut sender = connection(addr).await?;
+    let request = Request::get(path)
+        .header("Host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .expect("static request parts are valid");
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        return Err(ClientError::Refused {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| ClientError::Stream(e.to_string()))
+}
+
+/// A subscribed framework.
+#[derive(Debug)]
+pub struct SchedulerClient {
+    pub addr: SocketAddr,
+    pub framework_id: String,
+    pub stream_id: String,
+    body: Incoming,
+    decoder: recordio::Decoder,
+    queued: VecDeque<Value>,
+    /// RecordIO records received so far.
+    pub records: usize,
+}
+
+impl SchedulerClient {
+    /// SUBSCRIBE with `framework_info` (Mesos JSON) and wait for SUBSCRIBED.
+    pub async fn subscribe(addr: SocketAddr, framework_info: Value) -> Result<Self, ClientError> {
+        let call = json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": framework_info } });
+        let mut sender = connection(addr).await?;
+        let response = sender
+            .send_request(request(
+                addr,
+                "/api/v1/scheduler",
+                call.to_string().into_bytes(),
+                None,
+            ))
+            .await?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let body = response.into_body().collect().await?.to_bytes();
+            return Err(ClientError::Refused {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        let stream_id = response
+            .headers()
+            .get(STREAM_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ClientError::Stream("no Mesos-Stream-Id header".into()))?
+            .to_owned();
+        let mut client = SchedulerClient {
+            addr,
+            framework_id: String::new(),
+            stream_id,
+            body: response.into_body(),
+            decoder: recordio::Decoder::default(),
+            queued: VecDeque::new(),
+            records: 0,
+        };
+        let subscribed = client
+            .take(Duration::from_secs(30), |e| e["type"] == "SUBSCRIBED")
+            .await?;
+        client.framework_id = subscribed["subscribed"]["framework_id"]["value"]
+            .as_str()
+            .ok_or_else(|| ClientError::Stream("SUBSCRIBED without a framework id".into()))?
+            .to_owned();
+        Ok(client)
+    }
+
+    /// Reads more of the stream; false when it ended.
+    async fn receive(&mut self, deadline: tokio::time::Instant, wait: Duration) -> Result<bool, ClientError> {
+        let frame = tokio::time::timeout_at(deadline, self.body.frame())
+            .await
+            .map_err(|_| ClientError::Timeout(wait))?;
+        let Some(frame) = frame else { return Ok(false) };
+        let frame = frame?;
+        if let Ok(data) = frame.into_data() {
+            let records = self
+                .decoder
+                .push(&data)
+                .map_err(|e| ClientError::Stream(e.to_string()))?;
+            for record in records {
+                self.records += 1;
+                let event = serde_json::from_slice(&record)
+                    .map_err(|e| ClientError::Stream(format!("a record is not JSON: {e}")))?;
+                self.queued.push_back(event);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next event in order; `None` when the stream ended.
+    pub async fn next_event(&mut self, wait: Duration) -> Result<Option<Value>, ClientError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                return Ok(Some(event));
+            }
+            if !self.receive(deadline, wait).await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The first event (already received or yet to come) that `matches`; others stay queued.
+    pub async fn take(
+        &mut self,
+        wait: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Value, ClientError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(at) = self.queued.iter().position(&matches) {
+                return Ok(self.queued.remove(at).expect("found"));
+            }
+            if !self.receive(deadline, wait).await? {
+                return Err(ClientError::Stream("the event stream ended".into()));
+            }
+        }
+    }
+
+    /// Every event received so far, in order (removing them).
+    pub fn drain(&mut self) -> Vec<Value> {
+        self.queued.drain(..).collect()
+    }
+
+    /// Sends a call as this framework; returns the status and body text.
+    pub async fn call(&self, mut call: Value) -> Result<(StatusCode, String), ClientError> {
+        call["framework_id"] = json!({ "value": self.framework_id });
+        post(self.addr, call.to_string().into_bytes(), Some(&self.stream_id)).await
+    }
+
+    /// Acknowledges an update's status (Mesos JSON) if it carries a uuid.
+    pub async fn acknowledge(&self, status: &Value) -> Result<(), ClientError> {
+        if status.get("uuid").is_none() {
+            return Ok(());
+        }
+        let (code, body) = self
+            .call(json!({
+                "type": "ACKNOWLEDGE",
+                "acknowledge": {
+                    "agent_id": status["agent_id"],
+                    "task_id": status["task_id"],
+                    "uuid": status["uuid"],
+                }
+            }))
+            .await?;
+        if code != StatusCode::ACCEPTED {
+            return Err(ClientError::Refused { status: code, body });
+        }
+        Ok(())
+    }
+}
+
+/// A LAUNCH operation of one shell command task.
+pub fn launch(task_id: &str, agent_id: &Value, resources: Value, command: &str) -> Value {
+    json!({
+        "type": "LAUNCH",
+        "launch": { "task_infos": [task(task_id, agent_id, resources, command)] }
+    })
+}
+
+/// A command `TaskInfo` in Mesos JSON.
+pub fn task(task_id: &str, agent_id: &Value, resources: Value, command: &str) -> Value {
+    json!({
+        "name": task_id,
+        "task_id": { "value": task_id },
+        "agent_id": agent_id,
+        "resources": resources,
+        "command": { "shell": true, "value": command },
+    })
+}
+
+/// `cpus` and `mem` as a Mesos resource list.
+pub fn scalars(cpus: f64, mem: f64) -> Value {
+    json!([
+        { "name": "cpus", "type": "SCALAR", "scalar": { "value": cpus } },
+        { "name": "mem", "type": "SCALAR", "scalar": { "value": mem } },
+    ])
+}
