@@ -6,6 +6,7 @@ use prost::Message as _;
 const PROTOS: &[&str] = &[
     "orca/topology/v1/topology.proto",
     "orca/cluster/v1/agent.proto",
+    "orca/scheduler/v1/scheduler.proto",
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -8,4 +8,5 @@ pub mod collector;
 pub mod mesos_api;
 pub mod metrics;
 pub use orca_resources as resources;
+pub mod scheduler_grpc;
 pub mod server;

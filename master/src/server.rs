@@ -1,4 +1,4 @@
-//! Runs the master's servers: gRPC (agent link, topology collector) and HTTP (Mesos v1
+//! Runs the master's servers: gRPC (agent link, scheduler API, topology collector) and HTTP (Mesos v1
 //! scheduler API, `/master/state`, the collector's topology API, `/metrics`, `/health`).
 use std::{net::SocketAddr, sync::atomic::AtomicU64};
 
@@ -11,6 +11,7 @@ use axum::{
 };
 use orca_proto::{
     cluster::v1::agent_link_server::AgentLinkServer,
+    scheduler::v1::scheduler_server::SchedulerServer,
     topology::v1::collector_server::CollectorServer,
 };
 use prometheus_client::{encoding::text::encode, metrics::gauge::Gauge, registry::Registry};
@@ -21,6 +22,7 @@ use crate::{
     cluster::{Cluster, ClusterConfig},
     collector::{Collector, CollectorConfig, http},
     mesos_api,
+    scheduler_grpc::SchedulerService,
 };
 
 /// Listeners bound and ready; `serve` runs them.
@@ -85,6 +87,7 @@ impl Master {
                 cluster.clone(),
                 heartbeat,
             )))
+            .add_service(SchedulerServer::new(SchedulerService::new(cluster.clone())))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
                 async move {

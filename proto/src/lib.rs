@@ -20,3 +20,12 @@ pub mod cluster {
         include!(concat!(env!("OUT_DIR"), "/orca.cluster.v1.serde.rs"));
     }
 }
+
+/// The scheduler API over gRPC (`orca.scheduler.v1`), twin of the Mesos v1 HTTP API.
+pub mod scheduler {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("orca.scheduler.v1");
+        include!(concat!(env!("OUT_DIR"), "/orca.scheduler.v1.serde.rs"));
+    }
+}

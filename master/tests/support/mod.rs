@@ -1,7 +1,7 @@
 //! A hand-written Mesos v1 scheduler client (HTTP/1.1 over a TCP socket, RecordIO decoded by
 //! hand), an in-process master serving the API on a free port, and a simulated agent that
 //! answers launches and kills the way a real agent does.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::{
     net::SocketAddr,

@@ -1,0 +1,268 @@
+//! The scheduler API over gRPC (`orca.scheduler.v1.Scheduler`): the second front door to the
+//! same cluster core the Mesos v1 HTTP API uses. Protobuf is converted to domain types here.
+use std::{pin::Pin, time::Duration};
+
+use futures::{Stream, stream};
+use orca_proto::{
+    cluster::v1 as cpb,
+    scheduler::v1::{self as pb, event, operation, scheduler_server::Scheduler},
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    agent_link::task_from_proto,
+    cluster::{ApiError, Cluster, Event, FrameworkInfo, Operation, TaskStatus},
+    resources::proto::resources_to_proto,
+};
+
+#[derive(Clone, Debug)]
+pub struct SchedulerService {
+    cluster: Cluster,
+}
+
+impl SchedulerService {
+    pub fn new(cluster: Cluster) -> Self {
+        SchedulerService { cluster }
+    }
+
+    fn check(&self, header: Option<&pb::CallHeader>) -> Result<String, Status> {
+        let header = header.ok_or_else(|| {
+            Status::invalid_argument("the call needs `header` with framework_id and stream_id")
+        })?;
+        self.cluster
+            .check_stream(&header.framework_id, Some(&header.stream_id))
+            .map_err(status)?;
+        Ok(header.framework_id.clone())
+    }
+}
+
+fn status(err: ApiError) -> Status {
+    match err {
+        ApiError::BadRequest(m) => Status::invalid_argument(m),
+        ApiError::Forbidden(m) => Status::permission_denied(m),
+        ApiError::NotFound(m) => Status::not_found(m),
+    }
+}
+
+fn refuse(seconds: f64) -> Option<Duration> {
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::from_secs_f64(seconds.min(365.0 * 24.0 * 3600.0)))
+}
+
+pub fn status_to_proto(s: &TaskStatus) -> cpb::TaskStatus {
+    cpb::TaskStatus {
+        task_id: s.task_id.clone(),
+        agent_id: s.agent_id.clone(),
+        state: s.state.name().to_owned(),
+        reason: s.reason.clone().unwrap_or_default(),
+        message: s.message.clone().unwrap_or_default(),
+        timestamp: s.timestamp,
+        uuid: s.uuid.map(|u| u.to_vec()).unwrap_or_default(),
+    }
+}
+
+fn event_to_proto(e: Event, stream_id: &str) -> pb::Event {
+    let kind = match e {
+        Event::Subscribed {
+            framework_id,
+            heartbeat_interval,
+        } => event::Kind::Subscribed(pb::Subscribed {
+            framework_id,
+            stream_id: stream_id.to_owned(),
+            heartbeat_interval_seconds: heartbeat_interval.as_secs_f64(),
+        }),
+        Event::Offers(offers) => event::Kind::Offers(pb::Offers {
+            offers: offers
+                .into_iter()
+                .map(|o| pb::Offer {
+                    id: o.id,
+                    framework_id: o.framework_id,
+                    agent_id: o.agent_id,
+                    hostname: o.hostname,
+                    role: o.role.to_string(),
+                    resources: resources_to_proto(&o.resources),
+                    attributes: o.attributes.into_iter().collect(),
+                })
+                .collect(),
+        }),
+        Event::Rescind { offer_id } => event::Kind::Rescind(pb::Rescind { offer_id }),
+        Event::Update(s) => event::Kind::Update(status_to_proto(&s)),
+        Event::Failure { agent_id } => event::Kind::Failure(pb::Failure { agent_id }),
+        Event::Error { message } => event::Kind::Error(pb::Error { message }),
+        Event::Heartbeat => event::Kind::Heartbeat(pb::Heartbeat {}),
+    };
+    pb::Event { kind: Some(kind) }
+}
+
+/// Marks the framework disconnected when its event stream is dropped.
+struct Connection {
+    cluster: Cluster,
+    framework_id: String,
+    stream_id: String,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.cluster
+            .disconnected(&self.framework_id, &self.stream_id);
+    }
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Scheduler for SchedulerService {
+    type SubscribeStream = Events;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Events>, Status> {
+        let request = request.into_inner();
+        let info = request
+            .framework_info
+            .ok_or_else(|| Status::invalid_argument("`framework_info` is required"))?;
+        let info = FrameworkInfo {
+            id: (!info.id.is_empty()).then_some(info.id),
+            user: info.user,
+            name: info.name,
+            roles: info.roles,
+            principal: (!info.principal.is_empty()).then_some(info.principal),
+            hostname: (!info.hostname.is_empty()).then_some(info.hostname),
+            webui_url: (!info.webui_url.is_empty()).then_some(info.webui_url),
+            failover_timeout: refuse(info.failover_timeout_seconds).unwrap_or_default(),
+            checkpoint: info.checkpoint,
+            capabilities: info.capabilities,
+            labels: info.labels.into_iter().collect(),
+        };
+        let sub = self.cluster.subscribe(info).map_err(status)?;
+        if !request.suppressed_roles.is_empty() {
+            let _ = self
+                .cluster
+                .suppress(&sub.framework_id, Some(&request.suppressed_roles));
+        }
+        let connection = Connection {
+            cluster: self.cluster.clone(),
+            framework_id: sub.framework_id.clone(),
+            stream_id: sub.stream_id.clone(),
+        };
+        let every = self.cluster.heartbeat_interval();
+        let heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let state = (sub.events, heartbeat, connection);
+        let events = stream::unfold(state, |(mut rx, mut heartbeat, connection)| async move {
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                _ = heartbeat.tick() => Some(Event::Heartbeat),
+            }?;
+            let message = event_to_proto(event, &connection.stream_id);
+            Some((Ok(message), (rx, heartbeat, connection)))
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn accept(&self, request: Request<pb::AcceptRequest>) -> Result<Response<pb::CallResult>, Status> {
+        let r = request.into_inner();
+        let framework_id = self.check(r.header.as_ref())?;
+        let mut operations = Vec::new();
+        for op in r.operations {
+            let (tasks, group) = match op.kind {
+                Some(operation::Kind::Launch(l)) => (l.tasks, false),
+                Some(operation::Kind::LaunchGroup(l)) => (l.tasks, true),
+                None => return Err(Status::invalid_argument("an operation has no kind")),
+            };
+            let tasks = tasks
+                .iter()
+                .map(task_from_proto)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Status::invalid_argument)?;
+            operations.push(if group {
+                Operation::LaunchGroup(tasks)
+            } else {
+                Operation::Launch(tasks)
+            });
+        }
+        self.cluster
+            .accept(&framework_id, &r.offer_ids, operations, refuse(r.refuse_seconds))
+            .map_err(status)?;
+        Ok(Response::new(pb::CallResult {}))
+    }
+
+    async fn decline(&self, request: Request<pb::DeclineRequest>) -> Result<Response<pb::CallResult>, Status> {
+        let r = request.into_inner();
+        let framework_id = self.check(r.header.as_ref())?;
+        self.cluster
+            .decline(&framework_id, &r.offer_ids, refuse(r.refuse_seconds))
+            .map_err(status)?;
+        Ok(Response::new(pb::CallResult {}))
+    }
+
+    async fn revive(&self, request: Request<pb::RolesRequest>) -> Result<Response<pb::CallResult>, Status> {
+        let r = request.into_inner();
+        let framework_id = self.check(r.header.as_ref())?;
+        let roles = (!r.roles.is_empty()).then_some(r.roles);
+        self.cluster
+            .revive(&framework_id, roles.as_deref())
+            .map_err(status)?;
+        Ok(Response::new(pb::CallResult {}))
+    }
+
+    async fn suppress(&self, request: Request<pb::RolesRequest>) -> Result<Response<pb::CallResult>, Status> {
+        let r = request.into_inner();
+        let framework_id = self.check(r.header.as_ref())?;
+        let roles = (!r.roles.is_empty()).then_some(r.roles);
+        self.cluster
+            .suppress(&framework_id, roles.as_deref())
+            .map_err(status)?;
+        Ok(Response::new(pb::CallResult {}))
+    }
+
+    async fn kill(&self, request: Request<pb::KillRequest>) -> Result<Response<pb::CallResult>, Status> {
+        let r = request.into_inner();
+        let framework_id = self.check(r.header.as_ref())?;
+        self.cluster
+            .kill(&framework_id, &r.task_id, refuse(r.grace_seconds))
+            .map_err(status)?;
+        Ok(Response::new(pb::CallResult {}))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::CallResult>, Status> {
+        let r = request.into_inner();
+        let framework_id = self.check(r.header.as_ref())?;
+        let uuid: [u8; 16] = r
+            .uuid
+            .as_slice()
+            .try_into()
+            .map_err(|_| Status::invalid_argument("uuid must be 16 bytes"))?;
+        self.cluster
+            .acknowledge(&framework_id, &r.agent_id, &r.task_id, uuid)
+            .map_err(status)?;
+        Ok(Response::new(pb::CallResult {}))
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<pb::ReconcileRequest>,
+    ) -> Result<Response<pb::CallResult>, Status> {
+        let r = request.into_inner();
+        let framework_id = self.check(r.header.as_ref())?;
+        let tasks: Vec<(String, Option<String>)> = r
+            .tasks
+            .into_iter()
+            .map(|t| (t.task_id, (!t.agent_id.is_empty()).then_some(t.agent_id)))
+            .collect();
+        self.cluster
+            .reconcile(&framework_id, &tasks)
+            .map_err(status)?;
+        Ok(Response::new(pb::CallResult {}))
+    }
+
+    async fn teardown(&self, request: Request<pb::CallHeader>) -> Result<Response<pb::CallResult>, Status> {
+        let header = request.into_inner();
+        let framework_id = self.check(Some(&header))?;
+        self.cluster.teardown(&framework_id).map_err(status)?;
+        Ok(Response::new(pb::CallResult {}))
+    }
+}
