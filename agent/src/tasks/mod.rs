@@ -15,7 +15,6 @@ pub mod sandbox;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    os::unix::ffi::OsStrExt as _,
     path::PathBuf,
     process::Stdio,
     sync::{Arc, Mutex},
@@ -120,6 +119,30 @@ pub struct TaskManager {
     config: Arc<TaskManagerConfig>,
     inner: Arc<Mutex<Inner>>,
     updates: mpsc::UnboundedSender<StatusUpdate>,
+}
+
+/// Waits for the agent to place the process in its cgroup, then becomes the task.
+const GATE: &str = r#"read -r _ || exit 111; exec "$@" </dev/null"#;
+
+/// The executable a non-shell command names: a path, or a name found on `PATH`.
+fn resolve_program(name: &str) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        return if executable(std::path::Path::new(name)) {
+            Ok(name.to_owned())
+        } else {
+            Err(format!("{name} is not an executable file on this agent"))
+        };
+    }
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+    path.split(':')
+        .map(|dir| std::path::Path::new(dir).join(name))
+        .find(|p| executable(p))
+        .map(|p| p.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{name} is not on this agent's PATH"))
 }
 
 fn now_seconds() -> f64 {
@@ -246,7 +269,7 @@ impl TaskManager {
         let mut children = Vec::new();
         let mut failure = None;
         for (spec, cgroup) in &prepared {
-            match self.spawn(spec, cgroup) {
+            match self.spawn(spec, cgroup).await {
                 Ok(child) => children.push(child),
                 Err(why) => {
                     failure = Some(format!("task {}: {why}", spec.task_id));
@@ -301,24 +324,33 @@ impl TaskManager {
         Ok((spec.clone(), cgroup))
     }
 
-    fn spawn(&self, spec: &TaskSpec, cgroup: &TaskCgroup) -> Result<Spawned, String> {
+    /// Starts the task's process inside its cgroup. The process starts as a small shell
+    /// "gate" that waits for one line on stdin; the agent moves it into the cgroup, then opens
+    /// the gate and the gate execs the task (same pid, stdin from /dev/null). Nothing the task
+    /// runs can start outside the cgroup, and no pre-exec hook is needed, so the child is
+    /// started with posix_spawn instead of a fork of the whole agent.
+    async fn spawn(&self, spec: &TaskSpec, cgroup: &TaskCgroup) -> Result<Spawned, String> {
         let dir = sandbox::path(&self.config.work_dir, &spec.framework_id, &spec.task_id)?;
-        let mut command = if spec.shell {
-            let mut c = tokio::process::Command::new("/bin/sh");
-            c.arg("-c").arg(&spec.value);
-            c
+        let argv: Vec<String> = if spec.shell {
+            vec!["/bin/sh".into(), "-c".into(), spec.value.clone()]
         } else {
-            let mut c = tokio::process::Command::new(&spec.value);
-            c.args(&spec.arguments);
-            c
+            let program = resolve_program(&spec.value)?;
+            std::iter::once(program)
+                .chain(spec.arguments.iter().cloned())
+                .collect()
         };
+        let mut command = tokio::process::Command::new("/bin/sh");
         command
+            .arg("-c")
+            .arg(GATE)
+            .arg("orca-gate")
+            .args(&argv)
             .current_dir(&dir)
             .envs(spec.environment.iter().cloned())
             .env("MESOS_SANDBOX", &dir)
             .env("MESOS_TASK_ID", &spec.task_id)
             .env("MESOS_FRAMEWORK_ID", &spec.framework_id)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -338,35 +370,21 @@ impl TaskManager {
                 command.uid(found.uid.as_raw()).gid(found.gid.as_raw());
             }
         }
-        // The new process joins the task's cgroup before it execs anything.
-        let procs: Vec<std::ffi::CString> = cgroup
-            .procs_files()
-            .iter()
-            .map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()))
-            .collect::<Result<_, _>>()
-            .map_err(|_| "a cgroup path contains a NUL byte".to_string())?;
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // async-signal-safe functions (open, write, close) on memory prepared before the fork.
-        unsafe {
-            command.pre_exec(move || {
-                for path in &procs {
-                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                    let error = std::io::Error::last_os_error();
-                    libc::close(fd);
-                    if written != 1 {
-                        return Err(error);
-                    }
-                }
-                Ok(())
-            });
-        }
         let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start {:?}: {e}", spec.value))?;
+        let pid = child.id().ok_or("the process exited at once")?;
+        let mut gate = child.stdin.take().ok_or("no gate pipe")?;
+        if let Err(e) = cgroup.add(pid) {
+            let _ = child.start_kill();
+            return Err(e.to_string());
+        }
+        use tokio::io::AsyncWriteExt as _;
+        if let Err(e) = gate.write_all(b"go\n").await {
+            let _ = child.start_kill();
+            return Err(format!("cannot start the task: {e}"));
+        }
+        drop(gate);
         let rotation = self.config.rotation;
         let mut logs = Vec::new();
         if let Some(out) = child.stdout.take() {

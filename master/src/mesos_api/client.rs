@@ -96,6 +96,37 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> Result<Value, ClientError
     serde_json::from_slice(&body).map_err(|e| ClientError::Stream(e.to_string()))
 }
 
+/// A kept-alive connection for calls (HTTP/1.1: one call at a time; open several for
+/// concurrency).
+#[derive(Debug)]
+pub struct Caller {
+    addr: SocketAddr,
+    framework_id: String,
+    stream_id: String,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Caller {
+    pub async fn call(&mut self, mut call: Value) -> Result<(StatusCode, String), ClientError> {
+        call["framework_id"] = json!({ "value": self.framework_id });
+        if self.sender.ready().await.is_err() {
+            self.sender = connection(self.addr).await?;
+        }
+        let response = self
+            .sender
+            .send_request(request(
+                self.addr,
+                "/api/v1/scheduler",
+                call.to_string().into_bytes(),
+                Some(&self.stream_id),
+            ))
+            .await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
 /// A subscribed framework.
 #[derive(Debug)]
 pub struct SchedulerClient {
@@ -212,7 +243,17 @@ impl SchedulerClient {
         self.queued.drain(..).collect()
     }
 
-    /// Sends a call as this framework; returns the status and body text.
+    /// A persistent connection for many calls.
+    pub async fn caller(&self) -> Result<Caller, ClientError> {
+        Ok(Caller {
+            addr: self.addr,
+            framework_id: self.framework_id.clone(),
+            stream_id: self.stream_id.clone(),
+            sender: connection(self.addr).await?,
+        })
+    }
+
+    /// Sends a call as this framework on a new connection; returns the status and body.
     pub async fn call(&self, mut call: Value) -> Result<(StatusCode, String), ClientError> {
         call["framework_id"] = json!({ "value": self.framework_id });
         post(self.addr, call.to_string().into_bytes(), Some(&self.stream_id)).await

@@ -26,6 +26,9 @@ use crate::cluster::{ApiError, Cluster, Event, StateSnapshot, TaskView};
 
 pub const STREAM_ID_HEADER: &str = "Mesos-Stream-Id";
 
+/// Events written in one chunk at most when they queue up faster than the client reads.
+const MAX_EVENTS_PER_CHUNK: usize = 256;
+
 #[derive(Clone, Debug)]
 struct Api {
     cluster: Cluster,
@@ -238,8 +241,14 @@ fn subscribe(api: Api, call: json::Call) -> Response {
             _ = heartbeat.tick() => Some(Event::Heartbeat),
         };
         let event = event?;
-        let record = json::event(&event, &master_id).to_string();
-        let chunk = Bytes::from(recordio::encode(record.as_bytes()));
+        // Everything already queued goes out in the same chunk: one write for a burst of
+        // updates instead of one per event.
+        let mut chunk = recordio::encode(json::event(&event, &master_id).to_string().as_bytes());
+        for _ in 0..MAX_EVENTS_PER_CHUNK {
+            let Ok(event) = rx.try_recv() else { break };
+            chunk.extend(recordio::encode(json::event(&event, &master_id).to_string().as_bytes()));
+        }
+        let chunk = Bytes::from(chunk);
         Some((
             Ok::<_, Infallible>(chunk),
             (rx, heartbeat, connection, master_id),

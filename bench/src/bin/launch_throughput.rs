@@ -1,0 +1,525 @@
+//! End-to-end launch throughput through the master, and offer latency.
+//!
+//! A master runs in-process on loopback with `--agents` simulated agents that answer every
+//! launch at once (TASK_RUNNING, then TASK_FINISHED). One framework takes every offer, fills
+//! it with `--task`-sized tasks, and acknowledges every update. Launch throughput is the rate
+//! of TASK_RUNNING updates the framework receives, measured three ways in the same run:
+//! calling the cluster core directly (the baseline: no API), over gRPC, and over the Mesos v1
+//! HTTP API. Offer latency is the time from a DECLINE (refuse_seconds 0) to the OFFERS event
+//! that hands the same resources back.
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use orca_master::{
+    cluster::{
+        AgentCommand, AgentInfo, Cluster, ClusterConfig, Event, FrameworkInfo, Operation,
+        StatusSource, TaskInfo, TaskState, TaskStatus,
+    },
+    collector::CollectorConfig,
+    mesos_api::client::{self, SchedulerClient},
+    resources::Resources,
+    server::Master,
+};
+use orca_proto::{
+    cluster::v1 as cpb,
+    scheduler::v1::{self as pb, event, operation, scheduler_client::SchedulerClient as GrpcClient},
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+#[derive(Parser)]
+struct Args {
+    /// Simulated agents.
+    #[arg(long, default_value_t = 100)]
+    agents: usize,
+    /// What each agent offers.
+    #[arg(long, default_value = "cpus:32;mem:131072")]
+    agent_resources: String,
+    /// What each task takes.
+    #[arg(long, default_value = "cpus:0.5;mem:256")]
+    task: String,
+    /// Measured seconds per front door.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Unmeasured seconds first.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Kept-alive connections the HTTP framework spreads its calls over.
+    #[arg(long, default_value_t = 8)]
+    http_connections: usize,
+    /// Run only these front doors (core, grpc, http); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Offer-latency samples.
+    #[arg(long, default_value_t = 500)]
+    offer_samples: usize,
+}
+
+struct Setup {
+    cluster: Cluster,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(agents: usize, agent_resources: &str) -> Result<Setup> {
+    let config = ClusterConfig {
+        offer_timeout: None,
+        ..ClusterConfig::default()
+    };
+    let master = Master::bind(
+        CollectorConfig::default(),
+        config,
+        "127.0.0.1:0".parse()?,
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let (grpc, http, cluster) = (master.grpc_addr(), master.http_addr(), master.cluster.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(master.serve(async {
+        let _ = stopped.await;
+    }));
+    let resources = Resources::parse(agent_resources)?;
+    for i in 0..agents {
+        let link = cluster
+            .register_agent(
+                AgentInfo {
+                    id: None,
+                    hostname: format!("sim-{i}"),
+                    resources: resources.clone(),
+                    attributes: Default::default(),
+                },
+                Vec::new(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tokio::spawn(simulated_agent(cluster.clone(), link.agent_id, link.commands));
+    }
+    Ok(Setup {
+        cluster,
+        grpc,
+        http,
+        _stop: stop,
+    })
+}
+
+/// Answers every launch at once: RUNNING, then FINISHED.
+async fn simulated_agent(
+    cluster: Cluster,
+    agent_id: String,
+    mut commands: mpsc::UnboundedReceiver<AgentCommand>,
+) {
+    while let Some(command) = commands.recv().await {
+        if let AgentCommand::Launch {
+            framework_id,
+            tasks,
+            ..
+        } = command
+        {
+            for task in tasks {
+                for state in [TaskState::Running, TaskState::Finished] {
+                    let _ = cluster.status_update(
+                        &framework_id,
+                        TaskStatus {
+                            task_id: task.task_id.clone(),
+                            agent_id: agent_id.clone(),
+                            state,
+                            source: StatusSource::Executor,
+                            reason: None,
+                            message: None,
+                            timestamp: 0.0,
+                            uuid: Some(*uuid::Uuid::new_v4().as_bytes()),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// How many `task`s fit in `offered`.
+fn fit(offered: &Resources, task: &Resources) -> usize {
+    task.iter()
+        .filter_map(|r| {
+            let want = task.scalar(&r.name).0;
+            (want > 0).then(|| (offered.scalar(&r.name).0 / want) as usize)
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// Counts TASK_RUNNING in the measured window.
+struct Meter {
+    started: Instant,
+    warmup: Duration,
+    window: Duration,
+    running: u64,
+}
+
+impl Meter {
+    fn new(warmup: u64, seconds: u64) -> Self {
+        Meter {
+            started: Instant::now(),
+            warmup: Duration::from_secs(warmup),
+            window: Duration::from_secs(seconds),
+            running: 0,
+        }
+    }
+
+    fn running(&mut self) {
+        let t = self.started.elapsed();
+        if t >= self.warmup && t < self.warmup + self.window {
+            self.running += 1;
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.started.elapsed() >= self.warmup + self.window
+    }
+
+    fn rate(&self) -> f64 {
+        self.running as f64 / self.window.as_secs_f64()
+    }
+}
+
+fn framework(name: &str) -> FrameworkInfo {
+    FrameworkInfo {
+        user: "root".into(),
+        name: name.into(),
+        roles: vec!["*".into()],
+        ..Default::default()
+    }
+}
+
+fn task_info(n: u64, agent_id: &str, resources: &Resources) -> TaskInfo {
+    TaskInfo {
+        task_id: format!("t{n}"),
+        name: String::new(),
+        agent_id: agent_id.to_owned(),
+        resources: resources.clone(),
+        command: Some(orca_master::cluster::CommandInfo {
+            shell: true,
+            value: "true".into(),
+            ..Default::default()
+        }),
+        labels: Default::default(),
+        kill_grace: None,
+    }
+}
+
+/// The baseline: the framework calls the cluster core in-process.
+async fn core(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
+    let c = &setup.cluster;
+    let mut sub = c.subscribe(framework("core")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fw = sub.framework_id.clone();
+    let mut meter = Meter::new(args.warmup, args.seconds);
+    let mut n = 0u64;
+    while !meter.done() {
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await
+        else {
+            anyhow::bail!("no event for 5 s (core)");
+        };
+        match event {
+            Event::Offers(offers) => {
+                for o in offers {
+                    let tasks: Vec<TaskInfo> = (0..fit(&o.resources, task))
+                        .map(|_| {
+                            n += 1;
+                            task_info(n, &o.agent_id, task)
+                        })
+                        .collect();
+                    let _ = c.accept(
+                        &fw,
+                        std::slice::from_ref(&o.id),
+                        vec![Operation::Launch(tasks)],
+                        Some(Duration::ZERO),
+                    );
+                }
+            }
+            Event::Update(s) => {
+                if s.state == TaskState::Running {
+                    meter.running();
+                }
+                if let Some(uuid) = s.uuid {
+                    let _ = c.acknowledge(&fw, &s.agent_id, &s.task_id, uuid);
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = c.teardown(&fw);
+    Ok(meter.rate())
+}
+
+async fn grpc(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
+    let mut client = GrpcClient::connect(format!("http://{}", setup.grpc)).await?;
+    let mut events = client
+        .subscribe(pb::SubscribeRequest {
+            framework_info: Some(pb::FrameworkInfo {
+                user: "root".into(),
+                name: "grpc".into(),
+                roles: vec!["*".into()],
+                ..Default::default()
+            }),
+            suppressed_roles: vec![],
+        })
+        .await?
+        .into_inner();
+    let mut header = None;
+    let mut meter = Meter::new(args.warmup, args.seconds);
+    let mut n = 0u64;
+    let task_pb = orca_master::resources::proto::resources_to_proto(task);
+    // Acknowledgements go out concurrently over the one HTTP/2 connection.
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<pb::AcknowledgeRequest>();
+    let mut acker = client.clone();
+    tokio::spawn(async move {
+        let mut inflight = tokio::task::JoinSet::new();
+        while let Some(ack) = ack_rx.recv().await {
+            let mut c = acker.clone();
+            inflight.spawn(async move { c.acknowledge(ack).await });
+            while inflight.len() > 256 {
+                inflight.join_next().await;
+            }
+        }
+        acker = acker.clone();
+        let _ = acker;
+    });
+    while !meter.done() {
+        let message = tokio::time::timeout(Duration::from_secs(5), events.message())
+            .await
+            .context("no event for 5 s (gRPC)")??
+            .context("the stream ended")?;
+        match message.kind {
+            Some(event::Kind::Subscribed(s)) => {
+                header = Some(pb::CallHeader {
+                    framework_id: s.framework_id,
+                    stream_id: s.stream_id,
+                })
+            }
+            Some(event::Kind::Offers(offers)) => {
+                for o in offers.offers {
+                    let offered =
+                        orca_master::resources::proto::resources_from_proto(&o.resources)
+                            .map_err(|e| anyhow::anyhow!(e))?;
+                    let tasks: Vec<cpb::Task> = (0..fit(&offered, task))
+                        .map(|_| {
+                            n += 1;
+                            cpb::Task {
+                                task_id: format!("t{n}"),
+                                agent_id: o.agent_id.clone(),
+                                resources: task_pb.clone(),
+                                command: Some(cpb::Command {
+                                    shell: true,
+                                    value: "true".into(),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }
+                        })
+                        .collect();
+                    let mut c = client.clone();
+                    let request = pb::AcceptRequest {
+                        header: header.clone(),
+                        offer_ids: vec![o.id],
+                        operations: vec![pb::Operation {
+                            kind: Some(operation::Kind::Launch(pb::Launch { tasks })),
+                        }],
+                        refuse_seconds: 0.0,
+                    };
+                    tokio::spawn(async move { c.accept(request).await });
+                }
+            }
+            Some(event::Kind::Update(s)) => {
+                if s.state == "TASK_RUNNING" {
+                    meter.running();
+                }
+                let _ = ack_tx.send(pb::AcknowledgeRequest {
+                    header: header.clone(),
+                    agent_id: s.agent_id,
+                    task_id: s.task_id,
+                    uuid: s.uuid,
+                });
+            }
+            _ => {}
+        }
+    }
+    if let Some(h) = header {
+        let _ = client.teardown(h).await;
+    }
+    Ok(meter.rate())
+}
+
+async fn http(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
+    let info = json!({ "user": "root", "name": "http", "roles": ["*"] });
+    let mut s = SchedulerClient::subscribe(setup.http, info).await?;
+    // Calls go over a pool of kept-alive connections.
+    let (call_tx, call_rx) = async_channel(4096);
+    for _ in 0..args.http_connections {
+        let mut caller = s.caller().await?;
+        let rx = call_rx.clone();
+        tokio::spawn(async move {
+            while let Ok(call) = rx.recv().await {
+                let _ = caller.call(call).await;
+            }
+        });
+    }
+    let resources_json: Value = json!(
+        task.iter()
+            .map(|r| json!({"name": &*r.name, "type": "SCALAR", "scalar": {"value": task.scalar(&r.name).as_f64()}}))
+            .collect::<Vec<_>>()
+    );
+    let mut meter = Meter::new(args.warmup, args.seconds);
+    let mut n = 0u64;
+    while !meter.done() {
+        let event = s
+            .next_event(Duration::from_secs(5))
+            .await?
+            .context("the stream ended")?;
+        match event["type"].as_str() {
+            Some("OFFERS") => {
+                for o in event["offers"]["offers"].as_array().into_iter().flatten() {
+                    let cpus = o["resources"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| {
+                            (
+                                r["name"].as_str().unwrap_or("").to_owned(),
+                                r["scalar"]["value"].as_f64().unwrap_or(0.0),
+                            )
+                        })
+                        .map(|(name, v)| format!("{name}:{v}"))
+                        .collect::<Vec<_>>()
+                        .join(";");
+                    let offered = Resources::parse(&cpus).unwrap_or_default();
+                    let tasks: Vec<Value> = (0..fit(&offered, task))
+                        .map(|_| {
+                            n += 1;
+                            client::task(&format!("t{n}"), &o["agent_id"], resources_json.clone(), "true")
+                        })
+                        .collect();
+                    let call = json!({
+                        "type": "ACCEPT",
+                        "accept": {
+                            "offer_ids": [o["id"]],
+                            "operations": [{ "type": "LAUNCH", "launch": { "task_infos": tasks } }],
+                            "filters": { "refuse_seconds": 0.0 },
+                        }
+                    });
+                    call_tx.send(call).await.ok();
+                }
+            }
+            Some("UPDATE") => {
+                let status = &event["update"]["status"];
+                if status["state"] == "TASK_RUNNING" {
+                    meter.running();
+                }
+                let ack = json!({
+                    "type": "ACKNOWLEDGE",
+                    "acknowledge": {
+                        "agent_id": status["agent_id"],
+                        "task_id": status["task_id"],
+                        "uuid": status["uuid"],
+                    }
+                });
+                call_tx.send(ack).await.ok();
+            }
+            _ => {}
+        }
+    }
+    let (_, _) = s.call(json!({ "type": "TEARDOWN" })).await?;
+    Ok(meter.rate())
+}
+
+/// A small multi-consumer queue over tokio's mpsc (one receiver behind a mutex).
+fn async_channel(capacity: usize) -> (mpsc::Sender<Value>, SharedReceiver) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (tx, SharedReceiver(std::sync::Arc::new(tokio::sync::Mutex::new(rx))))
+}
+
+#[derive(Clone)]
+struct SharedReceiver(std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Value>>>);
+
+impl SharedReceiver {
+    async fn recv(&self) -> Result<Value, ()> {
+        self.0.lock().await.recv().await.ok_or(())
+    }
+}
+
+/// DECLINE (refuse 0) to the next OFFERS of the same agent, over HTTP.
+async fn offer_latency(samples: usize) -> Result<Histogram<u64>> {
+    let setup = start(1, "cpus:4;mem:4096").await?;
+    let info = json!({ "user": "root", "name": "latency", "roles": ["*"] });
+    let mut s = SchedulerClient::subscribe(setup.http, info).await?;
+    let mut caller = s.caller().await?;
+    let mut h = Histogram::<u64>::new(3)?;
+    let mut offer = s
+        .take(Duration::from_secs(10), |e| e["type"] == "OFFERS")
+        .await?;
+    for _ in 0..samples {
+        let id = offer["offers"]["offers"][0]["id"].clone();
+        let sent = Instant::now();
+        caller
+            .call(json!({
+                "type": "DECLINE",
+                "decline": { "offer_ids": [id], "filters": { "refuse_seconds": 0.0 } }
+            }))
+            .await?;
+        offer = s
+            .take(Duration::from_secs(10), |e| e["type"] == "OFFERS")
+            .await?;
+        h.record(sent.elapsed().as_micros() as u64)?;
+    }
+    Ok(h)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let task = Resources::parse(&args.task)?;
+    println!(
+        "launch throughput: {} simulated agents of {}, tasks of {}, {} s measured after {} s warm-up",
+        args.agents, args.agent_resources, args.task, args.seconds, args.warmup
+    );
+    let mut rates = Vec::new();
+    for (key, mode) in [("core", "core (baseline, no API)"), ("grpc", "gRPC"), ("http", "Mesos v1 HTTP")] {
+        if !args.only.is_empty() && !args.only.iter().any(|o| o == key) {
+            rates.push(f64::NAN);
+            continue;
+        }
+        let setup = start(args.agents, &args.agent_resources).await?;
+        let rate = match mode {
+            "gRPC" => grpc(&setup, &task, &args).await?,
+            "Mesos v1 HTTP" => http(&setup, &task, &args).await?,
+            _ => core(&setup, &task, &args).await?,
+        };
+        let alloc = setup
+            .cluster
+            .metrics()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("allocator/allocation_run_ms"))
+            .map(|(k, v)| format!("{}={v:.2}", k.trim_start_matches("allocator/allocation_run_ms/")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!("  {mode:<24} {rate:>10.0} tasks/s to TASK_RUNNING   (allocation ms: {alloc})");
+        rates.push(rate);
+    }
+    println!(
+        "  API cost vs core: gRPC {:.2}x, HTTP {:.2}x of the baseline rate",
+        rates[1] / rates[0],
+        rates[2] / rates[0]
+    );
+    let h = offer_latency(args.offer_samples).await?;
+    println!(
+        "offer latency (DECLINE -> next OFFERS, HTTP, {} samples): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        h.len(),
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0
+    );
+    Ok(())
+}
