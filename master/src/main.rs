@@ -56,6 +56,10 @@ struct Cli {
     /// Refuse roles that have no --weight/--quota/--role-principals entry.
     #[arg(long)]
     closed_roles: bool,
+    /// The registry file (admitted agents, frameworks, torn-down framework ids), kept across
+    /// restarts; `memory` keeps it in memory only.
+    #[arg(long, default_value = "/var/lib/orca-master/registry.jsonl")]
+    registry: String,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -95,6 +99,7 @@ fn cluster_config(cli: &Cli) -> Result<ClusterConfig, String> {
         agent_ping_timeout: cli.agent_ping_timeout,
         agent_removal_timeout: cli.agent_removal_timeout,
         open_roles: !cli.closed_roles,
+        registry: (cli.registry != "memory").then(|| cli.registry.clone().into()),
         ..ClusterConfig::default()
     };
     for entry in &cli.weights {

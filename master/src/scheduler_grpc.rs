@@ -41,6 +41,7 @@ fn status(err: ApiError) -> Status {
         ApiError::BadRequest(m) => Status::invalid_argument(m),
         ApiError::Forbidden(m) => Status::permission_denied(m),
         ApiError::NotFound(m) => Status::not_found(m),
+        ApiError::Unavailable(m) => Status::unavailable(m),
     }
 }
 

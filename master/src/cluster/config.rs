@@ -27,6 +27,8 @@ pub struct ClusterConfig {
     /// When true, a role with no entry in `roles` may be used by any principal.
     pub open_roles: bool,
     pub allocator: AllocatorConfig,
+    /// The embedded registry's file; `None` keeps the registry in memory only.
+    pub registry: Option<std::path::PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -43,6 +45,7 @@ impl Default for ClusterConfig {
             roles: BTreeMap::new(),
             open_roles: true,
             allocator: AllocatorConfig::default(),
+            registry: None,
         }
     }
 }

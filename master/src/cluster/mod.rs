@@ -10,6 +10,7 @@
 //! framework acknowledges it, is re-sent when the framework re-subscribes, and the agent is
 //! told when to stop retrying it.
 pub mod config;
+pub mod registry;
 pub mod types;
 
 mod state;
@@ -52,9 +53,24 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster whose registry is the file `config.registry` names (in memory without one).
     pub fn new(config: ClusterConfig) -> Result<Self, ApiError> {
+        let store: Box<dyn registry::RegistryStore> = match &config.registry {
+            Some(path) => Box::new(
+                registry::FileStore::open(path).map_err(|e| ApiError::Unavailable(e.to_string()))?,
+            ),
+            None => Box::<registry::MemoryStore>::default(),
+        };
+        Self::with_store(config, store)
+    }
+
+    /// A cluster that keeps its registry in `store` (and recovers from what is there).
+    pub fn with_store(
+        config: ClusterConfig,
+        store: Box<dyn registry::RegistryStore>,
+    ) -> Result<Self, ApiError> {
         Ok(Cluster {
-            state: Arc::new(Mutex::new(State::new(config)?)),
+            state: Arc::new(Mutex::new(State::new(config, store)?)),
             wake: Arc::new(Notify::new()),
         })
     }

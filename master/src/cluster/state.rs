@@ -9,7 +9,11 @@ use std::{
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
-use super::{AgentLink, ClusterConfig, Subscription, TaskUsage, types::*};
+use super::{
+    AgentLink, ClusterConfig, Subscription, TaskUsage,
+    registry::{AgentRecord, Change, FrameworkRecord, RegistryStore},
+    types::*,
+};
 use crate::{
     allocator::{Allocator, AllocatorError, FrameworkSpec, validate_role},
     resources::Resources,
@@ -27,6 +31,9 @@ pub enum ApiError {
     /// The framework or agent is not known (HTTP 404 for lookups, 403 for calls).
     #[error("{0}")]
     NotFound(String),
+    /// The registry could not record the change; nothing was done (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<AllocatorError> for ApiError {
@@ -129,6 +136,11 @@ pub(super) struct State {
     next_id: u64,
     counters: Counters,
     allocation_us: Histogram<u64>,
+    store: Box<dyn RegistryStore>,
+    /// Agents in the registry that have not re-registered since this master started.
+    recovered_agents: BTreeMap<String, AgentRecord>,
+    /// Frameworks in the registry (they may re-subscribe with their id).
+    registered_frameworks: HashSet<String>,
 }
 
 impl std::fmt::Debug for State {
@@ -154,7 +166,10 @@ fn new_uuid() -> [u8; 16] {
 }
 
 impl State {
-    pub(super) fn new(config: ClusterConfig) -> Result<Self, ApiError> {
+    pub(super) fn new(config: ClusterConfig, store: Box<dyn RegistryStore>) -> Result<Self, ApiError> {
+        let registry = store
+            .load()
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         let mut allocator = Allocator::new(config.allocator.clone());
         for (role, settings) in &config.roles {
             if let Some(weight) = settings.weight {
@@ -171,16 +186,37 @@ impl State {
             allocator,
             agents: HashMap::new(),
             frameworks: HashMap::new(),
-            completed_frameworks: VecDeque::new(),
+            completed_frameworks: registry
+                .torn_down
+                .iter()
+                .map(|id| {
+                    (
+                        id.clone(),
+                        FrameworkInfo {
+                            id: Some(id.clone()),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect(),
             offers: HashMap::new(),
             next_id: 0,
             counters: Counters::default(),
             allocation_us: Histogram::new(3).expect("valid histogram"),
+            store,
+            recovered_agents: registry.agents,
+            registered_frameworks: registry.frameworks.into_keys().collect(),
         })
     }
 
     pub(super) fn master_id(&self) -> &str {
         &self.master_id
+    }
+
+    fn record(&self, change: Change) -> Result<(), ApiError> {
+        self.store.apply(&change).map_err(|e| {
+            ApiError::Unavailable(format!("the master could not record this change: {e}"))
+        })
     }
 
     fn next(&mut self, kind: &str) -> String {
@@ -268,6 +304,18 @@ impl State {
                 // A framework id we never saw (e.g. after a master restart without the HA
                 // store) is adopted, as Mesos does when frameworks re-register.
                 let id = requested.unwrap_or_else(|| self.next("framework-"));
+                if !self.registered_frameworks.contains(&id) {
+                    self.record(Change::FrameworkAdded {
+                        id: id.clone(),
+                        record: FrameworkRecord {
+                            name: info.name.clone(),
+                            user: info.user.clone(),
+                            roles: info.roles.clone(),
+                            principal: info.principal.clone(),
+                        },
+                    })?;
+                    self.registered_frameworks.insert(id.clone());
+                }
                 self.allocator.add_framework(&id, &spec)?;
                 info.id = Some(id.clone());
                 let entry = FrameworkEntry {
@@ -371,6 +419,15 @@ impl State {
     }
 
     pub(super) fn teardown(&mut self, framework_id: &str, now: Instant) -> Result<(), ApiError> {
+        if !self.frameworks.contains_key(framework_id) {
+            return Err(ApiError::NotFound(format!(
+                "framework {framework_id} is not subscribed"
+            )));
+        }
+        self.record(Change::FrameworkTornDown {
+            id: framework_id.to_owned(),
+        })?;
+        self.registered_frameworks.remove(framework_id);
         let fw = self
             .frameworks
             .remove(framework_id)
@@ -1092,6 +1149,15 @@ impl State {
             Some(id) => id,
             None => self.next("S"),
         };
+        if self.recovered_agents.remove(&agent_id).is_none() {
+            self.record(Change::AgentAdmitted {
+                id: agent_id.clone(),
+                record: AgentRecord {
+                    hostname: info.hostname.clone(),
+                    resources: info.resources.to_string(),
+                },
+            })?;
+        }
         let mut used = Vec::new();
         for task in &running {
             if self.frameworks.contains_key(&task.framework_id) {
@@ -1201,6 +1267,11 @@ impl State {
             }
             self.agents.remove(&agent_id);
             let _ = self.allocator.remove_agent(&agent_id);
+            if let Err(e) = self.record(Change::AgentRemoved {
+                id: agent_id.clone(),
+            }) {
+                tracing::error!(agent = %agent_id, %e, "agent removed but not from the registry");
+            }
         }
     }
 
@@ -1342,6 +1413,11 @@ impl State {
                 .map(|(id, info)| (id.clone(), info.clone()))
                 .collect(),
             agents,
+            recovered_agents: self
+                .recovered_agents
+                .iter()
+                .map(|(id, r)| (id.clone(), r.hostname.clone()))
+                .collect(),
             roles: self
                 .allocator
                 .role_shares()
@@ -1429,6 +1505,9 @@ pub struct StateSnapshot {
     pub frameworks: Vec<FrameworkView>,
     pub completed_frameworks: Vec<(String, FrameworkInfo)>,
     pub agents: Vec<AgentView>,
+    /// Agents the registry knows that have not re-registered since the master started:
+    /// (id, hostname).
+    pub recovered_agents: Vec<(String, String)>,
     /// (role, weight, weighted dominant share)
     pub roles: Vec<(String, f64, f64)>,
 }

@@ -60,6 +60,7 @@ fn api_error(err: ApiError) -> Response {
     let status = match &err {
         ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ApiError::Forbidden(_) | ApiError::NotFound(_) => StatusCode::FORBIDDEN,
+        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, err.to_string())
 }
@@ -323,6 +324,9 @@ pub fn state_json(s: &StateSnapshot) -> JsonValue {
             "tasks": f.tasks.iter().map(task_json).collect::<Vec<_>>(),
             "completed_tasks": f.completed_tasks.iter().map(task_json).collect::<Vec<_>>(),
             "offers": f.offers.iter().map(json::offer).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "recovered_slaves": s.recovered_agents.iter().map(|(id, hostname)| json!({
+            "id": id, "hostname": hostname,
         })).collect::<Vec<_>>(),
         "completed_frameworks": s.completed_frameworks.iter().map(|(id, info)| json!({
             "id": id, "name": info.name, "user": info.user, "roles": info.roles,
