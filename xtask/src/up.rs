@@ -1,5 +1,6 @@
-//! `cargo xtask up`: a collector and an agent on this host, and a live summary of the
-//! topology they see. (The terminal UI, `orca up`, will replace the printed summary.)
+//! `cargo xtask up`: a master and an agent on this host — the agent reports the topology and
+//! runs tasks for the master — and a live summary of both. (The terminal UI, `orca up`, will
+//! replace the printed summary.)
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -46,10 +47,15 @@ pub fn up(grpc_addr: &str, http_addr: &str, seconds: Option<u64>) -> Result<()> 
         "orca-agent",
     ]))?;
     let bin = root.join("target/release");
+    let state = root.join("target/orca-up");
+    let registry = state.join("master/registry.jsonl");
+    let work_dir = state.join("agent");
     let mut children = Children(Vec::new());
     children.0.push(
         Command::new(bin.join("orca-master"))
             .args(["--grpc-addr", grpc_addr, "--http-addr", http_addr])
+            .arg("--registry")
+            .arg(&registry)
             .spawn()
             .context("starting orca-master")?,
     );
@@ -62,11 +68,14 @@ pub fn up(grpc_addr: &str, http_addr: &str, seconds: Option<u64>) -> Result<()> 
                 "--metrics-addr",
                 "127.0.0.1:9100",
             ])
+            .arg("--work-dir")
+            .arg(&work_dir)
             .spawn()
             .context("starting orca-agent")?,
     );
     println!(
-        "Orca is up: collector gRPC {grpc_addr}, HTTP http://{http_addr}/api/topology?view=hosts|containers|processes, \
+        "Orca is up: master gRPC {grpc_addr}; HTTP http://{http_addr}/api/v1/scheduler (Mesos v1 \
+         scheduler API), /master/state, /api/topology?view=hosts|containers|processes, /metrics; \
          agent metrics http://127.0.0.1:9100/metrics. Ctrl-C stops."
     );
     let started = Instant::now();
@@ -90,7 +99,29 @@ pub fn up(grpc_addr: &str, http_addr: &str, seconds: Option<u64>) -> Result<()> 
 fn summary(http_addr: &str) -> Result<String> {
     let agents = http_get(http_addr, "/api/agents")?;
     let processes = http_get(http_addr, "/api/topology?view=processes")?;
+    let cluster = http_get(http_addr, "/master/state")?;
     let mut out = String::new();
+    for a in cluster["slaves"].as_array().into_iter().flatten() {
+        let r = |k: &str, f: &str| a[k][f].as_f64().unwrap_or(0.0);
+        out += &format!(
+            "agent {} ({}) — cpus {}/{} used, mem {}/{} MB used, {} offered cpus\n",
+            a["id"].as_str().unwrap_or("?"),
+            a["hostname"].as_str().unwrap_or("?"),
+            r("used_resources", "cpus"),
+            r("resources", "cpus"),
+            r("used_resources", "mem"),
+            r("resources", "mem"),
+            r("offered_resources", "cpus"),
+        );
+    }
+    let frameworks = cluster["frameworks"].as_array().map_or(0, Vec::len);
+    let tasks: usize = cluster["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| f["tasks"].as_array().map_or(0, Vec::len))
+        .sum();
+    out += &format!("{frameworks} frameworks, {tasks} live tasks\n");
     for a in agents["agents"].as_array().into_iter().flatten() {
         out += &format!(
             "host {} — mode {}, {} nodes, {} connections, agent cpu {:.1}% rss {} MB\n",

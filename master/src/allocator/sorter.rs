@@ -156,6 +156,11 @@ impl DrfSorter {
             Some(cut) => self.ensure_role(&role[..cut]),
             None => ROOT,
         };
+        if parent != ROOT && self.nodes[parent].children.is_empty() {
+            // The parent's own allocation was its whole subtree until now.
+            self.nodes[parent].own = self.nodes[parent].subtree.clone();
+            self.nodes[parent].own_key = self.share(&self.nodes[parent].own);
+        }
         let name = intern(role);
         let index = self.nodes.len();
         self.nodes.push(RoleNode {
@@ -251,8 +256,12 @@ impl DrfSorter {
                 map.subtract_all(amount)
             }
         };
-        apply(&mut self.nodes[node].own);
-        self.nodes[node].own_key = self.share(&self.nodes[node].own);
+        // A role without children orders only its own frameworks: its `own` equals its
+        // `subtree` and is not kept separately (see `ensure_role`).
+        if !self.nodes[node].children.is_empty() {
+            apply(&mut self.nodes[node].own);
+            self.nodes[node].own_key = self.share(&self.nodes[node].own);
+        }
         let mut at = node;
         while at != ROOT {
             apply(&mut self.nodes[at].subtree);
