@@ -130,7 +130,13 @@ pub async fn run(
         ));
     }
     if let (Some(master), Some(tasks)) = (config.master.clone(), config.tasks.clone()) {
-        start_tasks(master, tasks, engine.hostname().to_string())?;
+        // Observing is the agent's first job: it goes on when tasks cannot be run here.
+        if let Err(why) = start_tasks(master, tasks, engine.hostname().to_string()) {
+            tracing::warn!(
+                "not running tasks for the master: {why:#}; the agent only observes \
+                 (fix the cause, or pass --no-tasks to say so)"
+            );
+        }
     }
     let agent_id = config
         .agent_id

@@ -255,6 +255,8 @@ fn agent_in(ns: &str, master: SocketAddr, name: &str) -> ChildGuard {
                 name,
                 "--interval",
                 "200ms",
+                // `ip netns exec` mounts a fresh /sys without the cgroup hierarchies.
+                "--no-tasks",
             ])
             .stdout(Stdio::null())
             .spawn()
