@@ -69,9 +69,14 @@ impl CollectorThread {
                     publish_every: Duration::from_millis(50),
                     ..Default::default()
                 };
-                let master = Master::bind(config, Default::default(), grpc, "127.0.0.1:0".parse().unwrap())
-                    .await
-                    .unwrap();
+                let master = Master::bind(
+                    config,
+                    Default::default(),
+                    grpc,
+                    "127.0.0.1:0".parse().unwrap(),
+                )
+                .await
+                .unwrap();
                 ready_tx
                     .send((master.collector.clone(), master.grpc_addr()))
                     .unwrap();

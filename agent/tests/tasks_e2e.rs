@@ -75,7 +75,12 @@ async fn cluster(tag: &str, resources: &str) -> Cluster {
     );
     link_config.usage_interval = Duration::from_millis(200);
     let (registered_tx, mut registered) = tokio::sync::watch::channel(None);
-    let link = tokio::spawn(link::run(link_config, manager, updates, Some(registered_tx)));
+    let link = tokio::spawn(link::run(
+        link_config,
+        manager,
+        updates,
+        Some(registered_tx),
+    ));
     let agent_id = tokio::time::timeout(WAIT, registered.wait_for(Option::is_some))
         .await
         .expect("the agent registers")
@@ -136,14 +141,21 @@ async fn update(s: &mut SchedulerClient, task_id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_tasks_run_finish_fail_and_are_killed_through_the_master() {
     let c = cluster("life", "cpus:2;mem:1024;disk:1000").await;
-    let mut s = SchedulerClient::subscribe(c.http, framework("e2e")).await.unwrap();
+    let mut s = SchedulerClient::subscribe(c.http, framework("e2e"))
+        .await
+        .unwrap();
     let o = offer(&mut s).await;
     assert_eq!(o["agent_id"]["value"], c.agent_id.as_str());
     launch(
         &s,
         &o,
         vec![
-            client::launch("done", &o["agent_id"], scalars(0.5, 64.0), "echo hi; sleep 0.2"),
+            client::launch(
+                "done",
+                &o["agent_id"],
+                scalars(0.5, 64.0),
+                "echo hi; sleep 0.2",
+            ),
             client::launch("fails", &o["agent_id"], scalars(0.5, 64.0), "exit 7"),
             client::launch("sleeper", &o["agent_id"], scalars(0.5, 64.0), "sleep 1000"),
         ],
@@ -155,10 +167,9 @@ async fn real_tasks_run_finish_fail_and_are_killed_through_the_master() {
     }
     let done = update(&mut s, "done").await;
     assert_eq!(done["state"], "TASK_FINISHED", "{done}");
-    let out = c.work.join(format!(
-        "frameworks/{}/tasks/done/stdout",
-        s.framework_id
-    ));
+    let out = c
+        .work
+        .join(format!("frameworks/{}/tasks/done/stdout", s.framework_id));
     assert_eq!(std::fs::read_to_string(out).unwrap(), "hi\n");
     let failed = update(&mut s, "fails").await;
     assert_eq!(failed["state"], "TASK_FAILED");
@@ -168,12 +179,18 @@ async fn real_tasks_run_finish_fail_and_are_killed_through_the_master() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let state = client::get_json(c.http, "/master/state").await.unwrap();
-        let tasks = state["frameworks"][0]["tasks"].as_array().cloned().unwrap_or_default();
+        let tasks = state["frameworks"][0]["tasks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let usage = tasks
             .iter()
             .find(|t| t["id"] == "sleeper")
             .map(|t| t["usage"].clone());
-        if usage.as_ref().is_some_and(|u| u["memory_bytes"].as_u64().unwrap_or(0) > 0) {
+        if usage
+            .as_ref()
+            .is_some_and(|u| u["memory_bytes"].as_u64().unwrap_or(0) > 0)
+        {
             assert_eq!(usage.unwrap()["memory_limit_bytes"], 64 << 20);
             break;
         }
@@ -200,7 +217,9 @@ async fn real_tasks_run_finish_fail_and_are_killed_through_the_master() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oom_kill_reaches_the_framework_with_its_reason() {
     let c = cluster("oom", "cpus:1;mem:512").await;
-    let mut s = SchedulerClient::subscribe(c.http, framework("oom")).await.unwrap();
+    let mut s = SchedulerClient::subscribe(c.http, framework("oom"))
+        .await
+        .unwrap();
     let o = offer(&mut s).await;
     launch(
         &s,
@@ -223,17 +242,26 @@ async fn an_oom_kill_reaches_the_framework_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tearing_down_a_framework_kills_its_running_tasks() {
     let c = cluster("teardown", "cpus:1;mem:512").await;
-    let mut s = SchedulerClient::subscribe(c.http, framework("short-lived")).await.unwrap();
+    let mut s = SchedulerClient::subscribe(c.http, framework("short-lived"))
+        .await
+        .unwrap();
     let o = offer(&mut s).await;
     launch(
         &s,
         &o,
-        vec![client::launch("victim", &o["agent_id"], scalars(0.5, 64.0), "sleep 1000")],
+        vec![client::launch(
+            "victim",
+            &o["agent_id"],
+            scalars(0.5, 64.0),
+            "sleep 1000",
+        )],
     )
     .await;
     assert_eq!(update(&mut s, "victim").await["state"], "TASK_STARTING");
     assert_eq!(update(&mut s, "victim").await["state"], "TASK_RUNNING");
-    let pid_file = c.work.join(format!("frameworks/{}/tasks/victim", s.framework_id));
+    let pid_file = c
+        .work
+        .join(format!("frameworks/{}/tasks/victim", s.framework_id));
     assert!(pid_file.exists());
     let cgroup = format!(
         "/sys/fs/cgroup/memory/orca-e2e-teardown-{}/{}.victim/cgroup.procs",
@@ -245,7 +273,10 @@ async fn tearing_down_a_framework_kills_its_running_tasks() {
     assert_eq!(code.as_u16(), 202);
     let deadline = tokio::time::Instant::now() + WAIT;
     while std::path::Path::new(&cgroup).exists() {
-        assert!(tokio::time::Instant::now() < deadline, "the task's cgroup outlived teardown");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task's cgroup outlived teardown"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

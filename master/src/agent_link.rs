@@ -5,7 +5,9 @@
 use std::{pin::Pin, time::Duration};
 
 use futures::Stream;
-use orca_proto::cluster::v1::{self as pb, agent_link_server::AgentLink, agent_message, master_message};
+use orca_proto::cluster::v1::{
+    self as pb, agent_link_server::AgentLink, agent_message, master_message,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -199,7 +201,9 @@ impl AgentLink for AgentLinkService {
                 let _ = cluster.agent_heartbeat(&agent_id);
                 match message.kind {
                     Some(agent_message::Kind::Status(update)) => {
-                        let Some(status) = update.status else { continue };
+                        let Some(status) = update.status else {
+                            continue;
+                        };
                         let status = match status_from_proto(&status) {
                             Ok(s) => s,
                             Err(why) => {

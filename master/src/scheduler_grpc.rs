@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     agent_link::task_from_proto,
-    cluster::{ApiError, Cluster, Event, FrameworkInfo, Operation, TaskStatus},
+    cluster::{ApiError, Cluster, ConnectionGuard, Event, FrameworkInfo, Operation, TaskStatus},
     resources::proto::resources_to_proto,
 };
 
@@ -95,20 +95,6 @@ fn event_to_proto(e: Event, stream_id: &str) -> pb::Event {
     pb::Event { kind: Some(kind) }
 }
 
-/// Marks the framework disconnected when its event stream is dropped.
-struct Connection {
-    cluster: Cluster,
-    framework_id: String,
-    stream_id: String,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.cluster
-            .disconnected(&self.framework_id, &self.stream_id);
-    }
-}
-
 type Events = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -142,11 +128,7 @@ impl Scheduler for SchedulerService {
                 .cluster
                 .suppress(&sub.framework_id, Some(&request.suppressed_roles));
         }
-        let connection = Connection {
-            cluster: self.cluster.clone(),
-            framework_id: sub.framework_id.clone(),
-            stream_id: sub.stream_id.clone(),
-        };
+        let connection = ConnectionGuard::new(&self.cluster, &sub);
         let every = self.cluster.heartbeat_interval();
         let heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let state = (sub.events, heartbeat, connection);
@@ -155,13 +137,16 @@ impl Scheduler for SchedulerService {
                 event = rx.recv() => event,
                 _ = heartbeat.tick() => Some(Event::Heartbeat),
             }?;
-            let message = event_to_proto(event, &connection.stream_id);
+            let message = event_to_proto(event, connection.stream_id());
             Some((Ok(message), (rx, heartbeat, connection)))
         });
         Ok(Response::new(Box::pin(events)))
     }
 
-    async fn accept(&self, request: Request<pb::AcceptRequest>) -> Result<Response<pb::CallResult>, Status> {
+    async fn accept(
+        &self,
+        request: Request<pb::AcceptRequest>,
+    ) -> Result<Response<pb::CallResult>, Status> {
         let r = request.into_inner();
         let framework_id = self.check(r.header.as_ref())?;
         let mut operations = Vec::new();
@@ -183,12 +168,20 @@ impl Scheduler for SchedulerService {
             });
         }
         self.cluster
-            .accept(&framework_id, &r.offer_ids, operations, refuse(r.refuse_seconds))
+            .accept(
+                &framework_id,
+                &r.offer_ids,
+                operations,
+                refuse(r.refuse_seconds),
+            )
             .map_err(status)?;
         Ok(Response::new(pb::CallResult {}))
     }
 
-    async fn decline(&self, request: Request<pb::DeclineRequest>) -> Result<Response<pb::CallResult>, Status> {
+    async fn decline(
+        &self,
+        request: Request<pb::DeclineRequest>,
+    ) -> Result<Response<pb::CallResult>, Status> {
         let r = request.into_inner();
         let framework_id = self.check(r.header.as_ref())?;
         self.cluster
@@ -197,7 +190,10 @@ impl Scheduler for SchedulerService {
         Ok(Response::new(pb::CallResult {}))
     }
 
-    async fn revive(&self, request: Request<pb::RolesRequest>) -> Result<Response<pb::CallResult>, Status> {
+    async fn revive(
+        &self,
+        request: Request<pb::RolesRequest>,
+    ) -> Result<Response<pb::CallResult>, Status> {
         let r = request.into_inner();
         let framework_id = self.check(r.header.as_ref())?;
         let roles = (!r.roles.is_empty()).then_some(r.roles);
@@ -207,7 +203,10 @@ impl Scheduler for SchedulerService {
         Ok(Response::new(pb::CallResult {}))
     }
 
-    async fn suppress(&self, request: Request<pb::RolesRequest>) -> Result<Response<pb::CallResult>, Status> {
+    async fn suppress(
+        &self,
+        request: Request<pb::RolesRequest>,
+    ) -> Result<Response<pb::CallResult>, Status> {
         let r = request.into_inner();
         let framework_id = self.check(r.header.as_ref())?;
         let roles = (!r.roles.is_empty()).then_some(r.roles);
@@ -217,7 +216,10 @@ impl Scheduler for SchedulerService {
         Ok(Response::new(pb::CallResult {}))
     }
 
-    async fn kill(&self, request: Request<pb::KillRequest>) -> Result<Response<pb::CallResult>, Status> {
+    async fn kill(
+        &self,
+        request: Request<pb::KillRequest>,
+    ) -> Result<Response<pb::CallResult>, Status> {
         let r = request.into_inner();
         let framework_id = self.check(r.header.as_ref())?;
         self.cluster
@@ -260,7 +262,10 @@ impl Scheduler for SchedulerService {
         Ok(Response::new(pb::CallResult {}))
     }
 
-    async fn teardown(&self, request: Request<pb::CallHeader>) -> Result<Response<pb::CallResult>, Status> {
+    async fn teardown(
+        &self,
+        request: Request<pb::CallHeader>,
+    ) -> Result<Response<pb::CallResult>, Status> {
         let header = request.into_inner();
         let framework_id = self.check(Some(&header))?;
         self.cluster.teardown(&framework_id).map_err(status)?;

@@ -133,14 +133,21 @@ async fn metrics(State((collector, cluster)): State<(Collector, Cluster)>) -> Re
     for (name, value) in cluster.metrics() {
         let gauge = Gauge::<f64, AtomicU64>::default();
         gauge.set(value);
-        registry.register(prometheus_name(&name), format!("Mesos metric {name}"), gauge);
+        registry.register(
+            prometheus_name(&name),
+            format!("Mesos metric {name}"),
+            gauge,
+        );
     }
     let mut cluster_text = String::new();
     let _ = encode(&mut cluster_text, &registry);
     let collector_text = collector.metrics().encode();
     let body = format!(
         "{}{}",
-        collector_text.trim_end().trim_end_matches("# EOF").trim_end(),
+        collector_text
+            .trim_end()
+            .trim_end_matches("# EOF")
+            .trim_end(),
         format_args!("\n{cluster_text}")
     );
     (

@@ -20,7 +20,8 @@ async fn a_restarted_master_recovers_its_registry() {
     let info = |name: &str| json!({ "user": "root", "name": name, "roles": ["*"] });
 
     let first = master(config()).await;
-    let (agent_id, _log, _alive) = simulated_agent(&first.cluster, "node-1", "cpus:2;mem:1024").await;
+    let (agent_id, _log, _alive) =
+        simulated_agent(&first.cluster, "node-1", "cpus:2;mem:1024").await;
     let gone = Scheduler::subscribe(first.addr, info("gone")).await;
     let (code, _) = gone.call(json!({ "type": "TEARDOWN" })).await;
     assert_eq!(code.as_u16(), 202);
@@ -71,5 +72,8 @@ fn an_unusable_registry_is_a_clear_error() {
         ..ClusterConfig::default()
     })
     .unwrap_err();
-    assert!(err.to_string().contains("/proc/orca/registry.jsonl"), "{err}");
+    assert!(
+        err.to_string().contains("/proc/orca/registry.jsonl"),
+        "{err}"
+    );
 }

@@ -20,6 +20,18 @@ fn framework(name: &str) -> Value {
     })
 }
 
+/// Reads events until two HEARTBEATs passed, failing on any OFFERS.
+async fn no_offers_for_two_heartbeats(s: &mut Scheduler, why: &str) {
+    let mut heartbeats = 0;
+    while heartbeats < 2 {
+        let event = s.next_event().await;
+        assert_ne!(event["type"], "OFFERS", "{why}: {event}");
+        if event["type"] == "HEARTBEAT" {
+            heartbeats += 1;
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_call_type_over_http_with_recordio_events() {
     let m = master(fast_config()).await;
@@ -38,7 +50,10 @@ async fn every_call_type_over_http_with_recordio_events() {
     assert_eq!(cpus["type"], "SCALAR");
     assert_eq!(cpus["scalar"]["value"], 4.0);
     let ports = resources.iter().find(|r| r["name"] == "ports").unwrap();
-    assert_eq!(ports["ranges"]["range"][0], json!({"begin": 31000, "end": 31999}));
+    assert_eq!(
+        ports["ranges"]["range"][0],
+        json!({"begin": 31000, "end": 31999})
+    );
 
     // ACCEPT with LAUNCH: STARTING then RUNNING, each with a uuid, each acknowledged.
     let (code, body) = s
@@ -87,21 +102,16 @@ async fn every_call_type_over_http_with_recordio_events() {
         .await;
     assert_eq!(code, StatusCode::ACCEPTED);
     // Two heartbeats pass (600 ms, a dozen allocation rounds) without an offer.
-    let mut heartbeats = 0;
-    while heartbeats < 2 {
-        let event = s.next_event().await;
-        assert_ne!(event["type"], "OFFERS", "declined resources came back: {event}");
-        if event["type"] == "HEARTBEAT" {
-            heartbeats += 1;
-        }
-    }
+    no_offers_for_two_heartbeats(&mut s, "declined resources came back").await;
     let (code, _) = s.call(json!({ "type": "REVIVE", "revive": {} })).await;
     assert_eq!(code, StatusCode::ACCEPTED);
     let offers = s.wait_for("OFFERS").await;
     let offer = offers["offers"]["offers"][0].clone();
 
     // SUPPRESS: after declining, nothing more is offered even with no filter.
-    let (code, _) = s.call(json!({ "type": "SUPPRESS", "suppress": { "roles": ["*"] } })).await;
+    let (code, _) = s
+        .call(json!({ "type": "SUPPRESS", "suppress": { "roles": ["*"] } }))
+        .await;
     assert_eq!(code, StatusCode::ACCEPTED);
     let (code, _) = s
         .call(json!({
@@ -110,22 +120,20 @@ async fn every_call_type_over_http_with_recordio_events() {
         }))
         .await;
     assert_eq!(code, StatusCode::ACCEPTED);
-    let mut heartbeats = 0;
-    while heartbeats < 2 {
-        let event = s.next_event().await;
-        assert_ne!(event["type"], "OFFERS", "a suppressed framework got offers: {event}");
-        if event["type"] == "HEARTBEAT" {
-            heartbeats += 1;
-        }
-    }
+    no_offers_for_two_heartbeats(&mut s, "a suppressed framework got offers").await;
 
     // RECONCILE: implicit answers for every live task; explicit for an unknown one.
-    let (code, _) = s.call(json!({ "type": "RECONCILE", "reconcile": { "tasks": [] } })).await;
+    let (code, _) = s
+        .call(json!({ "type": "RECONCILE", "reconcile": { "tasks": [] } }))
+        .await;
     assert_eq!(code, StatusCode::ACCEPTED);
     let answer = s.update_for("t1").await;
     assert_eq!(answer["state"], "TASK_RUNNING");
     assert_eq!(answer["reason"], "REASON_RECONCILIATION");
-    assert!(answer.get("uuid").is_none(), "reconciliation answers need no ack");
+    assert!(
+        answer.get("uuid").is_none(),
+        "reconciliation answers need no ack"
+    );
     let (code, _) = s
         .call(json!({
             "type": "RECONCILE",
@@ -133,7 +141,10 @@ async fn every_call_type_over_http_with_recordio_events() {
         }))
         .await;
     assert_eq!(code, StatusCode::ACCEPTED);
-    assert_eq!(s.update_for("never-launched").await["state"], "TASK_UNKNOWN");
+    assert_eq!(
+        s.update_for("never-launched").await["state"],
+        "TASK_UNKNOWN"
+    );
 
     // KILL with a grace period: the agent is asked, the task ends KILLED.
     let (code, _) = s
@@ -179,8 +190,14 @@ async fn every_call_type_over_http_with_recordio_events() {
     }
     let state = get_json(m.addr, "/master/state").await;
     assert_eq!(state["frameworks"].as_array().unwrap().len(), 0);
-    assert_eq!(state["completed_frameworks"][0]["id"], s.framework_id.as_str());
-    assert!(s.raw_records() >= 10, "every event arrived as its own RecordIO record");
+    assert_eq!(
+        state["completed_frameworks"][0]["id"],
+        s.framework_id.as_str()
+    );
+    assert!(
+        s.raw_records() >= 10,
+        "every event arrived as its own RecordIO record"
+    );
 }
 
 #[tokio::test]
@@ -215,15 +232,31 @@ async fn bad_calls_are_refused_and_nothing_running_is_affected() {
     let (code, body) = raw_call(m.addr, call.to_string().into_bytes(), None).await;
     assert_eq!(code, StatusCode::FORBIDDEN);
     assert!(body.contains("Mesos-Stream-Id"), "{body}");
-    let (code, _) = raw_call(m.addr, call.to_string().into_bytes(), Some("not-the-stream")).await;
+    let (code, _) = raw_call(
+        m.addr,
+        call.to_string().into_bytes(),
+        Some("not-the-stream"),
+    )
+    .await;
     assert_eq!(code, StatusCode::FORBIDDEN);
     // A framework that never subscribed: 403.
     let stranger = json!({ "type": "REVIVE", "framework_id": { "value": "nobody" } });
-    let (code, _) = raw_call(m.addr, stranger.to_string().into_bytes(), Some(&s.stream_id)).await;
+    let (code, _) = raw_call(
+        m.addr,
+        stranger.to_string().into_bytes(),
+        Some(&s.stream_id),
+    )
+    .await;
     assert_eq!(code, StatusCode::FORBIDDEN);
     // Unknown call type and a call missing its object: 400.
-    assert_eq!(s.call(json!({ "type": "DANCE" })).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(s.call(json!({ "type": "ACCEPT" })).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        s.call(json!({ "type": "DANCE" })).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        s.call(json!({ "type": "ACCEPT" })).await.0,
+        StatusCode::BAD_REQUEST
+    );
     // SUBSCRIBE without user/name: 400.
     let bad = json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": { "user": "" } } });
     assert_eq!(
@@ -261,7 +294,13 @@ async fn bad_calls_are_refused_and_nothing_running_is_affected() {
     assert_eq!(code, StatusCode::ACCEPTED);
     let refused = s.update_for("greedy").await;
     assert_eq!(refused["state"], "TASK_ERROR");
-    assert!(refused["message"].as_str().unwrap().contains("offers hold only"), "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("offers hold only"),
+        "{refused}"
+    );
     // The same offer again (already used): dropped.
     let (code, _) = s
         .call(json!({
@@ -276,7 +315,10 @@ async fn bad_calls_are_refused_and_nothing_running_is_affected() {
     assert_eq!(s.update_for("reuse").await["state"], "TASK_DROPPED");
 
     // Nothing already running was touched.
-    assert_eq!(agent.lock().unwrap().launched, vec![vec!["keep-running".to_string()]]);
+    assert_eq!(
+        agent.lock().unwrap().launched,
+        vec![vec!["keep-running".to_string()]]
+    );
     assert!(agent.lock().unwrap().killed.is_empty());
     let state = get_json(m.addr, "/master/state").await;
     let tasks = state["frameworks"][0]["tasks"].as_array().unwrap();
@@ -321,7 +363,10 @@ async fn a_task_group_launches_all_or_nothing() {
         assert_eq!(status["state"], "TASK_ERROR", "{status}");
         assert_eq!(status["reason"], "REASON_TASK_GROUP_INVALID");
     }
-    assert!(agent.lock().unwrap().launched.is_empty(), "nothing reached the agent");
+    assert!(
+        agent.lock().unwrap().launched.is_empty(),
+        "nothing reached the agent"
+    );
 
     // A group that fits reaches the agent as one launch.
     let offer = s.wait_for("OFFERS").await["offers"]["offers"][0].clone();

@@ -12,7 +12,10 @@ use orca_proto::{
 use support::*;
 use tonic::Code;
 
-async fn next(stream: &mut tonic::Streaming<pb::Event>, want: fn(&event::Kind) -> bool) -> event::Kind {
+async fn next(
+    stream: &mut tonic::Streaming<pb::Event>,
+    want: fn(&event::Kind) -> bool,
+) -> event::Kind {
     loop {
         let e = tokio::time::timeout(DEADLINE, stream.message())
             .await
@@ -63,7 +66,9 @@ async fn the_grpc_front_door_runs_the_same_lifecycle() {
     tokio::spawn(master.serve(std::future::pending()));
     let (agent_id, agent, _alive) = simulated_agent(&cluster, "node-1", "cpus:2;mem:1024").await;
 
-    let mut client = SchedulerClient::connect(format!("http://{grpc}")).await.unwrap();
+    let mut client = SchedulerClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
     let mut events = client
         .subscribe(pb::SubscribeRequest {
             framework_info: Some(pb::FrameworkInfo {
@@ -77,7 +82,8 @@ async fn the_grpc_front_door_runs_the_same_lifecycle() {
         .await
         .unwrap()
         .into_inner();
-    let event::Kind::Subscribed(sub) = next(&mut events, |k| matches!(k, event::Kind::Subscribed(_))).await
+    let event::Kind::Subscribed(sub) =
+        next(&mut events, |k| matches!(k, event::Kind::Subscribed(_))).await
     else {
         unreachable!()
     };
@@ -85,7 +91,8 @@ async fn the_grpc_front_door_runs_the_same_lifecycle() {
         framework_id: sub.framework_id.clone(),
         stream_id: sub.stream_id.clone(),
     };
-    let event::Kind::Offers(offers) = next(&mut events, |k| matches!(k, event::Kind::Offers(_))).await
+    let event::Kind::Offers(offers) =
+        next(&mut events, |k| matches!(k, event::Kind::Offers(_))).await
     else {
         unreachable!()
     };
@@ -94,7 +101,10 @@ async fn the_grpc_front_door_runs_the_same_lifecycle() {
 
     // Bad calls: no header, a stale stream id, malformed protobuf.
     let err = client
-        .revive(pb::RolesRequest { header: None, roles: vec![] })
+        .revive(pb::RolesRequest {
+            header: None,
+            roles: vec![],
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -109,7 +119,11 @@ async fn the_grpc_front_door_runs_the_same_lifecycle() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("Mesos-Stream-Id"), "{}", err.message());
+    assert!(
+        err.message().contains("Mesos-Stream-Id"),
+        "{}",
+        err.message()
+    );
     let mut raw = tonic::client::Grpc::new(
         tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
             .unwrap()
@@ -154,7 +168,8 @@ async fn the_grpc_front_door_runs_the_same_lifecycle() {
         .await
         .unwrap();
     for want in ["TASK_STARTING", "TASK_RUNNING"] {
-        let event::Kind::Update(status) = next(&mut events, |k| matches!(k, event::Kind::Update(_))).await
+        let event::Kind::Update(status) =
+            next(&mut events, |k| matches!(k, event::Kind::Update(_))).await
         else {
             unreachable!()
         };
@@ -169,7 +184,10 @@ async fn the_grpc_front_door_runs_the_same_lifecycle() {
             .await
             .unwrap();
     }
-    eventually("two acknowledgements at the agent", || agent.lock().unwrap().acknowledged.len() == 2).await;
+    eventually("two acknowledgements at the agent", || {
+        agent.lock().unwrap().acknowledged.len() == 2
+    })
+    .await;
     client
         .kill(pb::KillRequest {
             header: Some(header.clone()),
@@ -179,21 +197,31 @@ async fn the_grpc_front_door_runs_the_same_lifecycle() {
         })
         .await
         .unwrap();
-    let event::Kind::Update(status) = next(&mut events, |k| matches!(k, event::Kind::Update(_))).await else {
+    let event::Kind::Update(status) =
+        next(&mut events, |k| matches!(k, event::Kind::Update(_))).await
+    else {
         unreachable!()
     };
     assert_eq!(status.state, "TASK_KILLED");
     client
         .reconcile(pb::ReconcileRequest {
             header: Some(header.clone()),
-            tasks: vec![pb::TaskRef { task_id: "nope".into(), agent_id: String::new() }],
+            tasks: vec![pb::TaskRef {
+                task_id: "nope".into(),
+                agent_id: String::new(),
+            }],
         })
         .await
         .unwrap();
-    let event::Kind::Update(status) = next(&mut events, |k| matches!(k, event::Kind::Update(_))).await else {
+    let event::Kind::Update(status) =
+        next(&mut events, |k| matches!(k, event::Kind::Update(_))).await
+    else {
         unreachable!()
     };
-    assert_eq!((status.task_id.as_str(), status.state.as_str()), ("nope", "TASK_LOST"));
+    assert_eq!(
+        (status.task_id.as_str(), status.state.as_str()),
+        ("nope", "TASK_LOST")
+    );
     client.teardown(header).await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         while let Ok(Some(_)) = events.message().await {}

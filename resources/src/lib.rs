@@ -77,7 +77,10 @@ impl Ranges {
     }
 
     pub fn contains(&self, other: &Ranges) -> bool {
-        other.0.iter().all(|&(b, e)| self.0.iter().any(|&(sb, se)| sb <= b && e <= se))
+        other
+            .0
+            .iter()
+            .all(|&(b, e)| self.0.iter().any(|&(sb, se)| sb <= b && e <= se))
     }
 
     pub fn add(&mut self, other: &Ranges) {
@@ -266,11 +269,13 @@ impl Resources {
             }
             let value = value.trim();
             let value = if let Some(inner) = value.strip_prefix('[') {
-                let inner = inner.strip_suffix(']').ok_or_else(|| ResourceError::Value {
-                    name: name.to_owned(),
-                    value: value.to_owned(),
-                    why: "a range list must end with `]`",
-                })?;
+                let inner = inner
+                    .strip_suffix(']')
+                    .ok_or_else(|| ResourceError::Value {
+                        name: name.to_owned(),
+                        value: value.to_owned(),
+                        why: "a range list must end with `]`",
+                    })?;
                 let mut ranges = Vec::new();
                 for part in inner.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     let bad = || ResourceError::Value {
@@ -547,7 +552,10 @@ pub struct ScalarMap(Vec<(Arc<str>, Scalar)>);
 impl ScalarMap {
     pub fn parse(text: &str) -> Result<Self, ResourceError> {
         let resources = Resources::parse(text)?;
-        if let Some(r) = resources.iter().find(|r| !matches!(r.value, Value::Scalar(_))) {
+        if let Some(r) = resources
+            .iter()
+            .find(|r| !matches!(r.value, Value::Scalar(_)))
+        {
             return Err(ResourceError::Value {
                 name: r.name.to_string(),
                 value: r.to_string(),
@@ -558,7 +566,10 @@ impl ScalarMap {
     }
 
     pub fn get(&self, name: &str) -> Option<Scalar> {
-        self.0.iter().find(|(n, _)| same_name(n, name)).map(|(_, s)| *s)
+        self.0
+            .iter()
+            .find(|(n, _)| same_name(n, name))
+            .map(|(_, s)| *s)
     }
 
     /// Like `iter`, with the shared name (for pointer comparisons).
@@ -614,7 +625,12 @@ impl ScalarMap {
         ScalarMap(
             self.0
                 .iter()
-                .map(|(n, s)| (n.clone(), Scalar((s.0 - other.get(n).unwrap_or_default().0).max(0))))
+                .map(|(n, s)| {
+                    (
+                        n.clone(),
+                        Scalar((s.0 - other.get(n).unwrap_or_default().0).max(0)),
+                    )
+                })
                 .collect(),
         )
     }
@@ -626,8 +642,9 @@ mod tests {
 
     #[test]
     fn parses_mesos_text_form_with_reservations_and_ranges() {
-        let r = Resources::parse("cpus:4.5; mem:4096; cpus(eng):2; ports:[31000-31010, 31005-31020]")
-            .unwrap();
+        let r =
+            Resources::parse("cpus:4.5; mem:4096; cpus(eng):2; ports:[31000-31010, 31005-31020]")
+                .unwrap();
         assert_eq!(r.scalar("cpus"), Scalar(6500));
         assert_eq!(r.reserved_for("eng").scalar("cpus"), Scalar(2000));
         assert_eq!(r.unreserved().scalar("cpus"), Scalar(4500));

@@ -54,4 +54,3 @@ pub fn resources_to_proto(resources: &Resources) -> Vec<pb::Resource> {
         })
         .collect()
 }
-

@@ -4,7 +4,7 @@
 //! any of them and adds custom kinds (e.g. `net_bw:10000`).
 use std::path::Path;
 
-use orca_resources::{Resource, Resources, ResourceError};
+use orca_resources::{Resource, ResourceError, Resources};
 
 /// Memory kept back for the OS and the agent: half of memory, at most 1 GiB (Mesos's rule).
 fn memory_reserve_mb(total_mb: f64) -> f64 {
@@ -43,8 +43,14 @@ pub fn discover(work_dir: &Path, overrides: Option<&str>) -> Result<Resources, R
         .unwrap_or(0.0);
     let mut discovered = vec![
         Resource::scalar("cpus", cpus),
-        Resource::scalar("mem", (mem_total_mb - memory_reserve_mb(mem_total_mb)).floor()),
-        Resource::scalar("disk", (disk_free_mb - disk_reserve_mb(disk_free_mb)).floor()),
+        Resource::scalar(
+            "mem",
+            (mem_total_mb - memory_reserve_mb(mem_total_mb)).floor(),
+        ),
+        Resource::scalar(
+            "disk",
+            (disk_free_mb - disk_reserve_mb(disk_free_mb)).floor(),
+        ),
         Resource::ranges("ports", [(31000, 32000)]),
     ];
     let gpus = gpu_count();
@@ -72,7 +78,11 @@ mod tests {
         let r = discover(Path::new("/"), None).unwrap();
         assert!(r.scalar("cpus").as_f64() >= 1.0);
         assert!(r.scalar("mem").as_f64() > 0.0);
-        let r = discover(Path::new("/"), Some("cpus:2.5;net_bw:1000;ports:[5000-5010]")).unwrap();
+        let r = discover(
+            Path::new("/"),
+            Some("cpus:2.5;net_bw:1000;ports:[5000-5010]"),
+        )
+        .unwrap();
         assert_eq!(r.scalar("cpus").as_f64(), 2.5);
         assert_eq!(r.scalar("net_bw").as_f64(), 1000.0);
         assert!(r.to_string().contains("ports:[5000-5010]"), "{r}");

@@ -149,10 +149,16 @@ impl Driver {
                 memory,
                 pids,
                 freezer,
-            } => [Some(cpu), Some(cpuacct), Some(memory), Some(pids), freezer.as_ref()]
-                .into_iter()
-                .flatten()
-                .collect(),
+            } => [
+                Some(cpu),
+                Some(cpuacct),
+                Some(memory),
+                Some(pids),
+                freezer.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             Driver::V2 { root } => vec![root],
         };
         for root in roots {
@@ -168,7 +174,12 @@ impl Driver {
     }
 
     /// Creates `<parent>/<name>` (in every v1 controller) with `limits` applied.
-    pub fn create(&self, parent: &str, name: &str, limits: &Limits) -> Result<TaskCgroup, CgroupError> {
+    pub fn create(
+        &self,
+        parent: &str,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<TaskCgroup, CgroupError> {
         let write = |dir: &Path, file: &str, value: String| -> Result<(), CgroupError> {
             let path = dir.join(file);
             fs::write(&path, value).map_err(io_err("writing", &path))
@@ -216,7 +227,8 @@ impl Driver {
                 let mut at = root.clone();
                 for segment in Path::new(parent).components() {
                     let control = at.join("cgroup.subtree_control");
-                    fs::write(&control, "+cpu +memory +pids").map_err(io_err("writing", &control))?;
+                    fs::write(&control, "+cpu +memory +pids")
+                        .map_err(io_err("writing", &control))?;
                     at = at.join(segment);
                     fs::create_dir_all(&at).map_err(io_err("creating", &at))?;
                 }
@@ -407,7 +419,9 @@ mod tests {
     fn hybrid_hosts_use_v1_and_pure_v2_hosts_v2() {
         let d = Driver::from_mountinfo(HYBRID).unwrap();
         assert_eq!(d.version(), 1);
-        let Driver::V1 { cpu, cpuacct, .. } = d else { unreachable!() };
+        let Driver::V1 { cpu, cpuacct, .. } = d else {
+            unreachable!()
+        };
         assert_eq!(cpu, PathBuf::from("/sys/fs/cgroup/cpu"));
         assert_eq!(cpuacct, PathBuf::from("/sys/fs/cgroup/cpuacct"));
         let v2 = "29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
@@ -417,7 +431,10 @@ mod tests {
                 root: "/sys/fs/cgroup".into()
             })
         );
-        assert_eq!(Driver::from_mountinfo("1 0 0:1 / / rw - ext4 sda rw\n"), None);
+        assert_eq!(
+            Driver::from_mountinfo("1 0 0:1 / / rw - ext4 sda rw\n"),
+            None
+        );
     }
 
     #[test]

@@ -143,7 +143,15 @@ pub async fn run(
     let mut agent_id = String::new();
     let mut backoff = Duration::from_millis(200);
     loop {
-        match session(&config, &manager, &mut updates, &mut agent_id, registered.as_ref()).await {
+        match session(
+            &config,
+            &manager,
+            &mut updates,
+            &mut agent_id,
+            registered.as_ref(),
+        )
+        .await
+        {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(why) => {
                 tracing::warn!(master = %config.master, %why, retry_in = ?backoff, "agent link down");
@@ -274,7 +282,14 @@ async fn handle(
             let specs: Result<Vec<TaskSpec>, String> = launch
                 .tasks
                 .iter()
-                .map(|t| spec_from_proto(&launch.framework_id, &launch.framework_user, &launch.role, t))
+                .map(|t| {
+                    spec_from_proto(
+                        &launch.framework_id,
+                        &launch.framework_user,
+                        &launch.role,
+                        t,
+                    )
+                })
                 .collect();
             match specs {
                 Ok(specs) => {
@@ -285,7 +300,8 @@ async fn handle(
             }
         }
         Some(master_message::Kind::Kill(kill)) => {
-            let grace = (kill.grace_seconds >= 0.0).then(|| Duration::from_secs_f64(kill.grace_seconds));
+            let grace =
+                (kill.grace_seconds >= 0.0).then(|| Duration::from_secs_f64(kill.grace_seconds));
             if !manager.kill(&kill.framework_id, &kill.task_id, grace) {
                 tracing::info!(task = %kill.task_id, "kill of a task not running here");
             }
@@ -296,7 +312,9 @@ async fn handle(
                 sent.remove(&uuid);
             }
         }
-        Some(master_message::Kind::ShutdownFramework(s)) => manager.shutdown_framework(&s.framework_id),
+        Some(master_message::Kind::ShutdownFramework(s)) => {
+            manager.shutdown_framework(&s.framework_id)
+        }
         Some(master_message::Kind::Registered(_)) | None => {}
     }
 }

@@ -171,7 +171,13 @@ impl TaskManager {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn emit(&self, spec: &TaskSpec, state: &'static str, reason: Option<&str>, message: Option<String>) {
+    fn emit(
+        &self,
+        spec: &TaskSpec,
+        state: &'static str,
+        reason: Option<&str>,
+        message: Option<String>,
+    ) {
         let update = StatusUpdate {
             framework_id: spec.framework_id.clone(),
             task_id: spec.task_id.clone(),
@@ -249,7 +255,12 @@ impl TaskManager {
                 let _ = cgroup.destroy();
             }
             for spec in &specs {
-                self.emit(spec, "TASK_FAILED", Some("REASON_CONTAINER_LAUNCH_FAILED"), Some(why.clone()));
+                self.emit(
+                    spec,
+                    "TASK_FAILED",
+                    Some("REASON_CONTAINER_LAUNCH_FAILED"),
+                    Some(why.clone()),
+                );
             }
             return;
         }
@@ -290,7 +301,12 @@ impl TaskManager {
             }
             for (spec, cgroup) in &prepared {
                 let _ = cgroup.destroy();
-                self.emit(spec, "TASK_FAILED", Some("REASON_CONTAINER_LAUNCH_FAILED"), Some(why.clone()));
+                self.emit(
+                    spec,
+                    "TASK_FAILED",
+                    Some("REASON_CONTAINER_LAUNCH_FAILED"),
+                    Some(why.clone()),
+                );
             }
             return;
         }
@@ -388,10 +404,20 @@ impl TaskManager {
         let rotation = self.config.rotation;
         let mut logs = Vec::new();
         if let Some(out) = child.stdout.take() {
-            logs.push(tokio::spawn(sandbox::pump(out, dir.clone(), "stdout", rotation)));
+            logs.push(tokio::spawn(sandbox::pump(
+                out,
+                dir.clone(),
+                "stdout",
+                rotation,
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            logs.push(tokio::spawn(sandbox::pump(err, dir.clone(), "stderr", rotation)));
+            logs.push(tokio::spawn(sandbox::pump(
+                err,
+                dir.clone(),
+                "stderr",
+                rotation,
+            )));
         }
         if let Some(task) = self
             .lock()
@@ -438,7 +464,11 @@ impl TaskManager {
                 )),
             ),
             _ if killed => ("TASK_KILLED", None, Some("killed on request".to_string())),
-            Ok(s) if s.success() => ("TASK_FINISHED", None, Some("command exited with status 0".into())),
+            Ok(s) if s.success() => (
+                "TASK_FINISHED",
+                None,
+                Some("command exited with status 0".into()),
+            ),
             Ok(s) => match (s.code(), s.signal()) {
                 (Some(code), _) => (
                     "TASK_FAILED",
@@ -472,7 +502,9 @@ impl TaskManager {
                 return false;
             };
             task.kill_requested = true;
-            let grace = grace.or(task.spec.kill_grace).unwrap_or(self.config.default_grace);
+            let grace = grace
+                .or(task.spec.kill_grace)
+                .unwrap_or(self.config.default_grace);
             (task.pgid, task.cgroup.clone(), grace)
         };
         if let Some(pgid) = pgid {

@@ -88,7 +88,11 @@ async fn rotate(dir: &Path, name: &str, keep: usize) -> std::io::Result<()> {
     }
     let _ = fs::remove_file(dir.join(format!("{name}.{keep}"))).await;
     for i in (1..keep).rev() {
-        let _ = fs::rename(dir.join(format!("{name}.{i}")), dir.join(format!("{name}.{}", i + 1))).await;
+        let _ = fs::rename(
+            dir.join(format!("{name}.{i}")),
+            dir.join(format!("{name}.{}", i + 1)),
+        )
+        .await;
     }
     fs::rename(dir.join(name), dir.join(format!("{name}.1"))).await
 }
@@ -107,7 +111,9 @@ mod tests {
             max_bytes: 1000,
             keep: 1,
         };
-        pump(&data[..], dir.clone(), "stdout", rotation).await.unwrap();
+        pump(&data[..], dir.clone(), "stdout", rotation)
+            .await
+            .unwrap();
         let live = std::fs::read(dir.join("stdout")).unwrap();
         let older = std::fs::read(dir.join("stdout.1")).unwrap();
         assert_eq!(live, &data[2000..]);

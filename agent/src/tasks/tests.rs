@@ -59,7 +59,10 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<StatusUpdate>) -> StatusUpdate {
         .expect("the manager is alive")
 }
 
-async fn until_terminal(rx: &mut mpsc::UnboundedReceiver<StatusUpdate>, task: &str) -> StatusUpdate {
+async fn until_terminal(
+    rx: &mut mpsc::UnboundedReceiver<StatusUpdate>,
+    task: &str,
+) -> StatusUpdate {
     loop {
         let u = next(rx).await;
         if u.task_id == task && !matches!(u.state, "TASK_STARTING" | "TASK_RUNNING") {
@@ -71,24 +74,40 @@ async fn until_terminal(rx: &mut mpsc::UnboundedReceiver<StatusUpdate>, task: &s
 #[tokio::test]
 async fn a_task_runs_in_its_own_limited_cgroup_and_finishes() {
     let (m, mut rx, work) = manager("life");
-    m.launch(vec![spec("ok", "echo $GREETING from $MESOS_TASK_ID; sleep 0.5")]).await;
+    m.launch(vec![spec(
+        "ok",
+        "echo $GREETING from $MESOS_TASK_ID; sleep 0.5",
+    )])
+    .await;
     assert_eq!(next(&mut rx).await.state, "TASK_STARTING");
     assert_eq!(next(&mut rx).await.state, "TASK_RUNNING");
     // While it runs: limits are in the kernel's files and the process is in the cgroup.
     let (spec_seen, _) = m.running().pop().expect("running");
     assert_eq!(spec_seen.task_id, "ok");
     let cgroup = m.lock().tasks.values().next().unwrap().cgroup.clone();
-    assert!(!cgroup.pids().is_empty(), "the task's processes are in its cgroup");
-    let Driver::V1 { cpu, memory, pids, .. } = Driver::detect().unwrap() else {
+    assert!(
+        !cgroup.pids().is_empty(),
+        "the task's processes are in its cgroup"
+    );
+    let Driver::V1 {
+        cpu, memory, pids, ..
+    } = Driver::detect().unwrap()
+    else {
         panic!("this host is expected to run v1 controllers");
     };
     let name = format!("orca-test-{}/fw.ok", std::process::id());
     let read = |root: &PathBuf, file: &str| {
-        std::fs::read_to_string(root.join(&name).join(file)).unwrap().trim().to_string()
+        std::fs::read_to_string(root.join(&name).join(file))
+            .unwrap()
+            .trim()
+            .to_string()
     };
     assert_eq!(read(&cpu, "cpu.shares"), "512");
     assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "50000");
-    assert_eq!(read(&memory, "memory.limit_in_bytes"), (64u64 << 20).to_string());
+    assert_eq!(
+        read(&memory, "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
     assert_eq!(read(&pids, "pids.max"), "4096");
     let done = until_terminal(&mut rx, "ok").await;
     assert_eq!(done.state, "TASK_FINISHED", "{done:?}");
@@ -111,7 +130,10 @@ async fn a_failing_command_reports_its_status() {
     m.launch(vec![spec("bad", "echo oops >&2; exit 3")]).await;
     let done = until_terminal(&mut rx, "bad").await;
     assert_eq!(done.state, "TASK_FAILED");
-    assert_eq!(done.message.as_deref(), Some("command exited with status 3"));
+    assert_eq!(
+        done.message.as_deref(),
+        Some("command exited with status 3")
+    );
     let err = std::fs::read_to_string(work.join("frameworks/fw/tasks/bad/stderr")).unwrap();
     assert_eq!(err, "oops\n");
     cleanup(work);
@@ -125,7 +147,10 @@ async fn exceeding_the_memory_limit_is_an_oom_failure_with_its_reason() {
     m.launch(vec![s]).await;
     let done = until_terminal(&mut rx, "hog").await;
     assert_eq!(done.state, "TASK_FAILED", "{done:?}");
-    assert_eq!(done.reason.as_deref(), Some("REASON_CONTAINER_LIMITATION_MEMORY"));
+    assert_eq!(
+        done.reason.as_deref(),
+        Some("REASON_CONTAINER_LIMITATION_MEMORY")
+    );
     assert!(done.message.unwrap().contains("32 MiB"));
     cleanup(work);
 }
@@ -147,7 +172,10 @@ async fn a_kill_sends_sigterm_and_waits_the_grace_period_before_sigkill() {
     let done = until_terminal(&mut rx, "stubborn").await;
     let took = asked.elapsed();
     assert_eq!(done.state, "TASK_KILLED");
-    assert!(took >= Duration::from_millis(1500), "killed after {took:?}, before the grace period");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "killed after {took:?}, before the grace period"
+    );
     assert!(took < Duration::from_secs(5), "SIGKILL came late: {took:?}");
     let marker = work.join("frameworks/fw/tasks/stubborn/got-term");
     assert!(marker.exists(), "the task saw SIGTERM first");
@@ -238,10 +266,18 @@ fn the_v2_driver_writes_and_reads_a_unified_layout() {
     );
     assert_eq!(cg.procs_files(), vec![dir.join("cgroup.procs")]);
     // What the kernel would write: usage and an OOM kill.
-    std::fs::write(dir.join("cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\n").unwrap();
+    std::fs::write(
+        dir.join("cpu.stat"),
+        "usage_usec 2500000\nuser_usec 2000000\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("memory.current"), "1048576\n").unwrap();
     std::fs::write(dir.join("pids.current"), "3\n").unwrap();
-    std::fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n").unwrap();
+    std::fs::write(
+        dir.join("memory.events"),
+        "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n",
+    )
+    .unwrap();
     let usage = cg.usage();
     assert_eq!(usage.cpu_seconds, 2.5);
     assert_eq!(usage.memory_bytes, 1 << 20);

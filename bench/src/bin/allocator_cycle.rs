@@ -97,7 +97,11 @@ fn run(agents: usize, frameworks: usize, quiet_rounds: usize, verbose: bool) -> 
         let offers = a.allocate(now);
         let took = started.elapsed();
         if verbose {
-            println!("  round {round}: allocate() took {:.3} ms, {} offers", ms(took), offers.len());
+            println!(
+                "  round {round}: allocate() took {:.3} ms, {} offers",
+                ms(took),
+                offers.len()
+            );
         }
         if round == 1 {
             first = took;
@@ -117,10 +121,20 @@ fn run(agents: usize, frameworks: usize, quiet_rounds: usize, verbose: bool) -> 
                 tasks += 1;
             }
             if !left.is_empty() {
-                a.recover(&offer.framework, &offer.agent, &offer.role, &left, refuse, now)?;
+                a.recover(
+                    &offer.framework,
+                    &offer.agent,
+                    &offer.role,
+                    &left,
+                    refuse,
+                    now,
+                )?;
             }
         }
-        anyhow::ensure!(round < frameworks + 50 + quiet_rounds, "allocation did not settle");
+        anyhow::ensure!(
+            round < frameworks + 50 + quiet_rounds,
+            "allocation did not settle"
+        );
     }
     let p = |h: &Histogram<u64>, q: f64| {
         if h.is_empty() {

@@ -27,7 +27,9 @@ use orca_master::{
 };
 use orca_proto::{
     cluster::v1 as cpb,
-    scheduler::v1::{self as pb, event, operation, scheduler_client::SchedulerClient as GrpcClient},
+    scheduler::v1::{
+        self as pb, event, operation, scheduler_client::SchedulerClient as GrpcClient,
+    },
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -79,7 +81,11 @@ async fn start(agents: usize, agent_resources: &str) -> Result<Setup> {
         "127.0.0.1:0".parse()?,
     )
     .await?;
-    let (grpc, http, cluster) = (master.grpc_addr(), master.http_addr(), master.cluster.clone());
+    let (grpc, http, cluster) = (
+        master.grpc_addr(),
+        master.http_addr(),
+        master.cluster.clone(),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(master.serve(async {
         let _ = stopped.await;
@@ -97,7 +103,11 @@ async fn start(agents: usize, agent_resources: &str) -> Result<Setup> {
                 Vec::new(),
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        tokio::spawn(simulated_agent(cluster.clone(), link.agent_id, link.commands));
+        tokio::spawn(simulated_agent(
+            cluster.clone(),
+            link.agent_id,
+            link.commands,
+        ));
     }
     Ok(Setup {
         cluster,
@@ -214,7 +224,9 @@ fn task_info(n: u64, agent_id: &str, resources: &Resources) -> TaskInfo {
 /// The baseline: the framework calls the cluster core in-process.
 async fn core(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
     let c = &setup.cluster;
-    let mut sub = c.subscribe(framework("core")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut sub = c
+        .subscribe(framework("core"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let fw = sub.framework_id.clone();
     let mut meter = Meter::new(args.warmup, args.seconds);
     let mut n = 0u64;
@@ -302,9 +314,8 @@ async fn grpc(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
             }
             Some(event::Kind::Offers(offers)) => {
                 for o in offers.offers {
-                    let offered =
-                        orca_master::resources::proto::resources_from_proto(&o.resources)
-                            .map_err(|e| anyhow::anyhow!(e))?;
+                    let offered = orca_master::resources::proto::resources_from_proto(&o.resources)
+                        .map_err(|e| anyhow::anyhow!(e))?;
                     let tasks: Vec<cpb::Task> = (0..fit(&offered, task))
                         .map(|_| {
                             n += 1;
@@ -399,7 +410,12 @@ async fn http(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
                     let tasks: Vec<Value> = (0..fit(&offered, task))
                         .map(|_| {
                             n += 1;
-                            client::task(&format!("t{n}"), &o["agent_id"], resources_json.clone(), "true")
+                            client::task(
+                                &format!("t{n}"),
+                                &o["agent_id"],
+                                resources_json.clone(),
+                                "true",
+                            )
                         })
                         .collect();
                     let call = json!({
@@ -438,7 +454,10 @@ async fn http(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
 /// A small multi-consumer queue over tokio's mpsc (one receiver behind a mutex).
 fn async_channel(capacity: usize) -> (mpsc::Sender<Value>, SharedReceiver) {
     let (tx, rx) = mpsc::channel(capacity);
-    (tx, SharedReceiver(std::sync::Arc::new(tokio::sync::Mutex::new(rx))))
+    (
+        tx,
+        SharedReceiver(std::sync::Arc::new(tokio::sync::Mutex::new(rx))),
+    )
 }
 
 #[derive(Clone)]
@@ -486,7 +505,11 @@ async fn main() -> Result<()> {
         args.agents, args.agent_resources, args.task, args.seconds, args.warmup
     );
     let mut rates = Vec::new();
-    for (key, mode) in [("core", "core (baseline, no API)"), ("grpc", "gRPC"), ("http", "Mesos v1 HTTP")] {
+    for (key, mode) in [
+        ("core", "core (baseline, no API)"),
+        ("grpc", "gRPC"),
+        ("http", "Mesos v1 HTTP"),
+    ] {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == key) {
             rates.push(f64::NAN);
             continue;
@@ -502,7 +525,12 @@ async fn main() -> Result<()> {
             .metrics()
             .into_iter()
             .filter(|(k, _)| k.starts_with("allocator/allocation_run_ms"))
-            .map(|(k, v)| format!("{}={v:.2}", k.trim_start_matches("allocator/allocation_run_ms/")))
+            .map(|(k, v)| {
+                format!(
+                    "{}={v:.2}",
+                    k.trim_start_matches("allocator/allocation_run_ms/")
+                )
+            })
             .collect::<Vec<_>>()
             .join(" ");
         println!("  {mode:<24} {rate:>10.0} tasks/s to TASK_RUNNING   (allocation ms: {alloc})");

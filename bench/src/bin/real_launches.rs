@@ -132,7 +132,10 @@ async fn main() -> Result<()> {
         args.concurrency,
         driver.version()
     );
-    println!("  bare fork+exec (baseline)   {:>8.0} processes/s", rate(bare));
+    println!(
+        "  bare fork+exec (baseline)   {:>8.0} processes/s",
+        rate(bare)
+    );
     println!(
         "  orca task -> TASK_RUNNING   {:>8.0} tasks/s   ({:.2}x of baseline); launch-to-RUNNING p50 {:.1} ms, p99 {:.1} ms",
         rate(orca),

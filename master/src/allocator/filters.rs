@@ -33,7 +33,13 @@ pub(crate) struct OfferFilters {
 impl OfferFilters {
     /// Replaces the client's filter. `available` is what the agent has free now, after the
     /// declined resources came back.
-    pub fn insert(&mut self, client: u32, refused: Resources, until: Instant, available: &Resources) {
+    pub fn insert(
+        &mut self,
+        client: u32,
+        refused: Resources,
+        until: Instant,
+        available: &Resources,
+    ) {
         match self.clients.binary_search(&client) {
             Ok(at) => {
                 self.list[at] = OfferFilter { until, refused };

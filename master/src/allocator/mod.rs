@@ -109,7 +109,9 @@ pub enum AllocatorError {
     BadWeight(f64),
     #[error("quota for role {role}: guarantee of {kind} exceeds the limit")]
     GuaranteeAboveLimit { role: String, kind: String },
-    #[error("`{0}` is not a valid role name: use letters, digits, `-`, `_`, `.`, with `/` between levels")]
+    #[error(
+        "`{0}` is not a valid role name: use letters, digits, `-`, `_`, `.`, with `/` between levels"
+    )]
     BadRole(String),
 }
 
@@ -423,7 +425,11 @@ impl Allocator {
 
     /// Changes the framework's roles (Mesos UPDATE_FRAMEWORK). Allocations in a role it leaves
     /// stay charged to that role until recovered.
-    pub fn update_framework(&mut self, id: &str, spec: &FrameworkSpec) -> Result<(), AllocatorError> {
+    pub fn update_framework(
+        &mut self,
+        id: &str,
+        spec: &FrameworkSpec,
+    ) -> Result<(), AllocatorError> {
         for role in spec.roles.iter().chain(&spec.suppressed_roles) {
             validate_role(role)?;
         }
@@ -507,7 +513,13 @@ impl Allocator {
     pub fn role_shares(&self) -> Vec<(Arc<str>, f64, f64)> {
         self.sorter
             .roles()
-            .map(|(n, name)| (name.clone(), self.sorter.weight(n), self.sorter.role_share(n)))
+            .map(|(n, name)| {
+                (
+                    name.clone(),
+                    self.sorter.weight(n),
+                    self.sorter.role_share(n),
+                )
+            })
             .collect()
     }
 
@@ -606,7 +618,12 @@ impl Allocator {
         }
         let mut headroom = self.headroom();
         for &slot in &order {
-            self.allocate_agent(slot, now, Some((Stage::Guarantees, &mut headroom)), &mut out);
+            self.allocate_agent(
+                slot,
+                now,
+                Some((Stage::Guarantees, &mut headroom)),
+                &mut out,
+            );
         }
         for &slot in &order {
             self.allocate_agent(slot, now, Some((Stage::Fair, &mut headroom)), &mut out);
@@ -635,12 +652,7 @@ impl Allocator {
     }
 
     /// Numbers a new (framework, role) subscription and enters it in the sorter.
-    fn subscribe(
-        &mut self,
-        slot: usize,
-        role: &str,
-        spec: &FrameworkSpec,
-    ) -> Subscription {
+    fn subscribe(&mut self, slot: usize, role: &str, spec: &FrameworkSpec) -> Subscription {
         let node = self.sorter.ensure_role(role);
         let client = self.free_clients.pop().unwrap_or_else(|| {
             self.next_client += 1;
@@ -678,16 +690,19 @@ impl Allocator {
         agent.filters.prepare(&agent.available);
         let mut offered_any = false;
         let mut skip = std::mem::take(&mut self.scratch);
-        while let Some((fw, client, node, part)) =
-            self.pick(slot, now, quota.as_mut().map(|(s, h)| (*s, &**h)), &mut skip)
-        {
+        while let Some((fw, client, node, part)) = self.pick(
+            slot,
+            now,
+            quota.as_mut().map(|(s, h)| (*s, &**h)),
+            &mut skip,
+        ) {
             let part_is_whole = part.is_none();
             let resources = match part {
                 Some(part) => part,
                 // The whole agent: what is free moves into the offer.
-                None => std::mem::take(
-                    &mut self.agents[slot].as_mut().expect("slot in use").available,
-                ),
+                None => {
+                    std::mem::take(&mut self.agents[slot].as_mut().expect("slot in use").available)
+                }
             };
             let scalars = resources.scalar_totals();
             if let Some((_, headroom)) = quota.as_mut() {
@@ -711,7 +726,11 @@ impl Allocator {
                     resources: resources.clone(),
                 }),
             }
-            let framework = self.frameworks[fw].as_ref().expect("slot in use").id.clone();
+            let framework = self.frameworks[fw]
+                .as_ref()
+                .expect("slot in use")
+                .id
+                .clone();
             out.push(Allocation {
                 framework,
                 agent: agent.id.clone(),
@@ -793,7 +812,10 @@ impl Allocator {
         let mut found = None;
         let _ = self.sorter.visit(&mut |node, client| {
             let id = client.id as usize;
-            if skip.get(id / 64).is_none_or(|word| word & (1 << (id % 64)) != 0) {
+            if skip
+                .get(id / 64)
+                .is_none_or(|word| word & (1 << (id % 64)) != 0)
+            {
                 return ControlFlow::Continue(());
             }
             if plain {
@@ -852,7 +874,11 @@ impl Allocator {
         let mut cap = |kind: &str, amount: Scalar| caps.cap_at(kind, Scalar(amount.0.max(0)));
         // Limits of the role and of every ancestor.
         for n in self.sorter.lineage(node) {
-            if let Some(limit) = self.quotas.get(self.sorter.role_name(n)).and_then(|q| q.limit.as_ref()) {
+            if let Some(limit) = self
+                .quotas
+                .get(self.sorter.role_name(n))
+                .and_then(|q| q.limit.as_ref())
+            {
                 let consumed = self.sorter.subtree_allocation(n);
                 for (kind, l) in limit.iter() {
                     cap(kind, Scalar(l.0 - consumed.get(kind).unwrap_or_default().0));
@@ -894,7 +920,11 @@ impl Allocator {
     /// The part of the role's guarantee its allocation does not cover yet.
     fn unmet_guarantee(&self, node: usize) -> Option<ScalarMap> {
         let quota = self.quotas.get(self.sorter.role_name(node))?;
-        Some(quota.guarantee.shortfall(self.sorter.subtree_allocation(node)))
+        Some(
+            quota
+                .guarantee
+                .shortfall(self.sorter.subtree_allocation(node)),
+        )
     }
 
     fn headroom(&self) -> Headroom {
@@ -931,10 +961,10 @@ impl Allocator {
         if self.config.min_allocatable.is_empty() {
             return true;
         }
-        self.config
-            .min_allocatable
-            .iter()
-            .any(|min| min.iter().all(|(kind, amount)| offer.scalar(kind) >= amount))
+        self.config.min_allocatable.iter().any(|min| {
+            min.iter()
+                .all(|(kind, amount)| offer.scalar(kind) >= amount)
+        })
     }
 
     fn recompute_totals(&mut self) {

@@ -63,6 +63,22 @@ struct RoleNode {
     order: Vec<Ranked>,
 }
 
+impl RoleNode {
+    fn new(name: Arc<str>, parent: usize) -> Self {
+        RoleNode {
+            name,
+            parent,
+            weight: 1.0,
+            children: Vec::new(),
+            own: ScalarMap::default(),
+            subtree: ScalarMap::default(),
+            key: 0.0,
+            own_key: 0.0,
+            order: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct DrfSorter {
     /// 1 / cluster total for each kind that counts towards shares.
@@ -81,17 +97,7 @@ impl DrfSorter {
         DrfSorter {
             per_unit: Vec::new(),
             excluded,
-            nodes: vec![RoleNode {
-                name: "".into(),
-                parent: ROOT,
-                weight: 1.0,
-                children: Vec::new(),
-                own: ScalarMap::default(),
-                subtree: ScalarMap::default(),
-                key: 0.0,
-                own_key: 0.0,
-                order: Vec::new(),
-            }],
+            nodes: vec![RoleNode::new("".into(), ROOT)],
             by_name: HashMap::new(),
             clients: Vec::new(),
         }
@@ -163,17 +169,7 @@ impl DrfSorter {
         }
         let name = intern(role);
         let index = self.nodes.len();
-        self.nodes.push(RoleNode {
-            name: name.clone(),
-            parent,
-            weight: 1.0,
-            children: Vec::new(),
-            own: ScalarMap::default(),
-            subtree: ScalarMap::default(),
-            key: 0.0,
-            own_key: 0.0,
-            order: Vec::new(),
-        });
+        self.nodes.push(RoleNode::new(name.clone(), parent));
         self.by_name.insert(name, index);
         self.place_child(parent, index);
         index
@@ -309,7 +305,9 @@ impl DrfSorter {
         for i in 0..self.nodes.len() {
             let mut order = std::mem::take(&mut self.nodes[i].order);
             for r in &mut order {
-                r.share = self.clients[r.id as usize].as_ref().map_or(0.0, |c| c.share);
+                r.share = self.clients[r.id as usize]
+                    .as_ref()
+                    .map_or(0.0, |c| c.share);
             }
             order.sort_by(|a, b| a.share.total_cmp(&b.share).then(a.id.cmp(&b.id)));
             self.nodes[i].order = order;

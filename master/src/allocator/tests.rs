@@ -49,8 +49,15 @@ fn respond(
             n += 1;
         }
         if !left.is_empty() {
-            a.recover(&offer.framework, &offer.agent, &offer.role, &left, refuse, now)
-                .unwrap();
+            a.recover(
+                &offer.framework,
+                &offer.agent,
+                &offer.role,
+                &left,
+                refuse,
+                now,
+            )
+            .unwrap();
         }
     }
     launched
@@ -92,13 +99,23 @@ fn reproduces_the_drf_paper_example() {
             } else {
                 Some(Duration::from_secs(3600))
             };
-            a.recover(&offer.framework, &offer.agent, &offer.role, &left, refuse, now)
-                .unwrap();
+            a.recover(
+                &offer.framework,
+                &offer.agent,
+                &offer.role,
+                &left,
+                refuse,
+                now,
+            )
+            .unwrap();
         }
     }
     let count = |fw: &str| launched.iter().filter(|(f, _)| &**f == fw).count();
     assert_eq!((count("A"), count("B")), (3, 2), "launched: {launched:?}");
-    let (sa, sb) = (a.framework_share("A").unwrap(), a.framework_share("B").unwrap());
+    let (sa, sb) = (
+        a.framework_share("A").unwrap(),
+        a.framework_share("B").unwrap(),
+    );
     assert!((sa - 2.0 / 3.0).abs() < 1e-9, "A's dominant share {sa}");
     assert!((sb - 2.0 / 3.0).abs() < 1e-9, "B's dominant share {sb}");
     assert_eq!(a.agent_available("s1").unwrap(), &res("mem:4096"));
@@ -151,7 +168,11 @@ fn hierarchical_roles_share_between_subtrees_first() {
     let task = res("cpus:1;mem:128");
     let demand = HashMap::from([("web", task.clone()), ("api", task.clone()), ("ops", task)]);
     let counts = count_by_framework(&fill(&mut a, &demand, Instant::now()));
-    assert_eq!((counts["web"], counts["api"], counts["ops"]), (10, 10, 20), "{counts:?}");
+    assert_eq!(
+        (counts["web"], counts["api"], counts["ops"]),
+        (10, 10, 20),
+        "{counts:?}"
+    );
     assert_eq!(a.role_allocation("eng").get("cpus"), Some(Scalar(20_000)));
 }
 
@@ -202,7 +223,12 @@ fn quota_limit_is_never_exceeded() {
     assert!(a.role_allocation("capped").get("cpus").unwrap() <= Scalar(3_500));
     // Every offer made stayed under the limit; the cluster still has 16.5 CPUs free.
     let free: i64 = (0..10)
-        .map(|i| a.agent_available(&format!("agent-{i}")).unwrap().scalar("cpus").0)
+        .map(|i| {
+            a.agent_available(&format!("agent-{i}"))
+                .unwrap()
+                .scalar("cpus")
+                .0
+        })
         .sum();
     assert_eq!(free, 16_500);
 }
@@ -234,18 +260,42 @@ fn declined_resources_are_filtered_until_refuse_seconds_pass_or_revive() {
     let offers = a.allocate(t0);
     assert_eq!(offers.len(), 1);
     let o = &offers[0];
-    a.recover(&o.framework, &o.agent, &o.role, &o.resources, Some(Duration::from_secs(5)), t0)
-        .unwrap();
-    assert!(a.allocate(t0 + Duration::from_secs(1)).is_empty(), "filtered for 5 s");
-    assert!(a.allocate(t0 + Duration::from_secs(4)).is_empty(), "still filtered");
+    a.recover(
+        &o.framework,
+        &o.agent,
+        &o.role,
+        &o.resources,
+        Some(Duration::from_secs(5)),
+        t0,
+    )
+    .unwrap();
+    assert!(
+        a.allocate(t0 + Duration::from_secs(1)).is_empty(),
+        "filtered for 5 s"
+    );
+    assert!(
+        a.allocate(t0 + Duration::from_secs(4)).is_empty(),
+        "still filtered"
+    );
     let again = a.allocate(t0 + Duration::from_secs(6));
     assert_eq!(again.len(), 1, "the filter expired");
     let o = &again[0];
-    a.recover(&o.framework, &o.agent, &o.role, &o.resources, Some(Duration::from_secs(3600)), t0)
-        .unwrap();
+    a.recover(
+        &o.framework,
+        &o.agent,
+        &o.role,
+        &o.resources,
+        Some(Duration::from_secs(3600)),
+        t0,
+    )
+    .unwrap();
     assert!(a.allocate(t0 + Duration::from_secs(7)).is_empty());
     a.revive("f", None).unwrap();
-    assert_eq!(a.allocate(t0 + Duration::from_secs(7)).len(), 1, "revive clears filters");
+    assert_eq!(
+        a.allocate(t0 + Duration::from_secs(7)).len(),
+        1,
+        "revive clears filters"
+    );
 }
 
 #[test]
@@ -294,15 +344,23 @@ fn reservations_go_only_to_their_role() {
     a.add_framework("ops", &spec(&["ops/db"])).unwrap();
     let offers = a.allocate(Instant::now());
     let dev = offers.iter().find(|o| &*o.framework == "dev").unwrap();
-    assert_eq!(dev.resources.unreserved(), dev.resources, "dev got only unreserved");
+    assert_eq!(
+        dev.resources.unreserved(),
+        dev.resources,
+        "dev got only unreserved"
+    );
     let ops = offers.iter().find(|o| &*o.framework == "ops").unwrap();
-    assert_eq!(ops.resources.reserved_for("ops").scalar("cpus"), Scalar(2_000));
+    assert_eq!(
+        ops.resources.reserved_for("ops").scalar("cpus"),
+        Scalar(2_000)
+    );
 }
 
 #[test]
 fn gpu_agents_are_offered_only_to_gpu_aware_frameworks() {
     let mut a = Allocator::new(AllocatorConfig::default());
-    a.add_agent("gpu", res("cpus:4;mem:4096;gpus:1"), &[]).unwrap();
+    a.add_agent("gpu", res("cpus:4;mem:4096;gpus:1"), &[])
+        .unwrap();
     a.add_agent("cpu", res("cpus:4;mem:4096"), &[]).unwrap();
     a.add_framework("plain", &spec(&["*"])).unwrap();
     let offers = a.allocate(Instant::now());
@@ -328,8 +386,14 @@ fn recovering_what_was_not_allocated_is_an_error_and_changes_nothing() {
         .unwrap_err();
     assert!(matches!(err, AllocatorError::NotAllocated { .. }), "{err}");
     assert!(a.agent_available("s1").unwrap().is_empty());
-    assert!(a.recover("nope", "s1", "*", &o.resources, None, now).is_err());
-    assert!(a.recover("f", "nope", "*", &o.resources, None, now).is_err());
+    assert!(
+        a.recover("nope", "s1", "*", &o.resources, None, now)
+            .is_err()
+    );
+    assert!(
+        a.recover("f", "nope", "*", &o.resources, None, now)
+            .is_err()
+    );
 }
 
 #[test]
@@ -362,9 +426,19 @@ fn an_agent_registering_with_running_tasks_is_charged_for_them() {
     a.allocate(Instant::now());
     assert!(a.framework_share("f").unwrap() > 0.99);
     a.set_agent_active("s1", false).unwrap();
-    a.recover("f", "s1", "*", &res("cpus:1;mem:3072"), None, Instant::now())
-        .unwrap();
-    assert!(a.allocate(Instant::now()).is_empty(), "inactive agents are not offered");
+    a.recover(
+        "f",
+        "s1",
+        "*",
+        &res("cpus:1;mem:3072"),
+        None,
+        Instant::now(),
+    )
+    .unwrap();
+    assert!(
+        a.allocate(Instant::now()).is_empty(),
+        "inactive agents are not offered"
+    );
 }
 
 /// A deterministic generator for the churn simulation.
@@ -427,7 +501,11 @@ fn stays_fair_under_churn() {
             let shares: Vec<f64> = ["r1", "r2", "r3"]
                 .iter()
                 .map(|r| {
-                    let cpus = a.role_allocation(r).get("cpus").unwrap_or_default().as_f64();
+                    let cpus = a
+                        .role_allocation(r)
+                        .get("cpus")
+                        .unwrap_or_default()
+                        .as_f64();
                     let weight = match *r {
                         "r1" => 1.0,
                         "r2" => 2.0,
@@ -450,7 +528,12 @@ fn stays_fair_under_churn() {
     // Nearly the whole cluster stays in use.
     let used: f64 = ["r1", "r2", "r3"]
         .iter()
-        .map(|r| a.role_allocation(r).get("cpus").unwrap_or_default().as_f64())
+        .map(|r| {
+            a.role_allocation(r)
+                .get("cpus")
+                .unwrap_or_default()
+                .as_f64()
+        })
         .sum();
     assert!(used >= 230.0, "only {used} of 240 CPUs in use");
 }

@@ -23,8 +23,8 @@ use std::{
 use tokio::sync::{Notify, mpsc};
 
 pub use config::{ClusterConfig, RoleConfig};
-pub use state::{AgentView, ApiError, FrameworkView, Operation, StateSnapshot, TaskView};
 use state::State;
+pub use state::{AgentView, ApiError, FrameworkView, Operation, StateSnapshot, TaskView};
 pub use types::*;
 
 use crate::resources::Resources;
@@ -36,6 +36,36 @@ pub struct Subscription {
     pub framework_id: String,
     pub stream_id: String,
     pub events: mpsc::UnboundedReceiver<Event>,
+}
+
+/// Marks a framework disconnected when dropped: the API layers keep one inside each event
+/// stream, so a client that goes away (or a stream replaced by a new SUBSCRIBE) is noticed.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    cluster: Cluster,
+    framework_id: String,
+    stream_id: String,
+}
+
+impl ConnectionGuard {
+    pub fn new(cluster: &Cluster, subscription: &Subscription) -> Self {
+        ConnectionGuard {
+            cluster: cluster.clone(),
+            framework_id: subscription.framework_id.clone(),
+            stream_id: subscription.stream_id.clone(),
+        }
+    }
+
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.cluster
+            .disconnected(&self.framework_id, &self.stream_id);
+    }
 }
 
 /// An agent's registration: its id and the commands for it.
@@ -57,7 +87,8 @@ impl Cluster {
     pub fn new(config: ClusterConfig) -> Result<Self, ApiError> {
         let store: Box<dyn registry::RegistryStore> = match &config.registry {
             Some(path) => Box::new(
-                registry::FileStore::open(path).map_err(|e| ApiError::Unavailable(e.to_string()))?,
+                registry::FileStore::open(path)
+                    .map_err(|e| ApiError::Unavailable(e.to_string()))?,
             ),
             None => Box::<registry::MemoryStore>::default(),
         };
@@ -133,7 +164,11 @@ impl Cluster {
     }
 
     /// Checks that a call comes from the framework's current subscription.
-    pub fn check_stream(&self, framework_id: &str, stream_id: Option<&str>) -> Result<(), ApiError> {
+    pub fn check_stream(
+        &self,
+        framework_id: &str,
+        stream_id: Option<&str>,
+    ) -> Result<(), ApiError> {
         self.lock().check_stream(framework_id, stream_id)
     }
 
@@ -144,9 +179,9 @@ impl Cluster {
         operations: Vec<Operation>,
         refuse: Option<Duration>,
     ) -> Result<(), ApiError> {
-        let result = self
-            .lock()
-            .accept(framework_id, offer_ids, operations, refuse, Instant::now());
+        let result =
+            self.lock()
+                .accept(framework_id, offer_ids, operations, refuse, Instant::now());
         self.changed();
         result
     }
@@ -190,7 +225,8 @@ impl Cluster {
         task_id: &str,
         uuid: [u8; 16],
     ) -> Result<(), ApiError> {
-        self.lock().acknowledge(framework_id, agent_id, task_id, uuid)
+        self.lock()
+            .acknowledge(framework_id, agent_id, task_id, uuid)
     }
 
     /// Explicit reconciliation for the listed (task, agent) pairs, implicit when empty.
@@ -273,4 +309,3 @@ pub struct TaskUsage {
     pub memory_limit_bytes: Option<u64>,
     pub pids: u64,
 }
-

@@ -77,7 +77,9 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("registry {path} line {line} is not a registry change ({why}); it was written by something else or damaged")]
+    #[error(
+        "registry {path} line {line} is not a registry change ({why}); it was written by something else or damaged"
+    )]
     Corrupt {
         path: PathBuf,
         line: usize,
@@ -141,10 +143,8 @@ impl FileStore {
         let tmp = path.with_extension("compacting");
         {
             let mut out = File::create(&tmp).map_err(io)?;
-            let line = serde_json::to_string(&Line::Snapshot {
-                snapshot: registry,
-            })
-            .expect("the registry serializes");
+            let line = serde_json::to_string(&Line::Snapshot { snapshot: registry })
+                .expect("the registry serializes");
             writeln!(out, "{line}").map_err(io)?;
             out.sync_all().map_err(io)?;
         }
@@ -258,7 +258,11 @@ mod tests {
         // Compaction left one snapshot line.
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
         // A damaged line in the middle is an error naming the line.
-        std::fs::write(&path, "garbage\n{\"snapshot\":{\"agents\":{},\"frameworks\":{},\"torn_down\":[]}}\n").unwrap();
+        std::fs::write(
+            &path,
+            "garbage\n{\"snapshot\":{\"agents\":{},\"frameworks\":{},\"torn_down\":[]}}\n",
+        )
+        .unwrap();
         let err = FileStore::open(&path).unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -166,7 +166,10 @@ fn new_uuid() -> [u8; 16] {
 }
 
 impl State {
-    pub(super) fn new(config: ClusterConfig, store: Box<dyn RegistryStore>) -> Result<Self, ApiError> {
+    pub(super) fn new(
+        config: ClusterConfig,
+        store: Box<dyn RegistryStore>,
+    ) -> Result<Self, ApiError> {
         let registry = store
             .load()
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
@@ -428,10 +431,9 @@ impl State {
             id: framework_id.to_owned(),
         })?;
         self.registered_frameworks.remove(framework_id);
-        let fw = self
-            .frameworks
-            .remove(framework_id)
-            .ok_or_else(|| ApiError::NotFound(format!("framework {framework_id} is not subscribed")))?;
+        let fw = self.frameworks.remove(framework_id).ok_or_else(|| {
+            ApiError::NotFound(format!("framework {framework_id} is not subscribed"))
+        })?;
         for offer_id in &fw.offers {
             self.offers.remove(offer_id);
         }
@@ -622,7 +624,9 @@ impl State {
     ) -> Result<(), ApiError> {
         self.framework(framework_id)?;
         if offer_ids.is_empty() {
-            return Err(ApiError::BadRequest("ACCEPT needs at least one offer id".into()));
+            return Err(ApiError::BadRequest(
+                "ACCEPT needs at least one offer id".into(),
+            ));
         }
         let refuse = refuse.unwrap_or(self.config.default_refuse);
         let offers = match self.take_offers(framework_id, offer_ids) {
@@ -734,7 +738,10 @@ impl State {
                 task.agent_id
             ));
         }
-        let fw = self.frameworks.get(framework_id).expect("checked by caller");
+        let fw = self
+            .frameworks
+            .get(framework_id)
+            .expect("checked by caller");
         if fw.tasks.contains_key(&task.task_id) {
             return Err(format!("task id {} is already in use", task.task_id));
         }
@@ -753,7 +760,13 @@ impl State {
         Ok(())
     }
 
-    fn launch(&mut self, framework_id: &str, agent_id: &str, role: &Arc<str>, tasks: Vec<TaskInfo>) {
+    fn launch(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        role: &Arc<str>,
+        tasks: Vec<TaskInfo>,
+    ) {
         let user = self
             .frameworks
             .get(framework_id)
@@ -806,7 +819,13 @@ impl State {
     }
 
     /// Tasks of an ACCEPT that cannot be launched because its offers are invalid.
-    fn drop_launches(&mut self, framework_id: &str, operations: &[Operation], why: &str, reason: &str) {
+    fn drop_launches(
+        &mut self,
+        framework_id: &str,
+        operations: &[Operation],
+        why: &str,
+        reason: &str,
+    ) {
         let partition_aware = self
             .frameworks
             .get(framework_id)
@@ -855,13 +874,21 @@ impl State {
         }
     }
 
-    pub(super) fn revive(&mut self, framework_id: &str, roles: Option<&[String]>) -> Result<(), ApiError> {
+    pub(super) fn revive(
+        &mut self,
+        framework_id: &str,
+        roles: Option<&[String]>,
+    ) -> Result<(), ApiError> {
         self.framework(framework_id)?;
         self.allocator.revive(framework_id, roles)?;
         Ok(())
     }
 
-    pub(super) fn suppress(&mut self, framework_id: &str, roles: Option<&[String]>) -> Result<(), ApiError> {
+    pub(super) fn suppress(
+        &mut self,
+        framework_id: &str,
+        roles: Option<&[String]>,
+    ) -> Result<(), ApiError> {
         self.framework(framework_id)?;
         self.allocator.suppress(framework_id, roles)?;
         Ok(())
@@ -1028,7 +1055,10 @@ impl State {
             ))
         })?;
         if !fw.tasks.contains_key(&status.task_id)
-            && !fw.completed.iter().any(|t| t.info.task_id == status.task_id)
+            && !fw
+                .completed
+                .iter()
+                .any(|t| t.info.task_id == status.task_id)
         {
             return Err(ApiError::NotFound(format!(
                 "task {} of framework {framework_id} is not known",
@@ -1073,11 +1103,7 @@ impl State {
         let free = task.state.is_terminal() && !task.recovered;
         if free {
             task.recovered = true;
-            *self
-                .counters
-                .terminal
-                .entry(task.state.name())
-                .or_default() += 1;
+            *self.counters.terminal.entry(task.state.name()).or_default() += 1;
         }
         let (agent_id, role, resources) = (
             task.info.agent_id.clone(),
@@ -1224,10 +1250,11 @@ impl State {
     }
 
     pub(super) fn agent_heartbeat(&mut self, agent_id: &str, now: Instant) -> Result<(), ApiError> {
-        let agent = self
-            .agents
-            .get_mut(agent_id)
-            .ok_or_else(|| ApiError::NotFound(format!("agent {agent_id} is not registered; register again")))?;
+        let agent = self.agents.get_mut(agent_id).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "agent {agent_id} is not registered; register again"
+            ))
+        })?;
         agent.last_seen = now;
         Ok(())
     }
@@ -1255,7 +1282,11 @@ impl State {
             tracing::warn!(agent = %agent_id, "agent missed its heartbeats; marking it unreachable");
             let _ = self.allocator.set_agent_active(&agent_id, false);
             self.rescind_agent_offers(&agent_id, now);
-            self.agent_tasks_to(&agent_id, TaskState::Unreachable, "REASON_AGENT_UNREACHABLE");
+            self.agent_tasks_to(
+                &agent_id,
+                TaskState::Unreachable,
+                "REASON_AGENT_UNREACHABLE",
+            );
         }
         for agent_id in removed {
             tracing::warn!(agent = %agent_id, "agent unreachable too long; removing it");
@@ -1454,7 +1485,10 @@ impl State {
             "master/frameworks_disconnected",
             (self.frameworks.len() - connected) as f64,
         );
-        put("master/frameworks_inactive", (self.frameworks.len() - connected) as f64);
+        put(
+            "master/frameworks_inactive",
+            (self.frameworks.len() - connected) as f64,
+        );
         put("master/outstanding_offers", self.offers.len() as f64);
         let mut live: BTreeMap<TaskState, u64> = BTreeMap::new();
         for fw in self.frameworks.values() {
@@ -1476,13 +1510,26 @@ impl State {
             let name = format!("master/tasks_{}", &state.name()[5..].to_lowercase());
             put(
                 &name,
-                self.counters.terminal.get(state.name()).copied().unwrap_or(0) as f64,
+                self.counters
+                    .terminal
+                    .get(state.name())
+                    .copied()
+                    .unwrap_or(0) as f64,
             );
         }
         put("master/offers_made", self.counters.offers_made as f64);
-        put("master/offers_declined", self.counters.offers_declined as f64);
-        put("master/offers_accepted", self.counters.offers_accepted as f64);
-        put("master/offers_rescinded", self.counters.offers_rescinded as f64);
+        put(
+            "master/offers_declined",
+            self.counters.offers_declined as f64,
+        );
+        put(
+            "master/offers_accepted",
+            self.counters.offers_accepted as f64,
+        );
+        put(
+            "master/offers_rescinded",
+            self.counters.offers_rescinded as f64,
+        );
         put("master/invalid_calls", self.counters.invalid_calls as f64);
         let h = &self.allocation_us;
         put("allocator/allocation_runs", h.len() as f64);

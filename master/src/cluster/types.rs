@@ -216,14 +216,9 @@ pub enum AgentCommand {
         grace: Option<Duration>,
     },
     /// The framework acknowledged this update: stop retrying it.
-    Acknowledge {
-        task_id: String,
-        uuid: [u8; 16],
-    },
+    Acknowledge { task_id: String, uuid: [u8; 16] },
     /// The framework is gone: kill all its tasks.
-    ShutdownFramework {
-        framework_id: String,
-    },
+    ShutdownFramework { framework_id: String },
 }
 
 /// What an agent registers with.

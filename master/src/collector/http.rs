@@ -48,5 +48,3 @@ async fn topology(State(collector): State<Collector>, Query(q): Query<TopologyQu
 async fn agents(State(collector): State<Collector>) -> Response {
     Json(serde_json::json!({ "agents": collector.agents() })).into_response()
 }
-
-

@@ -143,7 +143,8 @@ pub struct SchedulerClient {
 impl SchedulerClient {
     /// SUBSCRIBE with `framework_info` (Mesos JSON) and wait for SUBSCRIBED.
     pub async fn subscribe(addr: SocketAddr, framework_info: Value) -> Result<Self, ClientError> {
-        let call = json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": framework_info } });
+        let call =
+            json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": framework_info } });
         let mut sender = connection(addr).await?;
         let response = sender
             .send_request(request(
@@ -187,7 +188,11 @@ impl SchedulerClient {
     }
 
     /// Reads more of the stream; false when it ended.
-    async fn receive(&mut self, deadline: tokio::time::Instant, wait: Duration) -> Result<bool, ClientError> {
+    async fn receive(
+        &mut self,
+        deadline: tokio::time::Instant,
+        wait: Duration,
+    ) -> Result<bool, ClientError> {
         let frame = tokio::time::timeout_at(deadline, self.body.frame())
             .await
             .map_err(|_| ClientError::Timeout(wait))?;
@@ -256,7 +261,12 @@ impl SchedulerClient {
     /// Sends a call as this framework on a new connection; returns the status and body.
     pub async fn call(&self, mut call: Value) -> Result<(StatusCode, String), ClientError> {
         call["framework_id"] = json!({ "value": self.framework_id });
-        post(self.addr, call.to_string().into_bytes(), Some(&self.stream_id)).await
+        post(
+            self.addr,
+            call.to_string().into_bytes(),
+            Some(&self.stream_id),
+        )
+        .await
     }
 
     /// Acknowledges an update's status (Mesos JSON) if it carries a uuid.

@@ -286,7 +286,10 @@ pub fn resources(list: Vec<ResourceJson>) -> Result<Resources, String> {
                     .ok_or_else(|| format!("resource {}: SCALAR without `scalar`", r.name))?
                     .value;
                 if !v.is_finite() || v < 0.0 {
-                    return Err(format!("resource {}: scalar {v} is not a number >= 0", r.name));
+                    return Err(format!(
+                        "resource {}: scalar {v} is not a number >= 0",
+                        r.name
+                    ));
                 }
                 Value::Scalar(Scalar::from_f64(v))
             }
@@ -375,7 +378,9 @@ pub fn operations(list: Vec<OperationJson>) -> Result<Vec<Operation>, String> {
                 ))
             }
             "LAUNCH_GROUP" => {
-                let group = op.launch_group.ok_or("LAUNCH_GROUP without `launch_group`")?;
+                let group = op
+                    .launch_group
+                    .ok_or("LAUNCH_GROUP without `launch_group`")?;
                 Ok(Operation::LaunchGroup(
                     group
                         .task_group
@@ -436,7 +441,12 @@ pub fn resource(r: &Resource, allocated_to: Option<&str>) -> Json {
 }
 
 pub fn resource_list(resources: &Resources, allocated_to: Option<&str>) -> Json {
-    Json::Array(resources.iter().map(|r| resource(r, allocated_to)).collect())
+    Json::Array(
+        resources
+            .iter()
+            .map(|r| resource(r, allocated_to))
+            .collect(),
+    )
 }
 
 /// `{"cpus": 1.5, "mem": 128, "ports": "[31000-31010]"}` as in Mesos's `/master/state`.
@@ -448,7 +458,10 @@ pub fn resource_summary(resources: &Resources) -> Json {
     for r in resources.iter() {
         match &r.value {
             Value::Scalar(_) => {
-                out.insert(r.name.to_string(), json!(resources.scalar(&r.name).as_f64()));
+                out.insert(
+                    r.name.to_string(),
+                    json!(resources.scalar(&r.name).as_f64()),
+                );
             }
             Value::Ranges(ranges) => {
                 out.insert(r.name.to_string(), json!(ranges.to_string()));

@@ -22,7 +22,7 @@ use axum::{
 use futures::stream;
 use serde_json::{Value as JsonValue, json};
 
-use crate::cluster::{ApiError, Cluster, Event, StateSnapshot, TaskView};
+use crate::cluster::{ApiError, Cluster, ConnectionGuard, Event, StateSnapshot, TaskView};
 
 pub const STREAM_ID_HEADER: &str = "Mesos-Stream-Id";
 
@@ -53,7 +53,12 @@ pub fn router(cluster: Cluster) -> Router {
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let mut message = message.into();
     message.push('\n');
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
 }
 
 fn api_error(err: ApiError) -> Response {
@@ -99,9 +104,7 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
             format!("{} needs `framework_id`", call.kind),
         );
     };
-    let stream_id = headers
-        .get(STREAM_ID_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let stream_id = headers.get(STREAM_ID_HEADER).and_then(|v| v.to_str().ok());
     if let Err(err) = api.cluster.check_stream(&framework_id, stream_id) {
         return api_error(err);
     }
@@ -123,7 +126,9 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             };
             let offer_ids: Vec<String> = accept.offer_ids.into_iter().map(|i| i.value).collect();
-            let refuse = accept.filters.and_then(|f| json::duration(f.refuse_seconds));
+            let refuse = accept
+                .filters
+                .and_then(|f| json::duration(f.refuse_seconds));
             accepted(cluster.accept(&framework_id, &offer_ids, operations, refuse))
         }
         "DECLINE" => {
@@ -131,7 +136,9 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
                 return missing("decline");
             };
             let offer_ids: Vec<String> = decline.offer_ids.into_iter().map(|i| i.value).collect();
-            let refuse = decline.filters.and_then(|f| json::duration(f.refuse_seconds));
+            let refuse = decline
+                .filters
+                .and_then(|f| json::duration(f.refuse_seconds));
             accepted(cluster.decline(&framework_id, &offer_ids, refuse))
         }
         "REVIVE" => {
@@ -177,8 +184,12 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
                 .collect();
             accepted(cluster.reconcile(&framework_id, &tasks))
         }
-        "MESSAGE" | "REQUEST" | "SHUTDOWN" | "ACCEPT_INVERSE_OFFERS"
-        | "DECLINE_INVERSE_OFFERS" | "UPDATE_FRAMEWORK" => error(
+        "MESSAGE"
+        | "REQUEST"
+        | "SHUTDOWN"
+        | "ACCEPT_INVERSE_OFFERS"
+        | "DECLINE_INVERSE_OFFERS"
+        | "UPDATE_FRAMEWORK" => error(
             StatusCode::NOT_IMPLEMENTED,
             format!("{} is not supported by this master", call.kind),
         ),
@@ -189,23 +200,12 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
     }
 }
 
-/// Marks the framework disconnected when its event stream is dropped (client gone).
-struct Connection {
-    cluster: Cluster,
-    framework_id: String,
-    stream_id: String,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.cluster
-            .disconnected(&self.framework_id, &self.stream_id);
-    }
-}
-
 fn subscribe(api: Api, call: json::Call) -> Response {
     let Some(subscribe) = call.subscribe else {
-        return error(StatusCode::BAD_REQUEST, "SUBSCRIBE needs the `subscribe` object");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "SUBSCRIBE needs the `subscribe` object",
+        );
     };
     let info = json::framework_info(subscribe.framework_info);
     if let (Some(call_id), Some(info_id)) = (&call.framework_id, &info.id)
@@ -225,36 +225,38 @@ fn subscribe(api: Api, call: json::Call) -> Response {
             .cluster
             .suppress(&sub.framework_id, Some(&subscribe.suppressed_roles));
     }
-    let connection = Connection {
-        cluster: api.cluster.clone(),
-        framework_id: sub.framework_id.clone(),
-        stream_id: sub.stream_id.clone(),
-    };
+    let connection = ConnectionGuard::new(&api.cluster, &sub);
     let stream_id = sub.stream_id.clone();
     let heartbeat = {
         let start = tokio::time::Instant::now() + api.heartbeat;
         tokio::time::interval_at(start, api.heartbeat)
     };
     let state = (sub.events, heartbeat, connection, api.master_id.clone());
-    let events = stream::unfold(state, |(mut rx, mut heartbeat, connection, master_id)| async move {
-        let event: Option<Event> = tokio::select! {
-            event = rx.recv() => event,
-            _ = heartbeat.tick() => Some(Event::Heartbeat),
-        };
-        let event = event?;
-        // Everything already queued goes out in the same chunk: one write for a burst of
-        // updates instead of one per event.
-        let mut chunk = recordio::encode(json::event(&event, &master_id).to_string().as_bytes());
-        for _ in 0..MAX_EVENTS_PER_CHUNK {
-            let Ok(event) = rx.try_recv() else { break };
-            chunk.extend(recordio::encode(json::event(&event, &master_id).to_string().as_bytes()));
-        }
-        let chunk = Bytes::from(chunk);
-        Some((
-            Ok::<_, Infallible>(chunk),
-            (rx, heartbeat, connection, master_id),
-        ))
-    });
+    let events = stream::unfold(
+        state,
+        |(mut rx, mut heartbeat, connection, master_id)| async move {
+            let event: Option<Event> = tokio::select! {
+                event = rx.recv() => event,
+                _ = heartbeat.tick() => Some(Event::Heartbeat),
+            };
+            let event = event?;
+            // Everything already queued goes out in the same chunk: one write for a burst of
+            // updates instead of one per event.
+            let mut chunk =
+                recordio::encode(json::event(&event, &master_id).to_string().as_bytes());
+            for _ in 0..MAX_EVENTS_PER_CHUNK {
+                let Ok(event) = rx.try_recv() else { break };
+                chunk.extend(recordio::encode(
+                    json::event(&event, &master_id).to_string().as_bytes(),
+                ));
+            }
+            let chunk = Bytes::from(chunk);
+            Some((
+                Ok::<_, Infallible>(chunk),
+                (rx, heartbeat, connection, master_id),
+            ))
+        },
+    );
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")

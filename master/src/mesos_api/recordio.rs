@@ -32,7 +32,9 @@ impl Decoder {
         loop {
             let Some(newline) = self.buffer.iter().position(|&b| b == b'\n') else {
                 if self.buffer.len() > 20 {
-                    return Err(FramingError("no length prefix in the first 20 bytes".into()));
+                    return Err(FramingError(
+                        "no length prefix in the first 20 bytes".into(),
+                    ));
                 }
                 break;
             };
@@ -43,7 +45,9 @@ impl Decoder {
                 .parse()
                 .map_err(|_| FramingError(format!("length prefix {header:?} is not a number")))?;
             if length > MAX_RECORD {
-                return Err(FramingError(format!("record of {length} bytes is too large")));
+                return Err(FramingError(format!(
+                    "record of {length} bytes is too large"
+                )));
             }
             if self.buffer.len() < newline + 1 + length {
                 break;
@@ -70,7 +74,10 @@ mod tests {
             let mut d = Decoder::default();
             let mut got = d.push(&stream[..split]).unwrap();
             got.extend(d.push(&stream[split..]).unwrap());
-            assert_eq!(got, vec![b"{\"a\":1}".to_vec(), vec![], b"hello\nworld".to_vec()]);
+            assert_eq!(
+                got,
+                vec![b"{\"a\":1}".to_vec(), vec![], b"hello\nworld".to_vec()]
+            );
         }
         assert!(Decoder::default().push(b"x1\n").is_err());
     }

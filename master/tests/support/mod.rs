@@ -60,7 +60,9 @@ pub struct Scheduler {
 impl Scheduler {
     /// SUBSCRIBE and wait for SUBSCRIBED; checks the response headers Mesos promises.
     pub async fn subscribe(addr: SocketAddr, framework_info: Value) -> Scheduler {
-        let client = SchedulerClient::subscribe(addr, framework_info).await.unwrap();
+        let client = SchedulerClient::subscribe(addr, framework_info)
+            .await
+            .unwrap();
         Scheduler {
             framework_id: client.framework_id.clone(),
             stream_id: client.stream_id.clone(),
@@ -83,7 +85,10 @@ impl Scheduler {
 
     /// The first event of `kind` (other events stay queued).
     pub async fn wait_for(&mut self, kind: &str) -> Value {
-        self.client.take(DEADLINE, |e| e["type"] == kind).await.unwrap()
+        self.client
+            .take(DEADLINE, |e| e["type"] == kind)
+            .await
+            .unwrap()
     }
 
     /// The first UPDATE for `task_id`, as its status.
@@ -109,7 +114,11 @@ impl Scheduler {
 }
 
 /// POSTs raw bytes to the scheduler endpoint.
-pub async fn raw_call(addr: SocketAddr, body: Vec<u8>, stream_id: Option<&str>) -> (StatusCode, String) {
+pub async fn raw_call(
+    addr: SocketAddr,
+    body: Vec<u8>,
+    stream_id: Option<&str>,
+) -> (StatusCode, String) {
     client::post(addr, body, stream_id).await.unwrap()
 }
 
@@ -132,7 +141,11 @@ pub async fn simulated_agent(
     cluster: &Cluster,
     hostname: &str,
     resources: &str,
-) -> (String, Arc<Mutex<AgentLog>>, Arc<std::sync::atomic::AtomicBool>) {
+) -> (
+    String,
+    Arc<Mutex<AgentLog>>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
     let link = cluster
         .register_agent(
             AgentInfo {
