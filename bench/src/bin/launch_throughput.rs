@@ -536,11 +536,13 @@ async fn main() -> Result<()> {
         println!("  {mode:<24} {rate:>10.0} tasks/s to TASK_RUNNING   (allocation ms: {alloc})");
         rates.push(rate);
     }
-    println!(
-        "  API cost vs core: gRPC {:.2}x, HTTP {:.2}x of the baseline rate",
-        rates[1] / rates[0],
-        rates[2] / rates[0]
-    );
+    if rates.iter().all(|r| r.is_finite()) {
+        println!(
+            "  API cost vs core: gRPC {:.2}x, HTTP {:.2}x of the baseline rate",
+            rates[1] / rates[0],
+            rates[2] / rates[0]
+        );
+    }
     let h = offer_latency(args.offer_samples).await?;
     println!(
         "offer latency (DECLINE -> next OFFERS, HTTP, {} samples): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",

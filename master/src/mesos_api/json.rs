@@ -511,6 +511,68 @@ pub fn status(s: &TaskStatus) -> Json {
     out
 }
 
+#[derive(serde::Serialize)]
+struct IdRef<'a> {
+    value: &'a str,
+}
+
+/// A TaskStatus written straight to JSON (the hottest event: two per task).
+#[derive(serde::Serialize)]
+struct StatusRef<'a> {
+    task_id: IdRef<'a>,
+    state: &'static str,
+    source: &'static str,
+    timestamp: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: Option<IdRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uuid: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct UpdateEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    update: UpdateBody<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct UpdateBody<'a> {
+    status: StatusRef<'a>,
+}
+
+/// Appends the event's JSON to `out`.
+pub fn write_event(out: &mut Vec<u8>, e: &Event, master_id: &str) {
+    match e {
+        Event::Update(s) => {
+            let update = UpdateEvent {
+                kind: "UPDATE",
+                update: UpdateBody {
+                    status: StatusRef {
+                        task_id: IdRef { value: &s.task_id },
+                        state: s.state.name(),
+                        source: s.source.name(),
+                        timestamp: s.timestamp,
+                        agent_id: (!s.agent_id.is_empty()).then_some(IdRef {
+                            value: &s.agent_id,
+                        }),
+                        reason: s.reason.as_deref(),
+                        message: s.message.as_deref(),
+                        uuid: s.uuid.map(|u| BASE64.encode(u)),
+                    },
+                },
+            };
+            serde_json::to_writer(&mut *out, &update).expect("writing to a Vec cannot fail");
+        }
+        other => serde_json::to_writer(&mut *out, &event(other, master_id))
+            .expect("writing to a Vec cannot fail"),
+    }
+}
+
 pub fn event(e: &Event, master_id: &str) -> Json {
     match e {
         Event::Subscribed {

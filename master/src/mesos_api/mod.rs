@@ -242,13 +242,18 @@ fn subscribe(api: Api, call: json::Call) -> Response {
             let event = event?;
             // Everything already queued goes out in the same chunk: one write for a burst of
             // updates instead of one per event.
-            let mut chunk =
-                recordio::encode(json::event(&event, &master_id).to_string().as_bytes());
-            for _ in 0..MAX_EVENTS_PER_CHUNK {
-                let Ok(event) = rx.try_recv() else { break };
-                chunk.extend(recordio::encode(
-                    json::event(&event, &master_id).to_string().as_bytes(),
-                ));
+            let mut chunk = Vec::new();
+            let mut record = Vec::new();
+            let mut next = Some(event);
+            let mut written = 0;
+            while let Some(event) = next.take() {
+                record.clear();
+                json::write_event(&mut record, &event, &master_id);
+                recordio::encode_into(&mut chunk, &record);
+                written += 1;
+                if written < MAX_EVENTS_PER_CHUNK {
+                    next = rx.try_recv().ok();
+                }
             }
             let chunk = Bytes::from(chunk);
             Some((

@@ -4,10 +4,15 @@
 /// Frames one record.
 pub fn encode(record: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(record.len() + 8);
-    out.extend_from_slice(record.len().to_string().as_bytes());
-    out.push(b'\n');
-    out.extend_from_slice(record);
+    encode_into(&mut out, record);
     out
+}
+
+/// Frames one record at the end of `out`.
+pub fn encode_into(out: &mut Vec<u8>, record: &[u8]) {
+    use std::io::Write as _;
+    let _ = write!(out, "{}\n", record.len());
+    out.extend_from_slice(record);
 }
 
 /// Reassembles records from chunks that may split them anywhere.
