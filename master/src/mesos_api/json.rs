@@ -557,9 +557,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, master_id: &str) {
                         state: s.state.name(),
                         source: s.source.name(),
                         timestamp: s.timestamp,
-                        agent_id: (!s.agent_id.is_empty()).then_some(IdRef {
-                            value: &s.agent_id,
-                        }),
+                        agent_id: (!s.agent_id.is_empty()).then_some(IdRef { value: &s.agent_id }),
                         reason: s.reason.as_deref(),
                         message: s.message.as_deref(),
                         uuid: s.uuid.map(|u| BASE64.encode(u)),

@@ -11,7 +11,7 @@ pub fn encode(record: &[u8]) -> Vec<u8> {
 /// Frames one record at the end of `out`.
 pub fn encode_into(out: &mut Vec<u8>, record: &[u8]) {
     use std::io::Write as _;
-    let _ = write!(out, "{}\n", record.len());
+    let _ = writeln!(out, "{}", record.len());
     out.extend_from_slice(record);
 }
 
