@@ -3,7 +3,7 @@
 mod support;
 
 use orca_master::{
-    cluster::{AgentInfo, Cluster, ClusterConfig},
+    cluster::{AgentInfo, Cluster, ClusterConfig, CommandInfo, RunningTask, TaskInfo, TaskState},
     resources::Resources,
 };
 use serde_json::json;
@@ -25,7 +25,20 @@ async fn a_restarted_master_recovers_its_registry() {
     let gone = Scheduler::subscribe(first.addr, info("gone")).await;
     let (code, _) = gone.call(json!({ "type": "TEARDOWN" })).await;
     assert_eq!(code.as_u16(), 202);
-    let stays = Scheduler::subscribe(first.addr, info("stays")).await;
+    let mut stays = Scheduler::subscribe(first.addr, info("stays")).await;
+    let offer = stays.wait_for("OFFERS").await["offers"]["offers"][0].clone();
+    let (code, _) = stays
+        .call(json!({
+            "type": "ACCEPT",
+            "accept": {
+                "offer_ids": [offer["id"]],
+                "operations": [launch("kept", &offer["agent_id"], scalars(1.0, 128.0))],
+            }
+        }))
+        .await;
+    assert_eq!(code.as_u16(), 202);
+    assert_eq!(stays.update_for("kept").await["state"], "TASK_STARTING");
+    assert_eq!(stays.update_for("kept").await["state"], "TASK_RUNNING");
     drop(first);
 
     // A new master process on the same registry.
@@ -40,13 +53,22 @@ async fn a_restarted_master_recovers_its_registry() {
     let (code, body) = raw_call(second.addr, call.to_string().into_bytes(), None).await;
     assert_eq!(code.as_u16(), 403, "{body}");
     assert!(body.contains("torn down"), "{body}");
-    // The other framework re-subscribes under its id.
-    let mut back = info("stays");
-    back["id"] = json!({ "value": stays.framework_id });
-    let resubscribed = Scheduler::subscribe(second.addr, back).await;
-    assert_eq!(resubscribed.framework_id, stays.framework_id);
-    // The agent re-registers under its id and is no longer waited for.
-    let link = second
+    // The agent re-registers under its id with the task still running, before the
+    // framework is back: the task is kept (not shut down) and charged to the framework.
+    let kept = TaskInfo {
+        task_id: "kept".into(),
+        name: "kept".into(),
+        agent_id: agent_id.clone(),
+        resources: Resources::parse("cpus:1;mem:128").unwrap(),
+        command: Some(CommandInfo {
+            shell: true,
+            value: "sleep 1000".into(),
+            ..Default::default()
+        }),
+        labels: Default::default(),
+        kill_grace: None,
+    };
+    let mut link = second
         .cluster
         .register_agent(
             AgentInfo {
@@ -55,10 +77,39 @@ async fn a_restarted_master_recovers_its_registry() {
                 resources: Resources::parse("cpus:2;mem:1024").unwrap(),
                 attributes: Default::default(),
             },
-            Vec::new(),
+            vec![RunningTask {
+                framework_id: stays.framework_id.clone(),
+                info: kept,
+                role: "*".into(),
+                state: TaskState::Running,
+            }],
         )
         .unwrap();
     assert_eq!(link.agent_id, agent_id);
+    assert!(link.commands.try_recv().is_err(), "nothing was shut down");
+    assert_eq!(
+        second
+            .cluster
+            .agent_available(&agent_id)
+            .unwrap()
+            .scalar("cpus")
+            .as_f64(),
+        1.0,
+        "the running task's CPU stays charged"
+    );
+    // The framework re-subscribes under its id and finds its task.
+    let mut back = info("stays");
+    back["id"] = json!({ "value": stays.framework_id });
+    let mut resubscribed = Scheduler::subscribe(second.addr, back).await;
+    assert_eq!(resubscribed.framework_id, stays.framework_id);
+    let (code, _) = resubscribed
+        .call(json!({ "type": "RECONCILE", "reconcile": { "tasks": [] } }))
+        .await;
+    assert_eq!(code.as_u16(), 202);
+    assert_eq!(
+        resubscribed.update_for("kept").await["state"],
+        "TASK_RUNNING"
+    );
     let state = get_json(second.addr, "/master/state").await;
     assert!(state["recovered_slaves"].as_array().unwrap().is_empty());
     assert_eq!(state["slaves"][0]["id"], agent_id.as_str());

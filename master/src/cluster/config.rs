@@ -17,6 +17,9 @@ pub struct ClusterConfig {
     pub agent_ping_timeout: Duration,
     /// An unreachable agent is removed after this; its tasks become `TASK_LOST`.
     pub agent_removal_timeout: Duration,
+    /// After a master restart, how long a framework whose tasks agents report has to
+    /// re-subscribe before it is torn down (and its tasks killed).
+    pub framework_recovery_timeout: Duration,
     /// Heartbeat interval announced to frameworks in SUBSCRIBED.
     pub framework_heartbeat: Duration,
     /// Default `refuse_seconds` when a DECLINE or ACCEPT carries no filters (Mesos: 5 s).
@@ -39,6 +42,7 @@ impl Default for ClusterConfig {
             offer_timeout: Some(Duration::from_secs(60)),
             agent_ping_timeout: Duration::from_secs(75),
             agent_removal_timeout: Duration::from_secs(600),
+            framework_recovery_timeout: Duration::from_secs(600),
             framework_heartbeat: Duration::from_secs(15),
             default_refuse: Duration::from_secs(5),
             completed_tasks_kept: 1000,

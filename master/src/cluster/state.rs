@@ -140,7 +140,7 @@ pub(super) struct State {
     /// Agents in the registry that have not re-registered since this master started.
     recovered_agents: BTreeMap<String, AgentRecord>,
     /// Frameworks in the registry (they may re-subscribe with their id).
-    registered_frameworks: HashSet<String>,
+    registered_frameworks: HashMap<String, FrameworkRecord>,
 }
 
 impl std::fmt::Debug for State {
@@ -208,7 +208,7 @@ impl State {
             allocation_us: Histogram::new(3).expect("valid histogram"),
             store,
             recovered_agents: registry.agents,
-            registered_frameworks: registry.frameworks.into_keys().collect(),
+            registered_frameworks: registry.frameworks.into_iter().collect(),
         })
     }
 
@@ -307,17 +307,18 @@ impl State {
                 // A framework id we never saw (e.g. after a master restart without the HA
                 // store) is adopted, as Mesos does when frameworks re-register.
                 let id = requested.unwrap_or_else(|| self.next("framework-"));
-                if !self.registered_frameworks.contains(&id) {
+                if !self.registered_frameworks.contains_key(&id) {
+                    let record = FrameworkRecord {
+                        name: info.name.clone(),
+                        user: info.user.clone(),
+                        roles: info.roles.clone(),
+                        principal: info.principal.clone(),
+                    };
                     self.record(Change::FrameworkAdded {
                         id: id.clone(),
-                        record: FrameworkRecord {
-                            name: info.name.clone(),
-                            user: info.user.clone(),
-                            roles: info.roles.clone(),
-                            principal: info.principal.clone(),
-                        },
+                        record: record.clone(),
                     })?;
-                    self.registered_frameworks.insert(id.clone());
+                    self.registered_frameworks.insert(id.clone(), record);
                 }
                 self.allocator.add_framework(&id, &spec)?;
                 info.id = Some(id.clone());
@@ -1163,6 +1164,7 @@ impl State {
                 if was_unreachable {
                     let _ = self.allocator.set_agent_active(&id, true);
                 }
+                self.recover_frameworks(&running, now);
                 for task in running {
                     let framework_id = task.framework_id.clone();
                     self.readopt(&id, task, framework_id);
@@ -1184,6 +1186,7 @@ impl State {
                 },
             })?;
         }
+        self.recover_frameworks(&running, now);
         let mut used = Vec::new();
         for task in &running {
             if self.frameworks.contains_key(&task.framework_id) {
@@ -1218,6 +1221,65 @@ impl State {
             agent_id,
             commands: rx,
         })
+    }
+
+    /// Frameworks the registry knows, whose tasks an agent reports before the framework has
+    /// re-subscribed to this master (after a master restart), are recreated disconnected: their
+    /// tasks keep running and are charged, and the framework has `framework_recovery_timeout`
+    /// to come back before it is torn down.
+    fn recover_frameworks(&mut self, running: &[RunningTask], now: Instant) {
+        for task in running {
+            let id = &task.framework_id;
+            if self.frameworks.contains_key(id) {
+                continue;
+            }
+            let Some(record) = self.registered_frameworks.get(id).cloned() else {
+                continue;
+            };
+            let mut roles = record.roles.clone();
+            for t in running.iter().filter(|t| &t.framework_id == id) {
+                if !roles.contains(&t.role) {
+                    roles.push(t.role.clone());
+                }
+            }
+            let spec = FrameworkSpec {
+                roles: roles.clone(),
+                suppressed_roles: Vec::new(),
+                gpu_aware: false,
+            };
+            if self.allocator.add_framework(id, &spec).is_err() {
+                continue;
+            }
+            let _ = self.allocator.set_framework_active(id, false);
+            tracing::info!(framework = %id, "recovered from the registry; waiting for it to re-subscribe");
+            self.frameworks.insert(
+                id.clone(),
+                FrameworkEntry {
+                    id: id.clone(),
+                    info: FrameworkInfo {
+                        id: Some(id.clone()),
+                        user: record.user,
+                        name: record.name,
+                        roles,
+                        principal: record.principal,
+                        failover_timeout: self.config.framework_recovery_timeout,
+                        capabilities: if spec.roles.len() > 1 {
+                            vec!["MULTI_ROLE".into()]
+                        } else {
+                            Vec::new()
+                        },
+                        ..Default::default()
+                    },
+                    stream_id: None,
+                    events: None,
+                    disconnected_at: Some(now),
+                    registered: SystemTime::now(),
+                    offers: HashSet::new(),
+                    tasks: HashMap::new(),
+                    completed: VecDeque::new(),
+                },
+            );
+        }
     }
 
     /// A task an agent reports running when it (re-)registers.
