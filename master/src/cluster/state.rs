@@ -1460,6 +1460,23 @@ impl State {
             })
             .collect();
         frameworks.sort_by(|a, b| a.id.cmp(&b.id));
+        // One pass over tasks and offers, not one per agent.
+        let mut used_by: HashMap<&str, Resources> = HashMap::new();
+        for t in self.frameworks.values().flat_map(|fw| fw.tasks.values()) {
+            if !t.state.is_terminal() {
+                used_by
+                    .entry(t.info.agent_id.as_str())
+                    .or_default()
+                    .add(&t.info.resources);
+            }
+        }
+        let mut offered_by: HashMap<&str, Resources> = HashMap::new();
+        for o in self.offers.values() {
+            offered_by
+                .entry(o.offer.agent_id.as_str())
+                .or_default()
+                .add(&o.offer.resources);
+        }
         let mut agents: Vec<AgentView> = self
             .agents
             .values()
@@ -1470,18 +1487,8 @@ impl State {
                     .agent_available(&a.id)
                     .cloned()
                     .unwrap_or_default();
-                let mut used = Resources::new();
-                let mut offered = Resources::new();
-                for fw in self.frameworks.values() {
-                    for t in fw.tasks.values() {
-                        if t.info.agent_id == a.id && !t.state.is_terminal() {
-                            used.add(&t.info.resources);
-                        }
-                    }
-                }
-                for o in self.offers.values().filter(|o| o.offer.agent_id == a.id) {
-                    offered.add(&o.offer.resources);
-                }
+                let used = used_by.remove(a.id.as_str()).unwrap_or_default();
+                let offered = offered_by.remove(a.id.as_str()).unwrap_or_default();
                 AgentView {
                     id: a.id.clone(),
                     hostname: a.info.hostname.clone(),
