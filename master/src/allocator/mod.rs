@@ -122,6 +122,8 @@ struct AgentState {
     available: Resources,
     active: bool,
     has_gpus: bool,
+    /// Whether any of the agent's resources are reserved (offers then depend on the role).
+    has_reservations: bool,
     /// What is allocated on this agent, per framework and role.
     allocations: Vec<Held>,
     filters: OfferFilters,
@@ -259,6 +261,7 @@ impl Allocator {
         let state = AgentState {
             id: id.clone(),
             has_gpus: total.scalar("gpus").0 > 0,
+            has_reservations: total.has_reservations(),
             total,
             available,
             active: true,
@@ -762,7 +765,7 @@ impl Allocator {
         let agent = self.agents[slot].as_ref().expect("slot in use");
         // What the agent can offer depends on the role only: computed once per role met, and
         // not copied at all when the agent has no reservations and no quota applies.
-        let plain = quota.is_none() && !agent.total.has_reservations();
+        let plain = quota.is_none() && !agent.has_reservations;
         // One bit per client this agent cannot go to: blocked this cycle, not GPU-aware on a
         // GPU agent, or (whole-agent offers) refusing all of it. When every bit is set the
         // agent is skipped without walking the DRF order.

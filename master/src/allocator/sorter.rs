@@ -235,10 +235,19 @@ impl DrfSorter {
         let order = &mut self.nodes[node].order;
         let from = order.partition_point(|r| r.before(old, id));
         debug_assert_eq!(order[from].id, id);
-        let mut entry = order.remove(from);
-        entry.share = share;
-        let to = order.partition_point(|r| r.before(share, id));
-        order.insert(to, entry);
+        order[from].share = share;
+        // Move the entry to its new place by rotating only the span between.
+        if share
+            .total_cmp(&old)
+            .then(std::cmp::Ordering::Equal)
+            .is_ge()
+        {
+            let to = from + order[from + 1..].partition_point(|r| r.before(share, id));
+            order[from..=to].rotate_left(1);
+        } else {
+            let to = order[..from].partition_point(|r| r.before(share, id));
+            order[to..=from].rotate_right(1);
+        }
         self.charge(node, amount, add);
     }
 
