@@ -270,6 +270,14 @@ fn containerd_container_with_its_process_and_connection() {
                 std::thread::sleep(Duration::from_millis(100));
             }
             let _ = (self.0)().args(["containers", "delete", &self.1]).status();
+            // containerd leaves the namespace's (now empty) cgroup in every hierarchy.
+            for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::remove_dir(hierarchy.path().join("orca-test"));
+            }
         }
     }
     sh(ctr()
