@@ -351,6 +351,15 @@ fn docker_container_with_its_process_and_connection() {
                 nix::sys::signal::Signal::SIGTERM,
             );
             let _ = self.0.wait();
+            // The cgroupfs driver leaves its (now empty) parent cgroup in every hierarchy;
+            // rmdir fails harmlessly if another engine still has containers there.
+            for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::remove_dir(hierarchy.path().join("docker"));
+            }
         }
     }
     let _dockerd = Dockerd(dockerd);
