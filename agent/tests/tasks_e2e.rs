@@ -138,6 +138,12 @@ async fn update(s: &mut SchedulerClient, task_id: &str) -> Value {
     status
 }
 
+/// The task's first two updates: TASK_STARTING, then TASK_RUNNING.
+async fn started(s: &mut SchedulerClient, task_id: &str) {
+    assert_eq!(update(s, task_id).await["state"], "TASK_STARTING");
+    assert_eq!(update(s, task_id).await["state"], "TASK_RUNNING");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_tasks_run_finish_fail_and_are_killed_through_the_master() {
     let c = cluster("life", "cpus:2;mem:1024;disk:1000").await;
@@ -162,8 +168,7 @@ async fn real_tasks_run_finish_fail_and_are_killed_through_the_master() {
     )
     .await;
     for id in ["done", "fails", "sleeper"] {
-        assert_eq!(update(&mut s, id).await["state"], "TASK_STARTING");
-        assert_eq!(update(&mut s, id).await["state"], "TASK_RUNNING");
+        started(&mut s, id).await;
     }
     let done = update(&mut s, "done").await;
     assert_eq!(done["state"], "TASK_FINISHED", "{done}");
@@ -232,8 +237,7 @@ async fn an_oom_kill_reaches_the_framework_with_its_reason() {
         )],
     )
     .await;
-    assert_eq!(update(&mut s, "hog").await["state"], "TASK_STARTING");
-    assert_eq!(update(&mut s, "hog").await["state"], "TASK_RUNNING");
+    started(&mut s, "hog").await;
     let failed = update(&mut s, "hog").await;
     assert_eq!(failed["state"], "TASK_FAILED");
     assert_eq!(failed["reason"], "REASON_CONTAINER_LIMITATION_MEMORY");
@@ -257,8 +261,7 @@ async fn tearing_down_a_framework_kills_its_running_tasks() {
         )],
     )
     .await;
-    assert_eq!(update(&mut s, "victim").await["state"], "TASK_STARTING");
-    assert_eq!(update(&mut s, "victim").await["state"], "TASK_RUNNING");
+    started(&mut s, "victim").await;
     let pid_file = c
         .work
         .join(format!("frameworks/{}/tasks/victim", s.framework_id));

@@ -45,6 +45,12 @@ fn status(err: ApiError) -> Status {
     }
 }
 
+/// The reply to a call: an empty result, or the refusal as a gRPC status.
+fn done(result: Result<(), ApiError>) -> Result<Response<pb::CallResult>, Status> {
+    result.map_err(status)?;
+    Ok(Response::new(pb::CallResult {}))
+}
+
 fn refuse(seconds: f64) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0)
         .then(|| Duration::from_secs_f64(seconds.min(365.0 * 24.0 * 3600.0)))
@@ -167,15 +173,12 @@ impl Scheduler for SchedulerService {
                 Operation::Launch(tasks)
             });
         }
-        self.cluster
-            .accept(
-                &framework_id,
-                &r.offer_ids,
-                operations,
-                refuse(r.refuse_seconds),
-            )
-            .map_err(status)?;
-        Ok(Response::new(pb::CallResult {}))
+        done(self.cluster.accept(
+            &framework_id,
+            &r.offer_ids,
+            operations,
+            refuse(r.refuse_seconds),
+        ))
     }
 
     async fn decline(
@@ -184,10 +187,10 @@ impl Scheduler for SchedulerService {
     ) -> Result<Response<pb::CallResult>, Status> {
         let r = request.into_inner();
         let framework_id = self.check(r.header.as_ref())?;
-        self.cluster
-            .decline(&framework_id, &r.offer_ids, refuse(r.refuse_seconds))
-            .map_err(status)?;
-        Ok(Response::new(pb::CallResult {}))
+        done(
+            self.cluster
+                .decline(&framework_id, &r.offer_ids, refuse(r.refuse_seconds)),
+        )
     }
 
     async fn revive(
@@ -197,10 +200,7 @@ impl Scheduler for SchedulerService {
         let r = request.into_inner();
         let framework_id = self.check(r.header.as_ref())?;
         let roles = (!r.roles.is_empty()).then_some(r.roles);
-        self.cluster
-            .revive(&framework_id, roles.as_deref())
-            .map_err(status)?;
-        Ok(Response::new(pb::CallResult {}))
+        done(self.cluster.revive(&framework_id, roles.as_deref()))
     }
 
     async fn suppress(
@@ -210,10 +210,7 @@ impl Scheduler for SchedulerService {
         let r = request.into_inner();
         let framework_id = self.check(r.header.as_ref())?;
         let roles = (!r.roles.is_empty()).then_some(r.roles);
-        self.cluster
-            .suppress(&framework_id, roles.as_deref())
-            .map_err(status)?;
-        Ok(Response::new(pb::CallResult {}))
+        done(self.cluster.suppress(&framework_id, roles.as_deref()))
     }
 
     async fn kill(
@@ -222,10 +219,10 @@ impl Scheduler for SchedulerService {
     ) -> Result<Response<pb::CallResult>, Status> {
         let r = request.into_inner();
         let framework_id = self.check(r.header.as_ref())?;
-        self.cluster
-            .kill(&framework_id, &r.task_id, refuse(r.grace_seconds))
-            .map_err(status)?;
-        Ok(Response::new(pb::CallResult {}))
+        done(
+            self.cluster
+                .kill(&framework_id, &r.task_id, refuse(r.grace_seconds)),
+        )
     }
 
     async fn acknowledge(
@@ -239,10 +236,10 @@ impl Scheduler for SchedulerService {
             .as_slice()
             .try_into()
             .map_err(|_| Status::invalid_argument("uuid must be 16 bytes"))?;
-        self.cluster
-            .acknowledge(&framework_id, &r.agent_id, &r.task_id, uuid)
-            .map_err(status)?;
-        Ok(Response::new(pb::CallResult {}))
+        done(
+            self.cluster
+                .acknowledge(&framework_id, &r.agent_id, &r.task_id, uuid),
+        )
     }
 
     async fn reconcile(
@@ -256,10 +253,7 @@ impl Scheduler for SchedulerService {
             .into_iter()
             .map(|t| (t.task_id, (!t.agent_id.is_empty()).then_some(t.agent_id)))
             .collect();
-        self.cluster
-            .reconcile(&framework_id, &tasks)
-            .map_err(status)?;
-        Ok(Response::new(pb::CallResult {}))
+        done(self.cluster.reconcile(&framework_id, &tasks))
     }
 
     async fn teardown(
@@ -268,7 +262,6 @@ impl Scheduler for SchedulerService {
     ) -> Result<Response<pb::CallResult>, Status> {
         let header = request.into_inner();
         let framework_id = self.check(Some(&header))?;
-        self.cluster.teardown(&framework_id).map_err(status)?;
-        Ok(Response::new(pb::CallResult {}))
+        done(self.cluster.teardown(&framework_id))
     }
 }
