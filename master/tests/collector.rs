@@ -395,3 +395,86 @@ async fn watch_sends_a_snapshot_then_deltas() {
     .expect("an edge removal within 2 s");
     assert_eq!(removal.removed_edges, ["host:a->host:b"]);
 }
+
+#[tokio::test]
+async fn connections_view_names_the_far_end_and_drops_closed_connections() {
+    let running = start().await;
+    let (tx, mut acks) = open_stream(running.grpc).await;
+    let (a, b) = cross_host_reports();
+    tx.send(a.clone()).await.unwrap();
+    acks.message().await.unwrap().unwrap();
+    tx.send(b).await.unwrap();
+    acks.message().await.unwrap().unwrap();
+
+    let mut client = CollectorClient::connect(format!("http://{}", running.grpc))
+        .await
+        .unwrap();
+    let mut watch = client
+        .watch_topology(pb::WatchRequest {
+            view: pb::View::Connections as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = watch.message().await.unwrap().unwrap();
+    assert!(snapshot.full);
+    assert!(snapshot.upserted_nodes.is_empty(), "connections only");
+    let by_id: std::collections::HashMap<_, _> = snapshot
+        .upserted_connections
+        .iter()
+        .map(|c| (c.connection.as_ref().unwrap().id.as_str(), c))
+        .collect();
+    let outbound = by_id["a:10.1.0.1:5555-10.1.0.2:80"];
+    assert_eq!(outbound.hostname, "a");
+    assert_eq!(outbound.peer_node, "process:b:200", "the listener on b");
+    assert_eq!(outbound.peer_name, "nginx on b");
+    let listener = by_id["b:0.0.0.0:80-listen"];
+    assert_eq!(listener.peer_node, "");
+
+    // The connection closes: it is upserted once as CLOSED, then removed.
+    let mut closed = conn(
+        "a",
+        100,
+        "10.1.0.1:5555",
+        Some("10.1.0.2:80"),
+        pb::Direction::Outbound,
+        pb::ConnectionState::Closed,
+    );
+    closed.bytes_sent = 5000;
+    let delta = pb::Report {
+        seq: 2,
+        full: false,
+        connections: vec![closed],
+        ..a.clone()
+    };
+    let delta = pb::Report {
+        nodes: vec![],
+        ..delta
+    };
+    tx.send(delta).await.unwrap();
+    acks.message().await.unwrap().unwrap();
+    let update = tokio::time::timeout(Duration::from_secs(2), watch.message())
+        .await
+        .expect("a delta within 2 s")
+        .unwrap()
+        .unwrap();
+    let c = update.upserted_connections[0].connection.as_ref().unwrap();
+    assert_eq!(c.state, pb::ConnectionState::Closed as i32);
+    assert_eq!(c.bytes_sent, 5000);
+
+    let next = pb::Report {
+        seq: 3,
+        full: false,
+        nodes: vec![],
+        connections: vec![],
+        ..a
+    };
+    tx.send(next).await.unwrap();
+    acks.message().await.unwrap().unwrap();
+    let removal = tokio::time::timeout(Duration::from_secs(2), watch.message())
+        .await
+        .expect("a removal within 2 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(removal.removed_connections, ["a:10.1.0.1:5555-10.1.0.2:80"]);
+}

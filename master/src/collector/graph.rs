@@ -15,6 +15,8 @@ use super::store::Store;
 pub struct ViewGraph {
     pub nodes: BTreeMap<String, pb::TopologyNode>,
     pub edges: BTreeMap<String, pb::TopologyEdge>,
+    /// Only in the connections view.
+    pub connections: BTreeMap<String, pb::TopologyConnection>,
 }
 
 /// An endpoint, scoped to its agent when it is a loopback address (127.0.0.1 on two hosts
@@ -54,12 +56,19 @@ pub fn view_from_param(s: &str) -> Option<pb::View> {
         "hosts" => Some(pb::View::Hosts),
         "containers" => Some(pb::View::Containers),
         "processes" => Some(pb::View::Processes),
+        "connections" => Some(pb::View::Connections),
         _ => None,
     }
 }
 
 /// Builds one view. With `series`, nodes carry their whole time series.
 pub fn build(store: &Store, view: pb::View, series: bool) -> ViewGraph {
+    if view == pb::View::Connections {
+        return ViewGraph {
+            connections: connections(store),
+            ..Default::default()
+        };
+    }
     let mut graph = ViewGraph::default();
     // process id -> (agent, view node id)
     let mut owner: HashMap<&str, String> = HashMap::new();
@@ -214,6 +223,87 @@ pub fn build(store: &Store, view: pb::View, series: bool) -> ViewGraph {
         }
     }
     graph
+}
+
+/// Who owns a local endpoint: (agent, process node id, comm).
+type Owner<'a> = (&'a str, &'a str, &'a str);
+
+/// Every connection with the node at its far end. The far end of a connection is the process
+/// whose own connection has the mirrored endpoints (reported by the same or another agent), or
+/// failing that the process listening on the remote address.
+fn connections(store: &Store) -> BTreeMap<String, pb::TopologyConnection> {
+    let mut agent_of_ip: HashMap<IpAddr, &str> = HashMap::new();
+    let mut hostname_of: HashMap<&str, &str> = HashMap::new();
+    for agent in store.agents.values() {
+        hostname_of.insert(&agent.agent_id, &agent.hostname);
+        for node in agent.nodes.values() {
+            if let Some(pb::node::Detail::Host(h)) = &node.detail {
+                for ip in h.ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
+                    if !ip.is_loopback() {
+                        agent_of_ip.insert(ip, &agent.agent_id);
+                    }
+                }
+            }
+        }
+    }
+    let mut local_ends: HashMap<Scoped, Owner> = HashMap::new();
+    let mut wildcard: HashMap<(&str, u16), Owner> = HashMap::new();
+    for agent in store.agents.values() {
+        for c in agent.connections.values() {
+            let Some(local) = parse(&c.local) else {
+                continue;
+            };
+            let comm = match agent.nodes.get(&c.process_id).and_then(|n| n.detail.as_ref()) {
+                _ if !c.comm.is_empty() => c.comm.as_str(),
+                Some(pb::node::Detail::Process(p)) => p.comm.as_str(),
+                _ => "",
+            };
+            let owner = (agent.agent_id.as_str(), c.process_id.as_str(), comm);
+            if c.state == pb::ConnectionState::Listen as i32 && local.ip().is_unspecified() {
+                wildcard.insert((&agent.agent_id, local.port()), owner);
+            } else {
+                local_ends.insert(scoped(&agent.agent_id, local), owner);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for agent in store.agents.values() {
+        for c in agent.connections.values() {
+            let listening = c.state == pb::ConnectionState::Listen as i32;
+            let remote = parse(&c.remote).filter(|_| !listening);
+            let peer = remote.and_then(|remote| {
+                let key = scoped(&agent.agent_id, remote);
+                local_ends.get(&key).copied().or_else(|| {
+                    let owner = match &key.agent {
+                        Some(agent) => agent.as_str(),
+                        None => agent_of_ip.get(&remote.ip()).copied()?,
+                    };
+                    wildcard.get(&(owner, remote.port())).copied()
+                })
+            });
+            let (peer_node, peer_name) = match (peer, remote) {
+                (Some((peer_agent, process, comm)), _) => {
+                    let host = hostname_of.get(peer_agent).copied().unwrap_or(peer_agent);
+                    (process.to_string(), format!("{comm} on {host}"))
+                }
+                (None, Some(remote)) => (
+                    format!("external:{}", remote.ip()),
+                    remote.ip().to_string(),
+                ),
+                (None, None) => (String::new(), String::new()),
+            };
+            out.insert(
+                c.id.clone(),
+                pb::TopologyConnection {
+                    connection: Some(c.clone()),
+                    hostname: agent.hostname.clone(),
+                    peer_node,
+                    peer_name,
+                },
+            );
+        }
+    }
+    out
 }
 
 fn pseudo_node(id: &str, ip: IpAddr) -> pb::TopologyNode {

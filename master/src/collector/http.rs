@@ -33,7 +33,10 @@ async fn topology(State(collector): State<Collector>, Query(q): Query<TopologyQu
     let Some(view) = graph::view_from_param(&name) else {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("unknown view {name:?}: use view=hosts, view=containers or view=processes"),
+            format!(
+                "unknown view {name:?}: use view=hosts, view=containers, view=processes \
+                 or view=connections"
+            ),
         );
     };
     let graph = collector.view(view);
@@ -41,6 +44,7 @@ async fn topology(State(collector): State<Collector>, Query(q): Query<TopologyQu
         "view": name,
         "nodes": graph.nodes.values().collect::<Vec<_>>(),
         "edges": graph.edges.values().collect::<Vec<_>>(),
+        "connections": graph.connections.values().collect::<Vec<_>>(),
     }))
     .into_response()
 }

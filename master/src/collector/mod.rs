@@ -20,7 +20,12 @@ use graph::{ViewGraph, with_series};
 use series::SeriesConfig;
 use store::{Applied, Store};
 
-pub const VIEWS: [pb::View; 3] = [pb::View::Hosts, pb::View::Containers, pb::View::Processes];
+pub const VIEWS: [pb::View; 4] = [
+    pb::View::Hosts,
+    pb::View::Containers,
+    pb::View::Processes,
+    pb::View::Connections,
+];
 
 /// Collector settings.
 #[derive(Debug, Clone)]
@@ -193,12 +198,20 @@ impl Collector {
             }
         }
         delta.removed_edges = gone(&state.graph.edges, &graph.edges);
+        for (id, connection) in &graph.connections {
+            if state.graph.connections.get(id) != Some(connection) {
+                delta.upserted_connections.push(connection.clone());
+            }
+        }
+        delta.removed_connections = gone(&state.graph.connections, &graph.connections);
         state.store_version = store.version;
         state.graph = graph;
         if delta.upserted_nodes.is_empty()
             && delta.removed_nodes.is_empty()
             && delta.upserted_edges.is_empty()
             && delta.removed_edges.is_empty()
+            && delta.upserted_connections.is_empty()
+            && delta.removed_connections.is_empty()
         {
             return None;
         }
@@ -235,6 +248,8 @@ impl Collector {
             upserted_edges: state.graph.edges.values().cloned().collect(),
             removed_edges: vec![],
             timestamp_unix_ms: now_unix_ms(),
+            upserted_connections: state.graph.connections.values().cloned().collect(),
+            removed_connections: vec![],
         };
         Some((snapshot, rx))
     }

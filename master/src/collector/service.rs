@@ -57,7 +57,7 @@ impl pb::collector_server::Collector for Collector {
             .filter(|v| *v != pb::View::Unspecified)
             .ok_or_else(|| {
                 Status::invalid_argument(
-                    "view must be VIEW_HOSTS, VIEW_CONTAINERS or VIEW_PROCESSES",
+                    "view must be VIEW_HOSTS, VIEW_CONTAINERS, VIEW_PROCESSES or VIEW_CONNECTIONS",
                 )
             })?;
         let (snapshot, mut deltas) = self
