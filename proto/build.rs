@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "orca/topology/v1/topology.proto",
     "orca/cluster/v1/agent.proto",
     "orca/scheduler/v1/scheduler.proto",
+    "orca/operator/v1/operator.proto",
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod collector;
 pub mod mesos_api;
 pub mod metrics;
+pub mod operator_grpc;
 pub use orca_resources as resources;
 pub mod scheduler_grpc;
 pub mod server;

@@ -10,7 +10,7 @@ use axum::{
     routing::get,
 };
 use orca_proto::{
-    cluster::v1::agent_link_server::AgentLinkServer,
+    cluster::v1::agent_link_server::AgentLinkServer, operator::v1::operator_server::OperatorServer,
     scheduler::v1::scheduler_server::SchedulerServer,
     topology::v1::collector_server::CollectorServer,
 };
@@ -22,6 +22,7 @@ use crate::{
     cluster::{Cluster, ClusterConfig},
     collector::{Collector, CollectorConfig, http},
     mesos_api,
+    operator_grpc::OperatorService,
     scheduler_grpc::SchedulerService,
 };
 
@@ -88,6 +89,7 @@ impl Master {
                 heartbeat,
             )))
             .add_service(SchedulerServer::new(SchedulerService::new(cluster.clone())))
+            .add_service(OperatorServer::new(OperatorService::new(cluster.clone())))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
                 async move {

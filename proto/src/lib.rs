@@ -29,3 +29,13 @@ pub mod scheduler {
         include!(concat!(env!("OUT_DIR"), "/orca.scheduler.v1.serde.rs"));
     }
 }
+
+/// The cluster as operators see it, and operator actions (`orca.operator.v1`); the TUI's
+/// cluster views.
+pub mod operator {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("orca.operator.v1");
+        include!(concat!(env!("OUT_DIR"), "/orca.operator.v1.serde.rs"));
+    }
+}

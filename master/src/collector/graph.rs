@@ -253,7 +253,11 @@ fn connections(store: &Store) -> BTreeMap<String, pb::TopologyConnection> {
             let Some(local) = parse(&c.local) else {
                 continue;
             };
-            let comm = match agent.nodes.get(&c.process_id).and_then(|n| n.detail.as_ref()) {
+            let comm = match agent
+                .nodes
+                .get(&c.process_id)
+                .and_then(|n| n.detail.as_ref())
+            {
                 _ if !c.comm.is_empty() => c.comm.as_str(),
                 Some(pb::node::Detail::Process(p)) => p.comm.as_str(),
                 _ => "",
@@ -286,10 +290,9 @@ fn connections(store: &Store) -> BTreeMap<String, pb::TopologyConnection> {
                     let host = hostname_of.get(peer_agent).copied().unwrap_or(peer_agent);
                     (process.to_string(), format!("{comm} on {host}"))
                 }
-                (None, Some(remote)) => (
-                    format!("external:{}", remote.ip()),
-                    remote.ip().to_string(),
-                ),
+                (None, Some(remote)) => {
+                    (format!("external:{}", remote.ip()), remote.ip().to_string())
+                }
                 (None, None) => (String::new(), String::new()),
             };
             out.insert(

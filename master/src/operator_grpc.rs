@@ -1,0 +1,278 @@
+//! The operator service (`orca.operator.v1`): the cluster as a snapshot followed by deltas,
+//! for the TUI's agents, frameworks and tasks views, and operator actions on any framework's
+//! tasks.
+use std::{
+    collections::{BTreeMap, HashMap},
+    pin::Pin,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures::Stream;
+use orca_proto::operator::v1 as pb;
+use orca_resources::{Resources, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::{ApiError, Cluster, StateSnapshot, TaskView};
+
+/// How often a watcher's view of the cluster is compared with the master's. Changes reach a
+/// watcher within this; nothing is sent when nothing changed.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// Terminal tasks per framework sent to watchers unless the request asks otherwise.
+const COMPLETED_TASKS: usize = 50;
+
+#[derive(Debug, Clone)]
+pub struct OperatorService {
+    cluster: Cluster,
+}
+
+impl OperatorService {
+    pub fn new(cluster: Cluster) -> Self {
+        Self { cluster }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// What a watcher was last sent, keyed like the deltas.
+#[derive(Debug, Default, PartialEq)]
+pub struct ClusterView {
+    pub agents: BTreeMap<String, pb::Agent>,
+    pub frameworks: BTreeMap<String, pb::Framework>,
+    pub tasks: BTreeMap<String, pb::Task>,
+}
+
+impl ClusterView {
+    pub fn from_snapshot(s: &StateSnapshot, completed_tasks: usize) -> Self {
+        let mut view = ClusterView::default();
+        let hostname: HashMap<&str, &str> = s
+            .agents
+            .iter()
+            .map(|a| (a.id.as_str(), a.hostname.as_str()))
+            .chain(
+                s.recovered_agents
+                    .iter()
+                    .map(|(id, h)| (id.as_str(), h.as_str())),
+            )
+            .collect();
+        let mut running: HashMap<&str, u32> = HashMap::new();
+        for fw in &s.frameworks {
+            let live = fw.tasks.iter().filter(|t| !t.state.is_terminal());
+            let weight = fw
+                .info
+                .roles
+                .first()
+                .and_then(|r| s.roles.iter().find(|(name, _, _)| name == r))
+                .map_or(1.0, |(_, w, _)| *w);
+            view.frameworks.insert(
+                fw.id.clone(),
+                pb::Framework {
+                    id: fw.id.clone(),
+                    name: fw.info.name.clone(),
+                    roles: fw.info.roles.clone(),
+                    weight,
+                    dominant_share: fw.dominant_share,
+                    active: fw.active,
+                    connected: fw.connected,
+                    user: fw.info.user.clone(),
+                    principal: fw.info.principal.clone().unwrap_or_default(),
+                    registered_unix_ms: unix_ms(fw.registered),
+                    running_tasks: live.clone().count() as u32,
+                    used: scalars(&fw.used),
+                    offered: scalars(&fw.offered),
+                },
+            );
+            for t in live {
+                *running.entry(t.agent_id.as_str()).or_default() += 1;
+            }
+            let newest_completed = fw.completed_tasks.iter().rev().take(completed_tasks);
+            for t in fw.tasks.iter().chain(newest_completed) {
+                let task = task(t, hostname.get(t.agent_id.as_str()).copied());
+                view.tasks.insert(task.key.clone(), task);
+            }
+        }
+        for a in &s.agents {
+            view.agents.insert(
+                a.id.clone(),
+                pb::Agent {
+                    id: a.id.clone(),
+                    hostname: a.hostname.clone(),
+                    state: if a.active { "active" } else { "inactive" }.into(),
+                    total: scalars(&a.total),
+                    used: scalars(&a.used),
+                    offered: scalars(&a.offered),
+                    total_ranges: ranges(&a.total),
+                    attributes: a.attributes.clone().into_iter().collect(),
+                    registered_unix_ms: unix_ms(a.registered),
+                    running_tasks: running.get(a.id.as_str()).copied().unwrap_or(0),
+                },
+            );
+        }
+        for (id, hostname) in &s.recovered_agents {
+            view.agents.entry(id.clone()).or_insert_with(|| pb::Agent {
+                id: id.clone(),
+                hostname: hostname.clone(),
+                state: "recovered".into(),
+                ..Default::default()
+            });
+        }
+        view
+    }
+
+    /// What changed from `self` to `next`, or `None` when nothing did.
+    pub fn delta_to(&self, next: &ClusterView) -> Option<pb::ClusterDelta> {
+        let mut delta = pb::ClusterDelta::default();
+        (delta.upserted_agents, delta.removed_agents) = diff(&self.agents, &next.agents);
+        (delta.upserted_frameworks, delta.removed_frameworks) =
+            diff(&self.frameworks, &next.frameworks);
+        (delta.upserted_tasks, delta.removed_tasks) = diff(&self.tasks, &next.tasks);
+        let empty = delta.upserted_agents.is_empty()
+            && delta.removed_agents.is_empty()
+            && delta.upserted_frameworks.is_empty()
+            && delta.removed_frameworks.is_empty()
+            && delta.upserted_tasks.is_empty()
+            && delta.removed_tasks.is_empty();
+        (!empty).then_some(delta)
+    }
+}
+
+fn diff<T: Clone + PartialEq>(
+    before: &BTreeMap<String, T>,
+    now: &BTreeMap<String, T>,
+) -> (Vec<T>, Vec<String>) {
+    let upserted = now
+        .iter()
+        .filter(|(id, v)| before.get(*id) != Some(v))
+        .map(|(_, v)| v.clone())
+        .collect();
+    let removed = before
+        .keys()
+        .filter(|id| !now.contains_key(*id))
+        .cloned()
+        .collect();
+    (upserted, removed)
+}
+
+fn task(t: &TaskView, hostname: Option<&str>) -> pb::Task {
+    let last = t.statuses.last();
+    let usage = t.usage.as_ref();
+    pb::Task {
+        key: format!("{}/{}", t.framework_id, t.id),
+        id: t.id.clone(),
+        name: t.name.clone(),
+        framework_id: t.framework_id.clone(),
+        agent_id: t.agent_id.clone(),
+        hostname: hostname.unwrap_or_default().to_owned(),
+        state: t.state.name().to_owned(),
+        role: t.role.clone(),
+        resources: scalars(&t.resources),
+        labels: t.labels.clone().into_iter().collect(),
+        started_unix_ms: unix_ms(t.started),
+        updated_unix_ms: last.map_or(unix_ms(t.started), |s| (s.timestamp * 1000.0) as i64),
+        message: last.and_then(|s| s.message.clone()).unwrap_or_default(),
+        reason: last.and_then(|s| s.reason.clone()).unwrap_or_default(),
+        cpu_seconds: usage.map_or(0.0, |u| u.cpu_seconds),
+        memory_bytes: usage.map_or(0, |u| u.memory_bytes),
+        memory_limit_bytes: usage.and_then(|u| u.memory_limit_bytes).unwrap_or(0),
+    }
+}
+
+fn scalars(resources: &Resources) -> HashMap<String, f64> {
+    resources
+        .scalar_totals()
+        .iter()
+        .map(|(name, v)| (name.to_owned(), v.as_f64()))
+        .collect()
+}
+
+fn ranges(resources: &Resources) -> HashMap<String, String> {
+    resources
+        .iter()
+        .filter_map(|r| match &r.value {
+            Value::Ranges(ranges) => Some((r.name.to_string(), ranges.to_string())),
+            Value::Scalar(_) => None,
+        })
+        .collect()
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn status(err: ApiError) -> Status {
+    match err {
+        ApiError::BadRequest(m) => Status::invalid_argument(m),
+        ApiError::Forbidden(m) => Status::permission_denied(m),
+        ApiError::NotFound(m) => Status::not_found(m),
+        ApiError::Unavailable(m) => Status::unavailable(m),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::operator_server::Operator for OperatorService {
+    type WatchClusterStream = BoxStream<pb::ClusterDelta>;
+
+    async fn watch_cluster(
+        &self,
+        request: Request<pb::WatchClusterRequest>,
+    ) -> Result<Response<Self::WatchClusterStream>, Status> {
+        let completed = match request.get_ref().completed_tasks {
+            0 => COMPLETED_TASKS,
+            n => n as usize,
+        };
+        let cluster = self.cluster.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut sent = ClusterView::default();
+            let mut full = true;
+            let mut tick = tokio::time::interval(WATCH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let snapshot = cluster.snapshot();
+                let now = ClusterView::from_snapshot(&snapshot, completed);
+                let delta = match sent.delta_to(&now) {
+                    Some(delta) => Some(delta),
+                    None if full => Some(pb::ClusterDelta::default()),
+                    None => None,
+                };
+                if let Some(mut delta) = delta {
+                    delta.full = full;
+                    delta.timestamp_unix_ms = unix_ms(SystemTime::now());
+                    delta.master_id = snapshot.master_id.clone();
+                    delta.uptime_seconds = snapshot.uptime.as_secs();
+                    if tx.send(Ok(delta)).await.is_err() {
+                        return;
+                    }
+                    full = false;
+                    sent = now;
+                } else if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn kill_task(
+        &self,
+        request: Request<pb::KillTaskRequest>,
+    ) -> Result<Response<pb::KillTaskResponse>, Status> {
+        let r = request.into_inner();
+        if r.framework_id.is_empty() || r.task_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "framework_id and task_id are both required",
+            ));
+        }
+        let grace = (r.grace_seconds > 0.0).then(|| Duration::from_secs_f64(r.grace_seconds));
+        self.cluster
+            .kill(&r.framework_id, &r.task_id, grace)
+            .map_err(status)?;
+        tracing::info!(framework = %r.framework_id, task = %r.task_id, "task killed by an operator");
+        Ok(Response::new(pb::KillTaskResponse {}))
+    }
+}

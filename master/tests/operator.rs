@@ -1,0 +1,147 @@
+//! The operator service: the cluster watch (snapshot, then deltas as agents, frameworks and
+//! tasks change) and an operator's kill of another framework's task, over a real socket.
+mod support;
+
+use orca_master::{collector::CollectorConfig, server::Master};
+use orca_proto::operator::v1::{self as pb, operator_client::OperatorClient};
+use serde_json::json;
+use support::*;
+use tonic::Code;
+
+async fn next_delta(watch: &mut tonic::Streaming<pb::ClusterDelta>) -> pb::ClusterDelta {
+    tokio::time::timeout(DEADLINE, watch.message())
+        .await
+        .expect("a cluster delta before the deadline")
+        .unwrap()
+        .expect("the watch is open")
+}
+
+#[tokio::test]
+async fn watch_follows_the_cluster_and_an_operator_kills_any_task() {
+    let master = Master::bind(
+        CollectorConfig::default(),
+        fast_config(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let (grpc, http) = (master.grpc_addr(), master.http_addr());
+    let cluster = master.cluster.clone();
+    tokio::spawn(master.serve(std::future::pending()));
+    let (agent_id, agent, _alive) =
+        simulated_agent(&cluster, "node-1", "cpus:4;mem:1024;ports:[31000-31999]").await;
+
+    let mut operator = OperatorClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let mut watch = operator
+        .watch_cluster(pb::WatchClusterRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = next_delta(&mut watch).await;
+    assert!(snapshot.full);
+    let agent_state = &snapshot.upserted_agents[0];
+    assert_eq!(
+        (
+            agent_state.id.as_str(),
+            agent_state.hostname.as_str(),
+            agent_state.state.as_str()
+        ),
+        (agent_id.as_str(), "node-1", "active")
+    );
+    assert_eq!(agent_state.total["cpus"], 4.0);
+    assert_eq!(agent_state.total_ranges["ports"], "[31000-31999]");
+    assert!(snapshot.upserted_frameworks.is_empty());
+
+    // A framework subscribes and launches: the watch shows it, the task and the agent's use.
+    let mut scheduler = Scheduler::subscribe(
+        http,
+        json!({"user": "root", "name": "batch", "roles": ["*"]}),
+    )
+    .await;
+    let offers = scheduler.wait_for("OFFERS").await;
+    let offer = &offers["offers"]["offers"][0];
+    let (status, body) = scheduler
+        .call(json!({
+            "type": "ACCEPT",
+            "accept": {
+                "offer_ids": [offer["id"]],
+                "operations": [launch("t1", &offer["agent_id"], scalars(1.5, 256.0))],
+            }
+        }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let mut framework = None;
+    let mut task = None;
+    while framework.is_none()
+        || task
+            .as_ref()
+            .is_none_or(|t: &pb::Task| t.state != "TASK_RUNNING")
+    {
+        let delta = next_delta(&mut watch).await;
+        assert!(!delta.full);
+        framework = delta.upserted_frameworks.into_iter().next().or(framework);
+        task = delta
+            .upserted_tasks
+            .into_iter()
+            .find(|t| t.id == "t1")
+            .or(task);
+    }
+    let framework = framework.unwrap();
+    let task = task.unwrap();
+    assert_eq!(framework.name, "batch");
+    assert!(framework.connected);
+    assert_eq!(task.key, format!("{}/t1", framework.id));
+    assert_eq!(task.hostname, "node-1");
+    assert_eq!(task.resources["cpus"], 1.5);
+
+    // Bad input: a kill without ids, a kill of a framework that does not exist.
+    let err = operator
+        .kill_task(pb::KillTaskRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = operator
+        .kill_task(pb::KillTaskRequest {
+            framework_id: "nope".into(),
+            task_id: "t1".into(),
+            grace_seconds: 0.0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+
+    // The operator kills the framework's task: the agent is told, the framework gets the
+    // update, the watch shows TASK_KILLED.
+    operator
+        .kill_task(pb::KillTaskRequest {
+            framework_id: framework.id.clone(),
+            task_id: "t1".into(),
+            grace_seconds: 2.0,
+        })
+        .await
+        .unwrap();
+    eventually("the agent told to kill t1", || {
+        agent.lock().unwrap().killed == ["t1"]
+    })
+    .await;
+    // Updates are in order: STARTING, RUNNING, then the kill's KILLED.
+    let mut state = scheduler.update_for("t1").await["state"].clone();
+    while state != "TASK_KILLED" {
+        assert!(
+            state == "TASK_STARTING" || state == "TASK_RUNNING",
+            "unexpected {state}"
+        );
+        state = scheduler.update_for("t1").await["state"].clone();
+    }
+    loop {
+        let delta = next_delta(&mut watch).await;
+        if let Some(t) = delta.upserted_tasks.iter().find(|t| t.id == "t1")
+            && t.state == "TASK_KILLED"
+        {
+            break;
+        }
+    }
+}
