@@ -1,0 +1,264 @@
+//! What the TUI does to the cluster: kill any task (the operator API), and launch command tasks
+//! as the `orca` framework (one per role, subscribed on first use through the gRPC scheduler
+//! API, so launched tasks go through offers and DRF like any framework's).
+use std::collections::{HashMap, VecDeque};
+
+use orca_proto::{
+    cluster::v1 as cpb,
+    operator::v1::{self as opb, operator_client::OperatorClient},
+    scheduler::v1::{self as spb, event, operation, scheduler_client::SchedulerClient},
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    app::{LaunchRequest, Level},
+    feed::{Event, endpoint},
+};
+
+/// Sends actions to the master and reports their outcome as notices.
+#[derive(Debug, Clone)]
+pub struct Actions {
+    master: String,
+    events: mpsc::Sender<Event>,
+    launches: mpsc::UnboundedSender<LaunchRequest>,
+}
+
+impl Actions {
+    /// Starts the launcher in the background (it subscribes only when the first task is
+    /// launched).
+    pub fn start(master: String, events: mpsc::Sender<Event>) -> Self {
+        let (launches, rx) = mpsc::unbounded_channel();
+        tokio::spawn(launcher(master.clone(), rx, events.clone()));
+        Self {
+            master,
+            events,
+            launches,
+        }
+    }
+
+    pub fn kill(&self, framework_id: String, task_id: String) {
+        let (master, events) = (self.master.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let result = async {
+                let channel = endpoint(&master)?
+                    .connect()
+                    .await
+                    .map_err(|e| format!("cannot reach the master: {e}"))?;
+                OperatorClient::new(channel)
+                    .kill_task(opb::KillTaskRequest {
+                        framework_id,
+                        task_id: task_id.clone(),
+                        grace_seconds: 0.0,
+                    })
+                    .await
+                    .map_err(|s| s.message().to_owned())
+            }
+            .await;
+            let notice = match result {
+                Ok(_) => (format!("kill sent to task {task_id}"), Level::Info),
+                Err(e) => (format!("could not kill {task_id}: {e}"), Level::Error),
+            };
+            let _ = events.send(Event::Notice(notice.0, notice.1)).await;
+        });
+    }
+
+    pub fn launch(&self, request: LaunchRequest) {
+        let _ = self.launches.send(request);
+    }
+}
+
+async fn notice(events: &mpsc::Sender<Event>, text: String, level: Level) {
+    let _ = events.send(Event::Notice(text, level)).await;
+}
+
+/// Routes launch requests to one framework session per role.
+async fn launcher(
+    master: String,
+    mut requests: mpsc::UnboundedReceiver<LaunchRequest>,
+    events: mpsc::Sender<Event>,
+) {
+    let mut sessions: HashMap<String, mpsc::UnboundedSender<LaunchRequest>> = HashMap::new();
+    while let Some(request) = requests.recv().await {
+        let role = request.role.clone();
+        let alive = sessions.get(&role).is_some_and(|s| !s.is_closed());
+        if !alive {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(session(master.clone(), role.clone(), rx, events.clone()));
+            sessions.insert(role.clone(), tx);
+        }
+        if let Some(session) = sessions.get(&role) {
+            let _ = session.send(request);
+        }
+    }
+}
+
+/// A task waiting for an offer that fits it.
+#[derive(Debug)]
+struct Pending {
+    request: LaunchRequest,
+    task_id: String,
+}
+
+fn scalar(resources: &[cpb::Resource], name: &str) -> f64 {
+    resources
+        .iter()
+        .filter(|r| r.name == name)
+        .filter_map(|r| match r.value {
+            Some(cpb::resource::Value::Scalar(v)) => Some(v),
+            _ => None,
+        })
+        .sum()
+}
+
+fn resource(name: &str, value: f64) -> cpb::Resource {
+    cpb::Resource {
+        name: name.into(),
+        value: Some(cpb::resource::Value::Scalar(value)),
+        reservation: String::new(),
+    }
+}
+
+/// One `orca` framework in `role`: subscribes, launches pending tasks on fitting offers,
+/// declines the rest, suppresses offers while nothing waits, acknowledges updates and tells
+/// the user how each task does.
+async fn session(
+    master: String,
+    role: String,
+    mut requests: mpsc::UnboundedReceiver<LaunchRequest>,
+    events: mpsc::Sender<Event>,
+) {
+    let result: Result<(), String> = async {
+        let channel = endpoint(&master)?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach the master: {e}"))?;
+        let mut client = SchedulerClient::new(channel);
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let mut stream = client
+            .subscribe(spb::SubscribeRequest {
+                framework_info: Some(spb::FrameworkInfo {
+                    user,
+                    name: "orca".into(),
+                    roles: vec![role.clone()],
+                    hostname: std::env::var("HOSTNAME").unwrap_or_default(),
+                    // Tasks outlive a TUI restart by a day; the master tears them down after.
+                    failover_timeout_seconds: 86_400.0,
+                    ..Default::default()
+                }),
+                suppressed_roles: vec![],
+            })
+            .await
+            .map_err(|s| format!("the master refused the orca framework: {}", s.message()))?
+            .into_inner();
+        let mut header: Option<spb::CallHeader> = None;
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut suppressed = false;
+        let mut names: HashMap<String, String> = HashMap::new();
+        loop {
+            tokio::select! {
+                request = requests.recv() => {
+                    let Some(request) = request else { return Ok(()) };
+                    let task_id = format!(
+                        "{}-{}",
+                        request.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-"),
+                        &uuid::Uuid::new_v4().simple().to_string()[..8]
+                    );
+                    names.insert(task_id.clone(), request.name.clone());
+                    pending.push_back(Pending { request, task_id });
+                    if let (true, Some(h)) = (suppressed, &header) {
+                        client.revive(spb::RolesRequest { header: Some(h.clone()), roles: vec![] })
+                            .await.map_err(|s| s.message().to_owned())?;
+                        suppressed = false;
+                    }
+                }
+                message = stream.message() => {
+                    let message = message.map_err(|s| format!("the master closed the orca framework: {}", s.message()))?;
+                    let Some(event) = message else {
+                        return Err("the master ended the orca framework's event stream".into());
+                    };
+                    match event.kind {
+                        Some(event::Kind::Subscribed(s)) => {
+                            header = Some(spb::CallHeader { framework_id: s.framework_id, stream_id: s.stream_id });
+                        }
+                        Some(event::Kind::Offers(offers)) => {
+                            let Some(h) = header.clone() else { continue };
+                            for offer in offers.offers {
+                                let cpus = scalar(&offer.resources, "cpus");
+                                let mem = scalar(&offer.resources, "mem");
+                                let fits = pending.iter().position(|p| p.request.cpus <= cpus + 1e-9 && p.request.mem_mb <= mem + 1e-9);
+                                match fits.and_then(|i| pending.remove(i)) {
+                                    Some(p) => {
+                                        let task = cpb::Task {
+                                            task_id: p.task_id.clone(),
+                                            name: p.request.name.clone(),
+                                            agent_id: offer.agent_id.clone(),
+                                            resources: vec![resource("cpus", p.request.cpus), resource("mem", p.request.mem_mb)],
+                                            command: Some(cpb::Command { shell: true, value: p.request.command.clone(), ..Default::default() }),
+                                            labels: [("launched-by".to_owned(), "orca-tui".to_owned())].into(),
+                                            kill_grace_seconds: 0.0,
+                                        };
+                                        client.accept(spb::AcceptRequest {
+                                            header: Some(h.clone()),
+                                            offer_ids: vec![offer.id.clone()],
+                                            operations: vec![spb::Operation { kind: Some(operation::Kind::Launch(spb::Launch { tasks: vec![task] })) }],
+                                            refuse_seconds: 1.0,
+                                        }).await.map_err(|s| s.message().to_owned())?;
+                                        notice(&events, format!("task {} sent to {}", p.task_id, offer.hostname), Level::Info).await;
+                                    }
+                                    None => {
+                                        client.decline(spb::DeclineRequest {
+                                            header: Some(h.clone()),
+                                            offer_ids: vec![offer.id.clone()],
+                                            refuse_seconds: if pending.is_empty() { 60.0 } else { 1.0 },
+                                        }).await.map_err(|s| s.message().to_owned())?;
+                                    }
+                                }
+                            }
+                            if pending.is_empty() && !suppressed {
+                                client.suppress(spb::RolesRequest { header: Some(h.clone()), roles: vec![] })
+                                    .await.map_err(|s| s.message().to_owned())?;
+                                suppressed = true;
+                            }
+                        }
+                        Some(event::Kind::Update(status)) => {
+                            if let Some(h) = &header && !status.uuid.is_empty() {
+                                client.acknowledge(spb::AcknowledgeRequest {
+                                    header: Some(h.clone()),
+                                    agent_id: status.agent_id.clone(),
+                                    task_id: status.task_id.clone(),
+                                    uuid: status.uuid.clone(),
+                                }).await.map_err(|s| s.message().to_owned())?;
+                            }
+                            let name = names.get(&status.task_id).cloned().unwrap_or_else(|| status.task_id.clone());
+                            let level = match status.state.as_str() {
+                                "TASK_FAILED" | "TASK_ERROR" | "TASK_LOST" | "TASK_DROPPED" => Level::Error,
+                                _ => Level::Info,
+                            };
+                            let why = [status.reason.as_str(), status.message.as_str()]
+                                .iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(": ");
+                            let text = if why.is_empty() {
+                                format!("{name}: {}", status.state)
+                            } else {
+                                format!("{name}: {} ({why})", status.state)
+                            };
+                            notice(&events, text, level).await;
+                        }
+                        Some(event::Kind::Error(e)) => {
+                            return Err(format!("the master says: {}", e.message));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        notice(
+            &events,
+            format!("launching in role {role}: {e}"),
+            Level::Error,
+        )
+        .await;
+    }
+}

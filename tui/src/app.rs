@@ -1,0 +1,785 @@
+//! The TUI's state and what every input does to it. No terminal here: tests drive `App` with
+//! events and read its state; the run loop draws it.
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use orca_proto::{operator::v1 as opb, topology::v1 as pb};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+
+use crate::{
+    filter::{Query, Scratch},
+    model::{Model, topology::TopoView},
+    saved::SavedFilters,
+    views::{self, Item, Rows, Scope, Sort, Tab},
+};
+
+/// Something the run loop must do outside the state (network, files).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Quit,
+    KillTask {
+        framework_id: String,
+        task_id: String,
+    },
+    Launch(LaunchRequest),
+    /// Write `json` to a file named after `id` and copy it to the clipboard.
+    Export {
+        id: String,
+        json: String,
+    },
+    SaveFilters,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchRequest {
+    pub name: String,
+    pub command: String,
+    pub cpus: f64,
+    pub mem_mb: f64,
+    pub role: String,
+}
+
+/// The master link as the status line shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkState {
+    Connecting,
+    Connected,
+    /// Unreachable: why, and when the next attempt is.
+    Down {
+        reason: String,
+        retry_at: Instant,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Error,
+}
+
+/// The launch dialog's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchForm {
+    pub fields: [String; 5],
+    pub focus: usize,
+    pub error: Option<String>,
+}
+
+impl LaunchForm {
+    pub const LABELS: [&'static str; 5] = ["Name", "Command", "CPUs", "Memory (MB)", "Role"];
+
+    fn new() -> Self {
+        Self {
+            fields: [
+                String::new(),
+                String::new(),
+                "0.1".into(),
+                "64".into(),
+                "*".into(),
+            ],
+            focus: 0,
+            error: None,
+        }
+    }
+
+    fn request(&self) -> Result<LaunchRequest, String> {
+        let [name, command, cpus, mem, role] = &self.fields;
+        if command.trim().is_empty() {
+            return Err("a command is required (e.g. `sleep 60`)".into());
+        }
+        let cpus: f64 = cpus
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c: &f64| *c > 0.0)
+            .ok_or_else(|| format!("CPUs {cpus:?} is not a positive number (e.g. 0.5)"))?;
+        let mem_mb: f64 = mem
+            .trim()
+            .parse()
+            .ok()
+            .filter(|m: &f64| *m > 0.0)
+            .ok_or_else(|| format!("Memory {mem:?} is not a positive number of MB (e.g. 128)"))?;
+        let name = if name.trim().is_empty() {
+            command
+                .split_whitespace()
+                .next()
+                .unwrap_or("task")
+                .to_owned()
+        } else {
+            name.trim().to_owned()
+        };
+        Ok(LaunchRequest {
+            name,
+            command: command.trim().to_owned(),
+            cpus,
+            mem_mb,
+            role: if role.trim().is_empty() {
+                "*".into()
+            } else {
+                role.trim().to_owned()
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Normal,
+    /// Typing a filter; the tab's query follows the input as it is typed.
+    Filter {
+        input: String,
+        before: String,
+        error: Option<String>,
+    },
+    Help,
+    Confirm {
+        prompt: String,
+        command: Command,
+    },
+    Launch(LaunchForm),
+    SavedFilters {
+        selected: usize,
+    },
+}
+
+/// One tab's own state: where it is drilled to, its filter, order and selection.
+#[derive(Debug, Default)]
+pub struct TabState {
+    /// Drill-down stack, outermost first.
+    pub scopes: Vec<Crumb>,
+    pub query: Query,
+    pub sort: Sort,
+    pub selected: usize,
+    pub offset: usize,
+    selected_key: Option<String>,
+    rows: Rows,
+    built: Option<BuildKey>,
+}
+
+/// One step of a drill-down: what the rows are narrowed to, its label in the breadcrumb, and
+/// the tab to return to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Crumb {
+    pub scope: Scope,
+    pub label: String,
+    pub from: Tab,
+}
+
+impl TabState {
+    pub fn scope(&self) -> &Scope {
+        self.scopes.last().map_or(&Scope::All, |c| &c.scope)
+    }
+
+    pub fn rows(&self) -> &Rows {
+        &self.rows
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct BuildKey {
+    version: u64,
+    query: String,
+    sort: Sort,
+    scope: Scope,
+}
+
+/// Delta-to-screen latencies kept for the status line and the benchmark.
+const LATENCY_MAX_US: u64 = 60_000_000;
+
+pub struct App {
+    pub model: Model,
+    pub tab: Tab,
+    tabs: Vec<TabState>,
+    pub mode: Mode,
+    pub link: LinkState,
+    pub master: String,
+    pub details: bool,
+    pub neighbourhood: bool,
+    pub message: Option<(String, Level, Instant)>,
+    pub saved: SavedFilters,
+    /// Time from a change arriving to the frame that shows it.
+    pub latency: Histogram<u64>,
+    pub last_latency: Option<Duration>,
+    pending_since: Option<Instant>,
+    pub last_update: Option<Instant>,
+    /// Visible table rows at the last draw (page size).
+    pub page: usize,
+    /// The screen row of the first table row at the last draw (for mouse clicks).
+    pub table_top: u16,
+    scratch: Scratch,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("tab", &self.tab)
+            .field("mode", &self.mode)
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    pub fn new(master: impl Into<String>, saved: SavedFilters) -> Self {
+        Self {
+            model: Model::default(),
+            tab: Tab::Hosts,
+            tabs: Tab::ALL.iter().map(|_| TabState::default()).collect(),
+            mode: Mode::Normal,
+            link: LinkState::Connecting,
+            master: master.into(),
+            details: false,
+            neighbourhood: false,
+            message: None,
+            saved,
+            latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds"),
+            last_latency: None,
+            pending_since: None,
+            last_update: None,
+            page: 20,
+            table_top: 0,
+            scratch: Scratch::default(),
+        }
+    }
+
+    pub fn state(&self) -> &TabState {
+        &self.tabs[self.tab.index()]
+    }
+
+    fn state_mut(&mut self) -> &mut TabState {
+        &mut self.tabs[self.tab.index()]
+    }
+
+    pub fn tab_state(&self, tab: Tab) -> &TabState {
+        &self.tabs[tab.index()]
+    }
+
+    // ---- data from the master ----
+
+    pub fn on_topology(&mut self, view: TopoView, delta: pb::TopologyDelta, received: Instant) {
+        self.model.topology.apply(view, delta, received);
+        self.changed(received);
+    }
+
+    pub fn on_cluster(&mut self, delta: opb::ClusterDelta, received: Instant) {
+        self.model.cluster.apply(delta);
+        self.changed(received);
+    }
+
+    pub fn on_link(&mut self, state: LinkState) {
+        if let LinkState::Down { .. } = state {
+            self.model.topology.mark_stale();
+        }
+        self.link = state;
+    }
+
+    /// Time passes: closed connections whose linger is over go, old messages fade.
+    pub fn on_tick(&mut self, now: Instant) {
+        if self.model.topology.expire(now) {
+            self.changed(now);
+        }
+        if self
+            .message
+            .as_ref()
+            .is_some_and(|(_, _, at)| now.duration_since(*at) > Duration::from_secs(6))
+        {
+            self.message = None;
+        }
+    }
+
+    fn changed(&mut self, received: Instant) {
+        self.last_update = Some(received);
+        self.pending_since = Some(self.pending_since.map_or(received, |p| p.min(received)));
+    }
+
+    /// A frame was drawn at `now`: what was pending is on screen.
+    pub fn frame_drawn(&mut self, now: Instant) {
+        if let Some(since) = self.pending_since.take() {
+            let latency = now.saturating_duration_since(since);
+            let _ = self
+                .latency
+                .record((latency.as_micros() as u64).clamp(1, LATENCY_MAX_US));
+            self.last_latency = Some(latency);
+        }
+    }
+
+    pub fn notify(&mut self, text: impl Into<String>, level: Level) {
+        self.message = Some((text.into(), level, Instant::now()));
+    }
+
+    // ---- rows ----
+
+    fn data_version(&self, tab: Tab) -> u64 {
+        match tab.topology() {
+            // Process rows name their containers: rebuild when either moves.
+            Some(TopoView::Processes) => {
+                self.model.topology.view(TopoView::Processes).version
+                    + self.model.topology.view(TopoView::Containers).version
+            }
+            Some(view) => self.model.topology.view(view).version,
+            None => self.model.cluster.version,
+        }
+    }
+
+    /// Rebuilds the current tab's rows if their data, filter, order or scope moved, keeping
+    /// the selection on the same item when it is still there.
+    pub fn prepare(&mut self) {
+        let tab = self.tab;
+        let key = BuildKey {
+            version: self.data_version(tab),
+            query: self.state().query.text().to_owned(),
+            sort: self.state().sort,
+            scope: self.state().scope().clone(),
+        };
+        if self.state().built.as_ref() == Some(&key) {
+            return;
+        }
+        let state = &self.tabs[tab.index()];
+        let rows = views::build_rows(
+            &self.model,
+            tab,
+            state.scope(),
+            &state.query,
+            state.sort,
+            &mut self.scratch,
+        );
+        let state = &mut self.tabs[tab.index()];
+        // A new filter starts from its best match; otherwise the selection follows its item.
+        let query_changed = state.built.as_ref().is_some_and(|b| b.query != key.query);
+        let keep = if query_changed {
+            Some(0)
+        } else {
+            state
+                .selected_key
+                .as_ref()
+                .and_then(|k| rows.keys.iter().position(|r| r == k))
+        };
+        state.rows = rows;
+        state.built = Some(key);
+        state.selected =
+            keep.unwrap_or(state.selected.min(state.rows.keys.len().saturating_sub(1)));
+        state.selected_key = state.rows.keys.get(state.selected).cloned();
+    }
+
+    pub fn tab_offset(&self) -> usize {
+        self.state().offset
+    }
+
+    pub fn set_tab_offset(&mut self, offset: usize) {
+        self.state_mut().offset = offset;
+    }
+
+    pub fn selected_key(&self) -> Option<&str> {
+        self.state().selected_key.as_deref()
+    }
+
+    pub fn selected(&self) -> Option<Item<'_>> {
+        views::item(&self.model, self.tab, self.selected_key()?)
+    }
+
+    fn select(&mut self, index: usize) {
+        let state = self.state_mut();
+        let len = state.rows.keys.len();
+        state.selected = if len == 0 { 0 } else { index.min(len - 1) };
+        state.selected_key = state.rows.keys.get(state.selected).cloned();
+    }
+
+    fn move_by(&mut self, delta: isize) {
+        let at = self.state().selected as isize + delta;
+        self.select(at.max(0) as usize);
+    }
+
+    // ---- input ----
+
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Command> {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Command::Quit);
+        }
+        // Esc then a key typed quickly (or sent over a slow link) arrives as Alt+key: treat it
+        // as the two keys it was.
+        if key.modifiers.contains(KeyModifiers::ALT)
+            && let KeyCode::Char(_) = key.code
+        {
+            self.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+            return self.on_key(KeyEvent::new(key.code, key.modifiers - KeyModifiers::ALT));
+        }
+        match std::mem::replace(&mut self.mode, Mode::Normal) {
+            Mode::Normal => self.normal_key(key),
+            Mode::Help => {
+                if !matches!(
+                    key.code,
+                    KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q')
+                ) {
+                    self.mode = Mode::Help;
+                }
+                None
+            }
+            Mode::Filter {
+                input,
+                before,
+                error,
+            } => self.filter_key(key, input, before, error),
+            Mode::Confirm { prompt, command } => match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => Some(command),
+                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => None,
+                _ => {
+                    self.mode = Mode::Confirm { prompt, command };
+                    None
+                }
+            },
+            Mode::Launch(form) => self.launch_key(key, form),
+            Mode::SavedFilters { selected } => self.saved_key(key, selected),
+        }
+    }
+
+    fn normal_key(&mut self, key: KeyEvent) -> Option<Command> {
+        match key.code {
+            KeyCode::Char('q') => return Some(Command::Quit),
+            KeyCode::Char('?') => self.mode = Mode::Help,
+            KeyCode::Char(c @ '1'..='7') => {
+                self.switch(Tab::ALL[c as usize - '1' as usize]);
+            }
+            KeyCode::Tab => self.switch(Tab::ALL[(self.tab.index() + 1) % Tab::ALL.len()]),
+            KeyCode::BackTab => {
+                self.switch(Tab::ALL[(self.tab.index() + Tab::ALL.len() - 1) % Tab::ALL.len()])
+            }
+            KeyCode::Down | KeyCode::Char('j') => self.move_by(1),
+            KeyCode::Up | KeyCode::Char('k') => self.move_by(-1),
+            KeyCode::PageDown => self.move_by(self.page.max(1) as isize),
+            KeyCode::PageUp => self.move_by(-(self.page.max(1) as isize)),
+            KeyCode::Home | KeyCode::Char('g') => self.select(0),
+            KeyCode::End | KeyCode::Char('G') => self.select(usize::MAX),
+            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => self.drill_down(),
+            KeyCode::Esc if !self.state().query.is_empty() => {
+                self.state_mut().query = Query::default();
+            }
+            KeyCode::Esc | KeyCode::Backspace | KeyCode::Left | KeyCode::Char('h') => {
+                self.drill_up()
+            }
+            KeyCode::Char('/') => {
+                let before = self.state().query.text().to_owned();
+                self.mode = Mode::Filter {
+                    input: before.clone(),
+                    before,
+                    error: None,
+                };
+            }
+            KeyCode::Char('s') => {
+                let columns = self.tab.columns().len();
+                let sort = &mut self.state_mut().sort;
+                sort.column = match sort.column {
+                    None => Some(0),
+                    Some(c) if c + 1 < columns => Some(c + 1),
+                    Some(_) => None,
+                };
+                sort.reverse = false;
+            }
+            KeyCode::Char('S') => {
+                let sort = &mut self.state_mut().sort;
+                sort.reverse = !sort.reverse;
+            }
+            KeyCode::Char('d') => self.details = !self.details,
+            KeyCode::Char('n') => {
+                self.neighbourhood = !self.neighbourhood;
+                if self.neighbourhood {
+                    self.details = true;
+                }
+            }
+            KeyCode::Char('e') | KeyCode::Char('y') => return self.export(),
+            KeyCode::Char('x') => self.ask_kill(),
+            KeyCode::Char('L') => self.mode = Mode::Launch(LaunchForm::new()),
+            KeyCode::Char('f') => {
+                if self.saved.filters.is_empty() {
+                    self.notify(
+                        "no saved filters yet: type one with / and save it with F",
+                        Level::Info,
+                    );
+                } else {
+                    self.mode = Mode::SavedFilters { selected: 0 };
+                }
+            }
+            KeyCode::Char('F') => {
+                let text = self.state().query.text().to_owned();
+                if text.is_empty() {
+                    self.notify("nothing to save: type a filter with / first", Level::Info);
+                } else {
+                    self.saved.add(self.tab.title(), &text);
+                    return Some(Command::SaveFilters);
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    pub fn on_mouse(&mut self, mouse: MouseEvent) {
+        match mouse.kind {
+            MouseEventKind::ScrollDown => self.move_by(3),
+            MouseEventKind::ScrollUp => self.move_by(-3),
+            MouseEventKind::Down(MouseButton::Left) if mouse.row >= self.table_top => {
+                let index = self.state().offset + (mouse.row - self.table_top) as usize;
+                if index < self.state().rows.keys.len() {
+                    self.select(index);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn switch(&mut self, tab: Tab) {
+        self.tab = tab;
+    }
+
+    fn drill_down(&mut self) {
+        let Some(item) = self.selected() else {
+            return;
+        };
+        let target = match item {
+            Item::Node(n) => match self.tab {
+                Tab::Hosts => {
+                    let host = n.name().to_owned();
+                    let has_containers = self
+                        .model
+                        .topology
+                        .view(TopoView::Containers)
+                        .nodes
+                        .values()
+                        .any(|c| c.hostname == host && !c.is_pseudo());
+                    let tab = if has_containers {
+                        Tab::Containers
+                    } else {
+                        Tab::Processes
+                    };
+                    Some((tab, Scope::Host(host.clone()), host))
+                }
+                Tab::Containers => n.container().map(|c| {
+                    (
+                        Tab::Processes,
+                        Scope::Container(c.id.clone()),
+                        n.name().to_owned(),
+                    )
+                }),
+                _ => n.process().map(|p| {
+                    (
+                        Tab::Connections,
+                        Scope::Process(n.id().to_owned()),
+                        format!("{} {}", p.comm, p.pid),
+                    )
+                }),
+            },
+            Item::Agent(a) => Some((Tab::Tasks, Scope::Agent(a.id.clone()), a.hostname.clone())),
+            Item::Framework(f) => {
+                Some((Tab::Tasks, Scope::Framework(f.id.clone()), f.name.clone()))
+            }
+            Item::Connection(_) | Item::Task(_) => None,
+        };
+        let Some((tab, scope, label)) = target else {
+            self.details = true;
+            return;
+        };
+        let from = self.tab;
+        let mut scopes = self.state().scopes.clone();
+        scopes.push(Crumb { scope, label, from });
+        self.tab = tab;
+        let state = self.state_mut();
+        state.scopes = scopes;
+        state.query = Query::default();
+        state.selected = 0;
+        state.selected_key = None;
+    }
+
+    fn drill_up(&mut self) {
+        if let Some(crumb) = self.state_mut().scopes.pop() {
+            self.tab = crumb.from;
+        }
+    }
+
+    fn filter_key(
+        &mut self,
+        key: KeyEvent,
+        mut input: String,
+        before: String,
+        mut error: Option<String>,
+    ) -> Option<Command> {
+        match key.code {
+            KeyCode::Enter => {
+                if error.is_some() {
+                    self.mode = Mode::Filter {
+                        input,
+                        before,
+                        error,
+                    };
+                }
+                return None;
+            }
+            KeyCode::Esc => {
+                self.state_mut().query = Query::parse(&before).unwrap_or_default();
+                return None;
+            }
+            KeyCode::Backspace => {
+                input.pop();
+            }
+            KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => input.clear(),
+            KeyCode::Char(c) => input.push(c),
+            _ => {}
+        }
+        match Query::parse(&input) {
+            Ok(query) => {
+                self.state_mut().query = query;
+                error = None;
+            }
+            Err(e) => error = Some(e.to_string()),
+        }
+        self.mode = Mode::Filter {
+            input,
+            before,
+            error,
+        };
+        None
+    }
+
+    fn launch_key(&mut self, key: KeyEvent, mut form: LaunchForm) -> Option<Command> {
+        match key.code {
+            KeyCode::Esc => return None,
+            KeyCode::Tab | KeyCode::Down => form.focus = (form.focus + 1) % form.fields.len(),
+            KeyCode::BackTab | KeyCode::Up => {
+                form.focus = (form.focus + form.fields.len() - 1) % form.fields.len()
+            }
+            KeyCode::Enter => match form.request() {
+                Ok(request) => {
+                    self.notify(
+                        format!("launching {} ({})…", request.name, request.command),
+                        Level::Info,
+                    );
+                    return Some(Command::Launch(request));
+                }
+                Err(e) => form.error = Some(e),
+            },
+            KeyCode::Backspace => {
+                form.fields[form.focus].pop();
+            }
+            KeyCode::Char(c) => form.fields[form.focus].push(c),
+            _ => {}
+        }
+        self.mode = Mode::Launch(form);
+        None
+    }
+
+    fn saved_key(&mut self, key: KeyEvent, selected: usize) -> Option<Command> {
+        let len = self.saved.filters.len();
+        match key.code {
+            KeyCode::Esc | KeyCode::Char('q') => None,
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.mode = Mode::SavedFilters {
+                    selected: (selected + 1).min(len.saturating_sub(1)),
+                };
+                None
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.mode = Mode::SavedFilters {
+                    selected: selected.saturating_sub(1),
+                };
+                None
+            }
+            KeyCode::Char('D') | KeyCode::Delete => {
+                self.saved.remove(selected);
+                if !self.saved.filters.is_empty() {
+                    self.mode = Mode::SavedFilters {
+                        selected: selected.min(self.saved.filters.len() - 1),
+                    };
+                }
+                Some(Command::SaveFilters)
+            }
+            KeyCode::Enter => {
+                if let Some(saved) = self.saved.filters.get(selected).cloned() {
+                    if let Some(tab) = Tab::ALL.iter().find(|t| t.title() == saved.tab) {
+                        self.tab = *tab;
+                    }
+                    match Query::parse(&saved.query) {
+                        Ok(q) => self.state_mut().query = q,
+                        Err(e) => self.notify(format!("saved filter: {e}"), Level::Error),
+                    }
+                }
+                None
+            }
+            _ => {
+                self.mode = Mode::SavedFilters { selected };
+                None
+            }
+        }
+    }
+
+    fn ask_kill(&mut self) {
+        match self.selected() {
+            Some(Item::Task(t)) if !crate::model::cluster::is_terminal(&t.state) => {
+                self.mode = Mode::Confirm {
+                    prompt: format!(
+                        "Kill task {} of {} on {}? (y/n)",
+                        t.name,
+                        self.model.cluster.framework_name(&t.framework_id),
+                        t.hostname
+                    ),
+                    command: Command::KillTask {
+                        framework_id: t.framework_id.clone(),
+                        task_id: t.id.clone(),
+                    },
+                };
+            }
+            Some(Item::Task(t)) => {
+                let state = t.state.clone();
+                self.notify(format!("the task already ended ({state})"), Level::Info);
+            }
+            _ => self.notify(
+                "x kills a task: select one in the Tasks tab (7)",
+                Level::Info,
+            ),
+        }
+    }
+
+    /// The selected item's details as JSON.
+    pub fn details_json(&self) -> Option<(String, serde_json::Value)> {
+        let item = self.selected()?;
+        let value = match item {
+            Item::Node(n) => {
+                let series = |s: &crate::model::topology::Series| s.values().collect::<Vec<_>>();
+                serde_json::json!({
+                    "node": n.node,
+                    "hostname": n.hostname,
+                    "series": {
+                        "resolutionSeconds": 15,
+                        "cpuPercent": series(&n.cpu),
+                        "memoryBytes": series(&n.memory),
+                        "netOutBytesPerSecond": series(&n.net_out),
+                        "netInBytesPerSecond": series(&n.net_in),
+                    },
+                    "edges": self.tab.topology().map(|v| self.model.topology.view(v)
+                        .neighbours(n.id()).map(|(e, _, _)| e.clone()).collect::<Vec<_>>()),
+                })
+            }
+            Item::Connection(c) => serde_json::json!({
+                "connection": c.conn,
+                "sentBytesPerSecond": c.sent_per_second,
+                "receivedBytesPerSecond": c.received_per_second,
+            }),
+            Item::Agent(a) => serde_json::to_value(a).unwrap_or_default(),
+            Item::Framework(f) => serde_json::to_value(f).unwrap_or_default(),
+            Item::Task(t) => serde_json::to_value(t).unwrap_or_default(),
+        };
+        Some((item.key().to_owned(), value))
+    }
+
+    fn export(&mut self) -> Option<Command> {
+        match self.details_json() {
+            Some((id, value)) => Some(Command::Export {
+                id,
+                json: serde_json::to_string_pretty(&value).unwrap_or_default(),
+            }),
+            None => {
+                self.notify("nothing selected to export", Level::Info);
+                None
+            }
+        }
+    }
+}

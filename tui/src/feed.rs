@@ -1,0 +1,194 @@
+//! What flows into the TUI: the collector's four topology watches and the master's cluster
+//! watch, each a snapshot then deltas, over one gRPC connection that is re-made with backoff
+//! when the master goes away. Nothing is polled.
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use orca_proto::{
+    operator::v1::{self as opb, operator_client::OperatorClient},
+    topology::v1::{self as pb, collector_client::CollectorClient},
+};
+use ratatui::crossterm::event::{KeyEvent, MouseEvent};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{
+    app::{Level, LinkState},
+    model::topology::TopoView,
+};
+
+/// Everything the run loop reacts to.
+#[derive(Debug)]
+pub enum Event {
+    Key(KeyEvent),
+    Mouse(MouseEvent),
+    Resize,
+    Topology(TopoView, pb::TopologyDelta, Instant),
+    Cluster(opb::ClusterDelta, Instant),
+    Link(LinkState),
+    Notice(String, Level),
+    Tick,
+}
+
+/// Largest message accepted from the master (a 50,000-node snapshot is tens of MB).
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+/// A channel to the master's gRPC address (`host:port` or a URL).
+pub fn endpoint(master: &str) -> Result<Endpoint, String> {
+    let url = if master.contains("://") {
+        master.to_owned()
+    } else {
+        format!("http://{master}")
+    };
+    Endpoint::from_shared(url.clone())
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(3))
+                .tcp_keepalive(Some(Duration::from_secs(10)))
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+        })
+        .map_err(|e| format!("{url:?} is not a master address ({e}); use host:port"))
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Follows the master until `events` closes: connects, watches, and on any failure says so
+/// and tries again with backoff.
+pub async fn follow(master: String, events: mpsc::Sender<Event>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if events
+            .send(Event::Link(LinkState::Connecting))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let reason = match endpoint(&master) {
+            Err(e) => e,
+            Ok(endpoint) => match endpoint.connect().await {
+                Err(e) => describe(&e),
+                Ok(channel) => {
+                    backoff = BACKOFF_MIN;
+                    match watch_all(channel, &events).await {
+                        Ok(()) => return, // the UI went away
+                        Err(e) => e,
+                    }
+                }
+            },
+        };
+        let retry_at = Instant::now() + backoff;
+        if events
+            .send(Event::Link(LinkState::Down { reason, retry_at }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// The innermost cause of a transport error (tonic's outer message is only "transport error").
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut cause = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}
+
+/// Runs the five watches; returns the first failure (or `Ok` when the UI has gone).
+async fn watch_all(channel: Channel, events: &mpsc::Sender<Event>) -> Result<(), String> {
+    let mut streams = futures::stream::FuturesUnordered::new();
+    for view in TopoView::ALL {
+        streams.push(
+            Box::pin(watch_topology(channel.clone(), view, events.clone()))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>,
+        );
+    }
+    streams.push(Box::pin(watch_cluster(channel, events.clone())));
+    match streams.next().await {
+        Some(result) => result,
+        None => Ok(()),
+    }
+}
+
+async fn watch_topology(
+    channel: Channel,
+    view: TopoView,
+    events: mpsc::Sender<Event>,
+) -> Result<(), String> {
+    let mut client = CollectorClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    let mut stream = client
+        .watch_topology(pb::WatchRequest {
+            view: view.proto() as i32,
+        })
+        .await
+        .map_err(|s| format!("topology watch refused: {}", s.message()))?
+        .into_inner();
+    let mut first = true;
+    loop {
+        match stream.message().await {
+            Ok(Some(delta)) => {
+                if first {
+                    first = false;
+                    if events
+                        .send(Event::Link(LinkState::Connected))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                if events
+                    .send(Event::Topology(view, delta, Instant::now()))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            Ok(None) => return Err("the master closed the topology watch".into()),
+            Err(status) => return Err(status_text(&status)),
+        }
+    }
+}
+
+async fn watch_cluster(channel: Channel, events: mpsc::Sender<Event>) -> Result<(), String> {
+    let mut client = OperatorClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    let mut stream = client
+        .watch_cluster(opb::WatchClusterRequest::default())
+        .await
+        .map_err(|s| format!("cluster watch refused: {}", s.message()))?
+        .into_inner();
+    loop {
+        match stream.message().await {
+            Ok(Some(delta)) => {
+                if events
+                    .send(Event::Cluster(delta, Instant::now()))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            Ok(None) => return Err("the master closed the cluster watch".into()),
+            Err(status) => return Err(status_text(&status)),
+        }
+    }
+}
+
+fn status_text(status: &tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => {
+            let source = std::error::Error::source(status)
+                .map(describe)
+                .unwrap_or_else(|| status.message().to_owned());
+            format!("connection lost ({source})")
+        }
+        _ => format!("{:?}: {}", status.code(), status.message()),
+    }
+}

@@ -1,0 +1,18 @@
+//! `orca`: the terminal UI SREs drive the cluster from. State (`app`), data (`model`, fed by
+//! `feed`), rendering (`ui`) and the run loop (`run`) are separate; `up` runs a master and a
+//! local agent in-process for `orca up`.
+pub mod actions;
+pub mod app;
+pub mod feed;
+pub mod filter;
+pub mod format;
+pub mod model;
+pub mod run;
+pub mod saved;
+#[cfg(any(test, feature = "synthetic"))]
+pub mod synthetic;
+#[cfg(test)]
+mod tests;
+pub mod ui;
+pub mod up;
+pub mod views;

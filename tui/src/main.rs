@@ -1,0 +1,216 @@
+//! `orca`: the terminal UI. `orca up` runs a master and a local agent in-process and opens the
+//! UI on them; `orca --master ADDR` attaches to a running cluster.
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use orca_agent::probe::ProbeChoice;
+use orca_tui::{
+    actions::Actions,
+    app::{App, Level},
+    feed::{self, Event},
+    run::{self, Live},
+    saved::SavedFilters,
+    up::{Up, UpConfig},
+};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "orca",
+    version,
+    about = "Orca: the cluster and its live topology, in a terminal"
+)]
+struct Cli {
+    /// The master's gRPC address to attach to.
+    #[arg(
+        long,
+        env = "ORCA_MASTER",
+        default_value = "127.0.0.1:7070",
+        global = true
+    )]
+    master: String,
+    /// Write logs to this file (the screen belongs to the UI).
+    #[arg(long, env = "ORCA_LOG", global = true)]
+    log: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a master and a local agent on this host, in this process, and open the UI on them.
+    Up {
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        grpc_addr: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:7080")]
+        http_addr: SocketAddr,
+        /// The master's registry and the agent's task sandboxes (default: /var/lib/orca as
+        /// root, else ~/.local/state/orca).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        probe: ProbeChoice,
+        /// Only observe; run no tasks on the local agent.
+        #[arg(long)]
+        no_tasks: bool,
+        /// The agent's Prometheus endpoint.
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
+        /// No UI: run master and agent until Ctrl-C (for scripts and machines without a
+        /// terminal).
+        #[arg(long)]
+        headless: bool,
+    },
+}
+
+fn init_logging(path: Option<&std::path::Path>) -> Result<(), String> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match path {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot write the log {}: {e}", path.display()))?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => {
+            // Nothing may write to the screen under the UI.
+            tracing_subscriber::fmt()
+                .with_env_filter("off")
+                .with_writer(std::io::sink)
+                .init();
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("orca: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            None => {
+                init_logging(cli.log.as_deref()).map_err(anyhow::Error::msg)?;
+                ui(cli.master, None).await
+            }
+            Some(Cmd::Up {
+                grpc_addr,
+                http_addr,
+                state_dir,
+                probe,
+                no_tasks,
+                metrics_addr,
+                headless,
+            }) => {
+                let state_dir = state_dir.unwrap_or_else(UpConfig::default_state_dir);
+                let log = cli
+                    .log
+                    .clone()
+                    .unwrap_or_else(|| state_dir.join("orca.log"));
+                if headless {
+                    // Headless: logs go to stderr as for the daemons.
+                    tracing_subscriber::fmt()
+                        .with_env_filter(
+                            tracing_subscriber::EnvFilter::try_from_default_env()
+                                .unwrap_or_else(|_| "info".into()),
+                        )
+                        .with_writer(std::io::stderr)
+                        .init();
+                } else {
+                    init_logging(Some(&log)).map_err(anyhow::Error::msg)?;
+                }
+                let up = Up::start(UpConfig {
+                    grpc_addr,
+                    http_addr,
+                    state_dir,
+                    probe,
+                    tasks: !no_tasks,
+                    metrics_addr,
+                })
+                .await?;
+                let master = up.grpc_addr.to_string();
+                let outcome = if headless {
+                    eprintln!(
+                        "orca up: master gRPC {} · HTTP http://{} (Mesos v1 scheduler API, \
+                         /master/state, /api/topology, /metrics); Ctrl-C stops",
+                        up.grpc_addr, up.http_addr
+                    );
+                    let _ = tokio::signal::ctrl_c().await;
+                    Ok(())
+                } else {
+                    ui(master, Some(up.failures())).await
+                };
+                let stopped = up.stop().await;
+                if !headless {
+                    eprintln!("orca up: stopped (log: {})", log.display());
+                }
+                outcome.and(stopped)
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orca: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the UI on the master at `master` until the user quits; `failures` says when an
+/// in-process master or agent stopped.
+async fn ui(
+    master: String,
+    failures: Option<watch::Receiver<Option<String>>>,
+) -> anyhow::Result<()> {
+    let (saved, saved_error) = SavedFilters::load(SavedFilters::default_path());
+    let mut app = App::new(master.clone(), saved);
+    if let Some(e) = saved_error {
+        app.notify(e, Level::Error);
+    }
+    let (tx, mut rx) = mpsc::channel::<Event>(4096);
+    let effects = Live {
+        actions: Actions::start(master.clone(), tx.clone()),
+    };
+    let follower = tokio::spawn(feed::follow(master, tx.clone()));
+    if let Some(mut failures) = failures {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while failures.changed().await.is_ok() {
+                let why = failures.borrow_and_update().clone();
+                if let Some(why) = why {
+                    let _ = tx.send(Event::Notice(why, Level::Error)).await;
+                }
+            }
+        });
+    }
+    run::enter_terminal()?;
+    run::spawn_input(tx);
+    let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
+    let result = match ratatui::Terminal::new(backend) {
+        Ok(mut terminal) => run::run_loop(&mut terminal, &mut app, &mut rx, &effects).await,
+        Err(e) => Err(e.into()),
+    };
+    run::leave_terminal();
+    follower.abort();
+    result
+}

@@ -1,0 +1,621 @@
+//! The TUI's copy of the collector's topology: one store per view, kept current by applying
+//! the collector's snapshot-then-deltas stream. Nothing here polls; every change arrives as a
+//! delta and bumps the view's version so the rows built from it are rebuilt once.
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use orca_proto::topology::v1 as pb;
+
+/// The topology views, in the order of their tabs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TopoView {
+    Hosts,
+    Containers,
+    Processes,
+    Connections,
+}
+
+impl TopoView {
+    pub const ALL: [TopoView; 4] = [
+        TopoView::Hosts,
+        TopoView::Containers,
+        TopoView::Processes,
+        TopoView::Connections,
+    ];
+
+    pub fn proto(self) -> pb::View {
+        match self {
+            TopoView::Hosts => pb::View::Hosts,
+            TopoView::Containers => pb::View::Containers,
+            TopoView::Processes => pb::View::Processes,
+            TopoView::Connections => pb::View::Connections,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Points kept per series: one hour at the collector's 15-second resolution.
+pub const SERIES_CAPACITY: usize = 240;
+
+/// One time series at the collector's resolution: the newest point's timestamp and the values
+/// (f32 keeps 10,000 nodes' hour of four series in ~40 MB).
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    last_unix_ms: i64,
+    values: VecDeque<f32>,
+}
+
+impl Series {
+    /// Appends points newer than the newest held; a point with the newest timestamp replaces
+    /// it (the collector re-sends the bucket that is still filling).
+    pub fn extend(&mut self, points: &[pb::Point]) {
+        for p in points {
+            if p.timestamp_unix_ms < self.last_unix_ms {
+                continue;
+            }
+            if p.timestamp_unix_ms == self.last_unix_ms && !self.values.is_empty() {
+                if let Some(last) = self.values.back_mut() {
+                    *last = p.value as f32;
+                }
+                continue;
+            }
+            if self.values.len() == SERIES_CAPACITY {
+                self.values.pop_front();
+            }
+            self.values.push_back(p.value as f32);
+            self.last_unix_ms = p.timestamp_unix_ms;
+        }
+    }
+
+    pub fn values(&self) -> impl ExactSizeIterator<Item = f32> + '_ {
+        self.values.iter().copied()
+    }
+
+    pub fn last(&self) -> Option<f32> {
+        self.values.back().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// What each node's four series measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Cpu,
+    Memory,
+    NetOut,
+    NetIn,
+}
+
+/// A host, container or process (or a pseudo node such as `external:<ip>`).
+#[derive(Debug, Clone)]
+pub struct NodeEntry {
+    pub node: pb::Node,
+    pub hostname: String,
+    pub cpu: Series,
+    pub memory: Series,
+    pub net_out: Series,
+    pub net_in: Series,
+}
+
+impl NodeEntry {
+    fn new(t: pb::TopologyNode) -> Self {
+        let mut entry = Self {
+            node: t.node.clone().unwrap_or_default(),
+            hostname: t.hostname.clone(),
+            cpu: Series::default(),
+            memory: Series::default(),
+            net_out: Series::default(),
+            net_in: Series::default(),
+        };
+        entry.add_points(&t);
+        entry
+    }
+
+    fn update(&mut self, t: pb::TopologyNode) {
+        self.add_points(&t);
+        if let Some(node) = t.node {
+            self.node = node;
+        }
+        self.hostname = t.hostname;
+    }
+
+    fn add_points(&mut self, t: &pb::TopologyNode) {
+        self.cpu.extend(&t.cpu_percent);
+        self.memory.extend(&t.memory_bytes);
+        self.net_out.extend(&t.net_tx_bytes_per_second);
+        self.net_in.extend(&t.net_rx_bytes_per_second);
+    }
+
+    pub fn id(&self) -> &str {
+        &self.node.id
+    }
+
+    pub fn series(&self, metric: Metric) -> &Series {
+        match metric {
+            Metric::Cpu => &self.cpu,
+            Metric::Memory => &self.memory,
+            Metric::NetOut => &self.net_out,
+            Metric::NetIn => &self.net_in,
+        }
+    }
+
+    pub fn kind(&self) -> pb::NodeKind {
+        pb::NodeKind::try_from(self.node.kind).unwrap_or(pb::NodeKind::Unspecified)
+    }
+
+    pub fn is_pseudo(&self) -> bool {
+        self.node.labels.contains_key("pseudo")
+    }
+
+    pub fn host(&self) -> Option<&pb::Host> {
+        match &self.node.detail {
+            Some(pb::node::Detail::Host(h)) => Some(h),
+            _ => None,
+        }
+    }
+
+    pub fn container(&self) -> Option<&pb::Container> {
+        match &self.node.detail {
+            Some(pb::node::Detail::Container(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn process(&self) -> Option<&pb::Process> {
+        match &self.node.detail {
+            Some(pb::node::Detail::Process(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The name people know the node by.
+    pub fn name(&self) -> &str {
+        match &self.node.detail {
+            Some(pb::node::Detail::Host(h)) => &h.hostname,
+            Some(pb::node::Detail::Container(c)) if !c.name.is_empty() => &c.name,
+            Some(pb::node::Detail::Container(c)) => &c.id,
+            Some(pb::node::Detail::Process(p)) => &p.comm,
+            None => &self.node.id,
+        }
+    }
+
+    /// The current CPU use in percent (of all cores for hosts, of one core otherwise).
+    pub fn cpu_percent(&self) -> f64 {
+        match &self.node.detail {
+            Some(pb::node::Detail::Host(h)) => h.cpu_percent,
+            Some(pb::node::Detail::Container(c)) => c.cpu_percent,
+            Some(pb::node::Detail::Process(p)) => p.cpu_percent,
+            None => 0.0,
+        }
+    }
+
+    /// Resident memory in bytes (used memory for hosts).
+    pub fn memory_bytes(&self) -> u64 {
+        match &self.node.detail {
+            Some(pb::node::Detail::Host(h)) => h
+                .memory_total_bytes
+                .saturating_sub(h.memory_available_bytes),
+            Some(pb::node::Detail::Container(c)) => c.memory_usage_bytes,
+            Some(pb::node::Detail::Process(p)) => p.rss_bytes,
+            None => 0,
+        }
+    }
+}
+
+/// A connection with the rates the TUI derives from successive byte counters.
+#[derive(Debug, Clone)]
+pub struct ConnEntry {
+    pub conn: pb::TopologyConnection,
+    pub sent_per_second: f64,
+    pub received_per_second: f64,
+    updated_unix_ms: i64,
+    /// Set when the collector removed a closed connection: kept (dimmed) until then.
+    pub linger_until: Option<Instant>,
+}
+
+impl ConnEntry {
+    pub fn connection(&self) -> &pb::Connection {
+        static EMPTY: std::sync::OnceLock<pb::Connection> = std::sync::OnceLock::new();
+        self.conn
+            .connection
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(pb::Connection::default))
+    }
+
+    pub fn state(&self) -> pb::ConnectionState {
+        pb::ConnectionState::try_from(self.connection().state)
+            .unwrap_or(pb::ConnectionState::Unspecified)
+    }
+}
+
+/// One view's nodes, edges and connections.
+#[derive(Debug, Default)]
+pub struct ViewData {
+    pub nodes: HashMap<String, NodeEntry>,
+    pub edges: HashMap<String, pb::TopologyEdge>,
+    pub connections: HashMap<String, ConnEntry>,
+    /// The collector's sequence number of the last applied message.
+    pub seq: u64,
+    /// Bumped on every applied change (rows are rebuilt when it moves).
+    pub version: u64,
+    /// True once the first snapshot arrived.
+    pub loaded: bool,
+}
+
+impl ViewData {
+    pub fn len(&self) -> usize {
+        self.nodes.len() + self.connections.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Edges touching `id`, with the node at the other end and whether `id` is the source.
+    pub fn neighbours<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> impl Iterator<Item = (&'a pb::TopologyEdge, &'a str, bool)> + 'a {
+        self.edges.values().filter_map(move |e| {
+            if e.source == id {
+                Some((e, e.target.as_str(), true))
+            } else if e.target == id {
+                Some((e, e.source.as_str(), false))
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// How long a closed connection stays on screen after the collector dropped it, so a person
+/// sees connections that lived for less than a report cycle.
+pub const CLOSED_LINGER: Duration = Duration::from_secs(2);
+
+/// All four views.
+#[derive(Debug, Default)]
+pub struct Topology {
+    views: [ViewData; 4],
+}
+
+impl Topology {
+    pub fn view(&self, view: TopoView) -> &ViewData {
+        &self.views[view.index()]
+    }
+
+    /// A node of any view by id (hosts, containers and processes each live in their view).
+    pub fn node(&self, id: &str) -> Option<&NodeEntry> {
+        self.views.iter().find_map(|v| v.nodes.get(id))
+    }
+
+    /// Applies one message of a view's watch. A snapshot replaces the view (series included);
+    /// a delta upserts and removes. Returns whether anything changed.
+    pub fn apply(&mut self, view: TopoView, delta: pb::TopologyDelta, now: Instant) -> bool {
+        let data = &mut self.views[view.index()];
+        if delta.full {
+            let old_connections = std::mem::take(&mut data.connections);
+            data.nodes.clear();
+            data.edges.clear();
+            data.loaded = true;
+            for node in delta.upserted_nodes {
+                let entry = NodeEntry::new(node);
+                data.nodes.insert(entry.node.id.clone(), entry);
+            }
+            for edge in delta.upserted_edges {
+                data.edges.insert(edge.id.clone(), edge);
+            }
+            for c in delta.upserted_connections {
+                let id = c
+                    .connection
+                    .as_ref()
+                    .map(|c| c.id.clone())
+                    .unwrap_or_default();
+                let mut entry = new_connection(c, delta.timestamp_unix_ms);
+                if let Some(old) = old_connections.get(&id) {
+                    rate_from(&mut entry, old, delta.timestamp_unix_ms);
+                }
+                data.connections.insert(id, entry);
+            }
+        } else {
+            for node in delta.upserted_nodes {
+                let id = node
+                    .node
+                    .as_ref()
+                    .map(|n| n.id.as_str())
+                    .unwrap_or_default();
+                match data.nodes.get_mut(id) {
+                    Some(entry) => entry.update(node),
+                    None => {
+                        let entry = NodeEntry::new(node);
+                        data.nodes.insert(entry.node.id.clone(), entry);
+                    }
+                }
+            }
+            for id in &delta.removed_nodes {
+                data.nodes.remove(id);
+            }
+            for edge in delta.upserted_edges {
+                data.edges.insert(edge.id.clone(), edge);
+            }
+            for id in &delta.removed_edges {
+                data.edges.remove(id);
+            }
+            for c in delta.upserted_connections {
+                let id = c
+                    .connection
+                    .as_ref()
+                    .map(|c| c.id.clone())
+                    .unwrap_or_default();
+                let mut entry = new_connection(c, delta.timestamp_unix_ms);
+                if let Some(old) = data.connections.get(&id) {
+                    rate_from(&mut entry, old, delta.timestamp_unix_ms);
+                }
+                data.connections.insert(id, entry);
+            }
+            for id in &delta.removed_connections {
+                let closed = data.connections.get_mut(id).filter(|c| {
+                    matches!(
+                        c.state(),
+                        pb::ConnectionState::Closed | pb::ConnectionState::Failed
+                    )
+                });
+                match closed {
+                    Some(entry) => {
+                        entry.linger_until.get_or_insert(now + CLOSED_LINGER);
+                        entry.sent_per_second = 0.0;
+                        entry.received_per_second = 0.0;
+                    }
+                    None => {
+                        data.connections.remove(id);
+                    }
+                }
+            }
+        }
+        data.seq = delta.seq;
+        data.version += 1;
+        true
+    }
+
+    /// Drops closed connections whose linger time is over. Returns whether any went.
+    pub fn expire(&mut self, now: Instant) -> bool {
+        let data = &mut self.views[TopoView::Connections.index()];
+        let before = data.connections.len();
+        data.connections
+            .retain(|_, c| c.linger_until.is_none_or(|until| until > now));
+        let changed = data.connections.len() != before;
+        if changed {
+            data.version += 1;
+        }
+        changed
+    }
+
+    /// Forgets everything (the master went away and a new watch will send snapshots).
+    pub fn mark_stale(&mut self) {
+        for view in &mut self.views {
+            view.loaded = false;
+        }
+    }
+}
+
+fn new_connection(conn: pb::TopologyConnection, unix_ms: i64) -> ConnEntry {
+    ConnEntry {
+        conn,
+        sent_per_second: 0.0,
+        received_per_second: 0.0,
+        updated_unix_ms: unix_ms,
+        linger_until: None,
+    }
+}
+
+/// Derives byte rates from the counters of the previous sighting of the same connection.
+fn rate_from(entry: &mut ConnEntry, old: &ConnEntry, unix_ms: i64) {
+    let elapsed_ms = unix_ms - old.updated_unix_ms;
+    let (new, prev) = (entry.connection(), old.connection());
+    if elapsed_ms <= 0 {
+        entry.sent_per_second = old.sent_per_second;
+        entry.received_per_second = old.received_per_second;
+        entry.updated_unix_ms = old.updated_unix_ms;
+        return;
+    }
+    let per_second =
+        |now: u64, before: u64| now.saturating_sub(before) as f64 * 1000.0 / elapsed_ms as f64;
+    let sent = per_second(new.bytes_sent, prev.bytes_sent);
+    let received = per_second(new.bytes_received, prev.bytes_received);
+    entry.sent_per_second = sent;
+    entry.received_per_second = received;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(t: i64, v: f64) -> pb::Point {
+        pb::Point {
+            timestamp_unix_ms: t,
+            value: v,
+        }
+    }
+
+    fn process(id: &str, cpu: f64, points: Vec<pb::Point>) -> pb::TopologyNode {
+        pb::TopologyNode {
+            node: Some(pb::Node {
+                id: id.into(),
+                kind: pb::NodeKind::Process as i32,
+                detail: Some(pb::node::Detail::Process(pb::Process {
+                    comm: "nginx".into(),
+                    cpu_percent: cpu,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            hostname: "a".into(),
+            cpu_percent: points,
+            ..Default::default()
+        }
+    }
+
+    fn connection(id: &str, sent: u64, state: pb::ConnectionState) -> pb::TopologyConnection {
+        pb::TopologyConnection {
+            connection: Some(pb::Connection {
+                id: id.into(),
+                bytes_sent: sent,
+                state: state as i32,
+                ..Default::default()
+            }),
+            hostname: "a".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn series_appends_new_points_and_replaces_the_filling_bucket() {
+        let mut s = Series::default();
+        s.extend(&[point(15_000, 1.0), point(30_000, 2.0)]);
+        s.extend(&[point(30_000, 3.0)]);
+        s.extend(&[point(15_000, 9.0)]); // older: ignored
+        s.extend(&[point(45_000, 4.0)]);
+        assert_eq!(s.values().collect::<Vec<_>>(), [1.0, 3.0, 4.0]);
+        for i in 0..SERIES_CAPACITY as i64 {
+            s.extend(&[point(60_000 + i * 15_000, i as f64)]);
+        }
+        assert_eq!(s.len(), SERIES_CAPACITY);
+        assert_eq!(s.last(), Some((SERIES_CAPACITY - 1) as f32));
+    }
+
+    #[test]
+    fn snapshot_then_deltas_upsert_and_remove() {
+        let mut t = Topology::default();
+        let now = Instant::now();
+        t.apply(
+            TopoView::Processes,
+            pb::TopologyDelta {
+                seq: 1,
+                full: true,
+                upserted_nodes: vec![
+                    process("p1", 1.0, vec![point(15_000, 1.0), point(30_000, 2.0)]),
+                    process("p2", 5.0, vec![]),
+                ],
+                ..Default::default()
+            },
+            now,
+        );
+        let v = t.view(TopoView::Processes);
+        assert!(v.loaded);
+        assert_eq!(v.nodes.len(), 2);
+        assert_eq!(v.nodes["p1"].cpu.len(), 2);
+
+        t.apply(
+            TopoView::Processes,
+            pb::TopologyDelta {
+                seq: 2,
+                upserted_nodes: vec![process("p1", 7.0, vec![point(45_000, 7.0)])],
+                removed_nodes: vec!["p2".into()],
+                ..Default::default()
+            },
+            now,
+        );
+        let v = t.view(TopoView::Processes);
+        assert_eq!(v.nodes.len(), 1);
+        assert_eq!(v.nodes["p1"].cpu_percent(), 7.0);
+        assert_eq!(
+            v.nodes["p1"].cpu.values().collect::<Vec<_>>(),
+            [1.0, 2.0, 7.0]
+        );
+        assert_eq!(v.seq, 2);
+        assert_eq!(v.version, 2);
+
+        // A new snapshot (after a reconnect) replaces everything.
+        t.apply(
+            TopoView::Processes,
+            pb::TopologyDelta {
+                seq: 9,
+                full: true,
+                upserted_nodes: vec![process("p3", 0.0, vec![])],
+                ..Default::default()
+            },
+            now,
+        );
+        let ids: Vec<_> = t.view(TopoView::Processes).nodes.keys().cloned().collect();
+        assert_eq!(ids, ["p3"]);
+    }
+
+    #[test]
+    fn connection_rates_come_from_successive_counters_and_closed_ones_linger() {
+        let mut t = Topology::default();
+        let now = Instant::now();
+        let view = TopoView::Connections;
+        t.apply(
+            view,
+            pb::TopologyDelta {
+                seq: 1,
+                full: true,
+                timestamp_unix_ms: 1_000,
+                upserted_connections: vec![connection("c", 100, pb::ConnectionState::Established)],
+                ..Default::default()
+            },
+            now,
+        );
+        t.apply(
+            view,
+            pb::TopologyDelta {
+                seq: 2,
+                timestamp_unix_ms: 1_500,
+                upserted_connections: vec![connection("c", 600, pb::ConnectionState::Closed)],
+                ..Default::default()
+            },
+            now,
+        );
+        let c = &t.view(view).connections["c"];
+        assert_eq!(c.sent_per_second, 1000.0);
+        assert_eq!(c.state(), pb::ConnectionState::Closed);
+
+        // The collector drops it with the next report; the TUI keeps it for CLOSED_LINGER.
+        t.apply(
+            view,
+            pb::TopologyDelta {
+                seq: 3,
+                timestamp_unix_ms: 2_000,
+                removed_connections: vec!["c".into()],
+                ..Default::default()
+            },
+            now,
+        );
+        assert!(t.view(view).connections.contains_key("c"));
+        assert!(!t.expire(now + CLOSED_LINGER / 2));
+        assert!(t.expire(now + CLOSED_LINGER * 2));
+        assert!(t.view(view).connections.is_empty());
+
+        // An established connection removed (its process went) goes at once.
+        t.apply(
+            view,
+            pb::TopologyDelta {
+                seq: 4,
+                upserted_connections: vec![connection("d", 1, pb::ConnectionState::Established)],
+                ..Default::default()
+            },
+            now,
+        );
+        t.apply(
+            view,
+            pb::TopologyDelta {
+                seq: 5,
+                removed_connections: vec!["d".into()],
+                ..Default::default()
+            },
+            now,
+        );
+        assert!(t.view(view).connections.is_empty());
+    }
+}
