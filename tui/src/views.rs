@@ -494,7 +494,6 @@ pub struct Sort {
     pub reverse: bool,
 }
 
-
 /// The rows of a tab as built: keys in display order (cells are drawn only for visible rows).
 #[derive(Debug, Default, Clone)]
 pub struct Rows {

@@ -432,7 +432,7 @@ fn neighbours<'a>(app: &'a App, node: &'a NodeEntry) -> Vec<(String, bool, u64, 
             )
         })
         .collect();
-    out.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    out.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(b.1.cmp(&a.1)));
     out
 }
 

@@ -15,19 +15,16 @@ pub const KEYS: &[(&str, &str)] = &[
     ("↑↓ j k PgUp PgDn g G", "move"),
     (
         "Enter → l",
-        "drill down (host → containers → processes → connections)",
+        "drill down: host → containers → processes → conns",
     ),
     ("Esc ← h Bksp", "clear the filter, then back up"),
     (
         "/",
-        "filter: fuzzy words, kind: label:k=v ns: host: state: cpu>50% mem>1G",
+        "filter: words kind: label:k=v ns: host: state: cpu>50%",
     ),
     ("f  F", "saved filters  ·  save the current filter"),
     ("s  S", "sort by the next column  ·  reverse"),
-    (
-        "d",
-        "details panel (metadata, usage sparklines, connections)",
-    ),
+    ("d", "details: metadata, usage sparklines, connections"),
     ("n", "neighbourhood graph of the selected node"),
     ("e y", "export the details as JSON (file + clipboard)"),
     ("L", "launch a command task"),

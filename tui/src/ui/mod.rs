@@ -348,3 +348,6 @@ fn caption(metric: crate::model::topology::Metric, value: Option<f32>) -> String
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

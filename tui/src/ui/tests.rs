@@ -1,0 +1,207 @@
+//! Every view drawn to ratatui's `TestBackend` and compared with its reviewed snapshot
+//! (`src/ui/snapshots/`), at the 80x24 an SSH session starts with unless noted.
+use std::time::{Duration, Instant};
+
+use ratatui::{
+    Terminal,
+    backend::TestBackend,
+    crossterm::event::{KeyCode, KeyEvent, KeyModifiers},
+};
+
+use crate::{
+    app::{App, LinkState},
+    saved::SavedFilters,
+    synthetic,
+};
+
+fn app(nodes: usize) -> App {
+    let mut app = App::new("127.0.0.1:7070", SavedFilters::default());
+    let now = Instant::now();
+    for (view, delta) in synthetic::snapshots(nodes, 240) {
+        app.on_topology(view, delta, now);
+    }
+    app.on_cluster(synthetic::cluster(3, 4, 14), now);
+    app.on_link(LinkState::Connected);
+    app
+}
+
+fn keys(app: &mut App, keys: &str) {
+    for c in keys.chars() {
+        let code = match c {
+            '\n' => KeyCode::Enter,
+            '\t' => KeyCode::Tab,
+            c => KeyCode::Char(c),
+        };
+        app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+        app.prepare();
+    }
+}
+
+/// Draws `app` at `width`x`height`; times that change from run to run are left out.
+fn draw(app: &mut App, width: u16, height: u16) -> String {
+    app.last_update = None;
+    app.last_latency = None;
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| super::draw(f, app)).unwrap();
+    terminal.backend().to_string()
+}
+
+#[test]
+fn hosts() {
+    let mut app = app(500);
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn containers_of_a_host_after_drilling_down() {
+    let mut app = app(500);
+    keys(&mut app, "j\n");
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn processes_as_a_tree() {
+    let mut app = app(200);
+    keys(&mut app, "3");
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn connections() {
+    let mut app = app(200);
+    keys(&mut app, "4");
+    insta::assert_snapshot!(draw(&mut app, 100, 24));
+}
+
+#[test]
+fn agents() {
+    let mut app = app(200);
+    keys(&mut app, "5");
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn frameworks() {
+    let mut app = app(200);
+    keys(&mut app, "6");
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn tasks_sorted_by_memory() {
+    let mut app = app(200);
+    keys(&mut app, "7ssssss");
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn details_with_sparklines_under_the_table_at_80_columns() {
+    let mut app = app(200);
+    keys(&mut app, "d");
+    insta::assert_snapshot!(draw(&mut app, 80, 30));
+}
+
+#[test]
+fn details_beside_the_table_on_a_wide_screen() {
+    let mut app = app(200);
+    keys(&mut app, "2d");
+    insta::assert_snapshot!(draw(&mut app, 160, 36));
+}
+
+#[test]
+fn neighbourhood_graph() {
+    let mut app = app(500);
+    keys(&mut app, "n");
+    insta::assert_snapshot!(draw(&mut app, 160, 40));
+}
+
+#[test]
+fn filter_being_typed() {
+    let mut app = app(500);
+    keys(&mut app, "2/ns:ops cpu>50");
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn help() {
+    let mut app = app(100);
+    keys(&mut app, "?");
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn launch_dialog() {
+    let mut app = app(100);
+    keys(&mut app, "7L\tsleep 60");
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn kill_confirmation() {
+    let mut app = app(100);
+    keys(&mut app, "7x");
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn master_unreachable() {
+    let mut app = App::new("10.9.9.9:7070", SavedFilters::default());
+    app.on_link(LinkState::Down {
+        reason: "connection refused".into(),
+        retry_at: Instant::now() + Duration::from_millis(2_900),
+    });
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn every_view_fits_80_columns_without_panicking_at_tiny_sizes() {
+    let mut app = app(300);
+    for tab in "1234567".chars() {
+        keys(&mut app, &tab.to_string());
+        for (w, h) in [(80, 24), (40, 10), (20, 5), (1, 1), (200, 3)] {
+            draw(&mut app, w, h);
+        }
+        keys(&mut app, "d");
+        draw(&mut app, 80, 24);
+        draw(&mut app, 30, 8);
+        keys(&mut app, "d");
+    }
+}
+
+#[test]
+fn selected_row_is_reversed_and_health_is_coloured() {
+    use ratatui::style::{Color, Modifier};
+    let mut app = app(100);
+    keys(&mut app, "2j");
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    terminal.draw(|f| super::draw(f, &mut app)).unwrap();
+    let buffer = terminal.backend().buffer();
+    // Rows: tabs, breadcrumb, rule, header, then data; the second data row is selected.
+    for x in 2..20 {
+        assert!(
+            buffer[(x, 5)].modifier.contains(Modifier::REVERSED),
+            "x={x}"
+        );
+        assert!(
+            !buffer[(x, 4)].modifier.contains(Modifier::REVERSED),
+            "x={x}"
+        );
+    }
+    assert!(
+        buffer[(8, 0)].modifier.contains(Modifier::REVERSED),
+        "the current tab"
+    );
+    assert!(
+        !buffer[(0, 0)].modifier.contains(Modifier::REVERSED),
+        "another tab"
+    );
+    let glyph = |symbol: &str| {
+        (4..23)
+            .map(|y| &buffer[(0, y)])
+            .find(|c| c.symbol() == symbol)
+            .unwrap_or_else(|| panic!("a {symbol} row"))
+            .fg
+    };
+    assert_eq!(glyph("●"), Color::Green);
+    assert_eq!(glyph("✖"), Color::Red, "the exited container");
+}
