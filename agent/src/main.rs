@@ -236,6 +236,7 @@ fn main() -> ExitCode {
                     work_dir,
                     resources,
                     attributes,
+                    kill_tasks_on_exit: false,
                 });
                 let config = runner::RunConfig {
                     engine: EngineOptions {

@@ -52,6 +52,9 @@ pub struct TasksConfig {
     /// Mesos text overriding or adding resources (`cpus:2;net_bw:1000`).
     pub resources: Option<String>,
     pub attributes: std::collections::BTreeMap<String, String>,
+    /// Kill every task when the agent stops (an agent that is not coming back, as under
+    /// `orca up`); otherwise tasks outlive the agent process.
+    pub kill_tasks_on_exit: bool,
 }
 
 impl Default for RunConfig {
@@ -129,13 +132,16 @@ pub async fn run(
             metrics.clone(),
         ));
     }
+    let mut task_manager = None;
     if let (Some(master), Some(tasks)) = (config.master.clone(), config.tasks.clone()) {
         // Observing is the agent's first job: it goes on when tasks cannot be run here.
-        if let Err(why) = start_tasks(master, tasks, engine.hostname().to_string()) {
-            tracing::warn!(
+        let kill_on_exit = tasks.kill_tasks_on_exit;
+        match start_tasks(master, tasks, engine.hostname().to_string()) {
+            Ok(manager) => task_manager = kill_on_exit.then_some(manager),
+            Err(why) => tracing::warn!(
                 "not running tasks for the master: {why:#}; the agent only observes \
                  (fix the cause, or pass --no-tasks to say so)"
-            );
+            ),
         }
     }
     let agent_id = config
@@ -183,6 +189,9 @@ pub async fn run(
                 publish_connections(&mut engine, &mut builder, &queue, &metrics, config.master.is_some());
             }
         }
+    }
+    if let Some(manager) = task_manager {
+        manager.shutdown_all(Duration::from_secs(5)).await;
     }
     tracing::info!("agent stopped");
     Ok(())
@@ -257,7 +266,11 @@ fn send(
 }
 
 /// Starts task execution and the link to the master.
-fn start_tasks(master: String, tasks: TasksConfig, hostname: String) -> anyhow::Result<()> {
+fn start_tasks(
+    master: String,
+    tasks: TasksConfig,
+    hostname: String,
+) -> anyhow::Result<crate::tasks::TaskManager> {
     use crate::tasks::{TaskManager, TaskManagerConfig, capacity, cgroups::Driver, link};
     std::fs::create_dir_all(&tasks.work_dir).map_err(|e| {
         anyhow::anyhow!(
@@ -272,6 +285,6 @@ fn start_tasks(master: String, tasks: TasksConfig, hostname: String) -> anyhow::
     let (manager, updates) = TaskManager::new(TaskManagerConfig::new(tasks.work_dir, driver));
     let mut config = link::LinkConfig::new(master, hostname, resources);
     config.attributes = tasks.attributes;
-    tokio::spawn(link::run(config, manager, updates, None));
-    Ok(())
+    tokio::spawn(link::run(config, manager.clone(), updates, None));
+    Ok(manager)
 }

@@ -26,6 +26,9 @@ use crate::{
     scheduler_grpc::SchedulerService,
 };
 
+/// How long a stopping master waits for open streams to end before it closes them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Listeners bound and ready; `serve` runs them.
 #[derive(Debug)]
 pub struct Master {
@@ -103,7 +106,7 @@ impl Master {
                     .route("/metrics", get(metrics))
                     .with_state((collector, cluster)),
             );
-        let mut http_stop = stop_rx;
+        let mut http_stop = stop_rx.clone();
         let http = axum::serve(self.http, router).with_graceful_shutdown(async move {
             let _ = http_stop.changed().await;
         });
@@ -111,7 +114,20 @@ impl Master {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let (grpc, http) = tokio::join!(grpc, http.into_future());
+        // Watches, event streams and agent links never end by themselves: after the grace
+        // period the servers are dropped with whatever is still open.
+        let mut grace = stop_rx;
+        let served = async { tokio::join!(grpc, http.into_future()) };
+        let (grpc, http) = tokio::select! {
+            both = served => both,
+            _ = async {
+                let _ = grace.changed().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::info!("streams still open after {SHUTDOWN_GRACE:?}; closing them");
+                (Ok(()), Ok(()))
+            }
+        };
         publisher.abort();
         allocation.abort();
         grpc?;

@@ -131,6 +131,8 @@ impl Up {
                 work_dir: config.state_dir.join("agent"),
                 resources: None,
                 attributes: Default::default(),
+                // Quitting `orca up` leaves nothing running.
+                kill_tasks_on_exit: true,
             }),
             ..RunConfig::default()
         };
@@ -158,7 +160,8 @@ impl Up {
     /// Stops both and waits (a few seconds at most) for them to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        let wait = Duration::from_secs(5);
+        // The agent kills its tasks first (up to 5 s for them to end).
+        let wait = Duration::from_secs(10);
         let agent = tokio::time::timeout(wait, self.agent).await;
         let master = tokio::time::timeout(wait, self.master).await;
         for (name, result) in [("agent", agent), ("master", master)] {

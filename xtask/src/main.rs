@@ -78,6 +78,8 @@ const APT_PACKAGES: &[&str] = &[
     "libcap2-bin",
     "procps",
     "curl",
+    // The TUI's end-to-end test drives `orca up` in a real terminal.
+    "tmux",
     // Real ZooKeeper servers (3.8, with a JRE) for the sync engine's tests and benchmarks.
     "zookeeper",
 ];

@@ -524,6 +524,28 @@ impl TaskManager {
         true
     }
 
+    /// Kills every task at once and waits (up to `wait`) until each has ended and its cgroup
+    /// is gone; then removes the agent's parent cgroup if it is empty. For an agent that is
+    /// stopping for good (`orca up` quitting): nothing it started keeps running.
+    pub async fn shutdown_all(&self, wait: Duration) {
+        let keys: Vec<(String, String)> = self.lock().tasks.keys().cloned().collect();
+        for (framework, task) in &keys {
+            self.kill(framework, task, Some(Duration::ZERO));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while !self.lock().tasks.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.lock().tasks.len();
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "tasks still ending after {wait:?}; their cgroups stay"
+            );
+        }
+        self.config.driver.remove_parent(&self.config.cgroup_parent);
+    }
+
     /// Kills every task of a framework (it was torn down) with no grace.
     pub fn shutdown_framework(&self, framework_id: &str) {
         let tasks: Vec<String> = self

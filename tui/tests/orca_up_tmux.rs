@@ -1,0 +1,267 @@
+//! `orca up` end to end in a real terminal (tmux): the local host and a known connection
+//! appear, the connection is found with the filter and its details opened, a task is launched
+//! and killed from the UI, and `q` quits cleanly with the terminal restored. Needs root (the
+//! local agent runs tasks in cgroups) and tmux (installed by `cargo xtask setup`).
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A tmux session running one command; killed (with what it runs) when dropped.
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start(session: &str, width: u16, height: u16, command: &str) -> Tmux {
+        let status = Command::new("tmux")
+            .args(["new-session", "-d", "-s", session])
+            .args(["-x", &width.to_string(), "-y", &height.to_string()])
+            .arg(command)
+            .status()
+            .expect("tmux runs (cargo xtask setup installs it)");
+        assert!(status.success(), "tmux new-session failed: {status}");
+        // Keep the pane after the command ends, so the exit can be inspected.
+        let _ = Command::new("tmux")
+            .args(["set-option", "-t", session, "remain-on-exit", "on"])
+            .status();
+        Tmux {
+            session: session.to_owned(),
+        }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The screen and everything scrolled off it.
+    fn history(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-S", "-", "-t", &self.session])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn format(&self, format: &str) -> String {
+        let out = Command::new("tmux")
+            .args(["display-message", "-p", "-t", &self.session, format])
+            .output()
+            .expect("tmux display-message");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Sends keys one tmux argument at a time (`Enter`, `Escape`, `Tab` are key names).
+    fn keys(&self, keys: &[&str]) {
+        for key in keys {
+            let status = Command::new("tmux")
+                .args(["send-keys", "-t", &self.session, key])
+                .status()
+                .expect("tmux send-keys");
+            assert!(status.success());
+        }
+    }
+
+    /// Types text literally.
+    fn type_text(&self, text: &str) {
+        let status = Command::new("tmux")
+            .args(["send-keys", "-l", "-t", &self.session, text])
+            .status()
+            .expect("tmux send-keys");
+        assert!(status.success());
+    }
+
+    /// Waits until the screen satisfies `check`; on timeout shows the screen.
+    fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The first table row (it starts with a health glyph) that contains `needle`.
+fn line_with<'a>(screen: &'a str, needle: &str) -> Option<&'a str> {
+    screen
+        .lines()
+        .filter(|l| l.starts_with(['●', '▲', '✖', '·']))
+        .find(|l| l.contains(needle))
+}
+
+/// Whether a process with exactly this command line runs.
+fn running(cmdline: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|raw| {
+            let args: Vec<&[u8]> = raw.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+            args.join(&b' ') == cmdline.as_bytes()
+        })
+}
+
+#[test]
+fn orca_up_shows_this_host_finds_a_connection_and_runs_and_kills_a_task() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (the local agent runs tasks in cgroups): run `cargo xtask test` as root"
+    );
+    let state_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("orca-up-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let exit_file = state_dir.join("exit-status");
+
+    // A known connection: this test talks to its own listener the whole time.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    client.write_all(b"hello orca").unwrap();
+    let mut buf = [0u8; 10];
+    server.read_exact(&mut buf).unwrap();
+
+    let (grpc, http) = (free_port(), free_port());
+    let command = format!(
+        "{bin} up --grpc-addr 127.0.0.1:{grpc} --http-addr 127.0.0.1:{http} --state-dir {dir}; \
+         echo $? > {exit}",
+        bin = env!("CARGO_BIN_EXE_orca"),
+        dir = state_dir.display(),
+        exit = exit_file.display(),
+    );
+    let started = Instant::now();
+    let tmux = Tmux::start(
+        &format!("orca-e2e-{}", std::process::id()),
+        120,
+        36,
+        &command,
+    );
+
+    // This host appears in the hosts view.
+    let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    tmux.wait_for("this host in the hosts view", |s| {
+        s.contains("● connected")
+            && s.lines()
+                .any(|l| (l.starts_with('●') || l.starts_with('▲')) && l.contains(&hostname))
+    });
+    eprintln!("host visible {:?} after start", started.elapsed());
+
+    // The known connection, found with the filter, then its details.
+    tmux.keys(&["4", "/"]);
+    tmux.type_text(&port.to_string());
+    let endpoint = format!("127.0.0.1:{port}");
+    tmux.wait_for("the test's connection under the filter", |s| {
+        line_with(s, &endpoint).is_some_and(|l| l.contains("established"))
+    });
+    tmux.keys(&["Enter", "d"]);
+    let details = tmux.wait_for("the connection's details", |s| {
+        s.contains("remote") && s.contains("direction") && s.contains(&endpoint)
+    });
+    assert!(details.contains("sent"), "{details}");
+
+    // Launch a task from the dialog; it runs; kill it from the UI.
+    tmux.keys(&["d", "Escape"]);
+    tmux.wait_for("the filter cleared", |s| !s.contains("filter:"));
+    tmux.keys(&["7", "L"]);
+    tmux.wait_for("the launch dialog", |s| s.contains("launch a task"));
+    tmux.type_text("e2e-sleeper");
+    tmux.keys(&["Tab"]);
+    tmux.type_text("sleep 300");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the task running", |s| {
+        line_with(s, "e2e-sleeper").is_some_and(|l| l.contains("RUNNING"))
+    });
+    tmux.keys(&["/"]);
+    tmux.type_text("e2e-sleeper");
+    tmux.keys(&["Enter", "x"]);
+    tmux.wait_for("the kill confirmation", |s| {
+        s.contains("Kill task e2e-sleeper")
+    });
+    tmux.keys(&["y"]);
+    tmux.wait_for("the task killed", |s| {
+        line_with(s, "e2e-sleeper").is_some_and(|l| l.contains("KILLED"))
+    });
+
+    // A task still running when orca quits is stopped with it.
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the filter cleared", |s| !s.contains("filter:"));
+    tmux.keys(&["L"]);
+    tmux.wait_for("the launch dialog", |s| s.contains("launch a task"));
+    tmux.type_text("e2e-left");
+    tmux.keys(&["Tab"]);
+    tmux.type_text("sleep 301");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the second task running", |s| {
+        line_with(s, "e2e-left").is_some_and(|l| l.contains("RUNNING"))
+    });
+    assert!(running("sleep 301"), "the task's process runs");
+
+    // Quit: orca stops master and agent, exits 0, and the terminal is back to normal.
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&exit_file)
+            && !text.trim().is_empty()
+        {
+            break text.trim().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orca did not exit after q; the screen:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        status,
+        "0",
+        "orca's exit status; the screen:\n{}",
+        tmux.screen()
+    );
+    assert_eq!(
+        tmux.format("#{alternate_on}"),
+        "0",
+        "the alternate screen is left"
+    );
+    let history = tmux.history();
+    assert!(history.contains("orca up: stopped"), "{history}");
+    assert!(
+        !running("sleep 301"),
+        "quitting orca up killed the task it left running"
+    );
+    drop(tmux);
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
