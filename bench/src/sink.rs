@@ -92,4 +92,13 @@ impl pb::collector_server::Collector for Sink {
             "the benchmark sink only takes reports",
         ))
     }
+
+    async fn node_series(
+        &self,
+        _request: Request<pb::NodeSeriesRequest>,
+    ) -> Result<Response<pb::TopologyNode>, Status> {
+        Err(Status::unimplemented(
+            "the benchmark sink only takes reports",
+        ))
+    }
 }

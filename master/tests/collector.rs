@@ -478,3 +478,55 @@ async fn connections_view_names_the_far_end_and_drops_closed_connections() {
         .unwrap();
     assert_eq!(removal.removed_connections, ["a:10.1.0.1:5555-10.1.0.2:80"]);
 }
+
+#[tokio::test]
+async fn watches_carry_the_latest_point_and_node_series_the_whole_history() {
+    let running = start().await;
+    let (tx, mut acks) = open_stream(running.grpc).await;
+    let (a, _) = cross_host_reports();
+    for seq in 1..=3 {
+        let mut report = a.clone();
+        report.seq = seq;
+        report.timestamp_unix_ms = 1_000_000 + seq as i64 * 15_000;
+        tx.send(report).await.unwrap();
+        acks.message().await.unwrap().unwrap();
+    }
+    let mut client = CollectorClient::connect(format!("http://{}", running.grpc))
+        .await
+        .unwrap();
+    let mut watch = client
+        .watch_topology(pb::WatchRequest {
+            view: pb::View::Hosts as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = watch.message().await.unwrap().unwrap();
+    let host = snapshot
+        .upserted_nodes
+        .iter()
+        .find(|n| n.node.as_ref().unwrap().id == "host:a")
+        .unwrap();
+    assert_eq!(host.cpu_percent.len(), 1, "only the latest point");
+
+    let series = client
+        .node_series(pb::NodeSeriesRequest {
+            node_id: "host:a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(series.hostname, "a");
+    assert_eq!(series.cpu_percent.len(), 3, "three 15-second buckets");
+    assert_eq!(
+        series.cpu_percent.last().unwrap().timestamp_unix_ms,
+        host.cpu_percent[0].timestamp_unix_ms
+    );
+    let err = client
+        .node_series(pb::NodeSeriesRequest {
+            node_id: "host:nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}

@@ -7,12 +7,13 @@ use orca_proto::{
     cluster::v1 as cpb,
     operator::v1::{self as opb, operator_client::OperatorClient},
     scheduler::v1::{self as spb, event, operation, scheduler_client::SchedulerClient},
+    topology::v1::{self as pb, collector_client::CollectorClient},
 };
 use tokio::sync::mpsc;
 
 use crate::{
     app::{LaunchRequest, Level},
-    feed::{Event, endpoint},
+    feed::{Event, MAX_MESSAGE, endpoint},
 };
 
 /// Sends actions to the master and reports their outcome as notices.
@@ -59,6 +60,33 @@ impl Actions {
                 Err(e) => (format!("could not kill {task_id}: {e}"), Level::Error),
             };
             let _ = events.send(Event::Notice(notice.0, notice.1)).await;
+        });
+    }
+
+    /// Fetches a node's hour of series from the collector.
+    pub fn fetch_series(&self, node_id: String) {
+        let (master, events) = (self.master.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let result = async {
+                let channel = endpoint(&master)?
+                    .connect()
+                    .await
+                    .map_err(|e| format!("cannot reach the master: {e}"))?;
+                CollectorClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .node_series(pb::NodeSeriesRequest {
+                        node_id: node_id.clone(),
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| s.message().to_owned())
+            }
+            .await;
+            let event = match result {
+                Ok(node) => Event::Series(node, std::time::Instant::now()),
+                Err(e) => Event::Notice(format!("no history for {node_id}: {e}"), Level::Error),
+            };
+            let _ = events.send(event).await;
         });
     }
 

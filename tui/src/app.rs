@@ -209,6 +209,9 @@ pub struct App {
     /// The screen row of the first table row at the last draw (for mouse clicks).
     pub table_top: u16,
     scratch: Scratch,
+    /// The node whose history was last asked for, and a request not yet sent.
+    series_asked: Option<String>,
+    series_request: Option<String>,
 }
 
 impl std::fmt::Debug for App {
@@ -241,6 +244,8 @@ impl App {
             page: 20,
             table_top: 0,
             scratch: Scratch::default(),
+            series_asked: None,
+            series_request: None,
         }
     }
 
@@ -259,8 +264,24 @@ impl App {
     // ---- data from the master ----
 
     pub fn on_topology(&mut self, view: TopoView, delta: pb::TopologyDelta, received: Instant) {
+        if delta.full {
+            // A new snapshot replaced the nodes: histories are asked for again.
+            self.series_asked = None;
+        }
         self.model.topology.apply(view, delta, received);
         self.changed(received);
+    }
+
+    /// A node's hour-long history arrived (asked for when its details opened).
+    pub fn on_series(&mut self, node: pb::TopologyNode, received: Instant) {
+        if self.model.topology.set_history(node) {
+            self.changed(received);
+        }
+    }
+
+    /// The node whose history the details panel needs, once per selection.
+    pub fn take_series_request(&mut self) -> Option<String> {
+        self.series_request.take()
     }
 
     pub fn on_cluster(&mut self, delta: opb::ClusterDelta, received: Instant) {
@@ -326,6 +347,26 @@ impl App {
     /// Rebuilds the current tab's rows if their data, filter, order or scope moved, keeping
     /// the selection on the same item when it is still there.
     pub fn prepare(&mut self) {
+        self.build_rows();
+        self.want_history();
+    }
+
+    /// Asks for the selected node's history when its details are shown without one.
+    fn want_history(&mut self) {
+        if !self.details || self.tab == Tab::Connections || self.tab.topology().is_none() {
+            return;
+        }
+        let wanted = match self.selected() {
+            Some(Item::Node(n)) if n.history().is_none() && !n.is_pseudo() => n.id().to_owned(),
+            _ => return,
+        };
+        if self.series_asked.as_deref() != Some(wanted.as_str()) {
+            self.series_asked = Some(wanted.clone());
+            self.series_request = Some(wanted);
+        }
+    }
+
+    fn build_rows(&mut self) {
         let tab = self.tab;
         let key = BuildKey {
             version: self.data_version(tab),
@@ -743,16 +784,21 @@ impl App {
         let item = self.selected()?;
         let value = match item {
             Item::Node(n) => {
-                let series = |s: &crate::model::topology::Series| s.values().collect::<Vec<_>>();
+                use crate::model::topology::Metric;
+                // The whole hour when it was fetched, else the latest values.
+                let series = |m: Metric| match n.history() {
+                    Some(h) => h.series(m).values().collect::<Vec<_>>(),
+                    None => n.latest(m).into_iter().collect(),
+                };
                 serde_json::json!({
                     "node": n.node,
                     "hostname": n.hostname,
                     "series": {
                         "resolutionSeconds": 15,
-                        "cpuPercent": series(&n.cpu),
-                        "memoryBytes": series(&n.memory),
-                        "netOutBytesPerSecond": series(&n.net_out),
-                        "netInBytesPerSecond": series(&n.net_in),
+                        "cpuPercent": series(Metric::Cpu),
+                        "memoryBytes": series(Metric::Memory),
+                        "netOutBytesPerSecond": series(Metric::NetOut),
+                        "netInBytesPerSecond": series(Metric::NetIn),
                     },
                     "edges": self.tab.topology().map(|v| self.model.topology.view(v)
                         .neighbours(n.id()).map(|(e, _, _)| e.clone()).collect::<Vec<_>>()),

@@ -25,6 +25,8 @@ pub enum Event {
     Resize,
     Topology(TopoView, pb::TopologyDelta, Instant),
     Cluster(opb::ClusterDelta, Instant),
+    /// A node's whole history (`NodeSeries`), for the details panel.
+    Series(pb::TopologyNode, Instant),
     Link(LinkState),
     Notice(String, Level),
     Tick,

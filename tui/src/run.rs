@@ -29,6 +29,8 @@ use crate::{
 pub trait Effects {
     fn kill(&self, framework_id: String, task_id: String);
     fn launch(&self, request: crate::app::LaunchRequest);
+    /// Asks the collector for a node's hour of series (answered with `Event::Series`).
+    fn fetch_series(&self, node_id: String);
     /// Copies text to the user's clipboard (OSC 52 in a real terminal).
     fn copy(&self, text: &str);
     /// The directory exports are written to.
@@ -48,6 +50,10 @@ impl Effects for Live {
 
     fn launch(&self, request: crate::app::LaunchRequest) {
         self.actions.launch(request);
+    }
+
+    fn fetch_series(&self, node_id: String) {
+        self.actions.fetch_series(node_id);
     }
 
     fn copy(&self, text: &str) {
@@ -117,6 +123,9 @@ where
         terminal.draw(|f| ui::draw(f, app))?;
         last_frame = Instant::now();
         app.frame_drawn(last_frame);
+        if let Some(node) = app.take_series_request() {
+            effects.fetch_series(node);
+        }
     }
 }
 
@@ -135,6 +144,10 @@ pub fn handle(app: &mut App, event: Event, effects: &dyn Effects) -> bool {
         }
         Event::Cluster(delta, at) => {
             app.on_cluster(delta, at);
+            None
+        }
+        Event::Series(node, at) => {
+            app.on_series(node, at);
             None
         }
         Event::Link(state) => {

@@ -37,7 +37,8 @@ fn process_pid(c: usize, p: usize) -> u32 {
 }
 
 /// A topology of about `nodes` nodes (rounded up to whole hosts), as the full snapshots of the
-/// four views, each with `points` points of series per node.
+/// four views, each with `points` points of series per node (the collector sends 1; the hour
+/// comes from [`history`]).
 pub fn snapshots(nodes: usize, points: usize) -> Vec<(TopoView, pb::TopologyDelta)> {
     let hosts = nodes.div_ceil(NODES_PER_HOST).max(1);
     let points = points.min(SERIES_CAPACITY);
@@ -220,6 +221,22 @@ pub fn snapshots(nodes: usize, points: usize) -> Vec<(TopoView, pb::TopologyDelt
         }
     }
     views
+}
+
+/// A node's whole hour, as `NodeSeries` answers (only the id is needed to apply it).
+pub fn history(node_id: &str, points: usize) -> pb::TopologyNode {
+    let seed = node_id.bytes().map(usize::from).sum::<usize>();
+    pb::TopologyNode {
+        node: Some(pb::Node {
+            id: node_id.to_owned(),
+            ..Default::default()
+        }),
+        cpu_percent: series(points, seed, 80.0),
+        memory_bytes: series(points, seed + 1, 5e8),
+        net_tx_bytes_per_second: series(points, seed + 2, 2e6),
+        net_rx_bytes_per_second: series(points, seed + 3, 1e6),
+        ..Default::default()
+    }
 }
 
 /// A delta that moves one process's CPU (what the delta-to-screen benchmark sends).

@@ -358,13 +358,30 @@ fn mouse_click_selects_and_wheel_scrolls() {
 #[test]
 fn export_gives_the_selected_node_as_json_with_its_series() {
     let mut app = loaded(100);
+    let Some(Command::Export { json, .. }) = press(&mut app, "e") else {
+        panic!("an export")
+    };
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        value["series"]["cpuPercent"].as_array().unwrap().len(),
+        1,
+        "latest only"
+    );
+
+    // Opening the details fetches the hour; the export then carries it.
+    press(&mut app, "d");
+    let node = app
+        .take_series_request()
+        .expect("the details ask for the history");
+    assert_eq!(node, "host:node-000");
+    app.on_series(synthetic::history(&node, 240), Instant::now());
     let Some(Command::Export { id, json }) = press(&mut app, "e") else {
         panic!("an export")
     };
     assert_eq!(id, "host:node-000");
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(value["node"]["host"]["hostname"], "node-000");
-    assert_eq!(value["series"]["cpuPercent"].as_array().unwrap().len(), 8);
+    assert_eq!(value["series"]["cpuPercent"].as_array().unwrap().len(), 240);
 }
 
 #[test]

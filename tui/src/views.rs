@@ -10,7 +10,7 @@ use crate::{
     model::{
         Model,
         cluster::is_terminal,
-        topology::{ConnEntry, NodeEntry, TopoView},
+        topology::{ConnEntry, Metric as NodeMetric, NodeEntry, TopoView},
     },
 };
 
@@ -381,8 +381,8 @@ impl Filterable for Item<'_> {
             (Item::Node(n), M::Cpu) => Some(n.cpu_percent()),
             (Item::Node(n), M::Memory) => Some(n.memory_bytes() as f64),
             (Item::Node(n), M::Connections) => n.process().map(|p| p.connections as f64),
-            (Item::Node(n), M::In) => n.net_in.last().map(f64::from),
-            (Item::Node(n), M::Out) => n.net_out.last().map(f64::from),
+            (Item::Node(n), M::In) => n.latest(NodeMetric::NetIn).map(f64::from),
+            (Item::Node(n), M::Out) => n.latest(NodeMetric::NetOut).map(f64::from),
             (Item::Connection(c), M::In) => Some(c.received_per_second),
             (Item::Connection(c), M::Out) => Some(c.sent_per_second),
             (Item::Task(t), M::Memory) => Some(t.memory_bytes as f64),
@@ -721,8 +721,8 @@ fn number(item: &Item<'_>, tab: Tab, col: usize, model: &Model) -> f64 {
                 2 => h.map_or(0.0, |h| mem_fraction(h) * 100.0),
                 3 => n.memory_bytes() as f64,
                 4 => h.map_or(0.0, |h| h.load1),
-                5 => n.net_in.last().map_or(0.0, f64::from),
-                6 => n.net_out.last().map_or(0.0, f64::from),
+                5 => n.latest(NodeMetric::NetIn).map_or(0.0, f64::from),
+                6 => n.latest(NodeMetric::NetOut).map_or(0.0, f64::from),
                 _ => h.map_or(0.0, |h| h.uptime_seconds as f64),
             }
         }
@@ -835,8 +835,8 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
                     format::percent(mem_fraction(&h) * 100.0),
                     format::bytes(n.memory_bytes() as f64),
                     format!("{:.2}", h.load1),
-                    format::rate(n.net_in.last().map_or(0.0, f64::from)),
-                    format::rate(n.net_out.last().map_or(0.0, f64::from)),
+                    format::rate(n.latest(NodeMetric::NetIn).map_or(0.0, f64::from)),
+                    format::rate(n.latest(NodeMetric::NetOut).map_or(0.0, f64::from)),
                     h.ips.join(","),
                     h.kernel.clone(),
                     format::age(h.uptime_seconds as i64),

@@ -340,6 +340,23 @@ fn topology_node(store: &Store, node: &pb::Node, hostname: &str, series: bool) -
     if series { with_series(store, out) } else { out }
 }
 
+/// Fills a node's series with only their newest points.
+pub fn with_latest_points(store: &Store, mut node: pb::TopologyNode) -> pb::TopologyNode {
+    let id = node
+        .node
+        .as_ref()
+        .map(|n| n.id.as_str())
+        .unwrap_or_default();
+    if let Some(s) = store.series.get(id) {
+        let c = &store.series_config;
+        node.cpu_percent = s.cpu_percent.latest(c);
+        node.memory_bytes = s.memory_bytes.latest(c);
+        node.net_tx_bytes_per_second = s.net_tx_bytes_per_second.latest(c);
+        node.net_rx_bytes_per_second = s.net_rx_bytes_per_second.latest(c);
+    }
+    node
+}
+
 /// Fills a node's whole time series from the store.
 pub fn with_series(store: &Store, mut node: pb::TopologyNode) -> pb::TopologyNode {
     let id = node

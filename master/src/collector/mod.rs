@@ -16,7 +16,7 @@ use orca_proto::topology::v1 as pb;
 use tokio::sync::broadcast;
 
 use crate::metrics::CollectorMetrics;
-use graph::{ViewGraph, with_series};
+use graph::{ViewGraph, with_latest_points, with_series};
 use series::SeriesConfig;
 use store::{Applied, Store};
 
@@ -146,6 +146,23 @@ impl Collector {
         graph::build(&store, view, true)
     }
 
+    /// One node (of any agent) with its whole retained series.
+    pub fn node_series(&self, node_id: &str) -> Option<pb::TopologyNode> {
+        let store = lock(&self.inner.store);
+        let (agent, node) = store
+            .agents
+            .values()
+            .find_map(|a| a.nodes.get(node_id).map(|n| (a, n)))?;
+        Some(with_series(
+            &store,
+            pb::TopologyNode {
+                node: Some(node.clone()),
+                hostname: agent.hostname.clone(),
+                ..Default::default()
+            },
+        ))
+    }
+
     pub fn agents(&self) -> Vec<serde_json::Value> {
         let store = lock(&self.inner.store);
         let mut out: Vec<serde_json::Value> = store
@@ -221,8 +238,8 @@ impl Collector {
         Some(delta)
     }
 
-    /// Subscribes to a view: a full snapshot (with time series) and a receiver of the deltas
-    /// that follow it.
+    /// Subscribes to a view: a full snapshot (nodes with the latest point of each series) and
+    /// a receiver of the deltas that follow it.
     pub fn subscribe(
         &self,
         view: pb::View,
@@ -242,7 +259,7 @@ impl Collector {
                 .graph
                 .nodes
                 .values()
-                .map(|n| with_series(&store, n.clone()))
+                .map(|n| with_latest_points(&store, n.clone()))
                 .collect(),
             removed_nodes: vec![],
             upserted_edges: state.graph.edges.values().cloned().collect(),
@@ -291,22 +308,6 @@ fn gone<V>(before: &BTreeMap<String, V>, now: &BTreeMap<String, V>) -> Vec<Strin
         .filter(|id| !now.contains_key(*id))
         .cloned()
         .collect()
-}
-
-/// In deltas a node carries only the latest point of each series (to append).
-fn with_latest_points(store: &Store, node: pb::TopologyNode) -> pb::TopologyNode {
-    let mut node = with_series(store, node);
-    for series in [
-        &mut node.cpu_percent,
-        &mut node.memory_bytes,
-        &mut node.net_tx_bytes_per_second,
-        &mut node.net_rx_bytes_per_second,
-    ] {
-        if series.len() > 1 {
-            series.drain(..series.len() - 1);
-        }
-    }
-    node
 }
 
 pub fn now_unix_ms() -> i64 {

@@ -62,6 +62,18 @@ impl Series {
             .collect()
     }
 
+    /// The newest point only (what watch streams carry).
+    pub fn latest(&self, config: &SeriesConfig) -> Vec<pb::Point> {
+        self.points
+            .back()
+            .map(|(b, v)| pb::Point {
+                timestamp_unix_ms: b * config.resolution_ms,
+                value: *v as f64,
+            })
+            .into_iter()
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.points.len()
     }

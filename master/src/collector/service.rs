@@ -48,6 +48,16 @@ impl pb::collector_server::Collector for Collector {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn node_series(
+        &self,
+        request: Request<pb::NodeSeriesRequest>,
+    ) -> Result<Response<pb::TopologyNode>, Status> {
+        let id = &request.get_ref().node_id;
+        self.node_series(id)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no node {id:?} in the topology")))
+    }
+
     async fn watch_topology(
         &self,
         request: Request<pb::WatchRequest>,

@@ -92,54 +92,33 @@ impl Series {
 /// What each node's four series measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
-    Cpu,
-    Memory,
-    NetOut,
-    NetIn,
+    Cpu = 0,
+    Memory = 1,
+    NetOut = 2,
+    NetIn = 3,
 }
 
-/// A host, container or process (or a pseudo node such as `external:<ip>`).
-#[derive(Debug, Clone)]
-pub struct NodeEntry {
-    pub node: pb::Node,
-    pub hostname: String,
+/// A node's four series over the retained hour, fetched when its details are shown.
+#[derive(Debug, Clone, Default)]
+pub struct History {
     pub cpu: Series,
     pub memory: Series,
     pub net_out: Series,
     pub net_in: Series,
 }
 
-impl NodeEntry {
-    fn new(t: pb::TopologyNode) -> Self {
-        let mut entry = Self {
-            node: t.node.clone().unwrap_or_default(),
-            hostname: t.hostname.clone(),
-            cpu: Series::default(),
-            memory: Series::default(),
-            net_out: Series::default(),
-            net_in: Series::default(),
-        };
-        entry.add_points(&t);
-        entry
+impl History {
+    fn from_node(t: &pb::TopologyNode) -> Self {
+        let mut h = History::default();
+        h.extend(t);
+        h
     }
 
-    fn update(&mut self, t: pb::TopologyNode) {
-        self.add_points(&t);
-        if let Some(node) = t.node {
-            self.node = node;
-        }
-        self.hostname = t.hostname;
-    }
-
-    fn add_points(&mut self, t: &pb::TopologyNode) {
+    fn extend(&mut self, t: &pb::TopologyNode) {
         self.cpu.extend(&t.cpu_percent);
         self.memory.extend(&t.memory_bytes);
         self.net_out.extend(&t.net_tx_bytes_per_second);
         self.net_in.extend(&t.net_rx_bytes_per_second);
-    }
-
-    pub fn id(&self) -> &str {
-        &self.node.id
     }
 
     pub fn series(&self, metric: Metric) -> &Series {
@@ -149,6 +128,66 @@ impl NodeEntry {
             Metric::NetOut => &self.net_out,
             Metric::NetIn => &self.net_in,
         }
+    }
+}
+
+/// A host, container or process (or a pseudo node such as `external:<ip>`). Watch streams
+/// carry the latest point of each series; the hour-long history is held only for nodes whose
+/// details were opened (a bounded few), so 10,000 nodes cost what their metadata costs.
+#[derive(Debug, Clone)]
+pub struct NodeEntry {
+    pub node: pb::Node,
+    pub hostname: String,
+    /// Latest value of each series (cpu, memory, out, in), NaN when none arrived yet.
+    latest: [f32; 4],
+    history: Option<Box<History>>,
+}
+
+impl NodeEntry {
+    fn new(t: pb::TopologyNode) -> Self {
+        let mut entry = Self {
+            node: pb::Node::default(),
+            hostname: String::new(),
+            latest: [f32::NAN; 4],
+            history: None,
+        };
+        entry.update(t);
+        entry
+    }
+
+    fn update(&mut self, t: pb::TopologyNode) {
+        for (slot, points) in self.latest.iter_mut().zip([
+            &t.cpu_percent,
+            &t.memory_bytes,
+            &t.net_tx_bytes_per_second,
+            &t.net_rx_bytes_per_second,
+        ]) {
+            if let Some(p) = points.last() {
+                *slot = p.value as f32;
+            }
+        }
+        if let Some(history) = &mut self.history {
+            history.extend(&t);
+        }
+        if let Some(node) = t.node {
+            self.node = node;
+        }
+        self.hostname = t.hostname;
+    }
+
+    /// The newest value of a series.
+    pub fn latest(&self, metric: Metric) -> Option<f32> {
+        let v = self.latest[metric as usize];
+        (!v.is_nan()).then_some(v)
+    }
+
+    /// The hour-long series, when fetched.
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_deref()
+    }
+
+    pub fn id(&self) -> &str {
+        &self.node.id
     }
 
     pub fn kind(&self) -> pb::NodeKind {
@@ -284,10 +323,15 @@ impl ViewData {
 /// sees connections that lived for less than a report cycle.
 pub const CLOSED_LINGER: Duration = Duration::from_secs(2);
 
+/// Nodes whose hour-long history is kept at once (the most recently fetched).
+pub const HISTORIES: usize = 32;
+
 /// All four views.
 #[derive(Debug, Default)]
 pub struct Topology {
     views: [ViewData; 4],
+    /// Nodes holding a history, oldest first.
+    histories: VecDeque<String>,
 }
 
 impl Topology {
@@ -385,6 +429,28 @@ impl Topology {
         }
         data.seq = delta.seq;
         data.version += 1;
+        true
+    }
+
+    /// Keeps a node's whole history (from `NodeSeries`); the oldest of more than
+    /// `HISTORIES` is dropped. Returns false when the node is no longer in any view.
+    pub fn set_history(&mut self, t: pb::TopologyNode) -> bool {
+        let Some(id) = t.node.as_ref().map(|n| n.id.clone()) else {
+            return false;
+        };
+        let Some(entry) = self.views.iter_mut().find_map(|v| v.nodes.get_mut(&id)) else {
+            return false;
+        };
+        entry.history = Some(Box::new(History::from_node(&t)));
+        self.histories.retain(|h| *h != id);
+        self.histories.push_back(id);
+        while self.histories.len() > HISTORIES {
+            if let Some(old) = self.histories.pop_front()
+                && let Some(entry) = self.views.iter_mut().find_map(|v| v.nodes.get_mut(&old))
+            {
+                entry.history = None;
+            }
+        }
         true
     }
 
@@ -514,7 +580,8 @@ mod tests {
         let v = t.view(TopoView::Processes);
         assert!(v.loaded);
         assert_eq!(v.nodes.len(), 2);
-        assert_eq!(v.nodes["p1"].cpu.len(), 2);
+        assert_eq!(v.nodes["p1"].latest(Metric::Cpu), Some(2.0));
+        assert!(v.nodes["p1"].history().is_none(), "history only on request");
 
         t.apply(
             TopoView::Processes,
@@ -529,10 +596,7 @@ mod tests {
         let v = t.view(TopoView::Processes);
         assert_eq!(v.nodes.len(), 1);
         assert_eq!(v.nodes["p1"].cpu_percent(), 7.0);
-        assert_eq!(
-            v.nodes["p1"].cpu.values().collect::<Vec<_>>(),
-            [1.0, 2.0, 7.0]
-        );
+        assert_eq!(v.nodes["p1"].latest(Metric::Cpu), Some(7.0));
         assert_eq!(v.seq, 2);
         assert_eq!(v.version, 2);
 
@@ -549,6 +613,45 @@ mod tests {
         );
         let ids: Vec<_> = t.view(TopoView::Processes).nodes.keys().cloned().collect();
         assert_eq!(ids, ["p3"]);
+    }
+
+    #[test]
+    fn histories_are_fetched_extended_by_deltas_and_bounded() {
+        let mut t = Topology::default();
+        let now = Instant::now();
+        let nodes = (0..HISTORIES + 2)
+            .map(|i| process(&format!("p{i}"), 0.0, vec![point(15_000, 1.0)]))
+            .collect();
+        t.apply(
+            TopoView::Processes,
+            pb::TopologyDelta {
+                seq: 1,
+                full: true,
+                upserted_nodes: nodes,
+                ..Default::default()
+            },
+            now,
+        );
+        let history = process("p0", 0.0, vec![point(0, 0.5), point(15_000, 1.0)]);
+        assert!(t.set_history(history));
+        t.apply(
+            TopoView::Processes,
+            pb::TopologyDelta {
+                seq: 2,
+                upserted_nodes: vec![process("p0", 3.0, vec![point(30_000, 3.0)])],
+                ..Default::default()
+            },
+            now,
+        );
+        let h = t.node("p0").unwrap().history().unwrap();
+        assert_eq!(h.cpu.values().collect::<Vec<_>>(), [0.5, 1.0, 3.0]);
+        // More than HISTORIES fetched: the oldest goes.
+        for i in 1..=HISTORIES {
+            assert!(t.set_history(process(&format!("p{i}"), 0.0, vec![point(0, 1.0)])));
+        }
+        assert!(t.node("p0").unwrap().history().is_none());
+        assert!(t.node("p1").unwrap().history().is_some());
+        assert!(!t.set_history(process("gone", 0.0, vec![])));
     }
 
     #[test]

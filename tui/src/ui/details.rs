@@ -367,6 +367,7 @@ fn draw_node(frame: &mut Frame<'_>, app: &App, node: &NodeEntry, area: Rect) {
 }
 
 /// CPU, memory, out and in over the retained hour (15-second points), newest on the right.
+/// The history is fetched when the panel opens; until it arrives the latest values show.
 fn draw_sparklines(frame: &mut Frame<'_>, node: &NodeEntry, area: Rect) {
     let rows = Layout::vertical([Constraint::Length(2); 4]).split(area);
     let metrics = [
@@ -376,7 +377,6 @@ fn draw_sparklines(frame: &mut Frame<'_>, node: &NodeEntry, area: Rect) {
         (Metric::NetIn, "in", Color::Green),
     ];
     for ((metric, label, colour), row) in metrics.into_iter().zip(rows.iter()) {
-        let series = node.series(metric);
         let [name, spark] =
             Layout::horizontal([Constraint::Length(12), Constraint::Fill(1)]).areas(*row);
         frame.render_widget(
@@ -385,10 +385,19 @@ fn draw_sparklines(frame: &mut Frame<'_>, node: &NodeEntry, area: Rect) {
                     label,
                     Style::default().add_modifier(Modifier::DIM),
                 )),
-                Line::from(caption(metric, series.last())),
+                Line::from(caption(metric, node.latest(metric))),
             ]),
             name,
         );
+        let Some(history) = node.history() else {
+            frame.render_widget(
+                Paragraph::new("loading the last hour…")
+                    .style(Style::default().add_modifier(Modifier::DIM)),
+                spark,
+            );
+            continue;
+        };
+        let series = history.series(metric);
         let width = spark.width as usize;
         let skip = series.len().saturating_sub(width);
         // Scaled to integers for the widget (it takes u64): keep two decimals of percent.

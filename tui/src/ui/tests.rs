@@ -17,7 +17,7 @@ use crate::{
 fn app(nodes: usize) -> App {
     let mut app = App::new("127.0.0.1:7070", SavedFilters::default());
     let now = Instant::now();
-    for (view, delta) in synthetic::snapshots(nodes, 240) {
+    for (view, delta) in synthetic::snapshots(nodes, 1) {
         app.on_topology(view, delta, now);
     }
     app.on_cluster(synthetic::cluster(3, 4, 14), now);
@@ -43,6 +43,12 @@ fn draw(app: &mut App, width: u16, height: u16) -> String {
     app.last_latency = None;
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
     terminal.draw(|f| super::draw(f, app)).unwrap();
+    // The details panel asked for a node's hour: answer as the collector would, draw again.
+    if let Some(node) = app.take_series_request() {
+        app.on_series(synthetic::history(&node, 240), Instant::now());
+        app.last_update = None;
+        terminal.draw(|f| super::draw(f, app)).unwrap();
+    }
     terminal.backend().to_string()
 }
 
@@ -166,6 +172,21 @@ fn every_view_fits_80_columns_without_panicking_at_tiny_sizes() {
         draw(&mut app, 30, 8);
         keys(&mut app, "d");
     }
+}
+
+#[test]
+fn details_say_the_history_is_loading_until_it_arrives() {
+    let mut app = app(100);
+    keys(&mut app, "d");
+    app.last_update = None;
+    let mut terminal = Terminal::new(TestBackend::new(80, 30)).unwrap();
+    terminal.draw(|f| super::draw(f, &mut app)).unwrap();
+    let screen = terminal.backend().to_string();
+    assert!(screen.contains("loading the last hour"), "{screen}");
+    assert_eq!(app.take_series_request().as_deref(), Some("host:node-000"));
+    // Asked once per selection.
+    terminal.draw(|f| super::draw(f, &mut app)).unwrap();
+    assert_eq!(app.take_series_request(), None);
 }
 
 #[test]
