@@ -83,7 +83,7 @@ impl Actions {
             }
             .await;
             let event = match result {
-                Ok(node) => Event::Series(node, std::time::Instant::now()),
+                Ok(node) => Event::Series(Box::new(node), std::time::Instant::now()),
                 Err(e) => Event::Notice(format!("no history for {node_id}: {e}"), Level::Error),
             };
             let _ = events.send(event).await;

@@ -156,6 +156,9 @@ pub struct TabState {
     selected_key: Option<String>,
     rows: Rows,
     built: Option<BuildKey>,
+    built_at: Option<Instant>,
+    /// The view's full version when the rows were built.
+    built_from: u64,
 }
 
 /// One step of a drill-down: what the rows are narrowed to, its label in the breadcrumb, and
@@ -184,6 +187,9 @@ struct BuildKey {
     sort: Sort,
     scope: Scope,
 }
+
+/// Rows not rebuilt for value changes are rebuilt at least this often.
+const REFRESH_ROWS: Duration = Duration::from_secs(1);
 
 /// Delta-to-screen latencies kept for the status line and the benchmark.
 const LATENCY_MAX_US: u64 = 60_000_000;
@@ -332,14 +338,15 @@ impl App {
 
     // ---- rows ----
 
+    /// The version of the data a tab's rows are built from: any change when the order or the
+    /// filter depends on values (a sort column, `cpu>50%`, `state:`), else only nodes or
+    /// connections coming and going.
     fn data_version(&self, tab: Tab) -> u64 {
+        let state = &self.tabs[tab.index()];
+        let by_values = state.sort.column.is_some() || state.query.depends_on_values();
         match tab.topology() {
-            // Process rows name their containers: rebuild when either moves.
-            Some(TopoView::Processes) => {
-                self.model.topology.view(TopoView::Processes).version
-                    + self.model.topology.view(TopoView::Containers).version
-            }
-            Some(view) => self.model.topology.view(view).version,
+            Some(view) if by_values => self.model.topology.view(view).version,
+            Some(view) => self.model.topology.view(view).members,
             None => self.model.cluster.version,
         }
     }
@@ -374,7 +381,16 @@ impl App {
             sort: self.state().sort,
             scope: self.state().scope().clone(),
         };
-        if self.state().built.as_ref() == Some(&key) {
+        // Rows whose order ignores values are still refreshed now and then (a renamed
+        // process, a relabelled container).
+        let stale = self
+            .state()
+            .built_at
+            .is_none_or(|at| at.elapsed() >= REFRESH_ROWS)
+            && tab
+                .topology()
+                .is_some_and(|v| self.model.topology.view(v).version != self.state().built_from);
+        if self.state().built.as_ref() == Some(&key) && !stale {
             return;
         }
         let state = &self.tabs[tab.index()];
@@ -399,6 +415,10 @@ impl App {
         };
         state.rows = rows;
         state.built = Some(key);
+        state.built_at = Some(Instant::now());
+        state.built_from = tab
+            .topology()
+            .map_or(0, |v| self.model.topology.view(v).version);
         state.selected =
             keep.unwrap_or(state.selected.min(state.rows.keys.len().saturating_sub(1)));
         state.selected_key = state.rows.keys.get(state.selected).cloned();

@@ -23,10 +23,10 @@ pub enum Event {
     Key(KeyEvent),
     Mouse(MouseEvent),
     Resize,
-    Topology(TopoView, pb::TopologyDelta, Instant),
-    Cluster(opb::ClusterDelta, Instant),
+    Topology(TopoView, Box<pb::TopologyDelta>, Instant),
+    Cluster(Box<opb::ClusterDelta>, Instant),
     /// A node's whole history (`NodeSeries`), for the details panel.
-    Series(pb::TopologyNode, Instant),
+    Series(Box<pb::TopologyNode>, Instant),
     Link(LinkState),
     Notice(String, Level),
     Tick,
@@ -146,7 +146,7 @@ async fn watch_topology(
                     }
                 }
                 if events
-                    .send(Event::Topology(view, delta, Instant::now()))
+                    .send(Event::Topology(view, Box::new(delta), Instant::now()))
                     .await
                     .is_err()
                 {
@@ -170,7 +170,7 @@ async fn watch_cluster(channel: Channel, events: mpsc::Sender<Event>) -> Result<
         match stream.message().await {
             Ok(Some(delta)) => {
                 if events
-                    .send(Event::Cluster(delta, Instant::now()))
+                    .send(Event::Cluster(Box::new(delta), Instant::now()))
                     .await
                     .is_err()
                 {

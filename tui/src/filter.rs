@@ -112,6 +112,14 @@ impl Query {
         self.terms.is_empty() && self.fuzzy.is_none()
     }
 
+    /// Whether what passes can change when only values change (thresholds, states); names,
+    /// labels and places are taken as fixed between membership changes.
+    pub fn depends_on_values(&self) -> bool {
+        self.terms
+            .iter()
+            .any(|t| matches!(t, Term::Threshold(..) | Term::State(_)))
+    }
+
     /// Whether the query has fuzzy words (rows are then ranked by how well they match).
     pub fn is_fuzzy(&self) -> bool {
         self.fuzzy.is_some()

@@ -139,15 +139,15 @@ pub fn handle(app: &mut App, event: Event, effects: &dyn Effects) -> bool {
             None
         }
         Event::Topology(view, delta, at) => {
-            app.on_topology(view, delta, at);
+            app.on_topology(view, *delta, at);
             None
         }
         Event::Cluster(delta, at) => {
-            app.on_cluster(delta, at);
+            app.on_cluster(*delta, at);
             None
         }
         Event::Series(node, at) => {
-            app.on_series(node, at);
+            app.on_series(*node, at);
             None
         }
         Event::Link(state) => {

@@ -191,13 +191,15 @@ fn processes_are_a_tree_until_sorted_or_filtered() {
     let mut app = loaded(100);
     press(&mut app, "3");
     let rows = app.state().rows();
-    assert_eq!(rows.prefixes.len(), rows.keys.len());
+    assert_eq!(rows.tree.len(), rows.keys.len());
+    let prefixes: Vec<String> = (0..rows.keys.len()).map(|i| rows.tree_prefix(i)).collect();
     // Worker processes sit under their container's main process.
-    assert!(rows.prefixes.iter().any(|p| p.contains("├─")));
-    assert!(rows.prefixes.iter().any(|p| p.contains("└─")));
-    assert_eq!(rows.prefixes[0], "");
+    assert_eq!(prefixes[0], "");
+    assert_eq!(prefixes[1], "├─");
+    assert_eq!(prefixes[9], "└─");
+    assert_eq!(prefixes[10], "", "the next container's main process");
     press(&mut app, "s");
-    assert!(app.state().rows().prefixes.is_empty());
+    assert!(app.state().rows().tree.is_empty());
 }
 
 #[test]
@@ -440,4 +442,32 @@ fn closed_connections_linger_then_go() {
     app.on_tick(now + Duration::from_secs(5));
     app.prepare();
     assert!(!app.state().rows().keys.contains(&id));
+}
+
+#[test]
+fn a_value_change_reorders_rows_sorted_by_that_value_at_once() {
+    let mut app = loaded(300);
+    press(&mut app, "3ssss");
+    assert_eq!(Tab::Processes.columns()[3].title, "CPU");
+    assert_eq!(app.state().sort.column, Some(3));
+    assert_ne!(app.state().rows().keys[0], "process:node-000:1000");
+    app.on_topology(
+        TopoView::Processes,
+        synthetic::process_update(0, 2, 100.0),
+        Instant::now(),
+    );
+    app.prepare();
+    assert_eq!(app.state().rows().keys[0], "process:node-000:1000");
+
+    // In tree order a value change keeps the rows (and their order) as they are.
+    press(&mut app, "ssssss");
+    assert_eq!(app.state().sort.column, None);
+    let before = app.state().rows().keys.clone();
+    app.on_topology(
+        TopoView::Processes,
+        synthetic::process_update(1, 3, 0.0),
+        Instant::now(),
+    );
+    app.prepare();
+    assert_eq!(app.state().rows().keys, before);
 }

@@ -2,6 +2,8 @@
 //! (scope, filter), ordered (sort column or process tree) and drawn (cells).
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use orca_proto::{operator::v1 as opb, topology::v1 as pb};
 
 use crate::{
@@ -498,10 +500,40 @@ pub struct Sort {
 #[derive(Debug, Default, Clone)]
 pub struct Rows {
     pub keys: Vec<String>,
-    /// Tree indentation per row (processes in tree order), else empty.
-    pub prefixes: Vec<String>,
+    /// Where each row sits in the process tree (processes in tree order), else empty.
+    pub tree: Vec<TreeLink>,
     /// Rows before filtering and scoping.
     pub total: usize,
+}
+
+/// A row's place in the process tree: its parent row and whether it is its parent's last
+/// child. The indentation is drawn from these only for visible rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeLink {
+    pub parent: Option<u32>,
+    pub last: bool,
+}
+
+impl Rows {
+    /// The tree indentation of row `index` (`├─`, `└─`, `│ ` …), empty outside tree order.
+    pub fn tree_prefix(&self, index: usize) -> String {
+        let Some(link) = self.tree.get(index) else {
+            return String::new();
+        };
+        let Some(parent) = link.parent else {
+            return String::new();
+        };
+        // Ancestors below the root, innermost first: each draws a bar if more siblings follow.
+        let mut levels = Vec::new();
+        let mut at = parent as usize;
+        while let Some(up) = self.tree[at].parent {
+            levels.push(if self.tree[at].last { "  " } else { "│ " });
+            at = up as usize;
+        }
+        let mut out: String = levels.iter().rev().copied().collect();
+        out.push_str(if link.last { "└─" } else { "├─" });
+        out
+    }
 }
 
 /// Every item of a tab in the model.
@@ -573,19 +605,15 @@ pub fn build_rows(
         }
         return Rows {
             keys: scored.iter().map(|(_, i)| i.key().to_owned()).collect(),
-            prefixes: Vec::new(),
+            tree: Vec::new(),
             total,
         };
     }
     let mut chosen: Vec<Item<'_>> = scored.into_iter().map(|(_, i)| i).collect();
     let tree = tab == Tab::Processes && sort.column.is_none() && query.is_empty();
     if tree {
-        let (keys, prefixes) = process_tree(&chosen);
-        return Rows {
-            keys,
-            prefixes,
-            total,
-        };
+        let (keys, tree) = process_tree(&chosen);
+        return Rows { keys, tree, total };
     }
     match sort.column {
         Some(col) if tab.columns().get(col).is_some_and(|c| c.numeric) => {
@@ -605,109 +633,135 @@ pub fn build_rows(
             keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key().cmp(b.1.key())));
             chosen = keyed.into_iter().map(|(_, i)| i).collect();
         }
-        None => chosen.sort_by(|a, b| natural_order(a, b)),
+        None => {
+            // Keys computed once per row, then sorted without going back to the items.
+            let mut keyed: Vec<(NaturalKey<'_>, Item<'_>)> =
+                chosen.into_iter().map(|i| (natural_key(&i), i)).collect();
+            keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            chosen = keyed.into_iter().map(|(_, i)| i).collect();
+        }
     }
     if sort.reverse {
         chosen.reverse();
     }
     Rows {
         keys: chosen.iter().map(|i| i.key().to_owned()).collect(),
-        prefixes: Vec::new(),
+        tree: Vec::new(),
         total,
     }
 }
 
-fn natural_order(a: &Item<'_>, b: &Item<'_>) -> std::cmp::Ordering {
-    match (a, b) {
-        (Item::Task(x), Item::Task(y)) => {
-            // Live tasks first, newest first.
-            is_terminal(&x.state)
-                .cmp(&is_terminal(&y.state))
-                .then(y.started_unix_ms.cmp(&x.started_unix_ms))
-                .then(x.key.cmp(&y.key))
-        }
-        (Item::Connection(x), Item::Connection(y)) => {
-            let (cx, cy) = (x.connection(), y.connection());
-            (x.conn.hostname.as_str(), cx.comm.as_str(), cx.id.as_str()).cmp(&(
-                y.conn.hostname.as_str(),
-                cy.comm.as_str(),
-                cy.id.as_str(),
-            ))
-        }
-        _ => a
-            .name()
-            .to_lowercase()
-            .cmp(&b.name().to_lowercase())
-            .then_with(|| a.key().cmp(b.key())),
+/// The order rows have without a sort column: tasks live first and newest first,
+/// connections by host and local endpoint, everything else by name.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum NaturalKey<'a> {
+    Task(bool, std::cmp::Reverse<i64>, &'a str),
+    Connection(&'a str),
+    Name(String, &'a str),
+}
+
+fn natural_key<'a>(item: &Item<'a>) -> NaturalKey<'a> {
+    match item {
+        Item::Task(t) => NaturalKey::Task(
+            is_terminal(&t.state),
+            std::cmp::Reverse(t.started_unix_ms),
+            &t.key,
+        ),
+        // Ids are `<host>:<local>-<remote>`: by host, then local endpoint (one comparison).
+        Item::Connection(c) => NaturalKey::Connection(&c.connection().id),
+        _ => NaturalKey::Name(item.name().to_lowercase(), item.key()),
     }
 }
 
-/// Processes as a forest per host: children under their parent, siblings by pid.
-fn process_tree(items: &[Item<'_>]) -> (Vec<String>, Vec<String>) {
-    let mut by_pid: HashMap<(&str, u32), usize> = HashMap::new();
-    for (i, item) in items.iter().enumerate() {
-        if let Item::Node(n) = item
-            && let Some(p) = n.process()
-        {
-            by_pid.insert((n.hostname.as_str(), p.pid), i);
-        }
-    }
-    let pid = |i: usize| match items[i] {
-        Item::Node(n) => (n.hostname.as_str(), n.process().map_or(0, |p| p.pid)),
-        _ => ("", 0),
-    };
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); items.len()];
-    let mut roots = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let parent = match item {
-            Item::Node(n) => n
-                .process()
-                .and_then(|p| by_pid.get(&(n.hostname.as_str(), p.ppid)))
-                .filter(|parent| **parent != i),
-            _ => None,
-        };
-        match parent {
-            Some(parent) => children[*parent].push(i),
-            None => roots.push(i),
-        }
-    }
-    for list in &mut children {
-        list.sort_by_key(|i| pid(*i));
-    }
-    roots.sort_by_key(|i| pid(*i));
-    let mut keys = Vec::with_capacity(items.len());
-    let mut prefixes = Vec::with_capacity(items.len());
-    // (index, the prefix for its children, its own branch glyph)
-    let mut stack: Vec<(usize, String, String)> = roots
+fn natural_order(a: &Item<'_>, b: &Item<'_>) -> std::cmp::Ordering {
+    natural_key(a).cmp(&natural_key(b))
+}
+
+/// Processes as a forest per host: children under their parent, siblings by pid, roots by
+/// host then pid.
+fn process_tree(items: &[Item<'_>]) -> (Vec<String>, Vec<TreeLink>) {
+    // (host, pid, ppid) once per item; hosts as small numbers.
+    let mut hosts: FxHashMap<&str, u32> = FxHashMap::default();
+    let procs: Vec<Option<(u32, u32, u32)>> = items
         .iter()
-        .rev()
-        .map(|r| (*r, String::new(), String::new()))
+        .map(|item| match item {
+            Item::Node(n) => n.process().map(|p| {
+                let next = hosts.len() as u32;
+                let host = *hosts.entry(n.hostname.as_str()).or_insert(next);
+                (host, p.pid, p.ppid)
+            }),
+            _ => None,
+        })
         .collect();
+    let mut by_pid: FxHashMap<(u32, u32), u32> = FxHashMap::default();
+    by_pid.reserve(items.len());
+    for (i, p) in procs.iter().enumerate() {
+        if let Some((host, pid, _)) = p {
+            by_pid.insert((*host, *pid), i as u32);
+        }
+    }
+    let parent: Vec<Option<u32>> = procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (host, _, ppid) = (*p)?;
+            by_pid
+                .get(&(host, ppid))
+                .copied()
+                .filter(|parent| *parent as usize != i)
+        })
+        .collect();
+    // Children of each item, contiguous (counting sort by parent), each run sorted by pid.
+    let mut start = vec![0u32; items.len() + 1];
+    for p in parent.iter().flatten() {
+        start[*p as usize + 1] += 1;
+    }
+    for i in 0..items.len() {
+        start[i + 1] += start[i];
+    }
+    let mut fill = start.clone();
+    let mut children = vec![0u32; start[items.len()] as usize];
+    for (i, p) in parent.iter().enumerate() {
+        if let Some(p) = p {
+            children[fill[*p as usize] as usize] = i as u32;
+            fill[*p as usize] += 1;
+        }
+    }
+    let pid = |i: u32| procs[i as usize].map_or(0, |(_, pid, _)| pid);
+    for i in 0..items.len() {
+        children[start[i] as usize..start[i + 1] as usize].sort_unstable_by_key(|c| pid(*c));
+    }
+    let host_name = |i: u32| match items[i as usize] {
+        Item::Node(n) => n.hostname.as_str(),
+        _ => "",
+    };
+    let mut roots: Vec<u32> = (0..items.len() as u32)
+        .filter(|i| parent[*i as usize].is_none())
+        .collect();
+    roots.sort_unstable_by(|a, b| host_name(*a).cmp(host_name(*b)).then(pid(*a).cmp(&pid(*b))));
+
+    let mut keys = Vec::with_capacity(items.len());
+    let mut links = Vec::with_capacity(items.len());
     let mut visited = vec![false; items.len()];
-    while let Some((i, indent, branch)) = stack.pop() {
-        if std::mem::replace(&mut visited[i], true) {
+    // (item, parent row, last child)
+    let mut stack: Vec<(u32, Option<u32>, bool)> =
+        roots.iter().rev().map(|r| (*r, None, false)).collect();
+    while let Some((i, parent_row, last)) = stack.pop() {
+        if std::mem::replace(&mut visited[i as usize], true) {
             continue;
         }
-        keys.push(items[i].key().to_owned());
-        prefixes.push(format!("{indent}{branch}"));
-        let kids = &children[i];
-        let child_indent = if branch.is_empty() {
-            indent.clone()
-        } else if branch.starts_with('└') {
-            format!("{indent}  ")
-        } else {
-            format!("{indent}│ ")
-        };
+        let row = keys.len() as u32;
+        keys.push(items[i as usize].key().to_owned());
+        links.push(TreeLink {
+            parent: parent_row,
+            last,
+        });
+        let kids = &children[start[i as usize] as usize..start[i as usize + 1] as usize];
         for (n, kid) in kids.iter().enumerate().rev() {
-            let glyph = if n + 1 == kids.len() {
-                "└─"
-            } else {
-                "├─"
-            };
-            stack.push((*kid, child_indent.clone(), glyph.to_owned()));
+            stack.push((*kid, Some(row), n + 1 == kids.len()));
         }
     }
-    (keys, prefixes)
+    (keys, links)
 }
 
 /// A numeric column's value for sorting.

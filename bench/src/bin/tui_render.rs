@@ -1,9 +1,11 @@
 //! The TUI's figures at 1,000 / 10,000 / 50,000 nodes, each size in fresh child processes:
 //!
 //! - **frame**: time to draw one frame (160x48, details panel open with the selected node's
-//!   hour of 15-second series) of each topology view; steady frames (rows built) and
-//!   frames after a delta (rows rebuilt: scope, filter, sort, then draw). Baseline in the same
-//!   run: a frame that only fills the screen with one paragraph (the terminal library's floor).
+//!   hour of 15-second series) of each topology view: steady frames; frames after a delta
+//!   that changes values (apply, then draw); frames after a delta that changes membership (a
+//!   node or connection leaves or joins: apply, rebuild the rows - scope, filter, order -
+//!   then draw). Baseline in the same run: a frame that only fills the screen with one
+//!   paragraph (the terminal library's floor).
 //! - **memory**: the child's resident set after loading that model (every node with its latest
 //!   values, the most recently opened nodes with their hour), minus its RSS before.
 //! - **start → first frame** and **start → data on screen**: a real master (collector fed with
@@ -28,7 +30,7 @@ use orca_tui::{
     app::App,
     feed::{self, Event},
     model::topology::TopoView,
-    run::{Effects, handle},
+    run::{Effects, handle, run_loop},
     saved::SavedFilters,
     synthetic, ui,
     views::Tab,
@@ -168,33 +170,80 @@ fn child_model(nodes: usize, frames: usize) -> Result<()> {
             steady.record(t.elapsed().as_micros().max(1) as u64)?;
         }
         // A delta changes one process: the view's rows are rebuilt, then drawn.
-        let mut rebuilt = histogram();
+        let view = tab.topology().unwrap_or(TopoView::Processes);
+        // A delta that changes values: an upsert of nodes (or connections) already there.
+        let mut values = histogram();
         for i in 0..frames {
-            let delta =
-                synthetic::process_update(i % (nodes / 100).max(1), 10 + i as u64, i as f64);
-            let view = tab.topology().unwrap_or(TopoView::Processes);
-            let delta = if view == TopoView::Processes {
-                delta
-            } else {
-                // Same change, shaped as the view's own delta (an upsert of its first node).
-                let node = app.model.topology.view(view).nodes.values().next().cloned();
-                pb::TopologyDelta {
-                    seq: 10 + i as u64,
-                    upserted_nodes: node
-                        .map(|n| pb::TopologyNode {
-                            node: Some(n.node),
-                            hostname: n.hostname,
-                            ..Default::default()
-                        })
-                        .into_iter()
-                        .collect(),
-                    ..Default::default()
-                }
+            let data = app.model.topology.view(view);
+            let delta = pb::TopologyDelta {
+                seq: 10 + i as u64,
+                upserted_nodes: data
+                    .nodes
+                    .values()
+                    .take(1)
+                    .map(|n| pb::TopologyNode {
+                        node: Some(n.node.clone()),
+                        hostname: n.hostname.clone(),
+                        cpu_percent: vec![pb::Point {
+                            timestamp_unix_ms: synthetic::NOW_MS,
+                            value: i as f64,
+                        }],
+                        ..Default::default()
+                    })
+                    .collect(),
+                upserted_connections: data
+                    .connections
+                    .values()
+                    .take(1)
+                    .map(|c| c.conn.clone())
+                    .collect(),
+                ..Default::default()
             };
             let t = Instant::now();
             app.on_topology(view, delta, t);
             terminal.draw(|f| ui::draw(f, &mut app))?;
-            rebuilt.record(t.elapsed().as_micros().max(1) as u64)?;
+            values.record(t.elapsed().as_micros().max(1) as u64)?;
+        }
+        // A delta that changes membership (a process exits, a connection closes, then comes
+        // back): the rows are rebuilt.
+        let mut members = histogram();
+        let data = app.model.topology.view(view);
+        let node = data.nodes.values().nth(7).map(|n| pb::TopologyNode {
+            node: Some(n.node.clone()),
+            hostname: n.hostname.clone(),
+            ..Default::default()
+        });
+        let conn = data.connections.values().nth(7).map(|c| c.conn.clone());
+        for i in 0..frames {
+            let mut delta = pb::TopologyDelta {
+                seq: 1000 + i as u64,
+                ..Default::default()
+            };
+            let leave = i % 2 == 0;
+            if let Some(n) = &node {
+                let id = n.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+                if leave {
+                    delta.removed_nodes.push(id);
+                } else {
+                    delta.upserted_nodes.push(n.clone());
+                }
+            }
+            if let Some(c) = &conn {
+                let id = c
+                    .connection
+                    .as_ref()
+                    .map(|c| c.id.clone())
+                    .unwrap_or_default();
+                if leave {
+                    delta.removed_connections.push(id);
+                } else {
+                    delta.upserted_connections.push(c.clone());
+                }
+            }
+            let t = Instant::now();
+            app.on_topology(view, delta, t);
+            terminal.draw(|f| ui::draw(f, &mut app))?;
+            members.record(t.elapsed().as_micros().max(1) as u64)?;
         }
         views.insert(
             tab.title().to_lowercase(),
@@ -203,9 +252,12 @@ fn child_model(nodes: usize, frames: usize) -> Result<()> {
                 "steady_p50_ms": ms(steady.value_at_quantile(0.5)),
                 "steady_p99_ms": ms(steady.value_at_quantile(0.99)),
                 "steady_max_ms": ms(steady.max()),
-                "delta_p50_ms": ms(rebuilt.value_at_quantile(0.5)),
-                "delta_p99_ms": ms(rebuilt.value_at_quantile(0.99)),
-                "delta_max_ms": ms(rebuilt.max()),
+                "delta_p50_ms": ms(values.value_at_quantile(0.5)),
+                "delta_p99_ms": ms(values.value_at_quantile(0.99)),
+                "delta_max_ms": ms(values.max()),
+                "members_p50_ms": ms(members.value_at_quantile(0.5)),
+                "members_p99_ms": ms(members.value_at_quantile(0.99)),
+                "members_max_ms": ms(members.max()),
             }),
         );
     }
@@ -255,36 +307,18 @@ async fn child_live(master: String, hosts: usize, seconds: u64) -> Result<()> {
         }
     }
     println!("data-frame");
-    // Delta to screen, the way `orca`'s loop draws (pace at most one frame per 16 ms).
+    // Delta to screen through `orca`'s own run loop, on the processes view.
     app.latency.reset();
     app.on_key(ratatui::crossterm::event::KeyEvent::new(
         ratatui::crossterm::event::KeyCode::Char('3'),
         ratatui::crossterm::event::KeyModifiers::NONE,
     ));
     println!("measuring");
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let mut frame = histogram();
-    while Instant::now() < end {
-        let event = tokio::select! {
-            e = rx.recv() => e,
-            _ = tokio::time::sleep_until(end.into()) => None,
-        };
-        let Some(event) = event else { break };
-        handle(&mut app, event, &effects);
-        let pace = Instant::now() + Duration::from_millis(16);
-        while Instant::now() < pace {
-            match rx.try_recv() {
-                Ok(event) => {
-                    handle(&mut app, event, &effects);
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-            }
-        }
-        let t = Instant::now();
-        terminal.draw(|f| ui::draw(f, &mut app))?;
-        frame.record(t.elapsed().as_micros().max(1) as u64)?;
-        app.frame_drawn(Instant::now());
-    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(seconds),
+        run_loop(&mut terminal, &mut app, &mut rx, &effects),
+    )
+    .await;
     let l = &app.latency;
     println!(
         "{}",
@@ -293,7 +327,6 @@ async fn child_live(master: String, hosts: usize, seconds: u64) -> Result<()> {
             "latency_p50_ms": ms(l.value_at_quantile(0.5)),
             "latency_p99_ms": ms(l.value_at_quantile(0.99)),
             "latency_max_ms": ms(l.max()),
-            "live_frame_p99_ms": ms(frame.value_at_quantile(0.99)),
             "rss_mb": rss_bytes() as f64 / 1048576.0,
         })
     );
@@ -413,7 +446,12 @@ async fn live(hosts: usize, seconds: u64, delta_rate: u64) -> Result<LiveFigures
     )
     .await?;
     let grpc: SocketAddr = master.grpc_addr();
-    tokio::spawn(master.serve(std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Stopped when this size is done, so it does not load the next one's measurements.
+    let _stop = stop;
+    tokio::spawn(master.serve(async {
+        let _ = stopped.await;
+    }));
     let mut client = CollectorClient::connect(format!("http://{grpc}"))
         .await?
         .max_encoding_message_size(64 << 20);
@@ -553,22 +591,27 @@ fn main() -> Result<()> {
             model["floor_p99_ms"].as_f64().unwrap_or(0.0)
         );
         println!(
-            "{:<12} {:>7} {:>22} {:>34}",
-            "view", "rows", "frame p50/p99/max ms", "after a delta p50/p99/max ms"
+            "{:<12} {:>6}  {:>20}  {:>20}  {:>20}",
+            "view (ms)", "rows", "frame p50/p99/max", "values p50/p99/max", "members p50/p99/max"
         );
         if let Some(views) = model["views"].as_object() {
             for (name, v) in views {
                 let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+                let three = |k: &str| {
+                    format!(
+                        "{:.2}/{:.2}/{:.2}",
+                        f(&format!("{k}_p50_ms")),
+                        f(&format!("{k}_p99_ms")),
+                        f(&format!("{k}_max_ms"))
+                    )
+                };
                 println!(
-                    "{:<12} {:>7} {:>8.2}/{:>5.2}/{:>6.2} {:>20.2}/{:>5.2}/{:>6.2}",
+                    "{:<12} {:>6}  {:>20}  {:>20}  {:>20}",
                     name,
                     v["rows"],
-                    f("steady_p50_ms"),
-                    f("steady_p99_ms"),
-                    f("steady_max_ms"),
-                    f("delta_p50_ms"),
-                    f("delta_p99_ms"),
-                    f("delta_max_ms"),
+                    three("steady"),
+                    three("delta"),
+                    three("members"),
                 );
             }
         }
@@ -580,12 +623,11 @@ fn main() -> Result<()> {
             live.data_frame.as_secs_f64() * 1000.0
         );
         println!(
-            "delta -> screen over {} deltas: p50 {:.1} ms p99 {:.1} ms max {:.1} ms (live frames p99 {:.2} ms; TUI RSS {:.0} MB)",
+            "delta -> screen over {} frames with news: p50 {:.1} ms p99 {:.1} ms max {:.1} ms (TUI RSS {:.0} MB)",
             r["latency_samples"],
             f("latency_p50_ms"),
             f("latency_p99_ms"),
             f("latency_max_ms"),
-            f("live_frame_p99_ms"),
             f("rss_mb"),
         );
     }

@@ -285,10 +285,15 @@ pub struct ViewData {
     pub nodes: HashMap<String, NodeEntry>,
     pub edges: HashMap<String, pb::TopologyEdge>,
     pub connections: HashMap<String, ConnEntry>,
+    /// Edge ids by the nodes they touch (the details panel asks every frame).
+    adjacency: HashMap<String, Vec<String>>,
     /// The collector's sequence number of the last applied message.
     pub seq: u64,
-    /// Bumped on every applied change (rows are rebuilt when it moves).
+    /// Bumped on every applied change.
     pub version: u64,
+    /// Bumped when nodes or connections come or go (rows in an order that does not depend
+    /// on values need rebuilding only then).
+    pub members: u64,
     /// True once the first snapshot arrived.
     pub loaded: bool,
 }
@@ -307,15 +312,44 @@ impl ViewData {
         &'a self,
         id: &'a str,
     ) -> impl Iterator<Item = (&'a pb::TopologyEdge, &'a str, bool)> + 'a {
-        self.edges.values().filter_map(move |e| {
-            if e.source == id {
-                Some((e, e.target.as_str(), true))
-            } else if e.target == id {
-                Some((e, e.source.as_str(), false))
-            } else {
-                None
+        self.adjacency
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|edge| self.edges.get(edge))
+            .map(move |e| {
+                if e.source == id {
+                    (e, e.target.as_str(), true)
+                } else {
+                    (e, e.source.as_str(), false)
+                }
+            })
+    }
+
+    fn insert_edge(&mut self, edge: pb::TopologyEdge) {
+        if !self.edges.contains_key(&edge.id) {
+            for end in [&edge.source, &edge.target] {
+                self.adjacency
+                    .entry(end.clone())
+                    .or_default()
+                    .push(edge.id.clone());
             }
-        })
+        }
+        self.edges.insert(edge.id.clone(), edge);
+    }
+
+    fn remove_edge(&mut self, id: &str) {
+        let Some(edge) = self.edges.remove(id) else {
+            return;
+        };
+        for end in [&edge.source, &edge.target] {
+            if let Some(list) = self.adjacency.get_mut(end) {
+                list.retain(|e| e != id);
+                if list.is_empty() {
+                    self.adjacency.remove(end);
+                }
+            }
+        }
     }
 }
 
@@ -348,17 +382,19 @@ impl Topology {
     /// a delta upserts and removes. Returns whether anything changed.
     pub fn apply(&mut self, view: TopoView, delta: pb::TopologyDelta, now: Instant) -> bool {
         let data = &mut self.views[view.index()];
+        let mut joined_or_left = delta.full;
         if delta.full {
             let old_connections = std::mem::take(&mut data.connections);
             data.nodes.clear();
             data.edges.clear();
+            data.adjacency.clear();
             data.loaded = true;
             for node in delta.upserted_nodes {
                 let entry = NodeEntry::new(node);
                 data.nodes.insert(entry.node.id.clone(), entry);
             }
             for edge in delta.upserted_edges {
-                data.edges.insert(edge.id.clone(), edge);
+                data.insert_edge(edge);
             }
             for c in delta.upserted_connections {
                 let id = c
@@ -384,17 +420,18 @@ impl Topology {
                     None => {
                         let entry = NodeEntry::new(node);
                         data.nodes.insert(entry.node.id.clone(), entry);
+                        joined_or_left = true;
                     }
                 }
             }
             for id in &delta.removed_nodes {
-                data.nodes.remove(id);
+                joined_or_left |= data.nodes.remove(id).is_some();
             }
             for edge in delta.upserted_edges {
-                data.edges.insert(edge.id.clone(), edge);
+                data.insert_edge(edge);
             }
             for id in &delta.removed_edges {
-                data.edges.remove(id);
+                data.remove_edge(id);
             }
             for c in delta.upserted_connections {
                 let id = c
@@ -403,8 +440,9 @@ impl Topology {
                     .map(|c| c.id.clone())
                     .unwrap_or_default();
                 let mut entry = new_connection(c, delta.timestamp_unix_ms);
-                if let Some(old) = data.connections.get(&id) {
-                    rate_from(&mut entry, old, delta.timestamp_unix_ms);
+                match data.connections.get(&id) {
+                    Some(old) => rate_from(&mut entry, old, delta.timestamp_unix_ms),
+                    None => joined_or_left = true,
                 }
                 data.connections.insert(id, entry);
             }
@@ -422,13 +460,16 @@ impl Topology {
                         entry.received_per_second = 0.0;
                     }
                     None => {
-                        data.connections.remove(id);
+                        joined_or_left |= data.connections.remove(id).is_some();
                     }
                 }
             }
         }
         data.seq = delta.seq;
         data.version += 1;
+        if joined_or_left {
+            data.members += 1;
+        }
         true
     }
 
@@ -463,6 +504,7 @@ impl Topology {
         let changed = data.connections.len() != before;
         if changed {
             data.version += 1;
+            data.members += 1;
         }
         changed
     }

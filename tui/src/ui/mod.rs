@@ -196,10 +196,8 @@ fn draw_table(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
         };
         let health = item.health();
         let mut cells = views::cells(&item, tab, &app.model);
-        if let Some(prefix) = rows.prefixes.get(index)
-            && tab == Tab::Processes
-        {
-            cells[1] = format!("{prefix}{}", cells[1]);
+        if tab == Tab::Processes && !rows.tree.is_empty() {
+            cells[1] = format!("{}{}", rows.tree_prefix(index), cells[1]);
         }
         let mut row_cells =
             vec![Cell::from(health.glyph().to_string()).style(health_style(health))];
