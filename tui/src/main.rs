@@ -1,6 +1,6 @@
 //! `orca`: the terminal UI. `orca up` runs a master and a local agent in-process and opens the
 //! UI on them; `orca --master ADDR` attaches to a running cluster.
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal as _, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use orca_agent::probe::ProbeChoice;
@@ -133,6 +133,7 @@ fn main() -> ExitCode {
                             tracing_subscriber::EnvFilter::try_from_default_env()
                                 .unwrap_or_else(|_| "info".into()),
                         )
+                        .with_ansi(std::io::stderr().is_terminal())
                         .with_writer(std::io::stderr)
                         .init();
                 } else {

@@ -6,7 +6,7 @@
 //! - `test`: setup, starts the two local ZooKeeper ensembles the sync tests use, runs the whole
 //!   test suite (unit and root/kernel tests), stops the ensembles.
 //! - `zk start|stop|status`: the local ZooKeeper ensembles A and B on loopback.
-//! - `up`: setup, then runs a collector and an agent on this host and prints the topology.
+//! - `up`: setup, then `orca up`: a master and a local agent with the terminal UI on them.
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
@@ -41,15 +41,11 @@ enum Cmd {
         #[command(subcommand)]
         action: ZkAction,
     },
-    /// Set up, then run a collector and an agent on this host and print the topology.
+    /// Set up, build, and run `orca up`: master and local agent with the terminal UI.
     Up {
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        grpc_addr: String,
-        #[arg(long, default_value = "127.0.0.1:7080")]
-        http_addr: String,
-        /// Stop after this many seconds (default: run until Ctrl-C).
-        #[arg(long)]
-        seconds: Option<u64>,
+        /// Extra arguments for `orca up` (e.g. `--grpc-addr 127.0.0.1:7071`, `--no-tasks`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -290,11 +286,7 @@ fn main() -> ExitCode {
             ZkAction::Start => setup().and_then(|()| zk(action)),
             action => zk(action),
         },
-        Cmd::Up {
-            grpc_addr,
-            http_addr,
-            seconds,
-        } => setup().and_then(|()| up::up(&grpc_addr, &http_addr, seconds)),
+        Cmd::Up { args } => setup().and_then(|()| up::up(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
