@@ -100,7 +100,7 @@ pub async fn run(
     })?;
     tokio::spawn(containers::watch(
         config.runtimes.clone(),
-        directory,
+        directory.clone(),
         config.container_refresh,
     ));
     tracing::info!(mode = ?engine.mode(), reason = engine.reason(), "agent started");
@@ -136,7 +136,12 @@ pub async fn run(
     if let (Some(master), Some(tasks)) = (config.master.clone(), config.tasks.clone()) {
         // Observing is the agent's first job: it goes on when tasks cannot be run here.
         let kill_on_exit = tasks.kill_tasks_on_exit;
-        match start_tasks(master, tasks, engine.hostname().to_string()) {
+        let control = containers::control::ContainerControl::new(
+            config.runtimes.clone(),
+            directory.clone(),
+            tasks.work_dir.join("container-logs"),
+        );
+        match start_tasks(master, tasks, engine.hostname().to_string(), control) {
             Ok(manager) => task_manager = kill_on_exit.then_some(manager),
             Err(why) => tracing::warn!(
                 "not running tasks for the master: {why:#}; the agent only observes \
@@ -270,6 +275,7 @@ fn start_tasks(
     master: String,
     tasks: TasksConfig,
     hostname: String,
+    control: containers::control::ContainerControl,
 ) -> anyhow::Result<crate::tasks::TaskManager> {
     use crate::tasks::{TaskManager, TaskManagerConfig, capacity, cgroups::Driver, link};
     std::fs::create_dir_all(&tasks.work_dir).map_err(|e| {
@@ -285,6 +291,7 @@ fn start_tasks(
     let (manager, updates) = TaskManager::new(TaskManagerConfig::new(tasks.work_dir, driver));
     let mut config = link::LinkConfig::new(master, hostname, resources);
     config.attributes = tasks.attributes;
+    config.containers = Some(control);
     tokio::spawn(link::run(config, manager.clone(), updates, None));
     Ok(manager)
 }

@@ -12,11 +12,14 @@ use std::{
 };
 
 use orca_agent::{
-    containers::{self, RuntimeSockets, SharedDirectory},
+    containers::{self, RuntimeSockets, SharedDirectory, control::ContainerControl},
     engine::{Engine, EngineOptions},
     probe::ProbeChoice,
 };
-use orca_proto::topology::v1 as pb;
+use orca_proto::{
+    cluster::v1::{self as cpb, ContainerAction},
+    topology::v1 as pb,
+};
 use support::*;
 
 fn sh(cmd: &mut Command) -> String {
@@ -269,7 +272,11 @@ fn containerd_container_with_its_process_and_connection() {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = (self.0)().args(["containers", "delete", &self.1]).status();
+            // The test may have removed it through the agent already.
+            let _ = (self.0)()
+                .args(["containers", "delete", &self.1])
+                .stderr(Stdio::null())
+                .status();
             // containerd leaves the namespace's (now empty) cgroup in every hierarchy.
             for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
                 .into_iter()
@@ -290,7 +297,11 @@ fn containerd_container_with_its_process_and_connection() {
             image,
             &id,
         ])
-        .args(["sh", "-c", &format!("sleep 600 | nc 127.0.0.1 {port}")]));
+        .args([
+            "sh",
+            "-c",
+            &format!("echo orca-says-hi; sleep 600 | nc 127.0.0.1 {port}"),
+        ]));
     let _task = Task(&ctr, id.clone());
 
     let sockets = RuntimeSockets {
@@ -312,6 +323,43 @@ fn containerd_container_with_its_process_and_connection() {
         container.labels.get("name").map(String::as_str),
         Some("orca-web")
     );
+
+    // Control through the agent. containerd keeps no output of a task it did not start
+    // with a log; a restart from the agent writes one.
+    let status = |id: &str| -> String {
+        sh(ctr().args(["tasks", "ls"]))
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+            .unwrap_or_else(|| "no task".into())
+    };
+    let mut control = Control::new(&sockets, &dir.join("logs"));
+    let err = control.logs(&id).unwrap_err();
+    assert!(err.contains("keeps no output"), "{err}");
+    control.act(&id, ContainerAction::Pause).unwrap();
+    assert_eq!(status(&id), "PAUSED");
+    control.act(&id, ContainerAction::Unpause).unwrap();
+    assert_eq!(status(&id), "RUNNING");
+    control.act(&id, ContainerAction::Restart).unwrap();
+    assert_eq!(status(&id), "RUNNING");
+    wait_for(
+        Duration::from_secs(10),
+        "the restarted task's output",
+        || {
+            control
+                .logs(&id)
+                .ok()
+                .filter(|o| o.contains("orca-says-hi"))
+        },
+    );
+    control.act(&id, ContainerAction::Stop).unwrap();
+    assert_eq!(status(&id), "no task");
+    control.act(&id, ContainerAction::Start).unwrap();
+    assert_eq!(status(&id), "RUNNING");
+    control.act(&id, ContainerAction::Remove).unwrap();
+    assert!(!sh(ctr().args(["containers", "ls", "-q"])).contains(&id));
+    let err = control.act(&id, ContainerAction::Stop).unwrap_err();
+    assert!(err.contains("no container"), "{err}");
 }
 
 #[test]
@@ -394,7 +442,11 @@ fn docker_container_with_its_process_and_connection() {
             "app=orca-test",
         ])
         .args(["--memory", "64m", "orca-test/busybox:1"])
-        .args(["sh", "-c", &format!("sleep 600 | nc 127.0.0.1 {port}")]))
+        .args([
+            "sh",
+            "-c",
+            &format!("echo orca-says-hi; sleep 600 | nc 127.0.0.1 {port}"),
+        ]))
     .trim()
     .to_string();
     struct Container<'a>(&'a dyn Fn() -> Command, String);
@@ -428,4 +480,160 @@ fn docker_container_with_its_process_and_connection() {
     );
     assert_eq!(container.memory_limit_bytes, 64 << 20);
     assert_eq!(container.cgroup_path, format!("/docker/{id}"));
+
+    // Control through the agent: every action, the output, and a followed output.
+    let state = |id: &str| {
+        sh(docker().args(["inspect", "-f", "{{.State.Status}}", id]))
+            .trim()
+            .to_owned()
+    };
+    let mut control = Control::new(&sockets, &dir.join("logs"));
+    control.act(&id, ContainerAction::Pause).unwrap();
+    assert_eq!(state(&id), "paused");
+    control.act(&id, ContainerAction::Unpause).unwrap();
+    assert_eq!(state(&id), "running");
+    let out = control.logs(&id).unwrap();
+    assert!(out.contains("orca-says-hi"), "{out:?}");
+    control.follow_until(&id, "followed-line", || {
+        sh(docker().args(["exec", &id, "sh", "-c", "echo followed-line > /proc/1/fd/1"]));
+    });
+    control.act(&id, ContainerAction::Restart).unwrap();
+    assert_eq!(state(&id), "running");
+    control.act(&id, ContainerAction::Stop).unwrap();
+    assert_eq!(state(&id), "exited");
+    control.act(&id, ContainerAction::Start).unwrap();
+    assert_eq!(state(&id), "running");
+    control.act(&id, ContainerAction::Remove).unwrap();
+    assert!(
+        docker()
+            .args(["inspect", &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| !s.success())
+    );
+    let err = control
+        .act("no-such-container", ContainerAction::Stop)
+        .unwrap_err();
+    assert!(err.contains("no container"), "{err}");
+}
+
+/// The agent's container control, driven the way the agent link drives it.
+struct Control {
+    rt: tokio::runtime::Runtime,
+    control: ContainerControl,
+    next: u64,
+}
+
+impl Control {
+    fn new(sockets: &RuntimeSockets, log_dir: &Path) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let directory = SharedDirectory::default();
+        rt.block_on(containers::refresh(sockets, &directory));
+        Self {
+            rt,
+            control: ContainerControl::new(sockets.clone(), directory, log_dir.to_path_buf()),
+            next: 0,
+        }
+    }
+
+    fn command(
+        &mut self,
+        id: &str,
+        action: ContainerAction,
+        follow: bool,
+    ) -> cpb::ContainerCommand {
+        self.next += 1;
+        cpb::ContainerCommand {
+            request_id: self.next,
+            container_id: id.into(),
+            action: action as i32,
+            follow,
+            // A shell as pid 1 ignores SIGTERM: do not wait the default 10 s for it.
+            stop_timeout_seconds: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Runs a command to its `done`: the output it sent, or its error.
+    fn run(&mut self, command: cpb::ContainerCommand) -> Result<String, String> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let control = self.control.clone();
+        self.rt.block_on(async move {
+            control.handle(command, tx);
+            let mut out = Vec::new();
+            loop {
+                let message = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                    .await
+                    .expect("a reply within 60 s")
+                    .expect("replies until done");
+                let Some(cpb::agent_message::Kind::ContainerReply(reply)) = message.kind else {
+                    panic!("not a container reply: {message:?}");
+                };
+                out.extend(reply.log);
+                if !reply.error.is_empty() {
+                    return Err(reply.error);
+                }
+                if reply.done {
+                    return Ok(String::from_utf8_lossy(&out).into_owned());
+                }
+            }
+        })
+    }
+
+    fn act(&mut self, id: &str, action: ContainerAction) -> Result<(), String> {
+        let command = self.command(id, action, false);
+        self.run(command).map(|_| ())
+    }
+
+    fn logs(&mut self, id: &str) -> Result<String, String> {
+        let command = self.command(id, ContainerAction::Logs, false);
+        self.run(command)
+    }
+
+    /// Follows the output, runs `write` once the stream is open, and waits for `needle`;
+    /// then cancels the stream.
+    fn follow_until(&mut self, id: &str, needle: &str, write: impl FnOnce()) {
+        let command = self.command(id, ContainerAction::Logs, true);
+        let request_id = command.request_id;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let control = self.control.clone();
+        self.rt.block_on(async {
+            control.handle(command, tx);
+            let mut out = Vec::new();
+            let mut write = Some(write);
+            while !String::from_utf8_lossy(&out).contains(needle) {
+                let message = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "{needle:?} within 30 s; got {:?}",
+                            String::from_utf8_lossy(&out)
+                        )
+                    })
+                    .expect("the followed stream stays open");
+                let Some(cpb::agent_message::Kind::ContainerReply(reply)) = message.kind else {
+                    continue;
+                };
+                assert!(reply.error.is_empty(), "{}", reply.error);
+                assert!(!reply.done, "a followed log ended");
+                out.extend(reply.log);
+                if let Some(write) = write.take() {
+                    write();
+                }
+            }
+            let (cancel_tx, _) = tokio::sync::mpsc::channel(1);
+            control.handle(
+                cpb::ContainerCommand {
+                    request_id,
+                    cancel: true,
+                    ..Default::default()
+                },
+                cancel_tx,
+            );
+        });
+    }
 }

@@ -121,6 +121,7 @@ fn command_to_proto(command: AgentCommand) -> pb::MasterMessage {
         AgentCommand::ShutdownFramework { framework_id } => {
             master_message::Kind::ShutdownFramework(pb::ShutdownFramework { framework_id })
         }
+        AgentCommand::Container(command) => master_message::Kind::Container(command),
     };
     pb::MasterMessage { kind: Some(kind) }
 }
@@ -238,12 +239,16 @@ impl AgentLink for AgentLinkService {
                             pids: usage.pids,
                         },
                     ),
+                    Some(agent_message::Kind::ContainerReply(reply)) => {
+                        cluster.container_reply(&agent_id, reply)
+                    }
                     Some(agent_message::Kind::Heartbeat(_)) | None => {}
                     Some(agent_message::Kind::Register(_)) => {
                         tracing::warn!(agent = %agent_id, "a second register on one stream is ignored");
                     }
                 }
             }
+            cluster.container_agent_gone(&agent_id);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use futures::Stream;
-use orca_proto::operator::v1 as pb;
+use orca_proto::{cluster::v1 as cpb, operator::v1 as pb};
 use orca_resources::{Resources, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -212,9 +212,127 @@ fn status(err: ApiError) -> Status {
     }
 }
 
+/// A container command's first error, or success when the agent says done.
+async fn await_done(
+    mut replies: mpsc::UnboundedReceiver<cpb::ContainerReply>,
+) -> Result<(), Status> {
+    let wait = tokio::time::timeout(CONTAINER_ACTION_TIMEOUT, async {
+        while let Some(reply) = replies.recv().await {
+            if !reply.error.is_empty() {
+                return Err(Status::failed_precondition(reply.error));
+            }
+            if reply.done {
+                return Ok(());
+            }
+        }
+        Err(Status::unavailable(
+            "the agent's link closed before it answered",
+        ))
+    });
+    wait.await.unwrap_or_else(|_| {
+        Err(Status::deadline_exceeded(format!(
+            "the agent did not answer within {CONTAINER_ACTION_TIMEOUT:?}; the action may still complete"
+        )))
+    })
+}
+
+/// How long an operator waits for a container action (a stop waits up to 10 s itself).
+const CONTAINER_ACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[tonic::async_trait]
 impl pb::operator_server::Operator for OperatorService {
     type WatchClusterStream = BoxStream<pb::ClusterDelta>;
+    type ContainerLogsStream = BoxStream<pb::LogChunk>;
+
+    async fn container_action(
+        &self,
+        request: Request<pb::ContainerActionRequest>,
+    ) -> Result<Response<pb::ContainerActionResponse>, Status> {
+        let r = request.into_inner();
+        let action = cpb::ContainerAction::try_from(r.action)
+            .ok()
+            .filter(|a| {
+                !matches!(
+                    a,
+                    cpb::ContainerAction::Unspecified | cpb::ContainerAction::Logs
+                )
+            })
+            .ok_or_else(|| {
+                Status::invalid_argument(
+                    "action must be stop, start, pause, unpause, restart or remove",
+                )
+            })?;
+        if r.hostname.is_empty() || r.container_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "hostname and container_id are both required",
+            ));
+        }
+        let (_, replies) = self
+            .cluster
+            .container_command(
+                &r.hostname,
+                cpb::ContainerCommand {
+                    container_id: r.container_id.clone(),
+                    action: action as i32,
+                    ..Default::default()
+                },
+            )
+            .map_err(status)?;
+        await_done(replies).await?;
+        tracing::info!(host = %r.hostname, container = %r.container_id, ?action, "container action by an operator");
+        Ok(Response::new(pb::ContainerActionResponse {}))
+    }
+
+    async fn container_logs(
+        &self,
+        request: Request<pb::ContainerLogsRequest>,
+    ) -> Result<Response<Self::ContainerLogsStream>, Status> {
+        let r = request.into_inner();
+        if r.hostname.is_empty() || r.container_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "hostname and container_id are both required",
+            ));
+        }
+        let (request_id, mut replies) = self
+            .cluster
+            .container_command(
+                &r.hostname,
+                cpb::ContainerCommand {
+                    container_id: r.container_id,
+                    action: cpb::ContainerAction::Logs as i32,
+                    follow: r.follow,
+                    tail: r.tail,
+                    ..Default::default()
+                },
+            )
+            .map_err(status)?;
+        let (tx, rx) = mpsc::channel(64);
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            loop {
+                let reply = tokio::select! {
+                    reply = replies.recv() => reply,
+                    // The caller left while the log is quiet.
+                    _ = tx.closed() => None,
+                };
+                let Some(reply) = reply else { break };
+                if !reply.error.is_empty() {
+                    let _ = tx.send(Err(Status::failed_precondition(reply.error))).await;
+                    return;
+                }
+                if !reply.log.is_empty()
+                    && tx.send(Ok(pb::LogChunk { data: reply.log })).await.is_err()
+                {
+                    break;
+                }
+                if reply.done {
+                    return;
+                }
+            }
+            cluster.container_cancel(request_id);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 
     async fn watch_cluster(
         &self,

@@ -145,3 +145,103 @@ async fn watch_follows_the_cluster_and_an_operator_kills_any_task() {
         }
     }
 }
+
+#[tokio::test]
+async fn container_actions_and_logs_reach_the_agent_of_the_host() {
+    use orca_proto::cluster::v1::ContainerAction;
+    let master = Master::bind(
+        CollectorConfig::default(),
+        fast_config(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let grpc = master.grpc_addr();
+    let cluster = master.cluster.clone();
+    tokio::spawn(master.serve(std::future::pending()));
+    let (_agent_id, agent, _alive) = simulated_agent(&cluster, "node-1", "cpus:1;mem:128").await;
+    let mut operator = OperatorClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let action = |host: &str, id: &str, action: ContainerAction| pb::ContainerActionRequest {
+        hostname: host.into(),
+        container_id: id.into(),
+        action: action as i32,
+    };
+
+    operator
+        .container_action(action("node-1", "c1", ContainerAction::Pause))
+        .await
+        .unwrap();
+    {
+        let log = agent.lock().unwrap();
+        assert_eq!(log.containers.len(), 1);
+        assert_eq!(log.containers[0].container_id, "c1");
+        assert_eq!(log.containers[0].action(), ContainerAction::Pause);
+    }
+
+    // Bad input: a host without an agent, no action, logs asked as an action, a container
+    // the agent does not have.
+    let err = operator
+        .container_action(action("node-9", "c1", ContainerAction::Stop))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("node-9"), "{}", err.message());
+    let err = operator
+        .container_action(action("node-1", "c1", ContainerAction::Unspecified))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = operator
+        .container_action(action("node-1", "c1", ContainerAction::Logs))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = operator
+        .container_action(action("node-1", "missing", ContainerAction::Stop))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("no container missing"),
+        "{}",
+        err.message()
+    );
+
+    // Logs: the chunks arrive in order; leaving a followed log cancels it at the agent.
+    let mut logs = operator
+        .container_logs(pb::ContainerLogsRequest {
+            hostname: "node-1".into(),
+            container_id: "c1".into(),
+            follow: true,
+            tail: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut text = Vec::new();
+    while text.len() < 14 {
+        let chunk = tokio::time::timeout(DEADLINE, logs.message())
+            .await
+            .expect("a log chunk")
+            .unwrap()
+            .expect("the log stream is open");
+        text.extend(chunk.data);
+    }
+    assert_eq!(String::from_utf8(text).unwrap(), "line 1\nline 2\n");
+    let request = agent.lock().unwrap().containers.last().unwrap().clone();
+    assert!(request.follow);
+    assert_eq!(request.tail, 10);
+    drop(logs);
+    eventually("the agent told to stop the followed log", || {
+        agent
+            .lock()
+            .unwrap()
+            .containers
+            .iter()
+            .any(|c| c.cancel && c.request_id == request.request_id)
+    })
+    .await;
+}

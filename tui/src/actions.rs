@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use orca_proto::{
-    cluster::v1 as cpb,
+    cluster::v1::{self as cpb, ContainerAction},
     operator::v1::{self as opb, operator_client::OperatorClient},
     scheduler::v1::{self as spb, event, operation, scheduler_client::SchedulerClient},
     topology::v1::{self as pb, collector_client::CollectorClient},
@@ -12,7 +12,7 @@ use orca_proto::{
 use tokio::sync::mpsc;
 
 use crate::{
-    app::{LaunchRequest, Level},
+    app::{ContainerTarget, LaunchRequest, Level, action_name},
     feed::{Event, MAX_MESSAGE, endpoint},
 };
 
@@ -22,6 +22,8 @@ pub struct Actions {
     master: String,
     events: mpsc::Sender<Event>,
     launches: mpsc::UnboundedSender<LaunchRequest>,
+    /// The log stream feeding the log view.
+    logs: std::sync::Arc<std::sync::Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 impl Actions {
@@ -34,6 +36,7 @@ impl Actions {
             master,
             events,
             launches,
+            logs: Default::default(),
         }
     }
 
@@ -61,6 +64,78 @@ impl Actions {
             };
             let _ = events.send(Event::Notice(notice.0, notice.1)).await;
         });
+    }
+
+    /// Stops, starts, pauses, unpauses, restarts or removes a container through its agent.
+    pub fn container_action(&self, target: ContainerTarget, action: ContainerAction) {
+        let (master, events) = (self.master.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let result = async {
+                let channel = endpoint(&master)?
+                    .connect()
+                    .await
+                    .map_err(|e| format!("cannot reach the master: {e}"))?;
+                OperatorClient::new(channel)
+                    .container_action(opb::ContainerActionRequest {
+                        hostname: target.hostname.clone(),
+                        container_id: target.id.clone(),
+                        action: action as i32,
+                    })
+                    .await
+                    .map_err(|s| s.message().to_owned())
+            }
+            .await;
+            let verb = action_name(action);
+            let notice = match result {
+                Ok(_) => (format!("{verb}: done for {}", target.name), Level::Info),
+                Err(e) => (
+                    format!("could not {verb} {}: {e}", target.name),
+                    Level::Error,
+                ),
+            };
+            let _ = events.send(Event::Notice(notice.0, notice.1)).await;
+        });
+    }
+
+    /// Streams a container's output (the last 500 lines, then as it comes) to the log view.
+    pub fn open_logs(&self, target: ContainerTarget, stream: u64) {
+        self.close_logs();
+        let (master, events) = (self.master.clone(), self.events.clone());
+        let task = tokio::spawn(async move {
+            let result: Result<(), String> = async {
+                let channel = endpoint(&master)?
+                    .connect()
+                    .await
+                    .map_err(|e| format!("cannot reach the master: {e}"))?;
+                let mut chunks = OperatorClient::new(channel)
+                    .container_logs(opb::ContainerLogsRequest {
+                        hostname: target.hostname.clone(),
+                        container_id: target.id.clone(),
+                        follow: true,
+                        tail: 500,
+                    })
+                    .await
+                    .map_err(|s| s.message().to_owned())?
+                    .into_inner();
+                while let Some(chunk) =
+                    chunks.message().await.map_err(|s| s.message().to_owned())?
+                {
+                    if events.send(Event::Log(stream, chunk.data)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            let _ = events.send(Event::LogEnd(stream, result.err())).await;
+        });
+        *self.logs.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+    }
+
+    pub fn close_logs(&self) {
+        if let Some(task) = self.logs.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
     }
 
     /// Fetches a node's hour of series from the collector.

@@ -8,8 +8,11 @@ use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 
+use orca_proto::cluster::v1::ContainerAction;
+
 use crate::{
     filter::{Query, Scratch},
+    logs::{LogKey, LogView},
     model::{Model, topology::TopoView},
     saved::SavedFilters,
     views::{self, Item, Rows, Scope, Sort, Tab},
@@ -30,6 +33,48 @@ pub enum Command {
         json: String,
     },
     SaveFilters,
+    /// Stop, start, pause, unpause, restart or remove a container (through its agent).
+    ContainerAction {
+        target: ContainerTarget,
+        action: ContainerAction,
+    },
+    /// Stream a container's output into the log view (`stream` tags its chunks).
+    OpenLogs {
+        target: ContainerTarget,
+        stream: u64,
+    },
+    CloseLogs,
+}
+
+/// A container as actions name it: where it runs, its id, and its name for messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerTarget {
+    pub hostname: String,
+    pub id: String,
+    pub name: String,
+}
+
+/// What can be done to a container in `state` (the runtime's word for it).
+pub fn container_actions(state: &str) -> Vec<ContainerAction> {
+    use ContainerAction as A;
+    match state.to_lowercase().as_str() {
+        "running" => vec![A::Stop, A::Restart, A::Pause, A::Remove],
+        "paused" | "pausing" => vec![A::Unpause, A::Stop, A::Remove],
+        _ => vec![A::Start, A::Remove],
+    }
+}
+
+pub fn action_name(action: ContainerAction) -> &'static str {
+    match action {
+        ContainerAction::Stop => "stop",
+        ContainerAction::Start => "start",
+        ContainerAction::Pause => "pause",
+        ContainerAction::Unpause => "unpause",
+        ContainerAction::Restart => "restart",
+        ContainerAction::Remove => "remove",
+        ContainerAction::Logs => "logs",
+        ContainerAction::Unspecified => "?",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +187,14 @@ pub enum Mode {
     SavedFilters {
         selected: usize,
     },
+    /// The actions a container allows, one to choose (then confirm).
+    ContainerMenu {
+        target: ContainerTarget,
+        actions: Vec<ContainerAction>,
+        selected: usize,
+    },
+    /// The log view (`App::logs`) takes the keys.
+    Logs,
 }
 
 /// One tab's own state: where it is drilled to, its filter, order and selection.
@@ -218,6 +271,11 @@ pub struct App {
     /// The node whose history was last asked for, and a request not yet sent.
     series_asked: Option<String>,
     series_request: Option<String>,
+    /// The open log view, and the tag of the next log stream.
+    pub logs: Option<LogView>,
+    next_stream: u64,
+    /// Lines the log view showed at the last draw (its page).
+    pub log_height: usize,
 }
 
 impl std::fmt::Debug for App {
@@ -252,6 +310,9 @@ impl App {
             scratch: Scratch::default(),
             series_asked: None,
             series_request: None,
+            logs: None,
+            next_stream: 0,
+            log_height: 20,
         }
     }
 
@@ -293,6 +354,108 @@ impl App {
     pub fn on_cluster(&mut self, delta: opb::ClusterDelta, received: Instant) {
         self.model.cluster.apply(delta);
         self.changed(received);
+    }
+
+    /// Output of the container in the log view.
+    pub fn on_log(&mut self, stream: u64, bytes: &[u8]) {
+        if let Some(view) = self.logs.as_mut().filter(|v| v.stream == stream) {
+            view.push(bytes);
+        }
+    }
+
+    /// The log stream ended (`why` when it failed).
+    pub fn on_log_end(&mut self, stream: u64, why: Option<String>) {
+        if let Some(view) = self.logs.as_mut().filter(|v| v.stream == stream) {
+            view.end(why);
+        }
+    }
+
+    /// The selected container, in the Containers tab.
+    fn selected_container(&self) -> Option<(ContainerTarget, String)> {
+        match self.selected() {
+            Some(Item::Node(n)) => n.container().map(|c| {
+                (
+                    ContainerTarget {
+                        hostname: n.hostname.clone(),
+                        id: c.id.clone(),
+                        name: n.name().to_owned(),
+                    },
+                    c.state.clone(),
+                )
+            }),
+            _ => None,
+        }
+    }
+
+    fn open_container_menu(&mut self) {
+        match self.selected_container() {
+            Some((target, state)) => {
+                self.mode = Mode::ContainerMenu {
+                    target,
+                    actions: container_actions(&state),
+                    selected: 0,
+                };
+            }
+            None => self.notify(
+                "a acts on a container: select one in the Containers tab (2)",
+                Level::Info,
+            ),
+        }
+    }
+
+    fn open_logs(&mut self) -> Option<Command> {
+        let Some((target, _)) = self.selected_container() else {
+            self.notify(
+                "o shows a container's output: select one in the Containers tab (2)",
+                Level::Info,
+            );
+            return None;
+        };
+        self.next_stream += 1;
+        let stream = self.next_stream;
+        self.logs = Some(LogView::new(
+            stream,
+            format!("{} on {}", target.name, target.hostname),
+        ));
+        self.mode = Mode::Logs;
+        Some(Command::OpenLogs { target, stream })
+    }
+
+    fn container_menu_key(
+        &mut self,
+        key: KeyEvent,
+        target: ContainerTarget,
+        actions: Vec<ContainerAction>,
+        selected: usize,
+    ) -> Option<Command> {
+        let selected = match key.code {
+            KeyCode::Esc | KeyCode::Char('q') => return None,
+            KeyCode::Down | KeyCode::Char('j') => {
+                (selected + 1).min(actions.len().saturating_sub(1))
+            }
+            KeyCode::Up | KeyCode::Char('k') => selected.saturating_sub(1),
+            KeyCode::Enter => {
+                if let Some(action) = actions.get(selected).copied() {
+                    self.mode = Mode::Confirm {
+                        prompt: format!(
+                            "{} container {} on {}? (y/n)",
+                            capitalised(action_name(action)),
+                            target.name,
+                            target.hostname
+                        ),
+                        command: Command::ContainerAction { target, action },
+                    };
+                }
+                return None;
+            }
+            _ => selected,
+        };
+        self.mode = Mode::ContainerMenu {
+            target,
+            actions,
+            selected,
+        };
+        None
     }
 
     pub fn on_link(&mut self, state: LinkState) {
@@ -492,6 +655,24 @@ impl App {
             },
             Mode::Launch(form) => self.launch_key(key, form),
             Mode::SavedFilters { selected } => self.saved_key(key, selected),
+            Mode::ContainerMenu {
+                target,
+                actions,
+                selected,
+            } => self.container_menu_key(key, target, actions, selected),
+            Mode::Logs => {
+                let height = self.log_height;
+                match self.logs.as_mut().map(|v| v.key(key, height)) {
+                    Some(LogKey::Stay) => {
+                        self.mode = Mode::Logs;
+                        None
+                    }
+                    _ => {
+                        self.logs = None;
+                        Some(Command::CloseLogs)
+                    }
+                }
+            }
         }
     }
 
@@ -550,6 +731,8 @@ impl App {
             }
             KeyCode::Char('e') | KeyCode::Char('y') => return self.export(),
             KeyCode::Char('x') => self.ask_kill(),
+            KeyCode::Char('a') => self.open_container_menu(),
+            KeyCode::Char('o') => return self.open_logs(),
             KeyCode::Char('L') => self.mode = Mode::Launch(LaunchForm::new()),
             KeyCode::Char('f') => {
                 if self.saved.filters.is_empty() {
@@ -848,4 +1031,12 @@ impl App {
             }
         }
     }
+}
+
+fn capitalised(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().collect::<String>() + chars.as_str())
+        .unwrap_or_default()
 }

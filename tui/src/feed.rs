@@ -27,6 +27,10 @@ pub enum Event {
     Cluster(Box<opb::ClusterDelta>, Instant),
     /// A node's whole history (`NodeSeries`), for the details panel.
     Series(Box<pb::TopologyNode>, Instant),
+    /// Output for the log view, tagged with its stream.
+    Log(u64, Vec<u8>),
+    /// The log stream ended, with why when it failed.
+    LogEnd(u64, Option<String>),
     Link(LinkState),
     Notice(String, Level),
     Tick,

@@ -6,6 +6,7 @@ pub mod app;
 pub mod feed;
 pub mod filter;
 pub mod format;
+pub mod logs;
 pub mod model;
 pub mod run;
 pub mod saved;

@@ -7,6 +7,7 @@ use std::{
 };
 
 use base64::Engine as _;
+use orca_proto::cluster::v1::ContainerAction;
 use ratatui::{
     Terminal,
     backend::Backend,
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     actions::Actions,
-    app::{App, Command, Level},
+    app::{App, Command, ContainerTarget, Level},
     feed::Event,
     ui,
 };
@@ -31,6 +32,10 @@ pub trait Effects {
     fn launch(&self, request: crate::app::LaunchRequest);
     /// Asks the collector for a node's hour of series (answered with `Event::Series`).
     fn fetch_series(&self, node_id: String);
+    fn container_action(&self, target: ContainerTarget, action: ContainerAction);
+    /// Streams a container's output as `Event::Log(stream, …)` until `close_logs`.
+    fn open_logs(&self, target: ContainerTarget, stream: u64);
+    fn close_logs(&self);
     /// Copies text to the user's clipboard (OSC 52 in a real terminal).
     fn copy(&self, text: &str);
     /// The directory exports are written to.
@@ -54,6 +59,18 @@ impl Effects for Live {
 
     fn fetch_series(&self, node_id: String) {
         self.actions.fetch_series(node_id);
+    }
+
+    fn container_action(&self, target: ContainerTarget, action: ContainerAction) {
+        self.actions.container_action(target, action);
+    }
+
+    fn open_logs(&self, target: ContainerTarget, stream: u64) {
+        self.actions.open_logs(target, stream);
+    }
+
+    fn close_logs(&self) {
+        self.actions.close_logs();
     }
 
     fn copy(&self, text: &str) {
@@ -150,6 +167,14 @@ pub fn handle(app: &mut App, event: Event, effects: &dyn Effects) -> bool {
             app.on_series(*node, at);
             None
         }
+        Event::Log(stream, bytes) => {
+            app.on_log(stream, &bytes);
+            None
+        }
+        Event::LogEnd(stream, why) => {
+            app.on_log_end(stream, why);
+            None
+        }
         Event::Link(state) => {
             app.on_link(state);
             None
@@ -203,6 +228,27 @@ pub fn handle(app: &mut App, event: Event, effects: &dyn Effects) -> bool {
                     Level::Error,
                 ),
             }
+            false
+        }
+        Some(Command::ContainerAction { target, action }) => {
+            app.notify(
+                format!(
+                    "{} {} on {}…",
+                    crate::app::action_name(action),
+                    target.name,
+                    target.hostname
+                ),
+                Level::Info,
+            );
+            effects.container_action(target, action);
+            false
+        }
+        Some(Command::OpenLogs { target, stream }) => {
+            effects.open_logs(target, stream);
+            false
+        }
+        Some(Command::CloseLogs) => {
+            effects.close_logs();
             false
         }
         Some(Command::SaveFilters) => {

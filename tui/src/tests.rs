@@ -471,3 +471,73 @@ fn a_value_change_reorders_rows_sorted_by_that_value_at_once() {
     app.prepare();
     assert_eq!(app.state().rows().keys, before);
 }
+
+#[test]
+fn container_actions_offer_what_the_state_allows_and_ask_first() {
+    use orca_proto::cluster::v1::ContainerAction as A;
+    let mut app = loaded(100);
+    press(&mut app, "2a");
+    let Mode::ContainerMenu {
+        actions, target, ..
+    } = &app.mode
+    else {
+        panic!("the container menu, got {:?}", app.mode)
+    };
+    assert_eq!(actions, &[A::Stop, A::Restart, A::Pause, A::Remove]);
+    assert_eq!(
+        (target.hostname.as_str(), target.name.as_str()),
+        ("node-000", "api-0-1")
+    );
+    press(&mut app, "j");
+    app.on_key(key(KeyCode::Enter));
+    let Mode::Confirm { prompt, .. } = &app.mode else {
+        panic!("a confirmation, got {:?}", app.mode)
+    };
+    assert_eq!(prompt, "Restart container api-0-1 on node-000? (y/n)");
+    let Some(Command::ContainerAction { target, action }) = press(&mut app, "y") else {
+        panic!("a container action")
+    };
+    assert_eq!(action, A::Restart);
+    assert_eq!(target.id, "00000001c0ffee");
+
+    // An exited container can only be started or removed; Esc leaves the menu.
+    press(&mut app, "/web-0-0");
+    app.on_key(key(KeyCode::Enter));
+    press(&mut app, "a");
+    let Mode::ContainerMenu { actions, .. } = &app.mode else {
+        panic!()
+    };
+    assert_eq!(actions, &[A::Start, A::Remove]);
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!(app.mode, Mode::Normal);
+
+    // Not a container.
+    press(&mut app, "1a");
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(app.message.as_ref().unwrap().0.contains("Containers tab"));
+}
+
+#[test]
+fn log_view_takes_only_its_stream_and_closes() {
+    let mut app = loaded(100);
+    press(&mut app, "2");
+    let Some(Command::OpenLogs { target, stream }) = press(&mut app, "o") else {
+        panic!("logs opened")
+    };
+    assert_eq!(target.name, "api-0-1");
+    assert_eq!(app.mode, Mode::Logs);
+    app.on_log(stream, b"hello\nwor");
+    app.on_log(stream + 99, b"from an older stream\n");
+    app.on_log(stream, b"ld\n");
+    let view = app.logs.as_ref().unwrap();
+    assert_eq!(view.lines().collect::<Vec<_>>(), ["hello", "world"]);
+    app.on_log_end(stream, Some("the container is gone".into()));
+    assert_eq!(
+        app.logs.as_ref().unwrap().ended.as_deref(),
+        Some("the container is gone")
+    );
+    // Keys go to the view (q does not quit orca), Esc closes it.
+    assert_eq!(press(&mut app, "q"), Some(Command::CloseLogs));
+    assert!(app.logs.is_none());
+    assert_eq!(app.mode, Mode::Normal);
+}

@@ -2,6 +2,7 @@
 //! Docker (bollard) and containerd (containerd-client). A background task refreshes a shared
 //! directory; the engine reads it to attribute processes to containers and describe them.
 mod containerd;
+pub mod control;
 mod docker;
 
 use std::{

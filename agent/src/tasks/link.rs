@@ -31,6 +31,8 @@ pub struct LinkConfig {
     pub retry_interval: Duration,
     /// How often per-task usage is reported.
     pub usage_interval: Duration,
+    /// Operator actions on this host's containers (`None`: refused with a reason).
+    pub containers: Option<crate::containers::control::ContainerControl>,
 }
 
 impl LinkConfig {
@@ -42,6 +44,7 @@ impl LinkConfig {
             attributes: BTreeMap::new(),
             retry_interval: Duration::from_secs(10),
             usage_interval: Duration::from_secs(5),
+            containers: None,
         }
     }
 }
@@ -234,7 +237,12 @@ async fn session(
                 let message = message
                     .map_err(|s| format!("link broke: {}", s.message()))?
                     .ok_or("the master closed the link")?;
-                handle(message, manager, &mut sent).await;
+                match message.kind {
+                    Some(master_message::Kind::Container(command)) => {
+                        container_command(command, config.containers.as_ref(), &tx).await
+                    }
+                    kind => handle(pb::MasterMessage { kind }, manager, &mut sent).await,
+                }
             }
             _ = heartbeat.tick() => {
                 tx.send(pb::AgentMessage {
@@ -268,6 +276,32 @@ async fn session(
                     .map_err(|_| "the link closed")?;
                 }
             }
+        }
+    }
+}
+
+/// Hands a container command to the control, or refuses it when this agent has none.
+async fn container_command(
+    command: pb::ContainerCommand,
+    control: Option<&crate::containers::control::ContainerControl>,
+    tx: &mpsc::Sender<pb::AgentMessage>,
+) {
+    match control {
+        Some(control) => control.handle(command, tx.clone()),
+        None if command.cancel => {}
+        None => {
+            let _ = tx
+                .send(pb::AgentMessage {
+                    kind: Some(agent_message::Kind::ContainerReply(pb::ContainerReply {
+                        request_id: command.request_id,
+                        error: "this agent does not control containers (it was started \
+                                without container runtimes)"
+                            .into(),
+                        log: Vec::new(),
+                        done: true,
+                    })),
+                })
+                .await;
         }
     }
 }
@@ -315,6 +349,8 @@ async fn handle(
         Some(master_message::Kind::ShutdownFramework(s)) => {
             manager.shutdown_framework(&s.framework_id)
         }
-        Some(master_message::Kind::Registered(_)) | None => {}
+        Some(master_message::Kind::Registered(_))
+        | Some(master_message::Kind::Container(_))
+        | None => {}
     }
 }

@@ -71,6 +71,14 @@ impl Effects for NoEffects {
     fn kill(&self, _: String, _: String) {}
     fn launch(&self, _: orca_tui::app::LaunchRequest) {}
     fn fetch_series(&self, _: String) {}
+    fn container_action(
+        &self,
+        _: orca_tui::app::ContainerTarget,
+        _: orca_proto::cluster::v1::ContainerAction,
+    ) {
+    }
+    fn open_logs(&self, _: orca_tui::app::ContainerTarget, _: u64) {}
+    fn close_logs(&self) {}
     fn copy(&self, _: &str) {}
     fn export_dir(&self) -> std::path::PathBuf {
         std::env::temp_dir()

@@ -16,10 +16,12 @@ pub mod types;
 mod state;
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
+use orca_proto::cluster::v1::{ContainerCommand, ContainerReply};
 use tokio::sync::{Notify, mpsc};
 
 pub use config::{ClusterConfig, RoleConfig};
@@ -80,6 +82,15 @@ pub struct AgentLink {
 pub struct Cluster {
     state: Arc<Mutex<State>>,
     wake: Arc<Notify>,
+    containers: Arc<Mutex<ContainerRequests>>,
+}
+
+/// Operator calls on containers waiting for their agent's replies.
+#[derive(Debug, Default)]
+struct ContainerRequests {
+    next_id: u64,
+    /// request id → (agent, where the replies go)
+    pending: HashMap<u64, (String, mpsc::UnboundedSender<ContainerReply>)>,
 }
 
 impl Cluster {
@@ -103,6 +114,7 @@ impl Cluster {
         Ok(Cluster {
             state: Arc::new(Mutex::new(State::new(config, store)?)),
             wake: Arc::new(Notify::new()),
+            containers: Arc::default(),
         })
     }
 
@@ -242,6 +254,85 @@ impl Cluster {
         let result = self.lock().teardown(framework_id, Instant::now());
         self.changed();
         result
+    }
+
+    // ---- containers ----
+
+    /// Sends a container command to the agent on `hostname`; its replies (an error, log
+    /// chunks, `done`) arrive on the returned channel. Dropping the receiver abandons it.
+    pub fn container_command(
+        &self,
+        hostname: &str,
+        mut command: ContainerCommand,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<ContainerReply>), ApiError> {
+        let (agent_id, commands) = self.lock().agent_on_host(hostname)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut requests = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+            requests.next_id += 1;
+            command.request_id = requests.next_id;
+            requests.pending.insert(command.request_id, (agent_id, tx));
+        }
+        let id = command.request_id;
+        commands
+            .send(AgentCommand::Container(command))
+            .map_err(|_| ApiError::Unavailable(format!("the agent on {hostname} just left")))?;
+        Ok((id, rx))
+    }
+
+    /// The caller of container command `request_id` left: forget it and tell the agent to
+    /// stop (a followed log would otherwise stream on).
+    pub fn container_cancel(&self, request_id: u64) {
+        let owner = self
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending
+            .remove(&request_id)
+            .map(|(agent, _)| agent);
+        let Some(agent_id) = owner else {
+            return;
+        };
+        if let Some(commands) = self.lock().agent_commands(&agent_id) {
+            let _ = commands.send(AgentCommand::Container(ContainerCommand {
+                request_id,
+                cancel: true,
+                ..Default::default()
+            }));
+        }
+    }
+
+    /// A reply from an agent to a container command.
+    pub fn container_reply(&self, agent_id: &str, reply: ContainerReply) {
+        let mut requests = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        let (id, done) = (reply.request_id, reply.done);
+        let Some((owner, tx)) = requests.pending.get(&id) else {
+            return;
+        };
+        if owner != agent_id {
+            tracing::warn!(agent = %agent_id, request = id, "a reply to another agent's request");
+            return;
+        }
+        if tx.send(reply).is_err() || done {
+            requests.pending.remove(&id);
+        }
+    }
+
+    /// The agent's link closed: its open container calls end with an error.
+    pub fn container_agent_gone(&self, agent_id: &str) {
+        let mut requests = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        requests.pending.retain(|id, (owner, tx)| {
+            if owner != agent_id {
+                return true;
+            }
+            let _ = tx.send(ContainerReply {
+                request_id: *id,
+                error: "the agent's link to the master closed; try again".into(),
+                log: Vec::new(),
+                done: true,
+            });
+            false
+        });
     }
 
     // ---- agents ----

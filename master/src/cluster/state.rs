@@ -1311,6 +1311,36 @@ impl State {
         }
     }
 
+    pub(super) fn agent_commands(
+        &self,
+        agent_id: &str,
+    ) -> Option<mpsc::UnboundedSender<AgentCommand>> {
+        self.agents.get(agent_id).map(|a| a.commands.clone())
+    }
+
+    /// The command channel of the reachable agent on `hostname`.
+    pub(super) fn agent_on_host(
+        &self,
+        hostname: &str,
+    ) -> Result<(String, mpsc::UnboundedSender<AgentCommand>), ApiError> {
+        let agent = self
+            .agents
+            .values()
+            .find(|a| a.info.hostname == hostname)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "no agent on host {hostname:?} is attached to the master (an agent run \
+                     with --no-tasks does not attach)"
+                ))
+            })?;
+        if !matches!(agent.health, AgentHealth::Active) {
+            return Err(ApiError::Unavailable(format!(
+                "the agent on {hostname} is unreachable; try again when it is back"
+            )));
+        }
+        Ok((agent.id.clone(), agent.commands.clone()))
+    }
+
     pub(super) fn agent_heartbeat(&mut self, agent_id: &str, now: Instant) -> Result<(), ApiError> {
         let agent = self.agents.get_mut(agent_id).ok_or_else(|| {
             ApiError::NotFound(format!(

@@ -219,6 +219,9 @@ pub enum AgentCommand {
     Acknowledge { task_id: String, uuid: [u8; 16] },
     /// The framework is gone: kill all its tasks.
     ShutdownFramework { framework_id: String },
+    /// An operator's action on one of the agent's containers (replies come back by
+    /// `request_id`).
+    Container(orca_proto::cluster::v1::ContainerCommand),
 }
 
 /// What an agent registers with.

@@ -133,6 +133,7 @@ pub struct AgentLog {
     pub killed: Vec<String>,
     pub acknowledged: Vec<(String, [u8; 16])>,
     pub shutdowns: Vec<String>,
+    pub containers: Vec<orca_proto::cluster::v1::ContainerCommand>,
 }
 
 /// Registers an agent and answers its commands: a launch goes STARTING then RUNNING, a kill
@@ -207,6 +208,29 @@ pub async fn simulated_agent(
                 }
                 AgentCommand::ShutdownFramework { framework_id } => {
                     log2.lock().unwrap().shutdowns.push(framework_id);
+                }
+                AgentCommand::Container(command) => {
+                    use orca_proto::cluster::v1::{ContainerAction, ContainerReply};
+                    log2.lock().unwrap().containers.push(command.clone());
+                    if command.cancel {
+                        continue;
+                    }
+                    let reply = |log: &[u8], error: &str, done: bool| ContainerReply {
+                        request_id: command.request_id,
+                        error: error.into(),
+                        log: log.to_vec(),
+                        done,
+                    };
+                    // "missing" is not here; logs are two lines, more when followed.
+                    if command.container_id == "missing" {
+                        cluster2
+                            .container_reply(&id2, reply(b"", "no container missing here", true));
+                    } else if command.action() == ContainerAction::Logs {
+                        cluster2.container_reply(&id2, reply(b"line 1\n", "", false));
+                        cluster2.container_reply(&id2, reply(b"line 2\n", "", !command.follow));
+                    } else {
+                        cluster2.container_reply(&id2, reply(b"", "", true));
+                    }
                 }
             }
         }

@@ -29,6 +29,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("e y", "export the details as JSON (file + clipboard)"),
     ("L", "launch a command task"),
     ("x", "kill the selected task (asks first)"),
+    (
+        "a  o",
+        "container: stop/start/pause/restart/remove · output",
+    ),
     ("?", "this help"),
     ("q Ctrl-C", "quit"),
 ];
@@ -88,7 +92,39 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, area: Rect) {
                 popup,
             );
         }
-        Mode::Normal | Mode::Filter { .. } => {}
+        Mode::ContainerMenu {
+            target,
+            actions,
+            selected,
+        } => {
+            let popup = centred(area, 44, actions.len() as u16 + 3);
+            frame.render_widget(Clear, popup);
+            let mut lines: Vec<Line<'_>> = actions
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let line = Line::from(format!(" {}", crate::app::action_name(*a)));
+                    if i == *selected {
+                        line.style(Style::default().add_modifier(Modifier::REVERSED))
+                    } else {
+                        line
+                    }
+                })
+                .collect();
+            lines.push(Line::from(Span::styled(
+                "Enter choose · Esc close",
+                Style::default().add_modifier(Modifier::DIM),
+            )));
+            frame.render_widget(
+                Paragraph::new(lines).block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(format!(" {} ", target.name)),
+                ),
+                popup,
+            );
+        }
+        Mode::Normal | Mode::Filter { .. } | Mode::Logs => {}
     }
 }
 

@@ -3,6 +3,7 @@
 //! or 50,000 nodes once rows are built.
 mod details;
 mod dialogs;
+mod logs;
 
 use std::time::Instant;
 
@@ -37,6 +38,12 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
     draw_table(frame, app, table);
     if let Some(details) = details {
         details::draw(frame, app, details);
+    }
+    if app.logs.is_some() {
+        app.log_height = logs::height(body);
+    }
+    if let Some(view) = &app.logs {
+        logs::draw(frame, view, body);
     }
     draw_status(frame, app, status);
     dialogs::draw(frame, app, area);

@@ -226,3 +226,27 @@ fn selected_row_is_reversed_and_health_is_coloured() {
     assert_eq!(glyph("●"), Color::Green);
     assert_eq!(glyph("✖"), Color::Red, "the exited container");
 }
+
+#[test]
+fn container_menu() {
+    let mut app = app(100);
+    keys(&mut app, "2a");
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
+
+#[test]
+fn log_view_with_a_search() {
+    let mut app = app(100);
+    keys(&mut app, "2o");
+    let stream = app.logs.as_ref().unwrap().stream;
+    for i in 0..40 {
+        let line = if i % 9 == 4 {
+            format!("{i:02} ERROR upstream timed out\n")
+        } else {
+            format!("{i:02} GET /health 200\n")
+        };
+        app.on_log(stream, line.as_bytes());
+    }
+    keys(&mut app, "/error\n");
+    insta::assert_snapshot!(draw(&mut app, 80, 24));
+}
