@@ -265,3 +265,101 @@ fn orca_up_shows_this_host_finds_a_connection_and_runs_and_kills_a_task() {
     drop(tmux);
     let _ = std::fs::remove_dir_all(&state_dir);
 }
+
+/// `orca up --headless` on the given ports, stopped with SIGINT (as Ctrl-C) when dropped.
+struct Headless(std::process::Child);
+
+impl Headless {
+    fn start(grpc: u16, http: u16, state_dir: &std::path::Path) -> Headless {
+        let child = Command::new(env!("CARGO_BIN_EXE_orca"))
+            .args(["up", "--headless", "--no-tasks"])
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("orca up --headless starts");
+        Headless(child)
+    }
+
+    fn stop(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "orca up --headless exited with {status}");
+    }
+}
+
+impl Drop for Headless {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn orca_says_when_the_master_is_unreachable_and_reconnects_on_its_own() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (the agent's eBPF probe): run `cargo xtask test` as root"
+    );
+    let state_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("orca-reconnect-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let (grpc, http) = (free_port(), free_port());
+    let exit_file = state_dir.join("exit-status");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let command = format!(
+        "{bin} --master 127.0.0.1:{grpc}; echo $? > {exit}",
+        bin = env!("CARGO_BIN_EXE_orca"),
+        exit = exit_file.display(),
+    );
+    let tmux = Tmux::start(
+        &format!("orca-reconnect-{}", std::process::id()),
+        120,
+        30,
+        &command,
+    );
+    // No master yet: the status line says so, and the UI keeps answering keys.
+    tmux.wait_for("the unreachable master on the status line", |s| {
+        s.contains(&format!("master 127.0.0.1:{grpc} unreachable"))
+    });
+    tmux.keys(&["5"]);
+    tmux.wait_for("the agents view while unreachable", |s| {
+        s.contains("Agents") && s.contains("no data: the master is unreachable")
+    });
+
+    // The master comes: orca connects by itself and shows this host.
+    let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let master = Headless::start(grpc, http, &state_dir.join("up"));
+    tmux.keys(&["1"]);
+    tmux.wait_for("connected, with this host", |s| {
+        s.contains("● connected") && line_with(s, &hostname).is_some()
+    });
+
+    // It goes away again: said so, nothing frozen; then q quits cleanly.
+    master.stop();
+    tmux.wait_for("unreachable again", |s| s.contains("unreachable"));
+    tmux.keys(&["3", "1", "q"]);
+    let deadline = Instant::now() + WAIT;
+    while std::fs::read_to_string(&exit_file).map_or(true, |t| t.trim().is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "orca did not exit after q; the screen:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
+    assert_eq!(
+        tmux.format("#{alternate_on}"),
+        "0",
+        "the alternate screen is left"
+    );
+    drop(tmux);
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
