@@ -14,7 +14,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::{ApiError, Cluster, StateSnapshot, TaskView};
+use crate::{
+    cluster::{Cluster, StateSnapshot, TaskView},
+    scheduler_grpc::status,
+};
 
 /// How often a watcher's view of the cluster is compared with the master's. Changes reach a
 /// watcher within this; nothing is sent when nothing changed.
@@ -201,15 +204,6 @@ fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-fn status(err: ApiError) -> Status {
-    match err {
-        ApiError::BadRequest(m) => Status::invalid_argument(m),
-        ApiError::Forbidden(m) => Status::permission_denied(m),
-        ApiError::NotFound(m) => Status::not_found(m),
-        ApiError::Unavailable(m) => Status::unavailable(m),
-    }
 }
 
 /// A container command's first error, or success when the agent says done.

@@ -36,7 +36,8 @@ impl SchedulerService {
     }
 }
 
-fn status(err: ApiError) -> Status {
+/// A refusal of the cluster core as the gRPC status that says the same.
+pub(crate) fn status(err: ApiError) -> Status {
     match err {
         ApiError::BadRequest(m) => Status::invalid_argument(m),
         ApiError::Forbidden(m) => Status::permission_denied(m),

@@ -2,7 +2,6 @@
 //! tasks change) and an operator's kill of another framework's task, over a real socket.
 mod support;
 
-use orca_master::{collector::CollectorConfig, server::Master};
 use orca_proto::operator::v1::{self as pb, operator_client::OperatorClient};
 use serde_json::json;
 use support::*;
@@ -18,17 +17,7 @@ async fn next_delta(watch: &mut tonic::Streaming<pb::ClusterDelta>) -> pb::Clust
 
 #[tokio::test]
 async fn watch_follows_the_cluster_and_an_operator_kills_any_task() {
-    let master = Master::bind(
-        CollectorConfig::default(),
-        fast_config(),
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let (grpc, http) = (master.grpc_addr(), master.http_addr());
-    let cluster = master.cluster.clone();
-    tokio::spawn(master.serve(std::future::pending()));
+    let (grpc, http, cluster) = whole_master().await;
     let (agent_id, agent, _alive) =
         simulated_agent(&cluster, "node-1", "cpus:4;mem:1024;ports:[31000-31999]").await;
 
@@ -149,17 +138,7 @@ async fn watch_follows_the_cluster_and_an_operator_kills_any_task() {
 #[tokio::test]
 async fn container_actions_and_logs_reach_the_agent_of_the_host() {
     use orca_proto::cluster::v1::ContainerAction;
-    let master = Master::bind(
-        CollectorConfig::default(),
-        fast_config(),
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let grpc = master.grpc_addr();
-    let cluster = master.cluster.clone();
-    tokio::spawn(master.serve(std::future::pending()));
+    let (grpc, _, cluster) = whole_master().await;
     let (_agent_id, agent, _alive) = simulated_agent(&cluster, "node-1", "cpus:1;mem:128").await;
     let mut operator = OperatorClient::connect(format!("http://{grpc}"))
         .await

@@ -4,7 +4,6 @@ mod support;
 
 use std::time::Duration;
 
-use orca_master::{collector::CollectorConfig, server::Master};
 use orca_proto::{
     cluster::v1 as cpb,
     scheduler::v1::{self as pb, event, operation, scheduler_client::SchedulerClient},
@@ -53,17 +52,7 @@ struct Garbage {
 
 #[tokio::test]
 async fn the_grpc_front_door_runs_the_same_lifecycle() {
-    let master = Master::bind(
-        CollectorConfig::default(),
-        fast_config(),
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let grpc = master.grpc_addr();
-    let cluster = master.cluster.clone();
-    tokio::spawn(master.serve(std::future::pending()));
+    let (grpc, _, cluster) = whole_master().await;
     let (agent_id, agent, _alive) = simulated_agent(&cluster, "node-1", "cpus:2;mem:1024").await;
 
     let mut client = SchedulerClient::connect(format!("http://{grpc}"))

@@ -44,10 +44,7 @@ impl Actions {
         let (master, events) = (self.master.clone(), self.events.clone());
         tokio::spawn(async move {
             let result = async {
-                let channel = endpoint(&master)?
-                    .connect()
-                    .await
-                    .map_err(|e| format!("cannot reach the master: {e}"))?;
+                let channel = connect(&master).await?;
                 OperatorClient::new(channel)
                     .kill_task(opb::KillTaskRequest {
                         framework_id,
@@ -71,10 +68,7 @@ impl Actions {
         let (master, events) = (self.master.clone(), self.events.clone());
         tokio::spawn(async move {
             let result = async {
-                let channel = endpoint(&master)?
-                    .connect()
-                    .await
-                    .map_err(|e| format!("cannot reach the master: {e}"))?;
+                let channel = connect(&master).await?;
                 OperatorClient::new(channel)
                     .container_action(opb::ContainerActionRequest {
                         hostname: target.hostname.clone(),
@@ -103,10 +97,7 @@ impl Actions {
         let (master, events) = (self.master.clone(), self.events.clone());
         let task = tokio::spawn(async move {
             let result: Result<(), String> = async {
-                let channel = endpoint(&master)?
-                    .connect()
-                    .await
-                    .map_err(|e| format!("cannot reach the master: {e}"))?;
+                let channel = connect(&master).await?;
                 let mut chunks = OperatorClient::new(channel)
                     .container_logs(opb::ContainerLogsRequest {
                         hostname: target.hostname.clone(),
@@ -143,10 +134,7 @@ impl Actions {
         let (master, events) = (self.master.clone(), self.events.clone());
         tokio::spawn(async move {
             let result = async {
-                let channel = endpoint(&master)?
-                    .connect()
-                    .await
-                    .map_err(|e| format!("cannot reach the master: {e}"))?;
+                let channel = connect(&master).await?;
                 CollectorClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE)
                     .node_series(pb::NodeSeriesRequest {
@@ -168,6 +156,14 @@ impl Actions {
     pub fn launch(&self, request: LaunchRequest) {
         let _ = self.launches.send(request);
     }
+}
+
+/// A channel to the master, or why there is none.
+async fn connect(master: &str) -> Result<tonic::transport::Channel, String> {
+    endpoint(master)?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the master: {e}"))
 }
 
 async fn notice(events: &mpsc::Sender<Event>, text: String, level: Level) {
@@ -231,10 +227,7 @@ async fn session(
     events: mpsc::Sender<Event>,
 ) {
     let result: Result<(), String> = async {
-        let channel = endpoint(&master)?
-            .connect()
-            .await
-            .map_err(|e| format!("cannot reach the master: {e}"))?;
+        let channel = connect(&master).await?;
         let mut client = SchedulerClient::new(channel);
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
         let mut stream = client

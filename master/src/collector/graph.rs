@@ -341,24 +341,20 @@ fn topology_node(store: &Store, node: &pb::Node, hostname: &str, series: bool) -
 }
 
 /// Fills a node's series with only their newest points.
-pub fn with_latest_points(store: &Store, mut node: pb::TopologyNode) -> pb::TopologyNode {
-    let id = node
-        .node
-        .as_ref()
-        .map(|n| n.id.as_str())
-        .unwrap_or_default();
-    if let Some(s) = store.series.get(id) {
-        let c = &store.series_config;
-        node.cpu_percent = s.cpu_percent.latest(c);
-        node.memory_bytes = s.memory_bytes.latest(c);
-        node.net_tx_bytes_per_second = s.net_tx_bytes_per_second.latest(c);
-        node.net_rx_bytes_per_second = s.net_rx_bytes_per_second.latest(c);
-    }
-    node
+pub fn with_latest_points(store: &Store, node: pb::TopologyNode) -> pb::TopologyNode {
+    fill_series(store, node, super::series::Series::latest)
 }
 
 /// Fills a node's whole time series from the store.
-pub fn with_series(store: &Store, mut node: pb::TopologyNode) -> pb::TopologyNode {
+pub fn with_series(store: &Store, node: pb::TopologyNode) -> pb::TopologyNode {
+    fill_series(store, node, super::series::Series::points)
+}
+
+fn fill_series(
+    store: &Store,
+    mut node: pb::TopologyNode,
+    points: fn(&super::series::Series, &super::series::SeriesConfig) -> Vec<pb::Point>,
+) -> pb::TopologyNode {
     let id = node
         .node
         .as_ref()
@@ -366,10 +362,10 @@ pub fn with_series(store: &Store, mut node: pb::TopologyNode) -> pb::TopologyNod
         .unwrap_or_default();
     if let Some(s) = store.series.get(id) {
         let c = &store.series_config;
-        node.cpu_percent = s.cpu_percent.points(c);
-        node.memory_bytes = s.memory_bytes.points(c);
-        node.net_tx_bytes_per_second = s.net_tx_bytes_per_second.points(c);
-        node.net_rx_bytes_per_second = s.net_rx_bytes_per_second.points(c);
+        node.cpu_percent = points(&s.cpu_percent, c);
+        node.memory_bytes = points(&s.memory_bytes, c);
+        node.net_tx_bytes_per_second = points(&s.net_tx_bytes_per_second, c);
+        node.net_rx_bytes_per_second = points(&s.net_rx_bytes_per_second, c);
     }
     node
 }

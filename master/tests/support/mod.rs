@@ -266,3 +266,20 @@ pub fn task(task_id: &str, agent_id: &Value, resources: Value) -> Value {
 }
 
 pub use client::scalars;
+
+/// The whole master (gRPC and HTTP servers) on free ports with `fast_config`, serving until
+/// the test ends: (gRPC address, HTTP address, its cluster).
+pub async fn whole_master() -> (SocketAddr, SocketAddr, Cluster) {
+    let master = orca_master::server::Master::bind(
+        orca_master::collector::CollectorConfig::default(),
+        fast_config(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let (grpc, http) = (master.grpc_addr(), master.http_addr());
+    let cluster = master.cluster.clone();
+    tokio::spawn(master.serve(std::future::pending()));
+    (grpc, http, cluster)
+}

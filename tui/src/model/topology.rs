@@ -397,12 +397,7 @@ impl Topology {
                 data.insert_edge(edge);
             }
             for c in delta.upserted_connections {
-                let id = c
-                    .connection
-                    .as_ref()
-                    .map(|c| c.id.clone())
-                    .unwrap_or_default();
-                let mut entry = new_connection(c, delta.timestamp_unix_ms);
+                let (id, mut entry) = new_connection(c, delta.timestamp_unix_ms);
                 if let Some(old) = old_connections.get(&id) {
                     rate_from(&mut entry, old, delta.timestamp_unix_ms);
                 }
@@ -434,12 +429,7 @@ impl Topology {
                 data.remove_edge(id);
             }
             for c in delta.upserted_connections {
-                let id = c
-                    .connection
-                    .as_ref()
-                    .map(|c| c.id.clone())
-                    .unwrap_or_default();
-                let mut entry = new_connection(c, delta.timestamp_unix_ms);
+                let (id, mut entry) = new_connection(c, delta.timestamp_unix_ms);
                 match data.connections.get(&id) {
                     Some(old) => rate_from(&mut entry, old, delta.timestamp_unix_ms),
                     None => joined_or_left = true,
@@ -517,14 +507,21 @@ impl Topology {
     }
 }
 
-fn new_connection(conn: pb::TopologyConnection, unix_ms: i64) -> ConnEntry {
-    ConnEntry {
+/// A connection as first seen (no rates yet), with its id.
+fn new_connection(conn: pb::TopologyConnection, unix_ms: i64) -> (String, ConnEntry) {
+    let id = conn
+        .connection
+        .as_ref()
+        .map(|c| c.id.clone())
+        .unwrap_or_default();
+    let entry = ConnEntry {
         conn,
         sent_per_second: 0.0,
         received_per_second: 0.0,
         updated_unix_ms: unix_ms,
         linger_until: None,
-    }
+    };
+    (id, entry)
 }
 
 /// Derives byte rates from the counters of the previous sighting of the same connection.

@@ -62,34 +62,20 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, area: Rect) {
         }
         Mode::Launch(form) => launch(frame, form, area),
         Mode::SavedFilters { selected } => {
-            let height = app.saved.filters.len() as u16 + 3;
-            let popup = centred(area, 70, height);
-            frame.render_widget(Clear, popup);
-            let mut lines: Vec<Line<'_>> = app
+            let items: Vec<String> = app
                 .saved
                 .filters
                 .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    let line = Line::from(format!("{:<12} {}", f.tab, f.query));
-                    if i == *selected {
-                        line.style(Style::default().add_modifier(Modifier::REVERSED))
-                    } else {
-                        line
-                    }
-                })
+                .map(|f| format!("{:<12} {}", f.tab, f.query))
                 .collect();
-            lines.push(Line::from(Span::styled(
-                "Enter apply · D delete · Esc close",
-                Style::default().add_modifier(Modifier::DIM),
-            )));
-            frame.render_widget(
-                Paragraph::new(lines).block(
-                    Block::default()
-                        .borders(Borders::ALL)
-                        .title(" saved filters "),
-                ),
+            let popup = centred(area, 70, items.len() as u16 + 3);
+            choice(
+                frame,
                 popup,
+                " saved filters ",
+                &items,
+                *selected,
+                "Enter apply · D delete · Esc close",
             );
         }
         Mode::ContainerMenu {
@@ -97,35 +83,55 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, area: Rect) {
             actions,
             selected,
         } => {
-            let popup = centred(area, 44, actions.len() as u16 + 3);
-            frame.render_widget(Clear, popup);
-            let mut lines: Vec<Line<'_>> = actions
+            let items: Vec<String> = actions
                 .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    let line = Line::from(format!(" {}", crate::app::action_name(*a)));
-                    if i == *selected {
-                        line.style(Style::default().add_modifier(Modifier::REVERSED))
-                    } else {
-                        line
-                    }
-                })
+                .map(|a| format!(" {}", crate::app::action_name(*a)))
                 .collect();
-            lines.push(Line::from(Span::styled(
-                "Enter choose · Esc close",
-                Style::default().add_modifier(Modifier::DIM),
-            )));
-            frame.render_widget(
-                Paragraph::new(lines).block(
-                    Block::default()
-                        .borders(Borders::ALL)
-                        .title(format!(" {} ", target.name)),
-                ),
+            let popup = centred(area, 44, items.len() as u16 + 3);
+            let title = format!(" {} ", target.name);
+            choice(
+                frame,
                 popup,
+                &title,
+                &items,
+                *selected,
+                "Enter choose · Esc close",
             );
         }
         Mode::Normal | Mode::Filter { .. } | Mode::Logs => {}
     }
+}
+
+/// A list to choose from, the selected item reversed, a hint under it.
+fn choice(
+    frame: &mut Frame<'_>,
+    popup: Rect,
+    title: &str,
+    items: &[String],
+    selected: usize,
+    hint: &'static str,
+) {
+    frame.render_widget(Clear, popup);
+    let mut lines: Vec<Line<'_>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let line = Line::from(item.as_str());
+            if i == selected {
+                line.style(Style::default().add_modifier(Modifier::REVERSED))
+            } else {
+                line
+            }
+        })
+        .collect();
+    lines.push(Line::from(Span::styled(
+        hint,
+        Style::default().add_modifier(Modifier::DIM),
+    )));
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
+        popup,
+    );
 }
 
 fn help(frame: &mut Frame<'_>, area: Rect) {
