@@ -10,6 +10,7 @@ use orca_proto::{
     topology::v1::{self as pb, collector_client::CollectorClient},
 };
 use tokio::sync::mpsc;
+use tonic::transport::Channel;
 
 use crate::{
     app::{ContainerTarget, LaunchRequest, Level, action_name},
@@ -19,7 +20,9 @@ use crate::{
 /// Sends actions to the master and reports their outcome as notices.
 #[derive(Debug, Clone)]
 pub struct Actions {
-    master: String,
+    /// One channel to the master for every action (it connects when first used and again
+    /// after a failure), or why the address is unusable.
+    channel: Result<Channel, String>,
     events: mpsc::Sender<Event>,
     launches: mpsc::UnboundedSender<LaunchRequest>,
     /// The log stream feeding the log view.
@@ -30,10 +33,11 @@ impl Actions {
     /// Starts the launcher in the background (it subscribes only when the first task is
     /// launched).
     pub fn start(master: String, events: mpsc::Sender<Event>) -> Self {
+        let channel = endpoint(&master).map(|e| e.connect_lazy());
         let (launches, rx) = mpsc::unbounded_channel();
-        tokio::spawn(launcher(master.clone(), rx, events.clone()));
+        tokio::spawn(launcher(channel.clone(), rx, events.clone()));
         Self {
-            master,
+            channel,
             events,
             launches,
             logs: Default::default(),
@@ -41,10 +45,10 @@ impl Actions {
     }
 
     pub fn kill(&self, framework_id: String, task_id: String) {
-        let (master, events) = (self.master.clone(), self.events.clone());
+        let (channel, events) = (self.channel.clone(), self.events.clone());
         tokio::spawn(async move {
             let result = async {
-                let channel = connect(&master).await?;
+                let channel = channel?;
                 OperatorClient::new(channel)
                     .kill_task(opb::KillTaskRequest {
                         framework_id,
@@ -52,7 +56,7 @@ impl Actions {
                         grace_seconds: 0.0,
                     })
                     .await
-                    .map_err(|s| s.message().to_owned())
+                    .map_err(why)
             }
             .await;
             let notice = match result {
@@ -65,10 +69,10 @@ impl Actions {
 
     /// Stops, starts, pauses, unpauses, restarts or removes a container through its agent.
     pub fn container_action(&self, target: ContainerTarget, action: ContainerAction) {
-        let (master, events) = (self.master.clone(), self.events.clone());
+        let (channel, events) = (self.channel.clone(), self.events.clone());
         tokio::spawn(async move {
             let result = async {
-                let channel = connect(&master).await?;
+                let channel = channel?;
                 OperatorClient::new(channel)
                     .container_action(opb::ContainerActionRequest {
                         hostname: target.hostname.clone(),
@@ -76,7 +80,7 @@ impl Actions {
                         action: action as i32,
                     })
                     .await
-                    .map_err(|s| s.message().to_owned())
+                    .map_err(why)
             }
             .await;
             let verb = action_name(action);
@@ -94,10 +98,10 @@ impl Actions {
     /// Streams a container's output (the last 500 lines, then as it comes) to the log view.
     pub fn open_logs(&self, target: ContainerTarget, stream: u64) {
         self.close_logs();
-        let (master, events) = (self.master.clone(), self.events.clone());
+        let (channel, events) = (self.channel.clone(), self.events.clone());
         let task = tokio::spawn(async move {
             let result: Result<(), String> = async {
-                let channel = connect(&master).await?;
+                let channel = channel?;
                 let mut chunks = OperatorClient::new(channel)
                     .container_logs(opb::ContainerLogsRequest {
                         hostname: target.hostname.clone(),
@@ -106,11 +110,9 @@ impl Actions {
                         tail: 500,
                     })
                     .await
-                    .map_err(|s| s.message().to_owned())?
+                    .map_err(why)?
                     .into_inner();
-                while let Some(chunk) =
-                    chunks.message().await.map_err(|s| s.message().to_owned())?
-                {
+                while let Some(chunk) = chunks.message().await.map_err(why)? {
                     if events.send(Event::Log(stream, chunk.data)).await.is_err() {
                         return Ok(());
                     }
@@ -131,10 +133,10 @@ impl Actions {
 
     /// Fetches a node's hour of series from the collector.
     pub fn fetch_series(&self, node_id: String) {
-        let (master, events) = (self.master.clone(), self.events.clone());
+        let (channel, events) = (self.channel.clone(), self.events.clone());
         tokio::spawn(async move {
             let result = async {
-                let channel = connect(&master).await?;
+                let channel = channel?;
                 CollectorClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE)
                     .node_series(pb::NodeSeriesRequest {
@@ -142,7 +144,7 @@ impl Actions {
                     })
                     .await
                     .map(|r| r.into_inner())
-                    .map_err(|s| s.message().to_owned())
+                    .map_err(why)
             }
             .await;
             let event = match result {
@@ -158,12 +160,13 @@ impl Actions {
     }
 }
 
-/// A channel to the master, or why there is none.
-async fn connect(master: &str) -> Result<tonic::transport::Channel, String> {
-    endpoint(master)?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the master: {e}"))
+/// A call's failure in words: an unreachable master says so (the channel reconnects by itself
+/// on the next call).
+fn why(status: tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::Unavailable => format!("the master is unreachable ({})", status.message()),
+        _ => status.message().to_owned(),
+    }
 }
 
 async fn notice(events: &mpsc::Sender<Event>, text: String, level: Level) {
@@ -172,7 +175,7 @@ async fn notice(events: &mpsc::Sender<Event>, text: String, level: Level) {
 
 /// Routes launch requests to one framework session per role.
 async fn launcher(
-    master: String,
+    channel: Result<Channel, String>,
     mut requests: mpsc::UnboundedReceiver<LaunchRequest>,
     events: mpsc::Sender<Event>,
 ) {
@@ -182,7 +185,7 @@ async fn launcher(
         let alive = sessions.get(&role).is_some_and(|s| !s.is_closed());
         if !alive {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(session(master.clone(), role.clone(), rx, events.clone()));
+            tokio::spawn(session(channel.clone(), role.clone(), rx, events.clone()));
             sessions.insert(role.clone(), tx);
         }
         if let Some(session) = sessions.get(&role) {
@@ -221,13 +224,13 @@ fn resource(name: &str, value: f64) -> cpb::Resource {
 /// declines the rest, suppresses offers while nothing waits, acknowledges updates and tells
 /// the user how each task does.
 async fn session(
-    master: String,
+    channel: Result<Channel, String>,
     role: String,
     mut requests: mpsc::UnboundedReceiver<LaunchRequest>,
     events: mpsc::Sender<Event>,
 ) {
     let result: Result<(), String> = async {
-        let channel = connect(&master).await?;
+        let channel = channel?;
         let mut client = SchedulerClient::new(channel);
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
         let mut stream = client
@@ -263,7 +266,7 @@ async fn session(
                     pending.push_back(Pending { request, task_id });
                     if let (true, Some(h)) = (suppressed, &header) {
                         client.revive(spb::RolesRequest { header: Some(h.clone()), roles: vec![] })
-                            .await.map_err(|s| s.message().to_owned())?;
+                            .await.map_err(why)?;
                         suppressed = false;
                     }
                 }
@@ -298,7 +301,7 @@ async fn session(
                                             offer_ids: vec![offer.id.clone()],
                                             operations: vec![spb::Operation { kind: Some(operation::Kind::Launch(spb::Launch { tasks: vec![task] })) }],
                                             refuse_seconds: 1.0,
-                                        }).await.map_err(|s| s.message().to_owned())?;
+                                        }).await.map_err(why)?;
                                         notice(&events, format!("task {} sent to {}", p.task_id, offer.hostname), Level::Info).await;
                                     }
                                     None => {
@@ -306,13 +309,13 @@ async fn session(
                                             header: Some(h.clone()),
                                             offer_ids: vec![offer.id.clone()],
                                             refuse_seconds: if pending.is_empty() { 60.0 } else { 1.0 },
-                                        }).await.map_err(|s| s.message().to_owned())?;
+                                        }).await.map_err(why)?;
                                     }
                                 }
                             }
                             if pending.is_empty() && !suppressed {
                                 client.suppress(spb::RolesRequest { header: Some(h.clone()), roles: vec![] })
-                                    .await.map_err(|s| s.message().to_owned())?;
+                                    .await.map_err(why)?;
                                 suppressed = true;
                             }
                         }
@@ -323,7 +326,7 @@ async fn session(
                                     agent_id: status.agent_id.clone(),
                                     task_id: status.task_id.clone(),
                                     uuid: status.uuid.clone(),
-                                }).await.map_err(|s| s.message().to_owned())?;
+                                }).await.map_err(why)?;
                             }
                             let name = names.get(&status.task_id).cloned().unwrap_or_else(|| status.task_id.clone());
                             let level = match status.state.as_str() {
