@@ -18,6 +18,22 @@ pub mod cluster {
         #![allow(clippy::all, missing_docs)]
         tonic::include_proto!("orca.cluster.v1");
         include!(concat!(env!("OUT_DIR"), "/orca.cluster.v1.serde.rs"));
+
+        impl ContainerAction {
+            /// The action as people say it: `stop`, `unpause`, `logs`.
+            pub fn word(self) -> &'static str {
+                match self {
+                    ContainerAction::Stop => "stop",
+                    ContainerAction::Start => "start",
+                    ContainerAction::Pause => "pause",
+                    ContainerAction::Unpause => "unpause",
+                    ContainerAction::Restart => "restart",
+                    ContainerAction::Remove => "remove",
+                    ContainerAction::Logs => "logs",
+                    ContainerAction::Unspecified => "unspecified",
+                }
+            }
+        }
     }
 }
 

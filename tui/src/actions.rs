@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use crate::{
-    app::{ContainerTarget, LaunchRequest, Level, action_name},
+    app::{ContainerTarget, LaunchRequest, Level},
     feed::{Event, MAX_MESSAGE, endpoint},
 };
 
@@ -83,7 +83,7 @@ impl Actions {
                     .map_err(why)
             }
             .await;
-            let verb = action_name(action);
+            let verb = action.word();
             let notice = match result {
                 Ok(_) => (format!("{verb}: done for {}", target.name), Level::Info),
                 Err(e) => (

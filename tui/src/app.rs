@@ -64,19 +64,6 @@ pub fn container_actions(state: &str) -> Vec<ContainerAction> {
     }
 }
 
-pub fn action_name(action: ContainerAction) -> &'static str {
-    match action {
-        ContainerAction::Stop => "stop",
-        ContainerAction::Start => "start",
-        ContainerAction::Pause => "pause",
-        ContainerAction::Unpause => "unpause",
-        ContainerAction::Restart => "restart",
-        ContainerAction::Remove => "remove",
-        ContainerAction::Logs => "logs",
-        ContainerAction::Unspecified => "?",
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchRequest {
     pub name: String,
@@ -439,7 +426,7 @@ impl App {
                     self.mode = Mode::Confirm {
                         prompt: format!(
                             "{} container {} on {}? (y/n)",
-                            capitalised(action_name(action)),
+                            capitalised(action.word()),
                             target.name,
                             target.hostname
                         ),

@@ -232,12 +232,7 @@ pub fn handle(app: &mut App, event: Event, effects: &dyn Effects) -> bool {
         }
         Some(Command::ContainerAction { target, action }) => {
             app.notify(
-                format!(
-                    "{} {} on {}…",
-                    crate::app::action_name(action),
-                    target.name,
-                    target.hostname
-                ),
+                format!("{} {} on {}…", action.word(), target.name, target.hostname),
                 Level::Info,
             );
             effects.container_action(target, action);

@@ -18,8 +18,9 @@ use bollard::{
 };
 use containerd_client::{
     services::v1::{
-        CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest, GetContainerRequest,
-        GetRequest, KillRequest, PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
+        Container, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
+        GetContainerRequest, GetRequest, KillRequest, PauseTaskRequest, ResumeTaskRequest,
+        StartRequest, WaitRequest,
         containers_client::ContainersClient,
         snapshots::{MountsRequest, RemoveSnapshotRequest, snapshots_client::SnapshotsClient},
         tasks_client::TasksClient,
@@ -174,8 +175,9 @@ impl ContainerControl {
                     namespace,
                     log_dir: self.log_dir.clone(),
                 };
-                c.exists(id).await?;
-                c.action(id, action, stop_timeout, command, out).await
+                let container = c.container(id).await?;
+                c.action(&container, action, stop_timeout, command, out)
+                    .await
             }
         }?;
         if action == ContainerAction::Remove {
@@ -263,20 +265,7 @@ async fn docker_action(
         }
         ContainerAction::Unspecified => return Err("no action named".into()),
     };
-    result.map_err(|e| format!("docker could not {} {id}: {e}", verb(action)))
-}
-
-fn verb(action: ContainerAction) -> &'static str {
-    match action {
-        ContainerAction::Stop => "stop",
-        ContainerAction::Start => "start",
-        ContainerAction::Pause => "pause",
-        ContainerAction::Unpause => "unpause",
-        ContainerAction::Restart => "restart",
-        ContainerAction::Remove => "remove",
-        ContainerAction::Logs => "read the logs of",
-        ContainerAction::Unspecified => "act on",
-    }
+    result.map_err(|e| format!("docker could not {} {id}: {e}", action.word()))
 }
 
 /// A containerd connection in one namespace.
@@ -296,14 +285,17 @@ impl Containerd {
         TasksClient::new(self.channel.clone())
     }
 
-    /// Fails with "no container" when containerd does not know `id` (any more).
-    async fn exists(&self, id: &str) -> Result<(), String> {
+    /// The container's record; "no container" when containerd does not know `id` (any more).
+    async fn container(&self, id: &str) -> Result<Container, String> {
         let ns = self.namespace.as_str();
         match ContainersClient::new(self.channel.clone())
             .get(with_namespace!(GetContainerRequest { id: id.into() }, ns))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(r) => r
+                .into_inner()
+                .container
+                .ok_or_else(|| format!("containerd has no container {id}")),
             Err(s) if s.code() == tonic::Code::NotFound => Err(format!(
                 "no container {id} on this host (containerd namespace {ns} does not know it)"
             )),
@@ -422,7 +414,8 @@ impl Containerd {
     }
 
     /// A new task from the container's snapshot, its output to the agent's log file.
-    async fn start(&self, id: &str) -> Result<(), String> {
+    async fn start(&self, container: &Container) -> Result<(), String> {
+        let id = container.id.as_str();
         let ns = self.namespace.as_str();
         match self.status(id).await? {
             Some(RUNNING) => return Err(format!("{id} is already running")),
@@ -441,13 +434,6 @@ impl Containerd {
             }
             None => {}
         }
-        let container = ContainersClient::new(self.channel.clone())
-            .get(with_namespace!(GetContainerRequest { id: id.into() }, ns))
-            .await
-            .map_err(|s| format!("containerd container {id}: {}", s.message()))?
-            .into_inner()
-            .container
-            .ok_or_else(|| format!("containerd has no container {id}"))?;
         let rootfs = if container.snapshot_key.is_empty() {
             Vec::new()
         } else {
@@ -501,15 +487,9 @@ impl Containerd {
             .map_err(|s| format!("containerd could not start {id}: {}", s.message()))
     }
 
-    async fn remove(&self, id: &str) -> Result<(), String> {
-        let ns = self.namespace.as_str();
+    async fn remove(&self, container: &Container) -> Result<(), String> {
+        let (id, ns) = (container.id.as_str(), self.namespace.as_str());
         self.stop(id, Duration::ZERO).await?;
-        let container = ContainersClient::new(self.channel.clone())
-            .get(with_namespace!(GetContainerRequest { id: id.into() }, ns))
-            .await
-            .map_err(|s| format!("containerd container {id}: {}", s.message()))?
-            .into_inner()
-            .container;
         ContainersClient::new(self.channel.clone())
             .delete(with_namespace!(
                 DeleteContainerRequest { id: id.into() },
@@ -517,12 +497,12 @@ impl Containerd {
             ))
             .await
             .map_err(|s| format!("containerd could not remove {id}: {}", s.message()))?;
-        if let Some(c) = container.filter(|c| !c.snapshot_key.is_empty()) {
+        if !container.snapshot_key.is_empty() {
             let removed = SnapshotsClient::new(self.channel.clone())
                 .remove(with_namespace!(
                     RemoveSnapshotRequest {
-                        snapshotter: c.snapshotter,
-                        key: c.snapshot_key,
+                        snapshotter: container.snapshotter.clone(),
+                        key: container.snapshot_key.clone(),
                     },
                     ns
                 ))
@@ -537,19 +517,19 @@ impl Containerd {
 
     async fn action(
         &self,
-        id: &str,
+        container: &Container,
         action: ContainerAction,
         stop_timeout: Duration,
         command: &pb::ContainerCommand,
         out: &mpsc::Sender<pb::AgentMessage>,
     ) -> Result<(), String> {
-        let ns = self.namespace.as_str();
+        let (id, ns) = (container.id.as_str(), self.namespace.as_str());
         match action {
             ContainerAction::Stop => self.stop(id, stop_timeout).await,
-            ContainerAction::Start => self.start(id).await,
+            ContainerAction::Start => self.start(container).await,
             ContainerAction::Restart => {
                 self.stop(id, stop_timeout).await?;
-                self.start(id).await
+                self.start(container).await
             }
             ContainerAction::Pause => self
                 .tasks()
@@ -563,7 +543,7 @@ impl Containerd {
                 .map(|_| ())
                 .map_err(|s| format!("containerd could not pause {id}: {}", s.message())),
             ContainerAction::Unpause => self.resume(id).await,
-            ContainerAction::Remove => self.remove(id).await,
+            ContainerAction::Remove => self.remove(container).await,
             ContainerAction::Logs => {
                 let path = self.log_path(id);
                 if !path.exists() {

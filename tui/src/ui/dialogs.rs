@@ -83,10 +83,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, area: Rect) {
             actions,
             selected,
         } => {
-            let items: Vec<String> = actions
-                .iter()
-                .map(|a| format!(" {}", crate::app::action_name(*a)))
-                .collect();
+            let items: Vec<String> = actions.iter().map(|a| format!(" {}", a.word())).collect();
             let popup = centred(area, 44, items.len() as u16 + 3);
             let title = format!(" {} ", target.name);
             choice(
