@@ -239,12 +239,28 @@ pub enum ResourceError {
 
 /// A bag of resources: at most one entry per (name, reservation, kind), kept sorted in that
 /// order (so equality is structural and `contains` is one merge pass); never an empty entry.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Resources(Vec<Resource>);
+///
+/// Copy-on-write: a clone shares the entries until one side changes, so an offer, the
+/// allocator's record of it and the agent's free pool can hold the same bag for the price of a
+/// reference count (the allocator's hot path clones every offer twice).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Resources(Arc<Vec<Resource>>);
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources::new()
+    }
+}
 
 impl Resources {
+    /// An empty bag (shares one allocation with every other empty bag).
     pub fn new() -> Self {
-        Resources(Vec::new())
+        static EMPTY: OnceLock<Arc<Vec<Resource>>> = OnceLock::new();
+        Resources(EMPTY.get_or_init(|| Arc::new(Vec::new())).clone())
+    }
+
+    fn entries_mut(&mut self) -> &mut Vec<Resource> {
+        Arc::make_mut(&mut self.0)
     }
 
     /// Parses Mesos's text form: `cpus:4;mem:4096;disk(ops):100;ports:[31000-32000,33000-33100]`.
@@ -326,17 +342,22 @@ impl Resources {
             return;
         }
         match self.0.binary_search_by(|r| r.slot_cmp(&resource)) {
-            Ok(pos) => match (&mut self.0[pos].value, &resource.value) {
+            Ok(pos) => match (&mut self.entries_mut()[pos].value, &resource.value) {
                 (Value::Scalar(a), Value::Scalar(b)) => a.0 += b.0,
                 (Value::Ranges(a), Value::Ranges(b)) => a.add(b),
                 _ => unreachable!("slot_cmp orders by kind"),
             },
-            Err(pos) => self.0.insert(pos, resource),
+            Err(pos) => self.entries_mut().insert(pos, resource),
         }
     }
 
     pub fn add(&mut self, other: &Resources) {
-        for r in &other.0 {
+        if self.is_empty() {
+            // Share instead of copying entry by entry.
+            *self = other.clone();
+            return;
+        }
+        for r in other.0.iter() {
             self.add_resource(r.clone());
         }
     }
@@ -344,16 +365,22 @@ impl Resources {
     /// Removes `other`; what `self` does not hold is ignored (callers check `contains` first
     /// where that matters).
     pub fn subtract(&mut self, other: &Resources) {
-        for r in &other.0 {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            // Taking back exactly what was handed out (a declined offer): nothing to copy.
+            *self = Resources::new();
+            return;
+        }
+        for r in other.0.iter() {
             if let Ok(pos) = self.0.binary_search_by(|s| s.slot_cmp(r)) {
-                let slot = &mut self.0[pos];
+                let entries = self.entries_mut();
+                let slot = &mut entries[pos];
                 match (&mut slot.value, &r.value) {
                     (Value::Scalar(a), Value::Scalar(b)) => a.0 = (a.0 - b.0).max(0),
                     (Value::Ranges(a), Value::Ranges(b)) => a.subtract(b),
                     _ => unreachable!("slot_cmp orders by kind"),
                 }
                 if slot.value.is_empty() {
-                    self.0.remove(pos);
+                    entries.remove(pos);
                 }
             }
         }
@@ -406,7 +433,7 @@ impl Resources {
     /// Scalar totals by name, ignoring reservations (what shares and quotas are computed on).
     pub fn scalar_totals(&self) -> ScalarMap {
         let mut out = ScalarMap::default();
-        for r in &self.0 {
+        for r in self.0.iter() {
             if let Value::Scalar(s) = r.value {
                 out.add_shared(&r.name, s);
             }
@@ -415,29 +442,29 @@ impl Resources {
     }
 
     pub fn unreserved(&self) -> Resources {
-        Resources(
+        Resources(Arc::new(
             self.0
                 .iter()
                 .filter(|r| r.reservation.is_none())
                 .cloned()
                 .collect(),
-        )
+        ))
     }
 
     pub fn reserved_for(&self, role: &str) -> Resources {
-        Resources(
+        Resources(Arc::new(
             self.0
                 .iter()
                 .filter(|r| r.reservation.as_deref() == Some(role))
                 .cloned()
                 .collect(),
-        )
+        ))
     }
 
     /// What a framework in `role` may be offered out of this bag: unreserved resources and
     /// those reserved for `role` or one of its ancestors (`eng` reservations serve `eng/web`).
     pub fn usable_by(&self, role: &str) -> Resources {
-        Resources(
+        Resources(Arc::new(
             self.0
                 .iter()
                 .filter(|r| match &r.reservation {
@@ -446,7 +473,7 @@ impl Resources {
                 })
                 .cloned()
                 .collect(),
-        )
+        ))
     }
 
     /// Whether any entry is reserved.
@@ -458,7 +485,7 @@ impl Resources {
     /// unnamed kinds pass through untouched).
     pub fn cap_unreserved(&self, caps: &ScalarMap) -> Resources {
         let mut out = Resources::new();
-        for r in &self.0 {
+        for r in self.0.iter() {
             match (&r.value, r.reservation.is_none(), caps.get(&r.name)) {
                 (Value::Scalar(s), true, Some(cap)) => out.add_resource(Resource {
                     name: r.name.clone(),
@@ -692,5 +719,34 @@ mod tests {
         assert_eq!(r.usable_by("engineering").scalar("cpus"), Scalar(1000));
         assert!(!r.contains(&Resources::parse("cpus:2").unwrap()));
         assert!(r.contains(&Resources::parse("cpus(eng):2").unwrap()));
+    }
+
+    #[test]
+    fn clones_share_until_one_side_changes() {
+        let offer = Resources::parse("cpus:4;mem:512;ports:[31000-31009]").unwrap();
+        let mut held = offer.clone();
+        let mut left = offer.clone();
+        left.subtract(&Resources::parse("cpus:1;ports:[31000-31000]").unwrap());
+        assert_eq!(
+            left.to_string(),
+            Resources::parse("cpus:3;mem:512;ports:[31001-31009]")
+                .unwrap()
+                .to_string()
+        );
+        assert_eq!(held, offer, "a clone is untouched by a change to another");
+
+        // Handing back exactly what was handed out empties the record without a copy.
+        held.subtract(&offer);
+        assert!(held.is_empty());
+        assert_eq!(offer.scalar("cpus"), Scalar(4000));
+
+        // Adding to an empty bag shares; a later change to it leaves the source alone.
+        let mut pool = Resources::new();
+        pool.add(&offer);
+        assert_eq!(pool, offer);
+        pool.add(&Resources::parse("cpus:1").unwrap());
+        assert_eq!(pool.scalar("cpus"), Scalar(5000));
+        assert_eq!(offer.scalar("cpus"), Scalar(4000));
+        assert_eq!(Resources::default(), Resources::new());
     }
 }
