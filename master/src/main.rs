@@ -10,6 +10,12 @@ use orca_master::{
     server::Master,
 };
 
+/// The master allocates per request, event and offer on every core: mimalloc's per-thread
+/// heaps took the launch benchmark's core rate from about 90k to 124k tasks/s and gRPC from
+/// 68k to 79k (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "orca-master",

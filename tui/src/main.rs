@@ -14,6 +14,10 @@ use orca_tui::{
 };
 use tokio::sync::{mpsc, watch};
 
+/// `orca up` runs the master in this process: the same allocator as the `orca-master` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "orca",

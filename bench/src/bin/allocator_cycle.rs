@@ -20,6 +20,10 @@ use orca_master::{
     resources::Resources,
 };
 
+/// The same allocator as the `orca-master` binary, so the master measured here is the one shipped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Comma-separated agent counts.

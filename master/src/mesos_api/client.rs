@@ -9,6 +9,7 @@ use hyper::{
     Request, StatusCode,
     body::{Bytes, Incoming},
 };
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
@@ -109,6 +110,15 @@ pub struct Caller {
 impl Caller {
     pub async fn call(&mut self, mut call: Value) -> Result<(StatusCode, String), ClientError> {
         call["framework_id"] = json!({ "value": self.framework_id });
+        self.call_encoded(call.to_string().into_bytes()).await
+    }
+
+    /// Sends a call already encoded as JSON (it must carry `framework_id` itself): for
+    /// frameworks that build calls from their own typed structs.
+    pub async fn call_encoded(
+        &mut self,
+        call: Vec<u8>,
+    ) -> Result<(StatusCode, String), ClientError> {
         if self.sender.ready().await.is_err() {
             self.sender = connection(self.addr).await?;
         }
@@ -117,13 +127,17 @@ impl Caller {
             .send_request(request(
                 self.addr,
                 "/api/v1/scheduler",
-                call.to_string().into_bytes(),
+                call,
                 Some(&self.stream_id),
             ))
             .await?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    pub fn framework_id(&self) -> &str {
+        &self.framework_id
     }
 }
 
@@ -135,7 +149,9 @@ pub struct SchedulerClient {
     pub stream_id: String,
     body: Incoming,
     decoder: recordio::Decoder,
-    queued: VecDeque<Value>,
+    /// Records received and not yet taken, still encoded: a framework with its own event
+    /// types decodes them straight into those ([`SchedulerClient::next_event_as`]).
+    queued: VecDeque<Vec<u8>>,
     /// RecordIO records received so far.
     pub records: usize,
 }
@@ -203,22 +219,26 @@ impl SchedulerClient {
                 .decoder
                 .push(&data)
                 .map_err(|e| ClientError::Stream(e.to_string()))?;
-            for record in records {
-                self.records += 1;
-                let event = serde_json::from_slice(&record)
-                    .map_err(|e| ClientError::Stream(format!("a record is not JSON: {e}")))?;
-                self.queued.push_back(event);
-            }
+            self.records += records.len();
+            self.queued.extend(records);
         }
         Ok(true)
     }
 
     /// The next event in order; `None` when the stream ended.
     pub async fn next_event(&mut self, wait: Duration) -> Result<Option<Value>, ClientError> {
+        self.next_event_as(wait).await
+    }
+
+    /// The next event decoded as `T`; `None` when the stream ended.
+    pub async fn next_event_as<T: DeserializeOwned>(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<T>, ClientError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(event) = self.queued.pop_front() {
-                return Ok(Some(event));
+            if let Some(record) = self.queued.pop_front() {
+                return decode(&record).map(Some);
             }
             if !self.receive(deadline, wait).await? {
                 return Ok(None);
@@ -233,19 +253,20 @@ impl SchedulerClient {
         matches: impl Fn(&Value) -> bool,
     ) -> Result<Value, ClientError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut seen = 0;
         loop {
-            if let Some(at) = self.queued.iter().position(&matches) {
-                return Ok(self.queued.remove(at).expect("found"));
+            while seen < self.queued.len() {
+                let event: Value = decode(&self.queued[seen])?;
+                if matches(&event) {
+                    self.queued.remove(seen);
+                    return Ok(event);
+                }
+                seen += 1;
             }
             if !self.receive(deadline, wait).await? {
                 return Err(ClientError::Stream("the event stream ended".into()));
             }
         }
-    }
-
-    /// Every event received so far, in order (removing them).
-    pub fn drain(&mut self) -> Vec<Value> {
-        self.queued.drain(..).collect()
     }
 
     /// A persistent connection for many calls.
@@ -289,6 +310,11 @@ impl SchedulerClient {
         }
         Ok(())
     }
+}
+
+fn decode<T: DeserializeOwned>(record: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(record)
+        .map_err(|e| ClientError::Stream(format!("a record is not a valid event: {e}")))
 }
 
 /// A LAUNCH operation of one shell command task.
