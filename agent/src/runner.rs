@@ -288,10 +288,17 @@ fn start_tasks(
     let resources = capacity::discover(&tasks.work_dir, tasks.resources.as_deref())
         .map_err(|e| anyhow::anyhow!("--resources: {e}"))?;
     tracing::info!(%resources, cgroups = driver.version(), "running tasks for the master");
+    let id_file = tasks.work_dir.join("agent_id");
     let (manager, updates) = TaskManager::new(TaskManagerConfig::new(tasks.work_dir, driver));
     let mut config = link::LinkConfig::new(master, hostname, resources);
     config.attributes = tasks.attributes;
     config.containers = Some(control);
-    tokio::spawn(link::run(config, manager.clone(), updates, None));
+    config.id_file = Some(id_file);
+    tokio::spawn(link::recover_and_run(
+        config,
+        manager.clone(),
+        updates,
+        None,
+    ));
     Ok(manager)
 }

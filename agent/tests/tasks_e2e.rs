@@ -18,8 +18,10 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(20);
 
 struct Cluster {
+    grpc: SocketAddr,
     http: SocketAddr,
     cgroup_parent: String,
+    resources: String,
     agent_id: String,
     work: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -64,9 +66,30 @@ async fn cluster(tag: &str, resources: &str) -> Cluster {
     let work = std::env::temp_dir().join(format!("orca-e2e-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let mut tasks = TaskManagerConfig::new(work.clone(), Driver::detect().unwrap());
     let cgroup_parent = format!("orca-e2e-{tag}-{}", std::process::id());
-    tasks.cgroup_parent = cgroup_parent.clone();
+    let (link, agent_id) = agent(grpc, &work, &cgroup_parent, resources).await;
+    Cluster {
+        grpc,
+        http,
+        cgroup_parent,
+        resources: resources.to_owned(),
+        agent_id,
+        work,
+        stop: Some(stop_tx),
+        link,
+    }
+}
+
+/// Starts an agent process's task side on `work` (as `orca-agent run` does: leftovers of a
+/// previous run ended, the id kept in the work directory) and waits until it registers.
+async fn agent(
+    grpc: SocketAddr,
+    work: &std::path::Path,
+    cgroup_parent: &str,
+    resources: &str,
+) -> (tokio::task::JoinHandle<()>, String) {
+    let mut tasks = TaskManagerConfig::new(work.to_path_buf(), Driver::detect().unwrap());
+    tasks.cgroup_parent = cgroup_parent.to_owned();
     let (manager, updates) = TaskManager::new(tasks);
     let mut link_config = link::LinkConfig::new(
         grpc.to_string(),
@@ -74,8 +97,9 @@ async fn cluster(tag: &str, resources: &str) -> Cluster {
         Resources::parse(resources).unwrap(),
     );
     link_config.usage_interval = Duration::from_millis(200);
+    link_config.id_file = Some(work.join("agent_id"));
     let (registered_tx, mut registered) = tokio::sync::watch::channel(None);
-    let link = tokio::spawn(link::run(
+    let link = tokio::spawn(link::recover_and_run(
         link_config,
         manager,
         updates,
@@ -87,14 +111,7 @@ async fn cluster(tag: &str, resources: &str) -> Cluster {
         .unwrap()
         .clone()
         .unwrap();
-    Cluster {
-        http,
-        cgroup_parent,
-        agent_id,
-        work,
-        stop: Some(stop_tx),
-        link,
-    }
+    (link, agent_id)
 }
 
 fn framework(name: &str) -> Value {
@@ -282,4 +299,56 @@ async fn tearing_down_a_framework_kills_its_running_tasks() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_ends_its_old_tasks_and_the_master_reports_them_lost() {
+    let mut c = cluster("restart", "cpus:1;mem:256").await;
+    let mut s = SchedulerClient::subscribe(c.http, framework("restart"))
+        .await
+        .unwrap();
+    let o = offer(&mut s).await;
+    launch(
+        &s,
+        &o,
+        vec![client::launch(
+            "stray",
+            &o["agent_id"],
+            scalars(0.5, 64.0),
+            "sleep 300",
+        )],
+    )
+    .await;
+    started(&mut s, "stray").await;
+    let saved = std::fs::read_to_string(c.work.join("agent_id")).unwrap();
+    assert_eq!(
+        saved, c.agent_id,
+        "the agent keeps its id in its work directory"
+    );
+    let stray = Driver::detect()
+        .unwrap()
+        .existing(&c.cgroup_parent)
+        .into_iter()
+        .find(|(name, _)| name.ends_with(".stray"))
+        .expect("the task's cgroup")
+        .1;
+    assert!(!stray.pids().is_empty());
+
+    // The agent process dies (its link ends; the task keeps running) and starts again.
+    c.link.abort();
+    let (link, agent_id) = agent(c.grpc, &c.work, &c.cgroup_parent, &c.resources).await;
+    c.link = link;
+    assert_eq!(agent_id, c.agent_id, "it re-registers as the same agent");
+    let lost = update(&mut s, "stray").await;
+    assert_eq!(lost["state"], "TASK_LOST", "{lost}");
+    assert_eq!(lost["reason"], "REASON_AGENT_RESTARTED", "{lost}");
+    assert!(
+        stray.dirs().iter().all(|d| !d.exists()),
+        "the old task was ended and its cgroup removed"
+    );
+    // The cluster still has one agent, and the task's resources are offered again.
+    let state = client::get_json(c.http, "/master/state").await.unwrap();
+    assert_eq!(state["slaves"].as_array().unwrap().len(), 1, "{state}");
+    let again = offer(&mut s).await;
+    assert_eq!(again["agent_id"]["value"], c.agent_id.as_str());
 }

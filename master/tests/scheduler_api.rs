@@ -455,6 +455,62 @@ async fn a_silent_agent_is_unreachable_then_its_tasks_are_lost() {
 }
 
 #[tokio::test]
+async fn an_agent_restarted_without_its_tasks_has_them_lost_and_offered_again() {
+    let m = master(fast_config()).await;
+    let (agent_id, _agent, _alive) = simulated_agent(&m.cluster, "node-1", "cpus:1;mem:512").await;
+    let mut s = Scheduler::subscribe(m.addr, framework("restart")).await;
+    let offer = s.wait_for("OFFERS").await["offers"]["offers"][0].clone();
+    let (code, _) = s
+        .call(json!({
+            "type": "ACCEPT",
+            "accept": {
+                "offer_ids": [offer["id"]],
+                "operations": [launch("gone", &offer["agent_id"], scalars(1.0, 512.0))],
+            }
+        }))
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(s.update_for("gone").await["state"], "TASK_STARTING");
+    assert_eq!(s.update_for("gone").await["state"], "TASK_RUNNING");
+
+    // The agent process restarts: same id (kept in its work directory), no tasks reported.
+    let _link = m
+        .cluster
+        .register_agent(
+            orca_master::cluster::AgentInfo {
+                id: Some(agent_id.clone()),
+                hostname: "node-1".into(),
+                resources: orca_master::resources::Resources::parse("cpus:1;mem:512").unwrap(),
+                attributes: Default::default(),
+            },
+            Vec::new(),
+        )
+        .unwrap();
+    let lost = s.update_for("gone").await;
+    assert_eq!(lost["state"], "TASK_LOST", "{lost}");
+    assert_eq!(lost["reason"], "REASON_AGENT_RESTARTED", "{lost}");
+    assert_eq!(lost["source"], "SOURCE_MASTER", "{lost}");
+    s.acknowledge(&lost).await;
+    // Everything the task held is offered again, on the same agent.
+    let offer = s.wait_for("OFFERS").await["offers"]["offers"][0].clone();
+    assert_eq!(offer["agent_id"]["value"], agent_id.as_str());
+    let cpus = offer["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "cpus")
+        .unwrap()["scalar"]["value"]
+        .as_f64();
+    assert_eq!(cpus, Some(1.0), "{offer}");
+    let state = get_json(m.addr, "/master/state").await;
+    assert_eq!(
+        state["slaves"].as_array().unwrap().len(),
+        1,
+        "still one agent"
+    );
+}
+
+#[tokio::test]
 async fn roles_are_limited_to_their_principals() {
     let mut config = fast_config();
     config.roles.insert(

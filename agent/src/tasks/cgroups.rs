@@ -166,6 +166,55 @@ impl Driver {
         }
     }
 
+    /// The task cgroups that exist under `parent`, by name (a previous run's leftovers when
+    /// the agent starts).
+    pub fn existing(&self, parent: &str) -> Vec<(String, TaskCgroup)> {
+        let (listed, roots, version): (&PathBuf, Vec<&PathBuf>, u8) = match self {
+            Driver::V1 {
+                cpu,
+                cpuacct,
+                memory,
+                pids,
+                freezer,
+            } => (
+                cpu,
+                [
+                    Some(cpu),
+                    Some(cpuacct),
+                    Some(memory),
+                    Some(pids),
+                    freezer.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+                1,
+            ),
+            Driver::V2 { root } => (root, vec![root], 2),
+        };
+        let Ok(entries) = fs::read_dir(listed.join(parent)) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|name| {
+                let mut dirs: Vec<PathBuf> = roots
+                    .iter()
+                    .map(|root| root.join(parent).join(&name))
+                    .collect();
+                dirs.dedup();
+                let cgroup = TaskCgroup {
+                    version,
+                    dirs,
+                    memory_limit: None,
+                };
+                (name, cgroup)
+            })
+            .collect()
+    }
+
     pub fn version(&self) -> u8 {
         match self {
             Driver::V1 { .. } => 1,

@@ -33,6 +33,9 @@ pub struct LinkConfig {
     pub usage_interval: Duration,
     /// Operator actions on this host's containers (`None`: refused with a reason).
     pub containers: Option<crate::containers::control::ContainerControl>,
+    /// Where the agent keeps the id the master gave it, so a restarted agent re-registers as
+    /// the same agent (Mesos keeps it in its work directory too). `None`: a new id each run.
+    pub id_file: Option<std::path::PathBuf>,
 }
 
 impl LinkConfig {
@@ -45,7 +48,32 @@ impl LinkConfig {
             retry_interval: Duration::from_secs(10),
             usage_interval: Duration::from_secs(5),
             containers: None,
+            id_file: None,
         }
+    }
+}
+
+/// The id a previous run of this agent registered with, if it kept one.
+fn saved_id(file: Option<&std::path::Path>) -> String {
+    let Some(file) = file else {
+        return String::new();
+    };
+    match std::fs::read_to_string(file) {
+        Ok(id) => id.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            tracing::warn!(file = %file.display(), %e, "cannot read the saved agent id; registering as a new agent");
+            String::new()
+        }
+    }
+}
+
+/// Keeps the id for the next run (written whole, then renamed into place).
+fn save_id(file: &std::path::Path, id: &str) {
+    let partial = file.with_extension("partial");
+    let written = std::fs::write(&partial, id).and_then(|()| std::fs::rename(&partial, file));
+    if let Err(e) = written {
+        tracing::warn!(file = %file.display(), %e, "cannot save the agent id; a restart will register as a new agent");
     }
 }
 
@@ -137,13 +165,30 @@ fn running_to_proto(spec: &TaskSpec, state: &str, agent_id: &str) -> pb::Running
 
 /// Keeps the agent attached to the master until the process ends. The id the master assigns
 /// is published on `registered` (for tests and logs).
+/// An agent starting: ends the tasks a previous run of it left behind
+/// ([`TaskManager::clean_up_leftovers`]), then attaches to the master and serves it ([`run`]).
+/// Cleaning up first means the master, when the agent re-registers under its saved id
+/// without them, reports those tasks lost.
+pub async fn recover_and_run(
+    config: LinkConfig,
+    manager: TaskManager,
+    updates: mpsc::UnboundedReceiver<StatusUpdate>,
+    registered: Option<tokio::sync::watch::Sender<Option<String>>>,
+) {
+    let ended = manager.clean_up_leftovers().await;
+    if !ended.is_empty() {
+        tracing::warn!(tasks = ?ended, "ended the tasks a previous run of this agent left running");
+    }
+    run(config, manager, updates, registered).await
+}
+
 pub async fn run(
     config: LinkConfig,
     manager: TaskManager,
     mut updates: mpsc::UnboundedReceiver<StatusUpdate>,
     registered: Option<tokio::sync::watch::Sender<Option<String>>>,
 ) {
-    let mut agent_id = String::new();
+    let mut agent_id = saved_id(config.id_file.as_deref());
     let mut backoff = Duration::from_millis(200);
     loop {
         match session(
@@ -206,6 +251,11 @@ async fn session(
     let Some(master_message::Kind::Registered(reg)) = first.kind else {
         return Err("the master's first message was not `registered`".into());
     };
+    if *agent_id != reg.agent_id
+        && let Some(file) = &config.id_file
+    {
+        save_id(file, &reg.agent_id);
+    }
     *agent_id = reg.agent_id.clone();
     tracing::info!(agent = %agent_id, master = %config.master, "registered with the master");
     if let Some(watch) = registered {

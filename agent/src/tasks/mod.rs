@@ -145,6 +145,23 @@ fn resolve_program(name: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{name} is not on this agent's PATH"))
 }
 
+/// `framework.task` for every sandbox under `work_dir` (the names task cgroups are given).
+fn sandboxes(work_dir: &std::path::Path) -> std::collections::HashSet<String> {
+    let dirs = |path: PathBuf| {
+        std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+    };
+    dirs(work_dir.join("frameworks"))
+        .flat_map(|framework| {
+            dirs(work_dir.join("frameworks").join(&framework).join("tasks"))
+                .map(move |task| format!("{framework}.{task}"))
+        })
+        .collect()
+}
+
 fn now_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -522,6 +539,38 @@ impl TaskManager {
             }
         });
         true
+    }
+
+    /// Ends what a previous run of this agent left running. Its tasks cannot be re-adopted:
+    /// their output went through the old agent's pipes and their exit status to the old
+    /// agent. So, as Mesos's agent does with `--recover=cleanup`, they are killed and their
+    /// cgroups removed; the master, seeing the agent re-register without them, reports them
+    /// TASK_LOST (`REASON_AGENT_RESTARTED`). Only cgroups whose sandbox is in this agent's work
+    /// directory are touched, so another agent on the host keeps its tasks. Returns the
+    /// tasks ended, as `framework.task`.
+    pub async fn clean_up_leftovers(&self) -> Vec<String> {
+        let ours = sandboxes(&self.config.work_dir);
+        let leftovers: Vec<(String, TaskCgroup)> = self
+            .config
+            .driver
+            .existing(&self.config.cgroup_parent)
+            .into_iter()
+            .filter(|(name, _)| ours.contains(name))
+            .collect();
+        for (name, cgroup) in &leftovers {
+            tracing::warn!(task = %name, pids = ?cgroup.pids(), "a task left by a previous run of this agent cannot be recovered; killing it");
+            cgroup.kill_all();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for (name, cgroup) in &leftovers {
+            while !cgroup.pids().is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if let Err(e) = cgroup.destroy() {
+                tracing::warn!(task = %name, %e, "cannot remove the cgroup of a task left by a previous run");
+            }
+        }
+        leftovers.into_iter().map(|(name, _)| name).collect()
     }
 
     /// Kills every task at once and waits (up to `wait`) until each has ended and its cgroup

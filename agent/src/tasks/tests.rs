@@ -125,6 +125,48 @@ async fn a_task_runs_in_its_own_limited_cgroup_and_finishes() {
 }
 
 #[tokio::test]
+async fn a_restarted_agent_ends_the_tasks_its_previous_run_left_and_only_those() {
+    let (old, mut old_rx, work) = manager("leftover");
+    old.launch(vec![spec("stray", "sleep 300")]).await;
+    assert_eq!(next(&mut old_rx).await.state, "TASK_STARTING");
+    assert_eq!(next(&mut old_rx).await.state, "TASK_RUNNING");
+    let stray = old.lock().tasks.values().next().unwrap().cgroup.clone();
+    assert!(!stray.pids().is_empty());
+    // Another agent's task in the same parent cgroup, its sandbox in another work directory.
+    let (other, mut other_rx, other_work) = manager("leftover-other");
+    other.launch(vec![spec("keep", "sleep 300")]).await;
+    assert_eq!(next(&mut other_rx).await.state, "TASK_STARTING");
+    assert_eq!(next(&mut other_rx).await.state, "TASK_RUNNING");
+    let kept = other.lock().tasks.values().next().unwrap().cgroup.clone();
+
+    // The agent restarts on the same work directory: it knows nothing of `stray`.
+    let (restarted, _updates) = TaskManager::new(old.config.as_ref().clone());
+    assert!(restarted.running().is_empty());
+    let ended = restarted.clean_up_leftovers().await;
+    assert_eq!(ended, vec!["fw.stray".to_string()]);
+    assert!(
+        stray.dirs().iter().all(|d| !d.exists()),
+        "the leftover's cgroup is removed"
+    );
+    // (The old run's supervisor, still alive in this test process, sees its process killed.)
+    let died = until_terminal(&mut old_rx, "stray").await;
+    assert_eq!(died.state, "TASK_FAILED", "{died:?}");
+    assert!(
+        !kept.pids().is_empty(),
+        "another agent's task is left running"
+    );
+    assert!(other.kill("fw", "keep", Some(Duration::ZERO)));
+    assert_eq!(
+        until_terminal(&mut other_rx, "keep").await.state,
+        "TASK_KILLED"
+    );
+    // Nothing left: a second clean-up ends nothing.
+    assert!(restarted.clean_up_leftovers().await.is_empty());
+    cleanup(work);
+    cleanup(other_work);
+}
+
+#[tokio::test]
 async fn a_failing_command_reports_its_status() {
     let (m, mut rx, work) = manager("fail");
     m.launch(vec![spec("bad", "echo oops >&2; exit 3")]).await;

@@ -1165,6 +1165,7 @@ impl State {
                     let _ = self.allocator.set_agent_active(&id, true);
                 }
                 self.recover_frameworks(&running, now);
+                self.lose_unreported_tasks(&id, &running);
                 for task in running {
                     let framework_id = task.framework_id.clone();
                     self.readopt(&id, task, framework_id);
@@ -1407,6 +1408,43 @@ impl State {
             .collect();
         for id in offers {
             self.rescind(&id, now, true);
+        }
+    }
+
+    /// A re-registering agent that does not report a task the master has on it has lost it
+    /// (its process restarted and cleaned up what it could not recover): TASK_LOST, as Mesos
+    /// does with `REASON_AGENT_RESTARTED`, and the task's resources return to the agent.
+    fn lose_unreported_tasks(&mut self, agent_id: &str, reported: &[RunningTask]) {
+        let mut lost = Vec::new();
+        for fw in self.frameworks.values() {
+            for task in fw.tasks.values() {
+                if task.info.agent_id == agent_id
+                    && !task.state.is_terminal()
+                    && !reported
+                        .iter()
+                        .any(|r| r.framework_id == fw.id && r.info.task_id == task.info.task_id)
+                {
+                    lost.push((fw.id.clone(), task.info.task_id.clone()));
+                }
+            }
+        }
+        for (framework_id, task_id) in lost {
+            tracing::warn!(agent = %agent_id, task = %task_id, "agent re-registered without the task; it is lost");
+            self.apply_status(
+                &framework_id,
+                TaskStatus {
+                    task_id,
+                    agent_id: agent_id.to_owned(),
+                    state: TaskState::Lost,
+                    source: StatusSource::Master,
+                    reason: Some("REASON_AGENT_RESTARTED".to_owned()),
+                    message: Some(format!(
+                        "agent {agent_id} re-registered without this task (the agent restarted)"
+                    )),
+                    timestamp: now_seconds(),
+                    uuid: Some(new_uuid()),
+                },
+            );
         }
     }
 
