@@ -511,6 +511,69 @@ async fn an_agent_restarted_without_its_tasks_has_them_lost_and_offered_again() 
 }
 
 #[tokio::test]
+async fn update_framework_moves_the_framework_to_new_roles() {
+    let m = master(fast_config()).await;
+    let (_agent, _log, _alive) = simulated_agent(&m.cluster, "node-1", "cpus:2;mem:1024").await;
+    let mut s = Scheduler::subscribe(m.addr, framework("mover")).await;
+    let offer = s.wait_for("OFFERS").await["offers"]["offers"][0].clone();
+    assert_eq!(offer["allocation_info"]["role"], "*");
+
+    // Bad updates change nothing and say why.
+    let (code, body) = s.call(json!({ "type": "UPDATE_FRAMEWORK" })).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(body.contains("update_framework"), "{body}");
+    let mut other_user = framework("mover");
+    other_user["user"] = json!("someone-else");
+    other_user["roles"] = json!(["web"]);
+    let (code, body) = s
+        .call(json!({
+            "type": "UPDATE_FRAMEWORK",
+            "update_framework": { "framework_info": other_user },
+        }))
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("`user` and `principal` cannot be changed"),
+        "{body}"
+    );
+
+    // Moving to role `web`: the offer in `*` is rescinded, new offers come in `web`.
+    let mut info = framework("mover");
+    info["id"] = json!({ "value": s.framework_id });
+    info["roles"] = json!(["web"]);
+    let (code, body) = s
+        .call(json!({
+            "type": "UPDATE_FRAMEWORK",
+            "update_framework": { "framework_info": info.clone() },
+        }))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let rescind = s.wait_for("RESCIND").await;
+    assert_eq!(rescind["rescind"]["offer_id"], offer["id"]);
+    let offer = s.wait_for("OFFERS").await["offers"]["offers"][0].clone();
+    assert_eq!(offer["allocation_info"]["role"], "web", "{offer}");
+    let state = get_json(m.addr, "/master/state").await;
+    assert_eq!(state["frameworks"][0]["roles"], json!(["web"]), "{state}");
+
+    // Declined and then suppressed through the update: no offers while suppressed.
+    let (code, _) = s
+        .call(json!({
+            "type": "DECLINE",
+            "decline": { "offer_ids": [offer["id"]], "filters": { "refuse_seconds": 0.0 } },
+        }))
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    let (code, body) = s
+        .call(json!({
+            "type": "UPDATE_FRAMEWORK",
+            "update_framework": { "framework_info": info, "suppressed_roles": ["web"] },
+        }))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    no_offers_for_two_heartbeats(&mut s, "suppressed by UPDATE_FRAMEWORK").await;
+}
+
+#[tokio::test]
 async fn roles_are_limited_to_their_principals() {
     let mut config = fast_config();
     config.roles.insert(

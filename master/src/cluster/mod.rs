@@ -217,6 +217,20 @@ impl Cluster {
         result
     }
 
+    /// Mesos UPDATE_FRAMEWORK (see the state's `update_framework`).
+    pub fn update_framework(
+        &self,
+        framework_id: &str,
+        info: FrameworkInfo,
+        suppressed_roles: Vec<String>,
+    ) -> Result<(), ApiError> {
+        let result =
+            self.lock()
+                .update_framework(framework_id, info, suppressed_roles, Instant::now());
+        self.changed();
+        result
+    }
+
     pub fn suppress(&self, framework_id: &str, roles: Option<&[String]>) -> Result<(), ApiError> {
         self.lock().suppress(framework_id, roles)
     }

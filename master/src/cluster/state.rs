@@ -241,6 +241,90 @@ impl State {
 
     // ---- frameworks ----
 
+    /// Mesos UPDATE_FRAMEWORK: new roles (offers in roles left are rescinded, allocations in
+    /// them stay charged until recovered), suppressed roles, capabilities, name, labels and
+    /// failover timeout. `user` and `principal` may not change, as in Mesos.
+    pub(super) fn update_framework(
+        &mut self,
+        framework_id: &str,
+        mut info: FrameworkInfo,
+        suppressed_roles: Vec<String>,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        let current = &self
+            .frameworks
+            .get(framework_id)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown framework {framework_id}")))?
+            .info;
+        if info.id.as_deref().is_some_and(|id| id != framework_id) {
+            return Err(ApiError::BadRequest(
+                "framework_info.id must be the id of the framework making the call".into(),
+            ));
+        }
+        if info.user != current.user || info.principal != current.principal {
+            return Err(ApiError::BadRequest(
+                "`user` and `principal` cannot be changed by UPDATE_FRAMEWORK; subscribe a new \
+                 framework instead"
+                    .into(),
+            ));
+        }
+        if info.roles.is_empty() {
+            info.roles.push("*".into());
+        }
+        if info.roles.len() > 1 && !info.has_capability("MULTI_ROLE") {
+            return Err(ApiError::BadRequest(
+                "more than one role needs the MULTI_ROLE capability".into(),
+            ));
+        }
+        for role in info.roles.iter().chain(&suppressed_roles) {
+            validate_role(role)?;
+        }
+        if let Some(role) = suppressed_roles.iter().find(|r| !info.roles.contains(r)) {
+            return Err(ApiError::BadRequest(format!(
+                "suppressed role {role} is not one of the framework's roles"
+            )));
+        }
+        for role in &info.roles {
+            self.authorize_role(role, info.principal.as_deref())?;
+        }
+        let spec = FrameworkSpec {
+            roles: info.roles.clone(),
+            suppressed_roles,
+            gpu_aware: info.has_capability("GPU_RESOURCES"),
+        };
+        let record = FrameworkRecord {
+            name: info.name.clone(),
+            user: info.user.clone(),
+            roles: info.roles.clone(),
+            principal: info.principal.clone(),
+        };
+        self.record(Change::FrameworkAdded {
+            id: framework_id.to_owned(),
+            record: record.clone(),
+        })?;
+        self.registered_frameworks
+            .insert(framework_id.to_owned(), record);
+        self.allocator.update_framework(framework_id, &spec)?;
+        let left: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| {
+                o.offer.framework_id == framework_id
+                    && !info.roles.iter().any(|r| **r == *o.offer.role)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for offer in left {
+            self.rescind(&offer, now, true);
+        }
+        info.id = Some(framework_id.to_owned());
+        self.frameworks
+            .get_mut(framework_id)
+            .expect("checked above")
+            .info = info;
+        Ok(())
+    }
+
     pub(super) fn subscribe(
         &mut self,
         mut info: FrameworkInfo,

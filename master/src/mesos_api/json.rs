@@ -31,6 +31,7 @@ pub struct Call {
     pub kill: Option<Kill>,
     pub acknowledge: Option<Acknowledge>,
     pub reconcile: Option<Reconcile>,
+    pub update_framework: Option<Subscribe>,
 }
 
 #[derive(Debug, Deserialize)]

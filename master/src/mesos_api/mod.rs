@@ -184,15 +184,23 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
                 .collect();
             accepted(cluster.reconcile(&framework_id, &tasks))
         }
-        "MESSAGE"
-        | "REQUEST"
-        | "SHUTDOWN"
-        | "ACCEPT_INVERSE_OFFERS"
-        | "DECLINE_INVERSE_OFFERS"
-        | "UPDATE_FRAMEWORK" => error(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("{} is not supported by this master", call.kind),
-        ),
+        "UPDATE_FRAMEWORK" => {
+            let Some(update) = call.update_framework else {
+                return missing("update_framework");
+            };
+            let info = json::framework_info(update.framework_info);
+            // Mesos answers UPDATE_FRAMEWORK synchronously: 200 once applied.
+            match cluster.update_framework(&framework_id, info, update.suppressed_roles) {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(err) => api_error(err),
+            }
+        }
+        "MESSAGE" | "REQUEST" | "SHUTDOWN" | "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" => {
+            error(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("{} is not supported by this master", call.kind),
+            )
+        }
         other => error(
             StatusCode::BAD_REQUEST,
             format!("unknown call type {other:?}"),
