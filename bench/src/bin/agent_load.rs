@@ -188,7 +188,8 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let agent = AgentProcess(
         Command::new(agent_bin)
-            .args(["run", "--master", &sink_addr.to_string()])
+            // The sink takes topology reports only: no task execution to attach.
+            .args(["run", "--no-tasks", "--master", &sink_addr.to_string()])
             .args(["--metrics-addr", &metrics.to_string()])
             .args(["--probe", if mode == Mode::Ebpf { "ebpf" } else { "proc" }])
             .env("RUST_LOG", "warn")
