@@ -139,10 +139,10 @@ impl Driver {
         v2.map(|root| Driver::V2 { root })
     }
 
-    /// Removes the (empty) parent directory tasks were created under; errors are ignored
-    /// because another user of the parent may still hold tasks there.
-    pub fn remove_parent(&self, parent: &str) {
-        let roots: Vec<&PathBuf> = match self {
+    /// The hierarchy roots a task cgroup has a directory in: every v1 controller used, or the
+    /// one v2 root.
+    fn roots(&self) -> Vec<&PathBuf> {
+        match self {
             Driver::V1 {
                 cpu,
                 cpuacct,
@@ -160,8 +160,13 @@ impl Driver {
             .flatten()
             .collect(),
             Driver::V2 { root } => vec![root],
-        };
-        for root in roots {
+        }
+    }
+
+    /// Removes the (empty) parent directory tasks were created under; errors are ignored
+    /// because another user of the parent may still hold tasks there.
+    pub fn remove_parent(&self, parent: &str) {
+        for root in self.roots() {
             let _ = fs::remove_dir(root.join(parent));
         }
     }
@@ -169,30 +174,9 @@ impl Driver {
     /// The task cgroups that exist under `parent`, by name (a previous run's leftovers when
     /// the agent starts).
     pub fn existing(&self, parent: &str) -> Vec<(String, TaskCgroup)> {
-        let (listed, roots, version): (&PathBuf, Vec<&PathBuf>, u8) = match self {
-            Driver::V1 {
-                cpu,
-                cpuacct,
-                memory,
-                pids,
-                freezer,
-            } => (
-                cpu,
-                [
-                    Some(cpu),
-                    Some(cpuacct),
-                    Some(memory),
-                    Some(pids),
-                    freezer.as_ref(),
-                ]
-                .into_iter()
-                .flatten()
-                .collect(),
-                1,
-            ),
-            Driver::V2 { root } => (root, vec![root], 2),
-        };
-        let Ok(entries) = fs::read_dir(listed.join(parent)) else {
+        let roots = self.roots();
+        // Names are listed in the first hierarchy (v1: cpu), where every task cgroup exists.
+        let Ok(entries) = fs::read_dir(roots[0].join(parent)) else {
             return Vec::new();
         };
         entries
@@ -206,7 +190,7 @@ impl Driver {
                     .collect();
                 dirs.dedup();
                 let cgroup = TaskCgroup {
-                    version,
+                    version: self.version(),
                     dirs,
                     memory_limit: None,
                 };

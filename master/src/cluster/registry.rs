@@ -30,6 +30,17 @@ pub struct FrameworkRecord {
     pub principal: Option<String>,
 }
 
+impl FrameworkRecord {
+    pub fn of(info: &super::FrameworkInfo) -> Self {
+        FrameworkRecord {
+            name: info.name.clone(),
+            user: info.user.clone(),
+            roles: info.roles.clone(),
+            principal: info.principal.clone(),
+        }
+    }
+}
+
 /// The registry's whole content.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {

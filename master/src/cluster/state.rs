@@ -241,6 +241,24 @@ impl State {
 
     // ---- frameworks ----
 
+    /// A framework's roles as Mesos takes them: `*` when none is given, more than one only
+    /// with MULTI_ROLE, each a valid name the principal may use.
+    fn check_roles(&self, info: &mut FrameworkInfo) -> Result<(), ApiError> {
+        if info.roles.is_empty() {
+            info.roles.push("*".into());
+        }
+        if info.roles.len() > 1 && !info.has_capability("MULTI_ROLE") {
+            return Err(ApiError::BadRequest(
+                "more than one role needs the MULTI_ROLE capability".into(),
+            ));
+        }
+        for role in &info.roles {
+            validate_role(role)?;
+            self.authorize_role(role, info.principal.as_deref())?;
+        }
+        Ok(())
+    }
+
     /// Mesos UPDATE_FRAMEWORK: new roles (offers in roles left are rescinded, allocations in
     /// them stay charged until recovered), suppressed roles, capabilities, name, labels and
     /// failover timeout. `user` and `principal` may not change, as in Mesos.
@@ -268,36 +286,18 @@ impl State {
                     .into(),
             ));
         }
-        if info.roles.is_empty() {
-            info.roles.push("*".into());
-        }
-        if info.roles.len() > 1 && !info.has_capability("MULTI_ROLE") {
-            return Err(ApiError::BadRequest(
-                "more than one role needs the MULTI_ROLE capability".into(),
-            ));
-        }
-        for role in info.roles.iter().chain(&suppressed_roles) {
-            validate_role(role)?;
-        }
+        self.check_roles(&mut info)?;
         if let Some(role) = suppressed_roles.iter().find(|r| !info.roles.contains(r)) {
             return Err(ApiError::BadRequest(format!(
                 "suppressed role {role} is not one of the framework's roles"
             )));
-        }
-        for role in &info.roles {
-            self.authorize_role(role, info.principal.as_deref())?;
         }
         let spec = FrameworkSpec {
             roles: info.roles.clone(),
             suppressed_roles,
             gpu_aware: info.has_capability("GPU_RESOURCES"),
         };
-        let record = FrameworkRecord {
-            name: info.name.clone(),
-            user: info.user.clone(),
-            roles: info.roles.clone(),
-            principal: info.principal.clone(),
-        };
+        let record = FrameworkRecord::of(&info);
         self.record(Change::FrameworkAdded {
             id: framework_id.to_owned(),
             record: record.clone(),
@@ -335,18 +335,7 @@ impl State {
                 "framework_info needs a non-empty `user` and `name`".into(),
             ));
         }
-        if info.roles.is_empty() {
-            info.roles.push("*".into());
-        }
-        if info.roles.len() > 1 && !info.has_capability("MULTI_ROLE") {
-            return Err(ApiError::BadRequest(
-                "more than one role needs the MULTI_ROLE capability".into(),
-            ));
-        }
-        for role in &info.roles {
-            validate_role(role)?;
-            self.authorize_role(role, info.principal.as_deref())?;
-        }
+        self.check_roles(&mut info)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let stream_id = uuid::Uuid::new_v4().to_string();
         let spec = FrameworkSpec {
@@ -392,12 +381,7 @@ impl State {
                 // store) is adopted, as Mesos does when frameworks re-register.
                 let id = requested.unwrap_or_else(|| self.next("framework-"));
                 if !self.registered_frameworks.contains_key(&id) {
-                    let record = FrameworkRecord {
-                        name: info.name.clone(),
-                        user: info.user.clone(),
-                        roles: info.roles.clone(),
-                        principal: info.principal.clone(),
-                    };
+                    let record = FrameworkRecord::of(&info);
                     self.record(Change::FrameworkAdded {
                         id: id.clone(),
                         record: record.clone(),
