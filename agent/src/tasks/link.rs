@@ -163,8 +163,6 @@ fn running_to_proto(spec: &TaskSpec, state: &str, agent_id: &str) -> pb::Running
     }
 }
 
-/// Keeps the agent attached to the master until the process ends. The id the master assigns
-/// is published on `registered` (for tests and logs).
 /// An agent starting: ends the tasks a previous run of it left behind
 /// ([`TaskManager::clean_up_leftovers`]), then attaches to the master and serves it ([`run`]).
 /// Cleaning up first means the master, when the agent re-registers under its saved id
@@ -182,6 +180,8 @@ pub async fn recover_and_run(
     run(config, manager, updates, registered).await
 }
 
+/// Keeps the agent attached to the master until the process ends. The id the master assigns
+/// is published on `registered` (for tests and logs).
 pub async fn run(
     config: LinkConfig,
     manager: TaskManager,
