@@ -35,6 +35,10 @@ pub struct Ensemble {
     pub name: String,
     pub size: u16,
     pub base_port: u16,
+    /// Whether servers fsync their transaction log before acknowledging (ZooKeeper's
+    /// `forceSync`, on by default as in production). Off, an ensemble measures CPU and
+    /// network rather than the disk.
+    pub force_sync: bool,
     dir: PathBuf,
 }
 
@@ -45,6 +49,7 @@ impl Ensemble {
             name: name.to_string(),
             size,
             base_port,
+            force_sync: true,
             dir: state_dir.join(name),
         }
     }
@@ -112,6 +117,9 @@ impl Ensemble {
                 data.display(),
                 self.base_port + n
             );
+            if !self.force_sync {
+                cfg.push_str("forceSync=no\n");
+            }
             if self.size > 1 {
                 cfg.push_str(&servers);
             }

@@ -34,6 +34,11 @@ struct Args {
     /// Requests in flight for the plain-client writers.
     #[arg(long, default_value_t = 1000)]
     in_flight: usize,
+    /// Run the ensembles without fsync before acknowledging (ZooKeeper `forceSync=no`): the
+    /// engine then meets ensembles limited by CPU, not by this host's disk. Both the baselines
+    /// and the sync run on the same ensembles either way.
+    #[arg(long)]
+    no_fsync: bool,
 }
 
 struct Stop(Vec<Ensemble>);
@@ -99,8 +104,13 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let state = std::env::temp_dir().join(format!("orca-zk-bench-{}", std::process::id()));
-    let a = Ensemble::new(&state, "bench-a", 3, 21830);
-    let b = Ensemble::new(&state, "bench-b", 3, 21840);
+    let mut a = Ensemble::new(&state, "bench-a", 3, 21830);
+    let mut b = Ensemble::new(&state, "bench-b", 3, 21840);
+    a.force_sync = !args.no_fsync;
+    b.force_sync = !args.no_fsync;
+    if args.no_fsync {
+        println!("ensembles run with forceSync=no (no fsync before acknowledging)");
+    }
     let stop = Stop(vec![a.clone(), b.clone()]);
     for e in [&a, &b] {
         e.start(Duration::from_secs(60))?;
