@@ -33,6 +33,7 @@ pub struct SyncMetrics {
     pub conflicts: Counter,
     pub errors: Counter,
     pub rescans: Counter,
+    pub session_renewals: Counter,
     pub queue_depth: Gauge,
     pub conflicts_held: Gauge,
     pub bootstrapped: Gauge,
@@ -50,6 +51,7 @@ impl Default for SyncMetrics {
         let conflicts = Counter::default();
         let errors = Counter::default();
         let rescans = Counter::default();
+        let session_renewals = Counter::default();
         let queue_depth = Gauge::default();
         let conflicts_held = Gauge::default();
         let bootstrapped = Gauge::default();
@@ -70,6 +72,11 @@ impl Default for SyncMetrics {
         );
         registry.register("errors", "Writes that failed for good", errors.clone());
         registry.register("rescans", "Full re-reads of both trees", rescans.clone());
+        registry.register(
+            "session_renewals",
+            "New sessions opened after one expired (a partition longer than the session timeout)",
+            session_renewals.clone(),
+        );
         registry.register(
             "queue_depth",
             "Changed paths waiting for the next round",
@@ -97,6 +104,7 @@ impl Default for SyncMetrics {
             conflicts,
             errors,
             rescans,
+            session_renewals,
             queue_depth,
             conflicts_held,
             bootstrapped,

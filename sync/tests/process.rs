@@ -372,7 +372,7 @@ async fn a_crashed_server_a_lost_ensemble_and_a_partition_end_in_catch_up() {
     let (data, _) = b.get_data(&format!("{root}/outage-99")).await.unwrap();
     assert_eq!(data, b"outage");
 
-    // Packets to B dropped for 5 s (shorter than the 15 s session): a backlog, then catch-up.
+    // Packets to B dropped for 5 s (shorter than the session): a backlog, then catch-up.
     let loss = PacketLoss::to(&d);
     write_batch(a.clone(), "partition").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -385,6 +385,42 @@ async fn a_crashed_server_a_lost_ensemble_and_a_partition_end_in_catch_up() {
         status.rescans >= 1,
         "a reconnect must be followed by a re-scan: {status:?}"
     );
+
+    // Packets to B dropped for 20 s, longer than the session (15 s asked, at most 10 s granted
+    // by these ensembles): B expires the engine's session. The engine opens a new one,
+    // re-scans and carries on (it used to stop here).
+    let rescans_before = status.rescans;
+    let loss = PacketLoss::to(&d);
+    write_batch(a.clone(), "expiry").await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    drop(loss);
+    wait_identical(&engine, Duration::from_secs(90)).await;
+    // The test's own session with B may have expired too.
+    let b = client(&d.connect_string()).await;
+    let (data, _) = b.get_data(&format!("{root}/expiry-99")).await.unwrap();
+    assert_eq!(data, b"expiry");
+    let status = engine
+        .wait_status(
+            "a re-scan after the new session",
+            Duration::from_secs(30),
+            |s| s.rescans > rescans_before,
+        )
+        .await;
+    assert!(status.bootstrapped, "{status:?}");
+    // Still replicating live on the new session.
+    a.create(&format!("{root}/after-expiry"), b"live", &persistent())
+        .await
+        .unwrap();
+    wait_for(
+        "the write after the expiry on B",
+        Duration::from_secs(30),
+        || {
+            let b = b.clone();
+            let path = format!("{root}/after-expiry");
+            async move { b.get_data(&path).await.is_ok() }
+        },
+    )
+    .await;
 }
 
 #[test]

@@ -38,6 +38,21 @@ impl SyncError {
             _ => false,
         }
     }
+
+    /// The session the request went out on expired: the live loop waits for the new session
+    /// it opens in its place, then re-scans.
+    pub fn is_session_expired(&self) -> bool {
+        matches!(
+            self,
+            SyncError::Zk {
+                source: ZkError::SessionExpired,
+                ..
+            } | SyncError::Walk(WalkError::Zk {
+                source: ZkError::SessionExpired,
+                ..
+            })
+        )
+    }
 }
 
 /// Whether retrying a request that failed with `error` may succeed (see

@@ -41,57 +41,8 @@ impl SyncEngine {
         let (tx, mut rx) = mpsc::unbounded_channel();
         // Watches first, so nothing written during the bootstrap is missed.
         for side in [Side::A, Side::B] {
-            let client = self.client(side).clone();
-            let root = self.cfg.root.clone();
-            let mut watcher = client
-                .watch(&root, AddWatchMode::PersistentRecursive)
-                .await
-                .map_err(|source| SyncError::Zk {
-                    side: side.name(),
-                    source,
-                })?;
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut disconnected = false;
-                loop {
-                    let event = watcher.changed().await;
-                    let signal = match event.event_type {
-                        EventType::Session => match event.session_state {
-                            SessionState::Disconnected => {
-                                disconnected = true;
-                                continue;
-                            }
-                            SessionState::SyncConnected if disconnected => {
-                                disconnected = false;
-                                // The watch is re-added by hand: after some reconnects the
-                                // client's own re-registration delivered no further events.
-                                // The new watch is in place before the old one goes, and the
-                                // re-scan that follows covers the moment in between.
-                                match client.watch(&root, AddWatchMode::PersistentRecursive).await {
-                                    Ok(fresh) => watcher = fresh,
-                                    Err(e) => tracing::warn!(
-                                        "re-adding the watch on {}: {e}; the re-scan timer still \
-                                         covers this side",
-                                        side.name()
-                                    ),
-                                }
-                                Signal::Rescan(side)
-                            }
-                            state if state.is_terminated() => {
-                                let _ = tx.send(Signal::SessionLost(side, state));
-                                return;
-                            }
-                            _ => continue,
-                        },
-                        _ => Signal::Changed(side, event.path),
-                    };
-                    if tx.send(signal).is_err() {
-                        return;
-                    }
-                }
-            });
+            self.watch(side, tx.clone()).await?;
         }
-        drop(tx);
         self.watching
             .store(true, std::sync::atomic::Ordering::Relaxed);
         if self.state.lock().unwrap().base.bootstrapped() {
@@ -108,15 +59,38 @@ impl SyncEngine {
         tokio::pin!(shutdown);
         let mut pending: BTreeSet<String> = BTreeSet::new();
         let mut rescan = false;
+        // Sides whose session expired, waiting for a new one.
+        let mut lost: Vec<Side> = Vec::new();
         let mut backoff = Backoff::default();
         loop {
+            if let Some(&side) = lost.first() {
+                if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
+                    return Ok(());
+                }
+                match self.renew(side, &tx).await {
+                    Ok(()) => {
+                        lost.remove(0);
+                        rescan = true;
+                        backoff.reset();
+                    }
+                    Err(e) if e.is_transient() || matches!(e, SyncError::Unreachable { .. }) => {
+                        tracing::warn!(
+                            "a new session with ensemble {}: {e}; retrying",
+                            side.name()
+                        );
+                        backoff.wait().await;
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             if !rescan && pending.is_empty() {
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
                     _ = rescan_timer.tick() => rescan = true,
                     signal = rx.recv() => match signal {
                         None => return Ok(()),
-                        Some(s) => self.absorb(s, &mut pending, &mut rescan)?,
+                        Some(s) => self.absorb(s, &mut pending, &mut rescan, &mut lost)?,
                     },
                 }
             } else if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
@@ -124,7 +98,7 @@ impl SyncEngine {
             }
             // Take everything already queued: one round settles them together.
             while let Ok(s) = rx.try_recv() {
-                self.absorb(s, &mut pending, &mut rescan)?;
+                self.absorb(s, &mut pending, &mut rescan, &mut lost)?;
             }
             if rescan {
                 // Events lost across a reconnect would leave echoes waiting forever.
@@ -136,9 +110,13 @@ impl SyncEngine {
                         rescan = false;
                         backoff.reset();
                     }
-                    Err(e) if e.is_transient() => {
+                    Err(e) if e.is_transient() || e.is_session_expired() => {
                         tracing::warn!("re-scan failed, retrying: {e}");
                         backoff.wait().await;
+                        // An expired session is announced by its watcher; take that in.
+                        while let Ok(s) = rx.try_recv() {
+                            self.absorb(s, &mut pending, &mut rescan, &mut lost)?;
+                        }
                     }
                     Err(e) => return Err(e),
                 }
@@ -154,8 +132,9 @@ impl SyncEngine {
             let started = std::time::Instant::now();
             let copies = match self.read_paths(&paths).await {
                 Ok(copies) => copies,
-                Err(e) if e.is_transient() => {
-                    // Nothing is lost: the paths wait, and a re-scan follows the reconnect.
+                Err(e) if e.is_transient() || e.is_session_expired() => {
+                    // Nothing is lost: the paths wait, and a re-scan follows the reconnect
+                    // (or the new session, when this one expired).
                     tracing::warn!("reading changed paths failed, retrying: {e}");
                     pending.extend(paths);
                     rescan = true;
@@ -181,11 +160,75 @@ impl SyncEngine {
         }
     }
 
+    /// Adds the persistent recursive watch on `side` and forwards its events as signals
+    /// until the session ends.
+    async fn watch(&self, side: Side, tx: mpsc::UnboundedSender<Signal>) -> Result<(), SyncError> {
+        let client = self.client(side);
+        let root = self.cfg.root.clone();
+        let mut watcher = client
+            .watch(&root, AddWatchMode::PersistentRecursive)
+            .await
+            .map_err(|source| SyncError::Zk {
+                side: side.name(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            let mut disconnected = false;
+            loop {
+                let event = watcher.changed().await;
+                let signal = match event.event_type {
+                    EventType::Session => match event.session_state {
+                        SessionState::Disconnected => {
+                            disconnected = true;
+                            continue;
+                        }
+                        SessionState::SyncConnected if disconnected => {
+                            disconnected = false;
+                            // The watch is re-added by hand: after some reconnects the
+                            // client's own re-registration delivered no further events.
+                            // The new watch is in place before the old one goes, and the
+                            // re-scan that follows covers the moment in between.
+                            match client.watch(&root, AddWatchMode::PersistentRecursive).await {
+                                Ok(fresh) => watcher = fresh,
+                                Err(e) => tracing::warn!(
+                                    "re-adding the watch on {}: {e}; the re-scan timer still \
+                                     covers this side",
+                                    side.name()
+                                ),
+                            }
+                            Signal::Rescan(side)
+                        }
+                        state if state.is_terminated() => {
+                            let _ = tx.send(Signal::SessionLost(side, state));
+                            return;
+                        }
+                        _ => continue,
+                    },
+                    _ => Signal::Changed(side, event.path),
+                };
+                if tx.send(signal).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// A new session with `side` after the old one expired, and its watch.
+    async fn renew(&self, side: Side, tx: &mpsc::UnboundedSender<Signal>) -> Result<(), SyncError> {
+        self.reconnect(side).await?;
+        self.watch(side, tx.clone()).await?;
+        self.metrics.session_renewals.inc();
+        tracing::info!("new session with ensemble {}", side.name());
+        Ok(())
+    }
+
     fn absorb(
         &self,
         signal: Signal,
         pending: &mut BTreeSet<String>,
         rescan: &mut bool,
+        lost: &mut Vec<Side>,
     ) -> Result<(), SyncError> {
         match signal {
             Signal::Changed(side, path) => {
@@ -205,6 +248,15 @@ impl SyncEngine {
             Signal::Rescan(side) => {
                 tracing::info!("ensemble {} reconnected: re-scanning", side.name());
                 *rescan = true;
+            }
+            Signal::SessionLost(side, SessionState::Expired) => {
+                tracing::warn!(
+                    "the session with ensemble {} expired: opening a new one, then re-scanning",
+                    side.name()
+                );
+                if !lost.contains(&side) {
+                    lost.push(side);
+                }
             }
             Signal::SessionLost(side, state) => {
                 return Err(SyncError::Zk {

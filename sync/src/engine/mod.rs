@@ -57,8 +57,9 @@ struct State {
 /// Keeps the subtree `cfg.root` of two ensembles identical.
 pub struct SyncEngine {
     cfg: SyncConfig,
-    a: Client,
-    b: Client,
+    /// The sessions with A and B. A session that expires is replaced by a new one
+    /// ([`SyncEngine::reconnect`]); everything else takes a clone of the current one.
+    clients: [std::sync::RwLock<Client>; 2],
     state: Mutex<State>,
     /// True while `run` has watches open (their events carry the engine's echoes).
     watching: std::sync::atomic::AtomicBool,
@@ -163,8 +164,7 @@ impl SyncEngine {
         }
         Ok(Arc::new(Self {
             cfg,
-            a,
-            b,
+            clients: [std::sync::RwLock::new(a), std::sync::RwLock::new(b)],
             state: Mutex::new(State {
                 status: Status {
                     bootstrapped: base.bootstrapped(),
@@ -188,16 +188,42 @@ impl SyncEngine {
         &self.cfg
     }
 
-    fn client(&self, side: Side) -> &Client {
-        match side {
-            Side::A => &self.a,
-            Side::B => &self.b,
-        }
+    fn client(&self, side: Side) -> Client {
+        let at = match side {
+            Side::A => 0,
+            Side::B => 1,
+        };
+        self.clients[at]
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Opens a new session with `side` in place of one that expired (a partition longer than
+    /// the session timeout). The caller re-adds the watch and re-scans.
+    pub(super) async fn reconnect(&self, side: Side) -> Result<(), SyncError> {
+        let (connect_string, auth) = match side {
+            Side::A => (&self.cfg.source_zk, self.cfg.source_auth.as_deref()),
+            Side::B => (&self.cfg.target_zk, self.cfg.target_auth.as_deref()),
+        };
+        let fresh = connect(
+            side.name(),
+            connect_string,
+            auth,
+            self.cfg.session_timeout(),
+        )
+        .await?;
+        let at = match side {
+            Side::A => 0,
+            Side::B => 1,
+        };
+        *self.clients[at].write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
     }
 
     async fn walk(&self, side: Side) -> Result<Tree, WalkError> {
         tree::walk(
-            self.client(side),
+            &self.client(side),
             match side {
                 Side::A => "A",
                 Side::B => "B",
@@ -213,7 +239,8 @@ impl SyncEngine {
     /// Reads both trees as of now. Each session first `sync`s with its ensemble's leader: a
     /// follower may not have applied a write another client already saw acknowledged.
     pub async fn read_both(&self) -> Result<(Tree, Tree), SyncError> {
-        let (sa, sb) = tokio::join!(self.a.sync(&self.cfg.root), self.b.sync(&self.cfg.root));
+        let (a, b) = (self.client(Side::A), self.client(Side::B));
+        let (sa, sb) = tokio::join!(a.sync(&self.cfg.root), b.sync(&self.cfg.root));
         sa.map_err(|source| SyncError::Zk { side: "A", source })?;
         sb.map_err(|source| SyncError::Zk { side: "B", source })?;
         let (a, b) = tokio::join!(self.walk(Side::A), self.walk(Side::B));
@@ -257,8 +284,8 @@ impl SyncEngine {
             b,
             base: agreed,
             never_synced: never_synced && agreed.is_none(),
-            engine_session_a: self.a.session_id().0,
-            engine_session_b: self.b.session_id().0,
+            engine_session_a: self.client(Side::A).session_id().0,
+            engine_session_b: self.client(Side::B).session_id().0,
         };
         plan::judge(inputs, self.cfg.ephemerals, self.cfg.conflicts)
     }
@@ -438,7 +465,7 @@ impl SyncEngine {
             // halfway resumes from where it got to.
             for chunk in side_ops.chunks(APPLY_CHUNK) {
                 let outcomes =
-                    apply::apply(self.client(side), chunk, self.cfg.max_batch_bytes).await;
+                    apply::apply(&self.client(side), chunk, self.cfg.max_batch_bytes).await;
                 let now = now_ms();
                 let mut state = self.state.lock().unwrap();
                 for Outcome { path, result: r } in outcomes {
@@ -506,9 +533,10 @@ impl SyncEngine {
         &self,
         paths: &[String],
     ) -> Result<Vec<(String, Option<Znode>, Option<Znode>)>, SyncError> {
+        let (client_a, client_b) = (self.client(Side::A), self.client(Side::B));
         let (a, b) = tokio::join!(
-            tree::read_many(&self.a, paths, &self.acls[0]),
-            tree::read_many(&self.b, paths, &self.acls[1])
+            tree::read_many(&client_a, paths, &self.acls[0]),
+            tree::read_many(&client_b, paths, &self.acls[1])
         );
         let a = a.map_err(|source| SyncError::Zk { side: "A", source })?;
         let b = b.map_err(|source| SyncError::Zk { side: "B", source })?;
@@ -560,8 +588,8 @@ impl SyncEngine {
 
     /// Whether both sessions are connected (what `/health` reports).
     pub fn health(&self) -> Result<(), String> {
-        for (name, client) in [("A", &self.a), ("B", &self.b)] {
-            let state = client.state();
+        for (name, side) in [("A", Side::A), ("B", Side::B)] {
+            let state = self.client(side).state();
             if state != SessionState::SyncConnected {
                 return Err(format!("ensemble {name}: session {state:?}"));
             }
@@ -598,7 +626,7 @@ impl SyncEngine {
             },
         };
         let target = winner.other();
-        for o in apply::apply(self.client(target), &[op], self.cfg.max_batch_bytes).await {
+        for o in apply::apply(&self.client(target), &[op], self.cfg.max_batch_bytes).await {
             o.result.map_err(|source| SyncError::Zk {
                 side: target.name(),
                 source,
