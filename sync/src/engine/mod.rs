@@ -188,12 +188,15 @@ impl SyncEngine {
         &self.cfg
     }
 
+    fn session(&self, side: Side) -> &std::sync::RwLock<Client> {
+        match side {
+            Side::A => &self.clients[0],
+            Side::B => &self.clients[1],
+        }
+    }
+
     fn client(&self, side: Side) -> Client {
-        let at = match side {
-            Side::A => 0,
-            Side::B => 1,
-        };
-        self.clients[at]
+        self.session(side)
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -213,11 +216,10 @@ impl SyncEngine {
             self.cfg.session_timeout(),
         )
         .await?;
-        let at = match side {
-            Side::A => 0,
-            Side::B => 1,
-        };
-        *self.clients[at].write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        *self
+            .session(side)
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
 
