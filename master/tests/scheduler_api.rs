@@ -418,6 +418,23 @@ async fn unanswered_offers_are_rescinded() {
     s.wait_for("OFFERS").await;
 }
 
+/// Accepts the next offer with one task and waits until the task runs.
+async fn launch_on_next_offer(s: &mut Scheduler, task_id: &str, resources: Value) {
+    let offer = s.wait_for("OFFERS").await["offers"]["offers"][0].clone();
+    let (code, _) = s
+        .call(json!({
+            "type": "ACCEPT",
+            "accept": {
+                "offer_ids": [offer["id"]],
+                "operations": [launch(task_id, &offer["agent_id"], resources)],
+            }
+        }))
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(s.update_for(task_id).await["state"], "TASK_STARTING");
+    assert_eq!(s.update_for(task_id).await["state"], "TASK_RUNNING");
+}
+
 #[tokio::test]
 async fn a_silent_agent_is_unreachable_then_its_tasks_are_lost() {
     let m = master(ClusterConfig {
@@ -428,19 +445,7 @@ async fn a_silent_agent_is_unreachable_then_its_tasks_are_lost() {
     .await;
     let (agent_id, _agent, alive) = simulated_agent(&m.cluster, "node-1", "cpus:1;mem:512").await;
     let mut s = Scheduler::subscribe(m.addr, framework("partition")).await;
-    let offer = s.wait_for("OFFERS").await["offers"]["offers"][0].clone();
-    let (code, _) = s
-        .call(json!({
-            "type": "ACCEPT",
-            "accept": {
-                "offer_ids": [offer["id"]],
-                "operations": [launch("far", &offer["agent_id"], scalars(0.5, 64.0))],
-            }
-        }))
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED);
-    assert_eq!(s.update_for("far").await["state"], "TASK_STARTING");
-    assert_eq!(s.update_for("far").await["state"], "TASK_RUNNING");
+    launch_on_next_offer(&mut s, "far", scalars(0.5, 64.0)).await;
     // The agent stops heartbeating.
     alive.store(false, std::sync::atomic::Ordering::Relaxed);
     let unreachable = s.update_for("far").await;
@@ -459,19 +464,7 @@ async fn an_agent_restarted_without_its_tasks_has_them_lost_and_offered_again() 
     let m = master(fast_config()).await;
     let (agent_id, _agent, _alive) = simulated_agent(&m.cluster, "node-1", "cpus:1;mem:512").await;
     let mut s = Scheduler::subscribe(m.addr, framework("restart")).await;
-    let offer = s.wait_for("OFFERS").await["offers"]["offers"][0].clone();
-    let (code, _) = s
-        .call(json!({
-            "type": "ACCEPT",
-            "accept": {
-                "offer_ids": [offer["id"]],
-                "operations": [launch("gone", &offer["agent_id"], scalars(1.0, 512.0))],
-            }
-        }))
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED);
-    assert_eq!(s.update_for("gone").await["state"], "TASK_STARTING");
-    assert_eq!(s.update_for("gone").await["state"], "TASK_RUNNING");
+    launch_on_next_offer(&mut s, "gone", scalars(1.0, 512.0)).await;
 
     // The agent process restarts: same id (kept in its work directory), no tasks reported.
     let _link = m

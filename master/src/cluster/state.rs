@@ -1483,14 +1483,16 @@ impl State {
     /// (its process restarted and cleaned up what it could not recover): TASK_LOST, as Mesos
     /// does with `REASON_AGENT_RESTARTED`, and the task's resources return to the agent.
     fn lose_unreported_tasks(&mut self, agent_id: &str, reported: &[RunningTask]) {
+        let reported: HashSet<(&str, &str)> = reported
+            .iter()
+            .map(|r| (r.framework_id.as_str(), r.info.task_id.as_str()))
+            .collect();
         let mut lost = Vec::new();
         for fw in self.frameworks.values() {
             for task in fw.tasks.values() {
                 if task.info.agent_id == agent_id
                     && !task.state.is_terminal()
-                    && !reported
-                        .iter()
-                        .any(|r| r.framework_id == fw.id && r.info.task_id == task.info.task_id)
+                    && !reported.contains(&(fw.id.as_str(), task.info.task_id.as_str()))
                 {
                     lost.push((fw.id.clone(), task.info.task_id.clone()));
                 }
