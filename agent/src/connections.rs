@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use orca_ebpf_common::{AF_INET, ConnStats, Event, direction, event_kind};
+use orca_ebpf_common::{AF_INET, CounterSlot, Event, direction, event_kind, tcp_state};
 use rustc_hash::FxHashMap;
 
 use crate::sockdiag::{self, TcpSocket};
@@ -34,7 +34,7 @@ pub enum ConnState {
 /// Where a connection's counters come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// Kernel programs: live counters in the connection map under `sk`.
+    /// Kernel programs: the socket at `sk`, whose live counters the kernel reads on demand.
     Ebpf { sk: u64 },
     /// A sock_diag dump (the seed at start, or /proc mode).
     SockDiag,
@@ -129,9 +129,24 @@ impl Default for Clock {
     }
 }
 
+/// How long the owner of a connect() is kept waiting for the handshake's outcome: longer than
+/// the kernel tries (`tcp_syn_retries` 6 is about 127 s), so only an owner whose outcome event
+/// was lost is dropped.
+const PENDING_OWNER_MS: i64 = 5 * 60 * 1000;
+
+/// Who called connect() on a socket, until its CONNECT or CONNECT_FAILED names the 4-tuple.
+#[derive(Debug, Clone, Copy)]
+struct PendingOwner {
+    pid: u32,
+    comm: Comm,
+    since_unix_ms: i64,
+}
+
 #[derive(Debug, Default)]
 pub struct ConnectionTable {
     conns: FxHashMap<ConnKey, Connection>,
+    /// Owners of connects in progress, by socket address (eBPF mode).
+    connecting: FxHashMap<u64, PendingOwner>,
     /// Connections changed since the last report (each once; see `Connection::dirty`).
     dirty: Vec<ConnKey>,
     listeners: HashMap<SocketAddr, Listener>,
@@ -190,7 +205,7 @@ fn mark(dirty: &mut Vec<ConnKey>, conn: &mut Connection) {
 
 /// Takes a socket's counters from a sock_diag dump.
 fn update_counters(dirty: &mut Vec<ConnKey>, conn: &mut Connection, s: &TcpSocket) {
-    let counters = (s.bytes_acked, s.bytes_received, s.retransmits);
+    let counters = (s.bytes_sent, s.bytes_received, s.retransmits);
     if (conn.bytes_sent, conn.bytes_received, conn.retransmits) != counters {
         (conn.bytes_sent, conn.bytes_received, conn.retransmits) = counters;
         mark(dirty, conn);
@@ -240,17 +255,39 @@ impl ConnectionTable {
         })
     }
 
+    /// The owner of a connection the kernel reported without one (its handshake and close
+    /// happen outside the owner's context): who called connect() on that socket, else the
+    /// process listening on the local address.
+    fn owner_of(&mut self, ev: &Event, key: ConnKey) -> (u32, Comm) {
+        if let Some(owner) = self.connecting.remove(&ev.sk) {
+            return (owner.pid, owner.comm);
+        }
+        if ev.pid != 0 {
+            return (ev.pid, Comm(ev.comm));
+        }
+        self.listener_for(key.local)
+            .map(|l| (l.pid, l.comm))
+            .unwrap_or_default()
+    }
+
     /// Applies one kernel event. Returns true when it was a connection event.
     pub fn apply_event(&mut self, ev: &Event, clock: &Clock) -> bool {
         match ev.kind {
+            event_kind::CONNECTING => {
+                self.connecting.insert(
+                    ev.sk,
+                    PendingOwner {
+                        pid: ev.pid,
+                        comm: Comm(ev.comm),
+                        // The kernel does not stamp these (see the probe).
+                        since_unix_ms: crate::process::now_unix_ms(),
+                    },
+                );
+                true
+            }
             event_kind::CONNECT | event_kind::ACCEPT => {
                 let key = event_key(ev);
-                let mut owner = (ev.pid, Comm(ev.comm));
-                if owner.0 == 0
-                    && let Some(listener) = self.listener_for(key.local)
-                {
-                    owner = (listener.pid, listener.comm);
-                }
+                let owner = self.owner_of(ev, key);
                 let conn = Connection::new(
                     key,
                     direction_of(ev.direction),
@@ -269,26 +306,34 @@ impl ConnectionTable {
                 } else {
                     ConnState::Failed
                 };
-                // Opened before the agent started watching, or in the same instant.
-                let entry = self.conns.entry(key).or_insert_with(|| {
-                    Connection::new(
+                if !self.conns.contains_key(&key) {
+                    // A failed connect, or a connection opened before the agent watched.
+                    let direction = match direction_of(ev.direction) {
+                        Direction::Unknown if self.listener_for(key.local).is_some() => {
+                            Direction::Inbound
+                        }
+                        Direction::Unknown => Direction::Outbound,
+                        known => known,
+                    };
+                    let owner = self.owner_of(ev, key);
+                    let conn = Connection::new(
                         key,
-                        direction_of(ev.direction),
-                        (ev.pid, Comm(ev.comm)),
+                        direction,
+                        owner,
                         closed_at,
                         Source::Ebpf { sk: ev.sk },
-                    )
-                });
+                    );
+                    self.conns.insert(key, conn);
+                }
+                let Some(entry) = self.conns.get_mut(&key) else {
+                    return true;
+                };
                 mark(&mut self.dirty, entry);
                 entry.state = state;
                 entry.closed_unix_ms = closed_at;
                 entry.bytes_sent = ev.bytes_sent;
                 entry.bytes_received = ev.bytes_received;
                 entry.retransmits = ev.retransmits;
-                if ev.pid != 0 {
-                    entry.pid = ev.pid;
-                    entry.comm = Comm(ev.comm);
-                }
                 true
             }
             event_kind::LISTEN => {
@@ -315,9 +360,30 @@ impl ConnectionTable {
         }
     }
 
-    /// Applies the live counters (and, for accepted connections, the owner learned in process
-    /// context) of the kernel-tracked sockets, by socket address.
-    pub fn apply_kernel_stats(&mut self, stats: &FxHashMap<u64, ConnStats>) {
+    /// Forgets owners of connects whose outcome never arrived (its event lost), so the
+    /// table cannot grow without bound.
+    pub fn expire_pending_owners(&mut self, now_ms: i64) {
+        self.connecting
+            .retain(|_, owner| now_ms - owner.since_unix_ms < PENDING_OWNER_MS);
+    }
+
+    /// The sockets of the open connections the kernel programs reported, whose live counters
+    /// the kernel can be asked for.
+    pub fn kernel_sockets(&self) -> Vec<u64> {
+        self.conns
+            .values()
+            .filter(|c| c.state == ConnState::Established)
+            .filter_map(|c| match c.source {
+                Source::Ebpf { sk } => Some(sk),
+                Source::SockDiag => None,
+            })
+            .collect()
+    }
+
+    /// Applies live counters the kernel read from the sockets, by socket address. An answer
+    /// from a socket that closed meanwhile (its close event not yet applied), or whose memory
+    /// now holds another socket, is ignored: its state or ports differ.
+    pub fn apply_kernel_counters(&mut self, answers: &FxHashMap<u64, CounterSlot>) {
         for conn in self.conns.values_mut() {
             let Source::Ebpf { sk } = conn.source else {
                 continue;
@@ -325,20 +391,22 @@ impl ConnectionTable {
             if conn.state != ConnState::Established {
                 continue;
             }
-            let Some(stats) = stats.get(&sk) else {
+            let Some(answer) = answers.get(&sk) else {
                 continue;
             };
-            if (conn.bytes_sent, conn.bytes_received, conn.retransmits)
-                != (stats.bytes_sent, stats.bytes_received, stats.retransmits)
+            let live = answer.state != 0 && answer.state != tcp_state::CLOSE as u32;
+            if !live
+                || answer.sport != conn.key.local.port()
+                || answer.dport != conn.key.remote.port()
             {
-                conn.bytes_sent = stats.bytes_sent;
-                conn.bytes_received = stats.bytes_received;
-                conn.retransmits = stats.retransmits;
-                mark(&mut self.dirty, conn);
+                continue;
             }
-            if stats.pid != 0 && stats.pid != conn.pid {
-                conn.pid = stats.pid;
-                conn.comm = Comm(stats.comm);
+            if (conn.bytes_sent, conn.bytes_received, conn.retransmits)
+                != (answer.bytes_sent, answer.bytes_received, answer.retransmits)
+            {
+                conn.bytes_sent = answer.bytes_sent;
+                conn.bytes_received = answer.bytes_received;
+                conn.retransmits = answer.retransmits;
                 mark(&mut self.dirty, conn);
             }
         }
@@ -403,7 +471,7 @@ impl ConnectionTable {
                 None => {
                     let mut conn = Connection::observed(key, inbound, pid, comm, now_ms);
                     (conn.bytes_sent, conn.bytes_received, conn.retransmits) =
-                        (s.bytes_acked, s.bytes_received, s.retransmits);
+                        (s.bytes_sent, s.bytes_received, s.retransmits);
                     self.insert_dirty(conn);
                 }
             }
@@ -616,7 +684,11 @@ mod tests {
         listen.comm = [0; 16];
         listen.comm[..5].copy_from_slice(b"httpd");
         t.apply_event(&listen, &clock);
-        t.apply_event(&event(event_kind::CONNECT, 2, 5555, 8080, 7), &clock);
+        // The kernel names the owner at connect() and the 4-tuple after the handshake.
+        t.apply_event(&event(event_kind::CONNECTING, 2, 0, 0, 7), &clock);
+        let mut connect = event(event_kind::CONNECT, 2, 5555, 8080, 0);
+        connect.direction = direction::OUTBOUND;
+        t.apply_event(&connect, &clock);
         let mut accept = event(event_kind::ACCEPT, 3, 8080, 5555, 0);
         accept.direction = direction::INBOUND;
         t.apply_event(&accept, &clock);
@@ -630,8 +702,16 @@ mod tests {
             "accepted connection attributed to the listener"
         );
         assert_eq!(inbound.comm.to_string(), "httpd");
+        let outbound = t
+            .connections()
+            .find(|c| c.key.local.port() == 5555)
+            .unwrap();
+        assert_eq!(outbound.pid, 7, "joined to its connect() by socket");
+        assert_eq!(outbound.comm.to_string(), "curl");
+        assert_eq!(outbound.direction, Direction::Outbound);
+        assert!(t.connecting.is_empty());
 
-        let mut close = event(event_kind::CLOSE, 2, 5555, 8080, 7);
+        let mut close = event(event_kind::CLOSE, 2, 5555, 8080, 0);
         close.bytes_sent = 1000;
         close.bytes_received = 10;
         t.apply_event(&close, &clock);
@@ -641,6 +721,10 @@ mod tests {
             .unwrap();
         assert_eq!(closed.state, ConnState::Closed);
         assert_eq!(closed.bytes_sent, 1000);
+        assert_eq!(
+            closed.pid, 7,
+            "a close outside the owner's context keeps the owner"
+        );
         {
             let changes = t.take_changes(false);
             assert_eq!(changes.connections().count(), 2, "both are new");
@@ -660,7 +744,7 @@ mod tests {
             state: sockdiag::TCP_ESTABLISHED,
             inode: 1,
             uid: 0,
-            bytes_acked: bytes,
+            bytes_sent: bytes,
             bytes_received: 0,
             retransmits: 0,
         }
@@ -722,9 +806,73 @@ mod tests {
     fn failed_connect_is_reported_once() {
         let clock = Clock::new();
         let mut t = ConnectionTable::default();
-        t.apply_event(&event(event_kind::CONNECT_FAILED, 9, 4000, 1, 5), &clock);
-        assert_eq!(t.connections().next().unwrap().state, ConnState::Failed);
+        t.apply_event(&event(event_kind::CONNECTING, 9, 0, 0, 5), &clock);
+        t.apply_event(&event(event_kind::CONNECT_FAILED, 9, 4000, 1, 0), &clock);
+        let failed = t.connections().next().unwrap();
+        assert_eq!(failed.state, ConnState::Failed);
+        assert_eq!(failed.pid, 5);
+        assert_eq!(failed.direction, Direction::Outbound);
+        assert!(t.connecting.is_empty());
         drop(t.take_changes(false));
         assert!(t.is_empty());
+    }
+
+    fn answer(sk: u64, sport: u16, dport: u16, state: i32, sent: u64) -> CounterSlot {
+        CounterSlot {
+            sk,
+            bytes_sent: sent,
+            bytes_received: 3,
+            retransmits: 0,
+            state: state as u32,
+            sport,
+            dport,
+            _pad: [0; 4],
+        }
+    }
+
+    #[test]
+    fn live_counters_apply_only_to_the_socket_asked_about() {
+        let clock = Clock::new();
+        let mut t = ConnectionTable::default();
+        for (sk, port) in [(1u64, 1000u16), (2, 2000), (3, 3000)] {
+            t.apply_event(&event(event_kind::CONNECT, sk, port, 80, 0), &clock);
+        }
+        drop(t.take_changes(false));
+        let mut sockets = t.kernel_sockets();
+        sockets.sort_unstable();
+        assert_eq!(sockets, [1, 2, 3]);
+        let answers = FxHashMap::from_iter([
+            (1, answer(1, 1000, 80, tcp_state::ESTABLISHED, 64)),
+            // Closed meanwhile: its close event will carry the final counters.
+            (2, answer(2, 2000, 80, tcp_state::CLOSE, 999)),
+            // The memory now holds another socket.
+            (3, answer(3, 4444, 80, tcp_state::ESTABLISHED, 999)),
+        ]);
+        t.apply_kernel_counters(&answers);
+        let sent = |port: u16| {
+            t.connections()
+                .find(|c| c.key.local.port() == port)
+                .unwrap()
+                .bytes_sent
+        };
+        assert_eq!((sent(1000), sent(2000), sent(3000)), (64, 0, 0));
+        let changes = t.take_changes(false);
+        assert_eq!(
+            changes.connections().count(),
+            1,
+            "only the counted one changed"
+        );
+    }
+
+    #[test]
+    fn owners_of_connects_without_an_outcome_expire() {
+        let clock = Clock::new();
+        let mut t = ConnectionTable::default();
+        t.apply_event(&event(event_kind::CONNECTING, 5, 0, 0, 9), &clock);
+        let since = t.connecting[&5].since_unix_ms;
+        t.expire_pending_owners(since + PENDING_OWNER_MS - 1);
+        assert_eq!(t.connecting.len(), 1);
+        t.expire_pending_owners(since + PENDING_OWNER_MS);
+        assert!(t.connecting.is_empty());
     }
 }

@@ -23,7 +23,8 @@ use crate::{
 const FOLD_CLOSED_AT: usize = 32;
 /// How often the seeded (pre-existing) connections are reconciled in eBPF mode.
 const SEED_RECONCILE_EVERY: u32 = 10;
-/// How often (in snapshots) the byte counters of open connections are read from the kernel.
+/// How often (in snapshots) the byte counters of open connections are read from the kernel
+/// (one run of the `read_counters` program per 1,024 connections, in the agent's context).
 /// Closed connections always carry exact final counters from their close event; the
 /// collector keeps 15-second series, so every 5 s is plenty for the open ones.
 const COUNTERS_EVERY: u32 = 5;
@@ -45,7 +46,6 @@ struct ExitStatus {
 pub struct EngineCounters {
     pub events_processed: u64,
     pub events_lost: u64,
-    pub conn_map_full: u64,
 }
 
 /// How the engine observes the host.
@@ -57,8 +57,6 @@ pub struct EngineOptions {
     pub own_netns_only: bool,
     /// The name this host reports under (default: the system hostname).
     pub hostname: Option<String>,
-    /// Connections the kernel tracks at once; more are counted as lost.
-    pub max_connections: u32,
     /// Containers known to the runtimes, kept current by `containers::watch`.
     pub containers: SharedDirectory,
     /// Kernel-side diagnostics level (aya-log); `None`: off.
@@ -71,7 +69,6 @@ impl Default for EngineOptions {
             probe: ProbeChoice::Auto,
             own_netns_only: false,
             hostname: None,
-            max_connections: 65_536,
             containers: SharedDirectory::default(),
             ebpf_log: None,
         }
@@ -119,12 +116,8 @@ impl Engine {
     /// Starts observing: loads eBPF unless told not to (falling back to /proc with the reason
     /// logged and reported), then seeds the connection table from sock_diag.
     pub fn start(options: EngineOptions) -> Result<Self, crate::probe::ProbeError> {
-        let (probe, mode, reason) = crate::probe::select(
-            options.probe,
-            options.own_netns_only,
-            options.max_connections,
-            options.ebpf_log,
-        )?;
+        let (probe, mode, reason) =
+            crate::probe::select(options.probe, options.own_netns_only, options.ebpf_log)?;
         let mut engine = Self {
             hostname: options.hostname.unwrap_or_else(host::hostname),
             mode,
@@ -224,7 +217,6 @@ impl Engine {
         EngineCounters {
             events_processed: self.events_processed,
             events_lost: kernel.ringbuf_full,
-            conn_map_full: kernel.conn_map_full,
         }
     }
 
@@ -353,7 +345,7 @@ impl Engine {
             probe_mode: self.mode as i32,
             probe_reason: self.reason.clone(),
             events_processed: counters.events_processed,
-            events_lost: counters.events_lost + counters.conn_map_full,
+            events_lost: counters.events_lost,
             cpu_percent,
             rss_bytes,
             reports_buffered: self.buffered_reports,
@@ -390,13 +382,16 @@ impl Engine {
             .as_mut()
             .filter(|_| full || self.snapshots.is_multiple_of(COUNTERS_EVERY))
         {
-            let mut stats = FxHashMap::default();
-            match probe.for_each_conn(|sk, s| {
-                stats.insert(sk, *s);
+            let sockets = self.table.kernel_sockets();
+            let mut answers = FxHashMap::default();
+            answers.reserve(sockets.len());
+            match probe.read_counters(&sockets, |answer| {
+                answers.insert(answer.sk, *answer);
             }) {
-                Ok(()) => self.table.apply_kernel_stats(&stats),
+                Ok(()) => self.table.apply_kernel_counters(&answers),
                 Err(err) => tracing::warn!(%err, "cannot read connection counters from the kernel"),
             }
+            self.table.expire_pending_owners(now_unix_ms());
         }
         self.snapshots += 1;
         let now = now_unix_ms();

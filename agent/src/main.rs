@@ -77,9 +77,6 @@ enum Command {
         /// Agent id in reports (default: the hostname).
         #[arg(long)]
         agent_id: Option<String>,
-        /// TCP connections the kernel programs track at once (beyond: counted as lost).
-        #[arg(long, default_value_t = 65_536)]
-        max_connections: u32,
         /// The name this host reports under (default: the system hostname).
         #[arg(long)]
         hostname: Option<String>,
@@ -222,7 +219,6 @@ fn main() -> ExitCode {
                 own_netns_only,
                 agent_id,
                 hostname,
-                max_connections,
                 runtimes,
                 container_refresh,
                 ebpf_log,
@@ -243,7 +239,6 @@ fn main() -> ExitCode {
                         probe,
                         own_netns_only,
                         hostname,
-                        max_connections,
                         ebpf_log,
                         ..Default::default()
                     },

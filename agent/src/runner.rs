@@ -243,10 +243,7 @@ fn send(
 ) {
     let counters = engine.counters();
     AgentMetrics::raise(&metrics.events_processed, counters.events_processed);
-    AgentMetrics::raise(
-        &metrics.events_lost,
-        counters.events_lost + counters.conn_map_full,
-    );
+    AgentMetrics::raise(&metrics.events_lost, counters.events_lost);
     if snapshot.nodes.is_some() {
         metrics.cpu_percent.set(snapshot.stats.cpu_percent);
         metrics.rss_bytes.set(snapshot.stats.rss_bytes as i64);

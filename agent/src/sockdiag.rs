@@ -34,8 +34,8 @@ pub struct TcpSocket {
     pub state: u8,
     pub inode: u64,
     pub uid: u32,
-    /// Application bytes sent and acknowledged by the peer (the SYN not counted).
-    pub bytes_acked: u64,
+    /// Data bytes sent, each once (`tcpi_bytes_sent - tcpi_bytes_retrans`).
+    pub bytes_sent: u64,
     /// Bytes received by TCP.
     pub bytes_received: u64,
     pub retransmits: u32,
@@ -108,14 +108,15 @@ fn receive_dump(socket: &Socket, visit: &mut impl FnMut(TcpSocket)) -> Result<()
                         state: response.header.state,
                         inode: response.header.inode as u64,
                         uid: response.header.uid,
-                        bytes_acked: 0,
+                        bytes_sent: 0,
                         bytes_received: 0,
                         retransmits: 0,
                     };
                     for nla in &response.nlas {
                         if let Nla::TcpInfo(info) = nla {
-                            // The kernel counts the SYN in bytes_acked.
-                            entry.bytes_acked = info.bytes_acked.saturating_sub(1);
+                            // Data bytes sent once, as the eBPF probe counts them
+                            // (bytes_acked would count a client's SYN and not a server's).
+                            entry.bytes_sent = info.bytes_sent.saturating_sub(info.bytes_retrans);
                             entry.bytes_received = info.bytes_received;
                             entry.retransmits = info.total_retrans;
                         }

@@ -88,10 +88,14 @@ fn connection_roundtrip(probe: ProbeChoice) {
     assert!(proc_node.connections >= 1);
 
     accepted.write_all(REPLY).unwrap();
+    // Counted on both sides: received by the client, sent by the accepting side (a server
+    // sends no SYN of its own to subtract).
     wait_for(Duration::from_secs(2), "the reply counted", || {
         let s = engine.snapshot(true);
         let c = connection(&s.connections, client, server)?;
-        (c.bytes_received == REPLY.len() as u64).then_some(())
+        let back = connection(&s.connections, server, client)?;
+        (c.bytes_received == REPLY.len() as u64 && back.bytes_sent == REPLY.len() as u64)
+            .then_some(())
     });
     drop(accepted);
     assert!(child.0.wait().unwrap().success());

@@ -1,12 +1,15 @@
 //! Loads and attaches Orca's kernel programs and reads what they collect.
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, RawTracePointRunOptions, TestRun as _, TracePoint},
 };
-use orca_ebpf_common::{ConnStats, Event, ProbeConfig, counter};
+use orca_ebpf_common::{COUNTER_SLOTS, CounterSlot, Event, ProbeConfig, counter};
 
 use super::offsets::{self, OffsetError};
 
@@ -19,35 +22,75 @@ static PROBES: &[u8] = &[];
 /// (program, tracepoint category, tracepoint name)
 const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-    ("sock_send_length", "sock", "sock_send_length"),
-    ("sock_recv_length", "sock", "sock_recv_length"),
-    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
     ("task_newtask", "task", "task_newtask"),
 ];
 
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-/// Entries per batch; must be at least the longest hash bucket, which it is by far.
-const BATCH: usize = 4096;
+/// The program user space runs to read open connections' counters (never attached).
+const COUNTER_READER: &str = "read_counters";
 
-/// The `batch` member of `union bpf_attr`.
-#[repr(C)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-/// Names of the programs as the kernel lists them (for `bpf_stats`).
+/// Names of all of Orca's programs, attached or run on demand (for `bpf_stats`; the kernel
+/// lists them cut to 15 characters).
 pub fn program_names() -> impl Iterator<Item = &'static str> {
-    ATTACHMENTS.iter().map(|(name, _, _)| *name)
+    ATTACHMENTS
+        .iter()
+        .map(|(name, _, _)| *name)
+        .chain([COUNTER_READER])
 }
+
+/// `COUNTER_SLOTS_MAP` mapped into this process: the array's values, shared with the kernel.
+struct SharedSlots {
+    slots: NonNull<CounterSlot>,
+    len: usize,
+}
+
+impl SharedSlots {
+    fn map(map: &MapData) -> std::io::Result<Self> {
+        let len = COUNTER_SLOTS as usize;
+        let bytes = len * std::mem::size_of::<CounterSlot>();
+        // SAFETY: maps the array's value area (the map was created BPF_F_MMAPABLE with
+        // `len` values of CounterSlot's size, a multiple of 8, so values are contiguous).
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            slots: NonNull::new(addr.cast()).ok_or_else(std::io::Error::last_os_error)?,
+            len,
+        })
+    }
+
+    fn slots(&mut self) -> &mut [CounterSlot] {
+        // SAFETY: `len` values mapped in `map`; the kernel writes them only while this
+        // process waits in BPF_PROG_TEST_RUN.
+        unsafe { std::slice::from_raw_parts_mut(self.slots.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SharedSlots {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `map` mapped.
+        unsafe {
+            libc::munmap(
+                self.slots.as_ptr().cast(),
+                self.len * std::mem::size_of::<CounterSlot>(),
+            )
+        };
+    }
+}
+
+// SAFETY: the mapping is owned by this value and only touched through `&mut self`.
+unsafe impl Send for SharedSlots {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
@@ -74,14 +117,14 @@ pub enum EbpfError {
 
 /// Loaded, attached programs and their maps. Dropping it detaches everything.
 pub struct EbpfProbe {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// Kernel-side diagnostics (aya-log), when asked for.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     ring: RingBuf<MapData>,
-    conns: MapData,
     counters: PerCpuArray<MapData, u64>,
-    batch_keys: Vec<u64>,
-    batch_values: Vec<ConnStats>,
+    slots: SharedSlots,
+    /// Kept alive with the mapping it reads through.
+    _slot_map: MapData,
 }
 
 impl std::fmt::Debug for EbpfProbe {
@@ -94,23 +137,16 @@ impl std::fmt::Debug for EbpfProbe {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct KernelCounters {
     pub ringbuf_full: u64,
-    pub conn_map_full: u64,
     pub submitted: u64,
 }
 
 impl EbpfProbe {
     /// Loads and attaches the programs. With `netns_inum`, only sockets of that network
     /// namespace are tracked (an agent per network namespace on a shared kernel).
-    /// `max_connections` sizes the kernel's connection map (connections beyond it are
-    /// counted as lost).
     ///
     /// `log_level` turns on the programs' own diagnostics (aya-log), forwarded to this
     /// process's log; `None` leaves them off (they then cost one comparison).
-    pub fn load(
-        netns_inum: Option<u32>,
-        max_connections: u32,
-        log_level: Option<log::Level>,
-    ) -> Result<Self, EbpfError> {
+    pub fn load(netns_inum: Option<u32>, log_level: Option<log::Level>) -> Result<Self, EbpfError> {
         if PROBES.is_empty() {
             return Err(EbpfError::NotBuilt);
         }
@@ -130,7 +166,6 @@ impl EbpfProbe {
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .override_global(aya_log::LEVEL, &log_level.map_or(0u8, |l| l as u8), false)
-            .map_max_entries("CONNS", max_connections.max(1024))
             .load(PROBES)
             .map_err(|e| EbpfError::Load(Box::new(e)))?;
         for (program, category, name) in ATTACHMENTS {
@@ -150,6 +185,19 @@ impl EbpfProbe {
                 source: Box::new(source),
             })?;
         }
+        let reader: &mut RawTracePoint = ebpf
+            .program_mut(COUNTER_READER)
+            .ok_or(EbpfError::Map(COUNTER_READER, "program missing".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| {
+                EbpfError::Map(COUNTER_READER, e.to_string())
+            })?;
+        reader.load().map_err(|source| EbpfError::Attach {
+            program: COUNTER_READER,
+            category: "raw_tracepoint",
+            name: "(run on demand)",
+            source: Box::new(source),
+        })?;
         let logger = match log_level {
             Some(_) => match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(logger) => Some(logger),
@@ -165,10 +213,17 @@ impl EbpfProbe {
                 .ok_or(EbpfError::Map("EVENTS", "missing".into()))?,
         )
         .map_err(|e| EbpfError::Map("EVENTS", e.to_string()))?;
-        let conns = match ebpf.take_map("CONNS") {
-            Some(Map::HashMap(data)) => data,
-            _ => return Err(EbpfError::Map("CONNS", "missing or not a hash map".into())),
+        let slot_map = match ebpf.take_map("COUNTER_SLOTS_MAP") {
+            Some(Map::Array(data)) => data,
+            _ => {
+                return Err(EbpfError::Map(
+                    "COUNTER_SLOTS_MAP",
+                    "missing or not an array".into(),
+                ));
+            }
         };
+        let slots = SharedSlots::map(&slot_map)
+            .map_err(|e| EbpfError::Map("COUNTER_SLOTS_MAP", format!("mmap: {e}")))?;
         let counters = PerCpuArray::try_from(
             ebpf.take_map("COUNTERS")
                 .ok_or(EbpfError::Map("COUNTERS", "missing".into()))?,
@@ -179,14 +234,12 @@ impl EbpfProbe {
         // SAFETY: malloc_trim only releases free memory.
         unsafe { libc::malloc_trim(0) };
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
             logger,
             ring,
-            conns,
             counters,
-            batch_keys: vec![0; BATCH],
-            // SAFETY: ConnStats is plain old data; all-zero is a valid value.
-            batch_values: vec![unsafe { std::mem::zeroed() }; BATCH],
+            slots,
+            _slot_map: slot_map,
         })
     }
 
@@ -212,46 +265,32 @@ impl EbpfProbe {
         n
     }
 
-    /// Hands every tracked connection's live counters to `visit`, reading the kernel map in
-    /// batches (a few syscalls for tens of thousands of connections, instead of one each).
-    pub fn for_each_conn(&mut self, mut visit: impl FnMut(u64, &ConnStats)) -> std::io::Result<()> {
-        let fd = self.conns.fd().as_fd().as_raw_fd();
-        let mut in_batch: u64 = 0;
-        let mut out_batch: u64 = 0;
-        let mut first = true;
-        loop {
-            let mut attr = BatchAttr {
-                in_batch: if first { 0 } else { &raw mut in_batch as u64 },
-                out_batch: &raw mut out_batch as u64,
-                keys: self.batch_keys.as_mut_ptr() as u64,
-                values: self.batch_values.as_mut_ptr() as u64,
-                count: BATCH as u32,
-                map_fd: fd as u32,
-                elem_flags: 0,
-                flags: 0,
-            };
-            // SAFETY: BPF_MAP_LOOKUP_BATCH with buffers of `count` keys and values of the
-            // map's key and value sizes, and batch cursors of 8 bytes (hash maps use 4).
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    BPF_MAP_LOOKUP_BATCH,
-                    &raw mut attr,
-                    std::mem::size_of::<BatchAttr>() as u32,
-                )
-            };
-            let err = (rc < 0).then(std::io::Error::last_os_error);
-            for i in 0..attr.count as usize {
-                visit(self.batch_keys[i], &self.batch_values[i]);
+    /// Reads the live counters of the sockets at `sks` (connections' [`Event::sk`]) from the
+    /// kernel, `COUNTER_SLOTS` per program run, handing each answer to `visit`. A socket closed
+    /// meanwhile answers with a closed state or other ports; the caller checks.
+    pub fn read_counters(
+        &mut self,
+        sks: &[u64],
+        mut visit: impl FnMut(&CounterSlot),
+    ) -> Result<(), aya::programs::ProgramError> {
+        for chunk in sks.chunks(COUNTER_SLOTS as usize) {
+            let slots = self.slots.slots();
+            for (slot, sk) in slots.iter_mut().zip(chunk) {
+                slot.sk = *sk;
             }
-            match err {
-                None => {}
-                Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-                Some(e) => return Err(e),
+            let reader: &RawTracePoint = self
+                .ebpf
+                .program(COUNTER_READER)
+                .ok_or(aya::programs::ProgramError::NotLoaded)?
+                .try_into()?;
+            let mut options = RawTracePointRunOptions::new();
+            options.args[0] = chunk.len() as u64;
+            reader.test_run(options)?;
+            for slot in &self.slots.slots()[..chunk.len()] {
+                visit(slot);
             }
-            in_batch = out_batch;
-            first = false;
         }
+        Ok(())
     }
 
     pub fn counters(&self) -> KernelCounters {
@@ -263,7 +302,6 @@ impl EbpfProbe {
         };
         KernelCounters {
             ringbuf_full: sum(counter::RINGBUF_FULL),
-            conn_map_full: sum(counter::CONN_MAP_FULL),
             submitted: sum(counter::EVENTS_SUBMITTED),
         }
     }

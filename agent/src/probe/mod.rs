@@ -34,7 +34,6 @@ pub fn own_netns_inum() -> Option<u32> {
 pub fn select(
     choice: ProbeChoice,
     netns_filter: bool,
-    max_connections: u32,
     ebpf_log: Option<log::Level>,
 ) -> Result<(Option<ebpf::EbpfProbe>, ProbeMode, String), ProbeError> {
     if choice == ProbeChoice::Proc {
@@ -45,7 +44,7 @@ pub fn select(
         ));
     }
     let netns = if netns_filter { own_netns_inum() } else { None };
-    match ebpf::EbpfProbe::load(netns, max_connections, ebpf_log) {
+    match ebpf::EbpfProbe::load(netns, ebpf_log) {
         Ok(probe) => Ok((
             Some(probe),
             ProbeMode::Ebpf,

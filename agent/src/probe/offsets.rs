@@ -22,6 +22,8 @@ pub enum OffsetError {
     Btf { path: String, message: String },
     #[error("kernel BTF has no member {member} in struct {strukt}")]
     MissingMember { strukt: String, member: String },
+    #[error("kernel BTF has no value {value} in enum {enumeration}")]
+    MissingEnumValue { enumeration: String, value: String },
 }
 
 /// The fields of one tracepoint: name -> byte offset in the record.
@@ -137,6 +139,26 @@ pub fn btf_member_offset(btf: &Btf, strukt: &str, path: &str) -> Result<u32, Off
     Ok(total_bits / 8)
 }
 
+/// The value of `name` in the kernel's `enum enumeration`.
+pub fn btf_enum_value(btf: &Btf, enumeration: &str, name: &str) -> Result<u32, OffsetError> {
+    btf.resolve_types_by_name(enumeration)
+        .ok()
+        .into_iter()
+        .flatten()
+        .find_map(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == name))
+                .map(|m| m.val()),
+            _ => None,
+        })
+        .ok_or_else(|| OffsetError::MissingEnumValue {
+            enumeration: enumeration.to_string(),
+            value: name.to_string(),
+        })
+}
+
 fn find_struct(btf: &Btf, name: &str) -> Option<btf_rs::Struct> {
     btf.resolve_types_by_name(name)
         .ok()?
@@ -183,8 +205,6 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, Type)>
 /// Builds the load-time configuration for the kernel programs.
 pub fn probe_config(netns_inum: Option<u32>) -> Result<ProbeConfig, OffsetError> {
     let sss = read_format("sock", "inet_sock_set_state")?;
-    let msg = read_format("sock", "sock_send_length")?;
-    let rtx = read_format("tcp", "tcp_retransmit_skb")?;
     let exec = read_format("sched", "sched_process_exec")?;
     let exit = read_format("sched", "sched_process_exit")?;
     let newtask = read_format("task", "task_newtask")?;
@@ -210,12 +230,6 @@ pub fn probe_config(netns_inum: Option<u32>) -> Result<ProbeConfig, OffsetError>
         sss_daddr: sss.offset("daddr")?,
         sss_saddr_v6: sss.offset("saddr_v6")?,
         sss_daddr_v6: sss.offset("daddr_v6")?,
-        msg_sk: msg.offset("sk")?,
-        msg_family: msg.offset("family")?,
-        msg_protocol: msg.offset("protocol")?,
-        msg_ret: msg.offset("ret")?,
-        msg_flags: msg.offset("flags")?,
-        rtx_skaddr: rtx.offset("skaddr")?,
         exec_pid: exec.offset("pid")?,
         exit_pid: exit.offset("pid")?,
         exit_group_dead: 0,
@@ -224,6 +238,17 @@ pub fn probe_config(netns_inum: Option<u32>) -> Result<ProbeConfig, OffsetError>
         task_exit_code: btf_member_offset(&btf, "task_struct", "exit_code")?,
         task_real_parent: btf_member_offset(&btf, "task_struct", "real_parent")?,
         task_tgid: btf_member_offset(&btf, "task_struct", "tgid")?,
+        tcp_bytes_sent: btf_member_offset(&btf, "tcp_sock", "bytes_sent")?,
+        tcp_bytes_retrans: btf_member_offset(&btf, "tcp_sock", "bytes_retrans")?,
+        tcp_bytes_received: btf_member_offset(&btf, "tcp_sock", "bytes_received")?,
+        tcp_total_retrans: btf_member_offset(&btf, "tcp_sock", "total_retrans")?,
+        // Moved into struct sock_common in 6.x kernels; `sk_flags` before.
+        sock_flags: btf_member_offset(&btf, "sock", "__sk_common.skc_flags")
+            .or_else(|_| btf_member_offset(&btf, "sock", "sk_flags"))?,
+        sock_done_bit: btf_enum_value(&btf, "sock_flags", "SOCK_DONE")?,
+        sock_state: btf_member_offset(&btf, "sock", "__sk_common.skc_state")?,
+        sock_num: btf_member_offset(&btf, "sock", "__sk_common.skc_num")?,
+        sock_dport: btf_member_offset(&btf, "sock", "__sk_common.skc_dport")?,
         sock_net: 0,
         net_inum: 0,
         netns_inum: 0,

@@ -171,6 +171,7 @@ async fn churn_one(server: SocketAddr, samples: Option<Samples>) -> bool {
 }
 
 async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figures> {
+    let programs: Vec<&str> = orca_agent::probe::ebpf::program_names().collect();
     let arrivals = Arc::new(Mutex::new(Arrivals::default()));
     let sink = Sink {
         arrivals: arrivals.clone(),
@@ -245,7 +246,7 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
         if start.is_none() && now >= warmup_end {
             start = Some((
                 cpu_mark(agent_pid)?,
-                bpf_run_time_ns(&PROGRAMS),
+                bpf_run_time_ns(&programs),
                 scrape(metrics, "orca_agent_events_processed_total")
                     .await
                     .unwrap_or(0.0),
@@ -269,7 +270,7 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
     let (cpu0, bpf0, events0, done0, t0) = start.context("the run ended during the warm-up")?;
     let cpu1 = cpu_mark(agent_pid)?;
     if mode == Mode::Ebpf {
-        for (name, ns, count) in bpf_programs(&PROGRAMS) {
+        for (name, ns, count) in bpf_programs(&programs) {
             eprintln!(
                 "  {name:<16} {:>12} runs {:>8.0} ns/run (since load)",
                 count,
@@ -277,7 +278,7 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
             );
         }
     }
-    let bpf1 = bpf_run_time_ns(&PROGRAMS);
+    let bpf1 = bpf_run_time_ns(&programs);
     let events1 = scrape(metrics, "orca_agent_events_processed_total")
         .await
         .unwrap_or(0.0);
@@ -348,16 +349,6 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
         unreported,
     })
 }
-
-const PROGRAMS: [&str; 7] = [
-    "inet_sock_set_state",
-    "sock_send_length",
-    "sock_recv_length",
-    "tcp_retransmit_skb",
-    "sched_process_exec",
-    "sched_process_exit",
-    "task_newtask",
-];
 
 /// Raises the soft open-files limit to the hard one (raising the hard limit needs
 /// CAP_SYS_RESOURCE, which a container may not have; hence client and server sides live in

@@ -12,7 +12,8 @@ pub mod event_kind {
     pub const ACCEPT: u32 = 2;
     /// An outbound connect() failed (SYN_SENT -> CLOSE).
     pub const CONNECT_FAILED: u32 = 3;
-    /// A tracked connection reached CLOSE; the event carries its final counters.
+    /// An established connection reached CLOSE; the event carries its final counters, read
+    /// from the kernel's own `struct tcp_sock`.
     pub const CLOSE: u32 = 4;
     /// A socket started listening (CLOSE -> LISTEN), in the listening process's context.
     pub const LISTEN: u32 = 5;
@@ -24,6 +25,10 @@ pub mod event_kind {
     pub const EXIT: u32 = 8;
     /// A listening socket was closed (LISTEN -> CLOSE).
     pub const UNLISTEN: u32 = 9;
+    /// connect() started (CLOSE -> SYN_SENT), in the connecting process's context: carries
+    /// the owner (pid, comm, cgroup) of socket `sk`, whose 4-tuple the CONNECT or
+    /// CONNECT_FAILED event that follows carries.
+    pub const CONNECTING: u32 = 10;
 }
 
 /// Direction of a tracked connection, as seen from this host.
@@ -37,12 +42,10 @@ pub mod direction {
 pub mod counter {
     /// Events dropped because the ring buffer was full.
     pub const RINGBUF_FULL: u32 = 0;
-    /// Connections not tracked because the connection map was full.
-    pub const CONN_MAP_FULL: u32 = 1;
     /// Events written to the ring buffer.
-    pub const EVENTS_SUBMITTED: u32 = 2;
+    pub const EVENTS_SUBMITTED: u32 = 1;
     /// Number of counters.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 2;
 }
 
 /// `AF_INET` and `AF_INET6` as the kernel reports them.
@@ -70,18 +73,22 @@ pub struct Event {
     pub sk: u64,
     /// Cgroup v2 id of the task (0 in softirq context where the task is not the owner).
     pub cgroup_id: u64,
-    /// Bytes sent / received over the connection's life (CLOSE events).
+    /// Data bytes sent (first transmissions, `tcp_sock.bytes_sent - bytes_retrans`) and
+    /// received (`bytes_received`, a received FIN not counted) over the connection's life
+    /// (CLOSE events).
     pub bytes_sent: u64,
     pub bytes_received: u64,
     /// One of [`event_kind`].
     pub kind: u32,
-    /// Thread-group id (the user-visible pid); 0 when unknown.
+    /// Thread-group id (the user-visible pid) of the task in whose context the event happened;
+    /// 0 for connection events outside process context (handshakes, closes), whose owner
+    /// user space knows from CONNECTING or the listener.
     pub pid: u32,
     /// Parent's tgid (EXEC, FORK) or 0.
     pub ppid: u32,
     /// EXIT: the raw wait status (`exit_code << 8 | signal`); FORK: the child pid; else 0.
     pub aux: u32,
-    /// One of [`direction`].
+    /// One of [`direction`] (UNKNOWN on CLOSE: user space knows it from the connection).
     pub direction: u32,
     /// TCP retransmits over the connection's life (CLOSE events).
     pub retransmits: u32,
@@ -98,24 +105,30 @@ pub struct Event {
     pub comm: [u8; 16],
 }
 
-/// Per-connection state kept in the kernel's connection map, keyed by `struct sock *`.
-/// Bytes and retransmits are aggregated here, never sent per packet.
+/// One slot of the `COUNTER_SLOTS` array through which user space reads the live counters of
+/// open connections: it writes `sk`, runs the `read_counters` program, and reads the rest.
+/// 40 bytes, no implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct ConnStats {
-    pub start_ns: u64,
-    pub cgroup_id: u64,
+pub struct CounterSlot {
+    /// Socket address (`struct sock *`), as in [`Event::sk`]; written by user space.
+    pub sk: u64,
+    /// Data bytes sent (first transmissions only) and received, as in a CLOSE event.
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// TCP retransmits (segments).
     pub retransmits: u32,
-    /// Owning tgid; 0 until the connection is seen in process context.
-    pub pid: u32,
-    /// One of [`direction`].
-    pub direction: u32,
-    /// 1 once the handshake completed.
-    pub established: u32,
-    pub comm: [u8; 16],
+    /// The socket's TCP state (`tcp_state`), so user space can tell a live socket.
+    pub state: u32,
+    /// Local and remote port, host byte order, so user space can tell the socket at `sk` is
+    /// still the connection it asked about.
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: [u8; 4],
 }
+
+/// Entries in `COUNTER_SLOTS`: how many sockets one run of `read_counters` reads.
+pub const COUNTER_SLOTS: u32 = 1024;
 
 /// Load-time configuration of the kernel programs: tracepoint field offsets (read from the
 /// tracepoint `format` files), kernel struct member offsets (read from BTF) and filters.
@@ -135,14 +148,6 @@ pub struct ProbeConfig {
     pub sss_daddr: u32,
     pub sss_saddr_v6: u32,
     pub sss_daddr_v6: u32,
-    // sock:sock_send_length and sock:sock_recv_length (one event class)
-    pub msg_sk: u32,
-    pub msg_family: u32,
-    pub msg_protocol: u32,
-    pub msg_ret: u32,
-    pub msg_flags: u32,
-    // tcp:tcp_retransmit_skb
-    pub rtx_skaddr: u32,
     // sched:sched_process_exec
     pub exec_pid: u32,
     // sched:sched_process_exit
@@ -155,6 +160,18 @@ pub struct ProbeConfig {
     pub task_exit_code: u32,
     pub task_real_parent: u32,
     pub task_tgid: u32,
+    // BTF: struct tcp_sock's own counters (what `ss -ti` shows)
+    pub tcp_bytes_sent: u32,
+    pub tcp_bytes_retrans: u32,
+    pub tcp_bytes_received: u32,
+    pub tcp_total_retrans: u32,
+    // BTF: struct sock -> sk_flags, and the bit of SOCK_DONE (a FIN was received) in it
+    pub sock_flags: u32,
+    pub sock_done_bit: u32,
+    // BTF: struct sock -> __sk_common.skc_state, skc_num (local port), skc_dport (remote, BE)
+    pub sock_state: u32,
+    pub sock_num: u32,
+    pub sock_dport: u32,
     // BTF: struct sock -> __sk_common.skc_net, struct net -> ns.inum
     pub sock_net: u32,
     pub net_inum: u32,
@@ -177,7 +194,7 @@ mod pod {
     // SAFETY: plain-old-data, #[repr(C)], no padding, every bit pattern valid.
     unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::ConnStats {}
+    unsafe impl aya::Pod for super::CounterSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProbeConfig {}
 }
@@ -190,7 +207,7 @@ mod tests {
     #[test]
     fn layouts_have_no_padding() {
         assert_eq!(size_of::<Event>(), 120);
-        assert_eq!(size_of::<ConnStats>(), 4 * 8 + 4 * 4 + 16);
+        assert_eq!(size_of::<CounterSlot>(), 40);
         assert_eq!(size_of::<ProbeConfig>() % 4, 0);
     }
 }

@@ -2,13 +2,17 @@
 //! script (aya-build) and embedded in `orca-agent`.
 //!
 //! Design:
-//! - Per-packet work (bytes, retransmits) only updates the `CONNS` map in place; user space reads
-//!   it once per report. Only lifecycle changes (handshake done, close, failed connect, listen,
-//!   exec, fork, exit) are sent through the `EVENTS` ring buffer.
+//! - No per-packet programs and no per-connection map: the kernel already counts bytes and
+//!   retransmits per socket (`struct tcp_sock`, what `ss -ti` shows). They are read from the
+//!   socket when it closes, and for open connections by `read_counters`, which user space runs
+//!   on demand (`BPF_PROG_TEST_RUN`) over the sockets it asks about. Only lifecycle changes
+//!   (connect started, handshake done, close, failed connect, listen, exec, fork, exit) are
+//!   sent through the `EVENTS` ring buffer; user space joins a connection's owner (from
+//!   CONNECTING, in the connecting process) to its 4-tuple (from CONNECT) by socket address.
 //! - Every tracepoint field offset comes from `CONFIG`, which the loader fills from the tracepoint
 //!   format files and from BTF; nothing is hard-coded to one kernel.
-//! - An event that does not fit in the ring buffer, or a connection that does not fit in the map,
-//!   is counted in `COUNTERS`, never dropped silently.
+//! - An event that does not fit in the ring buffer is counted in `COUNTERS`, never dropped
+//!   silently.
 //! - Diagnostics go through aya-log; the loader sets its level to off unless the operator asks
 //!   (`orca-agent run --ebpf-log debug`).
 #![no_std]
@@ -16,7 +20,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_MMAPABLE, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     cty::c_void,
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
@@ -25,15 +29,15 @@ use aya_ebpf::{
             bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_raw,
         },
     },
-    macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
 };
-use aya_log_ebpf::{debug, warn};
+use aya_log_ebpf::debug;
 use core::mem::MaybeUninit;
 use orca_ebpf_common::{
-    AF_INET, AF_INET6, ConnStats, Event, IPPROTO_TCP, ProbeConfig, config_flag, counter, direction,
-    event_kind, tcp_state,
+    AF_INET, AF_INET6, COUNTER_SLOTS, CounterSlot, Event, IPPROTO_TCP, ProbeConfig, config_flag,
+    counter, direction, event_kind, tcp_state,
 };
 
 /// Filled by the loader (`EbpfLoader::set_global`) before the programs are loaded.
@@ -50,12 +54,6 @@ static CONFIG: ProbeConfig = ProbeConfig {
     sss_daddr: 0,
     sss_saddr_v6: 0,
     sss_daddr_v6: 0,
-    msg_sk: 0,
-    msg_family: 0,
-    msg_protocol: 0,
-    msg_ret: 0,
-    msg_flags: 0,
-    rtx_skaddr: 0,
     exec_pid: 0,
     exit_pid: 0,
     exit_group_dead: 0,
@@ -64,6 +62,15 @@ static CONFIG: ProbeConfig = ProbeConfig {
     task_exit_code: 0,
     task_real_parent: 0,
     task_tgid: 0,
+    tcp_bytes_sent: 0,
+    tcp_bytes_retrans: 0,
+    tcp_bytes_received: 0,
+    tcp_total_retrans: 0,
+    sock_flags: 0,
+    sock_done_bit: 0,
+    sock_state: 0,
+    sock_num: 0,
+    sock_dport: 0,
     sock_net: 0,
     net_inum: 0,
     netns_inum: 0,
@@ -75,14 +82,15 @@ const RING_BYTES: u32 = 2 << 20;
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
+/// Shared with user space (mmap): sockets whose live counters it wants, and the answers.
 #[map]
-static CONNS: HashMap<u64, ConnStats> = HashMap::with_max_entries(262_144, 0);
+static COUNTER_SLOTS_MAP: Array<CounterSlot> =
+    Array::with_max_entries(COUNTER_SLOTS, BPF_F_MMAPABLE);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
 const CLONE_THREAD: u64 = 0x0001_0000;
-const MSG_PEEK: i32 = 2;
 
 #[inline(always)]
 fn config() -> ProbeConfig {
@@ -155,8 +163,6 @@ impl<const N: usize> Record<N> {
 
 /// The sock:inet_sock_set_state record is 72 bytes on current kernels.
 const STATE_RECORD: usize = 96;
-/// The sock:sock_{send,recv}_length record is 28 bytes on current kernels.
-const MSG_RECORD: usize = 40;
 
 #[inline(always)]
 fn read<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
@@ -206,20 +212,6 @@ fn zero_words<T>(value: *mut T) {
     }
 }
 
-/// Inserts new connection stats for `sk`: all zero but what `fill` sets. Built in place (a
-/// returned literal would be zeroed with `memset`, see `Record`). Returns a copy of what was
-/// stored, or None when the map is full.
-#[inline(always)]
-fn track(sk: u64, flags: u32, fill: impl FnOnce(&mut ConnStats)) -> Option<ConnStats> {
-    let mut slot = MaybeUninit::<ConnStats>::uninit();
-    zero_words(slot.as_mut_ptr());
-    // SAFETY: every byte is zero, a valid ConnStats.
-    let stats = unsafe { slot.assume_init_mut() };
-    fill(stats);
-    CONNS.insert(&sk, &*stats, flags as u64).ok()?;
-    Some(*stats)
-}
-
 /// Reads `*(base + offset)` from kernel memory.
 #[inline(always)]
 fn kread<T>(base: u64, offset: u32) -> Option<T> {
@@ -228,6 +220,23 @@ fn kread<T>(base: u64, offset: u32) -> Option<T> {
     }
     // SAFETY: bpf_probe_read_kernel validates the address and fails cleanly.
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
+}
+
+/// Reads `*(base + offset)` from kernel memory, zero when unreadable. No branch on the result
+/// (the helper zeroes the destination on failure), which keeps `read_counters`' loop simple
+/// enough for the verifier.
+#[inline(always)]
+fn kread_or_zero<T: Copy>(base: u64, offset: u32) -> T {
+    let mut value = MaybeUninit::<T>::uninit();
+    // SAFETY: the helper validates the address and writes all of `value`, zeroes on failure.
+    unsafe {
+        probe_read_raw(
+            value.as_mut_ptr() as *mut c_void,
+            core::mem::size_of::<T>() as u32,
+            (base + offset as u64) as *const c_void,
+        );
+        value.assume_init()
+    }
 }
 
 /// Tgid of the current task's parent (task->real_parent->tgid), 0 when BTF offsets are missing.
@@ -301,6 +310,30 @@ fn read_addrs(rec: &Record<STATE_RECORD>, cfg: &ProbeConfig, family: u16, ev: &m
     }
 }
 
+/// A socket's data bytes sent and received and its retransmits, from the kernel's own
+/// counters in `struct tcp_sock`: sent counts first transmissions only (`bytes_sent` counts
+/// retransmitted bytes again), and a received FIN, which `bytes_received` counts as one byte,
+/// is taken off (`SOCK_DONE` is set exactly when one was).
+#[inline(always)]
+fn tcp_counters(cfg: &ProbeConfig, sk: u64) -> (u64, u64, u32) {
+    let sent: u64 = kread_or_zero(sk, cfg.tcp_bytes_sent);
+    let received: u64 = kread_or_zero(sk, cfg.tcp_bytes_received);
+    let segments: u32 = kread_or_zero(sk, cfg.tcp_total_retrans);
+    // Nothing was sent twice unless a segment was retransmitted (the common case).
+    let retrans: u64 = if segments == 0 {
+        0
+    } else {
+        kread_or_zero(sk, cfg.tcp_bytes_retrans)
+    };
+    let flags: u64 = kread_or_zero(sk, cfg.sock_flags);
+    let fin = (flags >> (cfg.sock_done_bit & 63)) & 1;
+    (
+        sent.saturating_sub(retrans),
+        received.saturating_sub(fin),
+        segments,
+    )
+}
+
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let cfg = config();
@@ -329,29 +362,25 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if sk == 0 || !in_watched_netns(&cfg, sk) {
         return 0;
     }
-    let ts = now();
 
     match (old, new) {
-        // connect() in the caller's context: remember who is connecting.
+        // connect() in the caller's context: who is connecting. The source port is not
+        // chosen yet; CONNECT (or CONNECT_FAILED) carries the 4-tuple.
         (tcp_state::CLOSE, tcp_state::SYN_SENT) => {
-            let tracked = track(sk, BPF_ANY, |stats| {
-                stats.start_ns = ts;
-                stats.cgroup_id = cgroup_id();
-                stats.pid = tgid();
-                stats.direction = direction::OUTBOUND;
-                stats.comm = comm();
+            let pid = tgid();
+            let cg = cgroup_id();
+            let name = comm();
+            debug!(&ctx, "connect: pid {} sk {:x}", pid, sk);
+            // No timestamp: user space only ages these, by the time it reads them.
+            submit(|ev| {
+                ev.kind = event_kind::CONNECTING;
+                ev.sk = sk;
+                ev.pid = pid;
+                ev.cgroup_id = cg;
+                ev.comm = name;
+                ev.direction = direction::OUTBOUND;
+                ev.family = family;
             });
-            match tracked {
-                Some(stats) => debug!(&ctx, "connect: pid {} sk {:x}", stats.pid, sk),
-                None => {
-                    let _ = count(counter::CONN_MAP_FULL);
-                    warn!(
-                        &ctx,
-                        "connection map full: connect by pid {} not tracked",
-                        tgid()
-                    );
-                }
-            }
         }
         // listen() in the listener's context.
         (tcp_state::CLOSE, tcp_state::LISTEN) | (tcp_state::LISTEN, tcp_state::CLOSE) => {
@@ -365,7 +394,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
             let name = comm();
             submit(|ev| {
                 ev.kind = kind;
-                ev.ts_ns = ts;
+                ev.ts_ns = now();
                 ev.sk = sk;
                 ev.pid = pid;
                 ev.cgroup_id = cg;
@@ -375,79 +404,41 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 read_addrs(&rec, &cfg, family, ev);
             });
         }
-        (_, tcp_state::ESTABLISHED) => {
-            let (kind, stats) = match old {
-                tcp_state::SYN_SENT => {
-                    let Some(stats) = CONNS.get_ptr_mut(&sk) else {
-                        return 0;
-                    };
-                    // SAFETY: pointer into the map value, valid for this program's run.
-                    unsafe { (*stats).established = 1 };
-                    // SAFETY: as above.
-                    (event_kind::CONNECT, unsafe { *stats })
-                }
-                tcp_state::SYN_RECV => {
-                    // Softirq context: the owner is learned at the first send/recv.
-                    let tracked = track(sk, BPF_NOEXIST, |stats| {
-                        stats.start_ns = ts;
-                        stats.direction = direction::INBOUND;
-                        stats.established = 1;
-                    });
-                    let Some(stats) = tracked else {
-                        let _ = count(counter::CONN_MAP_FULL);
-                        warn!(
-                            &ctx,
-                            "connection map full: accepted sk {:x} not tracked", sk
-                        );
-                        return 0;
-                    };
-                    (event_kind::ACCEPT, stats)
-                }
-                _ => return 0,
+        // Handshake done (softirq: no owner here), or a connect that failed.
+        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED)
+        | (tcp_state::SYN_RECV, tcp_state::ESTABLISHED)
+        | (tcp_state::SYN_SENT, tcp_state::CLOSE) => {
+            let (kind, dir) = match (old, new) {
+                (tcp_state::SYN_RECV, _) => (event_kind::ACCEPT, direction::INBOUND),
+                (_, tcp_state::CLOSE) => (event_kind::CONNECT_FAILED, direction::OUTBOUND),
+                _ => (event_kind::CONNECT, direction::OUTBOUND),
             };
             submit(|ev| {
                 ev.kind = kind;
-                ev.ts_ns = ts;
+                ev.ts_ns = now();
                 ev.sk = sk;
-                ev.pid = stats.pid;
-                ev.cgroup_id = stats.cgroup_id;
-                ev.comm = stats.comm;
-                ev.direction = stats.direction;
+                ev.direction = dir;
                 ev.family = family;
                 ev.sport = rec.get(cfg.sss_sport).unwrap_or(0);
                 ev.dport = rec.get(cfg.sss_dport).unwrap_or(0);
                 read_addrs(&rec, &cfg, family, ev);
             });
         }
-        (_, tcp_state::CLOSE) => {
-            // SAFETY: read-only copy of the map value.
-            let Some(stats) = (unsafe { CONNS.get(&sk) }).copied() else {
-                return 0;
-            };
-            let _ = CONNS.remove(&sk);
+        // The end of an established connection (from any of the closing states, or a reset).
+        // From SYN_RECV or CLOSE it never was one.
+        (old, tcp_state::CLOSE) if old != tcp_state::SYN_RECV && old != tcp_state::CLOSE => {
+            let (sent, received, retransmits) = tcp_counters(&cfg, sk);
             debug!(
                 &ctx,
-                "close: pid {} sent {} received {}",
-                stats.pid,
-                stats.bytes_sent,
-                stats.bytes_received
+                "close: sk {:x} sent {} received {}", sk, sent, received
             );
-            let kind = if stats.established == 0 {
-                event_kind::CONNECT_FAILED
-            } else {
-                event_kind::CLOSE
-            };
             submit(|ev| {
-                ev.kind = kind;
-                ev.ts_ns = ts;
+                ev.kind = event_kind::CLOSE;
+                ev.ts_ns = now();
                 ev.sk = sk;
-                ev.pid = stats.pid;
-                ev.cgroup_id = stats.cgroup_id;
-                ev.comm = stats.comm;
-                ev.direction = stats.direction;
-                ev.bytes_sent = stats.bytes_sent;
-                ev.bytes_received = stats.bytes_received;
-                ev.retransmits = stats.retransmits;
+                ev.bytes_sent = sent;
+                ev.bytes_received = received;
+                ev.retransmits = retransmits;
                 ev.family = family;
                 ev.sport = rec.get(cfg.sss_sport).unwrap_or(0);
                 ev.dport = rec.get(cfg.sss_dport).unwrap_or(0);
@@ -459,63 +450,31 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[inline(always)]
-fn account_bytes(ctx: &TracePointContext, sent: bool) -> u32 {
+/// Never attached: user space runs it (`BPF_PROG_TEST_RUN`, in its own context) after writing
+/// the sockets whose live counters it wants into the first `count` (argument 0) slots of
+/// `COUNTER_SLOTS_MAP`; it fills in their counters, state and ports.
+#[raw_tracepoint(tracepoint = "orca_read_counters")]
+pub fn read_counters(ctx: RawTracePointContext) -> i32 {
     let cfg = config();
-    let Some(rec) = Record::<MSG_RECORD>::load(ctx) else {
-        return 0;
-    };
-    let ret: i32 = rec.get(cfg.msg_ret).unwrap_or(0);
-    if ret <= 0 {
-        return 0;
-    }
-    let protocol: u16 = rec.get(cfg.msg_protocol).unwrap_or(0);
-    if protocol != IPPROTO_TCP {
-        return 0;
-    }
-    if !sent && rec.get::<i32>(cfg.msg_flags).unwrap_or(0) & MSG_PEEK != 0 {
-        return 0;
-    }
-    let sk: u64 = rec.get(cfg.msg_sk).unwrap_or(0);
-    let Some(stats) = CONNS.get_ptr_mut(&sk) else {
-        return 0;
-    };
-    // SAFETY: pointer into a live map value. The BPF target has no atomics in `core`; a send
-    // (or receive) on one TCP socket from two CPUs at the same instant could lose one update,
-    // which the socket lock in the TCP stack makes rare.
-    unsafe {
-        if sent {
-            (*stats).bytes_sent += ret as u64;
-        } else {
-            (*stats).bytes_received += ret as u64;
+    let count: u64 = ctx.arg(0);
+    for index in 0..COUNTER_SLOTS {
+        if index as u64 >= count {
+            break;
         }
-        // First time in process context for an accepted connection: learn its owner.
-        if (*stats).pid == 0 {
-            (*stats).pid = tgid();
-            (*stats).cgroup_id = cgroup_id();
-            (*stats).comm = comm();
-        }
-    }
-    0
-}
-
-#[tracepoint]
-pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    account_bytes(&ctx, true)
-}
-
-#[tracepoint]
-pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    account_bytes(&ctx, false)
-}
-
-#[tracepoint]
-pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    let cfg = config();
-    let sk: u64 = read(&ctx, cfg.rtx_skaddr).unwrap_or(0);
-    if let Some(stats) = CONNS.get_ptr_mut(&sk) {
-        // SAFETY: pointer into a live map value; retransmits run under the socket lock.
-        unsafe { (*stats).retransmits += 1 };
+        let Some(slot) = COUNTER_SLOTS_MAP.get_ptr_mut(index) else {
+            break;
+        };
+        // SAFETY: pointer into an array slot, valid for this run; user space does not touch
+        // the slots while the program runs (it waits for the syscall).
+        let slot = unsafe { &mut *slot };
+        let sk = slot.sk;
+        let (sent, received, retransmits) = tcp_counters(&cfg, sk);
+        slot.bytes_sent = sent;
+        slot.bytes_received = received;
+        slot.retransmits = retransmits;
+        slot.state = kread_or_zero::<u8>(sk, cfg.sock_state) as u32;
+        slot.sport = kread_or_zero(sk, cfg.sock_num);
+        slot.dport = u16::from_be(kread_or_zero(sk, cfg.sock_dport));
     }
     0
 }
