@@ -53,6 +53,8 @@ pub struct Connection {
     pub started_unix_ms: i64,
     pub closed_unix_ms: i64,
     pub source: Source,
+    /// Consecutive kernel counter reads that found its socket gone (eBPF mode).
+    pub gone_reads: u8,
     /// Changed since the last report.
     pub dirty: bool,
 }
@@ -78,6 +80,7 @@ impl Connection {
             started_unix_ms,
             closed_unix_ms: 0,
             source,
+            gone_reads: 0,
             dirty: false,
         }
     }
@@ -129,17 +132,23 @@ impl Default for Clock {
     }
 }
 
-/// How long the owner of a connect() is kept waiting for the handshake's outcome: longer than
-/// the kernel tries (`tcp_syn_retries` 6 is about 127 s), so only an owner whose outcome event
-/// was lost is dropped.
-const PENDING_OWNER_MS: i64 = 5 * 60 * 1000;
+/// How many sweeps (`expire_pending_owners`, every 5 s) the owner of a connect() is kept
+/// waiting for the handshake's outcome: 5 minutes, longer than the kernel tries
+/// (`tcp_syn_retries` 6 is about 127 s), so only an owner whose outcome event was lost is
+/// dropped.
+const PENDING_OWNER_SWEEPS: u32 = 60;
+
+/// Kernel counter reads (5 s apart) that must find a connection's socket gone before the
+/// connection is closed without its close event.
+const GONE_READS_TO_CLOSE: u8 = 2;
 
 /// Who called connect() on a socket, until its CONNECT or CONNECT_FAILED names the 4-tuple.
 #[derive(Debug, Clone, Copy)]
 struct PendingOwner {
     pid: u32,
     comm: Comm,
-    since_unix_ms: i64,
+    /// `ConnectionTable::owner_sweeps` when it arrived.
+    sweep: u32,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +156,8 @@ pub struct ConnectionTable {
     conns: FxHashMap<ConnKey, Connection>,
     /// Owners of connects in progress, by socket address (eBPF mode).
     connecting: FxHashMap<u64, PendingOwner>,
+    /// Sweeps of `connecting` so far (a clock without a clock read per event).
+    owner_sweeps: u32,
     /// Connections changed since the last report (each once; see `Connection::dirty`).
     dirty: Vec<ConnKey>,
     listeners: HashMap<SocketAddr, Listener>,
@@ -279,8 +290,7 @@ impl ConnectionTable {
                     PendingOwner {
                         pid: ev.pid,
                         comm: Comm(ev.comm),
-                        // The kernel does not stamp these (see the probe).
-                        since_unix_ms: crate::process::now_unix_ms(),
+                        sweep: self.owner_sweeps,
                     },
                 );
                 true
@@ -361,10 +371,12 @@ impl ConnectionTable {
     }
 
     /// Forgets owners of connects whose outcome never arrived (its event lost), so the
-    /// table cannot grow without bound.
-    pub fn expire_pending_owners(&mut self, now_ms: i64) {
+    /// table cannot grow without bound. Called every 5 s.
+    pub fn expire_pending_owners(&mut self) {
+        self.owner_sweeps = self.owner_sweeps.wrapping_add(1);
+        let now = self.owner_sweeps;
         self.connecting
-            .retain(|_, owner| now_ms - owner.since_unix_ms < PENDING_OWNER_MS);
+            .retain(|_, owner| now.wrapping_sub(owner.sweep) < PENDING_OWNER_SWEEPS);
     }
 
     /// The sockets of the open connections the kernel programs reported, whose live counters
@@ -381,9 +393,11 @@ impl ConnectionTable {
     }
 
     /// Applies live counters the kernel read from the sockets, by socket address. An answer
-    /// from a socket that closed meanwhile (its close event not yet applied), or whose memory
-    /// now holds another socket, is ignored: its state or ports differ.
-    pub fn apply_kernel_counters(&mut self, answers: &FxHashMap<u64, CounterSlot>) {
+    /// from a socket that closed meanwhile, or whose memory now holds another socket, is told
+    /// by its state or ports: its close event normally follows; a connection whose socket is
+    /// found gone by two reads in a row is closed here (its close event was lost, or raced
+    /// ahead of its accept).
+    pub fn apply_kernel_counters(&mut self, answers: &FxHashMap<u64, CounterSlot>, now_ms: i64) {
         for conn in self.conns.values_mut() {
             let Source::Ebpf { sk } = conn.source else {
                 continue;
@@ -399,8 +413,15 @@ impl ConnectionTable {
                 || answer.sport != conn.key.local.port()
                 || answer.dport != conn.key.remote.port()
             {
+                conn.gone_reads = conn.gone_reads.saturating_add(1);
+                if conn.gone_reads >= GONE_READS_TO_CLOSE {
+                    conn.state = ConnState::Closed;
+                    conn.closed_unix_ms = now_ms;
+                    mark(&mut self.dirty, conn);
+                }
                 continue;
             }
+            conn.gone_reads = 0;
             if (conn.bytes_sent, conn.bytes_received, conn.retransmits)
                 != (answer.bytes_sent, answer.bytes_received, answer.retransmits)
             {
@@ -848,20 +869,35 @@ mod tests {
             // The memory now holds another socket.
             (3, answer(3, 4444, 80, tcp_state::ESTABLISHED, 999)),
         ]);
-        t.apply_kernel_counters(&answers);
-        let sent = |port: u16| {
+        t.apply_kernel_counters(&answers, 0);
+        let sent = |t: &ConnectionTable, port: u16| {
             t.connections()
                 .find(|c| c.key.local.port() == port)
                 .unwrap()
                 .bytes_sent
         };
-        assert_eq!((sent(1000), sent(2000), sent(3000)), (64, 0, 0));
-        let changes = t.take_changes(false);
-        assert_eq!(
-            changes.connections().count(),
-            1,
-            "only the counted one changed"
-        );
+        assert_eq!((sent(&t, 1000), sent(&t, 2000), sent(&t, 3000)), (64, 0, 0));
+        {
+            let changes = t.take_changes(false);
+            assert_eq!(
+                changes.connections().count(),
+                1,
+                "only the counted one changed"
+            );
+        }
+        // Found gone again (no close event came): closed, reported once, forgotten.
+        t.apply_kernel_counters(&answers, 5_000);
+        {
+            let changes = t.take_changes(false);
+            let mut closed: Vec<u16> = changes
+                .connections()
+                .filter(|c| c.state == ConnState::Closed)
+                .map(|c| c.key.local.port())
+                .collect();
+            closed.sort_unstable();
+            assert_eq!(closed, [2000, 3000]);
+        }
+        assert_eq!(t.len(), 1);
     }
 
     #[test]
@@ -869,10 +905,11 @@ mod tests {
         let clock = Clock::new();
         let mut t = ConnectionTable::default();
         t.apply_event(&event(event_kind::CONNECTING, 5, 0, 0, 9), &clock);
-        let since = t.connecting[&5].since_unix_ms;
-        t.expire_pending_owners(since + PENDING_OWNER_MS - 1);
-        assert_eq!(t.connecting.len(), 1);
-        t.expire_pending_owners(since + PENDING_OWNER_MS);
+        for _ in 1..PENDING_OWNER_SWEEPS {
+            t.expire_pending_owners();
+        }
+        assert_eq!(t.connecting.len(), 1, "kept 5 minutes");
+        t.expire_pending_owners();
         assert!(t.connecting.is_empty());
     }
 }

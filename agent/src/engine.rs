@@ -388,10 +388,12 @@ impl Engine {
             match probe.read_counters(&sockets, |answer| {
                 answers.insert(answer.sk, *answer);
             }) {
-                Ok(()) => self.table.apply_kernel_counters(&answers),
+                Ok(()) => self.table.apply_kernel_counters(&answers, now_unix_ms()),
                 Err(err) => tracing::warn!(%err, "cannot read connection counters from the kernel"),
             }
-            self.table.expire_pending_owners(now_unix_ms());
+        }
+        if self.snapshots.is_multiple_of(COUNTERS_EVERY) {
+            self.table.expire_pending_owners();
         }
         self.snapshots += 1;
         let now = now_unix_ms();

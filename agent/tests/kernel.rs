@@ -126,6 +126,76 @@ fn proc_mode_connection_pid_tuple_direction_and_exact_bytes() {
     connection_roundtrip(ProbeChoice::Proc);
 }
 
+/// A pre-forking server: the listener is this process's, a forked child accepts (as nginx or
+/// Apache workers do). The connection belongs to the child, which holds it, not to the
+/// process that called listen().
+fn accepted_by_a_worker(probe: ProbeChoice) {
+    use std::os::fd::AsRawFd as _;
+    let mut engine = engine(probe);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let listen_fd = listener.as_raw_fd();
+    // SAFETY: the child only makes system calls (accept, write, read, _exit) before exiting,
+    // nothing that could need a lock another thread of this process held at the fork.
+    let worker = match unsafe { nix::unistd::fork() }.expect("fork") {
+        nix::unistd::ForkResult::Child => unsafe {
+            let conn = libc::accept(listen_fd, std::ptr::null_mut(), std::ptr::null_mut());
+            let mut byte = [b'w'; 1];
+            libc::write(conn, byte.as_ptr().cast(), 1);
+            // Hold the connection until the client closes it.
+            while libc::read(conn, byte.as_mut_ptr().cast(), 1) > 0 {}
+            libc::_exit(0);
+        },
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    let mut client = std::net::TcpStream::connect(server).unwrap();
+    let local = client.local_addr().unwrap();
+    let mut byte = [0u8; 1];
+    client.read_exact(&mut byte).unwrap();
+    let worker_pid = worker.as_raw() as u32;
+    let inbound = wait_for(
+        Duration::from_secs(2),
+        "the accepted connection in a report",
+        || {
+            let s = engine.snapshot(true);
+            connection(&s.connections, server, local).cloned()
+        },
+    );
+    assert_eq!(inbound.direction, pb::Direction::Inbound as i32);
+    if engine
+        .reason()
+        .contains(orca_agent::probe::LISTENER_OWNS_ACCEPTED)
+    {
+        // This kernel refuses the fexit program on inet_csk_accept: the probe says so in its
+        // reason, and attributes the connection to the process that listens.
+        eprintln!(
+            "NOTE: fexit unavailable here, so accepted connections belong to the listener: {}",
+            engine.reason()
+        );
+        assert_eq!(inbound.pid, std::process::id(), "owned by the listener");
+    } else {
+        assert_eq!(
+            inbound.pid,
+            worker_pid,
+            "owned by the worker that accepted it, not the listener ({})",
+            std::process::id()
+        );
+    }
+    drop(client);
+    let status = nix::sys::wait::waitpid(worker, None).unwrap();
+    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(worker, 0));
+}
+
+#[test]
+fn ebpf_accepted_connection_belongs_to_the_accepter_unless_the_probe_says_otherwise() {
+    accepted_by_a_worker(ProbeChoice::Ebpf);
+}
+
+#[test]
+fn proc_mode_accepted_connection_is_owned_by_the_accepting_process() {
+    accepted_by_a_worker(ProbeChoice::Proc);
+}
+
 /// A network namespace of this test's, with connection tracking in use (as any host with a
 /// stateful firewall or NAT has), removed when dropped.
 struct TrackedNetns(String);

@@ -5,11 +5,11 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, RawTracePointRunOptions, TestRun as _, TracePoint},
+    programs::{FExit, RawTracePoint, RawTracePointRunOptions, TestRun as _, TracePoint},
 };
-use orca_ebpf_common::{COUNTER_SLOTS, CounterSlot, Event, ProbeConfig, counter};
+use orca_ebpf_common::{COUNTER_SLOTS, CounterSlot, Event, ProbeConfig, config_flag, counter};
 
 use super::offsets::{self, OffsetError};
 
@@ -29,6 +29,8 @@ const ATTACHMENTS: &[(&str, &str, &str)] = &[
 
 /// The program user space runs to read open connections' counters (never attached).
 const COUNTER_READER: &str = "read_counters";
+/// The fexit program reporting accepted connections, and the kernel function it follows.
+const ACCEPT_PROGRAM: &str = "inet_csk_accept";
 
 /// Names of all of Orca's programs, attached or run on demand (for `bpf_stats`; the kernel
 /// lists them cut to 15 characters).
@@ -36,7 +38,14 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
     ATTACHMENTS
         .iter()
         .map(|(name, _, _)| *name)
-        .chain([COUNTER_READER])
+        .chain([ACCEPT_PROGRAM, COUNTER_READER])
+}
+
+/// Hands memory freed after a parse of the kernel's BTF back to the system, so that the next
+/// parse does not stack on top of it in the allocator.
+fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// `COUNTER_SLOTS_MAP` mapped into this process: the array's values, shared with the kernel.
@@ -125,6 +134,9 @@ pub struct EbpfProbe {
     slots: SharedSlots,
     /// Kept alive with the mapping it reads through.
     _slot_map: MapData,
+    /// Why accepted connections are attributed to the listening process rather than to the
+    /// process that accepted them; None when they are attributed to the accepting process.
+    listener_owns_accepted: Option<String>,
 }
 
 impl std::fmt::Debug for EbpfProbe {
@@ -146,11 +158,39 @@ impl EbpfProbe {
     ///
     /// `log_level` turns on the programs' own diagnostics (aya-log), forwarded to this
     /// process's log; `None` leaves them off (they then cost one comparison).
+    ///
+    /// Accepted connections are reported when accept() returns them, naming the accepting
+    /// process (an fexit program, which needs the kernel's BTF and BPF trampolines); where that
+    /// cannot be used, the programs are loaded again to report them at the handshake instead,
+    /// owned by the listening process, and a warning says why.
     pub fn load(netns_inum: Option<u32>, log_level: Option<log::Level>) -> Result<Self, EbpfError> {
         if PROBES.is_empty() {
             return Err(EbpfError::NotBuilt);
         }
         let config: ProbeConfig = offsets::probe_config(netns_inum)?;
+        match Self::load_with(config, log_level, true) {
+            Err(err @ EbpfError::Attach { program, .. }) if program == ACCEPT_PROGRAM => {
+                tracing::warn!(
+                    %err,
+                    "accepted connections will be reported at the handshake, owned by the \
+                     listening process, instead of by the process that accepts them"
+                );
+                trim_heap();
+                let mut config = config;
+                config.flags |= config_flag::ACCEPT_AT_HANDSHAKE;
+                let mut probe = Self::load_with(config, log_level, false)?;
+                probe.listener_owns_accepted = Some(err.to_string());
+                Ok(probe)
+            }
+            other => other,
+        }
+    }
+
+    fn load_with(
+        mut config: ProbeConfig,
+        log_level: Option<log::Level>,
+        accept_at_accept: bool,
+    ) -> Result<Self, EbpfError> {
         // Kernel 6.x accounts BPF memory to the memory cgroup; the old RLIMIT_MEMLOCK bump is
         // only needed on older kernels, and may be refused (no CAP_SYS_RESOURCE): warn only.
         let rlim = libc::rlimit {
@@ -163,11 +203,52 @@ impl EbpfProbe {
                 "could not raise RLIMIT_MEMLOCK (fine on kernels that charge BPF memory to cgroups)"
             );
         }
-        let mut ebpf = EbpfLoader::new()
+        // The fexit program needs aya's view of the kernel's BTF, which the loader also uses.
+        // `EbpfLoader::new` parses one copy; when the fexit program is wanted, that copy is
+        // dropped before another is parsed for both, so that only one (tens of MB) is in
+        // memory at a time.
+        let btf: Option<Btf>;
+        let mut loader = EbpfLoader::new();
+        let mut listener_owns_accepted = None;
+        if accept_at_accept {
+            loader.btf(None);
+            trim_heap();
+            btf = Btf::from_sys_fs()
+                .inspect_err(|err| {
+                    listener_owns_accepted = Some(format!("kernel BTF unreadable: {err}"));
+                })
+                .ok();
+            loader.btf(btf.as_ref());
+        } else {
+            btf = None;
+        }
+        if btf.is_none() {
+            config.flags |= config_flag::ACCEPT_AT_HANDSHAKE;
+        }
+        let mut ebpf = loader
             .override_global("CONFIG", &config, true)
             .override_global(aya_log::LEVEL, &log_level.map_or(0u8, |l| l as u8), false)
             .load(PROBES)
             .map_err(|e| EbpfError::Load(Box::new(e)))?;
+        // First, so that a kernel refusing it costs no attach and detach of the others.
+        if let Some(btf) = &btf {
+            let attach = |ebpf: &mut Ebpf| -> Result<(), aya::programs::ProgramError> {
+                let program: &mut FExit = ebpf
+                    .program_mut(ACCEPT_PROGRAM)
+                    .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
+                    .try_into()?;
+                program.load(ACCEPT_PROGRAM, btf)?;
+                program.attach()?;
+                Ok(())
+            };
+            attach(&mut ebpf).map_err(|source| EbpfError::Attach {
+                program: ACCEPT_PROGRAM,
+                category: "fexit",
+                name: ACCEPT_PROGRAM,
+                source: Box::new(source),
+            })?;
+        }
+        drop(btf);
         for (program, category, name) in ATTACHMENTS {
             let attach = |ebpf: &mut Ebpf| -> Result<(), aya::programs::ProgramError> {
                 let tp: &mut TracePoint = ebpf
@@ -231,8 +312,7 @@ impl EbpfProbe {
         .map_err(|e| EbpfError::Map("COUNTERS", e.to_string()))?;
         // Loading parsed the kernel's BTF (aya does so in `EbpfLoader::new`); hand the freed
         // memory back to the system rather than keep it in the allocator.
-        // SAFETY: malloc_trim only releases free memory.
-        unsafe { libc::malloc_trim(0) };
+        trim_heap();
         Ok(Self {
             ebpf,
             logger,
@@ -240,7 +320,14 @@ impl EbpfProbe {
             counters,
             slots,
             _slot_map: slot_map,
+            listener_owns_accepted,
         })
+    }
+
+    /// Why accepted connections are attributed to the listening process instead of the
+    /// process that accepted them (the fexit program could not be used), if they are.
+    pub fn listener_owns_accepted(&self) -> Option<&str> {
+        self.listener_owns_accepted.as_deref()
     }
 
     /// The ring buffer's file descriptor, readable when the kernel wakes the reader.

@@ -30,6 +30,11 @@ pub fn own_netns_inum() -> Option<u32> {
         .map(|m| m.ino() as u32)
 }
 
+/// Said in the probe's reason when accepted connections are attributed to the process that
+/// listens rather than the one that accepted them (pre-forked workers show as their parent).
+pub const LISTENER_OWNS_ACCEPTED: &str =
+    "accepted connections are attributed to the listening process";
+
 /// Loads the probe the operator asked for.
 pub fn select(
     choice: ProbeChoice,
@@ -45,11 +50,13 @@ pub fn select(
     }
     let netns = if netns_filter { own_netns_inum() } else { None };
     match ebpf::EbpfProbe::load(netns, ebpf_log) {
-        Ok(probe) => Ok((
-            Some(probe),
-            ProbeMode::Ebpf,
-            "eBPF programs attached".into(),
-        )),
+        Ok(probe) => {
+            let reason = match probe.listener_owns_accepted() {
+                None => "eBPF programs attached".to_string(),
+                Some(why) => format!("eBPF programs attached; {LISTENER_OWNS_ACCEPTED} ({why})"),
+            };
+            Ok((Some(probe), ProbeMode::Ebpf, reason))
+        }
         Err(err) if choice == ProbeChoice::Auto => {
             let reason = format!("eBPF unavailable, using /proc and sock_diag: {err}");
             tracing::warn!("{reason}");

@@ -8,7 +8,9 @@
 pub mod event_kind {
     /// An outbound connect() completed the handshake (SYN_SENT -> ESTABLISHED).
     pub const CONNECT: u32 = 1;
-    /// An inbound connection completed the handshake (SYN_RECV -> ESTABLISHED).
+    /// accept() returned an inbound connection (fexit of `inet_csk_accept`, in the accepting
+    /// process's context), or, on kernels where that cannot attach, an inbound connection
+    /// completed the handshake (SYN_RECV -> ESTABLISHED, owner unknown).
     pub const ACCEPT: u32 = 2;
     /// An outbound connect() failed (SYN_SENT -> CLOSE).
     pub const CONNECT_FAILED: u32 = 3;
@@ -168,10 +170,16 @@ pub struct ProbeConfig {
     // BTF: struct sock -> sk_flags, and the bit of SOCK_DONE (a FIN was received) in it
     pub sock_flags: u32,
     pub sock_done_bit: u32,
-    // BTF: struct sock -> __sk_common.skc_state, skc_num (local port), skc_dport (remote, BE)
+    // BTF: struct sock -> __sk_common.skc_state, skc_num (local port), skc_dport (remote, BE),
+    // skc_family, and the addresses (remote skc_daddr, local skc_rcv_saddr, and their IPv6 kin)
     pub sock_state: u32,
     pub sock_num: u32,
     pub sock_dport: u32,
+    pub sock_family: u32,
+    pub sock_daddr: u32,
+    pub sock_rcv_saddr: u32,
+    pub sock_v6_daddr: u32,
+    pub sock_v6_rcv_saddr: u32,
     // BTF: struct sock -> __sk_common.skc_net, struct net -> ns.inum
     pub sock_net: u32,
     pub net_inum: u32,
@@ -187,6 +195,9 @@ pub mod config_flag {
     pub const EXIT_HAS_GROUP_DEAD: u32 = 1;
     /// Filter sockets by [`super::ProbeConfig::netns_inum`].
     pub const NETNS_FILTER: u32 = 2;
+    /// Report ACCEPT at the handshake (SYN_RECV -> ESTABLISHED): the `inet_csk_accept` fexit
+    /// program, which reports it at accept() with the accepting process, is not used.
+    pub const ACCEPT_AT_HANDSHAKE: u32 = 4;
 }
 
 #[cfg(feature = "user")]

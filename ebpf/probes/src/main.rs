@@ -29,9 +29,9 @@ use aya_ebpf::{
             bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_raw,
         },
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{fexit, map, raw_tracepoint, tracepoint},
     maps::{Array, PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{FExitContext, RawTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
 use core::mem::MaybeUninit;
@@ -71,6 +71,11 @@ static CONFIG: ProbeConfig = ProbeConfig {
     sock_state: 0,
     sock_num: 0,
     sock_dport: 0,
+    sock_family: 0,
+    sock_daddr: 0,
+    sock_rcv_saddr: 0,
+    sock_v6_daddr: 0,
+    sock_v6_rcv_saddr: 0,
     sock_net: 0,
     net_inum: 0,
     netns_inum: 0,
@@ -130,15 +135,21 @@ struct Record<const N: usize> {
 impl<const N: usize> Record<N> {
     #[inline(always)]
     fn load(ctx: &TracePointContext) -> Option<Self> {
+        // The per-CPU trace buffer behind a record is larger than N.
+        Self::load_from(ctx.as_ptr() as u64)
+    }
+
+    /// Copies N bytes of kernel memory at `base`.
+    #[inline(always)]
+    fn load_from(base: u64) -> Option<Self> {
         let mut buf = MaybeUninit::<[u8; N]>::uninit();
-        // SAFETY: reads N bytes of the trace record into `buf`; bpf_probe_read_kernel fails
-        // cleanly on a bad address, and the per-CPU trace buffer behind a record is larger
-        // than N.
+        // SAFETY: reads N bytes at `base` into `buf`; bpf_probe_read_kernel fails cleanly on
+        // a bad address.
         let ret = unsafe {
             probe_read_raw(
                 buf.as_mut_ptr() as *mut c_void,
                 N as u32,
-                ctx.as_ptr() as *const c_void,
+                base as *const c_void,
             )
         };
         if ret != 0 {
@@ -404,7 +415,11 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 read_addrs(&rec, &cfg, family, ev);
             });
         }
-        // Handshake done (softirq: no owner here), or a connect that failed.
+        // Handshake done (softirq: no owner here), or a connect that failed. An accepted
+        // connection is reported when accept() returns it (`inet_csk_accept`), unless that
+        // program could not be used on this kernel.
+        (tcp_state::SYN_RECV, tcp_state::ESTABLISHED)
+            if cfg.flags & config_flag::ACCEPT_AT_HANDSHAKE == 0 => {}
         (tcp_state::SYN_SENT, tcp_state::ESTABLISHED)
         | (tcp_state::SYN_RECV, tcp_state::ESTABLISHED)
         | (tcp_state::SYN_SENT, tcp_state::CLOSE) => {
@@ -447,6 +462,64 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         }
         _ => {}
     }
+    0
+}
+
+/// The head of `struct sock` (its `sock_common`: addresses, ports, family, state) is within
+/// this many bytes on current kernels.
+const SOCK_HEAD: usize = 128;
+
+/// accept() returned a connection: ACCEPT in the accepting process's context, with the
+/// 4-tuple from the new socket. A socket that closed while it waited to be accepted was
+/// already reported by its CLOSE.
+#[fexit(function = "inet_csk_accept")]
+pub fn inet_csk_accept(ctx: FExitContext) -> i32 {
+    let cfg = config();
+    let sk: u64 = match ctx.ret() {
+        Ok(sk) => sk,
+        Err(_) => return 0,
+    };
+    if sk == 0 || !in_watched_netns(&cfg, sk) {
+        return 0;
+    }
+    let Some(head) = Record::<SOCK_HEAD>::load_from(sk) else {
+        return 0;
+    };
+    let family: u16 = head.get(cfg.sock_family).unwrap_or(0);
+    let state: u8 = head.get(cfg.sock_state).unwrap_or(0);
+    if (family != AF_INET && family != AF_INET6) || state as i32 == tcp_state::CLOSE {
+        return 0;
+    }
+    let pid = tgid();
+    let cg = cgroup_id();
+    let name = comm();
+    submit(|ev| {
+        ev.kind = event_kind::ACCEPT;
+        ev.ts_ns = now();
+        ev.sk = sk;
+        ev.pid = pid;
+        ev.cgroup_id = cg;
+        ev.comm = name;
+        ev.direction = direction::INBOUND;
+        ev.family = family;
+        ev.sport = head.get(cfg.sock_num).unwrap_or(0);
+        ev.dport = u16::from_be(head.get(cfg.sock_dport).unwrap_or(0));
+        if family == AF_INET {
+            if let Some(local) = head.get::<[u8; 4]>(cfg.sock_rcv_saddr) {
+                ev.saddr[..4].copy_from_slice(&local);
+            }
+            if let Some(remote) = head.get::<[u8; 4]>(cfg.sock_daddr) {
+                ev.daddr[..4].copy_from_slice(&remote);
+            }
+        } else {
+            if let Some(local) = head.get(cfg.sock_v6_rcv_saddr) {
+                ev.saddr = local;
+            }
+            if let Some(remote) = head.get(cfg.sock_v6_daddr) {
+                ev.daddr = remote;
+            }
+        }
+    });
     0
 }
 
