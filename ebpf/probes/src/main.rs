@@ -301,24 +301,45 @@ fn submit(fill: impl FnOnce(&mut Event)) {
     }
 }
 
+/// Where a record keeps the local and remote address: (IPv4 local, IPv4 remote, IPv6 local,
+/// IPv6 remote) offsets.
+type AddrOffsets = (u32, u32, u32, u32);
+
+/// Copies the local and remote address of `family` from a record into the event.
 #[inline(always)]
-fn read_addrs(rec: &Record<STATE_RECORD>, cfg: &ProbeConfig, family: u16, ev: &mut Event) {
+fn read_addrs<const N: usize>(
+    rec: &Record<N>,
+    (local4, remote4, local6, remote6): AddrOffsets,
+    family: u16,
+    ev: &mut Event,
+) {
     // The event is zeroed: only write what the record has.
     if family == AF_INET {
-        if let Some(s) = rec.get::<[u8; 4]>(cfg.sss_saddr) {
+        if let Some(s) = rec.get::<[u8; 4]>(local4) {
             ev.saddr[..4].copy_from_slice(&s);
         }
-        if let Some(d) = rec.get::<[u8; 4]>(cfg.sss_daddr) {
+        if let Some(d) = rec.get::<[u8; 4]>(remote4) {
             ev.daddr[..4].copy_from_slice(&d);
         }
     } else {
-        if let Some(s) = rec.get(cfg.sss_saddr_v6) {
+        if let Some(s) = rec.get(local6) {
             ev.saddr = s;
         }
-        if let Some(d) = rec.get(cfg.sss_daddr_v6) {
+        if let Some(d) = rec.get(remote6) {
             ev.daddr = d;
         }
     }
+}
+
+/// The address offsets of the sock:inet_sock_set_state record.
+#[inline(always)]
+fn state_record_addrs(cfg: &ProbeConfig) -> AddrOffsets {
+    (
+        cfg.sss_saddr,
+        cfg.sss_daddr,
+        cfg.sss_saddr_v6,
+        cfg.sss_daddr_v6,
+    )
 }
 
 /// A socket's data bytes sent and received and its retransmits, from the kernel's own
@@ -412,7 +433,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 ev.comm = name;
                 ev.family = family;
                 ev.sport = rec.get(cfg.sss_sport).unwrap_or(0);
-                read_addrs(&rec, &cfg, family, ev);
+                read_addrs(&rec, state_record_addrs(&cfg), family, ev);
             });
         }
         // Handshake done (softirq: no owner here), or a connect that failed. An accepted
@@ -436,7 +457,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 ev.family = family;
                 ev.sport = rec.get(cfg.sss_sport).unwrap_or(0);
                 ev.dport = rec.get(cfg.sss_dport).unwrap_or(0);
-                read_addrs(&rec, &cfg, family, ev);
+                read_addrs(&rec, state_record_addrs(&cfg), family, ev);
             });
         }
         // The end of an established connection (from any of the closing states, or a reset).
@@ -457,7 +478,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
                 ev.family = family;
                 ev.sport = rec.get(cfg.sss_sport).unwrap_or(0);
                 ev.dport = rec.get(cfg.sss_dport).unwrap_or(0);
-                read_addrs(&rec, &cfg, family, ev);
+                read_addrs(&rec, state_record_addrs(&cfg), family, ev);
             });
         }
         _ => {}
@@ -504,21 +525,13 @@ pub fn inet_csk_accept(ctx: FExitContext) -> i32 {
         ev.family = family;
         ev.sport = head.get(cfg.sock_num).unwrap_or(0);
         ev.dport = u16::from_be(head.get(cfg.sock_dport).unwrap_or(0));
-        if family == AF_INET {
-            if let Some(local) = head.get::<[u8; 4]>(cfg.sock_rcv_saddr) {
-                ev.saddr[..4].copy_from_slice(&local);
-            }
-            if let Some(remote) = head.get::<[u8; 4]>(cfg.sock_daddr) {
-                ev.daddr[..4].copy_from_slice(&remote);
-            }
-        } else {
-            if let Some(local) = head.get(cfg.sock_v6_rcv_saddr) {
-                ev.saddr = local;
-            }
-            if let Some(remote) = head.get(cfg.sock_v6_daddr) {
-                ev.daddr = remote;
-            }
-        }
+        let addrs = (
+            cfg.sock_rcv_saddr,
+            cfg.sock_daddr,
+            cfg.sock_v6_rcv_saddr,
+            cfg.sock_v6_daddr,
+        );
+        read_addrs(&head, addrs, family, ev);
     });
     0
 }
