@@ -316,34 +316,31 @@ impl ConnectionTable {
                 } else {
                     ConnState::Failed
                 };
-                if !self.conns.contains_key(&key) {
-                    // A failed connect, or a connection opened before the agent watched.
-                    let direction = match direction_of(ev.direction) {
-                        Direction::Unknown if self.listener_for(key.local).is_some() => {
-                            Direction::Inbound
-                        }
-                        Direction::Unknown => Direction::Outbound,
-                        known => known,
-                    };
-                    let owner = self.owner_of(ev, key);
-                    let conn = Connection::new(
-                        key,
-                        direction,
-                        owner,
-                        closed_at,
-                        Source::Ebpf { sk: ev.sk },
-                    );
-                    self.conns.insert(key, conn);
-                }
-                let Some(entry) = self.conns.get_mut(&key) else {
-                    return true;
+                let close = |conn: &mut Connection| {
+                    conn.state = state;
+                    conn.closed_unix_ms = closed_at;
+                    conn.bytes_sent = ev.bytes_sent;
+                    conn.bytes_received = ev.bytes_received;
+                    conn.retransmits = ev.retransmits;
                 };
-                mark(&mut self.dirty, entry);
-                entry.state = state;
-                entry.closed_unix_ms = closed_at;
-                entry.bytes_sent = ev.bytes_sent;
-                entry.bytes_received = ev.bytes_received;
-                entry.retransmits = ev.retransmits;
+                if let Some(conn) = self.conns.get_mut(&key) {
+                    mark(&mut self.dirty, conn);
+                    close(conn);
+                    return true;
+                }
+                // A failed connect, or a connection opened before the agent watched.
+                let direction = match direction_of(ev.direction) {
+                    Direction::Unknown if self.listener_for(key.local).is_some() => {
+                        Direction::Inbound
+                    }
+                    Direction::Unknown => Direction::Outbound,
+                    known => known,
+                };
+                let owner = self.owner_of(ev, key);
+                let mut conn =
+                    Connection::new(key, direction, owner, closed_at, Source::Ebpf { sk: ev.sk });
+                close(&mut conn);
+                self.insert_dirty(conn);
                 true
             }
             event_kind::LISTEN => {
@@ -663,12 +660,13 @@ impl Drop for Changes<'_> {
     fn drop(&mut self) {
         let table = &mut *self.table;
         for key in table.dirty.drain(..self.count) {
-            let Some(conn) = table.conns.get_mut(&key) else {
-                continue;
-            };
-            conn.dirty = false;
-            if conn.state != ConnState::Established {
-                table.conns.remove(&key);
+            // One hash operation per key: closed ones go, open ones stay, unmarked.
+            if let std::collections::hash_map::Entry::Occupied(mut entry) = table.conns.entry(key) {
+                if entry.get().state == ConnState::Established {
+                    entry.get_mut().dirty = false;
+                } else {
+                    entry.remove();
+                }
             }
         }
         for l in self.table.listeners.values_mut() {
