@@ -11,6 +11,9 @@ use rustc_hash::FxHashMap;
 
 use crate::sockdiag::{self, TcpSocket};
 
+mod dense;
+use dense::DenseConnections;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnKey {
     pub local: SocketAddr,
@@ -153,7 +156,7 @@ struct PendingOwner {
 
 #[derive(Debug, Default)]
 pub struct ConnectionTable {
-    conns: FxHashMap<ConnKey, Connection>,
+    conns: DenseConnections,
     /// Owners of connects in progress, by socket address (eBPF mode).
     connecting: FxHashMap<u64, PendingOwner>,
     /// Sweeps of `connecting` so far (a clock without a clock read per event).
@@ -590,7 +593,7 @@ impl ConnectionTable {
         let key = conn.key;
         conn.dirty = true;
         // One hash operation: a replaced entry that was already listed is not listed twice.
-        if self.conns.insert(key, conn).is_none_or(|old| !old.dirty) {
+        if self.conns.insert(conn).is_none_or(|old| !old.dirty) {
             self.dirty.push(key);
         }
     }
@@ -660,13 +663,14 @@ impl Drop for Changes<'_> {
     fn drop(&mut self) {
         let table = &mut *self.table;
         for key in table.dirty.drain(..self.count) {
-            // One hash operation per key: closed ones go, open ones stay, unmarked.
-            if let std::collections::hash_map::Entry::Occupied(mut entry) = table.conns.entry(key) {
-                if entry.get().state == ConnState::Established {
-                    entry.get_mut().dirty = false;
-                } else {
-                    entry.remove();
-                }
+            // Closed ones go, open ones stay, unmarked.
+            let Some(conn) = table.conns.get_mut(&key) else {
+                continue;
+            };
+            if conn.state == ConnState::Established {
+                conn.dirty = false;
+            } else {
+                table.conns.remove(&key);
             }
         }
         for l in self.table.listeners.values_mut() {
