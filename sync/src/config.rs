@@ -43,7 +43,7 @@ pub struct SyncConfig {
     #[serde(default = "walk_concurrency")]
     pub walk_concurrency: usize,
     /// Seconds between full re-scans while replicating live (ACL changes fire no watch, so
-    /// only a re-scan sees them). A re-scan reads both trees; live rounds wait meanwhile.
+    /// only a re-scan sees them). A re-scan reads both trees; live rounds go on beside it.
     #[serde(default = "rescan_interval_s")]
     pub rescan_interval_s: u64,
     /// Where the engine keeps what both sides last agreed on, so a restart (even after

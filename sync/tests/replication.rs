@@ -425,3 +425,83 @@ async fn ephemerals_are_skipped_by_default_and_mirrored_one_way_on_request() {
     delete_tree(&a, &root).await;
     delete_tree(&b, &root).await;
 }
+
+/// Re-scans (after a reconnect, on the timer) read both whole trees, which takes long on a big
+/// tree; live rounds go on meanwhile instead of waiting for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_rounds_go_on_while_a_re_scan_runs() {
+    let root = unique_root("rescan");
+    let [ea, eb] = ensembles();
+    let a = client(&ea.connect_string()).await;
+    let b = client(&eb.connect_string()).await;
+    a.create(&root, b"", &persistent()).await.unwrap();
+    let mut writes = Vec::new();
+    for d in 0..100 {
+        let dir = format!("{root}/dir-{d:03}");
+        a.create(&dir, b"", &persistent()).await.unwrap();
+        for c in 0..100 {
+            let path = format!("{dir}/node-{c:03}");
+            let a = &a;
+            writes.push(async move { a.create(&path, b"v0", &persistent()).await.map(|_| ()) });
+        }
+    }
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    let mut cfg = SyncConfig::new(ea.connect_string(), eb.connect_string());
+    cfg.root = root.clone();
+    // Re-scans back to back: one is running most of the time.
+    cfg.rescan_interval_s = 1;
+    let engine = SyncEngine::connect(cfg).await.expect("engine connects");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = tokio::spawn(engine.clone().run(async {
+        let _ = stopped.await;
+    }));
+    wait_for("bootstrap", Duration::from_secs(60), || async {
+        engine.status().bootstrapped
+    })
+    .await;
+    // How long reading both trees takes: the least a re-scan takes.
+    let started = std::time::Instant::now();
+    assert!(engine.validate().await.unwrap().is_empty());
+    let scan = started.elapsed();
+    let rescans_before = engine.status().rescans;
+    let mut latencies = Vec::new();
+    for i in 0..30 {
+        let path = format!("{root}/dir-{:03}/node-{:03}", i % 100, i);
+        let value = format!("v{i}");
+        let written = std::time::Instant::now();
+        a.set_data(&path, value.as_bytes(), None).await.unwrap();
+        loop {
+            let (data, _) = b.get_data(&path).await.unwrap();
+            if data == value.as_bytes() {
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(30),
+                "{path} never reached B"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        latencies.push(written.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rescans = engine.status().rescans - rescans_before;
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    eprintln!(
+        "reading both trees {scan:?}; {rescans} re-scans during 30 writes; replication median \
+         {median:?}, max {:?}",
+        latencies[latencies.len() - 1]
+    );
+    assert!(rescans >= 2, "re-scans ran during the writes: {rescans}");
+    // Waiting for the re-scan in progress would put the median near half a scan.
+    assert!(
+        median < scan / 4,
+        "median replication {median:?} against a re-scan of at least {scan:?}"
+    );
+    let _ = stop.send(());
+    runner.await.unwrap().unwrap();
+    delete_tree(&a, &root).await;
+    delete_tree(&b, &root).await;
+}

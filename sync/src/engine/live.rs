@@ -1,11 +1,12 @@
 //! Live replication: watch events from both sides, gathered into rounds; a re-scan after
-//! every reconnect and on a timer; transient failures retried with backoff.
+//! every reconnect and on a timer, running beside the live rounds (which do not wait for it);
+//! transient failures retried with backoff.
 use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 use zookeeper_client::{AddWatchMode, Error as ZkError, EventType, SessionState};
 
-use super::{SyncEngine, SyncError};
+use super::{PassReport, SyncEngine, SyncError};
 use crate::{
     plan::Side,
     znode::{child_path, parent},
@@ -59,12 +60,18 @@ impl SyncEngine {
         tokio::pin!(shutdown);
         let mut pending: BTreeSet<String> = BTreeSet::new();
         let mut rescan = false;
+        // The re-scan in progress, if any.
+        let mut scan: Option<tokio::task::JoinHandle<Result<PassReport, SyncError>>> = None;
+        let mut scan_backoff = Backoff::default();
         // Sides whose session expired, waiting for a new one.
         let mut lost: Vec<Side> = Vec::new();
         let mut backoff = Backoff::default();
         loop {
             if let Some(&side) = lost.first() {
                 if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
+                    if let Some(scan) = scan.take() {
+                        scan.abort();
+                    }
                     return Ok(());
                 }
                 match self.renew(side, &tx).await {
@@ -84,43 +91,46 @@ impl SyncEngine {
                 }
                 continue;
             }
-            if !rescan && pending.is_empty() {
+            if rescan && scan.is_none() {
+                // Events lost across a reconnect would leave echoes waiting forever.
+                self.state.lock().unwrap().echoes.clear();
+                let engine = self.clone();
+                scan = Some(tokio::spawn(async move { engine.reconcile().await }));
+                rescan = false;
+            }
+            if pending.is_empty() {
+                let scanning = scan.is_some();
                 tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
+                    _ = &mut shutdown => {
+                        if let Some(scan) = scan.take() {
+                            scan.abort();
+                        }
+                        return Ok(());
+                    }
                     _ = rescan_timer.tick() => rescan = true,
                     signal = rx.recv() => match signal {
                         None => return Ok(()),
                         Some(s) => self.absorb(s, &mut pending, &mut rescan, &mut lost)?,
                     },
+                    finished = async { scan.as_mut().expect("scanning").await }, if scanning => {
+                        scan = None;
+                        self.scan_finished(finished, &mut rescan, &mut scan_backoff).await?;
+                    }
                 }
             } else if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
+                if let Some(scan) = scan.take() {
+                    scan.abort();
+                }
                 return Ok(());
+            }
+            if scan.as_ref().is_some_and(|s| s.is_finished()) {
+                let finished = scan.take().expect("finished").await;
+                self.scan_finished(finished, &mut rescan, &mut scan_backoff)
+                    .await?;
             }
             // Take everything already queued: one round settles them together.
             while let Ok(s) = rx.try_recv() {
                 self.absorb(s, &mut pending, &mut rescan, &mut lost)?;
-            }
-            if rescan {
-                // Events lost across a reconnect would leave echoes waiting forever.
-                self.state.lock().unwrap().echoes.clear();
-                match self.reconcile().await {
-                    Ok(report) => {
-                        tracing::info!(?report, "re-scan");
-                        pending.clear();
-                        rescan = false;
-                        backoff.reset();
-                    }
-                    Err(e) if e.is_transient() || e.is_session_expired() => {
-                        tracing::warn!("re-scan failed, retrying: {e}");
-                        backoff.wait().await;
-                        // An expired session is announced by its watcher; take that in.
-                        while let Ok(s) = rx.try_recv() {
-                            self.absorb(s, &mut pending, &mut rescan, &mut lost)?;
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
-                continue;
             }
             if pending.is_empty() {
                 // Only echoes of the engine's own writes arrived.
@@ -129,6 +139,9 @@ impl SyncEngine {
             self.state.lock().unwrap().status.queue_depth = pending.len();
             self.metrics.queue_depth.set(pending.len() as i64);
             let paths: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
+            if let Some(taken) = &mut self.state.lock().unwrap().live_during_scan {
+                taken.extend(paths.iter().cloned());
+            }
             let started = std::time::Instant::now();
             let copies = match self.read_paths(&paths).await {
                 Ok(copies) => copies,
@@ -158,6 +171,32 @@ impl SyncEngine {
             );
             self.requeue(round.retry, &mut pending).await?;
         }
+    }
+
+    /// Takes in a finished re-scan: logged when done; after a transient failure (or an expired
+    /// session, which its watcher announces) another is asked for after a backoff.
+    async fn scan_finished(
+        &self,
+        finished: Result<Result<PassReport, SyncError>, tokio::task::JoinError>,
+        rescan: &mut bool,
+        backoff: &mut Backoff,
+    ) -> Result<(), SyncError> {
+        match finished {
+            Ok(Ok(report)) => {
+                tracing::info!(?report, "re-scan");
+                backoff.reset();
+            }
+            Ok(Err(e)) if e.is_transient() || e.is_session_expired() => {
+                tracing::warn!("re-scan failed, retrying: {e}");
+                backoff.wait().await;
+                *rescan = true;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                return Err(SyncError::Config(format!("the re-scan task ended: {e}")));
+            }
+        }
+        Ok(())
     }
 
     /// Adds the persistent recursive watch on `side` and forwards its events as signals

@@ -52,6 +52,9 @@ struct State {
     status: Status,
     lag_ab: Lag,
     lag_ba: Lag,
+    /// While a re-scan runs beside live rounds: the paths live rounds took up since it began
+    /// reading. The re-scan leaves those to them, as its copies of them may be older.
+    live_during_scan: Option<BTreeSet<String>>,
 }
 
 /// Keeps the subtree `cfg.root` of two ensembles identical.
@@ -173,6 +176,7 @@ impl SyncEngine {
                 base,
                 held: BTreeMap::new(),
                 echoes: HashMap::new(),
+                live_during_scan: None,
                 lag_ab: Lag::new(),
                 lag_ba: Lag::new(),
             }),
@@ -337,6 +341,13 @@ impl SyncEngine {
     }
 
     async fn pass(&self, initial: bool) -> Result<PassReport, SyncError> {
+        self.state.lock().unwrap().live_during_scan = Some(BTreeSet::new());
+        let report = self.pass_inner(initial).await;
+        self.state.lock().unwrap().live_during_scan = None;
+        report
+    }
+
+    async fn pass_inner(&self, initial: bool) -> Result<PassReport, SyncError> {
         let (a, b) = self.read_both().await?;
         let mut paths: BTreeSet<&String> = a.keys().collect();
         paths.extend(b.keys());
@@ -360,7 +371,9 @@ impl SyncEngine {
 
     /// Decides and applies a set of paths whose copies on both sides are known. Only `live`
     /// rounds (from watch events) count towards replication lag: a pass copies writes of any
-    /// age.
+    /// age. A pass (a re-scan) may run beside live rounds: it skips the paths they took up
+    /// after it began, and any write it makes on copies gone stale meanwhile fails on the
+    /// version (the path is then decided again by a live round).
     async fn settle(
         &self,
         copies: Vec<(String, Option<Znode>, Option<Znode>)>,
@@ -373,6 +386,15 @@ impl SyncEngine {
         {
             let mut state = self.state.lock().unwrap();
             for (path, a, b) in &copies {
+                if !live
+                    && state
+                        .live_during_scan
+                        .as_ref()
+                        .is_some_and(|taken| taken.contains(path))
+                {
+                    // A live round read it after this pass did: its decision stands.
+                    continue;
+                }
                 let (decision, conflict) =
                     self.judge(&state.base, path, a.as_ref(), b.as_ref(), never_synced);
                 if conflict {
