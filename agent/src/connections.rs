@@ -269,15 +269,15 @@ impl ConnectionTable {
         })
     }
 
-    /// The owner of a connection the kernel reported without one (its handshake and close
-    /// happen outside the owner's context): who called connect() on that socket, else the
-    /// process listening on the local address.
+    /// The owner of a connection: the process the kernel named (an accept() seen returning
+    /// it), else who called connect() on that socket (its handshake and close happen outside
+    /// the owner's context), else the process listening on the local address.
     fn owner_of(&mut self, ev: &Event, key: ConnKey) -> (u32, Comm) {
-        if let Some(owner) = self.connecting.remove(&ev.sk) {
-            return (owner.pid, owner.comm);
-        }
         if ev.pid != 0 {
             return (ev.pid, Comm(ev.comm));
+        }
+        if let Some(owner) = self.connecting.remove(&ev.sk) {
+            return (owner.pid, owner.comm);
         }
         self.listener_for(key.local)
             .map(|l| (l.pid, l.comm))

@@ -82,9 +82,10 @@ pub struct Event {
     pub bytes_received: u64,
     /// One of [`event_kind`].
     pub kind: u32,
-    /// Thread-group id (the user-visible pid) of the task in whose context the event happened;
-    /// 0 for connection events outside process context (handshakes, closes), whose owner
-    /// user space knows from CONNECTING or the listener.
+    /// Thread-group id (the user-visible pid) of the task in whose context the event happened:
+    /// the owner for CONNECTING, LISTEN and ACCEPT at accept(); 0 for connection events outside
+    /// process context (handshakes, closes), whose owner user space knows from CONNECTING or
+    /// the listener.
     pub pid: u32,
     /// Parent's tgid (EXEC, FORK) or 0.
     pub ppid: u32,

@@ -92,8 +92,14 @@ impl SyncEngine {
                 continue;
             }
             if rescan && scan.is_none() {
-                // Events lost across a reconnect would leave echoes waiting forever.
-                self.state.lock().unwrap().echoes.clear();
+                {
+                    let mut state = self.state.lock().unwrap();
+                    // Events lost across a reconnect would leave echoes waiting forever.
+                    state.echoes.clear();
+                    // From here on (no live round is in flight), the paths live rounds take
+                    // up are left to them by the re-scan.
+                    state.live_during_scan = Some(BTreeSet::new());
+                }
                 let engine = self.clone();
                 scan = Some(tokio::spawn(async move { engine.reconcile().await }));
                 rescan = false;
@@ -181,6 +187,7 @@ impl SyncEngine {
         rescan: &mut bool,
         backoff: &mut Backoff,
     ) -> Result<(), SyncError> {
+        self.state.lock().unwrap().live_during_scan = None;
         match finished {
             Ok(Ok(report)) => {
                 tracing::info!(?report, "re-scan");

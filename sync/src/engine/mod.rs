@@ -52,8 +52,11 @@ struct State {
     status: Status,
     lag_ab: Lag,
     lag_ba: Lag,
-    /// While a re-scan runs beside live rounds: the paths live rounds took up since it began
-    /// reading. The re-scan leaves those to them, as its copies of them may be older.
+    /// While a re-scan runs beside live rounds: the paths live rounds took up since it was
+    /// started (set before it starts, when no round is in flight). The re-scan leaves those to
+    /// them: its copies of them may be older than what those rounds read and wrote, and
+    /// deciding on them could undo their work (a node a round had just copied would look
+    /// deleted on the side the re-scan read before the copy landed).
     live_during_scan: Option<BTreeSet<String>>,
 }
 
@@ -341,13 +344,6 @@ impl SyncEngine {
     }
 
     async fn pass(&self, initial: bool) -> Result<PassReport, SyncError> {
-        self.state.lock().unwrap().live_during_scan = Some(BTreeSet::new());
-        let report = self.pass_inner(initial).await;
-        self.state.lock().unwrap().live_during_scan = None;
-        report
-    }
-
-    async fn pass_inner(&self, initial: bool) -> Result<PassReport, SyncError> {
         let (a, b) = self.read_both().await?;
         let mut paths: BTreeSet<&String> = a.keys().collect();
         paths.extend(b.keys());
