@@ -60,8 +60,10 @@ impl SyncEngine {
         tokio::pin!(shutdown);
         let mut pending: BTreeSet<String> = BTreeSet::new();
         let mut rescan = false;
-        // The re-scan in progress, if any.
-        let mut scan: Option<tokio::task::JoinHandle<Result<PassReport, SyncError>>> = None;
+        // The re-scan in progress, if any; dropping the set aborts it, so it ends with `run`
+        // however `run` returns.
+        let mut scan: tokio::task::JoinSet<Result<PassReport, SyncError>> =
+            tokio::task::JoinSet::new();
         let mut scan_backoff = Backoff::default();
         // Sides whose session expired, waiting for a new one.
         let mut lost: Vec<Side> = Vec::new();
@@ -69,9 +71,6 @@ impl SyncEngine {
         loop {
             if let Some(&side) = lost.first() {
                 if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
-                    if let Some(scan) = scan.take() {
-                        scan.abort();
-                    }
                     return Ok(());
                 }
                 match self.renew(side, &tx).await {
@@ -91,7 +90,7 @@ impl SyncEngine {
                 }
                 continue;
             }
-            if rescan && scan.is_none() {
+            if rescan && scan.is_empty() {
                 {
                     let mut state = self.state.lock().unwrap();
                     // Events lost across a reconnect would leave echoes waiting forever.
@@ -101,36 +100,26 @@ impl SyncEngine {
                     state.live_during_scan = Some(BTreeSet::new());
                 }
                 let engine = self.clone();
-                scan = Some(tokio::spawn(async move { engine.reconcile().await }));
+                scan.spawn(async move { engine.reconcile().await });
                 rescan = false;
             }
             if pending.is_empty() {
-                let scanning = scan.is_some();
+                let scanning = !scan.is_empty();
                 tokio::select! {
-                    _ = &mut shutdown => {
-                        if let Some(scan) = scan.take() {
-                            scan.abort();
-                        }
-                        return Ok(());
-                    }
+                    _ = &mut shutdown => return Ok(()),
                     _ = rescan_timer.tick() => rescan = true,
                     signal = rx.recv() => match signal {
                         None => return Ok(()),
                         Some(s) => self.absorb(s, &mut pending, &mut rescan, &mut lost)?,
                     },
-                    finished = async { scan.as_mut().expect("scanning").await }, if scanning => {
-                        scan = None;
+                    Some(finished) = scan.join_next(), if scanning => {
                         self.scan_finished(finished, &mut rescan, &mut scan_backoff).await?;
                     }
                 }
             } else if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
-                if let Some(scan) = scan.take() {
-                    scan.abort();
-                }
                 return Ok(());
             }
-            if scan.as_ref().is_some_and(|s| s.is_finished()) {
-                let finished = scan.take().expect("finished").await;
+            if let Some(finished) = scan.try_join_next() {
                 self.scan_finished(finished, &mut rescan, &mut scan_backoff)
                     .await?;
             }
