@@ -2,7 +2,7 @@
 //! that fit `jute.maxbuffer`; ACL changes (not a multi-op in ZooKeeper) go one request each,
 //! pipelined. A batch the server refuses as a whole (one op failed, so none applied) is
 //! replayed op by op, so one bad node costs only itself.
-use futures::future::join_all;
+use futures::{StreamExt as _, future::join_all, stream};
 use zookeeper_client::{Acls, Client, CreateMode, Error as ZkError};
 
 use crate::znode::Znode;
@@ -60,22 +60,39 @@ fn mode(node: &Znode) -> CreateMode {
     }
 }
 
+/// Ops in one multi-op at most: a smaller multi is applied sooner, so several in flight keep
+/// the ensemble's request pipeline busy (one huge multi leaves it idle while it is checked).
+const MAX_OPS_PER_MULTI: usize = 1000;
+
+/// Multi-ops in flight at a time. One session's requests are applied in the order sent, so a
+/// batch that creates parents lands before the next batch's children.
+const MULTIS_IN_FLIGHT: usize = 4;
+
 /// Applies `ops` in order (batched) and reports each op's outcome.
 pub async fn apply(client: &Client, ops: &[Op], max_batch_bytes: usize) -> Vec<Outcome> {
-    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut batches: Vec<Vec<&Op>> = Vec::new();
     let mut batch: Vec<&Op> = Vec::new();
     let mut bytes = 0;
     for op in ops.iter().filter(|op| op.in_multi()) {
-        if !batch.is_empty() && bytes + op.size() > max_batch_bytes {
-            outcomes.extend(commit(client, &batch).await);
-            batch.clear();
+        if !batch.is_empty()
+            && (bytes + op.size() > max_batch_bytes || batch.len() == MAX_OPS_PER_MULTI)
+        {
+            batches.push(std::mem::take(&mut batch));
             bytes = 0;
         }
         bytes += op.size();
         batch.push(op);
     }
     if !batch.is_empty() {
-        outcomes.extend(commit(client, &batch).await);
+        batches.push(batch);
+    }
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let batches = &batches;
+    let mut committed = stream::iter(0..batches.len())
+        .map(|i| commit(client, &batches[i]))
+        .buffered(MULTIS_IN_FLIGHT);
+    while let Some(batch_outcomes) = committed.next().await {
+        outcomes.extend(batch_outcomes);
     }
     // ACLs after the nodes exist.
     let acl_updates = ops.iter().filter_map(|op| match op {

@@ -1,5 +1,6 @@
-//! Reads a subtree of one ensemble: every znode's data, ACL and ephemerality, level by level
-//! with many requests in flight (the client pipelines them on one session).
+//! Reads a subtree of one ensemble: every znode's data, ACL and ephemerality, level by level,
+//! data and children by multi-read (many nodes a request) and ACLs one request each (a
+//! multi-read cannot carry them), with many requests in flight on one session.
 use std::{collections::BTreeMap, collections::HashMap, sync::Mutex};
 
 use futures::{StreamExt as _, stream};
@@ -25,25 +26,67 @@ pub enum WalkError {
     },
 }
 
-/// One node and its children's names, or None when it vanished while being read.
-async fn read_node(client: &Client, path: &str) -> Result<Option<(Znode, Vec<String>)>, ZkError> {
-    let data = client.get_data(path);
-    let acl = client.get_acl(path);
-    let children = client.list_children(path);
-    let (data, acl, children) = futures::join!(data, acl, children);
-    match (data, acl, children) {
-        (Ok((data, stat)), Ok((acl, _)), Ok(children)) => {
-            Ok(Some((Znode::new(data, &acl, &stat), children)))
-        }
-        (Err(ZkError::NoNode), ..) | (_, Err(ZkError::NoNode), _) | (.., Err(ZkError::NoNode)) => {
-            Ok(None)
-        }
-        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => Err(e),
+/// Nodes read by one multi-read in a walk (data and children of each, two ops per node).
+const WALK_NODES_PER_READ: usize = 64;
+
+/// A node and its children's names; None when it vanished while being read.
+type NodeRead = Option<(Znode, Vec<String>)>;
+
+/// Reads `paths` (data, `Stat` and children in one multi-read, ACLs pipelined beside it).
+/// On an error, names the path it concerns.
+async fn read_nodes(client: &Client, paths: &[String]) -> Result<Vec<NodeRead>, (String, ZkError)> {
+    let mut reader = client.new_multi_reader();
+    for p in paths {
+        reader
+            .add_get_data(p)
+            .and_then(|()| reader.add_get_children(p))
+            .map_err(|e| (p.clone(), e))?;
     }
+    let acls = futures::future::join_all(paths.iter().map(|p| client.get_acl(p)));
+    let (reads, acls) = futures::join!(reader.commit(), acls);
+    let reads = reads.map_err(|e| (paths.first().cloned().unwrap_or_default(), e))?;
+    let mut replies = reads.into_iter();
+    let mut nodes = Vec::with_capacity(paths.len());
+    for (path, acl) in paths.iter().zip(acls) {
+        use MultiReadResult::{Children, Data, Error};
+        let node = match (replies.next(), replies.next(), acl) {
+            (Some(Data { data, stat }), Some(Children { children }), Ok((acl, _))) => {
+                Some((Znode::new(data, &acl, &stat), children))
+            }
+            (
+                Some(Error {
+                    err: ZkError::NoNode,
+                }),
+                ..,
+            )
+            | (
+                _,
+                Some(Error {
+                    err: ZkError::NoNode,
+                }),
+                _,
+            )
+            | (.., Err(ZkError::NoNode)) => None,
+            (Some(Error { err }), ..) | (_, Some(Error { err }), _) | (.., Err(err)) => {
+                return Err((path.clone(), err));
+            }
+            _ => {
+                return Err((
+                    path.clone(),
+                    ZkError::UnexpectedError(
+                        "multi-read: replies missing or of the wrong kind".into(),
+                    ),
+                ));
+            }
+        };
+        nodes.push(node);
+    }
+    Ok(nodes)
 }
 
 /// Walks the subtree at `root` of the ensemble behind `client`, skipping (and not descending
-/// into) paths `include` rejects. `side` names the ensemble in errors.
+/// into) paths `include` rejects. `side` names the ensemble in errors. About `concurrency`
+/// nodes are read at a time.
 pub async fn walk(
     client: &Client,
     side: &str,
@@ -56,33 +99,41 @@ pub async fn walk(
     let mut level = vec![root.to_string()];
     while !level.is_empty() {
         let mut next = Vec::new();
-        let mut reads = stream::iter(level.into_iter().filter(|p| include(p)))
-            .map(|path| async move {
-                let read = read_node(client, &path).await;
-                (path, read)
+        let included: Vec<String> = level.into_iter().filter(|p| include(p)).collect();
+        let chunks: Vec<Vec<String>> = included
+            .chunks(WALK_NODES_PER_READ)
+            .map(<[String]>::to_vec)
+            .collect();
+        let mut reads = stream::iter(chunks)
+            .map(|paths| async move {
+                let read = read_nodes(client, &paths).await;
+                (paths, read)
             })
-            .buffer_unordered(concurrency.max(1));
-        while let Some((path, read)) = reads.next().await {
-            match read {
-                Ok(Some((node, children))) => {
-                    walked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    next.extend(children.iter().map(|c| child_path(&path, c)));
-                    tree.insert(path, node);
-                }
-                Ok(None) => {}
-                Err(ZkError::NoAuth) => {
+            .buffer_unordered((concurrency / WALK_NODES_PER_READ).max(1));
+        while let Some((paths, read)) = reads.next().await {
+            let nodes = match read {
+                Ok(nodes) => nodes,
+                Err((path, ZkError::NoAuth)) => {
                     return Err(WalkError::NoAuth {
                         side: side.into(),
                         path,
                     });
                 }
-                Err(source) => {
+                Err((path, source)) => {
                     return Err(WalkError::Zk {
                         side: side.into(),
                         path,
                         source,
                     });
                 }
+            };
+            for (path, node) in paths.into_iter().zip(nodes) {
+                let Some((node, children)) = node else {
+                    continue;
+                };
+                walked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                next.extend(children.iter().map(|c| child_path(&path, c)));
+                tree.insert(path, node);
             }
         }
         level = next;

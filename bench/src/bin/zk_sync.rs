@@ -1,10 +1,13 @@
-//! ZooKeeper sync benchmark: in one run, on two fresh local three-server ensembles,
+//! ZooKeeper sync benchmark: in one run, on two fresh local ensembles (three servers each unless
+//! `--servers` says otherwise),
 //!
 //! 1. the raw write limit of ensemble B: a plain client creating znodes with many requests in
 //!    flight (the baseline);
 //! 2. the sync engine's bootstrap rate for `--nodes` znodes copied from A to B;
 //! 3. live replication lag (write on A, visible on B) under a steady `--rate` writes/s, and
-//!    the replicated throughput when A is written as fast as one client can.
+//!    the replicated throughput when A is written as fast as one client can, with single
+//!    writes and then with writes batched in multi-ops (B's raw rate with such batches is a
+//!    second baseline).
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -39,6 +42,17 @@ struct Args {
     /// and the sync run on the same ensembles either way.
     #[arg(long)]
     no_fsync: bool,
+    /// Servers per ensemble: 3 (the default) as in production; 1 runs each ensemble as a
+    /// single standalone server, which takes more writes per second on a small host (no
+    /// quorum round trip, two JVMs instead of six), to see how far the engine goes when the
+    /// ensembles are not the limit.
+    #[arg(long, default_value_t = 3)]
+    servers: u16,
+    /// Writes per multi-op for the batched baseline and the batched burst: a client that
+    /// batches gets more writes per second out of an ensemble than one that does not (the
+    /// engine batches its own writes).
+    #[arg(long, default_value_t = 100)]
+    multi: usize,
 }
 
 struct Stop(Vec<Ensemble>);
@@ -95,6 +109,37 @@ async fn create_many(
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Sets new data on the znodes `create_many` made under `root`, `per_multi` writes in each
+/// multi-op, `in_flight` writes in flight in all; returns the seconds it took.
+async fn set_many_batched(
+    client: &Client,
+    root: &str,
+    nodes: std::ops::Range<usize>,
+    value: &[u8],
+    per_multi: usize,
+    in_flight: usize,
+) -> Result<f64> {
+    let started = Instant::now();
+    let batches: Vec<Vec<usize>> = nodes
+        .collect::<Vec<_>>()
+        .chunks(per_multi.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
+    let mut written = stream::iter(batches)
+        .map(|batch| async move {
+            let mut writer = client.new_multi_writer();
+            for i in batch {
+                writer.add_set_data(&format!("{root}/d{}/n{i}", i / 100), value, None)?;
+            }
+            writer.commit().await.map_err(anyhow::Error::from)
+        })
+        .buffer_unordered((in_flight / per_multi.max(1)).max(1));
+    while let Some(r) = written.next().await {
+        r?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -104,13 +149,19 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let state = std::env::temp_dir().join(format!("orca-zk-bench-{}", std::process::id()));
-    let mut a = Ensemble::new(&state, "bench-a", 3, 21830);
-    let mut b = Ensemble::new(&state, "bench-b", 3, 21840);
+    let mut a = Ensemble::new(&state, "bench-a", args.servers, 21830);
+    let mut b = Ensemble::new(&state, "bench-b", args.servers, 21840);
     a.force_sync = !args.no_fsync;
     b.force_sync = !args.no_fsync;
-    if args.no_fsync {
-        println!("ensembles run with forceSync=no (no fsync before acknowledging)");
-    }
+    println!(
+        "two ensembles of {} server(s) each, {}",
+        args.servers,
+        if args.no_fsync {
+            "forceSync=no (no fsync before acknowledging)"
+        } else {
+            "fsync before acknowledging (ZooKeeper's default)"
+        }
+    );
     let stop = Stop(vec![a.clone(), b.clone()]);
     for e in [&a, &b] {
         e.start(Duration::from_secs(60))?;
@@ -134,6 +185,17 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     let raw_secs = create_many(&cb, "/raw", args.nodes, &value, args.in_flight).await?;
     let raw_rate = (args.nodes + args.nodes.div_ceil(100)) as f64 / raw_secs;
     eprintln!("raw writes on B: {raw_rate:.0}/s");
+    let batched_secs = set_many_batched(
+        &cb,
+        "/raw",
+        0..args.nodes,
+        b"batched",
+        args.multi,
+        args.in_flight,
+    )
+    .await?;
+    let raw_batched_rate = args.nodes as f64 / batched_secs;
+    eprintln!("raw writes on B, batched: {raw_batched_rate:.0}/s");
 
     // 2. Bootstrap A -> B.
     create_many(&ca, "/app", args.nodes, &value, args.in_flight).await?;
@@ -159,7 +221,13 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     let runner = tokio::spawn(Arc::clone(&engine).run(async {
         let _ = stop_rx.await;
     }));
+    // The walk reads A's tree (B's subtree is empty) before anything is written.
+    let to_walk = (args.nodes + args.nodes.div_ceil(100) + 2) as u64;
+    let mut walk_secs = None;
     while !engine.status().bootstrapped {
+        if walk_secs.is_none() && engine.status().walked >= to_walk {
+            walk_secs = Some(started.elapsed().as_secs_f64());
+        }
         anyhow::ensure!(
             !runner.is_finished(),
             "the engine stopped during the bootstrap"
@@ -174,7 +242,7 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         engine.status()
     );
     let boot_rate = copied as f64 / boot_secs;
-    eprintln!("bootstrap: {copied} znodes in {boot_secs:.2} s");
+    eprintln!("bootstrap: {copied} znodes in {boot_secs:.2} s (walked in {walk_secs:?} s)");
     anyhow::ensure!(
         engine.validate().await?.is_empty(),
         "trees differ after bootstrap"
@@ -235,6 +303,23 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     wait_caught_up(&engine, before + burst).await?;
     let burst_rate = burst as f64 / started.elapsed().as_secs_f64();
     let burst_rescans = engine.status().rescans - rescans_before_burst;
+
+    // The same burst written in multi-ops: A takes it faster than one client's single writes.
+    let before = engine.status().replicated_a_to_b;
+    let started = Instant::now();
+    let taken_secs = set_many_batched(
+        &ca,
+        "/app",
+        0..burst as usize,
+        b"batched burst",
+        args.multi,
+        args.in_flight,
+    )
+    .await?;
+    let batched_taken_rate = burst as f64 / taken_secs;
+    wait_caught_up(&engine, before + burst).await?;
+    let batched_burst_rate = burst as f64 / started.elapsed().as_secs_f64();
+    let batched_rescans = engine.status().rescans - rescans_before_burst - burst_rescans;
     let _ = stop_tx.send(());
     runner.await??;
     anyhow::ensure!(
@@ -249,6 +334,10 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         (
             "raw writes, plain client on B (baseline)".into(),
             format!("{raw_rate:.0}/s"),
+        ),
+        (
+            format!("raw writes on B, {} per multi-op", args.multi),
+            format!("{raw_batched_rate:.0}/s"),
         ),
         (
             "raw reads (get_data), plain client on A".into(),
@@ -297,6 +386,18 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         (
             "re-scans during that burst".into(),
             format!("{burst_rescans}"),
+        ),
+        (
+            format!("A took {burst} writes in multi-ops of {}", args.multi),
+            format!("{batched_taken_rate:.0}/s"),
+        ),
+        (
+            "replicated, those writes".into(),
+            format!("{batched_burst_rate:.0}/s"),
+        ),
+        (
+            "re-scans during that burst".into(),
+            format!("{batched_rescans}"),
         ),
     ];
     println!("{:<48} {:>12}", "figure", "value");
