@@ -1,11 +1,12 @@
 //! Writes changes to one ensemble: creates, data updates and deletes go in multi-op batches
 //! that fit `jute.maxbuffer`; ACL changes (not a multi-op in ZooKeeper) go one request each,
 //! pipelined. A batch the server refuses as a whole (one op failed, so none applied) is
-//! replayed op by op, so one bad node costs only itself.
+//! replayed op by op, so one bad node costs only itself. The ACL of every node created, and
+//! every ACL set, goes into the side's ACL cache, so reading the node later needs no ACL read.
 use futures::{StreamExt as _, future::join_all, stream};
-use zookeeper_client::{Acls, Client, CreateMode, Error as ZkError};
+use zookeeper_client::{Acls, Client, CreateMode, Error as ZkError, MultiWriteResult, Stat};
 
-use crate::znode::Znode;
+use crate::{tree::AclCache, znode::Znode};
 
 /// One change to make on an ensemble.
 #[derive(Debug, Clone)]
@@ -69,7 +70,12 @@ const MAX_OPS_PER_MULTI: usize = 1000;
 const MULTIS_IN_FLIGHT: usize = 4;
 
 /// Applies `ops` in order (batched) and reports each op's outcome.
-pub async fn apply(client: &Client, ops: &[Op], max_batch_bytes: usize) -> Vec<Outcome> {
+pub async fn apply(
+    client: &Client,
+    ops: &[Op],
+    max_batch_bytes: usize,
+    acls: &AclCache,
+) -> Vec<Outcome> {
     let mut batches: Vec<Vec<&Op>> = Vec::new();
     let mut batch: Vec<&Op> = Vec::new();
     let mut bytes = 0;
@@ -89,7 +95,7 @@ pub async fn apply(client: &Client, ops: &[Op], max_batch_bytes: usize) -> Vec<O
     let mut outcomes = Vec::with_capacity(ops.len());
     let batches = &batches;
     let mut committed = stream::iter(0..batches.len())
-        .map(|i| commit(client, &batches[i]))
+        .map(|i| commit(client, &batches[i], acls))
         .buffered(MULTIS_IN_FLIGHT);
     while let Some(batch_outcomes) = committed.next().await {
         outcomes.extend(batch_outcomes);
@@ -105,8 +111,10 @@ pub async fn apply(client: &Client, ops: &[Op], max_batch_bytes: usize) -> Vec<O
         _ => None,
     });
     let results = join_all(acl_updates.map(|(path, node)| async move {
-        let acls = node.acls();
-        let result = client.set_acl(path, &acls, None).await.map(|_| ());
+        let acl = node.acls();
+        let result = client.set_acl(path, &acl, None).await.map(|stat| {
+            acls.remember(path, &stat, acl);
+        });
         Outcome {
             path: path.clone(),
             result,
@@ -117,7 +125,17 @@ pub async fn apply(client: &Client, ops: &[Op], max_batch_bytes: usize) -> Vec<O
     outcomes
 }
 
-async fn commit(client: &Client, batch: &[&Op]) -> Vec<Outcome> {
+/// Remembers the ACL a create gave its node (a multi-op may return no valid `Stat` for a create:
+/// ZOOKEEPER-4026; the node's ACL is then read when it is next needed).
+fn remember_created(acls: &AclCache, op: &Op, stat: &Stat) {
+    if let Op::Create { path, node } = op
+        && !stat.is_invalid()
+    {
+        acls.remember(path, stat, node.acls());
+    }
+}
+
+async fn commit(client: &Client, batch: &[&Op], acls: &AclCache) -> Vec<Outcome> {
     if batch.len() > 1 {
         let mut writer = client.new_multi_writer();
         let mut acl_store = Vec::with_capacity(batch.len());
@@ -126,12 +144,12 @@ async fn commit(client: &Client, batch: &[&Op]) -> Vec<Outcome> {
                 acl_store.push(node.acls());
             }
         }
-        let mut acls = acl_store.iter();
+        let mut create_acls = acl_store.iter();
         let mut built = true;
         for op in batch {
             let added = match op {
                 Op::Create { path, node } => {
-                    let acl = acls.next().expect("one ACL list per create");
+                    let acl = create_acls.next().expect("one ACL list per create");
                     writer.add_create(path, &node.data, &mode(node).with_acls(Acls::new(acl)))
                 }
                 Op::Update {
@@ -144,7 +162,12 @@ async fn commit(client: &Client, batch: &[&Op]) -> Vec<Outcome> {
             };
             built &= added.is_ok();
         }
-        if built && writer.commit().await.is_ok() {
+        if built && let Ok(results) = writer.commit().await {
+            for (op, result) in batch.iter().zip(&results) {
+                if let MultiWriteResult::Create { stat, .. } = result {
+                    remember_created(acls, op, stat);
+                }
+            }
             return batch
                 .iter()
                 .map(|op| Outcome {
@@ -162,7 +185,7 @@ async fn commit(client: &Client, batch: &[&Op]) -> Vec<Outcome> {
                 client
                     .create(path, &node.data, &mode(node).with_acls(Acls::new(&acl)))
                     .await
-                    .map(|_| ())
+                    .map(|(stat, _)| remember_created(acls, op, &stat))
             }
             Op::Update {
                 path,

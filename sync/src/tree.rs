@@ -1,9 +1,10 @@
-//! Reads a subtree of one ensemble: every znode's data, ACL and ephemerality, level by level,
-//! data and children by multi-read (many nodes a request) and ACLs one request each (a
-//! multi-read cannot carry them), with many requests in flight on one session.
+//! Reads znodes of one ensemble: whole subtrees level by level (walks) and sets of changed
+//! paths. Data, `Stat` and children come by multi-read (many nodes a request); ACLs, which a
+//! multi-read cannot carry, come from a cache keyed by each node's identity and ACL version,
+//! and are read (one request each, pipelined) only for nodes new to it or whose ACL changed.
 use std::{collections::BTreeMap, collections::HashMap, sync::Mutex};
 
-use futures::{StreamExt as _, stream};
+use futures::{StreamExt as _, future::join_all, stream};
 use zookeeper_client::{Acl, Client, Error as ZkError, MultiReadResult, Stat};
 
 use crate::znode::{Znode, child_path};
@@ -29,12 +30,20 @@ pub enum WalkError {
 /// Nodes read by one multi-read in a walk (data and children of each, two ops per node).
 const WALK_NODES_PER_READ: usize = 64;
 
+/// Paths per multi-read of changed paths: their data must fit one response under
+/// `jute.maxbuffer`.
+const MULTI_READ_PATHS: usize = 128;
+
 /// A node and its children's names; None when it vanished while being read.
 type NodeRead = Option<(Znode, Vec<String>)>;
 
-/// Reads `paths` (data, `Stat` and children in one multi-read, ACLs pipelined beside it).
-/// On an error, names the path it concerns.
-async fn read_nodes(client: &Client, paths: &[String]) -> Result<Vec<NodeRead>, (String, ZkError)> {
+/// Reads `paths` for a walk: data, `Stat` and children in one multi-read, ACLs through
+/// `acls`. On an error, names the path it concerns.
+async fn read_nodes(
+    client: &Client,
+    paths: &[String],
+    acls: &AclCache,
+) -> Result<Vec<NodeRead>, (String, ZkError)> {
     let mut reader = client.new_multi_reader();
     for p in paths {
         reader
@@ -42,34 +51,31 @@ async fn read_nodes(client: &Client, paths: &[String]) -> Result<Vec<NodeRead>, 
             .and_then(|()| reader.add_get_children(p))
             .map_err(|e| (p.clone(), e))?;
     }
-    let acls = futures::future::join_all(paths.iter().map(|p| client.get_acl(p)));
-    let (reads, acls) = futures::join!(reader.commit(), acls);
-    let reads = reads.map_err(|e| (paths.first().cloned().unwrap_or_default(), e))?;
-    let mut replies = reads.into_iter();
-    let mut nodes = Vec::with_capacity(paths.len());
-    for (path, acl) in paths.iter().zip(acls) {
+    let replies = reader
+        .commit()
+        .await
+        .map_err(|e| (paths.first().cloned().unwrap_or_default(), e))?;
+    let mut replies = replies.into_iter();
+    let mut found = Vec::with_capacity(paths.len());
+    for path in paths {
         use MultiReadResult::{Children, Data, Error};
-        let node = match (replies.next(), replies.next(), acl) {
-            (Some(Data { data, stat }), Some(Children { children }), Ok((acl, _))) => {
-                Some((Znode::new(data, &acl, &stat), children))
+        found.push(match (replies.next(), replies.next()) {
+            (Some(Data { data, stat }), Some(Children { children })) => {
+                Some((data, stat, children))
             }
             (
                 Some(Error {
                     err: ZkError::NoNode,
                 }),
-                ..,
+                _,
             )
             | (
                 _,
                 Some(Error {
                     err: ZkError::NoNode,
                 }),
-                _,
-            )
-            | (.., Err(ZkError::NoNode)) => None,
-            (Some(Error { err }), ..) | (_, Some(Error { err }), _) | (.., Err(err)) => {
-                return Err((path.clone(), err));
-            }
+            ) => None,
+            (Some(Error { err }), _) | (_, Some(Error { err })) => return Err((path.clone(), err)),
             _ => {
                 return Err((
                     path.clone(),
@@ -78,10 +84,21 @@ async fn read_nodes(client: &Client, paths: &[String]) -> Result<Vec<NodeRead>, 
                     ),
                 ));
             }
-        };
-        nodes.push(node);
+        });
     }
-    Ok(nodes)
+    let stats: Vec<Option<&Stat>> = found
+        .iter()
+        .map(|f| f.as_ref().map(|(_, s, _)| s))
+        .collect();
+    let acl = acls.of(client, paths, &stats).await?;
+    Ok(found
+        .into_iter()
+        .zip(acl)
+        .map(|(f, acl)| {
+            let (data, stat, children) = f?;
+            Some((Znode::new(data, &acl?, &stat), children))
+        })
+        .collect())
 }
 
 /// Walks the subtree at `root` of the ensemble behind `client`, skipping (and not descending
@@ -93,6 +110,7 @@ pub async fn walk(
     root: &str,
     include: impl Fn(&str) -> bool,
     concurrency: usize,
+    acls: &AclCache,
     walked: &std::sync::atomic::AtomicU64,
 ) -> Result<Tree, WalkError> {
     let mut tree = Tree::new();
@@ -106,7 +124,7 @@ pub async fn walk(
             .collect();
         let mut reads = stream::iter(chunks)
             .map(|paths| async move {
-                let read = read_nodes(client, &paths).await;
+                let read = read_nodes(client, &paths, acls).await;
                 (paths, read)
             })
             .buffer_unordered((concurrency / WALK_NODES_PER_READ).max(1));
@@ -141,11 +159,9 @@ pub async fn walk(
     Ok(tree)
 }
 
-/// Paths per multi-read request: their data must fit one response under `jute.maxbuffer`.
-const MULTI_READ_PATHS: usize = 128;
-
-/// ACLs last read per node, keyed by the node's identity and ACL version: a multi-read returns
-/// data and `Stat` but no ACL, and most changes leave the ACL alone.
+/// ACLs last read per node, keyed by the node's identity and ACL version: every setACL moves
+/// the version (`aversion`), and a node deleted and created again has a new `czxid`, so an
+/// entry that matches a fresh `Stat` is the node's current ACL.
 #[derive(Default)]
 pub struct AclCache {
     entries: Mutex<HashMap<String, CachedAcl>>,
@@ -161,42 +177,63 @@ impl AclCache {
         (*czxid == stat.czxid && *aversion == stat.aversion).then(|| acl.clone())
     }
 
-    fn put(&self, path: &str, stat: &Stat, acl: Vec<Acl>) {
+    /// Remembers `acl` as the ACL of the node `stat` describes.
+    pub fn remember(&self, path: &str, stat: &Stat, acl: Vec<Acl>) {
         self.entries
             .lock()
             .unwrap()
             .insert(path.to_string(), (stat.czxid, stat.aversion, acl));
     }
 
-    /// Remembers the ACLs of a whole walked tree, so the first change to each node after a
-    /// walk needs no ACL read.
-    pub fn fill(&self, tree: &Tree) {
-        let mut entries = self.entries.lock().unwrap();
-        for (path, node) in tree {
-            entries.insert(
-                path.clone(),
-                (node.meta.czxid, node.meta.aversion, node.acls()),
-            );
+    /// The ACL of each node in `paths` whose `Stat` was just read (None where it was not
+    /// found, or vanished before its ACL was read): from the cache where it matches, else read
+    /// (pipelined) and remembered. An ACL changed between the two reads is taken as read (ACL
+    /// changes fire no watch; a re-scan settles them).
+    async fn of(
+        &self,
+        client: &Client,
+        paths: &[String],
+        stats: &[Option<&Stat>],
+    ) -> Result<Vec<Option<Vec<Acl>>>, (String, ZkError)> {
+        let mut acls: Vec<Option<Vec<Acl>>> = paths
+            .iter()
+            .zip(stats)
+            .map(|(path, stat)| stat.and_then(|stat| self.get(path, stat)))
+            .collect();
+        let missing: Vec<usize> = (0..paths.len())
+            .filter(|&i| stats[i].is_some() && acls[i].is_none())
+            .collect();
+        let fetched = join_all(missing.iter().map(|&i| client.get_acl(&paths[i]))).await;
+        for (&i, result) in missing.iter().zip(fetched) {
+            match result {
+                Ok((acl, stat)) => {
+                    self.remember(&paths[i], &stat, acl.clone());
+                    acls[i] = Some(acl);
+                }
+                // Deleted in between: read as absent.
+                Err(ZkError::NoNode) => {}
+                Err(e) => return Err((paths[i].clone(), e)),
+            }
         }
+        Ok(acls)
     }
 }
 
-/// Reads many nodes (None for those that do not exist): data and `Stat` by multi-read, a
-/// hundred paths per request, ACLs from `acls` unless the node's ACL version moved.
+/// Reads many nodes (None for those that do not exist): data and `Stat` by multi-read,
+/// `MULTI_READ_PATHS` paths a request, ACLs through `acls`.
 pub async fn read_many(
     client: &Client,
     paths: &[String],
     acls: &AclCache,
 ) -> Result<Vec<Option<Znode>>, ZkError> {
-    let chunks =
-        futures::future::join_all(paths.chunks(MULTI_READ_PATHS).map(|chunk| async move {
-            let mut reader = client.new_multi_reader();
-            for p in chunk {
-                reader.add_get_data(p)?;
-            }
-            reader.commit().await
-        }))
-        .await;
+    let chunks = join_all(paths.chunks(MULTI_READ_PATHS).map(|chunk| async move {
+        let mut reader = client.new_multi_reader();
+        for p in chunk {
+            reader.add_get_data(p)?;
+        }
+        reader.commit().await
+    }))
+    .await;
     let mut found: Vec<Option<(Vec<u8>, Stat)>> = Vec::with_capacity(paths.len());
     for chunk in chunks {
         for result in chunk? {
@@ -214,45 +251,14 @@ pub async fn read_many(
             }
         }
     }
-    // ACLs for nodes that are new to the cache or whose ACL changed.
-    let missing: Vec<usize> = found
-        .iter()
-        .enumerate()
-        .filter(|(i, f)| {
-            f.as_ref()
-                .is_some_and(|(_, stat)| acls.get(&paths[*i], stat).is_none())
-        })
-        .map(|(i, _)| i)
-        .collect();
-    let fetched =
-        futures::future::join_all(missing.iter().map(|&i| client.get_acl(&paths[i]))).await;
-    for (&i, result) in missing.iter().zip(fetched) {
-        match result {
-            Ok((acl, stat)) => acls.put(&paths[i], &stat, acl),
-            // Deleted in between: read as absent.
-            Err(ZkError::NoNode) => found[i] = None,
-            Err(e) => return Err(e),
-        }
-    }
+    let stats: Vec<Option<&Stat>> = found.iter().map(|f| f.as_ref().map(|(_, s)| s)).collect();
+    let acl = acls.of(client, paths, &stats).await.map_err(|(_, e)| e)?;
     Ok(found
         .into_iter()
-        .enumerate()
-        .map(|(i, f)| {
+        .zip(acl)
+        .map(|(f, acl)| {
             let (data, stat) = f?;
-            match acls.get(&paths[i], &stat) {
-                Some(acl) => Some(Znode::new(data, &acl, &stat)),
-                // The ACL changed between the multi-read and the ACL read: take the newer
-                // ACL (ACL changes fire no watch; the periodic re-scan settles them anyway).
-                None => {
-                    let acl = acls
-                        .entries
-                        .lock()
-                        .unwrap()
-                        .get(&paths[i])
-                        .map(|e| e.2.clone())?;
-                    Some(Znode::new(data, &acl, &stat))
-                }
-            }
+            Some(Znode::new(data, &acl?, &stat))
         })
         .collect())
 }

@@ -275,7 +275,16 @@ fn print_status(s: &Status) {
         s.conflicts, s.conflicts_held
     );
     println!("errors            {}", s.errors);
-    println!("re-scans          {}", s.rescans);
+    println!(
+        "re-scans          {} (the last took {} ms){}",
+        s.rescans,
+        s.last_rescan_ms,
+        if s.rescanning {
+            ", one running now"
+        } else {
+            ""
+        }
+    );
 }
 
 async fn start(cfg: SyncConfig, dry_run: bool, listen: &str) -> Result<ExitCode> {

@@ -43,6 +43,9 @@ use crate::{
 /// Writes applied (and made durable in the base) at a time.
 const APPLY_CHUNK: usize = 4096;
 
+/// Times a pass reads and decides again the paths whose writes could not land yet.
+const PASS_RETRY_ROUNDS: usize = 5;
+
 struct State {
     /// Content both sides last agreed on, by path; absent = agreed the node does not exist.
     base: BaseStore,
@@ -240,6 +243,7 @@ impl SyncEngine {
             &self.cfg.root,
             |p| self.cfg.includes(p),
             self.cfg.walk_concurrency,
+            &self.acls[side as usize],
             &self.walked,
         )
         .await
@@ -253,10 +257,7 @@ impl SyncEngine {
         sa.map_err(|source| SyncError::Zk { side: "A", source })?;
         sb.map_err(|source| SyncError::Zk { side: "B", source })?;
         let (a, b) = tokio::join!(self.walk(Side::A), self.walk(Side::B));
-        let (a, b) = (a?, b?);
-        self.acls[0].fill(&a);
-        self.acls[1].fill(&b);
-        Ok((a, b))
+        Ok((a?, b?))
     }
 
     /// Compares both trees now; empty when they are identical.
@@ -338,9 +339,25 @@ impl SyncEngine {
     /// Re-reads both trees and reconciles them against the base (after a reconnect, on the
     /// timer, or on demand).
     pub async fn reconcile(&self) -> Result<PassReport, SyncError> {
-        self.state.lock().unwrap().status.rescans += 1;
+        /// Clears `rescanning` however the re-scan ends (done, failed or aborted).
+        struct Rescanning<'a>(&'a Mutex<State>);
+        impl Drop for Rescanning<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                state.status.rescanning = false;
+            }
+        }
+        {
+            let mut state = self.state.lock().unwrap();
+            state.status.rescans += 1;
+            state.status.rescanning = true;
+        }
+        let _rescanning = Rescanning(&self.state);
         self.metrics.rescans.inc();
-        self.pass(false).await
+        let started = std::time::Instant::now();
+        let report = self.pass(false).await?;
+        self.state.lock().unwrap().status.last_rescan_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
     }
 
     async fn pass(&self, initial: bool) -> Result<PassReport, SyncError> {
@@ -357,11 +374,26 @@ impl SyncEngine {
             ..PassReport::default()
         };
         let never_synced = initial || !self.state.lock().unwrap().base.bootstrapped();
-        let round = self.settle(copies, never_synced, false).await;
-        report.written_to_a = round.written[0];
-        report.written_to_b = round.written[1];
-        report.conflicts = round.conflicts;
-        report.errors = round.errors;
+        let mut round = self.settle(copies, never_synced, false).await;
+        // Writes that could not land yet (a parent created by a batch that failed and was
+        // replayed while the next batches were in flight, a client write that moved the
+        // version): read again and decided again, a few times.
+        for _ in 0..PASS_RETRY_ROUNDS {
+            report.add(&round);
+            if round.retry.is_empty() {
+                return Ok(report);
+            }
+            let copies = self.read_paths(&round.retry).await?;
+            round = self.settle(copies, never_synced, false).await;
+        }
+        report.add(&round);
+        if let Some(first) = round.retry.first() {
+            // Left to live rounds (their watch events) and the next re-scan.
+            tracing::warn!(
+                "{} paths still changing after {PASS_RETRY_ROUNDS} tries, {first} among them",
+                round.retry.len()
+            );
+        }
         Ok(report)
     }
 
@@ -484,8 +516,13 @@ impl SyncEngine {
             // In chunks, each made durable in the base before the next: a bootstrap killed
             // halfway resumes from where it got to.
             for chunk in side_ops.chunks(APPLY_CHUNK) {
-                let outcomes =
-                    apply::apply(&self.client(side), chunk, self.cfg.max_batch_bytes).await;
+                let outcomes = apply::apply(
+                    &self.client(side),
+                    chunk,
+                    self.cfg.max_batch_bytes,
+                    &self.acls[side as usize],
+                )
+                .await;
                 let now = now_ms();
                 let mut state = self.state.lock().unwrap();
                 for Outcome { path, result: r } in outcomes {
@@ -555,8 +592,8 @@ impl SyncEngine {
     ) -> Result<Vec<(String, Option<Znode>, Option<Znode>)>, SyncError> {
         let (client_a, client_b) = (self.client(Side::A), self.client(Side::B));
         let (a, b) = tokio::join!(
-            tree::read_many(&client_a, paths, &self.acls[0]),
-            tree::read_many(&client_b, paths, &self.acls[1])
+            tree::read_many(&client_a, paths, &self.acls[Side::A as usize]),
+            tree::read_many(&client_b, paths, &self.acls[Side::B as usize])
         );
         let a = a.map_err(|source| SyncError::Zk { side: "A", source })?;
         let b = b.map_err(|source| SyncError::Zk { side: "B", source })?;
@@ -646,7 +683,14 @@ impl SyncEngine {
             },
         };
         let target = winner.other();
-        for o in apply::apply(&self.client(target), &[op], self.cfg.max_batch_bytes).await {
+        let outcomes = apply::apply(
+            &self.client(target),
+            &[op],
+            self.cfg.max_batch_bytes,
+            &self.acls[target as usize],
+        )
+        .await;
+        for o in outcomes {
             o.result.map_err(|source| SyncError::Zk {
                 side: target.name(),
                 source,
@@ -666,4 +710,13 @@ struct RoundResult {
     conflicts: usize,
     retry: Vec<String>,
     errors: Vec<String>,
+}
+
+impl PassReport {
+    fn add(&mut self, round: &RoundResult) {
+        self.written_to_a += round.written[0];
+        self.written_to_b += round.written[1];
+        self.conflicts += round.conflicts;
+        self.errors.extend(round.errors.iter().cloned());
+    }
 }

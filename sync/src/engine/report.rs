@@ -66,6 +66,10 @@ pub struct Status {
     pub errors: u64,
     pub queue_depth: usize,
     pub rescans: u64,
+    /// A re-scan is reading (or reconciling) both trees now.
+    pub rescanning: bool,
+    /// How long the last completed re-scan took.
+    pub last_rescan_ms: u64,
     pub lag_a_to_b_ms: LagFigures,
     pub lag_b_to_a_ms: LagFigures,
 }
