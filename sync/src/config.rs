@@ -46,6 +46,11 @@ pub struct SyncConfig {
     /// only a re-scan sees them). A re-scan reads both trees; live rounds go on beside it.
     #[serde(default = "rescan_interval_s")]
     pub rescan_interval_s: u64,
+    /// Seconds between continuous validations while replicating live (0: none). Each reads
+    /// both trees, compares them by digest, looks again at every difference once the changes
+    /// on their way have landed, and reports and repairs what replication missed.
+    #[serde(default = "validate_interval_s")]
+    pub validate_interval_s: u64,
     /// Where the engine keeps what both sides last agreed on, so a restart (even after
     /// `kill -9`) resumes without a full copy and without losing writes made meanwhile. Without
     /// it, a restart copies A over B again.
@@ -71,6 +76,9 @@ fn walk_concurrency() -> usize {
 }
 fn rescan_interval_s() -> u64 {
     300
+}
+fn validate_interval_s() -> u64 {
+    60
 }
 
 /// What happens to ephemeral znodes (they belong to a client session on one ensemble).
@@ -113,6 +121,7 @@ impl SyncConfig {
             max_batch_bytes: max_batch_bytes(),
             walk_concurrency: walk_concurrency(),
             rescan_interval_s: rescan_interval_s(),
+            validate_interval_s: validate_interval_s(),
             state_dir: None,
             audit_log: None,
         }

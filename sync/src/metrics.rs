@@ -37,6 +37,11 @@ pub struct SyncMetrics {
     pub queue_depth: Gauge,
     pub conflicts_held: Gauge,
     pub bootstrapped: Gauge,
+    pub validations: Counter,
+    pub diverged: Counter,
+    pub validation_diverged: Gauge,
+    pub validation_in_flight: Gauge,
+    pub validation_timestamp: Gauge,
 }
 
 impl Default for SyncMetrics {
@@ -55,6 +60,11 @@ impl Default for SyncMetrics {
         let queue_depth = Gauge::default();
         let conflicts_held = Gauge::default();
         let bootstrapped = Gauge::default();
+        let validations = Counter::default();
+        let diverged = Counter::default();
+        let validation_diverged = Gauge::default();
+        let validation_in_flight = Gauge::default();
+        let validation_timestamp = Gauge::default();
         registry.register(
             "replicated",
             "Znode changes written to the other ensemble, by direction",
@@ -92,6 +102,31 @@ impl Default for SyncMetrics {
             "1 once the initial copy is complete",
             bootstrapped.clone(),
         );
+        registry.register(
+            "validations",
+            "Continuous validations done (both trees compared)",
+            validations.clone(),
+        );
+        registry.register(
+            "diverged",
+            "Paths validations found different that replication had missed (each repaired)",
+            diverged.clone(),
+        );
+        registry.register(
+            "validation_diverged_paths",
+            "Paths the last validation found different that replication had missed",
+            validation_diverged.clone(),
+        );
+        registry.register(
+            "validation_in_flight_paths",
+            "Paths the last validation found different while a change was on its way",
+            validation_in_flight.clone(),
+        );
+        registry.register(
+            "validation_timestamp_seconds",
+            "When the last validation started (Unix time)",
+            validation_timestamp.clone(),
+        );
         // Both directions exist from the start (at zero), so dashboards see them.
         for side in [Side::A, Side::B] {
             let _ = replicated.get_or_create(&DirectionLabel::from(side));
@@ -108,6 +143,11 @@ impl Default for SyncMetrics {
             queue_depth,
             conflicts_held,
             bootstrapped,
+            validations,
+            diverged,
+            validation_diverged,
+            validation_in_flight,
+            validation_timestamp,
         }
     }
 }

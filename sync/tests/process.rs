@@ -44,7 +44,8 @@ fn write_config(dir: &Path, a: &str, b: &str, root: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "source-zk: {a}\ntarget-zk: {b}\nroot: {root}\nstate-dir: {}\nsession-timeout-ms: 15000\n",
+            "source-zk: {a}\ntarget-zk: {b}\nroot: {root}\nstate-dir: {}\nsession-timeout-ms: 15000\n\
+             validate-interval-s: 1\n",
             dir.join("state").display()
         ),
     )
@@ -240,6 +241,21 @@ async fn killed_mid_bootstrap_and_mid_stream_it_resumes_and_loses_nothing() {
     );
     let engine = Engine::start(&config);
     wait_identical(&engine, Duration::from_secs(60)).await;
+    // Continuous validation agrees (one that began after the trees were found identical), and
+    // the CLI says so.
+    let identical_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    engine
+        .wait_status("a validation in sync", Duration::from_secs(30), |s| {
+            s.last_validation
+                .as_ref()
+                .is_some_and(|v| v.at_unix_ms > identical_at && v.diverged == 0)
+        })
+        .await;
+    let (code, out) = engine.cli(&["status"]);
+    assert!(code == 0 && out.contains("in sync"), "{out}");
     for side in ["a", "b"] {
         for i in (0..300).step_by(13) {
             let path = format!("{root}/{side}-{i}");

@@ -577,3 +577,94 @@ async fn acl_changes_reach_the_other_side_by_the_re_scan() {
     delete_tree(&a, &root).await;
     delete_tree(&b, &root).await;
 }
+
+/// A watch event ZooKeeper loses (ZOOKEEPER-4698) leaves the trees different with nothing on
+/// its way: continuous validation finds the path and has it repaired. Changes on their way
+/// while it compares are not reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_finds_and_repairs_what_a_lost_event_left_behind() {
+    let root = unique_root("validation");
+    let [ea, eb] = ensembles();
+    let a = client(&ea.connect_string()).await;
+    let b = client(&eb.connect_string()).await;
+    a.create(&root, b"", &persistent()).await.unwrap();
+    for i in 0..200 {
+        a.create(&format!("{root}/n{i:03}"), b"v0", &persistent())
+            .await
+            .unwrap();
+    }
+    let mut cfg = SyncConfig::new(ea.connect_string(), eb.connect_string());
+    cfg.root = root.clone();
+    cfg.validate_interval_s = 1;
+    // No re-scan comes to the rescue.
+    cfg.rescan_interval_s = 3600;
+    let engine = SyncEngine::connect(cfg).await.expect("engine connects");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = tokio::spawn(engine.clone().run(async {
+        let _ = stopped.await;
+    }));
+    wait_for("bootstrap", Duration::from_secs(60), || async {
+        engine.status().bootstrapped
+    })
+    .await;
+
+    // Writes on both sides while validations run: none of it is divergence.
+    let validations = engine.status().validations;
+    let writes = async {
+        let mut i = 0;
+        while engine.status().validations < validations + 3 {
+            // Twenty at a time, on both sides: many changes are on their way at any moment.
+            let batch = (0..20).map(|k| {
+                let n = i + k;
+                let (side, name) = if n % 2 == 0 { (&a, "A") } else { (&b, "B") };
+                let path = format!("{root}/n{:03}", n % 200);
+                async move {
+                    side.set_data(&path, format!("{name} {n}").as_bytes(), None)
+                        .await
+                        .unwrap()
+                }
+            });
+            futures::future::join_all(batch).await;
+            i += 20;
+        }
+        i
+    };
+    let written = tokio::time::timeout(Duration::from_secs(60), writes)
+        .await
+        .expect("three validations within a minute");
+    let status = engine.status();
+    assert_eq!(
+        status.diverged_found, 0,
+        "{written} writes on their way taken for divergence: {:?}",
+        status.last_validation
+    );
+
+    // A change on B whose event is lost: only a validation can find it.
+    let path = format!("{root}/n007");
+    engine.lose_next_event(Side::B, &path);
+    b.set_data(&path, b"changed on B, event lost", None)
+        .await
+        .unwrap();
+    wait_for("the repair on A", Duration::from_secs(30), || async {
+        a.get_data(&path).await.unwrap().0 == b"changed on B, event lost"
+    })
+    .await;
+    let status = engine.status();
+    assert_eq!(status.diverged_found, 1, "{:?}", status.last_validation);
+    assert!(
+        engine.metrics_text().contains("orca_sync_diverged_total 1"),
+        "{}",
+        engine.metrics_text()
+    );
+    wait_for("a validation in sync", Duration::from_secs(30), || async {
+        engine
+            .status()
+            .last_validation
+            .is_some_and(|v| v.diverged == 0 && v.nodes_a == 201 && v.nodes_b == 201)
+    })
+    .await;
+    let _ = stop.send(());
+    runner.await.unwrap().unwrap();
+    delete_tree(&a, &root).await;
+    delete_tree(&b, &root).await;
+}

@@ -6,7 +6,12 @@
 //! zk-migrate sync status | validate | stop | conflicts   # talk to a running engine
 //! zk-migrate sync resolve /path --winner a|b
 //! ```
-use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -285,6 +290,34 @@ fn print_status(s: &Status) {
             ""
         }
     );
+    match &s.last_validation {
+        None => println!("validated         not yet"),
+        Some(v) => {
+            let ago_s = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |now| now.as_millis() as u64)
+                .saturating_sub(v.at_unix_ms)
+                / 1000;
+            println!(
+                "validated         {ago_s} s ago: {} | {} znodes; {}, {} on their way, {} held \
+                 ({} validations, {} diverged paths found and repaired so far)",
+                v.nodes_a,
+                v.nodes_b,
+                if v.diverged == 0 {
+                    "in sync".to_string()
+                } else {
+                    format!("{} DIVERGED", v.diverged)
+                },
+                v.in_flight,
+                v.held,
+                s.validations,
+                s.diverged_found
+            );
+            for path in &v.diverged_paths {
+                println!("  diverged        {path}");
+            }
+        }
+    }
 }
 
 async fn start(cfg: SyncConfig, dry_run: bool, listen: &str) -> Result<ExitCode> {

@@ -15,6 +15,7 @@
 mod error;
 mod live;
 mod report;
+mod validation;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -27,6 +28,7 @@ use zookeeper_client::{Client, Error as ZkError, SessionState};
 pub use self::{
     error::SyncError,
     report::{Conflict, LagFigures, OpCounts, PassReport, Preview, Status},
+    validation::Validation,
 };
 use self::{error::transient, report::Lag};
 use crate::{
@@ -79,6 +81,17 @@ pub struct SyncEngine {
     walked: std::sync::atomic::AtomicU64,
     /// Every conflict, appended as a JSON line (`audit-log` in the configuration).
     audit_log: Mutex<Option<std::fs::File>>,
+    events: Arc<EventCounts>,
+}
+
+/// Watch events numbered as they arrive, and how far the live rounds have settled them: a
+/// validation waits for the events that had arrived when it read both trees.
+#[derive(Default)]
+struct EventCounts {
+    arrived: std::sync::atomic::AtomicU64,
+    /// Every event up to this number has been taken into a round that finished (or was an
+    /// echo, dropped).
+    settled: std::sync::atomic::AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -191,6 +204,7 @@ impl SyncEngine {
             metrics: SyncMetrics::default(),
             walked: Default::default(),
             audit_log: Mutex::new(audit_log),
+            events: Default::default(),
         }))
     }
 

@@ -70,6 +70,11 @@ pub struct Status {
     pub rescanning: bool,
     /// How long the last completed re-scan took.
     pub last_rescan_ms: u64,
+    /// Continuous validations done, diverged paths they found (all repaired by live rounds),
+    /// and the last one's outcome.
+    pub validations: u64,
+    pub diverged_found: u64,
+    pub last_validation: Option<super::Validation>,
     pub lag_a_to_b_ms: LagFigures,
     pub lag_b_to_a_ms: LagFigures,
 }
