@@ -7,7 +7,9 @@
 //! 3. live replication lag (write on A, visible on B) under a steady `--rate` writes/s, and
 //!    the replicated throughput when A is written as fast as one client can, with single
 //!    writes and then with writes batched in multi-ops (B's raw rate with such batches is a
-//!    second baseline).
+//!    second baseline);
+//! 4. validations run back to back under the same steady load: how long one takes, and that
+//!    none reports a change on its way as a divergence.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -327,6 +329,47 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     wait_caught_up(&engine, before + burst).await?;
     let batched_burst_rate = burst as f64 / started.elapsed().as_secs_f64();
     let batched_rescans = engine.status().rescans - rescans_before_burst - burst_rescans;
+    // 4. Validation under load: the same steady writes on A while validations run back to
+    // back (each reads both trees, then looks again at what differed). Every write is on its
+    // way while some validation compares, so any path reported diverged is a false alarm.
+    let writing = std::sync::atomic::AtomicBool::new(true);
+    let validating = async {
+        let mut checks = Vec::new();
+        while writing.load(std::sync::atomic::Ordering::Relaxed) {
+            checks.push(engine.check().await?.0);
+        }
+        anyhow::Ok(checks)
+    };
+    let writing_steady = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut writes = tokio::task::JoinSet::new();
+        for sent in 0..steady {
+            if sent % per_tick == 0 {
+                tick.tick().await;
+            }
+            let i = sent as usize % args.nodes;
+            let ca = ca.clone();
+            writes.spawn(async move {
+                ca.set_data(
+                    &format!("/app/d{}/n{i}", i / 100),
+                    format!("validated {sent}").as_bytes(),
+                    None,
+                )
+                .await
+            });
+        }
+        while let Some(r) = writes.join_next().await {
+            r??;
+        }
+        writing.store(false, std::sync::atomic::Ordering::Relaxed);
+        anyhow::Ok(())
+    };
+    let (checks, written) = tokio::join!(validating, writing_steady);
+    let (checks, ()) = (checks?, written?);
+    anyhow::ensure!(!checks.is_empty(), "no validation finished during the load");
+    let mut check_ms: Vec<u64> = checks.iter().map(|c| c.took_ms).collect();
+    check_ms.sort_unstable();
+
     let _ = stop_tx.send(());
     runner.await??;
     anyhow::ensure!(
@@ -413,6 +456,25 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         (
             "re-scans during that burst".into(),
             format!("{batched_rescans}"),
+        ),
+        (
+            format!(
+                "validations back to back under {} writes/s for {} s",
+                args.rate, args.seconds
+            ),
+            format!("{}", checks.len()),
+        ),
+        (
+            "  paths they reported diverged (false alarms)".into(),
+            format!("{}", checks.iter().map(|c| c.diverged).sum::<usize>()),
+        ),
+        (
+            "  differences seen on their way, most in one".into(),
+            format!("{}", checks.iter().map(|c| c.in_flight).max().unwrap_or(0)),
+        ),
+        (
+            "  one validation took, median".into(),
+            format!("{} ms", check_ms[check_ms.len() / 2]),
         ),
     ];
     println!("{:<48} {:>12}", "figure", "value");
