@@ -29,6 +29,32 @@ fn digest_id() -> String {
         .to_string()
 }
 
+/// An engine replicating live (`run`) until `stop`.
+struct Live {
+    stop: tokio::sync::oneshot::Sender<()>,
+    runner: tokio::task::JoinHandle<Result<(), orca_sync::engine::SyncError>>,
+}
+
+impl Live {
+    /// Runs `engine` and waits for its bootstrap.
+    async fn start(engine: Arc<SyncEngine>) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = tokio::spawn(engine.clone().run(async {
+            let _ = stopped.await;
+        }));
+        wait_for("bootstrap", Duration::from_secs(60), || async {
+            engine.status().bootstrapped
+        })
+        .await;
+        Self { stop, runner }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.runner.await.unwrap().unwrap();
+    }
+}
+
 async fn engine(root: &str, strategy: ConflictStrategy) -> Arc<SyncEngine> {
     let [a, b] = ensembles();
     let mut cfg = SyncConfig::new(a.connect_string(), b.connect_string());
@@ -119,14 +145,7 @@ async fn concurrent_writes_on_both_sides_converge_without_loss() {
     let a = client(&ea.connect_string()).await;
     let b = client(&eb.connect_string()).await;
     let engine = engine(&root, ConflictStrategy::LastWriteWins).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn(engine.clone().run(async {
-        let _ = stopped.await;
-    }));
-    wait_for("bootstrap", Duration::from_secs(10), || async {
-        engine.status().bootstrapped
-    })
-    .await;
+    let live = Live::start(engine.clone()).await;
     // Writers on both sides at once: creates at several depths, then updates.
     let write = |client: zookeeper_client::Client, side: &'static str| {
         let root = root.clone();
@@ -199,8 +218,7 @@ async fn concurrent_writes_on_both_sides_converge_without_loss() {
     )
     .await;
     assert!(engine.validate().await.unwrap().is_empty());
-    let _ = stop.send(());
-    runner.await.unwrap().unwrap();
+    live.stop().await;
     delete_tree(&a, &root).await;
     delete_tree(&b, &root).await;
 }
@@ -382,10 +400,7 @@ async fn ephemerals_are_skipped_by_default_and_mirrored_one_way_on_request() {
     cfg.root = root.clone();
     cfg.ephemerals = orca_sync::EphemeralPolicy::Mirror;
     let engine = SyncEngine::connect(cfg).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn(engine.clone().run(async {
-        let _ = stopped.await;
-    }));
+    let live = Live::start(engine.clone()).await;
     owner
         .create(&format!("{root}/e2"), b"worker 2", &ephemeral)
         .await
@@ -422,8 +437,7 @@ async fn ephemerals_are_skipped_by_default_and_mirrored_one_way_on_request() {
             "{path} came back on A"
         );
     }
-    let _ = stop.send(());
-    runner.await.unwrap().unwrap();
+    live.stop().await;
     delete_tree(&a, &root).await;
     delete_tree(&b, &root).await;
 }
@@ -455,14 +469,7 @@ async fn live_rounds_go_on_while_a_re_scan_runs() {
     // Re-scans back to back: one starts every second.
     cfg.rescan_interval_s = 1;
     let engine = SyncEngine::connect(cfg).await.expect("engine connects");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn(engine.clone().run(async {
-        let _ = stopped.await;
-    }));
-    wait_for("bootstrap", Duration::from_secs(60), || async {
-        engine.status().bootstrapped
-    })
-    .await;
+    let live = Live::start(engine.clone()).await;
     // The first re-scan reads every ACL on B (the copies are new to the engine's cache); the
     // ones after it read both trees as every later re-scan does.
     wait_for("a first re-scan", Duration::from_secs(120), || async {
@@ -527,8 +534,7 @@ async fn live_rounds_go_on_while_a_re_scan_runs() {
         median < scan / 4,
         "median replication {median:?} during re-scans of {scan:?}"
     );
-    let _ = stop.send(());
-    runner.await.unwrap().unwrap();
+    live.stop().await;
     delete_tree(&a, &root).await;
     delete_tree(&b, &root).await;
 }
@@ -548,14 +554,7 @@ async fn acl_changes_reach_the_other_side_by_the_re_scan() {
     cfg.root = root.clone();
     cfg.rescan_interval_s = 1;
     let engine = SyncEngine::connect(cfg).await.expect("engine connects");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn(engine.clone().run(async {
-        let _ = stopped.await;
-    }));
-    wait_for("bootstrap", Duration::from_secs(60), || async {
-        engine.status().bootstrapped
-    })
-    .await;
+    let live = Live::start(engine.clone()).await;
     // Read both trees once, so both caches hold the node's first ACL.
     assert!(engine.validate().await.unwrap().is_empty());
     let read_only = [Acl::new(
@@ -572,8 +571,7 @@ async fn acl_changes_reach_the_other_side_by_the_re_scan() {
         let differences = engine.validate().await.unwrap();
         assert!(differences.is_empty(), "{differences:?}");
     }
-    let _ = stop.send(());
-    runner.await.unwrap().unwrap();
+    live.stop().await;
     delete_tree(&a, &root).await;
     delete_tree(&b, &root).await;
 }
@@ -599,14 +597,7 @@ async fn validation_finds_and_repairs_what_a_lost_event_left_behind() {
     // No re-scan comes to the rescue.
     cfg.rescan_interval_s = 3600;
     let engine = SyncEngine::connect(cfg).await.expect("engine connects");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn(engine.clone().run(async {
-        let _ = stopped.await;
-    }));
-    wait_for("bootstrap", Duration::from_secs(60), || async {
-        engine.status().bootstrapped
-    })
-    .await;
+    let live = Live::start(engine.clone()).await;
 
     // Writes on both sides while validations run: none of it is divergence.
     let validations = engine.status().validations;
@@ -663,8 +654,7 @@ async fn validation_finds_and_repairs_what_a_lost_event_left_behind() {
             .is_some_and(|v| v.diverged == 0 && v.nodes_a == 201 && v.nodes_b == 201)
     })
     .await;
-    let _ = stop.send(());
-    runner.await.unwrap().unwrap();
+    live.stop().await;
     delete_tree(&a, &root).await;
     delete_tree(&b, &root).await;
 }
