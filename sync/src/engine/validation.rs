@@ -63,7 +63,6 @@ impl SyncEngine {
         let started = Instant::now();
         let at_unix_ms = now_ms();
         let (a, b) = self.read_both().await?;
-        let arrived = self.events.arrived.load(Ordering::Acquire);
         let mut validation = Validation {
             at_unix_ms,
             nodes_a: a.len(),
@@ -88,6 +87,10 @@ impl SyncEngine {
         }
         let mut diverged = Vec::new();
         if !suspects.is_empty() {
+            // Every event delivered before the reads' replies has been numbered by now (its
+            // watcher task had the whole diff to run); a later mark only waits for more.
+            tokio::task::yield_now().await;
+            let arrived = self.events.arrived.load(Ordering::Acquire);
             let deadline = Instant::now() + SETTLE_DEADLINE;
             while self.events.settled.load(Ordering::Acquire) < arrived {
                 if Instant::now() > deadline {
