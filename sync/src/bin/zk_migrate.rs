@@ -280,16 +280,11 @@ fn print_status(s: &Status) {
         s.conflicts, s.conflicts_held
     );
     println!("errors            {}", s.errors);
-    println!(
-        "re-scans          {} (the last took {} ms){}",
-        s.rescans,
-        s.last_rescan_ms,
-        if s.rescanning {
-            ", one running now"
-        } else {
-            ""
-        }
-    );
+    match (s.rescanning, s.last_rescan_ms) {
+        (true, _) => println!("re-scans          {}, one running now", s.rescans),
+        (false, 0) => println!("re-scans          {}", s.rescans),
+        (false, ms) => println!("re-scans          {} (the last took {ms} ms)", s.rescans),
+    }
     match &s.last_validation {
         None => println!("validated         not yet"),
         Some(v) => {
@@ -299,14 +294,15 @@ fn print_status(s: &Status) {
                 .saturating_sub(v.at_unix_ms)
                 / 1000;
             println!(
-                "validated         {ago_s} s ago: {} | {} znodes; {}, {} on their way, {} held \
-                 ({} validations, {} diverged paths found and repaired so far)",
+                "validated         {ago_s} s ago (A {} znodes, B {}): {}; {} changes on their \
+                 way, {} held conflicts; {} validations, {} diverged paths found and repaired \
+                 in all",
                 v.nodes_a,
                 v.nodes_b,
                 if v.diverged == 0 {
                     "in sync".to_string()
                 } else {
-                    format!("{} DIVERGED", v.diverged)
+                    format!("{} paths DIVERGED", v.diverged)
                 },
                 v.in_flight,
                 v.held,
