@@ -117,11 +117,11 @@ pub async fn walk(
     let mut level = vec![root.to_string()];
     while !level.is_empty() {
         let mut next = Vec::new();
-        let included: Vec<String> = level.into_iter().filter(|p| include(p)).collect();
-        let chunks: Vec<Vec<String>> = included
-            .chunks(WALK_NODES_PER_READ)
-            .map(<[String]>::to_vec)
-            .collect();
+        let mut included = level.into_iter().filter(|p| include(p)).peekable();
+        let mut chunks: Vec<Vec<String>> = Vec::new();
+        while included.peek().is_some() {
+            chunks.push(included.by_ref().take(WALK_NODES_PER_READ).collect());
+        }
         let mut reads = stream::iter(chunks)
             .map(|paths| async move {
                 let read = read_nodes(client, &paths, acls).await;
@@ -171,12 +171,6 @@ pub struct AclCache {
 type CachedAcl = (i64, i32, Vec<Acl>);
 
 impl AclCache {
-    fn get(&self, path: &str, stat: &Stat) -> Option<Vec<Acl>> {
-        let entries = self.entries.lock().unwrap();
-        let (czxid, aversion, acl) = entries.get(path)?;
-        (*czxid == stat.czxid && *aversion == stat.aversion).then(|| acl.clone())
-    }
-
     /// Remembers `acl` as the ACL of the node `stat` describes.
     pub fn remember(&self, path: &str, stat: &Stat, acl: Vec<Acl>) {
         self.entries
@@ -195,11 +189,19 @@ impl AclCache {
         paths: &[String],
         stats: &[Option<&Stat>],
     ) -> Result<Vec<Option<Vec<Acl>>>, (String, ZkError)> {
-        let mut acls: Vec<Option<Vec<Acl>>> = paths
-            .iter()
-            .zip(stats)
-            .map(|(path, stat)| stat.and_then(|stat| self.get(path, stat)))
-            .collect();
+        let mut acls: Vec<Option<Vec<Acl>>> = {
+            // One lock for the whole batch (a walk asks for every node).
+            let entries = self.entries.lock().unwrap();
+            paths
+                .iter()
+                .zip(stats)
+                .map(|(path, stat)| {
+                    let stat = (*stat)?;
+                    let (czxid, aversion, acl) = entries.get(path)?;
+                    (*czxid == stat.czxid && *aversion == stat.aversion).then(|| acl.clone())
+                })
+                .collect()
+        };
         let missing: Vec<usize> = (0..paths.len())
             .filter(|&i| stats[i].is_some() && acls[i].is_none())
             .collect();

@@ -393,10 +393,10 @@ impl SyncEngine {
         // replayed while the next batches were in flight, a client write that moved the
         // version): read again and decided again, a few times.
         for _ in 0..PASS_RETRY_ROUNDS {
-            report.add(&round);
             if round.retry.is_empty() {
-                return Ok(report);
+                break;
             }
+            report.add(&round);
             let copies = self.read_paths(&round.retry).await?;
             round = self.settle(copies, never_synced, false).await;
         }
