@@ -1,12 +1,11 @@
 //! `orca-master`: the cluster master (agent registry, weighted-DRF allocator, offers and
-//! tasks, the Mesos v1 scheduler HTTP API, the agent link) and the topology collector. See
+//! tasks, the Mesos v1 scheduler HTTP API, the agent link). The topology collector is its own
+//! crate (`orca-collector`), which the master serves beside the cluster. See
 //! docs/architecture.md.
 pub mod agent_link;
 pub mod allocator;
 pub mod cluster;
-pub mod collector;
 pub mod mesos_api;
-pub mod metrics;
 pub mod operator_grpc;
 pub use orca_resources as resources;
 pub mod scheduler_grpc;

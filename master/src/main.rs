@@ -2,10 +2,10 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::Parser;
+use orca_collector::{CollectorConfig, series::SeriesConfig};
 use orca_master::{
     allocator::Quota,
     cluster::{ClusterConfig, RoleConfig},
-    collector::{CollectorConfig, series::SeriesConfig},
     resources::ScalarMap,
     server::Master,
 };

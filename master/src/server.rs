@@ -9,6 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use orca_collector::{Collector, CollectorConfig, http};
 use orca_proto::{
     cluster::v1::agent_link_server::AgentLinkServer, operator::v1::operator_server::OperatorServer,
     scheduler::v1::scheduler_server::SchedulerServer,
@@ -20,7 +21,6 @@ use tokio::net::TcpListener;
 use crate::{
     agent_link::AgentLinkService,
     cluster::{Cluster, ClusterConfig},
-    collector::{Collector, CollectorConfig, http},
     mesos_api,
     operator_grpc::OperatorService,
     scheduler_grpc::SchedulerService,

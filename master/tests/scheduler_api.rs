@@ -548,14 +548,9 @@ async fn update_framework_moves_the_framework_to_new_roles() {
     let state = get_json(m.addr, "/master/state").await;
     assert_eq!(state["frameworks"][0]["roles"], json!(["web"]), "{state}");
 
-    // Declined and then suppressed through the update: no offers while suppressed.
-    let (code, _) = s
-        .call(json!({
-            "type": "DECLINE",
-            "decline": { "offer_ids": [offer["id"]], "filters": { "refuse_seconds": 0.0 } },
-        }))
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED);
+    // Suppressed through the update, then the outstanding offer declined without a filter:
+    // its resources go back and no offer comes while suppressed. (Declining first would let
+    // the allocator re-offer in between, before the update arrives.)
     let (code, body) = s
         .call(json!({
             "type": "UPDATE_FRAMEWORK",
@@ -563,6 +558,13 @@ async fn update_framework_moves_the_framework_to_new_roles() {
         }))
         .await;
     assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, _) = s
+        .call(json!({
+            "type": "DECLINE",
+            "decline": { "offer_ids": [offer["id"]], "filters": { "refuse_seconds": 0.0 } },
+        }))
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
     no_offers_for_two_heartbeats(&mut s, "suppressed by UPDATE_FRAMEWORK").await;
 }
 

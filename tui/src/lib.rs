@@ -15,5 +15,6 @@ pub mod synthetic;
 #[cfg(test)]
 mod tests;
 pub mod ui;
+#[cfg(feature = "up")]
 pub mod up;
 pub mod views;

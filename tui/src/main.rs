@@ -1,20 +1,26 @@
 //! `orca`: the terminal UI. `orca up` runs a master and a local agent in-process and opens the
-//! UI on them; `orca --master ADDR` attaches to a running cluster.
-use std::{io::IsTerminal as _, net::SocketAddr, path::PathBuf, process::ExitCode};
+//! UI on them (the `up` feature, on by default; without it `orca` is only the client and
+//! builds without the eBPF toolchain); `orca --master ADDR` attaches to a running cluster.
+#[cfg(feature = "up")]
+use std::{io::IsTerminal as _, net::SocketAddr};
+use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+#[cfg(feature = "up")]
 use orca_agent::probe::ProbeChoice;
+#[cfg(feature = "up")]
+use orca_tui::up::{Up, UpConfig};
 use orca_tui::{
     actions::Actions,
     app::{App, Level},
     feed::{self, Event},
     run::{self, Live},
     saved::SavedFilters,
-    up::{Up, UpConfig},
 };
 use tokio::sync::{mpsc, watch};
 
 /// `orca up` runs the master in this process: the same allocator as the `orca-master` binary.
+#[cfg(feature = "up")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -36,11 +42,13 @@ struct Cli {
     /// Write logs to this file (the screen belongs to the UI).
     #[arg(long, env = "ORCA_LOG", global = true)]
     log: Option<PathBuf>,
+    #[cfg(feature = "up")]
     #[command(subcommand)]
     command: Option<Cmd>,
 }
 
-#[derive(Subcommand, Debug)]
+#[cfg(feature = "up")]
+#[derive(clap::Subcommand, Debug)]
 enum Cmd {
     /// Run a master and a local agent on this host, in this process, and open the UI on them.
     Up {
@@ -111,66 +119,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
-            None => {
-                init_logging(cli.log.as_deref()).map_err(anyhow::Error::msg)?;
-                ui(cli.master, None).await
-            }
-            Some(Cmd::Up {
-                grpc_addr,
-                http_addr,
-                state_dir,
-                probe,
-                no_tasks,
-                metrics_addr,
-                headless,
-            }) => {
-                let state_dir = state_dir.unwrap_or_else(UpConfig::default_state_dir);
-                let log = cli
-                    .log
-                    .clone()
-                    .unwrap_or_else(|| state_dir.join("orca.log"));
-                if headless {
-                    // Headless: logs go to stderr as for the daemons.
-                    tracing_subscriber::fmt()
-                        .with_env_filter(
-                            tracing_subscriber::EnvFilter::try_from_default_env()
-                                .unwrap_or_else(|_| "info".into()),
-                        )
-                        .with_ansi(std::io::stderr().is_terminal())
-                        .with_writer(std::io::stderr)
-                        .init();
-                } else {
-                    init_logging(Some(&log)).map_err(anyhow::Error::msg)?;
-                }
-                let up = Up::start(UpConfig {
-                    grpc_addr,
-                    http_addr,
-                    state_dir,
-                    probe,
-                    tasks: !no_tasks,
-                    metrics_addr,
-                })
-                .await?;
-                let master = up.grpc_addr.to_string();
-                let outcome = if headless {
-                    eprintln!(
-                        "orca up: master gRPC {} · HTTP http://{} (Mesos v1 scheduler API, \
-                         /master/state, /api/topology, /metrics); Ctrl-C stops",
-                        up.grpc_addr, up.http_addr
-                    );
-                    let _ = tokio::signal::ctrl_c().await;
-                    Ok(())
-                } else {
-                    ui(master, Some(up.failures())).await
-                };
-                let stopped = up.stop().await;
-                if !headless {
-                    eprintln!("orca up: stopped (log: {})", log.display());
-                }
-                outcome.and(stopped)
-            }
+        #[cfg(feature = "up")]
+        if let Some(command) = cli.command {
+            return up(command, cli.log).await;
         }
+        init_logging(cli.log.as_deref()).map_err(anyhow::Error::msg)?;
+        ui(cli.master, None).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -179,6 +133,61 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `orca up`: master and local agent in this process, with the UI on them (or headless).
+#[cfg(feature = "up")]
+async fn up(command: Cmd, log: Option<PathBuf>) -> anyhow::Result<()> {
+    let Cmd::Up {
+        grpc_addr,
+        http_addr,
+        state_dir,
+        probe,
+        no_tasks,
+        metrics_addr,
+        headless,
+    } = command;
+    let state_dir = state_dir.unwrap_or_else(UpConfig::default_state_dir);
+    let log = log.unwrap_or_else(|| state_dir.join("orca.log"));
+    if headless {
+        // Headless: logs go to stderr as for the daemons.
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        init_logging(Some(&log)).map_err(anyhow::Error::msg)?;
+    }
+    let up = Up::start(UpConfig {
+        grpc_addr,
+        http_addr,
+        state_dir,
+        probe,
+        tasks: !no_tasks,
+        metrics_addr,
+    })
+    .await?;
+    let master = up.grpc_addr.to_string();
+    let outcome = if headless {
+        eprintln!(
+            "orca up: master gRPC {} · HTTP http://{} (Mesos v1 scheduler API, \
+             /master/state, /api/topology, /metrics); Ctrl-C stops",
+            up.grpc_addr, up.http_addr
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        Ok(())
+    } else {
+        ui(master, Some(up.failures())).await
+    };
+    let stopped = up.stop().await;
+    if !headless {
+        eprintln!("orca up: stopped (log: {})", log.display());
+    }
+    outcome.and(stopped)
 }
 
 /// Opens the UI on the master at `master` until the user quits; `failures` says when an

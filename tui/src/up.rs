@@ -9,11 +9,8 @@ use orca_agent::{
     probe::ProbeChoice,
     runner::{self, RunConfig, TasksConfig},
 };
-use orca_master::{
-    cluster::ClusterConfig,
-    collector::{CollectorConfig, series::SeriesConfig},
-    server::Master,
-};
+use orca_collector::{CollectorConfig, series::SeriesConfig};
+use orca_master::{cluster::ClusterConfig, server::Master};
 use tokio::{sync::watch, task::JoinHandle};
 
 #[derive(Debug, Clone)]

@@ -482,4 +482,55 @@ mod tests {
         assert_eq!(l.cfs_quota_us(), Some(50_000));
         assert_eq!(l.cpu_weight(), 1 + (510 * 9999) / 262_142);
     }
+
+    #[test]
+    fn the_v2_driver_writes_and_reads_a_unified_layout() {
+        // This host keeps cpu/memory/pids on v1, so the v2 driver runs against a layout made here.
+        let root = std::env::temp_dir().join(format!("orca-cgroup2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let driver = Driver::V2 { root: root.clone() };
+        let limits = Limits {
+            cpus: 1.5,
+            cfs_quota: true,
+            memory_bytes: Some(256 << 20),
+            pids_max: Some(64),
+        };
+        let cg = driver.create("orca", "fw.t1", &limits).unwrap();
+        let dir = root.join("orca/fw.t1");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("cpu.weight"), limits.cpu_weight().to_string());
+        assert_eq!(read("memory.max"), (256u64 << 20).to_string());
+        assert_eq!(read("pids.max"), "64");
+        assert_eq!(
+            std::fs::read_to_string(root.join("orca/cgroup.subtree_control")).unwrap(),
+            "+cpu +memory +pids"
+        );
+        assert_eq!(cg.procs_files(), vec![dir.join("cgroup.procs")]);
+        // What the kernel would write: usage and an OOM kill.
+        std::fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 2500000\nuser_usec 2000000\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("memory.current"), "1048576\n").unwrap();
+        std::fs::write(dir.join("pids.current"), "3\n").unwrap();
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        let usage = cg.usage();
+        assert_eq!(usage.cpu_seconds, 2.5);
+        assert_eq!(usage.memory_bytes, 1 << 20);
+        assert_eq!(usage.pids, 3);
+        assert!(cg.oom_killed());
+        cg.kill_all();
+        assert_eq!(read("cgroup.kill"), "1");
+        cg.destroy().unwrap();
+        assert!(!dir.exists());
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }

@@ -188,6 +188,18 @@ impl TaskManager {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub fn config(&self) -> &TaskManagerConfig {
+        &self.config
+    }
+
+    /// The cgroup of a running task (its directories, processes and usage).
+    pub fn cgroup(&self, framework_id: &str, task_id: &str) -> Option<TaskCgroup> {
+        self.lock()
+            .tasks
+            .get(&(framework_id.to_owned(), task_id.to_owned()))
+            .map(|t| t.cgroup.clone())
+    }
+
     fn emit(
         &self,
         spec: &TaskSpec,
@@ -609,6 +621,3 @@ impl TaskManager {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -15,12 +15,12 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use orca_collector::CollectorConfig;
 use orca_master::{
     cluster::{
         AgentCommand, AgentInfo, Cluster, ClusterConfig, Event, FrameworkInfo, Operation,
         StatusSource, TaskInfo, TaskState, TaskStatus,
     },
-    collector::CollectorConfig,
     mesos_api::client::SchedulerClient,
     resources::{Resource, Resources},
     server::Master,

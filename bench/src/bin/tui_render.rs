@@ -24,7 +24,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use orca_master::{cluster::ClusterConfig, collector::CollectorConfig, server::Master};
+use orca_collector::CollectorConfig;
+use orca_master::{cluster::ClusterConfig, server::Master};
 use orca_proto::topology::v1::{self as pb, collector_client::CollectorClient};
 use orca_tui::{
     app::App,

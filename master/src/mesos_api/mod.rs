@@ -5,6 +5,7 @@
 //! events and a `Mesos-Stream-Id` header; every other call must carry that header and gets
 //! `202 Accepted`, its outcome arriving as events. Malformed calls get `400`, calls without the
 //! current stream id `403`, each with a plain-text message saying what to fix.
+#[cfg(any(test, feature = "test-util"))]
 pub mod client;
 pub mod json;
 pub mod recordio;

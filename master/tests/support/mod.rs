@@ -271,7 +271,7 @@ pub use client::scalars;
 /// the test ends: (gRPC address, HTTP address, its cluster).
 pub async fn whole_master() -> (SocketAddr, SocketAddr, Cluster) {
     let master = orca_master::server::Master::bind(
-        orca_master::collector::CollectorConfig::default(),
+        orca_collector::CollectorConfig::default(),
         fast_config(),
         "127.0.0.1:0".parse().unwrap(),
         "127.0.0.1:0".parse().unwrap(),

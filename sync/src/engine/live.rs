@@ -190,7 +190,7 @@ impl SyncEngine {
     /// Drops the next watch event for `path` on `side`, as if ZooKeeper had lost it
     /// (ZOOKEEPER-4698; a real ensemble cannot be made to lose one on demand): for tests of
     /// what finds and repairs what such a loss leaves behind.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn lose_next_event(&self, side: Side, path: &str) {
         *self
             .state

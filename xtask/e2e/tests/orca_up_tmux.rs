@@ -2,6 +2,8 @@
 //! appear, the connection is found with the filter and its details opened, a task is launched
 //! and killed from the UI, and `q` quits cleanly with the terminal restored. Needs root (the
 //! local agent runs tasks in cgroups) and tmux (installed by `cargo xtask setup`).
+mod support;
+
 use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
@@ -158,7 +160,7 @@ fn orca_up_shows_this_host_finds_a_connection_and_runs_and_kills_a_task() {
     let command = format!(
         "{bin} up --grpc-addr 127.0.0.1:{grpc} --http-addr 127.0.0.1:{http} --state-dir {dir}; \
          echo $? > {exit}",
-        bin = env!("CARGO_BIN_EXE_orca"),
+        bin = support::bin("orca").display(),
         dir = state_dir.display(),
         exit = exit_file.display(),
     );
@@ -271,7 +273,7 @@ struct Headless(std::process::Child);
 
 impl Headless {
     fn start(grpc: u16, http: u16, state_dir: &std::path::Path) -> Headless {
-        let child = Command::new(env!("CARGO_BIN_EXE_orca"))
+        let child = Command::new(support::bin("orca"))
             .args(["up", "--headless", "--no-tasks"])
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
@@ -315,7 +317,7 @@ fn orca_says_when_the_master_is_unreachable_and_reconnects_on_its_own() {
     std::fs::create_dir_all(&state_dir).unwrap();
     let command = format!(
         "{bin} --master 127.0.0.1:{grpc}; echo $? > {exit}",
-        bin = env!("CARGO_BIN_EXE_orca"),
+        bin = support::bin("orca").display(),
         exit = exit_file.display(),
     );
     let tmux = Tmux::start(

@@ -4,7 +4,7 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use orca_sync::{ConflictStrategy, SyncConfig, SyncEngine, digest::TreeDigest, plan::Side};
-use support::*;
+use support::zk::*;
 use zookeeper_client::{Acl, Acls, AuthId, CreateMode, Permission};
 
 const USER: &str = "orca:secret";

@@ -15,7 +15,7 @@ use orca_agent::{
     probe::ProbeChoice,
 };
 use orca_proto::topology::v1 as pb;
-use support::*;
+use support::agent::*;
 
 const SENT: usize = 100_000;
 const REPLY: &[u8] = b"bye\n";
@@ -514,11 +514,12 @@ fn process_in_named_cgroup_and_container_cgroup_is_attributed() {
 #[test]
 fn without_cap_bpf_the_agent_falls_back_and_says_why() {
     require_root();
-    let agent = env!("CARGO_BIN_EXE_orca-agent");
+    let agent = support::bin("orca-agent");
     let drop_caps = ["--bounding-set", "-bpf,-perfmon,-sys_admin", "--"];
     let out = Command::new("setpriv")
         .args(drop_caps)
-        .args([agent, "report", "--observe", "200ms"])
+        .arg(&agent)
+        .args(["report", "--observe", "200ms"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -538,7 +539,8 @@ fn without_cap_bpf_the_agent_falls_back_and_says_why() {
 
     let strict = Command::new("setpriv")
         .args(drop_caps)
-        .args([agent, "report", "--probe", "ebpf"])
+        .arg(&agent)
+        .args(["report", "--probe", "ebpf"])
         .output()
         .unwrap();
     assert!(!strict.status.success());
@@ -551,7 +553,7 @@ fn without_cap_bpf_the_agent_falls_back_and_says_why() {
 
 /// Runs the agent binary and returns a receiver of its log lines.
 fn agent_log_lines(args: &[&str]) -> (ChildGuard, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orca-agent"))
+    let mut child = Command::new(support::bin("orca-agent"))
         .arg("run")
         .args(args)
         .env("RUST_LOG", "debug")

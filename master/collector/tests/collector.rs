@@ -2,40 +2,50 @@
 //! and invalid reports, cross-host edges, topology watches and the HTTP API.
 use std::{net::SocketAddr, time::Duration};
 
-use orca_master::{collector::CollectorConfig, server::Master};
-use orca_proto::topology::v1::{self as pb, collector_client::CollectorClient};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use orca_collector::{Collector, CollectorConfig};
+use orca_proto::topology::v1::{
+    self as pb, collector_client::CollectorClient, collector_server::CollectorServer,
+};
+use tokio::{net::TcpListener, sync::mpsc};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
 struct Running {
     grpc: SocketAddr,
     http: SocketAddr,
-    collector: orca_master::collector::Collector,
+    collector: Collector,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// The collector alone on loopback: its gRPC service and its HTTP routes, as the master
+/// mounts them.
 async fn start() -> Running {
-    let config = CollectorConfig {
+    let collector = Collector::new(CollectorConfig {
         publish_every: Duration::from_millis(20),
         ..Default::default()
-    };
-    let master = Master::bind(
-        config,
-        Default::default(),
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let (grpc, http, collector) = (
-        master.grpc_addr(),
-        master.http_addr(),
-        master.collector.clone(),
+    });
+    let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (grpc, http) = (
+        grpc_listener.local_addr().unwrap(),
+        http_listener.local_addr().unwrap(),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(master.serve(async move {
-        let _ = stopped.await;
-    }));
+    let publisher = tokio::spawn(collector.clone().run_publisher());
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(CollectorServer::new(collector.clone()).max_decoding_message_size(64 << 20))
+        .serve_with_incoming(TcpListenerStream::new(grpc_listener));
+    let http_server = axum::serve(
+        http_listener,
+        orca_collector::http::router(collector.clone()),
+    );
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stopped => {}
+            _ = grpc_server => {}
+            _ = http_server.into_future() => {}
+        }
+        publisher.abort();
+    });
     Running {
         grpc,
         http,

@@ -1,4 +1,4 @@
-//! The master's Prometheus metrics (collector part).
+//! The collector's own Prometheus metrics.
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},

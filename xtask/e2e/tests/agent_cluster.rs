@@ -13,12 +13,10 @@ use std::{
 };
 
 use orca_agent::{engine::EngineOptions, probe::ProbeChoice, runner};
-use orca_master::{
-    collector::{Collector, CollectorConfig},
-    server::Master,
-};
+use orca_collector::{Collector, CollectorConfig};
+use orca_master::server::Master;
 use orca_proto::topology::v1 as pb;
-use support::*;
+use support::agent::*;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -245,7 +243,9 @@ impl Drop for TwoHosts {
 fn agent_in(ns: &str, master: SocketAddr, name: &str) -> ChildGuard {
     ChildGuard(
         Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_orca-agent"), "run"])
+            .args(["netns", "exec", ns])
+            .arg(support::bin("orca-agent"))
+            .arg("run")
             .args([
                 "--master",
                 &master.to_string(),

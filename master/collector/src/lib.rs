@@ -1,7 +1,11 @@
 //! The topology collector: accepts report streams from many agents, merges them into one
 //! topology with time series, and publishes views as snapshots followed by deltas.
+//!
+//! A second product inside `master/`: the master mounts its gRPC service and HTTP routes,
+//! but it depends on nothing of the cluster core.
 pub mod graph;
 pub mod http;
+pub mod metrics;
 pub mod series;
 pub mod service;
 pub mod store;
@@ -15,8 +19,8 @@ use std::{
 use orca_proto::topology::v1 as pb;
 use tokio::sync::broadcast;
 
-use crate::metrics::CollectorMetrics;
 use graph::{ViewGraph, with_latest_points, with_series};
+use metrics::CollectorMetrics;
 use series::SeriesConfig;
 use store::{Applied, Store};
 

@@ -1,20 +1,21 @@
-//! Real processes in real cgroups (v1 on this host; needs root), and the v2 driver against a
-//! layout built in a temporary directory.
-use std::time::Instant;
+//! The agent's task manager with real processes in real cgroups (v1 on this host; needs root):
+//! limits in the kernel's files, finish, failure status, OOM kill with its reason, SIGTERM then
+//! SIGKILL after the grace period, all-or-nothing groups, a CFS quota holding a busy loop.
+mod support;
 
-use super::*;
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use orca_agent::tasks::{StatusUpdate, TaskManager, TaskManagerConfig, TaskSpec, cgroups::Driver};
+use tokio::sync::mpsc;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "task execution tests create cgroups and need root: run them as root (CI does)"
-    );
-}
-
 fn manager(tag: &str) -> (TaskManager, mpsc::UnboundedReceiver<StatusUpdate>, PathBuf) {
-    require_root();
+    support::agent::require_root();
     let driver = Driver::detect().expect("a cgroup hierarchy");
     let work = std::env::temp_dir().join(format!("orca-tasks-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
@@ -84,7 +85,7 @@ async fn a_task_runs_in_its_own_limited_cgroup_and_finishes() {
     // While it runs: limits are in the kernel's files and the process is in the cgroup.
     let (spec_seen, _) = m.running().pop().expect("running");
     assert_eq!(spec_seen.task_id, "ok");
-    let cgroup = m.lock().tasks.values().next().unwrap().cgroup.clone();
+    let cgroup = m.cgroup("fw", "ok").expect("the running task's cgroup");
     assert!(
         !cgroup.pids().is_empty(),
         "the task's processes are in its cgroup"
@@ -130,17 +131,21 @@ async fn a_restarted_agent_ends_the_tasks_its_previous_run_left_and_only_those()
     old.launch(vec![spec("stray", "sleep 300")]).await;
     assert_eq!(next(&mut old_rx).await.state, "TASK_STARTING");
     assert_eq!(next(&mut old_rx).await.state, "TASK_RUNNING");
-    let stray = old.lock().tasks.values().next().unwrap().cgroup.clone();
+    let stray = old
+        .cgroup("fw", "stray")
+        .expect("the running task's cgroup");
     assert!(!stray.pids().is_empty());
     // Another agent's task in the same parent cgroup, its sandbox in another work directory.
     let (other, mut other_rx, other_work) = manager("leftover-other");
     other.launch(vec![spec("keep", "sleep 300")]).await;
     assert_eq!(next(&mut other_rx).await.state, "TASK_STARTING");
     assert_eq!(next(&mut other_rx).await.state, "TASK_RUNNING");
-    let kept = other.lock().tasks.values().next().unwrap().cgroup.clone();
+    let kept = other
+        .cgroup("fw", "keep")
+        .expect("the running task's cgroup");
 
     // The agent restarts on the same work directory: it knows nothing of `stray`.
-    let (restarted, _updates) = TaskManager::new(old.config.as_ref().clone());
+    let (restarted, _updates) = TaskManager::new(old.config().clone());
     assert!(restarted.running().is_empty());
     let ended = restarted.clean_up_leftovers().await;
     assert_eq!(ended, vec!["fw.stray".to_string()]);
@@ -279,55 +284,4 @@ async fn cpu_quota_holds_a_busy_loop_to_its_share() {
     m.shutdown_framework("fw");
     assert_eq!(until_terminal(&mut rx, "busy").await.state, "TASK_KILLED");
     cleanup(work);
-}
-
-#[test]
-fn the_v2_driver_writes_and_reads_a_unified_layout() {
-    // This host keeps cpu/memory/pids on v1, so the v2 driver runs against a layout made here.
-    let root = std::env::temp_dir().join(format!("orca-cgroup2-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
-    let driver = Driver::V2 { root: root.clone() };
-    let limits = Limits {
-        cpus: 1.5,
-        cfs_quota: true,
-        memory_bytes: Some(256 << 20),
-        pids_max: Some(64),
-    };
-    let cg = driver.create("orca", "fw.t1", &limits).unwrap();
-    let dir = root.join("orca/fw.t1");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    assert_eq!(read("cpu.max"), "150000 100000");
-    assert_eq!(read("cpu.weight"), limits.cpu_weight().to_string());
-    assert_eq!(read("memory.max"), (256u64 << 20).to_string());
-    assert_eq!(read("pids.max"), "64");
-    assert_eq!(
-        std::fs::read_to_string(root.join("orca/cgroup.subtree_control")).unwrap(),
-        "+cpu +memory +pids"
-    );
-    assert_eq!(cg.procs_files(), vec![dir.join("cgroup.procs")]);
-    // What the kernel would write: usage and an OOM kill.
-    std::fs::write(
-        dir.join("cpu.stat"),
-        "usage_usec 2500000\nuser_usec 2000000\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("memory.current"), "1048576\n").unwrap();
-    std::fs::write(dir.join("pids.current"), "3\n").unwrap();
-    std::fs::write(
-        dir.join("memory.events"),
-        "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n",
-    )
-    .unwrap();
-    let usage = cg.usage();
-    assert_eq!(usage.cpu_seconds, 2.5);
-    assert_eq!(usage.memory_bytes, 1 << 20);
-    assert_eq!(usage.pids, 3);
-    assert!(cg.oom_killed());
-    cg.kill_all();
-    assert_eq!(read("cgroup.kill"), "1");
-    cg.destroy().unwrap();
-    assert!(!dir.exists());
-    std::fs::remove_dir_all(root).unwrap();
 }

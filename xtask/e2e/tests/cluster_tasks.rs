@@ -6,9 +6,9 @@ mod support;
 use std::{net::SocketAddr, time::Duration};
 
 use orca_agent::tasks::{TaskManager, TaskManagerConfig, cgroups::Driver, link};
+use orca_collector::CollectorConfig;
 use orca_master::{
     cluster::ClusterConfig,
-    collector::CollectorConfig,
     mesos_api::client::{self, SchedulerClient, scalars},
     resources::Resources,
     server::Master,
@@ -44,7 +44,7 @@ impl Drop for Cluster {
 
 /// A master on free ports and one agent with `resources`, attached over gRPC.
 async fn cluster(tag: &str, resources: &str) -> Cluster {
-    support::require_root();
+    support::agent::require_root();
     let config = ClusterConfig {
         allocation_interval: Duration::from_millis(50),
         framework_heartbeat: Duration::from_secs(1),

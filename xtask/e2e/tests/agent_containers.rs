@@ -20,7 +20,7 @@ use orca_proto::{
     cluster::v1::{self as cpb, ContainerAction},
     topology::v1 as pb,
 };
-use support::*;
+use support::agent::*;
 
 fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

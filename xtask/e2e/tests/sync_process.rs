@@ -12,10 +12,12 @@ use std::{
 
 use orca_sync::engine::Status;
 use orca_zk_local::Ensemble;
-use support::*;
+use support::zk::*;
 use zookeeper_client::Client;
 
-const BIN: &str = env!("CARGO_BIN_EXE_zk-migrate");
+fn zk_migrate() -> std::path::PathBuf {
+    support::bin("zk-migrate")
+}
 
 /// A `zk-migrate sync start` process and its API address.
 struct Engine {
@@ -56,7 +58,7 @@ fn write_config(dir: &Path, a: &str, b: &str, root: &str) -> PathBuf {
 impl Engine {
     fn start(config: &Path) -> Self {
         let api = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(BIN)
+        let child = Command::new(zk_migrate())
             .args(["sync", "start", "--config"])
             .arg(config)
             .args(["--listen", &api])
@@ -74,7 +76,7 @@ impl Engine {
     }
 
     fn cli(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(BIN)
+        let out = Command::new(zk_migrate())
             .args(["sync"])
             .args(args)
             .args(["--api", &self.api])
@@ -445,7 +447,7 @@ fn bad_input_gets_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("orca-sync-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).output().unwrap();
+        let out = Command::new(zk_migrate()).args(args).output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).to_string(),
