@@ -10,6 +10,7 @@
 //! framework acknowledges it, is re-sent when the framework re-subscribes, and the agent is
 //! told when to stop retrying it.
 pub mod config;
+mod error;
 pub mod registry;
 pub mod types;
 
@@ -25,8 +26,9 @@ use orca_proto::cluster::v1::{ContainerCommand, ContainerReply};
 use tokio::sync::{Notify, mpsc};
 
 pub use config::{ClusterConfig, RoleConfig};
+pub use error::ApiError;
 use state::State;
-pub use state::{AgentView, ApiError, FrameworkView, Operation, StateSnapshot, TaskView};
+pub use state::{AgentView, FrameworkView, StateSnapshot, TaskView};
 pub use types::*;
 
 use crate::resources::Resources;

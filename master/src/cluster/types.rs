@@ -242,3 +242,11 @@ pub struct RunningTask {
     pub role: String,
     pub state: TaskState,
 }
+
+/// One operation of an ACCEPT call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Operation {
+    Launch(Vec<TaskInfo>),
+    /// All tasks start or none does.
+    LaunchGroup(Vec<TaskInfo>),
+}

@@ -1,0 +1,408 @@
+//! Agents: registration and re-registration (tasks re-adopted, unreported ones lost),
+//! heartbeats, unreachable and removed agents, and the command channels to them.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use super::{AgentEntry, AgentHealth, State, TaskEntry, new_uuid, now_seconds};
+use crate::cluster::registry::{AgentRecord, Change};
+use crate::cluster::{
+    AgentCommand, AgentInfo, AgentLink, ApiError, Event, RunningTask, StatusSource, TaskState,
+    TaskStatus,
+};
+use crate::resources::Resources;
+
+impl State {
+    pub(in crate::cluster) fn register_agent(
+        &mut self,
+        info: AgentInfo,
+        running: Vec<RunningTask>,
+        now: Instant,
+    ) -> Result<AgentLink, ApiError> {
+        if info.hostname.is_empty() {
+            return Err(ApiError::BadRequest("agent hostname is empty".into()));
+        }
+        if info.resources.is_empty() {
+            return Err(ApiError::BadRequest(
+                "an agent must offer some resources (e.g. cpus:4;mem:8192)".into(),
+            ));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let agent_id = match info.id.clone() {
+            Some(id) if self.agents.contains_key(&id) => {
+                // Re-registration: a restarted agent or one back from a partition.
+                let agent = self.agents.get_mut(&id).expect("checked");
+                agent.commands = tx;
+                agent.last_seen = now;
+                let was_unreachable = matches!(agent.health, AgentHealth::Unreachable { .. });
+                agent.health = AgentHealth::Active;
+                agent.info.hostname = info.hostname.clone();
+                if was_unreachable {
+                    let _ = self.allocator.set_agent_active(&id, true);
+                }
+                self.recover_frameworks(&running, now);
+                self.lose_unreported_tasks(&id, &running);
+                for task in running {
+                    let framework_id = task.framework_id.clone();
+                    self.readopt(&id, task, framework_id);
+                }
+                return Ok(AgentLink {
+                    agent_id: id,
+                    commands: rx,
+                });
+            }
+            Some(id) => id,
+            None => self.next("S"),
+        };
+        if self.recovered_agents.remove(&agent_id).is_none() {
+            self.record(Change::AgentAdmitted {
+                id: agent_id.clone(),
+                record: AgentRecord {
+                    hostname: info.hostname.clone(),
+                    resources: info.resources.to_string(),
+                },
+            })?;
+        }
+        self.recover_frameworks(&running, now);
+        let mut used = Vec::new();
+        for task in &running {
+            if self.frameworks.contains_key(&task.framework_id) {
+                used.push((
+                    Arc::<str>::from(task.framework_id.as_str()),
+                    Arc::<str>::from(task.role.as_str()),
+                    task.info.resources.clone(),
+                ));
+            }
+        }
+        self.allocator
+            .add_agent(&agent_id, info.resources.clone(), &used)?;
+        self.agents.insert(
+            agent_id.clone(),
+            AgentEntry {
+                id: agent_id.clone(),
+                info: AgentInfo {
+                    id: Some(agent_id.clone()),
+                    ..info
+                },
+                commands: tx,
+                last_seen: now,
+                health: AgentHealth::Active,
+                registered: SystemTime::now(),
+            },
+        );
+        for task in running {
+            let framework_id = task.framework_id.clone();
+            self.readopt(&agent_id, task, framework_id);
+        }
+        Ok(AgentLink {
+            agent_id,
+            commands: rx,
+        })
+    }
+
+    /// A task an agent reports running when it (re-)registers.
+    fn readopt(&mut self, agent_id: &str, task: RunningTask, framework_id: String) {
+        let Some(fw) = self.frameworks.get_mut(&framework_id) else {
+            if let Some(agent) = self.agents.get(agent_id) {
+                let _ = agent
+                    .commands
+                    .send(AgentCommand::ShutdownFramework { framework_id });
+            }
+            return;
+        };
+        let entry = fw
+            .tasks
+            .entry(task.info.task_id.clone())
+            .or_insert_with(|| TaskEntry {
+                info: task.info.clone(),
+                framework_id: framework_id.clone(),
+                role: Arc::from(task.role.as_str()),
+                state: task.state,
+                latest: None,
+                pending: VecDeque::new(),
+                recovered: false,
+                usage: None,
+                started: SystemTime::now(),
+            });
+        if entry.state == TaskState::Unreachable {
+            entry.state = task.state;
+        }
+    }
+
+    pub(in crate::cluster) fn agent_commands(
+        &self,
+        agent_id: &str,
+    ) -> Option<mpsc::UnboundedSender<AgentCommand>> {
+        self.agents.get(agent_id).map(|a| a.commands.clone())
+    }
+
+    /// The command channel of the reachable agent on `hostname`.
+    pub(in crate::cluster) fn agent_on_host(
+        &self,
+        hostname: &str,
+    ) -> Result<(String, mpsc::UnboundedSender<AgentCommand>), ApiError> {
+        let agent = self
+            .agents
+            .values()
+            .find(|a| a.info.hostname == hostname)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "no agent on host {hostname:?} is attached to the master (an agent run \
+                     with --no-tasks does not attach)"
+                ))
+            })?;
+        if !matches!(agent.health, AgentHealth::Active) {
+            return Err(ApiError::Unavailable(format!(
+                "the agent on {hostname} is unreachable; try again when it is back"
+            )));
+        }
+        Ok((agent.id.clone(), agent.commands.clone()))
+    }
+
+    pub(in crate::cluster) fn agent_heartbeat(
+        &mut self,
+        agent_id: &str,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        let agent = self.agents.get_mut(agent_id).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "agent {agent_id} is not registered; register again"
+            ))
+        })?;
+        agent.last_seen = now;
+        Ok(())
+    }
+
+    /// Silent agents become unreachable (their tasks TASK_UNREACHABLE); agents unreachable for
+    /// `agent_removal_timeout` are removed (their tasks TASK_LOST).
+    pub(in crate::cluster) fn check_agents(&mut self, now: Instant) {
+        let ping = self.config.agent_ping_timeout;
+        let removal = self.config.agent_removal_timeout;
+        let mut newly_unreachable = Vec::new();
+        let mut removed = Vec::new();
+        for agent in self.agents.values_mut() {
+            match agent.health {
+                AgentHealth::Active if now.duration_since(agent.last_seen) >= ping => {
+                    agent.health = AgentHealth::Unreachable { since: now };
+                    newly_unreachable.push(agent.id.clone());
+                }
+                AgentHealth::Unreachable { since } if now.duration_since(since) >= removal => {
+                    removed.push(agent.id.clone());
+                }
+                _ => {}
+            }
+        }
+        for agent_id in newly_unreachable {
+            tracing::warn!(agent = %agent_id, "agent missed its heartbeats; marking it unreachable");
+            let _ = self.allocator.set_agent_active(&agent_id, false);
+            self.rescind_agent_offers(&agent_id, now);
+            self.agent_tasks_to(
+                &agent_id,
+                TaskState::Unreachable,
+                "REASON_AGENT_UNREACHABLE",
+            );
+        }
+        for agent_id in removed {
+            tracing::warn!(agent = %agent_id, "agent unreachable too long; removing it");
+            self.agent_tasks_to(&agent_id, TaskState::Lost, "REASON_AGENT_REMOVED");
+            for fw in self.frameworks.values() {
+                fw.send(Event::Failure {
+                    agent_id: agent_id.clone(),
+                });
+            }
+            self.agents.remove(&agent_id);
+            let _ = self.allocator.remove_agent(&agent_id);
+            if let Err(e) = self.record(Change::AgentRemoved {
+                id: agent_id.clone(),
+            }) {
+                tracing::error!(agent = %agent_id, %e, "agent removed but not from the registry");
+            }
+        }
+    }
+
+    fn rescind_agent_offers(&mut self, agent_id: &str, now: Instant) {
+        let offers: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.offer.agent_id == agent_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in offers {
+            self.rescind(&id, now, true);
+        }
+    }
+
+    /// A re-registering agent that does not report a task the master has on it has lost it
+    /// (its process restarted and cleaned up what it could not recover): TASK_LOST, as Mesos
+    /// does with `REASON_AGENT_RESTARTED`, and the task's resources return to the agent.
+    fn lose_unreported_tasks(&mut self, agent_id: &str, reported: &[RunningTask]) {
+        let reported: HashSet<(&str, &str)> = reported
+            .iter()
+            .map(|r| (r.framework_id.as_str(), r.info.task_id.as_str()))
+            .collect();
+        let mut lost = Vec::new();
+        for fw in self.frameworks.values() {
+            for task in fw.tasks.values() {
+                if task.info.agent_id == agent_id
+                    && !task.state.is_terminal()
+                    && !reported.contains(&(fw.id.as_str(), task.info.task_id.as_str()))
+                {
+                    lost.push((fw.id.clone(), task.info.task_id.clone()));
+                }
+            }
+        }
+        for (framework_id, task_id) in lost {
+            tracing::warn!(agent = %agent_id, task = %task_id, "agent re-registered without the task; it is lost");
+            self.apply_status(
+                &framework_id,
+                TaskStatus {
+                    task_id,
+                    agent_id: agent_id.to_owned(),
+                    state: TaskState::Lost,
+                    source: StatusSource::Master,
+                    reason: Some("REASON_AGENT_RESTARTED".to_owned()),
+                    message: Some(format!(
+                        "agent {agent_id} re-registered without this task (the agent restarted)"
+                    )),
+                    timestamp: now_seconds(),
+                    uuid: Some(new_uuid()),
+                },
+            );
+        }
+    }
+
+    fn agent_tasks_to(&mut self, agent_id: &str, state: TaskState, reason: &str) {
+        let mut updates = Vec::new();
+        for fw in self.frameworks.values() {
+            for task in fw.tasks.values() {
+                if task.info.agent_id == agent_id && !task.state.is_terminal() {
+                    updates.push((fw.id.clone(), task.info.task_id.clone()));
+                }
+            }
+        }
+        for (framework_id, task_id) in updates {
+            self.apply_status(
+                &framework_id,
+                TaskStatus {
+                    task_id,
+                    agent_id: agent_id.to_owned(),
+                    state,
+                    source: StatusSource::Master,
+                    reason: Some(reason.to_owned()),
+                    message: Some(format!("agent {agent_id} is not reachable")),
+                    timestamp: now_seconds(),
+                    uuid: Some(new_uuid()),
+                },
+            );
+        }
+    }
+
+    pub(in crate::cluster) fn agent_available(&self, agent_id: &str) -> Option<Resources> {
+        self.allocator.agent_available(agent_id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::super::testing::*;
+    use crate::cluster::{ApiError, Event, RunningTask, TaskState};
+
+    #[test]
+    fn an_agent_needs_a_hostname_and_resources_and_is_recorded_once() {
+        let mut s = state();
+        assert!(matches!(
+            s.register_agent(agent_info("", "cpus:1"), Vec::new(), Instant::now()),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            s.register_agent(agent_info("node-1", ""), Vec::new(), Instant::now()),
+            Err(ApiError::BadRequest(_))
+        ));
+        let agent = register(&mut s, "node-1", "cpus:2;mem:1024");
+        assert_eq!(s.store.load().unwrap().agents.len(), 1);
+        assert_eq!(s.agent_on_host("node-1").unwrap().0, agent.id);
+        assert!(matches!(
+            s.agent_on_host("node-9"),
+            Err(ApiError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.agent_heartbeat("no-such-agent", Instant::now()),
+            Err(ApiError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_silent_agent_becomes_unreachable_then_is_removed() {
+        let mut s = state();
+        let mut agent = register(&mut s, "node-1", "cpus:2;mem:1024");
+        let mut fw = subscribe(&mut s, framework_info("web"));
+        launch_on_offer(
+            &mut s,
+            &mut fw,
+            vec![task("t1", &agent.id, "cpus:1;mem:128")],
+        );
+        agent.drain();
+        let seen = Instant::now();
+        s.agent_heartbeat(&agent.id, seen).unwrap();
+        s.check_agents(seen + Duration::from_secs(9));
+        assert!(fw.drain().is_empty(), "within the ping timeout");
+        s.check_agents(seen + Duration::from_secs(10));
+        let updates = fw.updates();
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].state, TaskState::Unreachable);
+        assert_eq!(
+            updates[0].reason.as_deref(),
+            Some("REASON_AGENT_UNREACHABLE")
+        );
+        assert!(matches!(
+            s.agent_on_host("node-1"),
+            Err(ApiError::Unavailable(_))
+        ));
+        // Unreachable for the removal timeout: removed, its tasks lost, frameworks told.
+        s.check_agents(seen + Duration::from_secs(71));
+        let events = fw.drain();
+        assert!(events.iter().any(|e| matches!(e,
+            Event::Update(u) if u.state == TaskState::Lost
+                && u.reason.as_deref() == Some("REASON_AGENT_REMOVED"))));
+        assert!(events.contains(&Event::Failure {
+            agent_id: agent.id.clone()
+        }));
+        assert!(!s.agents.contains_key(&agent.id));
+        assert!(s.store.load().unwrap().agents.is_empty());
+    }
+
+    #[test]
+    fn a_re_registering_agent_keeps_the_tasks_it_reports_and_loses_the_others() {
+        let mut s = state();
+        let mut agent = register(&mut s, "node-1", "cpus:2;mem:1024");
+        let mut fw = subscribe(&mut s, framework_info("web"));
+        let kept = task("kept", &agent.id, "cpus:0.5;mem:128");
+        launch_on_offer(
+            &mut s,
+            &mut fw,
+            vec![kept.clone(), task("gone", &agent.id, "cpus:0.5;mem:128")],
+        );
+        agent.drain();
+        let mut info = agent_info("node-1", "cpus:2;mem:1024");
+        info.id = Some(agent.id.clone());
+        let running = vec![RunningTask {
+            framework_id: fw.id.clone(),
+            info: kept,
+            role: "*".into(),
+            state: TaskState::Running,
+        }];
+        let link = s.register_agent(info, running, Instant::now()).unwrap();
+        assert_eq!(link.agent_id, agent.id, "the same agent");
+        let updates = fw.updates();
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].task_id, "gone");
+        assert_eq!(updates[0].state, TaskState::Lost);
+        assert_eq!(updates[0].reason.as_deref(), Some("REASON_AGENT_RESTARTED"));
+        assert!(!s.frameworks[&fw.id].tasks["kept"].state.is_terminal());
+    }
+}

@@ -1,0 +1,220 @@
+//! The master's state and the rules of every operation on it, by aggregate: frameworks
+//! (subscription, failover, teardown), offers (allocation, accept, decline, launch), tasks
+//! (status updates, acknowledgements, kills, reconciliation), agents (registration, health,
+//! recovery) and views (snapshots and metrics). One `State` behind the cluster's one lock;
+//! each aggregate's operations live in their own module. See the module above for the
+//! locking and delivery model.
+mod agents;
+mod frameworks;
+mod offers;
+mod tasks;
+#[cfg(test)]
+mod testing;
+mod views;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+pub use views::{AgentView, FrameworkView, StateSnapshot, TaskView};
+
+use super::{
+    ApiError, ClusterConfig, TaskUsage,
+    registry::{AgentRecord, Change, FrameworkRecord, RegistryStore},
+    types::*,
+};
+use crate::allocator::Allocator;
+
+#[derive(Debug)]
+struct TaskEntry {
+    info: TaskInfo,
+    framework_id: String,
+    role: Arc<str>,
+    state: TaskState,
+    latest: Option<TaskStatus>,
+    /// Updates sent to the framework and not acknowledged yet, oldest first.
+    pending: VecDeque<TaskStatus>,
+    /// Whether the task's resources went back to the allocator.
+    recovered: bool,
+    usage: Option<TaskUsage>,
+    started: SystemTime,
+}
+
+#[derive(Debug)]
+struct FrameworkEntry {
+    id: String,
+    info: FrameworkInfo,
+    stream_id: Option<String>,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    disconnected_at: Option<Instant>,
+    registered: SystemTime,
+    offers: HashSet<String>,
+    tasks: HashMap<String, TaskEntry>,
+    completed: VecDeque<TaskEntry>,
+}
+
+impl FrameworkEntry {
+    fn send(&self, event: Event) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+
+    fn partition_aware(&self) -> bool {
+        self.info.has_capability("PARTITION_AWARE")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AgentHealth {
+    Active,
+    Unreachable { since: Instant },
+}
+
+#[derive(Debug)]
+struct AgentEntry {
+    id: String,
+    info: AgentInfo,
+    commands: mpsc::UnboundedSender<AgentCommand>,
+    last_seen: Instant,
+    health: AgentHealth,
+    registered: SystemTime,
+}
+
+#[derive(Debug)]
+struct OfferEntry {
+    offer: Offer,
+    expires: Option<Instant>,
+}
+
+/// Counters that only grow (Mesos `master/tasks_finished` and friends count terminal states).
+#[derive(Debug, Default)]
+struct Counters {
+    terminal: BTreeMap<&'static str, u64>,
+    offers_made: u64,
+    offers_declined: u64,
+    offers_rescinded: u64,
+    offers_accepted: u64,
+    invalid_calls: u64,
+}
+
+pub(super) struct State {
+    pub(super) config: ClusterConfig,
+    master_id: String,
+    started: Instant,
+    allocator: Allocator,
+    agents: HashMap<String, AgentEntry>,
+    frameworks: HashMap<String, FrameworkEntry>,
+    /// Frameworks torn down or expired, for `/master/state`.
+    completed_frameworks: VecDeque<(String, FrameworkInfo)>,
+    offers: HashMap<String, OfferEntry>,
+    next_id: u64,
+    counters: Counters,
+    allocation_us: Histogram<u64>,
+    store: Box<dyn RegistryStore>,
+    /// Agents in the registry that have not re-registered since this master started.
+    recovered_agents: BTreeMap<String, AgentRecord>,
+    /// Frameworks in the registry (they may re-subscribe with their id).
+    registered_frameworks: HashMap<String, FrameworkRecord>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("master_id", &self.master_id)
+            .field("agents", &self.agents.len())
+            .field("frameworks", &self.frameworks.len())
+            .field("offers", &self.offers.len())
+            .finish()
+    }
+}
+
+fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+fn new_uuid() -> [u8; 16] {
+    *uuid::Uuid::new_v4().as_bytes()
+}
+
+impl State {
+    pub(in crate::cluster) fn new(
+        config: ClusterConfig,
+        store: Box<dyn RegistryStore>,
+    ) -> Result<Self, ApiError> {
+        let registry = store
+            .load()
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let mut allocator = Allocator::new(config.allocator.clone());
+        for (role, settings) in &config.roles {
+            if let Some(weight) = settings.weight {
+                allocator.set_weight(role, weight)?;
+            }
+            if let Some(quota) = &settings.quota {
+                allocator.set_quota(role, quota.clone())?;
+            }
+        }
+        Ok(State {
+            config,
+            master_id: uuid::Uuid::new_v4().to_string(),
+            started: Instant::now(),
+            allocator,
+            agents: HashMap::new(),
+            frameworks: HashMap::new(),
+            completed_frameworks: registry
+                .torn_down
+                .iter()
+                .map(|id| {
+                    (
+                        id.clone(),
+                        FrameworkInfo {
+                            id: Some(id.clone()),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect(),
+            offers: HashMap::new(),
+            next_id: 0,
+            counters: Counters::default(),
+            allocation_us: Histogram::new(3).expect("valid histogram"),
+            store,
+            recovered_agents: registry.agents,
+            registered_frameworks: registry.frameworks.into_iter().collect(),
+        })
+    }
+
+    pub(in crate::cluster) fn master_id(&self) -> &str {
+        &self.master_id
+    }
+
+    fn record(&self, change: Change) -> Result<(), ApiError> {
+        self.store.apply(&change).map_err(|e| {
+            ApiError::Unavailable(format!("the master could not record this change: {e}"))
+        })
+    }
+
+    fn next(&mut self, kind: &str) -> String {
+        self.next_id += 1;
+        format!("{}-{kind}{:06}", self.master_id, self.next_id)
+    }
+
+    fn framework(&self, id: &str) -> Result<&FrameworkEntry, ApiError> {
+        self.frameworks
+            .get(id)
+            .ok_or_else(|| ApiError::NotFound(format!("framework {id} is not subscribed")))
+    }
+
+    fn framework_mut(&mut self, id: &str) -> Result<&mut FrameworkEntry, ApiError> {
+        self.frameworks
+            .get_mut(id)
+            .ok_or_else(|| ApiError::NotFound(format!("framework {id} is not subscribed")))
+    }
+}

@@ -1,0 +1,431 @@
+//! Tasks: status updates (deduplicated by uuid, pending until acknowledged, resources freed
+//! once at a terminal state), acknowledgements, kills, reconciliation and usage.
+
+use std::time::{Duration, Instant};
+
+use super::{State, TaskEntry, now_seconds};
+use crate::cluster::{
+    AgentCommand, ApiError, Event, StatusSource, TaskInfo, TaskState, TaskStatus, TaskUsage,
+};
+
+impl State {
+    /// An update the master itself generates for a task it never launched.
+    pub(super) fn send_master_update(
+        &mut self,
+        framework_id: &str,
+        task: &TaskInfo,
+        state: TaskState,
+        reason: &str,
+        message: &str,
+    ) {
+        *self.counters.terminal.entry(state.name()).or_default() += 1;
+        if let Some(fw) = self.frameworks.get(framework_id) {
+            fw.send(Event::Update(TaskStatus {
+                task_id: task.task_id.clone(),
+                agent_id: task.agent_id.clone(),
+                state,
+                source: StatusSource::Master,
+                reason: Some(reason.to_owned()),
+                message: Some(message.to_owned()),
+                timestamp: now_seconds(),
+                uuid: None,
+            }));
+        }
+    }
+
+    pub(in crate::cluster) fn kill(
+        &mut self,
+        framework_id: &str,
+        task_id: &str,
+        grace: Option<Duration>,
+    ) -> Result<(), ApiError> {
+        let fw = self.framework_mut(framework_id)?;
+        match fw.tasks.get(task_id) {
+            Some(task) if !task.state.is_terminal() => {
+                let grace = grace.or(task.info.kill_grace);
+                let agent_id = task.info.agent_id.clone();
+                match self.agents.get(&agent_id) {
+                    Some(agent) => {
+                        let _ = agent.commands.send(AgentCommand::Kill {
+                            framework_id: framework_id.to_owned(),
+                            task_id: task_id.to_owned(),
+                            grace,
+                        });
+                    }
+                    None => {
+                        return Err(ApiError::BadRequest(format!(
+                            "task {task_id}'s agent {agent_id} is gone"
+                        )));
+                    }
+                }
+            }
+            Some(_) => {}
+            None => {
+                // Unknown to the master: tell the framework so it stops waiting.
+                let state = if fw.partition_aware() {
+                    TaskState::Unknown
+                } else {
+                    TaskState::Lost
+                };
+                fw.send(Event::Update(TaskStatus {
+                    task_id: task_id.to_owned(),
+                    agent_id: String::new(),
+                    state,
+                    source: StatusSource::Master,
+                    reason: Some("REASON_RECONCILIATION".into()),
+                    message: Some("kill of a task the master does not know".into()),
+                    timestamp: now_seconds(),
+                    uuid: None,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    pub(in crate::cluster) fn acknowledge(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        task_id: &str,
+        uuid: [u8; 16],
+    ) -> Result<(), ApiError> {
+        let keep = self.config.completed_tasks_kept;
+        let fw = self.framework_mut(framework_id)?;
+        let Some(task) = fw.tasks.get_mut(task_id) else {
+            if let Some(done) = fw.completed.iter_mut().find(|t| t.info.task_id == task_id) {
+                done.pending.retain(|s| s.uuid != Some(uuid));
+            }
+            return Ok(());
+        };
+        let before = task.pending.len();
+        task.pending.retain(|s| s.uuid != Some(uuid));
+        if task.pending.len() == before {
+            return Err(ApiError::BadRequest(format!(
+                "no unacknowledged update of task {task_id} has that uuid"
+            )));
+        }
+        if task.state.is_terminal() && task.pending.is_empty() {
+            let done = fw.tasks.remove(task_id).expect("present");
+            fw.completed.push_back(done);
+            while fw.completed.len() > keep {
+                fw.completed.pop_front();
+            }
+        }
+        if let Some(agent) = self.agents.get(agent_id) {
+            let _ = agent.commands.send(AgentCommand::Acknowledge {
+                task_id: task_id.to_owned(),
+                uuid,
+            });
+        }
+        Ok(())
+    }
+
+    pub(in crate::cluster) fn reconcile(
+        &mut self,
+        framework_id: &str,
+        tasks: &[(String, Option<String>)],
+    ) -> Result<(), ApiError> {
+        let fw = self.framework(framework_id)?;
+        let answer = |task: &TaskEntry| {
+            let mut status = task.latest.clone().unwrap_or_else(|| TaskStatus {
+                task_id: task.info.task_id.clone(),
+                agent_id: task.info.agent_id.clone(),
+                state: task.state,
+                source: StatusSource::Master,
+                reason: None,
+                message: None,
+                timestamp: now_seconds(),
+                uuid: None,
+            });
+            status.uuid = None;
+            status.source = StatusSource::Master;
+            status.reason = Some("REASON_RECONCILIATION".into());
+            status
+        };
+        if tasks.is_empty() {
+            for task in fw.tasks.values() {
+                fw.send(Event::Update(answer(task)));
+            }
+            return Ok(());
+        }
+        for (task_id, agent_id) in tasks {
+            let known = fw
+                .tasks
+                .get(task_id)
+                .or_else(|| fw.completed.iter().find(|t| &t.info.task_id == task_id));
+            let status = match known {
+                Some(task) => answer(task),
+                None => TaskStatus {
+                    task_id: task_id.clone(),
+                    agent_id: agent_id.clone().unwrap_or_default(),
+                    state: if fw.partition_aware() {
+                        TaskState::Unknown
+                    } else {
+                        TaskState::Lost
+                    },
+                    source: StatusSource::Master,
+                    reason: Some("REASON_RECONCILIATION".into()),
+                    message: Some("the master does not know this task".into()),
+                    timestamp: now_seconds(),
+                    uuid: None,
+                },
+            };
+            fw.send(Event::Update(status));
+        }
+        Ok(())
+    }
+
+    pub(in crate::cluster) fn status_update(
+        &mut self,
+        framework_id: &str,
+        status: TaskStatus,
+    ) -> Result<(), ApiError> {
+        if status.uuid.is_none() {
+            return Err(ApiError::BadRequest(
+                "agent status updates must carry a uuid".into(),
+            ));
+        }
+        let fw = self.frameworks.get(framework_id).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "framework {framework_id} is gone; the agent should kill task {}",
+                status.task_id
+            ))
+        })?;
+        if !fw.tasks.contains_key(&status.task_id)
+            && !fw
+                .completed
+                .iter()
+                .any(|t| t.info.task_id == status.task_id)
+        {
+            return Err(ApiError::NotFound(format!(
+                "task {} of framework {framework_id} is not known",
+                status.task_id
+            )));
+        }
+        self.apply_status(framework_id, status);
+        Ok(())
+    }
+
+    /// Records an update (deduplicated by uuid), frees the task's resources when it reaches a
+    /// terminal state, and forwards it to the framework until acknowledged.
+    pub(super) fn apply_status(&mut self, framework_id: &str, status: TaskStatus) {
+        let Some(fw) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
+        let Some(task) = fw.tasks.get_mut(&status.task_id) else {
+            // A retry of an update already acknowledged: forward nothing, ack the agent.
+            if let (Some(uuid), Some(agent)) = (status.uuid, self.agents.get(&status.agent_id)) {
+                let pending = fw
+                    .completed
+                    .iter()
+                    .any(|t| t.pending.iter().any(|p| p.uuid == Some(uuid)));
+                if !pending {
+                    let _ = agent.commands.send(AgentCommand::Acknowledge {
+                        task_id: status.task_id.clone(),
+                        uuid,
+                    });
+                }
+            }
+            return;
+        };
+        let duplicate = task.pending.iter().any(|p| p.uuid == status.uuid);
+        if !duplicate {
+            // A terminal state is final; later non-terminal updates do not reopen it.
+            if !task.state.is_terminal() {
+                task.state = status.state;
+            }
+            task.latest = Some(status.clone());
+            task.pending.push_back(status.clone());
+        }
+        let free = task.state.is_terminal() && !task.recovered;
+        if free {
+            task.recovered = true;
+            *self.counters.terminal.entry(task.state.name()).or_default() += 1;
+        }
+        let (agent_id, role, resources) = (
+            task.info.agent_id.clone(),
+            task.role.clone(),
+            task.info.resources.clone(),
+        );
+        fw.send(Event::Update(status));
+        if free {
+            let _ = self.allocator.recover(
+                framework_id,
+                &agent_id,
+                &role,
+                &resources,
+                None,
+                Instant::now(),
+            );
+        }
+    }
+
+    pub(in crate::cluster) fn task_usage(
+        &mut self,
+        agent_id: &str,
+        task_id: &str,
+        usage: TaskUsage,
+    ) {
+        for fw in self.frameworks.values_mut() {
+            if let Some(task) = fw.tasks.get_mut(task_id)
+                && task.info.agent_id == agent_id
+            {
+                task.usage = Some(usage);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::super::testing::*;
+    use crate::cluster::{AgentCommand, ApiError, TaskState};
+
+    #[test]
+    fn an_update_waits_for_its_acknowledgement_and_a_terminal_one_frees_resources_once() {
+        let mut s = state();
+        let mut agent = register(&mut s, "node-1", "cpus:2;mem:1024");
+        let mut fw = subscribe(&mut s, framework_info("web"));
+        launch_on_offer(
+            &mut s,
+            &mut fw,
+            vec![task("t1", &agent.id, "cpus:1;mem:128")],
+        );
+        agent.drain();
+        let done = agent_update(&agent.id, "t1", TaskState::Finished);
+        s.status_update(&fw.id, done.clone()).unwrap();
+        // A retry of the same update (same uuid) is forwarded again but applied once.
+        s.status_update(&fw.id, done.clone()).unwrap();
+        assert_eq!(fw.updates(), vec![done.clone(), done.clone()]);
+        assert_eq!(s.counters.terminal.get("TASK_FINISHED"), Some(&1));
+        assert_eq!(
+            s.agent_available(&agent.id).unwrap(),
+            resources("cpus:2;mem:1024"),
+            "the accept's remainder and, once, the task's own resources are back"
+        );
+        let uuid = done.uuid.unwrap();
+        assert!(matches!(
+            s.acknowledge(&fw.id, &agent.id, "t1", [0; 16]),
+            Err(ApiError::BadRequest(_))
+        ));
+        s.acknowledge(&fw.id, &agent.id, "t1", uuid).unwrap();
+        assert_eq!(
+            agent.drain(),
+            vec![AgentCommand::Acknowledge {
+                task_id: "t1".into(),
+                uuid
+            }]
+        );
+        // Acknowledged and terminal: the task moved to the completed ones.
+        let framework = &s.frameworks[&fw.id];
+        assert!(framework.tasks.is_empty());
+        assert_eq!(framework.completed.len(), 1);
+        // A late retry of the acknowledged update is acknowledged to the agent, not forwarded.
+        s.status_update(&fw.id, done).unwrap();
+        assert!(fw.updates().is_empty());
+        assert!(matches!(
+            agent.drain().as_slice(),
+            [AgentCommand::Acknowledge { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_terminal_state_is_final() {
+        let mut s = state();
+        let mut agent = register(&mut s, "node-1", "cpus:2;mem:1024");
+        let mut fw = subscribe(&mut s, framework_info("web"));
+        launch_on_offer(
+            &mut s,
+            &mut fw,
+            vec![task("t1", &agent.id, "cpus:1;mem:128")],
+        );
+        agent.drain();
+        s.status_update(&fw.id, agent_update(&agent.id, "t1", TaskState::Failed))
+            .unwrap();
+        s.status_update(&fw.id, agent_update(&agent.id, "t1", TaskState::Running))
+            .unwrap();
+        assert_eq!(s.frameworks[&fw.id].tasks["t1"].state, TaskState::Failed);
+    }
+
+    #[test]
+    fn updates_for_unknown_frameworks_or_tasks_and_without_uuid_are_refused() {
+        let mut s = state();
+        let agent = register(&mut s, "node-1", "cpus:2;mem:1024");
+        let fw = subscribe(&mut s, framework_info("web"));
+        let mut update = agent_update(&agent.id, "nope", TaskState::Running);
+        assert!(matches!(
+            s.status_update(&fw.id, update.clone()),
+            Err(ApiError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.status_update("no-framework", update.clone()),
+            Err(ApiError::NotFound(_))
+        ));
+        update.uuid = None;
+        assert!(matches!(
+            s.status_update(&fw.id, update),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn reconciliation_answers_known_tasks_and_unknown_ones_as_lost() {
+        let mut s = state();
+        let mut agent = register(&mut s, "node-1", "cpus:2;mem:1024");
+        let mut fw = subscribe(&mut s, framework_info("web"));
+        launch_on_offer(
+            &mut s,
+            &mut fw,
+            vec![task("t1", &agent.id, "cpus:1;mem:128")],
+        );
+        agent.drain();
+        s.status_update(&fw.id, agent_update(&agent.id, "t1", TaskState::Running))
+            .unwrap();
+        fw.drain();
+        // Implicit: every task the master knows.
+        s.reconcile(&fw.id, &[]).unwrap();
+        let implicit = fw.updates();
+        assert_eq!(implicit.len(), 1);
+        assert_eq!(implicit[0].state, TaskState::Running);
+        assert_eq!(implicit[0].reason.as_deref(), Some("REASON_RECONCILIATION"));
+        assert_eq!(
+            implicit[0].uuid, None,
+            "reconciliation answers are not acknowledged"
+        );
+        // Explicit: the known one as it is, the unknown one lost.
+        s.reconcile(&fw.id, &[("t1".into(), None), ("ghost".into(), None)])
+            .unwrap();
+        let explicit = fw.updates();
+        assert_eq!(explicit[0].state, TaskState::Running);
+        assert_eq!(explicit[1].task_id, "ghost");
+        assert_eq!(explicit[1].state, TaskState::Lost);
+    }
+
+    #[test]
+    fn a_kill_goes_to_the_agent_and_a_kill_of_an_unknown_task_is_answered() {
+        let mut s = state();
+        let mut agent = register(&mut s, "node-1", "cpus:2;mem:1024");
+        let mut fw = subscribe(&mut s, framework_info("web"));
+        let mut t1 = task("t1", &agent.id, "cpus:1;mem:128");
+        t1.kill_grace = Some(std::time::Duration::from_secs(7));
+        launch_on_offer(&mut s, &mut fw, vec![t1]);
+        agent.drain();
+        s.kill(&fw.id, "t1", None).unwrap();
+        assert_eq!(
+            agent.drain(),
+            vec![AgentCommand::Kill {
+                framework_id: fw.id.clone(),
+                task_id: "t1".into(),
+                grace: Some(std::time::Duration::from_secs(7)),
+            }]
+        );
+        s.kill(&fw.id, "ghost", None).unwrap();
+        let answer = fw.updates();
+        assert_eq!(answer[0].task_id, "ghost");
+        assert_eq!(answer[0].state, TaskState::Lost);
+        let _ = Instant::now();
+    }
+}
