@@ -2,11 +2,8 @@
 //! tasks, the Mesos v1 scheduler HTTP API, the agent link). The topology collector is its own
 //! crate (`orca-collector`), which the master serves beside the cluster. See
 //! docs/architecture.md.
-pub mod agent_link;
 pub mod allocator;
+pub mod api;
 pub mod cluster;
-pub mod mesos_api;
-pub mod operator_grpc;
 pub use orca_resources as resources;
-pub mod scheduler_grpc;
 pub mod server;

@@ -19,11 +19,11 @@ use prometheus_client::{encoding::text::encode, metrics::gauge::Gauge, registry:
 use tokio::net::TcpListener;
 
 use crate::{
-    agent_link::AgentLinkService,
+    api::{
+        agent_link::AgentLinkService, mesos_http, operator_grpc::OperatorService,
+        scheduler_grpc::SchedulerService,
+    },
     cluster::{Cluster, ClusterConfig},
-    mesos_api,
-    operator_grpc::OperatorService,
-    scheduler_grpc::SchedulerService,
 };
 
 /// How long a stopping master waits for open streams to end before it closes them.
@@ -100,7 +100,7 @@ impl Master {
                 },
             );
         let router = http::router(collector.clone())
-            .merge(mesos_api::router(cluster.clone()))
+            .merge(mesos_http::router(cluster.clone()))
             .merge(
                 Router::new()
                     .route("/metrics", get(metrics))

@@ -162,7 +162,7 @@ async fn the_grpc_front_door_runs_the_same_lifecycle() {
         else {
             unreachable!()
         };
-        assert_eq!(status.state, want);
+        assert_eq!(status.state().mesos_name(), want);
         client
             .acknowledge(pb::AcknowledgeRequest {
                 header: Some(header.clone()),
@@ -191,7 +191,7 @@ async fn the_grpc_front_door_runs_the_same_lifecycle() {
     else {
         unreachable!()
     };
-    assert_eq!(status.state, "TASK_KILLED");
+    assert_eq!(status.state().mesos_name(), "TASK_KILLED");
     client
         .reconcile(pb::ReconcileRequest {
             header: Some(header.clone()),
@@ -208,7 +208,7 @@ async fn the_grpc_front_door_runs_the_same_lifecycle() {
         unreachable!()
     };
     assert_eq!(
-        (status.task_id.as_str(), status.state.as_str()),
+        (status.task_id.as_str(), status.state().mesos_name()),
         ("nope", "TASK_LOST")
     );
     client.teardown(header).await.unwrap();

@@ -34,6 +34,44 @@ pub mod cluster {
                 }
             }
         }
+
+        impl TaskState {
+            /// Mesos's own name for the state (`TASK_RUNNING`); empty when unspecified.
+            pub fn mesos_name(self) -> &'static str {
+                match self {
+                    TaskState::Staging => "TASK_STAGING",
+                    TaskState::Starting => "TASK_STARTING",
+                    TaskState::Running => "TASK_RUNNING",
+                    TaskState::Killing => "TASK_KILLING",
+                    TaskState::Finished => "TASK_FINISHED",
+                    TaskState::Failed => "TASK_FAILED",
+                    TaskState::Killed => "TASK_KILLED",
+                    TaskState::Error => "TASK_ERROR",
+                    TaskState::Lost => "TASK_LOST",
+                    TaskState::Dropped => "TASK_DROPPED",
+                    TaskState::Unreachable => "TASK_UNREACHABLE",
+                    TaskState::Gone => "TASK_GONE",
+                    TaskState::GoneByOperator => "TASK_GONE_BY_OPERATOR",
+                    TaskState::Unknown => "TASK_UNKNOWN",
+                    TaskState::Unspecified => "",
+                }
+            }
+
+            /// Terminal states: the task will not change again.
+            pub fn is_terminal(self) -> bool {
+                matches!(
+                    self,
+                    TaskState::Finished
+                        | TaskState::Failed
+                        | TaskState::Killed
+                        | TaskState::Error
+                        | TaskState::Lost
+                        | TaskState::Dropped
+                        | TaskState::Gone
+                        | TaskState::GoneByOperator
+                )
+            }
+        }
     }
 }
 

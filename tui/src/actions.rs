@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use orca_proto::{
-    cluster::v1::{self as cpb, ContainerAction},
+    cluster::v1::{self as cpb, ContainerAction, TaskState},
     operator::v1::{self as opb, operator_client::OperatorClient},
     scheduler::v1::{self as spb, event, operation, scheduler_client::SchedulerClient},
     topology::v1::{self as pb, collector_client::CollectorClient},
@@ -329,16 +329,17 @@ async fn session(
                                 }).await.map_err(why)?;
                             }
                             let name = names.get(&status.task_id).cloned().unwrap_or_else(|| status.task_id.clone());
-                            let level = match status.state.as_str() {
-                                "TASK_FAILED" | "TASK_ERROR" | "TASK_LOST" | "TASK_DROPPED" => Level::Error,
+                            let state = status.state();
+                            let level = match state {
+                                TaskState::Failed | TaskState::Error | TaskState::Lost | TaskState::Dropped => Level::Error,
                                 _ => Level::Info,
                             };
                             let why = [status.reason.as_str(), status.message.as_str()]
                                 .iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(": ");
                             let text = if why.is_empty() {
-                                format!("{name}: {}", status.state)
+                                format!("{name}: {}", state.mesos_name())
                             } else {
-                                format!("{name}: {} ({why})", status.state)
+                                format!("{name}: {} ({why})", state.mesos_name())
                             };
                             notice(&events, text, level).await;
                         }

@@ -18,7 +18,34 @@ use orca_resources::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{StatusUpdate, TaskManager, TaskSpec};
+use super::{StatusUpdate, TaskManager, TaskSpec, TaskState};
+
+/// Why the link to the master went down; the agent logs it and reconnects with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot connect: {0}; is the master running and --master right?")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("registration refused: {}", .0.message())]
+    Refused(tonic::Status),
+    #[error("the link broke: {}", .0.message())]
+    Broke(tonic::Status),
+    #[error("the master closed the link")]
+    Closed,
+    #[error("the master's first message was not `registered`; is it an Orca master?")]
+    NotRegistered,
+}
+
+/// A launched task this agent cannot run as sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("task {task}'s resources: {source}")]
+    Resources {
+        task: String,
+        source: orca_resources::ResourceError,
+    },
+    #[error("task {0} has no command")]
+    NoCommand(String),
+}
 
 #[derive(Clone, Debug)]
 pub struct LinkConfig {
@@ -92,7 +119,7 @@ fn update_to_proto(u: &StatusUpdate, agent_id: &str) -> pb::AgentMessage {
             status: Some(pb::TaskStatus {
                 task_id: u.task_id.clone(),
                 agent_id: agent_id.to_owned(),
-                state: u.state.to_owned(),
+                state: u.state as i32,
                 reason: u.reason.clone().unwrap_or_default(),
                 message: u.message.clone().unwrap_or_default(),
                 timestamp: u.timestamp,
@@ -108,12 +135,16 @@ pub fn spec_from_proto(
     user: &str,
     role: &str,
     task: &pb::Task,
-) -> Result<TaskSpec, String> {
-    let resources = resources_from_proto(&task.resources)?;
+) -> Result<TaskSpec, SpecError> {
+    let resources =
+        resources_from_proto(&task.resources).map_err(|source| SpecError::Resources {
+            task: task.task_id.clone(),
+            source,
+        })?;
     let command = task
         .command
         .clone()
-        .ok_or_else(|| format!("task {} has no command", task.task_id))?;
+        .ok_or_else(|| SpecError::NoCommand(task.task_id.clone()))?;
     let mem = resources.scalar("mem").as_f64();
     let user = if command.user.is_empty() {
         user
@@ -139,12 +170,12 @@ pub fn spec_from_proto(
     })
 }
 
-fn running_to_proto(spec: &TaskSpec, state: &str, agent_id: &str) -> pb::RunningTask {
+fn running_to_proto(spec: &TaskSpec, state: TaskState, agent_id: &str) -> pb::RunningTask {
     let resources = Resources::parse(&spec.resources).unwrap_or_default();
     pb::RunningTask {
         framework_id: spec.framework_id.clone(),
         role: spec.role.clone(),
-        state: state.to_owned(),
+        state: state as i32,
         task: Some(pb::Task {
             task_id: spec.task_id.clone(),
             name: spec.name.clone(),
@@ -217,15 +248,13 @@ async fn session(
     updates: &mut mpsc::UnboundedReceiver<StatusUpdate>,
     agent_id: &mut String,
     registered: Option<&tokio::sync::watch::Sender<Option<String>>>,
-) -> Result<(), String> {
-    let mut client = AgentLinkClient::connect(endpoint(&config.master))
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+) -> Result<(), LinkError> {
+    let mut client = AgentLinkClient::connect(endpoint(&config.master)).await?;
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1024);
     let running = manager
         .running()
         .iter()
-        .map(|(spec, state)| running_to_proto(spec, state, agent_id))
+        .map(|(spec, state)| running_to_proto(spec, *state, agent_id))
         .collect();
     tx.send(pb::AgentMessage {
         kind: Some(agent_message::Kind::Register(pb::Register {
@@ -237,19 +266,19 @@ async fn session(
         })),
     })
     .await
-    .map_err(|_| "the link closed".to_string())?;
+    .map_err(|_| LinkError::Closed)?;
     let mut inbound = client
         .attach(ReceiverStream::new(rx))
         .await
-        .map_err(|s| format!("registration refused: {}", s.message()))?
+        .map_err(LinkError::Refused)?
         .into_inner();
     let first = inbound
         .message()
         .await
-        .map_err(|s| format!("registration failed: {}", s.message()))?
-        .ok_or("the master closed the link during registration")?;
+        .map_err(LinkError::Refused)?
+        .ok_or(LinkError::Closed)?;
     let Some(master_message::Kind::Registered(reg)) = first.kind else {
-        return Err("the master's first message was not `registered`".into());
+        return Err(LinkError::NotRegistered);
     };
     if *agent_id != reg.agent_id
         && let Some(file) = &config.id_file
@@ -270,7 +299,7 @@ async fn session(
     for u in manager.unacknowledged() {
         tx.send(update_to_proto(&u, agent_id))
             .await
-            .map_err(|_| "the link closed")?;
+            .map_err(|_| LinkError::Closed)?;
         sent.insert(u.uuid, Instant::now());
     }
     loop {
@@ -281,12 +310,10 @@ async fn session(
                     continue;
                 }
                 sent.insert(u.uuid, Instant::now());
-                tx.send(update_to_proto(&u, agent_id)).await.map_err(|_| "the link closed")?;
+                tx.send(update_to_proto(&u, agent_id)).await.map_err(|_| LinkError::Closed)?;
             }
             message = inbound.message() => {
-                let message = message
-                    .map_err(|s| format!("link broke: {}", s.message()))?
-                    .ok_or("the master closed the link")?;
+                let message = message.map_err(LinkError::Broke)?.ok_or(LinkError::Closed)?;
                 match message.kind {
                     Some(master_message::Kind::Container(command)) => {
                         container_command(command, config.containers.as_ref(), &tx).await
@@ -299,7 +326,7 @@ async fn session(
                     kind: Some(agent_message::Kind::Heartbeat(pb::Heartbeat {})),
                 })
                 .await
-                .map_err(|_| "the link closed")?;
+                .map_err(|_| LinkError::Closed)?;
             }
             _ = retry.tick() => {
                 let now = Instant::now();
@@ -307,7 +334,7 @@ async fn session(
                     let due = sent.get(&u.uuid).is_none_or(|at| now.duration_since(*at) >= config.retry_interval);
                     if due {
                         sent.insert(u.uuid, now);
-                        tx.send(update_to_proto(&u, agent_id)).await.map_err(|_| "the link closed")?;
+                        tx.send(update_to_proto(&u, agent_id)).await.map_err(|_| LinkError::Closed)?;
                     }
                 }
             }
@@ -323,7 +350,7 @@ async fn session(
                         })),
                     })
                     .await
-                    .map_err(|_| "the link closed")?;
+                    .map_err(|_| LinkError::Closed)?;
                 }
             }
         }
@@ -363,7 +390,7 @@ async fn handle(
 ) {
     match message.kind {
         Some(master_message::Kind::Launch(launch)) => {
-            let specs: Result<Vec<TaskSpec>, String> = launch
+            let specs: Result<Vec<TaskSpec>, SpecError> = launch
                 .tasks
                 .iter()
                 .map(|t| {
@@ -380,7 +407,13 @@ async fn handle(
                     let manager = manager.clone();
                     tokio::spawn(async move { manager.launch(specs).await });
                 }
-                Err(why) => tracing::warn!(%why, "launch refused"),
+                Err(why) => {
+                    // A launch is all or nothing: every task of it fails, with the reason.
+                    tracing::warn!(%why, "launch refused");
+                    for task in &launch.tasks {
+                        manager.refuse(&launch.framework_id, &task.task_id, why.to_string());
+                    }
+                }
             }
         }
         Some(master_message::Kind::Kill(kill)) => {
@@ -402,5 +435,51 @@ async fn handle(
         Some(master_message::Kind::Registered(_))
         | Some(master_message::Kind::Container(_))
         | None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::{TaskManagerConfig, cgroups::Driver};
+
+    #[tokio::test]
+    async fn a_launch_the_agent_cannot_take_fails_each_task_with_the_reason() {
+        // No process starts, so no cgroup is made: any driver will do.
+        let driver = Driver::V2 {
+            root: std::env::temp_dir().join("orca-link-unused"),
+        };
+        let work = std::env::temp_dir().join(format!("orca-link-{}", std::process::id()));
+        let (manager, mut updates) = TaskManager::new(TaskManagerConfig::new(work, driver));
+        let task = |id: &str| pb::Task {
+            task_id: id.into(),
+            resources: resources_to_proto(&Resources::parse("cpus:1").unwrap()),
+            command: None,
+            ..Default::default()
+        };
+        let launch = pb::MasterMessage {
+            kind: Some(master_message::Kind::Launch(pb::Launch {
+                framework_id: "fw".into(),
+                framework_user: "root".into(),
+                tasks: vec![task("a"), task("b")],
+                role: "*".into(),
+            })),
+        };
+        handle(launch, &manager, &mut HashMap::new()).await;
+        for id in ["a", "b"] {
+            let update = updates.try_recv().expect("an update for each task");
+            assert_eq!(update.task_id, id);
+            assert_eq!(update.state, TaskState::Failed);
+            assert_eq!(
+                update.reason.as_deref(),
+                Some("REASON_CONTAINER_LAUNCH_FAILED")
+            );
+            assert!(update.message.unwrap().contains("has no command"));
+        }
+        assert_eq!(
+            manager.unacknowledged().len(),
+            2,
+            "retried until acknowledged"
+        );
     }
 }

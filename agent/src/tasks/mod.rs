@@ -10,6 +10,7 @@
 //! send again.
 pub mod capacity;
 pub mod cgroups;
+mod error;
 pub mod link;
 pub mod sandbox;
 
@@ -21,6 +22,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+pub use error::LaunchError;
+pub use orca_proto::cluster::v1::TaskState;
 use tokio::sync::mpsc;
 
 use cgroups::{Driver, Limits, TaskCgroup, Usage};
@@ -53,8 +56,7 @@ pub struct TaskSpec {
 pub struct StatusUpdate {
     pub framework_id: String,
     pub task_id: String,
-    /// Mesos state name (`TASK_RUNNING`, ...).
-    pub state: &'static str,
+    pub state: TaskState,
     pub reason: Option<String>,
     pub message: Option<String>,
     pub timestamp: f64,
@@ -100,7 +102,7 @@ struct Spawned {
 #[derive(Debug)]
 struct Running {
     spec: TaskSpec,
-    state: &'static str,
+    state: TaskState,
     pgid: Option<i32>,
     cgroup: TaskCgroup,
     kill_requested: bool,
@@ -125,7 +127,7 @@ pub struct TaskManager {
 const GATE: &str = r#"read -r _ || exit 111; exec "$@" </dev/null"#;
 
 /// The executable a non-shell command names: a path, or a name found on `PATH`.
-fn resolve_program(name: &str) -> Result<String, String> {
+fn resolve_program(name: &str) -> Result<String, LaunchError> {
     use std::os::unix::fs::PermissionsExt as _;
     let executable = |p: &std::path::Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -134,7 +136,7 @@ fn resolve_program(name: &str) -> Result<String, String> {
         return if executable(std::path::Path::new(name)) {
             Ok(name.to_owned())
         } else {
-            Err(format!("{name} is not an executable file on this agent"))
+            Err(LaunchError::NotExecutable(name.to_owned()))
         };
     }
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
@@ -142,7 +144,7 @@ fn resolve_program(name: &str) -> Result<String, String> {
         .map(|dir| std::path::Path::new(dir).join(name))
         .find(|p| executable(p))
         .map(|p| p.to_string_lossy().into_owned())
-        .ok_or_else(|| format!("{name} is not on this agent's PATH"))
+        .ok_or_else(|| LaunchError::NotOnPath(name.to_owned()))
 }
 
 /// `framework.task` for every sandbox under `work_dir` (the names task cgroups are given).
@@ -203,13 +205,37 @@ impl TaskManager {
     fn emit(
         &self,
         spec: &TaskSpec,
-        state: &'static str,
+        state: TaskState,
+        reason: Option<&str>,
+        message: Option<String>,
+    ) {
+        self.emit_for(&spec.framework_id, &spec.task_id, state, reason, message)
+    }
+
+    /// A task the master sent that this agent cannot take at all (its launch message does not
+    /// describe a runnable task): TASK_FAILED with the reason, delivered like any update, so
+    /// the framework hears of it instead of waiting for a task that never starts.
+    pub fn refuse(&self, framework_id: &str, task_id: &str, why: String) {
+        self.emit_for(
+            framework_id,
+            task_id,
+            TaskState::Failed,
+            Some("REASON_CONTAINER_LAUNCH_FAILED"),
+            Some(why),
+        )
+    }
+
+    fn emit_for(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        state: TaskState,
         reason: Option<&str>,
         message: Option<String>,
     ) {
         let update = StatusUpdate {
-            framework_id: spec.framework_id.clone(),
-            task_id: spec.task_id.clone(),
+            framework_id: framework_id.to_owned(),
+            task_id: task_id.to_owned(),
             state,
             reason: reason.map(str::to_owned),
             message,
@@ -220,7 +246,7 @@ impl TaskManager {
             let mut inner = self.lock();
             if let Some(task) = inner
                 .tasks
-                .get_mut(&(spec.framework_id.clone(), spec.task_id.clone()))
+                .get_mut(&(framework_id.to_owned(), task_id.to_owned()))
             {
                 task.state = state;
             }
@@ -241,7 +267,7 @@ impl TaskManager {
     }
 
     /// Tasks still running, with their last state (for re-registration).
-    pub fn running(&self) -> Vec<(TaskSpec, &'static str)> {
+    pub fn running(&self) -> Vec<(TaskSpec, TaskState)> {
         self.lock()
             .tasks
             .values()
@@ -268,7 +294,7 @@ impl TaskManager {
                 .tasks
                 .contains_key(&(spec.framework_id.clone(), spec.task_id.clone()))
             {
-                failure = Some(format!("task {} is already running here", spec.task_id));
+                failure = Some(LaunchError::AlreadyRunning(spec.task_id.clone()).to_string());
                 break;
             }
             match self.prepare(spec).await {
@@ -286,7 +312,7 @@ impl TaskManager {
             for spec in &specs {
                 self.emit(
                     spec,
-                    "TASK_FAILED",
+                    TaskState::Failed,
                     Some("REASON_CONTAINER_LAUNCH_FAILED"),
                     Some(why.clone()),
                 );
@@ -298,13 +324,13 @@ impl TaskManager {
                 (spec.framework_id.clone(), spec.task_id.clone()),
                 Running {
                     spec: spec.clone(),
-                    state: "TASK_STAGING",
+                    state: TaskState::Staging,
                     pgid: None,
                     cgroup: cgroup.clone(),
                     kill_requested: false,
                 },
             );
-            self.emit(spec, "TASK_STARTING", None, None);
+            self.emit(spec, TaskState::Starting, None, None);
         }
         let mut children = Vec::new();
         let mut failure = None;
@@ -332,7 +358,7 @@ impl TaskManager {
                 let _ = cgroup.destroy();
                 self.emit(
                     spec,
-                    "TASK_FAILED",
+                    TaskState::Failed,
                     Some("REASON_CONTAINER_LAUNCH_FAILED"),
                     Some(why.clone()),
                 );
@@ -340,20 +366,23 @@ impl TaskManager {
             return;
         }
         for ((spec, cgroup), child) in prepared.into_iter().zip(children) {
-            self.emit(&spec, "TASK_RUNNING", None, None);
+            self.emit(&spec, TaskState::Running, None, None);
             tokio::spawn(self.clone().supervise(spec, cgroup, child));
         }
     }
 
     /// Makes the sandbox and the cgroup.
-    async fn prepare(&self, spec: &TaskSpec) -> Result<(TaskSpec, TaskCgroup), String> {
+    async fn prepare(&self, spec: &TaskSpec) -> Result<(TaskSpec, TaskCgroup), LaunchError> {
         if spec.value.is_empty() {
-            return Err("the command is empty".into());
+            return Err(LaunchError::EmptyCommand);
         }
         let dir = sandbox::path(&self.config.work_dir, &spec.framework_id, &spec.task_id)?;
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|e| format!("cannot create the sandbox {}: {e}", dir.display()))?;
+            .map_err(|source| LaunchError::Sandbox {
+                path: dir.clone(),
+                source,
+            })?;
         let limits = Limits {
             cpus: spec.cpus,
             cfs_quota: self.config.cfs_quota,
@@ -364,8 +393,7 @@ impl TaskManager {
         let cgroup = self
             .config
             .driver
-            .create(&self.config.cgroup_parent, &name, &limits)
-            .map_err(|e| e.to_string())?;
+            .create(&self.config.cgroup_parent, &name, &limits)?;
         Ok((spec.clone(), cgroup))
     }
 
@@ -374,7 +402,7 @@ impl TaskManager {
     /// the gate and the gate execs the task (same pid, stdin from /dev/null). Nothing the task
     /// runs can start outside the cgroup, and no pre-exec hook is needed, so the child is
     /// started with posix_spawn instead of a fork of the whole agent.
-    async fn spawn(&self, spec: &TaskSpec, cgroup: &TaskCgroup) -> Result<Spawned, String> {
+    async fn spawn(&self, spec: &TaskSpec, cgroup: &TaskCgroup) -> Result<Spawned, LaunchError> {
         let dir = sandbox::path(&self.config.work_dir, &spec.framework_id, &spec.task_id)?;
         let argv: Vec<String> = if spec.shell {
             vec!["/bin/sh".into(), "-c".into(), spec.value.clone()]
@@ -403,31 +431,37 @@ impl TaskManager {
         if let Some(user) = spec.user.as_deref().filter(|u| !u.is_empty()) {
             let me = nix::unistd::Uid::current();
             let found = nix::unistd::User::from_name(user)
-                .map_err(|e| format!("looking up user {user}: {e}"))?
-                .ok_or_else(|| format!("user {user} does not exist on this agent"))?;
+                .map_err(|source| LaunchError::UserLookup {
+                    user: user.to_owned(),
+                    source,
+                })?
+                .ok_or_else(|| LaunchError::NoSuchUser(user.to_owned()))?;
             if found.uid != me {
                 if !me.is_root() {
-                    return Err(format!(
-                        "the agent runs as uid {me} and cannot switch to user {user}; \
-                         run the agent as root or launch as the agent's user"
-                    ));
+                    return Err(LaunchError::CannotSwitchUser {
+                        uid: me.as_raw(),
+                        user: user.to_owned(),
+                    });
                 }
                 command.uid(found.uid.as_raw()).gid(found.gid.as_raw());
             }
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {:?}: {e}", spec.value))?;
-        let pid = child.id().ok_or("the process exited at once")?;
-        let mut gate = child.stdin.take().ok_or("no gate pipe")?;
+        let mut child = command.spawn().map_err(|source| LaunchError::Spawn {
+            program: spec.value.clone(),
+            source,
+        })?;
+        let pid = child.id().ok_or(LaunchError::ExitedAtOnce)?;
+        let mut gate = child.stdin.take().ok_or_else(|| {
+            LaunchError::Gate(std::io::Error::other("the gate's stdin pipe is missing"))
+        })?;
         if let Err(e) = cgroup.add(pid) {
             let _ = child.start_kill();
-            return Err(e.to_string());
+            return Err(e.into());
         }
         use tokio::io::AsyncWriteExt as _;
         if let Err(e) = gate.write_all(b"go\n").await {
             let _ = child.start_kill();
-            return Err(format!("cannot start the task: {e}"));
+            return Err(LaunchError::Gate(e));
         }
         drop(gate);
         let rotation = self.config.rotation;
@@ -485,34 +519,42 @@ impl TaskManager {
         use std::os::unix::process::ExitStatusExt as _;
         let (state, reason, message) = match status {
             _ if oom => (
-                "TASK_FAILED",
+                TaskState::Failed,
                 Some("REASON_CONTAINER_LIMITATION_MEMORY"),
                 Some(format!(
                     "memory limit of {} MiB exceeded: the kernel OOM-killed the task",
                     cgroup.memory_limit().unwrap_or(0) >> 20
                 )),
             ),
-            _ if killed => ("TASK_KILLED", None, Some("killed on request".to_string())),
+            _ if killed => (
+                TaskState::Killed,
+                None,
+                Some("killed on request".to_string()),
+            ),
             Ok(s) if s.success() => (
-                "TASK_FINISHED",
+                TaskState::Finished,
                 None,
                 Some("command exited with status 0".into()),
             ),
             Ok(s) => match (s.code(), s.signal()) {
                 (Some(code), _) => (
-                    "TASK_FAILED",
+                    TaskState::Failed,
                     Some("REASON_COMMAND_EXECUTOR_FAILED"),
                     Some(format!("command exited with status {code}")),
                 ),
                 (None, Some(signal)) => (
-                    "TASK_FAILED",
+                    TaskState::Failed,
                     Some("REASON_COMMAND_EXECUTOR_FAILED"),
                     Some(format!("command was killed by signal {signal}")),
                 ),
-                _ => ("TASK_FAILED", Some("REASON_COMMAND_EXECUTOR_FAILED"), None),
+                _ => (
+                    TaskState::Failed,
+                    Some("REASON_COMMAND_EXECUTOR_FAILED"),
+                    None,
+                ),
             },
             Err(e) => (
-                "TASK_FAILED",
+                TaskState::Failed,
                 Some("REASON_EXECUTOR_TERMINATED"),
                 Some(format!("lost track of the process: {e}")),
             ),

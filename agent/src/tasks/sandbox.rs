@@ -3,6 +3,8 @@
 //! like Mesos's logrotate container logger.
 use std::path::{Path, PathBuf};
 
+use super::LaunchError;
+
 use tokio::{
     fs::{self, File, OpenOptions},
     io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _},
@@ -26,10 +28,13 @@ impl Default for Rotation {
 }
 
 /// `<work_dir>/frameworks/<framework>/tasks/<task>`; ids are checked to be one path segment.
-pub fn path(work_dir: &Path, framework_id: &str, task_id: &str) -> Result<PathBuf, String> {
+pub fn path(work_dir: &Path, framework_id: &str, task_id: &str) -> Result<PathBuf, LaunchError> {
     for (what, id) in [("framework id", framework_id), ("task id", task_id)] {
         if id.is_empty() || id == "." || id == ".." || id.contains('/') || id.contains('\0') {
-            return Err(format!("{what} {id:?} cannot name a sandbox directory"));
+            return Err(LaunchError::BadId {
+                what,
+                id: id.to_owned(),
+            });
         }
     }
     Ok(work_dir

@@ -17,11 +17,11 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use orca_collector::CollectorConfig;
 use orca_master::{
+    api::mesos_http::client::SchedulerClient,
     cluster::{
         AgentCommand, AgentInfo, Cluster, ClusterConfig, Event, FrameworkInfo, Operation,
         StatusSource, TaskInfo, TaskState, TaskStatus,
     },
-    mesos_api::client::SchedulerClient,
     resources::{Resource, Resources},
     server::Master,
 };
@@ -347,7 +347,7 @@ async fn grpc(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
                 }
             }
             Some(event::Kind::Update(s)) => {
-                if s.state == "TASK_RUNNING" {
+                if s.state() == orca_proto::cluster::v1::TaskState::Running {
                     meter.running();
                 }
                 let _ = ack_tx.send(pb::AcknowledgeRequest {

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use orca_agent::tasks::{TaskManager, TaskManagerConfig, TaskSpec, cgroups::Driver};
+use orca_agent::tasks::{TaskManager, TaskManagerConfig, TaskSpec, TaskState, cgroups::Driver};
 
 #[derive(Parser)]
 struct Args {
@@ -99,14 +99,19 @@ async fn main() -> Result<()> {
             .context("no update for 30 s")?
             .context("the task manager stopped")?;
         match u.state {
-            "TASK_RUNNING" => {
+            TaskState::Running => {
                 let i: usize = u.task_id[1..].parse()?;
                 latency.record(sent_at[i].expect("sent").elapsed().as_micros() as u64)?;
                 running += 1;
                 inflight -= 1;
             }
-            "TASK_STARTING" => {}
-            other => anyhow::bail!("task {} went {other}: {:?}", u.task_id, u.message),
+            TaskState::Starting => {}
+            other => anyhow::bail!(
+                "task {} went {}: {:?}",
+                u.task_id,
+                other.mesos_name(),
+                u.message
+            ),
         }
     }
     let orca = started.elapsed();
@@ -117,7 +122,7 @@ async fn main() -> Result<()> {
             .await
             .context("tasks did not end")?
             .context("the task manager stopped")?;
-        if u.state == "TASK_KILLED" {
+        if u.state == TaskState::Killed {
             ended += 1;
         }
     }

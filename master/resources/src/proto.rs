@@ -1,10 +1,10 @@
 //! Conversion to and from the agent link's protobuf `Resource`.
 use orca_proto::cluster::v1::{self as pb, resource};
 
-use crate::{Ranges, Resource, Resources, Scalar, Value, intern};
+use crate::{Ranges, Resource, ResourceError, Resources, Scalar, Value, intern};
 
 /// Resources from the wire; a negative, NaN or inverted value is refused with its name.
-pub fn resources_from_proto(list: &[pb::Resource]) -> Result<Resources, String> {
+pub fn resources_from_proto(list: &[pb::Resource]) -> Result<Resources, ResourceError> {
     let mut out = Resources::new();
     for r in list {
         let value = match &r.value {
@@ -12,18 +12,29 @@ pub fn resources_from_proto(list: &[pb::Resource]) -> Result<Resources, String> 
                 Value::Scalar(Scalar::from_f64(*v))
             }
             Some(resource::Value::Scalar(v)) => {
-                return Err(format!("resource {}: {v} is not a number >= 0", r.name));
+                return Err(ResourceError::Value {
+                    name: r.name.clone(),
+                    value: v.to_string(),
+                    why: "a scalar must be a number >= 0",
+                });
             }
             Some(resource::Value::Ranges(ranges)) => {
                 if let Some(bad) = ranges.range.iter().find(|x| x.begin > x.end) {
-                    return Err(format!(
-                        "resource {}: range {}-{} has begin > end",
-                        r.name, bad.begin, bad.end
-                    ));
+                    return Err(ResourceError::Value {
+                        name: r.name.clone(),
+                        value: format!("[{}-{}]", bad.begin, bad.end),
+                        why: "a range's begin must not exceed its end",
+                    });
                 }
                 Value::Ranges(Ranges::new(ranges.range.iter().map(|x| (x.begin, x.end))))
             }
-            None => return Err(format!("resource {} has no value", r.name)),
+            None => {
+                return Err(ResourceError::Value {
+                    name: r.name.clone(),
+                    value: String::new(),
+                    why: "it has no value (a scalar or ranges)",
+                });
+            }
         };
         out.add_resource(Resource {
             name: intern(&r.name),

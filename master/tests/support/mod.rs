@@ -11,12 +11,12 @@ use std::{
 
 use hyper::StatusCode;
 use orca_master::{
-    cluster::{
-        AgentCommand, AgentInfo, Cluster, ClusterConfig, StatusSource, TaskState, TaskStatus,
-    },
-    mesos_api::{
+    api::mesos_http::{
         self,
         client::{self, SchedulerClient},
+    },
+    cluster::{
+        AgentCommand, AgentInfo, Cluster, ClusterConfig, StatusSource, TaskState, TaskStatus,
     },
     resources::Resources,
 };
@@ -34,7 +34,7 @@ pub async fn master(config: ClusterConfig) -> Master {
     let cluster = Cluster::new(config).expect("valid config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = mesos_api::router(cluster.clone());
+    let router = mesos_http::router(cluster.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
     tokio::spawn(cluster.clone().run());
     Master { cluster, addr }

@@ -138,6 +138,7 @@ fn accepted_by_a_worker(probe: ProbeChoice) {
     // SAFETY: the child only makes system calls (accept, write, read, _exit) before exiting,
     // nothing that could need a lock another thread of this process held at the fork.
     let worker = match unsafe { nix::unistd::fork() }.expect("fork") {
+        // SAFETY: the child's calls are plain system calls on descriptors it owns.
         nix::unistd::ForkResult::Child => unsafe {
             let conn = libc::accept(listen_fd, std::ptr::null_mut(), std::ptr::null_mut());
             let mut byte = [b'w'; 1];

@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use orca_agent::tasks::{StatusUpdate, TaskManager, TaskManagerConfig, TaskSpec, cgroups::Driver};
+use orca_agent::tasks::{
+    StatusUpdate, TaskManager, TaskManagerConfig, TaskSpec, TaskState, cgroups::Driver,
+};
 use tokio::sync::mpsc;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -66,7 +68,7 @@ async fn until_terminal(
 ) -> StatusUpdate {
     loop {
         let u = next(rx).await;
-        if u.task_id == task && !matches!(u.state, "TASK_STARTING" | "TASK_RUNNING") {
+        if u.task_id == task && !matches!(u.state, TaskState::Starting | TaskState::Running) {
             return u;
         }
     }
@@ -80,8 +82,8 @@ async fn a_task_runs_in_its_own_limited_cgroup_and_finishes() {
         "echo $GREETING from $MESOS_TASK_ID; sleep 0.5",
     )])
     .await;
-    assert_eq!(next(&mut rx).await.state, "TASK_STARTING");
-    assert_eq!(next(&mut rx).await.state, "TASK_RUNNING");
+    assert_eq!(next(&mut rx).await.state, TaskState::Starting);
+    assert_eq!(next(&mut rx).await.state, TaskState::Running);
     // While it runs: limits are in the kernel's files and the process is in the cgroup.
     let (spec_seen, _) = m.running().pop().expect("running");
     assert_eq!(spec_seen.task_id, "ok");
@@ -111,7 +113,7 @@ async fn a_task_runs_in_its_own_limited_cgroup_and_finishes() {
     );
     assert_eq!(read(&pids, "pids.max"), "4096");
     let done = until_terminal(&mut rx, "ok").await;
-    assert_eq!(done.state, "TASK_FINISHED", "{done:?}");
+    assert_eq!(done.state, TaskState::Finished, "{done:?}");
     let out = std::fs::read_to_string(work.join("frameworks/fw/tasks/ok/stdout")).unwrap();
     assert_eq!(out, "hello from ok\n");
     assert!(!memory.join(&name).exists(), "the cgroup is removed");
@@ -129,8 +131,8 @@ async fn a_task_runs_in_its_own_limited_cgroup_and_finishes() {
 async fn a_restarted_agent_ends_the_tasks_its_previous_run_left_and_only_those() {
     let (old, mut old_rx, work) = manager("leftover");
     old.launch(vec![spec("stray", "sleep 300")]).await;
-    assert_eq!(next(&mut old_rx).await.state, "TASK_STARTING");
-    assert_eq!(next(&mut old_rx).await.state, "TASK_RUNNING");
+    assert_eq!(next(&mut old_rx).await.state, TaskState::Starting);
+    assert_eq!(next(&mut old_rx).await.state, TaskState::Running);
     let stray = old
         .cgroup("fw", "stray")
         .expect("the running task's cgroup");
@@ -138,8 +140,8 @@ async fn a_restarted_agent_ends_the_tasks_its_previous_run_left_and_only_those()
     // Another agent's task in the same parent cgroup, its sandbox in another work directory.
     let (other, mut other_rx, other_work) = manager("leftover-other");
     other.launch(vec![spec("keep", "sleep 300")]).await;
-    assert_eq!(next(&mut other_rx).await.state, "TASK_STARTING");
-    assert_eq!(next(&mut other_rx).await.state, "TASK_RUNNING");
+    assert_eq!(next(&mut other_rx).await.state, TaskState::Starting);
+    assert_eq!(next(&mut other_rx).await.state, TaskState::Running);
     let kept = other
         .cgroup("fw", "keep")
         .expect("the running task's cgroup");
@@ -155,7 +157,7 @@ async fn a_restarted_agent_ends_the_tasks_its_previous_run_left_and_only_those()
     );
     // (The old run's supervisor, still alive in this test process, sees its process killed.)
     let died = until_terminal(&mut old_rx, "stray").await;
-    assert_eq!(died.state, "TASK_FAILED", "{died:?}");
+    assert_eq!(died.state, TaskState::Failed, "{died:?}");
     assert!(
         !kept.pids().is_empty(),
         "another agent's task is left running"
@@ -163,7 +165,7 @@ async fn a_restarted_agent_ends_the_tasks_its_previous_run_left_and_only_those()
     assert!(other.kill("fw", "keep", Some(Duration::ZERO)));
     assert_eq!(
         until_terminal(&mut other_rx, "keep").await.state,
-        "TASK_KILLED"
+        TaskState::Killed
     );
     // Nothing left: a second clean-up ends nothing.
     assert!(restarted.clean_up_leftovers().await.is_empty());
@@ -176,7 +178,7 @@ async fn a_failing_command_reports_its_status() {
     let (m, mut rx, work) = manager("fail");
     m.launch(vec![spec("bad", "echo oops >&2; exit 3")]).await;
     let done = until_terminal(&mut rx, "bad").await;
-    assert_eq!(done.state, "TASK_FAILED");
+    assert_eq!(done.state, TaskState::Failed);
     assert_eq!(
         done.message.as_deref(),
         Some("command exited with status 3")
@@ -193,7 +195,7 @@ async fn exceeding_the_memory_limit_is_an_oom_failure_with_its_reason() {
     s.mem_mb = Some(32.0);
     m.launch(vec![s]).await;
     let done = until_terminal(&mut rx, "hog").await;
-    assert_eq!(done.state, "TASK_FAILED", "{done:?}");
+    assert_eq!(done.state, TaskState::Failed, "{done:?}");
     assert_eq!(
         done.reason.as_deref(),
         Some("REASON_CONTAINER_LIMITATION_MEMORY")
@@ -211,14 +213,14 @@ async fn a_kill_sends_sigterm_and_waits_the_grace_period_before_sigkill() {
         "trap 'echo term >> got-term' TERM; while true; do sleep 0.05; done",
     );
     m.launch(vec![stubborn]).await;
-    assert_eq!(next(&mut rx).await.state, "TASK_STARTING");
-    assert_eq!(next(&mut rx).await.state, "TASK_RUNNING");
+    assert_eq!(next(&mut rx).await.state, TaskState::Starting);
+    assert_eq!(next(&mut rx).await.state, TaskState::Running);
     tokio::time::sleep(Duration::from_millis(200)).await; // let the shell install its trap
     let asked = Instant::now();
     assert!(m.kill("fw", "stubborn", Some(Duration::from_millis(1500))));
     let done = until_terminal(&mut rx, "stubborn").await;
     let took = asked.elapsed();
-    assert_eq!(done.state, "TASK_KILLED");
+    assert_eq!(done.state, TaskState::Killed);
     assert!(
         took >= Duration::from_millis(1500),
         "killed after {took:?}, before the grace period"
@@ -229,11 +231,14 @@ async fn a_kill_sends_sigterm_and_waits_the_grace_period_before_sigkill() {
 
     // A task that exits on SIGTERM is KILLED at once, well before its grace period.
     m.launch(vec![spec("polite", "sleep 1000")]).await;
-    assert_eq!(next(&mut rx).await.state, "TASK_STARTING");
-    assert_eq!(next(&mut rx).await.state, "TASK_RUNNING");
+    assert_eq!(next(&mut rx).await.state, TaskState::Starting);
+    assert_eq!(next(&mut rx).await.state, TaskState::Running);
     let asked = Instant::now();
     m.kill("fw", "polite", Some(Duration::from_secs(30)));
-    assert_eq!(until_terminal(&mut rx, "polite").await.state, "TASK_KILLED");
+    assert_eq!(
+        until_terminal(&mut rx, "polite").await.state,
+        TaskState::Killed
+    );
     assert!(asked.elapsed() < Duration::from_secs(5));
     cleanup(work);
 }
@@ -248,13 +253,13 @@ async fn a_group_starts_all_or_nothing() {
     let mut terminal = BTreeMap::new();
     while terminal.len() < 2 {
         let u = next(&mut rx).await;
-        assert_ne!(u.state, "TASK_RUNNING", "no member may run: {u:?}");
-        if u.state != "TASK_STARTING" {
+        assert_ne!(u.state, TaskState::Running, "no member may run: {u:?}");
+        if u.state != TaskState::Starting {
             terminal.insert(u.task_id.clone(), u);
         }
     }
     for u in terminal.values() {
-        assert_eq!(u.state, "TASK_FAILED");
+        assert_eq!(u.state, TaskState::Failed);
         assert_eq!(u.reason.as_deref(), Some("REASON_CONTAINER_LAUNCH_FAILED"));
     }
     assert!(m.running().is_empty());
@@ -267,8 +272,8 @@ async fn cpu_quota_holds_a_busy_loop_to_its_share() {
     let mut busy = spec("busy", "while :; do :; done");
     busy.cpus = 0.2;
     m.launch(vec![busy]).await;
-    assert_eq!(next(&mut rx).await.state, "TASK_STARTING");
-    assert_eq!(next(&mut rx).await.state, "TASK_RUNNING");
+    assert_eq!(next(&mut rx).await.state, TaskState::Starting);
+    assert_eq!(next(&mut rx).await.state, TaskState::Running);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let usage = m.usage().pop().unwrap().1;
@@ -282,6 +287,9 @@ async fn cpu_quota_holds_a_busy_loop_to_its_share() {
     );
     assert!(usage.memory_bytes > 0);
     m.shutdown_framework("fw");
-    assert_eq!(until_terminal(&mut rx, "busy").await.state, "TASK_KILLED");
+    assert_eq!(
+        until_terminal(&mut rx, "busy").await.state,
+        TaskState::Killed
+    );
     cleanup(work);
 }

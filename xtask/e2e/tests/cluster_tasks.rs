@@ -8,8 +8,8 @@ use std::{net::SocketAddr, time::Duration};
 use orca_agent::tasks::{TaskManager, TaskManagerConfig, cgroups::Driver, link};
 use orca_collector::CollectorConfig;
 use orca_master::{
+    api::mesos_http::client::{self, SchedulerClient, scalars},
     cluster::ClusterConfig,
-    mesos_api::client::{self, SchedulerClient, scalars},
     resources::Resources,
     server::Master,
 };

@@ -20,10 +20,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use futures::stream;
 use serde_json::{Value as JsonValue, json};
 
-use crate::cluster::{ApiError, Cluster, ConnectionGuard, Event, StateSnapshot, TaskView};
+use super::{convert::http_status, events::FrameworkEvents};
+use crate::cluster::{ApiError, Cluster, StateSnapshot, TaskView};
 
 pub const STREAM_ID_HEADER: &str = "Mesos-Stream-Id";
 
@@ -63,12 +63,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn api_error(err: ApiError) -> Response {
-    let status = match &err {
-        ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        ApiError::Forbidden(_) | ApiError::NotFound(_) => StatusCode::FORBIDDEN,
-        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    error(status, err.to_string())
+    error(http_status(&err), err.to_string())
 }
 
 fn accepted(result: Result<(), ApiError>) -> Response {
@@ -234,48 +229,32 @@ fn subscribe(api: Api, call: json::Call) -> Response {
             .cluster
             .suppress(&sub.framework_id, Some(&subscribe.suppressed_roles));
     }
-    let connection = ConnectionGuard::new(&api.cluster, &sub);
-    let stream_id = sub.stream_id.clone();
-    let heartbeat = {
-        let start = tokio::time::Instant::now() + api.heartbeat;
-        tokio::time::interval_at(start, api.heartbeat)
-    };
-    let state = (sub.events, heartbeat, connection, api.master_id.clone());
-    let events = stream::unfold(
-        state,
-        |(mut rx, mut heartbeat, connection, master_id)| async move {
-            let event: Option<Event> = tokio::select! {
-                event = rx.recv() => event,
-                _ = heartbeat.tick() => Some(Event::Heartbeat),
-            };
-            let event = event?;
-            // Everything already queued goes out in the same chunk: one write for a burst of
-            // updates instead of one per event.
-            let mut chunk = Vec::new();
-            let mut record = Vec::new();
-            let mut next = Some(event);
-            let mut written = 0;
-            while let Some(event) = next.take() {
-                record.clear();
-                json::write_event(&mut record, &event, &master_id);
-                recordio::encode_into(&mut chunk, &record);
-                written += 1;
-                if written < MAX_EVENTS_PER_CHUNK {
-                    next = rx.try_recv().ok();
-                }
+    let events = FrameworkEvents::new(&api.cluster, sub, api.heartbeat);
+    let stream_id = events.stream_id().to_owned();
+    let master_id = api.master_id.clone();
+    // Everything already queued goes out in the same chunk: one write for a burst of
+    // updates instead of one per event.
+    let mut record = Vec::new();
+    let chunks = events.into_stream(move |events, first| {
+        let mut chunk = Vec::new();
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(event) = next.take() {
+            record.clear();
+            json::write_event(&mut record, &event, &master_id);
+            recordio::encode_into(&mut chunk, &record);
+            written += 1;
+            if written < MAX_EVENTS_PER_CHUNK {
+                next = events.try_next();
             }
-            let chunk = Bytes::from(chunk);
-            Some((
-                Ok::<_, Infallible>(chunk),
-                (rx, heartbeat, connection, master_id),
-            ))
-        },
-    );
+        }
+        Ok::<_, Infallible>(Bytes::from(chunk))
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .header(STREAM_ID_HEADER, stream_id)
-        .body(Body::from_stream(events))
+        .body(Body::from_stream(chunks))
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 

@@ -1,17 +1,17 @@
 //! The scheduler API over gRPC (`orca.scheduler.v1.Scheduler`): the second front door to the
 //! same cluster core the Mesos v1 HTTP API uses. Protobuf is converted to domain types here.
-use std::{pin::Pin, time::Duration};
+use std::pin::Pin;
 
-use futures::{Stream, stream};
-use orca_proto::{
-    cluster::v1 as cpb,
-    scheduler::v1::{self as pb, event, operation, scheduler_server::Scheduler},
-};
+use futures::Stream;
+use orca_proto::scheduler::v1::{self as pb, event, operation, scheduler_server::Scheduler};
 use tonic::{Request, Response, Status};
 
+use super::{
+    convert::{grpc_status, seconds, status_to_proto, task_from_proto},
+    events::FrameworkEvents,
+};
 use crate::{
-    agent_link::task_from_proto,
-    cluster::{ApiError, Cluster, ConnectionGuard, Event, FrameworkInfo, Operation, TaskStatus},
+    cluster::{ApiError, Cluster, Event, FrameworkInfo, Operation},
     resources::proto::resources_to_proto,
 };
 
@@ -31,42 +31,15 @@ impl SchedulerService {
         })?;
         self.cluster
             .check_stream(&header.framework_id, Some(&header.stream_id))
-            .map_err(status)?;
+            .map_err(grpc_status)?;
         Ok(header.framework_id.clone())
-    }
-}
-
-/// A refusal of the cluster core as the gRPC status that says the same.
-pub(crate) fn status(err: ApiError) -> Status {
-    match err {
-        ApiError::BadRequest(m) => Status::invalid_argument(m),
-        ApiError::Forbidden(m) => Status::permission_denied(m),
-        ApiError::NotFound(m) => Status::not_found(m),
-        ApiError::Unavailable(m) => Status::unavailable(m),
     }
 }
 
 /// The reply to a call: an empty result, or the refusal as a gRPC status.
 fn done(result: Result<(), ApiError>) -> Result<Response<pb::CallResult>, Status> {
-    result.map_err(status)?;
+    result.map_err(grpc_status)?;
     Ok(Response::new(pb::CallResult {}))
-}
-
-fn refuse(seconds: f64) -> Option<Duration> {
-    (seconds.is_finite() && seconds >= 0.0)
-        .then(|| Duration::from_secs_f64(seconds.min(365.0 * 24.0 * 3600.0)))
-}
-
-pub fn status_to_proto(s: &TaskStatus) -> cpb::TaskStatus {
-    cpb::TaskStatus {
-        task_id: s.task_id.clone(),
-        agent_id: s.agent_id.clone(),
-        state: s.state.name().to_owned(),
-        reason: s.reason.clone().unwrap_or_default(),
-        message: s.message.clone().unwrap_or_default(),
-        timestamp: s.timestamp,
-        uuid: s.uuid.map(|u| u.to_vec()).unwrap_or_default(),
-    }
 }
 
 fn event_to_proto(e: Event, stream_id: &str) -> pb::Event {
@@ -124,29 +97,20 @@ impl Scheduler for SchedulerService {
             principal: (!info.principal.is_empty()).then_some(info.principal),
             hostname: (!info.hostname.is_empty()).then_some(info.hostname),
             webui_url: (!info.webui_url.is_empty()).then_some(info.webui_url),
-            failover_timeout: refuse(info.failover_timeout_seconds).unwrap_or_default(),
+            failover_timeout: seconds(info.failover_timeout_seconds).unwrap_or_default(),
             checkpoint: info.checkpoint,
             capabilities: info.capabilities,
             labels: info.labels.into_iter().collect(),
         };
-        let sub = self.cluster.subscribe(info).map_err(status)?;
+        let sub = self.cluster.subscribe(info).map_err(grpc_status)?;
         if !request.suppressed_roles.is_empty() {
             let _ = self
                 .cluster
                 .suppress(&sub.framework_id, Some(&request.suppressed_roles));
         }
-        let connection = ConnectionGuard::new(&self.cluster, &sub);
-        let every = self.cluster.heartbeat_interval();
-        let heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let state = (sub.events, heartbeat, connection);
-        let events = stream::unfold(state, |(mut rx, mut heartbeat, connection)| async move {
-            let event = tokio::select! {
-                event = rx.recv() => event,
-                _ = heartbeat.tick() => Some(Event::Heartbeat),
-            }?;
-            let message = event_to_proto(event, connection.stream_id());
-            Some((Ok(message), (rx, heartbeat, connection)))
-        });
+        let heartbeat = self.cluster.heartbeat_interval();
+        let events = FrameworkEvents::new(&self.cluster, sub, heartbeat)
+            .into_stream(|events, event| Ok(event_to_proto(event, events.stream_id())));
         Ok(Response::new(Box::pin(events)))
     }
 
@@ -166,8 +130,7 @@ impl Scheduler for SchedulerService {
             let tasks = tasks
                 .iter()
                 .map(task_from_proto)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(Status::invalid_argument)?;
+                .collect::<Result<Vec<_>, _>>()?;
             operations.push(if group {
                 Operation::LaunchGroup(tasks)
             } else {
@@ -178,7 +141,7 @@ impl Scheduler for SchedulerService {
             &framework_id,
             &r.offer_ids,
             operations,
-            refuse(r.refuse_seconds),
+            seconds(r.refuse_seconds),
         ))
     }
 
@@ -190,7 +153,7 @@ impl Scheduler for SchedulerService {
         let framework_id = self.check(r.header.as_ref())?;
         done(
             self.cluster
-                .decline(&framework_id, &r.offer_ids, refuse(r.refuse_seconds)),
+                .decline(&framework_id, &r.offer_ids, seconds(r.refuse_seconds)),
         )
     }
 
@@ -222,7 +185,7 @@ impl Scheduler for SchedulerService {
         let framework_id = self.check(r.header.as_ref())?;
         done(
             self.cluster
-                .kill(&framework_id, &r.task_id, refuse(r.grace_seconds)),
+                .kill(&framework_id, &r.task_id, seconds(r.grace_seconds)),
         )
     }
 

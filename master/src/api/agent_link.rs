@@ -1,7 +1,7 @@
 //! The master's side of the agent link (`orca.cluster.v1.AgentLink`): one bidirectional gRPC
 //! stream per agent, carrying registration, heartbeats, status updates and usage in, and
 //! launch, kill, acknowledgement and shutdown commands out. Protobuf is converted to the
-//! cluster's domain types here and nowhere else.
+//! cluster's domain types by `api::convert`.
 use std::{pin::Pin, time::Duration};
 
 use futures::Stream;
@@ -12,12 +12,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::convert::{
+    command_to_proto, status_from_proto, task_from_proto, task_state_from_proto, usage_from_proto,
+};
 use crate::{
-    cluster::{
-        AgentCommand, AgentInfo, ApiError, Cluster, CommandInfo, RunningTask, StatusSource,
-        TaskInfo, TaskState, TaskStatus, TaskUsage,
-    },
-    resources::proto::{resources_from_proto, resources_to_proto},
+    cluster::{AgentCommand, AgentInfo, ApiError, Cluster, RunningTask, TaskState},
+    resources::proto::resources_from_proto,
 };
 
 #[derive(Clone, Debug)]
@@ -31,99 +31,6 @@ impl AgentLinkService {
     pub fn new(cluster: Cluster, heartbeat: Duration) -> Self {
         AgentLinkService { cluster, heartbeat }
     }
-}
-
-pub fn task_to_proto(task: &TaskInfo) -> pb::Task {
-    pb::Task {
-        task_id: task.task_id.clone(),
-        name: task.name.clone(),
-        agent_id: task.agent_id.clone(),
-        resources: resources_to_proto(&task.resources),
-        command: task.command.as_ref().map(|c| pb::Command {
-            shell: c.shell,
-            value: c.value.clone(),
-            arguments: c.arguments.clone(),
-            environment: c.environment.iter().cloned().collect(),
-            user: c.user.clone().unwrap_or_default(),
-        }),
-        labels: task.labels.clone().into_iter().collect(),
-        kill_grace_seconds: task.kill_grace.map_or(0.0, |g| g.as_secs_f64()),
-    }
-}
-
-pub fn task_from_proto(task: &pb::Task) -> Result<TaskInfo, String> {
-    Ok(TaskInfo {
-        task_id: task.task_id.clone(),
-        name: task.name.clone(),
-        agent_id: task.agent_id.clone(),
-        resources: resources_from_proto(&task.resources)?,
-        command: task.command.as_ref().map(|c| CommandInfo {
-            shell: c.shell,
-            value: c.value.clone(),
-            arguments: c.arguments.clone(),
-            environment: c.environment.clone().into_iter().collect(),
-            user: (!c.user.is_empty()).then(|| c.user.clone()),
-        }),
-        labels: task.labels.clone().into_iter().collect(),
-        kill_grace: (task.kill_grace_seconds > 0.0)
-            .then(|| Duration::from_secs_f64(task.kill_grace_seconds)),
-    })
-}
-
-fn status_from_proto(s: &pb::TaskStatus) -> Result<TaskStatus, String> {
-    let state = TaskState::from_name(&s.state)
-        .ok_or_else(|| format!("unknown task state {:?}", s.state))?;
-    let uuid: [u8; 16] = s
-        .uuid
-        .as_slice()
-        .try_into()
-        .map_err(|_| format!("status uuid must be 16 bytes, got {}", s.uuid.len()))?;
-    Ok(TaskStatus {
-        task_id: s.task_id.clone(),
-        agent_id: s.agent_id.clone(),
-        state,
-        source: StatusSource::Executor,
-        reason: (!s.reason.is_empty()).then(|| s.reason.clone()),
-        message: (!s.message.is_empty()).then(|| s.message.clone()),
-        timestamp: s.timestamp,
-        uuid: Some(uuid),
-    })
-}
-
-fn command_to_proto(command: AgentCommand) -> pb::MasterMessage {
-    let kind = match command {
-        AgentCommand::Launch {
-            framework_id,
-            framework_user,
-            role,
-            tasks,
-        } => master_message::Kind::Launch(pb::Launch {
-            framework_id,
-            framework_user,
-            role,
-            tasks: tasks.iter().map(task_to_proto).collect(),
-        }),
-        AgentCommand::Kill {
-            framework_id,
-            task_id,
-            grace,
-        } => master_message::Kind::Kill(pb::Kill {
-            framework_id,
-            task_id,
-            grace_seconds: grace.map_or(-1.0, |g| g.as_secs_f64()),
-        }),
-        AgentCommand::Acknowledge { task_id, uuid } => {
-            master_message::Kind::Acknowledge(pb::Acknowledge {
-                task_id,
-                uuid: uuid.to_vec(),
-            })
-        }
-        AgentCommand::ShutdownFramework { framework_id } => {
-            master_message::Kind::ShutdownFramework(pb::ShutdownFramework { framework_id })
-        }
-        AgentCommand::Container(command) => master_message::Kind::Container(command),
-    };
-    pb::MasterMessage { kind: Some(kind) }
 }
 
 type Outgoing = Pin<Box<dyn Stream<Item = Result<pb::MasterMessage, Status>> + Send>>;
@@ -146,16 +53,16 @@ impl AgentLink for AgentLinkService {
                 "the first message on the agent link must be `register`",
             ));
         };
-        let resources =
-            resources_from_proto(&register.resources).map_err(Status::invalid_argument)?;
+        let resources = resources_from_proto(&register.resources)
+            .map_err(|e| Status::invalid_argument(format!("the agent's resources: {e}")))?;
         let mut running = Vec::new();
         for r in &register.running {
             let Some(task) = &r.task else { continue };
             running.push(RunningTask {
                 framework_id: r.framework_id.clone(),
-                info: task_from_proto(task).map_err(Status::invalid_argument)?,
+                info: task_from_proto(task)?,
                 role: r.role.clone(),
-                state: TaskState::from_name(&r.state).unwrap_or(TaskState::Running),
+                state: task_state_from_proto(r.state).unwrap_or(TaskState::Running),
             });
         }
         let info = AgentInfo {
@@ -208,7 +115,7 @@ impl AgentLink for AgentLinkService {
                         let status = match status_from_proto(&status) {
                             Ok(s) => s,
                             Err(why) => {
-                                tracing::warn!(agent = %agent_id, %why, "bad status update");
+                                tracing::warn!(agent = %agent_id, %why, "bad status update ignored");
                                 continue;
                             }
                         };
@@ -228,17 +135,9 @@ impl AgentLink for AgentLinkService {
                             }
                         }
                     }
-                    Some(agent_message::Kind::Usage(usage)) => cluster.task_usage(
-                        &agent_id,
-                        &usage.task_id,
-                        TaskUsage {
-                            cpu_seconds: usage.cpu_seconds,
-                            memory_bytes: usage.memory_bytes,
-                            memory_limit_bytes: (usage.memory_limit_bytes > 0)
-                                .then_some(usage.memory_limit_bytes),
-                            pids: usage.pids,
-                        },
-                    ),
+                    Some(agent_message::Kind::Usage(usage)) => {
+                        cluster.task_usage(&agent_id, &usage.task_id, usage_from_proto(&usage))
+                    }
                     Some(agent_message::Kind::ContainerReply(reply)) => {
                         cluster.container_reply(&agent_id, reply)
                     }

@@ -14,10 +14,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::{
-    cluster::{Cluster, StateSnapshot, TaskView},
-    scheduler_grpc::status,
-};
+use super::convert::grpc_status;
+use crate::cluster::{Cluster, StateSnapshot, TaskView};
 
 /// How often a watcher's view of the cluster is compared with the master's. Changes reach a
 /// watcher within this; nothing is sent when nothing changed.
@@ -271,7 +269,7 @@ impl pb::operator_server::Operator for OperatorService {
                     ..Default::default()
                 },
             )
-            .map_err(status)?;
+            .map_err(grpc_status)?;
         await_done(replies).await?;
         tracing::info!(host = %r.hostname, container = %r.container_id, ?action, "container action by an operator");
         Ok(Response::new(pb::ContainerActionResponse {}))
@@ -299,7 +297,7 @@ impl pb::operator_server::Operator for OperatorService {
                     ..Default::default()
                 },
             )
-            .map_err(status)?;
+            .map_err(grpc_status)?;
         let (tx, rx) = mpsc::channel(64);
         let cluster = self.cluster.clone();
         tokio::spawn(async move {
@@ -383,7 +381,7 @@ impl pb::operator_server::Operator for OperatorService {
         let grace = (r.grace_seconds > 0.0).then(|| Duration::from_secs_f64(r.grace_seconds));
         self.cluster
             .kill(&r.framework_id, &r.task_id, grace)
-            .map_err(status)?;
+            .map_err(grpc_status)?;
         tracing::info!(framework = %r.framework_id, task = %r.task_id, "task killed by an operator");
         Ok(Response::new(pb::KillTaskResponse {}))
     }

@@ -1,0 +1,38 @@
+//! Why a task could not be launched; the message goes to the framework in the TASK_FAILED
+//! update (`REASON_CONTAINER_LAUNCH_FAILED`) and says what to change.
+use std::{io, path::PathBuf};
+
+use super::cgroups::CgroupError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{what} {id:?} cannot name a sandbox directory; use ids without '/', '.' or '..'")]
+    BadId { what: &'static str, id: String },
+    #[error("the command is empty; give the task a command value")]
+    EmptyCommand,
+    #[error("task {0} is already running here; use a new task id")]
+    AlreadyRunning(String),
+    #[error("cannot create the sandbox {path}: {source}")]
+    Sandbox { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("{0} is not an executable file on this agent")]
+    NotExecutable(String),
+    #[error("{0} is not on this agent's PATH")]
+    NotOnPath(String),
+    #[error("looking up user {user}: {source}")]
+    UserLookup { user: String, source: nix::Error },
+    #[error("user {0} does not exist on this agent")]
+    NoSuchUser(String),
+    #[error(
+        "the agent runs as uid {uid} and cannot switch to user {user}; run the agent as root \
+         or launch as the agent's user"
+    )]
+    CannotSwitchUser { uid: u32, user: String },
+    #[error("cannot start {program:?}: {source}")]
+    Spawn { program: String, source: io::Error },
+    #[error("the process exited before it could be placed in its cgroup")]
+    ExitedAtOnce,
+    #[error("cannot open the task's start gate: {0}")]
+    Gate(io::Error),
+}
