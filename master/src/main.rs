@@ -86,19 +86,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn split_role(flag: &str, entry: &str) -> Result<(String, String), String> {
+fn split_role(flag: &str, entry: &str) -> anyhow::Result<(String, String)> {
     entry
         .split_once('=')
         .map(|(r, v)| (r.trim().to_owned(), v.trim().to_owned()))
         .filter(|(r, _)| !r.is_empty())
-        .ok_or_else(|| format!("--{flag} {entry:?}: expected ROLE=VALUE"))
+        .ok_or_else(|| anyhow::anyhow!("--{flag} {entry:?}: expected ROLE=VALUE"))
 }
 
 fn role(config: &mut ClusterConfig, name: String) -> &mut RoleConfig {
     config.roles.entry(name).or_default()
 }
 
-fn cluster_config(cli: &Cli) -> Result<ClusterConfig, String> {
+fn cluster_config(cli: &Cli) -> anyhow::Result<ClusterConfig> {
     let mut config = ClusterConfig {
         allocation_interval: cli.allocation_interval,
         offer_timeout: (!cli.offer_timeout.is_zero()).then_some(cli.offer_timeout),
@@ -112,12 +112,13 @@ fn cluster_config(cli: &Cli) -> Result<ClusterConfig, String> {
         let (name, value) = split_role("weight", entry)?;
         let weight: f64 = value
             .parse()
-            .map_err(|_| format!("--weight {entry:?}: {value:?} is not a number"))?;
+            .map_err(|_| anyhow::anyhow!("--weight {entry:?}: {value:?} is not a number"))?;
         role(&mut config, name).weight = Some(weight);
     }
     for entry in &cli.quotas {
         let (name, value) = split_role("quota", entry)?;
-        let guarantee = ScalarMap::parse(&value).map_err(|e| format!("--quota {entry:?}: {e}"))?;
+        let guarantee =
+            ScalarMap::parse(&value).map_err(|e| anyhow::anyhow!("--quota {entry:?}: {e}"))?;
         role(&mut config, name)
             .quota
             .get_or_insert_with(Quota::default)
@@ -125,8 +126,8 @@ fn cluster_config(cli: &Cli) -> Result<ClusterConfig, String> {
     }
     for entry in &cli.quota_limits {
         let (name, value) = split_role("quota-limit", entry)?;
-        let limit =
-            ScalarMap::parse(&value).map_err(|e| format!("--quota-limit {entry:?}: {e}"))?;
+        let limit = ScalarMap::parse(&value)
+            .map_err(|e| anyhow::anyhow!("--quota-limit {entry:?}: {e}"))?;
         role(&mut config, name)
             .quota
             .get_or_insert_with(Quota::default)
@@ -151,7 +152,7 @@ fn main() -> ExitCode {
     let cluster = match cluster_config(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("orca-master: {e}");
+            eprintln!("orca-master: {e:#}");
             return ExitCode::from(2);
         }
     };

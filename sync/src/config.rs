@@ -132,30 +132,30 @@ impl SyncConfig {
     }
 
     /// Checks the configuration before anything connects.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, zk) in [
             ("source-zk", &self.source_zk),
             ("target-zk", &self.target_zk),
         ] {
             if zk.trim().is_empty() {
-                return Err(format!("{name} is empty: give host:port[,host:port...]"));
+                return Err(ConfigError::NoEnsemble(name));
             }
         }
         for path in std::iter::once(&self.root).chain(&self.excludes) {
             if !path.starts_with('/') || (path.len() > 1 && path.ends_with('/')) {
-                return Err(format!(
-                    "{path:?} is not an absolute znode path (like /app or /)"
-                ));
+                return Err(ConfigError::RelativePath(path.clone()));
             }
         }
         if is_under(&self.root, ZOOKEEPER_SYSTEM_PATH) {
-            return Err("root may not be /zookeeper: it is each ensemble's own state".into());
+            return Err(ConfigError::SystemRoot);
         }
         if self.rescan_interval_s == 0 {
-            return Err("rescan-interval-s must be at least 1".into());
+            return Err(ConfigError::Invalid("rescan-interval-s must be at least 1"));
         }
         if self.max_batch_bytes < 4096 {
-            return Err("max-batch-bytes below 4096 makes no sense".into());
+            return Err(ConfigError::Invalid(
+                "max-batch-bytes must be at least 4096",
+            ));
         }
         Ok(())
     }
@@ -166,6 +166,19 @@ impl SyncConfig {
             && !is_under(path, ZOOKEEPER_SYSTEM_PATH)
             && !self.excludes.iter().any(|e| is_under(path, e))
     }
+}
+
+/// A sync configuration that cannot run, and what to change.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0} is empty: give host:port[,host:port...]")]
+    NoEnsemble(&'static str),
+    #[error("{0:?} is not an absolute znode path (like /app or /)")]
+    RelativePath(String),
+    #[error("root may not be /zookeeper: it is each ensemble's own state")]
+    SystemRoot,
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 #[cfg(test)]
@@ -188,9 +201,12 @@ mod tests {
     #[test]
     fn rejects_relative_paths_and_empty_ensembles() {
         let mut cfg = SyncConfig::new("", "b:1");
-        assert!(cfg.validate().unwrap_err().contains("source-zk"));
+        assert_eq!(cfg.validate(), Err(ConfigError::NoEnsemble("source-zk")));
         cfg.source_zk = "a:1".into();
         cfg.excludes.push("app".into());
-        assert!(cfg.validate().unwrap_err().contains("absolute"));
+        assert!(cfg.validate().unwrap_err().to_string().contains("absolute"));
+        cfg.excludes.clear();
+        cfg.root = "/zookeeper/quota".into();
+        assert_eq!(cfg.validate(), Err(ConfigError::SystemRoot));
     }
 }

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use crate::{
     app::{ContainerTarget, LaunchRequest, Level},
-    feed::{Event, MAX_MESSAGE, endpoint},
+    feed::{Event, MAX_MESSAGE, MasterError, endpoint},
 };
 
 /// Sends actions to the master and reports their outcome as notices.
@@ -22,7 +22,7 @@ use crate::{
 pub struct Actions {
     /// One channel to the master for every action (it connects when first used and again
     /// after a failure), or why the address is unusable.
-    channel: Result<Channel, String>,
+    channel: Result<Channel, MasterError>,
     events: mpsc::Sender<Event>,
     launches: mpsc::UnboundedSender<LaunchRequest>,
     /// The log stream feeding the log view.
@@ -56,7 +56,7 @@ impl Actions {
                         grace_seconds: 0.0,
                     })
                     .await
-                    .map_err(why)
+                    .map_err(MasterError::of_call)
             }
             .await;
             let notice = match result {
@@ -80,7 +80,7 @@ impl Actions {
                         action: action as i32,
                     })
                     .await
-                    .map_err(why)
+                    .map_err(MasterError::of_call)
             }
             .await;
             let verb = action.word();
@@ -100,7 +100,7 @@ impl Actions {
         self.close_logs();
         let (channel, events) = (self.channel.clone(), self.events.clone());
         let task = tokio::spawn(async move {
-            let result: Result<(), String> = async {
+            let result: Result<(), MasterError> = async {
                 let channel = channel?;
                 let mut chunks = OperatorClient::new(channel)
                     .container_logs(opb::ContainerLogsRequest {
@@ -110,9 +110,9 @@ impl Actions {
                         tail: 500,
                     })
                     .await
-                    .map_err(why)?
+                    .map_err(MasterError::of_call)?
                     .into_inner();
-                while let Some(chunk) = chunks.message().await.map_err(why)? {
+                while let Some(chunk) = chunks.message().await.map_err(MasterError::of_call)? {
                     if events.send(Event::Log(stream, chunk.data)).await.is_err() {
                         return Ok(());
                     }
@@ -120,7 +120,9 @@ impl Actions {
                 Ok(())
             }
             .await;
-            let _ = events.send(Event::LogEnd(stream, result.err())).await;
+            let _ = events
+                .send(Event::LogEnd(stream, result.err().map(|e| e.to_string())))
+                .await;
         });
         *self.logs.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
     }
@@ -144,7 +146,7 @@ impl Actions {
                     })
                     .await
                     .map(|r| r.into_inner())
-                    .map_err(why)
+                    .map_err(MasterError::of_call)
             }
             .await;
             let event = match result {
@@ -160,22 +162,13 @@ impl Actions {
     }
 }
 
-/// A call's failure in words: an unreachable master says so (the channel reconnects by itself
-/// on the next call).
-fn why(status: tonic::Status) -> String {
-    match status.code() {
-        tonic::Code::Unavailable => format!("the master is unreachable ({})", status.message()),
-        _ => status.message().to_owned(),
-    }
-}
-
 async fn notice(events: &mpsc::Sender<Event>, text: String, level: Level) {
     let _ = events.send(Event::Notice(text, level)).await;
 }
 
 /// Routes launch requests to one framework session per role.
 async fn launcher(
-    channel: Result<Channel, String>,
+    channel: Result<Channel, MasterError>,
     mut requests: mpsc::UnboundedReceiver<LaunchRequest>,
     events: mpsc::Sender<Event>,
 ) {
@@ -224,12 +217,12 @@ fn resource(name: &str, value: f64) -> cpb::Resource {
 /// declines the rest, suppresses offers while nothing waits, acknowledges updates and tells
 /// the user how each task does.
 async fn session(
-    channel: Result<Channel, String>,
+    channel: Result<Channel, MasterError>,
     role: String,
     mut requests: mpsc::UnboundedReceiver<LaunchRequest>,
     events: mpsc::Sender<Event>,
 ) {
-    let result: Result<(), String> = async {
+    let result: Result<(), MasterError> = async {
         let channel = channel?;
         let mut client = SchedulerClient::new(channel);
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
@@ -247,7 +240,10 @@ async fn session(
                 suppressed_roles: vec![],
             })
             .await
-            .map_err(|s| format!("the master refused the orca framework: {}", s.message()))?
+            .map_err(|s| MasterError::Refused {
+                what: "the orca framework",
+                message: s.message().to_owned(),
+            })?
             .into_inner();
         let mut header: Option<spb::CallHeader> = None;
         let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -266,14 +262,14 @@ async fn session(
                     pending.push_back(Pending { request, task_id });
                     if let (true, Some(h)) = (suppressed, &header) {
                         client.revive(spb::RolesRequest { header: Some(h.clone()), roles: vec![] })
-                            .await.map_err(why)?;
+                            .await.map_err(MasterError::of_call)?;
                         suppressed = false;
                     }
                 }
                 message = stream.message() => {
-                    let message = message.map_err(|s| format!("the master closed the orca framework: {}", s.message()))?;
+                    let message = message.map_err(|s| MasterError::of_watch(&s))?;
                     let Some(event) = message else {
-                        return Err("the master ended the orca framework's event stream".into());
+                        return Err(MasterError::Closed("orca framework's event stream"));
                     };
                     match event.kind {
                         Some(event::Kind::Subscribed(s)) => {
@@ -301,7 +297,7 @@ async fn session(
                                             offer_ids: vec![offer.id.clone()],
                                             operations: vec![spb::Operation { kind: Some(operation::Kind::Launch(spb::Launch { tasks: vec![task] })) }],
                                             refuse_seconds: 1.0,
-                                        }).await.map_err(why)?;
+                                        }).await.map_err(MasterError::of_call)?;
                                         notice(&events, format!("task {} sent to {}", p.task_id, offer.hostname), Level::Info).await;
                                     }
                                     None => {
@@ -309,13 +305,13 @@ async fn session(
                                             header: Some(h.clone()),
                                             offer_ids: vec![offer.id.clone()],
                                             refuse_seconds: if pending.is_empty() { 60.0 } else { 1.0 },
-                                        }).await.map_err(why)?;
+                                        }).await.map_err(MasterError::of_call)?;
                                     }
                                 }
                             }
                             if pending.is_empty() && !suppressed {
                                 client.suppress(spb::RolesRequest { header: Some(h.clone()), roles: vec![] })
-                                    .await.map_err(why)?;
+                                    .await.map_err(MasterError::of_call)?;
                                 suppressed = true;
                             }
                         }
@@ -326,7 +322,7 @@ async fn session(
                                     agent_id: status.agent_id.clone(),
                                     task_id: status.task_id.clone(),
                                     uuid: status.uuid.clone(),
-                                }).await.map_err(why)?;
+                                }).await.map_err(MasterError::of_call)?;
                             }
                             let name = names.get(&status.task_id).cloned().unwrap_or_else(|| status.task_id.clone());
                             let state = status.state();
@@ -344,7 +340,7 @@ async fn session(
                             notice(&events, text, level).await;
                         }
                         Some(event::Kind::Error(e)) => {
-                            return Err(format!("the master says: {}", e.message));
+                            return Err(MasterError::Call(format!("the master says: {}", e.message)));
                         }
                         _ => {}
                     }

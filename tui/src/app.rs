@@ -116,23 +116,23 @@ impl LaunchForm {
         }
     }
 
-    fn request(&self) -> Result<LaunchRequest, String> {
+    fn request(&self) -> Result<LaunchRequest, FormError> {
         let [name, command, cpus, mem, role] = &self.fields;
         if command.trim().is_empty() {
-            return Err("a command is required (e.g. `sleep 60`)".into());
+            return Err(FormError::NoCommand);
         }
         let cpus: f64 = cpus
             .trim()
             .parse()
             .ok()
             .filter(|c: &f64| *c > 0.0)
-            .ok_or_else(|| format!("CPUs {cpus:?} is not a positive number (e.g. 0.5)"))?;
+            .ok_or_else(|| FormError::Cpus(cpus.clone()))?;
         let mem_mb: f64 = mem
             .trim()
             .parse()
             .ok()
             .filter(|m: &f64| *m > 0.0)
-            .ok_or_else(|| format!("Memory {mem:?} is not a positive number of MB (e.g. 128)"))?;
+            .ok_or_else(|| FormError::Memory(mem.clone()))?;
         let name = if name.trim().is_empty() {
             command
                 .split_whitespace()
@@ -154,6 +154,17 @@ impl LaunchForm {
             },
         })
     }
+}
+
+/// What is wrong with the launch form, shown under it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FormError {
+    #[error("a command is required (e.g. `sleep 60`)")]
+    NoCommand,
+    #[error("CPUs {0:?} is not a positive number (e.g. 0.5)")]
+    Cpus(String),
+    #[error("Memory {0:?} is not a positive number of MB (e.g. 128)")]
+    Memory(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -886,7 +897,7 @@ impl App {
                     );
                     return Some(Command::Launch(request));
                 }
-                Err(e) => form.error = Some(e),
+                Err(e) => form.error = Some(e.to_string()),
             },
             KeyCode::Backspace => {
                 form.fields[form.focus].pop();

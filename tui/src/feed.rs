@@ -36,11 +36,52 @@ pub enum Event {
     Tick,
 }
 
+/// What went wrong talking to the master, in words for the status line and notices (the
+/// feed and the action channel reconnect by themselves).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MasterError {
+    #[error("{url:?} is not a master address ({reason}); use host:port")]
+    Address { url: String, reason: String },
+    #[error("{what} refused: {message}")]
+    Refused { what: &'static str, message: String },
+    #[error("the master closed the {0}")]
+    Closed(&'static str),
+    #[error("connection lost ({0})")]
+    Lost(String),
+    #[error("the master is unreachable ({0})")]
+    Unreachable(String),
+    #[error("{0}")]
+    Call(String),
+}
+
+impl MasterError {
+    /// A watch's failure: a lost connection names its innermost cause.
+    pub fn of_watch(status: &tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown => {
+                let source = std::error::Error::source(status)
+                    .map(describe)
+                    .unwrap_or_else(|| status.message().to_owned());
+                MasterError::Lost(source)
+            }
+            code => MasterError::Call(format!("{code:?}: {}", status.message())),
+        }
+    }
+
+    /// An action's failure: an unreachable master says so.
+    pub fn of_call(status: tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::Unavailable => MasterError::Unreachable(status.message().to_owned()),
+            _ => MasterError::Call(status.message().to_owned()),
+        }
+    }
+}
+
 /// Largest message accepted from the master (a 50,000-node snapshot is tens of MB).
 pub const MAX_MESSAGE: usize = 256 << 20;
 
 /// A channel to the master's gRPC address (`host:port` or a URL).
-pub fn endpoint(master: &str) -> Result<Endpoint, String> {
+pub fn endpoint(master: &str) -> Result<Endpoint, MasterError> {
     let url = if master.contains("://") {
         master.to_owned()
     } else {
@@ -53,7 +94,10 @@ pub fn endpoint(master: &str) -> Result<Endpoint, String> {
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(5))
         })
-        .map_err(|e| format!("{url:?} is not a master address ({e}); use host:port"))
+        .map_err(|e| MasterError::Address {
+            url,
+            reason: e.to_string(),
+        })
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -72,14 +116,14 @@ pub async fn follow(master: String, events: mpsc::Sender<Event>) {
             return;
         }
         let reason = match endpoint(&master) {
-            Err(e) => e,
+            Err(e) => e.to_string(),
             Ok(endpoint) => match endpoint.connect().await {
                 Err(e) => describe(&e),
                 Ok(channel) => {
                     backoff = BACKOFF_MIN;
                     match watch_all(channel, &events).await {
                         Ok(()) => return, // the UI went away
-                        Err(e) => e,
+                        Err(e) => e.to_string(),
                     }
                 }
             },
@@ -107,12 +151,14 @@ fn describe(e: &dyn std::error::Error) -> String {
 }
 
 /// Runs the five watches; returns the first failure (or `Ok` when the UI has gone).
-async fn watch_all(channel: Channel, events: &mpsc::Sender<Event>) -> Result<(), String> {
+async fn watch_all(channel: Channel, events: &mpsc::Sender<Event>) -> Result<(), MasterError> {
     let mut streams = futures::stream::FuturesUnordered::new();
     for view in TopoView::ALL {
         streams.push(
             Box::pin(watch_topology(channel.clone(), view, events.clone()))
-                as std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>,
+                as std::pin::Pin<
+                    Box<dyn std::future::Future<Output = Result<(), MasterError>> + Send>,
+                >,
         );
     }
     streams.push(Box::pin(watch_cluster(channel, events.clone())));
@@ -126,14 +172,17 @@ async fn watch_topology(
     channel: Channel,
     view: TopoView,
     events: mpsc::Sender<Event>,
-) -> Result<(), String> {
+) -> Result<(), MasterError> {
     let mut client = CollectorClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     let mut stream = client
         .watch_topology(pb::WatchRequest {
             view: view.proto() as i32,
         })
         .await
-        .map_err(|s| format!("topology watch refused: {}", s.message()))?
+        .map_err(|s| MasterError::Refused {
+            what: "topology watch",
+            message: s.message().to_owned(),
+        })?
         .into_inner();
     let mut first = true;
     loop {
@@ -157,18 +206,21 @@ async fn watch_topology(
                     return Ok(());
                 }
             }
-            Ok(None) => return Err("the master closed the topology watch".into()),
-            Err(status) => return Err(status_text(&status)),
+            Ok(None) => return Err(MasterError::Closed("topology watch")),
+            Err(status) => return Err(MasterError::of_watch(&status)),
         }
     }
 }
 
-async fn watch_cluster(channel: Channel, events: mpsc::Sender<Event>) -> Result<(), String> {
+async fn watch_cluster(channel: Channel, events: mpsc::Sender<Event>) -> Result<(), MasterError> {
     let mut client = OperatorClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     let mut stream = client
         .watch_cluster(opb::WatchClusterRequest::default())
         .await
-        .map_err(|s| format!("cluster watch refused: {}", s.message()))?
+        .map_err(|s| MasterError::Refused {
+            what: "cluster watch",
+            message: s.message().to_owned(),
+        })?
         .into_inner();
     loop {
         match stream.message().await {
@@ -181,20 +233,8 @@ async fn watch_cluster(channel: Channel, events: mpsc::Sender<Event>) -> Result<
                     return Ok(());
                 }
             }
-            Ok(None) => return Err("the master closed the cluster watch".into()),
-            Err(status) => return Err(status_text(&status)),
+            Ok(None) => return Err(MasterError::Closed("cluster watch")),
+            Err(status) => return Err(MasterError::of_watch(&status)),
         }
-    }
-}
-
-fn status_text(status: &tonic::Status) -> String {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown => {
-            let source = std::error::Error::source(status)
-                .map(describe)
-                .unwrap_or_else(|| status.message().to_owned());
-            format!("connection lost ({source})")
-        }
-        _ => format!("{:?}: {}", status.code(), status.message()),
     }
 }

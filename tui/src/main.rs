@@ -75,7 +75,7 @@ enum Cmd {
     },
 }
 
-fn init_logging(path: Option<&std::path::Path>) -> Result<(), String> {
+fn init_logging(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     match path {
@@ -87,7 +87,7 @@ fn init_logging(path: Option<&std::path::Path>) -> Result<(), String> {
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| format!("cannot write the log {}: {e}", path.display()))?;
+                .map_err(|e| anyhow::anyhow!("cannot write the log {}: {e}", path.display()))?;
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_ansi(false)
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
         if let Some(command) = cli.command {
             return up(command, cli.log).await;
         }
-        init_logging(cli.log.as_deref()).map_err(anyhow::Error::msg)?;
+        init_logging(cli.log.as_deref())?;
         ui(cli.master, None).await
     });
     match result {
@@ -160,7 +160,7 @@ async fn up(command: Cmd, log: Option<PathBuf>) -> anyhow::Result<()> {
             .with_writer(std::io::stderr)
             .init();
     } else {
-        init_logging(Some(&log)).map_err(anyhow::Error::msg)?;
+        init_logging(Some(&log))?;
     }
     let up = Up::start(UpConfig {
         grpc_addr,

@@ -256,7 +256,7 @@ pub fn handle(app: &mut App, event: Event, effects: &dyn Effects) -> bool {
                         .unwrap_or_default();
                     app.notify(format!("filters saved in {path}"), Level::Info);
                 }
-                Err(e) => app.notify(e, Level::Error),
+                Err(e) => app.notify(e.to_string(), Level::Error),
             }
             false
         }

@@ -91,9 +91,9 @@ impl SavedFilters {
     }
 
     /// Writes the list (atomically: a temporary file renamed over the old one).
-    pub fn save(&self) -> Result<(), String> {
+    pub fn save(&self) -> Result<(), SaveError> {
         let Some(path) = &self.path else {
-            return Err("saved filters are off (the filters file could not be read)".into());
+            return Err(SaveError::Off);
         };
         let write = || -> std::io::Result<()> {
             if let Some(dir) = path.parent() {
@@ -106,8 +106,23 @@ impl SavedFilters {
             std::fs::write(&tmp, text)?;
             std::fs::rename(&tmp, path)
         };
-        write().map_err(|e| format!("cannot save filters to {}: {e}", path.display()))
+        write().map_err(|source| SaveError::Write {
+            path: path.clone(),
+            source,
+        })
     }
+}
+
+/// Why the saved filters could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("saved filters are off (the filters file could not be read)")]
+    Off,
+    #[error("cannot save filters to {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

@@ -34,6 +34,72 @@ use tonic::Request;
 
 use super::{RuntimeSockets, SharedDirectory};
 
+/// Why a container action failed; the message goes back to the operator as the reply's
+/// `error` and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no container {0} on this host (neither Docker nor containerd knows it)")]
+    Unknown(String),
+    #[error("no container {id} on this host (containerd namespace {namespace} does not know it)")]
+    UnknownInNamespace { id: String, namespace: String },
+    #[error("no action named; send stop, start, pause, unpause, restart, remove or logs")]
+    NoAction,
+    #[error("docker at {socket}: {source}")]
+    DockerSocket {
+        socket: PathBuf,
+        source: bollard::errors::Error,
+    },
+    #[error("docker could not {action} {id}: {source}")]
+    Docker {
+        action: &'static str,
+        id: String,
+        source: bollard::errors::Error,
+    },
+    #[error("containerd at {socket}: {source}")]
+    ContainerdSocket {
+        socket: PathBuf,
+        source: containerd_client::tonic::transport::Error,
+    },
+    #[error("containerd could not {action} {id}: {}", .status.message())]
+    Containerd {
+        action: &'static str,
+        id: String,
+        status: tonic::Status,
+    },
+    #[error("{id} is {state}: {what}")]
+    State {
+        id: String,
+        state: &'static str,
+        what: &'static str,
+    },
+    #[error(
+        "containerd keeps no output of {id}; restart it from orca (it then writes to {}) or \
+         read the log its own client set up",
+        .path.display()
+    )]
+    NoOutput { id: String, path: PathBuf },
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn containerd_err(action: &'static str, id: &str) -> impl FnOnce(tonic::Status) -> ControlError {
+    let id = id.to_owned();
+    move |status| ControlError::Containerd { action, id, status }
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ControlError {
+    let path = path.to_path_buf();
+    move |source| ControlError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// How long a stop waits after SIGTERM before SIGKILL, unless the command says.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a followed containerd log file is read for new output.
@@ -102,7 +168,7 @@ impl ContainerControl {
             last.done = true;
             if let Err(why) = result {
                 tracing::info!(container = %command.container_id, action = ?command.action(), %why, "container action failed");
-                last.error = why;
+                last.error = why.to_string();
             }
             let _ = out.send(message(last)).await;
         });
@@ -116,7 +182,7 @@ impl ContainerControl {
     }
 
     /// The runtime holding `id`, from the container directory (refreshed once if unknown).
-    async fn runtime_of(&self, id: &str) -> Result<Runtime, String> {
+    async fn runtime_of(&self, id: &str) -> Result<Runtime, ControlError> {
         for attempt in 0..2 {
             let found = {
                 let dir = self.directory.read().unwrap_or_else(|p| p.into_inner());
@@ -140,16 +206,14 @@ impl ContainerControl {
                 None => {}
             }
         }
-        Err(format!(
-            "no container {id} on this host (neither Docker nor containerd knows it)"
-        ))
+        Err(ControlError::Unknown(id.to_owned()))
     }
 
     async fn run(
         &self,
         command: &pb::ContainerCommand,
         out: &mpsc::Sender<pb::AgentMessage>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ControlError> {
         let id = command.container_id.as_str();
         let stop_timeout = match command.stop_timeout_seconds {
             0 => STOP_TIMEOUT,
@@ -157,19 +221,25 @@ impl ContainerControl {
         };
         let action = command.action();
         if action == ContainerAction::Unspecified {
-            return Err("no action named".into());
+            return Err(ControlError::NoAction);
         }
         match self.runtime_of(id).await? {
             Runtime::Docker(socket) => {
                 let docker =
                     Docker::connect_with_unix(&socket.to_string_lossy(), 120, API_DEFAULT_VERSION)
-                        .map_err(|e| format!("docker at {}: {e}", socket.display()))?;
+                        .map_err(|source| ControlError::DockerSocket {
+                            socket: socket.clone(),
+                            source,
+                        })?;
                 docker_action(&docker, id, action, stop_timeout, command, out).await
             }
             Runtime::Containerd { socket, namespace } => {
                 let channel = containerd_client::connect(&socket)
                     .await
-                    .map_err(|e| format!("containerd at {}: {e}", socket.display()))?;
+                    .map_err(|source| ControlError::ContainerdSocket {
+                        socket: socket.clone(),
+                        source,
+                    })?;
                 let c = Containerd {
                     channel,
                     namespace,
@@ -198,7 +268,7 @@ async fn docker_action(
     stop_timeout: Duration,
     command: &pb::ContainerCommand,
     out: &mpsc::Sender<pb::AgentMessage>,
-) -> Result<(), String> {
+) -> Result<(), ControlError> {
     let t = stop_timeout.as_secs() as i32;
     let result = match action {
         ContainerAction::Stop => {
@@ -254,7 +324,11 @@ async fn docker_action(
             };
             let mut logs = docker.logs(id, Some(options));
             while let Some(chunk) = logs.next().await {
-                let chunk = chunk.map_err(|e| format!("docker logs of {id}: {e}"))?;
+                let chunk = chunk.map_err(|source| ControlError::Docker {
+                    action: "read the logs of",
+                    id: id.to_owned(),
+                    source,
+                })?;
                 let mut r = reply(command.request_id);
                 r.log = chunk.into_bytes().to_vec();
                 if out.send(message(r)).await.is_err() {
@@ -263,9 +337,13 @@ async fn docker_action(
             }
             return Ok(());
         }
-        ContainerAction::Unspecified => return Err("no action named".into()),
+        ContainerAction::Unspecified => return Err(ControlError::NoAction),
     };
-    result.map_err(|e| format!("docker could not {} {id}: {e}", action.word()))
+    result.map_err(|source| ControlError::Docker {
+        action: action.word(),
+        id: id.to_owned(),
+        source,
+    })
 }
 
 /// A containerd connection in one namespace.
@@ -286,7 +364,7 @@ impl Containerd {
     }
 
     /// The container's record; "no container" when containerd does not know `id` (any more).
-    async fn container(&self, id: &str) -> Result<Container, String> {
+    async fn container(&self, id: &str) -> Result<Container, ControlError> {
         let ns = self.namespace.as_str();
         match ContainersClient::new(self.channel.clone())
             .get(with_namespace!(GetContainerRequest { id: id.into() }, ns))
@@ -295,11 +373,15 @@ impl Containerd {
             Ok(r) => r
                 .into_inner()
                 .container
-                .ok_or_else(|| format!("containerd has no container {id}")),
-            Err(s) if s.code() == tonic::Code::NotFound => Err(format!(
-                "no container {id} on this host (containerd namespace {ns} does not know it)"
-            )),
-            Err(s) => Err(format!("containerd container {id}: {}", s.message())),
+                .ok_or_else(|| ControlError::UnknownInNamespace {
+                    id: id.to_owned(),
+                    namespace: ns.to_owned(),
+                }),
+            Err(s) if s.code() == tonic::Code::NotFound => Err(ControlError::UnknownInNamespace {
+                id: id.to_owned(),
+                namespace: ns.to_owned(),
+            }),
+            Err(s) => Err(containerd_err("look up", id)(s)),
         }
     }
 
@@ -308,7 +390,7 @@ impl Containerd {
     }
 
     /// The task's status, `None` when the container has no task.
-    async fn status(&self, id: &str) -> Result<Option<i32>, String> {
+    async fn status(&self, id: &str) -> Result<Option<i32>, ControlError> {
         let ns = self.namespace.as_str();
         match self
             .tasks()
@@ -323,11 +405,11 @@ impl Containerd {
         {
             Ok(r) => Ok(r.into_inner().process.map(|p| p.status)),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(format!("containerd task of {id}: {}", s.message())),
+            Err(s) => Err(containerd_err("read the task of", id)(s)),
         }
     }
 
-    async fn kill(&self, id: &str, signal: u32) -> Result<(), String> {
+    async fn kill(&self, id: &str, signal: u32) -> Result<(), ControlError> {
         let ns = self.namespace.as_str();
         self.tasks()
             .kill(with_namespace!(
@@ -341,12 +423,12 @@ impl Containerd {
             ))
             .await
             .map(|_| ())
-            .map_err(|s| format!("containerd could not signal {id}: {}", s.message()))
+            .map_err(containerd_err("signal", id))
     }
 
     /// SIGTERM, up to `timeout` for the task to exit, then SIGKILL; then the task is deleted
     /// (so the container can be started again or removed).
-    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), String> {
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), ControlError> {
         let ns = self.namespace.as_str();
         match self.status(id).await? {
             None => return Ok(()),
@@ -391,15 +473,10 @@ impl Containerd {
             ))
             .await
             .map(|_| ())
-            .map_err(|s| {
-                format!(
-                    "containerd could not delete the stopped task of {id}: {}",
-                    s.message()
-                )
-            })
+            .map_err(containerd_err("delete the stopped task of", id))
     }
 
-    async fn resume(&self, id: &str) -> Result<(), String> {
+    async fn resume(&self, id: &str) -> Result<(), ControlError> {
         let ns = self.namespace.as_str();
         self.tasks()
             .resume(with_namespace!(
@@ -410,16 +487,28 @@ impl Containerd {
             ))
             .await
             .map(|_| ())
-            .map_err(|s| format!("containerd could not unpause {id}: {}", s.message()))
+            .map_err(containerd_err("unpause", id))
     }
 
     /// A new task from the container's snapshot, its output to the agent's log file.
-    async fn start(&self, container: &Container) -> Result<(), String> {
+    async fn start(&self, container: &Container) -> Result<(), ControlError> {
         let id = container.id.as_str();
         let ns = self.namespace.as_str();
         match self.status(id).await? {
-            Some(RUNNING) => return Err(format!("{id} is already running")),
-            Some(PAUSED) => return Err(format!("{id} is paused: unpause it instead")),
+            Some(RUNNING) => {
+                return Err(ControlError::State {
+                    id: id.to_owned(),
+                    state: "already running",
+                    what: "stop or restart it instead",
+                });
+            }
+            Some(PAUSED) => {
+                return Err(ControlError::State {
+                    id: id.to_owned(),
+                    state: "paused",
+                    what: "unpause it instead",
+                });
+            }
             Some(_) => {
                 // A stopped task stays until deleted; a new one needs the place.
                 let _ = self
@@ -446,14 +535,13 @@ impl Containerd {
                     ns
                 ))
                 .await
-                .map_err(|s| format!("containerd snapshot of {id}: {}", s.message()))?
+                .map_err(containerd_err("mount the snapshot of", id))?
                 .into_inner()
                 .mounts
         };
         let log = self.log_path(id);
         if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
         }
         let uri = format!("file://{}", log.display());
         self.tasks()
@@ -468,12 +556,7 @@ impl Containerd {
                 ns
             ))
             .await
-            .map_err(|s| {
-                format!(
-                    "containerd could not create a task for {id}: {}",
-                    s.message()
-                )
-            })?;
+            .map_err(containerd_err("create a task for", id))?;
         self.tasks()
             .start(with_namespace!(
                 StartRequest {
@@ -484,10 +567,10 @@ impl Containerd {
             ))
             .await
             .map(|_| ())
-            .map_err(|s| format!("containerd could not start {id}: {}", s.message()))
+            .map_err(containerd_err("start", id))
     }
 
-    async fn remove(&self, container: &Container) -> Result<(), String> {
+    async fn remove(&self, container: &Container) -> Result<(), ControlError> {
         let (id, ns) = (container.id.as_str(), self.namespace.as_str());
         self.stop(id, Duration::ZERO).await?;
         ContainersClient::new(self.channel.clone())
@@ -496,7 +579,7 @@ impl Containerd {
                 ns
             ))
             .await
-            .map_err(|s| format!("containerd could not remove {id}: {}", s.message()))?;
+            .map_err(containerd_err("remove", id))?;
         if !container.snapshot_key.is_empty() {
             let removed = SnapshotsClient::new(self.channel.clone())
                 .remove(with_namespace!(
@@ -522,7 +605,7 @@ impl Containerd {
         stop_timeout: Duration,
         command: &pb::ContainerCommand,
         out: &mpsc::Sender<pb::AgentMessage>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ControlError> {
         let (id, ns) = (container.id.as_str(), self.namespace.as_str());
         match action {
             ContainerAction::Stop => self.stop(id, stop_timeout).await,
@@ -541,21 +624,20 @@ impl Containerd {
                 ))
                 .await
                 .map(|_| ())
-                .map_err(|s| format!("containerd could not pause {id}: {}", s.message())),
+                .map_err(containerd_err("pause", id)),
             ContainerAction::Unpause => self.resume(id).await,
             ContainerAction::Remove => self.remove(container).await,
             ContainerAction::Logs => {
                 let path = self.log_path(id);
                 if !path.exists() {
-                    return Err(format!(
-                        "containerd keeps no output of {id}; restart it from orca (it then \
-                         writes to {}) or read the log its own client set up",
-                        path.display()
-                    ));
+                    return Err(ControlError::NoOutput {
+                        id: id.to_owned(),
+                        path,
+                    });
                 }
                 follow_file(&path, command, out).await
             }
-            ContainerAction::Unspecified => Err("no action named".into()),
+            ContainerAction::Unspecified => Err(ControlError::NoAction),
         }
     }
 }
@@ -565,11 +647,9 @@ async fn follow_file(
     path: &Path,
     command: &pb::ContainerCommand,
     out: &mpsc::Sender<pb::AgentMessage>,
-) -> Result<(), String> {
+) -> Result<(), ControlError> {
     use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-    let text = tokio::fs::read(path)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = tokio::fs::read(path).await.map_err(io_err("read", path))?;
     let start = match command.tail as usize {
         0 => 0,
         n => {
@@ -598,17 +678,14 @@ async fn follow_file(
     }
     let mut file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(io_err("read", path))?;
     let mut at = text.len() as u64;
     let mut buf = vec![0u8; CHUNK];
     loop {
         file.seek(std::io::SeekFrom::Start(at))
             .await
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(io_err("read", path))?;
+        let n = file.read(&mut buf).await.map_err(io_err("read", path))?;
         if n == 0 {
             tokio::time::sleep(FOLLOW_EVERY).await;
             continue;

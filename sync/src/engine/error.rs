@@ -6,7 +6,14 @@ use crate::{base::BaseError, tree::WalkError};
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot open audit-log {}: {source}; check the path and its permissions", .path.display())]
+    AuditLog {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the re-scan task ended unexpectedly: {0}")]
+    Rescan(#[from] tokio::task::JoinError),
     #[error(
         "cannot reach ensemble {side} at {connect}: {source} (check the address and that a \
          quorum is up)"
@@ -71,4 +78,12 @@ pub(super) fn transient(error: &ZkError) -> bool {
             | ZkError::NoChildrenForEphemerals
             | ZkError::QuotaExceeded
     )
+}
+
+/// A session of the engine that is not connected (`/health` answers 503 with this).
+#[derive(Debug, thiserror::Error)]
+#[error("ensemble {side:?}: session {state:?}; the engine reconnects by itself")]
+pub struct Unhealthy {
+    pub side: crate::plan::Side,
+    pub state: zookeeper_client::SessionState,
 }

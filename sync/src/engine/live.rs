@@ -221,9 +221,7 @@ impl SyncEngine {
                 *rescan = true;
             }
             Ok(Err(e)) => return Err(e),
-            Err(e) => {
-                return Err(SyncError::Config(format!("the re-scan task ended: {e}")));
-            }
+            Err(e) => return Err(SyncError::Rescan(e)),
         }
         Ok(())
     }

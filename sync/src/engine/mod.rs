@@ -25,12 +25,12 @@ use std::{
 
 use zookeeper_client::{Client, Error as ZkError, SessionState};
 
+use self::{error::transient, report::Lag};
 pub use self::{
-    error::SyncError,
+    error::{SyncError, Unhealthy},
     report::{Conflict, LagFigures, OpCounts, PassReport, Preview, Status},
     validation::Validation,
 };
-use self::{error::transient, report::Lag};
 use crate::{
     apply::{self, Op, Outcome},
     base::{BaseStore, Identity},
@@ -142,7 +142,7 @@ async fn connect(
 impl SyncEngine {
     /// Validates `cfg` and connects to both ensembles.
     pub async fn connect(cfg: SyncConfig) -> Result<Arc<Self>, SyncError> {
-        cfg.validate().map_err(SyncError::Config)?;
+        cfg.validate()?;
         let base = match &cfg.state_dir {
             Some(dir) => BaseStore::open(
                 dir,
@@ -160,8 +160,9 @@ impl SyncEngine {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| {
-                        SyncError::Config(format!("cannot open audit-log {}: {e}", path.display()))
+                    .map_err(|source| SyncError::AuditLog {
+                        path: path.clone(),
+                        source,
                     })?,
             ),
             None => None,
@@ -658,11 +659,11 @@ impl SyncEngine {
     }
 
     /// Whether both sessions are connected (what `/health` reports).
-    pub fn health(&self) -> Result<(), String> {
-        for (name, side) in [("A", Side::A), ("B", Side::B)] {
+    pub fn health(&self) -> Result<(), Unhealthy> {
+        for side in [Side::A, Side::B] {
             let state = self.client(side).state();
             if state != SessionState::SyncConnected {
-                return Err(format!("ensemble {name}: session {state:?}"));
+                return Err(Unhealthy { side, state });
             }
         }
         Ok(())

@@ -277,19 +277,43 @@ pub fn framework_info(json: FrameworkInfoJson) -> FrameworkInfo {
     }
 }
 
-pub fn resources(list: Vec<ResourceJson>) -> Result<Resources, String> {
+/// A Mesos v1 JSON call the master cannot take (HTTP 400 with this message).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum JsonError {
+    #[error("resource {name}: {why}")]
+    Resource { name: String, why: String },
+    #[error("task {task}: {why}")]
+    Task { task: String, why: String },
+    #[error("{0} without `{1}`")]
+    Missing(&'static str, &'static str),
+    #[error("operation {0} is not supported (LAUNCH and LAUNCH_GROUP are)")]
+    Operation(String),
+    #[error("uuid is not base64: {0}")]
+    UuidEncoding(String),
+    #[error("uuid must be 16 bytes, got {0}")]
+    UuidLength(usize),
+}
+
+fn bad_resource(name: &str, why: impl Into<String>) -> JsonError {
+    JsonError::Resource {
+        name: name.to_owned(),
+        why: why.into(),
+    }
+}
+
+pub fn resources(list: Vec<ResourceJson>) -> Result<Resources, JsonError> {
     let mut out = Resources::new();
     for r in list {
         let value = match r.kind.as_str() {
             "SCALAR" => {
                 let v = r
                     .scalar
-                    .ok_or_else(|| format!("resource {}: SCALAR without `scalar`", r.name))?
+                    .ok_or_else(|| bad_resource(&r.name, "SCALAR without `scalar`"))?
                     .value;
                 if !v.is_finite() || v < 0.0 {
-                    return Err(format!(
-                        "resource {}: scalar {v} is not a number >= 0",
-                        r.name
+                    return Err(bad_resource(
+                        &r.name,
+                        format!("scalar {v} is not a number >= 0"),
                     ));
                 }
                 Value::Scalar(Scalar::from_f64(v))
@@ -297,19 +321,19 @@ pub fn resources(list: Vec<ResourceJson>) -> Result<Resources, String> {
             "RANGES" => {
                 let ranges = r
                     .ranges
-                    .ok_or_else(|| format!("resource {}: RANGES without `ranges`", r.name))?;
+                    .ok_or_else(|| bad_resource(&r.name, "RANGES without `ranges`"))?;
                 if let Some(bad) = ranges.range.iter().find(|x| x.begin > x.end) {
-                    return Err(format!(
-                        "resource {}: range {}-{} has begin > end",
-                        r.name, bad.begin, bad.end
+                    return Err(bad_resource(
+                        &r.name,
+                        format!("range {}-{} has begin > end", bad.begin, bad.end),
                     ));
                 }
                 Value::Ranges(Ranges::new(ranges.range.iter().map(|x| (x.begin, x.end))))
             }
             other => {
-                return Err(format!(
-                    "resource {}: type {other} is not supported (SCALAR and RANGES are)",
-                    r.name
+                return Err(bad_resource(
+                    &r.name,
+                    format!("type {other} is not supported (SCALAR and RANGES are)"),
                 ));
             }
         };
@@ -329,16 +353,20 @@ pub fn resources(list: Vec<ResourceJson>) -> Result<Resources, String> {
     Ok(out)
 }
 
-pub fn task_info(json: TaskInfoJson) -> Result<TaskInfo, String> {
+pub fn task_info(json: TaskInfoJson) -> Result<TaskInfo, JsonError> {
     let task_id = json.task_id.value;
+    let refuse = |why: &str| JsonError::Task {
+        task: task_id.clone(),
+        why: why.to_owned(),
+    };
     if json.executor.is_some() {
-        return Err(format!(
-            "task {task_id}: custom executors are not supported; give a `command` instead"
+        return Err(refuse(
+            "custom executors are not supported; give a `command` instead",
         ));
     }
     if json.container.is_some() {
-        return Err(format!(
-            "task {task_id}: containers are not supported yet; give a `command` instead"
+        return Err(refuse(
+            "containers are not supported yet; give a `command` instead",
         ));
     }
     let command = json.command.map(|c| CommandInfo {
@@ -352,7 +380,7 @@ pub fn task_info(json: TaskInfoJson) -> Result<TaskInfo, String> {
         user: c.user,
     });
     Ok(TaskInfo {
-        resources: resources(json.resources).map_err(|e| format!("task {task_id}: {e}"))?,
+        resources: resources(json.resources).map_err(|e| refuse(&e.to_string()))?,
         name: json.name,
         agent_id: json.agent_id.value,
         command,
@@ -365,11 +393,11 @@ pub fn task_info(json: TaskInfoJson) -> Result<TaskInfo, String> {
     })
 }
 
-pub fn operations(list: Vec<OperationJson>) -> Result<Vec<Operation>, String> {
+pub fn operations(list: Vec<OperationJson>) -> Result<Vec<Operation>, JsonError> {
     list.into_iter()
         .map(|op| match op.kind.as_str() {
             "LAUNCH" => {
-                let launch = op.launch.ok_or("LAUNCH without `launch`")?;
+                let launch = op.launch.ok_or(JsonError::Missing("LAUNCH", "launch"))?;
                 Ok(Operation::Launch(
                     launch
                         .task_infos
@@ -381,7 +409,7 @@ pub fn operations(list: Vec<OperationJson>) -> Result<Vec<Operation>, String> {
             "LAUNCH_GROUP" => {
                 let group = op
                     .launch_group
-                    .ok_or("LAUNCH_GROUP without `launch_group`")?;
+                    .ok_or(JsonError::Missing("LAUNCH_GROUP", "launch_group"))?;
                 Ok(Operation::LaunchGroup(
                     group
                         .task_group
@@ -391,20 +419,18 @@ pub fn operations(list: Vec<OperationJson>) -> Result<Vec<Operation>, String> {
                         .collect::<Result<_, _>>()?,
                 ))
             }
-            other => Err(format!(
-                "operation {other} is not supported (LAUNCH and LAUNCH_GROUP are)"
-            )),
+            other => Err(JsonError::Operation(other.to_owned())),
         })
         .collect()
 }
 
-pub fn uuid(text: &str) -> Result<[u8; 16], String> {
+pub fn uuid(text: &str) -> Result<[u8; 16], JsonError> {
     let bytes = BASE64
         .decode(text)
-        .map_err(|e| format!("uuid is not base64: {e}"))?;
+        .map_err(|e| JsonError::UuidEncoding(e.to_string()))?;
     bytes
         .try_into()
-        .map_err(|b: Vec<u8>| format!("uuid must be 16 bytes, got {}", b.len()))
+        .map_err(|b: Vec<u8>| JsonError::UuidLength(b.len()))
 }
 
 // ---- out of the domain ----

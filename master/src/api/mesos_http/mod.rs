@@ -119,7 +119,7 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
             };
             let operations = match json::operations(accept.operations) {
                 Ok(ops) => ops,
-                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
             };
             let offer_ids: Vec<String> = accept.offer_ids.into_iter().map(|i| i.value).collect();
             let refuse = accept
@@ -161,7 +161,7 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
             };
             let uuid = match json::uuid(&ack.uuid) {
                 Ok(uuid) => uuid,
-                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
             };
             accepted(cluster.acknowledge(
                 &framework_id,

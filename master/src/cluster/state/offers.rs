@@ -12,6 +12,46 @@ use crate::cluster::{
 };
 use crate::resources::Resources;
 
+/// Why the offers of an ACCEPT cannot be used (its tasks are dropped with this message).
+#[derive(Debug, thiserror::Error)]
+enum InvalidOffers {
+    #[error("offer {0} belongs to another framework")]
+    OtherFramework(String),
+    #[error("offer {0} is not outstanding (unknown, already used, declined or rescinded)")]
+    NotOutstanding(String),
+    #[error("the same offer is listed twice")]
+    Duplicate,
+    #[error(
+        "offers in one ACCEPT must be for one agent and one role; {offer} is for agent \
+         {agent} role {role}"
+    )]
+    Mixed {
+        offer: String,
+        agent: String,
+        role: String,
+    },
+}
+
+/// Why a task of an ACCEPT is refused (TASK_ERROR with this message).
+#[derive(Debug, thiserror::Error)]
+enum InvalidTask {
+    #[error("task_id is empty")]
+    NoId,
+    #[error("task is for agent {task_agent} but the offers are for agent {offers_agent}")]
+    OtherAgent {
+        task_agent: String,
+        offers_agent: String,
+    },
+    #[error("task id {0} is already in use")]
+    IdInUse(String),
+    #[error("a task needs resources (e.g. cpus and mem)")]
+    NoResources,
+    #[error("a task needs a command with a non-empty value")]
+    NoCommand,
+    #[error("task asks for {asked} but the offers hold only {left} after earlier tasks")]
+    TooBig { asked: Resources, left: Resources },
+}
+
 impl State {
     pub(in crate::cluster) fn allocate(&mut self, now: Instant) {
         let started = Instant::now();
@@ -103,21 +143,17 @@ impl State {
         &mut self,
         framework_id: &str,
         offer_ids: &[String],
-    ) -> Result<Vec<Offer>, String> {
+    ) -> Result<Vec<Offer>, InvalidOffers> {
         for id in offer_ids {
             match self.offers.get(id) {
                 Some(entry) if entry.offer.framework_id == framework_id => {}
-                Some(_) => return Err(format!("offer {id} belongs to another framework")),
-                None => {
-                    return Err(format!(
-                        "offer {id} is not outstanding (unknown, already used, declined or rescinded)"
-                    ));
-                }
+                Some(_) => return Err(InvalidOffers::OtherFramework(id.clone())),
+                None => return Err(InvalidOffers::NotOutstanding(id.clone())),
             }
         }
         let mut unique = HashSet::new();
         if !offer_ids.iter().all(|id| unique.insert(id)) {
-            return Err("the same offer is listed twice".into());
+            return Err(InvalidOffers::Duplicate);
         }
         let mut offers = Vec::new();
         for id in offer_ids {
@@ -177,6 +213,7 @@ impl State {
             Ok(offers) => offers,
             Err(why) => {
                 self.counters.invalid_calls += 1;
+                let why = why.to_string();
                 self.drop_launches(framework_id, &operations, &why, "REASON_INVALID_OFFERS");
                 return Ok(());
             }
@@ -187,10 +224,12 @@ impl State {
             .iter()
             .find(|o| o.agent_id != agent_id || o.role != role)
         {
-            let why = format!(
-                "offers in one ACCEPT must be for one agent and one role; {} is for agent {} role {}",
-                bad.id, bad.agent_id, bad.role
-            );
+            let why = InvalidOffers::Mixed {
+                offer: bad.id.clone(),
+                agent: bad.agent_id.clone(),
+                role: bad.role.to_string(),
+            }
+            .to_string();
             for offer in &offers {
                 let _ = self.allocator.recover(
                     framework_id,
@@ -250,7 +289,7 @@ impl State {
                     &task,
                     TaskState::Error,
                     "REASON_TASK_INVALID",
-                    &why,
+                    &why.to_string(),
                 );
             }
             if accepted.is_empty() {
@@ -272,34 +311,34 @@ impl State {
         agent_id: &str,
         task: &TaskInfo,
         left: &Resources,
-    ) -> Result<(), String> {
+    ) -> Result<(), InvalidTask> {
         if task.task_id.is_empty() {
-            return Err("task_id is empty".into());
+            return Err(InvalidTask::NoId);
         }
         if task.agent_id != agent_id {
-            return Err(format!(
-                "task is for agent {} but the offers are for agent {agent_id}",
-                task.agent_id
-            ));
+            return Err(InvalidTask::OtherAgent {
+                task_agent: task.agent_id.clone(),
+                offers_agent: agent_id.to_owned(),
+            });
         }
         let fw = self
             .frameworks
             .get(framework_id)
             .expect("checked by caller");
         if fw.tasks.contains_key(&task.task_id) {
-            return Err(format!("task id {} is already in use", task.task_id));
+            return Err(InvalidTask::IdInUse(task.task_id.clone()));
         }
         if task.resources.is_empty() {
-            return Err("a task needs resources (e.g. cpus and mem)".into());
+            return Err(InvalidTask::NoResources);
         }
         if task.command.as_ref().is_none_or(|c| c.value.is_empty()) {
-            return Err("a task needs a command with a non-empty value".into());
+            return Err(InvalidTask::NoCommand);
         }
         if !left.contains(&task.resources) {
-            return Err(format!(
-                "task asks for {} but the offers hold only {left} after earlier tasks",
-                task.resources
-            ));
+            return Err(InvalidTask::TooBig {
+                asked: task.resources.clone(),
+                left: left.clone(),
+            });
         }
         Ok(())
     }
