@@ -131,10 +131,7 @@ impl Engine {
             container_of: HashMap::new(),
             directory: options.containers,
             conntrack: None,
-            local_ips: host::ip_addresses()
-                .iter()
-                .filter_map(|ip| ip.parse().ok())
-                .collect(),
+            local_ips: host::ip_addresses().into_iter().collect(),
             execs: HashMap::new(),
             exits: HashMap::new(),
             events_processed: 0,
@@ -303,7 +300,7 @@ impl Engine {
         }
         connections.extend(changes.listeners().map(|l| pb::Connection {
             id: listener_id(hostname, l.local),
-            local: Some(endpoint(l.local)),
+            local: Some(pb::Endpoint::new(l.local)),
             remote: None,
             direction: pb::Direction::Unspecified as i32,
             state: pb::ConnectionState::Listen as i32,
@@ -582,7 +579,7 @@ fn container_detail(directory: &Directory, id: &str, cgroup_path: &str) -> pb::C
             name: meta.name.clone(),
             image: meta.image.clone(),
             runtime: meta.runtime.to_string(),
-            state: meta.state.clone(),
+            state: meta.state as i32,
             labels: meta.labels.clone(),
             ports: meta.ports.clone(),
             cgroup_path: cgroup_path.to_string(),
@@ -598,7 +595,8 @@ fn container_detail(directory: &Directory, id: &str, cgroup_path: &str) -> pb::C
                 .container_of(cgroup_path)
                 .map(|(_, runtime)| runtime.to_string())
                 .unwrap_or_default(),
-            state: "running".into(),
+            // A container found only by its cgroup runs: one of its processes does.
+            state: pb::ContainerState::Running as i32,
             cgroup_path: cgroup_path.to_string(),
             ..Default::default()
         },
@@ -632,19 +630,18 @@ fn folded(hostname: &str, group: &[&Connection], container: Option<&String>) -> 
 }
 
 fn connection(hostname: &str, c: &Connection, container: Option<&String>) -> pb::Connection {
-    let (local, remote) = (endpoint(c.key.local), endpoint(c.key.remote));
     // "<host>:<local ip>:<port>-<remote ip>:<port>" (IPv6 in brackets), built without the
     // formatting machinery: thousands of connections a second pass through here.
-    let mut id = String::with_capacity(hostname.len() + local.ip.len() + remote.ip.len() + 16);
+    let mut id = String::with_capacity(hostname.len() + 64);
     id.push_str(hostname);
     id.push(':');
-    push_addr(&mut id, &local.ip, c.key.local);
+    push_addr(&mut id, c.key.local);
     id.push('-');
-    push_addr(&mut id, &remote.ip, c.key.remote);
+    push_addr(&mut id, c.key.remote);
     pb::Connection {
         id,
-        local: Some(local),
-        remote: Some(remote),
+        local: Some(pb::Endpoint::new(c.key.local)),
+        remote: Some(pb::Endpoint::new(c.key.remote)),
         direction: match c.direction {
             Direction::Outbound => pb::Direction::Outbound,
             Direction::Inbound => pb::Direction::Inbound,
@@ -672,13 +669,20 @@ fn listener_id(hostname: &str, local: std::net::SocketAddr) -> String {
     format!("{hostname}:listen:{local}")
 }
 
-fn push_addr(out: &mut String, ip: &str, addr: std::net::SocketAddr) {
-    if addr.is_ipv6() {
-        out.push('[');
-        out.push_str(ip);
-        out.push(']');
-    } else {
-        out.push_str(ip);
+fn push_addr(out: &mut String, addr: std::net::SocketAddr) {
+    match addr.ip() {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u32(out, *octet as u32);
+            }
+        }
+        v6 => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "[{v6}]");
+        }
     }
     out.push(':');
     push_u32(out, addr.port() as u32);
@@ -697,29 +701,6 @@ fn push_u32(out: &mut String, mut n: u32) {
     }
     for d in &digits[i..] {
         out.push(*d as char);
-    }
-}
-
-fn ip_string(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut s = String::with_capacity(15);
-            for (i, octet) in v4.octets().iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
-                }
-                push_u32(&mut s, *octet as u32);
-            }
-            s
-        }
-        v6 => v6.to_string(),
-    }
-}
-
-fn endpoint(addr: std::net::SocketAddr) -> pb::Endpoint {
-    pb::Endpoint {
-        ip: ip_string(addr.ip()),
-        port: addr.port() as u32,
     }
 }
 
@@ -744,9 +725,9 @@ mod tests {
             "[fe80::1]:1",
         ] {
             let addr: std::net::SocketAddr = addr.parse().unwrap();
-            assert_eq!(endpoint(addr).ip, addr.ip().to_string());
+            assert_eq!(pb::Endpoint::new(addr).socket_addr(), Some(addr));
             let mut s = String::new();
-            push_addr(&mut s, &endpoint(addr).ip, addr);
+            push_addr(&mut s, addr);
             assert_eq!(s, addr.to_string());
         }
     }

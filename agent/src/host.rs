@@ -36,7 +36,7 @@ impl HostCollector {
         let os = self.os.get_or_insert_with(os_name).clone();
         pb::Host {
             hostname,
-            ips: ip_addresses(),
+            ips: ip_addresses().into_iter().map(pb::ip_to_bytes).collect(),
             os,
             kernel: uname
                 .as_ref()
@@ -99,7 +99,7 @@ pub fn hostname() -> String {
 }
 
 /// All addresses of all interfaces, loopback included (connections on loopback are real).
-pub fn ip_addresses() -> Vec<String> {
+pub fn ip_addresses() -> Vec<IpAddr> {
     let mut ips = BTreeSet::new();
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for ifa in addrs {
@@ -110,7 +110,7 @@ pub fn ip_addresses() -> Vec<String> {
                 addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
             };
             if let Some(ip) = ip {
-                ips.insert(ip.to_string());
+                ips.insert(ip);
             }
         }
     }
@@ -147,7 +147,9 @@ mod tests {
         assert!(first.cores >= 1);
         assert!(first.memory_total_bytes > 0);
         assert!(
-            first.ips.iter().any(|ip| ip == "127.0.0.1"),
+            first
+                .ip_addrs()
+                .any(|ip| ip == IpAddr::from([127, 0, 0, 1])),
             "{:?}",
             first.ips
         );

@@ -204,7 +204,9 @@ fn main() -> ExitCode {
                 let hostname = engine.hostname().to_string();
                 let mut builder = ReportBuilder::new(hostname.clone(), hostname, 1);
                 let report = builder.build(engine.snapshot(true));
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let mut json = serde_json::to_value(&report)?;
+                orca_proto::topology::v1::readable_addresses(&mut json);
+                println!("{}", serde_json::to_string_pretty(&json)?);
                 Ok(())
             }
             Command::Run {

@@ -2,6 +2,7 @@
 //! tasks change) and an operator's kill of another framework's task, over a real socket.
 mod support;
 
+use orca_proto::cluster::v1::TaskState;
 use orca_proto::operator::v1::{self as pb, operator_client::OperatorClient};
 use serde_json::json;
 use support::*;
@@ -36,9 +37,9 @@ async fn watch_follows_the_cluster_and_an_operator_kills_any_task() {
         (
             agent_state.id.as_str(),
             agent_state.hostname.as_str(),
-            agent_state.state.as_str()
+            agent_state.state()
         ),
-        (agent_id.as_str(), "node-1", "active")
+        (agent_id.as_str(), "node-1", pb::AgentState::Active)
     );
     assert_eq!(agent_state.total["cpus"], 4.0);
     assert_eq!(agent_state.total_ranges["ports"], "[31000-31999]");
@@ -67,7 +68,7 @@ async fn watch_follows_the_cluster_and_an_operator_kills_any_task() {
     while framework.is_none()
         || task
             .as_ref()
-            .is_none_or(|t: &pb::Task| t.state != "TASK_RUNNING")
+            .is_none_or(|t: &pb::Task| t.state() != TaskState::Running)
     {
         let delta = next_delta(&mut watch).await;
         assert!(!delta.full);
@@ -128,7 +129,7 @@ async fn watch_follows_the_cluster_and_an_operator_kills_any_task() {
     loop {
         let delta = next_delta(&mut watch).await;
         if let Some(t) = delta.upserted_tasks.iter().find(|t| t.id == "t1")
-            && t.state == "TASK_KILLED"
+            && t.state() == TaskState::Killed
         {
             break;
         }

@@ -8,7 +8,7 @@ use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 
-use orca_proto::cluster::v1::ContainerAction;
+use orca_proto::{cluster::v1::ContainerAction, topology::v1::ContainerState};
 
 use crate::{
     filter::{Query, Scratch},
@@ -54,12 +54,14 @@ pub struct ContainerTarget {
     pub name: String,
 }
 
-/// What can be done to a container in `state` (the runtime's word for it).
-pub fn container_actions(state: &str) -> Vec<ContainerAction> {
+/// What can be done to a container in `state`.
+pub fn container_actions(state: ContainerState) -> Vec<ContainerAction> {
     use ContainerAction as A;
-    match state.to_lowercase().as_str() {
-        "running" => vec![A::Stop, A::Restart, A::Pause, A::Remove],
-        "paused" | "pausing" => vec![A::Unpause, A::Stop, A::Remove],
+    match state {
+        ContainerState::Running | ContainerState::Restarting => {
+            vec![A::Stop, A::Restart, A::Pause, A::Remove]
+        }
+        ContainerState::Paused => vec![A::Unpause, A::Stop, A::Remove],
         _ => vec![A::Start, A::Remove],
     }
 }
@@ -369,7 +371,7 @@ impl App {
     }
 
     /// The selected container, in the Containers tab.
-    fn selected_container(&self) -> Option<(ContainerTarget, String)> {
+    fn selected_container(&self) -> Option<(ContainerTarget, ContainerState)> {
         match self.selected() {
             Some(Item::Node(n)) => n.container().map(|c| {
                 (
@@ -378,7 +380,7 @@ impl App {
                         id: c.id.clone(),
                         name: n.name().to_owned(),
                     },
-                    c.state.clone(),
+                    c.state,
                 )
             }),
             _ => None,
@@ -390,7 +392,7 @@ impl App {
             Some((target, state)) => {
                 self.mode = Mode::ContainerMenu {
                     target,
-                    actions: container_actions(&state),
+                    actions: container_actions(state),
                     selected: 0,
                 };
             }
@@ -955,7 +957,7 @@ impl App {
 
     fn ask_kill(&mut self) {
         match self.selected() {
-            Some(Item::Task(t)) if !crate::model::cluster::is_terminal(&t.state) => {
+            Some(Item::Task(t)) if !t.state.is_terminal() => {
                 self.mode = Mode::Confirm {
                     prompt: format!(
                         "Kill task {} of {} on {}? (y/n)",
@@ -970,7 +972,7 @@ impl App {
                 };
             }
             Some(Item::Task(t)) => {
-                let state = t.state.clone();
+                let state = t.state.mesos_name();
                 self.notify(format!("the task already ended ({state})"), Level::Info);
             }
             _ => self.notify(

@@ -2,7 +2,7 @@
 //! any size, shaped like a real one (hosts with containers with processes, connections between
 //! processes on different hosts, an hour of series per node), and the collector's messages
 //! that carry them.
-use orca_proto::{operator::v1 as opb, topology::v1 as pb};
+use orca_proto::{cluster::v1::TaskState, operator::v1 as opb, topology::v1 as pb};
 
 use crate::model::topology::{SERIES_CAPACITY, TopoView};
 
@@ -71,7 +71,7 @@ pub fn snapshots(nodes: usize, points: usize) -> Vec<(TopoView, pb::TopologyDelt
             kind: pb::NodeKind::Host as i32,
             detail: Some(pb::node::Detail::Host(pb::Host {
                 hostname: name.clone(),
-                ips: vec![format!("10.{}.{}.1", h / 250, h % 250)],
+                ips: vec![vec![10, (h / 250) as u8, (h % 250) as u8, 1]],
                 os: "Debian GNU/Linux 13".into(),
                 kernel: "6.12.0".into(),
                 arch: "x86_64".into(),
@@ -106,11 +106,10 @@ pub fn snapshots(nodes: usize, points: usize) -> Vec<(TopoView, pb::TopologyDelt
                     image: format!("registry.local/{app}:1.{c}"),
                     runtime: "containerd".into(),
                     state: if (h + c) % 23 == 0 {
-                        "exited"
+                        pb::ContainerState::Exited
                     } else {
-                        "running"
-                    }
-                    .into(),
+                        pb::ContainerState::Running
+                    } as i32,
                     labels: [("app".to_owned(), app.to_owned())].into(),
                     namespace: ["payments", "search", "ops"][c % 3].into(),
                     memory_limit_bytes: 1 << 30,
@@ -156,15 +155,16 @@ pub fn snapshots(nodes: usize, points: usize) -> Vec<(TopoView, pb::TopologyDelt
                 let conn = pb::Connection {
                     id: format!("{name}:{pid}-{peer_host}"),
                     local: Some(pb::Endpoint {
-                        ip: format!("10.{}.{}.1", h / 250, h % 250),
+                        ip: vec![10, (h / 250) as u8, (h % 250) as u8, 1],
                         port: 40_000 + (c * 100 + p) as u32,
                     }),
                     remote: Some(pb::Endpoint {
-                        ip: format!(
-                            "10.{}.{}.1",
-                            ((h + 1) % hosts) / 250,
-                            ((h + 1) % hosts) % 250
-                        ),
+                        ip: vec![
+                            10,
+                            (((h + 1) % hosts) / 250) as u8,
+                            (((h + 1) % hosts) % 250) as u8,
+                            1,
+                        ],
                         port: 8080,
                     }),
                     direction: pb::Direction::Outbound as i32,
@@ -288,7 +288,11 @@ pub fn cluster(agents: usize, frameworks: usize, tasks: usize) -> opb::ClusterDe
         delta.upserted_agents.push(opb::Agent {
             id: format!("agent-{a:03}"),
             hostname: host_name(a),
-            state: if a % 17 == 16 { "inactive" } else { "active" }.into(),
+            state: if a % 17 == 16 {
+                opb::AgentState::Unreachable
+            } else {
+                opb::AgentState::Active
+            } as i32,
             total: [
                 ("cpus".to_owned(), 16.0),
                 ("mem".to_owned(), 65536.0),
@@ -320,10 +324,10 @@ pub fn cluster(agents: usize, frameworks: usize, tasks: usize) -> opb::ClusterDe
     for t in 0..tasks {
         let framework = format!("fw-{}", t % frameworks.max(1));
         let state = match t % 11 {
-            9 => "TASK_FAILED",
-            10 => "TASK_FINISHED",
-            3 => "TASK_STAGING",
-            _ => "TASK_RUNNING",
+            9 => TaskState::Failed,
+            10 => TaskState::Finished,
+            3 => TaskState::Staging,
+            _ => TaskState::Running,
         };
         delta.upserted_tasks.push(opb::Task {
             key: format!("{framework}/task-{t}"),
@@ -332,15 +336,15 @@ pub fn cluster(agents: usize, frameworks: usize, tasks: usize) -> opb::ClusterDe
             framework_id: framework,
             agent_id: format!("agent-{:03}", t % agents.max(1)),
             hostname: host_name(t % agents.max(1)),
-            state: state.into(),
+            state: state as i32,
             role: "prod".into(),
             resources: scalars(0.5, 256.0),
-            reason: if state == "TASK_FAILED" {
+            reason: if state == TaskState::Failed {
                 "REASON_CONTAINER_LIMITATION_MEMORY".into()
             } else {
                 String::new()
             },
-            memory_bytes: if state == "TASK_RUNNING" {
+            memory_bytes: if state == TaskState::Running {
                 100 << 20
             } else {
                 0

@@ -414,10 +414,18 @@ fn closed_connections_linger_then_go() {
         .next()
         .unwrap()
         .clone();
-    let mut closed = app.model.topology.view(TopoView::Connections).connections[&id]
-        .conn
-        .clone();
-    closed.connection.as_mut().unwrap().state = pb::ConnectionState::Closed as i32;
+    let open = &app.model.topology.view(TopoView::Connections).connections[&id].conn;
+    let closed = pb::TopologyConnection {
+        connection: Some(pb::Connection {
+            id: open.id.clone(),
+            local: Some(pb::Endpoint::new(open.local)),
+            remote: open.remote.map(pb::Endpoint::new),
+            state: pb::ConnectionState::Closed as i32,
+            ..Default::default()
+        }),
+        hostname: open.hostname.clone(),
+        ..Default::default()
+    };
     let now = Instant::now();
     app.on_topology(
         TopoView::Connections,

@@ -4,14 +4,21 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 
-use orca_proto::{operator::v1 as opb, topology::v1 as pb};
+use orca_proto::{
+    cluster::v1::TaskState,
+    operator::v1::AgentState,
+    topology::v1::{self as pb, ContainerState},
+};
 
 use crate::{
     filter::{self, Filterable, Query, Scratch},
     format,
     model::{
         Model,
-        cluster::is_terminal,
+        domain::{
+            Agent, Detail, Framework, Host, Task, agent_state_word, connection_state_word,
+            container_state_word,
+        },
         topology::{ConnEntry, Metric as NodeMetric, NodeEntry, TopoView},
     },
 };
@@ -212,9 +219,9 @@ impl Health {
 pub enum Item<'a> {
     Node(&'a NodeEntry),
     Connection(&'a ConnEntry),
-    Agent(&'a opb::Agent),
-    Framework(&'a opb::Framework),
-    Task(&'a opb::Task),
+    Agent(&'a Agent),
+    Framework(&'a Framework),
+    Task(&'a Task),
 }
 
 impl<'a> Item<'a> {
@@ -251,17 +258,17 @@ impl<'a> Item<'a> {
                 _ if c.connection().retransmits > 0 => Health::Degraded,
                 _ => Health::Healthy,
             },
-            Item::Agent(a) => match a.state.as_str() {
-                "active" => Health::Healthy,
-                "recovered" => Health::Degraded,
+            Item::Agent(a) => match a.state {
+                AgentState::Active => Health::Healthy,
+                AgentState::Recovered => Health::Degraded,
                 _ => Health::Failed,
             },
             Item::Framework(f) if !f.connected => Health::Degraded,
             Item::Framework(_) => Health::Healthy,
-            Item::Task(t) => match t.state.as_str() {
-                "TASK_RUNNING" => Health::Healthy,
-                "TASK_FINISHED" | "TASK_KILLED" => Health::Gone,
-                s if is_terminal(s) => Health::Failed,
+            Item::Task(t) => match t.state {
+                TaskState::Running => Health::Healthy,
+                TaskState::Finished | TaskState::Killed => Health::Gone,
+                s if s.is_terminal() => Health::Failed,
                 _ => Health::Degraded,
             },
         }
@@ -270,7 +277,7 @@ impl<'a> Item<'a> {
 
 fn node_health(n: &NodeEntry) -> Health {
     match &n.node.detail {
-        Some(pb::node::Detail::Host(h)) => {
+        Some(Detail::Host(h)) => {
             let mem = if h.memory_total_bytes > 0 {
                 1.0 - h.memory_available_bytes as f64 / h.memory_total_bytes as f64
             } else {
@@ -282,8 +289,8 @@ fn node_health(n: &NodeEntry) -> Health {
                 Health::Healthy
             }
         }
-        Some(pb::node::Detail::Container(c)) => match c.state.as_str() {
-            "running" | "RUNNING" | "" => {
+        Some(Detail::Container(c)) => match c.state {
+            ContainerState::Running | ContainerState::Unspecified => {
                 let near_limit = c.memory_limit_bytes > 0
                     && c.memory_usage_bytes as f64 > 0.9 * c.memory_limit_bytes as f64;
                 if near_limit {
@@ -292,17 +299,21 @@ fn node_health(n: &NodeEntry) -> Health {
                     Health::Healthy
                 }
             }
-            "paused" | "PAUSED" | "created" | "CREATED" | "restarting" => Health::Degraded,
-            _ => Health::Failed,
+            ContainerState::Paused | ContainerState::Created | ContainerState::Restarting => {
+                Health::Degraded
+            }
+            ContainerState::Exited | ContainerState::Removing | ContainerState::Dead => {
+                Health::Failed
+            }
         },
-        Some(pb::node::Detail::Process(p)) if p.exited => {
+        Some(Detail::Process(p)) if p.exited => {
             if p.exit_code != 0 || p.exit_signal != 0 {
                 Health::Failed
             } else {
                 Health::Gone
             }
         }
-        Some(pb::node::Detail::Process(p)) if p.cpu_percent > 90.0 => Health::Degraded,
+        Some(Detail::Process(p)) if p.cpu_percent > 90.0 => Health::Degraded,
         _ => Health::Healthy,
     }
 }
@@ -310,12 +321,7 @@ fn node_health(n: &NodeEntry) -> Health {
 impl Filterable for Item<'_> {
     fn kind(&self) -> &'static str {
         match self {
-            Item::Node(n) => match n.kind() {
-                pb::NodeKind::Host => "host",
-                pb::NodeKind::Container => "container",
-                pb::NodeKind::Process => "process",
-                pb::NodeKind::Unspecified => "pseudo",
-            },
+            Item::Node(n) => n.kind().word(),
             Item::Connection(_) => "connection",
             Item::Agent(_) => "agent",
             Item::Framework(_) => "framework",
@@ -368,12 +374,12 @@ impl Filterable for Item<'_> {
 
     fn state(&self) -> &str {
         match self {
-            Item::Node(n) => n.container().map_or("", |c| c.state.as_str()),
-            Item::Connection(c) => connection_state(c.state()),
-            Item::Agent(a) => &a.state,
+            Item::Node(n) => n.container().map_or("", |c| container_state_word(c.state)),
+            Item::Connection(c) => connection_state_word(c.state()),
+            Item::Agent(a) => agent_state_word(a.state),
             Item::Framework(f) if f.connected => "connected",
             Item::Framework(_) => "disconnected",
-            Item::Task(t) => &t.state,
+            Item::Task(t) => t.state.mesos_name(),
         }
     }
 
@@ -401,53 +407,42 @@ impl Filterable for Item<'_> {
         }
         match self {
             Item::Node(n) => match &n.node.detail {
-                Some(pb::node::Detail::Host(h)) => {
-                    let _ = write!(out, "{} {} ", h.ips.join(" "), h.os);
+                Some(Detail::Host(h)) => {
+                    for ip in &h.ips {
+                        let _ = write!(out, "{ip} ");
+                    }
+                    let _ = write!(out, "{} ", h.os);
                 }
-                Some(pb::node::Detail::Container(c)) => {
+                Some(Detail::Container(c)) => {
                     let _ = write!(out, "{} {} {} ", c.image, c.namespace, c.ports.join(" "));
                 }
-                Some(pb::node::Detail::Process(p)) => {
+                Some(Detail::Process(p)) => {
                     let _ = write!(out, "{} {} {} ", p.pid, p.user, p.cmdline.join(" "));
                 }
                 None => {}
             },
             Item::Connection(c) => {
                 let conn = c.connection();
-                let _ = write!(
-                    out,
-                    "{} {} {} ",
-                    endpoint(&conn.local),
-                    endpoint(&conn.remote),
-                    conn.pid
-                );
+                let _ = write!(out, "{} ", conn.local);
+                if let Some(remote) = conn.remote {
+                    let _ = write!(out, "{remote} ");
+                }
+                let _ = write!(out, "{} ", conn.pid);
             }
             Item::Agent(a) => out.push_str(&a.hostname),
             Item::Framework(f) => {
                 let _ = write!(out, "{} {} ", f.roles.join(" "), f.user);
             }
             Item::Task(t) => {
-                let _ = write!(out, "{} {} {} ", t.state, t.hostname, t.framework_id);
+                let _ = write!(
+                    out,
+                    "{} {} {} ",
+                    t.state.mesos_name(),
+                    t.hostname,
+                    t.framework_id
+                );
             }
         }
-    }
-}
-
-pub fn connection_state(s: pb::ConnectionState) -> &'static str {
-    match s {
-        pb::ConnectionState::Established => "established",
-        pb::ConnectionState::Closed => "closed",
-        pb::ConnectionState::Failed => "failed",
-        pb::ConnectionState::Listen => "listen",
-        pb::ConnectionState::Unspecified => "",
-    }
-}
-
-pub fn endpoint(ep: &Option<pb::Endpoint>) -> String {
-    match ep {
-        Some(ep) if ep.ip.contains(':') => format!("[{}]:{}", ep.ip, ep.port),
-        Some(ep) => format!("{}:{}", ep.ip, ep.port),
-        None => String::new(),
     }
 }
 
@@ -663,7 +658,7 @@ enum NaturalKey<'a> {
 fn natural_key<'a>(item: &Item<'a>) -> NaturalKey<'a> {
     match item {
         Item::Task(t) => NaturalKey::Task(
-            is_terminal(&t.state),
+            t.state.is_terminal(),
             std::cmp::Reverse(t.started_unix_ms),
             &t.key,
         ),
@@ -831,7 +826,7 @@ fn number(item: &Item<'_>, tab: Tab, col: usize, model: &Model) -> f64 {
     }
 }
 
-fn mem_fraction(h: &pb::Host) -> f64 {
+fn mem_fraction(h: &Host) -> f64 {
     if h.memory_total_bytes == 0 {
         0.0
     } else {
@@ -891,7 +886,11 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
                     format!("{:.2}", h.load1),
                     format::rate(n.latest(NodeMetric::NetIn).map_or(0.0, f64::from)),
                     format::rate(n.latest(NodeMetric::NetOut).map_or(0.0, f64::from)),
-                    h.ips.join(","),
+                    h.ips
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
                     h.kernel.clone(),
                     format::age(h.uptime_seconds as i64),
                 ]
@@ -906,7 +905,7 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
                 vec![
                     n.name().to_owned(),
                     c.image.clone(),
-                    c.state.clone(),
+                    container_state_word(c.state).to_owned(),
                     format::percent(c.cpu_percent),
                     format::bytes(c.memory_usage_bytes as f64),
                     limit,
@@ -944,17 +943,17 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
         },
         Item::Connection(c) => {
             let conn = c.connection();
-            let direction = match pb::Direction::try_from(conn.direction) {
-                Ok(pb::Direction::Outbound) => "→",
-                Ok(pb::Direction::Inbound) => "←",
-                _ => " ",
+            let direction = match conn.direction {
+                pb::Direction::Outbound => "→",
+                pb::Direction::Inbound => "←",
+                pb::Direction::Unspecified => " ",
             };
-            let mut state = connection_state(c.state()).to_owned();
+            let mut state = connection_state_word(c.state()).to_owned();
             if conn.aggregated > 1 {
                 state = format!("{state}×{}", conn.aggregated);
             }
             let peer = if c.state() == pb::ConnectionState::Listen {
-                format!("listening on {}", endpoint(&conn.local))
+                format!("listening on {}", conn.local)
             } else {
                 c.conn.peer_name.clone()
             };
@@ -967,7 +966,7 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
                 process,
                 direction.into(),
                 peer,
-                endpoint(&conn.remote),
+                conn.remote.map(|r| r.to_string()).unwrap_or_default(),
                 state,
                 format::rate(c.sent_per_second),
                 format::rate(c.received_per_second),
@@ -975,7 +974,7 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
                 format::bytes(conn.bytes_received as f64),
                 conn.retransmits.to_string(),
                 c.conn.hostname.clone(),
-                endpoint(&conn.local),
+                conn.local.to_string(),
             ]
         }
         Item::Agent(a) => {
@@ -993,7 +992,7 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
                 .collect();
             vec![
                 a.hostname.clone(),
-                a.state.clone(),
+                agent_state_word(a.state).to_owned(),
                 used_of(&a.used, &a.total, "cpus", false),
                 used_of(&a.used, &a.total, "mem", true),
                 used_of(&a.used, &a.total, "disk", true),
@@ -1024,7 +1023,7 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
         ],
         Item::Task(t) => vec![
             t.name.clone(),
-            t.state.trim_start_matches("TASK_").to_owned(),
+            t.state.mesos_name().trim_start_matches("TASK_").to_owned(),
             model.cluster.framework_name(&t.framework_id).to_owned(),
             t.hostname.clone(),
             format::amount(t.resources.get("cpus").copied().unwrap_or(0.0)),

@@ -1,4 +1,5 @@
 //! Containers from containerd (containerd-client), in every namespace.
+use orca_proto::topology::v1::ContainerState;
 use std::{collections::HashMap, path::Path};
 
 use containerd_client::{
@@ -66,7 +67,7 @@ pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, String> {
                 image: c.image.clone(),
                 runtime: "containerd",
                 namespace: ns.clone(),
-                state: task_state(pid, status).to_string(),
+                state: task_state(pid, status),
                 labels: c.labels.clone(),
                 ports: vec![],
                 memory_limit_bytes,
@@ -79,15 +80,14 @@ pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, String> {
 }
 
 /// containerd's task status enum (`containerd.v1.types.Status`).
-fn task_state(pid: u32, status: i32) -> &'static str {
+fn task_state(pid: u32, status: i32) -> ContainerState {
     match status {
-        1 => "created",
-        2 => "running",
-        3 => "stopped",
-        4 => "paused",
-        5 => "pausing",
-        _ if pid == 0 => "created",
-        _ => "unknown",
+        1 => ContainerState::Created,
+        2 => ContainerState::Running,
+        3 => ContainerState::Exited,
+        4 | 5 => ContainerState::Paused,
+        _ if pid == 0 => ContainerState::Created,
+        _ => ContainerState::Unspecified,
     }
 }
 

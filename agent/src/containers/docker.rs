@@ -6,6 +6,8 @@ use bollard::{
     query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder},
 };
 
+use orca_proto::topology::v1::ContainerState;
+
 use super::ContainerMeta;
 
 pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, String> {
@@ -27,7 +29,9 @@ pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, String> {
             image: s.image.unwrap_or_default(),
             runtime: "docker",
             namespace: String::new(),
-            state: s.state.map(|st| st.to_string()).unwrap_or_default(),
+            state: s
+                .state
+                .map_or(ContainerState::Unspecified, |st| state(&st.to_string())),
             labels: s.labels.unwrap_or_default(),
             ports: s
                 .ports
@@ -69,4 +73,18 @@ pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, String> {
         out.push(meta);
     }
     Ok(out)
+}
+
+/// Docker's state names (`running`, `exited`, ...) as the report's enum.
+fn state(name: &str) -> ContainerState {
+    match name {
+        "created" => ContainerState::Created,
+        "running" => ContainerState::Running,
+        "paused" => ContainerState::Paused,
+        "restarting" => ContainerState::Restarting,
+        "exited" => ContainerState::Exited,
+        "removing" => ContainerState::Removing,
+        "dead" => ContainerState::Dead,
+        _ => ContainerState::Unspecified,
+    }
 }

@@ -12,6 +12,8 @@ use std::{
     time::Duration,
 };
 
+use orca_proto::topology::v1::ContainerState;
+
 use crate::cgroup;
 
 /// What a runtime says about one container.
@@ -22,7 +24,7 @@ pub struct ContainerMeta {
     pub image: String,
     pub runtime: &'static str,
     pub namespace: String,
-    pub state: String,
+    pub state: ContainerState,
     pub labels: HashMap<String, String>,
     pub ports: Vec<String>,
     pub memory_limit_bytes: u64,

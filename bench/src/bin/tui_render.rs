@@ -15,6 +15,7 @@
 //! - **delta → screen**: while agents send delta reports, the time from a delta reaching the
 //!   TUI to the frame that shows it (p50/p99/max), as `orca`'s status line reports it.
 use std::{
+    collections::HashMap,
     io::{BufRead as _, BufReader},
     net::SocketAddr,
     process::{Command, Stdio},
@@ -112,8 +113,18 @@ fn child_model(nodes: usize, frames: usize) -> Result<()> {
     let before = rss_bytes();
     let mut app = App::new("bench", SavedFilters::default());
     let now = Instant::now();
-    // What the collector sends: the latest point per series...
+    // What the collector sends: the latest point per series... (a few of the messages are
+    // kept to send again as deltas below)
+    let mut samples: HashMap<TopoView, (Vec<pb::TopologyNode>, Vec<pb::TopologyConnection>)> =
+        HashMap::new();
     for (view, delta) in synthetic::snapshots(nodes, 1) {
+        samples.insert(
+            view,
+            (
+                delta.upserted_nodes.iter().take(8).cloned().collect(),
+                delta.upserted_connections.iter().take(8).cloned().collect(),
+            ),
+        );
         app.on_topology(view, delta, now);
     }
     // ...and the hour of every node whose details were opened (as many as are kept).
@@ -182,16 +193,15 @@ fn child_model(nodes: usize, frames: usize) -> Result<()> {
         let view = tab.topology().unwrap_or(TopoView::Processes);
         // A delta that changes values: an upsert of nodes (or connections) already there.
         let mut values = histogram();
+        let (sample_nodes, sample_connections) = samples.get(&view).cloned().unwrap_or_default();
         for i in 0..frames {
-            let data = app.model.topology.view(view);
             let delta = pb::TopologyDelta {
                 seq: 10 + i as u64,
-                upserted_nodes: data
-                    .nodes
-                    .values()
+                upserted_nodes: sample_nodes
+                    .iter()
                     .take(1)
                     .map(|n| pb::TopologyNode {
-                        node: Some(n.node.clone()),
+                        node: n.node.clone(),
                         hostname: n.hostname.clone(),
                         cpu_percent: vec![pb::Point {
                             timestamp_unix_ms: synthetic::NOW_MS,
@@ -200,12 +210,7 @@ fn child_model(nodes: usize, frames: usize) -> Result<()> {
                         ..Default::default()
                     })
                     .collect(),
-                upserted_connections: data
-                    .connections
-                    .values()
-                    .take(1)
-                    .map(|c| c.conn.clone())
-                    .collect(),
+                upserted_connections: sample_connections.iter().take(1).cloned().collect(),
                 ..Default::default()
             };
             let t = Instant::now();
@@ -216,13 +221,12 @@ fn child_model(nodes: usize, frames: usize) -> Result<()> {
         // A delta that changes membership (a process exits, a connection closes, then comes
         // back): the rows are rebuilt.
         let mut members = histogram();
-        let data = app.model.topology.view(view);
-        let node = data.nodes.values().nth(7).map(|n| pb::TopologyNode {
-            node: Some(n.node.clone()),
+        let node = sample_nodes.get(7).map(|n| pb::TopologyNode {
+            node: n.node.clone(),
             hostname: n.hostname.clone(),
             ..Default::default()
         });
-        let conn = data.connections.values().nth(7).map(|c| c.conn.clone());
+        let conn = sample_connections.get(7).cloned();
         for i in 0..frames {
             let mut delta = pb::TopologyDelta {
                 seq: 1000 + i as u64,
@@ -346,7 +350,7 @@ async fn child_live(master: String, hosts: usize, seconds: u64) -> Result<()> {
 /// process to the same process on the next host.
 fn host_report(h: usize, hosts: usize) -> pb::Report {
     let name = format!("node-{h:03}");
-    let ip = |h: usize| format!("10.{}.{}.1", h / 250, h % 250);
+    let ip = |h: usize| vec![10, (h / 250) as u8, (h % 250) as u8, 1];
     let mut nodes = vec![pb::Node {
         id: format!("host:{name}"),
         kind: pb::NodeKind::Host as i32,
@@ -372,7 +376,7 @@ fn host_report(h: usize, hosts: usize) -> pb::Report {
                 id: cid.clone(),
                 name: format!("app-{h}-{c}"),
                 image: "registry.local/app:1".into(),
-                state: "running".into(),
+                state: pb::ContainerState::Running as i32,
                 ..Default::default()
             })),
             ..Default::default()

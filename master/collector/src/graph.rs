@@ -34,14 +34,6 @@ fn scoped(agent: &str, addr: SocketAddr) -> Scoped {
     }
 }
 
-fn parse(ep: &Option<pb::Endpoint>) -> Option<SocketAddr> {
-    let ep = ep.as_ref()?;
-    Some(SocketAddr::new(
-        ep.ip.parse().ok()?,
-        u16::try_from(ep.port).ok()?,
-    ))
-}
-
 #[derive(Debug, Default)]
 struct Pair {
     client: Option<(String, String)>,
@@ -77,17 +69,11 @@ pub fn build(store: &Store, view: pb::View, series: bool) -> ViewGraph {
 
     for agent in store.agents.values() {
         host_of_agent.insert(&agent.agent_id, format!("host:{}", agent.hostname));
+        for ip in agent.ips.iter().filter(|ip| !ip.is_loopback()) {
+            agent_of_ip.insert(*ip, &agent.agent_id);
+        }
         for node in agent.nodes.values() {
             let kind = pb::NodeKind::try_from(node.kind).unwrap_or(pb::NodeKind::Unspecified);
-            if let Some(pb::node::Detail::Host(h)) = &node.detail {
-                for ip in &h.ips {
-                    if let Ok(ip) = ip.parse::<IpAddr>()
-                        && !ip.is_loopback()
-                    {
-                        agent_of_ip.insert(ip, &agent.agent_id);
-                    }
-                }
-            }
             let shown = matches!(
                 (view, kind),
                 (pb::View::Hosts, pb::NodeKind::Host)
@@ -120,14 +106,9 @@ pub fn build(store: &Store, view: pb::View, series: bool) -> ViewGraph {
     let mut listeners: HashMap<Scoped, (String, String)> = HashMap::new();
     let mut wildcard: HashMap<(&str, u16), (String, String)> = HashMap::new();
     for agent in store.agents.values() {
-        for c in agent.connections.values() {
-            if c.state != pb::ConnectionState::Listen as i32 {
-                continue;
-            }
-            let Some(local) = parse(&c.local) else {
-                continue;
-            };
-            let who = (agent.agent_id.clone(), c.process_id.clone());
+        for c in agent.connections.values().filter(|c| c.listening()) {
+            let local = c.local;
+            let who = (agent.agent_id.clone(), c.wire.process_id.clone());
             if local.ip().is_unspecified() {
                 wildcard.insert((&agent.agent_id, local.port()), who);
             } else {
@@ -138,23 +119,21 @@ pub fn build(store: &Store, view: pb::View, series: bool) -> ViewGraph {
 
     let mut pairs: HashMap<(Scoped, Scoped), Pair> = HashMap::new();
     for agent in store.agents.values() {
-        for c in agent.connections.values() {
-            if c.state == pb::ConnectionState::Listen as i32 {
-                continue;
-            }
-            let (Some(local), Some(remote)) = (parse(&c.local), parse(&c.remote)) else {
+        for c in agent.connections.values().filter(|c| !c.listening()) {
+            let Some(remote) = c.remote else {
                 continue;
             };
-            let me = (agent.agent_id.clone(), c.process_id.clone());
-            let local = scoped(&agent.agent_id, local);
+            let me = (agent.agent_id.clone(), c.wire.process_id.clone());
+            let local = scoped(&agent.agent_id, c.local);
             let remote = scoped(&agent.agent_id, remote);
-            let inbound = c.direction == pb::Direction::Inbound as i32;
+            let inbound = c.direction == pb::Direction::Inbound;
             let key = if inbound {
                 (remote, local)
             } else {
                 (local, remote)
             };
             let pair = pairs.entry(key).or_default();
+            let c = &c.wire;
             pair.connections = pair.connections.max(c.aggregated.max(1));
             if inbound {
                 pair.server = Some(me);
@@ -236,34 +215,26 @@ fn connections(store: &Store) -> BTreeMap<String, pb::TopologyConnection> {
     let mut hostname_of: HashMap<&str, &str> = HashMap::new();
     for agent in store.agents.values() {
         hostname_of.insert(&agent.agent_id, &agent.hostname);
-        for node in agent.nodes.values() {
-            if let Some(pb::node::Detail::Host(h)) = &node.detail {
-                for ip in h.ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
-                    if !ip.is_loopback() {
-                        agent_of_ip.insert(ip, &agent.agent_id);
-                    }
-                }
-            }
+        for ip in agent.ips.iter().filter(|ip| !ip.is_loopback()) {
+            agent_of_ip.insert(*ip, &agent.agent_id);
         }
     }
     let mut local_ends: HashMap<Scoped, Owner> = HashMap::new();
     let mut wildcard: HashMap<(&str, u16), Owner> = HashMap::new();
     for agent in store.agents.values() {
         for c in agent.connections.values() {
-            let Some(local) = parse(&c.local) else {
-                continue;
-            };
+            let local = c.local;
             let comm = match agent
                 .nodes
-                .get(&c.process_id)
+                .get(&c.wire.process_id)
                 .and_then(|n| n.detail.as_ref())
             {
-                _ if !c.comm.is_empty() => c.comm.as_str(),
+                _ if !c.wire.comm.is_empty() => c.wire.comm.as_str(),
                 Some(pb::node::Detail::Process(p)) => p.comm.as_str(),
                 _ => "",
             };
-            let owner = (agent.agent_id.as_str(), c.process_id.as_str(), comm);
-            if c.state == pb::ConnectionState::Listen as i32 && local.ip().is_unspecified() {
+            let owner = (agent.agent_id.as_str(), c.wire.process_id.as_str(), comm);
+            if c.listening() && local.ip().is_unspecified() {
                 wildcard.insert((&agent.agent_id, local.port()), owner);
             } else {
                 local_ends.insert(scoped(&agent.agent_id, local), owner);
@@ -273,8 +244,7 @@ fn connections(store: &Store) -> BTreeMap<String, pb::TopologyConnection> {
     let mut out = BTreeMap::new();
     for agent in store.agents.values() {
         for c in agent.connections.values() {
-            let listening = c.state == pb::ConnectionState::Listen as i32;
-            let remote = parse(&c.remote).filter(|_| !listening);
+            let remote = c.remote.filter(|_| !c.listening());
             let peer = remote.and_then(|remote| {
                 let key = scoped(&agent.agent_id, remote);
                 local_ends.get(&key).copied().or_else(|| {
@@ -296,9 +266,9 @@ fn connections(store: &Store) -> BTreeMap<String, pb::TopologyConnection> {
                 (None, None) => (String::new(), String::new()),
             };
             out.insert(
-                c.id.clone(),
+                c.wire.id.clone(),
                 pb::TopologyConnection {
-                    connection: Some(c.clone()),
+                    connection: Some(c.wire.clone()),
                     hostname: agent.hostname.clone(),
                     peer_node,
                     peer_name,

@@ -40,13 +40,14 @@ async fn topology(State(collector): State<Collector>, Query(q): Query<TopologyQu
         );
     };
     let graph = collector.view(view);
-    Json(serde_json::json!({
+    let mut body = serde_json::json!({
         "view": name,
         "nodes": graph.nodes.values().collect::<Vec<_>>(),
         "edges": graph.edges.values().collect::<Vec<_>>(),
         "connections": graph.connections.values().collect::<Vec<_>>(),
-    }))
-    .into_response()
+    });
+    orca_proto::topology::v1::readable_addresses(&mut body);
+    Json(body).into_response()
 }
 
 async fn agents(State(collector): State<Collector>) -> Response {

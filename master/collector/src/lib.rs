@@ -113,19 +113,22 @@ impl Collector {
     pub fn ingest(&self, report: pb::Report) -> pb::ReportAck {
         let started = Instant::now();
         let metrics = &self.inner.metrics;
-        if let Err(err) = store::validate(&report) {
-            metrics.report("rejected");
-            tracing::warn!(agent = %report.agent_id, %err, "rejected a report");
-            let applied_seq = lock(&self.inner.store).applied_seq(&report.agent_id);
-            return pb::ReportAck {
-                applied_seq,
-                need_full: false,
-                error: format!("report rejected: {err}"),
-            };
-        }
         let agent_id = report.agent_id.clone();
+        let parsed = match store::parse(report) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                metrics.report("rejected");
+                tracing::warn!(agent = %agent_id, %err, "rejected a report");
+                let applied_seq = lock(&self.inner.store).applied_seq(&agent_id);
+                return pb::ReportAck {
+                    applied_seq,
+                    need_full: false,
+                    error: format!("report rejected: {err}"),
+                };
+            }
+        };
         let mut store = lock(&self.inner.store);
-        let outcome = store.apply(report);
+        let outcome = store.apply(parsed);
         let applied_seq = store.applied_seq(&agent_id);
         metrics.agents.set(store.agents.len() as i64);
         drop(store);

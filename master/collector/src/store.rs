@@ -2,7 +2,7 @@
 //! reports and kept current with deltas, plus per-node time series.
 use std::{
     collections::HashMap,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -24,14 +24,55 @@ pub enum ReportError {
     BadNodeKind(String, i32),
     #[error("node {0} claims agent {1}'s host; a report may only describe its own host")]
     ForeignHost(String, String),
-    #[error("connection {0} has an invalid endpoint {1:?}")]
-    BadEndpoint(String, String),
+    #[error(
+        "connection {0} has an invalid endpoint {1}: addresses are 4 or 16 bytes, ports below \
+         65536"
+    )]
+    BadEndpoint(String, &'static str),
+    #[error("connection {0} has an unknown state {1}")]
+    BadConnectionState(String, i32),
     #[error("connection #{0} has an empty id")]
     EmptyConnectionId(usize),
 }
 
-/// Checks a report before anything of it is applied: a bad report changes nothing.
-pub fn validate(report: &pb::Report) -> Result<(), ReportError> {
+/// A connection as the collector keeps it: the message watchers are sent, with its addresses
+/// and state parsed once, when its report arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conn {
+    pub wire: pb::Connection,
+    pub local: SocketAddr,
+    /// `None` for listening sockets.
+    pub remote: Option<SocketAddr>,
+    pub state: pb::ConnectionState,
+    pub direction: pb::Direction,
+}
+
+impl Conn {
+    pub fn listening(&self) -> bool {
+        self.state == pb::ConnectionState::Listen
+    }
+
+    /// Closed and failed connections live for exactly one report.
+    fn ended(&self) -> bool {
+        matches!(
+            self.state,
+            pb::ConnectionState::Closed | pb::ConnectionState::Failed
+        )
+    }
+}
+
+/// A report checked and parsed: everything of it is applied, or (on an error) nothing.
+#[derive(Debug)]
+pub struct Parsed {
+    report: pb::Report,
+    connections: Vec<Conn>,
+    /// The host's addresses, when the report carries its host node.
+    host_ips: Option<Vec<IpAddr>>,
+}
+
+/// Checks a report and parses what later steps read (addresses, states) before anything of
+/// it is applied: a bad report changes nothing.
+pub fn parse(mut report: pb::Report) -> Result<Parsed, ReportError> {
     if report.agent_id.trim().is_empty() {
         return Err(ReportError::MissingAgentId);
     }
@@ -41,6 +82,7 @@ pub fn validate(report: &pb::Report) -> Result<(), ReportError> {
     if report.seq == 0 {
         return Err(ReportError::ZeroSeq);
     }
+    let mut host_ips = None;
     for (i, node) in report.nodes.iter().enumerate() {
         if node.id.is_empty() {
             return Err(ReportError::EmptyNodeId(i));
@@ -51,29 +93,58 @@ pub fn validate(report: &pb::Report) -> Result<(), ReportError> {
         if kind.is_none() {
             return Err(ReportError::BadNodeKind(node.id.clone(), node.kind));
         }
-        if let Some(pb::node::Detail::Host(h)) = &node.detail
-            && h.hostname != report.hostname
-        {
-            return Err(ReportError::ForeignHost(
-                node.id.clone(),
-                report.hostname.clone(),
-            ));
-        }
-    }
-    for (i, conn) in report.connections.iter().enumerate() {
-        if conn.id.is_empty() {
-            return Err(ReportError::EmptyConnectionId(i));
-        }
-        for ep in [&conn.local, &conn.remote].into_iter().flatten() {
-            if ep.ip.parse::<IpAddr>().is_err() || ep.port > u16::MAX as u32 {
-                return Err(ReportError::BadEndpoint(
-                    conn.id.clone(),
-                    format!("{}:{}", ep.ip, ep.port),
+        if let Some(pb::node::Detail::Host(h)) = &node.detail {
+            if h.hostname != report.hostname {
+                return Err(ReportError::ForeignHost(
+                    node.id.clone(),
+                    report.hostname.clone(),
                 ));
             }
+            host_ips = Some(h.ip_addrs().collect());
         }
     }
-    Ok(())
+    let mut connections = Vec::with_capacity(report.connections.len());
+    for (i, wire) in std::mem::take(&mut report.connections)
+        .into_iter()
+        .enumerate()
+    {
+        if wire.id.is_empty() {
+            return Err(ReportError::EmptyConnectionId(i));
+        }
+        let local = wire
+            .local
+            .as_ref()
+            .and_then(pb::Endpoint::socket_addr)
+            .ok_or_else(|| ReportError::BadEndpoint(wire.id.clone(), "local"))?;
+        let remote = match &wire.remote {
+            None => None,
+            Some(ep) => Some(
+                ep.socket_addr()
+                    .ok_or_else(|| ReportError::BadEndpoint(wire.id.clone(), "remote"))?,
+            ),
+        };
+        let state = pb::ConnectionState::try_from(wire.state)
+            .map_err(|_| ReportError::BadConnectionState(wire.id.clone(), wire.state))?;
+        let direction = pb::Direction::try_from(wire.direction).unwrap_or_default();
+        connections.push(Conn {
+            wire,
+            local,
+            remote,
+            state,
+            direction,
+        });
+    }
+    Ok(Parsed {
+        report,
+        connections,
+        host_ips,
+    })
+}
+
+impl Parsed {
+    pub fn agent_id(&self) -> &str {
+        &self.report.agent_id
+    }
 }
 
 /// What happened to a report.
@@ -96,7 +167,9 @@ pub struct AgentState {
     /// False until a full report arrived (after a collector restart, or a gap).
     pub synced: bool,
     pub nodes: HashMap<String, pb::Node>,
-    pub connections: HashMap<String, pb::Connection>,
+    pub connections: HashMap<String, Conn>,
+    /// The host's addresses (from its host node), loopback included.
+    pub ips: Vec<IpAddr>,
     pub stats: pb::AgentStats,
     pub last_report: Instant,
     pub last_report_unix_ms: i64,
@@ -147,8 +220,13 @@ impl Store {
         }
     }
 
-    /// Applies a validated report.
-    pub fn apply(&mut self, report: pb::Report) -> Applied {
+    /// Applies a parsed report.
+    pub fn apply(&mut self, parsed: Parsed) -> Applied {
+        let Parsed {
+            report,
+            connections,
+            host_ips,
+        } = parsed;
         let agent = self
             .agents
             .entry(report.agent_id.clone())
@@ -159,6 +237,7 @@ impl Store {
                 synced: false,
                 nodes: HashMap::new(),
                 connections: HashMap::new(),
+                ips: Vec::new(),
                 stats: pb::AgentStats::default(),
                 last_report: Instant::now(),
                 last_report_unix_ms: 0,
@@ -192,10 +271,7 @@ impl Store {
             agent.connections.clear();
         }
         // Closed and failed connections live for exactly one report.
-        agent.connections.retain(|_, c| {
-            c.state != pb::ConnectionState::Closed as i32
-                && c.state != pb::ConnectionState::Failed as i32
-        });
+        agent.connections.retain(|_, c| !c.ended());
         for id in &report.removed_nodes {
             agent.nodes.remove(id);
             self.series.remove(id);
@@ -206,8 +282,11 @@ impl Store {
         for node in report.nodes {
             agent.nodes.insert(node.id.clone(), node);
         }
-        for conn in report.connections {
-            agent.connections.insert(conn.id.clone(), conn);
+        for conn in connections {
+            agent.connections.insert(conn.wire.id.clone(), conn);
+        }
+        if let Some(ips) = host_ips {
+            agent.ips = ips;
         }
         agent.hostname = report.hostname;
         agent.applied_seq = report.seq;
@@ -280,25 +359,30 @@ mod tests {
         }
     }
 
+    fn apply(s: &mut Store, report: pb::Report) -> Applied {
+        s.apply(parse(report).expect("a valid report"))
+    }
+
     #[test]
     fn full_then_deltas_then_gap() {
         let mut s = Store::new(SeriesConfig::default());
         assert_eq!(
-            s.apply(report(
-                1,
-                true,
-                vec![process("h", 1, 1.0), process("h", 2, 1.0)],
-                vec![]
-            )),
+            apply(
+                &mut s,
+                report(
+                    1,
+                    true,
+                    vec![process("h", 1, 1.0), process("h", 2, 1.0)],
+                    vec![]
+                )
+            ),
             Applied::Applied
         );
         assert_eq!(
-            s.apply(report(
-                2,
-                false,
-                vec![process("h", 3, 1.0)],
-                vec!["process:h:1"]
-            )),
+            apply(
+                &mut s,
+                report(2, false, vec![process("h", 3, 1.0)], vec!["process:h:1"])
+            ),
             Applied::Applied
         );
         let a = &s.agents["a"];
@@ -306,17 +390,15 @@ mod tests {
         ids.sort();
         assert_eq!(ids, ["process:h:2", "process:h:3"]);
         assert_eq!(
-            s.apply(report(2, false, vec![], vec![])),
+            apply(&mut s, report(2, false, vec![], vec![])),
             Applied::Duplicate
         );
         // seq 3 lost: 4 cannot be applied, but its samples are kept.
         assert_eq!(
-            s.apply(report(
-                4,
-                false,
-                vec![process("h", 2, 50.0)],
-                vec!["process:h:3"]
-            )),
+            apply(
+                &mut s,
+                report(4, false, vec![process("h", 2, 50.0)], vec!["process:h:3"])
+            ),
             Applied::NeedFull
         );
         assert!(
@@ -326,7 +408,7 @@ mod tests {
         let cpu = s.series["process:h:2"].cpu_percent.points(&s.series_config);
         assert_eq!(cpu.last().unwrap().value, 50.0);
         assert_eq!(
-            s.apply(report(5, true, vec![process("h", 2, 1.0)], vec![])),
+            apply(&mut s, report(5, true, vec![process("h", 2, 1.0)], vec![])),
             Applied::Applied
         );
         assert_eq!(s.agents["a"].nodes.len(), 1);
@@ -336,24 +418,42 @@ mod tests {
     fn validation_names_the_problem() {
         let mut r = report(1, true, vec![], vec![]);
         r.agent_id = "".into();
-        assert_eq!(validate(&r), Err(ReportError::MissingAgentId));
+        assert_eq!(parse(r).unwrap_err(), ReportError::MissingAgentId);
         let mut r = report(1, true, vec![process("h", 1, 0.0)], vec![]);
         r.nodes[0].kind = 42;
         assert!(
-            validate(&r)
+            parse(r)
                 .unwrap_err()
                 .to_string()
                 .contains("unknown kind 42")
         );
-        let mut r = report(1, true, vec![], vec![]);
-        r.connections.push(pb::Connection {
-            id: "c".into(),
-            local: Some(pb::Endpoint {
-                ip: "not-an-ip".into(),
-                port: 1,
-            }),
-            ..Default::default()
-        });
-        assert!(matches!(validate(&r), Err(ReportError::BadEndpoint(..))));
+        let bad = |local: pb::Endpoint, state: i32| {
+            let mut r = report(1, true, vec![], vec![]);
+            r.connections.push(pb::Connection {
+                id: "c".into(),
+                local: Some(local),
+                state,
+                ..Default::default()
+            });
+            parse(r).unwrap_err()
+        };
+        let five_bytes = pb::Endpoint {
+            ip: vec![1, 2, 3, 4, 5],
+            port: 1,
+        };
+        assert_eq!(
+            bad(five_bytes, 1),
+            ReportError::BadEndpoint("c".into(), "local")
+        );
+        let big_port = pb::Endpoint {
+            ip: vec![127, 0, 0, 1],
+            port: 70_000,
+        };
+        assert!(matches!(bad(big_port, 1), ReportError::BadEndpoint(..)));
+        let fine = pb::Endpoint::new("10.0.0.1:80".parse().unwrap());
+        assert_eq!(
+            bad(fine, 99),
+            ReportError::BadConnectionState("c".into(), 99)
+        );
     }
 }

@@ -60,7 +60,10 @@ fn host(name: &str, ips: &[&str]) -> pb::Node {
         kind: pb::NodeKind::Host as i32,
         detail: Some(pb::node::Detail::Host(pb::Host {
             hostname: name.into(),
-            ips: ips.iter().map(|s| s.to_string()).collect(),
+            ips: ips
+                .iter()
+                .map(|s| pb::ip_to_bytes(s.parse().unwrap()))
+                .collect(),
             cpu_percent: 12.5,
             ..Default::default()
         })),
@@ -90,13 +93,7 @@ fn conn(
     dir: pb::Direction,
     state: pb::ConnectionState,
 ) -> pb::Connection {
-    let ep = |s: &str| {
-        let a: SocketAddr = s.parse().unwrap();
-        pb::Endpoint {
-            ip: a.ip().to_string(),
-            port: a.port() as u32,
-        }
-    };
+    let ep = |s: &str| pb::Endpoint::new(s.parse::<SocketAddr>().unwrap());
     pb::Connection {
         id: format!("{host}:{local}-{}", remote.unwrap_or("listen")),
         local: Some(ep(local)),
@@ -220,6 +217,21 @@ async fn merges_agents_into_cross_host_edges_served_over_http() {
         .find(|n| n["node"]["id"] == "host:a")
         .unwrap();
     assert_eq!(host_a["cpuPercent"][0]["value"], 12.5, "time series served");
+    assert_eq!(
+        host_a["node"]["host"]["ips"],
+        serde_json::json!(["10.1.0.1"]),
+        "addresses as text, not the wire's bytes"
+    );
+    let (_, conns) = http_json(running.http, "/api/topology?view=connections").await;
+    let outbound = conns["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["hostname"] == "a")
+        .unwrap();
+    assert_eq!(outbound["connection"]["remote"]["ip"], "10.1.0.2");
+    assert_eq!(outbound["connection"]["remote"]["port"], 80);
+    assert_eq!(outbound["peerName"], "nginx on b");
 
     let (status, body) = http_json(running.http, "/api/topology?view=nope").await;
     assert_eq!(status, 400);
@@ -240,7 +252,7 @@ async fn invalid_report_is_rejected_and_the_stream_goes_on() {
     bad.seq = 2;
     bad.full = false;
     bad.connections[0].remote = Some(pb::Endpoint {
-        ip: "999.1.1.1".into(),
+        ip: vec![10, 1, 1],
         port: 80,
     });
     tx.send(bad).await.unwrap();

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::grpc_status;
+use super::convert::{grpc_status, task_state_to_proto};
 use crate::cluster::{Cluster, StateSnapshot, TaskView};
 
 /// How often a watcher's view of the cluster is compared with the master's. Changes reach a
@@ -100,7 +100,11 @@ impl ClusterView {
                 pb::Agent {
                     id: a.id.clone(),
                     hostname: a.hostname.clone(),
-                    state: if a.active { "active" } else { "inactive" }.into(),
+                    state: if a.active {
+                        pb::AgentState::Active
+                    } else {
+                        pb::AgentState::Unreachable
+                    } as i32,
                     total: scalars(&a.total),
                     used: scalars(&a.used),
                     offered: scalars(&a.offered),
@@ -115,7 +119,7 @@ impl ClusterView {
             view.agents.entry(id.clone()).or_insert_with(|| pb::Agent {
                 id: id.clone(),
                 hostname: hostname.clone(),
-                state: "recovered".into(),
+                state: pb::AgentState::Recovered as i32,
                 ..Default::default()
             });
         }
@@ -166,7 +170,7 @@ fn task(t: &TaskView, hostname: Option<&str>) -> pb::Task {
         framework_id: t.framework_id.clone(),
         agent_id: t.agent_id.clone(),
         hostname: hostname.unwrap_or_default().to_owned(),
-        state: t.state.name().to_owned(),
+        state: task_state_to_proto(t.state),
         role: t.role.clone(),
         resources: scalars(&t.resources),
         labels: t.labels.clone().into_iter().collect(),

@@ -4,12 +4,14 @@ use std::collections::HashMap;
 
 use orca_proto::operator::v1 as pb;
 
+use super::domain::{Agent, Framework, Task};
+
 #[derive(Debug, Default)]
 pub struct Cluster {
-    pub agents: HashMap<String, pb::Agent>,
-    pub frameworks: HashMap<String, pb::Framework>,
+    pub agents: HashMap<String, Agent>,
+    pub frameworks: HashMap<String, Framework>,
     /// Keyed `<framework_id>/<task_id>`.
-    pub tasks: HashMap<String, pb::Task>,
+    pub tasks: HashMap<String, Task>,
     pub master_id: String,
     pub uptime_seconds: u64,
     pub version: u64,
@@ -25,19 +27,19 @@ impl Cluster {
             self.loaded = true;
         }
         for a in delta.upserted_agents {
-            self.agents.insert(a.id.clone(), a);
+            self.agents.insert(a.id.clone(), a.into());
         }
         for id in &delta.removed_agents {
             self.agents.remove(id);
         }
         for f in delta.upserted_frameworks {
-            self.frameworks.insert(f.id.clone(), f);
+            self.frameworks.insert(f.id.clone(), f.into());
         }
         for id in &delta.removed_frameworks {
             self.frameworks.remove(id);
         }
         for t in delta.upserted_tasks {
-            self.tasks.insert(t.key.clone(), t);
+            self.tasks.insert(t.key.clone(), t.into());
         }
         for key in &delta.removed_tasks {
             self.tasks.remove(key);
@@ -52,23 +54,10 @@ impl Cluster {
     }
 }
 
-/// A task state is terminal (its resources are free again).
-pub fn is_terminal(state: &str) -> bool {
-    matches!(
-        state,
-        "TASK_FINISHED"
-            | "TASK_FAILED"
-            | "TASK_KILLED"
-            | "TASK_ERROR"
-            | "TASK_LOST"
-            | "TASK_DROPPED"
-            | "TASK_GONE"
-            | "TASK_GONE_BY_OPERATOR"
-    )
-}
-
 #[cfg(test)]
 mod tests {
+    use orca_proto::cluster::v1::TaskState;
+
     use super::*;
 
     #[test]
@@ -82,7 +71,7 @@ mod tests {
             }],
             upserted_tasks: vec![pb::Task {
                 key: "f/t".into(),
-                state: "TASK_RUNNING".into(),
+                state: TaskState::Running as i32,
                 ..Default::default()
             }],
             ..Default::default()
@@ -90,15 +79,15 @@ mod tests {
         c.apply(pb::ClusterDelta {
             upserted_tasks: vec![pb::Task {
                 key: "f/t".into(),
-                state: "TASK_KILLED".into(),
+                state: TaskState::Killed as i32,
                 ..Default::default()
             }],
             removed_agents: vec!["a1".into()],
             ..Default::default()
         });
         assert!(c.agents.is_empty());
-        assert_eq!(c.tasks["f/t"].state, "TASK_KILLED");
-        assert!(is_terminal(&c.tasks["f/t"].state));
+        assert_eq!(c.tasks["f/t"].state, TaskState::Killed);
+        assert!(c.tasks["f/t"].state.is_terminal());
         c.apply(pb::ClusterDelta {
             full: true,
             ..Default::default()

@@ -8,6 +8,8 @@ use std::{
 
 use orca_proto::topology::v1 as pb;
 
+use super::domain::{Connection, Container, Detail, Edge, Host, Node, NodeKind, Process};
+
 /// The topology views, in the order of their tabs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TopoView {
@@ -136,7 +138,7 @@ impl History {
 /// details were opened (a bounded few), so 10,000 nodes cost what their metadata costs.
 #[derive(Debug, Clone)]
 pub struct NodeEntry {
-    pub node: pb::Node,
+    pub node: Node,
     pub hostname: String,
     /// Latest value of each series (cpu, memory, out, in), NaN when none arrived yet.
     latest: [f32; 4],
@@ -146,7 +148,7 @@ pub struct NodeEntry {
 impl NodeEntry {
     fn new(t: pb::TopologyNode) -> Self {
         let mut entry = Self {
-            node: pb::Node::default(),
+            node: Node::default(),
             hostname: String::new(),
             latest: [f32::NAN; 4],
             history: None,
@@ -170,7 +172,7 @@ impl NodeEntry {
             history.extend(&t);
         }
         if let Some(node) = t.node {
-            self.node = node;
+            self.node = node.into();
         }
         self.hostname = t.hostname;
     }
@@ -190,31 +192,31 @@ impl NodeEntry {
         &self.node.id
     }
 
-    pub fn kind(&self) -> pb::NodeKind {
-        pb::NodeKind::try_from(self.node.kind).unwrap_or(pb::NodeKind::Unspecified)
+    pub fn kind(&self) -> NodeKind {
+        self.node.kind
     }
 
     pub fn is_pseudo(&self) -> bool {
         self.node.labels.contains_key("pseudo")
     }
 
-    pub fn host(&self) -> Option<&pb::Host> {
+    pub fn host(&self) -> Option<&Host> {
         match &self.node.detail {
-            Some(pb::node::Detail::Host(h)) => Some(h),
+            Some(Detail::Host(h)) => Some(h),
             _ => None,
         }
     }
 
-    pub fn container(&self) -> Option<&pb::Container> {
+    pub fn container(&self) -> Option<&Container> {
         match &self.node.detail {
-            Some(pb::node::Detail::Container(c)) => Some(c),
+            Some(Detail::Container(c)) => Some(c),
             _ => None,
         }
     }
 
-    pub fn process(&self) -> Option<&pb::Process> {
+    pub fn process(&self) -> Option<&Process> {
         match &self.node.detail {
-            Some(pb::node::Detail::Process(p)) => Some(p),
+            Some(Detail::Process(p)) => Some(p),
             _ => None,
         }
     }
@@ -222,10 +224,10 @@ impl NodeEntry {
     /// The name people know the node by.
     pub fn name(&self) -> &str {
         match &self.node.detail {
-            Some(pb::node::Detail::Host(h)) => &h.hostname,
-            Some(pb::node::Detail::Container(c)) if !c.name.is_empty() => &c.name,
-            Some(pb::node::Detail::Container(c)) => &c.id,
-            Some(pb::node::Detail::Process(p)) => &p.comm,
+            Some(Detail::Host(h)) => &h.hostname,
+            Some(Detail::Container(c)) if !c.name.is_empty() => &c.name,
+            Some(Detail::Container(c)) => &c.id,
+            Some(Detail::Process(p)) => &p.comm,
             None => &self.node.id,
         }
     }
@@ -233,9 +235,9 @@ impl NodeEntry {
     /// The current CPU use in percent (of all cores for hosts, of one core otherwise).
     pub fn cpu_percent(&self) -> f64 {
         match &self.node.detail {
-            Some(pb::node::Detail::Host(h)) => h.cpu_percent,
-            Some(pb::node::Detail::Container(c)) => c.cpu_percent,
-            Some(pb::node::Detail::Process(p)) => p.cpu_percent,
+            Some(Detail::Host(h)) => h.cpu_percent,
+            Some(Detail::Container(c)) => c.cpu_percent,
+            Some(Detail::Process(p)) => p.cpu_percent,
             None => 0.0,
         }
     }
@@ -243,11 +245,11 @@ impl NodeEntry {
     /// Resident memory in bytes (used memory for hosts).
     pub fn memory_bytes(&self) -> u64 {
         match &self.node.detail {
-            Some(pb::node::Detail::Host(h)) => h
+            Some(Detail::Host(h)) => h
                 .memory_total_bytes
                 .saturating_sub(h.memory_available_bytes),
-            Some(pb::node::Detail::Container(c)) => c.memory_usage_bytes,
-            Some(pb::node::Detail::Process(p)) => p.rss_bytes,
+            Some(Detail::Container(c)) => c.memory_usage_bytes,
+            Some(Detail::Process(p)) => p.rss_bytes,
             None => 0,
         }
     }
@@ -256,7 +258,7 @@ impl NodeEntry {
 /// A connection with the rates the TUI derives from successive byte counters.
 #[derive(Debug, Clone)]
 pub struct ConnEntry {
-    pub conn: pb::TopologyConnection,
+    pub conn: Connection,
     pub sent_per_second: f64,
     pub received_per_second: f64,
     updated_unix_ms: i64,
@@ -265,17 +267,12 @@ pub struct ConnEntry {
 }
 
 impl ConnEntry {
-    pub fn connection(&self) -> &pb::Connection {
-        static EMPTY: std::sync::OnceLock<pb::Connection> = std::sync::OnceLock::new();
-        self.conn
-            .connection
-            .as_ref()
-            .unwrap_or_else(|| EMPTY.get_or_init(pb::Connection::default))
+    pub fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     pub fn state(&self) -> pb::ConnectionState {
-        pb::ConnectionState::try_from(self.connection().state)
-            .unwrap_or(pb::ConnectionState::Unspecified)
+        self.conn.state
     }
 }
 
@@ -283,7 +280,7 @@ impl ConnEntry {
 #[derive(Debug, Default)]
 pub struct ViewData {
     pub nodes: HashMap<String, NodeEntry>,
-    pub edges: HashMap<String, pb::TopologyEdge>,
+    pub edges: HashMap<String, Edge>,
     pub connections: HashMap<String, ConnEntry>,
     /// Edge ids by the nodes they touch (the details panel asks every frame).
     adjacency: HashMap<String, Vec<String>>,
@@ -311,7 +308,7 @@ impl ViewData {
     pub fn neighbours<'a>(
         &'a self,
         id: &'a str,
-    ) -> impl Iterator<Item = (&'a pb::TopologyEdge, &'a str, bool)> + 'a {
+    ) -> impl Iterator<Item = (&'a Edge, &'a str, bool)> + 'a {
         self.adjacency
             .get(id)
             .into_iter()
@@ -326,7 +323,7 @@ impl ViewData {
             })
     }
 
-    fn insert_edge(&mut self, edge: pb::TopologyEdge) {
+    fn insert_edge(&mut self, edge: Edge) {
         if !self.edges.contains_key(&edge.id) {
             for end in [&edge.source, &edge.target] {
                 self.adjacency
@@ -394,7 +391,7 @@ impl Topology {
                 data.nodes.insert(entry.node.id.clone(), entry);
             }
             for edge in delta.upserted_edges {
-                data.insert_edge(edge);
+                data.insert_edge(edge.into());
             }
             for c in delta.upserted_connections {
                 let (id, mut entry) = new_connection(c, delta.timestamp_unix_ms);
@@ -423,7 +420,7 @@ impl Topology {
                 joined_or_left |= data.nodes.remove(id).is_some();
             }
             for edge in delta.upserted_edges {
-                data.insert_edge(edge);
+                data.insert_edge(edge.into());
             }
             for id in &delta.removed_edges {
                 data.remove_edge(id);
@@ -509,11 +506,8 @@ impl Topology {
 
 /// A connection as first seen (no rates yet), with its id.
 fn new_connection(conn: pb::TopologyConnection, unix_ms: i64) -> (String, ConnEntry) {
-    let id = conn
-        .connection
-        .as_ref()
-        .map(|c| c.id.clone())
-        .unwrap_or_default();
+    let conn = Connection::from(conn);
+    let id = conn.id.clone();
     let entry = ConnEntry {
         conn,
         sent_per_second: 0.0,

@@ -19,8 +19,11 @@ use super::{caption, health_style};
 use crate::{
     app::App,
     format,
-    model::topology::{Metric, NodeEntry},
-    views::{self, Item},
+    model::{
+        domain::{Detail, agent_state_word, connection_state_word, container_state_word},
+        topology::{Metric, NodeEntry},
+    },
+    views::Item,
 };
 
 pub fn draw(frame: &mut Frame<'_>, app: &App, area: Rect) {
@@ -73,9 +76,10 @@ fn facts(item: &Item<'_>, app: &App) -> Vec<Line<'static>> {
     let mut out = Vec::new();
     match item {
         Item::Node(n) => match &n.node.detail {
-            Some(pb::node::Detail::Host(h)) => {
+            Some(Detail::Host(h)) => {
                 out.push(kv("host", &h.hostname));
-                out.push(kv("ips", h.ips.join(", ")));
+                let ips: Vec<String> = h.ips.iter().map(ToString::to_string).collect();
+                out.push(kv("ips", ips.join(", ")));
                 out.push(kv("os", format!("{} · {} · {}", h.os, h.kernel, h.arch)));
                 out.push(kv(
                     "cpu",
@@ -103,10 +107,13 @@ fn facts(item: &Item<'_>, app: &App) -> Vec<Line<'static>> {
                 ));
                 out.push(kv("up", format::age(h.uptime_seconds as i64)));
             }
-            Some(pb::node::Detail::Container(c)) => {
+            Some(Detail::Container(c)) => {
                 out.push(kv("id", c.id.chars().take(24).collect::<String>()));
                 out.push(kv("image", &c.image));
-                out.push(kv("state", format!("{} ({})", c.state, c.runtime)));
+                out.push(kv(
+                    "state",
+                    format!("{} ({})", container_state_word(c.state), c.runtime),
+                ));
                 if !c.namespace.is_empty() {
                     out.push(kv("namespace", &c.namespace));
                 }
@@ -139,7 +146,7 @@ fn facts(item: &Item<'_>, app: &App) -> Vec<Line<'static>> {
                 }
                 out.push(kv("host", &n.hostname));
             }
-            Some(pb::node::Detail::Process(p)) => {
+            Some(Detail::Process(p)) => {
                 out.push(kv("pid", format!("{} (parent {})", p.pid, p.ppid)));
                 out.push(kv("command", p.cmdline.join(" ")));
                 out.push(kv("user", format!("{} ({})", p.user, p.uid)));
@@ -179,19 +186,22 @@ fn facts(item: &Item<'_>, app: &App) -> Vec<Line<'static>> {
                 "process",
                 format!("{} {} on {}", conn.comm, conn.pid, c.conn.hostname),
             ));
-            out.push(kv("local", views::endpoint(&conn.local)));
-            out.push(kv("remote", views::endpoint(&conn.remote)));
+            out.push(kv("local", conn.local.to_string()));
+            out.push(kv(
+                "remote",
+                conn.remote.map(|r| r.to_string()).unwrap_or_default(),
+            ));
             out.push(kv(
                 "peer",
                 format!("{} ({})", c.conn.peer_name, c.conn.peer_node),
             ));
-            let direction = match pb::Direction::try_from(conn.direction) {
-                Ok(pb::Direction::Outbound) => "outbound (connect)",
-                Ok(pb::Direction::Inbound) => "inbound (accept)",
-                _ => "-",
+            let direction = match conn.direction {
+                pb::Direction::Outbound => "outbound (connect)",
+                pb::Direction::Inbound => "inbound (accept)",
+                pb::Direction::Unspecified => "-",
             };
             out.push(kv("direction", direction));
-            out.push(kv("state", views::connection_state(c.state())));
+            out.push(kv("state", connection_state_word(c.state())));
             out.push(kv(
                 "sent",
                 format!(
@@ -218,7 +228,7 @@ fn facts(item: &Item<'_>, app: &App) -> Vec<Line<'static>> {
         }
         Item::Agent(a) => {
             out.push(kv("id", &a.id));
-            out.push(kv("state", &a.state));
+            out.push(kv("state", agent_state_word(a.state)));
             for name in ["cpus", "mem", "disk", "gpus"] {
                 let total = a.total.get(name).copied().unwrap_or(0.0);
                 if total == 0.0 {
@@ -285,7 +295,7 @@ fn facts(item: &Item<'_>, app: &App) -> Vec<Line<'static>> {
         }
         Item::Task(t) => {
             out.push(kv("task", format!("{} ({})", t.id, t.name)));
-            out.push(kv("state", &t.state));
+            out.push(kv("state", t.state.mesos_name()));
             if !t.reason.is_empty() || !t.message.is_empty() {
                 out.push(kv("why", format!("{} {}", t.reason, t.message)));
             }

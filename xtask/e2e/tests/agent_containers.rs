@@ -179,7 +179,7 @@ fn assert_attributed(
     assert_eq!(container.name, name);
     assert_eq!(container.image, image);
     assert_eq!(container.runtime, runtime);
-    assert_eq!(container.state, "running");
+    assert_eq!(container.state(), pb::ContainerState::Running);
     let proc_node = node_for_pid(&snapshot.nodes, conn.pid);
     assert_eq!(proc_node.parents[0], format!("container:{id}"));
     container

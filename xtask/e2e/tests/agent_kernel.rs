@@ -319,7 +319,10 @@ fn ipv6_connection_is_reported_with_ipv6_endpoints() {
             (c.bytes_sent == 4096).then(|| c.clone())
         },
     );
-    assert_eq!(out.local.as_ref().unwrap().ip, "::1");
+    assert_eq!(
+        out.local.as_ref().unwrap().socket_addr().map(|a| a.ip()),
+        Some("::1".parse().unwrap())
+    );
     assert_eq!(out.direction, pb::Direction::Outbound as i32);
     assert_eq!(out.pid, std::process::id());
 }

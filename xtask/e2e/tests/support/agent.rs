@@ -48,12 +48,8 @@ pub fn connection(
     remote: std::net::SocketAddr,
 ) -> Option<&pb::Connection> {
     conns.iter().find(|c| {
-        c.local
-            .as_ref()
-            .is_some_and(|e| e.ip == local.ip().to_string() && e.port == local.port() as u32)
-            && c.remote
-                .as_ref()
-                .is_some_and(|e| e.ip == remote.ip().to_string() && e.port == remote.port() as u32)
+        c.local.as_ref().and_then(pb::Endpoint::socket_addr) == Some(local)
+            && c.remote.as_ref().and_then(pb::Endpoint::socket_addr) == Some(remote)
     })
 }
 
