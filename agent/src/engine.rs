@@ -270,6 +270,14 @@ impl Engine {
     fn connection_changes(&mut self, full: bool) -> (Vec<pb::Connection>, Vec<String>) {
         let hostname = &self.hostname;
         let container_of = &self.container_of;
+        // A connection is named after its process, not the thread that opened it (the kernel
+        // reports the thread's name: `tokio-rt-worker` rather than `orca-agent`).
+        let processes = &self.last_processes;
+        let name = |pid: u32, thread: &str| -> String {
+            processes
+                .get(&pid)
+                .map_or_else(|| thread.to_owned(), |p| p.comm.clone())
+        };
         let changes = self.table.take_changes(full);
         let mut connections = Vec::new();
         // Closed connections of one process to (or from) one endpoint, to fold when many.
@@ -277,7 +285,9 @@ impl Engine {
             FxHashMap::default();
         for c in changes.connections() {
             if c.state == ConnState::Established {
-                connections.push(connection(hostname, c, container_of.get(&c.pid)));
+                let mut wire = connection(hostname, c, container_of.get(&c.pid));
+                wire.comm = name(c.pid, &wire.comm);
+                connections.push(wire);
             } else {
                 let far = match c.direction {
                     Direction::Inbound => c.key.local,
@@ -288,6 +298,7 @@ impl Engine {
         }
         for group in ended.into_values() {
             let container = container_of.get(&group[0].pid);
+            let first = connections.len();
             if group.len() >= FOLD_CLOSED_AT {
                 connections.push(folded(hostname, &group, container));
             } else {
@@ -296,6 +307,9 @@ impl Engine {
                         .into_iter()
                         .map(|c| connection(hostname, c, container)),
                 );
+            }
+            for wire in &mut connections[first..] {
+                wire.comm = name(wire.pid, &wire.comm);
             }
         }
         connections.extend(changes.listeners().map(|l| pb::Connection {
@@ -306,7 +320,7 @@ impl Engine {
             state: pb::ConnectionState::Listen as i32,
             pid: l.pid,
             process_id: process_id(hostname, l.pid),
-            comm: l.comm.to_string(),
+            comm: name(l.pid, &l.comm.to_string()),
             container_id: container_of.get(&l.pid).cloned().unwrap_or_default(),
             ..Default::default()
         }));
@@ -479,8 +493,8 @@ impl Engine {
         }
 
         self.container_of = container_of;
-        let (connections, removed_connections) = self.connection_changes(full);
         self.last_processes = live;
+        let (connections, removed_connections) = self.connection_changes(full);
 
         let own = self.self_stat.sample();
         self.last_own = own;

@@ -74,6 +74,31 @@ pub fn fit(s: &str, width: usize) -> String {
     }
 }
 
+/// An address in at most `width` characters, its port always whole: a long host part loses
+/// its middle (`[fe80::1…cdef]:65535`), so a cut column never shows a wrong port.
+pub fn address(addr: std::net::SocketAddr, width: usize) -> String {
+    let text = addr.to_string();
+    if text.chars().count() <= width {
+        return text;
+    }
+    let port = format!(":{}", addr.port());
+    let host = &text[..text.len() - port.len()];
+    let (open, inner, close) = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => ("[", inner, "]"),
+        None => ("", host, ""),
+    };
+    let room = width.saturating_sub(port.len() + open.len() + close.len() + 1);
+    if room < 2 {
+        return format!("…{port}");
+    }
+    let chars: Vec<char> = inner.chars().collect();
+    let head = room.div_ceil(2);
+    let tail = room - head;
+    let head: String = chars[..head.min(chars.len())].iter().collect();
+    let tail: String = chars[chars.len().saturating_sub(tail)..].iter().collect();
+    format!("{open}{head}…{tail}{close}{port}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +119,17 @@ mod tests {
         assert_eq!(megabytes(512.0), "512M");
         assert_eq!(fit("abcdef", 4), "abc…");
         assert_eq!(fit("abc", 4), "abc");
+    }
+
+    #[test]
+    fn an_address_keeps_its_port_when_cut() {
+        let short: std::net::SocketAddr = "127.0.0.1:7070".parse().unwrap();
+        assert_eq!(address(short, 21), "127.0.0.1:7070");
+        let long: std::net::SocketAddr = "[fe80::1234:5678:9abc:def0]:65535".parse().unwrap();
+        let cut = address(long, 21);
+        assert_eq!(cut.chars().count(), 21);
+        assert!(cut.ends_with("]:65535"), "{cut}");
+        assert!(cut.starts_with("[fe80:"), "{cut}");
+        assert_eq!(address(short, 7), "…:7070");
     }
 }

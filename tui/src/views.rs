@@ -142,11 +142,13 @@ static PROCESS_COLUMNS: &[Column] = &[
     text("HOST", 12),
     text("CONTAINER", 12),
 ];
+/// The width of the address columns (an IPv4 address with its port fits whole).
+const ADDRESS_WIDTH: usize = 21;
 static CONNECTION_COLUMNS: &[Column] = &[
     text("PROCESS", 16),
     text("", 1),
     text("PEER", 22),
-    text("REMOTE", 21),
+    text("ADDRESS", ADDRESS_WIDTH as u16),
     text("STATE", 11),
     num("OUT", 8),
     num("IN", 8),
@@ -154,7 +156,7 @@ static CONNECTION_COLUMNS: &[Column] = &[
     num("RECV", 7),
     num("RETR", 4),
     text("HOST", 12),
-    text("LOCAL", 21),
+    text("LOCAL", ADDRESS_WIDTH as u16),
 ];
 static AGENT_COLUMNS: &[Column] = &[
     text("HOSTNAME", 18),
@@ -952,10 +954,18 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
             if conn.aggregated > 1 {
                 state = format!("{state}×{}", conn.aggregated);
             }
-            let peer = if c.state() == pb::ConnectionState::Listen {
-                format!("listening on {}", conn.local)
+            // ADDRESS is the far end of a connection and the bound address of a listener, so a
+            // listener's port shows where the 80-column screen has room for it.
+            let listening = c.state() == pb::ConnectionState::Listen;
+            let peer = if listening {
+                "listening".to_owned()
             } else {
                 c.conn.peer_name.clone()
+            };
+            let address = if listening {
+                Some(conn.local)
+            } else {
+                conn.remote
             };
             let process = if conn.comm.is_empty() && conn.pid == 0 {
                 "-".to_owned()
@@ -966,7 +976,9 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
                 process,
                 direction.into(),
                 peer,
-                conn.remote.map(|r| r.to_string()).unwrap_or_default(),
+                address
+                    .map(|a| format::address(a, ADDRESS_WIDTH))
+                    .unwrap_or_default(),
                 state,
                 format::rate(c.sent_per_second),
                 format::rate(c.received_per_second),
@@ -974,7 +986,7 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
                 format::bytes(conn.bytes_received as f64),
                 conn.retransmits.to_string(),
                 c.conn.hostname.clone(),
-                conn.local.to_string(),
+                format::address(conn.local, ADDRESS_WIDTH),
             ]
         }
         Item::Agent(a) => {

@@ -250,3 +250,49 @@ fn log_view_with_a_search() {
     keys(&mut app, "/error\n");
     insta::assert_snapshot!(draw(&mut app, 80, 24));
 }
+
+/// A listening socket shows its bound address whole at 80 columns, and a long IPv6 peer
+/// address keeps its port when its column cuts it.
+#[test]
+fn listeners_and_long_addresses_keep_their_ports_at_80_columns() {
+    use orca_proto::topology::v1 as pb;
+    let mut app = App::new("127.0.0.1:7070", SavedFilters::default());
+    let connection = |id: &str, local: &str, remote: Option<&str>, state| pb::TopologyConnection {
+        connection: Some(pb::Connection {
+            id: id.into(),
+            local: Some(pb::Endpoint::new(local.parse().unwrap())),
+            remote: remote.map(|r| pb::Endpoint::new(r.parse().unwrap())),
+            state: state as i32,
+            direction: pb::Direction::Outbound as i32,
+            pid: 4242,
+            comm: "orca".into(),
+            ..Default::default()
+        }),
+        hostname: "node-1".into(),
+        peer_name: "db on node-2".into(),
+        ..Default::default()
+    };
+    app.on_topology(
+        crate::model::topology::TopoView::Connections,
+        pb::TopologyDelta {
+            full: true,
+            upserted_connections: vec![
+                connection("a", "127.0.0.1:7070", None, pb::ConnectionState::Listen),
+                connection(
+                    "b",
+                    "[fe80::1]:40000",
+                    Some("[fe80::1234:5678:9abc:def0]:65535"),
+                    pb::ConnectionState::Established,
+                ),
+            ],
+            ..Default::default()
+        },
+        Instant::now(),
+    );
+    app.on_link(LinkState::Connected);
+    keys(&mut app, "4");
+    let screen = draw(&mut app, 80, 24);
+    let listener = screen.lines().find(|l| l.contains("listening")).unwrap();
+    assert!(listener.contains(" 127.0.0.1:7070 "), "{screen}");
+    assert!(screen.contains("[fe80::…c:def0]:65535"), "{screen}");
+}

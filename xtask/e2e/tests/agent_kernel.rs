@@ -607,3 +607,36 @@ fn kernel_diagnostics_are_off_unless_asked_for() {
         assert_eq!(seen, expected, "kernel log line with args {args:?}");
     }
 }
+
+/// A connection opened by a named thread is named after its process (the kernel reports the
+/// thread's name; a user looking for the agent's own connections wants `orca-agent`, not
+/// `tokio-rt-worker`).
+#[test]
+fn a_connection_is_named_after_its_process_not_the_thread_that_opened_it() {
+    let mut engine = engine(ProbeChoice::Ebpf);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let client = std::thread::Builder::new()
+        .name("conn-worker".into())
+        .spawn(move || std::net::TcpStream::connect(server).unwrap())
+        .unwrap()
+        .join()
+        .unwrap();
+    let local = client.local_addr().unwrap();
+    let (_accepted, _) = listener.accept().unwrap();
+    // The process table is read with full snapshots; the connection's name follows it.
+    let process_name = std::fs::read_to_string("/proc/self/comm")
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_ne!(process_name, "conn-worker");
+    let seen = wait_for(Duration::from_secs(3), "the connection in a report", || {
+        let s = engine.snapshot(true);
+        connection(&s.connections, local, server).cloned()
+    });
+    assert_eq!(seen.pid, std::process::id());
+    assert_eq!(
+        seen.comm, process_name,
+        "named after the process, not the thread"
+    );
+}
