@@ -12,20 +12,29 @@ use containerd_client::{
 };
 use tonic::Request;
 
-use super::ContainerMeta;
+use super::{ContainerMeta, RuntimeError};
 
 /// Container names are labels in containerd; these are the ones the usual clients set.
 const NAME_LABELS: &[&str] = &["io.kubernetes.container.name", "nerdctl/name", "name"];
 
-pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, String> {
-    let where_ = || format!("containerd at {}", socket.display());
-    let channel = containerd_client::connect(socket)
-        .await
-        .map_err(|e| format!("{}: {e}", where_()))?;
+pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, RuntimeError> {
+    let failed = |namespace: Option<String>| {
+        move |status| RuntimeError::Containerd {
+            socket: socket.to_path_buf(),
+            namespace,
+            status,
+        }
+    };
+    let channel = containerd_client::connect(socket).await.map_err(|source| {
+        RuntimeError::ContainerdSocket {
+            socket: socket.to_path_buf(),
+            source,
+        }
+    })?;
     let namespaces = NamespacesClient::new(channel.clone())
         .list(ListNamespacesRequest::default())
         .await
-        .map_err(|e| format!("{}: {e}", where_()))?
+        .map_err(failed(None))?
         .into_inner()
         .namespaces;
     let mut out = Vec::new();
@@ -37,13 +46,13 @@ pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, String> {
                 ns.as_str()
             ))
             .await
-            .map_err(|e| format!("{} namespace {ns}: {e}", where_()))?
+            .map_err(failed(Some(ns.clone())))?
             .into_inner()
             .containers;
         let tasks = TasksClient::new(channel.clone())
             .list(with_namespace!(ListTasksRequest::default(), ns.as_str()))
             .await
-            .map_err(|e| format!("{} namespace {ns}: {e}", where_()))?
+            .map_err(failed(Some(ns.clone())))?
             .into_inner()
             .tasks;
         let tasks: HashMap<String, (u32, i32)> = tasks

@@ -8,15 +8,19 @@ use bollard::{
 
 use orca_proto::topology::v1::ContainerState;
 
-use super::ContainerMeta;
+use super::{ContainerMeta, RuntimeError};
 
-pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, String> {
+pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, RuntimeError> {
+    let failed = |source| RuntimeError::Docker {
+        socket: socket.to_path_buf(),
+        source,
+    };
     let docker = Docker::connect_with_unix(&socket.to_string_lossy(), 10, API_DEFAULT_VERSION)
-        .map_err(|e| format!("docker at {}: {e}", socket.display()))?;
+        .map_err(failed)?;
     let summaries = docker
         .list_containers(Some(ListContainersOptionsBuilder::new().all(true).build()))
         .await
-        .map_err(|e| format!("docker at {}: {e}", socket.display()))?;
+        .map_err(failed)?;
     let mut out = Vec::with_capacity(summaries.len());
     for s in summaries {
         let Some(id) = s.id else { continue };
@@ -31,7 +35,7 @@ pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, String> {
             namespace: String::new(),
             state: s
                 .state
-                .map_or(ContainerState::Unspecified, |st| state(&st.to_string())),
+                .map_or(ContainerState::Unspecified, |st| state(st.as_ref())),
             labels: s.labels.unwrap_or_default(),
             ports: s
                 .ports

@@ -16,6 +16,27 @@ use orca_proto::topology::v1::ContainerState;
 
 use crate::cgroup;
 
+/// A container runtime that did not answer a listing; its last known containers are kept.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("docker at {}: {source}", .socket.display())]
+    Docker {
+        socket: std::path::PathBuf,
+        source: bollard::errors::Error,
+    },
+    #[error("containerd at {}: {source}", .socket.display())]
+    ContainerdSocket {
+        socket: std::path::PathBuf,
+        source: containerd_client::tonic::transport::Error,
+    },
+    #[error("containerd at {}{}: {}", .socket.display(), .namespace.as_deref().map(|n| format!(" namespace {n}")).unwrap_or_default(), .status.message())]
+    Containerd {
+        socket: std::path::PathBuf,
+        namespace: Option<String>,
+        status: tonic::Status,
+    },
+}
+
 /// What a runtime says about one container.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerMeta {
@@ -84,7 +105,7 @@ pub async fn refresh(sockets: &RuntimeSockets, directory: &SharedDirectory) {
         match docker::list(path).await {
             Ok(found) => all.extend(found),
             Err(err) => {
-                errors.insert("docker", err);
+                errors.insert("docker", err.to_string());
             }
         }
     }
@@ -92,7 +113,7 @@ pub async fn refresh(sockets: &RuntimeSockets, directory: &SharedDirectory) {
         match containerd::list(path).await {
             Ok(found) => all.extend(found),
             Err(err) => {
-                errors.insert("containerd", err);
+                errors.insert("containerd", err.to_string());
             }
         }
     }
