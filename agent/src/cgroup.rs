@@ -1,24 +1,32 @@
 //! Which cgroup a process is in and which container that cgroup belongs to.
 
-/// The cgroup path of a process from the text of `/proc/<pid>/cgroup`. The unified (v2) path
-/// is used when the process is placed there; on hybrid hosts, where cpu and memory are v1
-/// controllers, the memory (else cpu, else pids) controller's path is used.
-pub fn cgroup_path(proc_cgroup: &str) -> String {
+use procfs::{ProcessCGroup, process::Process};
+
+/// The cgroup path of process `pid` (`/` when it cannot be read: the process is gone).
+pub fn of_process(pid: u32) -> String {
+    let groups = Process::new(pid as i32)
+        .and_then(|p| p.cgroups())
+        .map(|g| g.0)
+        .unwrap_or_default();
+    cgroup_path(&groups)
+}
+
+/// The cgroup path of a process from its `/proc/<pid>/cgroup` entries (procfs parses them).
+/// The unified (v2) path is used when the process is placed there; on hybrid hosts, where cpu
+/// and memory are v1 controllers, the memory (else cpu, else pids) controller's path is used.
+pub fn cgroup_path(groups: &[ProcessCGroup]) -> String {
     let mut v2 = None;
     let mut v1: Option<(u8, &str)> = None;
-    for line in proc_cgroup.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        if controllers.is_empty() {
+    for group in groups {
+        let path = group.pathname.as_str();
+        if group.controllers.is_empty() {
             v2 = Some(path);
             continue;
         }
-        let rank = controllers
-            .split(',')
-            .filter_map(|c| match c {
+        let rank = group
+            .controllers
+            .iter()
+            .filter_map(|c| match c.as_str() {
                 "memory" => Some(0),
                 "cpu" => Some(1),
                 "pids" => Some(2),
@@ -87,19 +95,44 @@ mod tests {
 
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+    /// Entries as `/proc/<pid>/cgroup` lists them (`hierarchy:controllers:path`).
+    fn groups(text: &str) -> Vec<ProcessCGroup> {
+        text.lines()
+            .map(|line| {
+                let mut parts = line.splitn(3, ':');
+                ProcessCGroup {
+                    hierarchy: parts.next().unwrap().parse().unwrap(),
+                    controllers: parts
+                        .next()
+                        .unwrap()
+                        .split(',')
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    pathname: parts.next().unwrap().to_owned(),
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn picks_v2_path_when_placed_there() {
-        let text = "12:memory:/\n0::/system.slice/app.service\n";
-        assert_eq!(cgroup_path(text), "/system.slice/app.service");
+        let text = "12:memory:/\n0::/system.slice/app.service";
+        assert_eq!(cgroup_path(&groups(text)), "/system.slice/app.service");
     }
 
     #[test]
     fn falls_back_to_v1_memory_then_cpu() {
-        let text = "5:cpu,cpuacct:/cpu-group\n4:memory:/mem-group\n1:name=systemd:/x\n0::/\n";
-        assert_eq!(cgroup_path(text), "/mem-group");
-        let text = "5:cpu,cpuacct:/cpu-group\n0::/\n";
-        assert_eq!(cgroup_path(text), "/cpu-group");
-        assert_eq!(cgroup_path(""), "/");
+        let text = "5:cpu,cpuacct:/cpu-group\n4:memory:/mem-group\n1:name=systemd:/x\n0::/";
+        assert_eq!(cgroup_path(&groups(text)), "/mem-group");
+        let text = "5:cpu,cpuacct:/cpu-group\n0::/";
+        assert_eq!(cgroup_path(&groups(text)), "/cpu-group");
+        assert_eq!(cgroup_path(&[]), "/");
+    }
+
+    #[test]
+    fn this_process_has_a_cgroup() {
+        assert!(of_process(std::process::id()).starts_with('/'));
     }
 
     #[test]

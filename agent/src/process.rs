@@ -1,7 +1,6 @@
 //! The process table from /proc, with CPU utilisation between two scans.
 use std::{
     collections::HashMap,
-    fs,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -162,7 +161,7 @@ impl ProcessScanner {
                 },
                 None => process.fd_count().unwrap_or(0) as u32,
             };
-            let cgroup_text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            let groups = process.cgroups().map(|g| g.0).unwrap_or_default();
             self.cache.insert(
                 pid,
                 Cached {
@@ -172,7 +171,7 @@ impl ProcessScanner {
                     uid,
                     user,
                     open_fds,
-                    cgroup: cgroup::cgroup_path(&cgroup_text),
+                    cgroup: cgroup::cgroup_path(&groups),
                     age: 0,
                 },
             );

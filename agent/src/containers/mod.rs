@@ -119,10 +119,8 @@ pub async fn refresh(sockets: &RuntimeSockets, directory: &SharedDirectory) {
     }
     let mut by_cgroup = HashMap::new();
     for c in &all {
-        if c.pid != 0
-            && let Ok(text) = std::fs::read_to_string(format!("/proc/{}/cgroup", c.pid))
-        {
-            by_cgroup.insert(cgroup::cgroup_path(&text), c.id.clone());
+        if c.pid != 0 {
+            by_cgroup.insert(cgroup::of_process(c.pid), c.id.clone());
         }
     }
     let mut dir = directory.write().unwrap_or_else(|e| e.into_inner());
