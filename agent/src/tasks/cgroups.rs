@@ -1,14 +1,30 @@
 //! One cgroup per task: CPU shares and CFS quota, a memory limit, a pids limit; usage and OOM
 //! kills read back; every process killed at the end.
 //!
-//! Two drivers: cgroup v1 (a directory per controller, as on this host's hybrid layout where
-//! `cpu` and `cpuacct` are separate mounts) and v2 (one unified directory). Both take their
-//! roots as paths, so the v2 driver is tested against a layout built in a temporary
-//! directory on hosts whose kernel keeps the controllers on v1. (cgroups-rs fixes the v2
-//! mount point, which is why this is written against the files directly.)
+//! Built on cgroups-rs: cgroup creation, limits, membership, the process list, freezing,
+//! `cgroup.kill` and removal go through its controllers. Two things it cannot do are done
+//! here, each shown by a test below:
+//! - its unified (v2) hierarchy is fixed at `/sys/fs/cgroup` (`hierarchies::V2` has no other
+//!   root, and creating a v2 cgroup enables the controllers that path lists), so the hierarchy
+//!   handed to it is [`Mounts`], which takes its roots from `/proc/self/mountinfo` (v1: one per
+//!   controller, as on hybrid hosts where `cpu` and `cpuacct` are separate mounts) or from a
+//!   path (a v2 layout built in a temporary directory on hosts whose kernel keeps the
+//!   controllers on v1), and the controllers a task needs are enabled in each ancestor's
+//!   `cgroup.subtree_control` here;
+//! - its statistics getters read every file of a controller (`memory_stat` parses about ten,
+//!   and its v2 variant panics on a cgroup without `memory.max`/`memory.low`), and cgroups-rs
+//!   0.3 reads no v2 `memory.events`: the per-task usage poll reads its four counters
+//!   (`cpuacct.usage` or `cpu.stat`, memory usage, `pids.current`, the OOM-kill count) from the
+//!   controllers' directories itself.
 use std::{
     fs, io,
     path::{Path, PathBuf},
+};
+
+use cgroups_rs::{
+    Cgroup, CgroupPid, Hierarchy, MaxValue, Subsystem, cpu::CpuController,
+    cpuacct::CpuAcctController, freezer::FreezerController, memory::MemController,
+    pid::PidController,
 };
 
 /// cgroup v1 `cpu.shares` per CPU, as Mesos sets it.
@@ -31,12 +47,31 @@ pub enum CgroupError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error(
+        "{action} cgroup {path}: {source}; the agent needs root (or delegated cgroups) to run tasks"
+    )]
+    Cgroup {
+        action: &'static str,
+        path: String,
+        source: cgroups_rs::error::Error,
+    },
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
     move |source| CgroupError::Io {
         action,
         path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn cg_err<'a>(
+    action: &'static str,
+    path: &'a str,
+) -> impl FnOnce(cgroups_rs::error::Error) -> CgroupError + 'a {
+    move |source| CgroupError::Cgroup {
+        action,
+        path: path.to_owned(),
         source,
     }
 }
@@ -92,6 +127,66 @@ pub enum Driver {
     },
 }
 
+/// The hierarchy cgroups-rs works in: the controllers a task cgroup uses, each at its mount.
+#[derive(Clone, Debug)]
+pub struct Mounts(Driver);
+
+impl Hierarchy for Mounts {
+    fn subsystems(&self) -> Vec<Subsystem> {
+        match &self.0 {
+            Driver::V1 {
+                cpu,
+                cpuacct,
+                memory,
+                pids,
+                freezer,
+            } => {
+                let mut out = vec![
+                    Subsystem::Cpu(CpuController::new(cpu.clone(), false)),
+                    Subsystem::CpuAcct(CpuAcctController::new(cpuacct.clone())),
+                    Subsystem::Mem(MemController::new(memory.clone(), false)),
+                    Subsystem::Pid(PidController::new(pids.clone(), false)),
+                ];
+                if let Some(freezer) = freezer {
+                    out.push(Subsystem::Freezer(FreezerController::new(
+                        freezer.clone(),
+                        false,
+                    )));
+                }
+                out
+            }
+            Driver::V2 { root } => vec![
+                Subsystem::Cpu(CpuController::new(root.clone(), true)),
+                Subsystem::Mem(MemController::new(root.clone(), true)),
+                Subsystem::Pid(PidController::new(root.clone(), true)),
+            ],
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        match &self.0 {
+            Driver::V1 { cpu, .. } => cpu.clone(),
+            Driver::V2 { root } => root.clone(),
+        }
+    }
+
+    fn root_control_group(&self) -> Cgroup {
+        Cgroup::load(Box::new(self.clone()), "")
+    }
+
+    fn parent_control_group(&self, path: &str) -> Cgroup {
+        let parent = Path::new(path).parent().unwrap_or(Path::new(""));
+        Cgroup::load(Box::new(self.clone()), parent)
+    }
+
+    fn v2(&self) -> bool {
+        matches!(self.0, Driver::V2 { .. })
+    }
+}
+
+/// The v2 controllers a task cgroup needs, enabled for children at each level above it.
+const V2_CONTROLLERS: &str = "+cpu +memory +pids";
+
 impl Driver {
     /// Finds the hierarchies from `/proc/self/mountinfo`: v1 when the memory controller is
     /// mounted as v1 (hybrid hosts), v2 otherwise.
@@ -139,44 +234,28 @@ impl Driver {
         v2.map(|root| Driver::V2 { root })
     }
 
-    /// The hierarchy roots a task cgroup has a directory in: every v1 controller used, or the
-    /// one v2 root.
-    fn roots(&self) -> Vec<&PathBuf> {
+    fn hierarchy(&self) -> Box<dyn Hierarchy> {
+        Box::new(Mounts(self.clone()))
+    }
+
+    /// The first hierarchy's root (v1: cpu), where every task cgroup has a directory.
+    fn first_root(&self) -> &Path {
         match self {
-            Driver::V1 {
-                cpu,
-                cpuacct,
-                memory,
-                pids,
-                freezer,
-            } => [
-                Some(cpu),
-                Some(cpuacct),
-                Some(memory),
-                Some(pids),
-                freezer.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-            Driver::V2 { root } => vec![root],
+            Driver::V1 { cpu, .. } => cpu,
+            Driver::V2 { root } => root,
         }
     }
 
     /// Removes the (empty) parent directory tasks were created under; errors are ignored
     /// because another user of the parent may still hold tasks there.
     pub fn remove_parent(&self, parent: &str) {
-        for root in self.roots() {
-            let _ = fs::remove_dir(root.join(parent));
-        }
+        let _ = Cgroup::load(self.hierarchy(), parent).delete();
     }
 
     /// The task cgroups that exist under `parent`, by name (a previous run's leftovers when
     /// the agent starts).
     pub fn existing(&self, parent: &str) -> Vec<(String, TaskCgroup)> {
-        let roots = self.roots();
-        // Names are listed in the first hierarchy (v1: cpu), where every task cgroup exists.
-        let Ok(entries) = fs::read_dir(roots[0].join(parent)) else {
+        let Ok(entries) = fs::read_dir(self.first_root().join(parent)) else {
             return Vec::new();
         };
         entries
@@ -184,14 +263,9 @@ impl Driver {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
             .map(|name| {
-                let mut dirs: Vec<PathBuf> = roots
-                    .iter()
-                    .map(|root| root.join(parent).join(&name))
-                    .collect();
-                dirs.dedup();
                 let cgroup = TaskCgroup {
-                    version: self.version(),
-                    dirs,
+                    driver: self.clone(),
+                    path: format!("{parent}/{name}"),
                     memory_limit: None,
                 };
                 (name, cgroup)
@@ -213,98 +287,82 @@ impl Driver {
         name: &str,
         limits: &Limits,
     ) -> Result<TaskCgroup, CgroupError> {
-        let write = |dir: &Path, file: &str, value: String| -> Result<(), CgroupError> {
-            let path = dir.join(file);
-            fs::write(&path, value).map_err(io_err("writing", &path))
-        };
-        let make = |root: &Path| -> Result<PathBuf, CgroupError> {
-            let dir = root.join(parent).join(name);
-            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-            Ok(dir)
-        };
-        match self {
-            Driver::V1 {
-                cpu,
-                cpuacct,
-                memory,
-                pids,
-                freezer,
-            } => {
-                let cpu_dir = make(cpu)?;
-                write(&cpu_dir, "cpu.shares", limits.cpu_shares().to_string())?;
-                if let Some(quota) = limits.cfs_quota_us() {
-                    write(&cpu_dir, "cpu.cfs_period_us", CFS_PERIOD_US.to_string())?;
-                    write(&cpu_dir, "cpu.cfs_quota_us", quota.to_string())?;
-                }
-                let cpuacct_dir = make(cpuacct)?;
-                let memory_dir = make(memory)?;
-                if let Some(bytes) = limits.memory_bytes {
-                    write(&memory_dir, "memory.limit_in_bytes", bytes.to_string())?;
-                }
-                let pids_dir = make(pids)?;
-                if let Some(max) = limits.pids_max {
-                    write(&pids_dir, "pids.max", max.to_string())?;
-                }
-                let freezer_dir = freezer.as_deref().map(make).transpose()?;
-                let mut dirs = vec![cpu_dir, cpuacct_dir, memory_dir, pids_dir];
-                dirs.extend(freezer_dir);
-                dirs.dedup();
-                Ok(TaskCgroup {
-                    version: 1,
-                    dirs,
-                    memory_limit: limits.memory_bytes,
-                })
-            }
+        let path = format!("{parent}/{name}");
+        let cgroup = match self {
             Driver::V2 { root } => {
-                // Controllers must be enabled for children at each level below the root.
+                // cgroups-rs would enable the controllers its fixed root lists: the levels
+                // down to the task are made here, with ours enabled in each.
                 let mut at = root.clone();
                 for segment in Path::new(parent).components() {
                     let control = at.join("cgroup.subtree_control");
-                    fs::write(&control, "+cpu +memory +pids")
-                        .map_err(io_err("writing", &control))?;
+                    fs::write(&control, V2_CONTROLLERS).map_err(io_err("writing", &control))?;
                     at = at.join(segment);
                     fs::create_dir_all(&at).map_err(io_err("creating", &at))?;
                 }
                 let control = at.join("cgroup.subtree_control");
-                fs::write(&control, "+cpu +memory +pids").map_err(io_err("writing", &control))?;
-                let dir = make(root)?;
-                write(&dir, "cpu.weight", limits.cpu_weight().to_string())?;
-                write(
-                    &dir,
-                    "cpu.max",
-                    match limits.cfs_quota_us() {
-                        Some(quota) => format!("{quota} {CFS_PERIOD_US}"),
-                        None => format!("max {CFS_PERIOD_US}"),
-                    },
-                )?;
-                write(
-                    &dir,
-                    "memory.max",
-                    limits
-                        .memory_bytes
-                        .map_or("max".to_string(), |b| b.to_string()),
-                )?;
-                write(
-                    &dir,
-                    "pids.max",
-                    limits.pids_max.map_or("max".to_string(), |p| p.to_string()),
-                )?;
-                Ok(TaskCgroup {
-                    version: 2,
-                    dirs: vec![dir],
-                    memory_limit: limits.memory_bytes,
-                })
+                fs::write(&control, V2_CONTROLLERS).map_err(io_err("writing", &control))?;
+                let dir = at.join(name);
+                fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+                Cgroup::load(self.hierarchy(), &path)
+            }
+            Driver::V1 { .. } => {
+                Cgroup::new(self.hierarchy(), &path).map_err(cg_err("creating", &path))?
+            }
+        };
+        // cgroups-rs logs a directory it could not make and goes on: check it is there.
+        for sub in cgroup.subsystems() {
+            let dir = sub.to_controller().path();
+            if !dir.is_dir() {
+                return Err(CgroupError::Io {
+                    action: "creating",
+                    path: dir.to_path_buf(),
+                    source: io::Error::from(io::ErrorKind::PermissionDenied),
+                });
             }
         }
+        let applied = (|| {
+            let cpu: &CpuController = cgroup.controller_of().expect("a cpu controller");
+            let v2 = matches!(self, Driver::V2 { .. });
+            cpu.set_shares(if v2 {
+                limits.cpu_weight()
+            } else {
+                limits.cpu_shares()
+            })?;
+            if let Some(quota) = limits.cfs_quota_us() {
+                cpu.set_cfs_quota_and_period(Some(quota as i64), Some(CFS_PERIOD_US))?;
+            }
+            let memory: &MemController = cgroup.controller_of().expect("a memory controller");
+            if let Some(bytes) = limits.memory_bytes {
+                memory.set_limit(bytes as i64)?;
+            }
+            let pids: &PidController = cgroup.controller_of().expect("a pids controller");
+            if let Some(max) = limits.pids_max {
+                pids.set_pid_max(MaxValue::Value(max as i64))?;
+            }
+            Ok(())
+        })();
+        if let Err(source) = applied {
+            let _ = cgroup.delete();
+            return Err(CgroupError::Cgroup {
+                action: "limiting",
+                path,
+                source,
+            });
+        }
+        Ok(TaskCgroup {
+            driver: self.clone(),
+            path,
+            memory_limit: limits.memory_bytes,
+        })
     }
 }
 
 /// A task's cgroup (one directory per v1 controller, or one v2 directory).
 #[derive(Clone, Debug)]
 pub struct TaskCgroup {
-    version: u8,
-    /// v1: cpu, cpuacct, memory, pids[, freezer]; v2: the one directory.
-    dirs: Vec<PathBuf>,
+    driver: Driver,
+    /// Relative to each hierarchy's root: `<parent>/<framework>.<task>`.
+    path: String,
     memory_limit: Option<u64>,
 }
 
@@ -321,42 +379,53 @@ fn read_keyed(path: &Path, key: &str) -> Option<u64> {
 }
 
 impl TaskCgroup {
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
+    fn cgroup(&self) -> Cgroup {
+        Cgroup::load(self.driver.hierarchy(), &self.path)
     }
 
-    /// The `cgroup.procs` files a new process writes itself into before it execs.
-    pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    /// The cgroup's directory in each hierarchy.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .cgroup()
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().to_path_buf())
+            .collect();
+        dirs.dedup();
+        dirs
     }
 
-    pub fn add(&self, pid: u32) -> Result<(), CgroupError> {
-        for file in self.procs_files() {
-            fs::write(&file, pid.to_string()).map_err(io_err("writing", &file))?;
+    /// The directory of one controller (v2: the one directory).
+    fn dir(&self, controller: fn(&Driver) -> Option<&PathBuf>) -> PathBuf {
+        match &self.driver {
+            Driver::V2 { root } => root.join(&self.path),
+            v1 => controller(v1).map_or_else(PathBuf::new, |root| root.join(&self.path)),
         }
-        Ok(())
+    }
+
+    /// Places process `pid` (and its threads) in the cgroup.
+    pub fn add(&self, pid: u32) -> Result<(), CgroupError> {
+        self.cgroup()
+            .add_task_by_tgid(CgroupPid::from(pid as u64))
+            .map_err(cg_err("joining", &self.path))
     }
 
     /// Every process in the cgroup.
     pub fn pids(&self) -> Vec<i32> {
-        let dir = match self.version {
-            1 => self.dirs.get(2).unwrap_or(&self.dirs[0]),
-            _ => &self.dirs[0],
-        };
-        fs::read_to_string(dir.join("cgroup.procs"))
-            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
+        self.cgroup()
+            .procs()
+            .into_iter()
+            .map(|p| p.pid as i32)
+            .collect()
     }
 
     /// Whether the kernel OOM-killed a process of this cgroup.
     pub fn oom_killed(&self) -> bool {
-        match self.version {
-            1 => {
-                let memory = &self.dirs[2];
-                read_keyed(&memory.join("memory.oom_control"), "oom_kill").unwrap_or(0) > 0
-            }
-            _ => read_keyed(&self.dirs[0].join("memory.events"), "oom_kill").unwrap_or(0) > 0,
-        }
+        let (file, key) = match self.driver {
+            Driver::V1 { .. } => ("memory.oom_control", "oom_kill"),
+            Driver::V2 { .. } => ("memory.events", "oom_kill"),
+        };
+        read_keyed(&self.dir(memory_root).join(file), key).unwrap_or(0) > 0
     }
 
     pub fn memory_limit(&self) -> Option<u64> {
@@ -364,16 +433,18 @@ impl TaskCgroup {
     }
 
     pub fn usage(&self) -> Usage {
-        match self.version {
-            1 => Usage {
-                cpu_seconds: read_u64(&self.dirs[1].join("cpuacct.usage")).unwrap_or(0) as f64
+        match &self.driver {
+            Driver::V1 { .. } => Usage {
+                cpu_seconds: read_u64(&self.dir(cpuacct_root).join("cpuacct.usage")).unwrap_or(0)
+                    as f64
                     / 1e9,
-                memory_bytes: read_u64(&self.dirs[2].join("memory.usage_in_bytes")).unwrap_or(0),
+                memory_bytes: read_u64(&self.dir(memory_root).join("memory.usage_in_bytes"))
+                    .unwrap_or(0),
                 memory_limit_bytes: self.memory_limit,
-                pids: read_u64(&self.dirs[3].join("pids.current")).unwrap_or(0),
+                pids: read_u64(&self.dir(pids_root).join("pids.current")).unwrap_or(0),
             },
-            _ => {
-                let dir = &self.dirs[0];
+            Driver::V2 { root } => {
+                let dir = root.join(&self.path);
                 Usage {
                     cpu_seconds: read_keyed(&dir.join("cpu.stat"), "usage_usec").unwrap_or(0)
                         as f64
@@ -389,15 +460,16 @@ impl TaskCgroup {
     /// SIGKILLs every process in the cgroup. v2 uses `cgroup.kill`; v1 freezes the cgroup
     /// first (when the freezer is mounted) so nothing forks away between listing and killing.
     pub fn kill_all(&self) {
-        if self.version == 2 {
-            let kill = self.dirs[0].join("cgroup.kill");
-            if fs::write(&kill, "1").is_ok() && self.pids().is_empty() {
-                return;
-            }
+        let cgroup = self.cgroup();
+        if matches!(self.driver, Driver::V2 { .. })
+            && cgroup.kill().is_ok()
+            && self.pids().is_empty()
+        {
+            return;
         }
-        let freezer = (self.version == 1 && self.dirs.len() > 4).then(|| self.dirs[4].clone());
-        if let Some(f) = &freezer {
-            let _ = fs::write(f.join("freezer.state"), "FROZEN");
+        let freezer: Option<&FreezerController> = cgroup.controller_of();
+        if let Some(f) = freezer {
+            let _ = f.freeze();
         }
         for pid in self.pids() {
             let _ = nix::sys::signal::kill(
@@ -405,25 +477,46 @@ impl TaskCgroup {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        if let Some(f) = &freezer {
-            let _ = fs::write(f.join("freezer.state"), "THAWED");
+        if let Some(f) = freezer {
+            let _ = f.thaw();
         }
     }
 
     /// Removes the directories (after the processes are gone).
     pub fn destroy(&self) -> Result<(), CgroupError> {
-        for dir in &self.dirs {
-            match fs::remove_dir(dir) {
+        for dir in self.dirs() {
+            match fs::remove_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 // A directory built by hand (tests of the v2 layout) holds regular files.
-                Err(_) if !is_cgroupfs(dir) => {
-                    fs::remove_dir_all(dir).map_err(io_err("removing", dir))?
+                Err(_) if !is_cgroupfs(&dir) => {
+                    fs::remove_dir_all(&dir).map_err(io_err("removing", &dir))?
                 }
-                Err(e) => return Err(io_err("removing", dir)(e)),
+                Err(e) => return Err(io_err("removing", &dir)(e)),
             }
         }
         Ok(())
+    }
+}
+
+fn memory_root(d: &Driver) -> Option<&PathBuf> {
+    match d {
+        Driver::V1 { memory, .. } => Some(memory),
+        Driver::V2 { root } => Some(root),
+    }
+}
+
+fn cpuacct_root(d: &Driver) -> Option<&PathBuf> {
+    match d {
+        Driver::V1 { cpuacct, .. } => Some(cpuacct),
+        Driver::V2 { root } => Some(root),
+    }
+}
+
+fn pids_root(d: &Driver) -> Option<&PathBuf> {
+    match d {
+        Driver::V1 { pids, .. } => Some(pids),
+        Driver::V2 { root } => Some(root),
     }
 }
 
@@ -497,8 +590,13 @@ mod tests {
             memory_bytes: Some(256 << 20),
             pids_max: Some(64),
         };
-        let cg = driver.create("orca", "fw.t1", &limits).unwrap();
+        // The files a kernel makes in a new cgroup that are written, not created, here.
         let dir = root.join("orca/fw.t1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.kill"), "").unwrap();
+        std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        std::fs::write(dir.join("cpu.max"), "max 100000\n").unwrap();
+        let cg = driver.create("orca", "fw.t1", &limits).unwrap();
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
         assert_eq!(read("cpu.max"), "150000 100000");
         assert_eq!(read("cpu.weight"), limits.cpu_weight().to_string());
@@ -508,7 +606,11 @@ mod tests {
             std::fs::read_to_string(root.join("orca/cgroup.subtree_control")).unwrap(),
             "+cpu +memory +pids"
         );
-        assert_eq!(cg.procs_files(), vec![dir.join("cgroup.procs")]);
+        assert_eq!(cg.dirs(), vec![dir.clone()]);
+        cg.add(4242).unwrap();
+        assert_eq!(read("cgroup.procs"), "4242");
+        assert_eq!(cg.pids(), vec![4242]);
+        std::fs::write(dir.join("cgroup.procs"), "").unwrap();
         // What the kernel would write: usage and an OOM kill.
         std::fs::write(
             dir.join("cpu.stat"),
@@ -532,5 +634,19 @@ mod tests {
         cg.destroy().unwrap();
         assert!(!dir.exists());
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Why the driver hands cgroups-rs its own hierarchy: cgroups-rs's unified hierarchy
+    /// lives at `/sys/fs/cgroup` whatever the host (on this hybrid host that path is a tmpfs
+    /// of v1 mounts), so a v2 layout anywhere else cannot be driven through it.
+    #[test]
+    fn cgroups_rs_fixes_the_unified_root() {
+        use cgroups_rs::hierarchies::V2;
+        assert_eq!(V2::new().root(), PathBuf::from("/sys/fs/cgroup"));
+        let ours = Mounts(Driver::V2 {
+            root: "/tmp/elsewhere".into(),
+        });
+        assert_eq!(ours.root(), PathBuf::from("/tmp/elsewhere"));
+        assert!(ours.v2());
     }
 }
