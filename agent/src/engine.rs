@@ -13,7 +13,7 @@ use crate::{
     host::{self, HostCollector},
     probe::{ProbeChoice, ebpf::EbpfProbe},
     process::{ProcessInfo, ProcessScanner, now_unix_ms},
-    report::Snapshot,
+    report::{ReportConnections, Snapshot},
     selfstat::SelfStat,
     sockdiag,
 };
@@ -100,6 +100,8 @@ pub struct Engine {
     self_stat: SelfStat,
     last_own: crate::selfstat::OwnUsage,
     pub buffered_reports: u64,
+    /// Encode report connections as they are made (the runner) instead of keeping them.
+    encode_connections: bool,
     pub dropped_reports: u64,
 }
 
@@ -139,6 +141,7 @@ impl Engine {
             self_stat: SelfStat::default(),
             last_own: Default::default(),
             buffered_reports: 0,
+            encode_connections: false,
             dropped_reports: 0,
         };
         if engine.probe.is_none() {
@@ -267,7 +270,7 @@ impl Engine {
 
     /// Connections (and listeners) for a report: all of them, or those changed since the last
     /// report, and the ids of listeners closed since.
-    fn connection_changes(&mut self, full: bool) -> (Vec<pb::Connection>, Vec<String>) {
+    fn connection_changes(&mut self, full: bool) -> (ReportConnections, Vec<String>) {
         let hostname = &self.hostname;
         let container_of = &self.container_of;
         // A connection is named after its process, not the thread that opened it (the kernel
@@ -279,7 +282,7 @@ impl Engine {
                 .map_or_else(|| thread.to_owned(), |p| p.comm.clone())
         };
         let changes = self.table.take_changes(full);
-        let mut connections = Vec::new();
+        let mut connections = ReportConnections::new(self.encode_connections);
         // Closed connections of one process to (or from) one endpoint, to fold when many.
         let mut ended: FxHashMap<(u32, Direction, SocketAddr), Vec<&Connection>> =
             FxHashMap::default();
@@ -298,38 +301,44 @@ impl Engine {
         }
         for group in ended.into_values() {
             let container = container_of.get(&group[0].pid);
-            let first = connections.len();
             if group.len() >= FOLD_CLOSED_AT {
-                connections.push(folded(hostname, &group, container));
-            } else {
-                connections.extend(
-                    group
-                        .into_iter()
-                        .map(|c| connection(hostname, c, container)),
-                );
-            }
-            for wire in &mut connections[first..] {
+                let mut wire = folded(hostname, &group, container);
                 wire.comm = name(wire.pid, &wire.comm);
+                connections.push(wire);
+            } else {
+                for c in group {
+                    let mut wire = connection(hostname, c, container);
+                    wire.comm = name(wire.pid, &wire.comm);
+                    connections.push(wire);
+                }
             }
         }
-        connections.extend(changes.listeners().map(|l| pb::Connection {
-            id: listener_id(hostname, l.local),
-            local: Some(pb::Endpoint::new(l.local)),
-            remote: None,
-            direction: pb::Direction::Unspecified as i32,
-            state: pb::ConnectionState::Listen as i32,
-            pid: l.pid,
-            process_id: process_id(hostname, l.pid),
-            comm: name(l.pid, &l.comm.to_string()),
-            container_id: container_of.get(&l.pid).cloned().unwrap_or_default(),
-            ..Default::default()
-        }));
+        for l in changes.listeners() {
+            connections.push(pb::Connection {
+                id: listener_id(hostname, l.local),
+                local: Some(pb::Endpoint::new(l.local)),
+                remote: None,
+                direction: pb::Direction::Unspecified as i32,
+                state: pb::ConnectionState::Listen as i32,
+                pid: l.pid,
+                process_id: process_id(hostname, l.pid),
+                comm: name(l.pid, &l.comm.to_string()),
+                container_id: container_of.get(&l.pid).cloned().unwrap_or_default(),
+                ..Default::default()
+            });
+        }
         let removed = changes
             .removed_listeners
             .iter()
             .map(|local| listener_id(hostname, *local))
             .collect();
         (connections, removed)
+    }
+
+    /// Snapshots carry their connections encoded (`Snapshot::encoded_connections`) rather
+    /// than as messages: what a process that only sends them does.
+    pub fn encode_connections(&mut self, encode: bool) {
+        self.encode_connections = encode;
     }
 
     /// A connections-only delta: what changed since the last report, without rescanning
@@ -344,7 +353,8 @@ impl Engine {
             full: false,
             timestamp_unix_ms: now_unix_ms(),
             nodes: None,
-            connections,
+            connections: connections.messages,
+            encoded_connections: connections.encoded,
             removed_connections,
             stats: self.stats(self.last_own.cpu_percent, self.last_own.rss_bytes),
         })
@@ -503,7 +513,8 @@ impl Engine {
             full,
             timestamp_unix_ms: now,
             nodes: Some(nodes),
-            connections,
+            connections: connections.messages,
+            encoded_connections: connections.encoded,
             removed_connections,
             stats: self.stats(own.cpu_percent, own.rss_bytes),
         }

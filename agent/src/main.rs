@@ -162,7 +162,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// glibc raises its mmap threshold each time a large block is freed, after which transient
+/// buffers (a sock_diag dump of every socket, an encoded full report) are carved from the heap
+/// and their pages stay resident. Fixed thresholds send them to mmap and give them back.
+fn bound_heap_growth() {
+    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
+    bound_heap_growth();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -19,8 +19,41 @@ pub struct Snapshot {
     /// `None`: the nodes were not collected this time (a connections-only delta).
     pub nodes: Option<Vec<pb::Node>>,
     pub connections: Vec<pb::Connection>,
+    /// Connections already encoded as `Report.connections` entries, when the engine was asked
+    /// to encode them as it goes ([`ReportConnections`]); they follow the report's own bytes.
+    pub encoded_connections: Vec<u8>,
     pub removed_connections: Vec<String>,
     pub stats: pb::AgentStats,
+}
+
+/// Where a report's connections go as the engine makes them: kept as messages (for callers
+/// that read them), or encoded one at a time into the report's bytes, so that a full report
+/// of 10,000 connections never holds 10,000 messages and their strings at once.
+#[derive(Debug, Default)]
+pub struct ReportConnections {
+    pub messages: Vec<pb::Connection>,
+    pub encoded: Vec<u8>,
+    encode: bool,
+}
+
+/// `Report.connections`' field number.
+const CONNECTIONS_FIELD: u32 = 8;
+
+impl ReportConnections {
+    pub fn new(encode: bool) -> Self {
+        Self {
+            encode,
+            ..Default::default()
+        }
+    }
+
+    pub fn push(&mut self, connection: pb::Connection) {
+        if self.encode {
+            prost::encoding::message::encode(CONNECTIONS_FIELD, &connection, &mut self.encoded);
+        } else {
+            self.messages.push(connection);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -120,7 +153,32 @@ fn removed(before: &HashMap<String, u64>, now: &HashMap<String, u64>) -> Vec<Str
 
 #[cfg(test)]
 mod tests {
+    use prost::Message as _;
+
     use super::*;
+
+    #[test]
+    fn encoded_connections_decode_as_the_report_s_own() {
+        let connection = |id: &str| pb::Connection {
+            id: id.into(),
+            local: Some(pb::Endpoint::new("10.0.0.1:5000".parse().unwrap())),
+            ..Default::default()
+        };
+        let mut encoded = ReportConnections::new(true);
+        encoded.push(connection("a"));
+        encoded.push(connection("b"));
+        let report = pb::Report {
+            seq: 7,
+            connections: vec![connection("first")],
+            ..Default::default()
+        };
+        let mut bytes = report.encode_to_vec();
+        bytes.extend_from_slice(&encoded.encoded);
+        let decoded = pb::Report::decode(bytes.as_slice()).unwrap();
+        let ids: Vec<&str> = decoded.connections.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["first", "a", "b"]);
+        assert_eq!(decoded.seq, 7);
+    }
 
     fn node(id: &str, label: &str) -> pb::Node {
         pb::Node {

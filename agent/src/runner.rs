@@ -98,6 +98,8 @@ pub async fn run(
         containers: directory.clone(),
         ..config.engine.clone()
     })?;
+    // Reports are only sent: their connections are encoded as they are made.
+    engine.encode_connections(true);
     tokio::spawn(containers::watch(
         config.runtimes.clone(),
         directory.clone(),
@@ -257,9 +259,11 @@ fn send(
                 .count() as i64,
         );
     }
+    let mut snapshot = snapshot;
+    let connections = std::mem::take(&mut snapshot.encoded_connections);
     let report = builder.build(snapshot);
     if streaming {
-        let (queued, dropped) = queue.push(report);
+        let (queued, dropped) = queue.push_with(report, &connections);
         metrics.reports_buffered.set(queued as i64);
         AgentMetrics::raise(&metrics.reports_dropped, dropped);
         engine.buffered_reports = queued as u64;

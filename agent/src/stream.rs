@@ -51,9 +51,20 @@ impl ReportQueue {
 
     /// Queues a report; drops the oldest when full. Returns (queued, dropped in total).
     pub fn push(&self, report: Report) -> (usize, u64) {
+        self.push_with(report, &[])
+    }
+
+    /// Queues a report followed by `connections`, more of its `connections` entries already
+    /// encoded (repeated fields of a message may come in any number of pieces).
+    pub fn push_with(&self, report: Report, connections: &[u8]) -> (usize, u64) {
+        let mut bytes = Vec::with_capacity(report.encoded_len() + connections.len());
+        report
+            .encode(&mut bytes)
+            .expect("a Vec grows to hold what it is given");
+        bytes.extend_from_slice(connections);
         let report = Encoded {
             seq: report.seq,
-            bytes: report.encode_to_vec().into(),
+            bytes: bytes.into(),
         };
         let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         while !q.reports.is_empty()

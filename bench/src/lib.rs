@@ -1,3 +1,4 @@
 //! Shared pieces of Orca's benchmarks.
+pub mod cluster;
 pub mod procstat;
 pub mod sink;

@@ -48,32 +48,26 @@ pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
     Ok(status.vmhwm.unwrap_or(0) * 1024)
 }
 
-/// Total kernel run time (ns) of the loaded BPF programs with these names
-/// (needs `kernel.bpf_stats_enabled=1`).
-pub fn bpf_run_time_ns(names: &[&str]) -> u64 {
+/// The ids of every BPF program loaded now (to tell a process's programs by the ids that
+/// appeared after it started: names alone would also match another agent's).
+pub fn bpf_program_ids() -> std::collections::HashSet<u32> {
     aya::programs::loaded_programs()
         .flatten()
-        .filter(|p| {
-            p.name_as_str().is_some_and(|n| {
-                names
-                    .iter()
-                    .any(|want| want.starts_with(n) && !n.is_empty())
-            })
-        })
-        .map(|p| p.run_time().as_nanos() as u64)
-        .sum()
+        .map(|p| p.id())
+        .collect()
 }
 
-/// Run time (ns) and run count of each loaded BPF program with one of these names.
-pub fn bpf_programs(names: &[&str]) -> Vec<(String, u64, u64)> {
+/// Run time (ns) and run count of each BPF program loaded since `before` was taken.
+pub fn bpf_programs_since(before: &std::collections::HashSet<u32>) -> Vec<(String, u64, u64)> {
     aya::programs::loaded_programs()
         .flatten()
-        .filter_map(|p| {
-            let name = p.name_as_str()?.to_string();
-            names
-                .iter()
-                .any(|want| want.starts_with(&name) && !name.is_empty())
-                .then(|| (name, p.run_time().as_nanos() as u64, p.run_count()))
+        .filter(|p| !before.contains(&p.id()))
+        .map(|p| {
+            (
+                p.name_as_str().unwrap_or("").to_string(),
+                p.run_time().as_nanos() as u64,
+                p.run_count(),
+            )
         })
         .collect()
 }

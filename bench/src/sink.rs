@@ -21,6 +21,10 @@ pub struct Arrivals {
     /// Folded entries (many closed connections to one server port) of `watched_pid`:
     /// server port -> (arrival, earliest start, latest close) in Unix ms.
     pub folded: HashMap<u16, Vec<(Instant, i64, i64)>>,
+    /// Closed outbound connections of `watched_pid` per server port, as the reports count
+    /// them: one for each single CLOSED entry, `aggregated` for each folded one. Every
+    /// connection's close travels in exactly one report, so this equals the connections made.
+    pub closed_by_port: HashMap<u16, u64>,
     pub reports: u64,
     pub first_report: Option<Instant>,
 }
@@ -58,14 +62,17 @@ impl pb::collector_server::Collector for Sink {
                         {
                             continue;
                         }
+                        let server_port = c.remote.as_ref().map_or(0, |r| r.port as u16);
+                        if c.state == pb::ConnectionState::Closed as i32 {
+                            *a.closed_by_port.entry(server_port).or_default() +=
+                                u64::from(c.aggregated.max(1));
+                        }
                         if c.aggregated > 1 {
-                            if let Some(remote) = &c.remote {
-                                a.folded.entry(remote.port as u16).or_default().push((
-                                    now,
-                                    c.started_unix_ms,
-                                    c.closed_unix_ms,
-                                ));
-                            }
+                            a.folded.entry(server_port).or_default().push((
+                                now,
+                                c.started_unix_ms,
+                                c.closed_unix_ms,
+                            ));
                         } else if let Some(local) = &c.local {
                             a.by_port.entry(local.port as u16).or_default().push(now);
                         }

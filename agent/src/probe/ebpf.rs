@@ -28,7 +28,7 @@ const ATTACHMENTS: &[(&str, &str, &str)] = &[
 ];
 
 /// The program user space runs to read open connections' counters (never attached).
-const COUNTER_READER: &str = "read_counters";
+pub const COUNTER_READER: &str = "read_counters";
 /// The fexit program reporting accepted connections, and the kernel function it follows.
 const ACCEPT_PROGRAM: &str = "inet_csk_accept";
 

@@ -1,11 +1,19 @@
 //! Load generator for the node agent: opens new loopback TCP connections at a set rate while
-//! holding a set number open, with the agent streaming reports to a sink, and measures the
-//! agent's CPU (% of one core), the eBPF programs' kernel run time (% of one core), peak RSS,
-//! events/s, events lost and connect-to-report latency. Runs each probe mode in turn; the
-//! /proc mode is the baseline. Needs root.
+//! holding a set number open, with the agent streaming reports to a sink, and measures:
+//! - the whole cost on the node, one number: the agent's user + system time plus the kernel
+//!   run time of its tracepoint programs (each % of one core), beside its parts (the counter
+//!   reader runs inside the agent's own system call, so its time is already system time);
+//! - peak RSS, events/s, events lost, connect-to-report latency;
+//! - whether every connection was reported, by counting: per server port, the connections the
+//!   load made must equal the CLOSED entries of the reports (one per single entry,
+//!   `aggregated` per folded one). A connection missing inside a folded window makes the
+//!   counts differ, and the run fails.
+//!
+//! Runs each probe mode in turn; the /proc mode is the baseline. Needs root.
 //!
 //! `cargo run --release -p orca-bench --bin agent-load -- --rate 5000 --open 10000`
 use std::{
+    collections::{BTreeMap, HashSet},
     net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -20,7 +28,9 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use orca_bench::{
-    procstat::{BpfStats, CpuUse, bpf_programs, bpf_run_time_ns, cpu_mark, cpu_use, peak_rss},
+    procstat::{
+        BpfStats, CpuUse, bpf_program_ids, bpf_programs_since, cpu_mark, cpu_use, peak_rss,
+    },
     sink::{Arrivals, Sink},
 };
 use orca_proto::topology::v1::collector_server::CollectorServer;
@@ -71,6 +81,7 @@ struct Figures {
     achieved_rate: f64,
     held_open: usize,
     agent_cpu: CpuUse,
+    /// The agent's tracepoint programs' kernel run time, % of one core.
     kernel_cpu: f64,
     peak_rss_mb: f64,
     events_per_sec: f64,
@@ -80,6 +91,18 @@ struct Figures {
     latency_max_ms: f64,
     sampled: u64,
     unreported: u64,
+    /// Connections the load made (connected) over the whole run, and those the reports
+    /// carried closed; ports where the two differ.
+    made: u64,
+    reported: u64,
+    ports_differing: Vec<(u16, u64, u64)>,
+}
+
+impl Figures {
+    /// The whole cost on the node: agent user + system + its eBPF programs.
+    fn node_cost(&self) -> f64 {
+        self.agent_cpu.total() + self.kernel_cpu
+    }
 }
 
 struct AgentProcess(Child);
@@ -146,11 +169,15 @@ fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Connections made (connected) per server port.
+type Made = Arc<Mutex<BTreeMap<u16, u64>>>;
+
 /// One short-lived connection: connect, send 64 bytes, close, wait for the server's close.
-async fn churn_one(server: SocketAddr, samples: Option<Samples>) -> bool {
+async fn churn_one(server: SocketAddr, samples: Option<Samples>, made: Made) -> bool {
     let Ok(mut s) = TcpStream::connect(server).await else {
         return false;
     };
+    *made.lock().unwrap().entry(server.port()).or_default() += 1;
     if let Some(samples) = samples
         && let Ok(local) = s.local_addr()
     {
@@ -171,7 +198,17 @@ async fn churn_one(server: SocketAddr, samples: Option<Samples>) -> bool {
 }
 
 async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figures> {
-    let programs: Vec<&str> = orca_agent::probe::ebpf::program_names().collect();
+    let before_agent: HashSet<u32> = bpf_program_ids();
+    // The counter reader runs by BPF_PROG_TEST_RUN in the agent's own system call: its time is
+    // in the agent's system time already.
+    let in_agent_context = orca_agent::probe::ebpf::COUNTER_READER;
+    let tracepoint_time = |before: &HashSet<u32>| -> u64 {
+        bpf_programs_since(before)
+            .into_iter()
+            .filter(|(name, _, _)| !in_agent_context.starts_with(name.as_str()))
+            .map(|(_, ns, _)| ns)
+            .sum()
+    };
     let arrivals = Arc::new(Mutex::new(Arrivals::default()));
     let sink = Sink {
         arrivals: arrivals.clone(),
@@ -229,6 +266,8 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
     }
 
     let samples: Samples = Arc::new(Mutex::new(Vec::new()));
+    let made: Made = Arc::default();
+    let in_flight = Arc::new(AtomicU64::new(0));
     let completed = Arc::new(AtomicU64::new(0));
     let per_tick = (args.rate / 100).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -246,7 +285,7 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
         if start.is_none() && now >= warmup_end {
             start = Some((
                 cpu_mark(agent_pid)?,
-                bpf_run_time_ns(&programs),
+                tracepoint_time(&before_agent),
                 scrape(metrics, "orca_agent_events_processed_total")
                     .await
                     .unwrap_or(0.0),
@@ -259,36 +298,67 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
             let server = servers[(n as usize) % servers.len()];
             let sampled =
                 (start.is_some() && n.is_multiple_of(args.sample_every)).then(|| samples.clone());
-            let completed = completed.clone();
+            let (completed, made, in_flight) = (completed.clone(), made.clone(), in_flight.clone());
+            in_flight.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                if churn_one(server, sampled).await {
+                if churn_one(server, sampled, made).await {
                     completed.fetch_add(1, Ordering::Relaxed);
                 }
+                in_flight.fetch_sub(1, Ordering::Relaxed);
             });
         }
     }
     let (cpu0, bpf0, events0, done0, t0) = start.context("the run ended during the warm-up")?;
     let cpu1 = cpu_mark(agent_pid)?;
     if mode == Mode::Ebpf {
-        for (name, ns, count) in bpf_programs(&programs) {
+        for (name, ns, count) in bpf_programs_since(&before_agent) {
             eprintln!(
-                "  {name:<16} {:>12} runs {:>8.0} ns/run (since load)",
+                "  {name:<16} {:>12} runs {:>8.0} ns/run (since load){}",
                 count,
-                ns as f64 / count.max(1) as f64
+                ns as f64 / count.max(1) as f64,
+                if in_agent_context.starts_with(name.as_str()) {
+                    " (in the agent's system time)"
+                } else {
+                    ""
+                }
             );
         }
     }
-    let bpf1 = bpf_run_time_ns(&programs);
+    let bpf1 = tracepoint_time(&before_agent);
     let events1 = scrape(metrics, "orca_agent_events_processed_total")
         .await
         .unwrap_or(0.0);
     let done1 = completed.load(Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
 
-    // Let the reports that cover the end of the run arrive (two more reports).
+    // Every connection of the load ends (each waits for the server's close)...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...then the reports carrying their closes arrive: until the counts match, or nothing
+    // more arrived for 5 s after two more reports.
+    let made = made.lock().unwrap().clone();
+    let made_total: u64 = made.values().sum();
     let reports_at_end = arrivals.lock().unwrap().reports;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while arrivals.lock().unwrap().reports < reports_at_end + 2 && Instant::now() < deadline {
+    let mut last = (0, Instant::now());
+    loop {
+        let (reported, reports) = {
+            let a = arrivals.lock().unwrap();
+            let to_load = servers
+                .iter()
+                .filter_map(|s| a.closed_by_port.get(&s.port()))
+                .sum::<u64>();
+            (to_load, a.reports)
+        };
+        if reported >= made_total && reports >= reports_at_end + 2 {
+            break;
+        }
+        if reported != last.0 {
+            last = (reported, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(5) && reports >= reports_at_end + 2 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let lost = scrape(metrics, "orca_agent_events_lost_total")
@@ -333,7 +403,32 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
             }
         }
     }
+    // The load's server ports only: the benchmark's own scrapes of the agent's metrics are
+    // outbound connections of this process too.
+    let load_ports: HashSet<u16> = servers.iter().map(|s| s.port()).collect();
+    let closed: BTreeMap<u16, u64> = arrivals
+        .lock()
+        .unwrap()
+        .closed_by_port
+        .iter()
+        .filter(|(port, _)| load_ports.contains(port))
+        .map(|(port, n)| (*port, *n))
+        .collect();
+    let mut ports_differing = Vec::new();
+    for port in load_ports {
+        let (m, r) = (
+            made.get(&port).copied().unwrap_or(0),
+            closed.get(&port).copied().unwrap_or(0),
+        );
+        if m != r {
+            ports_differing.push((port, m, r));
+        }
+    }
+    ports_differing.sort();
     Ok(Figures {
+        made: made_total,
+        reported: closed.values().sum(),
+        ports_differing,
         mode,
         achieved_rate: (done1 - done0) as f64 / elapsed,
         held_open,
@@ -429,11 +524,11 @@ fn main() -> Result<()> {
         all.push(f);
     }
     println!(
-        "{:<5} {:>10} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8} {:>10} {:>7} {:>8} {:>8} {:>8} {:>11}",
+        "{:<5} {:>10} {:>7} {:>10} {:>7} {:>7} {:>7} {:>8} {:>10} {:>7} {:>8} {:>8} {:>8} {:>11} {:>19}",
         "mode",
         "new conn/s",
         "open",
-        "agent cpu%",
+        "node cost%",
         "user%",
         "sys%",
         "ebpf%",
@@ -443,15 +538,16 @@ fn main() -> Result<()> {
         "p50 ms",
         "p99 ms",
         "max ms",
-        "unreported"
+        "unsampled",
+        "reported/made"
     );
     for f in &all {
         println!(
-            "{:<5} {:>10.0} {:>7} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>10.0} {:>7} {:>8.0} {:>8.0} {:>8.0} {:>5}/{:<5}",
+            "{:<5} {:>10.0} {:>7} {:>10.2} {:>7.2} {:>7.2} {:>7.2} {:>8.1} {:>10.0} {:>7} {:>8.0} {:>8.0} {:>8.0} {:>5}/{:<5} {:>9}/{:<9}",
             format!("{:?}", f.mode).to_lowercase(),
             f.achieved_rate,
             f.held_open,
-            f.agent_cpu.total(),
+            f.node_cost(),
             f.agent_cpu.user,
             f.agent_cpu.system,
             f.kernel_cpu,
@@ -462,20 +558,39 @@ fn main() -> Result<()> {
             f.latency_p99_ms,
             f.latency_max_ms,
             f.unreported,
-            f.sampled
+            f.sampled,
+            f.reported,
+            f.made,
         );
+    }
+    let mut failed = false;
+    // /proc mode is the baseline that misses connections shorter than a scan; eBPF must not.
+    for f in all.iter().filter(|f| f.mode == Mode::Ebpf) {
+        if !f.ports_differing.is_empty() {
+            failed = true;
+            eprintln!(
+                "agent-load: {:?} mode: reports and load disagree on {} of the server ports \
+                 (port, made, reported): {:?}",
+                f.mode,
+                f.ports_differing.len(),
+                &f.ports_differing[..f.ports_differing.len().min(8)]
+            );
+        }
     }
     if let (Some(e), Some(p)) = (
         all.iter().find(|f| f.mode == Mode::Ebpf),
         all.iter().find(|f| f.mode == Mode::Proc),
     ) {
         println!(
-            "ebpf vs proc baseline: agent cpu x{:.2}, rss x{:.2}, short-lived connections reported {:.1}% vs {:.1}%",
-            e.agent_cpu.total() / p.agent_cpu.total().max(1e-9),
+            "ebpf vs proc baseline: node cost x{:.2}, rss x{:.2}, short-lived connections reported {:.1}% vs {:.1}%",
+            e.node_cost() / p.node_cost().max(1e-9),
             e.peak_rss_mb / p.peak_rss_mb.max(1e-9),
-            100.0 * (e.sampled - e.unreported) as f64 / e.sampled.max(1) as f64,
-            100.0 * (p.sampled - p.unreported) as f64 / p.sampled.max(1) as f64,
+            100.0 * e.reported as f64 / e.made.max(1) as f64,
+            100.0 * p.reported as f64 / p.made.max(1) as f64,
         );
+    }
+    if failed {
+        bail!("not every connection the load made was reported exactly once");
     }
     Ok(())
 }

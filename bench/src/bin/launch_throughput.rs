@@ -1,20 +1,33 @@
 //! End-to-end launch throughput through the master, and offer latency.
 //!
-//! A master runs in-process on loopback with `--agents` simulated agents that answer every
-//! launch at once (TASK_RUNNING, then TASK_FINISHED). One framework takes every offer, fills
-//! it with `--task`-sized tasks, and acknowledges every update. Launch throughput is the rate
-//! of TASK_RUNNING updates the framework receives, measured three ways in the same run:
-//! calling the cluster core directly (the baseline: no API), over gRPC, and over the Mesos v1
-//! HTTP API. Offer latency is the time from a DECLINE (refuse_seconds 0) to the OFFERS event
-//! that hands the same resources back.
+//! The cluster is real processes on loopback: `orca-master`, and `--agents` simulated agents
+//! in a `sim-agents` process attached over the agent gRPC link (registration, launches,
+//! status updates re-sent until acknowledged, acknowledgements, heartbeats), answering every
+//! launch at once with TASK_RUNNING then TASK_FINISHED. One framework (this process) takes
+//! every offer, fills it with `--task`-sized tasks and acknowledges every update. Launch
+//! throughput is the rate of TASK_RUNNING updates the framework receives, over gRPC and over
+//! the Mesos v1 HTTP API; the baseline in the same run is the cluster core called in-process
+//! with in-process agents (no API, no agent link). The master's and the agents' CPU over the
+//! window is printed beside each rate.
+//!
+//! Offer latency: `--offer-frameworks` HTTP frameworks on `--offer-agents` simulated agents;
+//! frameworks in turn decline one of their offers (refuse_seconds 0) and the latency is the
+//! time from that DECLINE to the OFFERS event (to whichever framework DRF picks) carrying the
+//! same agent's resources again.
 use std::{
+    collections::{HashMap, VecDeque},
     net::SocketAddr,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use orca_bench::{
+    cluster::{MasterProcess, SimAgents},
+    procstat::{CpuUse, cpu_mark, cpu_use},
+};
 use orca_collector::CollectorConfig;
 use orca_master::{
     api::mesos_http::client::SchedulerClient,
@@ -58,18 +71,26 @@ struct Args {
     /// Kept-alive connections the HTTP framework spreads its calls over.
     #[arg(long, default_value_t = 8)]
     http_connections: usize,
-    /// Run only these front doors (core, grpc, http); all by default.
+    /// gRPC connections the framework's acknowledgements are spread over.
+    #[arg(long, default_value_t = 4)]
+    grpc_connections: usize,
+    /// Run only these (core, grpc, http, offers); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Offer-latency samples.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 2000)]
     offer_samples: usize,
+    /// Simulated agents for the offer latency.
+    #[arg(long, default_value_t = 1000)]
+    offer_agents: usize,
+    /// Frameworks sharing them.
+    #[arg(long, default_value_t = 100)]
+    offer_frameworks: usize,
 }
 
+/// The baseline's in-process master (its allocation loop runs; its ports are not used).
 struct Setup {
     cluster: Cluster,
-    grpc: SocketAddr,
-    http: SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -85,11 +106,7 @@ async fn start(agents: usize, agent_resources: &str) -> Result<Setup> {
         "127.0.0.1:0".parse()?,
     )
     .await?;
-    let (grpc, http, cluster) = (
-        master.grpc_addr(),
-        master.http_addr(),
-        master.cluster.clone(),
-    );
+    let cluster = master.cluster.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(master.serve(async {
         let _ = stopped.await;
@@ -115,8 +132,6 @@ async fn start(agents: usize, agent_resources: &str) -> Result<Setup> {
     }
     Ok(Setup {
         cluster,
-        grpc,
-        http,
         _stop: stop,
     })
 }
@@ -271,8 +286,8 @@ async fn core(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
     Ok(meter.rate())
 }
 
-async fn grpc(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
-    let mut client = GrpcClient::connect(format!("http://{}", setup.grpc)).await?;
+async fn grpc(addr: SocketAddr, task: &Resources, args: &Args) -> Result<f64> {
+    let mut client = GrpcClient::connect(format!("http://{addr}")).await?;
     let mut events = client
         .subscribe(pb::SubscribeRequest {
             framework_info: Some(pb::FrameworkInfo {
@@ -289,19 +304,27 @@ async fn grpc(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
     let mut meter = Meter::new(args.warmup, args.seconds);
     let mut n = 0u64;
     let task_pb = orca_master::resources::proto::resources_to_proto(task);
-    // Acknowledgements go out concurrently over the one HTTP/2 connection.
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<pb::AcknowledgeRequest>();
-    let acker = client.clone();
+    // Acknowledgements and accepts go out concurrently over the one HTTP/2 connection, a
+    // bounded number at a time: a framework that reads events faster than it acknowledges
+    // them is not measuring the master (its agents would re-send every update).
+    let (ack_tx, mut ack_rx) = mpsc::channel::<pb::AcknowledgeRequest>(4096);
+    let mut ackers = Vec::new();
+    for _ in 0..args.grpc_connections.max(1) {
+        ackers.push(GrpcClient::connect(format!("http://{addr}")).await?);
+    }
     let acks = tokio::spawn(async move {
         let mut inflight = tokio::task::JoinSet::new();
+        let mut next = 0;
         while let Some(ack) = ack_rx.recv().await {
-            let mut c = acker.clone();
+            next = (next + 1) % ackers.len();
+            let mut c = ackers[next].clone();
             inflight.spawn(async move { c.acknowledge(ack).await });
-            while inflight.len() > 256 {
+            while inflight.len() > 512 {
                 inflight.join_next().await;
             }
         }
     });
+    let mut accepts = tokio::task::JoinSet::new();
     while !meter.done() {
         let message = tokio::time::timeout(Duration::from_secs(5), events.message())
             .await
@@ -334,6 +357,9 @@ async fn grpc(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
                             }
                         })
                         .collect();
+                    while accepts.len() >= 64 {
+                        accepts.join_next().await;
+                    }
                     let mut c = client.clone();
                     let request = pb::AcceptRequest {
                         header: header.clone(),
@@ -343,19 +369,21 @@ async fn grpc(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
                         }],
                         refuse_seconds: 0.0,
                     };
-                    tokio::spawn(async move { c.accept(request).await });
+                    accepts.spawn(async move { c.accept(request).await });
                 }
             }
             Some(event::Kind::Update(s)) => {
                 if s.state() == orca_proto::cluster::v1::TaskState::Running {
                     meter.running();
                 }
-                let _ = ack_tx.send(pb::AcknowledgeRequest {
-                    header: header.clone(),
-                    agent_id: s.agent_id,
-                    task_id: s.task_id,
-                    uuid: s.uuid,
-                });
+                let _ = ack_tx
+                    .send(pb::AcknowledgeRequest {
+                        header: header.clone(),
+                        agent_id: s.agent_id,
+                        task_id: s.task_id,
+                        uuid: s.uuid,
+                    })
+                    .await;
             }
             _ => {}
         }
@@ -368,9 +396,9 @@ async fn grpc(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
     Ok(meter.rate())
 }
 
-async fn http(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
+async fn http(addr: SocketAddr, task: &Resources, args: &Args) -> Result<f64> {
     let info = json!({ "user": "root", "name": "http", "roles": ["*"] });
-    let mut s = SchedulerClient::subscribe(setup.http, info).await?;
+    let mut s = SchedulerClient::subscribe(addr, info).await?;
     // Calls go over a pool of kept-alive connections.
     let (call_tx, call_rx) = async_channel(4096);
     for _ in 0..args.http_connections {
@@ -607,31 +635,92 @@ impl SharedReceiver {
     }
 }
 
-/// DECLINE (refuse 0) to the next OFFERS of the same agent, over HTTP.
-async fn offer_latency(samples: usize) -> Result<Histogram<u64>> {
-    let setup = start(1, "cpus:4;mem:4096").await?;
-    let info = json!({ "user": "root", "name": "latency", "roles": ["*"] });
-    let mut s = SchedulerClient::subscribe(setup.http, info).await?;
-    let mut caller = s.caller().await?;
-    let mut h = Histogram::<u64>::new(3)?;
-    let mut offer = s
-        .take(Duration::from_secs(10), |e| e["type"] == "OFFERS")
-        .await?;
-    for _ in 0..samples {
-        let id = offer["offers"]["offers"][0]["id"].clone();
-        let sent = Instant::now();
-        caller
+/// DECLINE (refuse 0) of an offer to the next OFFERS of the same agent's resources, to any of
+/// `frameworks` HTTP frameworks sharing `agents` simulated agents of a master process.
+async fn offer_latency(args: &Args) -> Result<Histogram<u64>> {
+    let master = MasterProcess::start(&["--offer-timeout", "0"])?;
+    let agents = SimAgents::start(master.grpc, args.offer_agents, "cpus:4;mem:4096", &[])?;
+    // agent id -> when its offer was declined (waiting for its next offer).
+    let declined: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    // Each framework's outstanding offers (agent id, offer id), oldest first.
+    let mut held = Vec::new();
+    let mut callers = Vec::new();
+    for f in 0..args.offer_frameworks {
+        let info = json!({ "user": "root", "name": format!("latency-{f}"), "roles": ["*"] });
+        let mut s = SchedulerClient::subscribe(master.http, info).await?;
+        callers.push(s.caller().await?);
+        let offers: Arc<Mutex<VecDeque<(String, String)>>> = Arc::default();
+        held.push(offers.clone());
+        let (declined, latency) = (declined.clone(), latency.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(event)) = s.next_event(Duration::from_secs(3600)).await {
+                if event["type"] != "OFFERS" {
+                    continue;
+                }
+                let now = Instant::now();
+                for offer in event["offers"]["offers"].as_array().into_iter().flatten() {
+                    let agent = offer["agent_id"]["value"].as_str().unwrap_or("").to_owned();
+                    let id = offer["id"]["value"].as_str().unwrap_or("").to_owned();
+                    if let Some(at) = declined.lock().unwrap().remove(&agent) {
+                        let _ = latency
+                            .lock()
+                            .unwrap()
+                            .record(now.duration_since(at).as_micros().max(1) as u64);
+                    }
+                    offers.lock().unwrap().push_back((agent, id));
+                }
+            }
+        });
+    }
+    // Every agent is offered before the measurement starts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while held.iter().map(|h| h.lock().unwrap().len()).sum::<usize>() < args.offer_agents {
+        if Instant::now() > deadline {
+            anyhow::bail!("not every agent was offered within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Frameworks decline in turn, each its oldest offer, at most 64 waiting at once.
+    let mut sent = 0;
+    let mut f = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while latency.lock().unwrap().len() < args.offer_samples as u64 {
+        if Instant::now() > deadline {
+            anyhow::bail!("offer latency: too few samples within 120 s");
+        }
+        if declined.lock().unwrap().len() >= 64 {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            continue;
+        }
+        f = (f + 1) % held.len();
+        let Some((agent, offer)) = held[f].lock().unwrap().pop_front() else {
+            continue;
+        };
+        declined.lock().unwrap().insert(agent, Instant::now());
+        callers[f]
             .call(json!({
                 "type": "DECLINE",
-                "decline": { "offer_ids": [id], "filters": { "refuse_seconds": 0.0 } }
+                "decline": { "offer_ids": [{ "value": offer }], "filters": { "refuse_seconds": 0.0 } }
             }))
             .await?;
-        offer = s
-            .take(Duration::from_secs(10), |e| e["type"] == "OFFERS")
-            .await?;
-        h.record(sent.elapsed().as_micros() as u64)?;
+        sent += 1;
     }
+    let _ = sent;
+    drop(agents);
+    drop(master);
+    let h = latency.lock().unwrap().clone();
     Ok(h)
+}
+
+/// CPU of a process over the measured window of a door (started at `warmup`).
+fn window_cpu(pid: u32, warmup: u64, seconds: u64) -> tokio::task::JoinHandle<Option<CpuUse>> {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(warmup)).await;
+        let from = cpu_mark(pid).ok()?;
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        Some(cpu_use(from, cpu_mark(pid).ok()?))
+    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -642,52 +731,54 @@ async fn main() -> Result<()> {
         "launch throughput: {} simulated agents of {}, tasks of {}, {} s measured after {} s warm-up",
         args.agents, args.agent_resources, args.task, args.seconds, args.warmup
     );
-    let mut rates = Vec::new();
-    for (key, mode) in [
-        ("core", "core (baseline, no API)"),
-        ("grpc", "gRPC"),
-        ("http", "Mesos v1 HTTP"),
-    ] {
-        if !args.only.is_empty() && !args.only.iter().any(|o| o == key) {
-            rates.push(f64::NAN);
-            continue;
-        }
+    let wanted = |key: &str| args.only.is_empty() || args.only.iter().any(|o| o == key);
+    let mut baseline = f64::NAN;
+    if wanted("core") {
         let setup = start(args.agents, &args.agent_resources).await?;
-        let rate = match mode {
-            "gRPC" => grpc(&setup, &task, &args).await?,
-            "Mesos v1 HTTP" => http(&setup, &task, &args).await?,
-            _ => core(&setup, &task, &args).await?,
-        };
-        let alloc = setup
-            .cluster
-            .metrics()
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("allocator/allocation_run_ms"))
-            .map(|(k, v)| {
-                format!(
-                    "{}={v:.2}",
-                    k.trim_start_matches("allocator/allocation_run_ms/")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        println!("  {mode:<24} {rate:>10.0} tasks/s to TASK_RUNNING   (allocation ms: {alloc})");
-        rates.push(rate);
-    }
-    if rates.iter().all(|r| r.is_finite()) {
+        baseline = core(&setup, &task, &args).await?;
         println!(
-            "  API cost vs core: gRPC {:.2}x, HTTP {:.2}x of the baseline rate",
-            rates[1] / rates[0],
-            rates[2] / rates[0]
+            "  {:<40} {baseline:>8.0} tasks/s to TASK_RUNNING",
+            "core (baseline: in-process, no API)"
         );
     }
-    let h = offer_latency(args.offer_samples).await?;
-    println!(
-        "offer latency (DECLINE -> next OFFERS, HTTP, {} samples): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        h.len(),
-        h.value_at_quantile(0.5) as f64 / 1000.0,
-        h.value_at_quantile(0.99) as f64 / 1000.0,
-        h.max() as f64 / 1000.0
-    );
+    for (key, door) in [("grpc", "gRPC"), ("http", "Mesos v1 HTTP")] {
+        if !wanted(key) {
+            continue;
+        }
+        let master = MasterProcess::start(&["--offer-timeout", "0"])?;
+        let agents = SimAgents::start(master.grpc, args.agents, &args.agent_resources, &[])?;
+        let master_cpu = window_cpu(master.pid(), args.warmup, args.seconds);
+        let agents_cpu = window_cpu(agents.pid(), args.warmup, args.seconds);
+        let rate = match key {
+            "grpc" => grpc(master.grpc, &task, &args).await?,
+            _ => http(master.http, &task, &args).await?,
+        };
+        let (master_cpu, agents_cpu) = (master_cpu.await?, agents_cpu.await?);
+        let counts = agents.finish()?;
+        let cpu = |c: Option<CpuUse>| c.map_or("-".into(), |c| format!("{:.0}%", c.total()));
+        println!(
+            "  {:<40} {rate:>8.0} tasks/s to TASK_RUNNING   ({:.2}x baseline; master cpu {}, agents cpu {}; agents launched {}, updates {} + {} re-sent, acknowledged {})",
+            format!("{door}, agents over gRPC in another process"),
+            rate / baseline,
+            cpu(master_cpu),
+            cpu(agents_cpu),
+            counts["launched"],
+            counts["updates_sent"],
+            counts["updates_resent"],
+            counts["acknowledged"],
+        );
+    }
+    if wanted("offers") {
+        let h = offer_latency(&args).await?;
+        println!(
+            "offer latency (DECLINE -> next OFFERS of the agent, HTTP, {} frameworks on {} agents over gRPC, {} samples): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            args.offer_frameworks,
+            args.offer_agents,
+            h.len(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0
+        );
+    }
     Ok(())
 }

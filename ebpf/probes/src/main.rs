@@ -82,7 +82,7 @@ static CONFIG: ProbeConfig = ProbeConfig {
     flags: 0,
 };
 
-const RING_BYTES: u32 = 2 << 20;
+const RING_BYTES: u32 = 1 << 20;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);

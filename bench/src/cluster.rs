@@ -1,0 +1,140 @@
+//! A real cluster for the benchmarks, each part its own process: `orca-master` on loopback
+//! ports, and `sim-agents` attached to it over the agent gRPC link.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// A binary next to the running benchmark (`target/release/<name>`).
+pub fn sibling(name: &str) -> Result<PathBuf> {
+    let path = std::env::current_exe()?
+        .parent()
+        .context("the benchmark binary has a folder")?
+        .join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is not built: run `cargo build --release` first (the benchmarks start the \
+             workspace's binaries)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// `orca-master` on free loopback ports, killed when dropped.
+pub struct MasterProcess {
+    child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl MasterProcess {
+    /// Starts the master with `extra` flags (its registry in memory) and waits until its HTTP
+    /// API answers.
+    pub fn start(extra: &[&str]) -> Result<Self> {
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let child = Command::new(sibling("orca-master")?)
+            .args(["--grpc-addr", &grpc.to_string()])
+            .args(["--http-addr", &http.to_string()])
+            .args(["--registry", "memory"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting orca-master")?;
+        let master = MasterProcess { child, grpc, http };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(http).is_err() {
+            if Instant::now() > deadline {
+                bail!("orca-master did not listen on {http} within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(master)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for MasterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sim-agents` attached to a master; stops (and reports its counts) when finished.
+pub struct SimAgents {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl SimAgents {
+    /// Starts `agents` simulated agents on `master` and waits until every one registered.
+    pub fn start(
+        master: SocketAddr,
+        agents: usize,
+        resources: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let mut child = Command::new(sibling("sim-agents")?)
+            .args(["--master", &master.to_string()])
+            .args(["--agents", &agents.to_string()])
+            .args(["--resources", resources])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting sim-agents")?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().context("sim-agents' stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        if !line.starts_with("ready") {
+            bail!("sim-agents did not get ready: {line:?}");
+        }
+        Ok(SimAgents {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the agents and returns what they counted (launched, updates, acknowledgements).
+    pub fn finish(mut self) -> Result<serde_json::Value> {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"x");
+        }
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let _ = self.child.wait();
+        serde_json::from_str(&line).with_context(|| format!("sim-agents' counts: {line:?}"))
+    }
+}
+
+impl Drop for SimAgents {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
