@@ -23,8 +23,7 @@ use std::{
 
 use cgroups_rs::{
     Cgroup, CgroupPid, Hierarchy, MaxValue, Subsystem, cpu::CpuController,
-    cpuacct::CpuAcctController, freezer::FreezerController, memory::MemController,
-    pid::PidController,
+    freezer::FreezerController, memory::MemController, pid::PidController,
 };
 
 /// cgroup v1 `cpu.shares` per CPU, as Mesos sets it.
@@ -134,27 +133,21 @@ pub struct Mounts(Driver);
 impl Hierarchy for Mounts {
     fn subsystems(&self) -> Vec<Subsystem> {
         match &self.0 {
+            // The freezer is not part of a task's cgroup: it is joined only to kill several
+            // processes at once (see `TaskCgroup::kill_all`).
+            //
+            // Nor is a separately mounted cpuacct: where it is mounted with cpu (most hosts),
+            // the cpu directory has `cpuacct.usage`; where it is its own hierarchy (this
+            // project's hybrid hosts) a task's CPU time is read from its processes instead
+            // (`TaskCgroup::usage`). Each hierarchy costs every launch a cgroup mkdir and a
+            // cgroup.procs write, both serialised by the kernel's cgroup locks.
             Driver::V1 {
-                cpu,
-                cpuacct,
-                memory,
-                pids,
-                freezer,
-            } => {
-                let mut out = vec![
-                    Subsystem::Cpu(CpuController::new(cpu.clone(), false)),
-                    Subsystem::CpuAcct(CpuAcctController::new(cpuacct.clone())),
-                    Subsystem::Mem(MemController::new(memory.clone(), false)),
-                    Subsystem::Pid(PidController::new(pids.clone(), false)),
-                ];
-                if let Some(freezer) = freezer {
-                    out.push(Subsystem::Freezer(FreezerController::new(
-                        freezer.clone(),
-                        false,
-                    )));
-                }
-                out
-            }
+                cpu, memory, pids, ..
+            } => vec![
+                Subsystem::Cpu(CpuController::new(cpu.clone(), false)),
+                Subsystem::Mem(MemController::new(memory.clone(), false)),
+                Subsystem::Pid(PidController::new(pids.clone(), false)),
+            ],
             Driver::V2 { root } => vec![
                 Subsystem::Cpu(CpuController::new(root.clone(), true)),
                 Subsystem::Mem(MemController::new(root.clone(), true)),
@@ -181,6 +174,36 @@ impl Hierarchy for Mounts {
 
     fn v2(&self) -> bool {
         matches!(self.0, Driver::V2 { .. })
+    }
+}
+
+/// The v1 freezer hierarchy alone: where the processes of a task are frozen to be killed.
+#[derive(Clone, Debug)]
+struct FreezerMount(PathBuf);
+
+impl Hierarchy for FreezerMount {
+    fn subsystems(&self) -> Vec<Subsystem> {
+        vec![Subsystem::Freezer(FreezerController::new(
+            self.0.clone(),
+            false,
+        ))]
+    }
+
+    fn root(&self) -> PathBuf {
+        self.0.clone()
+    }
+
+    fn root_control_group(&self) -> Cgroup {
+        Cgroup::load(Box::new(self.clone()), "")
+    }
+
+    fn parent_control_group(&self, path: &str) -> Cgroup {
+        let parent = Path::new(path).parent().unwrap_or(Path::new(""));
+        Cgroup::load(Box::new(self.clone()), parent)
+    }
+
+    fn v2(&self) -> bool {
+        false
     }
 }
 
@@ -250,6 +273,14 @@ impl Driver {
     /// because another user of the parent may still hold tasks there.
     pub fn remove_parent(&self, parent: &str) {
         let _ = Cgroup::load(self.hierarchy(), parent).delete();
+        if let Driver::V1 {
+            freezer: Some(root),
+            ..
+        } = self
+        {
+            // Where `kill_all` froze several processes of a task.
+            let _ = fs::remove_dir(root.join(parent));
+        }
     }
 
     /// The task cgroups that exist under `parent`, by name (a previous run's leftovers when
@@ -328,8 +359,10 @@ impl Driver {
             } else {
                 limits.cpu_shares()
             })?;
+            // A new cgroup's CFS period is the kernel's default, 100 ms (CFS_PERIOD_US): only
+            // the quota is written (each write takes the scheduler's bandwidth locks).
             if let Some(quota) = limits.cfs_quota_us() {
-                cpu.set_cfs_quota_and_period(Some(quota as i64), Some(CFS_PERIOD_US))?;
+                cpu.set_cfs_quota(quota as i64)?;
             }
             let memory: &MemController = cgroup.controller_of().expect("a memory controller");
             if let Some(bytes) = limits.memory_bytes {
@@ -434,10 +467,12 @@ impl TaskCgroup {
 
     pub fn usage(&self) -> Usage {
         match &self.driver {
-            Driver::V1 { .. } => Usage {
-                cpu_seconds: read_u64(&self.dir(cpuacct_root).join("cpuacct.usage")).unwrap_or(0)
-                    as f64
-                    / 1e9,
+            Driver::V1 { cpu, cpuacct, .. } => Usage {
+                cpu_seconds: if cpu == cpuacct {
+                    read_u64(&cpu.join(&self.path).join("cpuacct.usage")).unwrap_or(0) as f64 / 1e9
+                } else {
+                    self.cpu_seconds_of_processes()
+                },
                 memory_bytes: read_u64(&self.dir(memory_root).join("memory.usage_in_bytes"))
                     .unwrap_or(0),
                 memory_limit_bytes: self.memory_limit,
@@ -457,8 +492,24 @@ impl TaskCgroup {
         }
     }
 
-    /// SIGKILLs every process in the cgroup. v2 uses `cgroup.kill`; v1 freezes the cgroup
-    /// first (when the freezer is mounted) so nothing forks away between listing and killing.
+    /// CPU time of the task's processes: their own and their reaped children's (what
+    /// cpuacct would count, less children reaped by a process that exited since).
+    fn cpu_seconds_of_processes(&self) -> f64 {
+        let ticks: u64 = self
+            .pids()
+            .into_iter()
+            .filter_map(|pid| procfs::process::Process::new(pid).ok()?.stat().ok())
+            .map(|s| s.utime + s.stime + s.cutime.max(0) as u64 + s.cstime.max(0) as u64)
+            .sum();
+        ticks as f64 / procfs::ticks_per_second() as f64
+    }
+
+    /// SIGKILLs every process in the cgroup. v2 uses `cgroup.kill`. On v1 a lone process is
+    /// killed directly; several (which may fork while being killed) are first moved into a
+    /// freezer cgroup of their own and frozen, where the freezer is mounted, and the whole is
+    /// repeated until the cgroup is empty. A task's cgroup joins the freezer only then: most
+    /// tasks are one process, and making and freezing a freezer cgroup for each would cost
+    /// every launch and every kill.
     pub fn kill_all(&self) {
         let cgroup = self.cgroup();
         if matches!(self.driver, Driver::V2 { .. })
@@ -467,24 +518,62 @@ impl TaskCgroup {
         {
             return;
         }
-        let freezer: Option<&FreezerController> = cgroup.controller_of();
-        if let Some(f) = freezer {
-            let _ = f.freeze();
+        let sigkill = |pids: &[i32]| {
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        };
+        let freezer = match &self.driver {
+            Driver::V1 {
+                freezer: Some(root),
+                ..
+            } => Some(FreezerMount(root.clone())),
+            _ => None,
+        };
+        for _ in 0..100 {
+            let pids = self.pids();
+            match (&freezer, pids.len()) {
+                (_, 0) => break,
+                (Some(mount), n) if n > 1 => {
+                    let Ok(frozen) = Cgroup::new(Box::new(mount.clone()), &self.path) else {
+                        sigkill(&pids);
+                        continue;
+                    };
+                    for pid in &pids {
+                        let _ = frozen.add_task_by_tgid(CgroupPid::from(*pid as u64));
+                    }
+                    let controller: Option<&FreezerController> = frozen.controller_of();
+                    if let Some(f) = controller {
+                        let _ = f.freeze();
+                    }
+                    sigkill(&self.pids());
+                    if let Some(f) = controller {
+                        let _ = f.thaw();
+                    }
+                }
+                _ => sigkill(&pids),
+            }
+            std::thread::yield_now();
         }
-        for pid in self.pids() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        if let Some(f) = freezer {
-            let _ = f.thaw();
+    }
+
+    /// The freezer cgroup `kill_all` may have made (v1), removed with the rest.
+    fn freezer_dir(&self) -> Option<PathBuf> {
+        match &self.driver {
+            Driver::V1 {
+                freezer: Some(root),
+                ..
+            } => Some(root.join(&self.path)),
+            _ => None,
         }
     }
 
     /// Removes the directories (after the processes are gone).
     pub fn destroy(&self) -> Result<(), CgroupError> {
-        for dir in self.dirs() {
+        for dir in self.dirs().into_iter().chain(self.freezer_dir()) {
             match fs::remove_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -502,13 +591,6 @@ impl TaskCgroup {
 fn memory_root(d: &Driver) -> Option<&PathBuf> {
     match d {
         Driver::V1 { memory, .. } => Some(memory),
-        Driver::V2 { root } => Some(root),
-    }
-}
-
-fn cpuacct_root(d: &Driver) -> Option<&PathBuf> {
-    match d {
-        Driver::V1 { cpuacct, .. } => Some(cpuacct),
         Driver::V2 { root } => Some(root),
     }
 }

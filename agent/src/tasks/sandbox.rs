@@ -44,7 +44,10 @@ pub fn path(work_dir: &Path, framework_id: &str, task_id: &str) -> Result<PathBu
         .join(task_id))
 }
 
-/// Copies `from` into `<dir>/<name>`, rotating by `rotation`, until `from` ends.
+/// Copies `from` into `<dir>/<name>`, rotating by `rotation`, until `from` ends. The file is
+/// made with the first output (a task that writes nothing costs no file: launches of
+/// thousands of quiet tasks a second spend their time creating inodes otherwise); the buffer
+/// is taken then too.
 pub async fn pump(
     mut from: impl AsyncRead + Unpin,
     dir: PathBuf,
@@ -52,11 +55,18 @@ pub async fn pump(
     rotation: Rotation,
 ) -> std::io::Result<()> {
     let live = dir.join(name);
+    let mut first = [0u8; 1];
+    if from.read(&mut first).await? == 0 {
+        return Ok(());
+    }
     let mut file = open(&live).await?;
     let mut written = file.metadata().await?.len();
     let mut buf = vec![0u8; 64 << 10];
+    buf[0] = first[0];
+    let mut pending = 1;
     loop {
-        let n = from.read(&mut buf).await?;
+        let n = pending + from.read(&mut buf[pending..]).await?;
+        pending = 0;
         if n == 0 {
             file.flush().await?;
             return Ok(());
