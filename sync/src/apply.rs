@@ -63,11 +63,11 @@ fn mode(node: &Znode) -> CreateMode {
 
 /// Ops in one multi-op at most: a smaller multi is applied sooner, so several in flight keep
 /// the ensemble's request pipeline busy (one huge multi leaves it idle while it is checked).
-const MAX_OPS_PER_MULTI: usize = 1000;
+const MAX_OPS_PER_MULTI: usize = 200;
 
 /// Multi-ops in flight at a time. One session's requests are applied in the order sent, so a
 /// batch that creates parents lands before the next batch's children.
-const MULTIS_IN_FLIGHT: usize = 4;
+const MULTIS_IN_FLIGHT: usize = 8;
 
 /// Applies `ops` in order (batched) and reports each op's outcome.
 pub async fn apply(

@@ -37,10 +37,11 @@ const MULTI_READ_PATHS: usize = 128;
 /// A node and its children's names; None when it vanished while being read.
 type NodeRead = Option<(Znode, Vec<String>)>;
 
-/// Reads `paths` for a walk: data, `Stat` and children in one multi-read, ACLs through
-/// `acls`. On an error, names the path it concerns.
+/// Reads `paths` for a walk: data, `Stat` and children in one multi-read through `client`,
+/// ACLs through `acls` spread over `sessions`. On an error, names the path it concerns.
 async fn read_nodes(
     client: &Client,
+    sessions: &[Client],
     paths: &[String],
     acls: &AclCache,
 ) -> Result<Vec<NodeRead>, (String, ZkError)> {
@@ -90,7 +91,7 @@ async fn read_nodes(
         .iter()
         .map(|f| f.as_ref().map(|(_, s, _)| s))
         .collect();
-    let acl = acls.of(client, paths, &stats).await?;
+    let acl = acls.of(sessions, paths, &stats).await?;
     Ok(found
         .into_iter()
         .zip(acl)
@@ -101,17 +102,21 @@ async fn read_nodes(
         .collect())
 }
 
-/// Walks the subtree at `root` of the ensemble behind `client`, skipping (and not descending
-/// into) paths `include` rejects. `side` names the ensemble in errors. About `concurrency`
-/// nodes are read at a time.
+/// Walks the subtree at `root` of the ensemble behind `sessions` (reads spread over them, each
+/// `sync`ed with the leader beforehand by the caller), skipping (and not descending into)
+/// paths `include` rejects. `side` names the ensemble in errors. About `concurrency` nodes
+/// are read at a time. With `stream`, the nodes go there as they are read (a level's before
+/// the next level's: parents before children) and the tree returned is empty.
+#[allow(clippy::too_many_arguments)]
 pub async fn walk(
-    client: &Client,
+    sessions: &[Client],
     side: &str,
     root: &str,
     include: impl Fn(&str) -> bool,
     concurrency: usize,
     acls: &AclCache,
     walked: &std::sync::atomic::AtomicU64,
+    stream: Option<&tokio::sync::mpsc::UnboundedSender<Vec<(String, Znode)>>>,
 ) -> Result<Tree, WalkError> {
     let mut tree = Tree::new();
     let mut level = vec![root.to_string()];
@@ -122,9 +127,10 @@ pub async fn walk(
         while included.peek().is_some() {
             chunks.push(included.by_ref().take(WALK_NODES_PER_READ).collect());
         }
-        let mut reads = stream::iter(chunks)
-            .map(|paths| async move {
-                let read = read_nodes(client, &paths, acls).await;
+        let mut reads = stream::iter(chunks.into_iter().enumerate())
+            .map(|(i, paths)| async move {
+                let client = &sessions[i % sessions.len()];
+                let read = read_nodes(client, sessions, &paths, acls).await;
                 (paths, read)
             })
             .buffer_unordered((concurrency / WALK_NODES_PER_READ).max(1));
@@ -145,13 +151,22 @@ pub async fn walk(
                     });
                 }
             };
+            let mut read = Vec::with_capacity(paths.len());
             for (path, node) in paths.into_iter().zip(nodes) {
                 let Some((node, children)) = node else {
                     continue;
                 };
                 walked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 next.extend(children.iter().map(|c| child_path(&path, c)));
-                tree.insert(path, node);
+                read.push((path, node));
+            }
+            match stream {
+                // A receiver gone means the caller stopped (it failed): the walk ends soon
+                // after, with nothing kept.
+                Some(out) => {
+                    let _ = out.send(read);
+                }
+                None => tree.extend(read),
             }
         }
         level = next;
@@ -185,7 +200,7 @@ impl AclCache {
     /// changes fire no watch; a re-scan settles them).
     async fn of(
         &self,
-        client: &Client,
+        sessions: &[Client],
         paths: &[String],
         stats: &[Option<&Stat>],
     ) -> Result<Vec<Option<Vec<Acl>>>, (String, ZkError)> {
@@ -205,7 +220,13 @@ impl AclCache {
         let missing: Vec<usize> = (0..paths.len())
             .filter(|&i| stats[i].is_some() && acls[i].is_none())
             .collect();
-        let fetched = join_all(missing.iter().map(|&i| client.get_acl(&paths[i]))).await;
+        let fetched = join_all(
+            missing
+                .iter()
+                .enumerate()
+                .map(|(n, &i)| sessions[n % sessions.len()].get_acl(&paths[i])),
+        )
+        .await;
         for (&i, result) in missing.iter().zip(fetched) {
             match result {
                 Ok((acl, stat)) => {
@@ -254,7 +275,10 @@ pub async fn read_many(
         }
     }
     let stats: Vec<Option<&Stat>> = found.iter().map(|f| f.as_ref().map(|(_, s)| s)).collect();
-    let acl = acls.of(client, paths, &stats).await.map_err(|(_, e)| e)?;
+    let acl = acls
+        .of(std::slice::from_ref(client), paths, &stats)
+        .await
+        .map_err(|(_, e)| e)?;
     Ok(found
         .into_iter()
         .zip(acl)

@@ -111,6 +111,47 @@ async fn create_many(
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Creates `n` znodes under `root` as `create_many` lays them out (100 per directory), in
+/// multi-ops of `per_multi` creates with `in_flight` writes in flight in all: what a client
+/// that batches its creates gets out of the ensemble, the baseline for a bootstrap (which
+/// creates in multi-ops too). Returns the seconds it took (directories included).
+async fn create_many_batched(
+    client: &Client,
+    root: &str,
+    n: usize,
+    value: &[u8],
+    per_multi: usize,
+    in_flight: usize,
+) -> Result<f64> {
+    let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let started = Instant::now();
+    client.create(root, b"", &opts).await?;
+    let dirs: Vec<String> = (0..n.div_ceil(100))
+        .map(|d| format!("{root}/d{d}"))
+        .collect();
+    let nodes: Vec<String> = (0..n)
+        .map(|i| format!("{root}/d{}/n{i}", i / 100))
+        .collect();
+    for (paths, data) in [(&dirs, &b""[..]), (&nodes, value)] {
+        let mut written = stream::iter(paths.chunks(per_multi.max(1)))
+            .map(|batch| {
+                let opts = &opts;
+                async move {
+                    let mut writer = client.new_multi_writer();
+                    for path in batch {
+                        writer.add_create(path, data, opts)?;
+                    }
+                    writer.commit().await.map_err(anyhow::Error::from)
+                }
+            })
+            .buffer_unordered((in_flight / per_multi.max(1)).max(1));
+        while let Some(r) = written.next().await {
+            r?;
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// Sets new data on the znodes `create_many` made under `root`, `per_multi` writes in each
 /// multi-op, `in_flight` writes in flight in all; returns the seconds it took.
 async fn set_many_batched(
@@ -198,6 +239,20 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     .await?;
     let raw_batched_rate = args.nodes as f64 / batched_secs;
     eprintln!("raw writes on B, batched: {raw_batched_rate:.0}/s");
+    // The bootstrap's own baseline: the same tree created on B in multi-ops.
+    let created_secs = create_many_batched(
+        &cb,
+        "/raw-batched",
+        args.nodes,
+        &value,
+        args.multi,
+        args.in_flight,
+    )
+    .await?;
+    let raw_batched_create_rate = (args.nodes + args.nodes.div_ceil(100)) as f64 / created_secs;
+    eprintln!("raw creates on B, batched: {raw_batched_create_rate:.0}/s");
+    // B's own write acknowledgement at the steady rate: what replication to B cannot beat.
+    let b_acks = steady_acks(&cb, "/raw", args.nodes, args.rate, args.seconds).await?;
 
     // 2. Bootstrap A -> B.
     create_many(&ca, "/app", args.nodes, &value, args.in_flight).await?;
@@ -378,6 +433,7 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     );
 
     let lag = steady_status.lag_a_to_b_ms;
+    let b_ack_p99 = b_acks.value_at_quantile(0.99) as f64 / 1000.0;
     let acks = acks.lock().unwrap().clone();
     let ack_ms = |q: f64| acks.value_at_quantile(q) as f64 / 1000.0;
     let rows: Vec<(String, String)> = vec![
@@ -400,6 +456,17 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         (
             "bootstrap vs raw writes".into(),
             format!("{:.1}%", 100.0 * boot_rate / raw_rate),
+        ),
+        (
+            format!(
+                "raw creates on B, {} per multi-op (bootstrap's baseline)",
+                args.multi
+            ),
+            format!("{raw_batched_create_rate:.0}/s"),
+        ),
+        (
+            "bootstrap vs batched creates".into(),
+            format!("{:.1}%", 100.0 * boot_rate / raw_batched_create_rate),
         ),
         (
             format!("validate (read both trees, {copied} znodes each)"),
@@ -432,6 +499,18 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         (
             format!("lag A->B p99 at {} writes/s", args.rate),
             format!("{:.1} ms", lag.p99),
+        ),
+        (
+            format!("B's own write ack p99 at {} writes/s", args.rate),
+            format!("{:.1} ms", b_ack_p99),
+        ),
+        (
+            "lag p99 less B's ack p99 (measured apart)".into(),
+            format!("{:.1} ms", lag.p99 - b_ack_p99),
+        ),
+        (
+            "lag p99 before the engine's write to B began".into(),
+            format!("{:.1} ms", steady_status.added_a_to_b_ms.p99),
         ),
         (
             format!("lag A->B max at {} writes/s", args.rate),
@@ -482,6 +561,46 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         println!("{label:<48} {value:>12}");
     }
     Ok(())
+}
+
+/// Writes `rate` set_data/s for `seconds` to the znodes `create_many` made under `root` (one
+/// client, as the steady writer on A) and returns its acknowledgement times.
+async fn steady_acks(
+    client: &Client,
+    root: &str,
+    nodes: usize,
+    rate: u64,
+    seconds: u64,
+) -> Result<hdrhistogram::Histogram<u64>> {
+    let acks = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    ));
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = (rate / 100).max(1);
+    let mut writers = tokio::task::JoinSet::new();
+    let mut sent = 0u64;
+    while sent < rate * seconds {
+        tick.tick().await;
+        for _ in 0..per_tick {
+            let i = sent as usize % nodes;
+            let (client, acks) = (client.clone(), acks.clone());
+            let path = format!("{root}/d{}/n{i}", i / 100);
+            writers.spawn(async move {
+                let started = Instant::now();
+                client.set_data(&path, b"steady on B", None).await?;
+                acks.lock()
+                    .unwrap()
+                    .record(started.elapsed().as_micros().max(1) as u64)?;
+                anyhow::Ok(())
+            });
+            sent += 1;
+        }
+    }
+    while let Some(r) = writers.join_next().await {
+        r??;
+    }
+    let h = acks.lock().unwrap().clone();
+    Ok(h)
 }
 
 /// Waits until the engine has replicated `count` writes from A to B.

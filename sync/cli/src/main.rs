@@ -268,10 +268,13 @@ fn print_status(s: &Status) {
     println!("bootstrapped      {}", s.bootstrapped);
     println!("replicated a->b   {}", s.replicated_a_to_b);
     println!("replicated b->a   {}", s.replicated_b_to_a);
-    for (name, lag) in [("a->b", &s.lag_a_to_b_ms), ("b->a", &s.lag_b_to_a_ms)] {
+    for (name, lag, added) in [
+        ("a->b", &s.lag_a_to_b_ms, &s.added_a_to_b_ms),
+        ("b->a", &s.lag_b_to_a_ms, &s.added_b_to_a_ms),
+    ] {
         println!(
-            "lag {name}          p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
-            lag.p50, lag.p99, lag.max
+            "lag {name}          p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms (before the write: p99 {:.1} ms)",
+            lag.p50, lag.p99, lag.max, added.p99
         );
     }
     println!("queue depth       {}", s.queue_depth);

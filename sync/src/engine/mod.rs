@@ -18,11 +18,12 @@ mod report;
 mod validation;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use tokio::sync::mpsc;
 use zookeeper_client::{Client, Error as ZkError, SessionState};
 
 use self::{error::transient, report::Lag};
@@ -57,6 +58,9 @@ struct State {
     status: Status,
     lag_ab: Lag,
     lag_ba: Lag,
+    /// The lag up to the start of the engine's write (see `Status::added_a_to_b_ms`).
+    added_ab: Lag,
+    added_ba: Lag,
     /// While a re-scan runs beside live rounds: the paths live rounds took up since it was
     /// started (set before it starts, when no round is in flight). The re-scan leaves those to
     /// them: its copies of them may be older than what those rounds read and wrote, and
@@ -71,6 +75,8 @@ pub struct SyncEngine {
     /// The sessions with A and B. A session that expires is replaced by a new one
     /// ([`SyncEngine::reconnect`]); everything else takes a clone of the current one.
     clients: [std::sync::RwLock<Client>; 2],
+    /// Extra sessions per side that walks spread their reads over (`read-sessions`).
+    readers: [std::sync::RwLock<Vec<Client>>; 2],
     state: Mutex<State>,
     /// True while `run` has watches open (their events carry the engine's echoes).
     watching: std::sync::atomic::AtomicBool,
@@ -139,6 +145,20 @@ async fn connect(
     Ok(client)
 }
 
+/// The `read-sessions` extra sessions with one ensemble.
+async fn connect_readers(
+    side: &'static str,
+    connect_string: &str,
+    auth: Option<&str>,
+    cfg: &SyncConfig,
+) -> Result<Vec<Client>, SyncError> {
+    let opened = futures::future::join_all(
+        (0..cfg.read_sessions).map(|_| connect(side, connect_string, auth, cfg.session_timeout())),
+    )
+    .await;
+    opened.into_iter().collect()
+}
+
 impl SyncEngine {
     /// Validates `cfg` and connects to both ensembles.
     pub async fn connect(cfg: SyncConfig) -> Result<Arc<Self>, SyncError> {
@@ -173,6 +193,11 @@ impl SyncEngine {
             connect("B", &cfg.target_zk, cfg.target_auth.as_deref(), timeout),
         );
         let (a, b) = (a?, b?);
+        let (readers_a, readers_b) = tokio::join!(
+            connect_readers("A", &cfg.source_zk, cfg.source_auth.as_deref(), &cfg),
+            connect_readers("B", &cfg.target_zk, cfg.target_auth.as_deref(), &cfg),
+        );
+        let (readers_a, readers_b) = (readers_a?, readers_b?);
         for (side, client) in [("A", &a), ("B", &b)] {
             if cfg.root != "/" {
                 client
@@ -188,6 +213,10 @@ impl SyncEngine {
         Ok(Arc::new(Self {
             cfg,
             clients: [std::sync::RwLock::new(a), std::sync::RwLock::new(b)],
+            readers: [
+                std::sync::RwLock::new(readers_a),
+                std::sync::RwLock::new(readers_b),
+            ],
             state: Mutex::new(State {
                 status: Status {
                     bootstrapped: base.bootstrapped(),
@@ -199,6 +228,8 @@ impl SyncEngine {
                 live_during_scan: None,
                 lag_ab: Lag::new(),
                 lag_ba: Lag::new(),
+                added_ab: Lag::new(),
+                added_ba: Lag::new(),
             }),
             watching: std::sync::atomic::AtomicBool::new(false),
             acls: Default::default(),
@@ -245,12 +276,58 @@ impl SyncEngine {
             .session(side)
             .write()
             .unwrap_or_else(|p| p.into_inner()) = fresh;
+        self.renew_readers(side).await;
         Ok(())
     }
 
+    /// Replaces the read sessions with `side` (after one of them failed, or with the main
+    /// one). They only make walks faster: when they cannot be opened, walks read through the
+    /// main session alone until the next try (the next walk).
+    async fn renew_readers(&self, side: Side) {
+        let (connect_string, auth) = match side {
+            Side::A => (&self.cfg.source_zk, self.cfg.source_auth.as_deref()),
+            Side::B => (&self.cfg.target_zk, self.cfg.target_auth.as_deref()),
+        };
+        let fresh = match connect_readers(side.name(), connect_string, auth, &self.cfg).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                tracing::warn!(
+                    side = side.name(),
+                    "read sessions could not be opened, walking through the main session: {e}"
+                );
+                Vec::new()
+            }
+        };
+        *self.readers[side as usize]
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
+    /// The sessions a walk of `side` reads through: the main one and the read sessions.
+    fn walk_sessions(&self, side: Side) -> Vec<Client> {
+        let mut sessions = vec![self.client(side)];
+        sessions.extend(
+            self.readers[side as usize]
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        sessions
+    }
+
     async fn walk(&self, side: Side) -> Result<Tree, WalkError> {
+        self.walk_into(side, None).await
+    }
+
+    /// A walk whose nodes go to `stream` as they are read, if given (see `tree::walk`).
+    async fn walk_into(
+        &self,
+        side: Side,
+        stream: Option<&mpsc::UnboundedSender<Vec<(String, Znode)>>>,
+    ) -> Result<Tree, WalkError> {
         tree::walk(
-            &self.client(side),
+            &self.walk_sessions(side),
             match side {
                 Side::A => "A",
                 Side::B => "B",
@@ -260,6 +337,7 @@ impl SyncEngine {
             self.cfg.walk_concurrency,
             &self.acls[side as usize],
             &self.walked,
+            stream,
         )
         .await
     }
@@ -267,12 +345,61 @@ impl SyncEngine {
     /// Reads both trees as of now. Each session first `sync`s with its ensemble's leader: a
     /// follower may not have applied a write another client already saw acknowledged.
     pub async fn read_both(&self) -> Result<(Tree, Tree), SyncError> {
-        let (a, b) = (self.client(Side::A), self.client(Side::B));
-        let (sa, sb) = tokio::join!(a.sync(&self.cfg.root), b.sync(&self.cfg.root));
-        sa.map_err(|source| SyncError::Zk { side: "A", source })?;
-        sb.map_err(|source| SyncError::Zk { side: "B", source })?;
+        let (sa, sb) = tokio::join!(self.sync_sessions(Side::A), self.sync_sessions(Side::B));
+        sa?;
+        sb?;
         let (a, b) = tokio::join!(self.walk(Side::A), self.walk(Side::B));
         Ok((a?, b?))
+    }
+
+    /// `sync`s every session a walk of `side` reads through with the ensemble's leader: each
+    /// may be on another follower, and a follower may not have applied a write another client
+    /// already saw acknowledged. The main session's failure is the caller's (it reconnects, or
+    /// retries after a transient fault); read sessions that failed are replaced here.
+    async fn sync_sessions(&self, side: Side) -> Result<(), SyncError> {
+        let zk = |source| SyncError::Zk {
+            side: side.name(),
+            source,
+        };
+        self.client(side).sync(&self.cfg.root).await.map_err(zk)?;
+        if let Err(e) = self.sync_readers(side).await {
+            tracing::warn!(
+                side = side.name(),
+                "a read session failed ({e}): opening new ones"
+            );
+            self.renew_readers(side).await;
+            if let Err(e) = self.sync_readers(side).await {
+                tracing::warn!(side = side.name(), "new read sessions failed too ({e})");
+                self.readers[side as usize]
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// `sync`s the read sessions; fails when one of them fails, or when fewer are open than
+    /// configured (they could not all be opened the last time).
+    async fn sync_readers(&self, side: Side) -> Result<(), ZkError> {
+        let readers = self.readers[side as usize]
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if readers.len() < self.cfg.read_sessions {
+            return Err(ZkError::UnexpectedError(format!(
+                "{} of {} open",
+                readers.len(),
+                self.cfg.read_sessions
+            )));
+        }
+        let synced = futures::future::join_all(
+            readers
+                .iter()
+                .map(|c| async move { c.sync(&self.cfg.root).await }),
+        )
+        .await;
+        synced.into_iter().collect()
     }
 
     /// Compares both trees now; empty when they are identical.
@@ -284,7 +411,7 @@ impl SyncEngine {
     /// The initial copy: makes B's subtree identical to A's (creates, updates, deletes on B),
     /// then records every path as agreed.
     pub async fn bootstrap(&self) -> Result<PassReport, SyncError> {
-        let report = self.pass(true).await?;
+        let report = self.streamed_pass().await?;
         let mut state = self.state.lock().unwrap();
         if report.errors.is_empty() {
             state.base.set_bootstrapped();
@@ -412,6 +539,84 @@ impl SyncEngine {
         Ok(report)
     }
 
+    /// The initial copy, streamed: B is read whole first (its copies decide whether a path is
+    /// created, updated or left), then A is walked and what has been read is decided and
+    /// written while the walk reads on; a pass otherwise waits for both whole walks before its
+    /// first write. Nodes only B has are decided at the end (deletes, children first); writes
+    /// that could not land are decided again as in `pass`.
+    async fn streamed_pass(&self) -> Result<PassReport, SyncError> {
+        /// Paths decided together: large enough for full multi-ops, small enough that writing
+        /// starts while the walk goes on.
+        const STREAMED_ROUND: usize = 4096;
+        let (sa, sb) = tokio::join!(self.sync_sessions(Side::A), self.sync_sessions(Side::B));
+        sa?;
+        sb?;
+        let b = self.walk(Side::B).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<(String, Znode)>>();
+        let walking = async move {
+            let walked = self.walk_into(Side::A, Some(&tx)).await;
+            drop(tx);
+            walked
+        };
+        let settling = async {
+            let mut report = PassReport {
+                nodes_b: b.len(),
+                ..PassReport::default()
+            };
+            let mut seen: HashSet<String> = HashSet::new();
+            let mut retry = Vec::new();
+            while let Some(mut read) = rx.recv().await {
+                while read.len() < STREAMED_ROUND {
+                    match rx.try_recv() {
+                        Ok(more) => read.extend(more),
+                        Err(_) => break,
+                    }
+                }
+                report.nodes_a += read.len();
+                let copies: Vec<(String, Option<Znode>, Option<Znode>)> = read
+                    .into_iter()
+                    .map(|(path, a)| {
+                        seen.insert(path.clone());
+                        let b = b.get(&path).cloned();
+                        (path, Some(a), b)
+                    })
+                    .collect();
+                let round = self.settle(copies, true, false).await;
+                report.add(&round);
+                retry.extend(round.retry);
+            }
+            let only_b: Vec<(String, Option<Znode>, Option<Znode>)> = b
+                .iter()
+                .filter(|(path, _)| !seen.contains(*path))
+                .map(|(path, node)| (path.clone(), None, Some(node.clone())))
+                .collect();
+            if !only_b.is_empty() {
+                let round = self.settle(only_b, true, false).await;
+                report.add(&round);
+                retry.extend(round.retry);
+            }
+            (report, retry)
+        };
+        let (walked, (mut report, mut retry)) = tokio::join!(walking, settling);
+        walked?;
+        for _ in 0..PASS_RETRY_ROUNDS {
+            if retry.is_empty() {
+                break;
+            }
+            let copies = self.read_paths(&retry).await?;
+            let round = self.settle(copies, true, false).await;
+            report.add(&round);
+            retry = round.retry;
+        }
+        if let Some(first) = retry.first() {
+            tracing::warn!(
+                "{} paths still changing after {PASS_RETRY_ROUNDS} tries, {first} among them",
+                retry.len()
+            );
+        }
+        Ok(report)
+    }
+
     /// Decides and applies a set of paths whose copies on both sides are known. Only `live`
     /// rounds (from watch events) count towards replication lag: a pass copies writes of any
     /// age. A pass (a re-scan) may run beside live rounds: it skips the paths they took up
@@ -531,6 +736,7 @@ impl SyncEngine {
             // In chunks, each made durable in the base before the next: a bootstrap killed
             // halfway resumes from where it got to.
             for chunk in side_ops.chunks(APPLY_CHUNK) {
+                let writing_since = now_ms();
                 let outcomes = apply::apply(
                     &self.client(side),
                     chunk,
@@ -556,14 +762,23 @@ impl SyncEngine {
                             let direction = DirectionLabel::from(from);
                             self.metrics.replicated.get_or_create(&direction).inc();
                             let state = &mut *state;
-                            let (count, lag) = match from {
-                                Side::A => (&mut state.status.replicated_a_to_b, &mut state.lag_ab),
-                                Side::B => (&mut state.status.replicated_b_to_a, &mut state.lag_ba),
+                            let (count, lag, added) = match from {
+                                Side::A => (
+                                    &mut state.status.replicated_a_to_b,
+                                    &mut state.lag_ab,
+                                    &mut state.added_ab,
+                                ),
+                                Side::B => (
+                                    &mut state.status.replicated_b_to_a,
+                                    &mut state.lag_ba,
+                                    &mut state.added_ba,
+                                ),
                             };
                             *count += 1;
                             if live && mtime > 0 {
                                 let ms = now.saturating_sub(mtime as u64) as f64;
                                 lag.record_ms(ms);
+                                added.record_ms(writing_since.saturating_sub(mtime as u64) as f64);
                                 self.metrics
                                     .lag_seconds
                                     .get_or_create(&direction)
@@ -645,6 +860,8 @@ impl SyncEngine {
         status.conflicts_held = state.held.len();
         status.lag_a_to_b_ms = state.lag_ab.figures();
         status.lag_b_to_a_ms = state.lag_ba.figures();
+        status.added_a_to_b_ms = state.added_ab.figures();
+        status.added_b_to_a_ms = state.added_ba.figures();
         status
     }
 

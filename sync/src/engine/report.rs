@@ -77,6 +77,12 @@ pub struct Status {
     pub last_validation: Option<super::Validation>,
     pub lag_a_to_b_ms: LagFigures,
     pub lag_b_to_a_ms: LagFigures,
+    /// The part of the lag before the engine's write began (event delivery, reading both
+    /// copies, deciding): the lag less the target's own write acknowledgement.
+    #[serde(default)]
+    pub added_a_to_b_ms: LagFigures,
+    #[serde(default)]
+    pub added_b_to_a_ms: LagFigures,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
