@@ -8,12 +8,20 @@
 //!   paragraph (the terminal library's floor).
 //! - **memory**: the child's resident set after loading that model (every node with its latest
 //!   values, the most recently opened nodes with their hour), minus its RSS before.
-//! - **start → first frame** and **start → data on screen**: a real master (collector fed with
-//!   agent reports over gRPC) runs in this process; the child is the TUI's library doing what
-//!   `orca --master` does (watch streams, apply, draw to an off-screen terminal); measured
-//!   from spawning the child to its first frame, and to the frame that shows every host.
+//! - **start → first frame**, **start → first frame with data** and **start → data on
+//!   screen**: a real master (collector fed with agent reports over gRPC) runs in this
+//!   process; the child is the TUI's library doing what `orca --master` does (watch streams,
+//!   apply, draw to an off-screen terminal); measured from spawning the child to its first
+//!   frame, to the first frame that shows a host, and to the frame that shows every host and
+//!   process.
 //! - **delta → screen**: while agents send delta reports, the time from a delta reaching the
 //!   TUI to the frame that shows it (p50/p99/max), as `orca`'s status line reports it.
+//! - **agent report → screen**: the same frames timed from the moment the agent sent the
+//!   report, so the collector's ingest, its watch fan-out and gRPC are inside the figure.
+//!   Each delta report carries its send time (wall clock, microseconds) in the process's
+//!   command line, which the collector passes through; the TUI's run loop then measures from
+//!   that moment. A topology delta of another view (containers, hosts) is timed from the
+//!   newest send time seen so far, which can only make the figure larger.
 use std::{
     collections::HashMap,
     io::{BufRead as _, BufReader},
@@ -302,6 +310,7 @@ async fn child_live(master: String, hosts: usize, seconds: u64) -> Result<()> {
     let expected_processes =
         hosts * synthetic::CONTAINERS_PER_HOST * synthetic::PROCESSES_PER_CONTAINER;
     // Until every host and process is on screen.
+    let mut shown_any = false;
     loop {
         let Some(event) = rx.recv().await else {
             bail!("the feed ended");
@@ -313,6 +322,10 @@ async fn child_live(master: String, hosts: usize, seconds: u64) -> Result<()> {
         terminal.draw(|f| ui::draw(f, &mut app))?;
         app.frame_drawn(Instant::now());
         let topo = &app.model.topology;
+        if !shown_any && !topo.view(TopoView::Hosts).nodes.is_empty() {
+            shown_any = true;
+            println!("first-data-frame");
+        }
         if topo.view(TopoView::Hosts).nodes.len() >= hosts
             && topo.view(TopoView::Processes).nodes.len() >= expected_processes
         {
@@ -321,29 +334,92 @@ async fn child_live(master: String, hosts: usize, seconds: u64) -> Result<()> {
     }
     println!("data-frame");
     // Delta to screen through `orca`'s own run loop, on the processes view.
-    app.latency.reset();
     app.on_key(ratatui::crossterm::event::KeyEvent::new(
         ratatui::crossterm::event::KeyCode::Char('3'),
         ratatui::crossterm::event::KeyModifiers::NONE,
     ));
     println!("measuring");
+    app.latency.reset();
     let _ = tokio::time::timeout(
         Duration::from_secs(seconds),
         run_loop(&mut terminal, &mut app, &mut rx, &effects),
     )
     .await;
-    let l = &app.latency;
+    let delta = latency_figures(&app.latency);
+    // Then agent report to screen: the same loop, fed through a tap that dates each delta
+    // from its report's send time.
+    app.latency.reset();
+    let (tapped_tx, mut tapped) = mpsc::channel::<Event>(4096);
+    tokio::spawn(async move {
+        let mut newest_sent: Option<Instant> = None;
+        while let Some(event) = rx.recv().await {
+            let event = match event {
+                Event::Topology(view, delta, received) => {
+                    let sent = earliest_send(&delta);
+                    if let Some(sent) = sent {
+                        newest_sent = Some(newest_sent.map_or(sent, |n| n.max(sent)));
+                    }
+                    let from = sent.or(newest_sent).map_or(received, |s| s.min(received));
+                    Event::Topology(view, delta, from)
+                }
+                event => event,
+            };
+            if tapped_tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    let _ = tokio::time::timeout(
+        Duration::from_secs(seconds),
+        run_loop(&mut terminal, &mut app, &mut tapped, &effects),
+    )
+    .await;
+    let report = latency_figures(&app.latency);
     println!(
         "{}",
         serde_json::json!({
-            "latency_samples": l.len(),
-            "latency_p50_ms": ms(l.value_at_quantile(0.5)),
-            "latency_p99_ms": ms(l.value_at_quantile(0.99)),
-            "latency_max_ms": ms(l.max()),
+            "delta": delta,
+            "report": report,
             "rss_mb": rss_bytes() as f64 / 1048576.0,
         })
     );
     Ok(())
+}
+
+fn latency_figures(l: &Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "samples": l.len(),
+        "p50_ms": ms(l.value_at_quantile(0.5)),
+        "p99_ms": ms(l.value_at_quantile(0.99)),
+        "max_ms": ms(l.max()),
+    })
+}
+
+/// The command-line argument a delta report's process carries its send time in.
+const SENT_ARG: &str = "--sent-unix-us=";
+
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The earliest send time of the reports behind a delta, as an instant of this process.
+fn earliest_send(delta: &pb::TopologyDelta) -> Option<Instant> {
+    let sent = delta
+        .upserted_nodes
+        .iter()
+        .filter_map(|n| match n.node.as_ref()?.detail.as_ref()? {
+            pb::node::Detail::Process(p) => p
+                .cmdline
+                .iter()
+                .find_map(|a| a.strip_prefix(SENT_ARG)?.parse::<u64>().ok()),
+            _ => None,
+        })
+        .min()?;
+    let ago = Duration::from_micros(wall_us().saturating_sub(sent));
+    Instant::now().checked_sub(ago)
 }
 
 /// The reports of `hosts` agents: 9 containers x 10 processes each, one connection per
@@ -384,7 +460,7 @@ fn host_report(h: usize, hosts: usize) -> pb::Report {
         for p in 0..synthetic::PROCESSES_PER_CONTAINER {
             let pid = 1000 + (c * 100 + p) as u32;
             let id = format!("process:{name}:{pid}");
-            nodes.push(process_node(&name, pid, &cid, p as f64));
+            nodes.push(process_node(&name, pid, &cid, p as f64, None));
             connections.push(pb::Connection {
                 id: format!("{name}:{pid}"),
                 local: Some(pb::Endpoint {
@@ -418,7 +494,9 @@ fn host_report(h: usize, hosts: usize) -> pb::Report {
     }
 }
 
-fn process_node(host: &str, pid: u32, cid: &str, cpu: f64) -> pb::Node {
+fn process_node(host: &str, pid: u32, cid: &str, cpu: f64, sent_us: Option<u64>) -> pb::Node {
+    let mut cmdline = vec!["/usr/bin/app".to_string()];
+    cmdline.extend(sent_us.map(|us| format!("{SENT_ARG}{us}")));
     pb::Node {
         id: format!("process:{host}:{pid}"),
         kind: pb::NodeKind::Process as i32,
@@ -427,7 +505,7 @@ fn process_node(host: &str, pid: u32, cid: &str, cpu: f64) -> pb::Node {
             pid,
             ppid: 1,
             comm: "app".into(),
-            cmdline: vec!["/usr/bin/app".into()],
+            cmdline,
             cpu_percent: cpu,
             container_id: cid.into(),
             ..Default::default()
@@ -445,6 +523,7 @@ fn now_ms() -> i64 {
 
 struct LiveFigures {
     first_frame: Duration,
+    first_data_frame: Duration,
     data_frame: Duration,
     result: serde_json::Value,
 }
@@ -505,6 +584,7 @@ async fn live(hosts: usize, seconds: u64, delta_rate: u64) -> Result<LiveFigures
         }
     });
     let mut first_frame = None;
+    let mut first_data_frame = None;
     let mut data_frame = None;
     let mut seqs = vec![1u64; hosts];
     let mut sending = false;
@@ -516,6 +596,7 @@ async fn live(hosts: usize, seconds: u64, delta_rate: u64) -> Result<LiveFigures
                 let Some((line, at)) = line else { bail!("the live child ended early") };
                 match line.as_str() {
                     "first-frame" => first_frame = Some(at - spawned),
+                    "first-data-frame" => first_data_frame = Some(at - spawned),
                     "data-frame" => data_frame = Some(at - spawned),
                     "measuring" => sending = true,
                     json => {
@@ -523,6 +604,7 @@ async fn live(hosts: usize, seconds: u64, delta_rate: u64) -> Result<LiveFigures
                         let _ = child.wait();
                         return Ok(LiveFigures {
                             first_frame: first_frame.context("no first frame")?,
+                            first_data_frame: first_data_frame.context("no frame with data")?,
                             data_frame: data_frame.context("no data frame")?,
                             result,
                         });
@@ -540,7 +622,13 @@ async fn live(hosts: usize, seconds: u64, delta_rate: u64) -> Result<LiveFigures
                     seq: seqs[h],
                     full: false,
                     timestamp_unix_ms: now_ms(),
-                    nodes: vec![process_node(&name, 1000 + (n % 90) as u32, &format!("{h:04x}{:04x}c0ffee", 0), (n % 100) as f64)],
+                    nodes: vec![process_node(
+                        &name,
+                        1000 + (n % 90) as u32,
+                        &format!("{h:04x}{:04x}c0ffee", 0),
+                        (n % 100) as f64,
+                        Some(wall_us()),
+                    )],
                     ..Default::default()
                 };
                 tx.send(report).await?;
@@ -629,20 +717,28 @@ fn main() -> Result<()> {
             }
         }
         let r = &live.result;
-        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
         println!(
-            "start -> first frame {:.0} ms; start -> every host and process on screen {:.0} ms (live master, gRPC)",
+            "start -> first frame {:.0} ms; -> first frame with data {:.0} ms; -> every host and \
+             process on screen {:.0} ms (live master, gRPC)",
             live.first_frame.as_secs_f64() * 1000.0,
+            live.first_data_frame.as_secs_f64() * 1000.0,
             live.data_frame.as_secs_f64() * 1000.0
         );
-        println!(
-            "delta -> screen over {} frames with news: p50 {:.1} ms p99 {:.1} ms max {:.1} ms (TUI RSS {:.0} MB)",
-            r["latency_samples"],
-            f("latency_p50_ms"),
-            f("latency_p99_ms"),
-            f("latency_max_ms"),
-            f("rss_mb"),
-        );
+        for (key, what) in [
+            ("delta", "delta at the TUI -> screen"),
+            ("report", "agent report -> collector -> screen"),
+        ] {
+            let l = &r[key];
+            let f = |k: &str| l[k].as_f64().unwrap_or(0.0);
+            println!(
+                "{what}, {} frames with news: p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+                l["samples"],
+                f("p50_ms"),
+                f("p99_ms"),
+                f("max_ms"),
+            );
+        }
+        println!("TUI RSS {:.0} MB", r["rss_mb"].as_f64().unwrap_or(0.0));
     }
     Ok(())
 }

@@ -55,6 +55,9 @@ struct Args {
     /// engine batches its own writes).
     #[arg(long, default_value_t = 100)]
     multi: usize,
+    /// The engine's `read-sessions` (extra sessions per ensemble a walk reads through).
+    #[arg(long, default_value_t = SyncConfig::new("", "").read_sessions)]
+    read_sessions: usize,
 }
 
 struct Stop(Vec<Ensemble>);
@@ -271,9 +274,11 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     eprintln!("raw reads on A: {read_rate:.0}/s");
     let mut cfg = SyncConfig::new(a.connect_string(), b.connect_string());
     cfg.root = "/app".into();
+    cfg.read_sessions = args.read_sessions;
     let engine = SyncEngine::connect(cfg).await?;
     // The engine bootstraps inside `run`, after its watches are set, as in production.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let engine_cpu = orca_bench::procstat::cpu_mark(std::process::id())?;
     let started = Instant::now();
     let runner = tokio::spawn(Arc::clone(&engine).run(async {
         let _ = stop_rx.await;
@@ -292,6 +297,16 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let boot_secs = started.elapsed().as_secs_f64();
+    let boot_cpu = orca_bench::procstat::cpu_use(
+        engine_cpu,
+        orca_bench::procstat::cpu_mark(std::process::id())?,
+    );
+    eprintln!(
+        "engine CPU during the bootstrap: {:.0} % of a core (user {:.0}, system {:.0})",
+        boot_cpu.total(),
+        boot_cpu.user,
+        boot_cpu.system
+    );
     let copied = engine.status().replicated_a_to_b;
     anyhow::ensure!(
         engine.status().errors == 0,
@@ -467,6 +482,10 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         (
             "bootstrap vs batched creates".into(),
             format!("{:.1}%", 100.0 * boot_rate / raw_batched_create_rate),
+        ),
+        (
+            "engine CPU during the bootstrap (user+sys, % of a core)".into(),
+            format!("{:.0}%", boot_cpu.total()),
         ),
         (
             format!("validate (read both trees, {copied} znodes each)"),
