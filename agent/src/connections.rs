@@ -166,6 +166,10 @@ pub struct ConnectionTable {
     listeners: HashMap<SocketAddr, Listener>,
     /// Listening sockets closed since the last report.
     removed_listeners: Vec<SocketAddr>,
+    /// Ended connections not reported yet whose 4-tuple a new connection took meanwhile (on
+    /// loopback the kernel reuses a 4-tuple in TIME_WAIT once the second has turned,
+    /// `tcp_tw_reuse`): the next report carries them.
+    displaced: Vec<Connection>,
 }
 
 pub fn comm_string(comm: &[u8; 16]) -> String {
@@ -528,6 +532,7 @@ impl ConnectionTable {
     pub fn has_changes(&self) -> bool {
         !self.removed_listeners.is_empty()
             || !self.dirty.is_empty()
+            || !self.displaced.is_empty()
             || self.listeners.values().any(|l| l.dirty)
     }
 
@@ -593,8 +598,13 @@ impl ConnectionTable {
         let key = conn.key;
         conn.dirty = true;
         // One hash operation: a replaced entry that was already listed is not listed twice.
-        if self.conns.insert(conn).is_none_or(|old| !old.dirty) {
-            self.dirty.push(key);
+        match self.conns.insert(conn) {
+            Some(old) if old.dirty => {
+                if old.state != ConnState::Established {
+                    self.displaced.push(old);
+                }
+            }
+            _ => self.dirty.push(key),
         }
     }
 
@@ -639,13 +649,16 @@ pub const MAX_CHANGES_PER_REPORT: usize = 4096;
 
 impl Changes<'_> {
     pub fn connections(&self) -> Box<dyn Iterator<Item = &Connection> + '_> {
+        let displaced = self.table.displaced.iter();
         if self.full {
-            Box::new(self.table.conns.values())
+            Box::new(displaced.chain(self.table.conns.values()))
         } else {
             Box::new(
-                self.table.dirty[..self.count]
-                    .iter()
-                    .filter_map(|k| self.table.conns.get(k)),
+                displaced.chain(
+                    self.table.dirty[..self.count]
+                        .iter()
+                        .filter_map(|k| self.table.conns.get(k)),
+                ),
             )
         }
     }
@@ -662,6 +675,7 @@ impl Changes<'_> {
 impl Drop for Changes<'_> {
     fn drop(&mut self) {
         let table = &mut *self.table;
+        table.displaced.clear();
         for key in table.dirty.drain(..self.count) {
             // Closed ones go, open ones stay, unmarked.
             let Some(conn) = table.conns.get_mut(&key) else {
@@ -757,6 +771,37 @@ mod tests {
         let changes = t.take_changes(false);
         assert_eq!(changes.connections().count(), 0, "nothing changed");
         drop(changes);
+        assert_eq!(t.take_changes(true).connections().count(), 1);
+    }
+
+    #[test]
+    fn a_closed_connection_whose_4_tuple_is_reused_before_its_report_is_still_reported() {
+        let clock = Clock::new();
+        let mut t = ConnectionTable::default();
+        let mut connect = event(event_kind::CONNECT, 2, 5555, 8080, 7);
+        connect.direction = direction::OUTBOUND;
+        t.apply_event(&connect, &clock);
+        t.apply_event(&event(event_kind::CLOSE, 2, 5555, 8080, 7), &clock);
+        // The same 4-tuple again (a TIME_WAIT reused on loopback) before the next report.
+        let mut again = event(event_kind::CONNECT, 3, 5555, 8080, 7);
+        again.direction = direction::OUTBOUND;
+        t.apply_event(&again, &clock);
+        assert!(t.has_changes());
+        {
+            let changes = t.take_changes(false);
+            let states: Vec<ConnState> = changes.connections().map(|c| c.state).collect();
+            assert_eq!(states, [ConnState::Closed, ConnState::Established]);
+        }
+        assert_eq!(t.len(), 1, "the new one stays");
+        assert_eq!(
+            t.take_changes(false).connections().count(),
+            0,
+            "reported once"
+        );
+        // A full report carries a displaced one too.
+        t.apply_event(&event(event_kind::CLOSE, 3, 5555, 8080, 7), &clock);
+        t.apply_event(&again, &clock);
+        assert_eq!(t.take_changes(true).connections().count(), 2);
         assert_eq!(t.take_changes(true).connections().count(), 1);
     }
 

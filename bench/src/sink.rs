@@ -27,6 +27,13 @@ pub struct Arrivals {
     pub closed_by_port: HashMap<u16, u64>,
     pub reports: u64,
     pub first_report: Option<Instant>,
+    /// Every CLOSED entry by its remote port, whoever owns it and whichever way it points:
+    /// tells a connection reported under another owner or direction from one not reported.
+    pub closed_any_by_remote_port: HashMap<u16, u64>,
+    /// Single CLOSED entries whose remote port is `diagnose_port`: (pid, direction, local
+    /// port, comm).
+    pub diagnosed: Vec<(u32, i32, u16, String)>,
+    pub diagnose_port: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +64,19 @@ impl pb::collector_server::Collector for Sink {
                     a.reports += 1;
                     a.first_report.get_or_insert(now);
                     for c in &report.connections {
+                        if c.state == pb::ConnectionState::Closed as i32 {
+                            let remote = c.remote.as_ref().map_or(0, |r| r.port as u16);
+                            *a.closed_any_by_remote_port.entry(remote).or_default() +=
+                                u64::from(c.aggregated.max(1));
+                            if remote == a.diagnose_port && a.diagnose_port != 0 {
+                                a.diagnosed.push((
+                                    c.pid,
+                                    c.direction,
+                                    c.local.as_ref().map_or(0, |l| l.port as u16),
+                                    c.comm.clone(),
+                                ));
+                            }
+                        }
                         if c.pid != sink.watched_pid
                             || c.direction != pb::Direction::Outbound as i32
                         {

@@ -95,7 +95,8 @@ struct Figures {
     /// carried closed; ports where the two differ.
     made: u64,
     reported: u64,
-    ports_differing: Vec<(u16, u64, u64)>,
+    /// (port, made, reported, CLOSED entries to that port under any owner or direction).
+    ports_differing: Vec<(u16, u64, u64, u64)>,
 }
 
 impl Figures {
@@ -421,7 +422,14 @@ async fn run_mode(args: &Args, mode: Mode, agent_bin: &PathBuf) -> Result<Figure
             closed.get(&port).copied().unwrap_or(0),
         );
         if m != r {
-            ports_differing.push((port, m, r));
+            let any = arrivals
+                .lock()
+                .unwrap()
+                .closed_any_by_remote_port
+                .get(&port)
+                .copied()
+                .unwrap_or(0);
+            ports_differing.push((port, m, r, any));
         }
     }
     ports_differing.sort();
@@ -570,7 +578,7 @@ fn main() -> Result<()> {
             failed = true;
             eprintln!(
                 "agent-load: {:?} mode: reports and load disagree on {} of the server ports \
-                 (port, made, reported): {:?}",
+                 (port, made, reported, reported under any owner or direction): {:?}",
                 f.mode,
                 f.ports_differing.len(),
                 &f.ports_differing[..f.ports_differing.len().min(8)]
