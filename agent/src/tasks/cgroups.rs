@@ -126,13 +126,17 @@ pub enum Driver {
     },
 }
 
-/// The hierarchy cgroups-rs works in: the controllers a task cgroup uses, each at its mount.
+/// The hierarchies cgroups-rs works in, each controller at its mount: those of a task's own
+/// cgroup, or the v1 freezer alone (where a task's processes are frozen to be killed).
 #[derive(Clone, Debug)]
-pub struct Mounts(Driver);
+pub enum Mounts {
+    Task(Driver),
+    Freezer(PathBuf),
+}
 
 impl Hierarchy for Mounts {
     fn subsystems(&self) -> Vec<Subsystem> {
-        match &self.0 {
+        match self {
             // The freezer is not part of a task's cgroup: it is joined only to kill several
             // processes at once (see `TaskCgroup::kill_all`).
             //
@@ -141,25 +145,29 @@ impl Hierarchy for Mounts {
             // project's hybrid hosts) a task's CPU time is read from its processes instead
             // (`TaskCgroup::usage`). Each hierarchy costs every launch a cgroup mkdir and a
             // cgroup.procs write, both serialised by the kernel's cgroup locks.
-            Driver::V1 {
+            Mounts::Task(Driver::V1 {
                 cpu, memory, pids, ..
-            } => vec![
+            }) => vec![
                 Subsystem::Cpu(CpuController::new(cpu.clone(), false)),
                 Subsystem::Mem(MemController::new(memory.clone(), false)),
                 Subsystem::Pid(PidController::new(pids.clone(), false)),
             ],
-            Driver::V2 { root } => vec![
+            Mounts::Task(Driver::V2 { root }) => vec![
                 Subsystem::Cpu(CpuController::new(root.clone(), true)),
                 Subsystem::Mem(MemController::new(root.clone(), true)),
                 Subsystem::Pid(PidController::new(root.clone(), true)),
             ],
+            Mounts::Freezer(root) => vec![Subsystem::Freezer(FreezerController::new(
+                root.clone(),
+                false,
+            ))],
         }
     }
 
     fn root(&self) -> PathBuf {
-        match &self.0 {
-            Driver::V1 { cpu, .. } => cpu.clone(),
-            Driver::V2 { root } => root.clone(),
+        match self {
+            Mounts::Task(Driver::V1 { cpu, .. }) => cpu.clone(),
+            Mounts::Task(Driver::V2 { root }) | Mounts::Freezer(root) => root.clone(),
         }
     }
 
@@ -173,37 +181,7 @@ impl Hierarchy for Mounts {
     }
 
     fn v2(&self) -> bool {
-        matches!(self.0, Driver::V2 { .. })
-    }
-}
-
-/// The v1 freezer hierarchy alone: where the processes of a task are frozen to be killed.
-#[derive(Clone, Debug)]
-struct FreezerMount(PathBuf);
-
-impl Hierarchy for FreezerMount {
-    fn subsystems(&self) -> Vec<Subsystem> {
-        vec![Subsystem::Freezer(FreezerController::new(
-            self.0.clone(),
-            false,
-        ))]
-    }
-
-    fn root(&self) -> PathBuf {
-        self.0.clone()
-    }
-
-    fn root_control_group(&self) -> Cgroup {
-        Cgroup::load(Box::new(self.clone()), "")
-    }
-
-    fn parent_control_group(&self, path: &str) -> Cgroup {
-        let parent = Path::new(path).parent().unwrap_or(Path::new(""));
-        Cgroup::load(Box::new(self.clone()), parent)
-    }
-
-    fn v2(&self) -> bool {
-        false
+        matches!(self, Mounts::Task(Driver::V2 { .. }))
     }
 }
 
@@ -258,7 +236,18 @@ impl Driver {
     }
 
     fn hierarchy(&self) -> Box<dyn Hierarchy> {
-        Box::new(Mounts(self.clone()))
+        Box::new(Mounts::Task(self.clone()))
+    }
+
+    /// The v1 freezer's mount, where it is mounted (never part of a task's own cgroup).
+    fn freezer_root(&self) -> Option<&PathBuf> {
+        match self {
+            Driver::V1 {
+                freezer: Some(root),
+                ..
+            } => Some(root),
+            _ => None,
+        }
     }
 
     /// The first hierarchy's root (v1: cpu), where every task cgroup has a directory.
@@ -273,11 +262,7 @@ impl Driver {
     /// because another user of the parent may still hold tasks there.
     pub fn remove_parent(&self, parent: &str) {
         let _ = Cgroup::load(self.hierarchy(), parent).delete();
-        if let Driver::V1 {
-            freezer: Some(root),
-            ..
-        } = self
-        {
+        if let Some(root) = self.freezer_root() {
             // Where `kill_all` froze several processes of a task.
             let _ = fs::remove_dir(root.join(parent));
         }
@@ -526,13 +511,7 @@ impl TaskCgroup {
                 );
             }
         };
-        let freezer = match &self.driver {
-            Driver::V1 {
-                freezer: Some(root),
-                ..
-            } => Some(FreezerMount(root.clone())),
-            _ => None,
-        };
+        let freezer = self.driver.freezer_root().cloned().map(Mounts::Freezer);
         for _ in 0..100 {
             let pids = self.pids();
             match (&freezer, pids.len()) {
@@ -562,13 +541,7 @@ impl TaskCgroup {
 
     /// The freezer cgroup `kill_all` may have made (v1), removed with the rest.
     fn freezer_dir(&self) -> Option<PathBuf> {
-        match &self.driver {
-            Driver::V1 {
-                freezer: Some(root),
-                ..
-            } => Some(root.join(&self.path)),
-            _ => None,
-        }
+        self.driver.freezer_root().map(|root| root.join(&self.path))
     }
 
     /// Removes the directories (after the processes are gone).
@@ -725,7 +698,7 @@ mod tests {
     fn cgroups_rs_fixes_the_unified_root() {
         use cgroups_rs::hierarchies::V2;
         assert_eq!(V2::new().root(), PathBuf::from("/sys/fs/cgroup"));
-        let ours = Mounts(Driver::V2 {
+        let ours = Mounts::Task(Driver::V2 {
             root: "/tmp/elsewhere".into(),
         });
         assert_eq!(ours.root(), PathBuf::from("/tmp/elsewhere"));
