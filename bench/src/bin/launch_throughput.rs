@@ -181,12 +181,17 @@ fn fit(offered: &Resources, task: &Resources) -> usize {
         .unwrap_or(0)
 }
 
-/// Counts TASK_RUNNING in the measured window.
+/// Counts tasks reaching TASK_RUNNING in the measured window, each task once: an agent
+/// re-sends an update until its acknowledgement arrives, and the master forwards every retry
+/// (as Mesos does), so one task's TASK_RUNNING can reach the framework more than once.
 struct Meter {
     started: Instant,
     warmup: Duration,
     window: Duration,
     running: u64,
+    /// Tasks seen RUNNING (ids are `t<n>`), warm-up included.
+    seen: std::collections::HashSet<u64>,
+    repeated: u64,
 }
 
 impl Meter {
@@ -196,10 +201,20 @@ impl Meter {
             warmup: Duration::from_secs(warmup),
             window: Duration::from_secs(seconds),
             running: 0,
+            seen: Default::default(),
+            repeated: 0,
         }
     }
 
-    fn running(&mut self) {
+    fn running(&mut self, task_id: &str) {
+        let n = task_id
+            .strip_prefix('t')
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("the benchmark's task ids are t<n>");
+        if !self.seen.insert(n) {
+            self.repeated += 1;
+            return;
+        }
         let t = self.started.elapsed();
         if t >= self.warmup && t < self.warmup + self.window {
             self.running += 1;
@@ -241,7 +256,7 @@ fn task_info(n: u64, agent_id: &str, resources: &Resources) -> TaskInfo {
 }
 
 /// The baseline: the framework calls the cluster core in-process.
-async fn core(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
+async fn core(setup: &Setup, task: &Resources, args: &Args) -> Result<Meter> {
     let c = &setup.cluster;
     let mut sub = c
         .subscribe(framework("core"))
@@ -273,7 +288,7 @@ async fn core(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
             }
             Event::Update(s) => {
                 if s.state == TaskState::Running {
-                    meter.running();
+                    meter.running(&s.task_id);
                 }
                 if let Some(uuid) = s.uuid {
                     let _ = c.acknowledge(&fw, &s.agent_id, &s.task_id, uuid);
@@ -283,10 +298,10 @@ async fn core(setup: &Setup, task: &Resources, args: &Args) -> Result<f64> {
         }
     }
     let _ = c.teardown(&fw);
-    Ok(meter.rate())
+    Ok(meter)
 }
 
-async fn grpc(addr: SocketAddr, task: &Resources, args: &Args) -> Result<f64> {
+async fn grpc(addr: SocketAddr, task: &Resources, args: &Args) -> Result<Meter> {
     let mut client = GrpcClient::connect(format!("http://{addr}")).await?;
     let mut events = client
         .subscribe(pb::SubscribeRequest {
@@ -374,7 +389,7 @@ async fn grpc(addr: SocketAddr, task: &Resources, args: &Args) -> Result<f64> {
             }
             Some(event::Kind::Update(s)) => {
                 if s.state() == orca_proto::cluster::v1::TaskState::Running {
-                    meter.running();
+                    meter.running(&s.task_id);
                 }
                 let _ = ack_tx
                     .send(pb::AcknowledgeRequest {
@@ -393,10 +408,10 @@ async fn grpc(addr: SocketAddr, task: &Resources, args: &Args) -> Result<f64> {
     if let Some(h) = header {
         let _ = client.teardown(h).await;
     }
-    Ok(meter.rate())
+    Ok(meter)
 }
 
-async fn http(addr: SocketAddr, task: &Resources, args: &Args) -> Result<f64> {
+async fn http(addr: SocketAddr, task: &Resources, args: &Args) -> Result<Meter> {
     let info = json!({ "user": "root", "name": "http", "roles": ["*"] });
     let mut s = SchedulerClient::subscribe(addr, info).await?;
     // Calls go over a pool of kept-alive connections.
@@ -472,7 +487,7 @@ async fn http(addr: SocketAddr, task: &Resources, args: &Args) -> Result<f64> {
         } else if let Some(update) = event.update {
             let status = update.status;
             if status.state == "TASK_RUNNING" {
-                meter.running();
+                meter.running(&status.task_id.value);
             }
             let Some(uuid) = status.uuid.as_deref() else {
                 continue;
@@ -490,7 +505,7 @@ async fn http(addr: SocketAddr, task: &Resources, args: &Args) -> Result<f64> {
         }
     }
     let (_, _) = s.call(json!({ "type": "TEARDOWN" })).await?;
-    Ok(meter.rate())
+    Ok(meter)
 }
 
 /// The HTTP framework's own Mesos JSON types, as a framework library has them: events are
@@ -735,7 +750,7 @@ async fn main() -> Result<()> {
     let mut baseline = f64::NAN;
     if wanted("core") {
         let setup = start(args.agents, &args.agent_resources).await?;
-        baseline = core(&setup, &task, &args).await?;
+        baseline = core(&setup, &task, &args).await?.rate();
         println!(
             "  {:<40} {baseline:>8.0} tasks/s to TASK_RUNNING",
             "core (baseline: in-process, no API)"
@@ -749,15 +764,16 @@ async fn main() -> Result<()> {
         let agents = SimAgents::start(master.grpc, args.agents, &args.agent_resources, &[])?;
         let master_cpu = window_cpu(master.pid(), args.warmup, args.seconds);
         let agents_cpu = window_cpu(agents.pid(), args.warmup, args.seconds);
-        let rate = match key {
+        let meter = match key {
             "grpc" => grpc(master.grpc, &task, &args).await?,
             _ => http(master.http, &task, &args).await?,
         };
+        let rate = meter.rate();
         let (master_cpu, agents_cpu) = (master_cpu.await?, agents_cpu.await?);
         let counts = agents.finish()?;
         let cpu = |c: Option<CpuUse>| c.map_or("-".into(), |c| format!("{:.0}%", c.total()));
         println!(
-            "  {:<40} {rate:>8.0} tasks/s to TASK_RUNNING   ({:.2}x baseline; master cpu {}, agents cpu {}; agents launched {}, updates {} + {} re-sent, acknowledged {})",
+            "  {:<40} {rate:>8.0} tasks/s to TASK_RUNNING   ({:.2}x baseline; master cpu {}, agents cpu {}; agents launched {}, updates {} + {} re-sent, acknowledged {}; each task counted once, {} repeated TASK_RUNNING not counted)",
             format!("{door}, agents over gRPC in another process"),
             rate / baseline,
             cpu(master_cpu),
@@ -766,6 +782,7 @@ async fn main() -> Result<()> {
             counts["updates_sent"],
             counts["updates_resent"],
             counts["acknowledged"],
+            meter.repeated,
         );
     }
     if wanted("offers") {

@@ -100,10 +100,13 @@ async fn main() -> Result<()> {
             .context("the task manager stopped")?;
         match u.state {
             TaskState::Running => {
+                // Each task once: an update not acknowledged is sent again after a while.
                 let i: usize = u.task_id[1..].parse()?;
-                latency.record(sent_at[i].expect("sent").elapsed().as_micros() as u64)?;
-                running += 1;
-                inflight -= 1;
+                if let Some(sent) = sent_at[i].take() {
+                    latency.record(sent.elapsed().as_micros() as u64)?;
+                    running += 1;
+                    inflight -= 1;
+                }
             }
             TaskState::Starting => {}
             other => anyhow::bail!(
