@@ -255,7 +255,7 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     let raw_batched_create_rate = (args.nodes + args.nodes.div_ceil(100)) as f64 / created_secs;
     eprintln!("raw creates on B, batched: {raw_batched_create_rate:.0}/s");
     // B's own write acknowledgement at the steady rate: what replication to B cannot beat.
-    let b_acks = steady_acks(&cb, "/raw", args.nodes, args.rate, args.seconds).await?;
+    let b_acks = steady_acks(&cb, "/raw", "steady", args.nodes, args.rate, args.seconds).await?;
 
     // 2. Bootstrap A -> B.
     create_many(&ca, "/app", args.nodes, &value, args.in_flight).await?;
@@ -339,33 +339,7 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         "--rate x --seconds must not exceed --nodes (each steady write goes to its own znode)"
     );
     // The baseline for lag: how long the plain writer waits for A to acknowledge each write.
-    let acks = Arc::new(std::sync::Mutex::new(
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
-    ));
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let per_tick = (args.rate / 100).max(1);
-    let mut sent = 0u64;
-    let mut writers = tokio::task::JoinSet::new();
-    while sent < steady {
-        tick.tick().await;
-        for _ in 0..per_tick {
-            let i = sent as usize % args.nodes;
-            let (ca, acks) = (ca.clone(), acks.clone());
-            writers.spawn(async move {
-                let data = format!("steady {sent}").into_bytes();
-                let started = Instant::now();
-                ca.set_data(&format!("/app/d{}/n{i}", i / 100), &data, None)
-                    .await?;
-                let us = started.elapsed().as_micros().max(1) as u64;
-                acks.lock().unwrap().record(us)?;
-                anyhow::Ok(())
-            });
-            sent += 1;
-        }
-    }
-    while let Some(r) = writers.join_next().await {
-        r??;
-    }
+    let acks = steady_acks(&ca, "/app", "steady", args.nodes, args.rate, args.seconds).await?;
     wait_caught_up(&engine, before_steady + steady).await?;
     let steady_status = engine.status();
 
@@ -411,28 +385,18 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
         anyhow::Ok(checks)
     };
     let writing_steady = async {
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        let mut writes = tokio::task::JoinSet::new();
-        for sent in 0..steady {
-            if sent % per_tick == 0 {
-                tick.tick().await;
-            }
-            let i = sent as usize % args.nodes;
-            let ca = ca.clone();
-            writes.spawn(async move {
-                ca.set_data(
-                    &format!("/app/d{}/n{i}", i / 100),
-                    format!("validated {sent}").as_bytes(),
-                    None,
-                )
-                .await
-            });
-        }
-        while let Some(r) = writes.join_next().await {
-            r??;
-        }
+        let written = steady_acks(
+            &ca,
+            "/app",
+            "validated",
+            args.nodes,
+            args.rate,
+            args.seconds,
+        )
+        .await
+        .map(drop);
         writing.store(false, std::sync::atomic::Ordering::Relaxed);
-        anyhow::Ok(())
+        written
     };
     let (checks, written) = tokio::join!(validating, writing_steady);
     let (checks, ()) = (checks?, written?);
@@ -449,7 +413,6 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
 
     let lag = steady_status.lag_a_to_b_ms;
     let b_ack_p99 = b_acks.value_at_quantile(0.99) as f64 / 1000.0;
-    let acks = acks.lock().unwrap().clone();
     let ack_ms = |q: f64| acks.value_at_quantile(q) as f64 / 1000.0;
     let rows: Vec<(String, String)> = vec![
         (
@@ -582,11 +545,13 @@ async fn run(args: &Args, a: &Ensemble, b: &Ensemble) -> Result<()> {
     Ok(())
 }
 
-/// Writes `rate` set_data/s for `seconds` to the znodes `create_many` made under `root` (one
-/// client, as the steady writer on A) and returns its acknowledgement times.
+/// Writes `rate` set_data/s for `seconds` to the znodes `create_many` made under `root`, one
+/// client, each write a new value (`<tag> <n>`) on its own znode (a write of the same bytes
+/// replicates nothing), and returns its acknowledgement times: the steady load on A, and B's own ack.
 async fn steady_acks(
     client: &Client,
     root: &str,
+    tag: &str,
     nodes: usize,
     rate: u64,
     seconds: u64,
@@ -604,9 +569,10 @@ async fn steady_acks(
             let i = sent as usize % nodes;
             let (client, acks) = (client.clone(), acks.clone());
             let path = format!("{root}/d{}/n{i}", i / 100);
+            let data = format!("{tag} {sent}").into_bytes();
             writers.spawn(async move {
                 let started = Instant::now();
-                client.set_data(&path, b"steady on B", None).await?;
+                client.set_data(&path, &data, None).await?;
                 acks.lock()
                     .unwrap()
                     .record(started.elapsed().as_micros().max(1) as u64)?;
