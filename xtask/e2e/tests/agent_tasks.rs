@@ -16,13 +16,21 @@ use tokio::sync::mpsc;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
+/// The parent cgroup of a test's tasks: one per test (managers whose tags share the part
+/// before the first `-` share it), so one test removing its parent when done cannot remove it
+/// under another test that is about to create a task cgroup in it.
+fn parent_cgroup(tag: &str) -> String {
+    let test = tag.split('-').next().unwrap_or(tag);
+    format!("orca-test-{}-{test}", std::process::id())
+}
+
 fn manager(tag: &str) -> (TaskManager, mpsc::UnboundedReceiver<StatusUpdate>, PathBuf) {
     support::agent::require_root();
     let driver = Driver::detect().expect("a cgroup hierarchy");
     let work = std::env::temp_dir().join(format!("orca-tasks-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let mut config = TaskManagerConfig::new(work.clone(), driver);
-    config.cgroup_parent = format!("orca-test-{}", std::process::id());
+    config.cgroup_parent = parent_cgroup(tag);
     let (m, rx) = TaskManager::new(config);
     (m, rx, work)
 }
@@ -46,12 +54,19 @@ fn spec(task_id: &str, command: &str) -> TaskSpec {
     }
 }
 
-/// Removes this test process's parent cgroups once the last test using them is done (rmdir
-/// of a non-empty cgroup fails, so concurrent tests keep theirs).
+/// Removes the test's work directory and its parent cgroups (rmdir of a non-empty cgroup
+/// fails, so a manager of the same test still running keeps them).
 fn cleanup(work: PathBuf) {
+    let tag = work
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("orca-tasks-"))
+        .and_then(|n| n.rsplit_once('-'))
+        .map(|(tag, _pid)| tag.to_owned())
+        .expect("a work directory made by `manager`");
     let _ = std::fs::remove_dir_all(&work);
     if let Ok(driver) = Driver::detect() {
-        driver.remove_parent(&format!("orca-test-{}", std::process::id()));
+        driver.remove_parent(&parent_cgroup(&tag));
     }
 }
 
@@ -98,7 +113,7 @@ async fn a_task_runs_in_its_own_limited_cgroup_and_finishes() {
     else {
         panic!("this host is expected to run v1 controllers");
     };
-    let name = format!("orca-test-{}/fw.ok", std::process::id());
+    let name = format!("{}/fw.ok", parent_cgroup("life"));
     let read = |root: &PathBuf, file: &str| {
         std::fs::read_to_string(root.join(&name).join(file))
             .unwrap()
@@ -213,8 +228,10 @@ async fn a_kill_sends_sigterm_and_waits_the_grace_period_before_sigkill() {
         "trap 'echo term >> got-term' TERM; while true; do sleep 0.05; done",
     );
     m.launch(vec![stubborn]).await;
-    assert_eq!(next(&mut rx).await.state, TaskState::Starting);
-    assert_eq!(next(&mut rx).await.state, TaskState::Running);
+    let starting = next(&mut rx).await;
+    assert_eq!(starting.state, TaskState::Starting, "{starting:?}");
+    let running = next(&mut rx).await;
+    assert_eq!(running.state, TaskState::Running, "{running:?}");
     tokio::time::sleep(Duration::from_millis(200)).await; // let the shell install its trap
     let asked = Instant::now();
     assert!(m.kill("fw", "stubborn", Some(Duration::from_millis(1500))));
