@@ -22,7 +22,8 @@ use crate::{
 pub struct RunConfig {
     /// How the host is observed (the container directory is made by `run`).
     pub engine: EngineOptions,
-    /// Collector address (`host:port` or URL); without it reports are only counted.
+    /// The master: its gRPC address (`host:port` or URL), or `zk://…/path` to follow the
+    /// leading master in ZooKeeper; without it reports are only counted.
     pub master: Option<String>,
     /// Full snapshot interval (host, processes, containers).
     pub interval: Duration,
@@ -126,7 +127,13 @@ pub async fn run(
 
     let queue = Arc::new(ReportQueue::new(config.buffer, config.buffer_bytes));
     let (need_full_tx, mut need_full_rx) = mpsc::channel(1);
-    if let Some(master) = config.master.clone() {
+    let master = config
+        .master
+        .as_deref()
+        .map(|m| orca_leader::MasterLocator::new(m, orca_leader::DEFAULT_SESSION_TIMEOUT))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--master: {e}"))?;
+    if let Some(master) = master.clone() {
         tokio::spawn(send_reports(
             master,
             queue.clone(),
@@ -135,7 +142,7 @@ pub async fn run(
         ));
     }
     let mut task_manager = None;
-    if let (Some(master), Some(tasks)) = (config.master.clone(), config.tasks.clone()) {
+    if let (Some(master), Some(tasks)) = (master, config.tasks.clone()) {
         // Observing is the agent's first job: it goes on when tasks cannot be run here.
         let kill_on_exit = tasks.kill_tasks_on_exit;
         let control = containers::control::ContainerControl::new(
@@ -273,7 +280,7 @@ fn send(
 
 /// Starts task execution and the link to the master.
 fn start_tasks(
-    master: String,
+    master: orca_leader::MasterLocator,
     tasks: TasksConfig,
     hostname: String,
     control: containers::control::ContainerControl,

@@ -156,31 +156,42 @@ impl Backoff {
     }
 }
 
-/// Sends queued reports to `master` for ever. `need_full` is signalled when the collector asks
-/// for a full report.
+/// Sends queued reports to the master for ever (the leader, when `master` follows one in
+/// ZooKeeper: a new leader gets the stream at once). `need_full` is signalled when the
+/// collector asks for a full report.
 pub async fn send_reports(
-    master: String,
+    mut master: orca_leader::MasterLocator,
     queue: Arc<ReportQueue>,
     need_full: mpsc::Sender<()>,
     metrics: Arc<AgentMetrics>,
 ) {
-    let endpoint = if master.contains("://") {
-        master
-    } else {
-        format!("http://{master}")
-    };
     let mut backoff = Backoff::default();
     loop {
-        match stream_once(&endpoint, &queue, &need_full, &metrics, &mut backoff).await {
-            Ok(()) => tracing::info!("collector closed the report stream; reconnecting"),
-            Err(err) => tracing::warn!(
-                collector = %endpoint,
-                "collector unreachable ({err}); still collecting, {} reports buffered",
-                queue.len()
-            ),
+        let Some(endpoint) = master.grpc_endpoint(Duration::from_secs(5)).await else {
+            tracing::warn!(master = %master.describe(), "no leading master known; still collecting, {} reports buffered", queue.len());
+            continue;
+        };
+        master.mark_seen();
+        let mut followed = master.clone();
+        tokio::select! {
+            result = stream_once(&endpoint, &queue, &need_full, &metrics, &mut backoff) => match result {
+                Ok(()) => tracing::info!("collector closed the report stream; reconnecting"),
+                Err(err) => tracing::warn!(
+                    collector = %endpoint,
+                    "collector unreachable ({err}); still collecting, {} reports buffered",
+                    queue.len()
+                ),
+            },
+            () = followed.changed() => {
+                tracing::info!(master = %master.describe(), "the leading master changed; streaming reports to it");
+                backoff.reset();
+            }
         }
         metrics.collector_connected.set(0);
-        tokio::time::sleep(backoff.next_delay()).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            () = master.changed() => backoff.reset(),
+        }
     }
 }
 

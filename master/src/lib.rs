@@ -5,5 +5,6 @@
 pub mod allocator;
 pub mod api;
 pub mod cluster;
+pub mod election;
 pub use orca_resources as resources;
 pub mod server;

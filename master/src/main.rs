@@ -6,9 +6,27 @@ use orca_collector::{CollectorConfig, series::SeriesConfig};
 use orca_master::{
     allocator::Quota,
     cluster::{ClusterConfig, RoleConfig},
+    election::ElectionConfig,
     resources::ScalarMap,
-    server::Master,
+    server::{HaOptions, Master},
 };
+
+/// Ctrl-C or SIGTERM: a leader leaves the group at once instead of holding its place for a
+/// session timeout.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
 
 /// The master allocates per request, event and offer on every core: mimalloc's per-thread
 /// heaps took the launch benchmark's core rate from about 90k to 124k tasks/s and gRPC from
@@ -20,7 +38,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "orca-master",
     version,
-    about = "Orca master: agent registry, weighted-DRF offers, Mesos v1 scheduler API, topology collector"
+    about = "Orca master: agent registry, weighted-DRF offers, Mesos v1 scheduler API, topology collector; highly available with --zk"
 )]
 struct Cli {
     /// gRPC address agents attach to (tasks and topology reports) and clients watch on.
@@ -63,9 +81,31 @@ struct Cli {
     #[arg(long)]
     closed_roles: bool,
     /// The registry file (admitted agents, frameworks, torn-down framework ids), kept across
-    /// restarts; `memory` keeps it in memory only.
+    /// restarts; `memory` keeps it in memory only. Not used with --zk (the registry is in
+    /// ZooKeeper then).
     #[arg(long, default_value = "/var/lib/orca-master/registry.jsonl")]
     registry: String,
+    /// Run as one of several highly-available masters: elect the leader and keep the
+    /// registry in ZooKeeper, e.g. `zk://h1:2181,h2:2181,h3:2181/mesos`
+    /// (`zk://user:password@…` for digest credentials, or `file:///path` holding the URL).
+    #[arg(long, env = "ORCA_ZK")]
+    zk: Option<String>,
+    /// ZooKeeper session timeout (Mesos `--zk_session_timeout`): how long a leader cut off
+    /// from ZooKeeper keeps its place. A leader whose process died is replaced sooner: the
+    /// other masters notice its port closing.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    zk_session_timeout: Duration,
+    /// Accepted for Mesos command-line compatibility (the size of Mesos's replicated-log
+    /// quorum). Orca's registry lives in ZooKeeper, whose own quorum makes it durable.
+    #[arg(long)]
+    quorum: Option<usize>,
+    /// This master's id (Mesos `MasterInfo.id`); a new UUID each start when unset.
+    #[arg(long)]
+    master_id: Option<String>,
+    /// The hostname this master advertises (redirects and MasterInfo); its HTTP IP when
+    /// unset.
+    #[arg(long)]
+    hostname: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -105,7 +145,9 @@ fn cluster_config(cli: &Cli) -> anyhow::Result<ClusterConfig> {
         agent_ping_timeout: cli.agent_ping_timeout,
         agent_removal_timeout: cli.agent_removal_timeout,
         open_roles: !cli.closed_roles,
-        registry: (cli.registry != "memory").then(|| cli.registry.clone().into()),
+        registry: (cli.registry != "memory" && cli.zk.is_none())
+            .then(|| cli.registry.clone().into()),
+        master_id: cli.master_id.clone(),
         ..ClusterConfig::default()
     };
     for entry in &cli.weights {
@@ -164,6 +206,26 @@ fn main() -> ExitCode {
         agent_expiry: Duration::from_secs(cli.agent_expiry_secs),
         ..Default::default()
     };
+    let election = match cli.zk.as_deref().map(orca_leader::ZkUrl::parse).transpose() {
+        Ok(url) => url.map(|url| ElectionConfig {
+            url,
+            session_timeout: cli.zk_session_timeout,
+        }),
+        Err(e) => {
+            eprintln!("orca-master: --zk: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let (Some(quorum), Some(_)) = (cli.quorum, &election) {
+        tracing::info!(
+            quorum,
+            "--quorum is accepted for Mesos compatibility; the registry's durability is ZooKeeper's quorum"
+        );
+    }
+    let ha = HaOptions {
+        election,
+        hostname: cli.hostname.clone(),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -172,13 +234,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let master = Master::bind(config, cluster, cli.grpc_addr, cli.http_addr).await?;
+        let master = Master::bind_with(config, cluster, cli.grpc_addr, cli.http_addr, ha).await?;
         tracing::info!(grpc = %master.grpc_addr(), http = %master.http_addr(), "master serving");
-        master
-            .serve(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
+        master.serve(shutdown_signal()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

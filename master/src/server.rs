@@ -24,6 +24,7 @@ use crate::{
         scheduler_grpc::SchedulerService,
     },
     cluster::{Cluster, ClusterConfig},
+    election::{self, ElectionConfig},
 };
 
 /// How long a stopping master waits for open streams to end before it closes them.
@@ -36,29 +37,74 @@ pub struct Master {
     pub cluster: Cluster,
     grpc: TcpListener,
     http: TcpListener,
+    election: Option<ElectionConfig>,
+}
+
+/// How a master takes part in a cluster.
+#[derive(Clone, Debug, Default)]
+pub struct HaOptions {
+    /// Elect the leader in ZooKeeper and keep the registry there (`--zk`); `None` is a
+    /// single master on its own registry.
+    pub election: Option<ElectionConfig>,
+    /// The name this master is known by (Mesos `--hostname`); the HTTP address's IP when
+    /// unset and bound to one, the system hostname when bound to all.
+    pub hostname: Option<String>,
 }
 
 impl Master {
-    /// Binds both listeners (port 0 picks a free port; see `grpc_addr`/`http_addr`).
+    /// Binds both listeners of a single master (port 0 picks a free port; see
+    /// `grpc_addr`/`http_addr`).
     pub async fn bind(
         config: CollectorConfig,
         cluster: ClusterConfig,
         grpc_addr: SocketAddr,
         http_addr: SocketAddr,
     ) -> anyhow::Result<Self> {
-        let cluster = Cluster::new(cluster)
-            .map_err(|e| anyhow::anyhow!("invalid cluster configuration: {e}"))?;
+        Self::bind_with(config, cluster, grpc_addr, http_addr, HaOptions::default()).await
+    }
+
+    /// Binds both listeners; with `ha.election` the master follows until elected.
+    pub async fn bind_with(
+        config: CollectorConfig,
+        cluster: ClusterConfig,
+        grpc_addr: SocketAddr,
+        http_addr: SocketAddr,
+        ha: HaOptions,
+    ) -> anyhow::Result<Self> {
+        let cluster = match ha.election {
+            Some(_) => Cluster::follower(cluster),
+            None => Cluster::new(cluster),
+        }
+        .map_err(|e| anyhow::anyhow!("invalid cluster configuration: {e}"))?;
         let grpc = TcpListener::bind(grpc_addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen for gRPC on {grpc_addr}: {e}; pick another --grpc-addr")
         })?;
         let http = TcpListener::bind(http_addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen for HTTP on {http_addr}: {e}; pick another --http-addr")
         })?;
+        let (http_bound, grpc_bound) = (http.local_addr()?, grpc.local_addr()?);
+        let hostname = ha.hostname.unwrap_or_else(|| {
+            if http_bound.ip().is_unspecified() {
+                nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_else(|| "localhost".into())
+            } else {
+                http_bound.ip().to_string()
+            }
+        });
+        cluster.set_info(orca_leader::MasterInfo::new(
+            cluster.master_id(),
+            hostname,
+            http_bound,
+            grpc_bound,
+        ));
         Ok(Self {
             collector: Collector::new(config),
             cluster,
             grpc,
             http,
+            election: ha.election,
         })
     }
 
@@ -80,6 +126,20 @@ impl Master {
         let publisher = tokio::spawn(collector.clone().run_publisher());
         let allocation = tokio::spawn(cluster.clone().run());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel();
+        let election = self.election.map(|config| {
+            let (cluster, info, stop) = (
+                cluster.clone(),
+                cluster.info().expect("set when bound"),
+                stop_rx.clone(),
+            );
+            let fatal = fatal_tx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = election::run(cluster, config, info, stop).await {
+                    let _ = fatal.send(e);
+                }
+            })
+        });
         let mut grpc_stop = stop_rx.clone();
         // Agents are told to heartbeat three times per ping timeout.
         let heartbeat = cluster.agent_ping_timeout() / 3;
@@ -110,9 +170,18 @@ impl Master {
         let http = axum::serve(self.http, router).with_graceful_shutdown(async move {
             let _ = http_stop.changed().await;
         });
+        let stopper = stop_tx.clone();
+        let fatal_error = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let fatal_seen = fatal_error.clone();
         tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
+            tokio::select! {
+                () = shutdown => {}
+                Some(e) = fatal_rx.recv() => {
+                    tracing::error!(%e, "this master cannot go on");
+                    *fatal_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            }
+            let _ = stopper.send(true);
         });
         // Watches, event streams and agent links never end by themselves: after the grace
         // period the servers are dropped with whatever is still open.
@@ -130,6 +199,14 @@ impl Master {
         };
         publisher.abort();
         allocation.abort();
+        if let Some(election) = election {
+            // It leaves the group on the stop signal; give it a moment to say so.
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, election).await;
+        }
+        drop(stop_tx);
+        if let Some(e) = fatal_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e.into());
+        }
         grpc?;
         http?;
         Ok(())

@@ -84,6 +84,7 @@ async fn a_restarted_master_recovers_its_registry() {
                 state: TaskState::Running,
             }],
         )
+        .await
         .unwrap();
     assert_eq!(link.agent_id, agent_id);
     assert!(link.commands.try_recv().is_err(), "nothing was shut down");

@@ -478,6 +478,7 @@ async fn an_agent_restarted_without_its_tasks_has_them_lost_and_offered_again() 
             },
             Vec::new(),
         )
+        .await
         .unwrap();
     let lost = s.update_for("gone").await;
     assert_eq!(lost["state"], "TASK_LOST", "{lost}");

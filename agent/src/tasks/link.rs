@@ -33,6 +33,8 @@ pub enum LinkError {
     Closed,
     #[error("the master's first message was not `registered`; is it an Orca master?")]
     NotRegistered,
+    #[error("no leading master is known in ZooKeeper yet")]
+    NoLeader,
 }
 
 /// A launched task this agent cannot run as sent.
@@ -49,8 +51,8 @@ pub enum SpecError {
 
 #[derive(Clone, Debug)]
 pub struct LinkConfig {
-    /// The master's gRPC address (`host:port` or URL).
-    pub master: String,
+    /// The master: one address, or the leader followed in ZooKeeper.
+    pub master: orca_leader::MasterLocator,
     pub hostname: String,
     pub resources: Resources,
     pub attributes: BTreeMap<String, String>,
@@ -66,7 +68,7 @@ pub struct LinkConfig {
 }
 
 impl LinkConfig {
-    pub fn new(master: String, hostname: String, resources: Resources) -> Self {
+    pub fn new(master: orca_leader::MasterLocator, hostname: String, resources: Resources) -> Self {
         LinkConfig {
             master,
             hostname,
@@ -101,14 +103,6 @@ fn save_id(file: &std::path::Path, id: &str) {
     let written = std::fs::write(&partial, id).and_then(|()| std::fs::rename(&partial, file));
     if let Err(e) = written {
         tracing::warn!(file = %file.display(), %e, "cannot save the agent id; a restart will register as a new agent");
-    }
-}
-
-fn endpoint(master: &str) -> String {
-    if master.contains("://") {
-        master.to_owned()
-    } else {
-        format!("http://{master}")
     }
 }
 
@@ -221,23 +215,34 @@ pub async fn run(
 ) {
     let mut agent_id = saved_id(config.id_file.as_deref());
     let mut backoff = Duration::from_millis(200);
+    let mut master = config.master.clone();
     loop {
-        match session(
-            &config,
-            &manager,
-            &mut updates,
-            &mut agent_id,
-            registered.as_ref(),
-        )
-        .await
-        {
-            Ok(()) => backoff = Duration::from_millis(200),
-            Err(why) => {
-                tracing::warn!(master = %config.master, %why, retry_in = ?backoff, "agent link down");
+        master.mark_seen();
+        let mut followed = master.clone();
+        tokio::select! {
+            ended = session(
+                &config,
+                &manager,
+                &mut updates,
+                &mut agent_id,
+                registered.as_ref(),
+            ) => match ended {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(why) => {
+                    tracing::warn!(master = %config.master.describe(), %why, retry_in = ?backoff, "agent link down");
+                }
+            },
+            () = followed.changed() => {
+                tracing::info!(master = %master.describe(), "the leading master changed; registering with it");
+                backoff = Duration::from_millis(200);
+                continue;
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        // A new leader is worth trying at once rather than after the backoff.
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(Duration::from_secs(10)),
+            () = master.changed() => backoff = Duration::from_millis(200),
+        }
     }
 }
 
@@ -249,7 +254,13 @@ async fn session(
     agent_id: &mut String,
     registered: Option<&tokio::sync::watch::Sender<Option<String>>>,
 ) -> Result<(), LinkError> {
-    let mut client = AgentLinkClient::connect(endpoint(&config.master)).await?;
+    let endpoint = config
+        .master
+        .clone()
+        .grpc_endpoint(Duration::from_secs(5))
+        .await
+        .ok_or(LinkError::NoLeader)?;
+    let mut client = AgentLinkClient::connect(endpoint).await?;
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1024);
     let running = manager
         .running()
@@ -286,7 +297,7 @@ async fn session(
         save_id(file, &reg.agent_id);
     }
     *agent_id = reg.agent_id.clone();
-    tracing::info!(agent = %agent_id, master = %config.master, "registered with the master");
+    tracing::info!(agent = %agent_id, master = %config.master.describe(), "registered with the master");
     if let Some(watch) = registered {
         let _ = watch.send(Some(agent_id.clone()));
     }

@@ -111,6 +111,9 @@ struct Running {
 #[derive(Debug, Default)]
 struct Inner {
     tasks: HashMap<(String, String), Running>,
+    /// Tasks that ended with updates not acknowledged yet, with their final state: a master
+    /// this agent registers with must know them, or their updates would have nowhere to go.
+    finished: HashMap<(String, String), (TaskSpec, TaskState)>,
     /// Updates not acknowledged yet, in the order they were made.
     unacked: Vec<StatusUpdate>,
 }
@@ -262,21 +265,28 @@ impl TaskManager {
 
     /// Stops retrying an update the framework acknowledged.
     pub fn acknowledge(&self, task_id: &str, uuid: [u8; 16]) {
-        self.lock()
+        let mut inner = self.lock();
+        inner
             .unacked
             .retain(|u| !(u.task_id == task_id && u.uuid == uuid));
+        if !inner.unacked.iter().any(|u| u.task_id == task_id) {
+            inner.finished.retain(|(_, task), _| task != task_id);
+        }
     }
 
     pub fn unacknowledged(&self) -> Vec<StatusUpdate> {
         self.lock().unacked.clone()
     }
 
-    /// Tasks still running, with their last state (for re-registration).
+    /// What a master must know when this agent (re-)registers: the tasks running, with their
+    /// last state, and the tasks that ended whose final updates are not acknowledged yet.
     pub fn running(&self) -> Vec<(TaskSpec, TaskState)> {
-        self.lock()
+        let inner = self.lock();
+        inner
             .tasks
             .values()
             .map(|t| (t.spec.clone(), t.state))
+            .chain(inner.finished.values().cloned())
             .collect()
     }
 
@@ -562,6 +572,7 @@ impl TaskManager {
                 Some(format!("lost track of the process: {e}")),
             ),
         };
+        self.lock().finished.insert(key, (spec.clone(), state));
         self.emit(&spec, state, reason, message);
     }
 

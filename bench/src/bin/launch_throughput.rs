@@ -123,6 +123,7 @@ async fn start(agents: usize, agent_resources: &str) -> Result<Setup> {
                 },
                 Vec::new(),
             )
+            .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tokio::spawn(simulated_agent(
             cluster.clone(),
@@ -260,6 +261,7 @@ async fn core(setup: &Setup, task: &Resources, args: &Args) -> Result<Meter> {
     let c = &setup.cluster;
     let mut sub = c
         .subscribe(framework("core"))
+        .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let fw = sub.framework_id.clone();
     let mut meter = Meter::new(args.warmup, args.seconds);
@@ -297,7 +299,7 @@ async fn core(setup: &Setup, task: &Resources, args: &Args) -> Result<Meter> {
             _ => {}
         }
     }
-    let _ = c.teardown(&fw);
+    let _ = c.teardown(&fw).await;
     Ok(meter)
 }
 

@@ -13,7 +13,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{
-    command_to_proto, status_from_proto, task_from_proto, task_state_from_proto, usage_from_proto,
+    command_to_proto, grpc_status, status_from_proto, task_from_proto, task_state_from_proto,
+    usage_from_proto,
 };
 use crate::{
     cluster::{AgentCommand, AgentInfo, ApiError, Cluster, RunningTask, TaskState},
@@ -74,7 +75,11 @@ impl AgentLink for AgentLinkService {
         let link = self
             .cluster
             .register_agent(info, running)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .await
+            .map_err(|e| match e {
+                ApiError::BadRequest(m) => Status::invalid_argument(m),
+                other => grpc_status(other),
+            })?;
         let agent_id = link.agent_id.clone();
         tracing::info!(agent = %agent_id, hostname = %register.hostname, "agent registered");
         let (tx, rx) = mpsc::channel(1024);
@@ -94,8 +99,17 @@ impl AgentLink for AgentLinkService {
                     return;
                 }
             }
+            // The master let go of this link: the term ended, or the agent registered again
+            // on another link or was removed. The agent re-registers with the leader.
+            let _ = out
+                .send(Err(Status::unavailable(
+                    "the master closed this agent link (its term ended or the agent registered \
+                     again); register with the leading master",
+                )))
+                .await;
         });
         let cluster = self.cluster.clone();
+        let term = link.term;
         tokio::spawn(async move {
             loop {
                 let message = match incoming.message().await {
@@ -106,6 +120,12 @@ impl AgentLink for AgentLinkService {
                         break;
                     }
                 };
+                if cluster.term() != term {
+                    // What the agent sends now belongs to the next term's link: applied
+                    // here it would meet a state that does not know the agent (and an
+                    // update for a task it does not know would be acknowledged away).
+                    break;
+                }
                 let _ = cluster.agent_heartbeat(&agent_id);
                 match message.kind {
                     Some(agent_message::Kind::Status(update)) => {

@@ -42,8 +42,20 @@ pub fn grpc_status(err: ApiError) -> Status {
         ApiError::Forbidden(m) => Status::permission_denied(m),
         ApiError::NotFound(m) => Status::not_found(m),
         ApiError::Unavailable(m) => Status::unavailable(m),
+        ApiError::NotLeader(leader) => {
+            let mut status = Status::unavailable(ApiError::NotLeader(leader.clone()).to_string());
+            if let Some(grpc) = leader.as_ref().and_then(|l| l.grpc_addr())
+                && let Ok(value) = grpc.to_string().parse()
+            {
+                status.metadata_mut().insert(LEADER_METADATA, value);
+            }
+            status
+        }
     }
 }
+
+/// The gRPC metadata key naming the leader's gRPC address on a non-leader's refusal.
+pub const LEADER_METADATA: &str = "orca-leader-grpc";
 
 /// A refusal of a scheduler call as Mesos answers it over HTTP: 400 malformed, 403 not
 /// allowed (an unknown framework included, as Mesos does for calls), 503 unavailable.
@@ -51,7 +63,7 @@ pub fn http_status(err: &ApiError) -> StatusCode {
     match err {
         ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ApiError::Forbidden(_) | ApiError::NotFound(_) => StatusCode::FORBIDDEN,
-        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::Unavailable(_) | ApiError::NotLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

@@ -102,7 +102,7 @@ impl Scheduler for SchedulerService {
             capabilities: info.capabilities,
             labels: info.labels.into_iter().collect(),
         };
-        let sub = self.cluster.subscribe(info).map_err(grpc_status)?;
+        let sub = self.cluster.subscribe(info).await.map_err(grpc_status)?;
         if !request.suppressed_roles.is_empty() {
             let _ = self
                 .cluster
@@ -226,6 +226,6 @@ impl Scheduler for SchedulerService {
     ) -> Result<Response<pb::CallResult>, Status> {
         let header = request.into_inner();
         let framework_id = self.check(Some(&header))?;
-        done(self.cluster.teardown(&framework_id))
+        done(self.cluster.teardown(&framework_id).await)
     }
 }

@@ -32,6 +32,8 @@ pub struct ClusterConfig {
     pub allocator: AllocatorConfig,
     /// The embedded registry's file; `None` keeps the registry in memory only.
     pub registry: Option<std::path::PathBuf>,
+    /// This master's id (Mesos `MasterInfo.id`); a new one per process when `None`.
+    pub master_id: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -50,6 +52,7 @@ impl Default for ClusterConfig {
             open_roles: true,
             allocator: AllocatorConfig::default(),
             registry: None,
+            master_id: None,
         }
     }
 }

@@ -9,6 +9,12 @@
 //! Status updates are delivered at least once: each carries a uuid, stays pending until the
 //! framework acknowledges it, is re-sent when the framework re-subscribes, and the agent is
 //! told when to stop retrying it.
+//!
+//! A master acts only in its [`Role::Leading`] role: a single master always, a
+//! highly-available one while elected (`crate::election`). Each term starts from the
+//! registry with a fresh state ([`Cluster::lead`]); when a term ends ([`Cluster::follow`])
+//! the state is dropped whole, which closes every framework stream and agent link of that
+//! term, and calls are answered with the leader's whereabouts ([`ApiError::NotLeader`]).
 pub mod config;
 mod error;
 pub mod registry;
@@ -18,9 +24,14 @@ mod state;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant},
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
 };
+
+use orca_leader::MasterInfo;
 
 use orca_proto::cluster::v1::{ContainerCommand, ContainerReply};
 use tokio::sync::{Notify, mpsc};
@@ -72,11 +83,25 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// An agent's registration: its id and the commands for it.
+/// An agent's registration: its id, the commands for it, and the term it belongs to (the
+/// link must end when the term does).
 #[derive(Debug)]
 pub struct AgentLink {
     pub agent_id: String,
     pub commands: mpsc::UnboundedReceiver<AgentCommand>,
+    pub term: u64,
+}
+
+/// What this master does now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Role {
+    /// Acts: the only master, or the elected leader (since `elected`).
+    Leading { elected: SystemTime },
+    /// Elected, but its ZooKeeper session is disconnected: acts on nothing until the session
+    /// is back (or steps down when it is lost).
+    Suspended { elected: SystemTime },
+    /// Another master leads (`None`: none is known now).
+    Following { leader: Option<Box<MasterInfo>> },
 }
 
 /// Cheap to clone; all clones share one master.
@@ -85,6 +110,14 @@ pub struct Cluster {
     state: Arc<Mutex<State>>,
     wake: Arc<Notify>,
     containers: Arc<Mutex<ContainerRequests>>,
+    role: Arc<RwLock<Role>>,
+    /// Counts terms: a new one each time this master starts leading.
+    term: Arc<AtomicU64>,
+    config: Arc<ClusterConfig>,
+    master_id: Arc<str>,
+    /// This master as Mesos describes it (set once its listeners are bound).
+    info: Arc<RwLock<Option<MasterInfo>>>,
+    started: SystemTime,
 }
 
 /// Operator calls on containers waiting for their agent's replies.
@@ -96,7 +129,8 @@ struct ContainerRequests {
 }
 
 impl Cluster {
-    /// A cluster whose registry is the file `config.registry` names (in memory without one).
+    /// A single master whose registry is the file `config.registry` names (in memory
+    /// without one). It leads from the start.
     pub fn new(config: ClusterConfig) -> Result<Self, ApiError> {
         let store: Box<dyn registry::RegistryStore> = match &config.registry {
             Some(path) => Box::new(
@@ -108,15 +142,42 @@ impl Cluster {
         Self::with_store(config, store)
     }
 
-    /// A cluster that keeps its registry in `store` (and recovers from what is there).
+    /// A single master that keeps its registry in `store` (and recovers from what is there).
     pub fn with_store(
         config: ClusterConfig,
         store: Box<dyn registry::RegistryStore>,
     ) -> Result<Self, ApiError> {
+        let registry = store
+            .load()
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let cluster = Self::follower(config)?;
+        cluster.lead(store, registry)?;
+        Ok(cluster)
+    }
+
+    /// A master that follows until elected ([`Cluster::lead`]).
+    pub fn follower(config: ClusterConfig) -> Result<Self, ApiError> {
+        let master_id: Arc<str> = config
+            .master_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+            .into();
+        let idle = State::new(
+            config.clone(),
+            master_id.to_string(),
+            Box::<registry::MemoryStore>::default(),
+            registry::Registry::default(),
+        )?;
         Ok(Cluster {
-            state: Arc::new(Mutex::new(State::new(config, store)?)),
+            state: Arc::new(Mutex::new(idle)),
             wake: Arc::new(Notify::new()),
             containers: Arc::default(),
+            role: Arc::new(RwLock::new(Role::Following { leader: None })),
+            term: Arc::new(AtomicU64::new(0)),
+            config: Arc::new(config),
+            master_id,
+            info: Arc::default(),
+            started: SystemTime::now(),
         })
     }
 
@@ -124,6 +185,138 @@ impl Cluster {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    // ---- leadership ----
+
+    /// Starts a term: a fresh state recovered from `registry`, kept in `store`, and this
+    /// master acting on it.
+    pub fn lead(
+        &self,
+        store: Box<dyn registry::RegistryStore>,
+        registry: registry::Registry,
+    ) -> Result<(), ApiError> {
+        let state = State::new(
+            (*self.config).clone(),
+            self.master_id.to_string(),
+            store,
+            registry,
+        )?;
+        let previous = std::mem::replace(&mut *self.lock(), state);
+        self.term.fetch_add(1, Ordering::SeqCst);
+        *self.role.write().unwrap_or_else(|p| p.into_inner()) = Role::Leading {
+            elected: SystemTime::now(),
+        };
+        drop(previous);
+        self.changed();
+        Ok(())
+    }
+
+    /// Ends this master's term, if it has one (every framework stream and agent link of it
+    /// closes), and follows `leader`.
+    pub fn follow(&self, leader: Option<MasterInfo>) {
+        let leading = {
+            let mut role = self.role.write().unwrap_or_else(|p| p.into_inner());
+            let leading = !matches!(*role, Role::Following { .. });
+            *role = Role::Following {
+                leader: leader.map(Box::new),
+            };
+            leading
+        };
+        if leading {
+            self.term.fetch_add(1, Ordering::SeqCst);
+            let idle = State::new(
+                (*self.config).clone(),
+                self.master_id.to_string(),
+                Box::<registry::MemoryStore>::default(),
+                registry::Registry::default(),
+            )
+            .expect("an empty registry loads");
+            let ended = std::mem::replace(&mut *self.lock(), idle);
+            drop(ended);
+            self.containers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending
+                .clear();
+            tracing::warn!("this master's term ended; it follows now");
+        }
+    }
+
+    /// The leader lost its ZooKeeper connection: it stops acting until [`Cluster::resume`].
+    pub fn suspend(&self) {
+        let mut role = self.role.write().unwrap_or_else(|p| p.into_inner());
+        if let Role::Leading { elected } = *role {
+            *role = Role::Suspended { elected };
+        }
+    }
+
+    /// The connection is back with the same session: the leader acts again.
+    pub fn resume(&self) {
+        let mut role = self.role.write().unwrap_or_else(|p| p.into_inner());
+        if let Role::Suspended { elected } = *role {
+            *role = Role::Leading { elected };
+            drop(role);
+            self.changed();
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn is_leading(&self) -> bool {
+        matches!(
+            *self.role.read().unwrap_or_else(|p| p.into_inner()),
+            Role::Leading { .. }
+        )
+    }
+
+    /// The current term (agent links of an older one end).
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::SeqCst)
+    }
+
+    /// Ok while this master may act; otherwise where the leader is.
+    fn acting(&self) -> Result<(), ApiError> {
+        match &*self.role.read().unwrap_or_else(|p| p.into_inner()) {
+            Role::Leading { .. } => Ok(()),
+            Role::Suspended { .. } => Err(ApiError::Unavailable(
+                "the leading master lost its ZooKeeper connection and acts on nothing until it \
+                 is back; retry shortly"
+                    .into(),
+            )),
+            Role::Following { leader } => Err(ApiError::NotLeader(leader.clone())),
+        }
+    }
+
+    /// Sets how this master describes itself (Mesos `MasterInfo`).
+    pub fn set_info(&self, info: MasterInfo) {
+        *self.info.write().unwrap_or_else(|p| p.into_inner()) = Some(info);
+    }
+
+    pub fn info(&self) -> Option<MasterInfo> {
+        self.info.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The leading master's info: this one's while it leads.
+    pub fn leader_info(&self) -> Option<MasterInfo> {
+        match self.role() {
+            Role::Leading { .. } | Role::Suspended { .. } => self.info(),
+            Role::Following { leader } => leader.map(|l| *l),
+        }
+    }
+
+    pub fn start_time(&self) -> SystemTime {
+        self.started
+    }
+
+    /// When this master's current term began (`None` while it follows).
+    pub fn elected_time(&self) -> Option<SystemTime> {
+        match self.role() {
+            Role::Leading { elected } | Role::Suspended { elected } => Some(elected),
+            Role::Following { .. } => None,
+        }
     }
 
     /// Runs allocation, offer expiry and agent health checks until the cluster is dropped by
@@ -145,7 +338,9 @@ impl Cluster {
             if Arc::strong_count(&self.state) == 1 {
                 return;
             }
-            self.tick(Instant::now());
+            if self.is_leading() {
+                self.tick(Instant::now());
+            }
         }
     }
 
@@ -156,6 +351,18 @@ impl Cluster {
         s.check_agents(now);
         s.expire_frameworks(now);
         s.allocate(now);
+        // Removals recorded here answer nobody: the store writes them in order regardless.
+        drop(s.take_writes());
+    }
+
+    /// Waits until the registry writes of an operation are durable.
+    async fn durable(writes: Vec<registry::Durable>) -> Result<(), ApiError> {
+        for write in writes {
+            write.wait().await.map_err(|e| {
+                ApiError::Unavailable(format!("the master could not record this change: {e}"))
+            })?;
+        }
+        Ok(())
     }
 
     fn changed(&self) {
@@ -164,8 +371,17 @@ impl Cluster {
 
     // ---- frameworks ----
 
-    pub fn subscribe(&self, info: FrameworkInfo) -> Result<Subscription, ApiError> {
-        let sub = self.lock().subscribe(info, Instant::now())?;
+    /// Subscribes (or re-subscribes) a framework; SUBSCRIBED is queued first on the returned
+    /// events, which leave only once the framework is durably registered.
+    pub async fn subscribe(&self, info: FrameworkInfo) -> Result<Subscription, ApiError> {
+        self.acting()?;
+        let (sub, writes) = {
+            let mut s = self.lock();
+            let sub = s.subscribe(info, Instant::now());
+            (sub, s.take_writes())
+        };
+        let sub = sub?;
+        Self::durable(writes).await?;
         self.changed();
         Ok(sub)
     }
@@ -183,6 +399,7 @@ impl Cluster {
         framework_id: &str,
         stream_id: Option<&str>,
     ) -> Result<(), ApiError> {
+        self.acting()?;
         self.lock().check_stream(framework_id, stream_id)
     }
 
@@ -193,6 +410,7 @@ impl Cluster {
         operations: Vec<Operation>,
         refuse: Option<Duration>,
     ) -> Result<(), ApiError> {
+        self.acting()?;
         let result =
             self.lock()
                 .accept(framework_id, offer_ids, operations, refuse, Instant::now());
@@ -206,6 +424,7 @@ impl Cluster {
         offer_ids: &[String],
         refuse: Option<Duration>,
     ) -> Result<(), ApiError> {
+        self.acting()?;
         let result = self
             .lock()
             .decline(framework_id, offer_ids, refuse, Instant::now());
@@ -214,26 +433,32 @@ impl Cluster {
     }
 
     pub fn revive(&self, framework_id: &str, roles: Option<&[String]>) -> Result<(), ApiError> {
+        self.acting()?;
         let result = self.lock().revive(framework_id, roles);
         self.changed();
         result
     }
 
     /// Mesos UPDATE_FRAMEWORK (see the state's `update_framework`).
-    pub fn update_framework(
+    pub async fn update_framework(
         &self,
         framework_id: &str,
         info: FrameworkInfo,
         suppressed_roles: Vec<String>,
     ) -> Result<(), ApiError> {
-        let result =
-            self.lock()
-                .update_framework(framework_id, info, suppressed_roles, Instant::now());
+        self.acting()?;
+        let (result, writes) = {
+            let mut s = self.lock();
+            let result = s.update_framework(framework_id, info, suppressed_roles, Instant::now());
+            (result, s.take_writes())
+        };
         self.changed();
-        result
+        result?;
+        Self::durable(writes).await
     }
 
     pub fn suppress(&self, framework_id: &str, roles: Option<&[String]>) -> Result<(), ApiError> {
+        self.acting()?;
         self.lock().suppress(framework_id, roles)
     }
 
@@ -243,6 +468,7 @@ impl Cluster {
         task_id: &str,
         grace: Option<Duration>,
     ) -> Result<(), ApiError> {
+        self.acting()?;
         self.lock().kill(framework_id, task_id, grace)
     }
 
@@ -253,6 +479,7 @@ impl Cluster {
         task_id: &str,
         uuid: [u8; 16],
     ) -> Result<(), ApiError> {
+        self.acting()?;
         self.lock()
             .acknowledge(framework_id, agent_id, task_id, uuid)
     }
@@ -263,13 +490,20 @@ impl Cluster {
         framework_id: &str,
         tasks: &[(String, Option<String>)],
     ) -> Result<(), ApiError> {
+        self.acting()?;
         self.lock().reconcile(framework_id, tasks)
     }
 
-    pub fn teardown(&self, framework_id: &str) -> Result<(), ApiError> {
-        let result = self.lock().teardown(framework_id, Instant::now());
+    pub async fn teardown(&self, framework_id: &str) -> Result<(), ApiError> {
+        self.acting()?;
+        let (result, writes) = {
+            let mut s = self.lock();
+            let result = s.teardown(framework_id, Instant::now());
+            (result, s.take_writes())
+        };
         self.changed();
-        result
+        result?;
+        Self::durable(writes).await
     }
 
     // ---- containers ----
@@ -281,6 +515,7 @@ impl Cluster {
         hostname: &str,
         mut command: ContainerCommand,
     ) -> Result<(u64, mpsc::UnboundedReceiver<ContainerReply>), ApiError> {
+        self.acting()?;
         let (agent_id, commands) = self.lock().agent_on_host(hostname)?;
         let (tx, rx) = mpsc::unbounded_channel();
         {
@@ -353,22 +588,33 @@ impl Cluster {
 
     // ---- agents ----
 
-    pub fn register_agent(
+    /// Registers (or re-registers) an agent; returns once its admission is durable.
+    pub async fn register_agent(
         &self,
         info: AgentInfo,
         running: Vec<RunningTask>,
     ) -> Result<AgentLink, ApiError> {
-        let link = self.lock().register_agent(info, running, Instant::now())?;
+        self.acting()?;
+        let (link, writes) = {
+            let mut s = self.lock();
+            let link = s.register_agent(info, running, Instant::now());
+            (link, s.take_writes())
+        };
+        let mut link = link?;
+        Self::durable(writes).await?;
+        link.term = self.term();
         self.changed();
         Ok(link)
     }
 
     pub fn agent_heartbeat(&self, agent_id: &str) -> Result<(), ApiError> {
+        self.acting()?;
         self.lock().agent_heartbeat(agent_id, Instant::now())
     }
 
     /// A status update from an agent (retried by the agent until acknowledged).
     pub fn status_update(&self, framework_id: &str, status: TaskStatus) -> Result<(), ApiError> {
+        self.acting()?;
         let result = self.lock().status_update(framework_id, status);
         self.changed();
         result
@@ -382,15 +628,15 @@ impl Cluster {
     // ---- views ----
 
     pub fn master_id(&self) -> String {
-        self.lock().master_id().to_owned()
+        self.master_id.to_string()
     }
 
     pub fn agent_ping_timeout(&self) -> Duration {
-        self.lock().config.agent_ping_timeout
+        self.config.agent_ping_timeout
     }
 
     pub fn heartbeat_interval(&self) -> Duration {
-        self.lock().config.framework_heartbeat
+        self.config.framework_heartbeat
     }
 
     pub fn snapshot(&self) -> StateSnapshot {
@@ -399,7 +645,18 @@ impl Cluster {
 
     /// Mesos-named metrics (`master/elected`, `master/tasks_running`, ...).
     pub fn metrics(&self) -> Vec<(String, f64)> {
-        self.lock().metrics()
+        let elected = if self.is_leading() { 1.0 } else { 0.0 };
+        let mut metrics = self.lock().metrics();
+        for (name, value) in &mut metrics {
+            match name.as_str() {
+                "master/elected" => *value = elected,
+                "master/uptime_secs" => {
+                    *value = self.started.elapsed().map_or(0.0, |d| d.as_secs_f64())
+                }
+                _ => {}
+            }
+        }
+        metrics
     }
 
     /// What an agent currently has free (for tests and the TUI).

@@ -157,6 +157,7 @@ pub async fn simulated_agent(
             },
             Vec::new(),
         )
+        .await
         .unwrap();
     let agent_id = link.agent_id.clone();
     let log = Arc::new(Mutex::new(AgentLog::default()));

@@ -92,7 +92,7 @@ async fn agent(
     tasks.cgroup_parent = cgroup_parent.to_owned();
     let (manager, updates) = TaskManager::new(tasks);
     let mut link_config = link::LinkConfig::new(
-        grpc.to_string(),
+        orca_leader::MasterLocator::Fixed(grpc.to_string()),
         "e2e-node".into(),
         Resources::parse(resources).unwrap(),
     );

@@ -15,10 +15,11 @@ use std::{convert::Infallible, time::Duration};
 use axum::{
     Json, Router,
     body::{Body, Bytes},
-    extract::State,
+    extract::{Request, State},
     http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{any, get, post},
 };
 use serde_json::{Value as JsonValue, json};
 
@@ -37,18 +38,77 @@ struct Api {
     heartbeat: Duration,
 }
 
+/// The Mesos routes. Those only the leader serves answer on any other master as Mesos's
+/// do: `307 Temporary Redirect` to the same path on the leader (`Location:
+/// //host:port/path`), or `503` while no leader is known. `/master/redirect` always
+/// redirects to the leader's base URL; `/metrics/snapshot` is every master's own.
 pub fn router(cluster: Cluster) -> Router {
     let (master_id, heartbeat) = (cluster.master_id(), cluster.heartbeat_interval());
-    Router::new()
+    let api = Api {
+        cluster: cluster.clone(),
+        master_id,
+        heartbeat,
+    };
+    let leader_only = Router::new()
         .route("/api/v1/scheduler", post(scheduler))
         .route("/master/state", get(state))
         .route("/master/state.json", get(state))
+        .route("/state", get(state))
+        .route("/state.json", get(state))
+        .route_layer(middleware::from_fn_with_state(
+            cluster.clone(),
+            redirect_unless_leading,
+        ));
+    Router::new()
+        .merge(leader_only)
+        .route("/master/redirect", any(redirect))
+        .route("/redirect", any(redirect))
         .route("/metrics/snapshot", get(metrics_snapshot))
-        .with_state(Api {
-            cluster,
-            master_id,
-            heartbeat,
-        })
+        .with_state(api)
+}
+
+/// Where a request to a master that does not lead goes (Mesos `Master::Http::redirect`).
+fn to_leader(cluster: &Cluster, path_and_query: &str) -> Response {
+    let Some(leader) = cluster.leader_info() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No leader elected; retry shortly",
+        );
+    };
+    let base = format!("//{}", leader.http_authority());
+    let location = if path_and_query == "/redirect"
+        || path_and_query == "/master/redirect"
+        || path_and_query.starts_with("/master/redirect?")
+        || path_and_query.starts_with("/redirect?")
+    {
+        base
+    } else {
+        format!("{base}{path_and_query}")
+    };
+    Response::builder()
+        .status(StatusCode::TEMPORARY_REDIRECT)
+        .header(header::LOCATION, location)
+        .body(Body::empty())
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn redirect_unless_leading(
+    State(cluster): State<Cluster>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if cluster.is_leading() {
+        return next.run(request).await;
+    }
+    let target = request.uri().path_and_query().map_or_else(
+        || request.uri().path().to_owned(),
+        |p| p.as_str().to_owned(),
+    );
+    to_leader(&cluster, &target)
+}
+
+async fn redirect(State(api): State<Api>, request: Request) -> Response {
+    to_leader(&api.cluster, request.uri().path())
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -92,7 +152,7 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed call: {e}")),
     };
     if call.kind == "SUBSCRIBE" {
-        return subscribe(api, call);
+        return subscribe(api, call).await;
     }
     let Some(framework_id) = call.framework_id.as_ref().map(|i| i.value.clone()) else {
         return error(
@@ -112,7 +172,7 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
         )
     };
     match call.kind.as_str() {
-        "TEARDOWN" => accepted(cluster.teardown(&framework_id)),
+        "TEARDOWN" => accepted(cluster.teardown(&framework_id).await),
         "ACCEPT" => {
             let Some(accept) = call.accept else {
                 return missing("accept");
@@ -186,7 +246,10 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
             };
             let info = json::framework_info(update.framework_info);
             // Mesos answers UPDATE_FRAMEWORK synchronously: 200 once applied.
-            match cluster.update_framework(&framework_id, info, update.suppressed_roles) {
+            match cluster
+                .update_framework(&framework_id, info, update.suppressed_roles)
+                .await
+            {
                 Ok(()) => StatusCode::OK.into_response(),
                 Err(err) => api_error(err),
             }
@@ -204,7 +267,7 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
     }
 }
 
-fn subscribe(api: Api, call: json::Call) -> Response {
+async fn subscribe(api: Api, call: json::Call) -> Response {
     let Some(subscribe) = call.subscribe else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -220,7 +283,7 @@ fn subscribe(api: Api, call: json::Call) -> Response {
             "framework_id in the call and in framework_info differ",
         );
     }
-    let sub = match api.cluster.subscribe(info) {
+    let sub = match api.cluster.subscribe(info).await {
         Ok(sub) => sub,
         Err(err) => return api_error(err),
     };
@@ -259,7 +322,37 @@ fn subscribe(api: Api, call: json::Call) -> Response {
 }
 
 async fn state(State(api): State<Api>) -> Json<JsonValue> {
-    Json(state_json(&api.cluster.snapshot()))
+    let mut state = state_json(&api.cluster.snapshot());
+    let seconds = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let me = api.cluster.info();
+    let leader = api.cluster.leader_info();
+    if let Some(object) = state.as_object_mut() {
+        object.insert(
+            "start_time".into(),
+            json!(seconds(api.cluster.start_time())),
+        );
+        object.insert(
+            "elected_time".into(),
+            api.cluster
+                .elected_time()
+                .map_or(JsonValue::Null, |t| json!(seconds(t))),
+        );
+        if let Some(me) = &me {
+            object.insert("pid".into(), json!(me.pid));
+            object.insert("hostname".into(), json!(me.hostname));
+        }
+        if let Some(leader) = &leader {
+            object.insert("leader".into(), json!(leader.pid));
+            object.insert(
+                "leader_info".into(),
+                serde_json::to_value(leader).unwrap_or(JsonValue::Null),
+            );
+        }
+    }
+    Json(state)
 }
 
 fn task_json(t: &TaskView) -> JsonValue {
@@ -287,8 +380,8 @@ fn task_json(t: &TaskView) -> JsonValue {
 pub fn state_json(s: &StateSnapshot) -> JsonValue {
     json!({
         "id": s.master_id,
-        "version": env!("CARGO_PKG_VERSION"),
-        "elected_time": 0.0,
+        "version": orca_leader::info::MESOS_VERSION,
+        "orca_version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": s.uptime.as_secs_f64(),
         "activated_slaves": s.agents.iter().filter(|a| a.active).count(),
         "deactivated_slaves": s.agents.iter().filter(|a| !a.active).count(),

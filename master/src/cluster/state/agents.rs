@@ -52,6 +52,7 @@ impl State {
                 return Ok(AgentLink {
                     agent_id: id,
                     commands: rx,
+                    term: 0,
                 });
             }
             Some(id) => id,
@@ -69,7 +70,8 @@ impl State {
         self.recover_frameworks(&running, now);
         let mut used = Vec::new();
         for task in &running {
-            if self.frameworks.contains_key(&task.framework_id) {
+            // A task that ended (its final update not yet acknowledged) holds nothing.
+            if self.frameworks.contains_key(&task.framework_id) && !task.state.is_terminal() {
                 used.push((
                     Arc::<str>::from(task.framework_id.as_str()),
                     Arc::<str>::from(task.role.as_str()),
@@ -100,6 +102,7 @@ impl State {
         Ok(AgentLink {
             agent_id,
             commands: rx,
+            term: 0,
         })
     }
 
@@ -123,7 +126,8 @@ impl State {
                 state: task.state,
                 latest: None,
                 pending: VecDeque::new(),
-                recovered: false,
+                // An ended task's resources were never charged on this master.
+                recovered: task.state.is_terminal(),
                 usage: None,
                 started: SystemTime::now(),
             });

@@ -367,24 +367,19 @@ impl State {
                 continue;
             }
             let _ = self.allocator.set_framework_active(id, false);
+            let mut capabilities = record.capabilities.clone();
+            if spec.roles.len() > 1 && !capabilities.iter().any(|c| c == "MULTI_ROLE") {
+                capabilities.push("MULTI_ROLE".into());
+            }
             tracing::info!(framework = %id, "recovered from the registry; waiting for it to re-subscribe");
             self.frameworks.insert(
                 id.clone(),
                 FrameworkEntry {
                     id: id.clone(),
                     info: FrameworkInfo {
-                        id: Some(id.clone()),
-                        user: record.user,
-                        name: record.name,
                         roles,
-                        principal: record.principal,
-                        failover_timeout: self.config.framework_recovery_timeout,
-                        capabilities: if spec.roles.len() > 1 {
-                            vec!["MULTI_ROLE".into()]
-                        } else {
-                            Vec::new()
-                        },
-                        ..Default::default()
+                        capabilities,
+                        ..record.info(id, self.config.framework_recovery_timeout)
                     },
                     stream_id: None,
                     events: None,
@@ -442,7 +437,13 @@ mod tests {
             },
         );
         config.open_roles = false;
-        let mut s = super::State::new(config, Box::<MemoryStore>::default()).unwrap();
+        let mut s = super::State::new(
+            config,
+            "m".into(),
+            Box::<MemoryStore>::default(),
+            Default::default(),
+        )
+        .unwrap();
         let mut info = framework_info("prod-fw");
         info.roles = vec!["prod".into()];
         assert!(matches!(

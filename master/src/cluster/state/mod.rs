@@ -24,7 +24,7 @@ pub use views::{AgentView, FrameworkView, StateSnapshot, TaskView};
 
 use super::{
     ApiError, ClusterConfig, TaskUsage,
-    registry::{AgentRecord, Change, FrameworkRecord, RegistryStore},
+    registry::{AgentRecord, Change, Durable, FrameworkRecord, Registry, RegistryStore},
     types::*,
 };
 use crate::allocator::Allocator;
@@ -105,6 +105,9 @@ struct Counters {
 pub(super) struct State {
     pub(super) config: ClusterConfig,
     master_id: String,
+    /// Prefix of the ids this state hands out (offers, frameworks, agents): new for every
+    /// state, so a master leading again after a term elsewhere never reuses one.
+    id_prefix: String,
     started: Instant,
     allocator: Allocator,
     agents: HashMap<String, AgentEntry>,
@@ -120,6 +123,9 @@ pub(super) struct State {
     recovered_agents: BTreeMap<String, AgentRecord>,
     /// Frameworks in the registry (they may re-subscribe with their id).
     registered_frameworks: HashMap<String, FrameworkRecord>,
+    /// Registry writes handed to the store by the operation under way; the cluster waits
+    /// for them before the operation's answer leaves.
+    writes: Vec<Durable>,
 }
 
 impl std::fmt::Debug for State {
@@ -145,13 +151,13 @@ fn new_uuid() -> [u8; 16] {
 }
 
 impl State {
+    /// A state recovering from `registry` (what `store` holds), under the master id `master_id`.
     pub(in crate::cluster) fn new(
         config: ClusterConfig,
+        master_id: String,
         store: Box<dyn RegistryStore>,
+        registry: Registry,
     ) -> Result<Self, ApiError> {
-        let registry = store
-            .load()
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         let mut allocator = Allocator::new(config.allocator.clone());
         for (role, settings) in &config.roles {
             if let Some(weight) = settings.weight {
@@ -163,7 +169,8 @@ impl State {
         }
         Ok(State {
             config,
-            master_id: uuid::Uuid::new_v4().to_string(),
+            master_id,
+            id_prefix: uuid::Uuid::new_v4().to_string(),
             started: Instant::now(),
             allocator,
             agents: HashMap::new(),
@@ -188,22 +195,32 @@ impl State {
             store,
             recovered_agents: registry.agents,
             registered_frameworks: registry.frameworks.into_iter().collect(),
+            writes: Vec::new(),
         })
     }
 
-    pub(in crate::cluster) fn master_id(&self) -> &str {
-        &self.master_id
+    /// Hands `change` to the registry. An error means it was refused at once (nothing is
+    /// queued; the operation must not go on); otherwise the operation's answer waits for
+    /// [`State::take_writes`].
+    fn record(&mut self, change: Change) -> Result<(), ApiError> {
+        let mut durable = self.store.apply(&change);
+        if let Some(e) = durable.failed_now() {
+            return Err(ApiError::Unavailable(format!(
+                "the master could not record this change: {e}"
+            )));
+        }
+        self.writes.push(durable);
+        Ok(())
     }
 
-    fn record(&self, change: Change) -> Result<(), ApiError> {
-        self.store.apply(&change).map_err(|e| {
-            ApiError::Unavailable(format!("the master could not record this change: {e}"))
-        })
+    /// The registry writes the last operations handed over.
+    pub(in crate::cluster) fn take_writes(&mut self) -> Vec<Durable> {
+        std::mem::take(&mut self.writes)
     }
 
     fn next(&mut self, kind: &str) -> String {
         self.next_id += 1;
-        format!("{}-{kind}{:06}", self.master_id, self.next_id)
+        format!("{}-{kind}{:06}", self.id_prefix, self.next_id)
     }
 
     fn framework(&self, id: &str) -> Result<&FrameworkEntry, ApiError> {

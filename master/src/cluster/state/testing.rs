@@ -23,7 +23,13 @@ pub(super) fn config() -> ClusterConfig {
 }
 
 pub(super) fn state() -> State {
-    State::new(config(), Box::<MemoryStore>::default()).expect("an empty registry loads")
+    State::new(
+        config(),
+        "m".into(),
+        Box::<MemoryStore>::default(),
+        Default::default(),
+    )
+    .expect("an empty registry loads")
 }
 
 pub(super) fn resources(text: &str) -> Resources {

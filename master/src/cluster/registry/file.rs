@@ -1,12 +1,6 @@
-//! The master's durable registry, behind one trait so the embedded store used on a single
-//! host and the ZooKeeper-backed store of a highly-available master are interchangeable.
-//!
-//! What is kept is what must survive a master restart (as in Mesos's registry): the agents
-//! admitted to the cluster, the frameworks registered, and the frameworks torn down (whose ids
-//! must never be reused). Tasks are not kept here: agents report them when they re-register.
+//! The embedded registry store of a single master: one JSON line per change, fsynced before
+//! the change is acknowledged, compacted into one snapshot line on open.
 use std::{
-    collections::BTreeMap,
-    fmt,
     fs::{File, OpenOptions},
     io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
@@ -15,114 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AgentRecord {
-    pub hostname: String,
-    /// Mesos text form (`cpus:4;mem:8192;ports:[31000-32000]`).
-    pub resources: String,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct FrameworkRecord {
-    pub name: String,
-    pub user: String,
-    pub roles: Vec<String>,
-    pub principal: Option<String>,
-}
-
-impl FrameworkRecord {
-    pub fn of(info: &super::FrameworkInfo) -> Self {
-        FrameworkRecord {
-            name: info.name.clone(),
-            user: info.user.clone(),
-            roles: info.roles.clone(),
-            principal: info.principal.clone(),
-        }
-    }
-}
-
-/// The registry's whole content.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Registry {
-    pub agents: BTreeMap<String, AgentRecord>,
-    pub frameworks: BTreeMap<String, FrameworkRecord>,
-    pub torn_down: Vec<String>,
-}
-
-/// One change, applied durably before the master acts on it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "change", rename_all = "snake_case")]
-pub enum Change {
-    AgentAdmitted { id: String, record: AgentRecord },
-    AgentRemoved { id: String },
-    FrameworkAdded { id: String, record: FrameworkRecord },
-    FrameworkTornDown { id: String },
-}
-
-impl Registry {
-    pub fn apply(&mut self, change: &Change) {
-        match change {
-            Change::AgentAdmitted { id, record } => {
-                self.agents.insert(id.clone(), record.clone());
-            }
-            Change::AgentRemoved { id } => {
-                self.agents.remove(id);
-            }
-            Change::FrameworkAdded { id, record } => {
-                self.frameworks.insert(id.clone(), record.clone());
-            }
-            Change::FrameworkTornDown { id } => {
-                self.frameworks.remove(id);
-                if !self.torn_down.contains(id) {
-                    self.torn_down.push(id.clone());
-                }
-            }
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("registry {path}: {source}; check the path, its permissions and free space")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "registry {path} line {line} is not a registry change ({why}); it was written by something else or damaged"
-    )]
-    Corrupt {
-        path: PathBuf,
-        line: usize,
-        why: String,
-    },
-}
-
-/// Where the registry lives.
-pub trait RegistryStore: Send + Sync + fmt::Debug {
-    /// Everything stored so far.
-    fn load(&self) -> Result<Registry, StoreError>;
-    /// Makes `change` durable; when this fails the master refuses the operation.
-    fn apply(&self, change: &Change) -> Result<(), StoreError>;
-}
-
-/// Keeps the registry in memory only (tests, throwaway clusters).
-#[derive(Debug, Default)]
-pub struct MemoryStore(Mutex<Registry>);
-
-impl RegistryStore for MemoryStore {
-    fn load(&self) -> Result<Registry, StoreError> {
-        Ok(self.0.lock().unwrap_or_else(|p| p.into_inner()).clone())
-    }
-
-    fn apply(&self, change: &Change) -> Result<(), StoreError> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .apply(change);
-        Ok(())
-    }
-}
+use super::{Change, Durable, Registry, RegistryStore, StoreError};
 
 /// The embedded store: one JSON line per change, fsynced, compacted into a snapshot line on
 /// open. A torn last line (power loss mid-write) is dropped; any other bad line is an error.
@@ -215,7 +102,13 @@ impl RegistryStore for FileStore {
         Self::read(&self.path)
     }
 
-    fn apply(&self, change: &Change) -> Result<(), StoreError> {
+    fn apply(&self, change: &Change) -> Durable {
+        Durable::ready(self.append(change))
+    }
+}
+
+impl FileStore {
+    fn append(&self, change: &Change) -> Result<(), StoreError> {
         let line = serde_json::to_string(&Line::Change(change.clone())).expect("changes serialize");
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let io = |source| StoreError::Io {
@@ -230,6 +123,7 @@ impl RegistryStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::registry::{AgentRecord, FrameworkRecord};
 
     #[test]
     fn the_file_store_survives_reopening_and_a_torn_last_line() {
@@ -242,19 +136,19 @@ mod tests {
             resources: "cpus:4".into(),
         };
         store
-            .apply(&Change::AgentAdmitted {
+            .append(&Change::AgentAdmitted {
                 id: "a1".into(),
                 record: agent.clone(),
             })
             .unwrap();
         store
-            .apply(&Change::FrameworkAdded {
+            .append(&Change::FrameworkAdded {
                 id: "f1".into(),
                 record: FrameworkRecord::default(),
             })
             .unwrap();
         store
-            .apply(&Change::FrameworkTornDown { id: "f1".into() })
+            .append(&Change::FrameworkTornDown { id: "f1".into() })
             .unwrap();
         drop(store);
         // Power loss in the middle of a line.

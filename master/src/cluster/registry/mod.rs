@@ -1,0 +1,233 @@
+//! The master's durable registry, behind one trait so the embedded store of a single master
+//! ([`file::FileStore`]) and the ZooKeeper store of highly-available masters
+//! ([`zk::ZkStore`]) are interchangeable.
+//!
+//! What is kept is what must survive a master restart or failover (as in Mesos's registry):
+//! the agents admitted to the cluster, the frameworks registered with their `FrameworkInfo`,
+//! and the frameworks torn down (whose ids must never be reused). Tasks are not kept here:
+//! agents report them when they re-register.
+//!
+//! A change is handed to the store while the master's state changes in memory; what the
+//! change answers (an agent's registration, a framework's SUBSCRIBED) leaves only once the
+//! store says it is durable ([`Durable`]). A store that cannot write ends the master's term:
+//! a single master refuses the call, a leader steps down.
+pub mod file;
+pub mod zk;
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Mutex, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+pub use file::FileStore;
+
+use super::{FrameworkInfo, Labels};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub hostname: String,
+    /// Mesos text form (`cpus:4;mem:8192;ports:[31000-32000]`).
+    pub resources: String,
+}
+
+/// A registered framework's `FrameworkInfo` (older records have only the first four fields).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkRecord {
+    pub name: String,
+    pub user: String,
+    pub roles: Vec<String>,
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webui_url: Option<String>,
+    /// `None` in records written before failover timeouts were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_timeout_secs: Option<f64>,
+    #[serde(default)]
+    pub checkpoint: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
+}
+
+impl FrameworkRecord {
+    pub fn of(info: &FrameworkInfo) -> Self {
+        FrameworkRecord {
+            name: info.name.clone(),
+            user: info.user.clone(),
+            roles: info.roles.clone(),
+            principal: info.principal.clone(),
+            hostname: info.hostname.clone(),
+            webui_url: info.webui_url.clone(),
+            failover_timeout_secs: Some(info.failover_timeout.as_secs_f64()),
+            checkpoint: info.checkpoint,
+            capabilities: info.capabilities.clone(),
+            labels: info.labels.clone(),
+        }
+    }
+
+    /// The framework's info as registered (`recovery_timeout` stands in for a failover
+    /// timeout the record does not have).
+    pub fn info(&self, id: &str, recovery_timeout: Duration) -> FrameworkInfo {
+        FrameworkInfo {
+            id: Some(id.to_owned()),
+            user: self.user.clone(),
+            name: self.name.clone(),
+            roles: self.roles.clone(),
+            principal: self.principal.clone(),
+            hostname: self.hostname.clone(),
+            webui_url: self.webui_url.clone(),
+            failover_timeout: self
+                .failover_timeout_secs
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| Duration::from_secs_f64(s.min(1e9)))
+                .unwrap_or(recovery_timeout),
+            checkpoint: self.checkpoint,
+            capabilities: self.capabilities.clone(),
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+/// The registry's whole content.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    pub agents: BTreeMap<String, AgentRecord>,
+    pub frameworks: BTreeMap<String, FrameworkRecord>,
+    pub torn_down: Vec<String>,
+}
+
+/// One change, applied durably before the master acts on it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    AgentAdmitted { id: String, record: AgentRecord },
+    AgentRemoved { id: String },
+    FrameworkAdded { id: String, record: FrameworkRecord },
+    FrameworkTornDown { id: String },
+}
+
+impl Registry {
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::AgentAdmitted { id, record } => {
+                self.agents.insert(id.clone(), record.clone());
+            }
+            Change::AgentRemoved { id } => {
+                self.agents.remove(id);
+            }
+            Change::FrameworkAdded { id, record } => {
+                self.frameworks.insert(id.clone(), record.clone());
+            }
+            Change::FrameworkTornDown { id } => {
+                self.frameworks.remove(id);
+                if !self.torn_down.contains(id) {
+                    self.torn_down.push(id.clone());
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("registry {path}: {source}; check the path, its permissions and free space")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "registry {path} line {line} is not a registry change ({why}); it was written by something else or damaged"
+    )]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+    #[error(
+        "registry znode {znode} is not an Orca registry record ({why}); it was written by something else or damaged: repair or remove it (the master will not start on a partial registry)"
+    )]
+    CorruptZnode { znode: String, why: String },
+    #[error("the registry in ZooKeeper: {0}")]
+    Zk(String),
+    #[error(
+        "this master no longer leads (its contender znode is gone or its session ended): the change was not written"
+    )]
+    Fenced,
+    #[error("registry record {what} is {size} bytes, over the {limit}-byte limit of one znode")]
+    TooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+    },
+}
+
+/// When a change handed to a store is durable.
+#[derive(Debug)]
+pub struct Durable(DurableInner);
+
+#[derive(Debug)]
+enum DurableInner {
+    Ready(Result<(), StoreError>),
+    Pending(oneshot::Receiver<Result<(), StoreError>>),
+}
+
+impl Durable {
+    /// Already written (or already failed).
+    pub fn ready(result: Result<(), StoreError>) -> Self {
+        Durable(DurableInner::Ready(result))
+    }
+
+    /// Written once `rx` says so.
+    pub fn pending(rx: oneshot::Receiver<Result<(), StoreError>>) -> Self {
+        Durable(DurableInner::Pending(rx))
+    }
+
+    /// The write failed before it was queued (nothing to wait for; refuse the operation).
+    pub fn failed_now(&mut self) -> Option<StoreError> {
+        match &mut self.0 {
+            DurableInner::Ready(Err(_)) => {
+                match std::mem::replace(&mut self.0, DurableInner::Ready(Ok(()))) {
+                    DurableInner::Ready(Err(e)) => Some(e),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            DurableInner::Ready(result) => result,
+            DurableInner::Pending(rx) => rx.await.unwrap_or(Err(StoreError::Fenced)),
+        }
+    }
+}
+
+/// Where the registry lives.
+pub trait RegistryStore: Send + Sync + fmt::Debug {
+    /// Everything stored so far.
+    fn load(&self) -> Result<Registry, StoreError>;
+    /// Hands `change` to the store, in order after every change handed before it.
+    fn apply(&self, change: &Change) -> Durable;
+}
+
+/// Keeps the registry in memory only (tests, throwaway clusters).
+#[derive(Debug, Default)]
+pub struct MemoryStore(Mutex<Registry>);
+
+impl RegistryStore for MemoryStore {
+    fn load(&self) -> Result<Registry, StoreError> {
+        Ok(self.0.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    fn apply(&self, change: &Change) -> Durable {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(change);
+        Durable::ready(Ok(()))
+    }
+}

@@ -1,0 +1,470 @@
+//! Highly-available masters for real: three `orca-master` processes electing a leader in
+//! the shared ZooKeeper ensemble A, a real agent running real tasks in cgroups and a Mesos
+//! HTTP framework, both finding the leader in ZooKeeper. The leader is killed with SIGKILL
+//! while a task is about to end; a new leader is elected, recovers the registry, the agent
+//! re-registers with its tasks, the framework re-subscribes with its id and gets every update
+//! (the one made while no master led included). Also: what non-leaders answer, the registry's
+//! znodes, a corrupted record, two masters with one id. Needs root (cgroups).
+mod support;
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use orca_agent::tasks::{TaskManager, TaskManagerConfig, cgroups::Driver, link};
+use orca_leader::{Detector, MasterInfo, MasterLocator, ZkUrl};
+use orca_master::{
+    api::mesos_http::client::{self, SchedulerClient, scalars},
+    resources::Resources,
+};
+use serde_json::{Value, json};
+use support::zk::{client as zk_client, delete_tree, ensembles, unique_root, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `orca-master` process, killed when dropped.
+struct MasterProcess {
+    child: Child,
+    http: SocketAddr,
+    grpc: SocketAddr,
+    log: PathBuf,
+}
+
+impl MasterProcess {
+    fn start(zk: &str, dir: &std::path::Path, name: &str, extra: &[&str]) -> Self {
+        let (http, grpc) = (
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+        );
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(support::bin("orca-master"))
+            .args(["--zk", zk, "--zk-session-timeout", "4s"])
+            .args([
+                "--http-addr",
+                &http.to_string(),
+                "--grpc-addr",
+                &grpc.to_string(),
+            ])
+            .args(["--allocation-interval", "100ms"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting orca-master");
+        MasterProcess {
+            child,
+            http,
+            grpc,
+            log,
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its exit status once it exited by itself within `timeout`.
+    fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for MasterProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `/metrics/snapshot`'s `master/elected` of the master on `http` (`None`: not answering).
+async fn elected(http: SocketAddr) -> Option<bool> {
+    let snapshot = client::get_json(http, "/metrics/snapshot").await.ok()?;
+    Some(snapshot["master/elected"] == 1.0)
+}
+
+/// The one master of `masters` that says it leads, once exactly one does and ZooKeeper
+/// names the same one.
+async fn the_leader(masters: &[&MasterProcess], detector: &Detector) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut leaders = Vec::new();
+        for (i, m) in masters.iter().enumerate() {
+            if elected(m.http).await == Some(true) {
+                leaders.push(i);
+            }
+        }
+        let named = detector.leader();
+        if leaders.len() == 1
+            && named.is_some_and(|info| info.http_addr() == masters[leaders[0]].http)
+        {
+            return leaders[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single elected master that ZooKeeper names after {WAIT:?}: elected {leaders:?}, ZooKeeper names {:?}",
+            detector.leader().map(|l| l.http_authority())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A raw HTTP GET: status and `Location` (the test client does not follow redirects).
+async fn get_raw(addr: SocketAddr, path: &str) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let location = response
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .map(|l| l.trim().to_owned());
+    (status, location)
+}
+
+fn framework(name: &str, id: Option<&str>) -> Value {
+    let mut info = json!({
+        "user": "root",
+        "name": name,
+        "roles": ["*"],
+        "failover_timeout": 600.0,
+        "capabilities": [{ "type": "MULTI_ROLE" }],
+    });
+    if let Some(id) = id {
+        info["id"] = json!({ "value": id });
+    }
+    info
+}
+
+/// The next update of `task_id`, acknowledged.
+async fn update(s: &mut SchedulerClient, task_id: &str) -> Value {
+    let event = s
+        .take(WAIT, |e| {
+            e["type"] == "UPDATE" && e["update"]["status"]["task_id"]["value"] == task_id
+        })
+        .await
+        .unwrap();
+    let status = event["update"]["status"].clone();
+    s.acknowledge(&status).await.unwrap();
+    status
+}
+
+struct TestDir(PathBuf, String);
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        if let Ok(driver) = Driver::detect() {
+            driver.remove_parent(&self.1);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_agents_frameworks_and_updates_follow() {
+    support::agent::require_root();
+    let [a, _] = ensembles();
+    let root = unique_root("ha-failover");
+    let zk = format!("zk://{}{root}", a.connect_string());
+    let dir = std::env::temp_dir().join(format!("orca-e2e-ha-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("work")).unwrap();
+    let cgroup_parent = format!("orca-e2e-ha-{}", std::process::id());
+    let _cleanup = TestDir(dir.clone(), cgroup_parent.clone());
+    let zkc = zk_client(&a.connect_string()).await;
+
+    let mut masters: Vec<MasterProcess> = (0..3)
+        .map(|i| MasterProcess::start(&zk, &dir, &format!("m{i}"), &[]))
+        .collect();
+    let detector = Detector::start(ZkUrl::parse(&zk).unwrap(), Duration::from_secs(10));
+    let leader = the_leader(&masters.iter().collect::<Vec<_>>(), &detector).await;
+    let info = detector.leader().unwrap();
+    assert_eq!(info.grpc_addr(), Some(masters[leader].grpc));
+
+    // The contender znodes are Mesos's: json.info_<seq>, MasterInfo JSON, lowest leads.
+    wait_for("all three masters in the group", WAIT, || async {
+        let children = zkc.list_children(&root).await.unwrap_or_default();
+        orca_leader::contenders(&children).len() == 3
+    })
+    .await;
+    let children = zkc.list_children(&root).await.unwrap();
+    let members = orca_leader::contenders(&children);
+    assert!(members.iter().all(|(_, n)| n.starts_with("json.info_")));
+    let (data, _) = zkc
+        .get_data(&format!("{root}/{}", members[0].1))
+        .await
+        .unwrap();
+    let raw: Value = serde_json::from_slice(&data).unwrap();
+    for field in ["id", "ip", "port", "pid", "hostname", "version", "address"] {
+        assert!(
+            raw.get(field).is_some(),
+            "MasterInfo without {field}: {raw}"
+        );
+    }
+    assert_eq!(raw["pid"], format!("master@{}", masters[leader].http));
+    assert_eq!(MasterInfo::from_json(&data).unwrap(), info);
+
+    // A follower redirects the Mesos API to the leader, as Mesos does.
+    let follower = (leader + 1) % 3;
+    let (status, location) = get_raw(masters[follower].http, "/master/state").await;
+    assert_eq!(status, 307);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("//{}/master/state", masters[leader].http).as_str())
+    );
+    let (status, location) = get_raw(masters[follower].http, "/master/redirect").await;
+    assert_eq!(status, 307);
+    assert_eq!(location.unwrap(), format!("//{}", masters[leader].http));
+    let refused = SchedulerClient::subscribe(masters[follower].http, framework("x", None)).await;
+    assert!(
+        format!("{refused:?}").contains("307"),
+        "SUBSCRIBE to a follower: {refused:?}"
+    );
+    let state = client::get_json(masters[leader].http, "/master/state")
+        .await
+        .unwrap();
+    assert_eq!(state["leader"], format!("master@{}", masters[leader].http));
+    assert_eq!(state["leader_info"]["port"], masters[leader].http.port());
+    assert!(state["elected_time"].as_f64().unwrap() >= state["start_time"].as_f64().unwrap());
+
+    // A real agent that finds the leader in ZooKeeper.
+    let mut tasks = TaskManagerConfig::new(dir.join("work"), Driver::detect().unwrap());
+    tasks.cgroup_parent = cgroup_parent.clone();
+    let (manager, updates) = TaskManager::new(tasks);
+    let mut link_config = link::LinkConfig::new(
+        MasterLocator::new(&zk, Duration::from_secs(10)).unwrap(),
+        "e2e-ha-node".into(),
+        Resources::parse("cpus:2;mem:1024").unwrap(),
+    );
+    link_config.retry_interval = Duration::from_millis(500);
+    link_config.id_file = Some(dir.join("work/agent_id"));
+    let (registered_tx, mut registered) = tokio::sync::watch::channel(None);
+    let agent_link = tokio::spawn(link::run(
+        link_config,
+        manager.clone(),
+        updates,
+        Some(registered_tx),
+    ));
+    let agent_id = tokio::time::timeout(WAIT, registered.wait_for(Option::is_some))
+        .await
+        .expect("the agent registers with the leader")
+        .unwrap()
+        .clone()
+        .unwrap();
+
+    // A framework with two tasks: one runs on, one ends when told to (during the failover).
+    let mut s = SchedulerClient::subscribe(masters[leader].http, framework("ha", None))
+        .await
+        .unwrap();
+    let framework_id = s.framework_id.clone();
+    let offer =
+        s.take(WAIT, |e| e["type"] == "OFFERS").await.unwrap()["offers"]["offers"][0].clone();
+    let release = dir.join("release");
+    let (code, body) = s
+        .call(json!({
+            "type": "ACCEPT",
+            "accept": {
+                "offer_ids": [offer["id"]],
+                "operations": [
+                    client::launch("stays", &offer["agent_id"], scalars(0.5, 64.0), "sleep 1000"),
+                    client::launch("ends", &offer["agent_id"], scalars(0.5, 64.0),
+                        &format!("while [ ! -e {} ]; do sleep 0.05; done", release.display())),
+                ],
+                "filters": { "refuse_seconds": 0.0 },
+            }
+        }))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 202, "{body}");
+    for task in ["stays", "ends"] {
+        assert_eq!(update(&mut s, task).await["state"], "TASK_STARTING");
+        assert_eq!(update(&mut s, task).await["state"], "TASK_RUNNING");
+    }
+    // The registry is in ZooKeeper, one znode per record.
+    let registry = format!("{root}/orca-registry");
+    assert!(
+        zkc.check_stat(&format!("{registry}/agents/{agent_id}"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let (record, _) = zkc
+        .get_data(&format!("{registry}/frameworks/{framework_id}"))
+        .await
+        .unwrap();
+    let record: Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(record["failover_timeout_secs"], 600.0);
+
+    // SIGKILL the leader; the "ends" task finishes while no master leads.
+    let killed_at = Instant::now();
+    masters[leader].kill9();
+    std::fs::write(&release, b"").unwrap();
+    let rest: Vec<&MasterProcess> = masters
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, m)| m)
+        .collect();
+    let new_leader = the_leader(&rest, &detector).await;
+    let elected_in = killed_at.elapsed();
+    let new_http = rest[new_leader].http;
+    assert_ne!(new_http, masters[leader].http);
+    // The dead leader's process was noticed: far sooner than its 4 s session.
+    assert!(
+        elected_in < Duration::from_secs(3),
+        "a new leader took {elected_in:?} after the old one was killed"
+    );
+
+    // The agent re-registers with its tasks, under the same id.
+    wait_for(
+        "the agent re-registered with the new leader",
+        WAIT,
+        || async {
+            let Ok(state) = client::get_json(new_http, "/master/state").await else {
+                return false;
+            };
+            state["slaves"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|s| s["id"] == agent_id.as_str()))
+        },
+    )
+    .await;
+    assert_eq!(*registered.borrow(), Some(agent_id.clone()));
+
+    // The framework re-subscribes with its id (its record came from the registry).
+    let mut s = SchedulerClient::subscribe(new_http, framework("ha", Some(&framework_id)))
+        .await
+        .unwrap();
+    assert_eq!(s.framework_id, framework_id);
+    // The update made while no master led arrives, and the running task is still running.
+    let ended = update(&mut s, "ends").await;
+    assert_eq!(ended["state"], "TASK_FINISHED", "{ended}");
+    let (code, body) = s
+        .call(json!({ "type": "RECONCILE", "reconcile": { "tasks": [] } }))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 202, "{body}");
+    let stays = s
+        .take(WAIT, |e| {
+            e["type"] == "UPDATE" && e["update"]["status"]["task_id"]["value"] == "stays"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stays["update"]["status"]["state"], "TASK_RUNNING",
+        "{stays}"
+    );
+    assert!(manager.running().iter().any(|(t, _)| t.task_id == "stays"));
+    let state = client::get_json(new_http, "/master/state").await.unwrap();
+    let fw = state["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == framework_id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(fw["tasks"].as_array().unwrap().len(), 1, "{fw}");
+    // Nothing applied twice: "ends" finished once.
+    let finished = fw["completed_tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["id"] == "ends")
+        .count();
+    assert!(finished <= 1);
+    println!("failover: new leader {elected_in:?} after SIGKILL");
+
+    // Clean up: the task ends, the masters stop, the group and registry go.
+    let (code, _) = s
+        .call(json!({ "type": "KILL", "kill": { "task_id": { "value": "stays" } } }))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 202);
+    assert_eq!(update(&mut s, "stays").await["state"], "TASK_KILLED");
+    agent_link.abort();
+    drop(masters);
+    delete_tree(&zkc, &root).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_record_or_a_second_master_with_one_id_stops_a_master_with_a_clear_error() {
+    let [a, _] = ensembles();
+    let root = unique_root("ha-faults");
+    let zk = format!("zk://{}{root}", a.connect_string());
+    let dir = std::env::temp_dir().join(format!("orca-e2e-ha-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = TestDir(dir.clone(), String::new());
+    let zkc = zk_client(&a.connect_string()).await;
+
+    // Two masters with one id: the second refuses, naming the first.
+    let mut first = MasterProcess::start(&zk, &dir, "first", &["--master-id", "twin"]);
+    let detector = Detector::start(ZkUrl::parse(&zk).unwrap(), Duration::from_secs(10));
+    the_leader(&[&first], &detector).await;
+    let mut second = MasterProcess::start(&zk, &dir, "second", &["--master-id", "twin"]);
+    let status = second
+        .exited_within(WAIT)
+        .expect("a second master with the same id exits");
+    assert!(!status.success());
+    let log = second.log();
+    assert!(
+        log.contains("another master with id twin") && log.contains(&first.http.to_string()),
+        "{log}"
+    );
+    assert_eq!(
+        elected(first.http).await,
+        Some(true),
+        "the first one leads on"
+    );
+
+    // A registry record damaged by hand: a master never starts on it.
+    first.kill9();
+    let record = format!("{root}/orca-registry/frameworks/damaged-framework");
+    zkc.create(&record, b"{not json", &support::zk::persistent())
+        .await
+        .unwrap();
+    let mut third = MasterProcess::start(&zk, &dir, "third", &[]);
+    let status = third
+        .exited_within(WAIT)
+        .expect("a master elected on a damaged registry exits");
+    assert!(!status.success());
+    let log = third.log();
+    assert!(log.contains(&record), "the error names the znode: {log}");
+    delete_tree(&zkc, &root).await;
+}
