@@ -10,19 +10,18 @@ use orca_proto::{
     topology::v1::{self as pb, collector_client::CollectorClient},
 };
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 use crate::{
     app::{ContainerTarget, LaunchRequest, Level},
-    feed::{Event, MAX_MESSAGE, MasterError, endpoint},
+    feed::{Event, MAX_MESSAGE, MasterChannel, MasterError},
 };
 
 /// Sends actions to the master and reports their outcome as notices.
 #[derive(Debug, Clone)]
 pub struct Actions {
-    /// One channel to the master for every action (it connects when first used and again
-    /// after a failure), or why the address is unusable.
-    channel: Result<Channel, MasterError>,
+    /// The channel to the master for every action (it connects when first used, again
+    /// after a failure, and to the new leader after a failover).
+    channel: MasterChannel,
     events: mpsc::Sender<Event>,
     launches: mpsc::UnboundedSender<LaunchRequest>,
     /// The log stream feeding the log view.
@@ -33,7 +32,7 @@ impl Actions {
     /// Starts the launcher in the background (it subscribes only when the first task is
     /// launched).
     pub fn start(master: String, events: mpsc::Sender<Event>) -> Self {
-        let channel = endpoint(&master).map(|e| e.connect_lazy());
+        let channel = MasterChannel::new(&master);
         let (launches, rx) = mpsc::unbounded_channel();
         tokio::spawn(launcher(channel.clone(), rx, events.clone()));
         Self {
@@ -48,7 +47,7 @@ impl Actions {
         let (channel, events) = (self.channel.clone(), self.events.clone());
         tokio::spawn(async move {
             let result = async {
-                let channel = channel?;
+                let channel = channel.get().await?;
                 OperatorClient::new(channel)
                     .kill_task(opb::KillTaskRequest {
                         framework_id,
@@ -72,7 +71,7 @@ impl Actions {
         let (channel, events) = (self.channel.clone(), self.events.clone());
         tokio::spawn(async move {
             let result = async {
-                let channel = channel?;
+                let channel = channel.get().await?;
                 OperatorClient::new(channel)
                     .container_action(opb::ContainerActionRequest {
                         hostname: target.hostname.clone(),
@@ -101,7 +100,7 @@ impl Actions {
         let (channel, events) = (self.channel.clone(), self.events.clone());
         let task = tokio::spawn(async move {
             let result: Result<(), MasterError> = async {
-                let channel = channel?;
+                let channel = channel.get().await?;
                 let mut chunks = OperatorClient::new(channel)
                     .container_logs(opb::ContainerLogsRequest {
                         hostname: target.hostname.clone(),
@@ -138,7 +137,7 @@ impl Actions {
         let (channel, events) = (self.channel.clone(), self.events.clone());
         tokio::spawn(async move {
             let result = async {
-                let channel = channel?;
+                let channel = channel.get().await?;
                 CollectorClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE)
                     .node_series(pb::NodeSeriesRequest {
@@ -168,7 +167,7 @@ async fn notice(events: &mpsc::Sender<Event>, text: String, level: Level) {
 
 /// Routes launch requests to one framework session per role.
 async fn launcher(
-    channel: Result<Channel, MasterError>,
+    channel: MasterChannel,
     mut requests: mpsc::UnboundedReceiver<LaunchRequest>,
     events: mpsc::Sender<Event>,
 ) {
@@ -217,13 +216,13 @@ fn resource(name: &str, value: f64) -> cpb::Resource {
 /// declines the rest, suppresses offers while nothing waits, acknowledges updates and tells
 /// the user how each task does.
 async fn session(
-    channel: Result<Channel, MasterError>,
+    channel: MasterChannel,
     role: String,
     mut requests: mpsc::UnboundedReceiver<LaunchRequest>,
     events: mpsc::Sender<Event>,
 ) {
     let result: Result<(), MasterError> = async {
-        let channel = channel?;
+        let channel = channel.get().await?;
         let mut client = SchedulerClient::new(channel);
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
         let mut stream = client

@@ -1,9 +1,11 @@
 //! What flows into the TUI: the collector's four topology watches and the master's cluster
 //! watch, each a snapshot then deltas, over one gRPC connection that is re-made with backoff
-//! when the master goes away. Nothing is polled.
+//! when the master goes away, and at once when another master is elected (`--master
+//! zk://…` follows the leader in ZooKeeper). Nothing is polled.
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use orca_leader::MasterLocator;
 use orca_proto::{
     operator::v1::{self as opb, operator_client::OperatorClient},
     topology::v1::{self as pb, collector_client::CollectorClient},
@@ -103,10 +105,57 @@ pub fn endpoint(master: &str) -> Result<Endpoint, MasterError> {
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// Where the TUI finds the master: `host:port`, or `zk://…/path` for the leader.
+pub fn locator(master: &str) -> Result<MasterLocator, MasterError> {
+    MasterLocator::new(master, orca_leader::DEFAULT_SESSION_TIMEOUT).map_err(|e| {
+        MasterError::Address {
+            url: master.to_owned(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// The gRPC channel to the master to talk to now: one lazy channel per address, made again
+/// when another master leads. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MasterChannel {
+    locator: Result<MasterLocator, MasterError>,
+    cached: std::sync::Arc<std::sync::Mutex<Option<(String, Channel)>>>,
+}
+
+impl MasterChannel {
+    pub fn new(master: &str) -> Self {
+        MasterChannel {
+            locator: locator(master),
+            cached: Default::default(),
+        }
+    }
+
+    pub async fn get(&self) -> Result<Channel, MasterError> {
+        let mut locator = self.locator.clone()?;
+        let url = locator
+            .grpc_endpoint(Duration::from_secs(5))
+            .await
+            .ok_or_else(|| {
+                MasterError::Unreachable(format!("no leading master in {}", locator.describe()))
+            })?;
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, channel)) = cached.as_ref()
+            && *at == url
+        {
+            return Ok(channel.clone());
+        }
+        let channel = endpoint(&url)?.connect_lazy();
+        *cached = Some((url, channel.clone()));
+        Ok(channel)
+    }
+}
+
 /// Follows the master until `events` closes: connects, watches, and on any failure says so
-/// and tries again with backoff.
+/// and tries again with backoff; a newly elected leader is followed at once.
 pub async fn follow(master: String, events: mpsc::Sender<Event>) {
     let mut backoff = BACKOFF_MIN;
+    let located = locator(&master);
     loop {
         if events
             .send(Event::Link(LinkState::Connecting))
@@ -115,17 +164,39 @@ pub async fn follow(master: String, events: mpsc::Sender<Event>) {
         {
             return;
         }
-        let reason = match endpoint(&master) {
+        let mut changed = located.clone().ok();
+        if let Some(l) = changed.as_mut() {
+            l.mark_seen();
+        }
+        let reason = match located.clone() {
             Err(e) => e.to_string(),
-            Ok(endpoint) => match endpoint.connect().await {
-                Err(e) => describe(&e),
-                Ok(channel) => {
-                    backoff = BACKOFF_MIN;
-                    match watch_all(channel, &events).await {
-                        Ok(()) => return, // the UI went away
-                        Err(e) => e.to_string(),
-                    }
-                }
+            Ok(mut locator) => match locator.grpc_endpoint(Duration::from_secs(5)).await {
+                None => format!("no leading master in {}", locator.describe()),
+                Some(url) => match endpoint(&url) {
+                    Err(e) => e.to_string(),
+                    Ok(endpoint) => match endpoint.connect().await {
+                        Err(e) => describe(&e),
+                        Ok(channel) => {
+                            backoff = BACKOFF_MIN;
+                            let leader_changed = async {
+                                match changed.as_mut() {
+                                    Some(l) => l.changed().await,
+                                    None => std::future::pending().await,
+                                }
+                            };
+                            tokio::select! {
+                                watched = watch_all(channel, &events) => match watched {
+                                    Ok(()) => return, // the UI went away
+                                    Err(e) => e.to_string(),
+                                },
+                                () = leader_changed => {
+                                    backoff = Duration::ZERO;
+                                    format!("another master leads now ({})", locator.describe())
+                                }
+                            }
+                        }
+                    },
+                },
             },
         };
         let retry_at = Instant::now() + backoff;
@@ -137,7 +208,7 @@ pub async fn follow(master: String, events: mpsc::Sender<Event>) {
             return;
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
     }
 }
 

@@ -31,7 +31,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Orca: the cluster and its live topology, in a terminal"
 )]
 struct Cli {
-    /// The master's gRPC address to attach to.
+    /// The master to attach to: its gRPC address, or `zk://host:port,…/path` to follow
+    /// the leading master in ZooKeeper.
     #[arg(
         long,
         env = "ORCA_MASTER",
@@ -72,6 +73,15 @@ enum Cmd {
         /// terminal).
         #[arg(long)]
         headless: bool,
+        /// Try highly-available masters: a local three-server ZooKeeper ensemble (needs
+        /// Debian's `zookeeper` package) and three masters on the ports after
+        /// --grpc-addr/--http-addr, electing a leader; the agent and the UI follow it.
+        #[arg(long)]
+        ha: bool,
+        /// With --ha: the ensemble's client ports are this plus 1 to 3 (its quorum and
+        /// election ports 1000 and 2000 above those).
+        #[arg(long, default_value_t = 22180)]
+        zk_base_port: u16,
     },
 }
 
@@ -146,6 +156,8 @@ async fn up(command: Cmd, log: Option<PathBuf>) -> anyhow::Result<()> {
         no_tasks,
         metrics_addr,
         headless,
+        ha,
+        zk_base_port,
     } = command;
     let state_dir = state_dir.unwrap_or_else(UpConfig::default_state_dir);
     let log = log.unwrap_or_else(|| state_dir.join("orca.log"));
@@ -169,14 +181,21 @@ async fn up(command: Cmd, log: Option<PathBuf>) -> anyhow::Result<()> {
         probe,
         tasks: !no_tasks,
         metrics_addr,
+        ha_zk_base_port: ha.then_some(zk_base_port),
     })
     .await?;
-    let master = up.grpc_addr.to_string();
+    let master = up.master.clone();
     let outcome = if headless {
         eprintln!(
             "orca up: master gRPC {} · HTTP http://{} (Mesos v1 scheduler API, \
-             /master/state, /api/topology, /metrics); Ctrl-C stops",
-            up.grpc_addr, up.http_addr
+             /master/state, /api/topology, /metrics){}; Ctrl-C stops",
+            up.grpc_addr,
+            up.http_addr,
+            if ha {
+                format!(" and two more masters on the next ports, electing a leader in {master}")
+            } else {
+                String::new()
+            }
         );
         let _ = tokio::signal::ctrl_c().await;
         Ok(())

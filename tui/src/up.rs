@@ -1,5 +1,8 @@
 //! `orca up`: a master (embedded registry file) and a local agent in this process, so one
-//! command shows this machine's topology and can run tasks on it.
+//! command shows this machine's topology and can run tasks on it. `orca up --ha` tries the
+//! highly-available setup instead: a local three-server ZooKeeper ensemble (Debian's
+//! `zookeeper` package, via zk-local) and three masters electing a leader in it, the agent
+//! and the UI following the leader.
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
@@ -10,7 +13,12 @@ use orca_agent::{
     runner::{self, RunConfig, TasksConfig},
 };
 use orca_collector::{CollectorConfig, series::SeriesConfig};
-use orca_master::{cluster::ClusterConfig, server::Master};
+use orca_master::{
+    cluster::ClusterConfig,
+    election::ElectionConfig,
+    server::{HaOptions, Master},
+};
+use orca_zk_local::Ensemble;
 use tokio::{sync::watch, task::JoinHandle};
 
 #[derive(Debug, Clone)]
@@ -23,7 +31,13 @@ pub struct UpConfig {
     /// Run tasks on the local agent (needs cgroups; without them it only observes).
     pub tasks: bool,
     pub metrics_addr: Option<SocketAddr>,
+    /// Three masters on a local three-server ensemble whose client ports start one above
+    /// this port (`None`: one master on its registry file).
+    pub ha_zk_base_port: Option<u16>,
 }
+
+/// The masters of `orca up --ha` use the ports after the first one's.
+const HA_MASTERS: u16 = 3;
 
 impl UpConfig {
     /// `/var/lib/orca` as root, else `$XDG_STATE_HOME/orca` or `~/.local/state/orca`.
@@ -42,15 +56,18 @@ impl UpConfig {
     }
 }
 
-/// A running master and agent.
+/// A running master (or three) and agent.
 #[derive(Debug)]
 pub struct Up {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// What clients pass as `--master`: the master's gRPC address, or the `zk://` URL.
+    pub master: String,
     stop: watch::Sender<bool>,
     failure: watch::Receiver<Option<String>>,
-    master: JoinHandle<anyhow::Result<()>>,
+    masters: Vec<JoinHandle<anyhow::Result<()>>>,
     agent: JoinHandle<anyhow::Result<()>>,
+    ensemble: Option<Ensemble>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -94,31 +111,77 @@ impl Up {
             },
             ..Default::default()
         };
-        let cluster = ClusterConfig {
-            registry: Some(registry),
-            ..ClusterConfig::default()
+        let (stop, stop_rx) = watch::channel(false);
+        let (failed, failure) = watch::channel(None);
+        let mut masters = Vec::new();
+        let (mut ensemble, mut addrs, mut master_arg) = (None, Vec::new(), String::new());
+        let count = if config.ha_zk_base_port.is_some() {
+            HA_MASTERS
+        } else {
+            1
         };
-        let master = Master::bind(collector, cluster, config.grpc_addr, config.http_addr)
+        let election = match config.ha_zk_base_port {
+            None => None,
+            Some(base) => {
+                let local = Ensemble::new(&config.state_dir.join("zk"), "orca-up", 3, base);
+                let starting = local.clone();
+                tokio::task::spawn_blocking(move || starting.start(Duration::from_secs(60)))
+                    .await?
+                    .context("starting the local ZooKeeper ensemble for --ha")?;
+                let url = format!("zk://{}/orca", local.connect_string());
+                ensemble = Some(local);
+                master_arg = url.clone();
+                Some(ElectionConfig {
+                    url: orca_leader::ZkUrl::parse(&url)?,
+                    session_timeout: orca_leader::DEFAULT_SESSION_TIMEOUT,
+                })
+            }
+        };
+        for n in 0..count {
+            let port = |addr: SocketAddr| {
+                SocketAddr::new(
+                    addr.ip(),
+                    if addr.port() == 0 { 0 } else { addr.port() + n },
+                )
+            };
+            let cluster = ClusterConfig {
+                registry: election.is_none().then(|| registry.clone()),
+                ..ClusterConfig::default()
+            };
+            let ha = HaOptions {
+                election: election.clone(),
+                hostname: None,
+            };
+            let master = Master::bind_with(
+                collector.clone(),
+                cluster,
+                port(config.grpc_addr),
+                port(config.http_addr),
+                ha,
+            )
             .await
             .context(
                 "is another orca master running? attach to it with `orca --master ADDR`, \
                  or pick other ports with --grpc-addr/--http-addr",
             )?;
-        let (grpc_addr, http_addr) = (master.grpc_addr(), master.http_addr());
-        let (stop, stop_rx) = watch::channel(false);
-        let (failed, failure) = watch::channel(None);
-        let master = tokio::spawn(report_end(
-            "master",
-            master.serve(stopped(stop_rx.clone())),
-            stop_rx.clone(),
-            failed.clone(),
-        ));
+            addrs.push((master.grpc_addr(), master.http_addr()));
+            masters.push(tokio::spawn(report_end(
+                "master",
+                master.serve(stopped(stop_rx.clone())),
+                stop_rx.clone(),
+                failed.clone(),
+            )));
+        }
+        let (grpc_addr, http_addr) = addrs[0];
+        if master_arg.is_empty() {
+            master_arg = grpc_addr.to_string();
+        }
         let run = RunConfig {
             engine: EngineOptions {
                 probe: config.probe,
                 ..Default::default()
             },
-            master: Some(grpc_addr.to_string()),
+            master: Some(master_arg.clone()),
             metrics_addr: config.metrics_addr,
             runtimes: RuntimeSockets {
                 docker: Some("/var/run/docker.sock".into()),
@@ -142,10 +205,12 @@ impl Up {
         Ok(Up {
             grpc_addr,
             http_addr,
+            master: master_arg,
             stop,
             failure,
-            master,
+            masters,
             agent,
+            ensemble,
         })
     }
 
@@ -159,9 +224,14 @@ impl Up {
         let _ = self.stop.send(true);
         // The agent kills its tasks first (up to 5 s for them to end).
         let wait = Duration::from_secs(10);
-        let agent = tokio::time::timeout(wait, self.agent).await;
-        let master = tokio::time::timeout(wait, self.master).await;
-        for (name, result) in [("agent", agent), ("master", master)] {
+        let mut results = vec![("agent", tokio::time::timeout(wait, self.agent).await)];
+        for master in self.masters {
+            results.push(("master", tokio::time::timeout(wait, master).await));
+        }
+        if let Some(ensemble) = self.ensemble {
+            tokio::task::spawn_blocking(move || ensemble.stop()).await?;
+        }
+        for (name, result) in results {
             match result {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => return Err(e.context(format!("the {name} failed"))),
