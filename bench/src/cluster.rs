@@ -69,6 +69,12 @@ impl MasterProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// SIGKILL: the process ends with no chance to say goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for MasterProcess {
@@ -86,15 +92,11 @@ pub struct SimAgents {
 }
 
 impl SimAgents {
-    /// Starts `agents` simulated agents on `master` and waits until every one registered.
-    pub fn start(
-        master: SocketAddr,
-        agents: usize,
-        resources: &str,
-        extra: &[&str],
-    ) -> Result<Self> {
+    /// Starts `agents` simulated agents on `master` (a gRPC address, or `zk://…` to follow
+    /// the leader) and waits until every one registered.
+    pub fn start(master: &str, agents: usize, resources: &str, extra: &[&str]) -> Result<Self> {
         let mut child = Command::new(sibling("sim-agents")?)
-            .args(["--master", &master.to_string()])
+            .args(["--master", master])
             .args(["--agents", &agents.to_string()])
             .args(["--resources", resources])
             .args(extra)

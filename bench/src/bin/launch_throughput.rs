@@ -656,7 +656,12 @@ impl SharedReceiver {
 /// `frameworks` HTTP frameworks sharing `agents` simulated agents of a master process.
 async fn offer_latency(args: &Args) -> Result<Histogram<u64>> {
     let master = MasterProcess::start(&["--offer-timeout", "0"])?;
-    let agents = SimAgents::start(master.grpc, args.offer_agents, "cpus:4;mem:4096", &[])?;
+    let agents = SimAgents::start(
+        &master.grpc.to_string(),
+        args.offer_agents,
+        "cpus:4;mem:4096",
+        &[],
+    )?;
     // agent id -> when its offer was declined (waiting for its next offer).
     let declined: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
@@ -763,7 +768,12 @@ async fn main() -> Result<()> {
             continue;
         }
         let master = MasterProcess::start(&["--offer-timeout", "0"])?;
-        let agents = SimAgents::start(master.grpc, args.agents, &args.agent_resources, &[])?;
+        let agents = SimAgents::start(
+            &master.grpc.to_string(),
+            args.agents,
+            &args.agent_resources,
+            &[],
+        )?;
         let master_cpu = window_cpu(master.pid(), args.warmup, args.seconds);
         let agents_cpu = window_cpu(agents.pid(), args.warmup, args.seconds);
         let meter = match key {

@@ -3,10 +3,14 @@
 //! register with resources, heartbeat, answer every launch at once with TASK_RUNNING then
 //! TASK_FINISHED (or only TASK_RUNNING with `--keep-running`), re-send updates until the
 //! master relays their acknowledgement, and end tasks on kill and framework shutdown.
+//! `--master zk://…/path` follows the leading master in ZooKeeper: a broken link is made
+//! again to the leader, re-registering under the same id with the tasks still running, and
+//! every update not acknowledged is sent again.
 //!
 //! Runs as its own process so the master's cost is measured apart from its agents'. Prints
 //! `ready <n>` once every agent is registered, then serves until its standard input closes,
-//! and prints its counts as one JSON line on exit.
+//! and prints its counts as one JSON line on exit (with `duplicated`: tasks launched more
+//! than once, on one agent or several).
 use std::{
     collections::HashMap,
     sync::{
@@ -26,7 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Parser)]
 struct Args {
-    /// The master's gRPC address.
+    /// The master's gRPC address, or `zk://…/path` to follow the leader.
     #[arg(long)]
     master: String,
     #[arg(long, default_value_t = 100)]
@@ -58,11 +62,63 @@ fn seconds(s: &str) -> Result<Duration, String> {
 #[derive(Default)]
 struct Counts {
     registered: AtomicU64,
+    reregistered: AtomicU64,
     launched: AtomicU64,
     updates_sent: AtomicU64,
     updates_resent: AtomicU64,
     acknowledged: AtomicU64,
     killed: AtomicU64,
+    /// Launches per (framework, task): more than one is a duplicate.
+    launches: std::sync::Mutex<HashMap<(String, String), u32>>,
+    /// Running tasks and unacknowledged updates per agent, as each agent last saw them.
+    running: std::sync::Mutex<HashMap<usize, usize>>,
+    unacked: std::sync::Mutex<HashMap<usize, usize>>,
+}
+
+/// The gRPC channels to the master to talk to now (the leader's, when following one).
+struct Masters {
+    locator: orca_leader::MasterLocator,
+    connections: usize,
+    current: tokio::sync::Mutex<Option<(String, Vec<tonic::transport::Channel>)>>,
+}
+
+impl Masters {
+    async fn channel(&self, n: usize) -> Result<tonic::transport::Channel> {
+        let url = self
+            .locator
+            .clone()
+            .grpc_endpoint(Duration::from_secs(10))
+            .await
+            .context("no leading master known")?;
+        let mut current = self.current.lock().await;
+        if let Some((at, channels)) = current.as_ref()
+            && *at == url
+        {
+            return Ok(channels[n % channels.len()].clone());
+        }
+        let mut channels = Vec::new();
+        for _ in 0..self.connections.max(1) {
+            channels.push(
+                tonic::transport::Endpoint::from_shared(url.clone())?
+                    .connect()
+                    .await
+                    .with_context(|| format!("connecting to the master at {url}"))?,
+            );
+        }
+        let channel = channels[n % channels.len()].clone();
+        *current = Some((url, channels));
+        Ok(channel)
+    }
+}
+
+/// What one agent keeps across links.
+#[derive(Default)]
+struct AgentState {
+    agent_id: String,
+    /// uuid -> the update, until acknowledged.
+    unacked: HashMap<Vec<u8>, pb::AgentMessage>,
+    /// task -> (framework, role, task), while running.
+    running: HashMap<String, (String, String, pb::Task)>,
 }
 
 fn update(framework_id: &str, task_id: &str, agent_id: &str, state: TaskState) -> pb::AgentMessage {
@@ -82,23 +138,84 @@ fn update(framework_id: &str, task_id: &str, agent_id: &str, state: TaskState) -
     }
 }
 
-/// One agent's link: register, then answer the master until the link breaks.
+/// One agent: links to the master until the process ends, re-registering after a broken
+/// link (with a small backoff, or at once when another master leads).
 async fn agent(
-    channel: tonic::transport::Channel,
+    masters: Arc<Masters>,
     args: Arc<Args>,
     n: usize,
     counts: Arc<Counts>,
     ready: mpsc::Sender<()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut state = AgentState::default();
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let mut changed = masters.locator.clone();
+        changed.mark_seen();
+        let linked = tokio::select! {
+            linked = link(&masters, &args, n, &counts, &mut state, &mut ready, stop.clone()) => linked,
+            _ = stop.changed() => Ok(()),
+        };
+        if *stop.borrow() {
+            counts
+                .running
+                .lock()
+                .unwrap()
+                .insert(n, state.running.len());
+            counts
+                .unacked
+                .lock()
+                .unwrap()
+                .insert(n, state.unacked.len());
+            return;
+        }
+        match linked {
+            Ok(()) => backoff = Duration::from_millis(50),
+            Err(e) => {
+                if ready.is_some() && !args.master.starts_with("zk://") {
+                    eprintln!("sim-agents: agent {n}: {e:#}");
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(Duration::from_secs(1)),
+            () = changed.changed() => backoff = Duration::from_millis(50),
+        }
+    }
+}
+
+/// One link: register (again), then answer the master until the link breaks.
+async fn link(
+    masters: &Masters,
+    args: &Args,
+    n: usize,
+    counts: &Counts,
+    state: &mut AgentState,
+    ready: &mut Option<mpsc::Sender<()>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
+    let channel = masters.channel(n).await?;
     let resources = orca_master::resources::Resources::parse(&args.resources)?;
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1024);
     tx.send(pb::AgentMessage {
         kind: Some(agent_message::Kind::Register(pb::Register {
-            agent_id: String::new(),
+            agent_id: state.agent_id.clone(),
             hostname: format!("{}-{n}", args.prefix),
             resources: orca_master::resources::proto::resources_to_proto(&resources),
             attributes: Default::default(),
-            running: Vec::new(),
+            running: state
+                .running
+                .values()
+                .map(|(framework_id, role, task)| pb::RunningTask {
+                    framework_id: framework_id.clone(),
+                    role: role.clone(),
+                    state: TaskState::Running as i32,
+                    task: Some(task.clone()),
+                })
+                .collect(),
         })),
     })
     .await?;
@@ -110,122 +227,139 @@ async fn agent(
     let Some(master_message::Kind::Registered(registered)) = first.kind else {
         anyhow::bail!("the master's first message was not `registered`");
     };
-    let agent_id = registered.agent_id;
-    counts.registered.fetch_add(1, Ordering::Relaxed);
-    let _ = ready.send(()).await;
+    let first_time = state.agent_id.is_empty();
+    state.agent_id = registered.agent_id;
+    let agent_id = state.agent_id.clone();
+    if first_time {
+        counts.registered.fetch_add(1, Ordering::Relaxed);
+    } else {
+        counts.reregistered.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(ready) = ready.take() {
+        let _ = ready.send(()).await;
+    }
+    // Everything not acknowledged goes to this master too.
+    for message in state.unacked.values() {
+        counts.updates_resent.fetch_add(1, Ordering::Relaxed);
+        tx.send(message.clone()).await?;
+    }
     let heartbeat =
         Duration::from_secs_f64(registered.heartbeat_interval_seconds.clamp(0.05, 60.0));
     let mut heartbeat = tokio::time::interval(heartbeat);
     let mut retry = tokio::time::interval(args.retry);
-    // uuid -> the update, until acknowledged.
-    let mut unacked: HashMap<Vec<u8>, pb::AgentMessage> = HashMap::new();
-    // task -> framework, while running.
-    let mut running: HashMap<String, String> = HashMap::new();
-    loop {
-        tokio::select! {
-            message = inbound.message() => {
-                let Some(message) = message? else { return Ok(()) };
-                let mut out = Vec::new();
-                match message.kind {
-                    Some(master_message::Kind::Launch(launch)) => {
-                        for task in &launch.tasks {
-                            counts.launched.fetch_add(1, Ordering::Relaxed);
-                            out.push(update(&launch.framework_id, &task.task_id, &agent_id, TaskState::Running));
-                            if args.keep_running {
-                                running.insert(task.task_id.clone(), launch.framework_id.clone());
-                            } else {
-                                out.push(update(&launch.framework_id, &task.task_id, &agent_id, TaskState::Finished));
+    retry.reset();
+    let result = async {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                message = inbound.message() => {
+                    let Some(message) = message? else { return Ok(()) };
+                    let mut out = Vec::new();
+                    match message.kind {
+                        Some(master_message::Kind::Launch(launch)) => {
+                            for task in &launch.tasks {
+                                counts.launched.fetch_add(1, Ordering::Relaxed);
+                                *counts
+                                    .launches
+                                    .lock()
+                                    .unwrap()
+                                    .entry((launch.framework_id.clone(), task.task_id.clone()))
+                                    .or_default() += 1;
+                                out.push(update(&launch.framework_id, &task.task_id, &agent_id, TaskState::Running));
+                                if args.keep_running {
+                                    state.running.insert(
+                                        task.task_id.clone(),
+                                        (launch.framework_id.clone(), launch.role.clone(), task.clone()),
+                                    );
+                                } else {
+                                    out.push(update(&launch.framework_id, &task.task_id, &agent_id, TaskState::Finished));
+                                }
                             }
                         }
-                    }
-                    Some(master_message::Kind::Kill(kill)) => {
-                        if running.remove(&kill.task_id).is_some() {
-                            counts.killed.fetch_add(1, Ordering::Relaxed);
-                            out.push(update(&kill.framework_id, &kill.task_id, &agent_id, TaskState::Killed));
+                        Some(master_message::Kind::Kill(kill)) => {
+                            if state.running.remove(&kill.task_id).is_some() {
+                                counts.killed.fetch_add(1, Ordering::Relaxed);
+                                out.push(update(&kill.framework_id, &kill.task_id, &agent_id, TaskState::Killed));
+                            }
                         }
-                    }
-                    Some(master_message::Kind::ShutdownFramework(s)) => {
-                        let ended: Vec<String> = running
-                            .iter()
-                            .filter(|(_, f)| **f == s.framework_id)
-                            .map(|(t, _)| t.clone())
-                            .collect();
-                        for task in ended {
-                            running.remove(&task);
-                            out.push(update(&s.framework_id, &task, &agent_id, TaskState::Killed));
+                        Some(master_message::Kind::ShutdownFramework(s)) => {
+                            let ended: Vec<String> = state
+                                .running
+                                .iter()
+                                .filter(|(_, (f, _, _))| *f == s.framework_id)
+                                .map(|(t, _)| t.clone())
+                                .collect();
+                            for task in ended {
+                                state.running.remove(&task);
+                                out.push(update(&s.framework_id, &task, &agent_id, TaskState::Killed));
+                            }
                         }
-                    }
-                    Some(master_message::Kind::Acknowledge(ack)) => {
-                        if unacked.remove(&ack.uuid).is_some() {
-                            counts.acknowledged.fetch_add(1, Ordering::Relaxed);
+                        Some(master_message::Kind::Acknowledge(ack)) => {
+                            if state.unacked.remove(&ack.uuid).is_some() {
+                                counts.acknowledged.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
+                        Some(master_message::Kind::Container(c)) => {
+                            out.push(pb::AgentMessage {
+                                kind: Some(agent_message::Kind::ContainerReply(pb::ContainerReply {
+                                    request_id: c.request_id,
+                                    error: "a simulated agent has no containers".into(),
+                                    log: Vec::new(),
+                                    done: true,
+                                })),
+                            });
+                        }
+                        Some(master_message::Kind::Registered(_)) | None => {}
                     }
-                    Some(master_message::Kind::Container(c)) => {
-                        out.push(pb::AgentMessage {
-                            kind: Some(agent_message::Kind::ContainerReply(pb::ContainerReply {
-                                request_id: c.request_id,
-                                error: "a simulated agent has no containers".into(),
-                                log: Vec::new(),
-                                done: true,
-                            })),
-                        });
+                    for message in out {
+                        if let Some(agent_message::Kind::Status(s)) = &message.kind
+                            && let Some(status) = &s.status
+                        {
+                            state.unacked.insert(status.uuid.clone(), message.clone());
+                            counts.updates_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tx.send(message).await?;
                     }
-                    Some(master_message::Kind::Registered(_)) | None => {}
                 }
-                for message in out {
-                    if let Some(agent_message::Kind::Status(s)) = &message.kind
-                        && let Some(status) = &s.status
-                    {
-                        unacked.insert(status.uuid.clone(), message.clone());
-                        counts.updates_sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    tx.send(message).await?;
+                _ = heartbeat.tick() => {
+                    tx.send(pb::AgentMessage {
+                        kind: Some(agent_message::Kind::Heartbeat(pb::Heartbeat {})),
+                    })
+                    .await?;
                 }
-            }
-            _ = heartbeat.tick() => {
-                tx.send(pb::AgentMessage {
-                    kind: Some(agent_message::Kind::Heartbeat(pb::Heartbeat {})),
-                })
-                .await?;
-            }
-            _ = retry.tick() => {
-                for message in unacked.values() {
-                    counts.updates_resent.fetch_add(1, Ordering::Relaxed);
-                    tx.send(message.clone()).await?;
+                _ = retry.tick() => {
+                    for message in state.unacked.values() {
+                        counts.updates_resent.fetch_add(1, Ordering::Relaxed);
+                        tx.send(message.clone()).await?;
+                    }
                 }
             }
         }
     }
+    .await;
+    result
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<()> {
     let args = Arc::new(Args::parse());
-    let url = if args.master.contains("://") {
-        args.master.clone()
-    } else {
-        format!("http://{}", args.master)
-    };
-    let mut channels = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        channels.push(
-            tonic::transport::Endpoint::from_shared(url.clone())?
-                .connect()
-                .await
-                .with_context(|| format!("connecting to the master at {url}"))?,
-        );
-    }
+    let masters = Arc::new(Masters {
+        locator: orca_leader::MasterLocator::new(&args.master, Duration::from_secs(10))?,
+        connections: args.connections,
+        current: Default::default(),
+    });
     let counts = Arc::new(Counts::default());
     let (ready_tx, mut ready_rx) = mpsc::channel(args.agents.max(1));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut agents = tokio::task::JoinSet::new();
     for n in 0..args.agents {
-        let channel = channels[n % channels.len()].clone();
-        let (args, counts, ready) = (args.clone(), counts.clone(), ready_tx.clone());
-        agents.spawn(async move {
-            if let Err(e) = agent(channel, args, n, counts, ready).await {
-                eprintln!("sim-agents: agent {n}: {e:#}");
-            }
-        });
+        let (masters, args, counts, ready) = (
+            masters.clone(),
+            args.clone(),
+            counts.clone(),
+            ready_tx.clone(),
+        );
+        agents.spawn(agent(masters, args, n, counts, ready, stop.clone()));
     }
     drop(ready_tx);
     for _ in 0..args.agents {
@@ -238,12 +372,30 @@ async fn main() -> Result<()> {
     let _ =
         tokio::task::spawn_blocking(|| std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]))
             .await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while agents.join_next().await.is_some() {}
+    })
+    .await;
     agents.abort_all();
+    let running: usize = counts.running.lock().unwrap().values().sum();
+    let unacked: usize = counts.unacked.lock().unwrap().values().sum();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let duplicated = counts
+        .launches
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|n| **n > 1)
+        .count();
     println!(
         "{}",
         serde_json::json!({
             "registered": load(&counts.registered),
+            "reregistered": load(&counts.reregistered),
+            "duplicated": duplicated,
+            "running": running,
+            "unacknowledged": unacked,
             "launched": load(&counts.launched),
             "updates_sent": load(&counts.updates_sent),
             "updates_resent": load(&counts.updates_resent),

@@ -1,0 +1,584 @@
+//! `failover`: how fast a cluster of highly-available masters recovers from losing its leader,
+//! and what it loses doing so.
+//!
+//! A three-server ZooKeeper ensemble with fsync (ZooKeeper's default), three `orca-master`
+//! processes electing a leader in it, `--agents` simulated agents in their own process on the
+//! real gRPC agent link (following the leader in ZooKeeper), and `--frameworks` Mesos HTTP
+//! frameworks in this process (finding the leader in ZooKeeper) that bring `--tasks` tasks to
+//! TASK_RUNNING. Then a launch storm: every framework keeps launching; in its middle the
+//! leader is killed with SIGKILL. Measured from the kill:
+//!
+//! - **new leader**: ZooKeeper names another master and that master says it is elected;
+//! - **agents**: the new leader has every agent registered again;
+//! - **first offer**: a framework that re-subscribed gets its first offer;
+//! - **frameworks**: every framework re-subscribed (with its id).
+//!
+//! Counted at the end, after the storm settles: tasks lost (seen RUNNING, not running at the
+//! end), tasks duplicated (launched twice, counted by the agents), launches the dead leader
+//! accepted but never delivered (the framework learns TASK_LOST through reconciliation, as
+//! with Mesos), and status updates lost (made by an agent, never acknowledged, or a running
+//! task the framework does not see RUNNING).
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use orca_bench::cluster::{MasterProcess, SimAgents};
+use orca_leader::{Detector, ZkUrl};
+use orca_master::api::mesos_http::client::{self, Caller, SchedulerClient, scalars};
+use orca_zk_local::Ensemble;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    #[arg(long, default_value_t = 10)]
+    frameworks: usize,
+    /// Tasks brought to TASK_RUNNING before the leader is killed.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: usize,
+    /// Tasks each framework launches per second during the storm.
+    #[arg(long, default_value_t = 200)]
+    storm_rate: u64,
+    /// The storm's length; the leader is killed in its middle.
+    #[arg(long, default_value_t = 6)]
+    storm_seconds: u64,
+    /// The masters' ZooKeeper session timeout (Mesos's default is 10 s).
+    #[arg(long, default_value = "10s")]
+    zk_session_timeout: String,
+    /// ZooKeeper without fsync (measures the masters rather than this machine's disk).
+    #[arg(long)]
+    no_fsync: bool,
+}
+
+/// What one framework knows about its tasks.
+#[derive(Default)]
+struct Tasks {
+    /// Accepted (202) launches.
+    launched: HashSet<String>,
+    running: HashSet<String>,
+    /// Tasks ever seen RUNNING.
+    ever_running: HashSet<String>,
+    terminal: HashMap<String, String>,
+}
+
+struct Framework {
+    index: usize,
+    tasks: Mutex<Tasks>,
+    /// How many tasks it should have launched by now.
+    target: AtomicU64,
+    id: Mutex<Option<String>>,
+    subscriptions: AtomicU64,
+    resubscribed_at: Mutex<Option<Instant>>,
+    first_offer_after_resubscribe: Mutex<Option<Instant>>,
+    next_task: AtomicU64,
+    /// Set to ask the framework to reconcile its unanswered launches explicitly.
+    reconcile: AtomicBool,
+}
+
+const PER_OFFER: usize = 25;
+
+fn info(index: usize, id: Option<&str>) -> Value {
+    let mut info = json!({
+        "user": "root",
+        "name": format!("failover-{index}"),
+        "roles": ["*"],
+        "failover_timeout": 3600.0,
+    });
+    if let Some(id) = id {
+        info["id"] = json!({ "value": id });
+    }
+    info
+}
+
+/// Runs a framework for ever: subscribe to the leader (again, with its id, after a
+/// failover), launch up to its target on offers, acknowledge every update.
+async fn framework(fw: Arc<Framework>, detector: Detector, dead: Arc<Mutex<Option<SocketAddr>>>) {
+    loop {
+        let leader = detector
+            .leader()
+            .map(|l| l.http_addr())
+            .filter(|a| Some(*a) != *dead.lock().unwrap());
+        let Some(leader) = leader else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let id = fw.id.lock().unwrap().clone();
+        let Ok(mut s) = SchedulerClient::subscribe(leader, info(fw.index, id.as_deref())).await
+        else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let again = fw.subscriptions.fetch_add(1, Ordering::SeqCst) > 0;
+        if again {
+            *fw.resubscribed_at.lock().unwrap() = Some(Instant::now());
+        }
+        *fw.id.lock().unwrap() = Some(s.framework_id.clone());
+        let Ok(mut caller) = s.caller().await else {
+            continue;
+        };
+        let _ = serve(&fw, &mut s, &mut caller, again).await;
+    }
+}
+
+/// Answers events until the stream ends.
+async fn serve(
+    fw: &Framework,
+    s: &mut SchedulerClient,
+    caller: &mut Caller,
+    resubscribed: bool,
+) -> Result<()> {
+    let mut offered = false;
+    loop {
+        if fw.reconcile.swap(false, Ordering::SeqCst) {
+            // Mesos's explicit reconciliation: the master answers for every task it is
+            // asked about, TASK_LOST for one it does not know.
+            let missing: Vec<Value> = {
+                let t = fw.tasks.lock().unwrap();
+                t.launched
+                    .iter()
+                    .filter(|id| !t.running.contains(*id) && !t.terminal.contains_key(*id))
+                    .map(|id| json!({ "task_id": { "value": id } }))
+                    .collect()
+            };
+            if !missing.is_empty() {
+                caller
+                    .call(json!({ "type": "RECONCILE", "reconcile": { "tasks": missing } }))
+                    .await?;
+            }
+        }
+        let event = match s.next_event(Duration::from_millis(200)).await {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
+            Err(client::ClientError::Timeout(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match event["type"].as_str() {
+            Some("OFFERS") => {
+                if resubscribed && !offered {
+                    let mut first = fw.first_offer_after_resubscribe.lock().unwrap();
+                    first.get_or_insert_with(Instant::now);
+                }
+                offered = true;
+                for offer in event["offers"]["offers"].as_array().into_iter().flatten() {
+                    let launched = fw.tasks.lock().unwrap().launched.len() as u64;
+                    let wanted = fw.target.load(Ordering::SeqCst).saturating_sub(launched);
+                    let n = (wanted as usize).min(PER_OFFER);
+                    if n == 0 {
+                        caller
+                            .call(json!({
+                                "type": "DECLINE",
+                                "decline": { "offer_ids": [offer["id"]], "filters": { "refuse_seconds": 0.2 } }
+                            }))
+                            .await?;
+                        continue;
+                    }
+                    let ids: Vec<String> = (0..n)
+                        .map(|_| {
+                            format!(
+                                "f{}-t{}",
+                                fw.index,
+                                fw.next_task.fetch_add(1, Ordering::SeqCst)
+                            )
+                        })
+                        .collect();
+                    let tasks: Vec<Value> = ids
+                        .iter()
+                        .map(|id| client::task(id, &offer["agent_id"], scalars(0.1, 32.0), "true"))
+                        .collect();
+                    let (code, _) = caller
+                        .call(json!({
+                            "type": "ACCEPT",
+                            "accept": {
+                                "offer_ids": [offer["id"]],
+                                "operations": [{ "type": "LAUNCH", "launch": { "task_infos": tasks } }],
+                                "filters": { "refuse_seconds": 0.0 },
+                            }
+                        }))
+                        .await?;
+                    if code.as_u16() == 202 {
+                        fw.tasks.lock().unwrap().launched.extend(ids);
+                    }
+                }
+            }
+            Some("UPDATE") => {
+                let status = &event["update"]["status"];
+                let task = status["task_id"]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let state = status["state"].as_str().unwrap_or_default().to_owned();
+                {
+                    let mut tasks = fw.tasks.lock().unwrap();
+                    if state == "TASK_RUNNING" {
+                        tasks.running.insert(task.clone());
+                        tasks.ever_running.insert(task);
+                    } else if state != "TASK_STARTING" && state != "TASK_STAGING" {
+                        tasks.running.remove(&task);
+                        tasks.terminal.insert(task, state);
+                    }
+                }
+                if status.get("uuid").is_some() {
+                    caller
+                        .call(json!({
+                            "type": "ACKNOWLEDGE",
+                            "acknowledge": {
+                                "agent_id": status["agent_id"],
+                                "task_id": status["task_id"],
+                                "uuid": status["uuid"],
+                            }
+                        }))
+                        .await?;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn elected(http: SocketAddr) -> bool {
+    client::get_json(http, "/metrics/snapshot")
+        .await
+        .is_ok_and(|m| m["master/elected"] == 1.0)
+}
+
+async fn metric(http: SocketAddr, name: &str) -> f64 {
+    client::get_json(http, "/metrics/snapshot")
+        .await
+        .ok()
+        .and_then(|m| m[name].as_f64())
+        .unwrap_or(-1.0)
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!("{what}: not within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn run(args: &Args, zk: &str) -> Result<()> {
+    let masters: Vec<MasterProcess> = (0..3)
+        .map(|_| {
+            MasterProcess::start(&[
+                "--zk",
+                zk,
+                "--zk-session-timeout",
+                &args.zk_session_timeout,
+                "--agent-ping-timeout",
+                "30s",
+            ])
+        })
+        .collect::<Result<_>>()?;
+    let mut masters: Vec<Option<MasterProcess>> = masters.into_iter().map(Some).collect();
+    let detector = Detector::start(ZkUrl::parse(zk)?, Duration::from_secs(10));
+    let leader_of = |detector: &Detector, masters: &[Option<MasterProcess>]| {
+        let http = detector.leader()?.http_addr();
+        masters
+            .iter()
+            .position(|m| m.as_ref().is_some_and(|m| m.http == http))
+    };
+    let mut first = None;
+    wait_until("a leader elected", Duration::from_secs(30), || {
+        let found = leader_of(&detector, &masters);
+        first = found;
+        async move { found.is_some() }
+    })
+    .await?;
+    let leader = first.context("a leader")?;
+    let leader_http = masters[leader].as_ref().unwrap().http;
+    println!("3 masters, leader {leader_http}");
+
+    let started = Instant::now();
+    let agents = SimAgents::start(
+        zk,
+        args.agents,
+        "cpus:32;mem:131072",
+        &["--keep-running", "--retry", "2", "--connections", "8"],
+    )?;
+    println!(
+        "{} simulated agents registered in {} (their own process, gRPC, following the leader)",
+        args.agents,
+        ms(started.elapsed())
+    );
+
+    let dead = Arc::new(Mutex::new(None));
+    let per_framework = (args.tasks / args.frameworks.max(1)) as u64;
+    let frameworks: Vec<Arc<Framework>> = (0..args.frameworks)
+        .map(|index| {
+            Arc::new(Framework {
+                index,
+                tasks: Mutex::default(),
+                target: AtomicU64::new(per_framework),
+                id: Mutex::new(None),
+                subscriptions: AtomicU64::new(0),
+                resubscribed_at: Mutex::new(None),
+                first_offer_after_resubscribe: Mutex::new(None),
+                next_task: AtomicU64::new(0),
+                reconcile: AtomicBool::new(false),
+            })
+        })
+        .collect();
+    for fw in &frameworks {
+        tokio::spawn(framework(fw.clone(), detector.clone(), dead.clone()));
+    }
+    let started = Instant::now();
+    wait_until(
+        "every framework's tasks running",
+        Duration::from_secs(300),
+        || {
+            let all = frameworks
+                .iter()
+                .all(|f| f.tasks.lock().unwrap().running.len() as u64 >= per_framework);
+            async move { all }
+        },
+    )
+    .await?;
+    println!(
+        "{} frameworks with {} tasks RUNNING in {}",
+        args.frameworks,
+        args.tasks,
+        ms(started.elapsed())
+    );
+
+    // The storm: targets grow at storm_rate per framework per second.
+    let storming = Arc::new(AtomicBool::new(true));
+    let storm = {
+        let (frameworks, storming, rate) = (frameworks.clone(), storming.clone(), args.storm_rate);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            while storming.load(Ordering::SeqCst) {
+                tick.tick().await;
+                for fw in &frameworks {
+                    fw.target.fetch_add(rate / 20, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(args.storm_seconds / 2)).await;
+    let launched_before: usize = frameworks
+        .iter()
+        .map(|f| f.tasks.lock().unwrap().launched.len())
+        .sum();
+
+    // SIGKILL the leader.
+    *dead.lock().unwrap() = Some(leader_http);
+    let killed = Instant::now();
+    masters[leader].take().unwrap().kill9();
+    let mut next = None;
+    let new_leader_in = wait_until("a new leader", Duration::from_secs(60), || {
+        let found = leader_of(&detector, &masters);
+        next = found;
+        let http = found.and_then(|i| masters[i].as_ref().map(|m| m.http));
+        async move {
+            match http {
+                Some(http) => elected(http).await,
+                None => false,
+            }
+        }
+    })
+    .await?;
+    let new_http = masters[next.context("new leader")?].as_ref().unwrap().http;
+    let agents_in = wait_until(
+        "every agent re-registered",
+        Duration::from_secs(60),
+        || async { metric(new_http, "master/slaves_active").await >= args.agents as f64 },
+    )
+    .await?
+        + new_leader_in;
+    let frameworks_in = wait_until(
+        "every framework re-subscribed",
+        Duration::from_secs(60),
+        || {
+            let all = frameworks
+                .iter()
+                .all(|f| f.resubscribed_at.lock().unwrap().is_some());
+            async move { all }
+        },
+    )
+    .await?;
+    let _ = frameworks_in;
+    let frameworks_in = frameworks
+        .iter()
+        .filter_map(|f| *f.resubscribed_at.lock().unwrap())
+        .max()
+        .map(|t| t - killed)
+        .unwrap_or_default();
+    wait_until(
+        "a first offer after the failover",
+        Duration::from_secs(60),
+        || {
+            let any = frameworks
+                .iter()
+                .any(|f| f.first_offer_after_resubscribe.lock().unwrap().is_some());
+            async move { any }
+        },
+    )
+    .await?;
+    let first_offer_in = frameworks
+        .iter()
+        .filter_map(|f| *f.first_offer_after_resubscribe.lock().unwrap())
+        .min()
+        .map(|t| t - killed)
+        .unwrap_or_default();
+    let remaining = Duration::from_secs(args.storm_seconds / 2).saturating_sub(killed.elapsed());
+    tokio::time::sleep(remaining).await;
+    storming.store(false, Ordering::SeqCst);
+    let _ = storm.await;
+    for fw in &frameworks {
+        let launched = fw.tasks.lock().unwrap().launched.len() as u64;
+        fw.target.store(launched, Ordering::SeqCst);
+    }
+
+    // Settle: every accepted launch reaches a state the framework knows.
+    let settled = wait_until("every launch answered", Duration::from_secs(30), || {
+        let done = frameworks.iter().all(|f| {
+            let t = f.tasks.lock().unwrap();
+            t.launched
+                .iter()
+                .all(|id| t.running.contains(id) || t.terminal.contains_key(id))
+        });
+        async move { done }
+    })
+    .await;
+    if settled.is_err() {
+        // Ask the leader about the launches nobody answered for.
+        for fw in &frameworks {
+            fw.reconcile.store(true, Ordering::SeqCst);
+        }
+        let _ = wait_until("reconciliation answered", Duration::from_secs(30), || {
+            let done = frameworks.iter().all(|f| {
+                let t = f.tasks.lock().unwrap();
+                t.launched
+                    .iter()
+                    .all(|id| t.running.contains(id) || t.terminal.contains_key(id))
+            });
+            async move { done }
+        })
+        .await;
+    }
+    let mut lost = 0;
+    let mut undelivered = 0;
+    let mut unanswered = 0;
+    let (mut launched, mut running) = (0, 0);
+    for fw in &frameworks {
+        let t = fw.tasks.lock().unwrap();
+        launched += t.launched.len();
+        running += t.running.len();
+        lost += t
+            .ever_running
+            .iter()
+            .filter(|id| !t.running.contains(*id))
+            .count();
+        undelivered += t
+            .terminal
+            .iter()
+            .filter(|(id, state)| *state == "TASK_LOST" && !t.ever_running.contains(*id))
+            .count();
+        unanswered += t
+            .launched
+            .iter()
+            .filter(|id| !t.running.contains(*id) && !t.terminal.contains_key(*id))
+            .count();
+    }
+    // Acknowledgements settle, then the agents say what they hold.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let counts = agents.finish()?;
+    let duplicated = counts["duplicated"].as_u64().unwrap_or(u64::MAX);
+    let agents_running = counts["running"].as_u64().unwrap_or(0) as usize;
+    let unacked = counts["unacknowledged"].as_u64().unwrap_or(u64::MAX);
+
+    println!();
+    println!("failover after SIGKILL of the leader (goal in brackets):");
+    println!(
+        "  new leader elected           {:>9}  (<= 1 s)",
+        ms(new_leader_in)
+    );
+    println!(
+        "  first offer to a framework   {:>9}  (<= 2 s)",
+        ms(first_offer_in)
+    );
+    println!(
+        "  all {} agents re-registered {:>9}  (<= 5 s)",
+        args.agents,
+        ms(agents_in)
+    );
+    println!(
+        "  all {} frameworks re-subscribed {:>6}",
+        args.frameworks,
+        ms(frameworks_in)
+    );
+    println!(
+        "launch storm through the failover: {} launches accepted ({} before the kill), {} RUNNING at the end",
+        launched, launched_before, running
+    );
+    println!("  tasks lost (seen RUNNING, not running at the end): {lost}  (goal 0)");
+    println!("  tasks duplicated (launched twice, counted by the agents): {duplicated}  (goal 0)");
+    println!(
+        "  launches accepted by the dead leader and never delivered (TASK_LOST to the framework): {undelivered}"
+    );
+    println!("  launches with no answer at the end: {unanswered}  (goal 0)");
+    println!(
+        "  status updates lost: {} never acknowledged, {} running on agents vs {} RUNNING to frameworks  (goal 0 and equal)",
+        unacked, agents_running, running
+    );
+    println!(
+        "  agents' counts: {}",
+        serde_json::to_string(&counts).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let state = std::env::temp_dir().join(format!("orca-failover-bench-{}", std::process::id()));
+    let mut ensemble = Ensemble::new(&state, "bench-ha", 3, 21860);
+    ensemble.force_sync = !args.no_fsync;
+    println!(
+        "ZooKeeper: 3 servers, {}",
+        if args.no_fsync {
+            "forceSync=no"
+        } else {
+            "fsync before acknowledging (ZooKeeper's default)"
+        }
+    );
+    ensemble.start(Duration::from_secs(60))?;
+    let zk = format!("zk://{}/orca-failover", ensemble.connect_string());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(run(&args, &zk));
+    drop(rt);
+    ensemble.stop();
+    let _ = std::fs::remove_dir_all(&state);
+    result
+}
