@@ -248,7 +248,7 @@ async fn link(
     let mut heartbeat = tokio::time::interval(heartbeat);
     let mut retry = tokio::time::interval(args.retry);
     retry.reset();
-    let result = async {
+    async {
         loop {
             tokio::select! {
                 _ = stop.changed() => return Ok(()),
@@ -336,8 +336,7 @@ async fn link(
             }
         }
     }
-    .await;
-    result
+    .await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]

@@ -20,6 +20,7 @@ use orca_master::{
     api::mesos_http::client::{self, SchedulerClient, scalars},
     resources::Resources,
 };
+use orca_zk_local::Ensemble;
 use serde_json::{Value, json};
 use support::zk::{client as zk_client, delete_tree, ensembles, unique_root, wait_for};
 
@@ -43,12 +44,28 @@ struct MasterProcess {
 
 impl MasterProcess {
     fn start(zk: &str, dir: &std::path::Path, name: &str, extra: &[&str]) -> Self {
+        Self::start_as(zk, dir, name, extra, None)
+    }
+
+    /// As user `uid` (so the test can drop this master's packets alone, by owner).
+    fn start_as(
+        zk: &str,
+        dir: &std::path::Path,
+        name: &str,
+        extra: &[&str],
+        uid: Option<u32>,
+    ) -> Self {
+        use std::os::unix::process::CommandExt as _;
         let (http, grpc) = (
             SocketAddr::from(([127, 0, 0, 1], free_port())),
             SocketAddr::from(([127, 0, 0, 1], free_port())),
         );
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(support::bin("orca-master"))
+        let mut command = Command::new(support::bin("orca-master"));
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid);
+        }
+        let child = command
             .args(["--zk", zk, "--zk-session-timeout", "4s"])
             .args([
                 "--http-addr",
@@ -467,4 +484,164 @@ async fn a_corrupt_record_or_a_second_master_with_one_id_stops_a_master_with_a_c
     let log = third.log();
     assert!(log.contains(&record), "the error names the znode: {log}");
     delete_tree(&zkc, &root).await;
+}
+
+/// Drops one user's packets to an ensemble's client ports while it lives: that user's
+/// processes lose ZooKeeper, nobody else does.
+struct DropZkPackets(Vec<String>);
+
+impl DropZkPackets {
+    fn of_user(uid: u32, ensemble: &Ensemble) -> Self {
+        let (first, last) = (
+            ensemble.client_addr(1).port(),
+            ensemble.client_addr(ensemble.size).port(),
+        );
+        let rule: Vec<String> = [
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            "127.0.0.1",
+            "--dport",
+            &format!("{first}:{last}"),
+            "-m",
+            "owner",
+            "--uid-owner",
+            &uid.to_string(),
+            "-m",
+            "comment",
+            "--comment",
+            &format!("orca-ha-test-{}", std::process::id()),
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = Command::new("iptables")
+            .arg("-I")
+            .args(&rule)
+            .output()
+            .expect("running iptables");
+        assert!(
+            out.status.success(),
+            "this test needs root and iptables (owner match) to drop packets: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        DropZkPackets(rule)
+    }
+}
+
+impl Drop for DropZkPackets {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").arg("-D").args(&self.0).output();
+    }
+}
+
+struct StopEnsemble(Ensemble, PathBuf);
+
+impl Drop for StopEnsemble {
+    fn drop(&mut self) {
+        self.0.stop();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+/// The masters that say they are elected.
+async fn elected_masters(masters: &[&MasterProcess]) -> Vec<usize> {
+    let mut leaders = Vec::new();
+    for (i, m) in masters.iter().enumerate() {
+        if elected(m.http).await == Some(true) {
+            leaders.push(i);
+        }
+    }
+    leaders
+}
+
+/// On an ensemble of its own (servers die here): a ZooKeeper server dies under the leader
+/// (it keeps leading), the leader's ZooKeeper session expires while its process lives on
+/// (it stops acting before another is elected, then follows), and the whole ensemble is lost
+/// for a while (no master acts; then one leads again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_faults_never_leave_two_leaders_and_end_with_one() {
+    support::agent::require_root();
+    const NOBODY: u32 = 65534;
+    let dir = std::env::temp_dir().join(format!("orca-e2e-ha-zk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ensemble = Ensemble::new(&dir.join("zk"), "ha", 3, 21880);
+    ensemble.force_sync = false;
+    ensemble.start(Duration::from_secs(60)).unwrap();
+    let _stop = StopEnsemble(ensemble.clone(), dir.clone());
+    let zk = format!("zk://{}/mesos", ensemble.connect_string());
+
+    // The first master runs as `nobody`, so its packets alone can be dropped; it leads.
+    let first = MasterProcess::start_as(&zk, &dir, "first", &[], Some(NOBODY));
+    let detector = Detector::start(ZkUrl::parse(&zk).unwrap(), Duration::from_secs(10));
+    assert_eq!(the_leader(&[&first], &detector).await, 0, "{}", first.log());
+    let second = MasterProcess::start(&zk, &dir, "second", &[]);
+    let third = MasterProcess::start(&zk, &dir, "third", &[]);
+    let masters = [&first, &second, &third];
+    assert_eq!(the_leader(&masters, &detector).await, 0);
+
+    // A server dies: the leader's session moves to another server; it leads on.
+    ensemble.kill_node(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(the_leader(&masters, &detector).await, 0, "leadership moved");
+    ensemble.restart_node(1, Duration::from_secs(30)).unwrap();
+
+    // The leader's packets to ZooKeeper are dropped: it stops acting at once (it cannot
+    // know whether it still leads), another master is elected once its session expires.
+    let cut = DropZkPackets::of_user(NOBODY, &ensemble);
+    let cut_at = Instant::now();
+    wait_for("the cut-off leader to stop acting", WAIT, || async {
+        elected(first.http).await == Some(false)
+    })
+    .await;
+    let stopped_acting = cut_at.elapsed();
+    let mut new_leader = None;
+    let deadline = Instant::now() + WAIT;
+    while new_leader.is_none() {
+        let leaders = elected_masters(&masters).await;
+        assert!(leaders.len() <= 1, "two masters act at once: {leaders:?}");
+        if leaders.len() == 1 && leaders[0] != 0 {
+            new_leader = Some(leaders[0]);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader after the leader was cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let replaced = cut_at.elapsed();
+    assert!(
+        stopped_acting < replaced,
+        "the old leader stopped acting ({stopped_acting:?}) before another was elected ({replaced:?})"
+    );
+    // Cut off, it knows no leader: the Mesos API answers 503, not 200.
+    let (status, _) = get_raw(first.http, "/master/state").await;
+    assert_eq!(status, 503);
+    drop(cut);
+    // Back: its session expired, it joins again as a follower and redirects to the leader.
+    let leader_http = masters[new_leader.unwrap()].http;
+    wait_for("the old leader to follow the new one", WAIT, || async {
+        get_raw(first.http, "/master/state").await
+            == (307, Some(format!("//{leader_http}/master/state")))
+    })
+    .await;
+    assert_eq!(elected_masters(&masters).await, vec![new_leader.unwrap()]);
+    println!("cut off: stopped acting after {stopped_acting:?}, replaced after {replaced:?}");
+
+    // The whole ensemble is lost: nobody acts (after a session timeout at most) ...
+    ensemble.stop();
+    wait_for("no master acting without ZooKeeper", WAIT, || async {
+        elected_masters(&masters).await.is_empty()
+    })
+    .await;
+    // ... and once it is back, exactly one master leads again.
+    ensemble
+        .restart_stopped(Duration::from_secs(60))
+        .expect("the ensemble comes back");
+    let detector = Detector::start(ZkUrl::parse(&zk).unwrap(), Duration::from_secs(10));
+    the_leader(&masters, &detector).await;
 }
