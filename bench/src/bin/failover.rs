@@ -548,6 +548,23 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
         "  agents' counts: {}",
         serde_json::to_string(&counts).unwrap_or_default()
     );
+    println!(
+        "result {}",
+        json!({
+            "new_leader_ms": new_leader_in.as_secs_f64() * 1000.0,
+            "first_offer_ms": first_offer_in.as_secs_f64() * 1000.0,
+            "agents_reregistered_ms": agents_in.as_secs_f64() * 1000.0,
+            "frameworks_resubscribed_ms": frameworks_in.as_secs_f64() * 1000.0,
+            "launched": launched,
+            "running": running,
+            "agents_running": agents_running,
+            "lost": lost,
+            "duplicated": duplicated,
+            "undelivered": undelivered,
+            "unanswered": unanswered,
+            "unacknowledged": unacked,
+        })
+    );
     Ok(())
 }
 
@@ -560,7 +577,7 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let state = std::env::temp_dir().join(format!("orca-failover-bench-{}", std::process::id()));
-    let mut ensemble = Ensemble::new(&state, "bench-ha", 3, 21860);
+    let mut ensemble = Ensemble::new(&state, "bench-ha", 3, 21890);
     ensemble.force_sync = !args.no_fsync;
     println!(
         "ZooKeeper: 3 servers, {}",

@@ -30,7 +30,7 @@ use orca_bench::{
 };
 use orca_collector::CollectorConfig;
 use orca_master::{
-    api::mesos_http::client::SchedulerClient,
+    api::mesos_http::client::{self, SchedulerClient},
     cluster::{
         AgentCommand, AgentInfo, Cluster, ClusterConfig, Event, FrameworkInfo, Operation,
         StatusSource, TaskInfo, TaskState, TaskStatus,
@@ -74,7 +74,9 @@ struct Args {
     /// gRPC connections the framework's acknowledgements are spread over.
     #[arg(long, default_value_t = 4)]
     grpc_connections: usize,
-    /// Run only these (core, grpc, http, offers); all by default.
+    /// Run only these (core, grpc, http, ha, offers); all by default. `ha` is the HTTP door
+    /// of a master whose registry is in ZooKeeper (a three-server ensemble with fsync),
+    /// elected there, its agents following it: the steady cost of high availability.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Offer-latency samples.
@@ -735,6 +737,31 @@ async fn offer_latency(args: &Args) -> Result<Histogram<u64>> {
     Ok(h)
 }
 
+/// A three-server ZooKeeper ensemble with fsync for the HA door, stopped when dropped.
+struct ZkEnsemble {
+    ensemble: orca_zk_local::Ensemble,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl ZkEnsemble {
+    async fn start() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("orca-launch-zk-{}", std::process::id()));
+        let ensemble = orca_zk_local::Ensemble::new(&dir, "launch", 3, 21870);
+        let starting = ensemble.clone();
+        tokio::task::spawn_blocking(move || starting.start(Duration::from_secs(60))).await??;
+        let url = format!("zk://{}/orca-launch", ensemble.connect_string());
+        Ok(ZkEnsemble { ensemble, dir, url })
+    }
+}
+
+impl Drop for ZkEnsemble {
+    fn drop(&mut self) {
+        self.ensemble.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// CPU of a process over the measured window of a door (started at `warmup`).
 fn window_cpu(pid: u32, warmup: u64, seconds: u64) -> tokio::task::JoinHandle<Option<CpuUse>> {
     tokio::spawn(async move {
@@ -763,13 +790,38 @@ async fn main() -> Result<()> {
             "core (baseline: in-process, no API)"
         );
     }
-    for (key, door) in [("grpc", "gRPC"), ("http", "Mesos v1 HTTP")] {
+    let mut http_rate = f64::NAN;
+    for (key, door) in [
+        ("grpc", "gRPC"),
+        ("http", "Mesos v1 HTTP"),
+        ("ha", "Mesos v1 HTTP, HA master (ZooKeeper registry)"),
+    ] {
         if !wanted(key) {
             continue;
         }
-        let master = MasterProcess::start(&["--offer-timeout", "0"])?;
+        let ensemble = if key == "ha" {
+            Some(ZkEnsemble::start().await?)
+        } else {
+            None
+        };
+        let zk = ensemble.as_ref().map(|e| e.url.clone());
+        let mut flags = vec!["--offer-timeout", "0"];
+        if let Some(zk) = &zk {
+            flags.extend(["--zk", zk.as_str()]);
+        }
+        let master = MasterProcess::start(&flags)?;
+        if zk.is_some() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !client::get_json(master.http, "/metrics/snapshot")
+                .await
+                .is_ok_and(|m| m["master/elected"] == 1.0)
+            {
+                anyhow::ensure!(Instant::now() < deadline, "the HA master was not elected");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let agents = SimAgents::start(
-            &master.grpc.to_string(),
+            zk.as_deref().unwrap_or(&master.grpc.to_string()),
             args.agents,
             &args.agent_resources,
             &[],
@@ -781,6 +833,7 @@ async fn main() -> Result<()> {
             _ => http(master.http, &task, &args).await?,
         };
         let rate = meter.rate();
+
         let (master_cpu, agents_cpu) = (master_cpu.await?, agents_cpu.await?);
         let counts = agents.finish()?;
         let cpu = |c: Option<CpuUse>| c.map_or("-".into(), |c| format!("{:.0}%", c.total()));
@@ -796,6 +849,14 @@ async fn main() -> Result<()> {
             counts["acknowledged"],
             meter.repeated,
         );
+        match key {
+            "http" => http_rate = rate,
+            "ha" if http_rate.is_finite() => println!(
+                "  HA master: {:.0} % of the single master's HTTP rate in this run (goal >= 80 %)",
+                100.0 * rate / http_rate
+            ),
+            _ => {}
+        }
     }
     if wanted("offers") {
         let h = offer_latency(&args).await?;
