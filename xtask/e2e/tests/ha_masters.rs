@@ -273,6 +273,32 @@ async fn a_killed_leader_is_replaced_and_agents_frameworks_and_updates_follow() 
         format!("{refused:?}").contains("307"),
         "SUBSCRIBE to a follower: {refused:?}"
     );
+    // gRPC doors on a follower refuse with UNAVAILABLE, naming the leader's gRPC address.
+    let mut grpc = orca_proto::scheduler::v1::scheduler_client::SchedulerClient::connect(format!(
+        "http://{}",
+        masters[follower].grpc
+    ))
+    .await
+    .unwrap();
+    let refused = grpc
+        .subscribe(orca_proto::scheduler::v1::SubscribeRequest {
+            framework_info: Some(orca_proto::scheduler::v1::FrameworkInfo {
+                user: "root".into(),
+                name: "x".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_eq!(
+        refused
+            .metadata()
+            .get("orca-leader-grpc")
+            .and_then(|v| v.to_str().ok()),
+        Some(masters[leader].grpc.to_string().as_str())
+    );
     let state = client::get_json(masters[leader].http, "/master/state")
         .await
         .unwrap();
@@ -681,4 +707,123 @@ fn a_leader_killed_in_a_launch_storm_loses_and_duplicates_nothing() {
         result["new_leader_ms"].as_f64().unwrap() < 5_000.0,
         "{stdout}"
     );
+}
+
+/// The registry in ZooKeeper holds far more than one znode could (20,000 agent records,
+/// ~2.4 MB, over ZooKeeper's 1 MB node limit), reads back whole, refuses a record that could
+/// not fit one znode, and a store whose leader's contender is gone writes nothing (fencing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_zookeeper_registry_is_not_bounded_by_a_znode_and_is_fenced() {
+    use orca_master::cluster::registry::{
+        AgentRecord, Change, FrameworkRecord, RegistryStore as _, StoreError, zk::ZkStore,
+    };
+    let [a, _] = ensembles();
+    let root = unique_root("ha-registry");
+    let zkc = zk_client(&a.connect_string()).await;
+    zkc.mkdir(&root, &support::zk::persistent()).await.unwrap();
+    let contender = zkc
+        .create(
+            &format!("{root}/json.info_"),
+            b"{}",
+            &zookeeper_client::CreateMode::EphemeralSequential
+                .with_acls(zookeeper_client::Acls::anyone_all()),
+        )
+        .await
+        .unwrap()
+        .1;
+    let contender = format!("{root}/json.info_{contender}");
+    let (failed_tx, mut failed) = tokio::sync::mpsc::unbounded_channel();
+    let (store, registry) = ZkStore::open(
+        zkc.clone(),
+        &root,
+        contender.clone(),
+        zookeeper_client::Acls::anyone_all(),
+        failed_tx,
+    )
+    .await
+    .unwrap();
+    assert!(registry.agents.is_empty());
+    let record = |i: usize| AgentRecord {
+        hostname: format!("node-{i:05}.rack-{}.example.org", i % 40),
+        resources: "cpus:64;mem:262144;disk:1048576;ports:[31000-32000]".into(),
+    };
+    let writes: Vec<_> = (0..20_000)
+        .map(|i| {
+            store.apply(&Change::AgentAdmitted {
+                id: format!("agent-{i:05}"),
+                record: record(i),
+            })
+        })
+        .collect();
+    for write in writes {
+        write.wait().await.unwrap();
+    }
+    store
+        .apply(&Change::FrameworkAdded {
+            id: "fw".into(),
+            record: FrameworkRecord {
+                name: "big".into(),
+                ..Default::default()
+            },
+        })
+        .wait()
+        .await
+        .unwrap();
+    store
+        .apply(&Change::FrameworkTornDown { id: "fw".into() })
+        .wait()
+        .await
+        .unwrap();
+    let bytes: usize = (0..20_000)
+        .map(|i| serde_json::to_vec(&record(i)).unwrap().len())
+        .sum();
+    assert!(bytes > 1 << 20, "{bytes} bytes");
+    drop(store);
+
+    // A new leader reads it all back.
+    let (failed_tx2, _failed2) = tokio::sync::mpsc::unbounded_channel();
+    let (store, registry) = ZkStore::open(
+        zkc.clone(),
+        &root,
+        contender.clone(),
+        zookeeper_client::Acls::anyone_all(),
+        failed_tx2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(registry.agents.len(), 20_000);
+    assert_eq!(registry.agents["agent-12345"], record(12345));
+    assert!(registry.frameworks.is_empty());
+    assert_eq!(registry.torn_down, vec!["fw".to_string()]);
+
+    // A record no znode can hold is refused, and nothing else is affected.
+    let huge = Change::FrameworkAdded {
+        id: "huge".into(),
+        record: FrameworkRecord {
+            name: "x".repeat(2 << 20),
+            ..Default::default()
+        },
+    };
+    let err = store.apply(&huge).wait().await.unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
+
+    // Fencing: once the leader's contender is gone, a write fails and ends the term.
+    zkc.delete(&contender, None).await.unwrap();
+    let err = store
+        .apply(&Change::AgentRemoved {
+            id: "agent-00001".into(),
+        })
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced), "{err}");
+    assert!(failed.try_recv().is_err(), "the first store was closed");
+    assert!(
+        zkc.check_stat(&format!("{root}/orca-registry/agents/agent-00001"))
+            .await
+            .unwrap()
+            .is_some(),
+        "the fenced write did not land"
+    );
+    delete_tree(&zkc, &root).await;
 }
