@@ -57,6 +57,11 @@ struct Args {
     /// ZooKeeper without fsync (measures the masters rather than this machine's disk).
     #[arg(long)]
     no_fsync: bool,
+    /// Freeze the leader (SIGSTOP: a hung process, as in a long GC or VM pause) instead of
+    /// killing it: nothing refuses its port, so its ZooKeeper session has to expire. After
+    /// the failover it is thawed (SIGCONT) and the time it still claims to lead is measured.
+    #[arg(long)]
+    freeze: bool,
 }
 
 /// What one framework knows about its tasks.
@@ -125,8 +130,16 @@ async fn framework(fw: Arc<Framework>, detector: Detector, dead: Arc<Mutex<Optio
         let Ok(mut caller) = s.caller().await else {
             continue;
         };
-        let _ = serve(&fw, &mut s, &mut caller, again).await;
+        let _ = serve(&fw, &mut s, &mut caller, again, &detector, leader).await;
     }
+}
+
+/// A call with a deadline: a hung master (frozen, not dead) never answers.
+async fn call(caller: &mut Caller, body: Value) -> Result<u16> {
+    let (code, _) = tokio::time::timeout(Duration::from_secs(2), caller.call(body))
+        .await
+        .context("the master did not answer within 2 s")??;
+    Ok(code.as_u16())
 }
 
 /// Answers events until the stream ends.
@@ -135,9 +148,16 @@ async fn serve(
     s: &mut SchedulerClient,
     caller: &mut Caller,
     resubscribed: bool,
+    detector: &Detector,
+    leader: SocketAddr,
 ) -> Result<()> {
     let mut offered = false;
     loop {
+        // Another master leads (a hung leader's stream does not end by itself): go to it,
+        // as Mesos scheduler drivers do when their detector names a new leader.
+        if detector.leader().is_some_and(|l| l.http_addr() != leader) {
+            return Ok(());
+        }
         if fw.reconcile.swap(false, Ordering::SeqCst) {
             // Mesos's explicit reconciliation: the master answers for every task it is
             // asked about, TASK_LOST for one it does not know.
@@ -150,9 +170,11 @@ async fn serve(
                     .collect()
             };
             if !missing.is_empty() {
-                caller
-                    .call(json!({ "type": "RECONCILE", "reconcile": { "tasks": missing } }))
-                    .await?;
+                call(
+                    caller,
+                    json!({ "type": "RECONCILE", "reconcile": { "tasks": missing } }),
+                )
+                .await?;
             }
         }
         let event = match s.next_event(Duration::from_millis(200)).await {
@@ -173,8 +195,7 @@ async fn serve(
                     let wanted = fw.target.load(Ordering::SeqCst).saturating_sub(launched);
                     let n = (wanted as usize).min(PER_OFFER);
                     if n == 0 {
-                        caller
-                            .call(json!({
+                        call(caller, json!({
                                 "type": "DECLINE",
                                 "decline": { "offer_ids": [offer["id"]], "filters": { "refuse_seconds": 0.2 } }
                             }))
@@ -194,8 +215,7 @@ async fn serve(
                         .iter()
                         .map(|id| client::task(id, &offer["agent_id"], scalars(0.1, 32.0), "true"))
                         .collect();
-                    let (code, _) = caller
-                        .call(json!({
+                    let code = call(caller, json!({
                             "type": "ACCEPT",
                             "accept": {
                                 "offer_ids": [offer["id"]],
@@ -204,7 +224,7 @@ async fn serve(
                             }
                         }))
                         .await?;
-                    if code.as_u16() == 202 {
+                    if code == 202 {
                         fw.tasks.lock().unwrap().launched.extend(ids);
                     }
                 }
@@ -227,16 +247,18 @@ async fn serve(
                     }
                 }
                 if status.get("uuid").is_some() {
-                    caller
-                        .call(json!({
+                    call(
+                        caller,
+                        json!({
                             "type": "ACKNOWLEDGE",
                             "acknowledge": {
                                 "agent_id": status["agent_id"],
                                 "task_id": status["task_id"],
                                 "uuid": status["uuid"],
                             }
-                        }))
-                        .await?;
+                        }),
+                    )
+                    .await?;
                 }
             }
             _ => {}
@@ -383,10 +405,17 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
         .map(|f| f.tasks.lock().unwrap().launched.len())
         .sum();
 
-    // SIGKILL the leader.
+    // SIGKILL (or freeze) the leader.
     *dead.lock().unwrap() = Some(leader_http);
     let killed = Instant::now();
-    masters[leader].take().unwrap().kill9();
+    let mut frozen = None;
+    if args.freeze {
+        let old = masters[leader].take().unwrap();
+        signal(old.pid(), nix::sys::signal::Signal::SIGSTOP)?;
+        frozen = Some(old);
+    } else {
+        masters[leader].take().unwrap().kill9();
+    }
     let mut next = None;
     let new_leader_in = wait_until("a new leader", Duration::from_secs(60), || {
         let found = leader_of(&detector, &masters);
@@ -443,6 +472,20 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
         .min()
         .map(|t| t - killed)
         .unwrap_or_default();
+    // A thawed leader must find its term over: how long does it still say it leads?
+    let mut thawed_claim = None;
+    if let Some(old) = &frozen {
+        signal(old.pid(), nix::sys::signal::Signal::SIGCONT)?;
+        let thawed = Instant::now();
+        let mut claimed = Duration::ZERO;
+        while thawed.elapsed() < Duration::from_secs(3) {
+            if elected(old.http).await {
+                claimed = thawed.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        thawed_claim = Some(claimed);
+    }
     let remaining = Duration::from_secs(args.storm_seconds / 2).saturating_sub(killed.elapsed());
     tokio::time::sleep(remaining).await;
     storming.store(false, Ordering::SeqCst);
@@ -503,6 +546,42 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
             .filter(|id| !t.running.contains(*id) && !t.terminal.contains_key(*id))
             .count();
     }
+    if unanswered > 0 {
+        // Say what the leader knows of them, to tell where they went.
+        let state = client::get_json(new_http, "/master/state").await.ok();
+        for fw in &frameworks {
+            let t = fw.tasks.lock().unwrap();
+            let missing: Vec<&String> = t
+                .launched
+                .iter()
+                .filter(|id| !t.running.contains(*id) && !t.terminal.contains_key(*id))
+                .take(3)
+                .collect();
+            for id in missing {
+                let seen: Vec<Value> = state
+                    .iter()
+                    .flat_map(|s| s["frameworks"].as_array().cloned().unwrap_or_default())
+                    .flat_map(|f| {
+                        let fid = f["id"].clone();
+                        f["tasks"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .chain(f["completed_tasks"].as_array().cloned().unwrap_or_default())
+                            .filter(|task| task["id"] == id.as_str())
+                            .map(move |task| json!({ "framework": fid, "state": task["state"], "statuses": task["statuses"] }))
+                    })
+                    .collect();
+                println!(
+                    "  unanswered: framework {} ({:?}) task {id}: the leader has {}",
+                    fw.index,
+                    fw.id.lock().unwrap(),
+                    serde_json::to_string(&seen).unwrap_or_default()
+                );
+            }
+        }
+    }
     // Acknowledgements settle, then the agents say what they hold.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let counts = agents.finish()?;
@@ -511,7 +590,20 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
     let unacked = counts["unacknowledged"].as_u64().unwrap_or(u64::MAX);
 
     println!();
-    println!("failover after SIGKILL of the leader (goal in brackets):");
+    println!(
+        "failover after {} of the leader (goal in brackets):",
+        if args.freeze {
+            format!("SIGSTOP (session timeout {})", args.zk_session_timeout)
+        } else {
+            "SIGKILL".into()
+        }
+    );
+    if let Some(claim) = thawed_claim {
+        println!(
+            "  the thawed old leader still answered master/elected=1 for {} after SIGCONT",
+            ms(claim)
+        );
+    }
     println!(
         "  new leader elected           {:>9}  (<= 1 s)",
         ms(new_leader_in)
@@ -563,9 +655,15 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
             "undelivered": undelivered,
             "unanswered": unanswered,
             "unacknowledged": unacked,
+            "thawed_leader_claimed_ms": thawed_claim.map(|c| c.as_secs_f64() * 1000.0),
         })
     );
     Ok(())
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) -> Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+        .with_context(|| format!("sending {signal} to {pid}"))
 }
 
 fn main() -> Result<()> {

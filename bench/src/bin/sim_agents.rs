@@ -154,9 +154,12 @@ async fn agent(
     loop {
         let mut changed = masters.locator.clone();
         changed.mark_seen();
+        let mut followed = changed.clone();
         let linked = tokio::select! {
             linked = link(&masters, &args, n, &counts, &mut state, &mut ready, stop.clone()) => linked,
             _ = stop.changed() => Ok(()),
+            // A hung master's link does not end by itself: go to the new leader.
+            () = followed.changed() => Ok(()),
         };
         if *stop.borrow() {
             counts
