@@ -827,3 +827,90 @@ async fn the_zookeeper_registry_is_not_bounded_by_a_znode_and_is_fenced() {
     );
     delete_tree(&zkc, &root).await;
 }
+
+/// `base`, `base + 1` and `base + 2` all free on loopback.
+fn three_free_ports() -> u16 {
+    loop {
+        let base = free_port();
+        if base < 65000 && (1..3).all(|n| TcpListener::bind(("127.0.0.1", base + n)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// `orca up --ha --headless`: a local three-server ensemble and three masters in one
+/// process, exactly one elected and the others redirecting to it; Ctrl-C stops everything,
+/// the ensemble's servers included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orca_up_ha_runs_three_electing_masters_and_stops_everything() {
+    let dir = std::env::temp_dir().join(format!("orca-e2e-up-ha-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = TestDir(dir.clone(), String::new());
+    let (grpc, http) = (three_free_ports(), three_free_ports());
+    let log = dir.join("up.log");
+    let mut up = Command::new(support::bin("orca"))
+        .args(["up", "--ha", "--headless", "--no-tasks", "--probe", "proc"])
+        .args(["--state-dir", &dir.join("state").display().to_string()])
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .args(["--zk-base-port", "21900"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("starting orca up --ha");
+    let https: Vec<SocketAddr> = (0..3)
+        .map(|n| SocketAddr::from(([127, 0, 0, 1], http + n)))
+        .collect();
+    let mut leader = None;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while leader.is_none() {
+        let mut elected_now = Vec::new();
+        for addr in &https {
+            if elected(*addr).await == Some(true) {
+                elected_now.push(*addr);
+            }
+        }
+        assert!(elected_now.len() <= 1, "two leaders: {elected_now:?}");
+        leader = elected_now.first().copied();
+        assert!(
+            Instant::now() < deadline,
+            "no leader: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let leader = leader.unwrap();
+    for addr in https.iter().filter(|a| **a != leader) {
+        wait_for("a follower redirecting to the leader", WAIT, || async {
+            get_raw(*addr, "/master/state").await == (307, Some(format!("//{leader}/master/state")))
+        })
+        .await;
+    }
+    let ensemble = Ensemble::new(&dir.join("state").join("zk"), "orca-up", 3, 21900);
+    assert!((1..=3).all(|n| ensemble.node_pid(n).is_some()));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "orca up did not stop on Ctrl-C");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        (1..=3).all(|n| ensemble.node_pid(n).is_none()),
+        "the ensemble's servers outlived orca up"
+    );
+}
