@@ -257,14 +257,17 @@ async fn a_killed_leader_is_replaced_and_agents_frameworks_and_updates_follow() 
     assert_eq!(raw["pid"], format!("master@{}", masters[leader].http));
     assert_eq!(MasterInfo::from_json(&data).unwrap(), info);
 
-    // A follower redirects the Mesos API to the leader, as Mesos does.
+    // A follower redirects the Mesos API to the leader, as Mesos does (once it has read
+    // the leader's info: a master that just joined answers 503 "No leader elected" first).
     let follower = (leader + 1) % 3;
-    let (status, location) = get_raw(masters[follower].http, "/master/state").await;
-    assert_eq!(status, 307);
-    assert_eq!(
-        location.as_deref(),
-        Some(format!("//{}/master/state", masters[leader].http).as_str())
-    );
+    wait_for("the follower redirecting to the leader", WAIT, || async {
+        get_raw(masters[follower].http, "/master/state").await
+            == (
+                307,
+                Some(format!("//{}/master/state", masters[leader].http)),
+            )
+    })
+    .await;
     let (status, location) = get_raw(masters[follower].http, "/master/redirect").await;
     assert_eq!(status, 307);
     assert_eq!(location.unwrap(), format!("//{}", masters[leader].http));
