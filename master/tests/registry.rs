@@ -129,3 +129,87 @@ fn an_unusable_registry_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn weights_and_quotas_set_at_run_time_survive_a_restart() {
+    use orca_master::api::mesos_http::client::operator;
+    let dir = std::env::temp_dir().join(format!("orca-master-roles-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = || ClusterConfig {
+        registry: Some(dir.join("registry.jsonl")),
+        ..fast_config()
+    };
+    let first = master(config()).await;
+    let (code, body) = operator(
+        first.addr,
+        &json!({ "type": "UPDATE_WEIGHTS", "update_weights": { "weight_infos": [
+            { "role": "prod", "weight": 3.0 }, { "role": "eng/web", "weight": 2.0 },
+        ] } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
+    let (code, body) = operator(
+        first.addr,
+        &json!({ "type": "UPDATE_QUOTA", "update_quota": { "quota_configs": [{
+            "role": "prod",
+            "guarantees": { "cpus": { "value": 2.0 }, "mem": { "value": 1024.0 } },
+            "limits": { "cpus": { "value": 4.0 } },
+        }] } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
+    // Bad input: a clear 400, nothing changed.
+    let (code, body) = operator(
+        first.addr,
+        &json!({ "type": "UPDATE_WEIGHTS", "update_weights": { "weight_infos": [
+            { "role": "ops", "weight": 2.0 }, { "role": "x", "weight": -1.0 },
+        ] } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code.as_u16(), 400, "{body}");
+    assert!(body.contains("-1"), "{body}");
+    let (code, body) = operator(
+        first.addr,
+        &json!({ "type": "UPDATE_QUOTA", "update_quota": {
+        "quota_configs": [{ "role": "dev", "guarantees": { "cpus": { "value": 8.0 } },
+                            "limits": { "cpus": { "value": 4.0 } } }] } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code.as_u16(), 400, "{body}");
+    drop(first);
+
+    let second = master(config()).await;
+    let (code, body) = operator(second.addr, &json!({ "type": "GET_WEIGHTS" }))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 200);
+    let weights: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let infos = weights["get_weights"]["weight_infos"].as_array().unwrap();
+    assert!(
+        infos.contains(&json!({ "role": "prod", "weight": 3.0 })),
+        "{body}"
+    );
+    assert!(
+        infos.contains(&json!({ "role": "eng/web", "weight": 2.0 })),
+        "{body}"
+    );
+    assert!(!body.contains("\"ops\""), "{body}");
+    let (_, body) = operator(second.addr, &json!({ "type": "GET_QUOTA" }))
+        .await
+        .unwrap();
+    let quota: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let configs = quota["get_quota"]["status"]["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 1, "{body}");
+    assert_eq!(configs[0]["role"], "prod");
+    assert_eq!(configs[0]["guarantees"]["mem"]["value"], 1024.0);
+    assert_eq!(configs[0]["limits"]["cpus"]["value"], 4.0);
+    let (code, _) = operator(second.addr, &json!({ "type": "GET_AGENTS" }))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 501);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -576,6 +576,19 @@ impl FromIterator<Resource> for Resources {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScalarMap(Vec<(Arc<str>, Scalar)>);
 
+/// Mesos text form (`cpus:4;mem:8192`), which [`ScalarMap::parse`] reads back.
+impl fmt::Display for ScalarMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, amount)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(";")?;
+            }
+            write!(f, "{name}:{amount}")?;
+        }
+        Ok(())
+    }
+}
+
 impl ScalarMap {
     pub fn parse(text: &str) -> Result<Self, ResourceError> {
         let resources = Resources::parse(text)?;

@@ -500,6 +500,11 @@ impl Allocator {
         Ok(())
     }
 
+    /// Every role with a quota.
+    pub fn quotas(&self) -> impl Iterator<Item = (&str, &Quota)> {
+        self.quotas.iter().map(|(role, quota)| (&**role, quota))
+    }
+
     pub fn quota(&self, role: &str) -> Option<&Quota> {
         self.quotas.get(role)
     }

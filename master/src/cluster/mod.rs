@@ -506,6 +506,53 @@ impl Cluster {
         Self::durable(writes).await
     }
 
+    // ---- roles ----
+
+    /// Mesos `UPDATE_WEIGHTS`: all or none, durable before it returns.
+    pub async fn update_weights(&self, weights: Vec<(String, f64)>) -> Result<(), ApiError> {
+        self.acting()?;
+        let (result, writes) = {
+            let mut s = self.lock();
+            let result = s.update_weights(&weights);
+            (result, s.take_writes())
+        };
+        result?;
+        Self::durable(writes).await?;
+        self.changed();
+        Ok(())
+    }
+
+    /// Mesos `UPDATE_QUOTA`: all or none, durable before it returns.
+    pub async fn update_quotas(
+        &self,
+        quotas: Vec<(String, crate::allocator::Quota)>,
+    ) -> Result<(), ApiError> {
+        self.acting()?;
+        let (result, writes) = {
+            let mut s = self.lock();
+            let result = s.update_quotas(&quotas);
+            (result, s.take_writes())
+        };
+        result?;
+        Self::durable(writes).await?;
+        self.changed();
+        Ok(())
+    }
+
+    /// Roles whose weight is not the default 1.
+    pub fn weights(&self) -> Result<std::collections::BTreeMap<String, f64>, ApiError> {
+        self.acting()?;
+        Ok(self.lock().weights())
+    }
+
+    /// Every role with a quota.
+    pub fn quotas(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::allocator::Quota>, ApiError> {
+        self.acting()?;
+        Ok(self.lock().quotas())
+    }
+
     // ---- containers ----
 
     /// Sends a container command to the agent on `hostname`; its replies (an error, log

@@ -377,6 +377,22 @@ async fn a_killed_leader_is_replaced_and_agents_frameworks_and_updates_follow() 
     let record: Value = serde_json::from_slice(&record).unwrap();
     assert_eq!(record["failover_timeout_secs"], 600.0);
 
+    // A weight set at run time is kept in the registry too.
+    let (code, body) = client::operator(
+        masters[leader].http,
+        &json!({ "type": "UPDATE_WEIGHTS", "update_weights": {
+            "weight_infos": [{ "role": "prod", "weight": 3.0 }] } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
+    assert!(
+        zkc.check_stat(&format!("{registry}/roles/prod"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
     // SIGKILL the leader; the "ends" task finishes while no master leads.
     let killed_at = Instant::now();
     masters[leader].kill9();
@@ -454,6 +470,13 @@ async fn a_killed_leader_is_replaced_and_agents_frameworks_and_updates_follow() 
         .filter(|t| t["id"] == "ends")
         .count();
     assert!(finished <= 1);
+    let (_, weights) = client::operator(new_http, &json!({ "type": "GET_WEIGHTS" }))
+        .await
+        .unwrap();
+    assert!(
+        weights.contains(r#"{"role":"prod","weight":3.0}"#),
+        "the new leader allocates with the weight set on the old one: {weights}"
+    );
     println!("failover: new leader {elected_in:?} after SIGKILL");
 
     // Clean up: the task ends, the masters stop, the group and registry go.

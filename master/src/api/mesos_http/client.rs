@@ -78,6 +78,22 @@ pub async fn post(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// POSTs an operator call (`/api/v1`); returns the status and body text.
+pub async fn operator(addr: SocketAddr, call: &Value) -> Result<(StatusCode, String), ClientError> {
+    let mut sender = connection(addr).await?;
+    let response = sender
+        .send_request(request(
+            addr,
+            "/api/v1",
+            call.to_string().into_bytes(),
+            None,
+        ))
+        .await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// GETs a JSON document (`/master/state`, `/metrics/snapshot`).
 pub async fn get_json(addr: SocketAddr, path: &str) -> Result<Value, ClientError> {
     let mut sender = connection(addr).await?;

@@ -1,5 +1,7 @@
-//! The Mesos v1 scheduler HTTP API (JSON), `GET /master/state` and `GET /metrics/snapshot`,
-//! shaped as Mesos shapes them so existing Mesos HTTP scheduler libraries work unmodified.
+//! The Mesos v1 scheduler HTTP API (JSON), the operator calls this master serves
+//! (`POST /api/v1`: weights and quotas, see `operator`), `GET /master/state` and
+//! `GET /metrics/snapshot`, shaped as Mesos shapes them so existing Mesos HTTP libraries work
+//! unmodified.
 //!
 //! `POST /api/v1/scheduler` with SUBSCRIBE answers `200` with a chunked RecordIO stream of
 //! events and a `Mesos-Stream-Id` header; every other call must carry that header and gets
@@ -8,6 +10,7 @@
 #[cfg(any(test, feature = "test-util"))]
 pub mod client;
 pub mod json;
+mod operator;
 pub mod recordio;
 
 use std::{convert::Infallible, time::Duration};
@@ -51,6 +54,7 @@ pub fn router(cluster: Cluster) -> Router {
     };
     let leader_only = Router::new()
         .route("/api/v1/scheduler", post(scheduler))
+        .route("/api/v1", post(operator::call))
         .route("/master/state", get(state))
         .route("/master/state.json", get(state))
         .route("/state", get(state))

@@ -4,7 +4,8 @@
 //!
 //! What is kept is what must survive a master restart or failover (as in Mesos's registry):
 //! the agents admitted to the cluster, the frameworks registered with their `FrameworkInfo`,
-//! and the frameworks torn down (whose ids must never be reused). Tasks are not kept here:
+//! the frameworks torn down (whose ids must never be reused), and the role weights and quotas
+//! operators set at run time (`UPDATE_WEIGHTS`, `UPDATE_QUOTA`). Tasks are not kept here:
 //! agents report them when they re-register.
 //!
 //! A change is handed to the store while the master's state changes in memory; what the
@@ -91,12 +92,27 @@ impl FrameworkRecord {
     }
 }
 
+/// A role's weight and quota as set at run time (what is unset keeps the command line's).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// The quota's guarantee and limit in Mesos text form (`cpus:4;mem:8192`); a quota set
+    /// back to none is an empty guarantee and no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guarantee: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+}
+
 /// The registry's whole content.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
     pub agents: BTreeMap<String, AgentRecord>,
     pub frameworks: BTreeMap<String, FrameworkRecord>,
     pub torn_down: Vec<String>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleRecord>,
 }
 
 /// One change, applied durably before the master acts on it.
@@ -107,6 +123,7 @@ pub enum Change {
     AgentRemoved { id: String },
     FrameworkAdded { id: String, record: FrameworkRecord },
     FrameworkTornDown { id: String },
+    RoleUpdated { role: String, record: RoleRecord },
 }
 
 impl Registry {
@@ -125,6 +142,13 @@ impl Registry {
                 self.frameworks.remove(id);
                 if !self.torn_down.contains(id) {
                     self.torn_down.push(id.clone());
+                }
+            }
+            Change::RoleUpdated { role, record } => {
+                if *record == RoleRecord::default() {
+                    self.roles.remove(role);
+                } else {
+                    self.roles.insert(role.clone(), record.clone());
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! <path>/orca-registry/agents/<agent id>          AgentRecord JSON
 //! <path>/orca-registry/frameworks/<framework id>  FrameworkRecord JSON
 //! <path>/orca-registry/torn-down/<framework id>   (empty)
+//! <path>/orca-registry/roles/<role, '/' as %2F>   RoleRecord JSON (weight, quota)
 //! ```
 //!
 //! One znode per record, so ZooKeeper's ~1 MB node limit (`jute.maxbuffer`) bounds a record,
@@ -20,7 +21,9 @@ use zookeeper_client::{
     Acls, CheckWriteError, Client, CreateMode, Error as ZkError, MultiReadResult,
 };
 
-use super::{AgentRecord, Change, Durable, FrameworkRecord, Registry, RegistryStore, StoreError};
+use super::{
+    AgentRecord, Change, Durable, FrameworkRecord, Registry, RegistryStore, RoleRecord, StoreError,
+};
 
 /// The registry's znode under the masters' path (not a group member: no `_<digits>` suffix).
 pub const REGISTRY_NODE: &str = "orca-registry";
@@ -37,6 +40,16 @@ const READ_BATCH: usize = 500;
 const AGENTS: &str = "agents";
 const FRAMEWORKS: &str = "frameworks";
 const TORN_DOWN: &str = "torn-down";
+const ROLES: &str = "roles";
+
+/// A role as a znode name: hierarchical roles (`eng/web`) hold `/`, which a name cannot.
+fn role_node(role: &str) -> String {
+    role.replace('%', "%25").replace('/', "%2F")
+}
+
+fn role_of_node(node: &str) -> String {
+    node.replace("%2F", "/").replace("%25", "%")
+}
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
@@ -65,7 +78,7 @@ impl ZkStore {
     ) -> Result<(Self, Registry), StoreError> {
         let root = format!("{path}/{REGISTRY_NODE}");
         let options = CreateMode::Persistent.with_acls(acls);
-        for dir in [AGENTS, FRAMEWORKS, TORN_DOWN] {
+        for dir in [AGENTS, FRAMEWORKS, TORN_DOWN, ROLES] {
             client
                 .mkdir(&format!("{root}/{dir}"), &options)
                 .await
@@ -137,6 +150,10 @@ async fn load(client: &Client, root: &str) -> Result<Registry, StoreError> {
     for (id, data) in read_dir(client, &format!("{root}/{FRAMEWORKS}")).await? {
         let record: FrameworkRecord = parse(root, FRAMEWORKS, &id, &data)?;
         registry.frameworks.insert(id, record);
+    }
+    for (node, data) in read_dir(client, &format!("{root}/{ROLES}")).await? {
+        let record: RoleRecord = parse(root, ROLES, &node, &data)?;
+        registry.roles.insert(role_of_node(&node), record);
     }
     let mut torn_down = client
         .list_children(&format!("{root}/{TORN_DOWN}"))
@@ -348,6 +365,26 @@ fn plan(writer: &Writer, durable: &Registry, change: &Change) -> Vec<Op> {
             path: format!("{root}/{FRAMEWORKS}/{id}"),
             data: to_json(record),
         }],
+        Change::RoleUpdated { role, record } => {
+            let path = format!("{root}/{ROLES}/{}", role_node(role));
+            let known = durable.roles.contains_key(role);
+            if *record == RoleRecord::default() {
+                return if known {
+                    vec![Op {
+                        kind: OpKind::Delete,
+                        path,
+                        data: Vec::new(),
+                    }]
+                } else {
+                    Vec::new()
+                };
+            }
+            vec![Op {
+                kind: if known { OpKind::Set } else { OpKind::Create },
+                path,
+                data: to_json(record),
+            }]
+        }
         Change::FrameworkTornDown { id } => {
             let mut ops = Vec::new();
             if durable.frameworks.contains_key(id) {

@@ -7,6 +7,7 @@
 mod agents;
 mod frameworks;
 mod offers;
+mod roles;
 mod tasks;
 #[cfg(test)]
 mod testing;
@@ -126,6 +127,8 @@ pub(super) struct State {
     /// Registry writes handed to the store by the operation under way; the cluster waits
     /// for them before the operation's answer leaves.
     writes: Vec<Durable>,
+    /// Role weights and quotas set at run time, as the registry has them.
+    runtime_roles: BTreeMap<String, super::registry::RoleRecord>,
 }
 
 impl std::fmt::Debug for State {
@@ -167,6 +170,12 @@ impl State {
                 allocator.set_quota(role, quota.clone())?;
             }
         }
+        // What operators set at run time wins over the command line.
+        for (role, record) in &registry.roles {
+            if let Err(e) = roles::apply(&mut allocator, role, record) {
+                tracing::warn!(%role, %e, "a role setting in the registry is not valid any more; ignored");
+            }
+        }
         Ok(State {
             config,
             master_id,
@@ -196,6 +205,7 @@ impl State {
             recovered_agents: registry.agents,
             registered_frameworks: registry.frameworks.into_iter().collect(),
             writes: Vec::new(),
+            runtime_roles: registry.roles,
         })
     }
 
