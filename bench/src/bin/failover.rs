@@ -437,7 +437,7 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
     )
     .await?
         + new_leader_in;
-    let frameworks_in = wait_until(
+    wait_until(
         "every framework re-subscribed",
         Duration::from_secs(60),
         || {
@@ -448,7 +448,6 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
         },
     )
     .await?;
-    let _ = frameworks_in;
     let frameworks_in = frameworks
         .iter()
         .filter_map(|f| *f.resubscribed_at.lock().unwrap())

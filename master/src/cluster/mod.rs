@@ -374,6 +374,7 @@ impl Cluster {
     /// Subscribes (or re-subscribes) a framework; SUBSCRIBED is queued first on the returned
     /// events, which leave only once the framework is durably registered.
     pub async fn subscribe(&self, info: FrameworkInfo) -> Result<Subscription, ApiError> {
+        let term = self.term();
         self.acting()?;
         let (sub, writes) = {
             let mut s = self.lock();
@@ -382,8 +383,22 @@ impl Cluster {
         };
         let sub = sub?;
         Self::durable(writes).await?;
+        self.same_term(term)?;
         self.changed();
         Ok(sub)
+    }
+
+    /// The term `term` is still this master's and it acts: an operation that began in it may
+    /// answer (one whose term ended meanwhile was applied to a state already dropped).
+    fn same_term(&self, term: u64) -> Result<(), ApiError> {
+        self.acting()?;
+        if self.term() == term {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable(
+                "this master's term ended during the call; retry with the leader".into(),
+            ))
+        }
     }
 
     /// The framework's event stream ended (connection closed).
@@ -641,6 +656,7 @@ impl Cluster {
         info: AgentInfo,
         running: Vec<RunningTask>,
     ) -> Result<AgentLink, ApiError> {
+        let term = self.term();
         self.acting()?;
         let (link, writes) = {
             let mut s = self.lock();
@@ -649,7 +665,8 @@ impl Cluster {
         };
         let mut link = link?;
         Self::durable(writes).await?;
-        link.term = self.term();
+        self.same_term(term)?;
+        link.term = term;
         self.changed();
         Ok(link)
     }
