@@ -48,7 +48,8 @@ enum Command {
     },
     /// Observe continuously, stream reports to the collector and serve metrics.
     Run {
-        /// Collector (orca-master) gRPC address, e.g. 127.0.0.1:7070.
+        /// The master: its gRPC address (e.g. 127.0.0.1:7070), or `zk://h1:2181,h2:2181/mesos`
+        /// to follow the leading master of highly-available masters.
         #[arg(long, env = "ORCA_MASTER")]
         master: Option<String>,
         /// Prometheus metrics address, e.g. 127.0.0.1:9100.

@@ -42,28 +42,37 @@ pub struct MasterProcess {
 
 impl MasterProcess {
     /// Starts the master with `extra` flags (its registry in memory) and waits until its HTTP
-    /// API answers.
+    /// API answers. Ports are picked free; when another process took one meanwhile (the
+    /// master exits, unable to listen), it starts again on others.
     pub fn start(extra: &[&str]) -> Result<Self> {
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-        let child = Command::new(sibling("orca-master")?)
-            .args(["--grpc-addr", &grpc.to_string()])
-            .args(["--http-addr", &http.to_string()])
-            .args(["--registry", "memory"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting orca-master")?;
-        let master = MasterProcess { child, grpc, http };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(http).is_err() {
-            if Instant::now() > deadline {
-                bail!("orca-master did not listen on {http} within 20 s");
+        for _ in 0..5 {
+            let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+            let child = Command::new(sibling("orca-master")?)
+                .args(["--grpc-addr", &grpc.to_string()])
+                .args(["--http-addr", &http.to_string()])
+                .args(["--registry", "memory"])
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting orca-master")?;
+            let mut master = MasterProcess { child, grpc, http };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if std::net::TcpStream::connect(http).is_ok() {
+                    return Ok(master);
+                }
+                if master.child.try_wait()?.is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("orca-master did not listen on {http} within 20 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(master)
+        bail!("orca-master exited at start five times (see its errors above)")
     }
 
     pub fn pid(&self) -> u32 {

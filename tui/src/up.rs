@@ -125,9 +125,15 @@ impl Up {
             Some(base) => {
                 let local = Ensemble::new(&config.state_dir.join("zk"), "orca-up", 3, base);
                 let starting = local.clone();
-                tokio::task::spawn_blocking(move || starting.start(Duration::from_secs(60)))
-                    .await?
-                    .context("starting the local ZooKeeper ensemble for --ha")?;
+                let started =
+                    tokio::task::spawn_blocking(move || starting.start(Duration::from_secs(60)))
+                        .await?;
+                if let Err(e) = started {
+                    // Servers that did start are not left behind.
+                    let stopping = local.clone();
+                    let _ = tokio::task::spawn_blocking(move || stopping.stop()).await;
+                    return Err(e.context("starting the local ZooKeeper ensemble for --ha"));
+                }
                 let url = format!("zk://{}/orca", local.connect_string());
                 ensemble = Some(local);
                 master_arg = url.clone();
@@ -152,7 +158,7 @@ impl Up {
                 election: election.clone(),
                 hostname: None,
             };
-            let master = Master::bind_with(
+            let bound = Master::bind_with(
                 collector.clone(),
                 cluster,
                 port(config.grpc_addr),
@@ -163,7 +169,21 @@ impl Up {
             .context(
                 "is another orca master running? attach to it with `orca --master ADDR`, \
                  or pick other ports with --grpc-addr/--http-addr",
-            )?;
+            );
+            let master = match bound {
+                Ok(master) => master,
+                Err(e) => {
+                    // Nothing started so far outlives the failure.
+                    let _ = stop.send(true);
+                    for master in masters {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), master).await;
+                    }
+                    if let Some(ensemble) = ensemble {
+                        let _ = tokio::task::spawn_blocking(move || ensemble.stop()).await;
+                    }
+                    return Err(e);
+                }
+            };
             addrs.push((master.grpc_addr(), master.http_addr()));
             masters.push(tokio::spawn(report_end(
                 "master",

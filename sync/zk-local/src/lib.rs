@@ -132,6 +132,18 @@ impl Ensemble {
     pub fn start(&self, timeout: Duration) -> Result<()> {
         Self::check_installed()?;
         self.stop();
+        // Whatever still answers on these ports is not this ensemble's (its own servers were
+        // just stopped): starting beside it would quietly use someone else's servers.
+        for n in 1..=self.size {
+            if serving(self.client_addr(n)) {
+                bail!(
+                    "{} is already served by another ZooKeeper (not {}'s, which is stopped); \
+                     stop it or give this ensemble other ports",
+                    self.client_addr(n),
+                    self.name
+                );
+            }
+        }
         self.write_configs(true)?;
         for n in 1..=self.size {
             self.spawn_node(n)?;

@@ -26,12 +26,10 @@ use support::zk::{client as zk_client, delete_tree, ensembles, unique_root, wait
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A free loopback port below the kernel's ephemeral range, so no outgoing connection takes
+/// it between this check and the master binding it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    three_free_ports()
 }
 
 /// One `orca-master` process, killed when dropped.
@@ -47,7 +45,9 @@ impl MasterProcess {
         Self::start_as(zk, dir, name, extra, None)
     }
 
-    /// As user `uid` (so the test can drop this master's packets alone, by owner).
+    /// As user `uid` (so the test can drop this master's packets alone, by owner). Ports
+    /// are picked free, but tests running beside this one pick ports too: a master that
+    /// could not listen is started again on others.
     fn start_as(
         zk: &str,
         dir: &std::path::Path,
@@ -56,36 +56,60 @@ impl MasterProcess {
         uid: Option<u32>,
     ) -> Self {
         use std::os::unix::process::CommandExt as _;
-        let (http, grpc) = (
-            SocketAddr::from(([127, 0, 0, 1], free_port())),
-            SocketAddr::from(([127, 0, 0, 1], free_port())),
-        );
-        let log = dir.join(format!("{name}.log"));
-        let mut command = Command::new(support::bin("orca-master"));
-        if let Some(uid) = uid {
-            command.uid(uid).gid(uid);
+        for _ in 0..5 {
+            let (http, grpc) = (
+                SocketAddr::from(([127, 0, 0, 1], free_port())),
+                SocketAddr::from(([127, 0, 0, 1], free_port())),
+            );
+            let log = dir.join(format!("{name}.log"));
+            let mut command = Command::new(support::bin("orca-master"));
+            if let Some(uid) = uid {
+                command.uid(uid).gid(uid);
+            }
+            let child = command
+                .args(["--zk", zk, "--zk-session-timeout", "4s"])
+                .args([
+                    "--http-addr",
+                    &http.to_string(),
+                    "--grpc-addr",
+                    &grpc.to_string(),
+                ])
+                .args(["--allocation-interval", "100ms"])
+                .args(extra)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("starting orca-master");
+            let mut master = MasterProcess {
+                child,
+                http,
+                grpc,
+                log,
+            };
+            let deadline = Instant::now() + WAIT;
+            loop {
+                if std::net::TcpStream::connect(http).is_ok() {
+                    return master;
+                }
+                if let Some(status) = master.child.try_wait().unwrap() {
+                    let log = master.log();
+                    if log.contains("cannot listen") {
+                        break;
+                    }
+                    // Exiting by itself is what some tests wait for.
+                    let _ = status;
+                    return master;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} did not listen: {}",
+                    master.log()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
-        let child = command
-            .args(["--zk", zk, "--zk-session-timeout", "4s"])
-            .args([
-                "--http-addr",
-                &http.to_string(),
-                "--grpc-addr",
-                &grpc.to_string(),
-            ])
-            .args(["--allocation-interval", "100ms"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting orca-master");
-        MasterProcess {
-            child,
-            http,
-            grpc,
-            log,
-        }
+        panic!("{name}: no free ports after 5 tries");
     }
 
     fn kill9(&mut self) {
@@ -854,11 +878,17 @@ async fn the_zookeeper_registry_is_not_bounded_by_a_znode_and_is_fenced() {
     delete_tree(&zkc, &root).await;
 }
 
-/// `base`, `base + 1` and `base + 2` all free on loopback.
+/// `base`, `base + 1` and `base + 2` all free on loopback, below the kernel's ephemeral
+/// range (32768 and up here) so no outgoing connection of a test running beside this one
+/// takes them meanwhile.
 fn three_free_ports() -> u16 {
+    let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().subsec_nanos() as u64;
     loop {
-        let base = free_port();
-        if base < 65000 && (1..3).all(|n| TcpListener::bind(("127.0.0.1", base + n)).is_ok()) {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let base = 25_000 + (seed >> 33) as u16 % 6_000;
+        if (0..3).all(|n| TcpListener::bind(("127.0.0.1", base + n)).is_ok()) {
             return base;
         }
     }
@@ -873,48 +903,81 @@ async fn orca_up_ha_runs_three_electing_masters_and_stops_everything() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let _cleanup = TestDir(dir.clone(), String::new());
-    let (grpc, http) = (three_free_ports(), three_free_ports());
     let log = dir.join("up.log");
-    let mut up = Command::new(support::bin("orca"))
-        .args(["up", "--ha", "--headless", "--no-tasks", "--probe", "proc"])
-        .args(["--state-dir", &dir.join("state").display().to_string()])
-        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .args(["--zk-base-port", "21900"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("starting orca up --ha");
-    let https: Vec<SocketAddr> = (0..3)
-        .map(|n| SocketAddr::from(([127, 0, 0, 1], http + n)))
-        .collect();
-    let mut leader = None;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while leader.is_none() {
-        let mut elected_now = Vec::new();
-        for addr in &https {
-            if elected(*addr).await == Some(true) {
-                elected_now.push(*addr);
-            }
+    let ensemble = Ensemble::new(&dir.join("state").join("zk"), "orca-up", 3, 21900);
+    // Should an assertion fail, nothing this test started outlives it (a leftover `orca up`
+    // would rejoin the next run's ensemble on the same ports and contend there).
+    struct Leftovers(u32, Ensemble);
+    impl Drop for Leftovers {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            self.1.stop();
         }
-        assert!(elected_now.len() <= 1, "two leaders: {elected_now:?}");
-        leader = elected_now.first().copied();
-        assert!(
-            Instant::now() < deadline,
-            "no leader: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let leader = leader.unwrap();
+    let mut leftovers = Vec::new();
+    // Ports are checked free, not reserved: when something took one meanwhile, `orca up`
+    // says so and exits, and is started again on others.
+    let mut attempt = 0;
+    let (mut up, http, leader) = loop {
+        attempt += 1;
+        let (grpc, http) = (three_free_ports(), three_free_ports());
+        let mut up = Command::new(support::bin("orca"))
+            .args(["up", "--ha", "--headless", "--no-tasks", "--probe", "proc"])
+            .args(["--state-dir", &dir.join("state").display().to_string()])
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--zk-base-port", "21900"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting orca up --ha");
+        leftovers.push(Leftovers(up.id(), ensemble.clone()));
+        let https: Vec<SocketAddr> = (0..3)
+            .map(|n| SocketAddr::from(([127, 0, 0, 1], http + n)))
+            .collect();
+        let mut leader = None;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while leader.is_none() {
+            if up.try_wait().unwrap().is_some() {
+                break;
+            }
+            let mut elected_now = Vec::new();
+            for addr in &https {
+                if elected(*addr).await == Some(true) {
+                    elected_now.push(*addr);
+                }
+            }
+            assert!(elected_now.len() <= 1, "two leaders: {elected_now:?}");
+            leader = elected_now.first().copied();
+            assert!(
+                Instant::now() < deadline,
+                "no leader: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(leader) = leader {
+            break (up, https, leader);
+        }
+        let _ = up.kill();
+        let _ = up.wait();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            text.contains("cannot listen") && attempt < 5,
+            "orca up --ha exited: {text}"
+        );
+    };
+    let https = http;
     for addr in https.iter().filter(|a| **a != leader) {
         wait_for("a follower redirecting to the leader", WAIT, || async {
             get_raw(*addr, "/master/state").await == (307, Some(format!("//{leader}/master/state")))
         })
         .await;
     }
-    let ensemble = Ensemble::new(&dir.join("state").join("zk"), "orca-up", 3, 21900);
     assert!((1..=3).all(|n| ensemble.node_pid(n).is_some()));
 
     nix::sys::signal::kill(
