@@ -211,5 +211,25 @@ async fn weights_and_quotas_set_at_run_time_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(code.as_u16(), 501);
+    // Mesos's media rules: no Content-Type 400, protobuf 415.
+    for (content_type, status) in [
+        ("", "400"),
+        ("Content-Type: application/x-protobuf\r\n", "415"),
+    ] {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(second.addr).await.unwrap();
+        let body = r#"{"type":"GET_WEIGHTS"}"#;
+        let request = format!(
+            "POST /api/v1 HTTP/1.1\r\nHost: x\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

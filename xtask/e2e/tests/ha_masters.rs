@@ -562,58 +562,6 @@ async fn a_corrupt_record_or_a_second_master_with_one_id_stops_a_master_with_a_c
     delete_tree(&zkc, &root).await;
 }
 
-/// Drops one user's packets to an ensemble's client ports while it lives: that user's
-/// processes lose ZooKeeper, nobody else does.
-struct DropZkPackets(Vec<String>);
-
-impl DropZkPackets {
-    fn of_user(uid: u32, ensemble: &Ensemble) -> Self {
-        let (first, last) = (
-            ensemble.client_addr(1).port(),
-            ensemble.client_addr(ensemble.size).port(),
-        );
-        let rule: Vec<String> = [
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-d",
-            "127.0.0.1",
-            "--dport",
-            &format!("{first}:{last}"),
-            "-m",
-            "owner",
-            "--uid-owner",
-            &uid.to_string(),
-            "-m",
-            "comment",
-            "--comment",
-            &format!("orca-ha-test-{}", std::process::id()),
-            "-j",
-            "DROP",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let out = Command::new("iptables")
-            .arg("-I")
-            .args(&rule)
-            .output()
-            .expect("running iptables");
-        assert!(
-            out.status.success(),
-            "this test needs root and iptables (owner match) to drop packets: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        DropZkPackets(rule)
-    }
-}
-
-impl Drop for DropZkPackets {
-    fn drop(&mut self) {
-        let _ = Command::new("iptables").arg("-D").args(&self.0).output();
-    }
-}
-
 struct StopEnsemble(Ensemble, PathBuf);
 
 impl Drop for StopEnsemble {
@@ -668,7 +616,7 @@ async fn zookeeper_faults_never_leave_two_leaders_and_end_with_one() {
 
     // The leader's packets to ZooKeeper are dropped: it stops acting at once (it cannot
     // know whether it still leads), another master is elected once its session expires.
-    let cut = DropZkPackets::of_user(NOBODY, &ensemble);
+    let cut = support::zk::PacketLoss::of_user(NOBODY, &ensemble);
     let cut_at = Instant::now();
     wait_for("the cut-off leader to stop acting", WAIT, || async {
         elected(first.http).await == Some(false)

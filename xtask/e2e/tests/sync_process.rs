@@ -295,51 +295,6 @@ impl Drop for StopEnsembles {
     }
 }
 
-/// Drops packets to an ensemble's client ports (a network partition) while it lives.
-struct PacketLoss(Vec<String>);
-
-impl PacketLoss {
-    fn to(ensemble: &Ensemble) -> Self {
-        let first = ensemble.client_addr(1).port();
-        let last = ensemble.client_addr(ensemble.size).port();
-        let rule: Vec<String> = [
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-d",
-            "127.0.0.1",
-            "--dport",
-            &format!("{first}:{last}"),
-            "-m",
-            "comment",
-            "--comment",
-            &format!("orca-sync-test-{}", std::process::id()),
-            "-j",
-            "DROP",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let out = Command::new("iptables")
-            .arg("-I")
-            .args(&rule)
-            .output()
-            .expect("running iptables");
-        assert!(
-            out.status.success(),
-            "this test needs root and iptables to drop packets: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self(rule)
-    }
-}
-
-impl Drop for PacketLoss {
-    fn drop(&mut self) {
-        let _ = Command::new("iptables").arg("-D").args(&self.0).output();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_server_a_lost_ensemble_and_a_partition_end_in_catch_up() {
     let (c, d, dir) = own_ensembles("outage", 21850);

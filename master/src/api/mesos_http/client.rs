@@ -69,9 +69,18 @@ pub async fn post(
     body: Vec<u8>,
     stream_id: Option<&str>,
 ) -> Result<(StatusCode, String), ClientError> {
+    post_to(addr, "/api/v1/scheduler", body, stream_id).await
+}
+
+async fn post_to(
+    addr: SocketAddr,
+    path: &str,
+    body: Vec<u8>,
+    stream_id: Option<&str>,
+) -> Result<(StatusCode, String), ClientError> {
     let mut sender = connection(addr).await?;
     let response = sender
-        .send_request(request(addr, "/api/v1/scheduler", body, stream_id))
+        .send_request(request(addr, path, body, stream_id))
         .await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
@@ -80,18 +89,7 @@ pub async fn post(
 
 /// POSTs an operator call (`/api/v1`); returns the status and body text.
 pub async fn operator(addr: SocketAddr, call: &Value) -> Result<(StatusCode, String), ClientError> {
-    let mut sender = connection(addr).await?;
-    let response = sender
-        .send_request(request(
-            addr,
-            "/api/v1",
-            call.to_string().into_bytes(),
-            None,
-        ))
-        .await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    post_to(addr, "/api/v1", call.to_string().into_bytes(), None).await
 }
 
 /// GETs a JSON document (`/master/state`, `/metrics/snapshot`).

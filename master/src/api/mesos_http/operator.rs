@@ -6,7 +6,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::State,
-    http::StatusCode,
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Map, Value as JsonValue, json};
@@ -14,7 +14,41 @@ use serde_json::{Map, Value as JsonValue, json};
 use super::{Api, api_error, error};
 use crate::{allocator::Quota, cluster::ApiError, resources::ScalarMap};
 
-pub(super) async fn call(State(api): State<Api>, body: Bytes) -> Response {
+pub(super) async fn call(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    // As Mesos's `/api/v1`: no Content-Type is 400, one it cannot read 415, an Accept that
+    // does not allow JSON 406.
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+    };
+    match text(header::CONTENT_TYPE) {
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Expecting 'Content-Type' to be present",
+            );
+        }
+        Some(t) if !t.starts_with("application/json") => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Expecting 'Content-Type' of application/json (not {t}): this master's operator API speaks JSON"
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+    if let Some(accept) = text(header::ACCEPT)
+        && !["application/json", "*/*", "application/*"]
+            .iter()
+            .any(|m| accept.contains(m))
+    {
+        return error(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("Expecting 'Accept' to allow application/json (not {accept})"),
+        );
+    }
     let call: JsonValue = match serde_json::from_slice(&body) {
         Ok(call) => call,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed call: {e}")),

@@ -97,3 +97,65 @@ pub async fn delete_tree(client: &Client, path: &str) {
         futures::future::join_all(level.iter().map(|p| client.delete(p, None))).await;
     }
 }
+
+/// Drops packets to an ensemble's client ports while it lives (a partition); with `uid`, only
+/// that user's packets, so one process of several loses ZooKeeper. The rule is removed on drop.
+pub struct PacketLoss(Vec<String>);
+
+impl PacketLoss {
+    pub fn to(ensemble: &Ensemble) -> Self {
+        Self::insert(ensemble, None)
+    }
+
+    pub fn of_user(uid: u32, ensemble: &Ensemble) -> Self {
+        Self::insert(ensemble, Some(uid))
+    }
+
+    fn insert(ensemble: &Ensemble, uid: Option<u32>) -> Self {
+        let (first, last) = (
+            ensemble.client_addr(1).port(),
+            ensemble.client_addr(ensemble.size).port(),
+        );
+        let mut rule: Vec<String> = ["OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        rule.push(format!("{first}:{last}"));
+        if let Some(uid) = uid {
+            rule.extend([
+                "-m".into(),
+                "owner".into(),
+                "--uid-owner".into(),
+                uid.to_string(),
+            ]);
+        }
+        rule.extend([
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            format!("orca-e2e-{}", std::process::id()),
+            "-j".into(),
+            "DROP".into(),
+        ]);
+        let out = std::process::Command::new("iptables")
+            .arg("-I")
+            .args(&rule)
+            .output()
+            .expect("running iptables");
+        assert!(
+            out.status.success(),
+            "this test needs root and iptables (with the owner match) to drop packets: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PacketLoss(rule)
+    }
+}
+
+impl Drop for PacketLoss {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables")
+            .arg("-D")
+            .args(&self.0)
+            .output();
+    }
+}
