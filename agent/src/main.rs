@@ -103,6 +103,14 @@ enum Command {
         /// Only observe and report; run no tasks for the master.
         #[arg(long)]
         no_tasks: bool,
+        /// What to do with the tasks a previous run of the agent left running (Mesos's
+        /// --recover): take them back, or end them all, forget this agent's id and exit.
+        #[arg(long, value_enum, default_value = "reconnect")]
+        recover: runner::Recover,
+        /// Task cgroups are made under this path in each cgroup hierarchy (Mesos's
+        /// --cgroups_root).
+        #[arg(long, default_value = "orca")]
+        cgroups_root: String,
     },
 }
 
@@ -241,6 +249,8 @@ fn main() -> ExitCode {
                 resources,
                 attributes,
                 no_tasks,
+                recover,
+                cgroups_root,
             } => {
                 let attributes = parse_attributes(attributes.as_deref().unwrap_or(""))?;
                 let tasks = (!no_tasks).then_some(runner::TasksConfig {
@@ -248,6 +258,8 @@ fn main() -> ExitCode {
                     resources,
                     attributes,
                     kill_tasks_on_exit: false,
+                    recover,
+                    cgroups_root,
                 });
                 let config = runner::RunConfig {
                     engine: EngineOptions {

@@ -56,6 +56,21 @@ pub struct TasksConfig {
     /// Kill every task when the agent stops (an agent that is not coming back, as under
     /// `orca up`); otherwise tasks outlive the agent process.
     pub kill_tasks_on_exit: bool,
+    /// What to do with the tasks a previous run of the agent left.
+    pub recover: Recover,
+    /// Task cgroups are made under this path in each hierarchy (Mesos's `--cgroups_root`).
+    pub cgroups_root: String,
+}
+
+/// Mesos's `--recover`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Recover {
+    /// Take back the tasks a previous run left running and report those that ended.
+    #[default]
+    Reconnect,
+    /// End every task a previous run left, forget its id and checkpoints, and exit: the next
+    /// start registers as a new agent (for an incompatible upgrade or configuration change).
+    Cleanup,
 }
 
 impl Default for RunConfig {
@@ -94,6 +109,9 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    if let Some(tasks) = config.tasks.as_ref().filter(|t| t.recover == Recover::Cleanup) {
+        return clean_up_previous_run(tasks).await;
+    }
     let directory = SharedDirectory::default();
     let mut engine = Engine::start(EngineOptions {
         containers: directory.clone(),
@@ -150,9 +168,11 @@ pub async fn run(
             directory.clone(),
             tasks.work_dir.join("container-logs"),
         );
-        match start_tasks(master, tasks, engine.hostname().to_string(), control) {
+        match start_tasks(master, tasks, engine.hostname().to_string(), control).await {
             Ok(manager) => task_manager = kill_on_exit.then_some(manager),
-            Err(why) => tracing::warn!(
+            // Its tasks are left as they are, running: nothing is lost by refusing to start.
+            Err(StartError::Unsafe(why)) => return Err(why.into()),
+            Err(StartError::Other(why)) => tracing::warn!(
                 "not running tasks for the master: {why:#}; the agent only observes \
                  (fix the cause, or pass --no-tasks to say so)"
             ),
@@ -206,6 +226,9 @@ pub async fn run(
     }
     if let Some(manager) = task_manager {
         manager.shutdown_all(Duration::from_secs(5)).await;
+        // Nothing is left to take back: the next start begins afresh.
+        let meta = crate::tasks::checkpoint::meta_dir(&manager.config().work_dir);
+        let _ = std::fs::remove_dir_all(meta);
     }
     tracing::info!("agent stopped");
     Ok(())
@@ -278,26 +301,74 @@ fn send(
     }
 }
 
-/// Starts task execution and the link to the master.
-fn start_tasks(
+/// Why the agent does not run tasks.
+enum StartError {
+    /// Running them would be unsafe for the tasks a previous run left: the agent must stop.
+    Unsafe(crate::tasks::RecoveryError),
+    /// The host cannot run tasks: the agent goes on observing.
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for StartError {
+    fn from(e: anyhow::Error) -> Self {
+        StartError::Other(e)
+    }
+}
+
+/// Starts task execution and the link to the master, after checking this run may take back
+/// what the previous one left (same boot, same configuration).
+async fn start_tasks(
     master: orca_leader::MasterLocator,
     tasks: TasksConfig,
     hostname: String,
     control: containers::control::ContainerControl,
-) -> anyhow::Result<crate::tasks::TaskManager> {
-    use crate::tasks::{TaskManager, TaskManagerConfig, capacity, cgroups::Driver, link};
+) -> Result<crate::tasks::TaskManager, StartError> {
+    use crate::tasks::{
+        RecoveryError, TaskManager, TaskManagerConfig, capacity,
+        checkpoint::{AgentRecord, Continuity},
+        cgroups::Driver,
+        link,
+    };
     std::fs::create_dir_all(&tasks.work_dir).map_err(|e| {
         anyhow::anyhow!(
             "cannot create the work directory {}: {e}; choose another --work-dir",
             tasks.work_dir.display()
         )
     })?;
-    let driver = Driver::detect()?;
+    let driver = Driver::detect().map_err(anyhow::Error::from)?;
     let resources = capacity::discover(&tasks.work_dir, tasks.resources.as_deref())
         .map_err(|e| anyhow::anyhow!("--resources: {e}"))?;
     tracing::info!(%resources, cgroups = driver.version(), "running tasks for the master");
     let id_file = tasks.work_dir.join("agent_id");
-    let (manager, updates) = TaskManager::new(TaskManagerConfig::new(tasks.work_dir, driver));
+    let mut manager_config = TaskManagerConfig::new(tasks.work_dir.clone(), driver);
+    manager_config.cgroup_parent = tasks.cgroups_root.clone();
+    let record = AgentRecord::new(
+        &hostname,
+        &resources.to_string(),
+        &tasks.attributes,
+        &manager_config.cgroup_parent,
+    );
+    let previous = AgentRecord::load(&tasks.work_dir)
+        .map_err(|e| StartError::Unsafe(RecoveryError::Checkpoint(e)))?;
+    match record.continuity(previous.as_ref()) {
+        Continuity::First | Continuity::Same => {}
+        Continuity::Rebooted => {
+            // As Mesos's agent after a reboot: the tasks died with the host; this is a new
+            // agent, and the master reports the old one's tasks lost.
+            tracing::warn!(
+                "the host rebooted since the agent's previous run: its tasks are gone; \
+                 registering as a new agent"
+            );
+            forget_previous_run(&tasks.work_dir);
+        }
+        Continuity::Changed(changes) => {
+            return Err(StartError::Unsafe(RecoveryError::Changed(changes)));
+        }
+    }
+    record
+        .save(&tasks.work_dir)
+        .map_err(|e| anyhow::anyhow!("cannot checkpoint the agent: {e}"))?;
+    let (manager, updates) = TaskManager::new(manager_config);
     let mut config = link::LinkConfig::new(master, hostname, resources);
     config.attributes = tasks.attributes;
     config.containers = Some(control);
@@ -309,4 +380,28 @@ fn start_tasks(
         None,
     ));
     Ok(manager)
+}
+
+/// Removes the agent's id and checkpoints: its next registration is a new agent's.
+fn forget_previous_run(work_dir: &std::path::Path) {
+    let _ = std::fs::remove_file(work_dir.join("agent_id"));
+    let _ = std::fs::remove_dir_all(crate::tasks::checkpoint::meta_dir(work_dir));
+}
+
+/// `--recover=cleanup`: ends what the previous run left and forgets it, then stops.
+async fn clean_up_previous_run(tasks: &TasksConfig) -> anyhow::Result<()> {
+    use crate::tasks::{TaskManager, TaskManagerConfig, cgroups::Driver};
+    let driver = Driver::detect()?;
+    let mut config = TaskManagerConfig::new(tasks.work_dir.clone(), driver);
+    config.cgroup_parent = tasks.cgroups_root.clone();
+    let (manager, _updates) = TaskManager::new(config);
+    let ended = manager.clean_up().await;
+    forget_previous_run(&tasks.work_dir);
+    tracing::info!(
+        tasks = ?ended,
+        "--recover=cleanup: ended {} task(s) of the previous run and forgot its id; start the \
+         agent again without --recover=cleanup (it registers as a new agent)",
+        ended.len()
+    );
+    Ok(())
 }

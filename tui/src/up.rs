@@ -213,6 +213,8 @@ impl Up {
                 attributes: Default::default(),
                 // Quitting `orca up` leaves nothing running.
                 kill_tasks_on_exit: true,
+                recover: Default::default(),
+                cgroups_root: "orca".into(),
             }),
             ..RunConfig::default()
         };

@@ -289,6 +289,16 @@ impl Driver {
             .collect()
     }
 
+    /// The cgroup `<parent>/<name>` as a task of a previous run of the agent made it (for
+    /// reattaching to it), whether or not it still exists.
+    pub fn task_cgroup(&self, parent: &str, name: &str, memory_limit: Option<u64>) -> TaskCgroup {
+        TaskCgroup {
+            driver: self.clone(),
+            path: format!("{parent}/{name}"),
+            memory_limit,
+        }
+    }
+
     pub fn version(&self) -> u8 {
         match self {
             Driver::V1 { .. } => 1,
@@ -419,6 +429,20 @@ impl TaskCgroup {
             Driver::V2 { root } => root.join(&self.path),
             v1 => controller(v1).map_or_else(PathBuf::new, |root| root.join(&self.path)),
         }
+    }
+
+    /// The files a process is placed in the cgroup through (one per hierarchy), for a
+    /// process that places itself or its child (the task supervisor).
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs()
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    /// Whether the cgroup exists (in its first hierarchy).
+    pub fn exists(&self) -> bool {
+        self.dirs().first().is_some_and(|d| d.is_dir())
     }
 
     /// Places process `pid` (and its threads) in the cgroup.

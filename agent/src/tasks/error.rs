@@ -29,10 +29,15 @@ pub enum LaunchError {
          or launch as the agent's user"
     )]
     CannotSwitchUser { uid: u32, user: String },
-    #[error("cannot start {program:?}: {source}")]
-    Spawn { program: String, source: io::Error },
-    #[error("the process exited before it could be placed in its cgroup")]
-    ExitedAtOnce,
-    #[error("cannot open the task's start gate: {0}")]
-    Gate(io::Error),
+    #[error(
+        "cannot start the task supervisor {binary}: {source}; install orca-task-supervisor \
+         next to orca-agent or on its PATH"
+    )]
+    Supervisor { binary: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Supervised(String),
+    #[error("the task supervisor ended without starting the task (it said {0})")]
+    SupervisorSilent(String),
+    #[error("cannot checkpoint the task: {0}")]
+    Checkpoint(#[from] super::checkpoint::CheckpointError),
 }

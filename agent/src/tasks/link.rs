@@ -188,19 +188,33 @@ fn running_to_proto(spec: &TaskSpec, state: TaskState, agent_id: &str) -> pb::Ru
     }
 }
 
-/// An agent starting: ends the tasks a previous run of it left behind
-/// ([`TaskManager::clean_up_leftovers`]), then attaches to the master and serves it ([`run`]).
-/// Cleaning up first means the master, when the agent re-registers under its saved id
-/// without them, reports those tasks lost.
+/// An agent starting: takes back the tasks a previous run of it left
+/// ([`TaskManager::recover`]), then attaches to the master and serves it ([`run`]). Recovering
+/// first means the agent registers with the tasks it still runs, and the master reports lost
+/// only those it could not take back.
 pub async fn recover_and_run(
     config: LinkConfig,
     manager: TaskManager,
     updates: mpsc::UnboundedReceiver<StatusUpdate>,
     registered: Option<tokio::sync::watch::Sender<Option<String>>>,
 ) {
-    let ended = manager.clean_up_leftovers().await;
-    if !ended.is_empty() {
-        tracing::warn!(tasks = ?ended, "ended the tasks a previous run of this agent left running");
+    let started = Instant::now();
+    let recovery = manager.recover().await;
+    if recovery.reattached.len()
+        + recovery.ended_while_down.len()
+        + recovery.failed.len()
+        + recovery.orphans_ended.len()
+        > 0
+    {
+        tracing::info!(
+            reattached = recovery.reattached.len(),
+            ended_while_down = recovery.ended_while_down.len(),
+            failed = ?recovery.failed,
+            orphans_ended = ?recovery.orphans_ended,
+            updates_to_resend = recovery.resent,
+            took = ?started.elapsed(),
+            "recovered the tasks of the previous run"
+        );
     }
     run(config, manager, updates, registered).await
 }

@@ -1,35 +1,44 @@
-//! Task execution: each task a process tree in its own cgroup and sandbox, its status
-//! updates delivered at least once.
+//! Task execution: each task a process tree in its own cgroup and sandbox, owned by its own
+//! supervisor process so it outlives the agent, its status updates delivered at least once.
 //!
-//! A launch goes STARTING (cgroup and sandbox made) → RUNNING (process started) → FINISHED,
+//! A launch goes STARTING (cgroup, sandbox and checkpoint made) → RUNNING (process started by
+//! its `orca-task-supervisor`) → FINISHED,
 //! FAILED (non-zero exit; OOM kill with `REASON_CONTAINER_LIMITATION_MEMORY`) or KILLED. A
 //! task group starts all-or-nothing: if any member cannot start, none runs and all fail.
 //! A kill sends SIGTERM to the task's process group, then SIGKILL to everything in its cgroup
 //! once the grace period passes. Every update carries a uuid and is kept until the master
 //! relays the framework's acknowledgement; [`TaskManager::unacknowledged`] lists what to
-//! send again.
+//! send again. Tasks, updates and acknowledgements are checkpointed ([`checkpoint`]), so a
+//! restarted agent takes its tasks back ([`TaskManager::recover`]).
 pub mod capacity;
 pub mod cgroups;
+pub mod checkpoint;
 mod error;
 pub mod link;
+mod recovery;
 pub mod sandbox;
+mod supervisor;
 
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 pub use error::LaunchError;
 pub use orca_proto::cluster::v1::TaskState;
+use orca_task_supervisor::{ExitRecord, Invocation, ProcessIdentity};
+pub use recovery::{Recovery, RecoveryError};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use cgroups::{Driver, Limits, TaskCgroup, Usage};
+use checkpoint::TaskCheckpoint;
+use supervisor::Supervisor;
 
 /// A command task to run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub framework_id: String,
     pub task_id: String,
@@ -76,6 +85,8 @@ pub struct TaskManagerConfig {
     pub rotation: sandbox::Rotation,
     /// Grace between SIGTERM and SIGKILL when the kill names none (Mesos: 3 s).
     pub default_grace: Duration,
+    /// The `orca-task-supervisor` executable each task is started by.
+    pub supervisor: PathBuf,
 }
 
 impl TaskManagerConfig {
@@ -88,34 +99,33 @@ impl TaskManagerConfig {
             pids_max: Some(4096),
             rotation: sandbox::Rotation::default(),
             default_grace: Duration::from_secs(3),
+            supervisor: supervisor::default_path(),
         }
     }
-}
-
-/// A started process and the tasks copying its output into the sandbox.
-#[derive(Debug)]
-struct Spawned {
-    child: tokio::process::Child,
-    logs: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 #[derive(Debug)]
 struct Running {
     spec: TaskSpec,
     state: TaskState,
-    pgid: Option<i32>,
+    /// The task's process once its supervisor has started it (its process group leader).
+    process: Option<ProcessIdentity>,
     cgroup: TaskCgroup,
     kill_requested: bool,
 }
 
+type Key = (String, String);
+
 #[derive(Debug, Default)]
 struct Inner {
-    tasks: HashMap<(String, String), Running>,
+    tasks: HashMap<Key, Running>,
     /// Tasks that ended with updates not acknowledged yet, with their final state: a master
     /// this agent registers with must know them, or their updates would have nowhere to go.
-    finished: HashMap<(String, String), (TaskSpec, TaskState)>,
+    finished: HashMap<Key, (TaskSpec, TaskState)>,
     /// Updates not acknowledged yet, in the order they were made.
     unacked: Vec<StatusUpdate>,
+    /// The checkpoint of every task running or finished with updates unacknowledged.
+    checkpoints: HashMap<Key, TaskCheckpoint>,
 }
 
 /// Runs tasks and tracks their updates. Cheap to clone.
@@ -126,12 +136,12 @@ pub struct TaskManager {
     updates: mpsc::UnboundedSender<StatusUpdate>,
 }
 
-/// Waits for the agent to place the process in its cgroup, then becomes the task.
+/// Waits for the supervisor to place the process in its cgroup, then becomes the task.
 const GATE: &str = r#"read -r _ || exit 111; exec "$@" </dev/null"#;
 
 /// The same gate for a shell command, which the gate's own shell then runs (one exec of a
 /// shell less per task): the shell reads and runs this line before it even parses the next,
-/// so nothing of the command runs before the agent opens the gate.
+/// so nothing of the command runs before the supervisor opens the gate.
 const SHELL_GATE: &str = "read -r _ || exit 111; exec </dev/null\n";
 
 /// The executable a non-shell command names: a path, or a name found on `PATH`.
@@ -155,28 +165,68 @@ fn resolve_program(name: &str) -> Result<String, LaunchError> {
         .ok_or_else(|| LaunchError::NotOnPath(name.to_owned()))
 }
 
-/// `framework.task` for every sandbox under `work_dir` (the names task cgroups are given).
-fn sandboxes(work_dir: &std::path::Path) -> std::collections::HashSet<String> {
-    let dirs = |path: PathBuf| {
-        std::fs::read_dir(path)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-    };
-    dirs(work_dir.join("frameworks"))
-        .flat_map(|framework| {
-            dirs(work_dir.join("frameworks").join(&framework).join("tasks"))
-                .map(move |task| format!("{framework}.{task}"))
-        })
-        .collect()
-}
-
 fn now_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
+}
+
+fn key(spec: &TaskSpec) -> Key {
+    (spec.framework_id.clone(), spec.task_id.clone())
+}
+
+/// A task's final state from how its process ended.
+fn final_state(
+    exit: Result<Option<ExitRecord>, std::io::Error>,
+    oom: bool,
+    killed: bool,
+    cgroup: &TaskCgroup,
+) -> (TaskState, Option<&'static str>, Option<String>) {
+    match exit {
+        _ if oom => (
+            TaskState::Failed,
+            Some("REASON_CONTAINER_LIMITATION_MEMORY"),
+            Some(format!(
+                "memory limit of {} MiB exceeded: the kernel OOM-killed the task",
+                cgroup.memory_limit().unwrap_or(0) >> 20
+            )),
+        ),
+        _ if killed => (
+            TaskState::Killed,
+            None,
+            Some("killed on request".to_string()),
+        ),
+        Ok(Some(ExitRecord::Exited(0))) => (
+            TaskState::Finished,
+            None,
+            Some("command exited with status 0".into()),
+        ),
+        Ok(Some(ExitRecord::Exited(code))) => (
+            TaskState::Failed,
+            Some("REASON_COMMAND_EXECUTOR_FAILED"),
+            Some(format!("command exited with status {code}")),
+        ),
+        Ok(Some(ExitRecord::Signaled(signal))) => (
+            TaskState::Failed,
+            Some("REASON_COMMAND_EXECUTOR_FAILED"),
+            Some(format!("command was killed by signal {signal}")),
+        ),
+        Ok(None) => (
+            TaskState::Failed,
+            Some("REASON_EXECUTOR_TERMINATED"),
+            Some(
+                "the task's supervisor ended without recording how the task ended (was it \
+                 killed?); the task's processes were ended"
+                    .into(),
+            ),
+        ),
+        Err(e) => (
+            TaskState::Failed,
+            Some("REASON_EXECUTOR_TERMINATED"),
+            Some(format!("cannot read how the task ended: {e}")),
+        ),
+    }
 }
 
 impl TaskManager {
@@ -208,6 +258,14 @@ impl TaskManager {
             .tasks
             .get(&(framework_id.to_owned(), task_id.to_owned()))
             .map(|t| t.cgroup.clone())
+    }
+
+    /// The process of a running task (its pid and start time).
+    pub fn process(&self, framework_id: &str, task_id: &str) -> Option<ProcessIdentity> {
+        self.lock()
+            .tasks
+            .get(&(framework_id.to_owned(), task_id.to_owned()))
+            .and_then(|t| t.process)
     }
 
     fn emit(
@@ -250,27 +308,57 @@ impl TaskManager {
             timestamp: now_seconds(),
             uuid: *uuid::Uuid::new_v4().as_bytes(),
         };
-        {
+        let key = (framework_id.to_owned(), task_id.to_owned());
+        let checkpoint = {
             let mut inner = self.lock();
-            if let Some(task) = inner
-                .tasks
-                .get_mut(&(framework_id.to_owned(), task_id.to_owned()))
-            {
+            if let Some(task) = inner.tasks.get_mut(&key) {
                 task.state = state;
             }
-            inner.unacked.push(update.clone());
+            inner.checkpoints.get(&key).cloned()
+        };
+        // Checkpointed before it can be sent: an update the master may have seen is one a
+        // restarted agent knows of. (Each task's updates are made by one flow at a time,
+        // so they reach the file in order.)
+        if let Some(checkpoint) = checkpoint
+            && let Err(e) = checkpoint.record_update(&update)
+        {
+            tracing::warn!(task = %task_id, %e, "cannot checkpoint a status update; a restart of the agent before it is acknowledged loses it");
         }
+        self.lock().unacked.push(update.clone());
         let _ = self.updates.send(update);
     }
 
-    /// Stops retrying an update the framework acknowledged.
+    /// Stops retrying an update the framework acknowledged; a task that ended is forgotten
+    /// (its checkpoint removed) once all its updates are acknowledged.
     pub fn acknowledge(&self, task_id: &str, uuid: [u8; 16]) {
-        let mut inner = self.lock();
-        inner
-            .unacked
-            .retain(|u| !(u.task_id == task_id && u.uuid == uuid));
-        if !inner.unacked.iter().any(|u| u.task_id == task_id) {
-            inner.finished.retain(|(_, task), _| task != task_id);
+        let (checkpoint, done) = {
+            let mut inner = self.lock();
+            let Some(at) = inner
+                .unacked
+                .iter()
+                .position(|u| u.task_id == task_id && u.uuid == uuid)
+            else {
+                return;
+            };
+            let acked = inner.unacked.remove(at);
+            let key = (acked.framework_id, acked.task_id);
+            let done = !inner.unacked.iter().any(|u| u.task_id == task_id)
+                && inner.finished.remove(&key).is_some();
+            let checkpoint = if done {
+                inner.checkpoints.remove(&key)
+            } else {
+                inner.checkpoints.get(&key).cloned()
+            };
+            (checkpoint, done)
+        };
+        match checkpoint {
+            Some(checkpoint) if done => checkpoint.remove(),
+            Some(checkpoint) => {
+                if let Err(e) = checkpoint.record_ack(uuid) {
+                    tracing::warn!(task = %task_id, %e, "cannot checkpoint an acknowledgement; a restarted agent sends that update again");
+                }
+            }
+            None => {}
         }
     }
 
@@ -299,16 +387,32 @@ impl TaskManager {
             .collect()
     }
 
+    /// A task is over: it leaves the running tasks, and its final update goes out.
+    fn finish(
+        &self,
+        spec: &TaskSpec,
+        state: TaskState,
+        reason: Option<&str>,
+        message: Option<String>,
+    ) {
+        {
+            let mut inner = self.lock();
+            inner.tasks.remove(&key(spec));
+            inner.finished.insert(key(spec), (spec.clone(), state));
+        }
+        self.emit(spec, state, reason, message);
+    }
+
     /// Starts the tasks together: all of them, or none (each then reports TASK_FAILED).
     pub async fn launch(&self, specs: Vec<TaskSpec>) {
         let mut prepared = Vec::new();
         let mut failure = None;
         for spec in &specs {
-            if self
-                .lock()
-                .tasks
-                .contains_key(&(spec.framework_id.clone(), spec.task_id.clone()))
-            {
+            let known = {
+                let inner = self.lock();
+                inner.tasks.contains_key(&key(spec)) || inner.finished.contains_key(&key(spec))
+            };
+            if known {
                 failure = Some(LaunchError::AlreadyRunning(spec.task_id.clone()).to_string());
                 break;
             }
@@ -321,8 +425,9 @@ impl TaskManager {
             }
         }
         if let Some(why) = failure {
-            for (_, cgroup) in &prepared {
+            for (_, cgroup, checkpoint) in &prepared {
                 let _ = cgroup.destroy();
+                checkpoint.remove();
             }
             for spec in &specs {
                 self.emit(
@@ -334,24 +439,27 @@ impl TaskManager {
             }
             return;
         }
-        for ((spec, cgroup), _) in prepared.iter().zip(&specs) {
-            self.lock().tasks.insert(
-                (spec.framework_id.clone(), spec.task_id.clone()),
+        for (spec, cgroup, checkpoint) in &prepared {
+            let mut inner = self.lock();
+            inner.tasks.insert(
+                key(spec),
                 Running {
                     spec: spec.clone(),
                     state: TaskState::Staging,
-                    pgid: None,
+                    process: None,
                     cgroup: cgroup.clone(),
                     kill_requested: false,
                 },
             );
+            inner.checkpoints.insert(key(spec), checkpoint.clone());
+            drop(inner);
             self.emit(spec, TaskState::Starting, None, None);
         }
-        let mut children = Vec::new();
+        let mut supervisors = Vec::new();
         let mut failure = None;
-        for (spec, cgroup) in &prepared {
-            match self.spawn(spec, cgroup).await {
-                Ok(child) => children.push(child),
+        for (spec, cgroup, checkpoint) in &prepared {
+            match self.spawn(spec, cgroup, checkpoint).await {
+                Ok(supervisor) => supervisors.push(supervisor),
                 Err(why) => {
                     failure = Some(format!("task {}: {why}", spec.task_id));
                     break;
@@ -360,18 +468,15 @@ impl TaskManager {
         }
         if let Some(why) = failure {
             // Gang semantics: what started is stopped, everything fails.
-            for (spec, cgroup) in &prepared {
+            for (_, cgroup, _) in &prepared {
                 cgroup.kill_all();
-                self.lock()
-                    .tasks
-                    .remove(&(spec.framework_id.clone(), spec.task_id.clone()));
             }
-            for mut spawned in children {
-                let _ = spawned.child.wait().await;
+            for supervisor in supervisors {
+                supervisor.exited().await;
             }
-            for (spec, cgroup) in &prepared {
+            for (spec, cgroup, _) in &prepared {
                 let _ = cgroup.destroy();
-                self.emit(
+                self.finish(
                     spec,
                     TaskState::Failed,
                     Some("REASON_CONTAINER_LAUNCH_FAILED"),
@@ -380,14 +485,17 @@ impl TaskManager {
             }
             return;
         }
-        for ((spec, cgroup), child) in prepared.into_iter().zip(children) {
+        for ((spec, cgroup, checkpoint), supervisor) in prepared.into_iter().zip(supervisors) {
             self.emit(&spec, TaskState::Running, None, None);
-            tokio::spawn(self.clone().supervise(spec, cgroup, child));
+            tokio::spawn(self.clone().supervise(spec, cgroup, checkpoint, supervisor));
         }
     }
 
-    /// Makes the sandbox and the cgroup.
-    async fn prepare(&self, spec: &TaskSpec) -> Result<(TaskSpec, TaskCgroup), LaunchError> {
+    /// Makes the sandbox, the cgroup and the checkpoint.
+    async fn prepare(
+        &self,
+        spec: &TaskSpec,
+    ) -> Result<(TaskSpec, TaskCgroup, TaskCheckpoint), LaunchError> {
         if spec.value.is_empty() {
             return Err(LaunchError::EmptyCommand);
         }
@@ -397,6 +505,7 @@ impl TaskManager {
             path: dir.clone(),
             source,
         })?;
+        let checkpoint = TaskCheckpoint::create(&self.config.work_dir, spec)?;
         let limits = Limits {
             cpus: spec.cpus,
             cfs_quota: self.config.cfs_quota,
@@ -404,43 +513,41 @@ impl TaskManager {
             pids_max: self.config.pids_max,
         };
         let name = format!("{}.{}", spec.framework_id, spec.task_id);
-        let cgroup = self
+        let cgroup = match self
             .config
             .driver
-            .create(&self.config.cgroup_parent, &name, &limits)?;
-        Ok((spec.clone(), cgroup))
+            .create(&self.config.cgroup_parent, &name, &limits)
+        {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                checkpoint.remove();
+                return Err(e.into());
+            }
+        };
+        Ok((spec.clone(), cgroup, checkpoint))
     }
 
-    /// Starts the task's process inside its cgroup. The process starts as a small shell
-    /// "gate" that waits for one line on stdin; the agent moves it into the cgroup, then opens
-    /// the gate and the gate execs the task (same pid, stdin from /dev/null). Nothing the task
-    /// runs can start outside the cgroup, and no pre-exec hook is needed, so the child is
-    /// started with posix_spawn instead of a fork of the whole agent.
-    async fn spawn(&self, spec: &TaskSpec, cgroup: &TaskCgroup) -> Result<Spawned, LaunchError> {
+    /// Starts the task's supervisor, which starts the task inside its cgroup. The task starts
+    /// as a small shell "gate" that waits for one line on stdin; the supervisor moves it into
+    /// the cgroup, then opens the gate and the gate execs the task (same pid, stdin from
+    /// /dev/null). Nothing the task runs can start outside the cgroup.
+    async fn spawn(
+        &self,
+        spec: &TaskSpec,
+        cgroup: &TaskCgroup,
+        checkpoint: &TaskCheckpoint,
+    ) -> Result<Supervisor, LaunchError> {
         let dir = sandbox::path(&self.config.work_dir, &spec.framework_id, &spec.task_id)?;
-        let mut command = tokio::process::Command::new("/bin/sh");
-        if spec.shell {
-            command.arg("-c").arg(format!("{SHELL_GATE}{}", spec.value));
+        let args = if spec.shell {
+            vec!["-c".into(), format!("{SHELL_GATE}{}", spec.value).into()]
         } else {
             let program = resolve_program(&spec.value)?;
-            command
-                .arg("-c")
-                .arg(GATE)
-                .arg("orca-gate")
-                .arg(program)
-                .args(&spec.arguments);
-        }
-        command
-            .current_dir(&dir)
-            .envs(spec.environment.iter().cloned())
-            .env("MESOS_SANDBOX", &dir)
-            .env("MESOS_TASK_ID", &spec.task_id)
-            .env("MESOS_FRAMEWORK_ID", &spec.framework_id)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(false);
+            let mut args: Vec<std::ffi::OsString> =
+                vec!["-c".into(), GATE.into(), "orca-gate".into(), program.into()];
+            args.extend(spec.arguments.iter().map(Into::into));
+            args
+        };
+        let (mut uid, mut gid) = (None, None);
         if let Some(user) = spec.user.as_deref().filter(|u| !u.is_empty()) {
             let me = nix::unistd::Uid::current();
             let found = nix::unistd::User::from_name(user)
@@ -456,66 +563,59 @@ impl TaskManager {
                         user: user.to_owned(),
                     });
                 }
-                command.uid(found.uid.as_raw()).gid(found.gid.as_raw());
+                uid = Some(found.uid.as_raw());
+                gid = Some(found.gid.as_raw());
             }
         }
-        let mut child = command.spawn().map_err(|source| LaunchError::Spawn {
-            program: spec.value.clone(),
-            source,
-        })?;
-        let pid = child.id().ok_or(LaunchError::ExitedAtOnce)?;
-        let mut gate = child.stdin.take().ok_or_else(|| {
-            LaunchError::Gate(std::io::Error::other("the gate's stdin pipe is missing"))
-        })?;
-        if let Err(e) = cgroup.add(pid) {
-            let _ = child.start_kill();
-            return Err(e.into());
+        let mut environment = spec.environment.clone();
+        environment.extend([
+            ("MESOS_SANDBOX".into(), dir.to_string_lossy().into_owned()),
+            ("MESOS_TASK_ID".into(), spec.task_id.clone()),
+            ("MESOS_FRAMEWORK_ID".into(), spec.framework_id.clone()),
+        ]);
+        let invocation = Invocation {
+            meta: checkpoint.dir().to_path_buf(),
+            sandbox: dir.clone(),
+            cgroup_procs: cgroup.procs_files(),
+            uid,
+            gid,
+            rotation: self.config.rotation,
+            program: "/bin/sh".into(),
+            args,
+        };
+        let (supervisor, pid) = supervisor::start(supervisor::Start {
+            binary: &self.config.supervisor,
+            invocation,
+            cwd: &dir,
+            environment,
+        })
+        .await?;
+        let process = ProcessIdentity::of(pid).ok();
+        if let Some(task) = self.lock().tasks.get_mut(&key(spec)) {
+            task.process = process;
         }
-        use tokio::io::AsyncWriteExt as _;
-        if let Err(e) = gate.write_all(b"go\n").await {
-            let _ = child.start_kill();
-            return Err(LaunchError::Gate(e));
-        }
-        drop(gate);
-        let rotation = self.config.rotation;
-        let mut logs = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            logs.push(tokio::spawn(sandbox::pump(
-                out,
-                dir.clone(),
-                "stdout",
-                rotation,
-            )));
-        }
-        if let Some(err) = child.stderr.take() {
-            logs.push(tokio::spawn(sandbox::pump(
-                err,
-                dir.clone(),
-                "stderr",
-                rotation,
-            )));
-        }
-        if let Some(task) = self
-            .lock()
-            .tasks
-            .get_mut(&(spec.framework_id.clone(), spec.task_id.clone()))
-        {
-            task.pgid = child.id().map(|p| p as i32);
-        }
-        Ok(Spawned { child, logs })
+        Ok(supervisor)
     }
 
-    /// Waits for the task to end, reports how, and cleans up its cgroup.
-    async fn supervise(self, spec: TaskSpec, cgroup: TaskCgroup, spawned: Spawned) {
-        let Spawned { mut child, logs } = spawned;
-        let status = child.wait().await;
+    /// Waits for the task's supervisor to end, then reports how the task ended.
+    async fn supervise(
+        self,
+        spec: TaskSpec,
+        cgroup: TaskCgroup,
+        checkpoint: TaskCheckpoint,
+        supervisor: Supervisor,
+    ) {
+        supervisor.exited().await;
+        self.conclude(&spec, &cgroup, &checkpoint).await;
+    }
+
+    /// A task whose supervisor has ended: how the task ended is read from its checkpoint,
+    /// whatever it left behind is ended with its cgroup, and its final update goes out.
+    async fn conclude(&self, spec: &TaskSpec, cgroup: &TaskCgroup, checkpoint: &TaskCheckpoint) {
+        let exit = ExitRecord::read(checkpoint.dir());
         let oom = cgroup.oom_killed();
         // Whatever the task left behind goes with it.
         cgroup.kill_all();
-        // The sandbox logs are complete before the final state is reported.
-        for log in logs {
-            let _ = tokio::time::timeout(Duration::from_secs(5), log).await;
-        }
         for _ in 0..100 {
             if cgroup.pids().is_empty() {
                 break;
@@ -523,83 +623,44 @@ impl TaskManager {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let _ = cgroup.destroy();
-        let key = (spec.framework_id.clone(), spec.task_id.clone());
         let killed = self
             .lock()
             .tasks
-            .remove(&key)
-            .is_some_and(|t| t.kill_requested);
-        use std::os::unix::process::ExitStatusExt as _;
-        let (state, reason, message) = match status {
-            _ if oom => (
-                TaskState::Failed,
-                Some("REASON_CONTAINER_LIMITATION_MEMORY"),
-                Some(format!(
-                    "memory limit of {} MiB exceeded: the kernel OOM-killed the task",
-                    cgroup.memory_limit().unwrap_or(0) >> 20
-                )),
-            ),
-            _ if killed => (
-                TaskState::Killed,
-                None,
-                Some("killed on request".to_string()),
-            ),
-            Ok(s) if s.success() => (
-                TaskState::Finished,
-                None,
-                Some("command exited with status 0".into()),
-            ),
-            Ok(s) => match (s.code(), s.signal()) {
-                (Some(code), _) => (
-                    TaskState::Failed,
-                    Some("REASON_COMMAND_EXECUTOR_FAILED"),
-                    Some(format!("command exited with status {code}")),
-                ),
-                (None, Some(signal)) => (
-                    TaskState::Failed,
-                    Some("REASON_COMMAND_EXECUTOR_FAILED"),
-                    Some(format!("command was killed by signal {signal}")),
-                ),
-                _ => (
-                    TaskState::Failed,
-                    Some("REASON_COMMAND_EXECUTOR_FAILED"),
-                    None,
-                ),
-            },
-            Err(e) => (
-                TaskState::Failed,
-                Some("REASON_EXECUTOR_TERMINATED"),
-                Some(format!("lost track of the process: {e}")),
-            ),
-        };
-        self.lock().finished.insert(key, (spec.clone(), state));
-        self.emit(&spec, state, reason, message);
+            .get(&key(spec))
+            .is_some_and(|t| t.kill_requested)
+            || checkpoint.dir().join("kill").exists();
+        let (state, reason, message) = final_state(exit, oom, killed, cgroup);
+        self.finish(spec, state, reason, message);
     }
 
     /// SIGTERM now, SIGKILL to the whole cgroup after `grace`.
     pub fn kill(&self, framework_id: &str, task_id: &str, grace: Option<Duration>) -> bool {
-        let (pgid, cgroup, grace) = {
+        let key = (framework_id.to_owned(), task_id.to_owned());
+        let (process, cgroup, grace, checkpoint) = {
             let mut inner = self.lock();
-            let Some(task) = inner
-                .tasks
-                .get_mut(&(framework_id.to_owned(), task_id.to_owned()))
-            else {
+            let Some(task) = inner.tasks.get_mut(&key) else {
                 return false;
             };
             task.kill_requested = true;
             let grace = grace
                 .or(task.spec.kill_grace)
                 .unwrap_or(self.config.default_grace);
-            (task.pgid, task.cgroup.clone(), grace)
+            let found = (task.process, task.cgroup.clone(), grace);
+            (found.0, found.1, found.2, inner.checkpoints.get(&key).cloned())
         };
-        if let Some(pgid) = pgid {
+        if let Some(checkpoint) = checkpoint
+            && let Err(e) = checkpoint.record_kill()
+        {
+            tracing::warn!(task = %task_id, %e, "cannot checkpoint a kill; if the agent restarts before the task ends, it is reported failed rather than killed");
+        }
+        // Only the process the task started as, and only while it is still that process.
+        if let Some(process) = process.filter(ProcessIdentity::is_alive) {
             let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
+                nix::unistd::Pid::from_raw(process.pid as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
         let manager = self.clone();
-        let key = (framework_id.to_owned(), task_id.to_owned());
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             if manager.lock().tasks.contains_key(&key) {
@@ -609,43 +670,11 @@ impl TaskManager {
         true
     }
 
-    /// Ends what a previous run of this agent left running. Its tasks cannot be re-adopted:
-    /// their output went through the old agent's pipes and their exit status to the old
-    /// agent. So, as Mesos's agent does with `--recover=cleanup`, they are killed and their
-    /// cgroups removed; the master, seeing the agent re-register without them, reports them
-    /// TASK_LOST (`REASON_AGENT_RESTARTED`). Only cgroups whose sandbox is in this agent's work
-    /// directory are touched, so another agent on the host keeps its tasks. Returns the
-    /// tasks ended, as `framework.task`.
-    pub async fn clean_up_leftovers(&self) -> Vec<String> {
-        let ours = sandboxes(&self.config.work_dir);
-        let leftovers: Vec<(String, TaskCgroup)> = self
-            .config
-            .driver
-            .existing(&self.config.cgroup_parent)
-            .into_iter()
-            .filter(|(name, _)| ours.contains(name))
-            .collect();
-        for (name, cgroup) in &leftovers {
-            tracing::warn!(task = %name, pids = ?cgroup.pids(), "a task left by a previous run of this agent cannot be recovered; killing it");
-            cgroup.kill_all();
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        for (name, cgroup) in &leftovers {
-            while !cgroup.pids().is_empty() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            if let Err(e) = cgroup.destroy() {
-                tracing::warn!(task = %name, %e, "cannot remove the cgroup of a task left by a previous run");
-            }
-        }
-        leftovers.into_iter().map(|(name, _)| name).collect()
-    }
-
     /// Kills every task at once and waits (up to `wait`) until each has ended and its cgroup
     /// is gone; then removes the agent's parent cgroup if it is empty. For an agent that is
     /// stopping for good (`orca up` quitting): nothing it started keeps running.
     pub async fn shutdown_all(&self, wait: Duration) {
-        let keys: Vec<(String, String)> = self.lock().tasks.keys().cloned().collect();
+        let keys: Vec<Key> = self.lock().tasks.keys().cloned().collect();
         for (framework, task) in &keys {
             self.kill(framework, task, Some(Duration::ZERO));
         }

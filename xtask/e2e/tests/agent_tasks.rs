@@ -1,6 +1,7 @@
 //! The agent's task manager with real processes in real cgroups (v1 on this host; needs root):
 //! limits in the kernel's files, finish, failure status, OOM kill with its reason, SIGTERM then
-//! SIGKILL after the grace period, all-or-nothing groups, a CFS quota holding a busy loop.
+//! SIGKILL after the grace period, all-or-nothing groups, a CFS quota holding a busy loop;
+//! tasks outliving the agent and taken back by a restarted one.
 mod support;
 
 use std::{
@@ -12,6 +13,7 @@ use std::{
 use orca_agent::tasks::{
     StatusUpdate, TaskManager, TaskManagerConfig, TaskSpec, TaskState, cgroups::Driver,
 };
+use orca_task_supervisor::{ExitRecord, Pids, ProcessIdentity};
 use tokio::sync::mpsc;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -31,6 +33,7 @@ fn manager(tag: &str) -> (TaskManager, mpsc::UnboundedReceiver<StatusUpdate>, Pa
     let _ = std::fs::remove_dir_all(&work);
     let mut config = TaskManagerConfig::new(work.clone(), driver);
     config.cgroup_parent = parent_cgroup(tag);
+    config.supervisor = support::bin("orca-task-supervisor");
     let (m, rx) = TaskManager::new(config);
     (m, rx, work)
 }
@@ -142,50 +145,187 @@ async fn a_task_runs_in_its_own_limited_cgroup_and_finishes() {
     cleanup(work);
 }
 
+/// Launches `specs` under a manager in a runtime of its own, waits until they run, then drops
+/// the runtime with the manager: as an agent process dying, its supervisors are left alone.
+fn launch_and_abandon(config: TaskManagerConfig, specs: Vec<TaskSpec>) {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let (m, mut rx) = TaskManager::new(config);
+            let count = specs.len();
+            m.launch(specs).await;
+            let mut running = 0;
+            while running < count {
+                let u = next(&mut rx).await;
+                assert!(!u.state.is_terminal(), "{u:?}");
+                running += usize::from(u.state == TaskState::Running);
+            }
+        });
+    })
+    .join()
+    .expect("the first run launches its tasks");
+}
+
+fn checkpoint_dir(work: &std::path::Path, task: &str) -> PathBuf {
+    work.join("meta/frameworks/fw/tasks").join(task)
+}
+
+fn alive(identity: ProcessIdentity) -> bool {
+    identity.is_alive()
+}
+
 #[tokio::test]
-async fn a_restarted_agent_ends_the_tasks_its_previous_run_left_and_only_those() {
-    let (old, mut old_rx, work) = manager("leftover");
-    old.launch(vec![spec("stray", "sleep 300")]).await;
-    assert_eq!(next(&mut old_rx).await.state, TaskState::Starting);
-    assert_eq!(next(&mut old_rx).await.state, TaskState::Running);
-    let stray = old
-        .cgroup("fw", "stray")
-        .expect("the running task's cgroup");
-    assert!(!stray.pids().is_empty());
+async fn a_restarted_agent_takes_back_its_tasks_and_learns_what_ended_while_it_was_down() {
+    let (first, _first_rx, work) = manager("recover");
+    let config = first.config().clone();
+    drop(first);
+    let marker = work.join("go");
+    launch_and_abandon(
+        config.clone(),
+        vec![
+            spec("kept", "sleep 300"),
+            spec("exits", &format!("while [ ! -e {} ]; do sleep 0.05; done; exit 4", marker.display())),
+            spec("killed", "sleep 300"),
+            spec("impostor", "sleep 300"),
+        ],
+    );
+    let pids = |task: &str| {
+        Pids::read(&checkpoint_dir(&work, task))
+            .unwrap()
+            .expect("the supervisor checkpointed the task's processes")
+    };
+    let kept = pids("kept");
+    assert!(alive(kept.task) && alive(kept.supervisor), "tasks outlive the agent");
     // Another agent's task in the same parent cgroup, its sandbox in another work directory.
-    let (other, mut other_rx, other_work) = manager("leftover-other");
+    let (other, mut other_rx, other_work) = manager("recover-other");
     other.launch(vec![spec("keep", "sleep 300")]).await;
     assert_eq!(next(&mut other_rx).await.state, TaskState::Starting);
     assert_eq!(next(&mut other_rx).await.state, TaskState::Running);
-    let kept = other
-        .cgroup("fw", "keep")
-        .expect("the running task's cgroup");
 
-    // The agent restarts on the same work directory: it knows nothing of `stray`.
-    let (restarted, _updates) = TaskManager::new(old.config().clone());
-    assert!(restarted.running().is_empty());
-    let ended = restarted.clean_up_leftovers().await;
-    assert_eq!(ended, vec!["fw.stray".to_string()]);
+    // While the agent is down: one task exits by itself, another is killed outright.
+    std::fs::write(&marker, "").unwrap();
+    let killed = pids("killed");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(killed.task.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for task in ["exits", "killed"] {
+        support::agent::wait_for(DEADLINE, "the supervisor to record the exit", || {
+            ExitRecord::read(&checkpoint_dir(&work, task)).unwrap()
+        });
+    }
+    // The impostor's checkpoint names a process that is not its supervisor (a pid reused by
+    // an unrelated process: the same pid, another start time). That process must survive.
+    let mut unrelated = std::process::Command::new("sleep").arg("300").spawn().unwrap();
+    let unrelated_id = ProcessIdentity::of(unrelated.id()).unwrap();
+    let forged = Pids {
+        supervisor: ProcessIdentity {
+            pid: unrelated_id.pid,
+            start_time: unrelated_id.start_time + 1,
+        },
+        task: ProcessIdentity {
+            pid: unrelated_id.pid,
+            start_time: unrelated_id.start_time + 1,
+        },
+    };
+    forged.write(&checkpoint_dir(&work, "impostor")).unwrap();
+    // And a task cgroup with a sandbox of this agent but no checkpoint: an orphan.
+    std::fs::create_dir_all(work.join("frameworks/fw/tasks/orphan")).unwrap();
+    let orphan = config
+        .driver
+        .create(
+            &config.cgroup_parent,
+            "fw.orphan",
+            &orca_agent::tasks::cgroups::Limits {
+                cpus: 0.1,
+                cfs_quota: false,
+                memory_bytes: None,
+                pids_max: None,
+            },
+        )
+        .unwrap();
+
+    // The agent starts again on the same work directory.
+    let (restarted, mut rx) = TaskManager::new(config.clone());
+    let recovery = restarted.recover().await;
+    assert_eq!(recovery.reattached, vec!["fw.kept".to_string()], "{recovery:?}");
+    let mut ended = recovery.ended_while_down.clone();
+    ended.sort();
+    assert_eq!(ended, ["fw.exits", "fw.impostor", "fw.killed"], "{recovery:?}");
+    assert_eq!(recovery.orphans_ended, vec!["fw.orphan".to_string()]);
+    assert!(!orphan.exists(), "the orphan's cgroup is removed");
+    let mut finals = std::collections::HashMap::new();
+    while finals.len() < 3 {
+        let u = next(&mut rx).await;
+        finals.insert(u.task_id.clone(), u);
+    }
+    assert_eq!(finals["exits"].state, TaskState::Failed);
+    assert_eq!(finals["exits"].message.as_deref(), Some("command exited with status 4"));
+    assert_eq!(finals["killed"].state, TaskState::Failed);
+    assert_eq!(finals["killed"].message.as_deref(), Some("command was killed by signal 9"));
+    assert_eq!(finals["impostor"].state, TaskState::Failed);
+    assert_eq!(finals["impostor"].reason.as_deref(), Some("REASON_EXECUTOR_TERMINATED"));
     assert!(
-        stray.dirs().iter().all(|d| !d.exists()),
-        "the leftover's cgroup is removed"
+        alive(unrelated_id),
+        "a process whose pid a checkpoint names, but which is not the task's, lives on"
     );
-    // (The old run's supervisor, still alive in this test process, sees its process killed.)
-    let died = until_terminal(&mut old_rx, "stray").await;
-    assert_eq!(died.state, TaskState::Failed, "{died:?}");
+    let _ = unrelated.kill();
+    let _ = unrelated.wait();
+    // The kept task runs on, the same process, under the restarted agent.
+    let running = restarted.running();
     assert!(
-        !kept.pids().is_empty(),
-        "another agent's task is left running"
+        running.iter().any(|(s, state)| s.task_id == "kept" && *state == TaskState::Running),
+        "{running:?}"
     );
+    assert_eq!(restarted.process("fw", "kept"), Some(kept.task));
+    assert!(alive(kept.task));
+    // Updates unacknowledged before the restart are sent again (STARTING and RUNNING of
+    // each task); acknowledging a final one forgets the task, checkpoint and all.
+    let pending = restarted.unacknowledged();
+    assert!(pending.iter().any(|u| u.task_id == "kept" && u.state == TaskState::Running));
+    let exits = &finals["exits"];
+    for u in pending.iter().filter(|u| u.task_id == "exits") {
+        restarted.acknowledge(&u.task_id, u.uuid);
+    }
+    restarted.acknowledge("exits", exits.uuid);
+    assert!(!checkpoint_dir(&work, "exits").exists());
+    // The reattached task is killed as any other, and its end reported.
+    assert!(restarted.kill("fw", "kept", Some(Duration::ZERO)));
+    let done = until_terminal(&mut rx, "kept").await;
+    assert_eq!(done.state, TaskState::Killed, "{done:?}");
+    assert!(!alive(kept.task) && !alive(kept.supervisor));
+    // The other agent's task was never touched.
+    let kept_other = other.cgroup("fw", "keep").expect("still running");
+    assert!(!kept_other.pids().is_empty(), "another agent's task is left running");
     assert!(other.kill("fw", "keep", Some(Duration::ZERO)));
-    assert_eq!(
-        until_terminal(&mut other_rx, "keep").await.state,
-        TaskState::Killed
-    );
-    // Nothing left: a second clean-up ends nothing.
-    assert!(restarted.clean_up_leftovers().await.is_empty());
+    assert_eq!(until_terminal(&mut other_rx, "keep").await.state, TaskState::Killed);
     cleanup(work);
     cleanup(other_work);
+}
+
+#[tokio::test]
+async fn cleanup_ends_every_task_of_the_previous_run_and_forgets_them() {
+    let (first, _rx, work) = manager("cleanup");
+    let config = first.config().clone();
+    drop(first);
+    launch_and_abandon(config.clone(), vec![spec("a", "sleep 300"), spec("b", "sleep 300")]);
+    let pids: Vec<Pids> = ["a", "b"]
+        .iter()
+        .map(|t| Pids::read(&checkpoint_dir(&work, t)).unwrap().unwrap())
+        .collect();
+    let (restarted, _rx) = TaskManager::new(config);
+    let mut ended = restarted.clean_up().await;
+    ended.sort();
+    assert_eq!(ended, ["fw.a", "fw.b"]);
+    for p in &pids {
+        support::agent::wait_for(DEADLINE, "the supervisor to end", || {
+            (!alive(p.supervisor)).then_some(())
+        });
+        assert!(!alive(p.task));
+    }
+    assert!(!work.join("meta/frameworks").exists(), "the checkpoints are gone");
+    cleanup(work);
 }
 
 #[tokio::test]
@@ -279,7 +419,8 @@ async fn a_group_starts_all_or_nothing() {
         assert_eq!(u.state, TaskState::Failed);
         assert_eq!(u.reason.as_deref(), Some("REASON_CONTAINER_LAUNCH_FAILED"));
     }
-    assert!(m.running().is_empty());
+    // Known only by their final updates, until those are acknowledged.
+    assert!(m.running().iter().all(|(_, state)| state.is_terminal()));
     cleanup(work);
 }
 

@@ -335,6 +335,7 @@ async fn a_killed_leader_is_replaced_and_agents_frameworks_and_updates_follow() 
 
     // A real agent that finds the leader in ZooKeeper.
     let mut tasks = TaskManagerConfig::new(dir.join("work"), Driver::detect().unwrap());
+    tasks.supervisor = support::bin("orca-task-supervisor");
     tasks.cgroup_parent = cgroup_parent.clone();
     let (manager, updates) = TaskManager::new(tasks);
     let mut link_config = link::LinkConfig::new(
