@@ -1,5 +1,6 @@
 //! What this host offers to the cluster, as Mesos agents compute it: every CPU, memory less a
-//! reserve for the system, free disk of the work directory's filesystem less a reserve, the
+//! reserve for the system, the size of the work directory's filesystem less a reserve (its
+//! total size, as Mesos's `fs::size`, not its free space, which changes from run to run), the
 //! ports 31000-32000, and GPUs when NVIDIA devices are present. `--resources` text overrides
 //! any of them and adds custom kinds (e.g. `net_bw:10000`).
 use std::path::Path;
@@ -11,9 +12,9 @@ fn memory_reserve_mb(total_mb: f64) -> f64 {
     (total_mb / 2.0).min(1024.0)
 }
 
-/// Disk kept back: half the free space, at most 5 GiB (Mesos's rule).
-fn disk_reserve_mb(free_mb: f64) -> f64 {
-    (free_mb / 2.0).min(5120.0)
+/// Disk kept back: half the filesystem, at most 5 GiB (Mesos's rule).
+fn disk_reserve_mb(size_mb: f64) -> f64 {
+    (size_mb / 2.0).min(5120.0)
 }
 
 fn gpu_count() -> usize {
@@ -38,8 +39,8 @@ pub fn discover(work_dir: &Path, overrides: Option<&str>) -> Result<Resources, R
     let mem_total_mb = procfs::Current::current()
         .map(|m: procfs::Meminfo| m.mem_total as f64 / (1024.0 * 1024.0))
         .unwrap_or(0.0);
-    let disk_free_mb = nix::sys::statvfs::statvfs(work_dir)
-        .map(|s| s.blocks_available() as f64 * s.fragment_size() as f64 / (1024.0 * 1024.0))
+    let disk_mb = nix::sys::statvfs::statvfs(work_dir)
+        .map(|s| s.blocks() as f64 * s.fragment_size() as f64 / (1024.0 * 1024.0))
         .unwrap_or(0.0);
     let mut discovered = vec![
         Resource::scalar("cpus", cpus),
@@ -49,7 +50,7 @@ pub fn discover(work_dir: &Path, overrides: Option<&str>) -> Result<Resources, R
         ),
         Resource::scalar(
             "disk",
-            (disk_free_mb - disk_reserve_mb(disk_free_mb)).floor(),
+            (disk_mb - disk_reserve_mb(disk_mb)).floor(),
         ),
         Resource::ranges("ports", [(31000, 32000)]),
     ];

@@ -157,25 +157,35 @@ impl ProcessIdentity {
         })
     }
 
-    /// Whether this process is still alive (a pid with the same start time).
+    /// Whether this process is still alive: a pid with the same start time, not a zombie
+    /// (a process that ended and that nobody has reaped yet, as an orphan under an init that
+    /// does not reap).
     pub fn is_alive(&self) -> bool {
-        start_time(self.pid).is_ok_and(|t| t == self.start_time)
+        stat(self.pid).is_ok_and(|(state, t)| t == self.start_time && !matches!(state, 'Z' | 'X'))
     }
 }
 
-/// Field 22 of `/proc/<pid>/stat` (read after the command name, which may hold spaces).
+/// Field 22 of `/proc/<pid>/stat`.
 pub fn start_time(pid: u32) -> io::Result<u64> {
+    stat(pid).map(|(_, start_time)| start_time)
+}
+
+/// The state (field 3) and start time (field 22) of `/proc/<pid>/stat`, read after the
+/// command name, which may hold spaces.
+fn stat(pid: u32) -> io::Result<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_name = stat
         .rfind(')')
         .map(|i| &stat[i + 1..])
         .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat has no command name")))?;
-    // After the name: state is field 3, so start time (22) is the 20th field here.
-    after_name
-        .split_whitespace()
-        .nth(19)
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat has no start time")))
+    let mut fields = after_name.split_whitespace();
+    let state = fields.next().and_then(|s| s.chars().next());
+    // After the state (field 3), start time (22) is the 19th field.
+    let start_time = fields.nth(18).and_then(|t| t.parse().ok());
+    match (state, start_time) {
+        (Some(state), Some(start_time)) => Ok((state, start_time)),
+        _ => Err(io::Error::other(format!("/proc/{pid}/stat is not as expected"))),
+    }
 }
 
 /// The supervisor and the task, as the supervisor checkpoints them.

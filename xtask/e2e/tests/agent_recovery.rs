@@ -1,0 +1,487 @@
+//! Tasks outlive the agent process: a real `orca-agent` is killed with SIGKILL while it runs
+//! tasks for a framework (through an in-process master), and started again — from another
+//! copy of its binary, as after an upgrade — and takes its tasks back; a restart in the
+//! middle of a launch burst leaves no task unaccounted for; a changed configuration refuses
+//! to start and `--recover=cleanup` ends everything. Needs root (cgroups).
+mod support;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use orca_agent::tasks::cgroups::Driver;
+use orca_collector::CollectorConfig;
+use orca_master::{
+    api::mesos_http::client::{self, SchedulerClient, scalars},
+    cluster::ClusterConfig,
+    server::Master,
+};
+use orca_task_supervisor::{ExitRecord, Pids, ProcessIdentity};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// An in-process master, a work directory and a cgroup parent for one test's agent.
+struct Node {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    work: PathBuf,
+    cgroups_root: String,
+    /// Directories each holding a copy of `orca-agent` and `orca-task-supervisor`.
+    installs: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    agent: Option<Child>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_agent();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.installs.join("agent.log")).unwrap_or_default();
+            eprintln!("--- the agent's log ---\n{log}");
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Whatever a failed assertion left running ends with its cgroup.
+        if let Ok(driver) = Driver::detect() {
+            for (_, cgroup) in driver.existing(&self.cgroups_root) {
+                cgroup.kill_all();
+                for _ in 0..200 {
+                    if cgroup.pids().is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = cgroup.destroy();
+            }
+            driver.remove_parent(&self.cgroups_root);
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
+        let _ = std::fs::remove_dir_all(&self.installs);
+    }
+}
+
+impl Node {
+    async fn start(tag: &str) -> Node {
+        support::agent::require_root();
+        let config = ClusterConfig {
+            allocation_interval: Duration::from_millis(50),
+            framework_heartbeat: Duration::from_secs(1),
+            ..ClusterConfig::default()
+        };
+        let master = Master::bind(
+            CollectorConfig::default(),
+            config,
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let (grpc, http) = (master.grpc_addr(), master.http_addr());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(master.serve(async {
+            let _ = stop_rx.await;
+        }));
+        let base = std::env::temp_dir().join(format!("orca-recovery-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        Node {
+            grpc,
+            http,
+            work: base.join("work"),
+            cgroups_root: format!("orca-recovery-{tag}-{}", std::process::id()),
+            installs: base.join("installs"),
+            stop: Some(stop_tx),
+            agent: None,
+        }
+    }
+
+    /// `orca-agent` and its supervisor copied into `installs/<version>` (a package upgrade
+    /// replaces the files; the running supervisors keep the old ones).
+    fn install(&self, version: &str) -> PathBuf {
+        let dir = self.installs.join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        for binary in ["orca-agent", "orca-task-supervisor"] {
+            std::fs::copy(support::bin(binary), dir.join(binary)).unwrap();
+        }
+        dir.join("orca-agent")
+    }
+
+    fn agent_command(&self, binary: &Path, resources: &str) -> Command {
+        let mut command = Command::new(binary);
+        command
+            .arg("run")
+            .args(["--master", &self.grpc.to_string()])
+            .args(["--probe", "proc", "--interval", "1s"])
+            .args(["--docker-socket", "", "--containerd-socket", ""])
+            .arg("--work-dir")
+            .arg(&self.work)
+            .args(["--cgroups-root", &self.cgroups_root])
+            .args(["--hostname", "recovery-node", "--resources", resources])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        command
+    }
+
+    /// Starts the agent; its log goes to `installs/agent.log` (appended, printed when an
+    /// assertion fails).
+    fn start_agent(&mut self, binary: &Path) {
+        std::fs::create_dir_all(&self.installs).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.installs.join("agent.log"))
+            .unwrap();
+        let child = self
+            .agent_command(binary, "cpus:8;mem:8192")
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+    }
+
+    /// SIGKILL: nothing of the agent gets to run on its way out.
+    fn kill_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+
+    fn checkpoint(&self, framework: &str, task: &str) -> PathBuf {
+        self.work
+            .join("meta/frameworks")
+            .join(framework)
+            .join("tasks")
+            .join(task)
+    }
+
+    fn pids(&self, framework: &str, task: &str) -> Pids {
+        Pids::read(&self.checkpoint(framework, task))
+            .unwrap()
+            .expect("the supervisor checkpointed the task's processes")
+    }
+
+    /// Task cgroups under this node's parent that hold processes.
+    fn busy_cgroups(&self) -> Vec<String> {
+        Driver::detect()
+            .unwrap()
+            .existing(&self.cgroups_root)
+            .into_iter()
+            .filter(|(_, c)| !c.pids().is_empty())
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    async fn state(&self) -> Value {
+        client::get_json(self.http, "/master/state").await.unwrap()
+    }
+
+    /// The master's tasks of the first framework by id, with their states.
+    async fn task_states(&self) -> BTreeMap<String, String> {
+        let state = self.state().await;
+        let framework = &state["frameworks"][0];
+        ["tasks", "completed_tasks"]
+            .iter()
+            .flat_map(|list| framework[list].as_array().cloned().unwrap_or_default())
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap_or_default().to_owned(),
+                    t["state"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn framework(name: &str) -> Value {
+    json!({
+        "user": "root",
+        "name": name,
+        "roles": ["*"],
+        "capabilities": [{ "type": "MULTI_ROLE" }],
+    })
+}
+
+async fn offer(s: &mut SchedulerClient) -> Value {
+    s.take(WAIT, |e| e["type"] == "OFFERS").await.unwrap()["offers"]["offers"][0].clone()
+}
+
+/// Launches `(task id, command)`s on the offer's agent, each with 0.05 CPU and 16 MB.
+async fn launch(s: &SchedulerClient, offer: &Value, tasks: &[(String, String)]) {
+    let ops: Vec<Value> = tasks
+        .iter()
+        .map(|(id, command)| client::launch(id, &offer["agent_id"], scalars(0.05, 16.0), command))
+        .collect();
+    let (code, body) = s
+        .call(json!({
+            "type": "ACCEPT",
+            "accept": {
+                "offer_ids": [offer["id"]],
+                "operations": ops,
+                "filters": { "refuse_seconds": 0.0 },
+            }
+        }))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 202, "{body}");
+}
+
+/// The next update of any task, acknowledged: (task id, status).
+async fn next_update(s: &mut SchedulerClient) -> (String, Value) {
+    let event = s.take(WAIT, |e| e["type"] == "UPDATE").await.unwrap();
+    let status = event["update"]["status"].clone();
+    s.acknowledge(&status).await.unwrap();
+    let id = status["task_id"]["value"].as_str().unwrap().to_owned();
+    (id, status)
+}
+
+/// Until every task of `ids` has been reported RUNNING.
+async fn until_running(s: &mut SchedulerClient, ids: &[String]) {
+    let mut running = std::collections::HashSet::new();
+    while running.len() < ids.len() {
+        let (id, status) = next_update(s).await;
+        assert!(
+            ["TASK_STARTING", "TASK_RUNNING"].contains(&status["state"].as_str().unwrap()),
+            "{status}"
+        );
+        if status["state"] == "TASK_RUNNING" {
+            running.insert(id);
+        }
+    }
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_takes_its_100_tasks_back_after_an_upgrade_and_reports_what_ended_meanwhile()
+ {
+    let mut node = Node::start("kill9").await;
+    let v1 = node.install("v1");
+    node.start_agent(&v1);
+    let mut s = SchedulerClient::subscribe(node.http, framework("recovery"))
+        .await
+        .unwrap();
+    let o = offer(&mut s).await;
+    let agent_id = o["agent_id"]["value"].as_str().unwrap().to_owned();
+    let go = node.work.join("go");
+    let mut tasks: Vec<(String, String)> = (0..90)
+        .map(|i| (format!("long-{i}"), "sleep 300".to_owned()))
+        .collect();
+    tasks.extend((0..5).map(|i| {
+        (
+            format!("exits-{i}"),
+            format!("while [ ! -e {} ]; do sleep 0.05; done; exit 0", go.display()),
+        )
+    }));
+    tasks.extend((0..5).map(|i| (format!("killed-{i}"), "sleep 300".to_owned())));
+    launch(&s, &o, &tasks).await;
+    let ids: Vec<String> = tasks.iter().map(|(id, _)| id.clone()).collect();
+    until_running(&mut s, &ids).await;
+    let framework_id = s.framework_id.clone();
+    let before: HashMap<String, Pids> = ids
+        .iter()
+        .map(|id| (id.clone(), node.pids(&framework_id, id)))
+        .collect();
+
+    // The agent dies; its tasks do not.
+    node.kill_agent();
+    assert!(
+        before.values().all(|p| p.task.is_alive() && p.supervisor.is_alive()),
+        "every task and its supervisor outlive the agent"
+    );
+    // Meanwhile five tasks finish and five are killed.
+    std::fs::write(&go, "").unwrap();
+    for i in 0..5 {
+        sigkill(before[&format!("killed-{i}")].task.pid);
+    }
+    for i in 0..5 {
+        for id in [format!("exits-{i}"), format!("killed-{i}")] {
+            support::agent::wait_for(WAIT, "the supervisor to record the exit", || {
+                ExitRecord::read(&node.checkpoint(&framework_id, &id)).unwrap()
+            });
+        }
+    }
+
+    // The upgraded agent starts from another copy of the binary.
+    let v2 = node.install("v2");
+    node.start_agent(&v2);
+    let mut ended = BTreeMap::new();
+    while ended.len() < 10 {
+        let (id, status) = next_update(&mut s).await;
+        if status["state"] == "TASK_RUNNING" {
+            // Resent: an acknowledgement may have been in flight when the agent died.
+            continue;
+        }
+        assert!(
+            id.starts_with("exits-") || id.starts_with("killed-"),
+            "only the tasks that ended report an end: {id} {status}"
+        );
+        ended.insert(id, status);
+    }
+    for i in 0..5 {
+        let finished = &ended[&format!("exits-{i}")];
+        assert_eq!(finished["state"], "TASK_FINISHED", "{finished}");
+        let killed = &ended[&format!("killed-{i}")];
+        assert_eq!(killed["state"], "TASK_FAILED", "{killed}");
+        assert_eq!(killed["message"], "command was killed by signal 9", "{killed}");
+    }
+    // The 90 others run on: the same processes, known to the master as running on the
+    // same agent.
+    for i in 0..90 {
+        let p = &before[&format!("long-{i}")];
+        assert!(p.task.is_alive(), "long-{i} was not restarted or killed");
+    }
+    let states = node.task_states().await;
+    let running = states.values().filter(|s| *s == "TASK_RUNNING").count();
+    assert_eq!(running, 90, "{states:?}");
+    let state = node.state().await;
+    let agents = state["slaves"].as_array().unwrap();
+    assert_eq!(agents.len(), 1, "{state}");
+    assert_eq!(agents[0]["id"], agent_id.as_str(), "the same agent");
+    assert_eq!(node.busy_cgroups().len(), 90);
+
+    // It controls them as before: a teardown ends every one.
+    let (code, _) = s.call(json!({ "type": "TEARDOWN" })).await.unwrap();
+    assert_eq!(code.as_u16(), 202);
+    support::agent::wait_for(WAIT, "every task cgroup to be removed", || {
+        node.busy_cgroups().is_empty().then_some(())
+    });
+    for p in before.values() {
+        assert!(!p.task.is_alive() && !p.supervisor.is_alive());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_a_launch_burst_leaves_every_task_running_or_reported() {
+    let mut node = Node::start("burst").await;
+    let binary = support::bin("orca-agent");
+    node.start_agent(&binary);
+    let mut s = SchedulerClient::subscribe(node.http, framework("burst"))
+        .await
+        .unwrap();
+    let o = offer(&mut s).await;
+    let tasks: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("t{i}"), "sleep 300".to_owned()))
+        .collect();
+    launch(&s, &o, &tasks).await;
+    // The agent dies as soon as the first task runs, the others still launching.
+    loop {
+        let (_, status) = next_update(&mut s).await;
+        if status["state"] == "TASK_RUNNING" {
+            break;
+        }
+    }
+    node.kill_agent();
+    node.start_agent(&binary);
+    // Every task ends up running, or reported ended with a reason; nothing is left between.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let states = loop {
+        while let Ok(Ok(event)) =
+            tokio::time::timeout(Duration::from_millis(50), s.take(WAIT, |e| e["type"] == "UPDATE"))
+                .await
+        {
+            s.acknowledge(&event["update"]["status"]).await.unwrap();
+        }
+        let states = node.task_states().await;
+        let settled = states.len() == 60
+            && states
+                .values()
+                .all(|st| st == "TASK_RUNNING" || !["TASK_STAGING", "TASK_STARTING"].contains(&st.as_str()));
+        if settled {
+            break states;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tasks left between states: {states:?}"
+        );
+    };
+    let running: Vec<&String> = states
+        .iter()
+        .filter(|(_, st)| *st == "TASK_RUNNING")
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!running.is_empty(), "{states:?}");
+    // Exactly the running tasks hold processes: nothing runs that the master does not know.
+    let mut busy: Vec<String> = node
+        .busy_cgroups()
+        .into_iter()
+        .map(|name| name.rsplit('.').next().unwrap().to_owned())
+        .collect();
+    busy.sort();
+    let mut expected: Vec<String> = running.into_iter().cloned().collect();
+    expected.sort();
+    assert_eq!(busy, expected, "{states:?}");
+    let (code, _) = s.call(json!({ "type": "TEARDOWN" })).await.unwrap();
+    assert_eq!(code.as_u16(), 202);
+    support::agent::wait_for(WAIT, "every task cgroup to be removed", || {
+        node.busy_cgroups().is_empty().then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_configuration_refuses_to_start_and_cleanup_ends_the_old_tasks() {
+    let mut node = Node::start("reconfigure").await;
+    let binary = support::bin("orca-agent");
+    node.start_agent(&binary);
+    let mut s = SchedulerClient::subscribe(node.http, framework("reconfigure"))
+        .await
+        .unwrap();
+    let o = offer(&mut s).await;
+    let first_id = o["agent_id"]["value"].as_str().unwrap().to_owned();
+    launch(&s, &o, &[("kept".to_owned(), "sleep 300".to_owned())]).await;
+    until_running(&mut s, &["kept".to_owned()]).await;
+    let kept: ProcessIdentity = node.pids(&s.framework_id, "kept").task;
+    node.kill_agent();
+
+    // Other resources than the run that checkpointed the task: refused, and the task lives.
+    let out = node
+        .agent_command(&binary, "cpus:4;mem:8192")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("configuration changed") && stderr.contains("resources")
+            && stderr.contains("--recover=cleanup"),
+        "{stderr}"
+    );
+    assert!(kept.is_alive(), "refusing to start kills nothing");
+
+    // --recover=cleanup ends the task, forgets the agent, and exits.
+    let out = node
+        .agent_command(&binary, "cpus:4;mem:8192")
+        .args(["--recover", "cleanup"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!kept.is_alive());
+    assert!(node.busy_cgroups().is_empty());
+    assert!(!node.work.join("agent_id").exists());
+
+    // Started again (with the new resources), it is a new agent.
+    node.agent = Some(
+        node.agent_command(&binary, "cpus:4;mem:8192")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let id_file = node.work.join("agent_id");
+    let second_id = support::agent::wait_for(WAIT, "the agent to register", || {
+        std::fs::read_to_string(&id_file).ok()
+    });
+    assert_ne!(second_id, first_id, "it registers as a new agent");
+}
