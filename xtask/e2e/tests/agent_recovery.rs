@@ -320,7 +320,7 @@ async fn a_killed_agent_takes_its_100_tasks_back_after_an_upgrade_and_reports_wh
     let mut ended = BTreeMap::new();
     while ended.len() < 10 {
         let (id, status) = next_update(&mut s).await;
-        if status["state"] == "TASK_RUNNING" {
+        if ["TASK_STARTING", "TASK_RUNNING"].contains(&status["state"].as_str().unwrap()) {
             // Resent: an acknowledgement may have been in flight when the agent died.
             continue;
         }
