@@ -109,7 +109,11 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    if let Some(tasks) = config.tasks.as_ref().filter(|t| t.recover == Recover::Cleanup) {
+    if let Some(tasks) = config
+        .tasks
+        .as_ref()
+        .filter(|t| t.recover == Recover::Cleanup)
+    {
         return clean_up_previous_run(tasks).await;
     }
     let directory = SharedDirectory::default();
@@ -325,8 +329,8 @@ async fn start_tasks(
 ) -> Result<crate::tasks::TaskManager, StartError> {
     use crate::tasks::{
         RecoveryError, TaskManager, TaskManagerConfig, capacity,
-        checkpoint::{AgentRecord, Continuity},
         cgroups::Driver,
+        checkpoint::{AgentRecord, Continuity},
         link,
     };
     std::fs::create_dir_all(&tasks.work_dir).map_err(|e| {

@@ -183,6 +183,43 @@ fn cluster_config(cli: &Cli) -> anyhow::Result<ClusterConfig> {
     Ok(config)
 }
 
+/// Every flag with its value (given or default), named as Mesos names its flags
+/// (`allocation_interval`), for `GET_FLAGS`; a password in `--zk` is masked.
+fn flag_list(matches: &clap::ArgMatches) -> Vec<(String, String)> {
+    let mut flags: Vec<(String, String)> = matches
+        .ids()
+        .filter_map(|id| {
+            let values = matches.get_raw(id.as_str())?;
+            let value = values
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(",");
+            let value = if id.as_str() == "zk" {
+                mask_password(&value)
+            } else {
+                value
+            };
+            Some((id.as_str().replace('-', "_"), value))
+        })
+        .collect();
+    flags.sort();
+    flags
+}
+
+/// `zk://user:secret@h:p/path` → `zk://user:******@h:p/path`.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, hosts)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:******@{hosts}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -190,9 +227,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let cluster = match cluster_config(&cli) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            c.flags = flag_list(&matches);
+            c
+        }
         Err(e) => {
             eprintln!("orca-master: {e:#}");
             return ExitCode::from(2);

@@ -207,10 +207,10 @@ async fn weights_and_quotas_set_at_run_time_survive_a_restart() {
     assert_eq!(configs[0]["role"], "prod");
     assert_eq!(configs[0]["guarantees"]["mem"]["value"], 1024.0);
     assert_eq!(configs[0]["limits"]["cpus"]["value"], 4.0);
-    let (code, _) = operator(second.addr, &json!({ "type": "GET_AGENTS" }))
+    let (code, _) = operator(second.addr, &json!({ "type": "START_MAINTENANCE" }))
         .await
         .unwrap();
-    assert_eq!(code.as_u16(), 501);
+    assert_eq!(code.as_u16(), 501, "a call not served yet says so");
     // Mesos's media rules: no Content-Type 400, protobuf 415.
     for (content_type, status) in [
         ("", "400"),

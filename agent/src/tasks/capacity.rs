@@ -48,10 +48,7 @@ pub fn discover(work_dir: &Path, overrides: Option<&str>) -> Result<Resources, R
             "mem",
             (mem_total_mb - memory_reserve_mb(mem_total_mb)).floor(),
         ),
-        Resource::scalar(
-            "disk",
-            (disk_mb - disk_reserve_mb(disk_mb)).floor(),
-        ),
+        Resource::scalar("disk", (disk_mb - disk_reserve_mb(disk_mb)).floor()),
         Resource::ranges("ports", [(31000, 32000)]),
     ];
     let gpus = gpu_count();

@@ -347,12 +347,14 @@ impl AgentRecord {
     pub fn load(work_dir: &Path) -> Result<Option<AgentRecord>, CheckpointError> {
         let path = Self::path(work_dir);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| CheckpointError::Damaged {
-                    path,
-                    why: e.to_string(),
-                }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| CheckpointError::Damaged {
+                        path,
+                        why: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error("read", &path)(e)),
         }
@@ -454,8 +456,12 @@ mod tests {
         let work = std::env::temp_dir().join(format!("orca-checkpoint-{}", std::process::id()));
         let _ = fs::remove_dir_all(&work);
         let checkpoint = TaskCheckpoint::create(&work, &spec()).unwrap();
-        checkpoint.record_update(&update(TaskState::Starting, 1)).unwrap();
-        checkpoint.record_update(&update(TaskState::Running, 2)).unwrap();
+        checkpoint
+            .record_update(&update(TaskState::Starting, 1))
+            .unwrap();
+        checkpoint
+            .record_update(&update(TaskState::Running, 2))
+            .unwrap();
         checkpoint.record_ack([1; 16]).unwrap();
         let back = checkpoint.load().unwrap();
         assert_eq!(back.spec, spec());
@@ -498,7 +504,10 @@ mod tests {
         let Continuity::Changed(changes) = now.continuity(Some(&before)) else {
             panic!("a resource change is a change");
         };
-        assert_eq!(changes, vec![r#"resources: "cpus:2;mem:1024" → "cpus:4;mem:1024""#]);
+        assert_eq!(
+            changes,
+            vec![r#"resources: "cpus:2;mem:1024" → "cpus:4;mem:1024""#]
+        );
         let mut rebooted = before.clone();
         rebooted.boot_id = "another boot".into();
         assert_eq!(now.continuity(Some(&rebooted)), Continuity::Rebooted);

@@ -646,7 +646,12 @@ impl TaskManager {
                 .or(task.spec.kill_grace)
                 .unwrap_or(self.config.default_grace);
             let found = (task.process, task.cgroup.clone(), grace);
-            (found.0, found.1, found.2, inner.checkpoints.get(&key).cloned())
+            (
+                found.0,
+                found.1,
+                found.2,
+                inner.checkpoints.get(&key).cloned(),
+            )
         };
         if let Some(checkpoint) = checkpoint
             && let Err(e) = checkpoint.record_kill()

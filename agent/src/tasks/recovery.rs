@@ -145,7 +145,9 @@ impl TaskManager {
                 return;
             }
             let mut inner = self.lock();
-            inner.finished.insert(key(&spec), (spec.clone(), ended.state));
+            inner
+                .finished
+                .insert(key(&spec), (spec.clone(), ended.state));
             inner.checkpoints.insert(key(&spec), checkpoint);
             inner.unacked.extend(unacked);
             return;
@@ -178,7 +180,9 @@ impl TaskManager {
                     Some("REASON_AGENT_RESTARTED"),
                     Some("the agent restarted while the task was being launched".into()),
                 );
-                recovery.failed.push((name, "its launch was interrupted".into()));
+                recovery
+                    .failed
+                    .push((name, "its launch was interrupted".into()));
                 return;
             }
             Err(e) => {
@@ -187,7 +191,9 @@ impl TaskManager {
                     &spec,
                     TaskState::Failed,
                     Some("REASON_AGENT_RESTARTED"),
-                    Some(format!("the agent restarted and cannot recover the task: {e}")),
+                    Some(format!(
+                        "the agent restarted and cannot recover the task: {e}"
+                    )),
                 );
                 recovery.failed.push((name, e.to_string()));
                 return;
@@ -207,10 +213,7 @@ impl TaskManager {
                     // It was started, but the agent stopped before saying so.
                     self.emit(&spec, TaskState::Running, None, None);
                 }
-                tokio::spawn(
-                    self.clone()
-                        .supervise(spec, cgroup, checkpoint, supervisor),
-                );
+                tokio::spawn(self.clone().supervise(spec, cgroup, checkpoint, supervisor));
                 recovery.reattached.push(name);
             }
             Ok(None) => {

@@ -96,12 +96,10 @@ pub async fn start(start: Start<'_>) -> Result<(Supervisor, u32), LaunchError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(false);
-    let mut child = command
-        .spawn()
-        .map_err(|source| LaunchError::Supervisor {
-            binary: start.binary.to_path_buf(),
-            source,
-        })?;
+    let mut child = command.spawn().map_err(|source| LaunchError::Supervisor {
+        binary: start.binary.to_path_buf(),
+        source,
+    })?;
     let Some(stdout) = child.stdout.take() else {
         let _ = child.start_kill();
         return Err(LaunchError::SupervisorSilent(String::new()));

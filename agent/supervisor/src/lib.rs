@@ -94,9 +94,7 @@ impl Invocation {
                 "--uid" => uid = Some(number("--uid", args.next())? as u32),
                 "--gid" => gid = Some(number("--gid", args.next())? as u32),
                 "--rotate-bytes" => rotation.max_bytes = number("--rotate-bytes", args.next())?,
-                "--rotate-keep" => {
-                    rotation.keep = number("--rotate-keep", args.next())? as usize
-                }
+                "--rotate-keep" => rotation.keep = number("--rotate-keep", args.next())? as usize,
                 "--" => break,
                 other => return Err(format!("unknown argument {other:?}")),
             }
@@ -184,7 +182,9 @@ fn stat(pid: u32) -> io::Result<(char, u64)> {
     let start_time = fields.nth(18).and_then(|t| t.parse().ok());
     match (state, start_time) {
         (Some(state), Some(start_time)) => Ok((state, start_time)),
-        _ => Err(io::Error::other(format!("/proc/{pid}/stat is not as expected"))),
+        _ => Err(io::Error::other(format!(
+            "/proc/{pid}/stat is not as expected"
+        ))),
     }
 }
 
@@ -345,7 +345,10 @@ mod tests {
             pid: me.pid,
             start_time: me.start_time.wrapping_sub(1),
         };
-        assert!(!older.is_alive(), "same pid, another start: not the same process");
+        assert!(
+            !older.is_alive(),
+            "same pid, another start: not the same process"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

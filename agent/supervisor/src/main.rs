@@ -124,10 +124,16 @@ fn start(invocation: &Invocation) -> Result<Child, String> {
         return Err(abandon(&mut child, why));
     }
     let Some(mut gate) = child.stdin.take() else {
-        return Err(abandon(&mut child, "the task's gate pipe is missing".into()));
+        return Err(abandon(
+            &mut child,
+            "the task's gate pipe is missing".into(),
+        ));
     };
     if let Err(e) = gate.write_all(b"go\n") {
-        return Err(abandon(&mut child, format!("cannot open the task's gate: {e}")));
+        return Err(abandon(
+            &mut child,
+            format!("cannot open the task's gate: {e}"),
+        ));
     }
     Ok(child)
 }
@@ -142,14 +148,8 @@ fn pump_output(child: &mut Child, invocation: &Invocation) -> Pumps {
     let (tx, done) = mpsc::channel();
     let mut count = 0;
     let streams: [(Option<Box<dyn std::io::Read + Send>>, &'static str); 2] = [
-        (
-            child.stdout.take().map(|s| Box::new(s) as Box<_>),
-            "stdout",
-        ),
-        (
-            child.stderr.take().map(|s| Box::new(s) as Box<_>),
-            "stderr",
-        ),
+        (child.stdout.take().map(|s| Box::new(s) as Box<_>), "stdout"),
+        (child.stderr.take().map(|s| Box::new(s) as Box<_>), "stderr"),
     ];
     for (stream, name) in streams {
         let Some(stream) = stream else { continue };
@@ -178,7 +178,11 @@ fn say(report: &Report) {
 /// Standard streams point at /dev/null from here on: the agent's pipes may close at any time.
 fn detach_stdio() {
     let null: OsString = "/dev/null".into();
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open(null) {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(null)
+    {
         use std::os::fd::AsRawFd as _;
         for fd in 0..=2 {
             // SAFETY: dup2 onto the standard descriptors, which nothing else holds as owned.

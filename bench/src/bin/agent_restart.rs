@@ -48,7 +48,12 @@ impl Agent {
             .arg("--work-dir")
             .arg(work)
             .args(["--cgroups-root", cgroups_root])
-            .args(["--hostname", "restart-bench", "--resources", "cpus:64;mem:65536"])
+            .args([
+                "--hostname",
+                "restart-bench",
+                "--resources",
+                "cpus:64;mem:65536",
+            ])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -179,12 +184,25 @@ async fn main() -> Result<()> {
     let mut launched = 0;
     while launched < args.tasks {
         let event = s.take(WAIT, |e| e["type"] == "OFFERS").await?;
-        for offer in event["offers"]["offers"].as_array().cloned().unwrap_or_default() {
+        for offer in event["offers"]["offers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             let ours = offer["agent_id"]["value"] == agent_id.as_str();
-            let count = if ours { (args.tasks - launched).min(200) } else { 0 };
+            let count = if ours {
+                (args.tasks - launched).min(200)
+            } else {
+                0
+            };
             let ops: Vec<Value> = (launched..launched + count)
                 .map(|i| {
-                    client::launch(&format!("t{i}"), &offer["agent_id"], scalars(0.01, 8.0), "sleep 3600")
+                    client::launch(
+                        &format!("t{i}"),
+                        &offer["agent_id"],
+                        scalars(0.01, 8.0),
+                        "sleep 3600",
+                    )
                 })
                 .collect();
             launched += count;
@@ -207,7 +225,10 @@ async fn main() -> Result<()> {
     }
     let framework_id = s.framework_id.clone();
     let checkpoint = |task: &str| -> PathBuf {
-        work.join("meta/frameworks").join(&framework_id).join("tasks").join(task)
+        work.join("meta/frameworks")
+            .join(&framework_id)
+            .join("tasks")
+            .join(task)
     };
     let before: HashMap<String, Pids> = (0..args.tasks)
         .map(|i| {
@@ -216,7 +237,11 @@ async fn main() -> Result<()> {
             Ok((id, pids))
         })
         .collect::<Result<_>>()?;
-    println!("{} tasks running under the agent (pid {})", args.tasks, agent.child.id());
+    println!(
+        "{} tasks running under the agent (pid {})",
+        args.tasks,
+        agent.child.id()
+    );
 
     let mut results = Vec::new();
     for restart in 0..args.restarts {
@@ -238,8 +263,11 @@ async fn main() -> Result<()> {
             .filter(|p| !p.task.is_alive() || !p.supervisor.is_alive())
             .count();
         let mut terminal = 0;
-        while let Ok(Ok(event)) =
-            tokio::time::timeout(Duration::from_millis(200), s.take(WAIT, |e| e["type"] == "UPDATE")).await
+        while let Ok(Ok(event)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            s.take(WAIT, |e| e["type"] == "UPDATE"),
+        )
+        .await
         {
             let status = &event["update"]["status"];
             s.acknowledge(status).await?;

@@ -34,6 +34,9 @@ pub struct ClusterConfig {
     pub registry: Option<std::path::PathBuf>,
     /// This master's id (Mesos `MasterInfo.id`); a new one per process when `None`.
     pub master_id: Option<String>,
+    /// The flags the master was started with, by name, as the operator API's `GET_FLAGS`
+    /// and `GET /flags` report them.
+    pub flags: Vec<(String, String)>,
 }
 
 impl Default for ClusterConfig {
@@ -53,6 +56,7 @@ impl Default for ClusterConfig {
             allocator: AllocatorConfig::default(),
             registry: None,
             master_id: None,
+            flags: Vec::new(),
         }
     }
 }

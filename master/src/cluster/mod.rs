@@ -699,6 +699,11 @@ impl Cluster {
         self.config.agent_ping_timeout
     }
 
+    /// The flags the master was started with (`GET_FLAGS`, `/flags`).
+    pub fn flags(&self) -> &[(String, String)] {
+        &self.config.flags
+    }
+
     pub fn heartbeat_interval(&self) -> Duration {
         self.config.framework_heartbeat
     }

@@ -266,7 +266,7 @@ fn sigkill(pid: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_takes_its_100_tasks_back_after_an_upgrade_and_reports_what_ended_meanwhile()
- {
+{
     let mut node = Node::start("kill9").await;
     let v1 = node.install("v1");
     node.start_agent(&v1);
@@ -282,7 +282,10 @@ async fn a_killed_agent_takes_its_100_tasks_back_after_an_upgrade_and_reports_wh
     tasks.extend((0..5).map(|i| {
         (
             format!("exits-{i}"),
-            format!("while [ ! -e {} ]; do sleep 0.05; done; exit 0", go.display()),
+            format!(
+                "while [ ! -e {} ]; do sleep 0.05; done; exit 0",
+                go.display()
+            ),
         )
     }));
     tasks.extend((0..5).map(|i| (format!("killed-{i}"), "sleep 300".to_owned())));
@@ -298,7 +301,9 @@ async fn a_killed_agent_takes_its_100_tasks_back_after_an_upgrade_and_reports_wh
     // The agent dies; its tasks do not.
     node.kill_agent();
     assert!(
-        before.values().all(|p| p.task.is_alive() && p.supervisor.is_alive()),
+        before
+            .values()
+            .all(|p| p.task.is_alive() && p.supervisor.is_alive()),
         "every task and its supervisor outlive the agent"
     );
     // Meanwhile five tasks finish and five are killed.
@@ -335,7 +340,10 @@ async fn a_killed_agent_takes_its_100_tasks_back_after_an_upgrade_and_reports_wh
         assert_eq!(finished["state"], "TASK_FINISHED", "{finished}");
         let killed = &ended[&format!("killed-{i}")];
         assert_eq!(killed["state"], "TASK_FAILED", "{killed}");
-        assert_eq!(killed["message"], "command was killed by signal 9", "{killed}");
+        assert_eq!(
+            killed["message"], "command was killed by signal 9",
+            "{killed}"
+        );
     }
     // The 90 others run on: the same processes, known to the master as running on the
     // same agent.
@@ -388,17 +396,19 @@ async fn a_restart_in_a_launch_burst_leaves_every_task_running_or_reported() {
     // Every task ends up running, or reported ended with a reason; nothing is left between.
     let deadline = tokio::time::Instant::now() + WAIT;
     let states = loop {
-        while let Ok(Ok(event)) =
-            tokio::time::timeout(Duration::from_millis(50), s.take(WAIT, |e| e["type"] == "UPDATE"))
-                .await
+        while let Ok(Ok(event)) = tokio::time::timeout(
+            Duration::from_millis(50),
+            s.take(WAIT, |e| e["type"] == "UPDATE"),
+        )
+        .await
         {
             s.acknowledge(&event["update"]["status"]).await.unwrap();
         }
         let states = node.task_states().await;
         let settled = states.len() == 60
-            && states
-                .values()
-                .all(|st| st == "TASK_RUNNING" || !["TASK_STAGING", "TASK_STARTING"].contains(&st.as_str()));
+            && states.values().all(|st| {
+                st == "TASK_RUNNING" || !["TASK_STAGING", "TASK_STARTING"].contains(&st.as_str())
+            });
         if settled {
             break states;
         }
@@ -454,7 +464,8 @@ async fn a_changed_configuration_refuses_to_start_and_cleanup_ends_the_old_tasks
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("configuration changed") && stderr.contains("resources")
+        stderr.contains("configuration changed")
+            && stderr.contains("resources")
             && stderr.contains("--recover=cleanup"),
         "{stderr}"
     );
@@ -467,7 +478,11 @@ async fn a_changed_configuration_refuses_to_start_and_cleanup_ends_the_old_tasks
         .stderr(Stdio::piped())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!kept.is_alive());
     assert!(node.busy_cgroups().is_empty());
     assert!(!node.work.join("agent_id").exists());

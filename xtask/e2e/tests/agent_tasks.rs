@@ -184,7 +184,13 @@ async fn a_restarted_agent_takes_back_its_tasks_and_learns_what_ended_while_it_w
         config.clone(),
         vec![
             spec("kept", "sleep 300"),
-            spec("exits", &format!("while [ ! -e {} ]; do sleep 0.05; done; exit 4", marker.display())),
+            spec(
+                "exits",
+                &format!(
+                    "while [ ! -e {} ]; do sleep 0.05; done; exit 4",
+                    marker.display()
+                ),
+            ),
             spec("killed", "sleep 300"),
             spec("impostor", "sleep 300"),
         ],
@@ -195,7 +201,10 @@ async fn a_restarted_agent_takes_back_its_tasks_and_learns_what_ended_while_it_w
             .expect("the supervisor checkpointed the task's processes")
     };
     let kept = pids("kept");
-    assert!(alive(kept.task) && alive(kept.supervisor), "tasks outlive the agent");
+    assert!(
+        alive(kept.task) && alive(kept.supervisor),
+        "tasks outlive the agent"
+    );
     // Another agent's task in the same parent cgroup, its sandbox in another work directory.
     let (other, mut other_rx, other_work) = manager("recover-other");
     other.launch(vec![spec("keep", "sleep 300")]).await;
@@ -217,7 +226,10 @@ async fn a_restarted_agent_takes_back_its_tasks_and_learns_what_ended_while_it_w
     }
     // The impostor's checkpoint names a process that is not its supervisor (a pid reused by
     // an unrelated process: the same pid, another start time). That process must survive.
-    let mut unrelated = std::process::Command::new("sleep").arg("300").spawn().unwrap();
+    let mut unrelated = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
     let unrelated_id = ProcessIdentity::of(unrelated.id()).unwrap();
     let forged = Pids {
         supervisor: ProcessIdentity {
@@ -249,10 +261,18 @@ async fn a_restarted_agent_takes_back_its_tasks_and_learns_what_ended_while_it_w
     // The agent starts again on the same work directory.
     let (restarted, mut rx) = TaskManager::new(config.clone());
     let recovery = restarted.recover().await;
-    assert_eq!(recovery.reattached, vec!["fw.kept".to_string()], "{recovery:?}");
+    assert_eq!(
+        recovery.reattached,
+        vec!["fw.kept".to_string()],
+        "{recovery:?}"
+    );
     let mut ended = recovery.ended_while_down.clone();
     ended.sort();
-    assert_eq!(ended, ["fw.exits", "fw.impostor", "fw.killed"], "{recovery:?}");
+    assert_eq!(
+        ended,
+        ["fw.exits", "fw.impostor", "fw.killed"],
+        "{recovery:?}"
+    );
     assert_eq!(recovery.orphans_ended, vec!["fw.orphan".to_string()]);
     assert!(!orphan.exists(), "the orphan's cgroup is removed");
     let mut finals = std::collections::HashMap::new();
@@ -261,11 +281,20 @@ async fn a_restarted_agent_takes_back_its_tasks_and_learns_what_ended_while_it_w
         finals.insert(u.task_id.clone(), u);
     }
     assert_eq!(finals["exits"].state, TaskState::Failed);
-    assert_eq!(finals["exits"].message.as_deref(), Some("command exited with status 4"));
+    assert_eq!(
+        finals["exits"].message.as_deref(),
+        Some("command exited with status 4")
+    );
     assert_eq!(finals["killed"].state, TaskState::Failed);
-    assert_eq!(finals["killed"].message.as_deref(), Some("command was killed by signal 9"));
+    assert_eq!(
+        finals["killed"].message.as_deref(),
+        Some("command was killed by signal 9")
+    );
     assert_eq!(finals["impostor"].state, TaskState::Failed);
-    assert_eq!(finals["impostor"].reason.as_deref(), Some("REASON_EXECUTOR_TERMINATED"));
+    assert_eq!(
+        finals["impostor"].reason.as_deref(),
+        Some("REASON_EXECUTOR_TERMINATED")
+    );
     assert!(
         alive(unrelated_id),
         "a process whose pid a checkpoint names, but which is not the task's, lives on"
@@ -275,7 +304,9 @@ async fn a_restarted_agent_takes_back_its_tasks_and_learns_what_ended_while_it_w
     // The kept task runs on, the same process, under the restarted agent.
     let running = restarted.running();
     assert!(
-        running.iter().any(|(s, state)| s.task_id == "kept" && *state == TaskState::Running),
+        running
+            .iter()
+            .any(|(s, state)| s.task_id == "kept" && *state == TaskState::Running),
         "{running:?}"
     );
     assert_eq!(restarted.process("fw", "kept"), Some(kept.task));
@@ -283,7 +314,11 @@ async fn a_restarted_agent_takes_back_its_tasks_and_learns_what_ended_while_it_w
     // Updates unacknowledged before the restart are sent again (STARTING and RUNNING of
     // each task); acknowledging a final one forgets the task, checkpoint and all.
     let pending = restarted.unacknowledged();
-    assert!(pending.iter().any(|u| u.task_id == "kept" && u.state == TaskState::Running));
+    assert!(
+        pending
+            .iter()
+            .any(|u| u.task_id == "kept" && u.state == TaskState::Running)
+    );
     let exits = &finals["exits"];
     for u in pending.iter().filter(|u| u.task_id == "exits") {
         restarted.acknowledge(&u.task_id, u.uuid);
@@ -297,9 +332,15 @@ async fn a_restarted_agent_takes_back_its_tasks_and_learns_what_ended_while_it_w
     assert!(!alive(kept.task) && !alive(kept.supervisor));
     // The other agent's task was never touched.
     let kept_other = other.cgroup("fw", "keep").expect("still running");
-    assert!(!kept_other.pids().is_empty(), "another agent's task is left running");
+    assert!(
+        !kept_other.pids().is_empty(),
+        "another agent's task is left running"
+    );
     assert!(other.kill("fw", "keep", Some(Duration::ZERO)));
-    assert_eq!(until_terminal(&mut other_rx, "keep").await.state, TaskState::Killed);
+    assert_eq!(
+        until_terminal(&mut other_rx, "keep").await.state,
+        TaskState::Killed
+    );
     cleanup(work);
     cleanup(other_work);
 }
@@ -309,7 +350,10 @@ async fn cleanup_ends_every_task_of_the_previous_run_and_forgets_them() {
     let (first, _rx, work) = manager("cleanup");
     let config = first.config().clone();
     drop(first);
-    launch_and_abandon(config.clone(), vec![spec("a", "sleep 300"), spec("b", "sleep 300")]);
+    launch_and_abandon(
+        config.clone(),
+        vec![spec("a", "sleep 300"), spec("b", "sleep 300")],
+    );
     let pids: Vec<Pids> = ["a", "b"]
         .iter()
         .map(|t| Pids::read(&checkpoint_dir(&work, t)).unwrap().unwrap())
@@ -324,7 +368,10 @@ async fn cleanup_ends_every_task_of_the_previous_run_and_forgets_them() {
         });
         assert!(!alive(p.task));
     }
-    assert!(!work.join("meta/frameworks").exists(), "the checkpoints are gone");
+    assert!(
+        !work.join("meta/frameworks").exists(),
+        "the checkpoints are gone"
+    );
     cleanup(work);
 }
 

@@ -342,7 +342,11 @@ async fn a_restarted_agent_keeps_its_tasks_and_the_master_keeps_them_running() {
     let (link, agent_id) = agent(c.grpc, &c.work, &c.cgroup_parent, &c.resources).await;
     c.link = link;
     assert_eq!(agent_id, c.agent_id, "it re-registers as the same agent");
-    assert_eq!(cgroup.pids(), pids, "the task's processes are the same ones");
+    assert_eq!(
+        cgroup.pids(),
+        pids,
+        "the task's processes are the same ones"
+    );
     let state = client::get_json(c.http, "/master/state").await.unwrap();
     assert_eq!(state["slaves"].as_array().unwrap().len(), 1, "{state}");
     let task = &state["frameworks"][0]["tasks"][0];
@@ -363,5 +367,8 @@ async fn a_restarted_agent_keeps_its_tasks_and_the_master_keeps_them_running() {
         }
     };
     assert_eq!(killed["state"], "TASK_KILLED", "{killed}");
-    assert!(cgroup.dirs().iter().all(|d| !d.exists()), "its cgroup is removed");
+    assert!(
+        cgroup.dirs().iter().all(|d| !d.exists()),
+        "its cgroup is removed"
+    );
 }

@@ -161,6 +161,8 @@ pub struct SchedulerClient {
     pub addr: SocketAddr,
     pub framework_id: String,
     pub stream_id: String,
+    /// The SUBSCRIBED event, whole.
+    pub subscribed: Value,
     body: Incoming,
     decoder: recordio::Decoder,
     /// Records received and not yet taken, still encoded: a framework with its own event
@@ -201,6 +203,7 @@ impl SchedulerClient {
         let mut client = SchedulerClient {
             addr,
             framework_id: String::new(),
+            subscribed: Value::Null,
             stream_id,
             body: response.into_body(),
             decoder: recordio::Decoder::default(),
@@ -214,6 +217,7 @@ impl SchedulerClient {
             .as_str()
             .ok_or_else(|| ClientError::Stream("SUBSCRIBED without a framework id".into()))?
             .to_owned();
+        client.subscribed = subscribed;
         Ok(client)
     }
 

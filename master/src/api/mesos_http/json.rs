@@ -572,8 +572,24 @@ struct UpdateBody<'a> {
     status: StatusRef<'a>,
 }
 
-/// Appends the event's JSON to `out`.
-pub fn write_event(out: &mut Vec<u8>, e: &Event, master_id: &str) {
+/// Mesos's `MasterInfo` with only the fields Mesos defines (Orca's `orca_grpc` left out, as
+/// strict protobuf JSON parsers reject unknown fields); before this master knows its
+/// address, its id with the required fields zeroed.
+pub fn master_info(info: Option<&orca_leader::MasterInfo>, master_id: &str) -> Json {
+    let mut out = info
+        .and_then(|info| serde_json::to_value(info).ok())
+        .unwrap_or_else(|| {
+            json!({ "id": master_id, "ip": 0, "port": 0,
+                    "version": orca_leader::info::MESOS_VERSION })
+        });
+    if let Some(object) = out.as_object_mut() {
+        object.remove("orca_grpc");
+    }
+    out
+}
+
+/// Appends the event's JSON to `out`; `master_info` is [`master_info`]'s, for SUBSCRIBED.
+pub fn write_event(out: &mut Vec<u8>, e: &Event, master_info: &Json) {
     match e {
         Event::Update(s) => {
             let update = UpdateEvent {
@@ -593,12 +609,12 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, master_id: &str) {
             };
             serde_json::to_writer(&mut *out, &update).expect("writing to a Vec cannot fail");
         }
-        other => serde_json::to_writer(&mut *out, &event(other, master_id))
+        other => serde_json::to_writer(&mut *out, &event(other, master_info))
             .expect("writing to a Vec cannot fail"),
     }
 }
 
-pub fn event(e: &Event, master_id: &str) -> Json {
+pub fn event(e: &Event, master_info: &Json) -> Json {
     match e {
         Event::Subscribed {
             framework_id,
@@ -608,7 +624,7 @@ pub fn event(e: &Event, master_id: &str) -> Json {
             "subscribed": {
                 "framework_id": id(framework_id),
                 "heartbeat_interval_seconds": heartbeat_interval.as_secs_f64(),
-                "master_info": { "id": master_id, "version": env!("CARGO_PKG_VERSION") },
+                "master_info": master_info,
             }
         }),
         Event::Offers(offers) => json!({

@@ -1,7 +1,7 @@
 //! The Mesos v1 scheduler HTTP API (JSON), the operator calls this master serves
-//! (`POST /api/v1`: weights and quotas, see `operator`), `GET /master/state` and
-//! `GET /metrics/snapshot`, shaped as Mesos shapes them so existing Mesos HTTP libraries work
-//! unmodified.
+//! (`POST /api/v1`, see `operator`), `GET /master/state` (also `/state`, `/state.json`),
+//! `GET /version`, `GET /flags` and `GET /metrics/snapshot`, shaped as Mesos shapes them so
+//! existing Mesos HTTP libraries work unmodified.
 //!
 //! `POST /api/v1/scheduler` with SUBSCRIBE answers `200` with a chunked RecordIO stream of
 //! events and a `Mesos-Stream-Id` header; every other call must carry that header and gets
@@ -68,6 +68,8 @@ pub fn router(cluster: Cluster) -> Router {
         .route("/master/redirect", any(redirect))
         .route("/redirect", any(redirect))
         .route("/metrics/snapshot", get(metrics_snapshot))
+        .route("/version", get(version))
+        .route("/flags", get(flags))
         .with_state(api)
 }
 
@@ -298,7 +300,7 @@ async fn subscribe(api: Api, call: json::Call) -> Response {
     }
     let events = FrameworkEvents::new(&api.cluster, sub, api.heartbeat);
     let stream_id = events.stream_id().to_owned();
-    let master_id = api.master_id.clone();
+    let master_info = json::master_info(api.cluster.info().as_ref(), &api.master_id);
     // Everything already queued goes out in the same chunk: one write for a burst of
     // updates instead of one per event.
     let mut record = Vec::new();
@@ -308,7 +310,7 @@ async fn subscribe(api: Api, call: json::Call) -> Response {
         let mut written = 0;
         while let Some(event) = next.take() {
             record.clear();
-            json::write_event(&mut record, &event, &master_id);
+            json::write_event(&mut record, &event, &master_info);
             recordio::encode_into(&mut chunk, &record);
             written += 1;
             if written < MAX_EVENTS_PER_CHUNK {
@@ -427,6 +429,24 @@ pub fn state_json(s: &StateSnapshot) -> JsonValue {
             "name": role, "weight": weight, "dominant_share": share,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Mesos's `GET /version`: the Mesos version this master speaks, and Orca's own.
+async fn version() -> Json<JsonValue> {
+    let mut version = operator::version_info();
+    version["orca_version"] = json!(env!("CARGO_PKG_VERSION"));
+    Json(version)
+}
+
+/// Mesos's `GET /flags`: `{"flags": {"name": "value", ...}}`.
+async fn flags(State(api): State<Api>) -> Json<JsonValue> {
+    let flags: serde_json::Map<String, JsonValue> = api
+        .cluster
+        .flags()
+        .iter()
+        .map(|(name, value)| (name.clone(), json!(value)))
+        .collect();
+    Json(json!({ "flags": flags }))
 }
 
 async fn metrics_snapshot(State(api): State<Api>) -> Json<JsonValue> {

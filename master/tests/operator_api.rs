@@ -1,0 +1,209 @@
+//! The Mesos v1 operator API over HTTP (`POST /api/v1`), every GET call decoded as Mesos's
+//! own `mesos.v1.master.Response` (its `.proto` files, strictly: no field Mesos lacks, every
+//! field it requires), with a framework running a task on an agent; `/version` and `/flags`.
+#[path = "support/mesos_wire.rs"]
+mod mesos_wire;
+mod support;
+
+use orca_master::{api::mesos_http::client, cluster::ClusterConfig, server::Master};
+use serde_json::{Value, json};
+use support::*;
+
+async fn operator(http: std::net::SocketAddr, kind: &str) -> Value {
+    let (code, body) = client::operator(http, &json!({ "type": kind }))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 200, "{kind}: {body}");
+    let response: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(response["type"], kind, "{response}");
+    if let Err(why) = mesos_wire::check("mesos.v1.master.Response", &response) {
+        panic!("{kind}: {why}\n{response:#}");
+    }
+    response
+}
+
+#[tokio::test]
+async fn every_get_call_answers_as_mesos_shapes_it() {
+    let config = ClusterConfig {
+        flags: vec![
+            ("allocation_interval".into(), "50ms".into()),
+            ("zk".into(), "zk://ops:******@127.0.0.1:2181/mesos".into()),
+        ],
+        ..fast_config()
+    };
+    let master = Master::bind(
+        orca_collector::CollectorConfig::default(),
+        config,
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let http = master.http_addr();
+    let cluster = master.cluster.clone();
+    tokio::spawn(master.serve(std::future::pending()));
+    let (agent_id, _log, _alive) =
+        simulated_agent(&cluster, "node-1", "cpus:4;mem:1024;ports:[31000-31999]").await;
+    let mut scheduler = Scheduler::subscribe(
+        http,
+        json!({ "user": "root", "name": "web", "roles": ["prod"], "principal": "ops",
+                "capabilities": [{ "type": "MULTI_ROLE" }] }),
+    )
+    .await;
+    // The scheduler API's events are Mesos's too: SUBSCRIBED with a whole MasterInfo.
+    let subscribed = &scheduler.client.subscribed;
+    if let Err(why) = mesos_wire::check("mesos.v1.scheduler.Event", subscribed) {
+        panic!("SUBSCRIBED: {why}\n{subscribed:#}");
+    }
+    assert_eq!(subscribed["subscribed"]["master_info"]["port"], http.port());
+    assert_eq!(subscribed["subscribed"]["master_info"]["version"], "1.11.0");
+    let offers = scheduler.wait_for("OFFERS").await;
+    if let Err(why) = mesos_wire::check("mesos.v1.scheduler.Event", &offers) {
+        panic!("OFFERS: {why}\n{offers:#}");
+    }
+    let offer = &offers["offers"]["offers"][0];
+    let (code, body) = scheduler
+        .call(json!({
+            "type": "ACCEPT",
+            "accept": {
+                "offer_ids": [offer["id"]],
+                "operations": [launch("t1", &offer["agent_id"], scalars(1.0, 128.0))],
+            }
+        }))
+        .await;
+    assert_eq!(code.as_u16(), 202, "{body}");
+    loop {
+        let status = scheduler.update_for("t1").await;
+        scheduler.acknowledge(&status).await;
+        if status["state"] == "TASK_RUNNING" {
+            break;
+        }
+    }
+
+    // Every GET call decodes as Mesos's Response.
+    for kind in [
+        "GET_HEALTH",
+        "GET_VERSION",
+        "GET_LOGGING_LEVEL",
+        "GET_EXECUTORS",
+        "GET_WEIGHTS",
+        "GET_QUOTA",
+    ] {
+        operator(http, kind).await;
+    }
+    let health = operator(http, "GET_HEALTH").await;
+    assert_eq!(health["get_health"]["healthy"], true);
+    let version = operator(http, "GET_VERSION").await;
+    assert_eq!(version["get_version"]["version_info"]["version"], "1.11.0");
+
+    let flags = operator(http, "GET_FLAGS").await;
+    let flags = flags["get_flags"]["flags"].as_array().unwrap().clone();
+    assert!(flags.contains(&json!({ "name": "allocation_interval", "value": "50ms" })));
+
+    let metrics = operator(http, "GET_METRICS").await;
+    let running = metrics["get_metrics"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "master/tasks_running")
+        .cloned();
+    assert_eq!(running.unwrap()["value"], 1.0);
+
+    let master = operator(http, "GET_MASTER").await;
+    let info = &master["get_master"]["master_info"];
+    assert_eq!(info["port"], http.port(), "{master}");
+    assert!(
+        info["hostname"].is_string() && info["ip"].is_u64(),
+        "{master}"
+    );
+    assert!(
+        master["get_master"]["elected_time"].is_f64(),
+        "a single master leads"
+    );
+
+    let tasks = operator(http, "GET_TASKS").await;
+    let task = &tasks["get_tasks"]["tasks"][0];
+    assert_eq!(task["task_id"]["value"], "t1", "{tasks}");
+    assert_eq!(task["state"], "TASK_RUNNING");
+    assert_eq!(task["agent_id"]["value"], agent_id.as_str());
+    assert_eq!(
+        task["framework_id"]["value"],
+        scheduler.framework_id.as_str()
+    );
+    assert_eq!(task["resources"][0]["allocation_info"]["role"], "prod");
+
+    let agents = operator(http, "GET_AGENTS").await;
+    let agent = &agents["get_agents"]["agents"][0];
+    assert_eq!(agent["agent_info"]["hostname"], "node-1", "{agents}");
+    assert_eq!(agent["agent_info"]["id"]["value"], agent_id.as_str());
+    assert_eq!(agent["active"], true);
+
+    let frameworks = operator(http, "GET_FRAMEWORKS").await;
+    let framework = &frameworks["get_frameworks"]["frameworks"][0];
+    assert_eq!(framework["framework_info"]["name"], "web", "{frameworks}");
+    assert_eq!(framework["framework_info"]["roles"], json!(["prod"]));
+    assert_eq!(framework["framework_info"]["principal"], "ops");
+    assert_eq!(framework["connected"], true);
+
+    let roles = operator(http, "GET_ROLES").await;
+    let prod = roles["get_roles"]["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "prod")
+        .cloned()
+        .unwrap_or_else(|| panic!("{roles}"));
+    assert_eq!(
+        prod["frameworks"],
+        json!([{ "value": scheduler.framework_id }])
+    );
+    assert_eq!(prod["weight"], 1.0);
+
+    // GET_STATE holds the same parts.
+    let state = operator(http, "GET_STATE").await;
+    assert_eq!(state["get_state"]["get_tasks"], tasks["get_tasks"]);
+    assert_eq!(
+        state["get_state"]["get_agents"]["agents"][0]["agent_info"],
+        agent["agent_info"]
+    );
+
+    // The v0 endpoints Mesos serves beside the API.
+    let version = get_json(http, "/version").await;
+    assert_eq!(version["version"], "1.11.0", "{version}");
+    let flags = get_json(http, "/flags").await;
+    assert_eq!(flags["flags"]["allocation_interval"], "50ms", "{flags}");
+    assert_eq!(flags["flags"]["zk"], "zk://ops:******@127.0.0.1:2181/mesos");
+    for path in ["/state", "/state.json", "/master/state.json"] {
+        assert_eq!(
+            get_json(http, path).await["id"],
+            cluster.master_id(),
+            "{path}"
+        );
+    }
+
+    // A call this master does not serve yet says so.
+    let (code, body) = client::operator(http, &json!({ "type": "START_MAINTENANCE" }))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 501);
+    assert!(body.contains("START_MAINTENANCE"), "{body}");
+}
+
+#[test]
+fn the_wire_check_rejects_what_a_strict_mesos_client_would() {
+    let check = |v: Value| mesos_wire::check("mesos.v1.master.Response", &v);
+    assert!(check(json!({ "type": "GET_HEALTH", "get_health": { "healthy": true } })).is_ok());
+    let missing = check(json!({ "type": "GET_HEALTH", "get_health": {} })).unwrap_err();
+    assert!(missing.contains("get_health.healthy"), "{missing}");
+    let unknown =
+        check(json!({ "type": "GET_HEALTH", "get_health": { "healthy": true, "extra": 1 } }));
+    assert!(unknown.is_err());
+    let bad_enum = check(json!({ "type": "GET_SOMETHING" }));
+    assert!(bad_enum.is_err());
+    let nested = check(json!({ "type": "GET_TASKS", "get_tasks": { "tasks": [
+        { "name": "t", "task_id": { "value": "t" }, "framework_id": { "value": "f" },
+          "state": "TASK_RUNNING" }
+    ] } }))
+    .unwrap_err();
+    assert!(nested.contains("tasks[0].agent_id"), "{nested}");
+}
