@@ -590,3 +590,53 @@ async fn roles_are_limited_to_their_principals() {
     info["principal"] = json!("ops");
     Scheduler::subscribe(m.addr, info).await;
 }
+
+#[tokio::test]
+async fn shutdown_ends_a_command_tasks_executor_and_messages_are_accepted_and_dropped() {
+    let m = master(fast_config()).await;
+    let (agent_id, agent, _alive) = simulated_agent(&m.cluster, "node-1", "cpus:1;mem:512").await;
+    let mut s = Scheduler::subscribe(m.addr, framework("shutdown")).await;
+    launch_on_next_offer(&mut s, "t1", scalars(0.5, 128.0)).await;
+
+    // An executor that does not run on that agent: accepted, nothing happens (as in Mesos).
+    for (executor, agent) in [("nope", agent_id.as_str()), ("t1", "another-agent")] {
+        let (code, body) = s
+            .call(json!({ "type": "SHUTDOWN", "shutdown": {
+                "executor_id": { "value": executor }, "agent_id": { "value": agent } } }))
+            .await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    }
+    // A command task's executor id is its task id: shutting it down kills the task.
+    let (code, body) = s
+        .call(json!({ "type": "SHUTDOWN", "shutdown": {
+            "executor_id": { "value": "t1" }, "agent_id": { "value": agent_id } } }))
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let killed = s.update_for("t1").await;
+    assert_eq!(killed["state"], "TASK_KILLED", "{killed}");
+    s.acknowledge(&killed).await;
+    assert_eq!(agent.lock().unwrap().killed, vec!["t1".to_string()]);
+
+    let (code, body) = s.call(json!({ "type": "SHUTDOWN" })).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(body.contains("shutdown"), "{body}");
+    let (code, _) = s
+        .call(json!({ "type": "MESSAGE", "message": {
+            "agent_id": { "value": agent_id }, "executor_id": { "value": "t1" },
+            "data": "aGVsbG8=" } }))
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    let (code, _) = s.call(json!({ "type": "MESSAGE" })).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, _) = s
+        .call(json!({ "type": "REQUEST", "request": { "requests": [] } }))
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    let (code, body) = s
+        .call(
+            json!({ "type": "DECLINE_INVERSE_OFFERS", "decline_inverse_offers": {
+            "inverse_offer_ids": [] } }),
+        )
+        .await;
+    assert_eq!(code, StatusCode::NOT_IMPLEMENTED, "{body}");
+}

@@ -487,6 +487,18 @@ impl Cluster {
         self.lock().kill(framework_id, task_id, grace)
     }
 
+    /// Scheduler SHUTDOWN: see `State::shutdown_executor`.
+    pub fn shutdown_executor(
+        &self,
+        framework_id: &str,
+        executor_id: &str,
+        agent_id: &str,
+    ) -> Result<(), ApiError> {
+        self.acting()?;
+        self.lock()
+            .shutdown_executor(framework_id, executor_id, agent_id)
+    }
+
     pub fn acknowledge(
         &self,
         framework_id: &str,

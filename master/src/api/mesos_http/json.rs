@@ -32,6 +32,23 @@ pub struct Call {
     pub acknowledge: Option<Acknowledge>,
     pub reconcile: Option<Reconcile>,
     pub update_framework: Option<Subscribe>,
+    pub shutdown: Option<Shutdown>,
+    pub message: Option<Message>,
+}
+
+/// SHUTDOWN: an executor to end on an agent.
+#[derive(Debug, Deserialize)]
+pub struct Shutdown {
+    pub executor_id: Id,
+    pub agent_id: Id,
+}
+
+/// MESSAGE: data for an executor (base64 in JSON).
+#[derive(Debug, Deserialize)]
+pub struct Message {
+    pub agent_id: Id,
+    pub executor_id: Id,
+    pub data: String,
 }
 
 #[derive(Debug, Deserialize)]

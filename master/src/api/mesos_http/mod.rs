@@ -260,12 +260,31 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
                 Err(err) => api_error(err),
             }
         }
-        "MESSAGE" | "REQUEST" | "SHUTDOWN" | "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" => {
-            error(
-                StatusCode::NOT_IMPLEMENTED,
-                format!("{} is not supported by this master", call.kind),
-            )
+        "SHUTDOWN" => {
+            let Some(shutdown) = call.shutdown else {
+                return missing("shutdown");
+            };
+            accepted(cluster.shutdown_executor(
+                &framework_id,
+                &shutdown.executor_id.value,
+                &shutdown.agent_id.value,
+            ))
         }
+        "MESSAGE" => {
+            if call.message.is_none() {
+                return missing("message");
+            }
+            // Command tasks run without a custom executor; Mesos's command executor drops
+            // framework messages too.
+            tracing::info!(framework = %framework_id, "MESSAGE for an executor dropped: tasks here run without custom executors");
+            StatusCode::ACCEPTED.into_response()
+        }
+        // Deprecated in Mesos, whose allocator ignores resource requests.
+        "REQUEST" => StatusCode::ACCEPTED.into_response(),
+        "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" => error(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{} is not supported by this master", call.kind),
+        ),
         other => error(
             StatusCode::BAD_REQUEST,
             format!("unknown call type {other:?}"),

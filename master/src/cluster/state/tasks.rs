@@ -33,6 +33,34 @@ impl State {
         }
     }
 
+    /// Mesos's SHUTDOWN of an executor. A command task's executor id is its task id (as
+    /// for Mesos's command executor), so shutting it down kills the task if it runs on
+    /// `agent_id`; anything else names no executor of the framework, and is dropped with a
+    /// log, as Mesos drops a shutdown for an executor it does not know.
+    pub(in crate::cluster) fn shutdown_executor(
+        &mut self,
+        framework_id: &str,
+        executor_id: &str,
+        agent_id: &str,
+    ) -> Result<(), ApiError> {
+        let fw = self.framework(framework_id)?;
+        let runs_there = fw
+            .tasks
+            .get(executor_id)
+            .is_some_and(|t| t.info.agent_id == agent_id && !t.state.is_terminal());
+        if !runs_there {
+            tracing::info!(
+                framework = framework_id,
+                executor = executor_id,
+                agent = agent_id,
+                "SHUTDOWN of an executor that is not running on that agent; ignored"
+            );
+            return Ok(());
+        }
+        // Mesos's default executor shutdown grace period.
+        self.kill(framework_id, executor_id, Some(Duration::from_secs(5)))
+    }
+
     pub(in crate::cluster) fn kill(
         &mut self,
         framework_id: &str,
