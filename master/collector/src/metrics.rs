@@ -37,7 +37,7 @@ impl CollectorMetrics {
             Histogram::new([0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5]);
         registry.register(
             "reports",
-            "Reports received, by result (applied, duplicate, need_full, rejected, malformed)",
+            "Reports received, by result (applied, duplicate, need_full, rejected, malformed), and report streams broken off (broken)",
             reports.clone(),
         );
         registry.register("agents", "Agents reporting", agents.clone());

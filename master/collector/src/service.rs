@@ -28,15 +28,22 @@ impl pb::collector_server::Collector for Collector {
             while let Some(message) = inbound.next().await {
                 let answer = match message {
                     Ok(report) => Ok(collector.ingest(report)),
-                    Err(status) => {
-                        // Undecodable bytes: this stream ends, nothing of it was applied,
-                        // every other agent's stream carries on.
+                    // Undecodable bytes (tonic's decoder answers INTERNAL): this stream
+                    // ends, nothing of it was applied, every other agent's stream carries on.
+                    Err(status) if status.code() == tonic::Code::Internal => {
                         collector.metrics().report("malformed");
                         tracing::warn!(?peer, %status, "malformed report stream closed");
                         Err(Status::invalid_argument(format!(
                             "malformed report (not an orca.topology.v1.Report): {}",
                             status.message()
                         )))
+                    }
+                    // The connection went away (an agent killed or restarting, a network
+                    // cut): nothing was wrong with what it sent; it reconnects on its own.
+                    Err(status) => {
+                        collector.metrics().report("broken");
+                        tracing::info!(?peer, %status, "an agent's report stream broke off; it will reconnect");
+                        break;
                     }
                 };
                 let last = answer.is_err();
