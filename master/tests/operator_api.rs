@@ -73,7 +73,15 @@ async fn every_get_call_answers_as_mesos_shapes_it() {
         .await;
     assert_eq!(code.as_u16(), 202, "{body}");
     loop {
-        let status = scheduler.update_for("t1").await;
+        let update = scheduler
+            .client
+            .take(DEADLINE, |e| e["type"] == "UPDATE")
+            .await
+            .unwrap();
+        if let Err(why) = mesos_wire::check("mesos.v1.scheduler.Event", &update) {
+            panic!("UPDATE: {why}\n{update:#}");
+        }
+        let status = update["update"]["status"].clone();
         scheduler.acknowledge(&status).await;
         if status["state"] == "TASK_RUNNING" {
             break;
