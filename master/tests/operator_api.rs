@@ -145,6 +145,7 @@ async fn every_get_call_answers_as_mesos_shapes_it() {
     assert_eq!(agent["agent_info"]["hostname"], "node-1", "{agents}");
     assert_eq!(agent["agent_info"]["id"]["value"], agent_id.as_str());
     assert_eq!(agent["active"], true);
+    assert_eq!(agent["deactivated"], false);
 
     let frameworks = operator(http, "GET_FRAMEWORKS").await;
     let framework = &frameworks["get_frameworks"]["frameworks"][0];

@@ -632,6 +632,12 @@ async fn shutdown_ends_a_command_tasks_executor_and_messages_are_accepted_and_dr
         .call(json!({ "type": "REQUEST", "request": { "requests": [] } }))
         .await;
     assert_eq!(code, StatusCode::ACCEPTED);
+    let (code, _) = s.call(json!({ "type": "REQUEST" })).await;
+    assert_eq!(
+        code,
+        StatusCode::BAD_REQUEST,
+        "Mesos expects 'request' to be present"
+    );
     let (code, body) = s
         .call(
             json!({ "type": "DECLINE_INVERSE_OFFERS", "decline_inverse_offers": {

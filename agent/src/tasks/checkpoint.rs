@@ -139,7 +139,16 @@ impl TaskCheckpoint {
     /// Starts a task's checkpoint with what was launched.
     pub fn create(work_dir: &Path, spec: &TaskSpec) -> Result<Self, CheckpointError> {
         let dir = task_dir(work_dir, &spec.framework_id, &spec.task_id);
-        fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
+        // A new directory (the common case) has nothing stale in it: no removals to try.
+        let reused = match fs::create_dir(&dir) {
+            Ok(()) => false,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
+                false
+            }
+            Err(e) => return Err(io_error("create", &dir)(e)),
+        };
         let file = dir.join("task.json");
         let json = serde_json::to_vec(&TaskFile {
             format: FORMAT,
@@ -152,8 +161,10 @@ impl TaskCheckpoint {
         orca_task_supervisor::write_atomically(&file, &json).map_err(io_error("write", &file))?;
         // A task id used before (its checkpoint kept until its last update was acknowledged)
         // starts a new history.
-        for stale in ["updates", "kill", "exit", "pids"] {
-            let _ = fs::remove_file(dir.join(stale));
+        if reused {
+            for stale in ["updates", "kill", "exit", "pids"] {
+                let _ = fs::remove_file(dir.join(stale));
+            }
         }
         Ok(TaskCheckpoint { dir })
     }

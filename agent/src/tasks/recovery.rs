@@ -173,29 +173,18 @@ impl TaskManager {
             Ok(None) => {
                 // The agent stopped while the task was being launched, before its supervisor
                 // started it: whatever did start is ended, and the launch fails.
-                end(&cgroup).await;
-                self.finish(
+                self.give_up(
                     &spec,
-                    TaskState::Failed,
-                    Some("REASON_AGENT_RESTARTED"),
-                    Some("the agent restarted while the task was being launched".into()),
-                );
-                recovery
-                    .failed
-                    .push((name, "its launch was interrupted".into()));
+                    &cgroup,
+                    "the agent restarted while the task was being launched".into(),
+                    recovery,
+                )
+                .await;
                 return;
             }
             Err(e) => {
-                end(&cgroup).await;
-                self.finish(
-                    &spec,
-                    TaskState::Failed,
-                    Some("REASON_AGENT_RESTARTED"),
-                    Some(format!(
-                        "the agent restarted and cannot recover the task: {e}"
-                    )),
-                );
-                recovery.failed.push((name, e.to_string()));
+                let why = format!("the agent restarted and cannot recover the task: {e}");
+                self.give_up(&spec, &cgroup, why, recovery).await;
                 return;
             }
         };
@@ -224,18 +213,31 @@ impl TaskManager {
             }
             Err(e) => {
                 tracing::error!(task = %name, %e, "cannot watch the task's supervisor; ending the task");
-                end(&cgroup).await;
-                self.finish(
-                    &spec,
-                    TaskState::Failed,
-                    Some("REASON_AGENT_RESTARTED"),
-                    Some(format!(
-                        "the agent restarted and cannot watch the task's supervisor: {e}"
-                    )),
-                );
-                recovery.failed.push((name, e.to_string()));
+                let why =
+                    format!("the agent restarted and cannot watch the task's supervisor: {e}");
+                self.give_up(&spec, &cgroup, why, recovery).await;
             }
         }
+    }
+
+    /// A task that cannot be taken back: whatever of it runs is ended, and it fails with
+    /// `REASON_AGENT_RESTARTED` and `why`.
+    async fn give_up(
+        &self,
+        spec: &super::TaskSpec,
+        cgroup: &TaskCgroup,
+        why: String,
+        recovery: &mut Recovery,
+    ) {
+        end(cgroup).await;
+        let name = format!("{}.{}", spec.framework_id, spec.task_id);
+        recovery.failed.push((name, why.clone()));
+        self.finish(
+            spec,
+            TaskState::Failed,
+            Some("REASON_AGENT_RESTARTED"),
+            Some(why),
+        );
     }
 
     /// Ends the task cgroups of this agent's sandboxes that no checkpoint names (left by an

@@ -14,12 +14,7 @@ use std::{
 };
 
 use orca_agent::tasks::cgroups::Driver;
-use orca_collector::CollectorConfig;
-use orca_master::{
-    api::mesos_http::client::{self, SchedulerClient, scalars},
-    cluster::ClusterConfig,
-    server::Master,
-};
+use orca_master::api::mesos_http::client::{self, SchedulerClient, scalars};
 use orca_task_supervisor::{ExitRecord, Pids, ProcessIdentity};
 use serde_json::{Value, json};
 
@@ -69,24 +64,7 @@ impl Drop for Node {
 impl Node {
     async fn start(tag: &str) -> Node {
         support::agent::require_root();
-        let config = ClusterConfig {
-            allocation_interval: Duration::from_millis(50),
-            framework_heartbeat: Duration::from_secs(1),
-            ..ClusterConfig::default()
-        };
-        let master = Master::bind(
-            CollectorConfig::default(),
-            config,
-            "127.0.0.1:0".parse().unwrap(),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        let (grpc, http) = (master.grpc_addr(), master.http_addr());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(master.serve(async {
-            let _ = stop_rx.await;
-        }));
+        let (grpc, http, stop_tx) = support::in_process_master().await;
         let base = std::env::temp_dir().join(format!("orca-recovery-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         Node {

@@ -6,12 +6,9 @@ mod support;
 use std::{net::SocketAddr, time::Duration};
 
 use orca_agent::tasks::{TaskManager, TaskManagerConfig, cgroups::Driver, link};
-use orca_collector::CollectorConfig;
 use orca_master::{
     api::mesos_http::client::{self, SchedulerClient, scalars},
-    cluster::ClusterConfig,
     resources::Resources,
-    server::Master,
 };
 use serde_json::{Value, json};
 
@@ -45,24 +42,7 @@ impl Drop for Cluster {
 /// A master on free ports and one agent with `resources`, attached over gRPC.
 async fn cluster(tag: &str, resources: &str) -> Cluster {
     support::agent::require_root();
-    let config = ClusterConfig {
-        allocation_interval: Duration::from_millis(50),
-        framework_heartbeat: Duration::from_secs(1),
-        ..ClusterConfig::default()
-    };
-    let master = Master::bind(
-        CollectorConfig::default(),
-        config,
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let (grpc, http) = (master.grpc_addr(), master.http_addr());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(master.serve(async {
-        let _ = stop_rx.await;
-    }));
+    let (grpc, http, stop_tx) = support::in_process_master().await;
     let work = std::env::temp_dir().join(format!("orca-e2e-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();

@@ -34,6 +34,8 @@ pub struct Call {
     pub update_framework: Option<Subscribe>,
     pub shutdown: Option<Shutdown>,
     pub message: Option<Message>,
+    /// REQUEST's body; Mesos only checks it is there (its allocator ignores requests).
+    pub request: Option<serde_json::Value>,
 }
 
 /// SHUTDOWN: an executor to end on an agent.
@@ -519,6 +521,15 @@ fn labels_json(labels: &Labels) -> Json {
     json!({ "labels": labels.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>() })
 }
 
+/// An agent attribute as Mesos parses `--attributes`: a number is SCALAR, anything else
+/// TEXT.
+pub fn attribute(name: &str, value: &str) -> Json {
+    match value.parse::<f64>() {
+        Ok(number) => json!({ "name": name, "type": "SCALAR", "scalar": { "value": number } }),
+        Err(_) => json!({ "name": name, "type": "TEXT", "text": { "value": value } }),
+    }
+}
+
 pub fn offer(o: &Offer) -> Json {
     json!({
         "id": id(&o.id),
@@ -527,9 +538,7 @@ pub fn offer(o: &Offer) -> Json {
         "hostname": o.hostname,
         "allocation_info": { "role": &*o.role },
         "resources": resource_list(&o.resources, Some(&o.role)),
-        "attributes": o.attributes.iter().map(|(k, v)| json!({
-            "name": k, "type": "TEXT", "text": {"value": v}
-        })).collect::<Vec<_>>(),
+        "attributes": o.attributes.iter().map(|(k, v)| attribute(k, v)).collect::<Vec<_>>(),
     })
 }
 

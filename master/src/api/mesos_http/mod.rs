@@ -280,7 +280,12 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
             StatusCode::ACCEPTED.into_response()
         }
         // Deprecated in Mesos, whose allocator ignores resource requests.
-        "REQUEST" => StatusCode::ACCEPTED.into_response(),
+        "REQUEST" => {
+            if call.request.is_none() {
+                return missing("request");
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
         "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" => error(
             StatusCode::NOT_IMPLEMENTED,
             format!("{} is not supported by this master", call.kind),

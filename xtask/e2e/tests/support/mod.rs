@@ -25,3 +25,32 @@ pub fn bin(name: &str) -> PathBuf {
     );
     path
 }
+
+/// A master in this process on free loopback ports (allocation every 50 ms, framework
+/// heartbeats every second), serving until the returned sender is used or dropped:
+/// (gRPC address, HTTP address, stop).
+pub async fn in_process_master() -> (
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let config = orca_master::cluster::ClusterConfig {
+        allocation_interval: std::time::Duration::from_millis(50),
+        framework_heartbeat: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let master = orca_master::server::Master::bind(
+        orca_collector::CollectorConfig::default(),
+        config,
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let (grpc, http) = (master.grpc_addr(), master.http_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(master.serve(async {
+        let _ = stop_rx.await;
+    }));
+    (grpc, http, stop_tx)
+}

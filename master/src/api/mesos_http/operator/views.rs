@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::SystemTime};
 
 use serde_json::{Value as JsonValue, json};
 
-use super::super::json::{id, master_info, resource_list, status};
+use super::super::json::{attribute, id, labels_out, master_info, resource_list, status};
 use crate::{
     cluster::{AgentView, Cluster, FrameworkInfo, FrameworkView, StateSnapshot, TaskView},
     resources::Resources,
@@ -24,15 +24,6 @@ fn seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// A text attribute, or a scalar one when it reads as a number (as Mesos parses
-/// `--attributes`).
-fn attribute(name: &str, value: &str) -> JsonValue {
-    match value.parse::<f64>() {
-        Ok(number) => json!({ "name": name, "type": "SCALAR", "scalar": { "value": number } }),
-        Err(_) => json!({ "name": name, "type": "TEXT", "text": { "value": value } }),
-    }
-}
-
 fn agent_info(a: &AgentView) -> JsonValue {
     json!({
         "hostname": a.hostname,
@@ -47,13 +38,14 @@ pub fn agents(s: &StateSnapshot) -> JsonValue {
         "agents": s.agents.iter().map(|a| json!({
             "agent_info": agent_info(a),
             "active": a.active,
-            "deactivated": !a.active,
+            // Deactivated by an operator (DEACTIVATE_AGENT), which this master cannot do yet;
+            // an agent that is only unreachable is `active: false`.
+            "deactivated": false,
             "version": orca_leader::info::MESOS_VERSION,
             "registered_time": time(a.registered),
             "total_resources": resource_list(&a.total, None),
             "allocated_resources": resource_list(&a.used, None),
             "offered_resources": resource_list(&a.offered, None),
-            "capabilities": [{ "type": "MULTI_ROLE" }],
         })).collect::<Vec<_>>(),
         "recovered_agents": s.recovered_agents.iter().map(|(agent, hostname)| json!({
             "hostname": hostname,
@@ -72,7 +64,7 @@ fn framework_info(framework_id: &str, info: &FrameworkInfo) -> JsonValue {
         "checkpoint": info.checkpoint,
         "roles": info.roles,
         "capabilities": info.capabilities.iter().map(|c| json!({ "type": c })).collect::<Vec<_>>(),
-        "labels": { "labels": info.labels.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect::<Vec<_>>() },
+        "labels": labels_out(&info.labels),
     });
     for (field, value) in [
         ("hostname", &info.hostname),
@@ -126,7 +118,7 @@ fn task(t: &TaskView) -> JsonValue {
         "state": t.state.name(),
         "resources": resource_list(&t.resources, Some(&t.role)),
         "statuses": t.statuses.iter().map(status).collect::<Vec<_>>(),
-        "labels": { "labels": t.labels.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect::<Vec<_>>() },
+        "labels": labels_out(&t.labels),
     });
     if let Some(last) = t.statuses.last() {
         out["status_update_state"] = json!(last.state.name());
