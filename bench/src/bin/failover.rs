@@ -17,7 +17,10 @@
 //! end), tasks duplicated (launched twice, counted by the agents), launches the dead leader
 //! accepted but never delivered (the framework learns TASK_LOST through reconciliation, as
 //! with Mesos), and status updates lost (made by an agent, never acknowledged, or a running
-//! task the framework does not see RUNNING).
+//! task the framework does not see RUNNING). A launch whose ACCEPT got no answer (the leader
+//! died with it) is in doubt, as for any Mesos framework: the framework reconciles it and
+//! learns RUNNING or TASK_LOST. Where agents and frameworks disagree, the tasks are named
+//! with what the framework and the leader know of them.
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
@@ -69,6 +72,9 @@ struct Args {
 struct Tasks {
     /// Accepted (202) launches.
     launched: HashSet<String>,
+    /// Launches whose ACCEPT got no answer (the leader died or hung meanwhile): they may
+    /// or may not have reached an agent, as with any Mesos framework.
+    in_doubt: HashSet<String>,
     running: HashSet<String>,
     /// Tasks ever seen RUNNING.
     ever_running: HashSet<String>,
@@ -165,6 +171,7 @@ async fn serve(
                 let t = fw.tasks.lock().unwrap();
                 t.launched
                     .iter()
+                    .chain(&t.in_doubt)
                     .filter(|id| !t.running.contains(*id) && !t.terminal.contains_key(*id))
                     .map(|id| json!({ "task_id": { "value": id } }))
                     .collect()
@@ -215,7 +222,7 @@ async fn serve(
                         .iter()
                         .map(|id| client::task(id, &offer["agent_id"], scalars(0.1, 32.0), "true"))
                         .collect();
-                    let code = call(caller, json!({
+                    let answer = call(caller, json!({
                             "type": "ACCEPT",
                             "accept": {
                                 "offer_ids": [offer["id"]],
@@ -223,7 +230,14 @@ async fn serve(
                                 "filters": { "refuse_seconds": 0.0 },
                             }
                         }))
-                        .await?;
+                        .await;
+                    let code = match answer {
+                        Ok(code) => code,
+                        Err(e) => {
+                            fw.tasks.lock().unwrap().in_doubt.extend(ids);
+                            return Err(e);
+                        }
+                    };
                     if code == 202 {
                         fw.tasks.lock().unwrap().launched.extend(ids);
                     }
@@ -338,7 +352,14 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
         zk,
         args.agents,
         "cpus:32;mem:131072",
-        &["--keep-running", "--retry", "2", "--connections", "8"],
+        &[
+            "--keep-running",
+            "--retry",
+            "2",
+            "--connections",
+            "8",
+            "--list-running",
+        ],
     )?;
     println!(
         "{} simulated agents registered in {} (their own process, gRPC, following the leader)",
@@ -521,6 +542,21 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
         })
         .await;
     }
+    // Launches in doubt are settled the Mesos way: the framework asks the leader about them
+    // (RUNNING if an agent has one, TASK_LOST if no master knows it).
+    for fw in &frameworks {
+        fw.reconcile.store(true, Ordering::SeqCst);
+    }
+    let _ = wait_until("launches in doubt settled", Duration::from_secs(30), || {
+        let done = frameworks.iter().all(|f| {
+            let t = f.tasks.lock().unwrap();
+            t.in_doubt
+                .iter()
+                .all(|id| t.running.contains(id) || t.terminal.contains_key(id))
+        });
+        async move { done }
+    })
+    .await;
     let mut lost = 0;
     let mut undelivered = 0;
     let mut unanswered = 0;
@@ -583,10 +619,20 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
     }
     // Acknowledgements settle, then the agents say what they hold.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let counts = agents.finish()?;
+    let leader_state = client::get_json(new_http, "/master/state").await.ok();
+    let mut counts = agents.finish()?;
+    let on_agents = counts
+        .as_object_mut()
+        .and_then(|c| c.remove("running_tasks"))
+        .unwrap_or_default();
     let duplicated = counts["duplicated"].as_u64().unwrap_or(u64::MAX);
     let agents_running = counts["running"].as_u64().unwrap_or(0) as usize;
     let unacked = counts["unacknowledged"].as_u64().unwrap_or(u64::MAX);
+    let in_doubt: usize = frameworks
+        .iter()
+        .map(|f| f.tasks.lock().unwrap().in_doubt.len())
+        .sum();
+    let mismatched = explain_mismatch(&frameworks, &on_agents, leader_state.as_ref());
 
     println!();
     println!(
@@ -628,9 +674,12 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
     println!("  tasks lost (seen RUNNING, not running at the end): {lost}  (goal 0)");
     println!("  tasks duplicated (launched twice, counted by the agents): {duplicated}  (goal 0)");
     println!(
-        "  launches accepted by the dead leader and never delivered (TASK_LOST to the framework): {undelivered}"
+        "  launches accepted (or in doubt) that no agent got (TASK_LOST to the framework): {undelivered}"
     );
     println!("  launches with no answer at the end: {unanswered}  (goal 0)");
+    println!(
+        "  launches whose ACCEPT got no answer (in doubt, as for any Mesos framework): {in_doubt}"
+    );
     println!(
         "  status updates lost: {} never acknowledged, {} running on agents vs {} RUNNING to frameworks  (goal 0 and equal)",
         unacked, agents_running, running
@@ -639,6 +688,9 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
         "  agents' counts: {}",
         serde_json::to_string(&counts).unwrap_or_default()
     );
+    for line in &mismatched {
+        println!("  mismatch: {line}");
+    }
     println!(
         "result {}",
         json!({
@@ -653,11 +705,71 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
             "duplicated": duplicated,
             "undelivered": undelivered,
             "unanswered": unanswered,
+            "in_doubt": in_doubt,
             "unacknowledged": unacked,
             "thawed_leader_claimed_ms": thawed_claim.map(|c| c.as_secs_f64() * 1000.0),
         })
     );
     Ok(())
+}
+
+/// Where frameworks and agents disagree about what runs: per framework, the tasks running on
+/// agents that the framework does not see RUNNING and the reverse, with what the framework
+/// and the leader know of a few of them.
+fn explain_mismatch(
+    frameworks: &[Arc<Framework>],
+    on_agents: &Value,
+    leader_state: Option<&Value>,
+) -> Vec<String> {
+    let leader_knows = |framework: &str, task: &str| -> Value {
+        leader_state
+            .iter()
+            .flat_map(|s| s["frameworks"].as_array().cloned().unwrap_or_default())
+            .filter(|f| f["id"] == framework)
+            .flat_map(|f| {
+                let mut all = f["tasks"].as_array().cloned().unwrap_or_default();
+                all.extend(f["completed_tasks"].as_array().cloned().unwrap_or_default());
+                all
+            })
+            .find(|t| t["id"] == task)
+            .map(|t| json!({ "state": t["state"], "statuses": t["statuses"] }))
+            .unwrap_or(Value::Null)
+    };
+    let mut lines = Vec::new();
+    for fw in frameworks {
+        let Some(id) = fw.id.lock().unwrap().clone() else {
+            continue;
+        };
+        let t = fw.tasks.lock().unwrap();
+        let agents: HashSet<String> = on_agents[&id]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let unseen: Vec<&String> = agents.iter().filter(|x| !t.running.contains(*x)).collect();
+        let phantom: Vec<&String> = t.running.iter().filter(|x| !agents.contains(*x)).collect();
+        if unseen.is_empty() && phantom.is_empty() {
+            continue;
+        }
+        lines.push(format!(
+            "framework {} ({id}): {} running on agents not RUNNING to it, {} RUNNING to it not on agents",
+            fw.index,
+            unseen.len(),
+            phantom.len()
+        ));
+        for task in unseen.iter().chain(phantom.iter()).take(6) {
+            lines.push(format!(
+                "  {task}: accepted {}, in doubt {}, terminal {:?}, on agents {}; the leader has {}",
+                t.launched.contains(*task),
+                t.in_doubt.contains(*task),
+                t.terminal.get(*task),
+                agents.contains(*task),
+                leader_knows(&id, task)
+            ));
+        }
+    }
+    lines
 }
 
 fn signal(pid: u32, signal: nix::sys::signal::Signal) -> Result<()> {

@@ -50,6 +50,10 @@ struct Args {
     /// An update not acknowledged within this is sent again.
     #[arg(long, default_value = "5", value_parser = seconds)]
     retry: Duration,
+    /// The counts printed on exit also list every running task by framework
+    /// (`running_tasks`), for a benchmark to compare with what its frameworks know.
+    #[arg(long)]
+    list_running: bool,
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
@@ -73,6 +77,8 @@ struct Counts {
     /// Running tasks and unacknowledged updates per agent, as each agent last saw them.
     running: std::sync::Mutex<HashMap<usize, usize>>,
     unacked: std::sync::Mutex<HashMap<usize, usize>>,
+    /// framework -> its tasks running on the agents, at the end.
+    running_tasks: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// The gRPC channels to the master to talk to now (the leader's, when following one).
@@ -172,6 +178,10 @@ async fn agent(
                 .lock()
                 .unwrap()
                 .insert(n, state.unacked.len());
+            let mut listed = counts.running_tasks.lock().unwrap();
+            for (task, (framework, _, _)) in &state.running {
+                listed.entry(framework.clone()).or_default().push(task.clone());
+            }
             return;
         }
         match linked {
@@ -314,13 +324,18 @@ async fn link(
                         }
                         Some(master_message::Kind::Registered(_)) | None => {}
                     }
-                    for message in out {
+                    // Every update is kept before the first send awaits: this future may be
+                    // dropped at an await (another master leads), and what it has not sent
+                    // yet must still be re-sent to the next one.
+                    for message in &out {
                         if let Some(agent_message::Kind::Status(s)) = &message.kind
                             && let Some(status) = &s.status
                         {
                             state.unacked.insert(status.uuid.clone(), message.clone());
                             counts.updates_sent.fetch_add(1, Ordering::Relaxed);
                         }
+                    }
+                    for message in out {
                         tx.send(message).await?;
                     }
                 }
@@ -390,9 +405,7 @@ async fn main() -> Result<()> {
         .values()
         .filter(|n| **n > 1)
         .count();
-    println!(
-        "{}",
-        serde_json::json!({
+    let mut report = serde_json::json!({
             "registered": load(&counts.registered),
             "reregistered": load(&counts.reregistered),
             "duplicated": duplicated,
@@ -403,7 +416,10 @@ async fn main() -> Result<()> {
             "updates_resent": load(&counts.updates_resent),
             "acknowledged": load(&counts.acknowledged),
             "killed": load(&counts.killed),
-        })
-    );
+    });
+    if args.list_running {
+        report["running_tasks"] = serde_json::json!(*counts.running_tasks.lock().unwrap());
+    }
+    println!("{report}");
     Ok(())
 }
