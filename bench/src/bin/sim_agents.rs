@@ -180,7 +180,10 @@ async fn agent(
                 .insert(n, state.unacked.len());
             let mut listed = counts.running_tasks.lock().unwrap();
             for (task, (framework, _, _)) in &state.running {
-                listed.entry(framework.clone()).or_default().push(task.clone());
+                listed
+                    .entry(framework.clone())
+                    .or_default()
+                    .push(task.clone());
             }
             return;
         }
