@@ -198,6 +198,71 @@ async fn every_get_call_answers_as_mesos_shapes_it() {
     assert!(body.contains("START_MAINTENANCE"), "{body}");
 }
 
+/// DEACTIVATE_AGENT and REACTIVATE_AGENT (Mesos 1.9): a deactivated agent's offer is
+/// rescinded and nothing of it is offered until it is reactivated; GET_AGENTS and the
+/// metrics say so; a call naming no agent or an unknown one is a 400 that changes nothing.
+#[tokio::test]
+async fn an_operator_deactivates_and_reactivates_an_agent() {
+    let master = Master::bind(
+        orca_collector::CollectorConfig::default(),
+        fast_config(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let http = master.http_addr();
+    let cluster = master.cluster.clone();
+    tokio::spawn(master.serve(std::future::pending()));
+    let (agent_id, _log, _alive) = simulated_agent(&cluster, "node-1", "cpus:4;mem:1024").await;
+    let mut scheduler = Scheduler::subscribe(http, json!({ "user": "root", "name": "web" })).await;
+    scheduler.wait_for("OFFERS").await;
+
+    let call = |kind: &str, agent: &str| {
+        let field = kind.to_ascii_lowercase();
+        json!({ "type": kind, field: { "agent_id": { "value": agent } } })
+    };
+    let deactivate = call("DEACTIVATE_AGENT", &agent_id);
+    if let Err(why) = mesos_wire::check("mesos.v1.master.Call", &deactivate) {
+        panic!("the call itself is Mesos's: {why}");
+    }
+    let (code, body) = client::operator(http, &deactivate).await.unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
+    scheduler.wait_for("RESCIND").await;
+    let agents = operator(http, "GET_AGENTS").await;
+    let agent = &agents["get_agents"]["agents"][0];
+    assert_eq!(agent["deactivated"], true, "{agents}");
+    assert_eq!(agent["active"], false, "{agents}");
+    let metrics = get_json(http, "/metrics/snapshot").await;
+    assert_eq!(metrics["master/slaves_deactivated"], 1.0, "{metrics}");
+    // Nothing is offered for a few allocation rounds.
+    let quiet = scheduler
+        .client
+        .take(std::time::Duration::from_millis(500), |e| {
+            e["type"] == "OFFERS"
+        })
+        .await;
+    assert!(quiet.is_err(), "offered while deactivated: {quiet:?}");
+
+    for (bad, why) in [
+        (json!({ "type": "DEACTIVATE_AGENT" }), "agent_id"),
+        (call("DEACTIVATE_AGENT", "no-such-agent"), "no-such-agent"),
+    ] {
+        let (code, body) = client::operator(http, &bad).await.unwrap();
+        assert_eq!(code.as_u16(), 400, "{bad}: {body}");
+        assert!(body.contains(why), "{bad}: {body}");
+    }
+
+    let (code, body) = client::operator(http, &call("REACTIVATE_AGENT", &agent_id))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
+    scheduler.wait_for("OFFERS").await;
+    let agents = operator(http, "GET_AGENTS").await;
+    assert_eq!(agents["get_agents"]["agents"][0]["deactivated"], false);
+    assert_eq!(agents["get_agents"]["agents"][0]["active"], true);
+}
+
 #[test]
 fn the_wire_check_rejects_what_a_strict_mesos_client_would() {
     let check = |v: Value| mesos_wire::check("mesos.v1.master.Response", &v);

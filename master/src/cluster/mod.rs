@@ -683,6 +683,25 @@ impl Cluster {
         Ok(link)
     }
 
+    /// `DEACTIVATE_AGENT` / `REACTIVATE_AGENT`; returns once the change is durable.
+    pub async fn set_agent_deactivated(
+        &self,
+        agent_id: &str,
+        deactivated: bool,
+    ) -> Result<(), ApiError> {
+        let term = self.term();
+        self.acting()?;
+        let writes = {
+            let mut s = self.lock();
+            s.set_agent_deactivated(agent_id, deactivated, Instant::now())?;
+            s.take_writes()
+        };
+        Self::durable(writes).await?;
+        self.same_term(term)?;
+        self.changed();
+        Ok(())
+    }
+
     pub fn agent_heartbeat(&self, agent_id: &str) -> Result<(), ApiError> {
         self.acting()?;
         self.lock().agent_heartbeat(agent_id, Instant::now())

@@ -419,6 +419,7 @@ pub fn state_json(s: &StateSnapshot) -> JsonValue {
             "id": a.id,
             "hostname": a.hostname,
             "active": a.active,
+            "deactivated": a.deactivated,
             "attributes": a.attributes,
             "resources": json::resource_summary(&a.total),
             "used_resources": json::resource_summary(&a.used),

@@ -29,6 +29,10 @@ pub struct AgentRecord {
     pub hostname: String,
     /// Mesos text form (`cpus:4;mem:8192;ports:[31000-32000]`).
     pub resources: String,
+    /// An operator deactivated it (`DEACTIVATE_AGENT`): nothing is offered from it until
+    /// `REACTIVATE_AGENT`, across master failovers, as Mesos keeps it in its registry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivated: bool,
 }
 
 /// A registered framework's `FrameworkInfo` (older records have only the first four fields).

@@ -40,7 +40,7 @@ impl State {
                 let was_unreachable = matches!(agent.health, AgentHealth::Unreachable { .. });
                 agent.health = AgentHealth::Active;
                 agent.info.hostname = info.hostname.clone();
-                if was_unreachable {
+                if was_unreachable && !agent.deactivated {
                     let _ = self.allocator.set_agent_active(&id, true);
                 }
                 self.recover_frameworks(&running, now);
@@ -58,12 +58,15 @@ impl State {
             Some(id) => id,
             None => self.next("S"),
         };
-        if self.recovered_agents.remove(&agent_id).is_none() {
+        let recovered = self.recovered_agents.remove(&agent_id);
+        let deactivated = recovered.as_ref().is_some_and(|r| r.deactivated);
+        if recovered.is_none() {
             self.record(Change::AgentAdmitted {
                 id: agent_id.clone(),
                 record: AgentRecord {
                     hostname: info.hostname.clone(),
                     resources: info.resources.to_string(),
+                    deactivated: false,
                 },
             })?;
         }
@@ -81,6 +84,9 @@ impl State {
         }
         self.allocator
             .add_agent(&agent_id, info.resources.clone(), &used)?;
+        if deactivated {
+            let _ = self.allocator.set_agent_active(&agent_id, false);
+        }
         self.agents.insert(
             agent_id.clone(),
             AgentEntry {
@@ -93,6 +99,7 @@ impl State {
                 last_seen: now,
                 health: AgentHealth::Active,
                 registered: SystemTime::now(),
+                deactivated,
             },
         );
         for task in running {
@@ -227,6 +234,42 @@ impl State {
         }
     }
 
+    /// `DEACTIVATE_AGENT` (`deactivated`) and `REACTIVATE_AGENT`, as Mesos: a deactivated
+    /// agent stays connected and its tasks keep running, but nothing of it is offered (its
+    /// outstanding offers are rescinded) until it is reactivated. Kept in the registry, so a
+    /// new leader keeps it deactivated.
+    pub(in crate::cluster) fn set_agent_deactivated(
+        &mut self,
+        agent_id: &str,
+        deactivated: bool,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        let agent = self.agents.get(agent_id).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown agent {agent_id}: it is not registered with this master"
+            ))
+        })?;
+        if agent.deactivated == deactivated {
+            return Ok(());
+        }
+        let record = AgentRecord {
+            hostname: agent.info.hostname.clone(),
+            resources: agent.info.resources.to_string(),
+            deactivated,
+        };
+        let offerable = agent.health == AgentHealth::Active && !deactivated;
+        self.record(Change::AgentAdmitted {
+            id: agent_id.to_owned(),
+            record,
+        })?;
+        self.agents.get_mut(agent_id).expect("checked").deactivated = deactivated;
+        let _ = self.allocator.set_agent_active(agent_id, offerable);
+        if deactivated {
+            self.rescind_agent_offers(agent_id, now);
+        }
+        Ok(())
+    }
+
     fn rescind_agent_offers(&mut self, agent_id: &str, now: Instant) {
         let offers: Vec<String> = self
             .offers
@@ -314,6 +357,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::super::testing::*;
+    use crate::cluster::registry::AgentRecord;
     use crate::cluster::{ApiError, Event, RunningTask, TaskState};
 
     #[test]
@@ -338,6 +382,67 @@ mod tests {
             s.agent_heartbeat("no-such-agent", Instant::now()),
             Err(ApiError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_deactivated_agent_is_not_offered_until_reactivated_and_stays_so_on_a_new_leader() {
+        let mut s = state();
+        let agent = register(&mut s, "node-1", "cpus:2;mem:1024");
+        let mut fw = subscribe(&mut s, framework_info("web"));
+        let now = Instant::now();
+        s.allocate(now);
+        assert_eq!(fw.offers().len(), 1);
+        s.set_agent_deactivated(&agent.id, true, now).unwrap();
+        assert!(
+            fw.drain()
+                .iter()
+                .any(|e| matches!(e, Event::Rescind { .. })),
+            "its outstanding offer is rescinded"
+        );
+        s.allocate(now);
+        assert!(fw.offers().is_empty(), "nothing offered while deactivated");
+        let view = s.snapshot();
+        assert!(view.agents[0].deactivated && !view.agents[0].active);
+        let metric = |s: &super::State, name: &str| {
+            s.metrics().into_iter().find(|(n, _)| n == name).unwrap().1
+        };
+        assert_eq!(metric(&s, "master/slaves_deactivated"), 1.0);
+        assert_eq!(metric(&s, "master/slaves_active"), 0.0);
+        assert_eq!(metric(&s, "master/slaves_connected"), 1.0);
+        // Deactivating twice changes nothing; an unknown agent is a clear error.
+        s.set_agent_deactivated(&agent.id, true, now).unwrap();
+        assert!(matches!(
+            s.set_agent_deactivated("no-such-agent", true, now),
+            Err(ApiError::BadRequest(_))
+        ));
+        s.set_agent_deactivated(&agent.id, false, now).unwrap();
+        s.allocate(now);
+        assert_eq!(fw.offers().len(), 1, "offered again once reactivated");
+
+        // A new leader recovers the agent deactivated from the registry.
+        let mut registry = crate::cluster::registry::Registry::default();
+        registry.agents.insert(
+            agent.id.clone(),
+            AgentRecord {
+                hostname: "node-1".into(),
+                resources: "cpus:2;mem:1024".into(),
+                deactivated: true,
+            },
+        );
+        let mut next = super::State::new(
+            config(),
+            "m2".into(),
+            Box::<crate::cluster::registry::MemoryStore>::default(),
+            registry,
+        )
+        .unwrap();
+        let mut info = agent_info("node-1", "cpus:2;mem:1024");
+        info.id = Some(agent.id.clone());
+        let _link = next.register_agent(info, Vec::new(), now).unwrap();
+        let mut fw = subscribe(&mut next, framework_info("web"));
+        next.allocate(now);
+        assert!(fw.offers().is_empty(), "still deactivated after a failover");
+        assert!(next.snapshot().agents[0].deactivated);
     }
 
     #[test]

@@ -84,6 +84,8 @@ struct AgentEntry {
     last_seen: Instant,
     health: AgentHealth,
     registered: SystemTime,
+    /// An operator deactivated it: connected, but nothing of it is offered.
+    deactivated: bool,
 }
 
 #[derive(Debug)]

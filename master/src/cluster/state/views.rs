@@ -90,7 +90,9 @@ impl State {
                     id: a.id.clone(),
                     hostname: a.info.hostname.clone(),
                     attributes: a.info.attributes.clone(),
-                    active: a.health == AgentHealth::Active,
+                    // As Mesos: a deactivated agent is not active either.
+                    active: a.health == AgentHealth::Active && !a.deactivated,
+                    deactivated: a.deactivated,
                     registered: a.registered,
                     total,
                     used,
@@ -129,16 +131,27 @@ impl State {
         let mut put = |name: &str, value: f64| out.push((name.to_owned(), value));
         put("master/elected", 1.0);
         put("master/uptime_secs", self.started.elapsed().as_secs_f64());
-        let active_agents = self
+        let connected_agents = self
             .agents
             .values()
             .filter(|a| a.health == AgentHealth::Active)
             .count();
+        let deactivated_agents = self.agents.values().filter(|a| a.deactivated).count();
+        let active_agents = self
+            .agents
+            .values()
+            .filter(|a| a.health == AgentHealth::Active && !a.deactivated)
+            .count();
         put("master/slaves_active", active_agents as f64);
-        put("master/slaves_connected", active_agents as f64);
+        put(
+            "master/slaves_inactive",
+            (self.agents.len() - active_agents) as f64,
+        );
+        put("master/slaves_connected", connected_agents as f64);
+        put("master/slaves_deactivated", deactivated_agents as f64);
         put(
             "master/slaves_unreachable",
-            (self.agents.len() - active_agents) as f64,
+            (self.agents.len() - connected_agents) as f64,
         );
         let connected = self
             .frameworks
@@ -261,6 +274,8 @@ pub struct AgentView {
     pub hostname: String,
     pub attributes: Labels,
     pub active: bool,
+    /// An operator deactivated it (`DEACTIVATE_AGENT`).
+    pub deactivated: bool,
     pub registered: SystemTime,
     pub total: Resources,
     pub used: Resources,

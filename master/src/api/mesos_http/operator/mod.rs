@@ -2,8 +2,9 @@
 //! what the master is (`GET_HEALTH`, `GET_VERSION`, `GET_FLAGS`, `GET_METRICS`,
 //! `GET_LOGGING_LEVEL`, `GET_MASTER`), what the cluster holds (`GET_STATE`, `GET_AGENTS`,
 //! `GET_FRAMEWORKS`, `GET_EXECUTORS`, `GET_TASKS`, `GET_ROLES`, shaped as Mesos's
-//! `mesos.v1.master.Response`), and the role weights and quotas (`roles`). Other calls answer
-//! 501 naming themselves.
+//! `mesos.v1.master.Response`), the role weights and quotas (`roles`), and an agent's
+//! deactivation (`agents`). Other calls answer 501 naming themselves.
+mod agents;
 mod roles;
 mod views;
 
@@ -92,6 +93,12 @@ pub(super) async fn call(State(api): State<Api>, headers: HeaderMap, body: Bytes
         "UPDATE_WEIGHTS" => roles::update_weights(cluster, &call).await,
         "GET_QUOTA" => roles::get_quota(cluster),
         "UPDATE_QUOTA" => roles::update_quota(cluster, &call).await,
+        "DEACTIVATE_AGENT" => {
+            agents::set_deactivated(cluster, &call, "deactivate_agent", true).await
+        }
+        "REACTIVATE_AGENT" => {
+            agents::set_deactivated(cluster, &call, "reactivate_agent", false).await
+        }
         "" => error(StatusCode::BAD_REQUEST, "the call has no `type`"),
         other => error(
             StatusCode::NOT_IMPLEMENTED,

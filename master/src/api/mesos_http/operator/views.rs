@@ -38,9 +38,9 @@ pub fn agents(s: &StateSnapshot) -> JsonValue {
         "agents": s.agents.iter().map(|a| json!({
             "agent_info": agent_info(a),
             "active": a.active,
-            // Deactivated by an operator (DEACTIVATE_AGENT), which this master cannot do yet;
-            // an agent that is only unreachable is `active: false`.
-            "deactivated": false,
+            // Deactivated by an operator (DEACTIVATE_AGENT); an agent that is only
+            // unreachable is `active: false` but not deactivated.
+            "deactivated": a.deactivated,
             "version": orca_leader::info::MESOS_VERSION,
             "registered_time": time(a.registered),
             "total_resources": resource_list(&a.total, None),
