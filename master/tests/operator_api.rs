@@ -203,17 +203,7 @@ async fn every_get_call_answers_as_mesos_shapes_it() {
 /// metrics say so; a call naming no agent or an unknown one is a 400 that changes nothing.
 #[tokio::test]
 async fn an_operator_deactivates_and_reactivates_an_agent() {
-    let master = Master::bind(
-        orca_collector::CollectorConfig::default(),
-        fast_config(),
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let http = master.http_addr();
-    let cluster = master.cluster.clone();
-    tokio::spawn(master.serve(std::future::pending()));
+    let (_, http, cluster) = whole_master().await;
     let (agent_id, _log, _alive) = simulated_agent(&cluster, "node-1", "cpus:4;mem:1024").await;
     let mut scheduler = Scheduler::subscribe(http, json!({ "user": "root", "name": "web" })).await;
     scheduler.wait_for("OFFERS").await;

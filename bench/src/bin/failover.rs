@@ -515,45 +515,21 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
         fw.target.store(launched, Ordering::SeqCst);
     }
 
-    // Settle: every accepted launch reaches a state the framework knows.
+    // Settle: every accepted launch reaches a state the framework knows; if not, the
+    // framework asks the leader about the launches nobody answered for. Launches in doubt are
+    // settled the Mesos way too: the framework asks about them (RUNNING if an agent has one,
+    // TASK_LOST if no master knows it).
     let settled = wait_until("every launch answered", Duration::from_secs(30), || {
-        let done = frameworks.iter().all(|f| {
-            let t = f.tasks.lock().unwrap();
-            t.launched
-                .iter()
-                .all(|id| t.running.contains(id) || t.terminal.contains_key(id))
-        });
+        let done = all_answered(&frameworks, |t| &t.launched);
         async move { done }
     })
     .await;
-    if settled.is_err() {
-        // Ask the leader about the launches nobody answered for.
-        for fw in &frameworks {
-            fw.reconcile.store(true, Ordering::SeqCst);
-        }
-        let _ = wait_until("reconciliation answered", Duration::from_secs(30), || {
-            let done = frameworks.iter().all(|f| {
-                let t = f.tasks.lock().unwrap();
-                t.launched
-                    .iter()
-                    .all(|id| t.running.contains(id) || t.terminal.contains_key(id))
-            });
-            async move { done }
-        })
-        .await;
-    }
-    // Launches in doubt are settled the Mesos way: the framework asks the leader about them
-    // (RUNNING if an agent has one, TASK_LOST if no master knows it).
     for fw in &frameworks {
         fw.reconcile.store(true, Ordering::SeqCst);
     }
-    let _ = wait_until("launches in doubt settled", Duration::from_secs(30), || {
-        let done = frameworks.iter().all(|f| {
-            let t = f.tasks.lock().unwrap();
-            t.in_doubt
-                .iter()
-                .all(|id| t.running.contains(id) || t.terminal.contains_key(id))
-        });
+    let _ = wait_until("reconciliation answered", Duration::from_secs(30), || {
+        let done = all_answered(&frameworks, |t| &t.in_doubt)
+            && (settled.is_ok() || all_answered(&frameworks, |t| &t.launched));
         async move { done }
     })
     .await;
@@ -711,6 +687,16 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// Every task in `which` of every framework is RUNNING or ended, as its framework knows.
+fn all_answered(frameworks: &[Arc<Framework>], which: fn(&Tasks) -> &HashSet<String>) -> bool {
+    frameworks.iter().all(|f| {
+        let t = f.tasks.lock().unwrap();
+        which(&t)
+            .iter()
+            .all(|id| t.running.contains(id) || t.terminal.contains_key(id))
+    })
 }
 
 /// Where frameworks and agents disagree about what runs: per framework, the tasks running on
