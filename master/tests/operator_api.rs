@@ -253,6 +253,154 @@ async fn an_operator_deactivates_and_reactivates_an_agent() {
     assert_eq!(agents["get_agents"]["agents"][0]["active"], true);
 }
 
+#[tokio::test]
+async fn an_operator_drains_an_agent_then_marks_it_gone() {
+    let (_, http, cluster) = whole_master().await;
+    let (agent_id, log, _alive) = simulated_agent(&cluster, "node-1", "cpus:4;mem:1024").await;
+    let mut scheduler = Scheduler::subscribe(http, json!({ "user": "root", "name": "web" })).await;
+    let offers = scheduler.wait_for("OFFERS").await;
+    let offer = &offers["offers"]["offers"][0];
+    let (code, body) = scheduler
+        .call(json!({
+            "type": "ACCEPT",
+            "accept": {
+                "offer_ids": [offer["id"]],
+                "operations": [
+                    launch("t1", &offer["agent_id"], scalars(1.0, 128.0)),
+                    launch("t2", &offer["agent_id"], scalars(1.0, 128.0)),
+                ],
+            }
+        }))
+        .await;
+    assert_eq!(code.as_u16(), 202, "{body}");
+    for task in ["t1", "t2"] {
+        loop {
+            let status = scheduler.update_for(task).await;
+            scheduler.acknowledge(&status).await;
+            if status["state"] == "TASK_RUNNING" {
+                break;
+            }
+        }
+    }
+
+    let drain = json!({ "type": "DRAIN_AGENT", "drain_agent": {
+        "agent_id": { "value": agent_id },
+        "max_grace_period": "2s",
+    } });
+    if let Err(why) = mesos_wire::check("mesos.v1.master.Call", &drain) {
+        panic!("the call itself is Mesos's: {why}");
+    }
+    let (code, body) = client::operator(http, &drain).await.unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
+    // The kills carry the drain's cap; the framework hears why its tasks ended.
+    let mut killed = Vec::new();
+    for task in ["t1", "t2"] {
+        let status = scheduler.update_for(task).await;
+        assert_eq!(status["state"], "TASK_KILLED", "{status}");
+        assert_eq!(status["reason"], "REASON_AGENT_DRAINING", "{status}");
+        killed.push(status);
+    }
+    // Until the frameworks acknowledge, the agent drains and cannot be reactivated.
+    let reactivate = json!({ "type": "REACTIVATE_AGENT",
+        "reactivate_agent": { "agent_id": { "value": agent_id } } });
+    let (code, body) = client::operator(http, &reactivate).await.unwrap();
+    assert_eq!(code.as_u16(), 400, "{body}");
+    assert!(body.contains("DRAINING"), "{body}");
+    let metrics = get_json(http, "/metrics/snapshot").await;
+    assert_eq!(metrics["master/slaves_draining"], 1.0, "{metrics}");
+    assert_eq!(metrics["master/draining_tasks"], 2.0, "{metrics}");
+    for status in &killed {
+        scheduler.acknowledge(status).await;
+    }
+    assert_eq!(
+        log.lock().unwrap().kill_graces,
+        vec![Some(std::time::Duration::from_secs(2)); 2]
+    );
+    // Once every update is acknowledged it is DRAINED, as GET_AGENTS (decoded as Mesos's)
+    // and the metrics say.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let drained = loop {
+        let agents = operator(http, "GET_AGENTS").await;
+        if let Err(why) = mesos_wire::check("mesos.v1.master.Response", &agents) {
+            panic!("GET_AGENTS: {why}\n{agents:#}");
+        }
+        let agent = agents["get_agents"]["agents"][0].clone();
+        assert_eq!(agent["deactivated"], true, "{agent}");
+        assert_eq!(
+            agent["drain_info"]["config"]["max_grace_period"]["nanoseconds"], 2_000_000_000u64,
+            "{agent}"
+        );
+        if agent["drain_info"]["state"] == "DRAINED" {
+            break agent;
+        }
+        assert_eq!(agent["drain_info"]["state"], "DRAINING", "{agent}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not DRAINED in time: {agent}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        drained["estimated_drain_start_time"]["nanoseconds"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
+    let metrics = get_json(http, "/metrics/snapshot").await;
+    assert_eq!(metrics["master/slaves_drained"], 1.0, "{metrics}");
+    assert_eq!(metrics["master/draining_tasks"], 0.0, "{metrics}");
+    let state = get_json(http, "/master/state").await;
+    assert_eq!(
+        state["slaves"][0]["drain_info"]["state"], "DRAINED",
+        "{state}"
+    );
+
+    // Bad drains and removals get Mesos's answers.
+    let gone = |agent: &str| json!({ "type": "MARK_AGENT_GONE", "mark_agent_gone": { "agent_id": { "value": agent } } });
+    for (bad, code_wanted) in [
+        (json!({ "type": "DRAIN_AGENT" }), 400),
+        (
+            json!({ "type": "DRAIN_AGENT", "drain_agent": { "agent_id": { "value": "no-such-agent" } } }),
+            400,
+        ),
+        (
+            json!({ "type": "DRAIN_AGENT", "drain_agent": { "agent_id": { "value": agent_id },
+            "max_grace_period": { "seconds": -1 } } }),
+            400,
+        ),
+        (
+            json!({ "type": "DRAIN_AGENT", "drain_agent": { "agent_id": { "value": agent_id },
+            "max_grace_period": { "nanoseconds": 5 } } }),
+            400,
+        ),
+        (gone("no-such-agent"), 404),
+    ] {
+        let (code, body) = client::operator(http, &bad).await.unwrap();
+        assert_eq!(code.as_u16(), code_wanted, "{bad}: {body}");
+    }
+
+    // Draining again (here with the Duration shape Mesos's documentation uses) is taken.
+    let again = json!({ "type": "DRAIN_AGENT", "drain_agent": {
+        "agent_id": { "value": agent_id }, "max_grace_period": { "seconds": 1 } } });
+    let (code, body) = client::operator(http, &again).await.unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
+
+    let (code, body) = client::operator(http, &gone(&agent_id)).await.unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
+    eventually("the agent told to shut down", || {
+        log.lock().unwrap().shut_down.is_some()
+    })
+    .await;
+    let agents = operator(http, "GET_AGENTS").await;
+    assert_eq!(agents["get_agents"]["agents"], json!([]), "{agents}");
+    let (code, body) = client::operator(http, &gone(&agent_id)).await.unwrap();
+    assert_eq!(code.as_u16(), 200, "marking it gone again: {body}");
+    let (code, body) = client::operator(http, &drain).await.unwrap();
+    assert_eq!(code.as_u16(), 400, "draining a gone agent: {body}");
+    let metrics = get_json(http, "/metrics/snapshot").await;
+    assert_eq!(metrics["master/slaves_gone"], 1.0, "{metrics}");
+}
+
 #[test]
 fn the_wire_check_rejects_what_a_strict_mesos_client_would() {
     let check = |v: Value| mesos_wire::check("mesos.v1.master.Response", &v);

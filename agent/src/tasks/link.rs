@@ -35,6 +35,22 @@ pub enum LinkError {
     NotRegistered,
     #[error("no leading master is known in ZooKeeper yet")]
     NoLeader,
+    #[error(
+        "the master marked this agent gone ({0}): its tasks were killed and it will not \
+         register again; to rejoin as a new agent, restart it with an empty work directory"
+    )]
+    Gone(String),
+}
+
+impl LinkError {
+    /// A refusal that means the master marked this agent gone.
+    fn refused(status: tonic::Status) -> Self {
+        if status.code() == tonic::Code::PermissionDenied && status.message().contains("gone") {
+            LinkError::Gone(status.message().to_owned())
+        } else {
+            LinkError::Refused(status)
+        }
+    }
 }
 
 /// A launched task this agent cannot run as sent.
@@ -242,6 +258,19 @@ pub async fn run(
                 registered.as_ref(),
             ) => match ended {
                 Ok(()) => backoff = Duration::from_millis(200),
+                Err(why @ LinkError::Gone(_)) => {
+                    // Mesos's agent shuts down on this; the observability engine here goes on.
+                    for framework_id in manager
+                        .running()
+                        .iter()
+                        .map(|(spec, _)| spec.framework_id.clone())
+                        .collect::<std::collections::BTreeSet<_>>()
+                    {
+                        manager.shutdown_framework(&framework_id);
+                    }
+                    tracing::error!(%why, "the agent leaves the cluster");
+                    return;
+                }
                 Err(why) => {
                     tracing::warn!(master = %config.master.describe(), %why, retry_in = ?backoff, "agent link down");
                 }
@@ -295,12 +324,12 @@ async fn session(
     let mut inbound = client
         .attach(ReceiverStream::new(rx))
         .await
-        .map_err(LinkError::Refused)?
+        .map_err(LinkError::refused)?
         .into_inner();
     let first = inbound
         .message()
         .await
-        .map_err(LinkError::Refused)?
+        .map_err(LinkError::refused)?
         .ok_or(LinkError::Closed)?;
     let Some(master_message::Kind::Registered(reg)) = first.kind else {
         return Err(LinkError::NotRegistered);
@@ -342,6 +371,9 @@ async fn session(
                 match message.kind {
                     Some(master_message::Kind::Container(command)) => {
                         container_command(command, config.containers.as_ref(), &tx).await
+                    }
+                    Some(master_message::Kind::Shutdown(shutdown)) => {
+                        return Err(LinkError::Gone(shutdown.message));
                     }
                     kind => handle(pb::MasterMessage { kind }, manager, &mut sent).await,
                 }
@@ -459,6 +491,7 @@ async fn handle(
         }
         Some(master_message::Kind::Registered(_))
         | Some(master_message::Kind::Container(_))
+        | Some(master_message::Kind::Shutdown(_))
         | None => {}
     }
 }

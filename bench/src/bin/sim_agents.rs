@@ -325,6 +325,11 @@ async fn link(
                                 })),
                             });
                         }
+                        Some(master_message::Kind::Shutdown(shutdown)) => {
+                            // Marked gone: its tasks are dropped and it does not come back.
+                            state.running.clear();
+                            anyhow::bail!("agent {agent_id} marked gone: {}", shutdown.message);
+                        }
                         Some(master_message::Kind::Registered(_)) | None => {}
                     }
                     // Every update is kept before the first send awaits: this future may be

@@ -226,6 +226,9 @@ pub fn command_to_proto(command: AgentCommand) -> pb::MasterMessage {
                 uuid: uuid.to_vec(),
             })
         }
+        AgentCommand::Shutdown { message } => {
+            master_message::Kind::Shutdown(pb::Shutdown { message })
+        }
         AgentCommand::ShutdownFramework { framework_id } => {
             master_message::Kind::ShutdownFramework(pb::ShutdownFramework { framework_id })
         }

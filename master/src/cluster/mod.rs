@@ -38,8 +38,9 @@ use tokio::sync::{Notify, mpsc};
 
 pub use config::{ClusterConfig, RoleConfig};
 pub use error::ApiError;
+pub use registry::DrainState;
 use state::State;
-pub use state::{AgentView, FrameworkView, StateSnapshot, TaskView};
+pub use state::{AgentView, DrainView, FrameworkView, StateSnapshot, TaskView};
 pub use types::*;
 
 use crate::resources::Resources;
@@ -349,6 +350,7 @@ impl Cluster {
         let mut s = self.lock();
         s.expire_offers(now);
         s.check_agents(now);
+        s.check_drains(now);
         s.expire_frameworks(now);
         s.allocate(now);
         // Removals recorded here answer nobody: the store writes them in order regardless.
@@ -689,11 +691,37 @@ impl Cluster {
         agent_id: &str,
         deactivated: bool,
     ) -> Result<(), ApiError> {
+        self.registry_change(|s, now| s.set_agent_deactivated(agent_id, deactivated, now))
+            .await
+    }
+
+    /// `DRAIN_AGENT`; returns once the drain is durable (its kills are on their way).
+    pub async fn drain_agent(
+        &self,
+        agent_id: &str,
+        max_grace_period: Option<Duration>,
+        mark_gone: bool,
+    ) -> Result<(), ApiError> {
+        self.registry_change(|s, now| s.drain_agent(agent_id, max_grace_period, mark_gone, now))
+            .await
+    }
+
+    /// `MARK_AGENT_GONE`; returns once it is durable.
+    pub async fn mark_agent_gone(&self, agent_id: &str) -> Result<(), ApiError> {
+        self.registry_change(|s, now| s.mark_agent_gone(agent_id, now))
+            .await
+    }
+
+    /// Applies an operator's change to the state and waits until the registry has it.
+    async fn registry_change(
+        &self,
+        change: impl FnOnce(&mut State, Instant) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
         let term = self.term();
         self.acting()?;
         let writes = {
             let mut s = self.lock();
-            s.set_agent_deactivated(agent_id, deactivated, Instant::now())?;
+            change(&mut s, Instant::now())?;
             s.take_writes()
         };
         Self::durable(writes).await?;

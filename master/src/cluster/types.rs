@@ -219,6 +219,8 @@ pub enum AgentCommand {
     Acknowledge { task_id: String, uuid: [u8; 16] },
     /// The framework is gone: kill all its tasks.
     ShutdownFramework { framework_id: String },
+    /// The agent was marked gone: kill every task and stop (it may not register again).
+    Shutdown { message: String },
     /// An operator's action on one of the agent's containers (replies come back by
     /// `request_id`).
     Container(orca_proto::cluster::v1::ContainerCommand),

@@ -131,6 +131,10 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> Value {
 pub struct AgentLog {
     pub launched: Vec<Vec<String>>,
     pub killed: Vec<String>,
+    /// The grace period of each kill, in `killed`'s order.
+    pub kill_graces: Vec<Option<Duration>>,
+    /// The master marked the agent gone, saying this.
+    pub shut_down: Option<String>,
     pub acknowledged: Vec<(String, [u8; 16])>,
     pub shutdowns: Vec<String>,
     pub containers: Vec<orca_proto::cluster::v1::ContainerCommand>,
@@ -199,9 +203,12 @@ pub async fn simulated_agent(
                 AgentCommand::Kill {
                     framework_id,
                     task_id,
-                    ..
+                    grace,
                 } => {
-                    log2.lock().unwrap().killed.push(task_id.clone());
+                    let mut log = log2.lock().unwrap();
+                    log.killed.push(task_id.clone());
+                    log.kill_graces.push(grace);
+                    drop(log);
                     update(&framework_id, &task_id, TaskState::Killed);
                 }
                 AgentCommand::Acknowledge { task_id, uuid } => {
@@ -209,6 +216,9 @@ pub async fn simulated_agent(
                 }
                 AgentCommand::ShutdownFramework { framework_id } => {
                     log2.lock().unwrap().shutdowns.push(framework_id);
+                }
+                AgentCommand::Shutdown { message } => {
+                    log2.lock().unwrap().shut_down = Some(message);
                 }
                 AgentCommand::Container(command) => {
                     use orca_proto::cluster::v1::{ContainerAction, ContainerReply};

@@ -743,9 +743,9 @@ async fn the_zookeeper_registry_is_not_bounded_by_a_znode_and_is_fenced() {
     .unwrap();
     assert!(registry.agents.is_empty());
     let record = |i: usize| AgentRecord {
-        deactivated: false,
         hostname: format!("node-{i:05}.rack-{}.example.org", i % 40),
         resources: "cpus:64;mem:262144;disk:1048576;ports:[31000-32000]".into(),
+        ..Default::default()
     };
     let writes: Vec<_> = (0..20_000)
         .map(|i| {

@@ -415,18 +415,30 @@ pub fn state_json(s: &StateSnapshot) -> JsonValue {
         "uptime_secs": s.uptime.as_secs_f64(),
         "activated_slaves": s.agents.iter().filter(|a| a.active).count(),
         "deactivated_slaves": s.agents.iter().filter(|a| !a.active).count(),
-        "slaves": s.agents.iter().map(|a| json!({
-            "id": a.id,
-            "hostname": a.hostname,
-            "active": a.active,
-            "deactivated": a.deactivated,
-            "attributes": a.attributes,
-            "resources": json::resource_summary(&a.total),
-            "used_resources": json::resource_summary(&a.used),
-            "offered_resources": json::resource_summary(&a.offered),
-            "unreserved_resources": json::resource_summary(&a.total.unreserved()),
-            "available_resources": json::resource_summary(&a.available),
-        })).collect::<Vec<_>>(),
+        "slaves": s.agents.iter().map(|a| {
+            let mut slave = json!({
+                "id": a.id,
+                "hostname": a.hostname,
+                "active": a.active,
+                "deactivated": a.deactivated,
+                "attributes": a.attributes,
+                "resources": json::resource_summary(&a.total),
+                "used_resources": json::resource_summary(&a.used),
+                "offered_resources": json::resource_summary(&a.offered),
+                "unreserved_resources": json::resource_summary(&a.total.unreserved()),
+                "available_resources": json::resource_summary(&a.available),
+            });
+            if let Some(drain) = &a.drain {
+                slave["drain_info"] = operator::drain_info(drain);
+                slave["estimated_drain_start_time_seconds"] = json!(drain
+                    .started
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()));
+                // Orca's: the drain's progress.
+                slave["drain_tasks_left"] = json!(drain.tasks_left);
+            }
+            slave
+        }).collect::<Vec<_>>(),
         "frameworks": s.frameworks.iter().map(|f| json!({
             "id": f.id,
             "name": f.info.name,

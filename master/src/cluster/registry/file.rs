@@ -132,9 +132,9 @@ mod tests {
         let path = dir.join("registry.jsonl");
         let store = FileStore::open(&path).unwrap();
         let agent = AgentRecord {
-            deactivated: false,
             hostname: "n1".into(),
             resources: "cpus:4".into(),
+            ..Default::default()
         };
         store
             .append(&Change::AgentAdmitted {

@@ -33,6 +33,44 @@ pub struct AgentRecord {
     /// `REACTIVATE_AGENT`, across master failovers, as Mesos keeps it in its registry.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deactivated: bool,
+    /// An operator drains it (`DRAIN_AGENT`); kept so a new leader goes on draining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainRecord>,
+    /// When an operator marked it gone (`MARK_AGENT_GONE`, or a drain with `mark_gone`), in
+    /// seconds since the epoch: it may never register again, as Mesos's `gone` list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_at: Option<f64>,
+}
+
+/// Mesos's `DrainInfo`: the state of an agent's drain and how it was asked for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    pub state: DrainState,
+    /// Mesos's `DrainConfig.max_grace_period`: no task gets a longer kill grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_grace_period_secs: Option<f64>,
+    /// Mark the agent gone once it is drained.
+    #[serde(default)]
+    pub mark_gone: bool,
+}
+
+/// Mesos's `DrainState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DrainState {
+    /// Its tasks are being killed.
+    Draining,
+    /// Every task ended and every terminal update was acknowledged.
+    Drained,
+}
+
+impl DrainState {
+    pub fn name(self) -> &'static str {
+        match self {
+            DrainState::Draining => "DRAINING",
+            DrainState::Drained => "DRAINED",
+        }
+    }
 }
 
 /// A registered framework's `FrameworkInfo` (older records have only the first four fields).

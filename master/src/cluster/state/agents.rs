@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::{AgentEntry, AgentHealth, State, TaskEntry, new_uuid, now_seconds};
+use super::{AgentEntry, AgentHealth, State, TaskEntry, drain, new_uuid, now_seconds};
 use crate::cluster::registry::{AgentRecord, Change};
 use crate::cluster::{
     AgentCommand, AgentInfo, AgentLink, ApiError, Event, RunningTask, StatusSource, TaskState,
@@ -30,6 +30,12 @@ impl State {
                 "an agent must offer some resources (e.g. cpus:4;mem:8192)".into(),
             ));
         }
+        if let Some(id) = info.id.as_deref().filter(|id| self.is_gone(id)) {
+            return Err(ApiError::Forbidden(format!(
+                "agent {id} was marked gone by an operator and may not register again; to \
+                 join as a new agent, start it with an empty work directory"
+            )));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let agent_id = match info.id.clone() {
             Some(id) if self.agents.contains_key(&id) => {
@@ -49,6 +55,8 @@ impl State {
                     let framework_id = task.framework_id.clone();
                     self.readopt(&id, task, framework_id);
                 }
+                // A drain goes on: kills the agent missed (or lost in a restart) go again.
+                self.send_drain_kills(&id);
                 return Ok(AgentLink {
                     agent_id: id,
                     commands: rx,
@@ -60,13 +68,20 @@ impl State {
         };
         let recovered = self.recovered_agents.remove(&agent_id);
         let deactivated = recovered.as_ref().is_some_and(|r| r.deactivated);
+        let drain = recovered
+            .as_ref()
+            .and_then(|r| r.drain.clone())
+            .map(|record| drain::AgentDrain {
+                record,
+                started: SystemTime::now(),
+            });
         if recovered.is_none() {
             self.record(Change::AgentAdmitted {
                 id: agent_id.clone(),
                 record: AgentRecord {
                     hostname: info.hostname.clone(),
                     resources: info.resources.to_string(),
-                    deactivated: false,
+                    ..Default::default()
                 },
             })?;
         }
@@ -100,12 +115,14 @@ impl State {
                 health: AgentHealth::Active,
                 registered: SystemTime::now(),
                 deactivated,
+                drain,
             },
         );
         for task in running {
             let framework_id = task.framework_id.clone();
             self.readopt(&agent_id, task, framework_id);
         }
+        self.send_drain_kills(&agent_id);
         Ok(AgentLink {
             agent_id,
             commands: rx,
@@ -237,32 +254,58 @@ impl State {
     /// `DEACTIVATE_AGENT` (`deactivated`) and `REACTIVATE_AGENT`, as Mesos: a deactivated
     /// agent stays connected and its tasks keep running, but nothing of it is offered (its
     /// outstanding offers are rescinded) until it is reactivated. Kept in the registry, so a
-    /// new leader keeps it deactivated.
+    /// new leader keeps it deactivated. Reactivating ends a finished drain; an agent that is
+    /// not deactivated, or still draining, cannot be reactivated.
     pub(in crate::cluster) fn set_agent_deactivated(
         &mut self,
         agent_id: &str,
         deactivated: bool,
         now: Instant,
     ) -> Result<(), ApiError> {
-        let agent = self.agents.get(agent_id).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "unknown agent {agent_id}: it is not registered with this master"
-            ))
-        })?;
-        if agent.deactivated == deactivated {
+        let record = match (
+            self.agents.get(agent_id),
+            self.recovered_agents.get(agent_id),
+        ) {
+            (Some(agent), _) => agent.record(),
+            (None, Some(recovered)) => recovered.clone(),
+            (None, None) => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown agent {agent_id}: it is not registered with this master"
+                )));
+            }
+        };
+        if !deactivated && !record.deactivated {
+            return Err(ApiError::BadRequest(format!(
+                "agent {agent_id} is not deactivated"
+            )));
+        }
+        if !deactivated && self.draining(agent_id) {
+            return Err(ApiError::BadRequest(format!(
+                "agent {agent_id} is still in the DRAINING state; reactivate it once it is DRAINED"
+            )));
+        }
+        if deactivated && record.deactivated {
             return Ok(());
         }
         let record = AgentRecord {
-            hostname: agent.info.hostname.clone(),
-            resources: agent.info.resources.to_string(),
             deactivated,
+            // As Mesos, reactivation ends the agent's drain.
+            drain: if deactivated { record.drain } else { None },
+            ..record
         };
-        let offerable = agent.health == AgentHealth::Active && !deactivated;
         self.record(Change::AgentAdmitted {
             id: agent_id.to_owned(),
-            record,
+            record: record.clone(),
         })?;
-        self.agents.get_mut(agent_id).expect("checked").deactivated = deactivated;
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            self.recovered_agents.insert(agent_id.to_owned(), record);
+            return Ok(());
+        };
+        agent.deactivated = deactivated;
+        if !deactivated {
+            agent.drain = None;
+        }
+        let offerable = agent.health == AgentHealth::Active && !deactivated;
         let _ = self.allocator.set_agent_active(agent_id, offerable);
         if deactivated {
             self.rescind_agent_offers(agent_id, now);
@@ -270,7 +313,7 @@ impl State {
         Ok(())
     }
 
-    fn rescind_agent_offers(&mut self, agent_id: &str, now: Instant) {
+    pub(super) fn rescind_agent_offers(&mut self, agent_id: &str, now: Instant) {
         let offers: Vec<String> = self
             .offers
             .iter()
@@ -427,6 +470,7 @@ mod tests {
                 hostname: "node-1".into(),
                 resources: "cpus:2;mem:1024".into(),
                 deactivated: true,
+                ..Default::default()
             },
         );
         let mut next = super::State::new(

@@ -5,6 +5,7 @@
 //! each aggregate's operations live in their own module. See the module above for the
 //! locking and delivery model.
 mod agents;
+mod drain;
 mod frameworks;
 mod offers;
 mod roles;
@@ -21,7 +22,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
-pub use views::{AgentView, FrameworkView, StateSnapshot, TaskView};
+pub use views::{AgentView, DrainView, FrameworkView, StateSnapshot, TaskView};
 
 use super::{
     ApiError, ClusterConfig, TaskUsage,
@@ -84,8 +85,22 @@ struct AgentEntry {
     last_seen: Instant,
     health: AgentHealth,
     registered: SystemTime,
-    /// An operator deactivated it: connected, but nothing of it is offered.
+    /// An operator deactivated it (or drains it): connected, but nothing of it is offered.
     deactivated: bool,
+    drain: Option<drain::AgentDrain>,
+}
+
+impl AgentEntry {
+    /// What the registry keeps of it.
+    fn record(&self) -> AgentRecord {
+        AgentRecord {
+            hostname: self.info.hostname.clone(),
+            resources: self.info.resources.to_string(),
+            deactivated: self.deactivated,
+            drain: self.drain.as_ref().map(|d| d.record.clone()),
+            gone_at: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -124,6 +139,8 @@ pub(super) struct State {
     store: Box<dyn RegistryStore>,
     /// Agents in the registry that have not re-registered since this master started.
     recovered_agents: BTreeMap<String, AgentRecord>,
+    /// Agents an operator marked gone, with when (seconds since the epoch): never again.
+    gone: BTreeMap<String, f64>,
     /// Frameworks in the registry (they may re-subscribe with their id).
     registered_frameworks: HashMap<String, FrameworkRecord>,
     /// Registry writes handed to the store by the operation under way; the cluster waits
@@ -178,6 +195,14 @@ impl State {
                 tracing::warn!(%role, %e, "a role setting in the registry is not valid any more; ignored");
             }
         }
+        let (gone, recovered_agents): (BTreeMap<_, _>, BTreeMap<_, _>) = registry
+            .agents
+            .into_iter()
+            .partition(|(_, record)| record.gone_at.is_some());
+        let gone = gone
+            .into_iter()
+            .map(|(id, record)| (id, record.gone_at.unwrap_or_default()))
+            .collect();
         Ok(State {
             config,
             master_id,
@@ -204,7 +229,8 @@ impl State {
             counters: Counters::default(),
             allocation_us: Histogram::new(3).expect("valid histogram"),
             store,
-            recovered_agents: registry.agents,
+            recovered_agents,
+            gone,
             registered_frameworks: registry.frameworks.into_iter().collect(),
             writes: Vec::new(),
             runtime_roles: registry.roles,

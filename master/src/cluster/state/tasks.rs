@@ -206,7 +206,7 @@ impl State {
     pub(in crate::cluster) fn status_update(
         &mut self,
         framework_id: &str,
-        status: TaskStatus,
+        mut status: TaskStatus,
     ) -> Result<(), ApiError> {
         if status.uuid.is_none() {
             return Err(ApiError::BadRequest(
@@ -230,6 +230,7 @@ impl State {
                 status.task_id
             )));
         }
+        self.mark_drain_update(framework_id, &mut status);
         self.apply_status(framework_id, status);
         Ok(())
     }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use super::{AgentHealth, State, TaskEntry};
+use crate::cluster::registry::DrainState;
 use crate::cluster::{FrameworkInfo, Labels, Offer, TaskState, TaskStatus, TaskUsage};
 use crate::resources::Resources;
 
@@ -59,7 +60,9 @@ impl State {
         frameworks.sort_by(|a, b| a.id.cmp(&b.id));
         // One pass over tasks and offers, not one per agent.
         let mut used_by: HashMap<&str, Resources> = HashMap::new();
+        let mut tasks_on: HashMap<&str, usize> = HashMap::new();
         for t in self.frameworks.values().flat_map(|fw| fw.tasks.values()) {
+            *tasks_on.entry(t.info.agent_id.as_str()).or_default() += 1;
             if !t.state.is_terminal() {
                 used_by
                     .entry(t.info.agent_id.as_str())
@@ -93,6 +96,13 @@ impl State {
                     // As Mesos: a deactivated agent is not active either.
                     active: a.health == AgentHealth::Active && !a.deactivated,
                     deactivated: a.deactivated,
+                    drain: a.drain.as_ref().map(|d| DrainView {
+                        state: d.record.state,
+                        max_grace_period_secs: d.record.max_grace_period_secs,
+                        mark_gone: d.record.mark_gone,
+                        started: d.started,
+                        tasks_left: tasks_on.get(a.id.as_str()).copied().unwrap_or(0),
+                    }),
                     registered: a.registered,
                     total,
                     used,
@@ -149,6 +159,35 @@ impl State {
         );
         put("master/slaves_connected", connected_agents as f64);
         put("master/slaves_deactivated", deactivated_agents as f64);
+        // Drains, beyond Mesos's metrics: how many agents drain, are drained or gone, and how
+        // many tasks the draining agents still hold.
+        let in_drain = |state: DrainState| {
+            self.agents
+                .values()
+                .filter(move |a| a.drain.as_ref().is_some_and(|d| d.record.state == state))
+        };
+        put(
+            "master/slaves_draining",
+            in_drain(DrainState::Draining).count() as f64,
+        );
+        put(
+            "master/slaves_drained",
+            in_drain(DrainState::Drained).count() as f64,
+        );
+        put("master/slaves_gone", self.gone.len() as f64);
+        let draining: std::collections::HashSet<&str> = in_drain(DrainState::Draining)
+            .map(|a| a.id.as_str())
+            .collect();
+        let draining_tasks = if draining.is_empty() {
+            0
+        } else {
+            self.frameworks
+                .values()
+                .flat_map(|fw| fw.tasks.values())
+                .filter(|t| draining.contains(t.info.agent_id.as_str()))
+                .count()
+        };
+        put("master/draining_tasks", draining_tasks as f64);
         put(
             "master/slaves_unreachable",
             (self.agents.len() - connected_agents) as f64,
@@ -274,13 +313,27 @@ pub struct AgentView {
     pub hostname: String,
     pub attributes: Labels,
     pub active: bool,
-    /// An operator deactivated it (`DEACTIVATE_AGENT`).
+    /// An operator deactivated it (`DEACTIVATE_AGENT`, or a drain).
     pub deactivated: bool,
+    /// Its drain (`DRAIN_AGENT`), until it is reactivated.
+    pub drain: Option<DrainView>,
     pub registered: SystemTime,
     pub total: Resources,
     pub used: Resources,
     pub offered: Resources,
     pub available: Resources,
+}
+
+/// Mesos's `DrainInfo` with the drain's progress.
+#[derive(Clone, Debug)]
+pub struct DrainView {
+    pub state: DrainState,
+    pub max_grace_period_secs: Option<f64>,
+    pub mark_gone: bool,
+    /// When this master started following it (Mesos's `estimated_drain_start_time`).
+    pub started: SystemTime,
+    /// Tasks still on the agent (live, or ended with an unacknowledged last update).
+    pub tasks_left: usize,
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! `GET_LOGGING_LEVEL`, `GET_MASTER`), what the cluster holds (`GET_STATE`, `GET_AGENTS`,
 //! `GET_FRAMEWORKS`, `GET_EXECUTORS`, `GET_TASKS`, `GET_ROLES`, shaped as Mesos's
 //! `mesos.v1.master.Response`), the role weights and quotas (`roles`), and an agent's
-//! deactivation (`agents`). Other calls answer 501 naming themselves.
+//! deactivation, drain and removal (`agents`). Other calls answer 501 naming themselves.
 mod agents;
 mod roles;
 mod views;
+
+pub(in crate::api) use views::drain_info;
 
 use axum::{
     Json,
@@ -99,6 +101,8 @@ pub(super) async fn call(State(api): State<Api>, headers: HeaderMap, body: Bytes
         "REACTIVATE_AGENT" => {
             agents::set_deactivated(cluster, &call, "reactivate_agent", false).await
         }
+        "DRAIN_AGENT" => agents::drain(cluster, &call).await,
+        "MARK_AGENT_GONE" => agents::mark_gone(cluster, &call).await,
         "" => error(StatusCode::BAD_REQUEST, "the call has no `type`"),
         other => error(
             StatusCode::NOT_IMPLEMENTED,

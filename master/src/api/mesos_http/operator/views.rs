@@ -7,7 +7,9 @@ use serde_json::{Value as JsonValue, json};
 
 use super::super::json::{attribute, id, labels_out, master_info, resource_list, status};
 use crate::{
-    cluster::{AgentView, Cluster, FrameworkInfo, FrameworkView, StateSnapshot, TaskView},
+    cluster::{
+        AgentView, Cluster, DrainView, FrameworkInfo, FrameworkView, StateSnapshot, TaskView,
+    },
     resources::Resources,
 };
 
@@ -33,20 +35,36 @@ fn agent_info(a: &AgentView) -> JsonValue {
     })
 }
 
+/// Mesos's `DrainInfo`.
+pub(in crate::api) fn drain_info(d: &DrainView) -> JsonValue {
+    let mut config = json!({ "mark_gone": d.mark_gone });
+    if let Some(secs) = d.max_grace_period_secs {
+        config["max_grace_period"] = json!({ "nanoseconds": (secs * 1e9).round() as i64 });
+    }
+    json!({ "state": d.state.name(), "config": config })
+}
+
 pub fn agents(s: &StateSnapshot) -> JsonValue {
     json!({
-        "agents": s.agents.iter().map(|a| json!({
-            "agent_info": agent_info(a),
-            "active": a.active,
-            // Deactivated by an operator (DEACTIVATE_AGENT); an agent that is only
-            // unreachable is `active: false` but not deactivated.
-            "deactivated": a.deactivated,
-            "version": orca_leader::info::MESOS_VERSION,
-            "registered_time": time(a.registered),
-            "total_resources": resource_list(&a.total, None),
-            "allocated_resources": resource_list(&a.used, None),
-            "offered_resources": resource_list(&a.offered, None),
-        })).collect::<Vec<_>>(),
+        "agents": s.agents.iter().map(|a| {
+            let mut agent = json!({
+                "agent_info": agent_info(a),
+                "active": a.active,
+                // Deactivated by an operator (DEACTIVATE_AGENT or a drain); an agent that
+                // is only unreachable is `active: false` but not deactivated.
+                "deactivated": a.deactivated,
+                "version": orca_leader::info::MESOS_VERSION,
+                "registered_time": time(a.registered),
+                "total_resources": resource_list(&a.total, None),
+                "allocated_resources": resource_list(&a.used, None),
+                "offered_resources": resource_list(&a.offered, None),
+            });
+            if let Some(drain) = &a.drain {
+                agent["drain_info"] = drain_info(drain);
+                agent["estimated_drain_start_time"] = time(drain.started);
+            }
+            agent
+        }).collect::<Vec<_>>(),
         "recovered_agents": s.recovered_agents.iter().map(|(agent, hostname)| json!({
             "hostname": hostname,
             "id": id(agent),
