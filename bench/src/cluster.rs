@@ -1,8 +1,10 @@
 //! A real cluster for the benchmarks, each part its own process: `orca-master` on loopback
-//! ports, and `sim-agents` attached to it over the agent gRPC link.
+//! ports, real `orca-agent`s running tasks in cgroups, and `sim-agents` attached to it over
+//! the agent gRPC link.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::SocketAddr,
+    path::Path,
     path::PathBuf,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::{Duration, Instant},
@@ -90,6 +92,80 @@ impl Drop for MasterProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real `orca-agent` (task runner in cgroups, the cheapest probe) on a master; killed
+/// with SIGKILL when dropped, its tasks living on under their supervisors.
+pub struct AgentProcess {
+    pub child: Child,
+    /// Lines of its log, as they come.
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// How long an agent may take to log what a benchmark waits for.
+const AGENT_WAIT: Duration = Duration::from_secs(120);
+
+impl AgentProcess {
+    pub fn start(
+        master: &MasterProcess,
+        work: &Path,
+        cgroups_root: &str,
+        hostname: &str,
+        resources: &str,
+    ) -> Result<Self> {
+        let mut child = Command::new(sibling("orca-agent")?)
+            .arg("run")
+            .args(["--master", &master.grpc.to_string()])
+            .args(["--probe", "proc", "--interval", "5s"])
+            .args(["--docker-socket", "", "--containerd-socket", ""])
+            .arg("--work-dir")
+            .arg(work)
+            .args(["--cgroups-root", cgroups_root])
+            .args(["--hostname", hostname, "--resources", resources])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting orca-agent")?;
+        let stderr = child.stderr.take().context("the agent's stderr")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(AgentProcess { child, lines })
+    }
+
+    /// Waits for a log line containing `text`; returns it and when it came.
+    pub fn wait_line(&self, text: &str) -> Result<(String, Instant)> {
+        let deadline = Instant::now() + AGENT_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .with_context(|| format!("the agent never logged {text:?}"))?;
+            if line.contains(text) {
+                return Ok((line, Instant::now()));
+            }
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 

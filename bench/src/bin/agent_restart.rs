@@ -8,15 +8,13 @@
 //! Baseline in the same run: the same agent restarted with no tasks. Needs root.
 use std::{
     collections::HashMap,
-    io::{BufRead as _, BufReader},
     path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use orca_bench::cluster::{MasterProcess, sibling};
+use orca_bench::cluster::{AgentProcess as Agent, MasterProcess};
 use orca_master::api::mesos_http::client::{self, SchedulerClient, scalars};
 use orca_task_supervisor::Pids;
 use serde_json::{Value, json};
@@ -31,74 +29,6 @@ struct Args {
 }
 
 const WAIT: Duration = Duration::from_secs(120);
-
-struct Agent {
-    child: Child,
-    /// Lines of its log, as they come.
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Agent {
-    fn start(master: &MasterProcess, work: &std::path::Path, cgroups_root: &str) -> Result<Self> {
-        let mut child = Command::new(sibling("orca-agent")?)
-            .arg("run")
-            .args(["--master", &master.grpc.to_string()])
-            .args(["--probe", "proc", "--interval", "5s"])
-            .args(["--docker-socket", "", "--containerd-socket", ""])
-            .arg("--work-dir")
-            .arg(work)
-            .args(["--cgroups-root", cgroups_root])
-            .args([
-                "--hostname",
-                "restart-bench",
-                "--resources",
-                "cpus:64;mem:65536",
-            ])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting orca-agent")?;
-        let stderr = child.stderr.take().context("the agent's stderr")?;
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Agent { child, lines })
-    }
-
-    /// Waits for a log line containing `text`; returns it and when it came.
-    fn wait_line(&self, text: &str) -> Result<(String, Instant)> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .with_context(|| format!("the agent never logged {text:?}"))?;
-            if line.contains(text) {
-                return Ok((line, Instant::now()));
-            }
-        }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// The agent's `took=…` on its recovery line, in milliseconds.
 fn took_ms(line: &str) -> Option<f64> {
@@ -159,19 +89,37 @@ async fn main() -> Result<()> {
     let empty_work = base.join("empty");
     let mut baseline = Vec::new();
     {
-        let mut agent = Agent::start(&master, &empty_work, &cgroups_root)?;
+        let mut agent = Agent::start(
+            &master,
+            &empty_work,
+            &cgroups_root,
+            "restart-bench",
+            "cpus:64;mem:65536",
+        )?;
         agent.wait_line("registered with the master")?;
         for _ in 0..args.restarts {
             agent.kill9();
             let started = Instant::now();
-            agent = Agent::start(&master, &empty_work, &cgroups_root)?;
+            agent = Agent::start(
+                &master,
+                &empty_work,
+                &cgroups_root,
+                "restart-bench",
+                "cpus:64;mem:65536",
+            )?;
             let (_, at) = agent.wait_line("registered with the master")?;
             baseline.push(at.duration_since(started).as_secs_f64() * 1000.0);
         }
     }
 
     let work = base.join("work");
-    let mut agent = Agent::start(&master, &work, &cgroups_root)?;
+    let mut agent = Agent::start(
+        &master,
+        &work,
+        &cgroups_root,
+        "restart-bench",
+        "cpus:64;mem:65536",
+    )?;
     agent.wait_line("registered with the master")?;
     let agent_id = std::fs::read_to_string(work.join("agent_id"))?;
     let mut s = SchedulerClient::subscribe(
@@ -247,7 +195,13 @@ async fn main() -> Result<()> {
     for restart in 0..args.restarts {
         agent.kill9();
         let started = Instant::now();
-        agent = Agent::start(&master, &work, &cgroups_root)?;
+        agent = Agent::start(
+            &master,
+            &work,
+            &cgroups_root,
+            "restart-bench",
+            "cpus:64;mem:65536",
+        )?;
         let (line, _) = agent.wait_line("recovered the tasks of the previous run")?;
         let recovery_ms = took_ms(&line).context("the recovery line's took=")?;
         let reattached: usize = line

@@ -2,7 +2,8 @@
 //! tasks for a framework (through an in-process master), and started again — from another
 //! copy of its binary, as after an upgrade — and takes its tasks back; a restart in the
 //! middle of a launch burst leaves no task unaccounted for; a changed configuration refuses
-//! to start and `--recover=cleanup` ends everything. Needs root (cgroups).
+//! to start and `--recover=cleanup` ends everything; a drained agent's tasks, killed within
+//! the drain's grace period, run on another agent. Needs root (cgroups).
 mod support;
 
 use std::{
@@ -477,4 +478,40 @@ async fn a_changed_configuration_refuses_to_start_and_cleanup_ends_the_old_tasks
         std::fs::read_to_string(&id_file).ok()
     });
     assert_ne!(second_id, first_id, "it registers as a new agent");
+}
+
+/// `DRAIN_AGENT` on the real wire: the `agent-drain` benchmark at a small scale (an
+/// `orca-master` and two `orca-agent` processes, tasks that ignore SIGTERM and ask for 30 s,
+/// a drain capped at 2 s, a framework relaunching on the other agent).
+#[test]
+fn a_drained_agent_hands_its_tasks_to_another_agent_within_the_grace_period() {
+    let out = Command::new(support::bin("agent-drain"))
+        .args(["--tasks", "40", "--max-grace", "2"])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("running the agent-drain benchmark");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("drain "))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no drain line: {stdout}"));
+    for zero in [
+        "tasks_lost",
+        "relaunches_failed",
+        "original_processes_alive",
+        "offers_from_the_draining_agent",
+    ] {
+        assert_eq!(result[zero], 0, "{zero}: {stdout}");
+    }
+    let ms = |key: &str| result[key].as_f64().unwrap();
+    // Every kill waits out the 2 s cap (the tasks ignore SIGTERM), and none waits its own 30 s.
+    assert!(ms("agent_drained_ms") >= 2_000.0, "{stdout}");
+    assert!(ms("agent_drained_ms") < 10_000.0, "{stdout}");
+    assert!(ms("all_running_elsewhere_ms") < 10_000.0, "{stdout}");
 }
