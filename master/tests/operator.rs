@@ -225,3 +225,90 @@ async fn container_actions_and_logs_reach_the_agent_of_the_host() {
     })
     .await;
 }
+
+/// The gRPC twins of DEACTIVATE/REACTIVATE/DRAIN_AGENT and MARK_AGENT_GONE: the same rules,
+/// and the watch shows each step (deactivated, draining with the tasks left, drained, gone).
+#[tokio::test]
+async fn an_operator_drains_reactivates_and_removes_an_agent_over_grpc() {
+    let (grpc, _http, cluster) = whole_master().await;
+    let (agent_id, log, _alive) = simulated_agent(&cluster, "node-1", "cpus:4;mem:1024").await;
+    let mut operator = OperatorClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let mut watch = operator
+        .watch_cluster(pb::WatchClusterRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let agent = |id: &str| pb::AgentRequest {
+        agent_id: id.to_owned(),
+    };
+    let mut until = async |check: &dyn Fn(&pb::Agent) -> bool| loop {
+        let delta = next_delta(&mut watch).await;
+        if let Some(a) = delta.upserted_agents.iter().find(|a| check(a)) {
+            return a.clone();
+        }
+    };
+    until(&|a| a.id == agent_id && !a.deactivated).await;
+
+    let err = operator
+        .reactivate_agent(agent(&agent_id))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "not deactivated: {err}");
+    operator.deactivate_agent(agent(&agent_id)).await.unwrap();
+    let seen = until(&|a| a.deactivated).await;
+    assert_eq!(
+        seen.state(),
+        pb::AgentState::Active,
+        "still connected while deactivated"
+    );
+
+    operator
+        .drain_agent(pb::DrainAgentRequest {
+            agent_id: agent_id.clone(),
+            max_grace_seconds: Some(1.5),
+            mark_gone: false,
+        })
+        .await
+        .unwrap();
+    let drained = until(&|a| a.drain_state() == pb::AgentDrainState::Drained).await;
+    assert_eq!(drained.drain_max_grace_seconds, 1.5);
+    assert!(drained.drain_started_unix_ms > 0);
+    assert_eq!(drained.drain_tasks_left, 0);
+    operator.reactivate_agent(agent(&agent_id)).await.unwrap();
+    until(&|a| !a.deactivated && a.drain_state() == pb::AgentDrainState::None).await;
+
+    for bad in [
+        operator
+            .drain_agent(pb::DrainAgentRequest {
+                agent_id: agent_id.clone(),
+                max_grace_seconds: Some(-1.0),
+                mark_gone: false,
+            })
+            .await
+            .unwrap_err(),
+        operator
+            .drain_agent(pb::DrainAgentRequest::default())
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(bad.code(), Code::InvalidArgument, "{bad}");
+    }
+    let unknown = operator
+        .mark_agent_gone(agent("no-such-agent"))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown}");
+    operator.mark_agent_gone(agent(&agent_id)).await.unwrap();
+    loop {
+        let delta = next_delta(&mut watch).await;
+        if delta.removed_agents.contains(&agent_id) {
+            break;
+        }
+    }
+    eventually("the agent told to shut down", || {
+        log.lock().unwrap().shut_down.is_some()
+    })
+    .await;
+}

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{grpc_status, task_state_to_proto};
-use crate::cluster::{Cluster, StateSnapshot, TaskView};
+use crate::cluster::{ApiError, Cluster, DrainState, StateSnapshot, TaskView};
 
 /// How often a watcher's view of the cluster is compared with the master's. Changes reach a
 /// watcher within this; nothing is sent when nothing changed.
@@ -100,7 +100,7 @@ impl ClusterView {
                 pb::Agent {
                     id: a.id.clone(),
                     hostname: a.hostname.clone(),
-                    state: if a.active {
+                    state: if a.connected {
                         pb::AgentState::Active
                     } else {
                         pb::AgentState::Unreachable
@@ -112,6 +112,20 @@ impl ClusterView {
                     attributes: a.attributes.clone().into_iter().collect(),
                     registered_unix_ms: unix_ms(a.registered),
                     running_tasks: running.get(a.id.as_str()).copied().unwrap_or(0),
+                    deactivated: a.deactivated,
+                    drain_state: match a.drain.as_ref().map(|d| d.state) {
+                        None => pb::AgentDrainState::None,
+                        Some(DrainState::Draining) => pb::AgentDrainState::Draining,
+                        Some(DrainState::Drained) => pb::AgentDrainState::Drained,
+                    } as i32,
+                    drain_tasks_left: a.drain.as_ref().map_or(0, |d| d.tasks_left as u32),
+                    drain_started_unix_ms: a.drain.as_ref().map_or(0, |d| unix_ms(d.started)),
+                    drain_max_grace_seconds: a
+                        .drain
+                        .as_ref()
+                        .and_then(|d| d.max_grace_period_secs)
+                        .unwrap_or(0.0),
+                    drain_mark_gone: a.drain.as_ref().is_some_and(|d| d.mark_gone),
                 },
             );
         }
@@ -388,5 +402,78 @@ impl pb::operator_server::Operator for OperatorService {
             .map_err(grpc_status)?;
         tracing::info!(framework = %r.framework_id, task = %r.task_id, "task killed by an operator");
         Ok(Response::new(pb::KillTaskResponse {}))
+    }
+
+    async fn deactivate_agent(
+        &self,
+        request: Request<pb::AgentRequest>,
+    ) -> Result<Response<pb::AgentResponse>, Status> {
+        let agent_id = agent_id(&request.into_inner().agent_id)?;
+        self.cluster
+            .set_agent_deactivated(&agent_id, true)
+            .await
+            .map_err(agent_status)?;
+        Ok(Response::new(pb::AgentResponse {}))
+    }
+
+    async fn reactivate_agent(
+        &self,
+        request: Request<pb::AgentRequest>,
+    ) -> Result<Response<pb::AgentResponse>, Status> {
+        let agent_id = agent_id(&request.into_inner().agent_id)?;
+        self.cluster
+            .set_agent_deactivated(&agent_id, false)
+            .await
+            .map_err(agent_status)?;
+        Ok(Response::new(pb::AgentResponse {}))
+    }
+
+    async fn drain_agent(
+        &self,
+        request: Request<pb::DrainAgentRequest>,
+    ) -> Result<Response<pb::AgentResponse>, Status> {
+        let r = request.into_inner();
+        let agent_id = agent_id(&r.agent_id)?;
+        let max_grace = match r.max_grace_seconds {
+            None => None,
+            Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s.min(1e9))),
+            Some(s) => {
+                return Err(Status::invalid_argument(format!(
+                    "max_grace_seconds must be a non-negative number of seconds (not {s})"
+                )));
+            }
+        };
+        self.cluster
+            .drain_agent(&agent_id, max_grace, r.mark_gone)
+            .await
+            .map_err(agent_status)?;
+        Ok(Response::new(pb::AgentResponse {}))
+    }
+
+    async fn mark_agent_gone(
+        &self,
+        request: Request<pb::AgentRequest>,
+    ) -> Result<Response<pb::AgentResponse>, Status> {
+        let agent_id = agent_id(&request.into_inner().agent_id)?;
+        self.cluster
+            .mark_agent_gone(&agent_id)
+            .await
+            .map_err(agent_status)?;
+        Ok(Response::new(pb::AgentResponse {}))
+    }
+}
+
+fn agent_id(id: &str) -> Result<String, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("agent_id is required"));
+    }
+    Ok(id.to_owned())
+}
+
+/// As the HTTP API: an agent not known is NOT_FOUND.
+fn agent_status(e: ApiError) -> Status {
+    match e {
+        ApiError::NotFound(why) => Status::not_found(why),
+        other => grpc_status(other),
     }
 }

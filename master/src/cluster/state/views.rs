@@ -95,6 +95,7 @@ impl State {
                     attributes: a.info.attributes.clone(),
                     // As Mesos: a deactivated agent is not active either.
                     active: a.health == AgentHealth::Active && !a.deactivated,
+                    connected: a.health == AgentHealth::Active,
                     deactivated: a.deactivated,
                     drain: a.drain.as_ref().map(|d| DrainView {
                         state: d.record.state,
@@ -313,6 +314,8 @@ pub struct AgentView {
     pub hostname: String,
     pub attributes: Labels,
     pub active: bool,
+    /// It answers its heartbeats (an active agent, or a deactivated one still connected).
+    pub connected: bool,
     /// An operator deactivated it (`DEACTIVATE_AGENT`, or a drain).
     pub deactivated: bool,
     /// Its drain (`DRAIN_AGENT`), until it is reactivated.
