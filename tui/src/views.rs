@@ -16,8 +16,7 @@ use crate::{
     model::{
         Model,
         domain::{
-            Agent, Detail, Framework, Host, Task, agent_state_word, connection_state_word,
-            container_state_word,
+            Agent, Detail, Framework, Host, Task, connection_state_word, container_state_word,
         },
         topology::{ConnEntry, Metric as NodeMetric, NodeEntry, TopoView},
     },
@@ -261,6 +260,7 @@ impl<'a> Item<'a> {
                 _ => Health::Healthy,
             },
             Item::Agent(a) => match a.state {
+                AgentState::Active if a.deactivated => Health::Degraded,
                 AgentState::Active => Health::Healthy,
                 AgentState::Recovered => Health::Degraded,
                 _ => Health::Failed,
@@ -378,7 +378,7 @@ impl Filterable for Item<'_> {
         match self {
             Item::Node(n) => n.container().map_or("", |c| container_state_word(c.state)),
             Item::Connection(c) => connection_state_word(c.state()),
-            Item::Agent(a) => agent_state_word(a.state),
+            Item::Agent(a) => a.status_word(),
             Item::Framework(f) if f.connected => "connected",
             Item::Framework(_) => "disconnected",
             Item::Task(t) => t.state.mesos_name(),
@@ -1004,7 +1004,7 @@ pub fn cells_at(item: &Item<'_>, tab: Tab, model: &Model, now_ms: i64) -> Vec<St
                 .collect();
             vec![
                 a.hostname.clone(),
-                agent_state_word(a.state).to_owned(),
+                a.status_word().to_owned(),
                 used_of(&a.used, &a.total, "cpus", false),
                 used_of(&a.used, &a.total, "mem", true),
                 used_of(&a.used, &a.total, "disk", true),

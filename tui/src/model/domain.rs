@@ -202,6 +202,23 @@ pub struct Agent {
     pub attributes: HashMap<String, String>,
     pub registered_unix_ms: i64,
     pub running_tasks: u32,
+    /// An operator deactivated it (or drains it): nothing of it is offered.
+    pub deactivated: bool,
+    pub drain: opb::AgentDrainState,
+    /// While it drains: tasks still on it.
+    pub drain_tasks_left: u32,
+}
+
+impl Agent {
+    /// What an operator needs first: a drain or deactivation, else whether it is reachable.
+    pub fn status_word(&self) -> &'static str {
+        match self.drain {
+            opb::AgentDrainState::Draining => "draining",
+            opb::AgentDrainState::Drained => "drained",
+            opb::AgentDrainState::None if self.deactivated => "deactivated",
+            opb::AgentDrainState::None => agent_state_word(self.state),
+        }
+    }
 }
 
 pub fn agent_state_word(state: opb::AgentState) -> &'static str {
@@ -393,6 +410,7 @@ impl From<pb::TopologyEdge> for Edge {
 
 impl From<opb::Agent> for Agent {
     fn from(a: opb::Agent) -> Self {
+        let drain = a.drain_state();
         Agent {
             state: a.state(),
             id: a.id,
@@ -404,6 +422,9 @@ impl From<opb::Agent> for Agent {
             attributes: a.attributes,
             registered_unix_ms: a.registered_unix_ms,
             running_tasks: a.running_tasks,
+            deactivated: a.deactivated,
+            drain,
+            drain_tasks_left: a.drain_tasks_left,
         }
     }
 }

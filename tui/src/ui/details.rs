@@ -229,6 +229,14 @@ fn facts(item: &Item<'_>, app: &App) -> Vec<Line<'static>> {
         Item::Agent(a) => {
             out.push(kv("id", &a.id));
             out.push(kv("state", agent_state_word(a.state)));
+            if a.drain != orca_proto::operator::v1::AgentDrainState::None {
+                out.push(kv(
+                    "drain",
+                    &format!("{} ({} tasks left)", a.status_word(), a.drain_tasks_left),
+                ));
+            } else if a.deactivated {
+                out.push(kv("offers", "none: deactivated by an operator"));
+            }
             for name in ["cpus", "mem", "disk", "gpus"] {
                 let total = a.total.get(name).copied().unwrap_or(0.0);
                 if total == 0.0 {
