@@ -86,40 +86,31 @@ async fn main() -> Result<()> {
     let cgroups_root = format!("orca-bench-restart-{}", std::process::id());
 
     // Baseline: an agent with no tasks, restarted.
-    let empty_work = base.join("empty");
-    let mut baseline = Vec::new();
-    {
-        let mut agent = Agent::start(
+    let start = |work: &std::path::Path| {
+        Agent::start(
             &master,
-            &empty_work,
+            work,
             &cgroups_root,
             "restart-bench",
             "cpus:64;mem:65536",
-        )?;
+        )
+    };
+    let empty_work = base.join("empty");
+    let mut baseline = Vec::new();
+    {
+        let mut agent = start(&empty_work)?;
         agent.wait_line("registered with the master")?;
         for _ in 0..args.restarts {
             agent.kill9();
             let started = Instant::now();
-            agent = Agent::start(
-                &master,
-                &empty_work,
-                &cgroups_root,
-                "restart-bench",
-                "cpus:64;mem:65536",
-            )?;
+            agent = start(&empty_work)?;
             let (_, at) = agent.wait_line("registered with the master")?;
             baseline.push(at.duration_since(started).as_secs_f64() * 1000.0);
         }
     }
 
     let work = base.join("work");
-    let mut agent = Agent::start(
-        &master,
-        &work,
-        &cgroups_root,
-        "restart-bench",
-        "cpus:64;mem:65536",
-    )?;
+    let mut agent = start(&work)?;
     agent.wait_line("registered with the master")?;
     let agent_id = std::fs::read_to_string(work.join("agent_id"))?;
     let mut s = SchedulerClient::subscribe(
@@ -195,13 +186,7 @@ async fn main() -> Result<()> {
     for restart in 0..args.restarts {
         agent.kill9();
         let started = Instant::now();
-        agent = Agent::start(
-            &master,
-            &work,
-            &cgroups_root,
-            "restart-bench",
-            "cpus:64;mem:65536",
-        )?;
+        agent = start(&work)?;
         let (line, _) = agent.wait_line("recovered the tasks of the previous run")?;
         let recovery_ms = took_ms(&line).context("the recovery line's took=")?;
         let reattached: usize = line

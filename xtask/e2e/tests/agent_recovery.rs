@@ -485,22 +485,11 @@ async fn a_changed_configuration_refuses_to_start_and_cleanup_ends_the_old_tasks
 /// a drain capped at 2 s, a framework relaunching on the other agent).
 #[test]
 fn a_drained_agent_hands_its_tasks_to_another_agent_within_the_grace_period() {
-    let out = Command::new(support::bin("agent-drain"))
-        .args(["--tasks", "40", "--max-grace", "2"])
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("running the agent-drain benchmark");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (result, stdout) = support::run_benchmark(
+        "agent-drain",
+        &["--tasks", "40", "--max-grace", "2"],
+        "drain ",
     );
-    let result: Value = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("drain "))
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no drain line: {stdout}"));
     for zero in [
         "tasks_lost",
         "relaunches_failed",

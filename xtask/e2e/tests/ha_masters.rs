@@ -676,23 +676,23 @@ async fn zookeeper_faults_never_leave_two_leaders_and_end_with_one() {
 /// the leader, 4 HTTP frameworks launching all along). Nothing lost, nothing twice.
 #[test]
 fn a_leader_killed_in_a_launch_storm_loses_and_duplicates_nothing() {
-    let out = Command::new(support::bin("failover"))
-        .args(["--agents", "100", "--frameworks", "4", "--tasks", "1000"])
-        .args(["--storm-seconds", "4", "--storm-rate", "200", "--no-fsync"])
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("running the failover benchmark");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (result, stdout) = support::run_benchmark(
+        "failover",
+        &[
+            "--agents",
+            "100",
+            "--frameworks",
+            "4",
+            "--tasks",
+            "1000",
+            "--storm-seconds",
+            "4",
+            "--storm-rate",
+            "200",
+            "--no-fsync",
+        ],
+        "result ",
     );
-    let result: Value = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("result "))
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no result line: {stdout}"));
     for zero in ["lost", "duplicated", "unanswered", "unacknowledged"] {
         assert_eq!(result[zero], 0, "{zero}: {stdout}");
     }

@@ -7,7 +7,9 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::{AgentEntry, AgentHealth, State, TaskEntry, drain, new_uuid, now_seconds};
+use super::{
+    AgentEntry, AgentHealth, FrameworkEntry, State, TaskEntry, drain, new_uuid, now_seconds,
+};
 use crate::cluster::registry::{AgentRecord, Change};
 use crate::cluster::{
     AgentCommand, AgentInfo, AgentLink, ApiError, Event, RunningTask, StatusSource, TaskState,
@@ -227,22 +229,18 @@ impl State {
             tracing::warn!(agent = %agent_id, "agent missed its heartbeats; marking it unreachable");
             let _ = self.allocator.set_agent_active(&agent_id, false);
             self.rescind_agent_offers(&agent_id, now);
-            self.agent_tasks_to(
-                &agent_id,
-                TaskState::Unreachable,
-                "REASON_AGENT_UNREACHABLE",
-            );
+            let message = format!("agent {agent_id} is not reachable");
+            self.agent_tasks_to(&agent_id, &message, |_| {
+                (TaskState::Unreachable, "REASON_AGENT_UNREACHABLE")
+            });
         }
         for agent_id in removed {
             tracing::warn!(agent = %agent_id, "agent unreachable too long; removing it");
-            self.agent_tasks_to(&agent_id, TaskState::Lost, "REASON_AGENT_REMOVED");
-            for fw in self.frameworks.values() {
-                fw.send(Event::Failure {
-                    agent_id: agent_id.clone(),
-                });
-            }
-            self.agents.remove(&agent_id);
-            let _ = self.allocator.remove_agent(&agent_id);
+            let message = format!("agent {agent_id} is not reachable");
+            self.agent_tasks_to(&agent_id, &message, |_| {
+                (TaskState::Lost, "REASON_AGENT_REMOVED")
+            });
+            self.forget_agent(&agent_id);
             if let Err(e) = self.record(Change::AgentRemoved {
                 id: agent_id.clone(),
             }) {
@@ -364,16 +362,24 @@ impl State {
         }
     }
 
-    fn agent_tasks_to(&mut self, agent_id: &str, state: TaskState, reason: &str) {
+    /// Ends every live task on the agent from the master's side, with the state and reason
+    /// `outcome` picks for each task's framework.
+    pub(super) fn agent_tasks_to(
+        &mut self,
+        agent_id: &str,
+        message: &str,
+        outcome: impl Fn(&FrameworkEntry) -> (TaskState, &'static str),
+    ) {
         let mut updates = Vec::new();
         for fw in self.frameworks.values() {
+            let (state, reason) = outcome(fw);
             for task in fw.tasks.values() {
                 if task.info.agent_id == agent_id && !task.state.is_terminal() {
-                    updates.push((fw.id.clone(), task.info.task_id.clone()));
+                    updates.push((fw.id.clone(), task.info.task_id.clone(), state, reason));
                 }
             }
         }
-        for (framework_id, task_id) in updates {
+        for (framework_id, task_id, state, reason) in updates {
             self.apply_status(
                 &framework_id,
                 TaskStatus {
@@ -382,12 +388,24 @@ impl State {
                     state,
                     source: StatusSource::Master,
                     reason: Some(reason.to_owned()),
-                    message: Some(format!("agent {agent_id} is not reachable")),
+                    message: Some(message.to_owned()),
                     timestamp: now_seconds(),
                     uuid: Some(new_uuid()),
                 },
             );
         }
+    }
+
+    /// Drops a removed agent: frameworks hear FAILURE, its resources leave the allocator.
+    /// Returns its entry, if it was registered.
+    pub(super) fn forget_agent(&mut self, agent_id: &str) -> Option<AgentEntry> {
+        for fw in self.frameworks.values() {
+            fw.send(Event::Failure {
+                agent_id: agent_id.to_owned(),
+            });
+        }
+        let _ = self.allocator.remove_agent(agent_id);
+        self.agents.remove(agent_id)
     }
 
     pub(in crate::cluster) fn agent_available(&self, agent_id: &str) -> Option<Resources> {

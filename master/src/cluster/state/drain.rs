@@ -13,9 +13,9 @@
 //! partition-aware), the agent is told to shut down, and it may never register again.
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{State, new_uuid, now_seconds};
+use super::{State, now_seconds};
 use crate::cluster::registry::{AgentRecord, Change, DrainRecord, DrainState};
-use crate::cluster::{AgentCommand, ApiError, Event, StatusSource, TaskState, TaskStatus};
+use crate::cluster::{AgentCommand, ApiError, TaskState, TaskStatus};
 
 /// An agent's drain as this master follows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -242,46 +242,19 @@ impl State {
         }
         self.rescind_agent_offers(agent_id, now);
         let message = "Agent has been marked gone";
-        let mut updates = Vec::new();
-        for fw in self.frameworks.values() {
-            let (state, reason) = if fw.partition_aware() {
+        self.agent_tasks_to(agent_id, message, |fw| {
+            if fw.partition_aware() {
                 (
                     TaskState::GoneByOperator,
                     "REASON_AGENT_REMOVED_BY_OPERATOR",
                 )
             } else {
                 (TaskState::Lost, "REASON_AGENT_REMOVED")
-            };
-            for task in fw.tasks.values() {
-                if task.info.agent_id == agent_id && !task.state.is_terminal() {
-                    updates.push((fw.id.clone(), task.info.task_id.clone(), state, reason));
-                }
             }
-        }
-        for (framework_id, task_id, state, reason) in updates {
-            self.apply_status(
-                &framework_id,
-                TaskStatus {
-                    task_id,
-                    agent_id: agent_id.to_owned(),
-                    state,
-                    source: StatusSource::Master,
-                    reason: Some(reason.to_owned()),
-                    message: Some(message.to_owned()),
-                    timestamp: now_seconds(),
-                    uuid: Some(new_uuid()),
-                },
-            );
-        }
-        if let Some(agent) = self.agents.remove(agent_id) {
+        });
+        if let Some(agent) = self.forget_agent(agent_id) {
             let _ = agent.commands.send(AgentCommand::Shutdown {
                 message: message.to_owned(),
-            });
-        }
-        let _ = self.allocator.remove_agent(agent_id);
-        for fw in self.frameworks.values() {
-            fw.send(Event::Failure {
-                agent_id: agent_id.to_owned(),
             });
         }
         Ok(())

@@ -54,3 +54,26 @@ pub async fn in_process_master() -> (
     }));
     (grpc, http, stop_tx)
 }
+
+/// Runs the benchmark `name` with `args` and returns the JSON on its stdout line starting
+/// with `prefix` (e.g. "result "), and the whole stdout for messages; panics, with its
+/// output, when it fails or prints no such line.
+pub fn run_benchmark(name: &str, args: &[&str], prefix: &str) -> (serde_json::Value, String) {
+    let out = std::process::Command::new(bin(name))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap_or_else(|e| panic!("running the {name} benchmark: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} line: {stdout}"));
+    (result, stdout)
+}
