@@ -112,6 +112,69 @@ enum Command {
         #[arg(long, default_value = "orca")]
         cgroups_root: String,
     },
+    /// Move the running agent on this host to another master or ZooKeeper ensemble without
+    /// restarting it: it re-registers there with the same id and keeps its tasks. Without a
+    /// master, print the one it follows now.
+    SwitchMaster {
+        /// The new master: `host:port`, or `zk://h1:2181,h2:2181/mesos` to follow the leader
+        /// of highly-available masters.
+        master: Option<String>,
+        /// The running agent's --work-dir (its control socket is there).
+        #[arg(long, default_value = "/var/lib/orca-agent")]
+        work_dir: std::path::PathBuf,
+        /// How long to wait for the agent to register with the new master (0: do not wait).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        wait: Duration,
+    },
+}
+
+/// `orca-agent switch-master`: asks the running agent, through its control socket.
+async fn switch_master(
+    master: Option<String>,
+    work_dir: &std::path::Path,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    use orca_proto::cluster::v1 as pb;
+    let mut control =
+        orca_agent::control::connect(&orca_agent::control::socket_path(work_dir)).await?;
+    let Some(master) = master else {
+        let now = control
+            .get_master(pb::GetMasterRequest {})
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+            .into_inner();
+        match now.registered {
+            true => println!("{} (registered as agent {})", now.master, now.agent_id),
+            false => println!("{} (not registered with it now)", now.master),
+        }
+        return Ok(());
+    };
+    let reply = control
+        .switch_master(pb::SwitchMasterRequest {
+            master,
+            wait_seconds: wait.as_secs_f64(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+        .into_inner();
+    let now = reply.now.unwrap_or_default();
+    if now.master == reply.previous {
+        println!("the agent already follows {}", now.master);
+    } else if now.registered {
+        println!(
+            "switched from {} to {}: registered there as agent {} in {:.0} ms, its tasks kept",
+            reply.previous,
+            now.master,
+            now.agent_id,
+            reply.registered_after_seconds * 1000.0
+        );
+    } else {
+        println!(
+            "switched from {} to {}; the agent is registering there",
+            reply.previous, now.master
+        );
+    }
+    Ok(())
 }
 
 /// Where the container runtimes listen (absent sockets are skipped; "" disables one).
@@ -283,6 +346,11 @@ fn main() -> ExitCode {
                 };
                 runner::run(config, shutdown_signal()).await
             }
+            Command::SwitchMaster {
+                master,
+                work_dir,
+                wait,
+            } => switch_master(master, &work_dir, wait).await,
         }
     });
     match result {

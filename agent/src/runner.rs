@@ -149,10 +149,11 @@ pub async fn run(
 
     let queue = Arc::new(ReportQueue::new(config.buffer, config.buffer_bytes));
     let (need_full_tx, mut need_full_rx) = mpsc::channel(1);
+    let work_dir = config.tasks.as_ref().map(|t| t.work_dir.as_path());
     let master = config
         .master
         .as_deref()
-        .map(|m| orca_leader::MasterLocator::new(m, orca_leader::DEFAULT_SESSION_TIMEOUT))
+        .map(|m| crate::master_switch::MasterSwitch::new(m, work_dir))
         .transpose()
         .map_err(|e| anyhow::anyhow!("--master: {e}"))?;
     if let Some(master) = master.clone() {
@@ -322,7 +323,7 @@ impl From<anyhow::Error> for StartError {
 /// Starts task execution and the link to the master, after checking this run may take back
 /// what the previous one left (same boot, same configuration).
 async fn start_tasks(
-    master: orca_leader::MasterLocator,
+    master: crate::master_switch::MasterSwitch,
     tasks: TasksConfig,
     hostname: String,
     control: containers::control::ContainerControl,
@@ -373,6 +374,15 @@ async fn start_tasks(
         .save(&tasks.work_dir)
         .map_err(|e| anyhow::anyhow!("cannot checkpoint the agent: {e}"))?;
     let (manager, updates) = TaskManager::new(manager_config);
+    let socket = crate::control::socket_path(&tasks.work_dir);
+    let switch = master.clone();
+    tokio::spawn(async move {
+        if let Err(why) = crate::control::serve(socket, switch).await {
+            tracing::warn!(
+                "the agent's control door is closed: {why:#}; `orca-agent switch-master` cannot reach it (the master's SwitchAgentMaster still works)"
+            );
+        }
+    });
     let mut config = link::LinkConfig::new(master, hostname, resources);
     config.attributes = tasks.attributes;
     config.containers = Some(control);

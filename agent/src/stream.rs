@@ -160,14 +160,20 @@ impl Backoff {
 /// ZooKeeper: a new leader gets the stream at once). `need_full` is signalled when the
 /// collector asks for a full report.
 pub async fn send_reports(
-    mut master: orca_leader::MasterLocator,
+    masters: crate::master_switch::MasterSwitch,
     queue: Arc<ReportQueue>,
     need_full: mpsc::Sender<()>,
     metrics: Arc<AgentMetrics>,
 ) {
     let mut backoff = Backoff::default();
+    let mut switches = masters.follow();
     loop {
-        let Some(endpoint) = master.grpc_endpoint(Duration::from_secs(5)).await else {
+        let mut master = switches.current().locator;
+        let endpoint = tokio::select! {
+            endpoint = master.grpc_endpoint(Duration::from_secs(5)) => endpoint,
+            () = switches.switched() => continue,
+        };
+        let Some(endpoint) = endpoint else {
             tracing::warn!(master = %master.describe(), "no leading master known; still collecting, {} reports buffered", queue.len());
             continue;
         };
@@ -186,11 +192,18 @@ pub async fn send_reports(
                 tracing::info!(master = %master.describe(), "the leading master changed; streaming reports to it");
                 backoff.reset();
             }
+            () = switches.switched() => {
+                tracing::info!("switched to another master; streaming reports to it");
+                metrics.collector_connected.set(0);
+                backoff.reset();
+                continue;
+            }
         }
         metrics.collector_connected.set(0);
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}
             () = master.changed() => backoff.reset(),
+            () = switches.switched() => backoff.reset(),
         }
     }
 }

@@ -67,8 +67,9 @@ pub enum SpecError {
 
 #[derive(Clone, Debug)]
 pub struct LinkConfig {
-    /// The master: one address, or the leader followed in ZooKeeper.
-    pub master: orca_leader::MasterLocator,
+    /// The master: one address, or the leader followed in ZooKeeper; an operator may switch
+    /// it while the agent runs.
+    pub master: crate::master_switch::MasterSwitch,
     pub hostname: String,
     pub resources: Resources,
     pub attributes: BTreeMap<String, String>,
@@ -84,7 +85,11 @@ pub struct LinkConfig {
 }
 
 impl LinkConfig {
-    pub fn new(master: orca_leader::MasterLocator, hostname: String, resources: Resources) -> Self {
+    pub fn new(
+        master: crate::master_switch::MasterSwitch,
+        hostname: String,
+        resources: Resources,
+    ) -> Self {
         LinkConfig {
             master,
             hostname,
@@ -245,46 +250,59 @@ pub async fn run(
 ) {
     let mut agent_id = saved_id(config.id_file.as_deref());
     let mut backoff = Duration::from_millis(200);
-    let mut master = config.master.clone();
+    let mut switches = config.master.follow();
     loop {
+        let target = switches.current();
+        let mut master = target.locator.clone();
         master.mark_seen();
         let mut followed = master.clone();
-        tokio::select! {
+        let ended = tokio::select! {
             ended = session(
                 &config,
+                &target,
                 &manager,
                 &mut updates,
                 &mut agent_id,
                 registered.as_ref(),
-            ) => match ended {
-                Ok(()) => backoff = Duration::from_millis(200),
-                Err(why @ LinkError::Gone(_)) => {
-                    // Mesos's agent shuts down on this; the observability engine here goes on.
-                    for framework_id in manager
-                        .running()
-                        .iter()
-                        .map(|(spec, _)| spec.framework_id.clone())
-                        .collect::<std::collections::BTreeSet<_>>()
-                    {
-                        manager.shutdown_framework(&framework_id);
-                    }
-                    tracing::error!(%why, "the agent leaves the cluster");
-                    return;
-                }
-                Err(why) => {
-                    tracing::warn!(master = %config.master.describe(), %why, retry_in = ?backoff, "agent link down");
-                }
-            },
+            ) => ended,
             () = followed.changed() => {
                 tracing::info!(master = %master.describe(), "the leading master changed; registering with it");
+                config.master.unregistered();
                 backoff = Duration::from_millis(200);
                 continue;
             }
+            () = switches.switched() => {
+                config.master.unregistered();
+                backoff = Duration::from_millis(200);
+                continue;
+            }
+        };
+        config.master.unregistered();
+        match ended {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(why @ LinkError::Gone(_)) => {
+                // Mesos's agent shuts down on this; the observability engine here goes on.
+                for framework_id in manager
+                    .running()
+                    .iter()
+                    .map(|(spec, _)| spec.framework_id.clone())
+                    .collect::<std::collections::BTreeSet<_>>()
+                {
+                    manager.shutdown_framework(&framework_id);
+                }
+                tracing::error!(%why, "the agent leaves the cluster");
+                return;
+            }
+            Err(why) => {
+                tracing::warn!(master = %master.describe(), %why, retry_in = ?backoff, "agent link down");
+            }
         }
-        // A new leader is worth trying at once rather than after the backoff.
+        // A new leader, or another master, is worth trying at once rather than after the
+        // backoff.
         tokio::select! {
             _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(Duration::from_secs(10)),
             () = master.changed() => backoff = Duration::from_millis(200),
+            () = switches.switched() => backoff = Duration::from_millis(200),
         }
     }
 }
@@ -292,13 +310,14 @@ pub async fn run(
 /// One connection: register, then serve until the stream breaks.
 async fn session(
     config: &LinkConfig,
+    target: &crate::master_switch::Target,
     manager: &TaskManager,
     updates: &mut mpsc::UnboundedReceiver<StatusUpdate>,
     agent_id: &mut String,
     registered: Option<&tokio::sync::watch::Sender<Option<String>>>,
 ) -> Result<(), LinkError> {
-    let endpoint = config
-        .master
+    let endpoint = target
+        .locator
         .clone()
         .grpc_endpoint(Duration::from_secs(5))
         .await
@@ -340,7 +359,8 @@ async fn session(
         save_id(file, &reg.agent_id);
     }
     *agent_id = reg.agent_id.clone();
-    tracing::info!(agent = %agent_id, master = %config.master.describe(), "registered with the master");
+    tracing::info!(agent = %agent_id, master = %target.locator.describe(), "registered with the master");
+    config.master.registered(&target.address, agent_id);
     if let Some(watch) = registered {
         let _ = watch.send(Some(agent_id.clone()));
     }
@@ -374,6 +394,12 @@ async fn session(
                     }
                     Some(master_message::Kind::Shutdown(shutdown)) => {
                         return Err(LinkError::Gone(shutdown.message));
+                    }
+                    Some(master_message::Kind::SwitchMaster(switch)) => {
+                        // The run loop sees the switch and re-registers there.
+                        if let Err(why) = config.master.switch(&switch.master) {
+                            tracing::warn!(to = %switch.master, %why, "the master asked for a switch this agent cannot make; it stays");
+                        }
                     }
                     kind => handle(pb::MasterMessage { kind }, manager, &mut sent).await,
                 }
@@ -492,6 +518,7 @@ async fn handle(
         Some(master_message::Kind::Registered(_))
         | Some(master_message::Kind::Container(_))
         | Some(master_message::Kind::Shutdown(_))
+        | Some(master_message::Kind::SwitchMaster(_))
         | None => {}
     }
 }

@@ -330,6 +330,10 @@ async fn link(
                             state.running.clear();
                             anyhow::bail!("agent {agent_id} marked gone: {}", shutdown.message);
                         }
+                        Some(master_message::Kind::SwitchMaster(switch)) => {
+                            // Live switches are measured with real agents (agent-switch).
+                            eprintln!("sim-agents: agent {agent_id}: asked to switch to {}, which simulated agents do not do", switch.master);
+                        }
                         Some(master_message::Kind::Registered(_)) | None => {}
                     }
                     // Every update is kept before the first send awaits: this future may be

@@ -183,6 +183,35 @@ impl MasterLocator {
         }
     }
 
+    /// Checks a `--master` value without connecting anywhere: a `zk://` URL that parses, a
+    /// `file://` path (read where it is used), or `host:port` / `http(s)://host:port`.
+    pub fn check(master: &str) -> Result<(), crate::UrlError> {
+        let master = master.trim();
+        if master.starts_with("zk://") {
+            return ZkUrl::parse(master).map(|_| ());
+        }
+        if let Some(path) = master.strip_prefix("file://") {
+            return if path.is_empty() {
+                Err(crate::UrlError::Master(master.to_owned()))
+            } else {
+                Ok(())
+            };
+        }
+        let authority = master
+            .strip_prefix("http://")
+            .or_else(|| master.strip_prefix("https://"))
+            .unwrap_or(master)
+            .trim_end_matches('/');
+        let valid = authority.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if valid {
+            Ok(())
+        } else {
+            Err(crate::UrlError::Master(master.to_owned()))
+        }
+    }
+
     /// The gRPC endpoint (`http://ip:port`) of the master to talk to now, waiting up to
     /// `timeout` for a leader to be known.
     pub async fn grpc_endpoint(&mut self, timeout: Duration) -> Option<String> {
@@ -227,6 +256,39 @@ impl MasterLocator {
                 Some(info) => format!("{} (leader at {})", d.url(), info.http_authority()),
                 None => format!("{} (no leader known)", d.url()),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MasterLocator;
+
+    #[test]
+    fn a_master_is_host_port_a_url_of_one_or_a_zookeeper_url() {
+        for good in [
+            "127.0.0.1:7070",
+            "master-1.example:7070",
+            "[::1]:7070",
+            "http://10.0.0.1:7070",
+            "zk://zk1:2181,zk2:2181/mesos",
+            "file:///etc/orca/master",
+        ] {
+            assert!(MasterLocator::check(good).is_ok(), "{good} is a master");
+        }
+        for bad in [
+            "",
+            "master-1",
+            "master-1:http",
+            "master-1:0",
+            ":7070",
+            "zk://zk1:2181",
+            "file://",
+        ] {
+            assert!(
+                MasterLocator::check(bad).is_err(),
+                "{bad:?} is not a master"
+            );
         }
     }
 }

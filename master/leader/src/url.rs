@@ -17,6 +17,11 @@ pub enum UrlError {
     BadPath(String),
     #[error("{url:?}: the credentials must be user:password")]
     Credentials { url: String },
+    #[error(
+        "{0:?} is not a master: expected host:port (one master's gRPC address) or \
+         zk://host:port[,host:port...]/path"
+    )]
+    Master(String),
     #[error("cannot read the ZooKeeper URL from {path}: {source}")]
     File {
         path: String,

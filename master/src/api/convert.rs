@@ -232,6 +232,9 @@ pub fn command_to_proto(command: AgentCommand) -> pb::MasterMessage {
         AgentCommand::ShutdownFramework { framework_id } => {
             master_message::Kind::ShutdownFramework(pb::ShutdownFramework { framework_id })
         }
+        AgentCommand::SwitchMaster { master } => {
+            master_message::Kind::SwitchMaster(pb::SwitchMaster { master })
+        }
         AgentCommand::Container(command) => master_message::Kind::Container(command),
     };
     pb::MasterMessage { kind: Some(kind) }

@@ -461,6 +461,23 @@ impl pb::operator_server::Operator for OperatorService {
             .map_err(agent_status)?;
         Ok(Response::new(pb::AgentResponse {}))
     }
+
+    async fn switch_agent_master(
+        &self,
+        request: Request<pb::SwitchAgentMasterRequest>,
+    ) -> Result<Response<pb::AgentResponse>, Status> {
+        let request = request.into_inner();
+        let agent_id = agent_id(&request.agent_id)?;
+        if request.master.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "master is required: host:port or zk://host:port/path",
+            ));
+        }
+        self.cluster
+            .switch_agent_master(&agent_id, &request.master)
+            .map_err(agent_status)?;
+        Ok(Response::new(pb::AgentResponse {}))
+    }
 }
 
 fn agent_id(id: &str) -> Result<String, Status> {

@@ -712,6 +712,13 @@ impl Cluster {
             .await
     }
 
+    /// Moves a connected agent to another master or ensemble (an Orca call: Mesos needs an
+    /// agent restart for this); returns once the agent was told.
+    pub fn switch_agent_master(&self, agent_id: &str, master: &str) -> Result<(), ApiError> {
+        self.acting()?;
+        self.lock().switch_agent_master(agent_id, master)
+    }
+
     /// Applies an operator's change to the state and waits until the registry has it.
     async fn registry_change(
         &self,

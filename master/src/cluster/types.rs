@@ -221,6 +221,8 @@ pub enum AgentCommand {
     ShutdownFramework { framework_id: String },
     /// The agent was marked gone: kill every task and stop (it may not register again).
     Shutdown { message: String },
+    /// An operator moves the agent to another master (`host:port` or `zk://…`).
+    SwitchMaster { master: String },
     /// An operator's action on one of the agent's containers (replies come back by
     /// `request_id`).
     Container(orca_proto::cluster::v1::ContainerCommand),

@@ -73,7 +73,7 @@ async fn agent(
     tasks.cgroup_parent = cgroup_parent.to_owned();
     let (manager, updates) = TaskManager::new(tasks);
     let mut link_config = link::LinkConfig::new(
-        orca_leader::MasterLocator::Fixed(grpc.to_string()),
+        orca_agent::master_switch::MasterSwitch::new(&grpc.to_string(), None).unwrap(),
         "e2e-node".into(),
         Resources::parse(resources).unwrap(),
     );

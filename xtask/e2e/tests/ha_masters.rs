@@ -15,7 +15,7 @@ use std::{
 };
 
 use orca_agent::tasks::{TaskManager, TaskManagerConfig, cgroups::Driver, link};
-use orca_leader::{Detector, MasterInfo, MasterLocator, ZkUrl};
+use orca_leader::{Detector, MasterInfo, ZkUrl};
 use orca_master::{
     api::mesos_http::client::{self, SchedulerClient, scalars},
     resources::Resources,
@@ -339,7 +339,7 @@ async fn a_killed_leader_is_replaced_and_agents_frameworks_and_updates_follow() 
     tasks.cgroup_parent = cgroup_parent.clone();
     let (manager, updates) = TaskManager::new(tasks);
     let mut link_config = link::LinkConfig::new(
-        MasterLocator::new(&zk, Duration::from_secs(10)).unwrap(),
+        orca_agent::master_switch::MasterSwitch::new(&zk, None).unwrap(),
         "e2e-ha-node".into(),
         Resources::parse("cpus:2;mem:1024").unwrap(),
     );

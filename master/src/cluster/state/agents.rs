@@ -192,6 +192,41 @@ impl State {
         Ok((agent.id.clone(), agent.commands.clone()))
     }
 
+    /// Tells a connected agent to leave for another master (or ensemble); it re-registers
+    /// there with its id and tasks. Here its link then closes, as any agent's that left.
+    pub(in crate::cluster) fn switch_agent_master(
+        &self,
+        agent_id: &str,
+        master: &str,
+    ) -> Result<(), ApiError> {
+        orca_leader::MasterLocator::check(master)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if self.is_gone(agent_id) {
+            return Err(ApiError::BadRequest(format!(
+                "agent {agent_id} was marked gone; it runs nothing to move"
+            )));
+        }
+        let agent = self.agents.get(agent_id).ok_or_else(|| {
+            ApiError::NotFound(format!("agent {agent_id} is not known to this master"))
+        })?;
+        let unreachable = || {
+            ApiError::Unavailable(format!(
+                "agent {agent_id} is not connected to this master, so it cannot be told;                  switch it on its host (`orca-agent switch-master {master}`) or try again                  when it is back"
+            ))
+        };
+        if !matches!(agent.health, AgentHealth::Active) {
+            return Err(unreachable());
+        }
+        agent
+            .commands
+            .send(AgentCommand::SwitchMaster {
+                master: master.trim().to_owned(),
+            })
+            .map_err(|_| unreachable())?;
+        tracing::info!(agent = %agent_id, to = %master, "an operator moves the agent to another master");
+        Ok(())
+    }
+
     pub(in crate::cluster) fn agent_heartbeat(
         &mut self,
         agent_id: &str,
@@ -419,7 +454,7 @@ mod tests {
 
     use super::super::testing::*;
     use crate::cluster::registry::AgentRecord;
-    use crate::cluster::{ApiError, Event, RunningTask, TaskState};
+    use crate::cluster::{AgentCommand, ApiError, Event, RunningTask, TaskState};
 
     #[test]
     fn an_agent_needs_a_hostname_and_resources_and_is_recorded_once() {
@@ -575,5 +610,69 @@ mod tests {
         assert_eq!(updates[0].state, TaskState::Lost);
         assert_eq!(updates[0].reason.as_deref(), Some("REASON_AGENT_RESTARTED"));
         assert!(!s.frameworks[&fw.id].tasks["kept"].state.is_terminal());
+    }
+
+    #[test]
+    fn an_agent_moved_here_keeps_the_tasks_of_a_framework_this_master_never_saw() {
+        let mut s = state();
+        let mut info = agent_info("node-1", "cpus:2;mem:1024");
+        info.id = Some("S-from-elsewhere".into());
+        let task_of = |framework_id: &str, task_id: &str| RunningTask {
+            framework_id: framework_id.into(),
+            info: task(task_id, "S-from-elsewhere", "cpus:0.5;mem:128"),
+            role: "*".into(),
+            state: TaskState::Running,
+        };
+        let mut link = s
+            .register_agent(info, vec![task_of("fw-moved", "t1")], Instant::now())
+            .unwrap();
+        assert!(
+            link.commands.try_recv().is_err(),
+            "no task of the moved framework is shut down"
+        );
+        let recovered = &s.frameworks["fw-moved"];
+        assert!(recovered.recovered && recovered.events.is_none());
+        assert_eq!(
+            s.agent_available("S-from-elsewhere").unwrap(),
+            resources("cpus:1.5;mem:896"),
+            "its task is charged"
+        );
+        // The framework subscribes here with its id and owns its task again.
+        let mut fw_info = framework_info("moved");
+        fw_info.id = Some("fw-moved".into());
+        s.subscribe(fw_info, Instant::now()).unwrap();
+        let framework = &s.frameworks["fw-moved"];
+        assert!(!framework.recovered);
+        assert_eq!(framework.tasks["t1"].state, TaskState::Running);
+        assert!(
+            s.registered_frameworks.contains_key("fw-moved"),
+            "the registry learns it"
+        );
+    }
+
+    #[test]
+    fn a_re_registering_agent_still_shuts_down_a_torn_down_frameworks_tasks() {
+        let mut s = state();
+        let mut agent = register(&mut s, "node-1", "cpus:2;mem:1024");
+        let fw = subscribe(&mut s, framework_info("batch"));
+        let t1 = task("t1", &agent.id, "cpus:0.5;mem:128");
+        s.teardown(&fw.id, Instant::now()).unwrap();
+        agent.drain();
+        let mut info = agent_info("node-1", "cpus:2;mem:1024");
+        info.id = Some(agent.id.clone());
+        let running = vec![RunningTask {
+            framework_id: fw.id.clone(),
+            info: t1,
+            role: "*".into(),
+            state: TaskState::Running,
+        }];
+        let mut link = s.register_agent(info, running, Instant::now()).unwrap();
+        assert_eq!(
+            link.commands.try_recv().unwrap(),
+            AgentCommand::ShutdownFramework {
+                framework_id: fw.id.clone()
+            }
+        );
+        assert!(!s.frameworks.contains_key(&fw.id));
     }
 }

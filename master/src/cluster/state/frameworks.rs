@@ -120,6 +120,15 @@ impl State {
         let framework_id = match info.id.clone() {
             Some(id) if self.frameworks.contains_key(&id) => {
                 // Failover: the new connection replaces the old one.
+                if !self.registered_frameworks.contains_key(&id) {
+                    // Known only from an agent moved here: the registry learns it now.
+                    let record = FrameworkRecord::of(&info);
+                    self.record(Change::FrameworkAdded {
+                        id: id.clone(),
+                        record: record.clone(),
+                    })?;
+                    self.registered_frameworks.insert(id.clone(), record);
+                }
                 self.allocator.update_framework(&id, &spec)?;
                 self.allocator.set_framework_active(&id, true)?;
                 let heartbeat = self.config.framework_heartbeat;
@@ -128,6 +137,7 @@ impl State {
                 fw.stream_id = Some(stream_id.clone());
                 fw.events = Some(tx);
                 fw.disconnected_at = None;
+                fw.recovered = false;
                 fw.send(Event::Subscribed {
                     framework_id: id.clone(),
                     heartbeat_interval: heartbeat,
@@ -171,6 +181,7 @@ impl State {
                     events: Some(tx),
                     disconnected_at: None,
                     registered: SystemTime::now(),
+                    recovered: false,
                     offers: HashSet::new(),
                     tasks: HashMap::new(),
                     completed: VecDeque::new(),
@@ -339,18 +350,36 @@ impl State {
         Ok(())
     }
 
-    /// Frameworks the registry knows, whose tasks an agent reports before the framework has
-    /// re-subscribed to this master (after a master restart), are recreated disconnected: their
-    /// tasks keep running and are charged, and the framework has `framework_recovery_timeout`
-    /// to come back before it is torn down.
+    /// Frameworks whose tasks an agent reports before the framework has (re-)subscribed to
+    /// this master are recreated disconnected: their tasks keep running and are charged, and
+    /// the framework has its failover timeout (`framework_recovery_timeout` when unknown) to
+    /// come back before it is torn down. That is a framework the registry knows (after a
+    /// master restart), or one this master never saw, on an agent moved here from another
+    /// master or ensemble (Mesos recovers those from the frameworks its agents report). Only
+    /// a framework torn down here has its tasks shut down.
     pub(super) fn recover_frameworks(&mut self, running: &[RunningTask], now: Instant) {
         for task in running {
             let id = &task.framework_id;
             if self.frameworks.contains_key(id) {
                 continue;
             }
-            let Some(record) = self.registered_frameworks.get(id).cloned() else {
-                continue;
+            let record = match self.registered_frameworks.get(id) {
+                Some(record) => record.clone(),
+                None if self.completed_frameworks.iter().any(|(c, _)| c == id) => continue,
+                None => {
+                    tracing::info!(framework = %id, "an agent runs tasks of a framework this master never saw (moved from another master?); keeping them for it to subscribe");
+                    FrameworkRecord {
+                        // The agent knows the framework's id, user and roles, not its name.
+                        name: id.clone(),
+                        user: task
+                            .info
+                            .command
+                            .as_ref()
+                            .and_then(|c| c.user.clone())
+                            .unwrap_or_default(),
+                        ..Default::default()
+                    }
+                }
             };
             let mut roles = record.roles.clone();
             for t in running.iter().filter(|t| &t.framework_id == id) {
@@ -371,7 +400,7 @@ impl State {
             if spec.roles.len() > 1 && !capabilities.iter().any(|c| c == "MULTI_ROLE") {
                 capabilities.push("MULTI_ROLE".into());
             }
-            tracing::info!(framework = %id, "recovered from the registry; waiting for it to re-subscribe");
+            tracing::info!(framework = %id, "recovered from its tasks on an agent; waiting for it to subscribe");
             self.frameworks.insert(
                 id.clone(),
                 FrameworkEntry {
@@ -385,6 +414,7 @@ impl State {
                     events: None,
                     disconnected_at: Some(now),
                     registered: SystemTime::now(),
+                    recovered: true,
                     offers: HashSet::new(),
                     tasks: HashMap::new(),
                     completed: VecDeque::new(),

@@ -54,6 +54,9 @@ struct FrameworkEntry {
     events: Option<mpsc::UnboundedSender<Event>>,
     disconnected_at: Option<Instant>,
     registered: SystemTime,
+    /// Known from its agents' tasks (after a master failover, or on agents moved here) and
+    /// not subscribed to this master since: Mesos's "recovered" frameworks.
+    recovered: bool,
     offers: HashSet<String>,
     tasks: HashMap<String, TaskEntry>,
     completed: VecDeque<TaskEntry>,

@@ -43,6 +43,7 @@ impl State {
                     info: fw.info.clone(),
                     active: fw.events.is_some(),
                     connected: fw.events.is_some(),
+                    recovered: fw.recovered,
                     registered: fw.registered,
                     dominant_share: self.allocator.framework_share(&fw.id).unwrap_or(0.0),
                     used,
@@ -284,6 +285,8 @@ pub struct FrameworkView {
     pub info: FrameworkInfo,
     pub active: bool,
     pub connected: bool,
+    /// Known from its agents' tasks, not subscribed to this master since.
+    pub recovered: bool,
     pub registered: SystemTime,
     pub dominant_share: f64,
     pub used: Resources,

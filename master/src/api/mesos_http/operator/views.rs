@@ -101,7 +101,7 @@ fn framework(f: &FrameworkView) -> JsonValue {
         "framework_info": framework_info(&f.id, &f.info),
         "active": f.active,
         "connected": f.connected,
-        "recovered": false,
+        "recovered": f.recovered,
         "registered_time": time(f.registered),
         "offers": f.offers.iter().map(super::super::json::offer).collect::<Vec<_>>(),
         "allocated_resources": resource_list(&f.used, None),
