@@ -157,6 +157,11 @@ impl AgentProcess {
         }
     }
 
+    /// The lines it logged since they were last read.
+    pub fn logged(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -223,5 +228,32 @@ impl Drop for SimAgents {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What a benchmark's real tasks leave: their cgroups under `cgroups_root` (every process in
+/// them is killed, then they are removed) and the agents' work directories under `work`.
+/// Cleaned when dropped, so a benchmark that fails half-way leaves no task running.
+pub struct TaskLeftovers {
+    pub cgroups_root: String,
+    pub work: PathBuf,
+}
+
+impl Drop for TaskLeftovers {
+    fn drop(&mut self) {
+        if let Ok(driver) = orca_agent::tasks::cgroups::Driver::detect() {
+            for (_, cgroup) in driver.existing(&self.cgroups_root) {
+                cgroup.kill_all();
+                for _ in 0..200 {
+                    if cgroup.pids().is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = cgroup.destroy();
+            }
+            driver.remove_parent(&self.cgroups_root);
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
     }
 }

@@ -76,10 +76,10 @@ impl Master {
             None => Cluster::new(cluster),
         }
         .map_err(|e| anyhow::anyhow!("invalid cluster configuration: {e}"))?;
-        let grpc = TcpListener::bind(grpc_addr).await.map_err(|e| {
+        let grpc = listen(grpc_addr).map_err(|e| {
             anyhow::anyhow!("cannot listen for gRPC on {grpc_addr}: {e}; pick another --grpc-addr")
         })?;
-        let http = TcpListener::bind(http_addr).await.map_err(|e| {
+        let http = listen(http_addr).map_err(|e| {
             anyhow::anyhow!("cannot listen for HTTP on {http_addr}: {e}; pick another --http-addr")
         })?;
         let (http_bound, grpc_bound) = (http.local_addr()?, grpc.local_addr()?);
@@ -253,4 +253,20 @@ async fn metrics(State((collector, cluster)): State<(Collector, Cluster)>) -> Re
         body,
     )
         .into_response()
+}
+
+/// How many connections may wait to be accepted (the kernel clamps it to `somaxconn`). The
+/// usual 128 overflows when a few hundred agents reconnect at once (a new leader, a master
+/// switch), and every connection dropped waits out a 1 s SYN retransmission.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

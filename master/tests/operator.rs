@@ -312,3 +312,35 @@ async fn an_operator_drains_reactivates_and_removes_an_agent_over_grpc() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_operator_moves_an_agent_to_another_master_over_grpc() {
+    let (grpc, _http, cluster) = whole_master().await;
+    let (agent_id, log, _alive) = simulated_agent(&cluster, "node-1", "cpus:4;mem:1024").await;
+    let mut operator = OperatorClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let switch = |agent_id: &str, master: &str| pb::SwitchAgentMasterRequest {
+        agent_id: agent_id.to_owned(),
+        master: master.to_owned(),
+    };
+    for (request, code) in [
+        (switch("no-such-agent", "10.0.0.2:7070"), Code::NotFound),
+        (switch(&agent_id, ""), Code::InvalidArgument),
+        (switch(&agent_id, "10.0.0.2"), Code::InvalidArgument),
+        (switch(&agent_id, "zk://zk1:2181"), Code::InvalidArgument),
+        (switch("", "10.0.0.2:7070"), Code::InvalidArgument),
+    ] {
+        let err = operator.switch_agent_master(request).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err}");
+    }
+    assert_eq!(log.lock().unwrap().switched_to, None, "nothing was sent");
+    operator
+        .switch_agent_master(switch(&agent_id, "zk://zk1:2181,zk2:2181/orca"))
+        .await
+        .unwrap();
+    eventually("the agent told to move", || {
+        log.lock().unwrap().switched_to.as_deref() == Some("zk://zk1:2181,zk2:2181/orca")
+    })
+    .await;
+}

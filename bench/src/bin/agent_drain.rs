@@ -224,13 +224,12 @@ async fn main() -> Result<()> {
                     }
                 }
             }
-            Some("RESCIND") => {
+            Some("RESCIND")
                 if held_b
                     .as_ref()
-                    .is_some_and(|o| o["id"] == event["rescind"]["offer_id"])
-                {
-                    held_b = None;
-                }
+                    .is_some_and(|o| o["id"] == event["rescind"]["offer_id"]) =>
+            {
+                held_b = None;
             }
             Some("UPDATE") => {
                 let status = event["update"]["status"].clone();

@@ -135,6 +135,8 @@ pub struct AgentLog {
     pub kill_graces: Vec<Option<Duration>>,
     /// The master marked the agent gone, saying this.
     pub shut_down: Option<String>,
+    /// The master it was told to move to.
+    pub switched_to: Option<String>,
     pub acknowledged: Vec<(String, [u8; 16])>,
     pub shutdowns: Vec<String>,
     pub containers: Vec<orca_proto::cluster::v1::ContainerCommand>,
@@ -219,6 +221,9 @@ pub async fn simulated_agent(
                 }
                 AgentCommand::Shutdown { message } => {
                     log2.lock().unwrap().shut_down = Some(message);
+                }
+                AgentCommand::SwitchMaster { master } => {
+                    log2.lock().unwrap().switched_to = Some(master);
                 }
                 AgentCommand::Container(command) => {
                     use orca_proto::cluster::v1::{ContainerAction, ContainerReply};

@@ -232,7 +232,7 @@ fn facts(item: &Item<'_>, app: &App) -> Vec<Line<'static>> {
             if a.drain != orca_proto::operator::v1::AgentDrainState::None {
                 out.push(kv(
                     "drain",
-                    &format!("{} ({} tasks left)", a.status_word(), a.drain_tasks_left),
+                    format!("{} ({} tasks left)", a.status_word(), a.drain_tasks_left),
                 ));
             } else if a.deactivated {
                 out.push(kv("offers", "none: deactivated by an operator"));

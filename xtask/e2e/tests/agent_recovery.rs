@@ -3,7 +3,8 @@
 //! copy of its binary, as after an upgrade — and takes its tasks back; a restart in the
 //! middle of a launch burst leaves no task unaccounted for; a changed configuration refuses
 //! to start and `--recover=cleanup` ends everything; a drained agent's tasks, killed within
-//! the drain's grace period, run on another agent. Needs root (cgroups).
+//! the drain's grace period, run on another agent; a running agent moves to another
+//! master and back without a restart. Needs root (cgroups).
 mod support;
 
 use std::{
@@ -503,4 +504,232 @@ fn a_drained_agent_hands_its_tasks_to_another_agent_within_the_grace_period() {
     assert!(ms("agent_drained_ms") >= 2_000.0, "{stdout}");
     assert!(ms("agent_drained_ms") < 10_000.0, "{stdout}");
     assert!(ms("all_running_elsewhere_ms") < 10_000.0, "{stdout}");
+}
+
+/// `orca-agent switch-master` on the agent's host, as an operator types it: its output.
+fn switch_master(work: &Path, master: Option<&str>) -> std::process::Output {
+    let mut command = Command::new(support::bin("orca-agent"));
+    command
+        .arg("switch-master")
+        .arg("--work-dir")
+        .arg(work)
+        .args(["--wait", "30s"])
+        .env("RUST_LOG", "error");
+    if let Some(master) = master {
+        command.arg(master);
+    }
+    command.output().unwrap()
+}
+
+/// What `orca-agent switch-master` printed, asserting it succeeded.
+fn switched(output: std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The agent `agent_id` as `master` lists it in GET_AGENTS, once it is there.
+async fn listed_agent(http: SocketAddr, agent_id: &str) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (code, body) = client::operator(http, &json!({ "type": "GET_AGENTS" }))
+            .await
+            .unwrap();
+        assert!(code.is_success(), "{body}");
+        let agents: Value = serde_json::from_str(&body).unwrap();
+        let found = agents["get_agents"]["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["agent_info"]["id"]["value"] == agent_id && a["active"] == true)
+            .cloned();
+        if let Some(agent) = found {
+            return agent;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent {agent_id} never registered: {agents}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running agent moves to another master and back without a restart, keeping its id and
+/// its tasks: on its host through `orca-agent switch-master` (the control socket), and from
+/// the master through the operator's `SwitchAgentMaster`. The switch outlives an agent
+/// restart with the same `--master`; bad addresses and unknown agents are refused with the
+/// reason, and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_moves_a_running_agent_to_another_master_and_back_with_its_tasks() {
+    use orca_proto::operator::v1::{SwitchAgentMasterRequest, operator_client::OperatorClient};
+
+    let mut node = Node::start("switch").await;
+    let (grpc_b, http_b, _stop_b) = support::in_process_master().await;
+    let (a, b) = (node.grpc.to_string(), grpc_b.to_string());
+    let binary = node.install("v1");
+    node.start_agent(&binary);
+    let mut s = SchedulerClient::subscribe(node.http, framework("mover"))
+        .await
+        .unwrap();
+    let o = offer(&mut s).await;
+    let agent_id = o["agent_id"]["value"].as_str().unwrap().to_owned();
+    let ids: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
+    let tasks: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| (id.clone(), "sleep 300".to_owned()))
+        .collect();
+    launch(&s, &o, &tasks).await;
+    until_running(&mut s, &ids).await;
+    let framework_id = s.framework_id.clone();
+    let before: Vec<Pids> = ids.iter().map(|id| node.pids(&framework_id, id)).collect();
+    let unchanged = |node: &Node| {
+        ids.iter()
+            .zip(&before)
+            .all(|(id, p)| p.task.is_alive() && node.pids(&framework_id, id).task == p.task)
+    };
+
+    // On the host: to B, with the same id and every task.
+    let out = switched(switch_master(&node.work, Some(&b)));
+    assert!(
+        out.contains(&format!("switched from {a} to {b}")) && out.contains(&agent_id),
+        "{out}"
+    );
+    listed_agent(http_b, &agent_id).await;
+    let (code, body) = client::operator(http_b, &json!({ "type": "GET_FRAMEWORKS" }))
+        .await
+        .unwrap();
+    assert!(code.is_success(), "{body}");
+    let frameworks: Value = serde_json::from_str(&body).unwrap();
+    let recovered = &frameworks["get_frameworks"]["frameworks"][0];
+    assert_eq!(
+        recovered["framework_info"]["id"]["value"], framework_id,
+        "B keeps the tasks for the framework it never saw: {frameworks}"
+    );
+    assert_eq!(recovered["recovered"], true, "{frameworks}");
+    let (code, body) = client::operator(http_b, &json!({ "type": "GET_TASKS" }))
+        .await
+        .unwrap();
+    assert!(code.is_success(), "{body}");
+    let on_b: Value = serde_json::from_str(&body).unwrap();
+    let running = on_b["get_tasks"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "TASK_RUNNING" && t["agent_id"]["value"] == agent_id)
+        .count();
+    assert_eq!(running, 3, "{on_b}");
+    assert!(unchanged(&node), "no task restarted");
+    let now = switched(switch_master(&node.work, None));
+    assert!(
+        now.contains(&b) && now.contains(&format!("registered as agent {agent_id}")),
+        "{now}"
+    );
+
+    // A bad address is refused and changes nothing.
+    let bad = switch_master(&node.work, Some("no-port-here"));
+    assert!(!bad.status.success());
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(why.contains("is not a master"), "{why}");
+    assert!(switched(switch_master(&node.work, None)).contains(&b));
+
+    // A restart with the same --master follows the switch.
+    node.kill_agent();
+    node.start_agent(&binary);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = switch_master(&node.work, None);
+        if now.status.success() && String::from_utf8_lossy(&now.stdout).contains("registered as") {
+            assert!(String::from_utf8_lossy(&now.stdout).contains(&b));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted agent never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(unchanged(&node), "no task restarted with the agent");
+
+    // From the master: B sends it back to A.
+    let mut operator = OperatorClient::connect(format!("http://{b}"))
+        .await
+        .unwrap();
+    let refused = operator
+        .switch_agent_master(SwitchAgentMasterRequest {
+            agent_id: "no-such-agent".into(),
+            master: a.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    let refused = operator
+        .switch_agent_master(SwitchAgentMasterRequest {
+            agent_id: agent_id.clone(),
+            master: "zk://no-path:2181".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    operator
+        .switch_agent_master(SwitchAgentMasterRequest {
+            agent_id: agent_id.clone(),
+            master: a.clone(),
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = switched(switch_master(&node.work, None));
+        if now.contains(&a) && now.contains("registered as") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never back on A: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A still has the framework subscribed: it owns its tasks there again.
+    let (code, body) = s
+        .call(json!({ "type": "RECONCILE", "reconcile": { "tasks": [] } }))
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 202, "{body}");
+    for _ in 0..3 {
+        let (_, status) = next_update(&mut s).await;
+        assert_eq!(status["state"], "TASK_RUNNING", "{status}");
+        assert_eq!(status["agent_id"]["value"], agent_id);
+    }
+    assert!(unchanged(&node), "no task restarted on the way back");
+    assert!(
+        !node.work.join("master.json").exists(),
+        "back on its --master, the switch is forgotten"
+    );
+    s.call(json!({ "type": "TEARDOWN" })).await.unwrap();
+}
+
+/// Live master switch of many agents on the real wire: the `agent-switch` benchmark at a
+/// small scale (two `orca-master` processes, ten `orca-agent` processes with two tasks each,
+/// moved by master A's `SwitchAgentMaster`; the baseline restarts them with B as --master).
+#[test]
+fn ten_agents_switch_masters_live_without_restarting_a_task() {
+    let (result, stdout) = support::run_benchmark("agent-switch", &["--agents", "10"], "switch ");
+    for (key, expected) in [
+        ("agents_on_b", 10),
+        ("tasks_running_on_b", 20),
+        ("tasks_reconciled_by_the_framework_on_b", 20),
+        ("tasks_restarted", 0),
+        ("agent_processes_restarted", 0),
+        ("tasks_restarted_by_the_baseline", 0),
+    ] {
+        assert_eq!(result[key], expected, "{key}: {stdout}");
+    }
+    assert!(
+        result["all_registered_with_b_ms"].as_f64().unwrap() < 10_000.0,
+        "{stdout}"
+    );
 }
