@@ -12,7 +12,7 @@ use orca_proto::{
 use tokio::sync::mpsc;
 
 use crate::{
-    app::{ContainerTarget, LaunchRequest, Level},
+    app::{AgentAction, ContainerTarget, LaunchRequest, Level},
     feed::{Event, MAX_MESSAGE, MasterChannel, MasterError},
 };
 
@@ -87,6 +87,48 @@ impl Actions {
                 Ok(_) => (format!("{verb}: done for {}", target.name), Level::Info),
                 Err(e) => (
                     format!("could not {verb} {}: {e}", target.name),
+                    Level::Error,
+                ),
+            };
+            let _ = events.send(Event::Notice(notice.0, notice.1)).await;
+        });
+    }
+
+    /// DRAIN_AGENT (each task killed with its own grace period) or REACTIVATE_AGENT.
+    pub fn agent_action(&self, agent_id: String, hostname: String, action: AgentAction) {
+        let (channel, events) = (self.channel.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let result = async {
+                let mut operator = OperatorClient::new(channel.get().await?);
+                let call = match action {
+                    AgentAction::Drain => {
+                        operator
+                            .drain_agent(opb::DrainAgentRequest {
+                                agent_id,
+                                max_grace_seconds: None,
+                                mark_gone: false,
+                            })
+                            .await
+                    }
+                    AgentAction::Reactivate => {
+                        operator
+                            .reactivate_agent(opb::AgentRequest { agent_id })
+                            .await
+                    }
+                };
+                call.map_err(MasterError::of_call)
+            }
+            .await;
+            let notice = match (result, action) {
+                (Ok(_), AgentAction::Drain) => (
+                    format!("{hostname} is draining: its tasks are being killed"),
+                    Level::Info,
+                ),
+                (Ok(_), AgentAction::Reactivate) => {
+                    (format!("{hostname} is offered again"), Level::Info)
+                }
+                (Err(e), _) => (
+                    format!("could not {} {hostname}: {e}", action.word()),
                     Level::Error,
                 ),
             };

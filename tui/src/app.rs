@@ -44,6 +44,30 @@ pub enum Command {
         stream: u64,
     },
     CloseLogs,
+    /// Drain or reactivate an agent (the operator API's DRAIN_AGENT / REACTIVATE_AGENT).
+    AgentAction {
+        agent_id: String,
+        hostname: String,
+        action: AgentAction,
+    },
+}
+
+/// What an operator does to an agent from the Agents tab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentAction {
+    /// Kill its tasks (each with its own grace period) and offer nothing of it.
+    Drain,
+    /// Offer it again once it was deactivated or drained.
+    Reactivate,
+}
+
+impl AgentAction {
+    pub fn word(self) -> &'static str {
+        match self {
+            AgentAction::Drain => "drain",
+            AgentAction::Reactivate => "reactivate",
+        }
+    }
 }
 
 /// A container as actions name it: where it runs, its id, and its name for messages.
@@ -731,6 +755,8 @@ impl App {
             }
             KeyCode::Char('e') | KeyCode::Char('y') => return self.export(),
             KeyCode::Char('x') => self.ask_kill(),
+            KeyCode::Char('D') => self.ask_agent_action(AgentAction::Drain),
+            KeyCode::Char('R') => self.ask_agent_action(AgentAction::Reactivate),
             KeyCode::Char('a') => self.open_container_menu(),
             KeyCode::Char('o') => return self.open_logs(),
             KeyCode::Char('L') => self.mode = Mode::Launch(LaunchForm::new()),
@@ -980,6 +1006,68 @@ impl App {
                 Level::Info,
             ),
         }
+    }
+
+    /// Drain or reactivate the selected agent, once the operator confirms; refused at once
+    /// where the master would refuse it (a drain of a draining agent, a reactivation of an
+    /// active one).
+    fn ask_agent_action(&mut self, action: AgentAction) {
+        let Some(Item::Agent(a)) = self.selected() else {
+            let key = if action == AgentAction::Drain {
+                'D'
+            } else {
+                'R'
+            };
+            self.notify(
+                format!(
+                    "{key} {}s an agent: select one in the Agents tab (5)",
+                    action.word()
+                ),
+                Level::Info,
+            );
+            return;
+        };
+        let (agent_id, hostname) = (a.id.clone(), a.hostname.clone());
+        let prompt = match action {
+            AgentAction::Drain if a.drain == opb::AgentDrainState::Draining => {
+                let left = a.drain_tasks_left;
+                self.notify(
+                    format!("{hostname} is already draining ({left} tasks left)"),
+                    Level::Info,
+                );
+                return;
+            }
+            AgentAction::Drain => format!(
+                "Drain agent {hostname}: kill its {} tasks (each with its own grace period) \
+                 and offer nothing of it until reactivated? (y/n)",
+                a.running_tasks
+            ),
+            AgentAction::Reactivate if a.drain == opb::AgentDrainState::Draining => {
+                self.notify(
+                    format!("{hostname} is still draining: reactivate it once it is drained"),
+                    Level::Info,
+                );
+                return;
+            }
+            AgentAction::Reactivate if !a.deactivated => {
+                self.notify(
+                    format!("{hostname} is active: nothing to reactivate"),
+                    Level::Info,
+                );
+                return;
+            }
+            AgentAction::Reactivate => {
+                format!("Reactivate agent {hostname}: offer its resources again? (y/n)")
+            }
+        };
+        self.mode = Mode::Confirm {
+            prompt,
+            command: Command::AgentAction {
+                agent_id,
+                hostname,
+                action,
+            },
+        };
     }
 
     /// The selected item's details as JSON.

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     actions::Actions,
-    app::{App, Command, ContainerTarget, Level},
+    app::{AgentAction, App, Command, ContainerTarget, Level},
     feed::Event,
     ui,
 };
@@ -33,6 +33,8 @@ pub trait Effects {
     /// Asks the collector for a node's hour of series (answered with `Event::Series`).
     fn fetch_series(&self, node_id: String);
     fn container_action(&self, target: ContainerTarget, action: ContainerAction);
+    /// Drains or reactivates an agent through the operator API.
+    fn agent_action(&self, agent_id: String, hostname: String, action: AgentAction);
     /// Streams a container's output as `Event::Log(stream, …)` until `close_logs`.
     fn open_logs(&self, target: ContainerTarget, stream: u64);
     fn close_logs(&self);
@@ -63,6 +65,10 @@ impl Effects for Live {
 
     fn container_action(&self, target: ContainerTarget, action: ContainerAction) {
         self.actions.container_action(target, action);
+    }
+
+    fn agent_action(&self, agent_id: String, hostname: String, action: AgentAction) {
+        self.actions.agent_action(agent_id, hostname, action);
     }
 
     fn open_logs(&self, target: ContainerTarget, stream: u64) {
@@ -228,6 +234,15 @@ pub fn handle(app: &mut App, event: Event, effects: &dyn Effects) -> bool {
                     Level::Error,
                 ),
             }
+            false
+        }
+        Some(Command::AgentAction {
+            agent_id,
+            hostname,
+            action,
+        }) => {
+            app.notify(format!("{} {hostname}…", action.word()), Level::Info);
+            effects.agent_action(agent_id, hostname, action);
             false
         }
         Some(Command::ContainerAction { target, action }) => {

@@ -2,13 +2,13 @@
 //! master does to `App`.
 use std::time::{Duration, Instant};
 
-use orca_proto::topology::v1 as pb;
+use orca_proto::{operator::v1 as opb, topology::v1 as pb};
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 
 use crate::{
-    app::{App, Command, LaunchRequest, LinkState, Mode},
+    app::{AgentAction, App, Command, LaunchRequest, LinkState, Mode},
     model::topology::TopoView,
     saved::SavedFilters,
     synthetic,
@@ -548,4 +548,80 @@ fn log_view_takes_only_its_stream_and_closes() {
     assert_eq!(press(&mut app, "q"), Some(Command::CloseLogs));
     assert!(app.logs.is_none());
     assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn an_agent_is_drained_and_reactivated_after_confirmation() {
+    let mut app = loaded(100);
+    press(&mut app, "7");
+    assert_eq!(press(&mut app, "D"), None);
+    assert!(app.message.as_ref().unwrap().0.contains("Agents tab"));
+
+    press(&mut app, "5");
+    let Some(Item::Agent(a)) = app.selected() else {
+        panic!("an agent is selected")
+    };
+    let (agent_id, hostname) = (a.id.clone(), a.hostname.clone());
+    // An active agent has nothing to reactivate.
+    assert_eq!(press(&mut app, "R"), None);
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(app.message.as_ref().unwrap().0.contains("is active"));
+
+    assert_eq!(press(&mut app, "D"), None);
+    let Mode::Confirm { prompt, .. } = &app.mode else {
+        panic!("a confirmation, got {:?}", app.mode)
+    };
+    assert!(
+        prompt.starts_with(&format!("Drain agent {hostname}")),
+        "{prompt}"
+    );
+    assert_eq!(press(&mut app, "n"), None, "declined");
+    assert_eq!(app.mode, Mode::Normal);
+    press(&mut app, "D");
+    assert_eq!(
+        press(&mut app, "y"),
+        Some(Command::AgentAction {
+            agent_id: agent_id.clone(),
+            hostname: hostname.clone(),
+            action: AgentAction::Drain,
+        })
+    );
+
+    // The master says it drains: a second drain is refused here, and so is a reactivation
+    // until it is drained.
+    let draining = |state: opb::AgentDrainState| opb::ClusterDelta {
+        upserted_agents: vec![opb::Agent {
+            id: agent_id.clone(),
+            hostname: hostname.clone(),
+            state: opb::AgentState::Active as i32,
+            deactivated: true,
+            drain_state: state as i32,
+            drain_tasks_left: 3,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    app.on_cluster(draining(opb::AgentDrainState::Draining), Instant::now());
+    app.prepare();
+    assert_eq!(press(&mut app, "D"), None);
+    assert!(
+        app.message
+            .as_ref()
+            .unwrap()
+            .0
+            .contains("already draining (3 tasks left)")
+    );
+    assert_eq!(press(&mut app, "R"), None);
+    assert!(app.message.as_ref().unwrap().0.contains("still draining"));
+    app.on_cluster(draining(opb::AgentDrainState::Drained), Instant::now());
+    app.prepare();
+    press(&mut app, "R");
+    assert_eq!(
+        press(&mut app, "y"),
+        Some(Command::AgentAction {
+            agent_id,
+            hostname,
+            action: AgentAction::Reactivate,
+        })
+    );
 }

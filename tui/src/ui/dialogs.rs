@@ -29,6 +29,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("e y", "export the details as JSON (file + clipboard)"),
     ("L", "launch a command task"),
     ("x", "kill the selected task (asks first)"),
+    ("D  R", "agent: drain · reactivate (asks first)"),
     (
         "a  o",
         "container: stop/start/pause/restart/remove · output",
