@@ -419,3 +419,108 @@ fn the_wire_check_rejects_what_a_strict_mesos_client_would() {
     .unwrap_err();
     assert!(nested.contains("tasks[0].agent_id"), "{nested}");
 }
+
+/// The next operator event that is not a heartbeat, checked as Mesos's `mesos.v1.master.Event`.
+async fn operator_event(events: &mut client::OperatorSubscription) -> Value {
+    loop {
+        let event = events
+            .events
+            .next_event(DEADLINE)
+            .await
+            .unwrap()
+            .expect("the event stream goes on");
+        if let Err(why) = mesos_wire::check("mesos.v1.master.Event", &event) {
+            panic!("{why}\n{event:#}");
+        }
+        if event["type"] != "HEARTBEAT" {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn subscribe_streams_the_state_then_every_change_as_mesos_events() {
+    let (_, http, cluster) = whole_master().await;
+    let (early_agent, _log, _alive) = simulated_agent(&cluster, "node-0", "cpus:1;mem:256").await;
+    let mut events = client::OperatorSubscription::subscribe(http).await.unwrap();
+    let subscribed = &events.subscribed;
+    if let Err(why) = mesos_wire::check("mesos.v1.master.Event", subscribed) {
+        panic!("SUBSCRIBED: {why}\n{subscribed:#}");
+    }
+    assert_eq!(subscribed["subscribed"]["heartbeat_interval_seconds"], 15.0);
+    let state = &subscribed["subscribed"]["get_state"];
+    assert_eq!(
+        state["get_agents"]["agents"][0]["agent_info"]["id"]["value"], early_agent,
+        "{state}"
+    );
+
+    // An agent joins.
+    let (agent_id, _log, _alive) = simulated_agent(&cluster, "node-1", "cpus:4;mem:1024").await;
+    let event = operator_event(&mut events).await;
+    assert_eq!(event["type"], "AGENT_ADDED", "{event}");
+    assert_eq!(
+        event["agent_added"]["agent"]["agent_info"]["id"]["value"],
+        agent_id
+    );
+
+    // A framework subscribes and runs a task: every status update is an event.
+    let mut scheduler =
+        Scheduler::subscribe(http, json!({ "user": "root", "name": "events" })).await;
+    let framework_id = scheduler.client.framework_id.clone();
+    let event = operator_event(&mut events).await;
+    assert_eq!(event["type"], "FRAMEWORK_ADDED", "{event}");
+    assert_eq!(
+        event["framework_added"]["framework"]["framework_info"]["id"]["value"],
+        framework_id
+    );
+    let offers = scheduler.wait_for("OFFERS").await;
+    let offer = offers["offers"]["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["agent_id"]["value"] == agent_id)
+        .cloned()
+        .unwrap_or_else(|| offers["offers"]["offers"][0].clone());
+    let (code, body) = scheduler
+        .call(json!({
+            "type": "ACCEPT",
+            "accept": {
+                "offer_ids": [offer["id"]],
+                "operations": [launch("t1", &offer["agent_id"], scalars(0.5, 128.0))],
+            }
+        }))
+        .await;
+    assert_eq!(code.as_u16(), 202, "{body}");
+    let event = operator_event(&mut events).await;
+    assert_eq!(event["type"], "TASK_ADDED", "{event}");
+    assert_eq!(event["task_added"]["task"]["task_id"]["value"], "t1");
+    assert_eq!(event["task_added"]["task"]["state"], "TASK_STAGING");
+    let mut states = Vec::new();
+    while states.last().map(String::as_str) != Some("TASK_RUNNING") {
+        let event = operator_event(&mut events).await;
+        assert_eq!(event["type"], "TASK_UPDATED", "{event}");
+        assert_eq!(event["task_updated"]["framework_id"]["value"], framework_id);
+        assert_eq!(event["task_updated"]["status"]["task_id"]["value"], "t1");
+        states.push(event["task_updated"]["state"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(states, ["TASK_STARTING", "TASK_RUNNING"], "one event per update");
+
+    // The framework leaves: torn down, it is removed.
+    let (code, body) = scheduler.call(json!({ "type": "TEARDOWN" })).await;
+    assert_eq!(code.as_u16(), 202, "{body}");
+    let event = operator_event(&mut events).await;
+    assert_eq!(event["type"], "FRAMEWORK_REMOVED", "{event}");
+    assert_eq!(
+        event["framework_removed"]["framework_info"]["id"]["value"],
+        framework_id
+    );
+
+    // An agent marked gone is removed.
+    let gone = json!({ "type": "MARK_AGENT_GONE",
+        "mark_agent_gone": { "agent_id": { "value": early_agent } } });
+    let (code, body) = client::operator(http, &gone).await.unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
+    let event = operator_event(&mut events).await;
+    assert_eq!(event["type"], "AGENT_REMOVED", "{event}");
+    assert_eq!(event["agent_removed"]["agent_id"]["value"], early_agent);
+}

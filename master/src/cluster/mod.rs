@@ -40,7 +40,7 @@ pub use config::{ClusterConfig, RoleConfig};
 pub use error::ApiError;
 pub use registry::DrainState;
 use state::State;
-pub use state::{AgentView, DrainView, FrameworkView, StateSnapshot, TaskView};
+pub use state::{AgentView, ClusterEvent, DrainView, FrameworkView, StateSnapshot, TaskView};
 pub use types::*;
 
 use crate::resources::Resources;
@@ -717,6 +717,20 @@ impl Cluster {
     pub fn switch_agent_master(&self, agent_id: &str, master: &str) -> Result<(), ApiError> {
         self.acting()?;
         self.lock().switch_agent_master(agent_id, master)
+    }
+
+    /// The state now and every change after it (the operator event stream).
+    pub fn subscribe_events(
+        &self,
+    ) -> Result<
+        (
+            StateSnapshot,
+            tokio::sync::broadcast::Receiver<ClusterEvent>,
+        ),
+        ApiError,
+    > {
+        self.acting()?;
+        Ok(self.lock().subscribe_events())
     }
 
     /// Applies an operator's change to the state and waits until the registry has it.

@@ -72,7 +72,7 @@ impl Scheduler {
     }
 
     pub fn raw_records(&self) -> usize {
-        self.client.records
+        self.client.records()
     }
 
     pub async fn try_next_event(&mut self) -> Option<Value> {

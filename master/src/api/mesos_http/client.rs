@@ -163,10 +163,16 @@ pub struct SchedulerClient {
     pub stream_id: String,
     /// The SUBSCRIBED event, whole.
     pub subscribed: Value,
+    events: EventStream,
+}
+
+/// A RecordIO stream of JSON events (a scheduler's or an operator's subscription).
+#[derive(Debug)]
+pub struct EventStream {
     body: Incoming,
     decoder: recordio::Decoder,
     /// Records received and not yet taken, still encoded: a framework with its own event
-    /// types decodes them straight into those ([`SchedulerClient::next_event_as`]).
+    /// types decodes them straight into those ([`EventStream::next_event_as`]).
     queued: VecDeque<Vec<u8>>,
     /// RecordIO records received so far.
     pub records: usize,
@@ -205,10 +211,7 @@ impl SchedulerClient {
             framework_id: String::new(),
             subscribed: Value::Null,
             stream_id,
-            body: response.into_body(),
-            decoder: recordio::Decoder::default(),
-            queued: VecDeque::new(),
-            records: 0,
+            events: EventStream::new(response.into_body()),
         };
         let subscribed = client
             .take(Duration::from_secs(30), |e| e["type"] == "SUBSCRIBED")
@@ -221,31 +224,14 @@ impl SchedulerClient {
         Ok(client)
     }
 
-    /// Reads more of the stream; false when it ended.
-    async fn receive(
-        &mut self,
-        deadline: tokio::time::Instant,
-        wait: Duration,
-    ) -> Result<bool, ClientError> {
-        let frame = tokio::time::timeout_at(deadline, self.body.frame())
-            .await
-            .map_err(|_| ClientError::Timeout(wait))?;
-        let Some(frame) = frame else { return Ok(false) };
-        let frame = frame?;
-        if let Ok(data) = frame.into_data() {
-            let records = self
-                .decoder
-                .push(&data)
-                .map_err(|e| ClientError::Stream(e.to_string()))?;
-            self.records += records.len();
-            self.queued.extend(records);
-        }
-        Ok(true)
+    /// RecordIO records received so far.
+    pub fn records(&self) -> usize {
+        self.events.records
     }
 
     /// The next event in order; `None` when the stream ended.
     pub async fn next_event(&mut self, wait: Duration) -> Result<Option<Value>, ClientError> {
-        self.next_event_as(wait).await
+        self.events.next_event_as(wait).await
     }
 
     /// The next event decoded as `T`; `None` when the stream ended.
@@ -253,15 +239,7 @@ impl SchedulerClient {
         &mut self,
         wait: Duration,
     ) -> Result<Option<T>, ClientError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(record) = self.queued.pop_front() {
-                return decode(&record).map(Some);
-            }
-            if !self.receive(deadline, wait).await? {
-                return Ok(None);
-            }
-        }
+        self.events.next_event_as(wait).await
     }
 
     /// The first event (already received or yet to come) that `matches`; others stay queued.
@@ -270,21 +248,7 @@ impl SchedulerClient {
         wait: Duration,
         matches: impl Fn(&Value) -> bool,
     ) -> Result<Value, ClientError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut seen = 0;
-        loop {
-            while seen < self.queued.len() {
-                let event: Value = decode(&self.queued[seen])?;
-                if matches(&event) {
-                    self.queued.remove(seen);
-                    return Ok(event);
-                }
-                seen += 1;
-            }
-            if !self.receive(deadline, wait).await? {
-                return Err(ClientError::Stream("the event stream ended".into()));
-            }
-        }
+        self.events.take(wait, matches).await
     }
 
     /// A persistent connection for many calls.
@@ -360,4 +324,123 @@ pub fn scalars(cpus: f64, mem: f64) -> Value {
         { "name": "cpus", "type": "SCALAR", "scalar": { "value": cpus } },
         { "name": "mem", "type": "SCALAR", "scalar": { "value": mem } },
     ])
+}
+
+impl EventStream {
+    fn new(body: Incoming) -> Self {
+        EventStream {
+            body,
+            decoder: recordio::Decoder::default(),
+            queued: VecDeque::new(),
+            records: 0,
+        }
+    }
+
+    /// Reads more of the stream; false when it ended.
+    async fn receive(
+        &mut self,
+        deadline: tokio::time::Instant,
+        wait: Duration,
+    ) -> Result<bool, ClientError> {
+        let frame = tokio::time::timeout_at(deadline, self.body.frame())
+            .await
+            .map_err(|_| ClientError::Timeout(wait))?;
+        let Some(frame) = frame else { return Ok(false) };
+        let frame = frame?;
+        if let Ok(data) = frame.into_data() {
+            let records = self
+                .decoder
+                .push(&data)
+                .map_err(|e| ClientError::Stream(e.to_string()))?;
+            self.records += records.len();
+            self.queued.extend(records);
+        }
+        Ok(true)
+    }
+
+    /// The next event in order; `None` when the stream ended.
+    pub async fn next_event(&mut self, wait: Duration) -> Result<Option<Value>, ClientError> {
+        self.next_event_as(wait).await
+    }
+
+    /// The next event decoded as `T`; `None` when the stream ended.
+    pub async fn next_event_as<T: DeserializeOwned>(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<T>, ClientError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(record) = self.queued.pop_front() {
+                return decode(&record).map(Some);
+            }
+            if !self.receive(deadline, wait).await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The first event (already received or yet to come) that `matches`; others stay queued.
+    pub async fn take(
+        &mut self,
+        wait: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Value, ClientError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut seen = 0;
+        loop {
+            while seen < self.queued.len() {
+                let event: Value = decode(&self.queued[seen])?;
+                if matches(&event) {
+                    self.queued.remove(seen);
+                    return Ok(event);
+                }
+                seen += 1;
+            }
+            if !self.receive(deadline, wait).await? {
+                return Err(ClientError::Stream("the event stream ended".into()));
+            }
+        }
+    }
+}
+
+/// A subscription to the operator event stream (`POST /api/v1` `SUBSCRIBE`).
+#[derive(Debug)]
+pub struct OperatorSubscription {
+    /// The SUBSCRIBED event, whole (its `get_state` is the state the events start from).
+    pub subscribed: Value,
+    pub events: EventStream,
+}
+
+impl OperatorSubscription {
+    pub async fn subscribe(addr: SocketAddr) -> Result<Self, ClientError> {
+        let call = json!({ "type": "SUBSCRIBE" });
+        let mut sender = connection(addr).await?;
+        let response = sender
+            .send_request(request(
+                addr,
+                "/api/v1",
+                call.to_string().into_bytes(),
+                None,
+            ))
+            .await?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let body = response.into_body().collect().await?.to_bytes();
+            return Err(ClientError::Refused {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        let mut events = EventStream::new(response.into_body());
+        let subscribed = events
+            .next_event(Duration::from_secs(30))
+            .await?
+            .ok_or_else(|| ClientError::Stream("the stream ended before SUBSCRIBED".into()))?;
+        if subscribed["type"] != "SUBSCRIBED" {
+            return Err(ClientError::Stream(format!(
+                "the first event is not SUBSCRIBED: {subscribed}"
+            )));
+        }
+        Ok(OperatorSubscription { subscribed, events })
+    }
 }

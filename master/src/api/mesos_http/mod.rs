@@ -128,7 +128,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn api_error(err: ApiError) -> Response {
+pub(super) fn api_error(err: ApiError) -> Response {
     error(http_status(&err), err.to_string())
 }
 

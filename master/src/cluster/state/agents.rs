@@ -12,8 +12,8 @@ use super::{
 };
 use crate::cluster::registry::{AgentRecord, Change};
 use crate::cluster::{
-    AgentCommand, AgentInfo, AgentLink, ApiError, Event, RunningTask, StatusSource, TaskState,
-    TaskStatus,
+    AgentCommand, AgentInfo, AgentLink, ApiError, ClusterEvent, Event, RunningTask, StatusSource,
+    TaskState, TaskStatus,
 };
 use crate::resources::Resources;
 
@@ -120,6 +120,9 @@ impl State {
                 drain,
             },
         );
+        self.publish(ClusterEvent::AgentAdded {
+            agent_id: agent_id.clone(),
+        });
         for task in running {
             let framework_id = task.framework_id.clone();
             self.readopt(&agent_id, task, framework_id);
@@ -142,6 +145,8 @@ impl State {
             }
             return;
         };
+        let task_id = task.info.task_id.clone();
+        let added = !fw.tasks.contains_key(&task_id);
         let entry = fw
             .tasks
             .entry(task.info.task_id.clone())
@@ -159,6 +164,9 @@ impl State {
             });
         if entry.state == TaskState::Unreachable {
             entry.state = task.state;
+        }
+        if added {
+            self.publish_task_added(&self.frameworks[&framework_id].tasks[&task_id]);
         }
     }
 
@@ -440,7 +448,13 @@ impl State {
             });
         }
         let _ = self.allocator.remove_agent(agent_id);
-        self.agents.remove(agent_id)
+        let removed = self.agents.remove(agent_id);
+        if removed.is_some() {
+            self.publish(ClusterEvent::AgentRemoved {
+                agent_id: agent_id.to_owned(),
+            });
+        }
+        removed
     }
 
     pub(in crate::cluster) fn agent_available(&self, agent_id: &str) -> Option<Resources> {

@@ -11,7 +11,8 @@ use super::{FrameworkEntry, State};
 use crate::allocator::{FrameworkSpec, validate_role};
 use crate::cluster::registry::{Change, FrameworkRecord};
 use crate::cluster::{
-    AgentCommand, ApiError, Event, FrameworkInfo, RunningTask, Subscription, TaskState,
+    AgentCommand, ApiError, ClusterEvent, Event, FrameworkInfo, RunningTask, Subscription,
+    TaskState,
 };
 
 impl State {
@@ -96,6 +97,9 @@ impl State {
             .get_mut(framework_id)
             .expect("checked above")
             .info = info;
+        self.publish(ClusterEvent::FrameworkUpdated {
+            framework_id: framework_id.to_owned(),
+        });
         Ok(())
     }
 
@@ -117,6 +121,10 @@ impl State {
             suppressed_roles: Vec::new(),
             gpu_aware: info.has_capability("GPU_RESOURCES"),
         };
+        let failover = info
+            .id
+            .as_ref()
+            .is_some_and(|id| self.frameworks.contains_key(id));
         let framework_id = match info.id.clone() {
             Some(id) if self.frameworks.contains_key(&id) => {
                 // Failover: the new connection replaces the old one.
@@ -195,6 +203,15 @@ impl State {
             }
         };
         let _ = now;
+        self.publish(if failover {
+            ClusterEvent::FrameworkUpdated {
+                framework_id: framework_id.clone(),
+            }
+        } else {
+            ClusterEvent::FrameworkAdded {
+                framework_id: framework_id.clone(),
+            }
+        });
         Ok(Subscription {
             framework_id,
             stream_id,
@@ -261,6 +278,9 @@ impl State {
         for offer_id in offers {
             self.rescind(&offer_id, now, false);
         }
+        self.publish(ClusterEvent::FrameworkUpdated {
+            framework_id: framework_id.to_owned(),
+        });
     }
 
     /// Frameworks disconnected for longer than their failover timeout are torn down.
@@ -320,6 +340,10 @@ impl State {
         }
         // Everything it held (offers and tasks) returns to the agents.
         self.allocator.remove_framework(framework_id)?;
+        self.publish(ClusterEvent::FrameworkRemoved {
+            framework_id: framework_id.to_owned(),
+            info: fw.info.clone(),
+        });
         self.completed_frameworks
             .push_back((framework_id.to_owned(), fw.info.clone()));
         if self.completed_frameworks.len() > 100 {
@@ -420,6 +444,9 @@ impl State {
                     completed: VecDeque::new(),
                 },
             );
+            self.publish(ClusterEvent::FrameworkAdded {
+                framework_id: id.clone(),
+            });
         }
     }
 }

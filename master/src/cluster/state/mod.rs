@@ -6,6 +6,7 @@
 //! locking and delivery model.
 mod agents;
 mod drain;
+mod events;
 mod frameworks;
 mod offers;
 mod roles;
@@ -20,6 +21,7 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
+pub use events::ClusterEvent;
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 pub use views::{AgentView, DrainView, FrameworkView, StateSnapshot, TaskView};
@@ -151,6 +153,8 @@ pub(super) struct State {
     writes: Vec<Durable>,
     /// Role weights and quotas set at run time, as the registry has them.
     runtime_roles: BTreeMap<String, super::registry::RoleRecord>,
+    /// Changes, to the operator event stream's subscribers.
+    events: tokio::sync::broadcast::Sender<ClusterEvent>,
 }
 
 impl std::fmt::Debug for State {
@@ -237,6 +241,7 @@ impl State {
             registered_frameworks: registry.frameworks.into_iter().collect(),
             writes: Vec::new(),
             runtime_roles: registry.roles,
+            events: events::channel(),
         })
     }
 

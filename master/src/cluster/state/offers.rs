@@ -372,6 +372,11 @@ impl State {
                 },
             );
         }
+        for task in &tasks {
+            if let Some(entry) = self.frameworks[framework_id].tasks.get(&task.task_id) {
+                self.publish_task_added(entry);
+            }
+        }
         match self.agents.get(agent_id) {
             Some(agent) if agent.health == AgentHealth::Active => {
                 let _ = agent.commands.send(AgentCommand::Launch {

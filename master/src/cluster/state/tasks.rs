@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::{State, TaskEntry, now_seconds};
 use crate::cluster::{
-    AgentCommand, ApiError, Event, StatusSource, TaskInfo, TaskState, TaskStatus, TaskUsage,
+    AgentCommand, ApiError, ClusterEvent, Event, StatusSource, TaskInfo, TaskState, TaskStatus,
+    TaskUsage,
 };
 
 impl State {
@@ -265,6 +266,13 @@ impl State {
             }
             task.latest = Some(status.clone());
             task.pending.push_back(status.clone());
+            if self.events.receiver_count() > 0 {
+                let _ = self.events.send(ClusterEvent::TaskUpdated {
+                    framework_id: framework_id.to_owned(),
+                    status: status.clone(),
+                    state: task.state,
+                });
+            }
         }
         let free = task.state.is_terminal() && !task.recovered;
         if free {

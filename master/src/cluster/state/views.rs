@@ -9,21 +9,25 @@ use crate::cluster::registry::DrainState;
 use crate::cluster::{FrameworkInfo, Labels, Offer, TaskState, TaskStatus, TaskUsage};
 use crate::resources::Resources;
 
+/// A task as views and events show it.
+pub(super) fn task_view(t: &TaskEntry) -> TaskView {
+    TaskView {
+        id: t.info.task_id.clone(),
+        name: t.info.name.clone(),
+        framework_id: t.framework_id.clone(),
+        agent_id: t.info.agent_id.clone(),
+        role: t.role.to_string(),
+        state: t.state,
+        resources: t.info.resources.clone(),
+        labels: t.info.labels.clone(),
+        statuses: t.latest.iter().cloned().collect(),
+        usage: t.usage.clone(),
+        started: t.started,
+    }
+}
+
 impl State {
     pub(in crate::cluster) fn snapshot(&self) -> StateSnapshot {
-        let task_view = |t: &TaskEntry| TaskView {
-            id: t.info.task_id.clone(),
-            name: t.info.name.clone(),
-            framework_id: t.framework_id.clone(),
-            agent_id: t.info.agent_id.clone(),
-            role: t.role.to_string(),
-            state: t.state,
-            resources: t.info.resources.clone(),
-            labels: t.info.labels.clone(),
-            statuses: t.latest.iter().cloned().collect(),
-            usage: t.usage.clone(),
-            started: t.started,
-        };
         let mut frameworks: Vec<FrameworkView> = self
             .frameworks
             .values()

@@ -3,8 +3,10 @@
 //! `GET_LOGGING_LEVEL`, `GET_MASTER`), what the cluster holds (`GET_STATE`, `GET_AGENTS`,
 //! `GET_FRAMEWORKS`, `GET_EXECUTORS`, `GET_TASKS`, `GET_ROLES`, shaped as Mesos's
 //! `mesos.v1.master.Response`), the role weights and quotas (`roles`), and an agent's
-//! deactivation, drain and removal (`agents`). Other calls answer 501 naming themselves.
+//! deactivation, drain and removal (`agents`), and the event stream (`SUBSCRIBE`, `events`).
+//! Other calls answer 501 naming themselves.
 mod agents;
+mod events;
 mod roles;
 mod views;
 
@@ -103,6 +105,7 @@ pub(super) async fn call(State(api): State<Api>, headers: HeaderMap, body: Bytes
         }
         "DRAIN_AGENT" => agents::drain(cluster, &call).await,
         "MARK_AGENT_GONE" => agents::mark_gone(cluster, &call).await,
+        "SUBSCRIBE" => events::subscribe(cluster),
         "" => error(StatusCode::BAD_REQUEST, "the call has no `type`"),
         other => error(
             StatusCode::NOT_IMPLEMENTED,

@@ -44,27 +44,30 @@ pub(in crate::api) fn drain_info(d: &DrainView) -> JsonValue {
     json!({ "state": d.state.name(), "config": config })
 }
 
+/// Mesos's `Response.GetAgents.Agent`.
+pub(super) fn agent(a: &AgentView) -> JsonValue {
+    let mut agent = json!({
+        "agent_info": agent_info(a),
+        "active": a.active,
+        // Deactivated by an operator (DEACTIVATE_AGENT or a drain); an agent that is only
+        // unreachable is `active: false` but not deactivated.
+        "deactivated": a.deactivated,
+        "version": orca_leader::info::MESOS_VERSION,
+        "registered_time": time(a.registered),
+        "total_resources": resource_list(&a.total, None),
+        "allocated_resources": resource_list(&a.used, None),
+        "offered_resources": resource_list(&a.offered, None),
+    });
+    if let Some(drain) = &a.drain {
+        agent["drain_info"] = drain_info(drain);
+        agent["estimated_drain_start_time"] = time(drain.started);
+    }
+    agent
+}
+
 pub fn agents(s: &StateSnapshot) -> JsonValue {
     json!({
-        "agents": s.agents.iter().map(|a| {
-            let mut agent = json!({
-                "agent_info": agent_info(a),
-                "active": a.active,
-                // Deactivated by an operator (DEACTIVATE_AGENT or a drain); an agent that
-                // is only unreachable is `active: false` but not deactivated.
-                "deactivated": a.deactivated,
-                "version": orca_leader::info::MESOS_VERSION,
-                "registered_time": time(a.registered),
-                "total_resources": resource_list(&a.total, None),
-                "allocated_resources": resource_list(&a.used, None),
-                "offered_resources": resource_list(&a.offered, None),
-            });
-            if let Some(drain) = &a.drain {
-                agent["drain_info"] = drain_info(drain);
-                agent["estimated_drain_start_time"] = time(drain.started);
-            }
-            agent
-        }).collect::<Vec<_>>(),
+        "agents": s.agents.iter().map(agent).collect::<Vec<_>>(),
         "recovered_agents": s.recovered_agents.iter().map(|(agent, hostname)| json!({
             "hostname": hostname,
             "id": id(agent),
@@ -73,7 +76,7 @@ pub fn agents(s: &StateSnapshot) -> JsonValue {
 }
 
 /// Mesos's `FrameworkInfo`.
-fn framework_info(framework_id: &str, info: &FrameworkInfo) -> JsonValue {
+pub(super) fn framework_info(framework_id: &str, info: &FrameworkInfo) -> JsonValue {
     let mut out = json!({
         "user": info.user,
         "name": info.name,
@@ -96,7 +99,7 @@ fn framework_info(framework_id: &str, info: &FrameworkInfo) -> JsonValue {
     out
 }
 
-fn framework(f: &FrameworkView) -> JsonValue {
+pub(super) fn framework(f: &FrameworkView) -> JsonValue {
     json!({
         "framework_info": framework_info(&f.id, &f.info),
         "active": f.active,
@@ -127,7 +130,7 @@ pub fn executors() -> JsonValue {
 }
 
 /// Mesos's `Task`.
-fn task(t: &TaskView) -> JsonValue {
+pub(super) fn task(t: &TaskView) -> JsonValue {
     let mut out = json!({
         "name": t.name,
         "task_id": id(&t.id),
