@@ -87,6 +87,7 @@ impl Effects for NoEffects {
         _: orca_proto::cluster::v1::ContainerAction,
     ) {
     }
+    fn agent_action(&self, _: String, _: String, _: orca_tui::app::AgentAction) {}
     fn open_logs(&self, _: orca_tui::app::ContainerTarget, _: u64) {}
     fn close_logs(&self) {}
     fn copy(&self, _: &str) {}
