@@ -191,11 +191,11 @@ async fn every_get_call_answers_as_mesos_shapes_it() {
     }
 
     // A call this master does not serve yet says so.
-    let (code, body) = client::operator(http, &json!({ "type": "START_MAINTENANCE" }))
+    let (code, body) = client::operator(http, &json!({ "type": "RESERVE_RESOURCES" }))
         .await
         .unwrap();
     assert_eq!(code.as_u16(), 501);
-    assert!(body.contains("START_MAINTENANCE"), "{body}");
+    assert!(body.contains("RESERVE_RESOURCES"), "{body}");
 }
 
 /// DEACTIVATE_AGENT and REACTIVATE_AGENT (Mesos 1.9): a deactivated agent's offer is
@@ -503,7 +503,11 @@ async fn subscribe_streams_the_state_then_every_change_as_mesos_events() {
         assert_eq!(event["task_updated"]["status"]["task_id"]["value"], "t1");
         states.push(event["task_updated"]["state"].as_str().unwrap().to_owned());
     }
-    assert_eq!(states, ["TASK_STARTING", "TASK_RUNNING"], "one event per update");
+    assert_eq!(
+        states,
+        ["TASK_STARTING", "TASK_RUNNING"],
+        "one event per update"
+    );
 
     // The framework leaves: torn down, it is removed.
     let (code, body) = scheduler.call(json!({ "type": "TEARDOWN" })).await;
@@ -523,4 +527,119 @@ async fn subscribe_streams_the_state_then_every_change_as_mesos_events() {
     let event = operator_event(&mut events).await;
     assert_eq!(event["type"], "AGENT_REMOVED", "{event}");
     assert_eq!(event["agent_removed"]["agent_id"]["value"], early_agent);
+}
+
+/// An operator call checked as Mesos's `mesos.v1.master.Call`, sent; its status and body.
+async fn maintenance_call(http: std::net::SocketAddr, call: Value) -> (u16, String) {
+    if let Err(why) = mesos_wire::check("mesos.v1.master.Call", &call) {
+        panic!("the call itself is Mesos's: {why}\n{call:#}");
+    }
+    let (code, body) = client::operator(http, &call).await.unwrap();
+    (code.as_u16(), body)
+}
+
+#[tokio::test]
+async fn maintenance_schedules_machines_then_brings_them_down_and_up() {
+    let (_, http, cluster) = whole_master().await;
+    let (agent_id, log, _alive) = simulated_agent(&cluster, "node-1", "cpus:4;mem:1024").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let hour = 3_600_000_000_000i64;
+    let schedule = |windows: Value| {
+        json!({ "type": "UPDATE_MAINTENANCE_SCHEDULE",
+                "update_maintenance_schedule": { "schedule": { "windows": windows } } })
+    };
+    let window = |host: &str, start: i64, duration: i64| {
+        json!({ "machine_ids": [{ "hostname": host }],
+                "unavailability": { "start": { "nanoseconds": start },
+                                    "duration": { "nanoseconds": duration } } })
+    };
+
+    // Bad schedules are refused whole, with the reason.
+    for (windows, says) in [
+        (
+            json!([window("node-1", now + hour, hour), window("node-1", now + 3 * hour, hour)]),
+            "one maintenance window at a time",
+        ),
+        (json!([window("node-2", now - 3 * hour, hour)]), "in the past"),
+        (
+            json!([{ "machine_ids": [{ "ip": "10.0.0.7" }],
+                     "unavailability": { "start": { "nanoseconds": now + hour } } }]),
+            "only an ip",
+        ),
+    ] {
+        let (code, body) = maintenance_call(http, schedule(windows)).await;
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains(says), "{body}");
+    }
+    let (code, body) = maintenance_call(
+        http,
+        json!({ "type": "START_MAINTENANCE",
+                "start_maintenance": { "machines": [{ "hostname": "node-1" }] } }),
+    )
+    .await;
+    assert_eq!(code, 400, "not scheduled: {body}");
+
+    let (code, body) = maintenance_call(
+        http,
+        schedule(json!([
+            window("node-1", now + hour, hour),
+            window("node-2", now + 2 * hour, hour)
+        ])),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let got = operator(http, "GET_MAINTENANCE_SCHEDULE").await;
+    let windows = &got["get_maintenance_schedule"]["schedule"]["windows"];
+    assert_eq!(windows[0]["machine_ids"][0]["hostname"], "node-1", "{got}");
+    assert_eq!(
+        windows[0]["unavailability"]["start"]["nanoseconds"],
+        now + hour
+    );
+    let status = operator(http, "GET_MAINTENANCE_STATUS").await;
+    let draining = &status["get_maintenance_status"]["status"]["draining_machines"];
+    assert_eq!(draining.as_array().unwrap().len(), 2, "{status}");
+
+    // Down: the machine's agent is removed and told to shut down.
+    let (code, body) = maintenance_call(
+        http,
+        json!({ "type": "START_MAINTENANCE",
+                "start_maintenance": { "machines": [{ "hostname": "node-1" }] } }),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    eventually("the agent told to shut down", || {
+        log.lock().unwrap().shut_down.is_some()
+    })
+    .await;
+    let status = operator(http, "GET_MAINTENANCE_STATUS").await;
+    assert_eq!(
+        status["get_maintenance_status"]["status"]["down_machines"],
+        json!([{ "hostname": "node-1" }]),
+        "{status}"
+    );
+    let agents = operator(http, "GET_AGENTS").await;
+    assert!(
+        !agents.to_string().contains(&agent_id),
+        "the agent is gone from GET_AGENTS: {agents}"
+    );
+    // A down machine must stay in the schedule until it is up.
+    let (code, body) = maintenance_call(http, schedule(json!([]))).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("STOP_MAINTENANCE"), "{body}");
+
+    // Up: it leaves the schedule.
+    let (code, body) = maintenance_call(
+        http,
+        json!({ "type": "STOP_MAINTENANCE",
+                "stop_maintenance": { "machines": [{ "hostname": "node-1" }] } }),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let got = operator(http, "GET_MAINTENANCE_SCHEDULE").await;
+    let windows = got["get_maintenance_schedule"]["schedule"]["windows"].clone();
+    assert_eq!(windows.as_array().unwrap().len(), 1, "{got}");
+    assert_eq!(windows[0]["machine_ids"][0]["hostname"], "node-2");
 }

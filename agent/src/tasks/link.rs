@@ -36,8 +36,9 @@ pub enum LinkError {
     #[error("no leading master is known in ZooKeeper yet")]
     NoLeader,
     #[error(
-        "the master marked this agent gone ({0}): its tasks were killed and it will not \
-         register again; to rejoin as a new agent, restart it with an empty work directory"
+        "the master shut this agent down ({0}): its tasks were killed and it does not \
+         register again until it is started again (after MARK_AGENT_GONE: with an empty work \
+         directory, as a new agent)"
     )]
     Gone(String),
 }

@@ -719,6 +719,33 @@ impl Cluster {
         self.lock().switch_agent_master(agent_id, master)
     }
 
+    /// The maintenance schedule and the machines down.
+    pub fn maintenance(&self) -> Result<registry::MaintenanceRecord, ApiError> {
+        self.acting()?;
+        Ok(self.lock().maintenance().clone())
+    }
+
+    /// `UPDATE_MAINTENANCE_SCHEDULE`; returns once the schedule is durable.
+    pub async fn update_maintenance_schedule(
+        &self,
+        windows: Vec<registry::WindowRecord>,
+    ) -> Result<(), ApiError> {
+        self.registry_change(|s, _| s.update_maintenance_schedule(windows, SystemTime::now()))
+            .await
+    }
+
+    /// `START_MAINTENANCE`: the machines go down and their agents are removed.
+    pub async fn start_maintenance(&self, machines: Vec<String>) -> Result<(), ApiError> {
+        self.registry_change(|s, now| s.start_maintenance(machines, now))
+            .await
+    }
+
+    /// `STOP_MAINTENANCE`: the machines are up again and leave the schedule.
+    pub async fn stop_maintenance(&self, machines: Vec<String>) -> Result<(), ApiError> {
+        self.registry_change(|s, _| s.stop_maintenance(machines))
+            .await
+    }
+
     /// The state now and every change after it (the operator event stream).
     pub fn subscribe_events(
         &self,

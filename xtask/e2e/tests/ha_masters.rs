@@ -417,6 +417,24 @@ async fn a_killed_leader_is_replaced_and_agents_frameworks_and_updates_follow() 
             .unwrap()
             .is_some()
     );
+    // So is the maintenance schedule.
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+        + 3_600_000_000_000;
+    let (code, body) = client::operator(
+        masters[leader].http,
+        &json!({ "type": "UPDATE_MAINTENANCE_SCHEDULE", "update_maintenance_schedule": {
+            "schedule": { "windows": [{
+                "machine_ids": [{ "hostname": "rack-7-host-3" }],
+                "unavailability": { "start": { "nanoseconds": in_an_hour },
+                                    "duration": { "nanoseconds": 7_200_000_000_000i64 } },
+            }] } } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
 
     // SIGKILL the leader; the "ends" task finishes while no master leads.
     let killed_at = Instant::now();
@@ -501,6 +519,13 @@ async fn a_killed_leader_is_replaced_and_agents_frameworks_and_updates_follow() 
     assert!(
         weights.contains(r#"{"role":"prod","weight":3.0}"#),
         "the new leader allocates with the weight set on the old one: {weights}"
+    );
+    let (_, schedule) = client::operator(new_http, &json!({ "type": "GET_MAINTENANCE_SCHEDULE" }))
+        .await
+        .unwrap();
+    assert!(
+        schedule.contains("rack-7-host-3") && schedule.contains(&in_an_hour.to_string()),
+        "the new leader has the schedule set on the old one: {schedule}"
     );
     println!("failover: new leader {elected_in:?} after SIGKILL");
 

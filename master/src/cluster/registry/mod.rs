@@ -155,17 +155,57 @@ pub struct Registry {
     pub torn_down: Vec<String>,
     #[serde(default)]
     pub roles: BTreeMap<String, RoleRecord>,
+    #[serde(default)]
+    pub maintenance: MaintenanceRecord,
+}
+
+/// The maintenance schedule and the machines down for maintenance (Mesos's maintenance
+/// primitives). Machines are hostnames in lower case.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceRecord {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<WindowRecord>,
+    /// Machines brought down (START_MAINTENANCE) and not up again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub down: Vec<String>,
+}
+
+/// Machines unavailable together from `start_nanos` (since the epoch), for `duration_nanos`
+/// (`None`: until further notice).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowRecord {
+    pub machines: Vec<String>,
+    pub start_nanos: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_nanos: Option<i64>,
 }
 
 /// One change, applied durably before the master acts on it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
-    AgentAdmitted { id: String, record: AgentRecord },
-    AgentRemoved { id: String },
-    FrameworkAdded { id: String, record: FrameworkRecord },
-    FrameworkTornDown { id: String },
-    RoleUpdated { role: String, record: RoleRecord },
+    AgentAdmitted {
+        id: String,
+        record: AgentRecord,
+    },
+    AgentRemoved {
+        id: String,
+    },
+    FrameworkAdded {
+        id: String,
+        record: FrameworkRecord,
+    },
+    FrameworkTornDown {
+        id: String,
+    },
+    RoleUpdated {
+        role: String,
+        record: RoleRecord,
+    },
+    /// The whole maintenance state after an operator's change.
+    MaintenanceUpdated {
+        record: MaintenanceRecord,
+    },
 }
 
 impl Registry {
@@ -193,6 +233,7 @@ impl Registry {
                     self.roles.insert(role.clone(), record.clone());
                 }
             }
+            Change::MaintenanceUpdated { record } => self.maintenance = record.clone(),
         }
     }
 }

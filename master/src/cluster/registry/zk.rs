@@ -41,6 +41,8 @@ const AGENTS: &str = "agents";
 const FRAMEWORKS: &str = "frameworks";
 const TORN_DOWN: &str = "torn-down";
 const ROLES: &str = "roles";
+/// One znode holding the whole maintenance state.
+const MAINTENANCE: &str = "maintenance";
 
 /// A role as a znode name: hierarchical roles (`eng/web`) hold `/`, which a name cannot.
 fn role_node(role: &str) -> String {
@@ -83,6 +85,13 @@ impl ZkStore {
                 .mkdir(&format!("{root}/{dir}"), &options)
                 .await
                 .map_err(|e| zk_error(&format!("creating {root}/{dir}"), e))?;
+        }
+        match client
+            .create(&format!("{root}/{MAINTENANCE}"), b"{}", &options)
+            .await
+        {
+            Ok(_) | Err(ZkError::NodeExists) => {}
+            Err(e) => return Err(zk_error(&format!("creating {root}/{MAINTENANCE}"), e)),
         }
         let registry = load(&client, &root).await?;
         let durable = Arc::new(Mutex::new(registry.clone()));
@@ -137,6 +146,10 @@ fn record_size(change: &Change) -> Option<(String, usize)> {
             format!("framework {id}"),
             serde_json::to_vec(record).map_or(0, |v| v.len()),
         )),
+        Change::MaintenanceUpdated { record } => Some((
+            "the maintenance schedule".to_owned(),
+            serde_json::to_vec(record).map_or(0, |v| v.len()),
+        )),
         _ => None,
     }
 }
@@ -161,6 +174,18 @@ async fn load(client: &Client, root: &str) -> Result<Registry, StoreError> {
         .map_err(|e| zk_error(&format!("listing {root}/{TORN_DOWN}"), e))?;
     torn_down.sort();
     registry.torn_down = torn_down;
+    let node = format!("{root}/{MAINTENANCE}");
+    match client.get_data(&node).await {
+        Ok((data, _)) => {
+            registry.maintenance =
+                serde_json::from_slice(&data).map_err(|e| StoreError::CorruptZnode {
+                    znode: node.clone(),
+                    why: e.to_string(),
+                })?;
+        }
+        Err(ZkError::NoNode) => {}
+        Err(e) => return Err(zk_error(&format!("reading {node}"), e)),
+    }
     Ok(registry)
 }
 
@@ -385,6 +410,11 @@ fn plan(writer: &Writer, durable: &Registry, change: &Change) -> Vec<Op> {
                 data: to_json(record),
             }]
         }
+        Change::MaintenanceUpdated { record } => vec![Op {
+            kind: OpKind::Set,
+            path: format!("{root}/{MAINTENANCE}"),
+            data: to_json(record),
+        }],
         Change::FrameworkTornDown { id } => {
             let mut ops = Vec::new();
             if durable.frameworks.contains_key(id) {

@@ -32,6 +32,13 @@ impl State {
                 "an agent must offer some resources (e.g. cpus:4;mem:8192)".into(),
             ));
         }
+        if self.machine_down(&info.hostname) {
+            return Err(ApiError::Forbidden(format!(
+                "machine {} is down for maintenance; its agents may register once \
+                 STOP_MAINTENANCE brings it up",
+                info.hostname
+            )));
+        }
         if let Some(id) = info.id.as_deref().filter(|id| self.is_gone(id)) {
             return Err(ApiError::Forbidden(format!(
                 "agent {id} was marked gone by an operator and may not register again; to \

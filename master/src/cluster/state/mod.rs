@@ -8,6 +8,7 @@ mod agents;
 mod drain;
 mod events;
 mod frameworks;
+mod maintenance;
 mod offers;
 mod roles;
 mod tasks;
@@ -155,6 +156,8 @@ pub(super) struct State {
     runtime_roles: BTreeMap<String, super::registry::RoleRecord>,
     /// Changes, to the operator event stream's subscribers.
     events: tokio::sync::broadcast::Sender<ClusterEvent>,
+    /// The maintenance schedule and the machines down, as the registry has them.
+    maintenance: super::registry::MaintenanceRecord,
 }
 
 impl std::fmt::Debug for State {
@@ -242,6 +245,7 @@ impl State {
             writes: Vec::new(),
             runtime_roles: registry.roles,
             events: events::channel(),
+            maintenance: registry.maintenance,
         })
     }
 

@@ -3,10 +3,12 @@
 //! `GET_LOGGING_LEVEL`, `GET_MASTER`), what the cluster holds (`GET_STATE`, `GET_AGENTS`,
 //! `GET_FRAMEWORKS`, `GET_EXECUTORS`, `GET_TASKS`, `GET_ROLES`, shaped as Mesos's
 //! `mesos.v1.master.Response`), the role weights and quotas (`roles`), and an agent's
-//! deactivation, drain and removal (`agents`), and the event stream (`SUBSCRIBE`, `events`).
+//! deactivation, drain and removal (`agents`), maintenance schedules and machines down
+//! (`maintenance`), and the event stream (`SUBSCRIBE`, `events`).
 //! Other calls answer 501 naming themselves.
 mod agents;
 mod events;
+mod maintenance;
 mod roles;
 mod views;
 
@@ -106,6 +108,11 @@ pub(super) async fn call(State(api): State<Api>, headers: HeaderMap, body: Bytes
         "DRAIN_AGENT" => agents::drain(cluster, &call).await,
         "MARK_AGENT_GONE" => agents::mark_gone(cluster, &call).await,
         "SUBSCRIBE" => events::subscribe(cluster),
+        "GET_MAINTENANCE_SCHEDULE" => maintenance::get_schedule(cluster),
+        "GET_MAINTENANCE_STATUS" => maintenance::get_status(cluster),
+        "UPDATE_MAINTENANCE_SCHEDULE" => maintenance::update_schedule(cluster, &call).await,
+        "START_MAINTENANCE" => maintenance::start_or_stop(cluster, &call, true).await,
+        "STOP_MAINTENANCE" => maintenance::start_or_stop(cluster, &call, false).await,
         "" => error(StatusCode::BAD_REQUEST, "the call has no `type`"),
         other => error(
             StatusCode::NOT_IMPLEMENTED,
