@@ -560,10 +560,16 @@ async fn maintenance_schedules_machines_then_brings_them_down_and_up() {
     // Bad schedules are refused whole, with the reason.
     for (windows, says) in [
         (
-            json!([window("node-1", now + hour, hour), window("node-1", now + 3 * hour, hour)]),
+            json!([
+                window("node-1", now + hour, hour),
+                window("node-1", now + 3 * hour, hour)
+            ]),
             "one maintenance window at a time",
         ),
-        (json!([window("node-2", now - 3 * hour, hour)]), "in the past"),
+        (
+            json!([window("node-2", now - 3 * hour, hour)]),
+            "in the past",
+        ),
         (
             json!([{ "machine_ids": [{ "ip": "10.0.0.7" }],
                      "unavailability": { "start": { "nanoseconds": now + hour } } }]),
@@ -581,6 +587,29 @@ async fn maintenance_schedules_machines_then_brings_them_down_and_up() {
     )
     .await;
     assert_eq!(code, 400, "not scheduled: {body}");
+
+    // A partition-aware framework runs a task on node-1.
+    let mut scheduler = Scheduler::subscribe(
+        http,
+        json!({ "user": "root", "name": "web",
+                "capabilities": [{ "type": "PARTITION_AWARE" }] }),
+    )
+    .await;
+    let offers = scheduler.wait_for("OFFERS").await;
+    let offer = &offers["offers"]["offers"][0];
+    let (code, body) = scheduler
+        .call(json!({ "type": "ACCEPT", "accept": {
+            "offer_ids": [offer["id"]],
+            "operations": [launch("t1", &offer["agent_id"], scalars(1.0, 128.0))] } }))
+        .await;
+    assert_eq!(code.as_u16(), 202, "{body}");
+    loop {
+        let status = scheduler.update_for("t1").await;
+        scheduler.acknowledge(&status).await;
+        if status["state"] == "TASK_RUNNING" {
+            break;
+        }
+    }
 
     let (code, body) = maintenance_call(
         http,
@@ -602,6 +631,39 @@ async fn maintenance_schedules_machines_then_brings_them_down_and_up() {
     let draining = &status["get_maintenance_status"]["status"]["draining_machines"];
     assert_eq!(draining.as_array().unwrap().len(), 2, "{status}");
 
+    // The framework is asked to give node-1 back, and accepts.
+    let inverse = scheduler.wait_for("INVERSE_OFFERS").await;
+    if let Err(why) = mesos_wire::check("mesos.v1.scheduler.Event", &inverse) {
+        panic!("INVERSE_OFFERS: {why}\n{inverse:#}");
+    }
+    let inverse_offer = &inverse["inverse_offers"]["inverse_offers"][0];
+    assert_eq!(inverse_offer["agent_id"]["value"], agent_id, "{inverse}");
+    assert_eq!(
+        inverse_offer["unavailability"]["start"]["nanoseconds"],
+        now + hour
+    );
+    let accept = json!({ "type": "ACCEPT_INVERSE_OFFERS",
+        "framework_id": { "value": scheduler.client.framework_id },
+        "accept_inverse_offers": { "inverse_offer_ids": [inverse_offer["id"]] } });
+    if let Err(why) = mesos_wire::check("mesos.v1.scheduler.Call", &accept) {
+        panic!("the call itself is Mesos's: {why}");
+    }
+    let (code, body) = scheduler.call(accept).await;
+    assert_eq!(code.as_u16(), 202, "{body}");
+    let status = operator(http, "GET_MAINTENANCE_STATUS").await;
+    let node_1 = status["get_maintenance_status"]["status"]["draining_machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"]["hostname"] == "node-1")
+        .cloned()
+        .unwrap();
+    assert_eq!(node_1["statuses"][0]["status"], "ACCEPT", "{status}");
+    assert_eq!(
+        node_1["statuses"][0]["framework_id"]["value"],
+        scheduler.client.framework_id
+    );
+
     // Down: the machine's agent is removed and told to shut down.
     let (code, body) = maintenance_call(
         http,
@@ -614,6 +676,9 @@ async fn maintenance_schedules_machines_then_brings_them_down_and_up() {
         log.lock().unwrap().shut_down.is_some()
     })
     .await;
+    let gone = scheduler.update_for("t1").await;
+    assert_eq!(gone["state"], "TASK_GONE", "{gone}");
+    assert_eq!(gone["reason"], "REASON_AGENT_REMOVED", "{gone}");
     let status = operator(http, "GET_MAINTENANCE_STATUS").await;
     assert_eq!(
         status["get_maintenance_status"]["status"]["down_machines"],

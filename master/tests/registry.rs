@@ -180,6 +180,16 @@ async fn weights_and_quotas_set_at_run_time_survive_a_restart() {
     .await
     .unwrap();
     assert_eq!(code.as_u16(), 400, "{body}");
+    // The maintenance schedule is kept too.
+    let (code, body) = operator(
+        first.addr,
+        &json!({ "type": "UPDATE_MAINTENANCE_SCHEDULE", "update_maintenance_schedule": {
+            "schedule": { "windows": [{ "machine_ids": [{ "hostname": "node-9" }],
+                "unavailability": { "start": { "nanoseconds": 4_000_000_000_000_000_000i64 } } }] } } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
     drop(first);
 
     let second = master(config()).await;
@@ -207,7 +217,14 @@ async fn weights_and_quotas_set_at_run_time_survive_a_restart() {
     assert_eq!(configs[0]["role"], "prod");
     assert_eq!(configs[0]["guarantees"]["mem"]["value"], 1024.0);
     assert_eq!(configs[0]["limits"]["cpus"]["value"], 4.0);
-    let (code, _) = operator(second.addr, &json!({ "type": "START_MAINTENANCE" }))
+    let (_, body) = operator(second.addr, &json!({ "type": "GET_MAINTENANCE_SCHEDULE" }))
+        .await
+        .unwrap();
+    assert!(
+        body.contains("node-9") && body.contains("4000000000000000000"),
+        "{body}"
+    );
+    let (code, _) = operator(second.addr, &json!({ "type": "RESERVE_RESOURCES" }))
         .await
         .unwrap();
     assert_eq!(code.as_u16(), 501, "a call not served yet says so");

@@ -638,11 +638,15 @@ async fn shutdown_ends_a_command_tasks_executor_and_messages_are_accepted_and_dr
         StatusCode::BAD_REQUEST,
         "Mesos expects 'request' to be present"
     );
+    // Answers to inverse offers not outstanding are dropped, as Mesos does; a missing body is
+    // a bad call.
     let (code, body) = s
         .call(
             json!({ "type": "DECLINE_INVERSE_OFFERS", "decline_inverse_offers": {
-            "inverse_offer_ids": [] } }),
+            "inverse_offer_ids": [{ "value": "no-such-inverse-offer" }] } }),
         )
         .await;
-    assert_eq!(code, StatusCode::NOT_IMPLEMENTED, "{body}");
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let (code, body) = s.call(json!({ "type": "ACCEPT_INVERSE_OFFERS" })).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
 }

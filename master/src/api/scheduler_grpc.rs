@@ -11,7 +11,9 @@ use super::{
     events::FrameworkEvents,
 };
 use crate::{
-    cluster::{ApiError, Cluster, Event, FrameworkInfo, Operation},
+    cluster::{
+        ApiError, Cluster, Event, FrameworkInfo, InverseOfferAnswer, Operation, Unavailability,
+    },
     resources::proto::resources_to_proto,
 };
 
@@ -33,6 +35,24 @@ impl SchedulerService {
             .check_stream(&header.framework_id, Some(&header.stream_id))
             .map_err(grpc_status)?;
         Ok(header.framework_id.clone())
+    }
+
+    fn answer_inverse_offers(
+        &self,
+        request: Request<pb::InverseOffersRequest>,
+        answer: InverseOfferAnswer,
+    ) -> Result<Response<pb::CallResult>, Status> {
+        let r = request.into_inner();
+        let framework_id = self.check(r.header.as_ref())?;
+        let refuse = (r.refuse_seconds > 0.0)
+            .then(|| seconds(r.refuse_seconds))
+            .flatten();
+        done(self.cluster.answer_inverse_offers(
+            &framework_id,
+            &r.inverse_offer_ids,
+            answer,
+            refuse,
+        ))
     }
 }
 
@@ -63,9 +83,24 @@ fn event_to_proto(e: Event, stream_id: &str) -> pb::Event {
                     role: o.role.to_string(),
                     resources: resources_to_proto(&o.resources),
                     attributes: o.attributes.into_iter().collect(),
+                    unavailability: o.unavailability.map(unavailability_to_proto),
                 })
                 .collect(),
         }),
+        Event::InverseOffers(offers) => event::Kind::InverseOffers(pb::InverseOffers {
+            inverse_offers: offers
+                .into_iter()
+                .map(|o| pb::InverseOffer {
+                    id: o.id,
+                    framework_id: o.framework_id,
+                    agent_id: o.agent_id,
+                    unavailability: Some(unavailability_to_proto(o.unavailability)),
+                })
+                .collect(),
+        }),
+        Event::RescindInverseOffer { inverse_offer_id } => {
+            event::Kind::RescindInverseOffer(pb::RescindInverseOffer { inverse_offer_id })
+        }
         Event::Rescind { offer_id } => event::Kind::Rescind(pb::Rescind { offer_id }),
         Event::Update(s) => event::Kind::Update(status_to_proto(&s)),
         Event::Failure { agent_id } => event::Kind::Failure(pb::Failure { agent_id }),
@@ -73,6 +108,13 @@ fn event_to_proto(e: Event, stream_id: &str) -> pb::Event {
         Event::Heartbeat => event::Kind::Heartbeat(pb::Heartbeat {}),
     };
     pb::Event { kind: Some(kind) }
+}
+
+fn unavailability_to_proto(u: Unavailability) -> pb::Unavailability {
+    pb::Unavailability {
+        start_unix_nanos: u.start_nanos,
+        duration_nanos: u.duration_nanos,
+    }
 }
 
 type Events = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
@@ -155,6 +197,20 @@ impl Scheduler for SchedulerService {
             self.cluster
                 .decline(&framework_id, &r.offer_ids, seconds(r.refuse_seconds)),
         )
+    }
+
+    async fn accept_inverse_offers(
+        &self,
+        request: Request<pb::InverseOffersRequest>,
+    ) -> Result<Response<pb::CallResult>, Status> {
+        self.answer_inverse_offers(request, InverseOfferAnswer::Accept)
+    }
+
+    async fn decline_inverse_offers(
+        &self,
+        request: Request<pb::InverseOffersRequest>,
+    ) -> Result<Response<pb::CallResult>, Status> {
+        self.answer_inverse_offers(request, InverseOfferAnswer::Decline)
     }
 
     async fn revive(

@@ -40,7 +40,10 @@ pub use config::{ClusterConfig, RoleConfig};
 pub use error::ApiError;
 pub use registry::DrainState;
 use state::State;
-pub use state::{AgentView, ClusterEvent, DrainView, FrameworkView, StateSnapshot, TaskView};
+pub use state::{
+    AgentView, ClusterEvent, DrainView, FrameworkView, InverseOfferAnswer, MaintenanceStatus,
+    StateSnapshot, TaskView,
+};
 pub use types::*;
 
 use crate::resources::Resources;
@@ -353,6 +356,7 @@ impl Cluster {
         s.check_drains(now);
         s.expire_frameworks(now);
         s.allocate(now);
+        s.inverse_offer_round(now);
         // Removals recorded here answer nobody: the store writes them in order regardless.
         drop(s.take_writes());
     }
@@ -723,6 +727,30 @@ impl Cluster {
     pub fn maintenance(&self) -> Result<registry::MaintenanceRecord, ApiError> {
         self.acting()?;
         Ok(self.lock().maintenance().clone())
+    }
+
+    /// The schedule, the machines down, and what frameworks answered per draining machine.
+    pub fn maintenance_status(&self) -> Result<MaintenanceStatus, ApiError> {
+        self.acting()?;
+        Ok(self.lock().maintenance_status())
+    }
+
+    /// ACCEPT_INVERSE_OFFERS / DECLINE_INVERSE_OFFERS.
+    pub fn answer_inverse_offers(
+        &self,
+        framework_id: &str,
+        inverse_offer_ids: &[String],
+        answer: InverseOfferAnswer,
+        refuse: Option<Duration>,
+    ) -> Result<(), ApiError> {
+        self.acting()?;
+        self.lock().answer_inverse_offers(
+            framework_id,
+            inverse_offer_ids,
+            answer,
+            refuse,
+            Instant::now(),
+        )
     }
 
     /// `UPDATE_MAINTENANCE_SCHEDULE`; returns once the schedule is durable.

@@ -176,6 +176,26 @@ pub struct Offer {
     pub role: Arc<str>,
     pub resources: Resources,
     pub attributes: Labels,
+    /// The agent's machine has a maintenance window.
+    pub unavailability: Option<Unavailability>,
+}
+
+/// When a machine will be unavailable (Mesos's `Unavailability`): from `start_nanos` since
+/// the epoch, for `duration_nanos` (`None`: until further notice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unavailability {
+    pub start_nanos: i64,
+    pub duration_nanos: Option<i64>,
+}
+
+/// The master asks a framework to give back what it holds on an agent whose machine has a
+/// maintenance window (Mesos's `InverseOffer`); the framework accepts or declines.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InverseOffer {
+    pub id: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    pub unavailability: Unavailability,
 }
 
 /// What the master tells a subscribed framework (Mesos v1 scheduler `Event`).
@@ -188,6 +208,10 @@ pub enum Event {
     Offers(Vec<Offer>),
     Rescind {
         offer_id: String,
+    },
+    InverseOffers(Vec<InverseOffer>),
+    RescindInverseOffer {
+        inverse_offer_id: String,
     },
     Update(TaskStatus),
     /// An agent was lost (its tasks get their own updates).

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::{
-    cluster::{CommandInfo, Event, FrameworkInfo, Labels, Offer, Operation, TaskInfo, TaskStatus},
+    cluster::{
+        CommandInfo, Event, FrameworkInfo, InverseOffer, Labels, Offer, Operation, TaskInfo,
+        TaskStatus, Unavailability,
+    },
     resources::{Ranges, Resource, Resources, Scalar, UNRESERVED_ROLE, Value, intern},
 };
 
@@ -26,6 +29,8 @@ pub struct Call {
     pub subscribe: Option<Subscribe>,
     pub accept: Option<Accept>,
     pub decline: Option<Decline>,
+    pub accept_inverse_offers: Option<InverseOffers>,
+    pub decline_inverse_offers: Option<InverseOffers>,
     pub revive: Option<Roles>,
     pub suppress: Option<Roles>,
     pub kill: Option<Kill>,
@@ -119,6 +124,14 @@ pub struct Accept {
 pub struct Decline {
     #[serde(default)]
     pub offer_ids: Vec<Id>,
+    pub filters: Option<Filters>,
+}
+
+/// ACCEPT_INVERSE_OFFERS / DECLINE_INVERSE_OFFERS.
+#[derive(Debug, Deserialize)]
+pub struct InverseOffers {
+    #[serde(default)]
+    pub inverse_offer_ids: Vec<Id>,
     pub filters: Option<Filters>,
 }
 
@@ -531,7 +544,7 @@ pub fn attribute(name: &str, value: &str) -> Json {
 }
 
 pub fn offer(o: &Offer) -> Json {
-    json!({
+    let mut out = json!({
         "id": id(&o.id),
         "framework_id": id(&o.framework_id),
         "agent_id": id(&o.agent_id),
@@ -539,6 +552,29 @@ pub fn offer(o: &Offer) -> Json {
         "allocation_info": { "role": &*o.role },
         "resources": resource_list(&o.resources, Some(&o.role)),
         "attributes": o.attributes.iter().map(|(k, v)| attribute(k, v)).collect::<Vec<_>>(),
+    });
+    if let Some(u) = &o.unavailability {
+        out["unavailability"] = unavailability(u);
+    }
+    out
+}
+
+/// Mesos's `Unavailability`.
+pub fn unavailability(u: &Unavailability) -> Json {
+    let mut out = json!({ "start": { "nanoseconds": u.start_nanos } });
+    if let Some(d) = u.duration_nanos {
+        out["duration"] = json!({ "nanoseconds": d });
+    }
+    out
+}
+
+/// Mesos's `InverseOffer`.
+fn inverse_offer(o: &InverseOffer) -> Json {
+    json!({
+        "id": id(&o.id),
+        "framework_id": id(&o.framework_id),
+        "agent_id": id(&o.agent_id),
+        "unavailability": unavailability(&o.unavailability),
     })
 }
 
@@ -660,6 +696,16 @@ pub fn event(e: &Event, master_info: &Json) -> Json {
         Event::Rescind { offer_id } => json!({
             "type": "RESCIND",
             "rescind": { "offer_id": id(offer_id) }
+        }),
+        Event::InverseOffers(offers) => json!({
+            "type": "INVERSE_OFFERS",
+            "inverse_offers": {
+                "inverse_offers": offers.iter().map(inverse_offer).collect::<Vec<_>>()
+            }
+        }),
+        Event::RescindInverseOffer { inverse_offer_id } => json!({
+            "type": "RESCIND_INVERSE_OFFER",
+            "rescind_inverse_offer": { "inverse_offer_id": id(inverse_offer_id) }
         }),
         Event::Update(s) => json!({ "type": "UPDATE", "update": { "status": status(s) } }),
         Event::Failure { agent_id } => json!({

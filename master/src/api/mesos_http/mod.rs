@@ -27,7 +27,7 @@ use axum::{
 use serde_json::{Value as JsonValue, json};
 
 use super::{convert::http_status, events::FrameworkEvents};
-use crate::cluster::{ApiError, Cluster, StateSnapshot, TaskView};
+use crate::cluster::{ApiError, Cluster, InverseOfferAnswer, StateSnapshot, TaskView};
 
 pub const STREAM_ID_HEADER: &str = "Mesos-Stream-Id";
 
@@ -286,10 +286,31 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
             }
             StatusCode::ACCEPTED.into_response()
         }
-        "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" => error(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("{} is not supported by this master", call.kind),
-        ),
+        "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" => {
+            let (body, answer, field) = if call.kind == "ACCEPT_INVERSE_OFFERS" {
+                (
+                    call.accept_inverse_offers,
+                    InverseOfferAnswer::Accept,
+                    "accept_inverse_offers",
+                )
+            } else {
+                (
+                    call.decline_inverse_offers,
+                    InverseOfferAnswer::Decline,
+                    "decline_inverse_offers",
+                )
+            };
+            let Some(body) = body else {
+                return missing(field);
+            };
+            let ids: Vec<String> = body
+                .inverse_offer_ids
+                .into_iter()
+                .map(|i| i.value)
+                .collect();
+            let refuse = body.filters.and_then(|f| json::duration(f.refuse_seconds));
+            accepted(cluster.answer_inverse_offers(&framework_id, &ids, answer, refuse))
+        }
         other => error(
             StatusCode::BAD_REQUEST,
             format!("unknown call type {other:?}"),

@@ -7,11 +7,14 @@
 //! down has its agents removed: their tasks end TASK_GONE (partition-aware frameworks) or
 //! TASK_LOST with `REASON_AGENT_REMOVED`, each agent is told to shut down, and no agent of the
 //! machine may register until it is up again; bringing it up removes it from the schedule.
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use super::State;
 use crate::cluster::{
-    AgentCommand, ApiError, TaskState,
+    AgentCommand, ApiError, Event, InverseOffer, TaskState, Unavailability,
     registry::{Change, MaintenanceRecord, WindowRecord},
 };
 
@@ -217,12 +220,228 @@ impl State {
     }
 }
 
+/// What a framework answered to an inverse offer for a machine (Mesos's
+/// `InverseOfferStatus.Status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InverseOfferAnswer {
+    /// Asked, not answered yet.
+    Unknown,
+    Accept,
+    Decline,
+}
+
+impl InverseOfferAnswer {
+    pub fn name(self) -> &'static str {
+        match self {
+            InverseOfferAnswer::Unknown => "UNKNOWN",
+            InverseOfferAnswer::Accept => "ACCEPT",
+            InverseOfferAnswer::Decline => "DECLINE",
+        }
+    }
+}
+
+/// The maintenance state and what each framework answered per draining machine.
+#[derive(Clone, Debug)]
+pub struct MaintenanceStatus {
+    pub record: MaintenanceRecord,
+    /// Machine → (framework, answer, when).
+    pub answers: BTreeMap<String, Vec<(String, InverseOfferAnswer, SystemTime)>>,
+}
+
+/// Inverse offers sent and not answered, and the answers.
+#[derive(Debug, Default)]
+pub(super) struct InverseOfferBook {
+    outstanding: HashMap<String, InverseOffer>,
+    /// Machine → framework → answer and when.
+    answers: BTreeMap<String, BTreeMap<String, (InverseOfferAnswer, SystemTime)>>,
+    /// No new inverse offer to a framework for an agent before this (its answer's filter).
+    filters: HashMap<(String, String), Instant>,
+}
+
+/// Mesos's default `Filters.refuse_seconds`.
+const DEFAULT_REFUSE: Duration = Duration::from_secs(5);
+
+impl State {
+    /// The window of the machine of an agent on `hostname`, while it drains (scheduled and
+    /// not down).
+    pub(super) fn unavailability(&self, hostname: &str) -> Option<Unavailability> {
+        let machine = machine(hostname);
+        if self.maintenance.down.contains(&machine) {
+            return None;
+        }
+        self.maintenance
+            .windows
+            .iter()
+            .find(|w| w.machines.contains(&machine))
+            .map(|w| Unavailability {
+                start_nanos: w.start_nanos,
+                duration_nanos: w.duration_nanos,
+            })
+    }
+
+    /// Each allocation round: inverse offers no longer true are rescinded, and every
+    /// connected framework with tasks on an agent of a draining machine is asked, once per
+    /// agent, unless it answered within its filter.
+    pub(in crate::cluster) fn inverse_offer_round(&mut self, now: Instant) {
+        let stale: Vec<String> = self
+            .inverse
+            .outstanding
+            .values()
+            .filter(|o| {
+                let current = self
+                    .agents
+                    .get(&o.agent_id)
+                    .and_then(|a| self.unavailability(&a.info.hostname));
+                current != Some(o.unavailability) || !self.frameworks.contains_key(&o.framework_id)
+            })
+            .map(|o| o.id.clone())
+            .collect();
+        for id in stale {
+            let Some(offer) = self.inverse.outstanding.remove(&id) else {
+                continue;
+            };
+            if let Some(fw) = self.frameworks.get(&offer.framework_id) {
+                fw.send(Event::RescindInverseOffer {
+                    inverse_offer_id: id,
+                });
+            }
+        }
+        let draining: HashSet<&String> = self
+            .maintenance
+            .windows
+            .iter()
+            .flat_map(|w| w.machines.iter())
+            .filter(|m| !self.maintenance.down.contains(m))
+            .collect();
+        self.inverse.answers.retain(|m, _| draining.contains(m));
+        self.inverse.filters.retain(|_, until| now < *until);
+        if draining.is_empty() {
+            return;
+        }
+        let on_draining: HashMap<&str, (Unavailability, String)> = self
+            .agents
+            .values()
+            .filter_map(|a| {
+                self.unavailability(&a.info.hostname)
+                    .map(|u| (a.id.as_str(), (u, machine(&a.info.hostname))))
+            })
+            .collect();
+        let asked: HashSet<(&str, &str)> = self
+            .inverse
+            .outstanding
+            .values()
+            .map(|o| (o.framework_id.as_str(), o.agent_id.as_str()))
+            .collect();
+        let mut to_ask: BTreeMap<(String, String), (Unavailability, String)> = BTreeMap::new();
+        for fw in self.frameworks.values().filter(|f| f.events.is_some()) {
+            for task in fw.tasks.values().filter(|t| !t.state.is_terminal()) {
+                let agent = task.info.agent_id.as_str();
+                let Some((unavailability, machine)) = on_draining.get(agent) else {
+                    continue;
+                };
+                let key = (fw.id.clone(), agent.to_owned());
+                if asked.contains(&(fw.id.as_str(), agent))
+                    || self.inverse.filters.contains_key(&key)
+                {
+                    continue;
+                }
+                to_ask.insert(key, (*unavailability, machine.clone()));
+            }
+        }
+        let mut by_framework: BTreeMap<String, Vec<InverseOffer>> = BTreeMap::new();
+        for ((framework_id, agent_id), (unavailability, machine)) in to_ask {
+            let offer = InverseOffer {
+                id: self.next("I"),
+                framework_id: framework_id.clone(),
+                agent_id,
+                unavailability,
+            };
+            self.inverse
+                .outstanding
+                .insert(offer.id.clone(), offer.clone());
+            self.inverse
+                .answers
+                .entry(machine)
+                .or_default()
+                .entry(framework_id.clone())
+                .or_insert((InverseOfferAnswer::Unknown, SystemTime::now()));
+            by_framework.entry(framework_id).or_default().push(offer);
+        }
+        for (framework_id, offers) in by_framework {
+            if let Some(fw) = self.frameworks.get(&framework_id) {
+                fw.send(Event::InverseOffers(offers));
+            }
+        }
+    }
+
+    /// ACCEPT_INVERSE_OFFERS / DECLINE_INVERSE_OFFERS: the answer is kept for the machine's
+    /// status, and no new inverse offer comes for that agent within `refuse` (Mesos's 5 s
+    /// by default). Ids not outstanding for this framework are ignored, as Mesos does.
+    pub(in crate::cluster) fn answer_inverse_offers(
+        &mut self,
+        framework_id: &str,
+        ids: &[String],
+        answer: InverseOfferAnswer,
+        refuse: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        self.framework(framework_id)?;
+        let refuse = refuse.unwrap_or(DEFAULT_REFUSE);
+        for id in ids {
+            match self.inverse.outstanding.get(id) {
+                Some(o) if o.framework_id == framework_id => {}
+                Some(_) => {
+                    tracing::warn!(framework = %framework_id, inverse_offer = %id, "an answer to another framework's inverse offer; ignored");
+                    continue;
+                }
+                None => {
+                    tracing::info!(framework = %framework_id, inverse_offer = %id, "an answer to an inverse offer no longer outstanding; ignored");
+                    continue;
+                }
+            }
+            let offer = self.inverse.outstanding.remove(id).expect("checked");
+            if let Some(agent) = self.agents.get(&offer.agent_id) {
+                self.inverse
+                    .answers
+                    .entry(machine(&agent.info.hostname))
+                    .or_default()
+                    .insert(framework_id.to_owned(), (answer, SystemTime::now()));
+            }
+            self.inverse
+                .filters
+                .insert((framework_id.to_owned(), offer.agent_id), now + refuse);
+        }
+        Ok(())
+    }
+
+    pub(in crate::cluster) fn maintenance_status(&self) -> MaintenanceStatus {
+        MaintenanceStatus {
+            record: self.maintenance.clone(),
+            answers: self
+                .inverse
+                .answers
+                .iter()
+                .map(|(machine, answers)| {
+                    let answers = answers
+                        .iter()
+                        .map(|(fw, (answer, at))| (fw.clone(), *answer, *at))
+                        .collect();
+                    (machine.clone(), answers)
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use super::super::testing::*;
-    use crate::cluster::{AgentCommand, ApiError, TaskState, registry::WindowRecord};
+    use super::InverseOfferAnswer;
+    use crate::cluster::{
+        AgentCommand, ApiError, Event, TaskState, Unavailability, registry::WindowRecord,
+    };
 
     const HOUR: i64 = 3_600_000_000_000;
 
@@ -353,5 +572,93 @@ mod tests {
             .register_agent(info, Vec::new(), Instant::now() + Duration::from_secs(1))
             .unwrap();
         assert_eq!(link.agent_id, agent.id, "up again, it registers");
+    }
+
+    #[test]
+    fn frameworks_on_a_draining_machine_get_inverse_offers_and_their_answers_are_kept() {
+        let mut s = state();
+        let mut agent = register(&mut s, "node-1", "cpus:2;mem:1024");
+        let mut fw = subscribe(&mut s, framework_info("web"));
+        launch_on_offer(
+            &mut s,
+            &mut fw,
+            vec![task("t1", &agent.id, "cpus:1;mem:128")],
+        );
+        agent.drain();
+        fw.drain();
+        let now = Instant::now();
+        s.inverse_offer_round(now);
+        assert!(fw.drain().is_empty(), "nothing scheduled, nothing asked");
+
+        let start = now_nanos() + HOUR;
+        s.update_maintenance_schedule(
+            vec![window(&["node-1"], start, Some(HOUR))],
+            SystemTime::now(),
+        )
+        .unwrap();
+        s.inverse_offer_round(now);
+        let events = fw.drain();
+        let [Event::InverseOffers(offers)] = events.as_slice() else {
+            panic!("one INVERSE_OFFERS event, got {events:?}")
+        };
+        let [offer] = offers.as_slice() else {
+            panic!("one inverse offer, got {offers:?}")
+        };
+        assert_eq!(offer.agent_id, agent.id);
+        assert_eq!(
+            offer.unavailability,
+            Unavailability {
+                start_nanos: start,
+                duration_nanos: Some(HOUR)
+            }
+        );
+        s.inverse_offer_round(now);
+        assert!(
+            fw.drain().is_empty(),
+            "one outstanding inverse offer per agent"
+        );
+        let status = s.maintenance_status();
+        assert_eq!(status.answers["node-1"][0].1, InverseOfferAnswer::Unknown);
+        // Regular offers of the draining agent say when it goes away (past the launch's
+        // default 5 s filter).
+        s.allocate(now + Duration::from_secs(6));
+        let offers = fw.offers();
+        assert_eq!(
+            offers[0].unavailability.map(|u| u.start_nanos),
+            Some(start),
+            "{offers:?}"
+        );
+
+        s.answer_inverse_offers(
+            &fw.id,
+            std::slice::from_ref(&offer.id),
+            InverseOfferAnswer::Accept,
+            Some(Duration::from_secs(10)),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            s.maintenance_status().answers["node-1"][0].1,
+            InverseOfferAnswer::Accept
+        );
+        s.inverse_offer_round(now + Duration::from_secs(9));
+        assert!(fw.drain().is_empty(), "not asked again within the filter");
+        s.inverse_offer_round(now + Duration::from_secs(11));
+        let events = fw.drain();
+        let [Event::InverseOffers(again)] = events.as_slice() else {
+            panic!("asked again after the filter, got {events:?}")
+        };
+
+        // The machine leaves the schedule: the outstanding inverse offer is rescinded.
+        s.update_maintenance_schedule(Vec::new(), SystemTime::now())
+            .unwrap();
+        s.inverse_offer_round(now + Duration::from_secs(12));
+        assert_eq!(
+            fw.drain(),
+            vec![Event::RescindInverseOffer {
+                inverse_offer_id: again[0].id.clone()
+            }]
+        );
+        assert!(s.maintenance_status().answers.is_empty());
     }
 }

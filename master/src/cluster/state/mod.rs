@@ -24,6 +24,7 @@ use std::{
 
 pub use events::ClusterEvent;
 use hdrhistogram::Histogram;
+pub use maintenance::{InverseOfferAnswer, MaintenanceStatus};
 use tokio::sync::mpsc;
 pub use views::{AgentView, DrainView, FrameworkView, StateSnapshot, TaskView};
 
@@ -158,6 +159,8 @@ pub(super) struct State {
     events: tokio::sync::broadcast::Sender<ClusterEvent>,
     /// The maintenance schedule and the machines down, as the registry has them.
     maintenance: super::registry::MaintenanceRecord,
+    /// Inverse offers out for draining machines, and the frameworks' answers.
+    inverse: maintenance::InverseOfferBook,
 }
 
 impl std::fmt::Debug for State {
@@ -246,6 +249,7 @@ impl State {
             runtime_roles: registry.roles,
             events: events::channel(),
             maintenance: registry.maintenance,
+            inverse: Default::default(),
         })
     }
 

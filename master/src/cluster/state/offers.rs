@@ -67,6 +67,7 @@ impl State {
                 .get(&*allocation.agent)
                 .map(|a| (a.info.hostname.clone(), a.info.attributes.clone()))
                 .unwrap_or_default();
+            let unavailability = self.unavailability(&hostname);
             let offer = Offer {
                 id: id.clone(),
                 framework_id: allocation.framework.to_string(),
@@ -75,6 +76,7 @@ impl State {
                 role: allocation.role.clone(),
                 resources: allocation.resources,
                 attributes,
+                unavailability,
             };
             if let Some(fw) = self.frameworks.get_mut(&*allocation.framework) {
                 fw.offers.insert(id.clone());

@@ -2,6 +2,8 @@
 //! `GET_MAINTENANCE_SCHEDULE`, `UPDATE_MAINTENANCE_SCHEDULE`, `GET_MAINTENANCE_STATUS`,
 //! `START_MAINTENANCE` and `STOP_MAINTENANCE`, in Mesos's shapes (`mesos.v1.maintenance`).
 //! Machines are matched to agents by hostname; a `MachineID` with only an `ip` is refused.
+//! Inverse offers (the scheduler API's INVERSE_OFFERS) ask frameworks with tasks on a
+//! draining machine's agents to give them back; their answers show in the status.
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -48,18 +50,38 @@ pub(super) fn get_schedule(cluster: &Cluster) -> Response {
     )
 }
 
-/// `GET_MAINTENANCE_STATUS`: scheduled machines not down are draining; the others are down.
+/// `GET_MAINTENANCE_STATUS`: scheduled machines not down are draining, each with what the
+/// frameworks asked to give it back answered (`UNKNOWN` until they do); the others are down.
 pub(super) fn get_status(cluster: &Cluster) -> Response {
-    let record = match cluster.maintenance() {
-        Ok(record) => record,
+    let status = match cluster.maintenance_status() {
+        Ok(status) => status,
         Err(e) => return api_error(e),
     };
+    let record = &status.record;
     let draining: Vec<JsonValue> = record
         .windows
         .iter()
         .flat_map(|w| w.machines.iter())
         .filter(|m| !record.down.contains(m))
-        .map(|m| json!({ "id": machine_id(m), "statuses": [] }))
+        .map(|m| {
+            let statuses: Vec<JsonValue> = status
+                .answers
+                .get(m)
+                .into_iter()
+                .flatten()
+                .map(|(framework_id, answer, at)| {
+                    let nanos = at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as i64);
+                    json!({
+                        "status": answer.name(),
+                        "framework_id": { "value": framework_id },
+                        "timestamp": nanoseconds(nanos),
+                    })
+                })
+                .collect();
+            json!({ "id": machine_id(m), "statuses": statuses })
+        })
         .collect();
     answer(
         "GET_MAINTENANCE_STATUS",
