@@ -344,3 +344,77 @@ async fn an_operator_moves_an_agent_to_another_master_over_grpc() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_operator_schedules_maintenance_over_grpc() {
+    let (grpc, _http, cluster) = whole_master().await;
+    let (_agent_id, log, _alive) = simulated_agent(&cluster, "node-1", "cpus:4;mem:1024").await;
+    let mut operator = OperatorClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+        + 3_600_000_000_000;
+    let window = |hosts: &[&str]| pb::MaintenanceWindow {
+        hostnames: hosts.iter().map(|h| h.to_string()).collect(),
+        start_unix_nanos: in_an_hour,
+        duration_nanos: Some(3_600_000_000_000),
+    };
+    let overlapping = operator
+        .update_maintenance_schedule(pb::MaintenanceSchedule {
+            windows: vec![window(&["node-1"]), window(&["node-1"])],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(overlapping.code(), Code::InvalidArgument, "{overlapping}");
+    assert!(overlapping.message().contains("one maintenance window"));
+    operator
+        .update_maintenance_schedule(pb::MaintenanceSchedule {
+            windows: vec![window(&["node-1", "node-2"])],
+        })
+        .await
+        .unwrap();
+    let now = operator
+        .get_maintenance(pb::GetMaintenanceRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let draining: Vec<&str> = now.draining.iter().map(|m| m.hostname.as_str()).collect();
+    assert_eq!(draining, ["node-1", "node-2"]);
+
+    let machines = |hosts: &[&str]| pb::MachinesRequest {
+        hostnames: hosts.iter().map(|h| h.to_string()).collect(),
+    };
+    operator
+        .start_maintenance(machines(&["node-1"]))
+        .await
+        .unwrap();
+    eventually("the agent told to shut down", || {
+        log.lock().unwrap().shut_down.is_some()
+    })
+    .await;
+    let now = operator
+        .get_maintenance(pb::GetMaintenanceRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.down, ["node-1"]);
+    let not_down = operator
+        .stop_maintenance(machines(&["node-2"]))
+        .await
+        .unwrap_err();
+    assert_eq!(not_down.code(), Code::InvalidArgument, "{not_down}");
+    operator
+        .stop_maintenance(machines(&["node-1"]))
+        .await
+        .unwrap();
+    let now = operator
+        .get_maintenance(pb::GetMaintenanceRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(now.down.is_empty());
+    assert_eq!(now.schedule.unwrap().windows[0].hostnames, ["node-2"]);
+}

@@ -462,6 +462,96 @@ impl pb::operator_server::Operator for OperatorService {
         Ok(Response::new(pb::AgentResponse {}))
     }
 
+    async fn get_maintenance(
+        &self,
+        _: Request<pb::GetMaintenanceRequest>,
+    ) -> Result<Response<pb::Maintenance>, Status> {
+        let status = self.cluster.maintenance_status().map_err(grpc_status)?;
+        let record = &status.record;
+        let ms = |at: std::time::SystemTime| {
+            at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        let draining = record
+            .windows
+            .iter()
+            .flat_map(|w| w.machines.iter())
+            .filter(|m| !record.down.contains(m))
+            .map(|m| pb::DrainingMachine {
+                hostname: m.clone(),
+                answers: status
+                    .answers
+                    .get(m)
+                    .into_iter()
+                    .flatten()
+                    .map(|(framework_id, answer, at)| pb::InverseOfferAnswer {
+                        framework_id: framework_id.clone(),
+                        answer: answer.name().to_owned(),
+                        at_unix_ms: ms(*at),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::Maintenance {
+            schedule: Some(pb::MaintenanceSchedule {
+                windows: record
+                    .windows
+                    .iter()
+                    .map(|w| pb::MaintenanceWindow {
+                        hostnames: w.machines.clone(),
+                        start_unix_nanos: w.start_nanos,
+                        duration_nanos: w.duration_nanos,
+                    })
+                    .collect(),
+            }),
+            draining,
+            down: record.down.clone(),
+        }))
+    }
+
+    async fn update_maintenance_schedule(
+        &self,
+        request: Request<pb::MaintenanceSchedule>,
+    ) -> Result<Response<pb::MaintenanceResponse>, Status> {
+        let windows = request
+            .into_inner()
+            .windows
+            .into_iter()
+            .map(|w| crate::cluster::registry::WindowRecord {
+                machines: w.hostnames,
+                start_nanos: w.start_unix_nanos,
+                duration_nanos: w.duration_nanos,
+            })
+            .collect();
+        self.cluster
+            .update_maintenance_schedule(windows)
+            .await
+            .map_err(grpc_status)?;
+        Ok(Response::new(pb::MaintenanceResponse {}))
+    }
+
+    async fn start_maintenance(
+        &self,
+        request: Request<pb::MachinesRequest>,
+    ) -> Result<Response<pb::MaintenanceResponse>, Status> {
+        self.cluster
+            .start_maintenance(request.into_inner().hostnames)
+            .await
+            .map_err(grpc_status)?;
+        Ok(Response::new(pb::MaintenanceResponse {}))
+    }
+
+    async fn stop_maintenance(
+        &self,
+        request: Request<pb::MachinesRequest>,
+    ) -> Result<Response<pb::MaintenanceResponse>, Status> {
+        self.cluster
+            .stop_maintenance(request.into_inner().hostnames)
+            .await
+            .map_err(grpc_status)?;
+        Ok(Response::new(pb::MaintenanceResponse {}))
+    }
+
     async fn switch_agent_master(
         &self,
         request: Request<pb::SwitchAgentMasterRequest>,
