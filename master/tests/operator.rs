@@ -418,3 +418,59 @@ async fn an_operator_schedules_maintenance_over_grpc() {
     assert!(now.down.is_empty());
     assert_eq!(now.schedule.unwrap().windows[0].hostnames, ["node-2"]);
 }
+
+#[tokio::test]
+async fn an_operator_sets_weights_and_quotas_over_grpc() {
+    let (grpc, _http, _cluster) = whole_master().await;
+    let mut operator = OperatorClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    operator
+        .update_weights(pb::Weights {
+            weights: [("prod".to_owned(), 3.0)].into(),
+        })
+        .await
+        .unwrap();
+    let weights = operator
+        .get_weights(pb::GetWeightsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(weights.weights.get("prod"), Some(&3.0));
+    let bad = operator
+        .update_weights(pb::Weights {
+            weights: [("dev".to_owned(), -1.0)].into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad}");
+
+    let quota = |guarantee: &str, limit: &str| pb::Quotas {
+        quotas: vec![pb::RoleQuota {
+            role: "prod".into(),
+            guarantee: guarantee.into(),
+            limit: limit.into(),
+        }],
+    };
+    for (guarantee, limit) in [("cpus:lots", ""), ("cpus:8", "cpus:4")] {
+        let bad = operator
+            .update_quota(quota(guarantee, limit))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument, "{bad}");
+    }
+    operator
+        .update_quota(quota("cpus:2;mem:1024", "cpus:4"))
+        .await
+        .unwrap();
+    let quotas = operator
+        .get_quota(pb::GetQuotaRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .quotas;
+    assert_eq!(quotas.len(), 1);
+    assert_eq!(quotas[0].role, "prod");
+    assert_eq!(quotas[0].guarantee, "cpus:2;mem:1024");
+    assert_eq!(quotas[0].limit, "cpus:4");
+}

@@ -552,6 +552,79 @@ impl pb::operator_server::Operator for OperatorService {
         Ok(Response::new(pb::MaintenanceResponse {}))
     }
 
+    async fn get_weights(
+        &self,
+        _: Request<pb::GetWeightsRequest>,
+    ) -> Result<Response<pb::Weights>, Status> {
+        let weights = self.cluster.weights().map_err(grpc_status)?;
+        Ok(Response::new(pb::Weights {
+            weights: weights.into_iter().collect(),
+        }))
+    }
+
+    async fn update_weights(
+        &self,
+        request: Request<pb::Weights>,
+    ) -> Result<Response<pb::RolesResponse>, Status> {
+        let weights = request.into_inner().weights.into_iter().collect();
+        self.cluster
+            .update_weights(weights)
+            .await
+            .map_err(grpc_status)?;
+        Ok(Response::new(pb::RolesResponse {}))
+    }
+
+    async fn get_quota(
+        &self,
+        _: Request<pb::GetQuotaRequest>,
+    ) -> Result<Response<pb::Quotas>, Status> {
+        let quotas = self.cluster.quotas().map_err(grpc_status)?;
+        Ok(Response::new(pb::Quotas {
+            quotas: quotas
+                .into_iter()
+                .map(|(role, quota)| pb::RoleQuota {
+                    role,
+                    guarantee: quota.guarantee.to_string(),
+                    limit: quota.limit.map(|l| l.to_string()).unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn update_quota(
+        &self,
+        request: Request<pb::Quotas>,
+    ) -> Result<Response<pb::RolesResponse>, Status> {
+        let parse = |role: &str, what: &str, text: &str| {
+            crate::resources::ScalarMap::parse(text).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "role {role}'s {what} {text:?}: {e} (Mesos text form, e.g. cpus:4;mem:8192)"
+                ))
+            })
+        };
+        let quotas = request
+            .into_inner()
+            .quotas
+            .into_iter()
+            .map(|q| {
+                let guarantee = parse(&q.role, "guarantee", &q.guarantee)?;
+                let limit = parse(&q.role, "limit", &q.limit)?;
+                Ok((
+                    q.role,
+                    crate::allocator::Quota {
+                        guarantee,
+                        limit: (!limit.is_empty()).then_some(limit),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        self.cluster
+            .update_quotas(quotas)
+            .await
+            .map_err(grpc_status)?;
+        Ok(Response::new(pb::RolesResponse {}))
+    }
+
     async fn switch_agent_master(
         &self,
         request: Request<pb::SwitchAgentMasterRequest>,
