@@ -474,3 +474,26 @@ async fn an_operator_sets_weights_and_quotas_over_grpc() {
     assert_eq!(quotas[0].guarantee, "cpus:2;mem:1024");
     assert_eq!(quotas[0].limit, "cpus:4");
 }
+
+#[tokio::test]
+async fn get_master_tells_what_this_master_is_over_grpc() {
+    let (grpc, http, cluster) = whole_master().await;
+    let mut operator = OperatorClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let master = operator
+        .get_master(pb::GetMasterRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(master.id, cluster.master_id());
+    assert_eq!(master.mesos_version, "1.11.0");
+    assert!(master.leading);
+    assert_eq!(master.leader, http.to_string(), "{master:?}");
+    assert!(master.started_unix_ms > 0 && master.elected_unix_ms >= master.started_unix_ms);
+    assert_eq!(
+        master.metrics.get("master/elected"),
+        Some(&1.0),
+        "{master:?}"
+    );
+}

@@ -462,6 +462,31 @@ impl pb::operator_server::Operator for OperatorService {
         Ok(Response::new(pb::AgentResponse {}))
     }
 
+    async fn get_master(
+        &self,
+        _: Request<pb::GetMasterRequest>,
+    ) -> Result<Response<pb::MasterSummary>, Status> {
+        let ms = |at: std::time::SystemTime| {
+            at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        let cluster = &self.cluster;
+        Ok(Response::new(pb::MasterSummary {
+            id: cluster.master_id(),
+            mesos_version: orca_leader::info::MESOS_VERSION.to_owned(),
+            orca_version: env!("CARGO_PKG_VERSION").to_owned(),
+            leading: cluster.is_leading(),
+            leader: cluster
+                .leader_info()
+                .map(|l| l.http_authority())
+                .unwrap_or_default(),
+            started_unix_ms: ms(cluster.start_time()),
+            elected_unix_ms: cluster.elected_time().map_or(0, ms),
+            flags: cluster.flags().iter().cloned().collect(),
+            metrics: cluster.metrics().into_iter().collect(),
+        }))
+    }
+
     async fn get_maintenance(
         &self,
         _: Request<pb::GetMaintenanceRequest>,

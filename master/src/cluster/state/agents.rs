@@ -696,4 +696,45 @@ mod tests {
         );
         assert!(!s.frameworks.contains_key(&fw.id));
     }
+
+    #[test]
+    fn a_recovered_framework_has_at_least_the_recovery_timeout_to_come_back() {
+        use crate::cluster::registry::{FrameworkRecord, MemoryStore, Registry};
+        let registry = Registry {
+            frameworks: [(
+                "fw-quick".to_owned(),
+                FrameworkRecord {
+                    name: "quick".into(),
+                    user: "root".into(),
+                    roles: vec!["*".into()],
+                    failover_timeout_secs: Some(0.0),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let mut s = super::super::State::new(
+            config(),
+            "m".into(),
+            Box::<MemoryStore>::default(),
+            registry,
+        )
+        .unwrap();
+        let running = vec![RunningTask {
+            framework_id: "fw-quick".into(),
+            info: task("t1", "S1", "cpus:0.5;mem:128"),
+            role: "*".into(),
+            state: TaskState::Running,
+        }];
+        let mut info = agent_info("node-1", "cpus:2;mem:1024");
+        info.id = Some("S1".into());
+        let now = Instant::now();
+        s.register_agent(info, running, now).unwrap();
+        // Its own failover timeout is 0; the new master waits the recovery timeout.
+        s.expire_frameworks(now + Duration::from_secs(1));
+        assert!(s.frameworks.contains_key("fw-quick"));
+        s.expire_frameworks(now + s.config.framework_recovery_timeout);
+        assert!(!s.frameworks.contains_key("fw-quick"));
+    }
 }

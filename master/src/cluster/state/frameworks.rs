@@ -376,7 +376,7 @@ impl State {
 
     /// Frameworks whose tasks an agent reports before the framework has (re-)subscribed to
     /// this master are recreated disconnected: their tasks keep running and are charged, and
-    /// the framework has its failover timeout (`framework_recovery_timeout` when unknown) to
+    /// the framework has its failover timeout, and at least `framework_recovery_timeout`, to
     /// come back before it is torn down. That is a framework the registry knows (after a
     /// master restart), or one this master never saw, on an agent moved here from another
     /// master or ensemble (Mesos recovers those from the frameworks its agents report). Only
@@ -425,6 +425,12 @@ impl State {
                 capabilities.push("MULTI_ROLE".into());
             }
             tracing::info!(framework = %id, "recovered from its tasks on an agent; waiting for it to subscribe");
+            let info = record.info(id, self.config.framework_recovery_timeout);
+            // A framework has at least the recovery timeout to find the new master: its own
+            // failover timeout (0 for many) would tear it down before it could notice.
+            let failover_timeout = info
+                .failover_timeout
+                .max(self.config.framework_recovery_timeout);
             self.frameworks.insert(
                 id.clone(),
                 FrameworkEntry {
@@ -432,7 +438,8 @@ impl State {
                     info: FrameworkInfo {
                         roles,
                         capabilities,
-                        ..record.info(id, self.config.framework_recovery_timeout)
+                        failover_timeout,
+                        ..info
                     },
                     stream_id: None,
                     events: None,
