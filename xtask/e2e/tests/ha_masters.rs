@@ -259,11 +259,29 @@ async fn a_killed_leader_is_replaced_and_agents_frameworks_and_updates_follow() 
     assert_eq!(info.grpc_addr(), Some(masters[leader].grpc));
 
     // The contender znodes are Mesos's: json.info_<seq>, MasterInfo JSON, lowest leads.
-    wait_for("all three masters in the group", WAIT, || async {
+    let deadline = Instant::now() + WAIT;
+    loop {
         let children = zkc.list_children(&root).await.unwrap_or_default();
-        orca_leader::contenders(&children).len() == 3
-    })
-    .await;
+        if orca_leader::contenders(&children).len() == 3 {
+            break;
+        }
+        if Instant::now() > deadline {
+            // Seen once under the whole suite's load: say which master is missing and why.
+            let logs: Vec<String> = masters
+                .iter_mut()
+                .enumerate()
+                .map(|(i, m)| {
+                    let exited = m.exited_within(Duration::from_millis(30));
+                    format!("--- master m{i} (exited: {exited:?}) ---\n{}", m.log())
+                })
+                .collect();
+            panic!(
+                "not all three masters in the group after {WAIT:?}: {children:?}\n{}",
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let children = zkc.list_children(&root).await.unwrap();
     let members = orca_leader::contenders(&children);
     assert!(members.iter().all(|(_, n)| n.starts_with("json.info_")));
