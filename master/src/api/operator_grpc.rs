@@ -498,10 +498,7 @@ impl pb::operator_server::Operator for OperatorService {
                 .map_or(0, |d| d.as_millis() as i64)
         };
         let draining = record
-            .windows
-            .iter()
-            .flat_map(|w| w.machines.iter())
-            .filter(|m| !record.down.contains(m))
+            .draining()
             .map(|m| pb::DrainingMachine {
                 hostname: m.clone(),
                 answers: status

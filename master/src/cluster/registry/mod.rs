@@ -170,6 +170,16 @@ pub struct MaintenanceRecord {
     pub down: Vec<String>,
 }
 
+impl MaintenanceRecord {
+    /// Machines scheduled and not down: their agents still run, and are asked back.
+    pub fn draining(&self) -> impl Iterator<Item = &String> {
+        self.windows
+            .iter()
+            .flat_map(|w| w.machines.iter())
+            .filter(|m| !self.down.contains(m))
+    }
+}
+
 /// Machines unavailable together from `start_nanos` (since the epoch), for `duration_nanos`
 /// (`None`: until further notice).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

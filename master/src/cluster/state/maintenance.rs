@@ -306,13 +306,7 @@ impl State {
                 });
             }
         }
-        let draining: HashSet<&String> = self
-            .maintenance
-            .windows
-            .iter()
-            .flat_map(|w| w.machines.iter())
-            .filter(|m| !self.maintenance.down.contains(m))
-            .collect();
+        let draining: HashSet<&String> = self.maintenance.draining().collect();
         self.inverse.answers.retain(|m, _| draining.contains(m));
         self.inverse.filters.retain(|_, until| now < *until);
         if draining.is_empty() {

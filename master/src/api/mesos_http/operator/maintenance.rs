@@ -11,10 +11,10 @@ use axum::{
 use serde_json::{Value as JsonValue, json};
 
 use super::{
-    super::{api_error, error},
+    super::{api_error, error, json::unavailability},
     answer,
 };
-use crate::cluster::{Cluster, registry::WindowRecord};
+use crate::cluster::{Cluster, Unavailability, registry::WindowRecord};
 
 fn machine_id(hostname: &str) -> JsonValue {
     json!({ "hostname": hostname })
@@ -34,13 +34,12 @@ pub(super) fn get_schedule(cluster: &Cluster) -> Response {
         .windows
         .iter()
         .map(|w| {
-            let mut unavailability = json!({ "start": nanoseconds(w.start_nanos) });
-            if let Some(d) = w.duration_nanos {
-                unavailability["duration"] = nanoseconds(d);
-            }
             json!({
                 "machine_ids": w.machines.iter().map(|m| machine_id(m)).collect::<Vec<_>>(),
-                "unavailability": unavailability,
+                "unavailability": unavailability(&Unavailability {
+                    start_nanos: w.start_nanos,
+                    duration_nanos: w.duration_nanos,
+                }),
             })
         })
         .collect();
@@ -59,10 +58,7 @@ pub(super) fn get_status(cluster: &Cluster) -> Response {
     };
     let record = &status.record;
     let draining: Vec<JsonValue> = record
-        .windows
-        .iter()
-        .flat_map(|w| w.machines.iter())
-        .filter(|m| !record.down.contains(m))
+        .draining()
         .map(|m| {
             let statuses: Vec<JsonValue> = status
                 .answers
