@@ -7,7 +7,7 @@
 //! zk-migrate sync resolve /path --winner a|b
 //! ```
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -118,6 +118,39 @@ struct ConfigArgs {
     /// Where agreed state is kept, so a restart resumes without a full copy.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// A file holding A's digest credentials (`user:password`), kept out of argv and process
+    /// listings; or set them in the environment as ZK_MIGRATE_SOURCE_AUTH.
+    #[arg(long)]
+    source_auth_file: Option<PathBuf>,
+    /// The same for B (or ZK_MIGRATE_TARGET_AUTH).
+    #[arg(long)]
+    target_auth_file: Option<PathBuf>,
+}
+
+/// Digest credentials from `file` (or, without one, from the environment variable `env`).
+fn credentials(file: Option<&Path>, env: &str) -> Result<Option<String>> {
+    let (text, source) = match file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the credentials in {}", file.display()))?;
+            if let Ok(meta) = std::fs::metadata(file) {
+                use std::os::unix::fs::PermissionsExt as _;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(file = %file.display(), "the credentials file is readable by others; chmod 600 it");
+                }
+            }
+            (text, file.display().to_string())
+        }
+        None => match std::env::var(env) {
+            Ok(text) => (text, format!("${env}")),
+            Err(_) => return Ok(None),
+        },
+    };
+    let text = text.trim();
+    match text.split_once(':') {
+        Some((user, _)) if !user.is_empty() => Ok(Some(text.to_owned())),
+        _ => bail!("{source} must hold digest credentials as user:password"),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -163,6 +196,14 @@ impl ConfigArgs {
         }
         if let Some(d) = &self.state_dir {
             cfg.state_dir = Some(d.clone());
+        }
+        if let Some(auth) = credentials(self.source_auth_file.as_deref(), "ZK_MIGRATE_SOURCE_AUTH")?
+        {
+            cfg.source_auth = Some(auth);
+        }
+        if let Some(auth) = credentials(self.target_auth_file.as_deref(), "ZK_MIGRATE_TARGET_AUTH")?
+        {
+            cfg.target_auth = Some(auth);
         }
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -418,4 +459,29 @@ async fn call(api: &str, method: &str, path: &str, body: Option<String>) -> Resu
         bail!("{status}: {}", String::from_utf8_lossy(&bytes));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::credentials;
+
+    #[test]
+    fn credentials_come_from_a_file_or_the_environment_and_must_be_user_password() {
+        let dir = std::env::temp_dir().join(format!("zk-migrate-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.auth");
+        std::fs::write(&file, "sync:s3cret\n").unwrap();
+        assert_eq!(
+            credentials(Some(&file), "ZK_MIGRATE_TEST_UNSET").unwrap(),
+            Some("sync:s3cret".to_owned())
+        );
+        std::fs::write(&file, "no-colon").unwrap();
+        let err = credentials(Some(&file), "ZK_MIGRATE_TEST_UNSET").unwrap_err();
+        assert!(err.to_string().contains("user:password"), "{err}");
+        assert!(err.to_string().contains("a.auth"), "{err}");
+        let err = credentials(Some(&dir.join("missing")), "ZK_MIGRATE_TEST_UNSET").unwrap_err();
+        assert!(format!("{err:#}").contains("missing"), "{err:#}");
+        assert_eq!(credentials(None, "ZK_MIGRATE_TEST_UNSET").unwrap(), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -402,10 +402,20 @@ impl SyncEngine {
         synced.into_iter().collect()
     }
 
-    /// Compares both trees now; empty when they are identical.
+    /// Compares both trees now; empty when they are identical. What the policy leaves out
+    /// on purpose (ephemeral nodes under `skip`) is not a difference, as in continuous
+    /// validation.
     pub async fn validate(&self) -> Result<Vec<Difference>, SyncError> {
         let (a, b) = self.read_both().await?;
-        Ok(digest::diff(&a, &b))
+        let state = self.state.lock().unwrap();
+        Ok(digest::diff(&a, &b)
+            .into_iter()
+            .filter(|difference| {
+                let path = difference.path();
+                let (decision, _) = self.judge(&state.base, path, a.get(path), b.get(path), false);
+                decision != Decision::Ignore
+            })
+            .collect())
     }
 
     /// The initial copy: makes B's subtree identical to A's (creates, updates, deletes on B),

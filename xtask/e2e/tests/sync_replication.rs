@@ -392,6 +392,9 @@ async fn ephemerals_are_skipped_by_default_and_mirrored_one_way_on_request() {
     let skip = engine(&root, ConflictStrategy::LastWriteWins).await;
     skip.bootstrap().await.unwrap();
     assert!(b.check_stat(&format!("{root}/e1")).await.unwrap().is_none());
+    // Left out by policy, it is no difference either.
+    let differences = skip.validate().await.unwrap();
+    assert!(differences.is_empty(), "{differences:?}");
     drop(skip);
 
     // Mirror: copied as an ephemeral of the engine's own session, never as a persistent node.
