@@ -41,6 +41,8 @@ pub enum LinkError {
          directory, as a new agent)"
     )]
     Gone(String),
+    #[error("the master ended this agent's tasks ({0}); it registers again once the machine is up")]
+    Down(String),
 }
 
 impl LinkError {
@@ -283,16 +285,16 @@ pub async fn run(
             Ok(()) => backoff = Duration::from_millis(200),
             Err(why @ LinkError::Gone(_)) => {
                 // Mesos's agent shuts down on this; the observability engine here goes on.
-                for framework_id in manager
-                    .running()
-                    .iter()
-                    .map(|(spec, _)| spec.framework_id.clone())
-                    .collect::<std::collections::BTreeSet<_>>()
-                {
-                    manager.shutdown_framework(&framework_id);
-                }
+                end_every_task(&manager);
                 tracing::error!(%why, "the agent leaves the cluster");
                 return;
+            }
+            Err(why @ LinkError::Down(_)) => {
+                // Mesos's agent shuts down on this too; this one waits for the machine to be
+                // up (its registrations are refused meanwhile) and rejoins by itself.
+                end_every_task(&manager);
+                tracing::warn!(%why, "machine down for maintenance");
+                backoff = Duration::from_secs(10);
             }
             Err(why) => {
                 tracing::warn!(master = %master.describe(), %why, retry_in = ?backoff, "agent link down");
@@ -305,6 +307,18 @@ pub async fn run(
             () = master.changed() => backoff = Duration::from_millis(200),
             () = switches.switched() => backoff = Duration::from_millis(200),
         }
+    }
+}
+
+/// Ends every task this agent runs (it was marked gone, or its machine went down).
+fn end_every_task(manager: &TaskManager) {
+    for framework_id in manager
+        .running()
+        .iter()
+        .map(|(spec, _)| spec.framework_id.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        manager.shutdown_framework(&framework_id);
     }
 }
 
@@ -392,6 +406,9 @@ async fn session(
                 match message.kind {
                     Some(master_message::Kind::Container(command)) => {
                         container_command(command, config.containers.as_ref(), &tx).await
+                    }
+                    Some(master_message::Kind::Shutdown(shutdown)) if shutdown.rejoin => {
+                        return Err(LinkError::Down(shutdown.message));
                     }
                     Some(master_message::Kind::Shutdown(shutdown)) => {
                         return Err(LinkError::Gone(shutdown.message));

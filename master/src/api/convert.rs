@@ -226,8 +226,8 @@ pub fn command_to_proto(command: AgentCommand) -> pb::MasterMessage {
                 uuid: uuid.to_vec(),
             })
         }
-        AgentCommand::Shutdown { message } => {
-            master_message::Kind::Shutdown(pb::Shutdown { message })
+        AgentCommand::Shutdown { message, rejoin } => {
+            master_message::Kind::Shutdown(pb::Shutdown { message, rejoin })
         }
         AgentCommand::ShutdownFramework { framework_id } => {
             master_message::Kind::ShutdownFramework(pb::ShutdownFramework { framework_id })

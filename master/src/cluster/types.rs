@@ -243,8 +243,9 @@ pub enum AgentCommand {
     Acknowledge { task_id: String, uuid: [u8; 16] },
     /// The framework is gone: kill all its tasks.
     ShutdownFramework { framework_id: String },
-    /// The agent was marked gone: kill every task and stop (it may not register again).
-    Shutdown { message: String },
+    /// Kill every task. Marked gone, the agent stops for good; with `rejoin` (its machine is
+    /// down for maintenance) it registers again once the machine is up.
+    Shutdown { message: String, rejoin: bool },
     /// An operator moves the agent to another master (`host:port` or `zk://…`).
     SwitchMaster { master: String },
     /// An operator's action on one of the agent's containers (replies come back by

@@ -219,7 +219,7 @@ pub async fn simulated_agent(
                 AgentCommand::ShutdownFramework { framework_id } => {
                     log2.lock().unwrap().shutdowns.push(framework_id);
                 }
-                AgentCommand::Shutdown { message } => {
+                AgentCommand::Shutdown { message, .. } => {
                     log2.lock().unwrap().shut_down = Some(message);
                 }
                 AgentCommand::SwitchMaster { master } => {

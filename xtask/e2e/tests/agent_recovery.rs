@@ -733,3 +733,79 @@ fn ten_agents_switch_masters_live_without_restarting_a_task() {
         "{stdout}"
     );
 }
+
+/// A machine brought down for maintenance: the real agent ends its tasks (their processes are
+/// gone), stays up, is refused while the machine is down, and registers again by itself once
+/// STOP_MAINTENANCE brings the machine up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_a_machine_down_for_maintenance_ends_its_tasks_and_rejoins_when_it_is_up() {
+    let mut node = Node::start("maintenance").await;
+    let binary = node.install("v1");
+    node.start_agent(&binary);
+    let mut s = SchedulerClient::subscribe(node.http, framework("maintained"))
+        .await
+        .unwrap();
+    let o = offer(&mut s).await;
+    let agent_id = o["agent_id"]["value"].as_str().unwrap().to_owned();
+    let ids: Vec<String> = (0..2).map(|i| format!("m{i}")).collect();
+    let tasks: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| (id.clone(), "sleep 300".to_owned()))
+        .collect();
+    launch(&s, &o, &tasks).await;
+    until_running(&mut s, &ids).await;
+    let framework_id = s.framework_id.clone();
+    let before: Vec<Pids> = ids.iter().map(|id| node.pids(&framework_id, id)).collect();
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let machines = json!([{ "hostname": "recovery-node" }]);
+    for call in [
+        json!({ "type": "UPDATE_MAINTENANCE_SCHEDULE", "update_maintenance_schedule": {
+            "schedule": { "windows": [{ "machine_ids": machines,
+                "unavailability": { "start": { "nanoseconds": now } } }] } } }),
+        json!({ "type": "START_MAINTENANCE", "start_maintenance": { "machines": machines } }),
+    ] {
+        let (code, body) = client::operator(node.http, &call).await.unwrap();
+        assert_eq!(code.as_u16(), 200, "{body}");
+    }
+    for _ in &ids {
+        let (_, status) = next_update(&mut s).await;
+        assert_eq!(status["state"], "TASK_LOST", "{status}");
+        assert_eq!(status["reason"], "REASON_AGENT_REMOVED", "{status}");
+    }
+    support::agent::wait_for(WAIT, "the agent to end its tasks", || {
+        before.iter().all(|p| !p.task.is_alive()).then_some(())
+    });
+    assert!(
+        node.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent process stays up"
+    );
+
+    let (code, body) = client::operator(
+        node.http,
+        &json!({ "type": "STOP_MAINTENANCE", "stop_maintenance": { "machines": machines } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code.as_u16(), 200, "{body}");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let state = node.state().await;
+        let back = state["slaves"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|s| s["id"] == agent_id.as_str() && s["active"] == true)
+        });
+        if back {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never came back: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.call(json!({ "type": "TEARDOWN" })).await.unwrap();
+}

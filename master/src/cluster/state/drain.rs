@@ -255,6 +255,7 @@ impl State {
         if let Some(agent) = self.forget_agent(agent_id) {
             let _ = agent.commands.send(AgentCommand::Shutdown {
                 message: message.to_owned(),
+                rejoin: false,
             });
         }
         Ok(())

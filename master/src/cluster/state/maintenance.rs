@@ -5,8 +5,10 @@
 //!
 //! A scheduled machine is "draining" (its agents still run and offer). A machine brought
 //! down has its agents removed: their tasks end TASK_GONE (partition-aware frameworks) or
-//! TASK_LOST with `REASON_AGENT_REMOVED`, each agent is told to shut down, and no agent of the
-//! machine may register until it is up again; bringing it up removes it from the schedule.
+//! TASK_LOST with `REASON_AGENT_REMOVED`, each agent is told to end its tasks, and no agent of
+//! the machine may register until it is up again (the agents keep trying, and come back on
+//! their own); bringing it up removes it from the schedule. Frameworks with tasks on a
+//! draining machine's agents get inverse offers.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -173,9 +175,10 @@ impl State {
         if let Some(agent) = self.forget_agent(agent_id) {
             let _ = agent.commands.send(AgentCommand::Shutdown {
                 message: format!(
-                    "machine {hostname} is down for maintenance (START_MAINTENANCE); start \
-                     the agent again once STOP_MAINTENANCE brought the machine up"
+                    "machine {hostname} is down for maintenance (START_MAINTENANCE); the agent \
+                     registers again once STOP_MAINTENANCE brings the machine up"
                 ),
+                rejoin: true,
             });
         }
         Ok(())
@@ -533,7 +536,8 @@ mod tests {
         assert_eq!(updates[0].reason.as_deref(), Some("REASON_AGENT_REMOVED"));
         assert!(matches!(
             agent.drain().as_slice(),
-            [AgentCommand::Shutdown { message }] if message.contains("down for maintenance")
+            [AgentCommand::Shutdown { message, rejoin: true }]
+                if message.contains("down for maintenance")
         ));
         assert!(!s.agents.contains_key(&agent.id), "its agent is removed");
         refused(
