@@ -659,6 +659,18 @@ async fn maintenance_schedules_machines_then_brings_them_down_and_up() {
         .cloned()
         .unwrap();
     assert_eq!(node_1["statuses"][0]["status"], "ACCEPT", "{status}");
+    // Its regular offers say when it goes away, in Mesos's `Offer.unavailability`.
+    let (code, body) = scheduler.call(json!({ "type": "REVIVE" })).await;
+    assert_eq!(code.as_u16(), 202, "{body}");
+    let offers = scheduler.wait_for("OFFERS").await;
+    if let Err(why) = mesos_wire::check("mesos.v1.scheduler.Event", &offers) {
+        panic!("OFFERS: {why}\n{offers:#}");
+    }
+    assert_eq!(
+        offers["offers"]["offers"][0]["unavailability"]["start"]["nanoseconds"],
+        now + hour,
+        "{offers}"
+    );
     assert_eq!(
         node_1["statuses"][0]["framework_id"]["value"],
         scheduler.client.framework_id

@@ -49,6 +49,7 @@ enum Via {
 }
 
 const WAIT: Duration = Duration::from_secs(180);
+const RESOURCES: &str = "cpus:4;mem:4096";
 
 fn agent_id(work: &Path) -> Result<String> {
     std::fs::read_to_string(work.join("agent_id")).context("the agent's id file")
@@ -75,6 +76,29 @@ async fn seen_by(http: SocketAddr) -> Result<(Vec<String>, usize)> {
         .filter(|t| t["state"] == "TASK_RUNNING")
         .count();
     Ok((ids, running))
+}
+
+/// One agent per work directory on `master` (started one after the other), once every one
+/// logged its registration.
+fn start_agents(
+    master: &MasterProcess,
+    works: &[PathBuf],
+    cgroups_root: &str,
+) -> Result<Vec<AgentProcess>> {
+    let mut agents = Vec::with_capacity(works.len());
+    for (i, work) in works.iter().enumerate() {
+        agents.push(AgentProcess::start(
+            master,
+            work,
+            cgroups_root,
+            &format!("switch-{i}"),
+            RESOURCES,
+        )?);
+    }
+    for agent in &agents {
+        agent.wait_line("registered with the master")?;
+    }
+    Ok(agents)
 }
 
 /// Tasks whose process is not the one that ran before the switch (restarted, or gone).
@@ -115,26 +139,13 @@ async fn main() -> Result<()> {
         cgroups_root: cgroups_root.clone(),
         work: base.clone(),
     };
-    let resources = "cpus:4;mem:4096";
 
     // Baseline: the agents' first registration with A, from their start.
     let started = Instant::now();
     let works: Vec<PathBuf> = (0..args.agents)
         .map(|i| base.join(format!("agent-{i}")))
         .collect();
-    let mut agents = Vec::with_capacity(args.agents);
-    for (i, work) in works.iter().enumerate() {
-        agents.push(AgentProcess::start(
-            &master_a,
-            work,
-            &cgroups_root,
-            &format!("switch-{i}"),
-            resources,
-        )?);
-    }
-    for agent in &agents {
-        agent.wait_line("registered with the master")?;
-    }
+    let mut agents = start_agents(&master_a, &works, &cgroups_root)?;
     let first_registration = started.elapsed();
     let ids: Vec<String> = works.iter().map(|w| agent_id(w)).collect::<Result<_>>()?;
     println!(
@@ -325,19 +336,7 @@ async fn main() -> Result<()> {
     for agent in &mut agents {
         agent.kill9();
     }
-    let mut agents = Vec::with_capacity(args.agents);
-    for (i, work) in works.iter().enumerate() {
-        agents.push(AgentProcess::start(
-            &master_b,
-            work,
-            &cgroups_root,
-            &format!("switch-{i}"),
-            resources,
-        )?);
-    }
-    for agent in &agents {
-        agent.wait_line("registered with the master")?;
-    }
+    let agents = start_agents(&master_b, &works, &cgroups_root)?;
     let restart_move = restart_started.elapsed();
     let restarted_by_restart = restarted_tasks(&works, &framework_id, &tasks_before);
     let result = json!({

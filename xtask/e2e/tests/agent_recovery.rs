@@ -506,6 +506,27 @@ fn a_drained_agent_hands_its_tasks_to_another_agent_within_the_grace_period() {
     assert!(ms("all_running_elsewhere_ms") < 10_000.0, "{stdout}");
 }
 
+/// A framework named `name` running `sleep 300` as each of `ids` on the node's agent, all
+/// RUNNING: the framework, the agent's id, and each task's processes.
+async fn sleepers(node: &Node, name: &str, ids: &[String]) -> (SchedulerClient, String, Vec<Pids>) {
+    let mut s = SchedulerClient::subscribe(node.http, framework(name))
+        .await
+        .unwrap();
+    let o = offer(&mut s).await;
+    let agent_id = o["agent_id"]["value"].as_str().unwrap().to_owned();
+    let tasks: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| (id.clone(), "sleep 300".to_owned()))
+        .collect();
+    launch(&s, &o, &tasks).await;
+    until_running(&mut s, ids).await;
+    let pids = ids
+        .iter()
+        .map(|id| node.pids(&s.framework_id, id))
+        .collect();
+    (s, agent_id, pids)
+}
+
 /// `orca-agent switch-master` on the agent's host, as an operator types it: its output.
 fn switch_master(work: &Path, master: Option<&str>) -> std::process::Output {
     let mut command = Command::new(support::bin("orca-agent"));
@@ -572,20 +593,9 @@ async fn an_operator_moves_a_running_agent_to_another_master_and_back_with_its_t
     let (a, b) = (node.grpc.to_string(), grpc_b.to_string());
     let binary = node.install("v1");
     node.start_agent(&binary);
-    let mut s = SchedulerClient::subscribe(node.http, framework("mover"))
-        .await
-        .unwrap();
-    let o = offer(&mut s).await;
-    let agent_id = o["agent_id"]["value"].as_str().unwrap().to_owned();
     let ids: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
-    let tasks: Vec<(String, String)> = ids
-        .iter()
-        .map(|id| (id.clone(), "sleep 300".to_owned()))
-        .collect();
-    launch(&s, &o, &tasks).await;
-    until_running(&mut s, &ids).await;
+    let (mut s, agent_id, before) = sleepers(&node, "mover", &ids).await;
     let framework_id = s.framework_id.clone();
-    let before: Vec<Pids> = ids.iter().map(|id| node.pids(&framework_id, id)).collect();
     let unchanged = |node: &Node| {
         ids.iter()
             .zip(&before)
@@ -742,20 +752,8 @@ async fn an_agent_on_a_machine_down_for_maintenance_ends_its_tasks_and_rejoins_w
     let mut node = Node::start("maintenance").await;
     let binary = node.install("v1");
     node.start_agent(&binary);
-    let mut s = SchedulerClient::subscribe(node.http, framework("maintained"))
-        .await
-        .unwrap();
-    let o = offer(&mut s).await;
-    let agent_id = o["agent_id"]["value"].as_str().unwrap().to_owned();
     let ids: Vec<String> = (0..2).map(|i| format!("m{i}")).collect();
-    let tasks: Vec<(String, String)> = ids
-        .iter()
-        .map(|id| (id.clone(), "sleep 300".to_owned()))
-        .collect();
-    launch(&s, &o, &tasks).await;
-    until_running(&mut s, &ids).await;
-    let framework_id = s.framework_id.clone();
-    let before: Vec<Pids> = ids.iter().map(|id| node.pids(&framework_id, id)).collect();
+    let (mut s, agent_id, before) = sleepers(&node, "maintained", &ids).await;
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -155,6 +155,27 @@ impl Caller {
     }
 }
 
+/// POSTs a streaming call (a SUBSCRIBE) and returns the response once it answered 200.
+async fn open_stream(
+    addr: SocketAddr,
+    path: &str,
+    call: &Value,
+) -> Result<hyper::Response<Incoming>, ClientError> {
+    let mut sender = connection(addr).await?;
+    let response = sender
+        .send_request(request(addr, path, call.to_string().into_bytes(), None))
+        .await?;
+    let status = response.status();
+    if status != StatusCode::OK {
+        let body = response.into_body().collect().await?.to_bytes();
+        return Err(ClientError::Refused {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    Ok(response)
+}
+
 /// A subscribed framework.
 #[derive(Debug)]
 pub struct SchedulerClient {
@@ -183,23 +204,7 @@ impl SchedulerClient {
     pub async fn subscribe(addr: SocketAddr, framework_info: Value) -> Result<Self, ClientError> {
         let call =
             json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": framework_info } });
-        let mut sender = connection(addr).await?;
-        let response = sender
-            .send_request(request(
-                addr,
-                "/api/v1/scheduler",
-                call.to_string().into_bytes(),
-                None,
-            ))
-            .await?;
-        let status = response.status();
-        if status != StatusCode::OK {
-            let body = response.into_body().collect().await?.to_bytes();
-            return Err(ClientError::Refused {
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-        }
+        let response = open_stream(addr, "/api/v1/scheduler", &call).await?;
         let stream_id = response
             .headers()
             .get(STREAM_ID_HEADER)
@@ -413,24 +418,7 @@ pub struct OperatorSubscription {
 
 impl OperatorSubscription {
     pub async fn subscribe(addr: SocketAddr) -> Result<Self, ClientError> {
-        let call = json!({ "type": "SUBSCRIBE" });
-        let mut sender = connection(addr).await?;
-        let response = sender
-            .send_request(request(
-                addr,
-                "/api/v1",
-                call.to_string().into_bytes(),
-                None,
-            ))
-            .await?;
-        let status = response.status();
-        if status != StatusCode::OK {
-            let body = response.into_body().collect().await?.to_bytes();
-            return Err(ClientError::Refused {
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-        }
+        let response = open_stream(addr, "/api/v1", &json!({ "type": "SUBSCRIBE" })).await?;
         let mut events = EventStream::new(response.into_body());
         let subscribed = events
             .next_event(Duration::from_secs(30))

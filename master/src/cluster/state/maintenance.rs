@@ -268,6 +268,10 @@ impl State {
     /// The window of the machine of an agent on `hostname`, while it drains (scheduled and
     /// not down).
     pub(super) fn unavailability(&self, hostname: &str) -> Option<Unavailability> {
+        // Asked for every offer: nothing to look up without a schedule.
+        if self.maintenance.windows.is_empty() {
+            return None;
+        }
         let machine = machine(hostname);
         if self.maintenance.down.contains(&machine) {
             return None;
