@@ -22,7 +22,8 @@ pub struct SyncConfig {
     /// The subtree kept identical (default `/`).
     #[serde(default = "root")]
     pub root: String,
-    /// Subtrees never replicated, besides `/zookeeper`.
+    /// Subtrees never replicated, besides `/zookeeper`; one ending in `*` excludes every
+    /// path that starts with what comes before it (`/app/tmp-*`).
     #[serde(default)]
     pub excludes: Vec<String>,
     #[serde(default)]
@@ -178,7 +179,10 @@ impl SyncConfig {
     pub fn includes(&self, path: &str) -> bool {
         is_under(path, &self.root)
             && !is_under(path, ZOOKEEPER_SYSTEM_PATH)
-            && !self.excludes.iter().any(|e| is_under(path, e))
+            && !self.excludes.iter().any(|e| match e.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix),
+                None => is_under(path, e),
+            })
     }
 }
 
@@ -217,6 +221,13 @@ mod tests {
         let mut cfg = SyncConfig::new("", "b:1");
         assert_eq!(cfg.validate(), Err(ConfigError::NoEnsemble("source-zk")));
         cfg.source_zk = "a:1".into();
+        cfg.excludes.push("app".into());
+        assert!(cfg.validate().is_err());
+        cfg.excludes = vec!["/app/tmp-*".into()];
+        assert!(cfg.validate().is_ok());
+        assert!(!cfg.includes("/app/tmp-1"));
+        assert!(!cfg.includes("/app/tmp-1/child"));
+        assert!(cfg.includes("/app/tmp"));
         cfg.excludes.push("app".into());
         assert!(cfg.validate().unwrap_err().to_string().contains("absolute"));
         cfg.excludes.clear();

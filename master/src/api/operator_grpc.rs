@@ -111,6 +111,7 @@ impl ClusterView {
                     total_ranges: ranges(&a.total),
                     attributes: a.attributes.clone().into_iter().collect(),
                     registered_unix_ms: unix_ms(a.registered),
+                    reregistered_unix_ms: a.reregistered.map_or(0, unix_ms),
                     running_tasks: running.get(a.id.as_str()).copied().unwrap_or(0),
                     deactivated: a.deactivated,
                     drain_state: match a.drain.as_ref().map(|d| d.state) {
@@ -398,7 +399,7 @@ impl pb::operator_server::Operator for OperatorService {
         }
         let grace = (r.grace_seconds > 0.0).then(|| Duration::from_secs_f64(r.grace_seconds));
         self.cluster
-            .kill(&r.framework_id, &r.task_id, grace)
+            .kill(&r.framework_id, &r.task_id, None, grace)
             .map_err(grpc_status)?;
         tracing::info!(framework = %r.framework_id, task = %r.task_id, "task killed by an operator");
         Ok(Response::new(pb::KillTaskResponse {}))

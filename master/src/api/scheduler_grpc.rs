@@ -239,10 +239,12 @@ impl Scheduler for SchedulerService {
     ) -> Result<Response<pb::CallResult>, Status> {
         let r = request.into_inner();
         let framework_id = self.check(r.header.as_ref())?;
-        done(
-            self.cluster
-                .kill(&framework_id, &r.task_id, seconds(r.grace_seconds)),
-        )
+        done(self.cluster.kill(
+            &framework_id,
+            &r.task_id,
+            Some(r.agent_id.as_str()).filter(|a| !a.is_empty()),
+            seconds(r.grace_seconds),
+        ))
     }
 
     async fn acknowledge(

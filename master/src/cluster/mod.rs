@@ -487,10 +487,11 @@ impl Cluster {
         &self,
         framework_id: &str,
         task_id: &str,
+        agent_id: Option<&str>,
         grace: Option<Duration>,
     ) -> Result<(), ApiError> {
         self.acting()?;
-        self.lock().kill(framework_id, task_id, grace)
+        self.lock().kill(framework_id, task_id, agent_id, grace)
     }
 
     /// Scheduler SHUTDOWN: see `State::shutdown_executor`.

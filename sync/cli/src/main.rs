@@ -1,8 +1,11 @@
-//! `zk-migrate`: moves a live ZooKeeper tree from ensemble A to ensemble B without downtime.
-//! This first part keeps both ensembles identical while clients move:
+//! `zk-migrate`: moves a live Orca cluster and its ZooKeeper tree from ensemble A to
+//! ensemble B without downtime, in six gated, reversible phases:
 //!
 //! ```text
-//! zk-migrate sync start --config sync.yaml [--dry-run]   # runs the engine and its API
+//! zk-migrate start --config migration.yaml [--dry-run] [--interactive | --all]
+//! zk-migrate serve --state-dir DIR [--migration-id ID]    # resume after a restart
+//! zk-migrate status | advance --confirm | rollback | validate | health | report --migration-id ID
+//! zk-migrate sync start --config sync.yaml [--dry-run]   # the sync engine alone
 //! zk-migrate sync status | validate | stop | conflicts   # talk to a running engine
 //! zk-migrate sync resolve /path --winner a|b
 //! ```
@@ -25,6 +28,8 @@ use orca_sync::{
 };
 use tokio::sync::Notify;
 
+mod migration;
+
 #[derive(Parser)]
 #[command(
     name = "zk-migrate",
@@ -43,6 +48,8 @@ enum Top {
         #[command(subcommand)]
         action: SyncAction,
     },
+    #[command(flatten)]
+    Migration(migration::Command),
 }
 
 const DEFAULT_API: &str = "127.0.0.1:7090";
@@ -231,8 +238,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Top::Sync { action } = cli.command;
-    match rt.block_on(run(action)) {
+    let outcome = match cli.command {
+        Top::Sync { action } => rt.block_on(run(action)),
+        Top::Migration(command) => rt.block_on(migration::run(command)),
+    };
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("zk-migrate: {e:#}");
@@ -441,6 +451,24 @@ fn progress_bar(engine: Arc<SyncEngine>) -> ProgressBar {
 
 /// One request to a running engine's API; a non-2xx reply is an error with its message.
 async fn call(api: &str, method: &str, path: &str, body: Option<String>) -> Result<Bytes> {
+    let (status, bytes) = request(api, method, path, body).await.with_context(|| {
+        format!(
+            "no sync engine answers on {api} (start one with `zk-migrate sync start`, or give --api)"
+        )
+    })?;
+    if !status.is_success() {
+        bail!("{status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(bytes)
+}
+
+/// One HTTP request: the reply's status and body, whatever the status.
+async fn request(
+    api: &str,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> Result<(hyper::StatusCode, Bytes)> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let request = Request::builder()
@@ -448,17 +476,13 @@ async fn call(api: &str, method: &str, path: &str, body: Option<String>) -> Resu
         .uri(format!("http://{api}{path}"))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    let response = client.request(request).await.with_context(|| {
-        format!(
-            "no sync engine answers on {api} (start one with `zk-migrate sync start`, or give --api)"
-        )
-    })?;
+    let response = client
+        .request(request)
+        .await
+        .with_context(|| format!("nothing answers on {api}"))?;
     let status = response.status();
     let bytes = response.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        bail!("{status}: {}", String::from_utf8_lossy(&bytes));
-    }
-    Ok(bytes)
+    Ok((status, bytes))
 }
 
 #[cfg(test)]

@@ -242,7 +242,12 @@ impl SyncEngine {
         tokio::spawn(async move {
             let mut disconnected = false;
             loop {
-                let event = watcher.changed().await;
+                // `run` ended: the watch and its session clone go with it (an embedding
+                // process, like the migration, must leave no session behind).
+                let event = tokio::select! {
+                    event = watcher.changed() => event,
+                    () = tx.closed() => return,
+                };
                 let signal = match event.event_type {
                     EventType::Session => match event.session_state {
                         SessionState::Disconnected => {

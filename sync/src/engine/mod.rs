@@ -767,6 +767,11 @@ impl SyncEngine {
                             let Some((from, mtime, hash)) = copied_from.remove(&path) else {
                                 continue;
                             };
+                            // Content both sides already agreed on, written again (a mirror
+                            // its original's client removed, or one whose engine session
+                            // ended): no write of a client is replicated, so no lag is
+                            // measured (its mtime is the original write's, long past).
+                            let restored = state.base.get(&path) == Some(hash);
                             state.base.set(&path, (mtime != 0).then_some(hash));
                             result.written[side as usize] += 1;
                             let direction = DirectionLabel::from(from);
@@ -785,7 +790,7 @@ impl SyncEngine {
                                 ),
                             };
                             *count += 1;
-                            if live && mtime > 0 {
+                            if live && mtime > 0 && !restored {
                                 let ms = now.saturating_sub(mtime as u64) as f64;
                                 lag.record_ms(ms);
                                 added.record_ms(writing_since.saturating_sub(mtime as u64) as f64);

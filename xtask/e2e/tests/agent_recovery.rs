@@ -45,19 +45,7 @@ impl Drop for Node {
             let _ = stop.send(());
         }
         // Whatever a failed assertion left running ends with its cgroup.
-        if let Ok(driver) = Driver::detect() {
-            for (_, cgroup) in driver.existing(&self.cgroups_root) {
-                cgroup.kill_all();
-                for _ in 0..200 {
-                    if cgroup.pids().is_empty() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                let _ = cgroup.destroy();
-            }
-            driver.remove_parent(&self.cgroups_root);
-        }
+        support::agent::remove_task_cgroups(&self.cgroups_root);
         let _ = std::fs::remove_dir_all(&self.work);
         let _ = std::fs::remove_dir_all(&self.installs);
     }

@@ -8,9 +8,9 @@
 mod support;
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -22,126 +22,12 @@ use orca_master::{
 };
 use orca_zk_local::Ensemble;
 use serde_json::{Value, json};
-use support::zk::{client as zk_client, delete_tree, ensembles, unique_root, wait_for};
+use support::{
+    masters::{MasterProcess, three_free_ports},
+    zk::{client as zk_client, delete_tree, ensembles, unique_root, wait_for},
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A free loopback port below the kernel's ephemeral range, so no outgoing connection takes
-/// it between this check and the master binding it.
-fn free_port() -> u16 {
-    three_free_ports()
-}
-
-/// One `orca-master` process, killed when dropped.
-struct MasterProcess {
-    child: Child,
-    http: SocketAddr,
-    grpc: SocketAddr,
-    log: PathBuf,
-}
-
-impl MasterProcess {
-    fn start(zk: &str, dir: &std::path::Path, name: &str, extra: &[&str]) -> Self {
-        Self::start_as(zk, dir, name, extra, None)
-    }
-
-    /// As user `uid` (so the test can drop this master's packets alone, by owner). Ports
-    /// are picked free, but tests running beside this one pick ports too: a master that
-    /// could not listen is started again on others.
-    fn start_as(
-        zk: &str,
-        dir: &std::path::Path,
-        name: &str,
-        extra: &[&str],
-        uid: Option<u32>,
-    ) -> Self {
-        use std::os::unix::process::CommandExt as _;
-        for _ in 0..5 {
-            let (http, grpc) = (
-                SocketAddr::from(([127, 0, 0, 1], free_port())),
-                SocketAddr::from(([127, 0, 0, 1], free_port())),
-            );
-            let log = dir.join(format!("{name}.log"));
-            let mut command = Command::new(support::bin("orca-master"));
-            if let Some(uid) = uid {
-                command.uid(uid).gid(uid);
-            }
-            let child = command
-                .args(["--zk", zk, "--zk-session-timeout", "4s"])
-                .args([
-                    "--http-addr",
-                    &http.to_string(),
-                    "--grpc-addr",
-                    &grpc.to_string(),
-                ])
-                .args(["--allocation-interval", "100ms"])
-                .args(extra)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("starting orca-master");
-            let mut master = MasterProcess {
-                child,
-                http,
-                grpc,
-                log,
-            };
-            let deadline = Instant::now() + WAIT;
-            loop {
-                // Its own log, not a connection: another test's process may hold the port
-                // this one could not listen on (seen: the master had exited, the port
-                // answered).
-                if master.log().contains("master serving") {
-                    return master;
-                }
-                if let Some(status) = master.child.try_wait().unwrap() {
-                    let log = master.log();
-                    if log.contains("cannot listen") {
-                        break;
-                    }
-                    // Exiting by itself is what some tests wait for.
-                    let _ = status;
-                    return master;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{name} did not listen: {}",
-                    master.log()
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        panic!("{name}: no free ports after 5 tries");
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Its exit status once it exited by itself within `timeout`.
-    fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for MasterProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// `/metrics/snapshot`'s `master/elected` of the master on `http` (`None`: not answering).
 async fn elected(http: SocketAddr) -> Option<bool> {
@@ -872,22 +758,6 @@ async fn the_zookeeper_registry_is_not_bounded_by_a_znode_and_is_fenced() {
         "the fenced write did not land"
     );
     delete_tree(&zkc, &root).await;
-}
-
-/// `base`, `base + 1` and `base + 2` all free on loopback, below the kernel's ephemeral
-/// range (32768 and up here) so no outgoing connection of a test running beside this one
-/// takes them meanwhile.
-fn three_free_ports() -> u16 {
-    let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().subsec_nanos() as u64;
-    loop {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let base = 25_000 + (seed >> 33) as u16 % 6_000;
-        if (0..3).all(|n| TcpListener::bind(("127.0.0.1", base + n)).is_ok()) {
-            return base;
-        }
-    }
 }
 
 /// `orca up --ha --headless`: a local three-server ensemble and three masters in one

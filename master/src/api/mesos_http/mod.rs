@@ -219,7 +219,12 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
                 .kill_policy
                 .and_then(|k| k.grace_period)
                 .map(|g| Duration::from_nanos(g.nanoseconds.max(0) as u64));
-            accepted(cluster.kill(&framework_id, &kill.task_id.value, grace))
+            accepted(cluster.kill(
+                &framework_id,
+                &kill.task_id.value,
+                kill.agent_id.as_ref().map(|a| a.value.as_str()),
+                grace,
+            ))
         }
         "ACKNOWLEDGE" => {
             let Some(ack) = call.acknowledge else {

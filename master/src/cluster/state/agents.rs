@@ -52,6 +52,7 @@ impl State {
                 let agent = self.agents.get_mut(&id).expect("checked");
                 agent.commands = tx;
                 agent.last_seen = now;
+                agent.reregistered = Some(SystemTime::now());
                 let was_unreachable = matches!(agent.health, AgentHealth::Unreachable { .. });
                 agent.health = AgentHealth::Active;
                 agent.info.hostname = info.hostname.clone();
@@ -123,6 +124,7 @@ impl State {
                 last_seen: now,
                 health: AgentHealth::Active,
                 registered: SystemTime::now(),
+                reregistered: None,
                 deactivated,
                 drain,
             },

@@ -92,6 +92,8 @@ struct AgentEntry {
     last_seen: Instant,
     health: AgentHealth,
     registered: SystemTime,
+    /// When it last registered again (a restart, a partition healed, a master switch).
+    reregistered: Option<SystemTime>,
     /// An operator deactivated it (or drains it): connected, but nothing of it is offered.
     deactivated: bool,
     drain: Option<drain::AgentDrain>,

@@ -59,15 +59,23 @@ impl State {
             return Ok(());
         }
         // Mesos's default executor shutdown grace period.
-        self.kill(framework_id, executor_id, Some(Duration::from_secs(5)))
+        self.kill(
+            framework_id,
+            executor_id,
+            None,
+            Some(Duration::from_secs(5)),
+        )
     }
 
+    /// Kills a task; `agent_id` is where the framework says it runs (Mesos `Call.Kill`).
     pub(in crate::cluster) fn kill(
         &mut self,
         framework_id: &str,
         task_id: &str,
+        agent_id: Option<&str>,
         grace: Option<Duration>,
     ) -> Result<(), ApiError> {
+        let transitioning = self.transitioning(agent_id);
         let fw = self.framework_mut(framework_id)?;
         match fw.tasks.get(task_id) {
             Some(task) if !task.state.is_terminal() => {
@@ -89,6 +97,11 @@ impl State {
                 }
             }
             Some(_) => {}
+            // Unknown, on an agent this master expects to register again (after a failover):
+            // no answer, as Mesos gives none; the agent reports the task when it is back,
+            // and a kill retried then reaches it. A LOST here would have the framework
+            // launch a second copy of a task that still runs.
+            None if transitioning => {}
             None => {
                 // Unknown to the master: tell the framework so it stops waiting.
                 let state = if fw.partition_aware() {
@@ -149,6 +162,14 @@ impl State {
         Ok(())
     }
 
+    /// Whether `agent_id` names an agent this master knows from its registry and expects
+    /// to register again (Mesos's "recovered", transitioning agents).
+    fn transitioning(&self, agent_id: Option<&str>) -> bool {
+        agent_id.is_some_and(|id| {
+            self.recovered_agents.contains_key(id) && !self.agents.contains_key(id)
+        })
+    }
+
     pub(in crate::cluster) fn reconcile(
         &mut self,
         framework_id: &str,
@@ -184,6 +205,8 @@ impl State {
                 .or_else(|| fw.completed.iter().find(|t| &t.info.task_id == task_id));
             let status = match known {
                 Some(task) => answer(task),
+                // As for a kill: the agent's own report answers when it is back.
+                None if self.transitioning(agent_id.as_deref()) => continue,
                 None => TaskStatus {
                     task_id: task_id.clone(),
                     agent_id: agent_id.clone().unwrap_or_default(),
@@ -450,7 +473,7 @@ mod tests {
         t1.kill_grace = Some(std::time::Duration::from_secs(7));
         launch_on_offer(&mut s, &mut fw, vec![t1]);
         agent.drain();
-        s.kill(&fw.id, "t1", None).unwrap();
+        s.kill(&fw.id, "t1", None, None).unwrap();
         assert_eq!(
             agent.drain(),
             vec![AgentCommand::Kill {
@@ -459,10 +482,47 @@ mod tests {
                 grace: Some(std::time::Duration::from_secs(7)),
             }]
         );
-        s.kill(&fw.id, "ghost", None).unwrap();
+        s.kill(&fw.id, "ghost", None, None).unwrap();
         let answer = fw.updates();
         assert_eq!(answer[0].task_id, "ghost");
         assert_eq!(answer[0].state, TaskState::Lost);
         let _ = Instant::now();
+    }
+
+    /// After a failover, a task of an agent that has not registered again yet is not known;
+    /// a kill or reconciliation naming that agent gets no answer (Mesos's "transitioning"
+    /// agent), never a LOST that would have the framework launch a second copy.
+    #[test]
+    fn an_unknown_task_on_an_agent_expected_back_is_not_declared_lost() {
+        let mut registry = crate::cluster::registry::Registry::default();
+        registry.agents.insert(
+            "S-back".into(),
+            crate::cluster::registry::AgentRecord {
+                hostname: "node-1".into(),
+                resources: "cpus:2;mem:1024".into(),
+                ..Default::default()
+            },
+        );
+        let mut s = super::State::new(
+            config(),
+            "m2".into(),
+            Box::<crate::cluster::registry::MemoryStore>::default(),
+            registry,
+        )
+        .unwrap();
+        let mut fw = subscribe(&mut s, framework_info("web"));
+        s.kill(&fw.id, "t1", Some("S-back"), None).unwrap();
+        s.reconcile(&fw.id, &[("t1".into(), Some("S-back".into()))])
+            .unwrap();
+        assert!(
+            fw.updates().is_empty(),
+            "no answer while the agent is expected back"
+        );
+        // Without an agent, or naming one the master never knew: LOST, as before.
+        s.kill(&fw.id, "t1", None, None).unwrap();
+        s.kill(&fw.id, "t2", Some("S-never"), None).unwrap();
+        let answers = fw.updates();
+        assert_eq!(answers.len(), 2);
+        assert!(answers.iter().all(|u| u.state == TaskState::Lost));
     }
 }

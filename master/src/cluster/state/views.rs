@@ -110,6 +110,7 @@ impl State {
                         tasks_left: tasks_on.get(a.id.as_str()).copied().unwrap_or(0),
                     }),
                     registered: a.registered,
+                    reregistered: a.reregistered,
                     total,
                     used,
                     offered,
@@ -328,6 +329,7 @@ pub struct AgentView {
     /// Its drain (`DRAIN_AGENT`), until it is reactivated.
     pub drain: Option<DrainView>,
     pub registered: SystemTime,
+    pub reregistered: Option<SystemTime>,
     pub total: Resources,
     pub used: Resources,
     pub offered: Resources,

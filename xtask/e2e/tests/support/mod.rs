@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
+pub mod masters;
 pub mod zk;
 
 use std::path::PathBuf;

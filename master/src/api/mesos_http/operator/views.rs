@@ -62,6 +62,9 @@ pub(super) fn agent(a: &AgentView) -> JsonValue {
         agent["drain_info"] = drain_info(drain);
         agent["estimated_drain_start_time"] = time(drain.started);
     }
+    if let Some(at) = a.reregistered {
+        agent["reregistered_time"] = time(at);
+    }
     agent
 }
 

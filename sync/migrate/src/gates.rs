@@ -1,0 +1,515 @@
+//! Each phase's checks: before it acts (pre), what must hold after (post), and what must
+//! hold all along (in-flight, the migration's `health`). A check measures and says what it
+//! measured; a gate passes when all of its checks do.
+use std::{net::SocketAddr, time::Duration};
+
+use crate::{
+    cluster::{ClusterView, Contender},
+    ensemble::EnsembleHealth,
+    orchestrator::Orchestrator,
+    state::CheckResult,
+};
+
+/// The checks of one phase and stage, evaluated against the live system.
+pub struct Gate<'a> {
+    o: &'a Orchestrator,
+    phase: u8,
+    stage: &'a str,
+    out: Vec<CheckResult>,
+}
+
+/// Which masters must lead.
+#[derive(Clone, Copy, PartialEq)]
+enum Leaders {
+    Source,
+    Target,
+}
+
+impl<'a> Gate<'a> {
+    pub fn new(o: &'a Orchestrator, phase: u8, stage: &'a str) -> Self {
+        Self {
+            o,
+            phase,
+            stage,
+            out: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+        self.out.push(CheckResult {
+            name: name.to_owned(),
+            ok,
+            detail: detail.into(),
+        });
+    }
+
+    pub async fn run(mut self) -> Vec<CheckResult> {
+        match (self.phase, self.stage) {
+            (1, "pre") => {
+                self.ensemble(false, false).await;
+                self.ensemble(true, true).await;
+                self.has_leader().await;
+            }
+            (1, "post") => {
+                self.ensemble(true, false).await;
+                self.sync_identical().await;
+                self.sync_lag();
+            }
+            (2, "pre") => {
+                self.ensemble(true, false).await;
+                self.sync_lag();
+                self.groups_agree(None).await;
+                self.frameworks_connected();
+            }
+            (2, "post") | (3, "pre") => {
+                self.sync_lag();
+                self.groups_agree(Some(false)).await;
+                self.leader(Leaders::Source).await;
+                self.frameworks_connected();
+                self.no_interruptions();
+            }
+            (3, "post") => {
+                self.sync_lag();
+                self.groups_agree(Some(true)).await;
+                self.leader(Leaders::Target).await;
+                self.frameworks_connected();
+                self.agents_active();
+                self.no_interruptions();
+            }
+            (4, "pre") | (5, "pre") => {
+                self.leader(Leaders::Target).await;
+                self.agents_active();
+            }
+            (4, "post") => {
+                self.agents_switched();
+                self.agents_active();
+                self.no_flapping();
+                self.offers_flowing().await;
+                self.no_interruptions();
+            }
+            (5, "post") => {
+                self.agents_drained();
+                self.frameworks_connected();
+                self.no_interruptions();
+            }
+            (6, "pre") => {
+                self.agents_switched();
+                self.agents_drained();
+                self.sync_lag();
+                self.ensemble(true, false).await;
+            }
+            (6, "post") => {
+                self.source_retired().await;
+                self.ensemble(true, false).await;
+                self.leader(Leaders::Target).await;
+                self.agents_active();
+                self.frameworks_connected();
+                self.no_interruptions();
+            }
+            (_, "in-flight") => {
+                self.ensemble(true, false).await;
+                if self.o.has_a() {
+                    self.sync_lag();
+                }
+                self.groups_agree(None).await;
+                self.frameworks_connected();
+                self.no_interruptions();
+            }
+            _ => self.push(
+                "phase",
+                false,
+                format!("no phase {} stage {}", self.phase, self.stage),
+            ),
+        }
+        self.out
+    }
+
+    /// B (`target`) or A has a quorum; with `all`, every server serves.
+    async fn ensemble(&mut self, target: bool, all: bool) {
+        let cfg = self.o.config();
+        let connect = if target {
+            &cfg.sync.target_zk
+        } else {
+            &cfg.sync.source_zk
+        };
+        let health = EnsembleHealth::probe(connect).await;
+        let name = if target { "B" } else { "A" };
+        let ok = health.has_quorum() && (!all || health.all_serving());
+        self.push(
+            &format!("ensemble {name} healthy"),
+            ok,
+            format!(
+                "{} of {} serving, quorum {}: {}",
+                health.serving(),
+                health.servers.len(),
+                if health.has_quorum() { "yes" } else { "NO" },
+                health.describe()
+            ),
+        );
+    }
+
+    async fn has_leader(&mut self) {
+        match self.o.contenders(false).await {
+            Ok(group) if !group.is_empty() => {
+                let list = names(&group);
+                self.push("a master leads on A", true, format!("group on A: {list}"));
+            }
+            Ok(_) => self.push(
+                "a master leads on A",
+                false,
+                format!("no contender under {} on A", self.o.config().cluster.path),
+            ),
+            Err(e) => self.push("a master leads on A", false, e),
+        }
+    }
+
+    async fn sync_identical(&mut self) {
+        let Some(engine) = self.o.engine_for_checks().await else {
+            return self.push("A and B identical", false, "the sync is not running");
+        };
+        let started = std::time::Instant::now();
+        match engine.validate().await {
+            Ok(diff) if diff.is_empty() => self.push(
+                "A and B identical",
+                true,
+                format!(
+                    "digests equal, 0 missing znodes (compared in {} ms)",
+                    started.elapsed().as_millis()
+                ),
+            ),
+            Ok(diff) => {
+                let first: Vec<String> = diff.iter().take(5).map(|d| d.path().to_owned()).collect();
+                self.push(
+                    "A and B identical",
+                    false,
+                    format!("{} paths differ, e.g. {}", diff.len(), first.join(", ")),
+                )
+            }
+            Err(e) => self.push("A and B identical", false, e.to_string()),
+        }
+    }
+
+    fn sync_lag(&mut self) {
+        let max = self.o.config().gates.max_lag_ms;
+        let Some(status) = self.o.sync_status() else {
+            return self.push("sync lag", false, "the sync is not running");
+        };
+        let (ab, ba) = (&status.lag_a_to_b_ms, &status.lag_b_to_a_ms);
+        let ok = status.bootstrapped && ab.p99 <= max && ba.p99 <= max;
+        self.push(
+            "sync lag",
+            ok,
+            format!(
+                "p99 A->B {:.1} ms ({} writes), B->A {:.1} ms ({} writes), limit {max} ms; queue {}",
+                ab.p99, ab.count, ba.p99, ba.count, status.queue_depth
+            ),
+        );
+    }
+
+    /// Both ensembles hold the same contenders (names, so sequence order agrees) with the
+    /// same leader; with `only`, the group is exactly the target masters (`true`) or holds
+    /// them all beside the source masters (`false`).
+    async fn groups_agree(&mut self, only: Option<bool>) {
+        let cfg = self.o.config();
+        let on_b = match self.o.contenders(true).await {
+            Ok(g) => g,
+            Err(e) => return self.push("one master set on A and B", false, e),
+        };
+        if self.o.has_a() {
+            let on_a = match self.o.contenders(false).await {
+                Ok(g) => g,
+                Err(e) => return self.push("one master set on A and B", false, e),
+            };
+            let same = names(&on_a) == names(&on_b);
+            self.push(
+                "one master set on A and B",
+                same,
+                format!("A: {}; B: {}", names(&on_a), names(&on_b)),
+            );
+        }
+        let targets: Vec<SocketAddr> = cfg.cluster.target_masters.iter().map(|m| m.http).collect();
+        match only {
+            Some(true) => {
+                let exact = on_b.len() == targets.len()
+                    && on_b
+                        .iter()
+                        .all(|c| c.http.is_some_and(|h| targets.contains(&h)));
+                self.push(
+                    "only masters on B in the group",
+                    exact,
+                    format!("group: {}", names(&on_b)),
+                );
+            }
+            Some(false) => {
+                let joined = targets
+                    .iter()
+                    .all(|t| on_b.iter().any(|c| c.http == Some(*t)));
+                self.push(
+                    "masters on B joined",
+                    joined,
+                    format!("group: {}", names(&on_b)),
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// The leader is one of `who`, and has led for the configured window.
+    async fn leader(&mut self, who: Leaders) {
+        let cfg = self.o.config();
+        let group = match self
+            .o
+            .contenders(self.o.leader_on_b() || !self.o.has_a())
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => return self.push("leader stable", false, e),
+        };
+        let Some(leader) = group.first() else {
+            return self.push("leader stable", false, "no master leads");
+        };
+        let expected: Vec<SocketAddr> = match who {
+            Leaders::Target => cfg.cluster.target_masters.iter().map(|m| m.http).collect(),
+            Leaders::Source => self
+                .o
+                .snapshot()
+                .source_masters
+                .iter()
+                .map(|m| m.addr.http)
+                .collect(),
+        };
+        let is_expected = leader.http.is_some_and(|h| expected.contains(&h));
+        let window = Duration::from_millis(cfg.gates.leader_stable_ms);
+        let stable = self
+            .o
+            .leader_since()
+            .filter(|(name, _)| *name == leader.name)
+            .map(|(_, d)| d);
+        let ok = is_expected && stable.is_some_and(|d| d >= window);
+        self.push(
+            "leader stable",
+            ok,
+            format!(
+                "{} leads ({}), for {} (needs {} ms)",
+                crate::cluster::describe(leader),
+                match who {
+                    Leaders::Source => "expected a master on A",
+                    Leaders::Target => "expected a master on B",
+                },
+                stable.map_or("an unknown time".into(), |d| format!(
+                    "{} ms",
+                    d.as_millis()
+                )),
+                window.as_millis()
+            ),
+        );
+    }
+
+    fn view(&self) -> Option<ClusterView> {
+        let o = self.o.monitor.lock();
+        o.connected.then(|| o.view.clone())
+    }
+
+    fn frameworks_connected(&mut self) {
+        let Some(view) = self.view() else {
+            return self.push(
+                "frameworks connected",
+                false,
+                "no cluster view from the leader",
+            );
+        };
+        let missing = view.disconnected_frameworks();
+        self.push(
+            "frameworks connected",
+            missing.is_empty(),
+            if missing.is_empty() {
+                format!(
+                    "{} frameworks subscribed to the leader",
+                    view.frameworks.len()
+                )
+            } else {
+                format!("not connected: {}", missing.join(", "))
+            },
+        );
+    }
+
+    fn agents_active(&mut self) {
+        let Some(view) = self.view() else {
+            return self.push(
+                "agents registered",
+                false,
+                "no cluster view from the leader",
+            );
+        };
+        let active = view.active_agents();
+        self.push(
+            "agents registered",
+            active == view.agents.len(),
+            format!("{active} of {} agents active", view.agents.len()),
+        );
+    }
+
+    fn agents_switched(&mut self) {
+        let Some(view) = self.view() else {
+            return self.push("agents on B", false, "no cluster view from the leader");
+        };
+        let switched = self.o.snapshot().switched_agents;
+        let left: Vec<&String> = view
+            .agents
+            .keys()
+            .filter(|id| !switched.contains(id))
+            .collect();
+        self.push(
+            "agents on B",
+            left.is_empty(),
+            format!(
+                "{} of {} agents follow B{}",
+                view.agents.len() - left.len(),
+                view.agents.len(),
+                if left.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not yet: {left:?}")
+                }
+            ),
+        );
+    }
+
+    fn no_flapping(&mut self) {
+        let o = self.o.monitor.lock();
+        let flapping: Vec<String> = o
+            .registrations
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, n)| format!("{id} ({n} registrations)"))
+            .collect();
+        drop(o);
+        self.push(
+            "no agent flapping",
+            flapping.is_empty(),
+            if flapping.is_empty() {
+                "every agent registered once since its switch".to_owned()
+            } else {
+                flapping.join(", ")
+            },
+        );
+    }
+
+    async fn offers_flowing(&mut self) {
+        let first = self.o.leader_metrics().await;
+        let made = |m: &std::collections::HashMap<String, f64>| {
+            m.get("master/offers_made").copied().unwrap_or(0.0)
+        };
+        let Ok(first) = first else {
+            return self.push("offers flowing", false, first.err().unwrap_or_default());
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(900);
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match self.o.leader_metrics().await {
+                Ok(now) if made(&now) > made(&first) => {
+                    return self.push(
+                        "offers flowing",
+                        true,
+                        format!(
+                            "{} offers made within the last second",
+                            made(&now) - made(&first)
+                        ),
+                    );
+                }
+                Ok(now) if tokio::time::Instant::now() >= deadline => {
+                    let outstanding = now.get("master/outstanding_offers").copied().unwrap_or(0.0);
+                    return self.push(
+                        "offers flowing",
+                        outstanding > 0.0,
+                        format!("no new offer within a second; {outstanding} outstanding"),
+                    );
+                }
+                Err(e) => return self.push("offers flowing", false, e),
+                _ => {}
+            }
+        }
+    }
+
+    fn agents_drained(&mut self) {
+        let Some(view) = self.view() else {
+            return self.push(
+                "agents tied to A empty",
+                false,
+                "no cluster view from the leader",
+            );
+        };
+        let cfg = self.o.config();
+        let mut busy = Vec::new();
+        let mut count = 0;
+        for host in &cfg.cluster.leave_agents {
+            for agent in view.agent_by_host(host) {
+                count += 1;
+                if !ClusterView::drained(agent) {
+                    busy.push(format!("{host} ({} tasks)", agent.running_tasks));
+                }
+            }
+        }
+        self.push(
+            "agents tied to A empty",
+            busy.is_empty(),
+            if busy.is_empty() {
+                format!("{count} agents drained, 0 tasks on them")
+            } else {
+                format!("still running: {}", busy.join(", "))
+            },
+        );
+    }
+
+    fn no_interruptions(&mut self) {
+        let mut seen = self.o.snapshot().interruptions;
+        for i in self.o.monitor.lock().interruptions.iter() {
+            if !seen.contains(i) {
+                seen.push(i.clone());
+            }
+        }
+        let running = self.view().map(|v| v.running_tasks());
+        self.push(
+            "zero task interruptions",
+            seen.is_empty(),
+            if seen.is_empty() {
+                format!(
+                    "none; {} tasks running",
+                    running.map_or("?".into(), |r| r.to_string())
+                )
+            } else {
+                format!("{} interrupted: {}", seen.len(), seen.join("; "))
+            },
+        );
+    }
+
+    async fn source_retired(&mut self) {
+        let cfg = self.o.config();
+        let health = EnsembleHealth::probe(&cfg.sync.source_zk).await;
+        self.push(
+            "ensemble A retired",
+            health.serving() == 0 && self.o.sync_status().is_none(),
+            format!(
+                "{} of {} servers of A serve; sync {}",
+                health.serving(),
+                health.servers.len(),
+                if self.o.sync_status().is_some() {
+                    "running"
+                } else {
+                    "stopped"
+                }
+            ),
+        );
+    }
+}
+
+fn names(group: &[Contender]) -> String {
+    if group.is_empty() {
+        return "(empty)".into();
+    }
+    group
+        .iter()
+        .map(crate::cluster::describe)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
