@@ -58,6 +58,9 @@ pub struct Inputs<'a> {
     /// The engine's own session on A and on B (owner of mirrored ephemerals).
     pub engine_session_a: i64,
     pub engine_session_b: i64,
+    /// Sessions of this engine's earlier runs (kept in its state directory): their
+    /// ephemerals are mirrors too, until the server expires them.
+    pub earlier_sessions: &'a [i64],
 }
 
 /// Decides one path. When the two copies differ and both changed since the base (or there
@@ -79,11 +82,13 @@ pub fn judge(
     strategy: ConflictStrategy,
 ) -> (Decision, bool) {
     let Inputs { a, b, base, .. } = inputs;
+    let ours =
+        |owner: i64, engine: i64| owner == engine || inputs.earlier_sessions.contains(&owner);
     let mirrored = |node: Option<&Znode>, engine: i64| {
-        node.is_some_and(|n| n.ephemeral && n.meta.ephemeral_owner == engine)
+        node.is_some_and(|n| n.ephemeral && ours(n.meta.ephemeral_owner, engine))
     };
     let original = |node: Option<&Znode>, engine: i64| {
-        node.is_some_and(|n| n.ephemeral && n.meta.ephemeral_owner != engine)
+        node.is_some_and(|n| n.ephemeral && !ours(n.meta.ephemeral_owner, engine))
     };
     let (a_mirror, b_mirror) = (
         mirrored(a, inputs.engine_session_a),
@@ -196,6 +201,7 @@ mod tests {
             never_synced: false,
             engine_session_a: 100,
             engine_session_b: 200,
+            earlier_sessions: &[300],
         }
     }
 
@@ -315,6 +321,18 @@ mod tests {
         assert_eq!(
             decide(inputs(None, Some(&mirror), Some(&e)), mirror_policy, LWW),
             Decision::Delete { on: Side::B }
+        );
+        // A mirror an earlier run of the engine left (its session not yet expired) is a
+        // mirror, not a second original: agreed, not a conflict.
+        let mut earlier = e.clone();
+        earlier.meta.ephemeral_owner = 300;
+        assert_eq!(
+            decide(
+                inputs(Some(&e), Some(&earlier), Some(&e)),
+                mirror_policy,
+                LWW
+            ),
+            Decision::Agreed(Some(e.content_hash()))
         );
     }
 }

@@ -144,13 +144,16 @@ pub async fn run(command: Command) -> Result<ExitCode> {
             if dry_run {
                 return dry_run_plan(cfg).await;
             }
+            // The address first: a migration is planned only once its API can be served.
+            let listener = bind(&listen).await?;
             let orchestrator = Orchestrator::create(cfg).await?;
             let id = orchestrator.snapshot().id;
-            serve_api(&listen, &orchestrator).await?;
+            let service = serve_api(listener, &orchestrator);
             println!("migration {id}: API on http://{listen}/api/v1/migrations/{id}");
             orchestrator.advance(Some(if all { 6 } else { 1 }))?;
+            drop(orchestrator);
             // Run to the end (--all, --interactive) or serve the API until Ctrl-C.
-            follow_locally(orchestrator, interactive, all || interactive).await
+            follow_locally(service, interactive, all || interactive).await
         }
         Command::Serve {
             state_dir,
@@ -168,16 +171,16 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                         format!("no active migration under {}", state_dir.display())
                     })?,
             };
+            let listener = bind(&listen).await?;
             let orchestrator = Orchestrator::resume(&state_dir, &id).await?;
-            serve_api(&listen, &orchestrator).await?;
+            let service = serve_api(listener, &orchestrator);
+            let s = orchestrator.snapshot();
             println!(
                 "migration {id}: {}; API on http://{listen}",
-                describe_status(
-                    &orchestrator.snapshot().status,
-                    orchestrator.snapshot().completed
-                )
+                describe_status(&s.status, s.completed)
             );
-            follow_locally(orchestrator, false, false).await
+            drop(orchestrator);
+            follow_locally(service, false, false).await
         }
         Command::Status { migration_id, api } => {
             let state: MigrationState =
@@ -287,36 +290,53 @@ fn no_orchestrator(api: &str) -> String {
     format!("no migration orchestrator answers on {api} (run `zk-migrate serve`, or give --api)")
 }
 
-async fn serve_api(listen: &str, orchestrator: &Arc<Orchestrator>) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
+async fn bind(listen: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {listen} (use --listen to pick another address)"))?;
+        .with_context(|| format!("listening on {listen} (use --listen to pick another address)"))
+}
+
+/// Serves the REST API; the service also holds the migration this process runs (a new one
+/// planned over the API replaces a finished one).
+fn serve_api(listener: tokio::net::TcpListener, orchestrator: &Arc<Orchestrator>) -> Service {
     let service = Service::new(
         orchestrator.config().state_dir.clone(),
         Some(orchestrator.clone()),
     );
-    let app = router(service);
+    let app = router(service.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("API server: {e}");
         }
     });
-    Ok(())
+    service
 }
 
 /// Prints the timeline as it grows until Ctrl-C, or (`exit_when_done`) until the migration
 /// completes or is rolled back; with `interactive`, asks before each phase and offers a
 /// rollback on a halt.
 async fn follow_locally(
-    orchestrator: Arc<Orchestrator>,
+    service: Service,
     interactive: bool,
     exit_when_done: bool,
 ) -> Result<ExitCode> {
     let mut shown = 0;
     let mut asked_for: Option<(u8, String)> = None;
     let mut said_done = false;
+    let mut following = String::new();
     loop {
+        // Only borrowed for a moment: a finished migration replaced over the API is
+        // dropped, its sessions closed.
+        let Some(orchestrator) = service.current() else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
         let s = orchestrator.snapshot();
+        if s.id != following {
+            following = s.id.clone();
+            shown = 0;
+            said_done = false;
+        }
         for e in &s.timeline[shown.min(s.timeline.len())..] {
             let took = e.took_ms.map_or(String::new(), |ms| format!(" ({ms} ms)"));
             println!("[phase {}] {}{took}", e.phase, e.what);
@@ -364,6 +384,7 @@ async fn follow_locally(
             }
             _ => {}
         }
+        drop(orchestrator);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = tokio::signal::ctrl_c() => {

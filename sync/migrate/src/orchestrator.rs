@@ -111,7 +111,7 @@ impl Orchestrator {
                 me.update(|s| s.record(phase, "orchestrator restarted: resuming the phase", None));
                 me.clone().spawn_forward(phase);
             }
-            Status::RollingBack { to } => {
+            Status::RollingBack { to, .. } => {
                 me.update(|s| {
                     s.record(
                         completed,
@@ -227,7 +227,7 @@ impl Orchestrator {
                 ));
             }
             Status::Running { phase } => return Err(MigrateError::Busy(phase)),
-            Status::RollingBack { to } => return Err(MigrateError::Busy(to)),
+            Status::RollingBack { to, .. } => return Err(MigrateError::Busy(to)),
             _ => {}
         }
         if !(next..=6).contains(&to) {
@@ -237,6 +237,9 @@ impl Orchestrator {
             )));
         }
         self.claim(next)?;
+        // Running from the moment the call returns: a caller that reads the status next
+        // sees the phase under way, never the state before it.
+        self.update(|s| s.status = Status::Running { phase: next });
         let me = self.clone();
         tokio::spawn(async move {
             for phase in next..=to {
@@ -255,7 +258,7 @@ impl Orchestrator {
         match s.status {
             Status::RolledBack => return Err(MigrateError::Refused("already rolled back".into())),
             Status::Running { phase } => return Err(MigrateError::Busy(phase)),
-            Status::RollingBack { to } => return Err(MigrateError::Busy(to)),
+            Status::RollingBack { to, .. } => return Err(MigrateError::Busy(to)),
             _ => {}
         }
         let reached = match &s.status {
@@ -278,6 +281,8 @@ impl Orchestrator {
             )));
         }
         self.claim(reached)?;
+        let from = reached.max(s.completed);
+        self.update(|s| s.status = Status::RollingBack { to, from });
         self.clone().spawn_rollback(to);
         Ok(())
     }
@@ -320,7 +325,17 @@ impl Orchestrator {
             }
         });
         let started = Instant::now();
-        let pre = self.evaluate(phase, "pre").await;
+        // Pre-checks may wait for what is settling (a leader's stability window after a
+        // restart of this orchestrator), up to half a minute.
+        let pre_deadline =
+            Instant::now() + self.config().phase_timeout().min(Duration::from_secs(30));
+        let pre = loop {
+            let gate = self.evaluate(phase, "pre").await;
+            if gate.passed || Instant::now() >= pre_deadline {
+                break gate;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         let pre_ok = pre.passed;
         self.update(|s| s.gates.push(pre.clone()));
         if !pre_ok {
@@ -939,12 +954,12 @@ impl Orchestrator {
     async fn run_rollback(&self, to: u8) {
         let s = self.snapshot();
         let from = match &s.status {
-            Status::Halted { phase, .. } | Status::Running { phase } => *phase,
+            Status::RollingBack { from, .. } => *from,
+            Status::Halted { phase, .. } | Status::Running { phase } => (*phase).max(s.completed),
             _ => s.completed,
-        }
-        .max(s.completed);
+        };
         self.update(|s| {
-            s.status = Status::RollingBack { to };
+            s.status = Status::RollingBack { to, from };
             s.record(
                 from,
                 format!("rollback from phase {from} to phase {to} begins"),
@@ -977,6 +992,10 @@ impl Orchestrator {
             }
             self.update(|s| {
                 s.completed = phase - 1;
+                s.status = Status::RollingBack {
+                    to,
+                    from: phase - 1,
+                };
                 s.record(
                     phase,
                     format!("phase {phase} ({}) undone", phase_name(phase)),

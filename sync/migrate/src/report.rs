@@ -160,7 +160,9 @@ pub fn describe_status(status: &Status, completed: u8) -> String {
             completed + 1
         ),
         Status::Halted { phase, reason } => format!("HALTED in phase {phase}: {reason}"),
-        Status::RollingBack { to } => format!("rolling back to phase {to}"),
+        Status::RollingBack { to, from } => {
+            format!("rolling back to phase {to} (undoing phase {from})")
+        }
         Status::Completed => "complete: B is independent".into(),
         Status::RolledBack => "rolled back: everything is on A".into(),
     }

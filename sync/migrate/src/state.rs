@@ -46,9 +46,10 @@ pub enum Status {
         phase: u8,
         reason: String,
     },
-    /// Undoing phases down to `to`.
+    /// Undoing phases from `from` down to `to` (`from` is the next phase to undo).
     RollingBack {
         to: u8,
+        from: u8,
     },
     Completed,
     RolledBack,

@@ -88,6 +88,35 @@ pub struct SyncEngine {
     /// Every conflict, appended as a JSON line (`audit-log` in the configuration).
     audit_log: Mutex<Option<std::fs::File>>,
     events: Arc<EventCounts>,
+    /// This engine's sessions in earlier runs (from its state directory): the mirrors they
+    /// own are this engine's until the servers expire them.
+    earlier_sessions: Vec<i64>,
+}
+
+/// The engine's sessions of the last runs, kept beside its base.
+const SESSIONS_FILE: &str = "engine-sessions.json";
+const SESSIONS_KEPT: usize = 16;
+
+/// Reads the sessions earlier runs recorded under `dir` and records `current` for the next
+/// run. A file that cannot be read or written costs only a conflict-free restart: mirrors
+/// of the earlier run then look like originals until they expire.
+fn remember_sessions(dir: Option<&std::path::Path>, current: [i64; 2]) -> Vec<i64> {
+    let Some(dir) = dir else { return Vec::new() };
+    let path = dir.join(SESSIONS_FILE);
+    let earlier: Vec<i64> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut kept: Vec<i64> = earlier.iter().copied().chain(current).collect();
+    let skip = kept.len().saturating_sub(SESSIONS_KEPT);
+    kept.drain(..skip);
+    if let Err(e) = serde_json::to_vec(&kept)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&path, bytes))
+    {
+        tracing::warn!(file = %path.display(), "cannot record the engine's sessions: {e}");
+    }
+    earlier
 }
 
 /// Watch events numbered as they arrive, and how far the live rounds have settled them: a
@@ -193,6 +222,10 @@ impl SyncEngine {
             connect("B", &cfg.target_zk, cfg.target_auth.as_deref(), timeout),
         );
         let (a, b) = (a?, b?);
+        let earlier_sessions = remember_sessions(
+            cfg.state_dir.as_deref(),
+            [a.session_id().0, b.session_id().0],
+        );
         let (readers_a, readers_b) = tokio::join!(
             connect_readers("A", &cfg.source_zk, cfg.source_auth.as_deref(), &cfg),
             connect_readers("B", &cfg.target_zk, cfg.target_auth.as_deref(), &cfg),
@@ -237,6 +270,7 @@ impl SyncEngine {
             walked: Default::default(),
             audit_log: Mutex::new(audit_log),
             events: Default::default(),
+            earlier_sessions,
         }))
     }
 
@@ -448,6 +482,7 @@ impl SyncEngine {
             never_synced: never_synced && agreed.is_none(),
             engine_session_a: self.client(Side::A).session_id().0,
             engine_session_b: self.client(Side::B).session_id().0,
+            earlier_sessions: &self.earlier_sessions,
         };
         plan::judge(inputs, self.cfg.ephemerals, self.cfg.conflicts)
     }

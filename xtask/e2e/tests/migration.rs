@@ -32,70 +32,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const TASKS: usize = 50;
 const PATH: &str = "/orca";
 
-/// Everything the test started, stopped whatever happens.
-struct Site {
-    dir: PathBuf,
-    ensembles: Vec<Ensemble>,
-    cgroup_parents: Vec<String>,
-    /// Masters the orchestrator started (found by port).
-    target_http: Vec<SocketAddr>,
-    orchestrator: Option<Child>,
-    agents: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        if let Some(mut o) = self.orchestrator.take() {
-            let _ = o.kill();
-            let _ = o.wait();
-            if std::thread::panicking() {
-                let log =
-                    std::fs::read_to_string(self.dir.join("zk-migrate.log")).unwrap_or_default();
-                eprintln!("--- zk-migrate's log ---\n{log}");
-            }
-        }
-        for http in &self.target_http {
-            if let Some(pid) = orca_migrate::actuator::listener_pid(*http) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        for agent in &self.agents {
-            agent.abort();
-        }
-        for parent in &self.cgroup_parents {
-            support::agent::remove_task_cgroups(parent);
-        }
-        for e in &self.ensembles {
-            e.stop();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A real agent in this process (task manager, cgroups, supervisors) following `zk`.
-fn start_agent(site: &mut Site, hostname: &str, zk: &str) {
-    let work = site.dir.join(format!("agent-{hostname}"));
-    std::fs::create_dir_all(&work).unwrap();
-    let parent = format!("orca-e2e-mig-{hostname}-{}", std::process::id());
-    let mut tasks = TaskManagerConfig::new(work.clone(), Driver::detect().unwrap());
-    tasks.supervisor = support::bin("orca-task-supervisor");
-    tasks.cgroup_parent = parent.clone();
-    let (manager, updates) = TaskManager::new(tasks);
-    let mut config = link::LinkConfig::new(
-        orca_agent::master_switch::MasterSwitch::new(zk, None).unwrap(),
-        hostname.into(),
-        Resources::parse("cpus:4;mem:1024").unwrap(),
-    );
-    config.retry_interval = Duration::from_millis(200);
-    config.id_file = Some(work.join("agent_id"));
-    site.cgroup_parents.push(parent);
-    site.agents
-        .push(tokio::spawn(link::run(config, manager, updates, None)));
-}
-
 /// What the framework saw.
 #[derive(Debug, Default)]
 struct Seen {
@@ -322,48 +258,212 @@ async fn handle(s: &SchedulerClient, event: &Value, seen: &Arc<Mutex<Seen>>, nex
     }
 }
 
-fn migrate(args: &[&str]) -> (bool, String) {
-    let out = Command::new(support::bin("zk-migrate"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running zk-migrate");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+/// A whole site: ensembles A and B, three masters electing on A, two agents (`mig-stay`,
+/// and `mig-leave` on a host tied to A), the framework keeping its tasks, and the addresses
+/// the masters on B will take. Everything is stopped when it is dropped.
+struct Site {
+    tag: String,
+    dir: PathBuf,
+    a: Ensemble,
+    b: Ensemble,
+    sources: Vec<MasterProcess>,
+    targets: Vec<(SocketAddr, SocketAddr)>,
+    all_masters: Vec<SocketAddr>,
+    cgroup_parents: Vec<String>,
+    orchestrator: Option<Child>,
+    agents: Vec<tokio::task::JoinHandle<()>>,
+    seen: Arc<Mutex<Seen>>,
+    stop_framework: tokio::sync::watch::Sender<bool>,
+    framework: Option<tokio::task::JoinHandle<()>>,
+    api: SocketAddr,
 }
 
-async fn migration_state(api: SocketAddr) -> Value {
-    client::get_json(api, "/api/v1/migrations/e2e")
-        .await
-        .unwrap_or(Value::Null)
+impl Drop for Site {
+    fn drop(&mut self) {
+        if let Some(mut o) = self.orchestrator.take() {
+            let _ = o.kill();
+            let _ = o.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("zk-migrate.log")).unwrap_or_default();
+            eprintln!("--- zk-migrate's log ---\n{log}");
+        }
+        let _ = self.stop_framework.send(true);
+        // Masters the orchestrator started (on B, and on A again after a rollback) are
+        // found by their ports.
+        for http in &self.all_masters {
+            if let Some(pid) = orca_migrate::actuator::listener_pid(*http) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for agent in &self.agents {
+            agent.abort();
+        }
+        for parent in &self.cgroup_parents {
+            support::agent::remove_task_cgroups(parent);
+        }
+        self.a.stop();
+        self.b.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
-/// The contender names under [`PATH`] on an ensemble, lowest first.
-async fn group(connect: &str) -> Vec<String> {
-    let zk = zk_client(connect).await;
-    let children = zk.list_children(PATH).await.unwrap_or_default();
-    orca_leader::contenders(&children)
-        .into_iter()
-        .map(|(_, n)| n.to_owned())
-        .collect()
-}
+impl Site {
+    /// Starts everything, A's ensemble on `zk_base` and B's on `zk_base + 10`, and waits
+    /// until the framework's tasks run on both agents.
+    async fn start(tag: &str, zk_base: u16) -> Site {
+        support::agent::require_root();
+        let dir = std::env::temp_dir().join(format!("orca-e2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = Ensemble::new(&dir.join("zk"), &format!("{tag}-a"), 3, zk_base);
+        let b = Ensemble::new(&dir.join("zk"), &format!("{tag}-b"), 3, zk_base + 10);
+        let (http_base, grpc_base) = loop {
+            let (h, g) = (three_free_ports(), three_free_ports());
+            if h.abs_diff(g) >= 3 {
+                break (h, g);
+            }
+        };
+        let targets: Vec<(SocketAddr, SocketAddr)> = (0..3)
+            .map(|i| {
+                (
+                    SocketAddr::from(([127, 0, 0, 1], http_base + i)),
+                    SocketAddr::from(([127, 0, 0, 1], grpc_base + i)),
+                )
+            })
+            .collect();
+        let (stop_framework, stop_rx) = tokio::sync::watch::channel(false);
+        let mut site = Site {
+            tag: tag.to_owned(),
+            dir: dir.clone(),
+            a: a.clone(),
+            b: b.clone(),
+            sources: Vec::new(),
+            all_masters: targets.iter().map(|(h, _)| *h).collect(),
+            targets,
+            cgroup_parents: Vec::new(),
+            orchestrator: None,
+            agents: Vec::new(),
+            seen: Arc::new(Mutex::new(Seen::default())),
+            stop_framework,
+            framework: None,
+            api: SocketAddr::from(([127, 0, 0, 1], three_free_ports())),
+        };
+        a.start(WAIT).expect("ensemble A starts");
+        b.start(WAIT).expect("ensemble B starts");
+        let zk_a = site.zk_url(false);
+        site.sources = (0..3)
+            .map(|i| MasterProcess::start(&zk_a, &dir, &format!("a{i}"), &[]))
+            .collect();
+        let sources: Vec<SocketAddr> = site.sources.iter().map(|m| m.http).collect();
+        site.all_masters.splice(0..0, sources);
+        site.wait_leader().await;
+        site.start_agent("mig-stay");
+        site.start_agent("mig-leave");
+        site.framework = Some(tokio::spawn(framework(
+            Arc::new(Mutex::new(site.all_masters.clone())),
+            site.seen.clone(),
+            stop_rx,
+        )));
+        let seen = site.seen.clone();
+        wait_for(
+            "the framework's tasks running on both agents",
+            WAIT,
+            || async {
+                let seen = seen.lock().unwrap();
+                let agents: HashSet<&String> = seen.running.values().collect();
+                seen.running.len() >= TASKS && agents.len() == 2
+            },
+        )
+        .await;
+        site
+    }
 
-fn write_config(
-    site: &Site,
-    a: &Ensemble,
-    b: &Ensemble,
-    targets: &[(SocketAddr, SocketAddr)],
-) -> PathBuf {
-    let masters: Vec<String> = targets
-        .iter()
-        .map(|(h, g)| format!("    - {{ http: \"{h}\", grpc: \"{g}\" }}"))
-        .collect();
-    let yaml = format!(
-        "id: e2e
+    fn zk_url(&self, on_b: bool) -> String {
+        let e = if on_b { &self.b } else { &self.a };
+        format!("zk://{}{PATH}", e.connect_string())
+    }
+
+    async fn wait_leader(&self) -> SocketAddr {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = find_leader(&self.all_masters).await {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader: {}",
+                self.sources
+                    .iter()
+                    .map(MasterProcess::log)
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A real agent in this process (task manager, cgroups, supervisors) following A.
+    fn start_agent(&mut self, hostname: &str) {
+        let work = self.dir.join(format!("agent-{hostname}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let parent = format!("orca-e2e-{}-{hostname}-{}", self.tag, std::process::id());
+        let mut tasks = TaskManagerConfig::new(work.clone(), Driver::detect().unwrap());
+        tasks.supervisor = support::bin("orca-task-supervisor");
+        tasks.cgroup_parent = parent.clone();
+        let (manager, updates) = TaskManager::new(tasks);
+        let mut config = link::LinkConfig::new(
+            orca_agent::master_switch::MasterSwitch::new(&self.zk_url(false), None).unwrap(),
+            hostname.into(),
+            Resources::parse("cpus:4;mem:1024").unwrap(),
+        );
+        config.retry_interval = Duration::from_millis(200);
+        config.id_file = Some(work.join("agent_id"));
+        self.cgroup_parents.push(parent);
+        self.agents
+            .push(tokio::spawn(link::run(config, manager, updates, None)));
+    }
+
+    /// The migration YAML (id `id`), with a start-zookeeper command that starts A's servers
+    /// again on their own data, as a site's script would.
+    fn write_config(&self, id: &str) -> PathBuf {
+        let masters: Vec<String> = self
+            .targets
+            .iter()
+            .map(|(h, g)| format!("    - {{ http: \"{h}\", grpc: \"{g}\" }}"))
+            .collect();
+        let script = self.dir.join("start-zookeeper.sh");
+        let nodes: Vec<String> = (1..=3)
+            .map(|n| {
+                format!(
+                    "  {}) node={} ;;",
+                    self.a.client_addr(n),
+                    self.dir
+                        .join("zk")
+                        .join(&self.a.name)
+                        .join(format!("node{n}"))
+                        .display()
+                )
+            })
+            .collect();
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n# Starts one of A's servers again on its data: $1 is its client address.\n\
+                 case \"$1\" in\n{}\n  *) echo \"unknown server $1\" >&2; exit 2 ;;\nesac\n\
+                 cd \"$node\" && setsid java -Xmx512m -XX:+UseSerialGC -cp \
+                 /usr/share/java/zookeeper.jar:/usr/share/java/zookeeper-jute.jar:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-simple.jar \
+                 org.apache.zookeeper.server.quorum.QuorumPeerMain \"$node/zoo.cfg\" >>\"$node/server.log\" 2>&1 </dev/null &\n\
+                 echo $! > \"$node/pid\"\n",
+                nodes.join("\n")
+            ),
+        )
+        .unwrap();
+        let yaml = format!(
+            "id: {id}
 sync:
   source-zk: \"{}\"
   target-zk: \"{}\"
@@ -379,175 +479,171 @@ cluster:
 actuator:
   master-bin: \"{}\"
   master-args: [\"--zk-session-timeout\", \"4s\", \"--allocation-interval\", \"100ms\"]
+  start-zookeeper: \"sh {} {{host}}\"
 gates:
   leader-stable-ms: 1000
   phase-timeout-s: 60
 state-dir: \"{}\"
 ",
-        a.connect_string(),
-        b.connect_string(),
-        masters.join("\n"),
-        support::bin("orca-master").display(),
-        site.dir.join("migrations").display()
-    );
-    let path = site.dir.join("migration.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
+            self.a.connect_string(),
+            self.b.connect_string(),
+            masters.join("\n"),
+            support::bin("orca-master").display(),
+            script.display(),
+            self.dir.join("migrations").display()
+        );
+        let path = self.dir.join(format!("{id}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    /// `zk-migrate start` (phase 1 begins), or `zk-migrate serve` when `resume`.
+    fn run_orchestrator(&mut self, args: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("zk-migrate.log"))
+            .unwrap();
+        self.orchestrator = Some(
+            Command::new(support::bin("zk-migrate"))
+                .args(args)
+                .args(["--listen", &self.api.to_string()])
+                .env("RUST_LOG", "info")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    async fn state(&self, id: &str) -> Value {
+        client::get_json(self.api, &format!("/api/v1/migrations/{id}"))
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    /// Advances one phase through the CLI (which follows it to its end) and returns the
+    /// migration's state.
+    async fn advance(&self, id: &str, phase: u8) -> Value {
+        let (ok, out) = migrate(&[
+            "advance",
+            "--migration-id",
+            id,
+            "--confirm",
+            "--api",
+            &self.api.to_string(),
+        ]);
+        let state = self.state(id).await;
+        assert!(
+            ok && state["completed"] == phase,
+            "phase {phase} did not complete: {out}\n{}",
+            serde_json::to_string_pretty(&state["gates"]).unwrap_or_default()
+        );
+        state
+    }
+
+    /// The framework's verdict: nothing interrupted or duplicated, never without a
+    /// subscription for a heartbeat.
+    fn assert_no_interruption(&self) {
+        let seen = self.seen.lock().unwrap();
+        assert!(
+            seen.interrupted.is_empty(),
+            "interrupted tasks: {:?}",
+            seen.interrupted
+        );
+        assert!(
+            seen.duplicated.is_empty(),
+            "duplicated tasks: {:?}",
+            seen.duplicated
+        );
+        assert!(
+            seen.longest_gap < Duration::from_secs(15),
+            "the framework was without a subscription for {:?} (longer than a heartbeat)",
+            seen.longest_gap
+        );
+    }
 }
 
-/// Advances one phase through the CLI (which follows it to its end) and returns the
-/// migration's state.
-async fn advance(api: SocketAddr, phase: u8) -> Value {
-    let (ok, out) = migrate(&[
-        "advance",
-        "--migration-id",
-        "e2e",
-        "--confirm",
-        "--api",
-        &api.to_string(),
-    ]);
-    let state = migration_state(api).await;
-    assert!(
-        ok && state["completed"] == phase,
-        "phase {phase} did not complete: {out}\n{}",
-        serde_json::to_string_pretty(&state["gates"]).unwrap_or_default()
+fn migrate(args: &[&str]) -> (bool, String) {
+    let out = Command::new(support::bin("zk-migrate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running zk-migrate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    state
+    (out.status.success(), text)
+}
+
+/// A POST with a body: the status code and the reply.
+async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    let code = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, reply)
+}
+
+/// The contender names under [`PATH`] on an ensemble, lowest first.
+async fn group(connect: &str) -> Vec<String> {
+    let zk = zk_client(connect).await;
+    let children = zk.list_children(PATH).await.unwrap_or_default();
+    orca_leader::contenders(&children)
+        .into_iter()
+        .map(|(_, n)| n.to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task() {
-    support::agent::require_root();
-    let dir = std::env::temp_dir().join(format!("orca-e2e-migration-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let a = Ensemble::new(&dir.join("zk"), "mig-a", 3, 21910);
-    let b = Ensemble::new(&dir.join("zk"), "mig-b", 3, 21920);
-    let mut site = Site {
-        dir: dir.clone(),
-        ensembles: vec![a.clone(), b.clone()],
-        cgroup_parents: Vec::new(),
-        target_http: Vec::new(),
-        orchestrator: None,
-        agents: Vec::new(),
-    };
-    a.start(WAIT).expect("ensemble A starts");
-    b.start(WAIT).expect("ensemble B starts");
-    let zk_a = format!("zk://{}{PATH}", a.connect_string());
-
-    let sources: Vec<MasterProcess> = (0..3)
-        .map(|i| MasterProcess::start(&zk_a, &dir, &format!("a{i}"), &[]))
-        .collect();
-    let (http_base, grpc_base) = loop {
-        let (h, g) = (three_free_ports(), three_free_ports());
-        if h.abs_diff(g) >= 3 {
-            break (h, g);
-        }
-    };
-    let targets: Vec<(SocketAddr, SocketAddr)> = (0..3)
-        .map(|i| {
-            (
-                SocketAddr::from(([127, 0, 0, 1], http_base + i)),
-                SocketAddr::from(([127, 0, 0, 1], grpc_base + i)),
-            )
-        })
-        .collect();
-    site.target_http = targets.iter().map(|(h, _)| *h).collect();
-    let all_masters: Vec<SocketAddr> = sources
-        .iter()
-        .map(|m| m.http)
-        .chain(targets.iter().map(|(h, _)| *h))
-        .collect();
-    let first_leader = {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(l) = find_leader(&all_masters).await {
-                break l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no leader on A: {}",
-                sources
-                    .iter()
-                    .map(MasterProcess::log)
-                    .collect::<Vec<_>>()
-                    .join("\n---\n")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    start_agent(&mut site, "mig-stay", &zk_a);
-    start_agent(&mut site, "mig-leave", &zk_a);
-
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let fw = tokio::spawn(framework(
-        Arc::new(Mutex::new(all_masters.clone())),
-        seen.clone(),
-        stop_rx,
-    ));
-    wait_for(
-        "the framework's 50 tasks running on both agents",
-        WAIT,
-        || async {
-            let seen = seen.lock().unwrap();
-            let agents: HashSet<&String> = seen.running.values().collect();
-            seen.running.len() >= TASKS && agents.len() == 2
-        },
-    )
-    .await;
+    let mut site = Site::start("migration", 21910).await;
+    let (a, b) = (site.a.connect_string(), site.b.connect_string());
+    let first_leader = site.wait_leader().await;
 
     // Phase 1: the orchestrator starts and syncs B.
-    let config = write_config(&site, &a, &b, &targets);
-    let api = SocketAddr::from(([127, 0, 0, 1], three_free_ports()));
-    let log = std::fs::File::create(dir.join("zk-migrate.log")).unwrap();
-    site.orchestrator = Some(
-        Command::new(support::bin("zk-migrate"))
-            .args(["start", "--config"])
-            .arg(&config)
-            .args(["--listen", &api.to_string()])
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let config = site.write_config("e2e");
+    site.run_orchestrator(&["start", "--config", config.to_str().unwrap()]);
     wait_for("phase 1 done", WAIT, || async {
-        migration_state(api).await["completed"] == 1
+        site.state("e2e").await["completed"] == 1
     })
     .await;
     // B holds the registry and A's contenders under the same names.
-    assert_eq!(
-        group(&a.connect_string()).await,
-        group(&b.connect_string()).await
-    );
-    assert_eq!(group(&b.connect_string()).await.len(), 3);
-    let zkb = zk_client(&b.connect_string()).await;
+    assert_eq!(group(&a).await, group(&b).await);
+    assert_eq!(group(&b).await.len(), 3);
+    let zkb = zk_client(&b).await;
     assert!(
         zkb.check_stat(&format!("{PATH}/orca-registry"))
             .await
             .unwrap()
             .is_some()
     );
-    let (ok, status) = migrate(&["status", "--migration-id", "e2e", "--api", &api.to_string()]);
+    drop(zkb);
+    let api = site.api.to_string();
+    let (ok, status) = migrate(&["status", "--migration-id", "e2e", "--api", &api]);
     assert!(
         ok && status.contains("waiting to advance to phase 2"),
         "{status}"
     );
 
     // Phase 2: three masters on B join; one group, seen alike through A and B, same leader.
-    let state = advance(api, 2).await;
-    let (on_a, on_b) = (
-        group(&a.connect_string()).await,
-        group(&b.connect_string()).await,
-    );
+    let state = site.advance("e2e", 2).await;
+    let (on_a, on_b) = (group(&a).await, group(&b).await);
     assert_eq!(on_a.len(), 6, "{on_a:?}");
     assert_eq!(on_a, on_b, "the group differs between A and B");
-    assert_eq!(
-        find_leader(&all_masters).await,
-        Some(first_leader),
-        "the leader changed"
-    );
+    assert_eq!(site.wait_leader().await, first_leader, "the leader changed");
     let b_seq: Vec<u64> = on_b
         .iter()
         .filter_map(|n| orca_leader::sequence(n))
@@ -565,34 +661,60 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
     );
 
     // Phase 3: masters on A leave, the leader last; a master on B leads.
-    advance(api, 3).await;
-    let leader = find_leader(&all_masters).await.unwrap();
+    site.advance("e2e", 3).await;
+    let leader = site.wait_leader().await;
     assert!(
-        site.target_http.contains(&leader),
+        site.targets.iter().any(|(h, _)| *h == leader),
         "{leader} is not a master on B"
     );
-    for m in &sources {
+    for m in &site.sources {
         assert!(
             orca_migrate::actuator::listener_pid(m.http).is_none(),
             "master {} still runs",
             m.http
         );
     }
-    assert_eq!(
-        group(&a.connect_string()).await,
-        group(&b.connect_string()).await
-    );
-    assert_eq!(group(&b.connect_string()).await.len(), 3);
+    assert_eq!(group(&a).await, group(&b).await);
+    assert_eq!(group(&b).await.len(), 3);
 
-    // Phase 4: both agents follow B, live.
-    let state = advance(api, 4).await;
+    // Phase 4, with the orchestrator killed (-9) after its first agent moved: `serve`
+    // resumes the phase, and the second agent moves too.
+    let (ok, out) = migrate(&[
+        "advance",
+        "--migration-id",
+        "e2e",
+        "--confirm",
+        "--no-wait",
+        "--api",
+        &api,
+    ]);
+    assert!(ok, "{out}");
+    wait_for("the first agent switched", WAIT, || async {
+        site.state("e2e").await["switched_agents"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let mut killed = site.orchestrator.take().unwrap();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let state_dir = site.dir.join("migrations");
+    site.run_orchestrator(&["serve", "--state-dir", state_dir.to_str().unwrap()]);
+    wait_for("phase 4 done after the restart", WAIT, || async {
+        site.state("e2e").await["completed"] == 4
+    })
+    .await;
+    let state = site.state("e2e").await;
     assert_eq!(state["switched_agents"].as_array().unwrap().len(), 2);
+    let timeline = state["timeline"].to_string();
+    assert!(timeline.contains("resuming the phase"), "{timeline}");
 
     // Phase 5: the agent tied to A is drained; its tasks run on the other one.
-    let state = advance(api, 5).await;
+    let state = site.advance("e2e", 5).await;
     assert_eq!(state["drained_agents"].as_array().unwrap().len(), 1);
+    let seen = site.seen.clone();
     wait_for(
-        "all 50 tasks running again, on mig-stay only",
+        "all tasks running again, on mig-stay only",
         WAIT,
         || async {
             let seen = seen.lock().unwrap();
@@ -607,12 +729,11 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
     .await;
 
     // Phase 6: no session left on A, its tree archived, its servers stopped.
-    drop(zkb);
-    let state = advance(api, 6).await;
+    let state = site.advance("e2e", 6).await;
     assert_eq!(state["status"]["state"], "completed");
     for n in 1..=3 {
         assert!(
-            !orca_zk_local::serving(a.client_addr(n)),
+            !orca_zk_local::serving(site.a.client_addr(n)),
             "A's server {n} still serves"
         );
     }
@@ -624,36 +745,24 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
     );
 
     // B is independent: the cluster still runs and the framework still launches there.
-    let launched = seen.lock().unwrap().launched;
+    let launched = site.seen.lock().unwrap().launched;
     wait_for("tasks still killed and relaunched on B", WAIT, || async {
         seen.lock().unwrap().launched > launched + 3
     })
     .await;
-    let (ok, report) = migrate(&["report", "--migration-id", "e2e", "--api", &api.to_string()]);
+    let (ok, report) = migrate(&["report", "--migration-id", "e2e", "--api", &api]);
     assert!(
         ok && report.contains("# Migration e2e") && report.contains("complete"),
         "{report}"
     );
     assert!(report.contains("task interruptions: 0"), "{report}");
 
-    stop_tx.send(true).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(5), fw).await;
-    let seen = seen.lock().unwrap();
-    assert!(
-        seen.interrupted.is_empty(),
-        "interrupted tasks: {:?}",
-        seen.interrupted
-    );
-    assert!(
-        seen.duplicated.is_empty(),
-        "duplicated tasks: {:?}",
-        seen.duplicated
-    );
-    assert!(
-        seen.longest_gap < Duration::from_secs(15),
-        "the framework was without a subscription for {:?} (longer than a heartbeat)",
-        seen.longest_gap
-    );
+    let _ = site.stop_framework.send(true);
+    if let Some(fw) = site.framework.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), fw).await;
+    }
+    site.assert_no_interruption();
+    let seen = site.seen.lock().unwrap();
     assert!(!seen.drained.is_empty(), "the drain moved no task");
     eprintln!(
         "migration: {} tasks launched, {} subscriptions, longest gap {:?}, {} moved by the drain",
@@ -662,4 +771,61 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
         seen.longest_gap,
         seen.drained.len()
     );
+}
+
+/// Rollback from each of the six phases, one migration after another on one site: each
+/// goes forward to its phase and back to phase 0, and ends with everything on A (masters,
+/// leader, agents, A serving again after phase 6), B's group empty, and the framework's
+/// tasks never interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_rolls_back_from_every_phase_to_everything_on_a() {
+    let mut site = Site::start("rollback", 21930).await;
+    let (a, b) = (site.a.connect_string(), site.b.connect_string());
+    let api = site.api.to_string();
+    let source_http: Vec<SocketAddr> = site.sources.iter().map(|m| m.http).collect();
+    for phase in 1..=6u8 {
+        let id = format!("back{phase}");
+        let config = site.write_config(&id);
+        if site.orchestrator.is_none() {
+            site.run_orchestrator(&["start", "--config", config.to_str().unwrap()]);
+        } else {
+            // The same orchestrator plans the next migration over its REST API.
+            let yaml = std::fs::read_to_string(&config).unwrap();
+            let (code, body) = http_post(site.api, "/api/v1/migrations", &yaml).await;
+            assert_eq!(code, 201, "planning {id}: {body}");
+            let (code, body) =
+                http_post(site.api, &format!("/api/v1/migrations/{id}/start"), "").await;
+            assert_eq!(code, 202, "starting {id}: {body}");
+        }
+        wait_for("phase 1 done", WAIT, || async {
+            site.state(&id).await["completed"] == 1
+        })
+        .await;
+        for next in 2..=phase {
+            site.advance(&id, next).await;
+        }
+        let (ok, out) = migrate(&["rollback", "--migration-id", &id, "--api", &api]);
+        let state = site.state(&id).await;
+        assert!(
+            ok && state["status"]["state"] == "rolled-back",
+            "rollback from phase {phase}: {out}\n{}",
+            serde_json::to_string_pretty(&state["timeline"]).unwrap_or_default()
+        );
+        // Everything on A: its masters lead, B has no contender, A serves.
+        let leader = site.wait_leader().await;
+        assert!(
+            source_http.contains(&leader),
+            "after rolling back phase {phase}, {leader} leads"
+        );
+        wait_for("B's group empty", WAIT, || async {
+            group(&b).await.is_empty()
+        })
+        .await;
+        let on_a = group(&a).await;
+        assert_eq!(on_a.len(), 3, "after rolling back phase {phase}: {on_a:?}");
+        for n in 1..=3 {
+            assert!(orca_zk_local::serving(site.a.client_addr(n)));
+        }
+        site.assert_no_interruption();
+    }
 }

@@ -130,7 +130,15 @@ impl Drop for MasterProcess {
 /// range (32768 and up here) so no outgoing connection of a test running beside this one
 /// takes them meanwhile.
 pub fn three_free_ports() -> u16 {
-    let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().subsec_nanos() as u64;
+    // Tests of one binary share a process: a counter and the clock keep their picks apart.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+        ^ CALLS
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     loop {
         seed = seed
             .wrapping_mul(6364136223846793005)
