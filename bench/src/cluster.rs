@@ -114,9 +114,26 @@ impl AgentProcess {
         hostname: &str,
         resources: &str,
     ) -> Result<Self> {
+        Self::following(
+            &master.grpc.to_string(),
+            work,
+            cgroups_root,
+            hostname,
+            resources,
+        )
+    }
+
+    /// An agent whose `--master` is `master` (an address or a `zk://` URL).
+    pub fn following(
+        master: &str,
+        work: &Path,
+        cgroups_root: &str,
+        hostname: &str,
+        resources: &str,
+    ) -> Result<Self> {
         let mut child = Command::new(sibling("orca-agent")?)
             .arg("run")
-            .args(["--master", &master.grpc.to_string()])
+            .args(["--master", master])
             .args(["--probe", "proc", "--interval", "5s"])
             .args(["--docker-socket", "", "--containerd-socket", ""])
             .arg("--work-dir")

@@ -382,6 +382,11 @@ async fn follow_locally(
                     println!("{e}");
                 }
             }
+            // Run to the end without asking: a halt ends the run (the state is kept).
+            Status::Halted { .. } if exit_when_done && !interactive => {
+                println!("{}", describe_status(&s.status, s.completed));
+                return Ok(ExitCode::from(1));
+            }
             _ => {}
         }
         drop(orchestrator);

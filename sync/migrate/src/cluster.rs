@@ -66,7 +66,7 @@ pub fn align_exclusion(path: &str) -> String {
 }
 
 /// Creates and deletes one child per pair of ops in a multi.
-const ALIGN_PAIRS_PER_MULTI: i64 = 250;
+const ALIGN_PAIRS_PER_MULTI: i64 = 100;
 
 /// Raises the next contender sequence under `path` on `low` to at least `at_least`.
 /// ZooKeeper numbers a sequential child after the children created under its parent (the

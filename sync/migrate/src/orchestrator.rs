@@ -496,13 +496,30 @@ impl Orchestrator {
     async fn align(&self, high: &Client, low: &Client, phase: u8) -> Result<(), String> {
         let path = self.config().cluster.path;
         let started = Instant::now();
-        let target = cluster::next_sequence(high, &path)
-            .await
-            .map_err(|e| format!("reading {path}'s sequence: {e}"))?
-            + SEQUENCE_MARGIN;
-        let reached = cluster::raise_sequence(low, &path, target)
-            .await
-            .map_err(|e| format!("raising {path}'s sequence: {e}"))?;
+        // Both steps only read or raise a counter: a request lost to a slow or busy
+        // ensemble is simply made again.
+        let mut attempt = 0;
+        let reached = loop {
+            attempt += 1;
+            let raised = async {
+                let target = cluster::next_sequence(high, &path)
+                    .await
+                    .map_err(|e| format!("reading {path}'s sequence: {e}"))?
+                    + SEQUENCE_MARGIN;
+                cluster::raise_sequence(low, &path, target)
+                    .await
+                    .map_err(|e| format!("raising {path}'s sequence: {e}"))
+            }
+            .await;
+            match raised {
+                Ok(reached) => break reached,
+                Err(e) if attempt < 5 => {
+                    tracing::warn!("{e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         self.update(|s| {
             s.record(
                 phase,
