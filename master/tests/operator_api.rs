@@ -720,3 +720,38 @@ async fn maintenance_schedules_machines_then_brings_them_down_and_up() {
     assert_eq!(windows.as_array().unwrap().len(), 1, "{got}");
     assert_eq!(windows[0]["machine_ids"][0]["hostname"], "node-2");
 }
+
+/// An agent that registers again (a restart, a healed partition, a master switch) keeps its
+/// `registered_time` and gains Mesos's `reregistered_time` in GET_AGENTS.
+#[tokio::test]
+async fn get_agents_tells_when_an_agent_registered_again() {
+    let (_grpc, http, cluster) = whole_master().await;
+    let (agent_id, _log, _alive) = simulated_agent(&cluster, "node-1", "cpus:2;mem:512").await;
+    let agents = operator(http, "GET_AGENTS").await;
+    let first = &agents["get_agents"]["agents"][0];
+    assert!(first["registered_time"]["nanoseconds"].is_i64(), "{agents}");
+    assert!(first.get("reregistered_time").is_none(), "{agents}");
+    let _again = cluster
+        .register_agent(
+            orca_master::cluster::AgentInfo {
+                id: Some(agent_id.clone()),
+                hostname: "node-1".into(),
+                resources: orca_master::resources::Resources::parse("cpus:2;mem:512").unwrap(),
+                attributes: Default::default(),
+            },
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let agents = operator(http, "GET_AGENTS").await;
+    let agent = &agents["get_agents"]["agents"][0];
+    assert_eq!(agent["agent_info"]["id"]["value"], agent_id.as_str());
+    assert_eq!(
+        agent["registered_time"], first["registered_time"],
+        "{agents}"
+    );
+    assert!(
+        agent["reregistered_time"]["nanoseconds"].is_i64(),
+        "{agents}"
+    );
+}

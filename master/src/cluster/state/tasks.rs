@@ -75,7 +75,6 @@ impl State {
         agent_id: Option<&str>,
         grace: Option<Duration>,
     ) -> Result<(), ApiError> {
-        let transitioning = self.transitioning(agent_id);
         let fw = self.framework_mut(framework_id)?;
         match fw.tasks.get(task_id) {
             Some(task) if !task.state.is_terminal() => {
@@ -97,28 +96,10 @@ impl State {
                 }
             }
             Some(_) => {}
-            // Unknown, on an agent this master expects to register again (after a failover):
-            // no answer, as Mesos gives none; the agent reports the task when it is back,
-            // and a kill retried then reaches it. A LOST here would have the framework
-            // launch a second copy of a task that still runs.
-            None if transitioning => {}
+            // Unknown: as Mesos does, the kill becomes an explicit reconciliation of the task.
             None => {
-                // Unknown to the master: tell the framework so it stops waiting.
-                let state = if fw.partition_aware() {
-                    TaskState::Unknown
-                } else {
-                    TaskState::Lost
-                };
-                fw.send(Event::Update(TaskStatus {
-                    task_id: task_id.to_owned(),
-                    agent_id: String::new(),
-                    state,
-                    source: StatusSource::Master,
-                    reason: Some("REASON_RECONCILIATION".into()),
-                    message: Some("kill of a task the master does not know".into()),
-                    timestamp: now_seconds(),
-                    uuid: None,
-                }));
+                let task = (task_id.to_owned(), agent_id.map(str::to_owned));
+                return self.reconcile(framework_id, &[task]);
             }
         }
         Ok(())
@@ -162,12 +143,18 @@ impl State {
         Ok(())
     }
 
-    /// Whether `agent_id` names an agent this master knows from its registry and expects
-    /// to register again (Mesos's "recovered", transitioning agents).
-    fn transitioning(&self, agent_id: Option<&str>) -> bool {
-        agent_id.is_some_and(|id| {
-            self.recovered_agents.contains_key(id) && !self.agents.contains_key(id)
-        })
+    /// Whether a task unknown to this master may still be on an agent it knows from its
+    /// registry and expects to register again (Mesos's "recovered" agents): `agent_id`'s,
+    /// or, when the framework names none, any such agent.
+    fn may_come_back(&self, agent_id: Option<&str>) -> bool {
+        let expected = |id: &String| !self.agents.contains_key(id);
+        match agent_id {
+            Some(id) => self
+                .recovered_agents
+                .get_key_value(id)
+                .is_some_and(|(k, _)| expected(k)),
+            None => self.recovered_agents.keys().any(expected),
+        }
     }
 
     pub(in crate::cluster) fn reconcile(
@@ -203,24 +190,37 @@ impl State {
                 .tasks
                 .get(task_id)
                 .or_else(|| fw.completed.iter().find(|t| &t.info.task_id == task_id));
+            // Mesos's explicit reconciliation: the latest state of a known task; none for an
+            // unknown one that may be on an agent expected back (its own report answers when
+            // it is; a LOST would have the framework launch a second copy); GONE for one its
+            // registered agent does not run; UNKNOWN otherwise (LOST for frameworks that are
+            // not partition-aware).
             let status = match known {
                 Some(task) => answer(task),
-                // As for a kill: the agent's own report answers when it is back.
-                None if self.transitioning(agent_id.as_deref()) => continue,
-                None => TaskStatus {
-                    task_id: task_id.clone(),
-                    agent_id: agent_id.clone().unwrap_or_default(),
-                    state: if fw.partition_aware() {
-                        TaskState::Unknown
-                    } else {
-                        TaskState::Lost
-                    },
-                    source: StatusSource::Master,
-                    reason: Some("REASON_RECONCILIATION".into()),
-                    message: Some("the master does not know this task".into()),
-                    timestamp: now_seconds(),
-                    uuid: None,
-                },
+                None if self.may_come_back(agent_id.as_deref()) => continue,
+                None => {
+                    let on_registered = agent_id
+                        .as_deref()
+                        .is_some_and(|id| self.agents.contains_key(id));
+                    let (state, message) = match (fw.partition_aware(), on_registered) {
+                        (false, _) => (TaskState::Lost, "Reconciliation: Task is unknown"),
+                        (true, true) => (
+                            TaskState::Gone,
+                            "Reconciliation: Task is unknown to the agent",
+                        ),
+                        (true, false) => (TaskState::Unknown, "Reconciliation: Task is unknown"),
+                    };
+                    TaskStatus {
+                        task_id: task_id.clone(),
+                        agent_id: agent_id.clone().unwrap_or_default(),
+                        state,
+                        source: StatusSource::Master,
+                        reason: Some("REASON_RECONCILIATION".into()),
+                        message: Some(message.into()),
+                        timestamp: now_seconds(),
+                        uuid: None,
+                    }
+                }
             };
             fw.send(Event::Update(status));
         }
@@ -518,11 +518,13 @@ mod tests {
             fw.updates().is_empty(),
             "no answer while the agent is expected back"
         );
-        // Without an agent, or naming one the master never knew: LOST, as before.
+        // Naming no agent while one is expected back: no answer either (Mesos errs on the
+        // side of caution the same way). Naming one the master never knew: LOST.
         s.kill(&fw.id, "t1", None, None).unwrap();
         s.kill(&fw.id, "t2", Some("S-never"), None).unwrap();
         let answers = fw.updates();
-        assert_eq!(answers.len(), 2);
-        assert!(answers.iter().all(|u| u.state == TaskState::Lost));
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(answers[0].task_id, "t2");
+        assert_eq!(answers[0].state, TaskState::Lost);
     }
 }
