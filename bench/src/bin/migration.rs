@@ -53,36 +53,6 @@ struct Seen {
     longest_gap: Duration,
 }
 
-async fn find_leader(masters: &[SocketAddr]) -> Option<SocketAddr> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    for m in masters {
-        let Ok(Ok(mut s)) =
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(m)).await
-        else {
-            continue;
-        };
-        let req =
-            format!("GET /master/redirect HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
-        if s.write_all(req.as_bytes()).await.is_err() {
-            continue;
-        }
-        let mut reply = String::new();
-        let _ = tokio::time::timeout(Duration::from_secs(1), s.read_to_string(&mut reply)).await;
-        if let Some(addr) = reply
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("location: //")
-                    .map(str::to_owned)
-            })
-            .and_then(|l| l.trim().parse().ok())
-        {
-            return Some(addr);
-        }
-    }
-    None
-}
-
 /// Launches `tasks` tasks on the offers it gets, then stays subscribed (re-subscribing to
 /// whichever master leads), acknowledging and counting every update.
 async fn framework(masters: Vec<SocketAddr>, tasks: usize, seen: Arc<Mutex<Seen>>) {
@@ -90,7 +60,7 @@ async fn framework(masters: Vec<SocketAddr>, tasks: usize, seen: Arc<Mutex<Seen>
     let mut launched = 0usize;
     let mut lost_at: Option<Instant> = None;
     loop {
-        let Some(leader) = find_leader(&masters).await else {
+        let Some(leader) = client::find_leader(&masters).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -421,7 +391,9 @@ async fn main() -> Result<()> {
         .collect();
 
     // Baseline: one plain failover on B, the leader stopped.
-    let leader = find_leader(&masters).await.context("a leader on B")?;
+    let leader = client::find_leader(&masters)
+        .await
+        .context("a leader on B")?;
     let pid = orca_migrate::actuator::listener_pid(leader).context("the leader's process")?;
     let failover_started = Instant::now();
     nix::sys::signal::kill(
@@ -429,7 +401,7 @@ async fn main() -> Result<()> {
         nix::sys::signal::Signal::SIGTERM,
     )?;
     let failover = loop {
-        if let Some(new) = find_leader(&masters).await
+        if let Some(new) = client::find_leader(&masters).await
             && new != leader
             && let Ok(v) = client::get_json(new, "/master/state").await
             && v["activated_slaves"].as_f64() == Some(args.agents as f64)

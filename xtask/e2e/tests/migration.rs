@@ -54,34 +54,6 @@ struct Seen {
     hosts: HashMap<String, String>,
 }
 
-/// The leader, as Mesos clients find it: any master's `/master/redirect`.
-async fn find_leader(masters: &[SocketAddr]) -> Option<SocketAddr> {
-    for m in masters {
-        let Ok(Ok(mut stream)) =
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(m)).await
-        else {
-            continue;
-        };
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let request =
-            format!("GET /master/redirect HTTP/1.1\r\nHost: {m}\r\nConnection: close\r\n\r\n");
-        if stream.write_all(request.as_bytes()).await.is_err() {
-            continue;
-        }
-        let mut reply = String::new();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), stream.read_to_string(&mut reply)).await;
-        let location = reply.lines().find_map(|l| {
-            l.strip_prefix("location: //")
-                .or_else(|| l.strip_prefix("Location: //"))
-        });
-        if let Some(addr) = location.and_then(|l| l.trim().parse().ok()) {
-            return Some(addr);
-        }
-    }
-    None
-}
-
 /// A framework keeping [`TASKS`] tasks running and killing one every 300 ms (each
 /// relaunched), re-subscribing with its id whenever its stream ends.
 async fn framework(
@@ -95,7 +67,7 @@ async fn framework(
     let mut last_kill = Instant::now();
     while !*stop.borrow() {
         let list = masters.lock().unwrap().clone();
-        let Some(leader) = find_leader(&list).await else {
+        let Some(leader) = client::find_leader(&list).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -390,7 +362,7 @@ impl Site {
     async fn wait_leader(&self) -> SocketAddr {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(l) = find_leader(&self.all_masters).await {
+            if let Some(l) = client::find_leader(&self.all_masters).await {
                 return l;
             }
             assert!(
@@ -597,6 +569,19 @@ async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
     (code, reply)
 }
 
+/// A GET: the reply's body.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    reply
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned())
+}
+
 /// The contender names under [`PATH`] on an ensemble, lowest first.
 async fn group(connect: &str) -> Vec<String> {
     let zk = zk_client(connect).await;
@@ -632,6 +617,18 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
     );
     drop(zkb);
     let api = site.api.to_string();
+    // One OpenMetrics exposition: the migration's gauges, then the sync's, one `# EOF`.
+    let metrics = http_get(site.api, "/metrics").await;
+    for family in [
+        "orca_migration_phases_completed{migration=\"e2e\"} 1",
+        "orca_migration_gate_passed{",
+        "orca_migration_zookeeper_sessions{",
+        "orca_sync_",
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
+    assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
     let (ok, status) = migrate(&["status", "--migration-id", "e2e", "--api", &api]);
     assert!(
         ok && status.contains("waiting to advance to phase 2"),

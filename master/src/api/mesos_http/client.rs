@@ -111,6 +111,27 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> Result<Value, ClientError
     serde_json::from_slice(&body).map_err(|e| ClientError::Stream(e.to_string()))
 }
 
+/// The leading master's HTTP address, found as Mesos clients find it: the first of `masters`
+/// that answers `/master/redirect` with a `Location` (`//host:port`). `None` while none does.
+pub async fn find_leader(masters: &[SocketAddr]) -> Option<SocketAddr> {
+    for &addr in masters {
+        let ask = async {
+            let mut sender = connection(addr).await.ok()?;
+            let request = Request::get("/master/redirect")
+                .header("Host", addr.to_string())
+                .body(Full::new(Bytes::new()))
+                .expect("static request parts are valid");
+            let response = sender.send_request(request).await.ok()?;
+            let location = response.headers().get(hyper::header::LOCATION)?;
+            location.to_str().ok()?.strip_prefix("//")?.parse().ok()
+        };
+        if let Ok(Some(leader)) = tokio::time::timeout(Duration::from_secs(1), ask).await {
+            return Some(leader);
+        }
+    }
+    None
+}
+
 /// A kept-alive connection for calls (HTTP/1.1: one call at a time; open several for
 /// concurrency).
 #[derive(Debug)]
