@@ -524,10 +524,19 @@ async fn run(args: &Args, zk: &str) -> Result<()> {
         async move { done }
     })
     .await;
-    for fw in &frameworks {
-        fw.reconcile.store(true, Ordering::SeqCst);
-    }
+    // Asked again every second until answered, as Mesos frameworks must: a master answers
+    // nothing for a task that may be on an agent it expects back after a failover.
+    let asked = std::cell::Cell::new(None::<Instant>);
     let _ = wait_until("reconciliation answered", Duration::from_secs(30), || {
+        if asked
+            .get()
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            asked.set(Some(Instant::now()));
+            for fw in &frameworks {
+                fw.reconcile.store(true, Ordering::SeqCst);
+            }
+        }
         let done = all_answered(&frameworks, |t| &t.in_doubt)
             && (settled.is_ok() || all_answered(&frameworks, |t| &t.launched));
         async move { done }
