@@ -13,6 +13,7 @@ use orca_proto::{cluster::v1::ContainerAction, topology::v1::ContainerState};
 use crate::{
     filter::{Query, Scratch},
     logs::{LogKey, LogView},
+    migration::{MigrationCommand, MigrationView, Polled},
     model::{Model, topology::TopoView},
     saved::SavedFilters,
     views::{self, Item, Rows, Scope, Sort, Tab},
@@ -50,6 +51,8 @@ pub enum Command {
         hostname: String,
         action: AgentAction,
     },
+    /// Advance, roll back or resolve a conflict (the migration service's API).
+    Migration(MigrationCommand),
 }
 
 /// What an operator does to an agent from the Agents tab.
@@ -300,6 +303,9 @@ pub struct App {
     next_stream: u64,
     /// Lines the log view showed at the last draw (its page).
     pub log_height: usize,
+    /// The migration service's view (with `--migration`), and whether it is on screen.
+    pub migration: Option<MigrationView>,
+    pub show_migration: bool,
 }
 
 impl std::fmt::Debug for App {
@@ -337,7 +343,15 @@ impl App {
             logs: None,
             next_stream: 0,
             log_height: 20,
+            migration: None,
+            show_migration: false,
         }
+    }
+
+    /// Follows the migration service at `api` (`host:port`) in the Migration view (`M`).
+    pub fn with_migration(mut self, api: impl Into<String>) -> Self {
+        self.migration = Some(MigrationView::new(api));
+        self
     }
 
     pub fn state(&self) -> &TabState {
@@ -378,6 +392,16 @@ impl App {
     pub fn on_cluster(&mut self, delta: opb::ClusterDelta, received: Instant) {
         self.model.cluster.apply(delta);
         self.changed(received);
+    }
+
+    /// The migration service answered a poll (or could not be asked).
+    pub fn on_migration(&mut self, polled: Result<Polled, String>, received: Instant) {
+        if let Some(view) = self.migration.as_mut() {
+            view.apply(polled, received);
+            if self.show_migration {
+                self.changed(received);
+            }
+        }
     }
 
     /// Output of the container in the log view.
@@ -701,6 +725,13 @@ impl App {
     }
 
     fn normal_key(&mut self, key: KeyEvent) -> Option<Command> {
+        if key.code == KeyCode::Char('M') {
+            self.toggle_migration();
+            return None;
+        }
+        if self.show_migration {
+            return self.migration_key(key);
+        }
         match key.code {
             KeyCode::Char('q') => return Some(Command::Quit),
             KeyCode::Char('?') => self.mode = Mode::Help,
@@ -1011,6 +1042,66 @@ impl App {
     /// Drain or reactivate the selected agent, once the operator confirms; refused at once
     /// where the master would refuse it (a drain of a draining agent, a reactivation of an
     /// active one).
+    fn toggle_migration(&mut self) {
+        if self.migration.is_none() {
+            self.notify(
+                "no migration service: start orca with --migration HOST:PORT \
+                 (what `zk-migrate serve --listen` serves)",
+                Level::Info,
+            );
+            return;
+        }
+        self.show_migration = !self.show_migration;
+    }
+
+    /// Keys of the Migration view: `a` advance, `r`/`R` roll back one phase/all, `j`/`k`
+    /// choose a held conflict and `A`/`B` resolve it; each asks for confirmation first.
+    fn migration_key(&mut self, key: KeyEvent) -> Option<Command> {
+        let Some(view) = self.migration.as_mut() else {
+            self.show_migration = false;
+            return None;
+        };
+        let asked = match key.code {
+            KeyCode::Char('q') => return Some(Command::Quit),
+            KeyCode::Char('?') => {
+                self.mode = Mode::Help;
+                return None;
+            }
+            KeyCode::Esc | KeyCode::Char('h') | KeyCode::Left => {
+                self.show_migration = false;
+                return None;
+            }
+            KeyCode::Char(c @ '1'..='7') => {
+                self.show_migration = false;
+                self.switch(Tab::ALL[c as usize - '1' as usize]);
+                return None;
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                view.select_conflict(1);
+                return None;
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                view.select_conflict(-1);
+                return None;
+            }
+            KeyCode::Char('a') => view.ask_advance(),
+            KeyCode::Char('r') => view.ask_rollback(false),
+            KeyCode::Char('R') => view.ask_rollback(true),
+            KeyCode::Char(c @ ('A' | 'B')) => view.ask_resolve(c),
+            _ => return None,
+        };
+        match asked {
+            Ok((prompt, command)) => {
+                self.mode = Mode::Confirm {
+                    prompt,
+                    command: Command::Migration(command),
+                }
+            }
+            Err(why) => self.notify(why, Level::Info),
+        }
+        None
+    }
+
     fn ask_agent_action(&mut self, action: AgentAction) {
         let Some(Item::Agent(a)) = self.selected() else {
             let key = if action == AgentAction::Drain {

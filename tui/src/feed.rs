@@ -35,6 +35,8 @@ pub enum Event {
     LogEnd(u64, Option<String>),
     Link(LinkState),
     Notice(String, Level),
+    /// A poll of the migration service (the Migration view).
+    Migration(Box<Result<crate::migration::Polled, String>>, Instant),
     Tick,
 }
 

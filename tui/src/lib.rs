@@ -1,12 +1,13 @@
 //! `orca`: the terminal UI SREs drive the cluster from. State (`app`), data (`model`, fed by
 //! `feed`), rendering (`ui`) and the run loop (`run`) are separate; `up` runs a master and a
-//! local agent in-process for `orca up`.
+//! local agent in-process for `orca up`; `migration` is the Migration view's state and poller.
 pub mod actions;
 pub mod app;
 pub mod feed;
 pub mod filter;
 pub mod format;
 pub mod logs;
+pub mod migration;
 pub mod model;
 pub mod run;
 pub mod saved;

@@ -43,6 +43,10 @@ struct Cli {
     /// Write logs to this file (the screen belongs to the UI).
     #[arg(long, env = "ORCA_LOG", global = true)]
     log: Option<PathBuf>,
+    /// A migration service (`zk-migrate serve --listen HOST:PORT`) to follow and drive in
+    /// the Migration view (`M`).
+    #[arg(long, env = "ORCA_MIGRATION", global = true)]
+    migration: Option<String>,
     #[cfg(feature = "up")]
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -131,10 +135,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         #[cfg(feature = "up")]
         if let Some(command) = cli.command {
-            return up(command, cli.log).await;
+            return up(command, cli.log, cli.migration).await;
         }
         init_logging(cli.log.as_deref())?;
-        ui(cli.master, None).await
+        ui(cli.master, cli.migration, None).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,7 +151,7 @@ fn main() -> ExitCode {
 
 /// `orca up`: master and local agent in this process, with the UI on them (or headless).
 #[cfg(feature = "up")]
-async fn up(command: Cmd, log: Option<PathBuf>) -> anyhow::Result<()> {
+async fn up(command: Cmd, log: Option<PathBuf>, migration: Option<String>) -> anyhow::Result<()> {
     let Cmd::Up {
         grpc_addr,
         http_addr,
@@ -200,7 +204,7 @@ async fn up(command: Cmd, log: Option<PathBuf>) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         Ok(())
     } else {
-        ui(master, Some(up.failures())).await
+        ui(master, migration, Some(up.failures())).await
     };
     let stopped = up.stop().await;
     if !headless {
@@ -209,21 +213,28 @@ async fn up(command: Cmd, log: Option<PathBuf>) -> anyhow::Result<()> {
     outcome.and(stopped)
 }
 
-/// Opens the UI on the master at `master` until the user quits; `failures` says when an
-/// in-process master or agent stopped.
+/// Opens the UI on the master at `master` (and the migration service at `migration`) until
+/// the user quits; `failures` says when an in-process master or agent stopped.
 async fn ui(
     master: String,
+    migration: Option<String>,
     failures: Option<watch::Receiver<Option<String>>>,
 ) -> anyhow::Result<()> {
     let (saved, saved_error) = SavedFilters::load(SavedFilters::default_path());
     let mut app = App::new(master.clone(), saved);
+    if let Some(api) = &migration {
+        app = app.with_migration(api.clone());
+    }
     if let Some(e) = saved_error {
         app.notify(e, Level::Error);
     }
     let (tx, mut rx) = mpsc::channel::<Event>(4096);
     let effects = Live {
         actions: Actions::start(master.clone(), tx.clone()),
+        migration: migration.clone().map(|api| (api, tx.clone())),
     };
+    let polling =
+        migration.map(|api| tokio::spawn(orca_tui::migration::poll::follow(api, tx.clone())));
     let follower = tokio::spawn(feed::follow(master, tx.clone()));
     if let Some(mut failures) = failures {
         let tx = tx.clone();
@@ -245,5 +256,8 @@ async fn ui(
     };
     run::leave_terminal();
     follower.abort();
+    if let Some(polling) = polling {
+        polling.abort();
+    }
     result
 }

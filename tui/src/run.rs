@@ -23,6 +23,7 @@ use crate::{
     actions::Actions,
     app::{AgentAction, App, Command, ContainerTarget, Level},
     feed::Event,
+    migration::MigrationCommand,
     ui,
 };
 
@@ -42,12 +43,16 @@ pub trait Effects {
     fn copy(&self, text: &str);
     /// The directory exports are written to.
     fn export_dir(&self) -> PathBuf;
+    /// Asks the migration service to advance, roll back or resolve (outcome as a notice).
+    fn migration(&self, command: MigrationCommand);
 }
 
 /// The real effects: the master's APIs, the terminal's clipboard, the working directory.
 #[derive(Debug)]
 pub struct Live {
     pub actions: Actions,
+    /// The migration service's address and where its outcomes go (with `--migration`).
+    pub migration: Option<(String, mpsc::Sender<Event>)>,
 }
 
 impl Effects for Live {
@@ -88,6 +93,12 @@ impl Effects for Live {
 
     fn export_dir(&self) -> PathBuf {
         std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir())
+    }
+
+    fn migration(&self, command: MigrationCommand) {
+        if let Some((api, events)) = &self.migration {
+            crate::migration::poll::execute(api, command, events.clone());
+        }
     }
 }
 
@@ -189,6 +200,10 @@ pub fn handle(app: &mut App, event: Event, effects: &dyn Effects) -> bool {
             app.notify(text, level);
             None
         }
+        Event::Migration(polled, at) => {
+            app.on_migration(*polled, at);
+            None
+        }
         Event::Tick => {
             app.on_tick(Instant::now());
             None
@@ -251,6 +266,11 @@ pub fn handle(app: &mut App, event: Event, effects: &dyn Effects) -> bool {
                 Level::Info,
             );
             effects.container_action(target, action);
+            false
+        }
+        Some(Command::Migration(command)) => {
+            app.notify("asking the migration service…", Level::Info);
+            effects.migration(command);
             false
         }
         Some(Command::OpenLogs { target, stream }) => {

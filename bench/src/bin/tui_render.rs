@@ -94,6 +94,7 @@ impl Effects for NoEffects {
     fn export_dir(&self) -> std::path::PathBuf {
         std::env::temp_dir()
     }
+    fn migration(&self, _: orca_tui::migration::MigrationCommand) {}
 }
 
 fn rss_bytes() -> u64 {

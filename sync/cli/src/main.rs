@@ -17,10 +17,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use axum::body::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
-use http_body_util::{BodyExt as _, Full};
-use hyper::{Request, body::Bytes};
 use indicatif::{ProgressBar, ProgressStyle};
+use orca_migrate::client::request;
 use orca_sync::{
     ConflictStrategy, EphemeralPolicy, SyncConfig, SyncEngine,
     engine::{Conflict, Status},
@@ -460,29 +460,6 @@ async fn call(api: &str, method: &str, path: &str, body: Option<String>) -> Resu
         bail!("{status}: {}", String::from_utf8_lossy(&bytes));
     }
     Ok(bytes)
-}
-
-/// One HTTP request: the reply's status and body, whatever the status.
-async fn request(
-    api: &str,
-    method: &str,
-    path: &str,
-    body: Option<String>,
-) -> Result<(hyper::StatusCode, Bytes)> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let request = Request::builder()
-        .method(method)
-        .uri(format!("http://{api}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    let response = client
-        .request(request)
-        .await
-        .with_context(|| format!("nothing answers on {api}"))?;
-    let status = response.status();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((status, bytes))
 }
 
 #[cfg(test)]

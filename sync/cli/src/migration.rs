@@ -438,7 +438,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(api: &str, path: &str) -> Resu
     Ok(serde_json::from_slice(&bytes)?)
 }
 
-async fn post(api: &str, path: &str, body: String) -> Result<hyper::body::Bytes> {
+async fn post(api: &str, path: &str, body: String) -> Result<axum::body::Bytes> {
     let (status, bytes) = crate::request(api, "POST", path, Some(body))
         .await
         .with_context(|| no_orchestrator(api))?;

@@ -11,7 +11,11 @@
 //! - `GET  /api/v1/migrations/{id}/health`: the in-flight checks now (503 when one fails)
 //! - `POST /api/v1/migrations/{id}/validate` `{"phase": N?}`: a phase's gate now
 //! - `GET  /api/v1/migrations/{id}/report?format=md|json`
+//! - `GET  /api/v1/migrations/{id}/overview`: ensembles (servers, sessions, masters), agents
+//!   per side, tasks, interruptions, the sync's figures and held conflicts in one reply
 //! - `GET  /api/v1/sync/status`: the sync's figures while it runs
+//! - `GET  /api/v1/sync/conflicts`, `POST /api/v1/sync/conflicts/resolve`
+//!   `{"path": "/x", "winner": "a"|"b"}`: conflicts the sync holds (strategy `manual`)
 //! - `GET  /metrics`, `GET /health`
 use std::{
     path::PathBuf,
@@ -26,6 +30,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use orca_sync::http::ResolveRequest;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{family::Family, gauge::Gauge},
@@ -38,6 +43,7 @@ use crate::{
     config::MigrationConfig,
     ensemble,
     orchestrator::{MigrateError, Orchestrator},
+    overview::Overview,
     report::Report,
     state::{MigrationState, Status},
 };
@@ -106,7 +112,10 @@ pub fn router(service: Service) -> Router {
         .route("/api/v1/migrations/{id}/health", get(health))
         .route("/api/v1/migrations/{id}/validate", post(validate))
         .route("/api/v1/migrations/{id}/report", get(report))
+        .route("/api/v1/migrations/{id}/overview", get(overview))
         .route("/api/v1/sync/status", get(sync_status))
+        .route("/api/v1/sync/conflicts", get(conflicts))
+        .route("/api/v1/sync/conflicts/resolve", post(resolve))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok" }))
         .with_state(service)
@@ -325,6 +334,63 @@ async fn sync_status(State(svc): State<Service>) -> Response {
             StatusCode::NOT_FOUND,
             "no sync is running (it runs in phases 1-5)",
         ),
+    }
+}
+
+async fn overview(State(svc): State<Service>, Path(id): Path<String>) -> Response {
+    match svc.running(&id) {
+        Ok(o) => Json(Overview::gather(&o).await).into_response(),
+        Err(r) => *r,
+    }
+}
+
+/// The running sync engine, or the reply saying there is none.
+async fn engine(svc: &Service) -> Result<Arc<orca_sync::SyncEngine>, Response> {
+    match svc.current() {
+        Some(o) => match o.engine_for_checks().await {
+            Some(e) => Ok(e),
+            None => Err(error(
+                StatusCode::NOT_FOUND,
+                "no sync is running (it runs in phases 1-5)",
+            )),
+        },
+        None => Err(error(
+            StatusCode::NOT_FOUND,
+            "this process runs no migration",
+        )),
+    }
+}
+
+async fn conflicts(State(svc): State<Service>) -> Response {
+    match engine(&svc).await {
+        Ok(e) => Json(e.held_conflicts()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn resolve(State(svc): State<Service>, bytes: Bytes) -> Response {
+    let e = match engine(&svc).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let req: ResolveRequest = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{err}: send {{\"path\": \"/x\", \"winner\": \"a\"|\"b\"}}"),
+            );
+        }
+    };
+    if !e.held_conflicts().iter().any(|c| c.path == req.path) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no conflict is held for {}", req.path),
+        );
+    }
+    match e.resolve(&req.path, req.winner).await {
+        Ok(()) => Json(json!({ "resolved": req.path })).into_response(),
+        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
     }
 }
 

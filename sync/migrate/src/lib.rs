@@ -15,14 +15,17 @@
 //! - [`cluster`]: contenders on each ensemble, the leader's view, operator calls;
 //! - [`ensemble`]: servers' health and sessions through four-letter commands;
 //! - [`actuator`]: starting and stopping masters and servers (site commands or local);
-//! - [`http`]: the REST API and metrics; [`report`]: Markdown and JSON reports.
+//! - [`http`]: the REST API and metrics; [`client`]: its client; [`overview`]: what the TUI's Migration view shows;
+//!   [`report`]: Markdown and JSON reports.
 pub mod actuator;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod ensemble;
 pub mod gates;
 pub mod http;
 pub mod orchestrator;
+pub mod overview;
 pub mod report;
 pub mod state;
 

@@ -88,24 +88,33 @@ pub struct Status {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LagFigures {
     pub count: u64,
+    /// The lags' sum: between two readings, the mean lag of the writes replicated meanwhile
+    /// is the sum's growth over the count's.
+    #[serde(default)]
+    pub sum: f64,
     pub p50: f64,
     pub p99: f64,
     pub max: f64,
 }
 
-pub(super) struct Lag(Histogram<u64>);
+pub(super) struct Lag(Histogram<u64>, f64);
 
 impl Lag {
     pub(super) fn new() -> Self {
-        Self(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"))
+        Self(
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+            0.0,
+        )
     }
     pub(super) fn record_ms(&mut self, ms: f64) {
         let _ = self.0.record((ms * 1000.0).max(1.0) as u64);
+        self.1 += ms;
     }
     pub(super) fn figures(&self) -> LagFigures {
         let ms = |us: u64| us as f64 / 1000.0;
         LagFigures {
             count: self.0.len(),
+            sum: self.1,
             p50: ms(self.0.value_at_quantile(0.5)),
             p99: ms(self.0.value_at_quantile(0.99)),
             max: ms(self.0.max()),

@@ -34,6 +34,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "a  o",
         "container: stop/start/pause/restart/remove · output",
     ),
+    (
+        "M",
+        "migration view (with --migration); its keys are shown there",
+    ),
     ("?", "this help"),
     ("q Ctrl-C", "quit"),
 ];

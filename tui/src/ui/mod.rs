@@ -4,6 +4,7 @@
 mod details;
 mod dialogs;
 mod logs;
+mod migration;
 
 use std::time::Instant;
 
@@ -45,6 +46,12 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
     if let Some(view) = &app.logs {
         logs::draw(frame, view, body);
     }
+    if app.show_migration
+        && app.logs.is_none()
+        && let Some(view) = &app.migration
+    {
+        migration::draw(frame, view, body, Instant::now());
+    }
     draw_status(frame, app, status);
     dialogs::draw(frame, app, area);
 }
@@ -67,13 +74,21 @@ fn split_body(app: &App, body: Rect) -> (Rect, Option<Rect>) {
 }
 
 fn draw_tabs(frame: &mut Frame<'_>, app: &App, area: Rect) {
-    let titles: Vec<Line<'_>> = Tab::ALL
+    let mut titles: Vec<Line<'_>> = Tab::ALL
         .iter()
         .enumerate()
         .map(|(i, t)| Line::from(format!("{} {}", i + 1, t.title())))
         .collect();
+    if app.migration.is_some() {
+        titles.push(Line::from("M Migration"));
+    }
+    let selected = if app.show_migration {
+        Tab::ALL.len()
+    } else {
+        app.tab.index()
+    };
     let tabs = Tabs::new(titles)
-        .select(app.tab.index())
+        .select(selected)
         .divider(" ")
         .padding("", "")
         .style(Style::default())

@@ -296,3 +296,84 @@ fn listeners_and_long_addresses_keep_their_ports_at_80_columns() {
     assert!(listener.contains(" 127.0.0.1:7070 "), "{screen}");
     assert!(screen.contains("[fe80::…c:def0]:65535"), "{screen}");
 }
+
+/// The Migration view (`M`) of a migration in phase 4, at a terminal of 120x40.
+#[test]
+fn migration() {
+    use crate::{
+        app::{Command, Mode},
+        migration::{MigrationCommand, Polled, sample},
+    };
+    let mut app = app(50).with_migration("127.0.0.1:7091");
+    let polled = |writes, lag_sum| Polled {
+        state: sample::state(orca_migrate::Status::Running { phase: 4 }, 3),
+        overview: Some(sample::overview(Some(sample::sync(
+            writes, lag_sum, writes,
+        )))),
+        overview_error: None,
+    };
+    let t0 = Instant::now();
+    // Ten writes a second, lagging 2, 5 and 3 ms on average.
+    for (i, (writes, lag_sum)) in [(10, 30.0), (20, 50.0), (30, 100.0), (40, 130.0)]
+        .into_iter()
+        .enumerate()
+    {
+        app.on_migration(
+            Ok(polled(writes, lag_sum)),
+            t0 + Duration::from_secs(i as u64),
+        );
+    }
+    keys(&mut app, "M");
+    assert!(app.show_migration);
+    let screen = draw(&mut app, 120, 40);
+    for shown in [
+        "Migration m1 · running phase 4",
+        "✓ 3 masters on A left",
+        "▶ 4 agents moved to B",
+        "leader stable",
+        "agents 10 (10 active): on A 4 · on B 6",
+        "/orca/app/x",
+        "127.0.0.1:5051 (leader)",
+        "lag (mean per second): 3.0 ms",
+        "throughput: 10 writes/s",
+    ] {
+        assert!(screen.contains(shown), "{shown:?} missing:\n{screen}");
+    }
+    // Advancing while a phase runs is refused at once; a rollback asks first.
+    keys(&mut app, "a");
+    assert_eq!(app.mode, Mode::Normal);
+    keys(&mut app, "r");
+    assert!(matches!(app.mode, Mode::Confirm { .. }));
+    let command = app.on_key(KeyEvent::new(KeyCode::Char('y'), KeyModifiers::NONE));
+    assert_eq!(
+        command,
+        Some(Command::Migration(MigrationCommand::Rollback {
+            id: "m1".into(),
+            to: 3
+        }))
+    );
+    assert!(app.show_migration, "the view stays after the confirmation");
+    keys(&mut app, "j");
+    let screen = draw(&mut app, 120, 40);
+    // Ages change from run to run.
+    let screen = screen
+        .lines()
+        .map(|l| match l.find("updated") {
+            Some(i) => format!("{}…", &l[..i]),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!(screen);
+    app.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+    assert!(!app.show_migration, "Esc goes back to the tabs");
+}
+
+#[test]
+fn without_a_migration_service_m_says_how_to_get_one() {
+    let mut app = app(10);
+    keys(&mut app, "M");
+    assert!(!app.show_migration);
+    let (text, _, _) = app.message.clone().unwrap();
+    assert!(text.contains("--migration"), "{text}");
+}

@@ -21,6 +21,8 @@ use orca_master::{
     api::mesos_http::client::{self, ClientError, SchedulerClient, scalars},
     resources::Resources,
 };
+use orca_migrate::{client::MigrationClient, overview::Overview};
+use orca_tui::{app::App, migration::poll::poll_once, saved::SavedFilters};
 use orca_zk_local::Ensemble;
 use serde_json::{Value, json};
 use support::{
@@ -583,6 +585,35 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
 }
 
 /// The contender names under [`PATH`] on an ensemble, lowest first.
+/// The TUI's Migration view fed by its own poller from the service at `api`, until the
+/// overview satisfies `expect`; returns the screen drawn (120x40), which must show `line`.
+async fn tui_view(api: &str, line: &str, expect: impl Fn(&Overview) -> bool) -> String {
+    let client = MigrationClient::new(api);
+    let mut app = App::new("127.0.0.1:1", SavedFilters::default()).with_migration(api);
+    let deadline = Instant::now() + WAIT;
+    let polled = loop {
+        let polled = poll_once(&client).await;
+        match &polled {
+            Ok(p) if p.overview.as_ref().is_some_and(&expect) => break polled,
+            _ => assert!(
+                Instant::now() < deadline,
+                "the Migration view's overview never showed what was expected: {polled:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    app.on_migration(polled, Instant::now());
+    app.on_key(ratatui::crossterm::event::KeyEvent::new(
+        ratatui::crossterm::event::KeyCode::Char('M'),
+        ratatui::crossterm::event::KeyModifiers::NONE,
+    ));
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40)).unwrap();
+    terminal.draw(|f| orca_tui::ui::draw(f, &mut app)).unwrap();
+    let screen = terminal.backend().to_string();
+    assert!(screen.contains(line), "{line:?} missing:\n{screen}");
+    screen
+}
+
 async fn group(connect: &str) -> Vec<String> {
     let zk = zk_client(connect).await;
     let children = zk.list_children(PATH).await.unwrap_or_default();
@@ -634,6 +665,25 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
         ok && status.contains("waiting to advance to phase 2"),
         "{status}"
     );
+    // The sync's conflicts through the migration's API (none under last-write-wins).
+    assert_eq!(
+        http_get(site.api, "/api/v1/sync/conflicts").await.trim(),
+        "[]"
+    );
+    let (code, body) = http_post(
+        site.api,
+        "/api/v1/sync/conflicts/resolve",
+        r#"{"path": "/nothing-held", "winner": "a"}"#,
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = http_post(site.api, "/api/v1/sync/conflicts/resolve", "{").await;
+    assert_eq!(code, 400, "{body}");
+    let screen = tui_view(&api, "✓ 1 target ensemble synced", |o| {
+        o.ensembles[0].masters.len() == 3 && o.ensembles[1].masters.is_empty()
+    })
+    .await;
+    assert!(screen.contains("A · "), "{screen}");
 
     // Phase 2: three masters on B join; one group, seen alike through A and B, same leader.
     let state = site.advance("e2e", 2).await;
@@ -656,6 +706,17 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
             .iter()
             .all(|g| g["passed"] == true)
     );
+    // The TUI's Migration view: three masters on each side, A's leading.
+    tui_view(&api, "✓ 2 masters on B joined", |o| {
+        let (on_a, on_b) = (&o.ensembles[0].masters, &o.ensembles[1].masters);
+        on_a.len() == 3
+            && on_b.len() == 3
+            && on_a[0].leader
+            && o.leader.as_ref().is_some_and(|l| !l.on_b)
+            && o.sync.is_some()
+            && o.tasks_running as usize >= TASKS - 5
+    })
+    .await;
 
     // Phase 3: masters on A leave, the leader last; a master on B leads.
     site.advance("e2e", 3).await;
@@ -703,6 +764,14 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
     .await;
     let state = site.state("e2e").await;
     assert_eq!(state["switched_agents"].as_array().unwrap().len(), 2);
+    tui_view(&api, "✓ 4 agents moved to B", |o| {
+        o.agents.on_b == 2
+            && o.agents.on_a == 0
+            && o.ensembles[0].masters.is_empty()
+            && o.leader.as_ref().is_some_and(|l| l.on_b)
+            && o.interruptions.is_empty()
+    })
+    .await;
     let timeline = state["timeline"].to_string();
     assert!(timeline.contains("resuming the phase"), "{timeline}");
 
@@ -734,6 +803,12 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
             "A's server {n} still serves"
         );
     }
+    tui_view(&api, "✓ 6 ensemble A retired", |o| {
+        o.ensembles[0].servers.iter().all(|s| s.mode.is_none())
+            && o.ensembles[1].quorum
+            && o.sync.is_none()
+    })
+    .await;
     let archive = PathBuf::from(state["archive"]["file"].as_str().unwrap());
     let archived = std::fs::read_to_string(&archive).unwrap();
     assert!(
