@@ -57,6 +57,11 @@ pub struct SyncConfig {
     /// on their way have landed, and reports and repairs what replication missed.
     #[serde(default = "validate_interval_s")]
     pub validate_interval_s: u64,
+    /// Seconds of the recent lag figures (`recent_lag_*` in the status: the writes
+    /// replicated in the last this-many to twice this-many seconds), what gates judge; the
+    /// other lag figures cover the whole run.
+    #[serde(default = "lag_window_s")]
+    pub lag_window_s: u64,
     /// Where the engine keeps what both sides last agreed on, so a restart (even after
     /// `kill -9`) resumes without a full copy and without losing writes made meanwhile. Without
     /// it, a restart copies A over B again.
@@ -88,6 +93,9 @@ fn rescan_interval_s() -> u64 {
 }
 fn validate_interval_s() -> u64 {
     60
+}
+fn lag_window_s() -> u64 {
+    30
 }
 
 /// What happens to ephemeral znodes (they belong to a client session on one ensemble).
@@ -132,6 +140,7 @@ impl SyncConfig {
             read_sessions: read_sessions(),
             rescan_interval_s: rescan_interval_s(),
             validate_interval_s: validate_interval_s(),
+            lag_window_s: lag_window_s(),
             state_dir: None,
             audit_log: None,
         }

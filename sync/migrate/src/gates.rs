@@ -23,6 +23,8 @@ pub struct Gate<'a> {
 enum Leaders {
     Source,
     Target,
+    /// A master of A or B (a phase 3 tried again finds the lead already moved).
+    Either,
 }
 
 impl<'a> Gate<'a> {
@@ -61,10 +63,19 @@ impl<'a> Gate<'a> {
                 self.groups_agree(None).await;
                 self.frameworks_connected();
             }
-            (2, "post") | (3, "pre") => {
+            (2, "post") => {
                 self.sync_lag();
                 self.groups_agree(Some(false)).await;
                 self.leader(Leaders::Source).await;
+                self.frameworks_connected();
+                self.no_interruptions();
+            }
+            (3, "pre") => {
+                // Phase 3 starts any master of B missing first, and a try after a halt
+                // finds masters of A already gone: only a stable leader is required.
+                self.sync_lag();
+                self.groups_agree(None).await;
+                self.leader(Leaders::Either).await;
                 self.frameworks_connected();
                 self.no_interruptions();
             }
@@ -194,16 +205,25 @@ impl<'a> Gate<'a> {
         let Some(status) = self.o.sync_status() else {
             return self.push("sync lag", false, "the sync is not running");
         };
-        let (ab, ba) = (&status.lag_a_to_b_ms, &status.lag_b_to_a_ms);
-        let ok = status.bootstrapped && ab.p99 <= max && ba.p99 <= max;
-        self.push(
-            "sync lag",
-            ok,
-            format!(
-                "p99 A->B {:.1} ms ({} writes), B->A {:.1} ms ({} writes), limit {max} ms; queue {}",
-                ab.p99, ab.count, ba.p99, ba.count, status.queue_depth
-            ),
+        // Recent writes (the sync's lag window), and what waits now: a stalled ensemble
+        // replicates nothing, so it shows as a round under way for too long, not as lag.
+        let (ab, ba) = (&status.recent_lag_a_to_b_ms, &status.recent_lag_b_to_a_ms);
+        let stalled = status.stalled_ms as f64;
+        let ok = status.bootstrapped && ab.p99 <= max && ba.p99 <= max && stalled <= max;
+        let mut detail = format!(
+            "recent p99 A->B {:.1} ms ({} writes), B->A {:.1} ms ({} writes), limit {max} ms; queue {}",
+            ab.p99, ab.count, ba.p99, ba.count, status.queue_depth
         );
+        if stalled > max {
+            detail.push_str(&format!(
+                "; changes have waited {:.1} s to be replicated (is an ensemble stalled or unreachable?)",
+                stalled / 1000.0
+            ));
+        }
+        if !status.bootstrapped {
+            detail.push_str("; the initial copy has not ended");
+        }
+        self.push("sync lag", ok, detail);
     }
 
     /// Both ensembles hold the same contenders (names, so sequence order agrees) with the
@@ -228,27 +248,54 @@ impl<'a> Gate<'a> {
             );
         }
         let targets: Vec<SocketAddr> = cfg.cluster.target_masters.iter().map(|m| m.http).collect();
+        // A master killed outright leaves its contender until its session expires: the
+        // group alone would count it. Each must answer too.
+        let silent: Vec<SocketAddr> = if only.is_some() {
+            let answers = futures::future::join_all(targets.iter().map(|t| answers(*t))).await;
+            targets
+                .iter()
+                .zip(answers)
+                .filter(|(_, ok)| !ok)
+                .map(|(t, _)| *t)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let silent_note = silent
+            .iter()
+            .map(|t| format!("master {t} of B does not answer"))
+            .collect::<Vec<_>>();
         match only {
             Some(true) => {
                 let exact = on_b.len() == targets.len()
                     && on_b
                         .iter()
                         .all(|c| c.http.is_some_and(|h| targets.contains(&h)));
+                let missing: Vec<String> = targets
+                    .iter()
+                    .filter(|t| !on_b.iter().any(|c| c.http == Some(**t)))
+                    .map(|t| format!("master {t} of B is not in the group (did it stop?)"))
+                    .collect();
+                let mut detail = format!("group: {}", names(&on_b));
+                let problems: Vec<String> = missing.into_iter().chain(silent_note).collect();
+                if !problems.is_empty() {
+                    detail = format!("{}; {detail}", problems.join("; "));
+                }
                 self.push(
                     "only masters on B in the group",
-                    exact,
-                    format!("group: {}", names(&on_b)),
+                    exact && silent.is_empty(),
+                    detail,
                 );
             }
             Some(false) => {
                 let joined = targets
                     .iter()
                     .all(|t| on_b.iter().any(|c| c.http == Some(*t)));
-                self.push(
-                    "masters on B joined",
-                    joined,
-                    format!("group: {}", names(&on_b)),
-                );
+                let mut detail = format!("group: {}", names(&on_b));
+                if !silent_note.is_empty() {
+                    detail = format!("{}; {detail}", silent_note.join("; "));
+                }
+                self.push("masters on B joined", joined && silent.is_empty(), detail);
             }
             None => {}
         }
@@ -268,15 +315,18 @@ impl<'a> Gate<'a> {
         let Some(leader) = group.first() else {
             return self.push("leader stable", false, "no master leads");
         };
+        let targets = cfg.cluster.target_masters.iter().map(|m| m.http);
+        let sources: Vec<SocketAddr> = self
+            .o
+            .snapshot()
+            .source_masters
+            .iter()
+            .map(|m| m.addr.http)
+            .collect();
         let expected: Vec<SocketAddr> = match who {
-            Leaders::Target => cfg.cluster.target_masters.iter().map(|m| m.http).collect(),
-            Leaders::Source => self
-                .o
-                .snapshot()
-                .source_masters
-                .iter()
-                .map(|m| m.addr.http)
-                .collect(),
+            Leaders::Target => targets.collect(),
+            Leaders::Source => sources,
+            Leaders::Either => sources.into_iter().chain(targets).collect(),
         };
         let is_expected = leader.http.is_some_and(|h| expected.contains(&h));
         let window = Duration::from_millis(cfg.gates.leader_stable_ms);
@@ -295,6 +345,7 @@ impl<'a> Gate<'a> {
                 match who {
                     Leaders::Source => "expected a master on A",
                     Leaders::Target => "expected a master on B",
+                    Leaders::Either => "expected a master of the cluster",
                 },
                 stable.map_or("an unknown time".into(), |d| format!(
                     "{} ms",
@@ -512,4 +563,14 @@ fn names(group: &[Contender]) -> String {
         .map(crate::cluster::describe)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Whether something accepts connections on `addr` within half a second.
+async fn answers(addr: SocketAddr) -> bool {
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .is_ok_and(|c| c.is_ok())
 }

@@ -149,7 +149,14 @@ impl SyncEngine {
                 self.events.settled.store(absorbed, Ordering::Release);
                 continue;
             }
-            self.state.lock().unwrap().status.queue_depth = pending.len();
+            {
+                let mut state = self.state.lock().unwrap();
+                state.status.queue_depth = pending.len();
+                // A round that failed and waits to try again keeps its start.
+                state
+                    .round_since
+                    .get_or_insert_with(std::time::Instant::now);
+            }
             self.metrics.queue_depth.set(pending.len() as i64);
             let paths: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
             if let Some(taken) = &mut self.state.lock().unwrap().live_during_scan {
@@ -183,6 +190,7 @@ impl SyncEngine {
                 "round"
             );
             self.requeue(round.retry, &mut pending).await?;
+            self.state.lock().unwrap().round_since = None;
             self.events.settled.store(absorbed, Ordering::Release);
         }
     }

@@ -26,7 +26,10 @@ use std::{
 use tokio::sync::mpsc;
 use zookeeper_client::{Client, Error as ZkError, SessionState};
 
-use self::{error::transient, report::Lag};
+use self::{
+    error::transient,
+    report::{Lag, RecentLag},
+};
 pub use self::{
     error::{SyncError, Unhealthy},
     report::{Conflict, LagFigures, OpCounts, PassReport, Preview, Status},
@@ -61,6 +64,10 @@ struct State {
     /// The lag up to the start of the engine's write (see `Status::added_a_to_b_ms`).
     added_ab: Lag,
     added_ba: Lag,
+    recent_ab: RecentLag,
+    recent_ba: RecentLag,
+    /// When the live round under way began (see `Status::stalled_ms`).
+    round_since: Option<std::time::Instant>,
     /// While a re-scan runs beside live rounds: the paths live rounds took up since it was
     /// started (set before it starts, when no round is in flight). The re-scan leaves those to
     /// them: its copies of them may be older than what those rounds read and wrote, and
@@ -192,6 +199,7 @@ impl SyncEngine {
     /// Validates `cfg` and connects to both ensembles.
     pub async fn connect(cfg: SyncConfig) -> Result<Arc<Self>, SyncError> {
         cfg.validate()?;
+        let lag_window = Duration::from_secs(cfg.lag_window_s);
         let base = match &cfg.state_dir {
             Some(dir) => BaseStore::open(
                 dir,
@@ -263,6 +271,9 @@ impl SyncEngine {
                 lag_ba: Lag::new(),
                 added_ab: Lag::new(),
                 added_ba: Lag::new(),
+                recent_ab: RecentLag::new(lag_window),
+                recent_ba: RecentLag::new(lag_window),
+                round_since: None,
             }),
             watching: std::sync::atomic::AtomicBool::new(false),
             acls: Default::default(),
@@ -812,22 +823,25 @@ impl SyncEngine {
                             let direction = DirectionLabel::from(from);
                             self.metrics.replicated.get_or_create(&direction).inc();
                             let state = &mut *state;
-                            let (count, lag, added) = match from {
+                            let (count, lag, added, recent) = match from {
                                 Side::A => (
                                     &mut state.status.replicated_a_to_b,
                                     &mut state.lag_ab,
                                     &mut state.added_ab,
+                                    &mut state.recent_ab,
                                 ),
                                 Side::B => (
                                     &mut state.status.replicated_b_to_a,
                                     &mut state.lag_ba,
                                     &mut state.added_ba,
+                                    &mut state.recent_ba,
                                 ),
                             };
                             *count += 1;
                             if live && mtime > 0 && !restored {
                                 let ms = now.saturating_sub(mtime as u64) as f64;
                                 lag.record_ms(ms);
+                                recent.record_ms(ms);
                                 added.record_ms(writing_since.saturating_sub(mtime as u64) as f64);
                                 self.metrics
                                     .lag_seconds
@@ -904,7 +918,7 @@ impl SyncEngine {
 
     /// Replication figures so far.
     pub fn status(&self) -> Status {
-        let state = self.state.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
         let mut status = state.status.clone();
         status.walked = self.walked.load(std::sync::atomic::Ordering::Relaxed);
         status.conflicts_held = state.held.len();
@@ -912,6 +926,11 @@ impl SyncEngine {
         status.lag_b_to_a_ms = state.lag_ba.figures();
         status.added_a_to_b_ms = state.added_ab.figures();
         status.added_b_to_a_ms = state.added_ba.figures();
+        status.recent_lag_a_to_b_ms = state.recent_ab.figures();
+        status.recent_lag_b_to_a_ms = state.recent_ba.figures();
+        status.stalled_ms = state
+            .round_since
+            .map_or(0, |since| since.elapsed().as_millis() as u64);
         status
     }
 

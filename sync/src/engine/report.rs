@@ -83,6 +83,17 @@ pub struct Status {
     pub added_a_to_b_ms: LagFigures,
     #[serde(default)]
     pub added_b_to_a_ms: LagFigures,
+    /// The lag of the writes replicated recently (the configured `lag-window-s` to twice
+    /// that): what the migration's gates judge, so a spike long past does not hold them.
+    #[serde(default)]
+    pub recent_lag_a_to_b_ms: LagFigures,
+    #[serde(default)]
+    pub recent_lag_b_to_a_ms: LagFigures,
+    /// How long the live round now under way has taken so far (0: none): changes seen and
+    /// not yet replicated have waited at least this long (a stalled ensemble shows here
+    /// before any lag can be measured).
+    #[serde(default)]
+    pub stalled_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -95,6 +106,53 @@ pub struct LagFigures {
     pub p50: f64,
     pub p99: f64,
     pub max: f64,
+}
+
+/// Lag of the writes replicated in the last window to two windows: two histograms, the
+/// older dropped as each window ends.
+pub(super) struct RecentLag {
+    current: Lag,
+    previous: Lag,
+    since: std::time::Instant,
+    window: std::time::Duration,
+}
+
+impl RecentLag {
+    pub(super) fn new(window: std::time::Duration) -> Self {
+        Self {
+            current: Lag::new(),
+            previous: Lag::new(),
+            since: std::time::Instant::now(),
+            window: window.max(std::time::Duration::from_millis(100)),
+        }
+    }
+
+    fn rotate(&mut self) {
+        let elapsed = self.since.elapsed();
+        if elapsed < self.window {
+            return;
+        }
+        if elapsed >= self.window * 2 {
+            // Nothing recorded for a whole window: both are stale.
+            self.previous = Lag::new();
+        } else {
+            self.previous = std::mem::replace(&mut self.current, Lag::new());
+        }
+        self.current = Lag::new();
+        self.since = std::time::Instant::now();
+    }
+
+    pub(super) fn record_ms(&mut self, ms: f64) {
+        self.rotate();
+        self.current.record_ms(ms);
+    }
+
+    pub(super) fn figures(&mut self) -> LagFigures {
+        self.rotate();
+        let mut both = self.previous.0.clone();
+        let _ = both.add(&self.current.0);
+        Lag(both, self.previous.1 + self.current.1).figures()
+    }
 }
 
 pub(super) struct Lag(Histogram<u64>, f64);
@@ -119,5 +177,35 @@ impl Lag {
             p99: ms(self.0.value_at_quantile(0.99)),
             max: ms(self.0.max()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::RecentLag;
+
+    #[test]
+    fn recent_lag_forgets_what_is_older_than_two_windows() {
+        let window = Duration::from_millis(100);
+        let mut recent = RecentLag::new(window);
+        recent.record_ms(5_000.0);
+        assert_eq!(recent.figures().count, 1);
+        assert!(recent.figures().p99 >= 4_990.0);
+        // One window on: still within the figures (the previous half).
+        std::thread::sleep(window + Duration::from_millis(10));
+        recent.record_ms(2.0);
+        let f = recent.figures();
+        assert_eq!(f.count, 2);
+        assert!((f.sum - 5_002.0).abs() < 1e-6, "{f:?}");
+        // Another window: the spike is gone, the recent write stays.
+        std::thread::sleep(window + Duration::from_millis(10));
+        let f = recent.figures();
+        assert_eq!(f.count, 1, "{f:?}");
+        assert!(f.p99 < 10.0, "{f:?}");
+        // Two quiet windows: nothing recent.
+        std::thread::sleep(window * 2 + Duration::from_millis(10));
+        assert_eq!(recent.figures().count, 0);
     }
 }

@@ -343,6 +343,13 @@ pub(crate) mod sample {
                 p99: 4.1,
                 max: 9.0,
             },
+            recent_lag_a_to_b_ms: LagFigures {
+                count: 10,
+                sum: 30.0,
+                p50: 2.0,
+                p99: 4.1,
+                max: 9.0,
+            },
             ..Default::default()
         }
     }

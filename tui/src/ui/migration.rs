@@ -189,10 +189,16 @@ fn draw_sync(frame: &mut Frame<'_>, view: &MigrationView, area: Rect) {
     let sync = view.overview.as_ref().and_then(|o| o.sync.as_ref());
     let title = match sync {
         None => "sync: not running".to_owned(),
-        Some(s) => format!(
-            "sync · p99 A→B {:.1} · B→A {:.1} ms · queue {} · conflicts {}",
-            s.lag_a_to_b_ms.p99, s.lag_b_to_a_ms.p99, s.queue_depth, s.conflicts
-        ),
+        Some(s) => {
+            let mut t = format!(
+                "sync · p99 A→B {:.1} · B→A {:.1} ms · queue {} · conflicts {}",
+                s.recent_lag_a_to_b_ms.p99, s.recent_lag_b_to_a_ms.p99, s.queue_depth, s.conflicts
+            );
+            if s.stalled_ms >= 1000 {
+                t.push_str(&format!(" · STALLED {:.0} s", s.stalled_ms as f64 / 1000.0));
+            }
+            t
+        }
     };
     let block = boxed(title);
     let inner = block.inner(area);

@@ -404,6 +404,11 @@ impl Site {
     /// The migration YAML (id `id`), with a start-zookeeper command that starts A's servers
     /// again on their own data, as a site's script would.
     fn write_config(&self, id: &str) -> PathBuf {
+        self.write_config_tuned(id, 60, 30)
+    }
+
+    /// The migration YAML with its phase timeout and the sync's lag window set.
+    fn write_config_tuned(&self, id: &str, phase_timeout_s: u64, lag_window_s: u64) -> PathBuf {
         let masters: Vec<String> = self
             .targets
             .iter()
@@ -443,6 +448,7 @@ sync:
   target-zk: \"{}\"
   root: {PATH}
   session-timeout-ms: 4000
+  lag-window-s: {lag_window_s}
 cluster:
   path: {PATH}
   target-masters:
@@ -456,7 +462,7 @@ actuator:
   start-zookeeper: \"sh {} {{host}}\"
 gates:
   leader-stable-ms: 1000
-  phase-timeout-s: 60
+  phase-timeout-s: {phase_timeout_s}
 state-dir: \"{}\"
 ",
             self.a.connect_string(),
@@ -900,4 +906,170 @@ async fn a_migration_rolls_back_from_every_phase_to_everything_on_a() {
         }
         site.assert_no_interruption();
     }
+}
+
+/// Waits until migration `id` is halted; returns its phase and reason.
+async fn halted(site: &Site, id: &str) -> (u8, String) {
+    wait_for("the migration halted", WAIT, || async {
+        site.state(id).await["status"]["state"] == "halted"
+    })
+    .await;
+    let state = site.state(id).await;
+    (
+        state["status"]["phase"].as_u64().unwrap() as u8,
+        state["status"]["reason"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The number (1-3) of the server leading `ensemble`.
+async fn leading_server(ensemble: &Ensemble) -> u16 {
+    let health = orca_migrate::ensemble::EnsembleHealth::probe(&ensemble.connect_string()).await;
+    let at = health
+        .servers
+        .iter()
+        .position(|s| s.mode.as_deref() == Some("leader"))
+        .expect("the ensemble has a leader");
+    at as u16 + 1
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+}
+
+/// Faults during migrations on one live site, the framework's tasks never interrupted:
+/// - the sync lag gate: B's leading server frozen (SIGSTOP) while A is written to; changes
+///   wait, phase 2's pre-checks fail and the migration halts saying so; then it rolls back;
+/// - a server of B dies (kill -9) as phase 2 begins: B keeps its quorum, the masters on B
+///   join through the other servers, the phase completes;
+/// - a master of B dies (kill -9) in phase 3: the gate halts the migration naming it, and
+///   `advance` retries the phase, which starts it again first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_halts_on_sync_lag_and_survives_a_b_server_and_a_master_dying() {
+    use nix::sys::signal::Signal;
+    let mut site = Site::start("faults", 21950).await;
+    let api = site.api.to_string();
+    let client = MigrationClient::new(api.clone());
+
+    // Sync lag: a 2 s lag window and a 4 s phase timeout.
+    let config = site.write_config_tuned("lag", 4, 2);
+    site.run_orchestrator(&["start", "--config", config.to_str().unwrap()]);
+    wait_for("phase 1 done", WAIT, || async {
+        site.state("lag").await["completed"] == 1
+    })
+    .await;
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (a, writing) = (site.a.connect_string(), writing.clone());
+        tokio::spawn(async move {
+            let zk = zk_client(&a).await;
+            let path = format!("{PATH}/load");
+            let _ = zk
+                .create(
+                    &path,
+                    b"0",
+                    &zookeeper_client::CreateMode::Persistent
+                        .with_acls(zookeeper_client::Acls::anyone_all()),
+                )
+                .await;
+            let mut n = 0u64;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let _ = zk.set_data(&path, n.to_string().as_bytes(), None).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let frozen = site.b.node_pid(leading_server(&site.b).await).unwrap();
+    signal(frozen, Signal::SIGSTOP);
+    let sync_status = || async {
+        client
+            .get::<Value>("/api/v1/sync/status")
+            .await
+            .unwrap_or(Value::Null)
+    };
+    wait_for("changes waiting for the frozen B", WAIT, || async {
+        sync_status().await["stalled_ms"].as_u64().unwrap_or(0) > 300
+    })
+    .await;
+    client.advance("lag", None).await.unwrap();
+    let (phase, reason) = halted(&site, "lag").await;
+    signal(frozen, Signal::SIGCONT);
+    assert_eq!(phase, 2, "{reason}");
+    assert!(
+        reason.contains("sync lag") && reason.contains("waited"),
+        "the halt says the sync lags: {reason}"
+    );
+    let metrics = http_get(site.api, "/metrics").await;
+    assert!(
+        metrics.contains("orca_migration_halted{migration=\"lag\"} 1"),
+        "{metrics}"
+    );
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let (ok, out) = migrate(&["rollback", "--migration-id", "lag", "--api", &api]);
+    assert!(ok, "{out}");
+    assert_eq!(site.state("lag").await["status"]["state"], "rolled-back");
+    wait_for("B whole again", WAIT, || async {
+        (1..=3).all(|n| orca_zk_local::serving(site.b.client_addr(n)))
+    })
+    .await;
+    // A new leader of B gives every session a fresh timeout: the sync's session from before
+    // the freeze, and the mirrors it owned, go only then.
+    wait_for("B's group empty", WAIT, || async {
+        group(&site.b.connect_string()).await.is_empty()
+    })
+    .await;
+
+    // A server of B dies as phase 2 begins; the phase completes on the other two.
+    let config = site.write_config_tuned("faults", 10, 30);
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let (code, body) = http_post(site.api, "/api/v1/migrations", &yaml).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = http_post(site.api, "/api/v1/migrations/faults/start", "").await;
+    assert_eq!(code, 202, "{body}");
+    wait_for("phase 1 done", WAIT, || async {
+        site.state("faults").await["completed"] == 1
+    })
+    .await;
+    client.advance("faults", None).await.unwrap();
+    let dead = if leading_server(&site.b).await == 3 {
+        2
+    } else {
+        3
+    };
+    site.b.kill_node(dead).unwrap();
+    wait_for("phase 2 done without the dead server", WAIT, || async {
+        site.state("faults").await["completed"] == 2
+    })
+    .await;
+    let on_b = group(&site.b.connect_string()).await;
+    assert_eq!(on_b.len(), 6, "{on_b:?}");
+    site.b.restart_node(dead, WAIT).unwrap();
+
+    // A master of B dies in phase 3: the gate names it; advance starts it again.
+    client.advance("faults", None).await.unwrap();
+    wait_for("a master of A stopped", WAIT, || async {
+        site.state("faults").await["timeline"]
+            .to_string()
+            .contains("stop master")
+    })
+    .await;
+    let (victim, _) = site.targets[2];
+    let pid = orca_migrate::actuator::listener_pid(victim).expect("the master of B runs");
+    signal(pid, Signal::SIGKILL);
+    let (phase, reason) = halted(&site, "faults").await;
+    assert_eq!(phase, 3, "{reason}");
+    assert!(
+        reason.contains(&format!("master {victim} of B does not answer")),
+        "the halt names the dead master: {reason}"
+    );
+    site.advance("faults", 3).await;
+    let leader = site.wait_leader().await;
+    assert!(site.targets.iter().any(|(h, _)| *h == leader), "{leader}");
+    assert!(
+        orca_migrate::actuator::listener_pid(victim).is_some(),
+        "{victim} was started again"
+    );
+    assert_eq!(group(&site.b.connect_string()).await.len(), 3);
+    site.assert_no_interruption();
 }

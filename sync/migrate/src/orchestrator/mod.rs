@@ -62,7 +62,7 @@ pub struct Orchestrator {
     state: Mutex<MigrationState>,
     /// Sessions on A (closed in phase 6, so A sees no client of ours) and on B.
     a: Mutex<Option<Client>>,
-    b: Client,
+    b: Mutex<Client>,
     sync: tokio::sync::Mutex<Option<RunningSync>>,
     /// The engine's status, readable without waiting for a running phase.
     sync_view: Mutex<Option<Arc<SyncEngine>>>,
@@ -155,7 +155,7 @@ impl Orchestrator {
         let me = Arc::new(Self {
             state: Mutex::new(state),
             a: Mutex::new(a),
-            b,
+            b: Mutex::new(b),
             sync: tokio::sync::Mutex::new(None),
             sync_view: Mutex::new(None),
             actuator: Actuator::new(cfg.actuator.clone(), actuator::log_dir(&dir)),
@@ -166,6 +166,7 @@ impl Orchestrator {
             leader_since: Mutex::new(None),
         });
         tokio::spawn(track_leader(Arc::downgrade(&me)));
+        tokio::spawn(keep_sessions(Arc::downgrade(&me)));
         Ok(me)
     }
 
@@ -209,6 +210,10 @@ impl Orchestrator {
 
     fn a_client(&self) -> Option<Client> {
         self.a.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn b_client(&self) -> Client {
+        self.b.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Runs the phases after the completed ones up to `to` (the next one when `None`), in
@@ -474,7 +479,7 @@ impl Orchestrator {
     pub async fn contenders(&self, on_b: bool) -> Result<Vec<Contender>, String> {
         let path = self.config().cluster.path;
         let client = if on_b {
-            self.b.clone()
+            self.b_client()
         } else {
             self.a_client().ok_or("no session on A (it was retired)")?
         };
@@ -543,6 +548,46 @@ impl Orchestrator {
 
     pub async fn engine_for_checks(&self) -> Option<Arc<SyncEngine>> {
         self.engine().await
+    }
+}
+
+/// Replaces a session with A or B that expired (an ensemble frozen or partitioned for longer
+/// than the session timeout): without it every later read would fail for good.
+async fn keep_sessions(me: std::sync::Weak<Orchestrator>) {
+    use zookeeper_client::SessionState;
+    let over = |c: &Client| {
+        matches!(
+            c.state(),
+            SessionState::Expired | SessionState::Closed | SessionState::AuthFailed
+        )
+    };
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(o) = me.upgrade() else { return };
+        let cfg = o.config().sync;
+        let timeout = cfg.session_timeout();
+        if over(&o.b_client()) {
+            match connect("B", &cfg.target_zk, cfg.target_auth.as_deref(), timeout).await {
+                Ok(b) => {
+                    tracing::warn!("the session with B expired; a new one replaces it");
+                    *o.b.lock().unwrap_or_else(|p| p.into_inner()) = b;
+                }
+                Err(e) => tracing::warn!("{e}; trying again"),
+            }
+        }
+        if o.a_client().is_some_and(|a| over(&a)) {
+            match connect("A", &cfg.source_zk, cfg.source_auth.as_deref(), timeout).await {
+                Ok(a) => {
+                    let mut slot = o.a.lock().unwrap_or_else(|p| p.into_inner());
+                    // A retired meanwhile stays retired.
+                    if slot.is_some() {
+                        tracing::warn!("the session with A expired; a new one replaces it");
+                        *slot = Some(a);
+                    }
+                }
+                Err(e) => tracing::warn!("{e}; trying again"),
+            }
+        }
     }
 }
 

@@ -55,7 +55,7 @@ impl Orchestrator {
                 s.source_masters = masters;
             });
         }
-        self.align(&a, &self.b, 1).await?;
+        self.align(&a, &self.b_client(), 1).await?;
         let started = Instant::now();
         self.start_sync()
             .await
@@ -129,16 +129,22 @@ impl Orchestrator {
     /// Phase 2: B's sequence is checked (and raised again if A's moved past it), and each
     /// master of B not yet in the group is started.
     pub(super) async fn join_target_masters(&self) -> Result<(), String> {
-        let cfg = self.config();
         let a = self.a_client().ok_or("no session on A")?;
-        self.align(&a, &self.b, 2).await?;
+        self.align(&a, &self.b_client(), 2).await?;
+        self.start_missing_targets(2).await
+    }
+
+    /// Starts each master of B missing from the group and waits until every one is in the
+    /// group on both ensembles (already there: nothing is done).
+    async fn start_missing_targets(&self, phase: u8) -> Result<(), String> {
+        let cfg = self.config();
         let present = self.contenders(true).await?;
         for master in &cfg.cluster.target_masters {
             if present.iter().any(|c| c.http == Some(master.http)) {
                 continue;
             }
             self.actuate(
-                2,
+                phase,
                 Action::StartMaster {
                     master: master.clone(),
                     zk: cfg.zk_url(true),
@@ -149,7 +155,11 @@ impl Orchestrator {
         let deadline = Instant::now() + cfg.phase_timeout();
         // Each joined on B and is mirrored to A.
         loop {
-            let (on_a, on_b) = (self.contenders(false).await?, self.contenders(true).await?);
+            let on_b = self.contenders(true).await?;
+            let on_a = match self.a_client() {
+                Some(_) => self.contenders(false).await?,
+                None => on_b.clone(),
+            };
             let joined = |list: &[Contender]| {
                 cfg.cluster
                     .target_masters
@@ -167,11 +177,16 @@ impl Orchestrator {
     }
 
     /// Phase 3 (`back` false): the masters on A leave, followers first and the leader last,
-    /// so leadership moves once, to a master on B. Undoing phase 3 (`back`): the masters on
+    /// so leadership moves once, to a master on B (every master of B there first). Undoing phase 3 (`back`): the masters on
     /// A start again and the masters on B leave the same way.
     pub(super) async fn retire_masters(&self, back: bool) -> Result<(), String> {
         let cfg = self.config();
         let phase = 3;
+        if !back {
+            // Leadership only moves to a whole set on B: a master of B that stopped since
+            // phase 2 (or during an earlier try of this phase) is started again first.
+            self.start_missing_targets(phase).await?;
+        }
         let leaving: Vec<SocketAddr> = if back {
             cfg.cluster.target_masters.iter().map(|m| m.http).collect()
         } else {

@@ -95,7 +95,7 @@ impl Orchestrator {
     pub(super) async fn restore_source_masters(&self) -> Result<(), String> {
         let cfg = self.config();
         let a = self.a_client().ok_or("no session on A")?;
-        self.align(&self.b, &a, 3).await?;
+        self.align(&self.b_client(), &a, 3).await?;
         let present = self.contenders(false).await?;
         for m in self.snapshot().source_masters {
             if present.iter().any(|c| c.http == Some(m.addr.http)) {
