@@ -254,15 +254,81 @@ fn resource(name: &str, value: f64) -> cpb::Resource {
     }
 }
 
+/// What an `orca` framework keeps across re-subscriptions: its id, and the tasks still
+/// waiting for an offer.
+#[derive(Debug, Default)]
+struct Framework {
+    id: Option<String>,
+    pending: VecDeque<Pending>,
+    names: HashMap<String, String>,
+}
+
+/// How a subscription ended.
+enum Ended {
+    /// The UI closed its requests: done.
+    Closed,
+    /// The master said the framework is gone (torn down, removed): a new one is needed.
+    Removed(MasterError),
+    /// The connection or the leader was lost: subscribe again with the framework's id
+    /// (`true`: this subscription had been accepted).
+    Lost(MasterError, bool),
+}
+
 /// One `orca` framework in `role`: subscribes, launches pending tasks on fitting offers,
 /// declines the rest, suppresses offers while nothing waits, acknowledges updates and tells
-/// the user how each task does.
+/// the user how each task does. When the leader changes or the connection drops it
+/// subscribes again with its framework id, as Mesos frameworks do, so its tasks stay its own.
 async fn session(
     channel: MasterChannel,
     role: String,
     mut requests: mpsc::UnboundedReceiver<LaunchRequest>,
     events: mpsc::Sender<Event>,
 ) {
+    let mut framework = Framework::default();
+    let mut backoff = std::time::Duration::from_millis(200);
+    let mut told = false;
+    loop {
+        let lost = match subscription(&channel, &role, &mut framework, &mut requests, &events).await
+        {
+            Ended::Closed => return,
+            Ended::Removed(e) => Err(e),
+            // Never subscribed: said once, and the next launch tries again.
+            Ended::Lost(e, _) if framework.id.is_none() => Err(e),
+            Ended::Lost(e, held) => Ok((e, held)),
+        };
+        match lost {
+            Err(e) => {
+                let text = format!("launching in role {role}: {e}");
+                notice(&events, text, Level::Error).await;
+                return;
+            }
+            Ok((e, held)) => {
+                if held {
+                    backoff = std::time::Duration::from_millis(200);
+                    told = false;
+                }
+                if !told {
+                    let text =
+                        format!("the orca framework lost the master ({e}); subscribing again");
+                    notice(&events, text, Level::Info).await;
+                    told = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// One subscription of `framework`, until it ends.
+async fn subscription(
+    channel: &MasterChannel,
+    role: &str,
+    framework: &mut Framework,
+    requests: &mut mpsc::UnboundedReceiver<LaunchRequest>,
+    events: &mpsc::Sender<Event>,
+) -> Ended {
+    let mut held = false;
     let result: Result<(), MasterError> = async {
         let channel = channel.get().await?;
         let mut client = SchedulerClient::new(channel);
@@ -270,9 +336,10 @@ async fn session(
         let mut stream = client
             .subscribe(spb::SubscribeRequest {
                 framework_info: Some(spb::FrameworkInfo {
+                    id: framework.id.clone().unwrap_or_default(),
                     user,
                     name: "orca".into(),
-                    roles: vec![role.clone()],
+                    roles: vec![role.to_owned()],
                     hostname: std::env::var("HOSTNAME").unwrap_or_default(),
                     // Tasks outlive a TUI restart by a day; the master tears them down after.
                     failover_timeout_seconds: 86_400.0,
@@ -286,10 +353,9 @@ async fn session(
                 message: s.message().to_owned(),
             })?
             .into_inner();
+        let Framework { id, pending, names } = framework;
         let mut header: Option<spb::CallHeader> = None;
-        let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut suppressed = false;
-        let mut names: HashMap<String, String> = HashMap::new();
         loop {
             tokio::select! {
                 request = requests.recv() => {
@@ -314,6 +380,8 @@ async fn session(
                     };
                     match event.kind {
                         Some(event::Kind::Subscribed(s)) => {
+                            *id = Some(s.framework_id.clone());
+                            held = true;
                             header = Some(spb::CallHeader { framework_id: s.framework_id, stream_id: s.stream_id });
                         }
                         Some(event::Kind::Offers(offers)) => {
@@ -339,7 +407,7 @@ async fn session(
                                             operations: vec![spb::Operation { kind: Some(operation::Kind::Launch(spb::Launch { tasks: vec![task] })) }],
                                             refuse_seconds: 1.0,
                                         }).await.map_err(MasterError::of_call)?;
-                                        notice(&events, format!("task {} sent to {}", p.task_id, offer.hostname), Level::Info).await;
+                                        notice(events, format!("task {} sent to {}", p.task_id, offer.hostname), Level::Info).await;
                                     }
                                     None => {
                                         client.decline(spb::DeclineRequest {
@@ -378,10 +446,10 @@ async fn session(
                             } else {
                                 format!("{name}: {} ({why})", state.mesos_name())
                             };
-                            notice(&events, text, level).await;
+                            notice(events, text, level).await;
                         }
                         Some(event::Kind::Error(e)) => {
-                            return Err(MasterError::Call(format!("the master says: {}", e.message)));
+                            return Err(MasterError::Framework(e.message));
                         }
                         _ => {}
                     }
@@ -390,12 +458,12 @@ async fn session(
         }
     }
     .await;
-    if let Err(e) = result {
-        notice(
-            &events,
-            format!("launching in role {role}: {e}"),
-            Level::Error,
-        )
-        .await;
+    match result {
+        Ok(()) => Ended::Closed,
+        Err(e @ MasterError::Framework(_)) => {
+            framework.id = None;
+            Ended::Removed(e)
+        }
+        Err(e) => Ended::Lost(e, held),
     }
 }

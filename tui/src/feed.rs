@@ -56,6 +56,9 @@ pub enum MasterError {
     Unreachable(String),
     #[error("{0}")]
     Call(String),
+    /// The master ended a framework (its ERROR event: torn down, removed).
+    #[error("the master says: {0}")]
+    Framework(String),
 }
 
 impl MasterError {

@@ -3,6 +3,8 @@
 //! local agent in-process for `orca up`; `migration` is the Migration view's state and poller.
 pub mod actions;
 pub mod app;
+#[cfg(feature = "up")]
+pub mod demo;
 pub mod feed;
 pub mod filter;
 pub mod format;

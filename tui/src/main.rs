@@ -19,6 +19,16 @@ use orca_tui::{
 };
 use tokio::sync::{mpsc, watch};
 
+/// What the migration demo asks of the UI: tasks to launch as its workload.
+#[derive(Debug, Clone, Copy)]
+struct Demo {
+    tasks: usize,
+}
+
+/// Tasks the migration demo keeps running while it is migrated.
+#[cfg(feature = "up")]
+const DEMO_TASKS: usize = 6;
+
 /// `orca up` runs the master in this process: the same allocator as the `orca-master` binary.
 #[cfg(feature = "up")]
 #[global_allocator]
@@ -83,9 +93,19 @@ enum Cmd {
         #[arg(long)]
         ha: bool,
         /// With --ha: the ensemble's client ports are this plus 1 to 3 (its quorum and
-        /// election ports 1000 and 2000 above those).
+        /// election ports 1000 and 2000 above those); with --migration-demo, A's are these
+        /// and B's 10 above.
         #[arg(long, default_value_t = 22180)]
         zk_base_port: u16,
+        /// Try a zero-downtime migration: a cluster on a local ensemble A (three
+        /// `orca-master` processes, the local agent, a few `sleep` tasks) and an empty
+        /// ensemble B; the UI opens on the Migration view to advance and roll back (needs
+        /// Debian's `zookeeper` package and `orca-master` beside `orca`).
+        #[arg(long, conflicts_with = "ha")]
+        migration_demo: bool,
+        /// With --migration-demo: where the migration's REST API listens.
+        #[arg(long, default_value = "127.0.0.1:7091")]
+        migration_addr: SocketAddr,
     },
 }
 
@@ -138,7 +158,7 @@ fn main() -> ExitCode {
             return up(command, cli.log, cli.migration).await;
         }
         init_logging(cli.log.as_deref())?;
-        ui(cli.master, cli.migration, None).await
+        ui(cli.master, cli.migration, None, None).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,6 +182,8 @@ async fn up(command: Cmd, log: Option<PathBuf>, migration: Option<String>) -> an
         headless,
         ha,
         zk_base_port,
+        migration_demo,
+        migration_addr,
     } = command;
     let state_dir = state_dir.unwrap_or_else(UpConfig::default_state_dir);
     let log = log.unwrap_or_else(|| state_dir.join("orca.log"));
@@ -186,8 +208,17 @@ async fn up(command: Cmd, log: Option<PathBuf>, migration: Option<String>) -> an
         tasks: !no_tasks,
         metrics_addr,
         ha_zk_base_port: ha.then_some(zk_base_port),
+        migration_demo: migration_demo.then_some((zk_base_port, migration_addr)),
     })
     .await?;
+    let migration = if migration_demo {
+        Some(migration_addr.to_string())
+    } else {
+        migration
+    };
+    let demo = migration_demo.then_some(Demo {
+        tasks: if no_tasks { 0 } else { DEMO_TASKS },
+    });
     let master = up.master.clone();
     let outcome = if headless {
         eprintln!(
@@ -197,6 +228,12 @@ async fn up(command: Cmd, log: Option<PathBuf>, migration: Option<String>) -> an
             up.http_addr,
             if ha {
                 format!(" and two more masters on the next ports, electing a leader in {master}")
+            } else if migration_demo {
+                format!(
+                    "; migration demo: masters on ensemble A, clients follow {master}, \
+                     the migration's API on http://{migration_addr}/api/v1/migrations/demo \
+                     (zk-migrate advance --migration-id demo --confirm --api {migration_addr})"
+                )
             } else {
                 String::new()
             }
@@ -204,7 +241,7 @@ async fn up(command: Cmd, log: Option<PathBuf>, migration: Option<String>) -> an
         let _ = tokio::signal::ctrl_c().await;
         Ok(())
     } else {
-        ui(master, migration, Some(up.failures())).await
+        ui(master, migration, Some(up.failures()), demo).await
     };
     let stopped = up.stop().await;
     if !headless {
@@ -219,11 +256,13 @@ async fn ui(
     master: String,
     migration: Option<String>,
     failures: Option<watch::Receiver<Option<String>>>,
+    demo: Option<Demo>,
 ) -> anyhow::Result<()> {
     let (saved, saved_error) = SavedFilters::load(SavedFilters::default_path());
     let mut app = App::new(master.clone(), saved);
     if let Some(api) = &migration {
         app = app.with_migration(api.clone());
+        app.show_migration = demo.is_some();
     }
     if let Some(e) = saved_error {
         app.notify(e, Level::Error);
@@ -235,6 +274,16 @@ async fn ui(
     };
     let polling =
         migration.map(|api| tokio::spawn(orca_tui::migration::poll::follow(api, tx.clone())));
+    // The demo's workload: long-running tasks launched as the UI's framework.
+    for n in 0..demo.map_or(0, |d| d.tasks) {
+        effects.actions.launch(orca_tui::app::LaunchRequest {
+            name: format!("demo-{n}"),
+            command: "sleep 86400".into(),
+            cpus: 0.1,
+            mem_mb: 16.0,
+            role: "*".into(),
+        });
+    }
     let follower = tokio::spawn(feed::follow(master, tx.clone()));
     if let Some(mut failures) = failures {
         let tx = tx.clone();

@@ -2,7 +2,8 @@
 //! command shows this machine's topology and can run tasks on it. `orca up --ha` tries the
 //! highly-available setup instead: a local three-server ZooKeeper ensemble (Debian's
 //! `zookeeper` package, via zk-local) and three masters electing a leader in it, the agent
-//! and the UI following the leader.
+//! and the UI following the leader. `orca up --migration-demo` runs a cluster on one
+//! ensemble with another to migrate it to (`demo.rs`).
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
@@ -21,6 +22,8 @@ use orca_master::{
 use orca_zk_local::Ensemble;
 use tokio::{sync::watch, task::JoinHandle};
 
+use crate::demo::{Demo, DemoConfig};
+
 #[derive(Debug, Clone)]
 pub struct UpConfig {
     pub grpc_addr: SocketAddr,
@@ -34,6 +37,9 @@ pub struct UpConfig {
     /// Three masters on a local three-server ensemble whose client ports start one above
     /// this port (`None`: one master on its registry file).
     pub ha_zk_base_port: Option<u16>,
+    /// The migration demo instead (`demo.rs`): ensembles from this base port, the
+    /// migration's API on this address.
+    pub migration_demo: Option<(u16, SocketAddr)>,
 }
 
 /// The masters of `orca up --ha` use the ports after the first one's.
@@ -68,6 +74,8 @@ pub struct Up {
     masters: Vec<JoinHandle<anyhow::Result<()>>>,
     agent: JoinHandle<anyhow::Result<()>>,
     ensemble: Option<Ensemble>,
+    /// With `--migration-demo`: its ensembles, masters and migration.
+    pub demo: Option<Demo>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -115,7 +123,23 @@ impl Up {
         let (failed, failure) = watch::channel(None);
         let mut masters = Vec::new();
         let (mut ensemble, mut addrs, mut master_arg) = (None, Vec::new(), String::new());
-        let count = if config.ha_zk_base_port.is_some() {
+        let demo = match config.migration_demo {
+            Some((zk_base_port, migration_addr)) => Some(
+                Demo::start(DemoConfig {
+                    grpc_addr: config.grpc_addr,
+                    http_addr: config.http_addr,
+                    zk_base_port,
+                    migration_addr,
+                    state_dir: config.state_dir.clone(),
+                })
+                .await?,
+            ),
+            None => None,
+        };
+        let count = if demo.is_some() {
+            // The demo's masters are processes of their own.
+            0
+        } else if config.ha_zk_base_port.is_some() {
             HA_MASTERS
         } else {
             1
@@ -192,7 +216,13 @@ impl Up {
                 failed.clone(),
             )));
         }
-        let (grpc_addr, http_addr) = addrs[0];
+        let (grpc_addr, http_addr) = match &demo {
+            Some(d) => {
+                master_arg = d.agent_master.clone();
+                d.first_master
+            }
+            None => addrs[0],
+        };
         if master_arg.is_empty() {
             master_arg = grpc_addr.to_string();
         }
@@ -227,12 +257,15 @@ impl Up {
         Ok(Up {
             grpc_addr,
             http_addr,
-            master: master_arg,
+            master: demo
+                .as_ref()
+                .map_or(master_arg, |d| d.client_master.clone()),
             stop,
             failure,
             masters,
             agent,
             ensemble,
+            demo,
         })
     }
 
@@ -252,6 +285,9 @@ impl Up {
         }
         if let Some(ensemble) = self.ensemble {
             tokio::task::spawn_blocking(move || ensemble.stop()).await?;
+        }
+        if let Some(demo) = self.demo {
+            demo.stop().await;
         }
         for (name, result) in results {
             match result {

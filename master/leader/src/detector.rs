@@ -62,9 +62,14 @@ impl Detector {
     }
 }
 
-async fn follow(url: ZkUrl, session_timeout: Duration, tx: watch::Sender<Option<MasterInfo>>) {
+async fn follow(mut url: ZkUrl, session_timeout: Duration, tx: watch::Sender<Option<MasterInfo>>) {
     let mut backoff = Duration::from_millis(100);
     while !tx.is_closed() {
+        // A `file://` URL is read again for every new session.
+        if let Some(now) = url.reread().filter(|now| *now != url) {
+            tracing::info!(from = %url, to = %now, "the master URL's file names another ensemble");
+            url = now;
+        }
         match connect(&url, session_timeout).await {
             Ok(client) => {
                 backoff = Duration::from_millis(100);

@@ -38,6 +38,10 @@ pub struct ZkUrl {
     pub path: String,
     /// Digest credentials (`user`, `password`) for every session on this URL.
     pub credentials: Option<(String, String)>,
+    /// The file it was read from (`file:///path`): followers read it again whenever they
+    /// open a new session, so rewriting it points clients at another ensemble (e.g. after a
+    /// migration) without restarting them.
+    pub file: Option<String>,
 }
 
 impl fmt::Debug for ZkUrl {
@@ -69,9 +73,24 @@ impl ZkUrl {
                 path: path.to_owned(),
                 source,
             })?;
-            return Self::parse_zk(text.trim());
+            let mut url = Self::parse_zk(text.trim())?;
+            url.file = Some(path.to_owned());
+            return Ok(url);
         }
         Self::parse_zk(s)
+    }
+
+    /// The URL as its file says now (`None` when it came from no file, or the file cannot be
+    /// read or parsed: the caller keeps what it had).
+    pub fn reread(&self) -> Option<ZkUrl> {
+        let file = self.file.as_ref()?;
+        match Self::parse(&format!("file://{file}")) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                tracing::warn!(%e, "keeping the ZooKeeper URL read before");
+                None
+            }
+        }
     }
 
     fn parse_zk(s: &str) -> Result<Self, UrlError> {
@@ -113,6 +132,7 @@ impl ZkUrl {
             return Err(UrlError::BadPath(s.to_owned()));
         }
         Ok(ZkUrl {
+            file: None,
             servers: hosts.to_owned(),
             path: path.to_owned(),
             credentials,
@@ -149,6 +169,12 @@ mod tests {
         std::fs::write(&file, "zk://u:p@h:1/m\n").unwrap();
         let url = ZkUrl::parse(&format!("file://{}", file.display())).unwrap();
         assert_eq!(url.credentials, Some(("u".into(), "p".into())));
+        // Rewritten, the file names another ensemble; unreadable, it changes nothing.
+        std::fs::write(&file, "zk://other:2/m\n").unwrap();
+        assert_eq!(url.reread().unwrap().servers, "other:2");
+        std::fs::write(&file, "not a url").unwrap();
+        assert!(url.reread().is_none());
+        assert!(ZkUrl::parse("zk://h:1/m").unwrap().reread().is_none());
         std::fs::remove_file(&file).unwrap();
     }
 }

@@ -532,6 +532,22 @@ impl Allocator {
     }
 
     /// The framework's dominant share of the cluster over all its roles.
+    /// The framework's roles it suppressed offers in.
+    pub fn suppressed_roles(&self, id: &str) -> Vec<String> {
+        let Some(fw) = self
+            .framework_slots
+            .get(id)
+            .and_then(|slot| self.frameworks[*slot].as_ref())
+        else {
+            return Vec::new();
+        };
+        fw.roles
+            .iter()
+            .filter(|sub| sub.suppressed)
+            .map(|sub| sub.role.to_string())
+            .collect()
+    }
+
     pub fn framework_share(&self, id: &str) -> Option<f64> {
         let slot = *self.framework_slots.get(id)?;
         let fw = self.frameworks[slot].as_ref()?;

@@ -83,6 +83,7 @@ impl ClusterView {
                     running_tasks: live.clone().count() as u32,
                     used: scalars(&fw.used),
                     offered: scalars(&fw.offered),
+                    suppressed_roles: fw.suppressed_roles.clone(),
                 },
             );
             for t in live {

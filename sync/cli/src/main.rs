@@ -328,7 +328,22 @@ fn print_status(s: &Status) {
             lag.p50, lag.p99, lag.max, added.p99
         );
     }
+    for (name, recent) in [
+        ("a->b", &s.recent_lag_a_to_b_ms),
+        ("b->a", &s.recent_lag_b_to_a_ms),
+    ] {
+        println!(
+            "recent lag {name}   p99 {:.1} ms over {} writes",
+            recent.p99, recent.count
+        );
+    }
     println!("queue depth       {}", s.queue_depth);
+    if s.stalled_ms > 0 {
+        println!(
+            "waiting          changes seen {:.1} s ago are not replicated yet",
+            s.stalled_ms as f64 / 1000.0
+        );
+    }
     println!(
         "conflicts         {} ({} held)",
         s.conflicts, s.conflicts_held

@@ -447,6 +447,23 @@ impl<'a> Gate<'a> {
     }
 
     async fn offers_flowing(&mut self) {
+        // Offers go only to connected frameworks in roles they did not suppress: when none
+        // asks for offers, none being made is the allocator doing right.
+        if let Some(view) = self.view() {
+            let asking = view.frameworks.values().any(|f| {
+                f.active && f.connected && f.roles.iter().any(|r| !f.suppressed_roles.contains(r))
+            });
+            if !asking {
+                return self.push(
+                    "offers flowing",
+                    true,
+                    format!(
+                        "no framework asks for offers ({} connected, each suppressed in its roles)",
+                        view.frameworks.values().filter(|f| f.connected).count()
+                    ),
+                );
+            }
+        }
         let first = self.o.leader_metrics().await;
         let made = |m: &std::collections::HashMap<String, f64>| {
             m.get("master/offers_made").copied().unwrap_or(0.0)

@@ -50,6 +50,7 @@ impl State {
                     recovered: fw.recovered,
                     registered: fw.registered,
                     dominant_share: self.allocator.framework_share(&fw.id).unwrap_or(0.0),
+                    suppressed_roles: self.allocator.suppressed_roles(&fw.id),
                     used,
                     offered,
                     tasks: fw.tasks.values().map(task_view).collect(),
@@ -294,6 +295,8 @@ pub struct FrameworkView {
     pub recovered: bool,
     pub registered: SystemTime,
     pub dominant_share: f64,
+    /// Its roles it suppressed offers in (SUPPRESS).
+    pub suppressed_roles: Vec<String>,
     pub used: Resources,
     pub offered: Resources,
     pub tasks: Vec<TaskView>,

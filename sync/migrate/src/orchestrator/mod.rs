@@ -546,6 +546,12 @@ impl Orchestrator {
         self.a_client().is_some()
     }
 
+    /// Stops the sync if it runs (its sessions close, its mirrors go); the state stays as
+    /// it is, so `resume` goes on from there. For a process that ends.
+    pub async fn shutdown(&self) {
+        self.stop_sync().await;
+    }
+
     pub async fn engine_for_checks(&self) -> Option<Arc<SyncEngine>> {
         self.engine().await
     }

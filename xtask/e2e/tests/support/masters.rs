@@ -130,6 +130,11 @@ impl Drop for MasterProcess {
 /// range (32768 and up here) so no outgoing connection of a test running beside this one
 /// takes them meanwhile.
 pub fn three_free_ports() -> u16 {
+    free_ports(3)
+}
+
+/// A base port with `count` free ports from it (picked apart from other tests' picks).
+pub fn free_ports(count: u16) -> u16 {
     // Tests of one binary share a process: a counter and the clock keep their picks apart.
     static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut seed = std::process::id() as u64
@@ -144,7 +149,7 @@ pub fn three_free_ports() -> u16 {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let base = 25_000 + (seed >> 33) as u16 % 6_000;
-        if (0..3).all(|n| TcpListener::bind(("127.0.0.1", base + n)).is_ok()) {
+        if (0..count).all(|n| TcpListener::bind(("127.0.0.1", base + n)).is_ok()) {
             return base;
         }
     }

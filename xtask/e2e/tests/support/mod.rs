@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod masters;
+pub mod tmux;
 pub mod zk;
 
 use std::path::PathBuf;
