@@ -137,10 +137,6 @@ impl MigrationView {
         self.updated = Some(at);
     }
 
-    pub fn id(&self) -> Option<&str> {
-        self.state.as_ref().map(|s| s.id.as_str())
-    }
-
     /// What `a` would do, or why it cannot: (prompt, command).
     pub fn ask_advance(&self) -> Result<(String, MigrationCommand), String> {
         let s = self.state.as_ref().ok_or_else(|| self.nothing())?;

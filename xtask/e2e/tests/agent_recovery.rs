@@ -334,9 +334,14 @@ async fn a_killed_agent_takes_its_100_tasks_back_after_an_upgrade_and_reports_wh
     support::agent::wait_for(WAIT, "every task cgroup to be removed", || {
         node.busy_cgroups().is_empty().then_some(())
     });
-    for p in before.values() {
-        assert!(!p.task.is_alive() && !p.supervisor.is_alive());
-    }
+    // A supervisor leaves its task's cgroup empty before it exits itself (it reports the end
+    // first).
+    support::agent::wait_for(WAIT, "every task and supervisor to exit", || {
+        before
+            .values()
+            .all(|p| !p.task.is_alive() && !p.supervisor.is_alive())
+            .then_some(())
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
