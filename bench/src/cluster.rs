@@ -259,17 +259,7 @@ pub struct TaskLeftovers {
 impl Drop for TaskLeftovers {
     fn drop(&mut self) {
         if let Ok(driver) = orca_agent::tasks::cgroups::Driver::detect() {
-            for (_, cgroup) in driver.existing(&self.cgroups_root) {
-                cgroup.kill_all();
-                for _ in 0..200 {
-                    if cgroup.pids().is_empty() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                let _ = cgroup.destroy();
-            }
-            driver.remove_parent(&self.cgroups_root);
+            driver.remove_all(&self.cgroups_root);
         }
         let _ = std::fs::remove_dir_all(&self.work);
     }

@@ -268,6 +268,22 @@ impl Driver {
         }
     }
 
+    /// Kills every task cgroup under `parent`, waits (up to 2 s each) until it is empty, and
+    /// removes it and then `parent`: what a failed test or benchmark leaves behind goes.
+    pub fn remove_all(&self, parent: &str) {
+        for (_, cgroup) in self.existing(parent) {
+            cgroup.kill_all();
+            for _ in 0..200 {
+                if cgroup.pids().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let _ = cgroup.destroy();
+        }
+        self.remove_parent(parent);
+    }
+
     /// The task cgroups that exist under `parent`, by name (a previous run's leftovers when
     /// the agent starts).
     pub fn existing(&self, parent: &str) -> Vec<(String, TaskCgroup)> {

@@ -233,17 +233,21 @@ async fn run_command(command: &str) -> Result<(), ActuatorError> {
     })
 }
 
+/// Whether something accepts connections on `addr` within half a second.
+pub async fn answers(addr: SocketAddr) -> bool {
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .is_ok_and(|c| c.is_ok())
+}
+
 /// Waits until `addr` accepts connections (`up`) or refuses them.
 async fn wait_port(addr: SocketAddr, up: bool, what: &str) -> Result<(), ActuatorError> {
     let deadline = Instant::now() + SETTLE;
     loop {
-        let answers = tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        .is_ok_and(|c| c.is_ok());
-        if answers == up {
+        if answers(addr).await == up {
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use crate::{
+    actuator,
     cluster::{ClusterView, Contender},
     ensemble::EnsembleHealth,
     orchestrator::Orchestrator,
@@ -251,7 +252,8 @@ impl<'a> Gate<'a> {
         // A master killed outright leaves its contender until its session expires: the
         // group alone would count it. Each must answer too.
         let silent: Vec<SocketAddr> = if only.is_some() {
-            let answers = futures::future::join_all(targets.iter().map(|t| answers(*t))).await;
+            let answers =
+                futures::future::join_all(targets.iter().map(|t| actuator::answers(*t))).await;
             targets
                 .iter()
                 .zip(answers)
@@ -316,13 +318,7 @@ impl<'a> Gate<'a> {
             return self.push("leader stable", false, "no master leads");
         };
         let targets = cfg.cluster.target_masters.iter().map(|m| m.http);
-        let sources: Vec<SocketAddr> = self
-            .o
-            .snapshot()
-            .source_masters
-            .iter()
-            .map(|m| m.addr.http)
-            .collect();
+        let sources = self.o.snapshot().source_http();
         let expected: Vec<SocketAddr> = match who {
             Leaders::Target => targets.collect(),
             Leaders::Source => sources,
@@ -580,14 +576,4 @@ fn names(group: &[Contender]) -> String {
         .map(crate::cluster::describe)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Whether something accepts connections on `addr` within half a second.
-async fn answers(addr: SocketAddr) -> bool {
-    tokio::time::timeout(
-        Duration::from_millis(500),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .is_ok_and(|c| c.is_ok())
 }

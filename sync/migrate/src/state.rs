@@ -236,6 +236,11 @@ impl MigrationState {
         found
     }
 
+    /// The HTTP addresses of the masters seen on A when the migration began.
+    pub fn source_http(&self) -> Vec<std::net::SocketAddr> {
+        self.source_masters.iter().map(|m| m.addr.http).collect()
+    }
+
     /// Whether the migration still acts (not completed or rolled back).
     pub fn is_active(&self) -> bool {
         !matches!(self.status, Status::Completed | Status::RolledBack)

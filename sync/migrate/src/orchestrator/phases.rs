@@ -190,11 +190,7 @@ impl Orchestrator {
         let leaving: Vec<SocketAddr> = if back {
             cfg.cluster.target_masters.iter().map(|m| m.http).collect()
         } else {
-            self.snapshot()
-                .source_masters
-                .iter()
-                .map(|m| m.addr.http)
-                .collect()
+            self.snapshot().source_http()
         };
         let ordered = {
             let group = self.contenders(!back).await?;

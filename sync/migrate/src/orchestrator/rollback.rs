@@ -1,8 +1,5 @@
 //! Undoing phases, in reverse: each restores the routing the phase changed.
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use orca_proto::operator::v1::AgentRequest;
 
@@ -110,12 +107,7 @@ impl Orchestrator {
             )
             .await?;
         }
-        let sources: Vec<SocketAddr> = self
-            .snapshot()
-            .source_masters
-            .iter()
-            .map(|m| m.addr.http)
-            .collect();
+        let sources = self.snapshot().source_http();
         let deadline = Instant::now() + cfg.phase_timeout();
         loop {
             let on_b = self.contenders(true).await?;

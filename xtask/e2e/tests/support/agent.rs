@@ -66,18 +66,7 @@ impl Drop for ChildGuard {
 /// Ends every task left in the cgroups under `parent` (what a failed assertion left running)
 /// and removes them and `parent`.
 pub fn remove_task_cgroups(parent: &str) {
-    let Ok(driver) = orca_agent::tasks::cgroups::Driver::detect() else {
-        return;
-    };
-    for (_, cgroup) in driver.existing(parent) {
-        cgroup.kill_all();
-        for _ in 0..200 {
-            if cgroup.pids().is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = cgroup.destroy();
+    if let Ok(driver) = orca_agent::tasks::cgroups::Driver::detect() {
+        driver.remove_all(parent);
     }
-    driver.remove_parent(parent);
 }
