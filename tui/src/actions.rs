@@ -292,8 +292,6 @@ async fn session(
         {
             Ended::Closed => return,
             Ended::Removed(e) => Err(e),
-            // Never subscribed: said once, and the next launch tries again.
-            Ended::Lost(e, _) if framework.id.is_none() => Err(e),
             Ended::Lost(e, held) => Ok((e, held)),
         };
         match lost {
@@ -308,8 +306,9 @@ async fn session(
                     told = false;
                 }
                 if !told {
-                    let text =
-                        format!("the orca framework lost the master ({e}); subscribing again");
+                    // Said once per outage; the launches wait (a master that is not the
+                    // leader yet, or a failover, refuses or drops the subscription).
+                    let text = format!("the orca framework: {e}; subscribing again");
                     notice(&events, text, Level::Info).await;
                     told = true;
                 }
