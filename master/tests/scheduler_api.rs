@@ -504,6 +504,87 @@ async fn an_agent_restarted_without_its_tasks_has_them_lost_and_offered_again() 
     );
 }
 
+/// An agent that re-registers (a new connection, or a switch to another master's address)
+/// while a launch is on its way over the old connection does not report the task: still
+/// STAGING, it is launched again over the new link rather than lost.
+#[tokio::test]
+async fn a_task_still_staging_when_its_agent_re_registers_is_launched_again() {
+    use orca_master::cluster::{AgentCommand, AgentInfo, StatusSource, TaskState, TaskStatus};
+    use orca_master::resources::Resources;
+    let m = master(fast_config()).await;
+    let info = |id: Option<String>| AgentInfo {
+        id,
+        hostname: "node-1".into(),
+        resources: Resources::parse("cpus:1;mem:512").unwrap(),
+        attributes: Default::default(),
+    };
+    // The first link never answers: its launch is lost with it.
+    let mut first = m
+        .cluster
+        .register_agent(info(None), Vec::new())
+        .await
+        .unwrap();
+    let agent_id = first.agent_id.clone();
+    let mut s = Scheduler::subscribe(m.addr, framework("in-flight")).await;
+    let offer = s.wait_for("OFFERS").await["offers"]["offers"][0].clone();
+    let (code, _) = s
+        .call(
+            json!({ "type": "ACCEPT", "accept": { "offer_ids": [offer["id"]],
+            "operations": [launch("flying", &offer["agent_id"], scalars(0.5, 64.0))] } }),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    let sent = tokio::time::timeout(Duration::from_secs(5), first.commands.recv())
+        .await
+        .unwrap();
+    assert!(
+        matches!(sent, Some(AgentCommand::Launch { .. })),
+        "{sent:?}"
+    );
+
+    let mut second = m
+        .cluster
+        .register_agent(info(Some(agent_id.clone())), Vec::new())
+        .await
+        .unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(5), second.commands.recv())
+        .await
+        .unwrap();
+    let Some(AgentCommand::Launch {
+        framework_id,
+        framework_user,
+        tasks,
+        ..
+    }) = again
+    else {
+        panic!("expected the launch again, got {again:?}");
+    };
+    assert_eq!(framework_user, "root");
+    assert_eq!(
+        tasks.iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(),
+        ["flying"]
+    );
+    m.cluster
+        .status_update(
+            &framework_id,
+            TaskStatus {
+                task_id: "flying".into(),
+                agent_id: agent_id.clone(),
+                state: TaskState::Running,
+                source: StatusSource::Executor,
+                reason: None,
+                message: None,
+                timestamp: 0.0,
+                uuid: Some(*uuid::Uuid::new_v4().as_bytes()),
+            },
+        )
+        .unwrap();
+    // The framework's first word on the task is that it runs: it was never lost.
+    let update = s.update_for("flying").await;
+    assert_eq!(update["state"], "TASK_RUNNING", "{update}");
+    drop(first);
+}
+
 #[tokio::test]
 async fn update_framework_moves_the_framework_to_new_roles() {
     let m = master(fast_config()).await;

@@ -10,8 +10,6 @@ pub enum LaunchError {
     BadId { what: &'static str, id: String },
     #[error("the command is empty; give the task a command value")]
     EmptyCommand,
-    #[error("task {0} is already running here; use a new task id")]
-    AlreadyRunning(String),
     #[error("cannot create the sandbox {path}: {source}")]
     Sandbox { path: PathBuf, source: io::Error },
     #[error(transparent)]

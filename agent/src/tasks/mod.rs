@@ -126,6 +126,9 @@ struct Inner {
     unacked: Vec<StatusUpdate>,
     /// The checkpoint of every task running or finished with updates unacknowledged.
     checkpoints: HashMap<Key, TaskCheckpoint>,
+    /// Tasks whose launch is being prepared (sandbox, cgroup, checkpoint): a master this
+    /// agent registers with meanwhile learns them as staging.
+    launching: HashMap<Key, TaskSpec>,
 }
 
 /// Runs tasks and tracks their updates. Cheap to clone.
@@ -375,6 +378,12 @@ impl TaskManager {
             .values()
             .map(|t| (t.spec.clone(), t.state))
             .chain(inner.finished.values().cloned())
+            .chain(
+                inner
+                    .launching
+                    .values()
+                    .map(|spec| (spec.clone(), TaskState::Staging)),
+            )
             .collect()
     }
 
@@ -404,18 +413,31 @@ impl TaskManager {
     }
 
     /// Starts the tasks together: all of them, or none (each then reports TASK_FAILED).
+    /// A task this agent already has is left as it is: a master launches a task again when
+    /// this agent re-registered without it while its first launch was still on its way.
     pub async fn launch(&self, specs: Vec<TaskSpec>) {
+        let specs: Vec<TaskSpec> = {
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            specs
+                .into_iter()
+                .filter(|spec| {
+                    let k = key(spec);
+                    let known = inner.tasks.contains_key(&k)
+                        || inner.finished.contains_key(&k)
+                        || inner.launching.contains_key(&k);
+                    if known {
+                        tracing::info!(task = %spec.task_id, "launched again; this agent has it already");
+                    } else {
+                        inner.launching.insert(k, spec.clone());
+                    }
+                    !known
+                })
+                .collect()
+        };
         let mut prepared = Vec::new();
         let mut failure = None;
         for spec in &specs {
-            let known = {
-                let inner = self.lock();
-                inner.tasks.contains_key(&key(spec)) || inner.finished.contains_key(&key(spec))
-            };
-            if known {
-                failure = Some(LaunchError::AlreadyRunning(spec.task_id.clone()).to_string());
-                break;
-            }
             match self.prepare(spec).await {
                 Ok(p) => prepared.push(p),
                 Err(why) => {
@@ -429,6 +451,12 @@ impl TaskManager {
                 let _ = cgroup.destroy();
                 checkpoint.remove();
             }
+            {
+                let mut inner = self.lock();
+                for spec in &specs {
+                    inner.launching.remove(&key(spec));
+                }
+            }
             for spec in &specs {
                 self.emit(
                     spec,
@@ -441,6 +469,7 @@ impl TaskManager {
         }
         for (spec, cgroup, checkpoint) in &prepared {
             let mut inner = self.lock();
+            inner.launching.remove(&key(spec));
             inner.tasks.insert(
                 key(spec),
                 Running {

@@ -413,6 +413,7 @@ async fn start(cfg: SyncConfig, dry_run: bool, listen: &str) -> Result<ExitCode>
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen} (use --listen to pick another address)"))?;
+    let api = listener.local_addr()?;
     let stop = Arc::new(Notify::new());
     let app = router(engine.clone(), stop.clone());
     tokio::spawn(async move {
@@ -420,7 +421,7 @@ async fn start(cfg: SyncConfig, dry_run: bool, listen: &str) -> Result<ExitCode>
             tracing::error!("API server: {e}");
         }
     });
-    tracing::info!("API on http://{listen}/api/v1/sync/status");
+    tracing::info!("API on http://{api}/api/v1/sync/status");
     let progress = progress_bar(engine.clone());
     let stopped = async move {
         tokio::select! {

@@ -148,8 +148,9 @@ pub async fn run(command: Command) -> Result<ExitCode> {
             let listener = bind(&listen).await?;
             let orchestrator = Orchestrator::create(cfg).await?;
             let id = orchestrator.snapshot().id;
+            let api = listener.local_addr()?;
             let service = serve_api(listener, &orchestrator);
-            println!("migration {id}: API on http://{listen}/api/v1/migrations/{id}");
+            println!("migration {id}: API on http://{api}/api/v1/migrations/{id}");
             orchestrator.advance(Some(if all { 6 } else { 1 }))?;
             drop(orchestrator);
             // Run to the end (--all, --interactive) or serve the API until Ctrl-C.
@@ -172,11 +173,12 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                     })?,
             };
             let listener = bind(&listen).await?;
+            let api = listener.local_addr()?;
             let orchestrator = Orchestrator::resume(&state_dir, &id).await?;
             let service = serve_api(listener, &orchestrator);
             let s = orchestrator.snapshot();
             println!(
-                "migration {id}: {}; API on http://{listen}",
+                "migration {id}: {}; API on http://{api}",
                 describe_status(&s.status, s.completed)
             );
             drop(orchestrator);

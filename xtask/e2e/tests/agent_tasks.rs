@@ -1,6 +1,7 @@
 //! The agent's task manager with real processes in real cgroups (v1 on this host; needs root):
 //! limits in the kernel's files, finish, failure status, OOM kill with its reason, SIGTERM then
-//! SIGKILL after the grace period, all-or-nothing groups, a CFS quota holding a busy loop;
+//! SIGKILL after the grace period, all-or-nothing groups, a task launched twice run once, a
+//! CFS quota holding a busy loop;
 //! tasks outliving the agent and taken back by a restarted one.
 mod support;
 
@@ -444,6 +445,53 @@ async fn a_kill_sends_sigterm_and_waits_the_grace_period_before_sigkill() {
         TaskState::Killed
     );
     assert!(asked.elapsed() < Duration::from_secs(5));
+    cleanup(work);
+}
+
+/// A master launches a task again when the agent re-registered without it while the first
+/// launch was on its way: the agent runs it once, and a launch arriving while the first is
+/// still being prepared finds it (reported as staging) rather than failing it.
+#[tokio::test]
+async fn a_task_launched_twice_runs_once() {
+    let (m, mut rx, work) = manager("twice");
+    let first = m.launch(vec![spec("once", "sleep 1000")]);
+    let second = async {
+        // The first launch has begun: a master told now learns the task is staging.
+        let known: Vec<(String, TaskState)> = m
+            .running()
+            .into_iter()
+            .map(|(s, state)| (s.task_id, state))
+            .collect();
+        m.launch(vec![spec("once", "sleep 1000")]).await;
+        known
+    };
+    let ((), known) = futures::future::join(first, second).await;
+    assert_eq!(known.len(), 1, "{known:?}");
+    assert_eq!(known[0].0, "once");
+    assert!(
+        matches!(
+            known[0].1,
+            TaskState::Staging | TaskState::Starting | TaskState::Running
+        ),
+        "{known:?}"
+    );
+    // Once more after it runs.
+    m.launch(vec![spec("once", "sleep 1000")]).await;
+    let states: Vec<TaskState> = m.unacknowledged().iter().map(|u| u.state).collect();
+    assert_eq!(states, [TaskState::Starting, TaskState::Running]);
+    assert_eq!(next(&mut rx).await.state, TaskState::Starting);
+    assert_eq!(next(&mut rx).await.state, TaskState::Running);
+    assert!(
+        !m.cgroup("fw", "once")
+            .expect("its cgroup")
+            .pids()
+            .is_empty()
+    );
+    assert!(m.kill("fw", "once", Some(Duration::from_secs(5))));
+    assert_eq!(
+        until_terminal(&mut rx, "once").await.state,
+        TaskState::Killed
+    );
     cleanup(work);
 }
 

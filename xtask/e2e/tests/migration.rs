@@ -324,7 +324,7 @@ impl Site {
             seen: Arc::new(Mutex::new(Seen::default())),
             stop_framework,
             framework: None,
-            api: SocketAddr::from(([127, 0, 0, 1], three_free_ports())),
+            api: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
         a.start(WAIT).expect("ensemble A starts");
         b.start(WAIT).expect("ensemble B starts");
@@ -477,23 +477,48 @@ state-dir: \"{}\"
         path
     }
 
-    /// `zk-migrate start` (phase 1 begins), or `zk-migrate serve` when `resume`.
+    /// `zk-migrate start` (phase 1 begins), or `zk-migrate serve` when `resume`. It listens on
+    /// a port the kernel picks (a port picked here could be taken by then) and the API's
+    /// address is read from the line it prints.
     fn run_orchestrator(&mut self, args: &[&str]) {
+        let path = self.dir.join("zk-migrate.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("zk-migrate.log"))
+            .open(&path)
             .unwrap();
-        self.orchestrator = Some(
-            Command::new(support::bin("zk-migrate"))
-                .args(args)
-                .args(["--listen", &self.api.to_string()])
-                .env("RUST_LOG", "info")
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
+        let from = log.metadata().unwrap().len() as usize;
+        let mut child = Command::new(support::bin("zk-migrate"))
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        self.api = loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let printed = text.get(from..).unwrap_or("").lines().find_map(|l| {
+                let rest = l.split_once("API on http://")?.1;
+                rest.split('/').next()?.parse::<SocketAddr>().ok()
+            });
+            if let Some(api) = printed {
+                break api;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "zk-migrate {args:?} exited ({status}):\n{}",
+                    text.get(from..).unwrap_or("")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "zk-migrate {args:?} printed no API address"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.orchestrator = Some(child);
     }
 
     async fn state(&self, id: &str) -> Value {
@@ -770,6 +795,8 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
     .await;
     let state = site.state("e2e").await;
     assert_eq!(state["switched_agents"].as_array().unwrap().len(), 2);
+    // The restarted orchestrator listens on a new port.
+    let api = site.api.to_string();
     tui_view(&api, "✓ 4 agents moved to B", |o| {
         o.agents.on_b == 2
             && o.agents.on_a == 0
@@ -859,7 +886,6 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
 async fn a_migration_rolls_back_from_every_phase_to_everything_on_a() {
     let mut site = Site::start("rollback", 21930).await;
     let (a, b) = (site.a.connect_string(), site.b.connect_string());
-    let api = site.api.to_string();
     let source_http: Vec<SocketAddr> = site.sources.iter().map(|m| m.http).collect();
     for phase in 1..=6u8 {
         let id = format!("back{phase}");
@@ -882,6 +908,7 @@ async fn a_migration_rolls_back_from_every_phase_to_everything_on_a() {
         for next in 2..=phase {
             site.advance(&id, next).await;
         }
+        let api = site.api.to_string();
         let (ok, out) = migrate(&["rollback", "--migration-id", &id, "--api", &api]);
         let state = site.state(&id).await;
         assert!(
@@ -947,12 +974,12 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) {
 async fn a_migration_halts_on_sync_lag_and_survives_a_b_server_and_a_master_dying() {
     use nix::sys::signal::Signal;
     let mut site = Site::start("faults", 21950).await;
-    let api = site.api.to_string();
-    let client = MigrationClient::new(api.clone());
 
     // Sync lag: a 2 s lag window and a 4 s phase timeout.
     let config = site.write_config_tuned("lag", 4, 2);
     site.run_orchestrator(&["start", "--config", config.to_str().unwrap()]);
+    let api = site.api.to_string();
+    let client = MigrationClient::new(api.clone());
     wait_for("phase 1 done", WAIT, || async {
         site.state("lag").await["completed"] == 1
     })

@@ -1,7 +1,8 @@
-//! Agents: registration and re-registration (tasks re-adopted, unreported ones lost),
+//! Agents: registration and re-registration (tasks re-adopted, unreported ones lost or,
+//! still staging, launched again),
 //! heartbeats, unreachable and removed agents, and the command channels to them.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -13,7 +14,7 @@ use super::{
 use crate::cluster::registry::{AgentRecord, Change};
 use crate::cluster::{
     AgentCommand, AgentInfo, AgentLink, ApiError, ClusterEvent, Event, RunningTask, StatusSource,
-    TaskState, TaskStatus,
+    TaskInfo, TaskState, TaskStatus,
 };
 use crate::resources::Resources;
 
@@ -378,20 +379,43 @@ impl State {
     /// A re-registering agent that does not report a task the master has on it has lost it
     /// (its process restarted and cleaned up what it could not recover): TASK_LOST, as Mesos
     /// does with `REASON_AGENT_RESTARTED`, and the task's resources return to the agent.
+    /// A task still STAGING (no update from the agent yet) is launched again instead: its
+    /// launch may have been lost with the agent's old connection, and an agent that has it
+    /// after all does not run it twice.
     fn lose_unreported_tasks(&mut self, agent_id: &str, reported: &[RunningTask]) {
         let reported: HashSet<(&str, &str)> = reported
             .iter()
             .map(|r| (r.framework_id.as_str(), r.info.task_id.as_str()))
             .collect();
         let mut lost = Vec::new();
+        let mut relaunch: BTreeMap<(String, Arc<str>), Vec<TaskInfo>> = BTreeMap::new();
         for fw in self.frameworks.values() {
             for task in fw.tasks.values() {
-                if task.info.agent_id == agent_id
-                    && !task.state.is_terminal()
-                    && !reported.contains(&(fw.id.as_str(), task.info.task_id.as_str()))
+                if task.info.agent_id != agent_id
+                    || task.state.is_terminal()
+                    || reported.contains(&(fw.id.as_str(), task.info.task_id.as_str()))
                 {
+                    continue;
+                }
+                if task.state == TaskState::Staging {
+                    relaunch
+                        .entry((fw.id.clone(), task.role.clone()))
+                        .or_default()
+                        .push(task.info.clone());
+                } else {
                     lost.push((fw.id.clone(), task.info.task_id.clone()));
                 }
+            }
+        }
+        if let Some(agent) = self.agents.get(agent_id) {
+            for ((framework_id, role), tasks) in relaunch {
+                tracing::info!(agent = %agent_id, framework = %framework_id, tasks = tasks.len(), "agent re-registered without tasks still staging; launching them again");
+                let _ = agent.commands.send(AgentCommand::Launch {
+                    framework_user: self.frameworks[&framework_id].info.user.clone(),
+                    framework_id,
+                    role: role.to_string(),
+                    tasks,
+                });
             }
         }
         for (framework_id, task_id) in lost {

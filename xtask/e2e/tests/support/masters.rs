@@ -133,9 +133,11 @@ pub fn three_free_ports() -> u16 {
     free_ports(3)
 }
 
-/// A base port with `count` free ports from it (picked apart from other tests' picks).
+/// A base port with `count` free ports from it. Tests of one binary run side by side in one
+/// process: a port handed out once is never handed out again, even before its user binds it.
 pub fn free_ports(count: u16) -> u16 {
-    // Tests of one binary share a process: a counter and the clock keep their picks apart.
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut seed = std::process::id() as u64
         ^ std::time::SystemTime::now()
@@ -144,12 +146,19 @@ pub fn free_ports(count: u16) -> u16 {
         ^ CALLS
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut handed_out = HANDED_OUT.lock().unwrap();
     loop {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let base = 25_000 + (seed >> 33) as u16 % 6_000;
-        if (0..count).all(|n| TcpListener::bind(("127.0.0.1", base + n)).is_ok()) {
+        let ports = base..base + count;
+        if ports.clone().all(|p| !handed_out.contains(&p))
+            && ports
+                .clone()
+                .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
+            handed_out.extend(ports);
             return base;
         }
     }
