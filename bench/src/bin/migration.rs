@@ -1,17 +1,18 @@
 //! A whole migration, A to B, of a simulated large cluster on this host: two three-server
 //! ensembles; A holding `--znodes` znodes beside the cluster's own; three `orca-master`
-//! processes electing on A; `--agents` real `orca-agent` processes following A and running
-//! `--tasks` real tasks (each under its own supervisor, in its own cgroup) for a Mesos HTTP
-//! framework in this process, which follows the leader as Mesos clients do (any master's
-//! `/master/redirect`) and counts every update. `zk-migrate start --all` (another process)
-//! runs the six phases; its state file gives each phase's duration, each gate's evaluation
-//! time and each coordination action's time.
+//! processes electing on A; `--agents` agents following A, simulated by `sim-agents` in
+//! another process over the masters' real gRPC agent link (each switched live by its
+//! master, as `orca-agent` is), or with `--real-agents` real `orca-agent` processes running
+//! real tasks (each under its own supervisor, in its own cgroup; root needed); `--tasks`
+//! tasks of a Mesos HTTP framework in this process, which follows the leader as Mesos
+//! clients do (any master's `/master/redirect`) and counts every update.
+//! `zk-migrate start --all` (another process) runs the six phases; its state file gives each
+//! phase's duration, each gate's evaluation time and each coordination action's time.
 //!
 //! Goals (issue 17): cutover (phases 2-4) ≤ 60 s, 0 task interruptions, each gate evaluated
 //! in ≤ 1 s, coordination actions < 100 ms each. Baseline in the same run: one plain leader
 //! failover on B afterwards (the leader stopped; until a new one leads and every agent is
 //! registered with it), what phase 3's planned move of leadership is made of.
-//! Needs root.
 use std::{
     net::SocketAddr,
     process::{Command, Stdio},
@@ -22,7 +23,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use clap::Parser;
 use futures::{StreamExt as _, stream};
-use orca_bench::cluster::{AgentProcess, MasterProcess, TaskLeftovers, sibling};
+use orca_bench::cluster::{AgentProcess, MasterProcess, SimAgents, TaskLeftovers, sibling};
 use orca_master::api::mesos_http::client::{self, ClientError, SchedulerClient, scalars};
 use orca_zk_local::Ensemble;
 use serde_json::{Value, json};
@@ -39,6 +40,15 @@ struct Args {
     /// Agents switched at a time in phase 4.
     #[arg(long, default_value_t = 25)]
     batch: usize,
+    /// Real `orca-agent` processes with real tasks (as root) instead of simulated agents.
+    #[arg(long)]
+    real_agents: bool,
+}
+
+/// The agents under migration.
+enum Agents {
+    Real(Vec<AgentProcess>, TaskLeftovers),
+    Simulated(SimAgents),
 }
 
 const PATH: &str = "/orca";
@@ -214,8 +224,8 @@ impl Drop for Stop {
 async fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(
-        nix::unistd::Uid::effective().is_root(),
-        "real tasks run in cgroups: run as root"
+        !args.real_agents || nix::unistd::Uid::effective().is_root(),
+        "real tasks run in cgroups: run as root (or leave out --real-agents)"
     );
     let base = std::env::temp_dir().join(format!("orca-bench-migration-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
@@ -244,24 +254,34 @@ async fn main() -> Result<()> {
             ])
         })
         .collect::<Result<_>>()?;
-    let cgroups_root = format!("orca-bench-migration-{}", std::process::id());
-    let _leftovers = TaskLeftovers {
-        cgroups_root: cgroups_root.clone(),
-        work: base.join("agents"),
-    };
-    let mut agents = Vec::with_capacity(args.agents);
-    for i in 0..args.agents {
-        agents.push(AgentProcess::following(
+    let agents = if args.real_agents {
+        let cgroups_root = format!("orca-bench-migration-{}", std::process::id());
+        let leftovers = TaskLeftovers {
+            cgroups_root: cgroups_root.clone(),
+            work: base.join("agents"),
+        };
+        let mut agents = Vec::with_capacity(args.agents);
+        for i in 0..args.agents {
+            agents.push(AgentProcess::following(
+                &zk_a,
+                &base.join("agents").join(format!("a{i}")),
+                &cgroups_root,
+                &format!("mig-{i}"),
+                "cpus:4;mem:4096",
+            )?);
+        }
+        for agent in &agents {
+            agent.wait_line("registered with the master")?;
+        }
+        Agents::Real(agents, leftovers)
+    } else {
+        Agents::Simulated(SimAgents::start(
             &zk_a,
-            &base.join("agents").join(format!("a{i}")),
-            &cgroups_root,
-            &format!("mig-{i}"),
+            args.agents,
             "cpus:4;mem:4096",
-        )?);
-    }
-    for agent in &agents {
-        agent.wait_line("registered with the master")?;
-    }
+            &["--keep-running", "--prefix", "mig", "--retry", "1"],
+        )?)
+    };
     let targets: Vec<(SocketAddr, SocketAddr)> = (0..3)
         .map(|_| {
             let h = orca_bench::cluster::free_port();
@@ -426,6 +446,19 @@ async fn main() -> Result<()> {
         "slowest gate: phase {} took {} ms (goal <= 1000 ms)",
         slowest_gate.0, slowest_gate.1
     );
+    if let Some(compared) = timeline.iter().find(|e| {
+        e["what"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("A and B compared by digest"))
+    }) {
+        println!(
+            "  phase 1's comparison of A and B (the sync's validation the gate judges): {} ms, {}",
+            compared["took_ms"], compared["what"]
+        );
+    }
+    for (gate, ms) in &gates {
+        println!("  gate   {ms:>5} ms  phase {gate}");
+    }
     for (what, ms) in &actions {
         println!("  action {ms:>5} ms  {what}");
     }
@@ -449,6 +482,22 @@ async fn main() -> Result<()> {
         "baseline: a plain leader failover on B until every agent is registered: {:.2} s",
         failover.as_secs_f64()
     );
+    let simulated = match agents {
+        Agents::Simulated(sim) => {
+            let counts = sim.finish()?;
+            println!(
+                "simulated agents: {} switched live by their master, {} registrations again, \
+                 {} tasks running, {} launched twice",
+                counts["switched"], counts["reregistered"], counts["running"], counts["duplicated"]
+            );
+            Some(counts)
+        }
+        Agents::Real(agents, leftovers) => {
+            drop(agents);
+            drop(leftovers);
+            None
+        }
+    };
     println!(
         "result {}",
         json!({
@@ -457,9 +506,10 @@ async fn main() -> Result<()> {
             "slowest_gate_ms": slowest_gate.1,
             "interruptions": seen.interrupted.len(), "running_after": seen.running.len(),
             "failover_baseline_ms": failover.as_millis() as u64,
+            "agents_switched": simulated.as_ref().map(|c| c["switched"].clone()),
+            "duplicated": simulated.as_ref().map(|c| c["duplicated"].clone()),
         })
     );
-    drop(agents);
     drop(sources);
 
     let _ = std::fs::remove_dir_all(base.join("migrations"));

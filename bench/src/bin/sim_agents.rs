@@ -5,7 +5,9 @@
 //! master relays their acknowledgement, and end tasks on kill and framework shutdown.
 //! `--master zk://…/path` follows the leading master in ZooKeeper: a broken link is made
 //! again to the leader, re-registering under the same id with the tasks still running, and
-//! every update not acknowledged is sent again.
+//! every update not acknowledged is sent again. A master's `SwitchMaster` moves an agent to
+//! the master URL it names (another ensemble's `zk://…`, or a gRPC address) the same way,
+//! live, as `orca-agent` does.
 //!
 //! Runs as its own process so the master's cost is measured apart from its agents'. Prints
 //! `ready <n>` once every agent is registered, then serves until its standard input closes,
@@ -67,6 +69,8 @@ fn seconds(s: &str) -> Result<Duration, String> {
 struct Counts {
     registered: AtomicU64,
     reregistered: AtomicU64,
+    /// Switches to another master URL a master asked for.
+    switched: AtomicU64,
     launched: AtomicU64,
     updates_sent: AtomicU64,
     updates_resent: AtomicU64,
@@ -117,6 +121,46 @@ impl Masters {
     }
 }
 
+/// The masters of every URL agents follow (the one they started with and those they were
+/// switched to); agents following one URL share its connections.
+struct Targets {
+    connections: usize,
+    by_url: std::sync::Mutex<HashMap<String, Arc<Masters>>>,
+}
+
+impl Targets {
+    fn get(&self, url: &str) -> Result<Arc<Masters>> {
+        let mut by_url = self.by_url.lock().unwrap();
+        if let Some(masters) = by_url.get(url) {
+            return Ok(masters.clone());
+        }
+        let masters = Arc::new(Masters {
+            locator: orca_leader::MasterLocator::new(url, Duration::from_secs(10))?,
+            connections: self.connections,
+            current: Default::default(),
+        });
+        by_url.insert(url.to_owned(), masters.clone());
+        Ok(masters)
+    }
+
+    /// Lets go of the URLs no agent follows any more: their ZooKeeper sessions end, as a
+    /// switched `orca-agent`'s do (the old ensemble must see no client left to be retired).
+    fn release_unused(&self) {
+        self.by_url
+            .lock()
+            .unwrap()
+            .retain(|_, masters| Arc::strong_count(masters) > 1);
+    }
+}
+
+/// How a link ended without an error.
+enum Ended {
+    /// The stream closed, the process stops, or another master leads.
+    Closed,
+    /// A master asked this agent to register with the masters of this URL.
+    Switch(String),
+}
+
 /// What one agent keeps across links.
 #[derive(Default)]
 struct AgentState {
@@ -147,7 +191,7 @@ fn update(framework_id: &str, task_id: &str, agent_id: &str, state: TaskState) -
 /// One agent: links to the master until the process ends, re-registering after a broken
 /// link (with a small backoff, or at once when another master leads).
 async fn agent(
-    masters: Arc<Masters>,
+    targets: Arc<Targets>,
     args: Arc<Args>,
     n: usize,
     counts: Arc<Counts>,
@@ -157,15 +201,16 @@ async fn agent(
     let mut state = AgentState::default();
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(50);
+    let mut masters = targets.get(&args.master).expect("checked in main");
     loop {
         let mut changed = masters.locator.clone();
         changed.mark_seen();
         let mut followed = changed.clone();
         let linked = tokio::select! {
             linked = link(&masters, &args, n, &counts, &mut state, &mut ready, stop.clone()) => linked,
-            _ = stop.changed() => Ok(()),
+            _ = stop.changed() => Ok(Ended::Closed),
             // A hung master's link does not end by itself: go to the new leader.
-            () = followed.changed() => Ok(()),
+            () = followed.changed() => Ok(Ended::Closed),
         };
         if *stop.borrow() {
             counts
@@ -188,7 +233,19 @@ async fn agent(
             return;
         }
         match linked {
-            Ok(()) => backoff = Duration::from_millis(50),
+            Ok(Ended::Switch(url)) => match targets.get(&url) {
+                Ok(to) => {
+                    counts.switched.fetch_add(1, Ordering::Relaxed);
+                    masters = to;
+                    targets.release_unused();
+                    backoff = Duration::from_millis(50);
+                    continue;
+                }
+                Err(e) => {
+                    eprintln!("sim-agents: agent {n}: cannot switch to {url}: {e:#}; it stays")
+                }
+            },
+            Ok(Ended::Closed) => backoff = Duration::from_millis(50),
             Err(e) => {
                 if ready.is_some() && !args.master.starts_with("zk://") {
                     eprintln!("sim-agents: agent {n}: {e:#}");
@@ -212,7 +269,7 @@ async fn link(
     state: &mut AgentState,
     ready: &mut Option<mpsc::Sender<()>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<()> {
+) -> Result<Ended> {
     let channel = masters.channel(n).await?;
     let resources = orca_master::resources::Resources::parse(&args.resources)?;
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1024);
@@ -267,9 +324,9 @@ async fn link(
     async {
         loop {
             tokio::select! {
-                _ = stop.changed() => return Ok(()),
+                _ = stop.changed() => return Ok(Ended::Closed),
                 message = inbound.message() => {
-                    let Some(message) = message? else { return Ok(()) };
+                    let Some(message) = message? else { return Ok(Ended::Closed) };
                     let mut out = Vec::new();
                     match message.kind {
                         Some(master_message::Kind::Launch(launch)) => {
@@ -331,8 +388,8 @@ async fn link(
                             anyhow::bail!("agent {agent_id} marked gone: {}", shutdown.message);
                         }
                         Some(master_message::Kind::SwitchMaster(switch)) => {
-                            // Live switches are measured with real agents (agent-switch).
-                            eprintln!("sim-agents: agent {agent_id}: asked to switch to {}, which simulated agents do not do", switch.master);
+                            // Registers there at once, with its tasks and updates.
+                            return Ok(Ended::Switch(switch.master));
                         }
                         Some(master_message::Kind::Registered(_)) | None => {}
                     }
@@ -372,23 +429,23 @@ async fn link(
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<()> {
     let args = Arc::new(Args::parse());
-    let masters = Arc::new(Masters {
-        locator: orca_leader::MasterLocator::new(&args.master, Duration::from_secs(10))?,
+    let targets = Arc::new(Targets {
         connections: args.connections,
-        current: Default::default(),
+        by_url: Default::default(),
     });
+    targets.get(&args.master)?;
     let counts = Arc::new(Counts::default());
     let (ready_tx, mut ready_rx) = mpsc::channel(args.agents.max(1));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut agents = tokio::task::JoinSet::new();
     for n in 0..args.agents {
-        let (masters, args, counts, ready) = (
-            masters.clone(),
+        let (targets, args, counts, ready) = (
+            targets.clone(),
             args.clone(),
             counts.clone(),
             ready_tx.clone(),
         );
-        agents.spawn(agent(masters, args, n, counts, ready, stop.clone()));
+        agents.spawn(agent(targets, args, n, counts, ready, stop.clone()));
     }
     drop(ready_tx);
     for _ in 0..args.agents {
@@ -420,6 +477,7 @@ async fn main() -> Result<()> {
     let mut report = serde_json::json!({
             "registered": load(&counts.registered),
             "reregistered": load(&counts.reregistered),
+            "switched": load(&counts.switched),
             "duplicated": duplicated,
             "running": running,
             "unacknowledged": unacked,

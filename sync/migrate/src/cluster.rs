@@ -65,8 +65,9 @@ pub fn align_exclusion(path: &str) -> String {
     format!("{path}/orca-migrate-align*")
 }
 
-/// Creates and deletes one child per pair of ops in a multi.
-const ALIGN_PAIRS_PER_MULTI: i64 = 100;
+/// Creates and deletes one child per pair of ops in a multi: 500 pairs are about 40 KB, far
+/// below `jute.maxbuffer`, and each multi is one transaction (one log write) for ZooKeeper.
+const ALIGN_PAIRS_PER_MULTI: i64 = 500;
 
 /// Raises the next contender sequence under `path` on `low` to at least `at_least`.
 /// ZooKeeper numbers a sequential child after the children created under its parent (the
@@ -89,6 +90,8 @@ pub async fn raise_sequence(low: &Client, path: &str, at_least: i64) -> Result<i
         if next >= at_least {
             return Ok(next);
         }
+        // The multis go out together (one session applies them in order; each is whole).
+        let mut writers = Vec::new();
         let mut left = at_least - next;
         while left > 0 {
             let pairs = left.min(ALIGN_PAIRS_PER_MULTI);
@@ -97,11 +100,15 @@ pub async fn raise_sequence(low: &Client, path: &str, at_least: i64) -> Result<i
                 writer.add_create(&child, &[], &options)?;
                 writer.add_delete(&child, None)?;
             }
-            writer.commit().await.map_err(|e| match e {
+            writers.push(writer);
+            left -= pairs;
+        }
+        let committed = futures::future::join_all(writers.iter_mut().map(|w| w.commit())).await;
+        for result in committed {
+            result.map_err(|e| match e {
                 zk::MultiWriteError::RequestFailed { source } => source,
                 zk::MultiWriteError::OperationFailed { source, .. } => source,
             })?;
-            left -= pairs;
         }
     }
 }

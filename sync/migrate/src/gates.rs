@@ -91,6 +91,8 @@ impl<'a> Gate<'a> {
             (4, "pre") | (5, "pre") => {
                 self.leader(Leaders::Target).await;
                 self.agents_active();
+                // The offers made from here on are what the post-checks look for.
+                let _ = self.o.sample_offers().await;
             }
             (4, "post") => {
                 self.agents_switched();
@@ -175,29 +177,63 @@ impl<'a> Gate<'a> {
         }
     }
 
+    /// B holds every znode of A: the sync's own comparison of both trees by digest (it runs
+    /// right after the initial copy and every `validate-interval-s`), if one is recent
+    /// (within two intervals), with what was replicated since judged by the lag checks; else
+    /// a comparison now.
     async fn sync_identical(&mut self) {
+        const NAME: &str = "A and B identical";
         let Some(engine) = self.o.engine_for_checks().await else {
-            return self.push("A and B identical", false, "the sync is not running");
+            return self.push(NAME, false, "the sync is not running");
         };
-        let started = std::time::Instant::now();
-        match engine.validate().await {
-            Ok(diff) if diff.is_empty() => self.push(
-                "A and B identical",
+        let max_age_ms = 2 * 1000 * self.o.config().sync.validate_interval_s;
+        let now = crate::state::now_ms();
+        let recent = engine
+            .status()
+            .last_validation
+            .filter(|v| now.saturating_sub(v.at_unix_ms) <= max_age_ms);
+        let (validation, when) = match recent {
+            Some(v) => {
+                let when = format!(
+                    "the sync's comparison {:.1} s ago",
+                    (now - v.at_unix_ms) as f64 / 1000.0
+                );
+                (v, when)
+            }
+            None => match engine.check().await {
+                Ok((v, _)) => (v, "a comparison now".to_owned()),
+                Err(e) => return self.push(NAME, false, e.to_string()),
+            },
+        };
+        if validation.diverged == 0 {
+            self.push(
+                NAME,
                 true,
                 format!(
-                    "digests equal, 0 missing znodes (compared in {} ms)",
-                    started.elapsed().as_millis()
+                    "0 missing znodes: {when} of {} znodes on A with {} on B by digest ({} ms; \
+                     {} changes then on their way)",
+                    validation.nodes_a,
+                    validation.nodes_b,
+                    validation.took_ms,
+                    validation.in_flight
                 ),
-            ),
-            Ok(diff) => {
-                let first: Vec<String> = diff.iter().take(5).map(|d| d.path().to_owned()).collect();
-                self.push(
-                    "A and B identical",
-                    false,
-                    format!("{} paths differ, e.g. {}", diff.len(), first.join(", ")),
-                )
-            }
-            Err(e) => self.push("A and B identical", false, e.to_string()),
+            )
+        } else {
+            self.push(
+                NAME,
+                false,
+                format!(
+                    "{} paths differ ({when}), e.g. {}; the sync repairs them: check again",
+                    validation.diverged,
+                    validation
+                        .diverged_paths
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
         }
     }
 
@@ -460,13 +496,27 @@ impl<'a> Gate<'a> {
                 );
             }
         }
-        let first = self.o.leader_metrics().await;
         let made = |m: &std::collections::HashMap<String, f64>| {
             m.get("master/offers_made").copied().unwrap_or(0.0)
         };
-        let Ok(first) = first else {
-            return self.push("offers flowing", false, first.err().unwrap_or_default());
+        let (first, before) = match self.o.sample_offers().await {
+            Ok(sampled) => sampled,
+            Err(e) => return self.push("offers flowing", false, e),
         };
+        // Offers made since an earlier gate (at most 30 s ago) read the same leader's count.
+        if let Some(before) =
+            before.filter(|b| made(&first) > b.made && b.at.elapsed() <= Duration::from_secs(30))
+        {
+            return self.push(
+                "offers flowing",
+                true,
+                format!(
+                    "{} offers made in the last {:.1} s",
+                    made(&first) - before.made,
+                    before.at.elapsed().as_secs_f64()
+                ),
+            );
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(900);
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,5 +1,6 @@
-//! Continuous validation: every `validate-interval-s`, both trees are read and compared by
-//! digest while replication goes on. A difference there may only be a change on its way, so
+//! Continuous validation: right after the initial copy (or the reconciliation of a restart)
+//! and then every `validate-interval-s`, both trees are read and compared by digest while
+//! replication goes on. A difference there may only be a change on its way, so
 //! every differing path gets a second look once the live rounds have settled every watch
 //! event that had arrived by the end of the first look (ZooKeeper delivers a change's event
 //! before the read that sees it): still different and unchanged on both sides means
@@ -127,10 +128,11 @@ impl SyncEngine {
         Ok((validation, diverged))
     }
 
-    /// Validates every `validate-interval-s` until dropped, reports each outcome and hands
-    /// diverged paths to the live rounds. Skipped while a re-scan runs (it reads both trees
-    /// and settles what differs anyway); a failed validation is logged and tried at the next
-    /// interval.
+    /// Validates at once (the run has just copied or reconciled both trees: this is the proof
+    /// it did) and then every `validate-interval-s` until dropped, reports each outcome and
+    /// hands diverged paths to the live rounds. Skipped while a re-scan runs (it reads both
+    /// trees and settles what differs anyway); a failed validation is logged and tried at the
+    /// next interval.
     pub(super) async fn validate_continuously(
         self: Arc<Self>,
         repair: mpsc::UnboundedSender<Signal>,
@@ -138,7 +140,6 @@ impl SyncEngine {
         let every = Duration::from_secs(self.cfg.validate_interval_s);
         let mut timer = tokio::time::interval(every);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        timer.tick().await;
         loop {
             timer.tick().await;
             if self.state.lock().unwrap().status.rescanning {

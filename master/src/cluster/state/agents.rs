@@ -638,8 +638,18 @@ mod tests {
         launch_on_offer(
             &mut s,
             &mut fw,
-            vec![kept.clone(), task("gone", &agent.id, "cpus:0.5;mem:128")],
+            vec![
+                kept.clone(),
+                task("gone", &agent.id, "cpus:0.5;mem:128"),
+                task("staging", &agent.id, "cpus:0.5;mem:128"),
+            ],
         );
+        // The agent said two of them run; the third is still on its way to it.
+        for id in ["kept", "gone"] {
+            s.status_update(&fw.id, agent_update(&agent.id, id, TaskState::Running))
+                .unwrap();
+        }
+        fw.drain();
         agent.drain();
         let mut info = agent_info("node-1", "cpus:2;mem:1024");
         info.id = Some(agent.id.clone());
@@ -649,14 +659,24 @@ mod tests {
             role: "*".into(),
             state: TaskState::Running,
         }];
-        let link = s.register_agent(info, running, Instant::now()).unwrap();
+        let mut link = s.register_agent(info, running, Instant::now()).unwrap();
         assert_eq!(link.agent_id, agent.id, "the same agent");
         let updates = fw.updates();
-        assert_eq!(updates.len(), 1);
+        assert_eq!(updates.len(), 1, "{updates:?}");
         assert_eq!(updates[0].task_id, "gone");
         assert_eq!(updates[0].state, TaskState::Lost);
         assert_eq!(updates[0].reason.as_deref(), Some("REASON_AGENT_RESTARTED"));
         assert!(!s.frameworks[&fw.id].tasks["kept"].state.is_terminal());
+        // The task still staging is launched again over the new link.
+        let Ok(AgentCommand::Launch { tasks, .. }) = link.commands.try_recv() else {
+            panic!("the staging task is launched again");
+        };
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].task_id, "staging");
+        assert_eq!(
+            s.frameworks[&fw.id].tasks["staging"].state,
+            TaskState::Staging
+        );
     }
 
     #[test]

@@ -74,6 +74,17 @@ pub struct Orchestrator {
     busy: AtomicBool,
     /// The leading contender as last seen and since when.
     leader_since: Mutex<Option<(String, Instant)>>,
+    /// The leader's count of offers made when a gate last read it: a later gate sees offers
+    /// made since without waiting for the next one.
+    offers_sample: Mutex<Option<OffersSample>>,
+}
+
+/// `master/offers_made` of one leader at one moment.
+#[derive(Debug, Clone)]
+pub struct OffersSample {
+    pub leader: SocketAddr,
+    pub made: f64,
+    pub at: Instant,
 }
 
 impl Orchestrator {
@@ -164,6 +175,7 @@ impl Orchestrator {
             monitor: Monitor::start(leader_rx),
             busy: AtomicBool::new(false),
             leader_since: Mutex::new(None),
+            offers_sample: Mutex::new(None),
         });
         tokio::spawn(track_leader(Arc::downgrade(&me)));
         tokio::spawn(keep_sessions(Arc::downgrade(&me)));
@@ -520,13 +532,40 @@ impl Orchestrator {
 
     /// The leader's metrics (`master/offers_made`, …).
     pub async fn leader_metrics(&self) -> Result<std::collections::HashMap<String, f64>, String> {
+        self.leader_metrics_from().await.map(|(_, m)| m)
+    }
+
+    /// The leader's metrics and which master answered.
+    async fn leader_metrics_from(
+        &self,
+    ) -> Result<(SocketAddr, std::collections::HashMap<String, f64>), String> {
         let grpc = self.leader_grpc().await?;
         let mut client = cluster::operator(grpc).await?;
         client
             .get_master(GetMasterRequest {})
             .await
-            .map(|r| r.into_inner().metrics)
+            .map(|r| (grpc, r.into_inner().metrics))
             .map_err(|e| format!("the leader's metrics: {}", e.message()))
+    }
+
+    /// The leader's metrics now, and the offers sample a gate took before from the same
+    /// leader (replaced by this one).
+    pub async fn sample_offers(
+        &self,
+    ) -> Result<(std::collections::HashMap<String, f64>, Option<OffersSample>), String> {
+        let (leader, metrics) = self.leader_metrics_from().await?;
+        let now = OffersSample {
+            leader,
+            made: metrics.get("master/offers_made").copied().unwrap_or(0.0),
+            at: Instant::now(),
+        };
+        let before = self
+            .offers_sample
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(now)
+            .filter(|b| b.leader == leader);
+        Ok((metrics, before))
     }
 
     /// The leading contender's name and how long it has led (as this orchestrator saw it).

@@ -57,23 +57,16 @@ impl Orchestrator {
         }
         self.align(&a, &self.b_client(), 1).await?;
         let started = Instant::now();
+        let started_ms = crate::state::now_ms();
         self.start_sync()
             .await
             .map_err(|e| format!("starting the sync: {e}"))?;
         let engine = self.engine().await.ok_or("the sync did not start")?;
         let deadline = Instant::now() + cfg.phase_timeout();
-        while !engine.status().bootstrapped {
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "the initial copy did not end within {:?}",
-                    cfg.phase_timeout()
-                ));
-            }
-            if let Some(e) = self.sync_failure().await {
-                return Err(e);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_sync(&engine, deadline, "end its initial copy", |st| {
+            st.bootstrapped.then_some(())
+        })
+        .await?;
         let st = engine.status();
         self.update(|s| {
             s.record(
@@ -85,7 +78,61 @@ impl Orchestrator {
                 Some(started.elapsed().as_millis() as u64),
             )
         });
+        // The sync validates right after its copy: both trees read and compared by digest.
+        // The gate judges that comparison and what was replicated since.
+        let validation = self
+            .wait_sync(
+                &engine,
+                deadline,
+                "compare A and B after its copy (is validate-interval-s 0?)",
+                |st| {
+                    st.last_validation
+                        .clone()
+                        .filter(|v| v.at_unix_ms >= started_ms)
+                },
+            )
+            .await?;
+        self.update(|s| {
+            s.record(
+                1,
+                format!(
+                    "A and B compared by digest: {} znodes on A, {} on B, {} diverged, {} \
+                     changes on their way",
+                    validation.nodes_a,
+                    validation.nodes_b,
+                    validation.diverged,
+                    validation.in_flight
+                ),
+                Some(validation.took_ms),
+            )
+        });
         Ok(())
+    }
+
+    /// Waits until the sync's status gives what `found` looks for, failing at `deadline` or
+    /// when the sync fails.
+    async fn wait_sync<T>(
+        &self,
+        engine: &orca_sync::SyncEngine,
+        deadline: Instant,
+        what: &str,
+        found: impl Fn(&orca_sync::engine::Status) -> Option<T>,
+    ) -> Result<T, String> {
+        loop {
+            if let Some(t) = found(&engine.status()) {
+                return Ok(t);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the sync did not {what} within {:?}",
+                    self.config().phase_timeout()
+                ));
+            }
+            if let Some(e) = self.sync_failure().await {
+                return Err(e);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Puts `low`'s next contender sequence [`SEQUENCE_MARGIN`] ahead of `high`'s.
@@ -257,7 +304,7 @@ impl Orchestrator {
             done.clone()
         };
         agents.sort();
-        let mut client = cluster::operator(grpc).await?;
+        let client = cluster::operator(grpc).await?;
         for batch in agents.chunks(cfg.cluster.agent_batch_size) {
             let started = Instant::now();
             // Each must register again: its (re)registration time moves past this.
@@ -273,15 +320,20 @@ impl Orchestrator {
                     })
                     .collect()
             };
-            for id in batch {
-                client
-                    .switch_agent_master(SwitchAgentMasterRequest {
-                        agent_id: id.clone(),
-                        master: target.clone(),
-                    })
-                    .await
-                    .map_err(|e| format!("switching agent {id} to {target}: {}", e.message()))?;
-            }
+            // The batch's switches go out together (one HTTP/2 connection to the leader).
+            futures::future::try_join_all(batch.iter().map(|id| {
+                let (mut client, target) = (client.clone(), target.clone());
+                async move {
+                    client
+                        .switch_agent_master(SwitchAgentMasterRequest {
+                            agent_id: id.clone(),
+                            master: target.clone(),
+                        })
+                        .await
+                        .map_err(|e| format!("switching agent {id} to {target}: {}", e.message()))
+                }
+            }))
+            .await?;
             let deadline = Instant::now() + cfg.phase_timeout();
             loop {
                 let view = self.monitor.view();
