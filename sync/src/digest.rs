@@ -68,11 +68,26 @@ fn depth(path: &str) -> usize {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Difference {
-    OnlyInA { path: String },
-    OnlyInB { path: String },
-    Data { path: String },
-    Acl { path: String },
-    Ephemeral { path: String },
+    OnlyInA {
+        path: String,
+    },
+    OnlyInB {
+        path: String,
+    },
+    Data {
+        path: String,
+    },
+    Acl {
+        path: String,
+    },
+    Ephemeral {
+        path: String,
+    },
+    /// One side's ACL was read with hidden digests (`digest user:x`, read without ADMIN):
+    /// what that side holds cannot be known, so the path is never reported equal.
+    AclHidden {
+        path: String,
+    },
 }
 
 impl Difference {
@@ -82,14 +97,35 @@ impl Difference {
             | Self::OnlyInB { path }
             | Self::Data { path }
             | Self::Acl { path }
-            | Self::Ephemeral { path } => path,
+            | Self::Ephemeral { path }
+            | Self::AclHidden { path } => path,
         }
     }
 }
 
 /// Every path where the two trees differ, in path order. Subtrees with equal digests are
-/// skipped without looking at their nodes.
+/// skipped without looking at their nodes; a node whose ACL either side read with hidden
+/// digests is always a difference ([`Difference::AclHidden`], beside any other).
 pub fn diff(a: &Tree, b: &Tree) -> Vec<Difference> {
+    let mut out = compare(a, b);
+    let hidden: std::collections::BTreeSet<&String> = a
+        .iter()
+        .chain(b.iter())
+        .filter(|(_, node)| node.acl_hidden())
+        .map(|(path, _)| path)
+        .collect();
+    if !hidden.is_empty() {
+        out.extend(
+            hidden
+                .into_iter()
+                .map(|path| Difference::AclHidden { path: path.clone() }),
+        );
+        out.sort_by(|x, y| x.path().cmp(y.path()));
+    }
+    out
+}
+
+fn compare(a: &Tree, b: &Tree) -> Vec<Difference> {
     let da = TreeDigest::of(a);
     let db = TreeDigest::of(b);
     let mut out = Vec::new();
@@ -154,6 +190,22 @@ mod tests {
             TreeDigest::of(&b).subtree("/")
         );
         assert!(diff(&a, &b).is_empty());
+    }
+
+    #[test]
+    fn a_node_read_with_a_hidden_digest_is_never_equal() {
+        let mut a = tree(&[("/", ""), ("/x", "1")]);
+        a.get_mut("/x").unwrap().acl[0] = crate::znode::AclEntry {
+            perms: 31,
+            scheme: "digest".into(),
+            id: "bob:x".into(),
+        };
+        // The same hidden ACL written on B by a sync that copied it as read.
+        let b = a.clone();
+        assert_eq!(
+            diff(&a, &b),
+            vec![Difference::AclHidden { path: "/x".into() }]
+        );
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct SyncMetrics {
     pub validation_diverged: Gauge,
     pub validation_in_flight: Gauge,
     pub validation_timestamp: Gauge,
+    pub acl_hidden: Gauge,
+    pub acl_refused: Counter,
 }
 
 impl Default for SyncMetrics {
@@ -65,6 +67,8 @@ impl Default for SyncMetrics {
         let validation_diverged = Gauge::default();
         let validation_in_flight = Gauge::default();
         let validation_timestamp = Gauge::default();
+        let acl_hidden = Gauge::default();
+        let acl_refused = Counter::default();
         registry.register(
             "replicated",
             "Znode changes written to the other ensemble, by direction",
@@ -127,6 +131,17 @@ impl Default for SyncMetrics {
             "When the last validation started (Unix time)",
             validation_timestamp.clone(),
         );
+        registry.register(
+            "acl_hidden_nodes",
+            "Znodes whose ACL the sync's identity reads with hidden digests (digest user:x, no \
+             ADMIN): never copied from that side, never reported equal",
+            acl_hidden.clone(),
+        );
+        registry.register(
+            "acl_refused",
+            "Copies refused because the source's ACL was read with hidden digests",
+            acl_refused.clone(),
+        );
         // Both directions exist from the start (at zero), so dashboards see them.
         for side in [Side::A, Side::B] {
             let _ = replicated.get_or_create(&DirectionLabel::from(side));
@@ -148,6 +163,8 @@ impl Default for SyncMetrics {
             validation_diverged,
             validation_in_flight,
             validation_timestamp,
+            acl_hidden,
+            acl_refused,
         }
     }
 }

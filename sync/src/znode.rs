@@ -38,6 +38,13 @@ impl AclEntry {
         }
     }
 
+    /// Whether this is a digest entry whose password hash ZooKeeper hid (`digest user:x`): a
+    /// client without ADMIN on a node reads its digest entries so. Written back as read, it
+    /// would lock the user out; a real digest hash is 28 characters of base64, never `x`.
+    pub fn is_hidden(&self) -> bool {
+        self.scheme == "digest" && self.id.ends_with(":x")
+    }
+
     pub fn to_acl(&self) -> Acl {
         let permission = PERMISSIONS
             .iter()
@@ -127,6 +134,11 @@ impl Znode {
         ContentHash(h.finalize().into())
     }
 
+    /// Whether its ACL was read with hidden digests: what was read is not the node's ACL.
+    pub fn acl_hidden(&self) -> bool {
+        self.acl.iter().any(AclEntry::is_hidden)
+    }
+
     pub fn acls(&self) -> Vec<Acl> {
         self.acl.iter().map(AclEntry::to_acl).collect()
     }
@@ -199,6 +211,23 @@ mod tests {
         assert!(is_under("/a", "/a"));
         assert!(!is_under("/ab", "/a"));
         assert!(is_under("/x", "/"));
+    }
+
+    #[test]
+    fn a_digest_read_without_admin_is_hidden() {
+        let entry = |scheme: &str, id: &str| AclEntry {
+            perms: 31,
+            scheme: scheme.into(),
+            id: id.into(),
+        };
+        let mut node = test_node("x", 0);
+        assert!(!node.acl_hidden());
+        node.acl
+            .push(entry("digest", "bob:4Ns0mLdGAeDvvTCNHaOQd3ARKzI="));
+        assert!(!node.acl_hidden());
+        node.acl.push(entry("digest", "carol:x"));
+        assert!(node.acl_hidden());
+        assert!(!entry("ip", "10.0.0.1:x").is_hidden());
     }
 
     #[test]

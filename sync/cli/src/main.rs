@@ -368,8 +368,13 @@ fn print_status(s: &Status) {
                  in all",
                 v.nodes_a,
                 v.nodes_b,
-                if v.diverged == 0 {
+                if v.in_sync() {
                     "in sync".to_string()
+                } else if v.diverged == 0 {
+                    format!(
+                        "NOT in sync: {} znodes whose ACL cannot be read",
+                        v.acl_hidden
+                    )
                 } else {
                     format!("{} paths DIVERGED", v.diverged)
                 },
@@ -381,6 +386,16 @@ fn print_status(s: &Status) {
             for path in &v.diverged_paths {
                 println!("  diverged        {path}");
             }
+        }
+    }
+    if s.acl_hidden > 0 {
+        println!(
+            "hidden ACLs       {} znodes read as `digest user:x` (no ADMIN for the sync's \
+             identity): not copied ({} copies refused); give it ADMIN on them or a super digest",
+            s.acl_hidden, s.acl_refused
+        );
+        for path in &s.acl_hidden_paths {
+            println!("  hidden ACL      {path}");
         }
     }
 }

@@ -205,7 +205,25 @@ impl<'a> Gate<'a> {
                 Err(e) => return self.push(NAME, false, e.to_string()),
             },
         };
-        if validation.diverged == 0 {
+        if validation.acl_hidden > 0 {
+            let status = engine.status();
+            self.push(
+                NAME,
+                false,
+                format!(
+                    "{} znodes cannot be compared: the sync reads their ACL with hidden digests \
+                     (no ADMIN), e.g. {}; give its identity ADMIN on them or a super digest",
+                    validation.acl_hidden,
+                    status
+                        .acl_hidden_paths
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        } else if validation.diverged == 0 {
             self.push(
                 NAME,
                 true,

@@ -31,6 +31,19 @@ pub enum SyncError {
     Zk { side: &'static str, source: ZkError },
     #[error(transparent)]
     State(#[from] BaseError),
+    #[error(
+        "{count} znodes on {side} have ACLs the sync's identity reads with hidden digests \
+         (`digest user:x`: it has no ADMIN on them), so they were not copied: {}{}. Give the \
+         sync's identity ADMIN on them (or use a super digest) and start it again; what was \
+         copied stays",
+        paths.iter().take(20).cloned().collect::<Vec<_>>().join(", "),
+        if *count > 20 { ", …" } else { "" }
+    )]
+    HiddenAcls {
+        side: &'static str,
+        count: usize,
+        paths: Vec<String>,
+    },
 }
 
 impl SyncError {

@@ -56,6 +56,9 @@ struct State {
     /// Content both sides last agreed on, by path; absent = agreed the node does not exist.
     base: BaseStore,
     held: BTreeMap<String, Conflict>,
+    /// Paths a side's copy of which was read with hidden digests (`digest user:x`), with
+    /// that side: nothing is copied from there until it reads exactly.
+    acl_hidden: BTreeMap<String, Side>,
     /// Watch events still to come for the engine's own writes, by side and path.
     echoes: HashMap<(Side, String), u32>,
     status: Status,
@@ -134,6 +137,21 @@ struct EventCounts {
     /// Every event up to this number has been taken into a round that finished (or was an
     /// echo, dropped).
     settled: std::sync::atomic::AtomicU64,
+}
+
+/// Whether an ancestor of `path` is held back for an ACL hidden on `side`.
+fn hidden_above(hidden: &BTreeMap<String, Side>, path: &str, side: Side) -> bool {
+    if hidden.is_empty() {
+        return false;
+    }
+    let mut at = path;
+    while at != "/" {
+        at = crate::znode::parent(at);
+        if hidden.get(at) == Some(&side) {
+            return true;
+        }
+    }
+    false
 }
 
 fn now_ms() -> u64 {
@@ -265,6 +283,7 @@ impl SyncEngine {
                 },
                 base,
                 held: BTreeMap::new(),
+                acl_hidden: BTreeMap::new(),
                 echoes: HashMap::new(),
                 live_during_scan: None,
                 lag_ab: Lag::new(),
@@ -465,14 +484,29 @@ impl SyncEngine {
 
     /// The initial copy: makes B's subtree identical to A's (creates, updates, deletes on B),
     /// then records every path as agreed.
+    /// Stops with [`SyncError::HiddenAcls`] when A has nodes whose ACL it reads with hidden
+    /// digests: everything else is copied, and a run with the permission given resumes.
     pub async fn bootstrap(&self) -> Result<PassReport, SyncError> {
         let report = self.streamed_pass().await?;
         let mut state = self.state.lock().unwrap();
-        if report.errors.is_empty() {
+        let refused: Vec<String> = state
+            .acl_hidden
+            .iter()
+            .filter(|(_, side)| **side == Side::A)
+            .map(|(path, _)| path.clone())
+            .collect();
+        if report.errors.is_empty() && refused.is_empty() {
             state.base.set_bootstrapped();
         }
         state.status.bootstrapped = state.base.bootstrapped();
         state.base.flush()?;
+        if !refused.is_empty() {
+            return Err(SyncError::HiddenAcls {
+                side: Side::A.name(),
+                count: refused.len(),
+                paths: refused,
+            });
+        }
         Ok(report)
     }
 
@@ -701,6 +735,34 @@ impl SyncEngine {
                 }
                 let (decision, conflict) =
                     self.judge(&state.base, path, a.as_ref(), b.as_ref(), never_synced);
+                // A copy read with hidden digests is never written anywhere (it would lock
+                // the digest's user out), nor is a node below one such not yet on the target.
+                let hidden_on = [(Side::A, a), (Side::B, b)]
+                    .into_iter()
+                    .find(|(_, node)| node.as_ref().is_some_and(Znode::acl_hidden))
+                    .map(|(side, _)| side);
+                if let Some(side) = hidden_on {
+                    if state.acl_hidden.insert(path.clone(), side).is_none() {
+                        self.audit_hidden(path, side);
+                    }
+                } else {
+                    state.acl_hidden.remove(path);
+                }
+                let refused = match &decision {
+                    Decision::Copy { to, .. } => {
+                        hidden_on == Some(to.other())
+                            || (match to {
+                                Side::A => a.is_none(),
+                                Side::B => b.is_none(),
+                            } && hidden_above(&state.acl_hidden, path, to.other()))
+                    }
+                    _ => false,
+                };
+                if refused {
+                    state.status.acl_refused += 1;
+                    self.metrics.acl_refused.inc();
+                    continue;
+                }
                 if conflict {
                     let resolution = match &decision {
                         Decision::Conflict => "held".to_string(),
@@ -903,6 +965,25 @@ impl SyncEngine {
     fn audit(&self, conflict: &Conflict) {
         let line = serde_json::to_string(conflict).unwrap_or_default();
         tracing::warn!(target: "orca_sync::audit", conflict = %line, "conflict");
+        self.audit_line(&line);
+    }
+
+    /// A node found with its ACL hidden on `side`: logged and written to the audit log once
+    /// (until it reads exactly again).
+    fn audit_hidden(&self, path: &str, side: Side) {
+        let line = serde_json::json!({
+            "kind": "acl-hidden",
+            "path": path,
+            "side": side.name(),
+            "needs": "ADMIN on the node for the sync's identity (or a super digest)",
+            "at_unix_ms": now_ms(),
+        })
+        .to_string();
+        tracing::warn!(target: "orca_sync::audit", path, side = side.name(), "ACL read with hidden digests (digest user:x): not copied; the sync's identity needs ADMIN on it");
+        self.audit_line(&line);
+    }
+
+    fn audit_line(&self, line: &str) {
         if let Some(file) = &mut *self.audit_log.lock().unwrap() {
             use std::io::Write as _;
             if let Err(e) = writeln!(file, "{line}").and_then(|()| file.sync_data()) {
@@ -931,6 +1012,13 @@ impl SyncEngine {
         status.stalled_ms = state
             .round_since
             .map_or(0, |since| since.elapsed().as_millis() as u64);
+        status.acl_hidden = state.acl_hidden.len();
+        status.acl_hidden_paths = state
+            .acl_hidden
+            .iter()
+            .take(100)
+            .map(|(path, side)| format!("{path} (on {})", side.name()))
+            .collect();
         status
     }
 
@@ -941,6 +1029,7 @@ impl SyncEngine {
             .conflicts_held
             .set(status.conflicts_held as i64);
         self.metrics.bootstrapped.set(status.bootstrapped as i64);
+        self.metrics.acl_hidden.set(status.acl_hidden as i64);
         self.metrics.encode()
     }
 
@@ -966,6 +1055,13 @@ impl SyncEngine {
         let (_, a, b) = &copies[0];
         let won = if winner == Side::A { a } else { b };
         let lost = if winner == Side::A { b } else { a };
+        if won.as_ref().is_some_and(Znode::acl_hidden) {
+            return Err(SyncError::HiddenAcls {
+                side: winner.name(),
+                count: 1,
+                paths: vec![path.to_owned()],
+            });
+        }
         let op = match (won, lost) {
             (Some(node), Some(cur)) => Op::Update {
                 path: path.into(),

@@ -94,6 +94,16 @@ pub struct Status {
     /// before any lag can be measured).
     #[serde(default)]
     pub stalled_ms: u64,
+    /// Znodes whose ACL a side read with hidden digests (`digest user:x`: the sync's identity
+    /// has no ADMIN on them there): never copied from that side, never reported equal.
+    #[serde(default)]
+    pub acl_hidden: usize,
+    /// The first of them (up to 100), each with the side it was read on.
+    #[serde(default)]
+    pub acl_hidden_paths: Vec<String>,
+    /// Copies refused for that reason so far.
+    #[serde(default)]
+    pub acl_refused: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

@@ -44,6 +44,17 @@ pub struct Validation {
     pub in_flight: usize,
     /// Conflicts held for an operator (strategy `manual`): different on purpose.
     pub held: usize,
+    /// Nodes whose ACL a side read with hidden digests: they cannot be compared, and count
+    /// against "in sync" until the sync's identity can read them (ADMIN).
+    #[serde(default)]
+    pub acl_hidden: usize,
+}
+
+impl Validation {
+    /// Nothing replication missed and nothing that could not be compared.
+    pub fn in_sync(&self) -> bool {
+        self.diverged == 0 && self.acl_hidden == 0
+    }
 }
 
 /// Whether a node is still the copy first seen (same incarnation, data and ACL versions), or
@@ -73,8 +84,19 @@ impl SyncEngine {
         let mut suspects = Vec::new();
         {
             let state = self.state.lock().unwrap();
-            for difference in digest::diff(&a, &b) {
+            let differences = digest::diff(&a, &b);
+            // Not comparable: neither replication's miss nor a change on its way.
+            let hidden: std::collections::BTreeSet<&str> = differences
+                .iter()
+                .filter(|d| matches!(d, digest::Difference::AclHidden { .. }))
+                .map(|d| d.path())
+                .collect();
+            validation.acl_hidden = hidden.len();
+            for difference in &differences {
                 let path = difference.path();
+                if hidden.contains(path) {
+                    continue;
+                }
                 if state.held.contains_key(path) {
                     validation.held += 1;
                     continue;

@@ -10,6 +10,11 @@ use zookeeper_client::{Acl, Acls, AuthId, CreateMode, Permission};
 const USER: &str = "orca:secret";
 /// `digest` id of orca:secret (base64 of SHA-1 of "orca:secret").
 fn digest_id() -> String {
+    digest_of(USER)
+}
+
+/// `digest` id of `user:password`.
+fn digest_of(user_password: &str) -> String {
     use std::process::Command;
     // Computed by ZooKeeper's own tool, so the test does not re-implement the scheme.
     let out = Command::new("java")
@@ -17,7 +22,7 @@ fn digest_id() -> String {
             "-cp",
             "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-api.jar",
             "org.apache.zookeeper.server.auth.DigestAuthenticationProvider",
-            USER,
+            user_password,
         ])
         .output()
         .expect("running ZooKeeper's DigestAuthenticationProvider");
@@ -53,6 +58,10 @@ impl Live {
         let _ = self.stop.send(());
         self.runner.await.unwrap().unwrap();
     }
+}
+
+async fn engine_for(root: &str) -> Arc<SyncEngine> {
+    engine(root, ConflictStrategy::LastWriteWins).await
 }
 
 async fn engine(root: &str, strategy: ConflictStrategy) -> Arc<SyncEngine> {
@@ -372,6 +381,148 @@ async fn wrong_credentials_are_a_clear_error_and_large_nodes_replicate() {
     assert!(engine.validate().await.unwrap().is_empty());
     delete_tree(&a, &root).await;
     delete_tree(&client_with_digest(&eb.connect_string(), USER).await, &root).await;
+}
+
+/// A node whose ACL gives another user (bob) rights the sync's identity (orca) cannot
+/// administer: ZooKeeper returns its digest hidden (`digest bob:x`). Such a node is never
+/// written with that ACL: the bootstrap copies everything else and stops naming it and the
+/// permission needed; validation never calls it equal; once orca gets ADMIN the run resumes and
+/// copies it exactly; a node whose ACL is taken away while live is left as B had it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_acl_is_read_hidden_is_never_copied_nor_reported_equal() {
+    const BOB: &str = "bob:bobs-password";
+    let root = unique_root("hidden-acl");
+    let [ea, eb] = ensembles();
+    let a = client_with_digest(&ea.connect_string(), USER).await;
+    let bob = client_with_digest(&ea.connect_string(), BOB).await;
+    let b = client_with_digest(&eb.connect_string(), USER).await;
+    let (orca_id, bob_id) = (digest_id(), digest_of(BOB));
+    let acl = |orca: Permission| {
+        [
+            Acl::new(Permission::ALL, AuthId::new("digest", &bob_id)),
+            Acl::new(orca, AuthId::new("digest", &orca_id)),
+        ]
+    };
+    let (administered, read_only) = (acl(Permission::ALL), acl(Permission::READ));
+    // Bob creates them all (only he may create below a node orca can only read).
+    let create = |path: String, acls: Vec<Acl>| {
+        let bob = bob.clone();
+        async move {
+            bob.create(
+                &path,
+                path.as_bytes(),
+                &CreateMode::Persistent.with_acls(Acls::new(&acls)),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let world = Acls::anyone_all().to_vec();
+    create(root.clone(), world.clone()).await;
+    create(format!("{root}/world"), world.clone()).await;
+    create(format!("{root}/admin"), administered.to_vec()).await;
+    create(format!("{root}/hidden"), read_only.to_vec()).await;
+    create(format!("{root}/hidden/child"), world.clone()).await;
+    create(format!("{root}/mixed"), world.clone()).await;
+    create(format!("{root}/mixed/open"), world.clone()).await;
+    create(format!("{root}/mixed/hidden"), read_only.to_vec()).await;
+
+    let engine = engine(&root, ConflictStrategy::LastWriteWins).await;
+    let err = engine
+        .bootstrap()
+        .await
+        .expect_err("hidden ACLs stop the bootstrap");
+    let text = err.to_string();
+    for needed in [
+        format!("{root}/hidden"),
+        format!("{root}/mixed/hidden"),
+        "ADMIN".to_owned(),
+        "digest user:x".to_owned(),
+    ] {
+        assert!(text.contains(&needed), "{needed} missing from: {text}");
+    }
+    // Everything else landed, exactly; nothing below a refused node.
+    b.sync(&root).await.unwrap();
+    for (path, there) in [
+        ("world", true),
+        ("admin", true),
+        ("mixed/open", true),
+        ("hidden", false),
+        ("hidden/child", false),
+        ("mixed/hidden", false),
+    ] {
+        let path = format!("{root}/{path}");
+        assert_eq!(
+            b.check_stat(&path).await.unwrap().is_some(),
+            there,
+            "{path} on B"
+        );
+    }
+    let (acl_b, _) = b.get_acl(&format!("{root}/admin")).await.unwrap();
+    let (acl_a, _) = a.get_acl(&format!("{root}/admin")).await.unwrap();
+    assert_eq!(acl_b, acl_a, "copied exactly");
+    assert!(
+        acl_b.iter().any(|e| e.id() == bob_id),
+        "{acl_b:?}"
+    );
+    let status = engine.status();
+    assert!(!status.bootstrapped);
+    assert_eq!(status.acl_hidden, 2, "{:?}", status.acl_hidden_paths);
+    assert!(status.acl_refused >= 3, "{}", status.acl_refused);
+    assert!(
+        engine
+            .metrics_text()
+            .contains("orca_sync_acl_hidden_nodes 2"),
+        "{}",
+        engine.metrics_text()
+    );
+    let differences = engine.validate().await.unwrap();
+    assert!(
+        differences.contains(&orca_sync::digest::Difference::AclHidden {
+            path: format!("{root}/hidden")
+        }),
+        "{differences:?}"
+    );
+    let (validation, _) = engine.check().await.unwrap();
+    assert_eq!(validation.acl_hidden, 2, "{validation:?}");
+    assert!(!validation.in_sync());
+
+    // Bob gives orca ADMIN: a new run resumes and copies both exactly.
+    for path in ["hidden", "mixed/hidden"] {
+        bob.set_acl(&format!("{root}/{path}"), &administered, None)
+            .await
+            .unwrap();
+    }
+    let engine = engine_for(&root).await;
+    engine.bootstrap().await.expect("nothing hidden now");
+    b.sync(&root).await.unwrap();
+    let (acl_b, _) = b.get_acl(&format!("{root}/hidden")).await.unwrap();
+    assert_eq!(acl_b, administered.to_vec());
+    assert!(
+        b.check_stat(&format!("{root}/hidden/child"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(engine.validate().await.unwrap().is_empty());
+
+    // Live: bob takes ADMIN away from orca and changes the data; B keeps what it had.
+    let live = Live::start(engine.clone()).await;
+    let path = format!("{root}/admin");
+    bob.set_acl(&path, &read_only, None).await.unwrap();
+    bob.set_data(&path, b"changed by bob", None).await.unwrap();
+    wait_for(
+        "the live round's refusal",
+        Duration::from_secs(30),
+        || async { engine.status().acl_hidden == 1 },
+    )
+    .await;
+    b.sync(&root).await.unwrap();
+    assert_eq!(b.get_data(&path).await.unwrap().0, path.as_bytes());
+    assert_eq!(b.get_acl(&path).await.unwrap().0, administered.to_vec());
+    live.stop().await;
+    delete_tree(&a, &root).await;
+    delete_tree(&b, &root).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
