@@ -152,7 +152,10 @@ impl Master {
                 heartbeat,
             )))
             .add_service(SchedulerServer::new(SchedulerService::new(cluster.clone())))
-            .add_service(OperatorServer::new(OperatorService::new(cluster.clone())))
+            .add_service(OperatorServer::new(OperatorService::new(
+                cluster.clone(),
+                stop_rx.clone(),
+            )))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
                 async move {

@@ -212,11 +212,13 @@ impl Drop for Listeners {
     }
 }
 
-struct Stop(Vec<Ensemble>);
+/// Stops the ensembles and removes the benchmark's directory (their data included).
+struct Stop(Vec<Ensemble>, std::path::PathBuf);
 
 impl Drop for Stop {
     fn drop(&mut self) {
         self.0.iter().for_each(Ensemble::stop);
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -232,7 +234,7 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&base)?;
     let a = Ensemble::new(&base.join("zk"), "mig-a", 3, 21950);
     let b = Ensemble::new(&base.join("zk"), "mig-b", 3, 21960);
-    let _stop = Stop(vec![a.clone(), b.clone()]);
+    let _stop = Stop(vec![a.clone(), b.clone()], base.clone());
     a.start(Duration::from_secs(60))?;
     b.start(Duration::from_secs(60))?;
     let populated = populate(&a.connect_string(), args.znodes).await?;
@@ -511,7 +513,5 @@ async fn main() -> Result<()> {
         })
     );
     drop(sources);
-
-    let _ = std::fs::remove_dir_all(base.join("migrations"));
     Ok(())
 }

@@ -27,11 +27,14 @@ const COMPLETED_TASKS: usize = 50;
 #[derive(Debug, Clone)]
 pub struct OperatorService {
     cluster: Cluster,
+    /// Turns true when the master stops: watches end then, so a stopping master does not
+    /// wait for its watchers to let go.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl OperatorService {
-    pub fn new(cluster: Cluster) -> Self {
-        Self { cluster }
+    pub fn new(cluster: Cluster, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { cluster, stopping }
     }
 }
 
@@ -355,6 +358,7 @@ impl pb::operator_server::Operator for OperatorService {
             n => n as usize,
         };
         let cluster = self.cluster.clone();
+        let mut stopping = self.stopping.clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             let mut sent = ClusterView::default();
@@ -362,7 +366,24 @@ impl pb::operator_server::Operator for OperatorService {
             let mut tick = tokio::time::interval(WATCH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                if *stopping.borrow_and_update() {
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "this master is stopping; watch the leading master",
+                        )))
+                        .await;
+                    return;
+                }
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    changed = stopping.changed() => {
+                        if changed.is_err() {
+                            // The server is gone.
+                            return;
+                        }
+                        continue;
+                    }
+                }
                 let snapshot = cluster.snapshot();
                 let now = ClusterView::from_snapshot(&snapshot, completed);
                 let delta = match sent.delta_to(&now) {

@@ -461,10 +461,7 @@ async fn a_node_whose_acl_is_read_hidden_is_never_copied_nor_reported_equal() {
     let (acl_b, _) = b.get_acl(&format!("{root}/admin")).await.unwrap();
     let (acl_a, _) = a.get_acl(&format!("{root}/admin")).await.unwrap();
     assert_eq!(acl_b, acl_a, "copied exactly");
-    assert!(
-        acl_b.iter().any(|e| e.id() == bob_id),
-        "{acl_b:?}"
-    );
+    assert!(acl_b.iter().any(|e| e.id() == bob_id), "{acl_b:?}");
     let status = engine.status();
     assert!(!status.bootstrapped);
     assert_eq!(status.acl_hidden, 2, "{:?}", status.acl_hidden_paths);

@@ -28,7 +28,9 @@ mod rollback;
 
 /// How far ahead of the other ensemble a side's next contender sequence is put, so masters
 /// that join there rank after every master of the other side (a lower sequence would take
-/// the lead from a leader that only watches its own znode).
+/// the lead from a leader that only watches its own znode), and contenders the other side
+/// creates meanwhile (its masters restarting, the mirrors of this side's) never reach the
+/// names this side's masters took, which are mirrored there.
 const SEQUENCE_MARGIN: i64 = 1000;
 
 #[derive(Debug, thiserror::Error)]

@@ -18,8 +18,8 @@ use crate::{
 };
 
 impl Orchestrator {
-    /// Phase 1: the masters on A are recorded, B's contender sequence is put ahead of A's,
-    /// and the sync copies A to B and replicates both ways.
+    /// Phase 1: the masters on A are recorded, the sync copies A to B and replicates both
+    /// ways, and B's contender sequence is put ahead of A's.
     pub(super) async fn sync_target(&self) -> Result<(), String> {
         let cfg = self.config();
         let a = self.a_client().ok_or("no session on A")?;
@@ -55,7 +55,6 @@ impl Orchestrator {
                 s.source_masters = masters;
             });
         }
-        self.align(&a, &self.b_client(), 1).await?;
         let started = Instant::now();
         let started_ms = crate::state::now_ms();
         self.start_sync()
@@ -106,7 +105,9 @@ impl Orchestrator {
                 Some(validation.took_ms),
             )
         });
-        Ok(())
+        // Nothing creates contenders on B before phase 2, and the copy's mirrors keep A's
+        // names: the raise can wait until here, where the copy has warmed B up.
+        self.align(&a, &self.b_client(), 1).await
     }
 
     /// Waits until the sync's status gives what `found` looks for, failing at `deadline` or
@@ -144,23 +145,13 @@ impl Orchestrator {
         let mut attempt = 0;
         let reached = loop {
             attempt += 1;
-            let raised = async {
-                let target = cluster::next_sequence(high, &path)
-                    .await
-                    .map_err(|e| format!("reading {path}'s sequence: {e}"))?
-                    + SEQUENCE_MARGIN;
-                cluster::raise_sequence(low, &path, target)
-                    .await
-                    .map_err(|e| format!("raising {path}'s sequence: {e}"))
-            }
-            .await;
-            match raised {
-                Ok(reached) => break reached,
+            match cluster::align_sequence(high, low, &path, SEQUENCE_MARGIN).await {
+                Ok(aligned) => break aligned.reached,
                 Err(e) if attempt < 5 => {
-                    tracing::warn!("{e}; trying again");
+                    tracing::warn!("raising {path}'s sequence: {e}; trying again");
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(format!("raising {path}'s sequence: {e}")),
             }
         };
         self.update(|s| {
