@@ -3,7 +3,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::znode::is_under;
+use crate::znode::{AclEntry, is_under};
 
 /// ZooKeeper's own subtree: never replicated (quotas, config, per-ensemble state).
 pub const ZOOKEEPER_SYSTEM_PATH: &str = "/zookeeper";
@@ -36,6 +36,15 @@ pub struct SyncConfig {
     pub source_auth: Option<String>,
     #[serde(default)]
     pub target_auth: Option<String>,
+    /// What is done with a znode whose ACL the sync's identity reads with hidden digests
+    /// (`digest user:x`: it lacks ADMIN on it). Such an ACL is never written anywhere.
+    #[serde(default)]
+    pub acl_hidden: HiddenAclPolicy,
+    /// The ACL a node gets where `acl-hidden: keep-target` creates it on the side that has
+    /// no copy: entries `scheme:id:perms` (perms from `crwda`), e.g. `world:anyone:r` or
+    /// `digest:bob:<base64 hash>:cdrwa`. Without it such nodes are refused.
+    #[serde(default)]
+    pub acl_fallback: Vec<String>,
     #[serde(default = "session_timeout_ms")]
     pub session_timeout_ms: u64,
     #[serde(default = "max_batch_bytes")]
@@ -110,6 +119,30 @@ pub enum EphemeralPolicy {
     Mirror,
 }
 
+/// What the sync does with a znode whose ACL one side returns with hidden digests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HiddenAclPolicy {
+    /// Never written to the other side: the bootstrap copies everything else and stops,
+    /// naming each such node and the permission the sync's identity needs (ADMIN on it, or
+    /// a super digest); live copies are refused and the other side keeps what it had.
+    #[default]
+    Refuse,
+    /// Its data is copied and the other side's copy keeps the ACL it has; where the other
+    /// side has no copy, it is created with `acl-fallback` (refused without one). The two
+    /// copies are compared by data (their ACLs cannot be), and listed in the status.
+    KeepTarget,
+}
+
+impl HiddenAclPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::KeepTarget => "keep-target",
+        }
+    }
+}
+
 /// How a znode changed on both sides within one replication window is settled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -134,6 +167,8 @@ impl SyncConfig {
             conflicts: ConflictStrategy::default(),
             source_auth: None,
             target_auth: None,
+            acl_hidden: HiddenAclPolicy::default(),
+            acl_fallback: Vec::new(),
             session_timeout_ms: session_timeout_ms(),
             max_batch_bytes: max_batch_bytes(),
             walk_concurrency: walk_concurrency(),
@@ -176,12 +211,24 @@ impl SyncConfig {
                 "read-sessions above 16 only adds load to the ensembles",
             ));
         }
+        self.fallback_acl()?;
         if self.max_batch_bytes < 4096 {
             return Err(ConfigError::Invalid(
                 "max-batch-bytes must be at least 4096",
             ));
         }
         Ok(())
+    }
+
+    /// `acl-fallback` parsed.
+    pub fn fallback_acl(&self) -> Result<Vec<AclEntry>, ConfigError> {
+        let mut entries = self
+            .acl_fallback
+            .iter()
+            .map(|text| parse_acl_entry(text))
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.sort();
+        Ok(entries)
     }
 
     /// Whether a path is replicated (inside the root, not excluded, not `/zookeeper`).
@@ -195,6 +242,47 @@ impl SyncConfig {
     }
 }
 
+/// One ACL entry written as ZooKeeper's CLI shows it: `scheme:id:perms`. The id may hold
+/// colons (`digest:user:hash`, `ip:10.0.0.0/8` does not), so the scheme ends at the first
+/// colon and the permissions start after the last.
+fn parse_acl_entry(text: &str) -> Result<AclEntry, ConfigError> {
+    let bad = |why: &str| ConfigError::BadAcl(text.to_owned(), why.to_owned());
+    let (scheme, rest) = text
+        .split_once(':')
+        .ok_or_else(|| bad("write it as scheme:id:perms, e.g. world:anyone:r"))?;
+    let (id, letters) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| bad("write it as scheme:id:perms, e.g. world:anyone:r"))?;
+    if scheme.is_empty() || id.is_empty() {
+        return Err(bad("the scheme and the id may not be empty"));
+    }
+    let mut perms = 0;
+    for letter in letters.chars() {
+        perms |= match letter {
+            'r' => 1,
+            'w' => 2,
+            'c' => 4,
+            'd' => 8,
+            'a' => 16,
+            _ => return Err(bad("permissions are letters from crwda")),
+        };
+    }
+    if perms == 0 {
+        return Err(bad("give at least one permission from crwda"));
+    }
+    let entry = AclEntry {
+        perms,
+        scheme: scheme.to_owned(),
+        id: id.to_owned(),
+    };
+    if entry.is_hidden() {
+        return Err(bad(
+            "a digest ending in :x is a hidden one; give the user's real digest hash",
+        ));
+    }
+    Ok(entry)
+}
+
 /// A sync configuration that cannot run, and what to change.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -206,6 +294,8 @@ pub enum ConfigError {
     SystemRoot,
     #[error("{0}")]
     Invalid(&'static str),
+    #[error("acl-fallback entry {0:?}: {1}")]
+    BadAcl(String, String),
 }
 
 #[cfg(test)]
@@ -242,6 +332,46 @@ mod tests {
         cfg.excludes.clear();
         cfg.root = "/zookeeper/quota".into();
         assert_eq!(cfg.validate(), Err(ConfigError::SystemRoot));
+    }
+
+    #[test]
+    fn fallback_acl_entries_are_parsed_and_bad_ones_named() {
+        let mut cfg: SyncConfig = serde_norway::from_str(
+            "source-zk: a:1\ntarget-zk: b:1\nacl-hidden: keep-target\n\
+             acl-fallback: ['world:anyone:r', 'digest:bob:uDvrVMV3dAzA3rMy0rPNylDX3Zs=:cdrwa']\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.acl_hidden, HiddenAclPolicy::KeepTarget);
+        // Sorted as read ACLs are, so the two compare.
+        assert_eq!(
+            cfg.fallback_acl().unwrap(),
+            vec![
+                AclEntry {
+                    perms: 1,
+                    scheme: "world".into(),
+                    id: "anyone".into()
+                },
+                AclEntry {
+                    perms: 31,
+                    scheme: "digest".into(),
+                    id: "bob:uDvrVMV3dAzA3rMy0rPNylDX3Zs=".into()
+                },
+            ]
+        );
+        for (bad, says) in [
+            ("world:anyone", "scheme:id:perms"),
+            ("world:anyone:rx", "crwda"),
+            ("world:anyone:", "at least one"),
+            (":anyone:r", "empty"),
+            ("digest:bob:x:r", "hidden"),
+        ] {
+            cfg.acl_fallback = vec![bad.into()];
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains(bad), "{bad}: {err}");
+        }
+        let default: SyncConfig =
+            serde_norway::from_str("source-zk: a:1\ntarget-zk: b:1\n").unwrap();
+        assert_eq!(default.acl_hidden, HiddenAclPolicy::Refuse);
     }
 
     #[test]

@@ -24,5 +24,5 @@ pub mod plan;
 pub mod tree;
 pub mod znode;
 
-pub use config::{ConflictStrategy, EphemeralPolicy, SyncConfig};
+pub use config::{ConflictStrategy, EphemeralPolicy, HiddenAclPolicy, SyncConfig};
 pub use engine::SyncEngine;

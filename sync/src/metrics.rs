@@ -44,6 +44,8 @@ pub struct SyncMetrics {
     pub validation_timestamp: Gauge,
     pub acl_hidden: Gauge,
     pub acl_refused: Counter,
+    pub acl_kept: Counter,
+    pub acl_fallback: Counter,
 }
 
 impl Default for SyncMetrics {
@@ -69,6 +71,8 @@ impl Default for SyncMetrics {
         let validation_timestamp = Gauge::default();
         let acl_hidden = Gauge::default();
         let acl_refused = Counter::default();
+        let acl_kept = Counter::default();
+        let acl_fallback = Counter::default();
         registry.register(
             "replicated",
             "Znode changes written to the other ensemble, by direction",
@@ -142,6 +146,18 @@ impl Default for SyncMetrics {
             "Copies refused because the source's ACL was read with hidden digests",
             acl_refused.clone(),
         );
+        registry.register(
+            "acl_kept",
+            "Copies of a node whose ACL a side reads with hidden digests written with the ACL \
+             the target has kept (acl-hidden: keep-target)",
+            acl_kept.clone(),
+        );
+        registry.register(
+            "acl_fallback",
+            "Nodes whose ACL a side reads with hidden digests created on the other side with \
+             acl-fallback (acl-hidden: keep-target)",
+            acl_fallback.clone(),
+        );
         // Both directions exist from the start (at zero), so dashboards see them.
         for side in [Side::A, Side::B] {
             let _ = replicated.get_or_create(&DirectionLabel::from(side));
@@ -165,6 +181,8 @@ impl Default for SyncMetrics {
             validation_timestamp,
             acl_hidden,
             acl_refused,
+            acl_kept,
+            acl_fallback,
         }
     }
 }

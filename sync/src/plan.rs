@@ -2,7 +2,7 @@
 //! agreed on (the *base*): a three-way merge, so a change on either side flows to the other,
 //! a deletion is told apart from a creation, and a change on both sides is a conflict.
 use crate::{
-    config::{ConflictStrategy, EphemeralPolicy},
+    config::{ConflictStrategy, EphemeralPolicy, HiddenAclPolicy},
     znode::{ContentHash, Znode},
 };
 
@@ -61,6 +61,30 @@ pub struct Inputs<'a> {
     /// Sessions of this engine's earlier runs (kept in its state directory): their
     /// ephemerals are mirrors too, until the server expires them.
     pub earlier_sessions: &'a [i64],
+    /// What is done where a side's ACL was read with hidden digests: under `keep-target`
+    /// such a path is compared by data alone ([`Znode::data_hash`]), the base included.
+    pub hidden_acls: HiddenAclPolicy,
+}
+
+impl Inputs<'_> {
+    /// Whether this path is compared by data alone: a side's ACL cannot be read exactly and
+    /// the policy copies such nodes keeping the target's ACL.
+    pub fn by_data(&self) -> bool {
+        self.hidden_acls == HiddenAclPolicy::KeepTarget
+            && [self.a, self.b]
+                .into_iter()
+                .flatten()
+                .any(Znode::acl_hidden)
+    }
+
+    /// The hash a copy is compared (and recorded as the base) by.
+    pub fn hash(&self, node: &Znode) -> ContentHash {
+        if self.by_data() {
+            node.data_hash()
+        } else {
+            node.content_hash()
+        }
+    }
 }
 
 /// Decides one path. When the two copies differ and both changed since the base (or there
@@ -104,17 +128,27 @@ pub fn judge(
         return (decision, conflict);
     }
 
-    let ha = a.map(Znode::content_hash);
-    let hb = b.map(Znode::content_hash);
+    let ha = a.map(|n| inputs.hash(n));
+    let hb = b.map(|n| inputs.hash(n));
     if ha == hb {
         return (Decision::Agreed(ha), false);
     }
+    // A side moved when its copy is not the base. Where a side's ACL was hidden when the
+    // base was recorded (by data) and is exact now (ADMIN given), or the other way round,
+    // its data hash or its full hash is the base: unmoved either way.
+    let moved = |node: Option<&Znode>, hash: Option<ContentHash>| {
+        hash != base
+            && (inputs.hidden_acls != HiddenAclPolicy::KeepTarget
+                || node.map(Znode::data_hash) != base && node.map(Znode::content_hash) != base)
+    };
+    let (a_moved, b_moved) = (moved(a, ha), moved(b, hb));
     let from = if inputs.never_synced {
         Side::A
-    } else if ha == base {
-        // Only B moved.
-        Side::B
-    } else if hb == base {
+    } else if !a_moved {
+        // Only B moved; or neither did and only what could not be compared before differs
+        // (an ACL readable exactly since): A's copy, the exact one, is the one kept.
+        if b_moved { Side::B } else { Side::A }
+    } else if !b_moved {
         Side::A
     } else {
         match strategy {
@@ -135,8 +169,46 @@ pub fn judge(
             },
         }
     };
-    let conflict = !inputs.never_synced && ha != base && hb != base;
+    let conflict = !inputs.never_synced && a_moved && b_moved;
     (propagate(from, a, b), conflict)
+}
+
+/// How a copy's ACL is written where a side's ACL was read with hidden digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclWrite {
+    /// Neither side's ACL is hidden: written exactly as the source has it.
+    Exact,
+    /// The target's copy keeps the ACL it has (only the data is written).
+    KeptTarget,
+    /// Created on the target with `acl-fallback`.
+    Fallback,
+}
+
+/// What a copy of `node` onto a side holding `target` writes: an ACL read with hidden digests
+/// is never written, nor is one the sync could not read on the target replaced. `None`:
+/// refused (the policy is `refuse`, or `keep-target` has no copy to keep the ACL of and no
+/// fallback).
+pub fn written_copy(
+    policy: HiddenAclPolicy,
+    fallback: &[crate::znode::AclEntry],
+    mut node: Znode,
+    target: Option<&Znode>,
+) -> Option<(Znode, AclWrite)> {
+    if !node.acl_hidden() && !target.is_some_and(Znode::acl_hidden) {
+        return Some((node, AclWrite::Exact));
+    }
+    match (policy, target) {
+        (HiddenAclPolicy::Refuse, _) => None,
+        (HiddenAclPolicy::KeepTarget, Some(kept)) => {
+            node.acl = kept.acl.clone();
+            Some((node, AclWrite::KeptTarget))
+        }
+        (HiddenAclPolicy::KeepTarget, None) if !fallback.is_empty() => {
+            node.acl = fallback.to_vec();
+            Some((node, AclWrite::Fallback))
+        }
+        (HiddenAclPolicy::KeepTarget, None) => None,
+    }
 }
 
 fn propagate(from: Side, a: Option<&Znode>, b: Option<&Znode>) -> Decision {
@@ -177,8 +249,8 @@ fn decide_ephemeral(
     let to = if a_original { Side::B } else { Side::A };
     let owner = owner.expect("an original exists on the owner side");
     match mirror {
-        Some(m) if m.content_hash() == owner.content_hash() => {
-            Decision::Agreed(Some(owner.content_hash()))
+        Some(m) if inputs.hash(m) == inputs.hash(owner) => {
+            Decision::Agreed(Some(inputs.hash(owner)))
         }
         Some(m) if !m.ephemeral => Decision::Conflict,
         _ => Decision::Copy {
@@ -202,6 +274,7 @@ mod tests {
             engine_session_a: 100,
             engine_session_b: 200,
             earlier_sessions: &[300],
+            hidden_acls: HiddenAclPolicy::Refuse,
         }
     }
 
@@ -295,6 +368,121 @@ mod tests {
                 to: Side::B,
                 node: a
             }
+        );
+    }
+
+    /// `n` as read without ADMIN: bob's digest hidden.
+    fn hidden(mut n: Znode) -> Znode {
+        n.acl = vec![crate::znode::AclEntry {
+            perms: 31,
+            scheme: "digest".into(),
+            id: "bob:x".into(),
+        }];
+        n
+    }
+
+    fn exact(mut n: Znode, id: &str) -> Znode {
+        n.acl = vec![crate::znode::AclEntry {
+            perms: 31,
+            scheme: "digest".into(),
+            id: id.into(),
+        }];
+        n
+    }
+
+    #[test]
+    fn keep_target_compares_a_hidden_acl_by_data_both_ways() {
+        let keep = |mut i: Inputs<'_>| {
+            i.hidden_acls = HiddenAclPolicy::KeepTarget;
+            decide(i, SKIP, LWW)
+        };
+        let a = hidden(node("1", 1));
+        let b = exact(node("1", 1), "bob:kept=");
+        // Equal data: agreed, by data, under keep-target; different under refuse.
+        assert_eq!(
+            keep(inputs(Some(&a), Some(&b), None)),
+            Decision::Agreed(Some(a.data_hash()))
+        );
+        assert_ne!(
+            decide(inputs(Some(&a), Some(&b), None), SKIP, LWW),
+            Decision::Agreed(Some(a.data_hash()))
+        );
+        let base = Some(a.data_hash());
+        let with_base = |x: Option<&Znode>, y: Option<&Znode>| {
+            let mut i = inputs(x, y, None);
+            i.base = base;
+            keep(i)
+        };
+        // A's data changes: copied to B (B's ACL is kept when it is written).
+        let a2 = hidden(node("2", 2));
+        assert_eq!(
+            with_base(Some(&a2), Some(&b)),
+            Decision::Copy {
+                to: Side::B,
+                node: a2.clone()
+            }
+        );
+        // B's data changes: copied to A.
+        let b2 = exact(node("3", 3), "bob:kept=");
+        assert_eq!(
+            with_base(Some(&a), Some(&b2)),
+            Decision::Copy {
+                to: Side::A,
+                node: b2
+            }
+        );
+        // Deleted on B: deleted on A, not taken for a conflict.
+        assert_eq!(with_base(Some(&a), None), Decision::Delete { on: Side::A });
+        // ADMIN given on A since: its exact ACL now differs from B's kept one, neither
+        // side's data moved; A's exact copy is the one kept.
+        let a_exact = exact(node("1", 1), "bob:real=");
+        assert_eq!(
+            with_base(Some(&a_exact), Some(&b)),
+            Decision::Copy {
+                to: Side::B,
+                node: a_exact
+            }
+        );
+    }
+
+    #[test]
+    fn a_hidden_acl_is_never_written() {
+        let a = hidden(node("1", 1));
+        let b = exact(node("0", 0), "bob:kept=");
+        let fallback = [crate::znode::AclEntry {
+            perms: 1,
+            scheme: "world".into(),
+            id: "anyone".into(),
+        }];
+        assert_eq!(
+            written_copy(HiddenAclPolicy::Refuse, &fallback, a.clone(), Some(&b)),
+            None
+        );
+        let (written, how) =
+            written_copy(HiddenAclPolicy::KeepTarget, &fallback, a.clone(), Some(&b)).unwrap();
+        assert_eq!(
+            (written.data, written.acl, how),
+            (a.data.clone(), b.acl.clone(), AclWrite::KeptTarget)
+        );
+        let (written, how) =
+            written_copy(HiddenAclPolicy::KeepTarget, &fallback, a.clone(), None).unwrap();
+        assert_eq!((written.acl, how), (fallback.to_vec(), AclWrite::Fallback));
+        assert_eq!(
+            written_copy(HiddenAclPolicy::KeepTarget, &[], a.clone(), None),
+            None
+        );
+        // A target whose ACL the sync cannot read keeps it (it could not be set anyway).
+        let (written, how) =
+            written_copy(HiddenAclPolicy::KeepTarget, &[], b.clone(), Some(&a)).unwrap();
+        assert_eq!((written.acl, how), (a.acl.clone(), AclWrite::KeptTarget));
+        assert_eq!(
+            written_copy(HiddenAclPolicy::Refuse, &[], b.clone(), Some(&a)),
+            None
+        );
+        // Nothing hidden: exact.
+        assert_eq!(
+            written_copy(HiddenAclPolicy::Refuse, &[], b.clone(), None),
+            Some((b, AclWrite::Exact))
         );
     }
 

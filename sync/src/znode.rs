@@ -134,6 +134,20 @@ impl Znode {
         ContentHash(h.finalize().into())
     }
 
+    /// Hash of data and ephemerality alone: how two copies are compared when one side's ACL
+    /// cannot be read exactly (`acl-hidden: keep-target`). Never equal to a [`content_hash`]
+    /// (its input starts differently), so a base recorded one way is not taken for the other.
+    ///
+    /// [`content_hash`]: Self::content_hash
+    pub fn data_hash(&self) -> ContentHash {
+        let mut h = Sha256::new();
+        h.update(b"data-only\0");
+        h.update((self.data.len() as u64).to_le_bytes());
+        h.update(&self.data);
+        h.update([self.ephemeral as u8]);
+        ContentHash(h.finalize().into())
+    }
+
     /// Whether its ACL was read with hidden digests: what was read is not the node's ACL.
     pub fn acl_hidden(&self) -> bool {
         self.acl.iter().any(AclEntry::is_hidden)

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use orca_migrate::client::request;
 use orca_sync::{
-    ConflictStrategy, EphemeralPolicy, SyncConfig, SyncEngine,
+    ConflictStrategy, EphemeralPolicy, HiddenAclPolicy, SyncConfig, SyncEngine,
     engine::{Conflict, Status},
     http::{ValidateReply, router},
 };
@@ -132,6 +132,20 @@ struct ConfigArgs {
     /// The same for B (or ZK_MIGRATE_TARGET_AUTH).
     #[arg(long)]
     target_auth_file: Option<PathBuf>,
+    /// What is done with a znode whose ACL the sync reads with hidden digests (no ADMIN on
+    /// it): refuse it (the default), or copy its data keeping the target's ACL.
+    #[arg(long, value_enum)]
+    acl_hidden: Option<AclHidden>,
+    /// ACL entry (`scheme:id:perms`, e.g. `world:anyone:r`) for such a node created where
+    /// the target has no copy under `--acl-hidden keep-target` (repeatable).
+    #[arg(long)]
+    acl_fallback: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AclHidden {
+    Refuse,
+    KeepTarget,
 }
 
 /// Digest credentials from `file` (or, without one, from the environment variable `env`).
@@ -203,6 +217,15 @@ impl ConfigArgs {
         }
         if let Some(d) = &self.state_dir {
             cfg.state_dir = Some(d.clone());
+        }
+        if let Some(policy) = self.acl_hidden {
+            cfg.acl_hidden = match policy {
+                AclHidden::Refuse => HiddenAclPolicy::Refuse,
+                AclHidden::KeepTarget => HiddenAclPolicy::KeepTarget,
+            };
+        }
+        if !self.acl_fallback.is_empty() {
+            cfg.acl_fallback = self.acl_fallback.clone();
         }
         if let Some(auth) = credentials(self.source_auth_file.as_deref(), "ZK_MIGRATE_SOURCE_AUTH")?
         {
@@ -389,11 +412,21 @@ fn print_status(s: &Status) {
         }
     }
     if s.acl_hidden > 0 {
-        println!(
-            "hidden ACLs       {} znodes read as `digest user:x` (no ADMIN for the sync's \
-             identity): not copied ({} copies refused); give it ADMIN on them or a super digest",
-            s.acl_hidden, s.acl_refused
-        );
+        if s.acl_policy == HiddenAclPolicy::KeepTarget.name() {
+            println!(
+                "hidden ACLs       {} znodes read as `digest user:x` (no ADMIN for the sync's \
+                 identity), acl-hidden: keep-target: compared by data, {} copies kept the \
+                 target's ACL, {} created with acl-fallback, {} refused",
+                s.acl_hidden, s.acl_kept, s.acl_fallback, s.acl_refused
+            );
+        } else {
+            println!(
+                "hidden ACLs       {} znodes read as `digest user:x` (no ADMIN for the sync's \
+                 identity): not copied ({} copies refused); give it ADMIN on them or a super \
+                 digest, or copy them keeping the target's ACL (--acl-hidden keep-target)",
+                s.acl_hidden, s.acl_refused
+            );
+        }
         for path in &s.acl_hidden_paths {
             println!("  hidden ACL      {path}");
         }

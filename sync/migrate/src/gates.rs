@@ -205,7 +205,8 @@ impl<'a> Gate<'a> {
                 Err(e) => return self.push(NAME, false, e.to_string()),
             },
         };
-        if validation.acl_hidden > 0 {
+        let keep_target = self.o.config().sync.acl_hidden == orca_sync::HiddenAclPolicy::KeepTarget;
+        if validation.acl_hidden > 0 && !keep_target {
             let status = engine.status();
             self.push(
                 NAME,
@@ -224,12 +225,21 @@ impl<'a> Gate<'a> {
                 ),
             )
         } else if validation.diverged == 0 {
+            let hidden = if validation.acl_hidden > 0 {
+                format!(
+                    "; {} znodes whose ACL the sync reads with hidden digests compared by data \
+                     alone, B keeping its own ACL on them (acl-hidden: keep-target)",
+                    validation.acl_hidden
+                )
+            } else {
+                String::new()
+            };
             self.push(
                 NAME,
                 true,
                 format!(
                     "0 missing znodes: {when} of {} znodes on A with {} on B by digest ({} ms; \
-                     {} changes then on their way)",
+                     {} changes then on their way){hidden}",
                     validation.nodes_a,
                     validation.nodes_b,
                     validation.took_ms,

@@ -33,9 +33,8 @@ pub enum SyncError {
     State(#[from] BaseError),
     #[error(
         "{count} znodes on {side} have ACLs the sync's identity reads with hidden digests \
-         (`digest user:x`: it has no ADMIN on them), so they were not copied: {}{}. Give the \
-         sync's identity ADMIN on them (or use a super digest) and start it again; what was \
-         copied stays",
+         (`digest user:x`: it has no ADMIN on them), so they were not copied: {}{}. {remedy} \
+         and start it again; what was copied stays",
         paths.iter().take(20).cloned().collect::<Vec<_>>().join(", "),
         if *count > 20 { ", …" } else { "" }
     )]
@@ -43,6 +42,8 @@ pub enum SyncError {
         side: &'static str,
         count: usize,
         paths: Vec<String>,
+        /// What to change, which depends on the `acl-hidden` policy.
+        remedy: &'static str,
     },
 }
 

@@ -38,10 +38,10 @@ pub use self::{
 use crate::{
     apply::{self, Op, Outcome},
     base::{BaseStore, Identity},
-    config::SyncConfig,
+    config::{HiddenAclPolicy, SyncConfig},
     digest::{self, Difference},
     metrics::{DirectionLabel, SyncMetrics},
-    plan::{self, Decision, Inputs, Side},
+    plan::{self, AclWrite, Decision, Inputs, Side},
     tree::{self, Tree, WalkError},
     znode::{ContentHash, Znode},
 };
@@ -59,6 +59,9 @@ struct State {
     /// Paths a side's copy of which was read with hidden digests (`digest user:x`), with
     /// that side: nothing is copied from there until it reads exactly.
     acl_hidden: BTreeMap<String, Side>,
+    /// Paths whose copy was refused for an ACL hidden on the side it would come from:
+    /// nothing below them is created on the other side.
+    acl_refused: BTreeMap<String, Side>,
     /// Watch events still to come for the engine's own writes, by side and path.
     echoes: HashMap<(Side, String), u32>,
     status: Status,
@@ -101,6 +104,8 @@ pub struct SyncEngine {
     /// This engine's sessions in earlier runs (from its state directory): the mirrors they
     /// own are this engine's until the servers expire them.
     earlier_sessions: Vec<i64>,
+    /// `acl-fallback`, parsed.
+    fallback_acl: Vec<crate::znode::AclEntry>,
 }
 
 /// The engine's sessions of the last runs, kept beside its base.
@@ -139,15 +144,15 @@ struct EventCounts {
     settled: std::sync::atomic::AtomicU64,
 }
 
-/// Whether an ancestor of `path` is held back for an ACL hidden on `side`.
-fn hidden_above(hidden: &BTreeMap<String, Side>, path: &str, side: Side) -> bool {
-    if hidden.is_empty() {
+/// Whether an ancestor of `path` was refused for an ACL hidden on `side`.
+fn refused_above(refused: &BTreeMap<String, Side>, path: &str, side: Side) -> bool {
+    if refused.is_empty() {
         return false;
     }
     let mut at = path;
     while at != "/" {
         at = crate::znode::parent(at);
-        if hidden.get(at) == Some(&side) {
+        if refused.get(at) == Some(&side) {
             return true;
         }
     }
@@ -217,6 +222,7 @@ impl SyncEngine {
     /// Validates `cfg` and connects to both ensembles.
     pub async fn connect(cfg: SyncConfig) -> Result<Arc<Self>, SyncError> {
         cfg.validate()?;
+        let fallback_acl = cfg.fallback_acl()?;
         let lag_window = Duration::from_secs(cfg.lag_window_s);
         let base = match &cfg.state_dir {
             Some(dir) => BaseStore::open(
@@ -284,6 +290,7 @@ impl SyncEngine {
                 base,
                 held: BTreeMap::new(),
                 acl_hidden: BTreeMap::new(),
+                acl_refused: BTreeMap::new(),
                 echoes: HashMap::new(),
                 live_during_scan: None,
                 lag_ab: Lag::new(),
@@ -301,6 +308,7 @@ impl SyncEngine {
             audit_log: Mutex::new(audit_log),
             events: Default::default(),
             earlier_sessions,
+            fallback_acl,
         }))
     }
 
@@ -489,8 +497,21 @@ impl SyncEngine {
     pub async fn bootstrap(&self) -> Result<PassReport, SyncError> {
         let report = self.streamed_pass().await?;
         let mut state = self.state.lock().unwrap();
-        let refused: Vec<String> = state
-            .acl_hidden
+        // Under `refuse` every node hidden on A stops it; under `keep-target` those B has
+        // no copy of and no fallback was given for.
+        let (stopping, remedy) = match self.cfg.acl_hidden {
+            HiddenAclPolicy::Refuse => (
+                &state.acl_hidden,
+                "Give the sync's identity ADMIN on them (or use a super digest), or copy them \
+                 keeping B's ACL with `acl-hidden: keep-target`,",
+            ),
+            HiddenAclPolicy::KeepTarget => (
+                &state.acl_refused,
+                "B has no copy whose ACL could be kept: give `acl-fallback` (the ACL to create \
+                 them with) or the sync's identity ADMIN on them,",
+            ),
+        };
+        let refused: Vec<String> = stopping
             .iter()
             .filter(|(_, side)| **side == Side::A)
             .map(|(path, _)| path.clone())
@@ -505,6 +526,7 @@ impl SyncEngine {
                 side: Side::A.name(),
                 count: refused.len(),
                 paths: refused,
+                remedy,
             });
         }
         Ok(report)
@@ -519,8 +541,21 @@ impl SyncEngine {
         b: Option<&Znode>,
         never_synced: bool,
     ) -> (Decision, bool) {
+        let inputs = self.inputs(base, path, a, b, never_synced);
+        plan::judge(inputs, self.cfg.ephemerals, self.cfg.conflicts)
+    }
+
+    /// What the plan looks at for one path.
+    fn inputs<'a>(
+        &'a self,
+        base: &BaseStore,
+        path: &str,
+        a: Option<&'a Znode>,
+        b: Option<&'a Znode>,
+        never_synced: bool,
+    ) -> Inputs<'a> {
         let agreed = base.get(path);
-        let inputs = Inputs {
+        Inputs {
             a,
             b,
             base: agreed,
@@ -528,8 +563,8 @@ impl SyncEngine {
             engine_session_a: self.client(Side::A).session_id().0,
             engine_session_b: self.client(Side::B).session_id().0,
             earlier_sessions: &self.earlier_sessions,
-        };
-        plan::judge(inputs, self.cfg.ephemerals, self.cfg.conflicts)
+            hidden_acls: self.cfg.acl_hidden,
+        }
     }
 
     /// What a bootstrap (or, with saved state, a resume) would write, without writing anything.
@@ -733,10 +768,9 @@ impl SyncEngine {
                     // A live round read it after this pass did: its decision stands.
                     continue;
                 }
+                let inputs = self.inputs(&state.base, path, a.as_ref(), b.as_ref(), never_synced);
                 let (decision, conflict) =
-                    self.judge(&state.base, path, a.as_ref(), b.as_ref(), never_synced);
-                // A copy read with hidden digests is never written anywhere (it would lock
-                // the digest's user out), nor is a node below one such not yet on the target.
+                    plan::judge(inputs, self.cfg.ephemerals, self.cfg.conflicts);
                 let hidden_on = [(Side::A, a), (Side::B, b)]
                     .into_iter()
                     .find(|(_, node)| node.as_ref().is_some_and(Znode::acl_hidden))
@@ -748,21 +782,57 @@ impl SyncEngine {
                 } else {
                     state.acl_hidden.remove(path);
                 }
-                let refused = match &decision {
-                    Decision::Copy { to, .. } => {
-                        hidden_on == Some(to.other())
-                            || (match to {
-                                Side::A => a.is_none(),
-                                Side::B => b.is_none(),
-                            } && hidden_above(&state.acl_hidden, path, to.other()))
+                // An ACL read with hidden digests is never written anywhere (it would lock
+                // the digest's user out), nor one the sync cannot read replaced; what is
+                // written instead follows the policy. Nothing is created below a refused node.
+                let decision = match decision {
+                    Decision::Copy { to, node } => {
+                        let target = match to {
+                            Side::A => a.as_ref(),
+                            Side::B => b.as_ref(),
+                        };
+                        let from = to.other();
+                        let written =
+                            if target.is_none() && refused_above(&state.acl_refused, path, from) {
+                                None
+                            } else {
+                                plan::written_copy(
+                                    self.cfg.acl_hidden,
+                                    &self.fallback_acl,
+                                    node,
+                                    target,
+                                )
+                            };
+                        match written {
+                            None => {
+                                state.acl_refused.insert(path.clone(), from);
+                                state.status.acl_refused += 1;
+                                self.metrics.acl_refused.inc();
+                                continue;
+                            }
+                            Some((node, how)) => {
+                                state.acl_refused.remove(path);
+                                if how != AclWrite::Exact {
+                                    self.audit_acl_write(path, to, how);
+                                    let (count, metric) = match how {
+                                        AclWrite::Fallback => (
+                                            &mut state.status.acl_fallback,
+                                            &self.metrics.acl_fallback,
+                                        ),
+                                        _ => (&mut state.status.acl_kept, &self.metrics.acl_kept),
+                                    };
+                                    *count += 1;
+                                    metric.inc();
+                                }
+                                Decision::Copy { to, node }
+                            }
+                        }
                     }
-                    _ => false,
+                    other => {
+                        state.acl_refused.remove(path);
+                        other
+                    }
                 };
-                if refused {
-                    state.status.acl_refused += 1;
-                    self.metrics.acl_refused.inc();
-                    continue;
-                }
                 if conflict {
                     let resolution = match &decision {
                         Decision::Conflict => "held".to_string(),
@@ -801,7 +871,7 @@ impl SyncEngine {
                         };
                         copied_from.insert(
                             path.clone(),
-                            (to.other(), node.meta.mtime, node.content_hash()),
+                            (to.other(), node.meta.mtime, inputs.hash(&node)),
                         );
                         let op = match current {
                             Some(cur) => Op::Update {
@@ -971,15 +1041,36 @@ impl SyncEngine {
     /// A node found with its ACL hidden on `side`: logged and written to the audit log once
     /// (until it reads exactly again).
     fn audit_hidden(&self, path: &str, side: Side) {
+        let policy = self.cfg.acl_hidden.name();
         let line = serde_json::json!({
             "kind": "acl-hidden",
             "path": path,
             "side": side.name(),
+            "policy": policy,
             "needs": "ADMIN on the node for the sync's identity (or a super digest)",
             "at_unix_ms": now_ms(),
         })
         .to_string();
-        tracing::warn!(target: "orca_sync::audit", path, side = side.name(), "ACL read with hidden digests (digest user:x): not copied; the sync's identity needs ADMIN on it");
+        tracing::warn!(target: "orca_sync::audit", path, side = side.name(), policy, "ACL read with hidden digests (digest user:x): never written; to copy it exactly the sync's identity needs ADMIN on it");
+        self.audit_line(&line);
+    }
+
+    /// A copy written under `acl-hidden: keep-target`: with the target's ACL kept, or
+    /// created with the fallback.
+    fn audit_acl_write(&self, path: &str, to: Side, how: AclWrite) {
+        let acl = match how {
+            AclWrite::Fallback => "fallback",
+            _ => "kept",
+        };
+        let line = serde_json::json!({
+            "kind": "acl-hidden-copy",
+            "path": path,
+            "to": to.name(),
+            "acl": acl,
+            "at_unix_ms": now_ms(),
+        })
+        .to_string();
+        tracing::info!(target: "orca_sync::audit", path, to = to.name(), acl, "copied a node whose ACL is read with hidden digests");
         self.audit_line(&line);
     }
 
@@ -1013,6 +1104,7 @@ impl SyncEngine {
             .round_since
             .map_or(0, |since| since.elapsed().as_millis() as u64);
         status.acl_hidden = state.acl_hidden.len();
+        status.acl_policy = self.cfg.acl_hidden.name().to_owned();
         status.acl_hidden_paths = state
             .acl_hidden
             .iter()
@@ -1055,13 +1147,30 @@ impl SyncEngine {
         let (_, a, b) = &copies[0];
         let won = if winner == Side::A { a } else { b };
         let lost = if winner == Side::A { b } else { a };
-        if won.as_ref().is_some_and(Znode::acl_hidden) {
-            return Err(SyncError::HiddenAcls {
-                side: winner.name(),
-                count: 1,
-                paths: vec![path.to_owned()],
-            });
-        }
+        let won = match won.clone() {
+            Some(node) => {
+                match plan::written_copy(
+                    self.cfg.acl_hidden,
+                    &self.fallback_acl,
+                    node,
+                    lost.as_ref(),
+                ) {
+                    Some((node, _)) => Some(node),
+                    None => {
+                        return Err(SyncError::HiddenAcls {
+                            side: winner.name(),
+                            count: 1,
+                            paths: vec![path.to_owned()],
+                            remedy: "Give the sync's identity ADMIN on it (or use a super \
+                                     digest), or set `acl-hidden: keep-target` (with \
+                                     `acl-fallback` where the other side has no copy),",
+                        });
+                    }
+                }
+            }
+            None => None,
+        };
+        let won = &won;
         let op = match (won, lost) {
             (Some(node), Some(cur)) => Op::Update {
                 path: path.into(),
@@ -1095,7 +1204,15 @@ impl SyncEngine {
         }
         let mut state = self.state.lock().unwrap();
         state.held.remove(path);
-        state.base.set(path, won.as_ref().map(Znode::content_hash));
+        let (a, b) = if winner == Side::A {
+            (won.as_ref(), lost.as_ref())
+        } else {
+            (lost.as_ref(), won.as_ref())
+        };
+        let hash = won
+            .as_ref()
+            .map(|node| self.inputs(&state.base, path, a, b, false).hash(node));
+        state.base.set(path, hash);
         state.base.flush()?;
         Ok(())
     }

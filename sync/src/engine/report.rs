@@ -104,6 +104,15 @@ pub struct Status {
     /// Copies refused for that reason so far.
     #[serde(default)]
     pub acl_refused: u64,
+    /// What is done with such nodes (`acl-hidden`: refuse or keep-target).
+    #[serde(default)]
+    pub acl_policy: String,
+    /// Copies of such nodes written keeping the target's ACL (keep-target).
+    #[serde(default)]
+    pub acl_kept: u64,
+    /// Such nodes created with `acl-fallback` where the target had none (keep-target).
+    #[serde(default)]
+    pub acl_fallback: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

@@ -85,16 +85,23 @@ impl SyncEngine {
         {
             let state = self.state.lock().unwrap();
             let differences = digest::diff(&a, &b);
-            // Not comparable: neither replication's miss nor a change on its way.
+            // Their ACLs cannot be compared: neither replication's miss nor a change on its
+            // way. What can be compared (data, presence) still is.
             let hidden: std::collections::BTreeSet<&str> = differences
                 .iter()
                 .filter(|d| matches!(d, digest::Difference::AclHidden { .. }))
                 .map(|d| d.path())
                 .collect();
             validation.acl_hidden = hidden.len();
+            let mut looked_at = std::collections::BTreeSet::new();
             for difference in &differences {
                 let path = difference.path();
-                if hidden.contains(path) {
+                if matches!(
+                    difference,
+                    digest::Difference::AclHidden { .. } | digest::Difference::Acl { .. }
+                ) && hidden.contains(path)
+                    || !looked_at.insert(path)
+                {
                     continue;
                 }
                 if state.held.contains_key(path) {
@@ -130,6 +137,9 @@ impl SyncEngine {
             }
             for (path, now_a, now_b) in self.read_paths(&suspects).await? {
                 let equal = match (&now_a, &now_b) {
+                    (Some(x), Some(y)) if x.acl_hidden() || y.acl_hidden() => {
+                        x.data_hash() == y.data_hash()
+                    }
                     (Some(x), Some(y)) => x.content_hash() == y.content_hash(),
                     (None, None) => true,
                     _ => false,

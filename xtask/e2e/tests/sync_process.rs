@@ -442,3 +442,150 @@ fn bad_input_gets_a_clear_error() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `zk-migrate sync start` as an operator runs it, without a YAML file (credentials from a
+/// file): a node whose ACL its identity reads hidden stops the start with exit code 1 and
+/// names the node, the permission and the policies (`refuse`, the default; `keep-target`
+/// without a fallback for a node B lacks); with a fallback it starts, creates the node with
+/// it, and `sync status` and `sync validate` (exit code 1: never equal) say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_acls_set_the_exit_code_and_status_under_each_policy() {
+    const ORCA: &str = "orca:secret";
+    let root = unique_root("acl-policy");
+    let [ea, eb] = ensembles();
+    let dir = std::env::temp_dir().join(format!("orca-sync-acl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let auth = dir.join("orca.auth");
+    std::fs::write(&auth, ORCA).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let bob = client_with_digest(&ea.connect_string(), "bob:pw").await;
+    let b = client_with_digest(&eb.connect_string(), ORCA).await;
+    let orca_id = digest_of(ORCA);
+    let read_only = [
+        zookeeper_client::Acl::new(
+            zookeeper_client::Permission::ALL,
+            zookeeper_client::AuthId::new("digest", &digest_of("bob:pw")),
+        ),
+        zookeeper_client::Acl::new(
+            zookeeper_client::Permission::READ,
+            zookeeper_client::AuthId::new("digest", &orca_id),
+        ),
+    ];
+    bob.create(&root, b"", &persistent()).await.unwrap();
+    bob.create(&format!("{root}/open"), b"open", &persistent())
+        .await
+        .unwrap();
+    let hidden = format!("{root}/hidden");
+    bob.create(
+        &hidden,
+        b"hidden",
+        &zookeeper_client::CreateMode::Persistent
+            .with_acls(zookeeper_client::Acls::new(&read_only)),
+    )
+    .await
+    .unwrap();
+
+    let api = format!("127.0.0.1:{}", support::masters::free_ports(1));
+    let command = |policy: &[&str]| {
+        let mut command = Command::new(zk_migrate());
+        command
+            .args(["sync", "start", "--source-zk", &ea.connect_string()])
+            .args(["--target-zk", &eb.connect_string(), "--root", &root])
+            .arg("--source-auth-file")
+            .arg(&auth)
+            .arg("--target-auth-file")
+            .arg(&auth)
+            .args(["--listen", &api])
+            .args(policy)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    // Runs a start that must stop by itself; its exit code and what it said.
+    let refused = |policy: &[&str]| {
+        let mut child = command(policy).spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "zk-migrate {policy:?} did not stop by itself"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = refused(&[]);
+    assert_eq!(code, 1, "{err}");
+    for said in [hidden.as_str(), "ADMIN", "keep-target"] {
+        assert!(err.contains(said), "{said} missing from: {err}");
+    }
+    let (code, err) = refused(&["--acl-hidden", "keep-target"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&hidden) && err.contains("acl-fallback"),
+        "{err}"
+    );
+    // Nothing half-written: the open node landed, the hidden one did not.
+    b.sync(&root).await.unwrap();
+    assert!(
+        b.check_stat(&format!("{root}/open"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(b.check_stat(&hidden).await.unwrap().is_none());
+
+    let fallback = format!("digest:{orca_id}:cdrwa");
+    let child = command(&["--acl-hidden", "keep-target", "--acl-fallback", &fallback])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let engine = Engine {
+        child,
+        api: api.clone(),
+    };
+    let status = engine
+        .wait_status("the bootstrap", Duration::from_secs(60), |s| s.bootstrapped)
+        .await;
+    assert_eq!(
+        (
+            status.acl_policy.as_str(),
+            status.acl_fallback,
+            status.acl_hidden
+        ),
+        ("keep-target", 1, 1),
+        "{status:?}"
+    );
+    let (acl, _) = b.get_acl(&hidden).await.unwrap();
+    assert_eq!(
+        acl,
+        vec![zookeeper_client::Acl::new(
+            zookeeper_client::Permission::ALL,
+            zookeeper_client::AuthId::new("digest", &orca_id)
+        )]
+    );
+    assert_eq!(b.get_data(&hidden).await.unwrap().0, b"hidden");
+    let (code, out) = engine.cli(&["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("keep-target") && out.contains("1 created with acl-fallback"),
+        "{out}"
+    );
+    let (code, out) = engine.cli(&["validate"]);
+    assert_eq!(code, 1, "a hidden ACL is never reported equal: {out}");
+    assert!(out.contains("acl-hidden") && out.contains(&hidden), "{out}");
+    let (code, out) = engine.cli(&["stop"]);
+    assert_eq!(code, 0, "{out}");
+    drop(engine);
+    delete_tree(&bob, &root).await;
+    delete_tree(&b, &root).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

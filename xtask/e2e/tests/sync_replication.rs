@@ -3,7 +3,9 @@ mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use orca_sync::{ConflictStrategy, SyncConfig, SyncEngine, digest::TreeDigest, plan::Side};
+use orca_sync::{
+    ConflictStrategy, HiddenAclPolicy, SyncConfig, SyncEngine, digest::TreeDigest, plan::Side,
+};
 use support::zk::*;
 use zookeeper_client::{Acl, Acls, AuthId, CreateMode, Permission};
 
@@ -11,27 +13,6 @@ const USER: &str = "orca:secret";
 /// `digest` id of orca:secret (base64 of SHA-1 of "orca:secret").
 fn digest_id() -> String {
     digest_of(USER)
-}
-
-/// `digest` id of `user:password`.
-fn digest_of(user_password: &str) -> String {
-    use std::process::Command;
-    // Computed by ZooKeeper's own tool, so the test does not re-implement the scheme.
-    let out = Command::new("java")
-        .args([
-            "-cp",
-            "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-api.jar",
-            "org.apache.zookeeper.server.auth.DigestAuthenticationProvider",
-            user_password,
-        ])
-        .output()
-        .expect("running ZooKeeper's DigestAuthenticationProvider");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .split("->")
-        .nth(1)
-        .expect("user->digest output")
-        .to_string()
 }
 
 /// An engine replicating live (`run`) until `stop`.
@@ -519,6 +500,179 @@ async fn a_node_whose_acl_is_read_hidden_is_never_copied_nor_reported_equal() {
     assert_eq!(b.get_acl(&path).await.unwrap().0, administered.to_vec());
     live.stop().await;
     delete_tree(&a, &root).await;
+    delete_tree(&b, &root).await;
+}
+
+/// `acl-hidden: keep-target`: a node whose ACL orca reads hidden (`digest bob:x`) has its
+/// data copied and B's ACL kept; one B lacks is created with `acl-fallback` (refused without
+/// one, and nothing below it is created); the two are compared by data, so a change on either
+/// side flows both ways without either side's ACL being written; validation still never
+/// calls them equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_target_copies_the_data_of_a_hidden_acl_node_and_keeps_b_s_acl() {
+    const BOB: &str = "bob:bobs-password";
+    let root = unique_root("keep-target");
+    let [ea, eb] = ensembles();
+    let a = client_with_digest(&ea.connect_string(), USER).await;
+    let bob = client_with_digest(&ea.connect_string(), BOB).await;
+    let b = client_with_digest(&eb.connect_string(), USER).await;
+    let (orca_id, bob_id) = (digest_id(), digest_of(BOB));
+    // orca may read and write but not administer: its reads show bob's digest hidden.
+    let writable = [
+        Acl::new(Permission::ALL, AuthId::new("digest", &bob_id)),
+        Acl::new(
+            Permission::READ | Permission::WRITE,
+            AuthId::new("digest", &orca_id),
+        ),
+    ];
+    let world = Acls::anyone_all().to_vec();
+    for (path, acl) in [
+        ("", &world[..]),
+        ("/kept", &writable[..]),
+        ("/new", &writable[..]),
+        ("/new/child", &world[..]),
+    ] {
+        let path = format!("{root}{path}");
+        bob.create(
+            &path,
+            path.as_bytes(),
+            &CreateMode::Persistent.with_acls(Acls::new(acl)),
+        )
+        .await
+        .unwrap();
+    }
+    // B already has /kept, with its own ACL and stale data.
+    let b_acl = [Acl::new(Permission::ALL, AuthId::new("digest", &orca_id))];
+    b.create(
+        &root,
+        b"",
+        &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    b.create(
+        &format!("{root}/kept"),
+        b"stale",
+        &CreateMode::Persistent.with_acls(Acls::new(&b_acl)),
+    )
+    .await
+    .unwrap();
+    let config = |fallback: Vec<String>| {
+        let mut cfg = SyncConfig::new(ea.connect_string(), eb.connect_string());
+        cfg.root = root.clone();
+        cfg.source_auth = Some(USER.into());
+        cfg.target_auth = Some(USER.into());
+        cfg.acl_hidden = HiddenAclPolicy::KeepTarget;
+        cfg.acl_fallback = fallback;
+        cfg
+    };
+    let kept = format!("{root}/kept");
+
+    // Without a fallback: /kept is copied (data only), /new has nothing to keep: refused,
+    // named, and nothing below it created.
+    let engine = SyncEngine::connect(config(vec![])).await.unwrap();
+    let err = engine
+        .bootstrap()
+        .await
+        .expect_err("/new has no ACL to keep");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{root}/new")) && text.contains("acl-fallback"),
+        "{text}"
+    );
+    assert!(!text.contains(&kept), "{text}");
+    b.sync(&root).await.unwrap();
+    assert_eq!(b.get_data(&kept).await.unwrap().0, kept.as_bytes());
+    assert_eq!(
+        b.get_acl(&kept).await.unwrap().0,
+        b_acl.to_vec(),
+        "B's ACL kept"
+    );
+    for path in ["new", "new/child"] {
+        assert!(
+            b.check_stat(&format!("{root}/{path}"))
+                .await
+                .unwrap()
+                .is_none(),
+            "{path} on B"
+        );
+    }
+    let status = engine.status();
+    assert_eq!(
+        (status.acl_policy.as_str(), status.acl_kept),
+        ("keep-target", 1)
+    );
+    drop(engine);
+
+    // With a fallback: /new is created with it, its child exactly.
+    // In scheme order, as the test sorts what B returns.
+    let fallback = [
+        Acl::new(Permission::ALL, AuthId::new("digest", &orca_id)),
+        Acl::new(Permission::READ, AuthId::new("world", "anyone")),
+    ];
+    let engine = SyncEngine::connect(config(vec![
+        "world:anyone:r".into(),
+        format!("digest:{orca_id}:cdrwa"),
+    ]))
+    .await
+    .unwrap();
+    engine
+        .bootstrap()
+        .await
+        .expect("everything has an ACL to write");
+    b.sync(&root).await.unwrap();
+    let mut new_acl = b.get_acl(&format!("{root}/new")).await.unwrap().0;
+    new_acl.sort_by_key(|acl| acl.scheme().to_string());
+    assert_eq!(new_acl, fallback.to_vec());
+    assert_eq!(
+        b.get_data(&format!("{root}/new/child")).await.unwrap().0,
+        format!("{root}/new/child").as_bytes()
+    );
+    let status = engine.status();
+    assert_eq!(
+        (status.acl_fallback, status.acl_hidden),
+        (1, 2),
+        "{status:?}"
+    );
+    let metrics = engine.metrics_text();
+    assert!(
+        metrics.contains("orca_sync_acl_fallback_total 1")
+            && metrics.contains("orca_sync_acl_hidden_nodes 2"),
+        "{metrics}"
+    );
+    // The data agrees; the ACLs cannot be compared, so the trees are never called equal.
+    let (validation, diverged) = engine.check().await.unwrap();
+    assert_eq!(
+        (validation.acl_hidden, validation.diverged),
+        (2, 0),
+        "{diverged:?}"
+    );
+    assert!(!validation.in_sync());
+
+    // Live, both ways, no ACL written on either side.
+    let live = Live::start(engine.clone()).await;
+    bob.set_data(&kept, b"from A", None).await.unwrap();
+    wait_for("A's change on B", Duration::from_secs(30), || async {
+        b.get_data(&kept).await.unwrap().0 == b"from A"
+    })
+    .await;
+    assert_eq!(b.get_acl(&kept).await.unwrap().0, b_acl.to_vec());
+    b.set_data(&kept, b"from B", None).await.unwrap();
+    wait_for("B's change on A", Duration::from_secs(30), || async {
+        a.get_data(&kept).await.unwrap().0 == b"from B"
+    })
+    .await;
+    assert_eq!(bob.get_acl(&kept).await.unwrap().0, writable.to_vec());
+    // Settled: nothing flows back and forth (no copy after the two above).
+    let replicated = engine.status().replicated_a_to_b + engine.status().replicated_b_to_a;
+    let (validation, _) = engine.check().await.unwrap();
+    assert_eq!(validation.diverged, 0);
+    assert_eq!(
+        engine.status().replicated_a_to_b + engine.status().replicated_b_to_a,
+        replicated
+    );
+    live.stop().await;
+    delete_tree(&bob, &root).await;
     delete_tree(&b, &root).await;
 }
 

@@ -50,6 +50,27 @@ pub async fn client_with_digest(connect: &str, user_password: &str) -> Client {
         .unwrap_or_else(|e| panic!("connecting to {connect}: {e}"))
 }
 
+/// `digest` id of `user:password`.
+pub fn digest_of(user_password: &str) -> String {
+    use std::process::Command;
+    // Computed by ZooKeeper's own tool, so the test does not re-implement the scheme.
+    let out = Command::new("java")
+        .args([
+            "-cp",
+            "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-api.jar",
+            "org.apache.zookeeper.server.auth.DigestAuthenticationProvider",
+            user_password,
+        ])
+        .output()
+        .expect("running ZooKeeper's DigestAuthenticationProvider");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .split("->")
+        .nth(1)
+        .expect("user->digest output")
+        .to_string()
+}
+
 pub fn persistent() -> zookeeper_client::CreateOptions<'static> {
     CreateMode::Persistent.with_acls(Acls::anyone_all())
 }
