@@ -726,8 +726,9 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
         .iter()
         .filter_map(|n| orca_leader::sequence(n))
         .collect();
+    // The orchestrator's margin: B's next sequence 500 past A's.
     assert!(
-        b_seq[3] >= b_seq[2] + 1000,
+        b_seq[3] >= b_seq[2] + 500,
         "B's masters rank after A's: {on_b:?}"
     );
     assert!(
