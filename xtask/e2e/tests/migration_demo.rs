@@ -131,9 +131,13 @@ async fn the_migration_demo_moves_its_cluster_to_b_and_back_from_the_ui() {
     term.wait_for("rolled back", |s| {
         s.contains("Migration demo · rolled back")
     });
-    wait_for("A's masters leading again", WAIT, || async {
+    // A new leader on A knows the tasks once the agent has registered with it again.
+    wait_for("A's masters leading again, the agent back", WAIT, || async {
         overview(&client).await.is_some_and(|o| {
-            o.ensembles[0].masters.len() == 3 && o.leader.as_ref().is_some_and(|l| !l.on_b)
+            o.ensembles[0].masters.len() == 3
+                && o.leader.as_ref().is_some_and(|l| !l.on_b)
+                && o.agents.active == 1
+                && o.tasks_running >= 6
         })
     })
     .await;
