@@ -132,14 +132,18 @@ async fn the_migration_demo_moves_its_cluster_to_b_and_back_from_the_ui() {
         s.contains("Migration demo · rolled back")
     });
     // A new leader on A knows the tasks once the agent has registered with it again.
-    wait_for("A's masters leading again, the agent back", WAIT, || async {
-        overview(&client).await.is_some_and(|o| {
-            o.ensembles[0].masters.len() == 3
-                && o.leader.as_ref().is_some_and(|l| !l.on_b)
-                && o.agents.active == 1
-                && o.tasks_running >= 6
-        })
-    })
+    wait_for(
+        "A's masters leading again, the agent back",
+        WAIT,
+        || async {
+            overview(&client).await.is_some_and(|o| {
+                o.ensembles[0].masters.len() == 3
+                    && o.leader.as_ref().is_some_and(|l| !l.on_b)
+                    && o.agents.active == 1
+                    && o.tasks_running >= 6
+            })
+        },
+    )
     .await;
     let o = overview(&client).await.unwrap();
     assert_eq!(o.agents.on_b, 0, "{o:?}");

@@ -525,9 +525,15 @@ async fn keep_target_copies_the_data_of_a_hidden_acl_node_and_keeps_b_s_acl() {
             AuthId::new("digest", &orca_id),
         ),
     ];
+    let administered = [
+        Acl::new(Permission::ALL, AuthId::new("digest", &bob_id)),
+        Acl::new(Permission::ALL, AuthId::new("digest", &orca_id)),
+    ];
     let world = Acls::anyone_all().to_vec();
     for (path, acl) in [
         ("", &world[..]),
+        ("/admin", &administered[..]),
+        ("/flip", &administered[..]),
         ("/kept", &writable[..]),
         ("/new", &writable[..]),
         ("/new/child", &world[..]),
@@ -663,7 +669,26 @@ async fn keep_target_copies_the_data_of_a_hidden_acl_node_and_keeps_b_s_acl() {
     })
     .await;
     assert_eq!(bob.get_acl(&kept).await.unwrap().0, writable.to_vec());
-    // Settled: nothing flows back and forth (no copy after the two above).
+    // An ACL change while live: bob takes ADMIN on /admin away from orca (copied exactly
+    // so far) and writes to it; B gets the data and keeps the ACL it had.
+    let admin = format!("{root}/admin");
+    assert_eq!(b.get_acl(&admin).await.unwrap().0, administered.to_vec());
+    bob.set_acl(&admin, &writable, None).await.unwrap();
+    bob.set_data(&admin, b"no ADMIN for orca", None)
+        .await
+        .unwrap();
+    wait_for("the change on B", Duration::from_secs(30), || async {
+        b.get_data(&admin).await.unwrap().0 == b"no ADMIN for orca"
+    })
+    .await;
+    assert_eq!(b.get_acl(&admin).await.unwrap().0, administered.to_vec());
+    wait_for(
+        "/admin listed as hidden",
+        Duration::from_secs(30),
+        || async { engine.status().acl_hidden == 3 },
+    )
+    .await;
+    // Settled: nothing flows back and forth (no copy after the ones above).
     let replicated = engine.status().replicated_a_to_b + engine.status().replicated_b_to_a;
     let (validation, _) = engine.check().await.unwrap();
     assert_eq!(validation.diverged, 0);
@@ -672,6 +697,16 @@ async fn keep_target_copies_the_data_of_a_hidden_acl_node_and_keeps_b_s_acl() {
         replicated
     );
     live.stop().await;
+    // An ACL change alone (no watch fires; a pass sees it): compared by data, the copies
+    // agree, so nothing is written, pass after pass, and B keeps its ACL.
+    let flip = format!("{root}/flip");
+    let kept_before = engine.status().acl_kept;
+    bob.set_acl(&flip, &writable, None).await.unwrap();
+    for _ in 0..2 {
+        engine.bootstrap().await.unwrap();
+    }
+    assert_eq!(engine.status().acl_kept, kept_before);
+    assert_eq!(b.get_acl(&flip).await.unwrap().0, administered.to_vec());
     delete_tree(&bob, &root).await;
     delete_tree(&b, &root).await;
 }
