@@ -24,18 +24,30 @@ pub enum Op {
     },
     /// Delete a node without children, if its data version is still `version`.
     Delete { path: String, version: Option<i32> },
+    /// Delete the node (at data version `version`) and create it again as `node`, in one
+    /// transaction: how an ephemeral mirror an earlier session of the engine owns is taken
+    /// over by the current one without a moment in which the node is missing.
+    Replace {
+        path: String,
+        node: Znode,
+        version: i32,
+    },
 }
 
 impl Op {
     pub fn path(&self) -> &str {
         match self {
-            Op::Create { path, .. } | Op::Update { path, .. } | Op::Delete { path, .. } => path,
+            Op::Create { path, .. }
+            | Op::Update { path, .. }
+            | Op::Delete { path, .. }
+            | Op::Replace { path, .. } => path,
         }
     }
 
     fn size(&self) -> usize {
         match self {
             Op::Create { path, node } => node.request_size(path),
+            Op::Replace { path, node, .. } => 16 + path.len() + node.request_size(path),
             Op::Update { path, node, .. } => 32 + path.len() + node.data.len(),
             Op::Delete { path, .. } => 16 + path.len(),
         }
@@ -128,10 +140,18 @@ pub async fn apply(
 /// Remembers the ACL a create gave its node (a multi-op may return no valid `Stat` for a create:
 /// ZOOKEEPER-4026; the node's ACL is then read when it is next needed).
 fn remember_created(acls: &AclCache, op: &Op, stat: &Stat) {
-    if let Op::Create { path, node } = op
+    if let Op::Create { path, node } | Op::Replace { path, node, .. } = op
         && !stat.is_invalid()
     {
         acls.remember(path, stat, node.acls());
+    }
+}
+
+/// A multi-op's results for one op, in order: a replace has two (the delete's, the create's).
+fn results_per_op(op: &Op) -> usize {
+    match op {
+        Op::Replace { .. } => 2,
+        _ => 1,
     }
 }
 
@@ -140,7 +160,7 @@ async fn commit(client: &Client, batch: &[&Op], acls: &AclCache) -> Vec<Outcome>
         let mut writer = client.new_multi_writer();
         let mut acl_store = Vec::with_capacity(batch.len());
         for op in batch {
-            if let Op::Create { node, .. } = op {
+            if let Op::Create { node, .. } | Op::Replace { node, .. } = op {
                 acl_store.push(node.acls());
             }
         }
@@ -151,6 +171,16 @@ async fn commit(client: &Client, batch: &[&Op], acls: &AclCache) -> Vec<Outcome>
                 Op::Create { path, node } => {
                     let acl = create_acls.next().expect("one ACL list per create");
                     writer.add_create(path, &node.data, &mode(node).with_acls(Acls::new(acl)))
+                }
+                Op::Replace {
+                    path,
+                    node,
+                    version,
+                } => {
+                    let acl = create_acls.next().expect("one ACL list per replace");
+                    writer.add_delete(path, Some(*version)).and_then(|()| {
+                        writer.add_create(path, &node.data, &mode(node).with_acls(Acls::new(acl)))
+                    })
                 }
                 Op::Update {
                     path,
@@ -163,9 +193,12 @@ async fn commit(client: &Client, batch: &[&Op], acls: &AclCache) -> Vec<Outcome>
             built &= added.is_ok();
         }
         if built && let Ok(results) = writer.commit().await {
-            for (op, result) in batch.iter().zip(&results) {
-                if let MultiWriteResult::Create { stat, .. } = result {
-                    remember_created(acls, op, stat);
+            let mut results = results.iter();
+            for op in batch {
+                for result in results.by_ref().take(results_per_op(op)) {
+                    if let MultiWriteResult::Create { stat, .. } = result {
+                        remember_created(acls, op, stat);
+                    }
                 }
             }
             return batch
@@ -200,6 +233,31 @@ async fn commit(client: &Client, batch: &[&Op], acls: &AclCache) -> Vec<Outcome>
                 Err(ZkError::NoNode) => Ok(()),
                 other => other,
             },
+            Op::Replace {
+                path,
+                node,
+                version,
+            } => {
+                let acl = node.acls();
+                let mut writer = client.new_multi_writer();
+                match writer.add_delete(path, Some(*version)).and_then(|()| {
+                    writer.add_create(path, &node.data, &mode(node).with_acls(Acls::new(&acl)))
+                }) {
+                    Err(e) => Err(e),
+                    Ok(()) => match writer.commit().await {
+                        Ok(results) => {
+                            if let Some(MultiWriteResult::Create { stat, .. }) = results.last() {
+                                remember_created(acls, op, stat);
+                            }
+                            Ok(())
+                        }
+                        Err(zookeeper_client::MultiWriteError::RequestFailed { source })
+                        | Err(zookeeper_client::MultiWriteError::OperationFailed {
+                            source, ..
+                        }) => Err(source),
+                    },
+                }
+            }
         };
         Outcome {
             path: op.path().to_string(),

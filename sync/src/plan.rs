@@ -248,7 +248,17 @@ fn decide_ephemeral(
     };
     let to = if a_original { Side::B } else { Side::A };
     let owner = owner.expect("an original exists on the owner side");
+    let engine = match to {
+        Side::A => inputs.engine_session_a,
+        Side::B => inputs.engine_session_b,
+    };
     match mirror {
+        // A mirror an earlier run of the engine owns vanishes when that session expires:
+        // this run takes it over first (replaced in one transaction, never missing).
+        Some(m) if m.ephemeral && m.meta.ephemeral_owner != engine => Decision::Copy {
+            to,
+            node: owner.clone(),
+        },
         Some(m) if inputs.hash(m) == inputs.hash(owner) => {
             Decision::Agreed(Some(inputs.hash(owner)))
         }
@@ -511,12 +521,25 @@ mod tests {
             Decision::Delete { on: Side::B }
         );
         // A mirror an earlier run of the engine left (its session not yet expired) is a
-        // mirror, not a second original: agreed, not a conflict.
+        // mirror, not a second original: not a conflict; this run takes it over before the
+        // earlier session expires and takes it away.
         let mut earlier = e.clone();
         earlier.meta.ephemeral_owner = 300;
         assert_eq!(
             decide(
                 inputs(Some(&e), Some(&earlier), Some(&e)),
+                mirror_policy,
+                LWW
+            ),
+            Decision::Copy {
+                to: Side::B,
+                node: e.clone()
+            }
+        );
+        // This run's own mirror, equal: agreed.
+        assert_eq!(
+            decide(
+                inputs(Some(&e), Some(&mirror), Some(&e)),
                 mirror_policy,
                 LWW
             ),

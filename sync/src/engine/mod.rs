@@ -874,6 +874,19 @@ impl SyncEngine {
                             (to.other(), node.meta.mtime, inputs.hash(&node)),
                         );
                         let op = match current {
+                            // A mirror an earlier session of the engine owns: taken over.
+                            Some(cur)
+                                if cur.ephemeral
+                                    && node.ephemeral
+                                    && cur.meta.ephemeral_owner
+                                        != self.client(to).session_id().0 =>
+                            {
+                                Op::Replace {
+                                    path: path.clone(),
+                                    node,
+                                    version: cur.meta.version,
+                                }
+                            }
                             Some(cur) => Op::Update {
                                 path: path.clone(),
                                 data: cur.data != node.data,

@@ -784,6 +784,78 @@ async fn ephemerals_are_skipped_by_default_and_mirrored_one_way_on_request() {
 
 /// Re-scans (after a reconnect, on the timer) read both whole trees, which takes long on a big
 /// tree; live rounds go on meanwhile instead of waiting for them.
+/// An engine restarted with its state while its earlier session still lives (a crash: the
+/// servers expire that session only after its timeout) takes over the mirrors that session
+/// owns, each replaced in one transaction: a client watching a mirror (a master watching
+/// its predecessor) sees it deleted and finds it there again at once, owned by the new run,
+/// so the earlier session's expiry can no longer take it away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_engine_takes_over_its_earlier_mirrors_without_a_gap() {
+    let root = unique_root("takeover");
+    let [ea, eb] = ensembles();
+    let a = client(&ea.connect_string()).await;
+    let b = client(&eb.connect_string()).await;
+    let owner = client(&ea.connect_string()).await;
+    a.create(&root, b"", &persistent()).await.unwrap();
+    let path = format!("{root}/contender");
+    owner
+        .create(
+            &path,
+            b"master 1",
+            &CreateMode::Ephemeral.with_acls(Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
+    let state = std::env::temp_dir().join(format!("orca-sync-takeover-{}", std::process::id()));
+    let config = || {
+        let mut cfg = SyncConfig::new(ea.connect_string(), eb.connect_string());
+        cfg.root = root.clone();
+        cfg.ephemerals = orca_sync::EphemeralPolicy::Mirror;
+        cfg.state_dir = Some(state.clone());
+        cfg
+    };
+    let first = SyncEngine::connect(config()).await.unwrap();
+    let live = Live::start(first.clone()).await;
+    wait_for("the mirror on B", Duration::from_secs(15), || async {
+        b.check_stat(&path).await.ok().flatten().is_some()
+    })
+    .await;
+    live.stop().await;
+    let (_, before, watcher) = b.get_and_watch_data(&path).await.unwrap();
+    // The first run's sessions stay open, as a crashed engine's do until they expire.
+    std::mem::forget(first);
+
+    let second = SyncEngine::connect(config()).await.unwrap();
+    let live = Live::start(second.clone()).await;
+    let event = tokio::time::timeout(Duration::from_secs(30), watcher.changed())
+        .await
+        .expect("the mirror taken over");
+    assert_eq!(event.event_type, zookeeper_client::EventType::NodeDeleted);
+    let after = b
+        .check_stat(&path)
+        .await
+        .unwrap()
+        .expect("the mirror is there again the moment its deletion is seen");
+    assert_ne!(after.ephemeral_owner, before.ephemeral_owner);
+    assert_ne!(after.ephemeral_owner, 0);
+    assert_eq!(b.get_data(&path).await.unwrap().0, b"master 1");
+    // Taken over once: the next look agrees.
+    let (validation, _) = second.check().await.unwrap();
+    assert_eq!(validation.diverged, 0, "{validation:?}");
+    assert_eq!(
+        b.check_stat(&path)
+            .await
+            .unwrap()
+            .map(|s| s.ephemeral_owner),
+        Some(after.ephemeral_owner)
+    );
+    live.stop().await;
+    drop(owner);
+    delete_tree(&a, &root).await;
+    delete_tree(&b, &root).await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_rounds_go_on_while_a_re_scan_runs() {
     let root = unique_root("rescan");
