@@ -33,7 +33,7 @@ use axum::{
 use orca_sync::http::ResolveRequest;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 use serde::Deserialize;
@@ -437,13 +437,16 @@ async fn metrics(State(svc): State<Service>) -> Response {
         "1 while the migration is halted by a failed check",
         halted,
     );
-    let interruptions = Family::<MigrationLabels, Gauge>::default();
+    // Interruptions only accumulate during a migration: a counter (`_total`), which
+    // Prometheus reads as reset if the service restarts.
+    let interruptions = Family::<MigrationLabels, Counter>::default();
     interruptions
         .get_or_create(&labels)
-        .set(o.monitor.lock().interruptions.len() as i64);
+        .inc_by(o.monitor.lock().interruptions.len() as u64);
     registry.register(
         "orca_migration_task_interruptions",
-        "Running tasks that ended failed, lost, gone, unreachable or dropped",
+        "Running tasks that ended failed, lost, gone, unreachable or dropped during the \
+         migration",
         interruptions,
     );
     let gates = Family::<GateLabels, Gauge>::default();

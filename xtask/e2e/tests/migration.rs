@@ -685,6 +685,8 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
         "orca_migration_phases_completed{migration=\"e2e\"} 1",
         "orca_migration_gate_passed{",
         "orca_migration_zookeeper_sessions{",
+        "# TYPE orca_migration_task_interruptions counter",
+        "orca_migration_task_interruptions_total{migration=\"e2e\"} 0",
         "orca_sync_",
     ] {
         assert!(metrics.contains(family), "{family} missing:\n{metrics}");
