@@ -57,7 +57,7 @@ struct State {
     base: BaseStore,
     held: BTreeMap<String, Conflict>,
     /// Paths a side's copy of which was read with hidden digests (`digest user:x`), with
-    /// that side: nothing is copied from there until it reads exactly.
+    /// that side: that ACL is never written; what is copied follows `acl-hidden`.
     acl_hidden: BTreeMap<String, Side>,
     /// Paths whose copy was refused for an ACL hidden on the side it would come from:
     /// nothing below them is created on the other side.
@@ -102,7 +102,7 @@ pub struct SyncEngine {
     audit_log: Mutex<Option<std::fs::File>>,
     events: Arc<EventCounts>,
     /// This engine's sessions in earlier runs (from its state directory): the mirrors they
-    /// own are this engine's until the servers expire them.
+    /// own are this engine's, and are taken over by the current sessions.
     earlier_sessions: Vec<i64>,
     /// `acl-fallback`, parsed.
     fallback_acl: Vec<crate::znode::AclEntry>,
