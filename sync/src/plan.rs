@@ -382,15 +382,11 @@ mod tests {
     }
 
     /// `n` as read without ADMIN: bob's digest hidden.
-    fn hidden(mut n: Znode) -> Znode {
-        n.acl = vec![crate::znode::AclEntry {
-            perms: 31,
-            scheme: "digest".into(),
-            id: "bob:x".into(),
-        }];
-        n
+    fn hidden(n: Znode) -> Znode {
+        exact(n, "bob:x")
     }
 
+    /// `n` with one digest entry giving `id` every permission.
     fn exact(mut n: Znode, id: &str) -> Znode {
         n.acl = vec![crate::znode::AclEntry {
             perms: 31,

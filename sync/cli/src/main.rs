@@ -412,7 +412,7 @@ fn print_status(s: &Status) {
         }
     }
     if s.acl_hidden > 0 {
-        if s.acl_policy == HiddenAclPolicy::KeepTarget.name() {
+        if s.acl_policy == HiddenAclPolicy::KeepTarget {
             println!(
                 "hidden ACLs       {} znodes read as `digest user:x` (no ADMIN for the sync's \
                  identity), acl-hidden: keep-target: compared by data, {} copies kept the \

@@ -1117,7 +1117,7 @@ impl SyncEngine {
             .round_since
             .map_or(0, |since| since.elapsed().as_millis() as u64);
         status.acl_hidden = state.acl_hidden.len();
-        status.acl_policy = self.cfg.acl_hidden.name().to_owned();
+        status.acl_policy = self.cfg.acl_hidden;
         status.acl_hidden_paths = state
             .acl_hidden
             .iter()

@@ -104,9 +104,9 @@ pub struct Status {
     /// Copies refused for that reason so far.
     #[serde(default)]
     pub acl_refused: u64,
-    /// What is done with such nodes (`acl-hidden`: refuse or keep-target).
+    /// What is done with such nodes (`acl-hidden`).
     #[serde(default)]
-    pub acl_policy: String,
+    pub acl_policy: crate::HiddenAclPolicy,
     /// Copies of such nodes written keeping the target's ACL (keep-target).
     #[serde(default)]
     pub acl_kept: u64,

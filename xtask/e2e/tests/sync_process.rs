@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use orca_sync::engine::Status;
+use orca_sync::{HiddenAclPolicy, engine::Status};
 use orca_zk_local::Ensemble;
 use support::zk::*;
 use zookeeper_client::Client;
@@ -556,12 +556,8 @@ async fn hidden_acls_set_the_exit_code_and_status_under_each_policy() {
         .wait_status("the bootstrap", Duration::from_secs(60), |s| s.bootstrapped)
         .await;
     assert_eq!(
-        (
-            status.acl_policy.as_str(),
-            status.acl_fallback,
-            status.acl_hidden
-        ),
-        ("keep-target", 1, 1),
+        (status.acl_policy, status.acl_fallback, status.acl_hidden),
+        (HiddenAclPolicy::KeepTarget, 1, 1),
         "{status:?}"
     );
     let (acl, _) = b.get_acl(&hidden).await.unwrap();

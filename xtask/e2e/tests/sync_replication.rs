@@ -605,8 +605,8 @@ async fn keep_target_copies_the_data_of_a_hidden_acl_node_and_keeps_b_s_acl() {
     }
     let status = engine.status();
     assert_eq!(
-        (status.acl_policy.as_str(), status.acl_kept),
-        ("keep-target", 1)
+        (status.acl_policy, status.acl_kept),
+        (HiddenAclPolicy::KeepTarget, 1)
     );
     drop(engine);
 

@@ -33,7 +33,7 @@ mod rollback;
 /// names this side's masters took, which are mirrored there. A migration creates a handful
 /// of contenders per side (each master once, its mirror once, restarts), and phase 2 raises
 /// again on a retry if the other side moved: 500 leaves room for hundreds of restarts, and
-/// its raise (500 creates and deletes) took 21-38 ms on an idle ensemble (1,000: 35-42 ms).
+/// its raise (500 creates and deletes) took 35-37 ms in phase 2 of `bench/src/bin/migration.rs`.
 const SEQUENCE_MARGIN: i64 = 500;
 
 #[derive(Debug, thiserror::Error)]
