@@ -24,10 +24,11 @@ const FOLD_CLOSED_AT: usize = 32;
 /// How often the seeded (pre-existing) connections are reconciled in eBPF mode.
 const SEED_RECONCILE_EVERY: u32 = 10;
 /// How often (in snapshots) the byte counters of open connections are read from the kernel
-/// (one run of the `read_counters` program per 1,024 connections, in the agent's context).
-/// Closed connections always carry exact final counters from their close event; the
-/// collector keeps 15-second series, so every 5 s is plenty for the open ones.
-const COUNTERS_EVERY: u32 = 5;
+/// by default (one run of the `read_counters` program per 1,024 connections, in the agent's
+/// context). Closed connections always carry exact final counters from their close event;
+/// the collector keeps 15-second series, so every 5 s is plenty for the open ones; Prometheus
+/// rates over short windows want them more often (`--counter-interval`).
+pub const COUNTERS_EVERY: u32 = 5;
 
 #[derive(Debug, Clone)]
 struct ProcessEvent {
@@ -61,6 +62,8 @@ pub struct EngineOptions {
     pub containers: SharedDirectory,
     /// Kernel-side diagnostics level (aya-log); `None`: off.
     pub ebpf_log: Option<log::Level>,
+    /// Read open connections' byte counters every this many snapshots (eBPF mode).
+    pub counters_every: u32,
 }
 
 impl Default for EngineOptions {
@@ -71,6 +74,7 @@ impl Default for EngineOptions {
             hostname: None,
             containers: SharedDirectory::default(),
             ebpf_log: None,
+            counters_every: COUNTERS_EVERY,
         }
     }
 }
@@ -89,6 +93,9 @@ pub struct Engine {
     /// Container of each process, from the last scan.
     container_of: HashMap<u32, String>,
     directory: SharedDirectory,
+    /// Reads containers' CPU and memory from their cgroups (`None`: no cgroup hierarchy to
+    /// read; usage is then summed over their processes).
+    cgroups: Option<crate::tasks::cgroups::Driver>,
     /// /proc mode: conntrack's events, to see connections shorter than a scan interval.
     conntrack: Option<ConntrackEvents>,
     /// This host's addresses (to tell this host's flows from forwarded ones).
@@ -103,6 +110,7 @@ pub struct Engine {
     /// Encode report connections as they are made (the runner) instead of keeping them.
     encode_connections: bool,
     pub dropped_reports: u64,
+    counters_every: u32,
 }
 
 impl std::fmt::Debug for Engine {
@@ -132,6 +140,11 @@ impl Engine {
             last_processes: HashMap::new(),
             container_of: HashMap::new(),
             directory: options.containers,
+            cgroups: crate::tasks::cgroups::Driver::detect()
+                .inspect_err(
+                    |err| tracing::warn!(%err, "containers' usage is summed over their processes"),
+                )
+                .ok(),
             conntrack: None,
             local_ips: host::ip_addresses().into_iter().collect(),
             execs: HashMap::new(),
@@ -143,6 +156,7 @@ impl Engine {
             buffered_reports: 0,
             encode_connections: false,
             dropped_reports: 0,
+            counters_every: options.counters_every.max(1),
         };
         if engine.probe.is_none() {
             engine.conntrack = match ConntrackEvents::subscribe() {
@@ -401,7 +415,7 @@ impl Engine {
         if let Some(probe) = self
             .probe
             .as_mut()
-            .filter(|_| full || self.snapshots.is_multiple_of(COUNTERS_EVERY))
+            .filter(|_| full || self.snapshots.is_multiple_of(self.counters_every))
         {
             let sockets = self.table.kernel_sockets();
             let mut answers = FxHashMap::default();
@@ -451,9 +465,11 @@ impl Engine {
                 let c = containers
                     .entry(id.clone())
                     .or_insert_with(|| container_detail(&directory, id, &p.cgroup));
-                // Usage: the sum over the container's processes.
+                // Usage: the sum over the container's processes (memory and CPU time are
+                // read from its cgroup below where it can be).
                 c.cpu_percent += p.cpu_percent;
                 c.memory_usage_bytes += p.rss_bytes;
+                c.cpu_seconds_total += p.cpu_seconds_total;
             }
             let exit = self.exits.remove(&p.pid);
             nodes.push(self.process_node(&host_id, &p, container, &per_pid, exit));
@@ -471,6 +487,7 @@ impl Engine {
                     uid: 0,
                     user: String::new(),
                     cpu_percent: 0.0,
+                    cpu_seconds_total: 0.0,
                     rss_bytes: 0,
                     vsz_bytes: 0,
                     open_fds: 0,
@@ -493,6 +510,16 @@ impl Engine {
         drop(directory);
         for mut c in containers.into_values() {
             c.cpu_percent = (c.cpu_percent * 10.0).round() / 10.0;
+            if let Some(driver) = &self.cgroups
+                && !c.cgroup_path.is_empty()
+            {
+                let cgroup = driver.cgroup_at(&c.cgroup_path);
+                if cgroup.exists() {
+                    let usage = cgroup.usage();
+                    c.cpu_seconds_total = usage.cpu_seconds;
+                    c.memory_usage_bytes = usage.memory_bytes;
+                }
+            }
             nodes.push(pb::Node {
                 id: format!("container:{}", c.id),
                 kind: pb::NodeKind::Container as i32,
@@ -547,6 +574,7 @@ impl Engine {
                 user: p.user.clone(),
                 uid: p.uid,
                 cpu_percent: (p.cpu_percent * 10.0).round() / 10.0,
+                cpu_seconds_total: p.cpu_seconds_total,
                 rss_bytes: p.rss_bytes,
                 vsz_bytes: p.vsz_bytes,
                 open_fds: p.open_fds,
@@ -611,6 +639,7 @@ fn container_detail(directory: &Directory, id: &str, cgroup_path: &str) -> pb::C
             memory_limit_bytes: meta.memory_limit_bytes,
             cpu_limit_cores: meta.cpu_limit_cores,
             namespace: meta.namespace.clone(),
+            restart_count: meta.restart_count,
             ..Default::default()
         },
         None => pb::Container {

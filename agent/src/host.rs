@@ -34,6 +34,7 @@ impl HostCollector {
             })
             .unwrap_or((0, 0));
         let os = self.os.get_or_insert_with(os_name).clone();
+        let (cpu_percent, cpu_seconds_total) = self.cpu();
         pb::Host {
             hostname,
             ips: ip_addresses().into_iter().map(pb::ip_to_bytes).collect(),
@@ -53,19 +54,22 @@ impl HostCollector {
             memory_available_bytes: mem.as_ref().and_then(|m| m.mem_available).unwrap_or(0),
             disk_total_bytes: disk_total,
             disk_free_bytes: disk_free,
-            load1: load.as_ref().map(|l| l.one as f64).unwrap_or(0.0),
-            load5: load.as_ref().map(|l| l.five as f64).unwrap_or(0.0),
-            load15: load.as_ref().map(|l| l.fifteen as f64).unwrap_or(0.0),
+            load1: load.as_ref().map(|l| hundredths(l.one)).unwrap_or(0.0),
+            load5: load.as_ref().map(|l| hundredths(l.five)).unwrap_or(0.0),
+            load15: load.as_ref().map(|l| hundredths(l.fifteen)).unwrap_or(0.0),
             uptime_seconds: uptime.map(|u| u.uptime as u64).unwrap_or(0),
-            cpu_percent: self.cpu_percent(),
+            cpu_percent,
             net_rx_bytes: rx,
             net_tx_bytes: tx,
+            cpu_seconds_total,
         }
     }
 
-    fn cpu_percent(&mut self) -> f64 {
+    /// Percent of all cores busy since the previous collection, and busy CPU seconds since
+    /// boot.
+    fn cpu(&mut self) -> (f64, f64) {
         let Ok(stats) = procfs::KernelStats::current() else {
-            return 0.0;
+            return (0.0, 0.0);
         };
         let t = stats.total;
         let idle = t.idle + t.iowait.unwrap_or(0);
@@ -87,8 +91,13 @@ impl HostCollector {
             _ => 0.0,
         };
         self.previous_cpu = Some(now);
-        percent
+        (percent, busy as f64 / procfs::ticks_per_second() as f64)
     }
+}
+
+/// A load average as /proc/loadavg writes it (two decimals), without f32's noise.
+fn hundredths(load: f32) -> f64 {
+    (load as f64 * 100.0).round() / 100.0
 }
 
 pub fn hostname() -> String {

@@ -55,6 +55,13 @@ enum Command {
         /// Prometheus metrics address, e.g. 127.0.0.1:9100.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
+        /// Also serve this node's topology series (host, containers, traffic edges, top
+        /// processes) on --metrics-addr, as the collector serves them for every node: for
+        /// agents scraped directly (a DaemonSet) instead of through a collector.
+        #[arg(long, requires = "metrics_addr")]
+        topology_metrics: bool,
+        #[command(flatten)]
+        topology_series: orca_collector::cli::TopologyMetricsArgs,
         #[arg(long, value_enum, default_value = "auto")]
         probe: ProbeChoice,
         /// Full snapshot interval (processes, host, containers).
@@ -63,6 +70,11 @@ enum Command {
         /// How often connection changes are sent between full snapshots.
         #[arg(long, default_value = "250ms", value_parser = parse_duration)]
         connection_interval: Duration,
+        /// How often open connections' byte counters are read from the kernel (eBPF mode;
+        /// rounded to whole --interval). Lower it when Prometheus takes rates of traffic
+        /// over short windows; closed connections always carry their exact final counts.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        counter_interval: Duration,
         /// Reports kept while the collector is unreachable (the oldest are dropped beyond).
         #[arg(long, default_value_t = 300)]
         buffer: usize,
@@ -296,9 +308,12 @@ fn main() -> ExitCode {
             Command::Run {
                 master,
                 metrics_addr,
+                topology_metrics,
+                topology_series,
                 probe,
                 interval,
                 connection_interval,
+                counter_interval,
                 buffer,
                 buffer_mib,
                 full_every,
@@ -330,12 +345,17 @@ fn main() -> ExitCode {
                         own_netns_only,
                         hostname,
                         ebpf_log,
+                        counters_every: (counter_interval.as_secs_f64()
+                            / interval.as_secs_f64().max(0.001))
+                        .round()
+                        .max(1.0) as u32,
                         ..Default::default()
                     },
                     master,
                     interval,
                     connection_interval,
                     metrics_addr,
+                    topology_metrics: topology_metrics.then(|| topology_series.exposition()),
                     buffer,
                     buffer_bytes: buffer_mib << 20,
                     full_every,

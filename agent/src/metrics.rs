@@ -1,5 +1,15 @@
-//! The agent's Prometheus metrics.
-use std::sync::{Arc, atomic::AtomicU64};
+//! The agent's Prometheus metrics, and its own node's topology series (hosts, containers,
+//! edges, top processes: what the collector exports for every node) for a DaemonSet scraped
+//! directly.
+use std::sync::{Arc, Mutex, atomic::AtomicU64};
+
+use orca_collector::{
+    exposition::{ExpositionConfig, TopologySamples},
+    series::SeriesConfig,
+    store::{self, Store},
+};
+use orca_proto::topology::v1 as pb;
+use prost::Message as _;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -28,6 +38,15 @@ pub struct AgentMetrics {
     pub cpu_percent: Gauge<f64, AtomicU64>,
     pub rss_bytes: Gauge,
     pub snapshot_seconds: Gauge<f64, AtomicU64>,
+    /// This node's topology, kept from the reports the agent makes (`None`: not exported).
+    topology: Option<NodeTopology>,
+}
+
+/// The agent's own reports applied to a collector store of one node.
+#[derive(Debug)]
+struct NodeTopology {
+    store: Mutex<Store>,
+    config: ExpositionConfig,
 }
 
 impl Default for AgentMetrics {
@@ -53,6 +72,7 @@ impl AgentMetrics {
             rss_bytes: Gauge::default(),
             snapshot_seconds: Gauge::default(),
             registry: Registry::default(),
+            topology: None,
         };
         registry.register(
             "events_processed",
@@ -113,6 +133,42 @@ impl AgentMetrics {
         Self { registry, ..m }
     }
 
+    /// Also exports this node's topology series, as `config` says.
+    pub fn with_topology(self, config: ExpositionConfig) -> Self {
+        Self {
+            topology: Some(NodeTopology {
+                store: Mutex::new(Store::new(SeriesConfig::default())),
+                config,
+            }),
+            ..self
+        }
+    }
+
+    /// Applies a report the agent made (its connections encoded apart, as the stream sends
+    /// them) to the node's topology, when it is exported.
+    pub fn record_report(&self, report: &pb::Report, encoded_connections: &[u8]) {
+        let Some(topology) = &self.topology else {
+            return;
+        };
+        let mut report = report.clone();
+        if !encoded_connections.is_empty() {
+            match pb::Report::decode(encoded_connections) {
+                Ok(more) => report.connections.extend(more.connections),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot read back a report's connections");
+                    return;
+                }
+            }
+        }
+        let mut store = topology.store.lock().unwrap_or_else(|e| e.into_inner());
+        match store::parse(report) {
+            Ok(parsed) => {
+                store.apply(parsed);
+            }
+            Err(err) => tracing::warn!(%err, "the node's own report is not valid"),
+        }
+    }
+
     /// Raises a counter to an absolute total kept elsewhere.
     pub fn raise(counter: &Counter, total: u64) {
         let current = counter.get();
@@ -121,11 +177,19 @@ impl AgentMetrics {
         }
     }
 
+    /// The agent's metrics and, when exported, its node's topology series (OpenMetrics).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
-        out
+        let Some(topology) = &self.topology else {
+            return out;
+        };
+        let samples = TopologySamples::collect(
+            &topology.store.lock().unwrap_or_else(|e| e.into_inner()),
+            &topology.config,
+        );
+        orca_exposition::join([out.as_str(), samples.encode().as_str()])
     }
 }
 
@@ -137,17 +201,9 @@ pub async fn serve(
     use axum::{Router, routing::get};
     let app = Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |request: axum::http::HeaderMap| {
             let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.encode(),
-                )
-            }
+            async move { orca_exposition::response(&request, metrics.encode()) }
         }),
     );
     axum::serve(listener, app).await

@@ -19,6 +19,8 @@ pub struct ProcessInfo {
     pub user: String,
     /// Percent of one core since the previous scan.
     pub cpu_percent: f64,
+    /// User + system CPU time since the process started.
+    pub cpu_seconds_total: f64,
     pub rss_bytes: u64,
     pub vsz_bytes: u64,
     pub open_fds: u32,
@@ -185,6 +187,7 @@ impl ProcessScanner {
             uid: cached.uid,
             user: cached.user.clone(),
             cpu_percent,
+            cpu_seconds_total: ticks as f64 / self.ticks_per_second as f64,
             rss_bytes: stat.rss * self.page_size,
             vsz_bytes: stat.vsize,
             open_fds: cached.open_fds,

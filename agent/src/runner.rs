@@ -31,6 +31,8 @@ pub struct RunConfig {
     pub connection_interval: Duration,
     /// Prometheus endpoint address.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Export this node's topology series on `/metrics` too (a DaemonSet scraped directly).
+    pub topology_metrics: Option<orca_collector::exposition::ExpositionConfig>,
     /// Reports kept while the collector is unreachable.
     pub buffer: usize,
     /// ... and at most this many bytes of them (encoded).
@@ -81,6 +83,7 @@ impl Default for RunConfig {
             interval: Duration::from_secs(1),
             connection_interval: Duration::from_millis(250),
             metrics_addr: None,
+            topology_metrics: None,
             buffer: 300,
             buffer_bytes: 16 << 20,
             full_every: 60,
@@ -129,7 +132,10 @@ pub async fn run(
         config.container_refresh,
     ));
     tracing::info!(mode = ?engine.mode(), reason = engine.reason(), "agent started");
-    let metrics = Arc::new(AgentMetrics::new());
+    let metrics = Arc::new(match &config.topology_metrics {
+        Some(exposition) => AgentMetrics::new().with_topology(exposition.clone()),
+        None => AgentMetrics::new(),
+    });
     let mode = match engine.mode() {
         pb::ProbeMode::Ebpf => "ebpf",
         _ => "proc",
@@ -297,6 +303,7 @@ fn send(
     let mut snapshot = snapshot;
     let connections = std::mem::take(&mut snapshot.encoded_connections);
     let report = builder.build(snapshot);
+    metrics.record_report(&report, &connections);
     if streaming {
         let (queued, dropped) = queue.push_with(report, &connections);
         metrics.reports_buffered.set(queued as i64);

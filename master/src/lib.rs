@@ -7,4 +7,5 @@ pub mod api;
 pub mod cluster;
 pub mod election;
 pub use orca_resources as resources;
+pub mod prometheus;
 pub mod server;

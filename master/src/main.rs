@@ -2,7 +2,6 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use orca_collector::{CollectorConfig, series::SeriesConfig};
 use orca_master::{
     allocator::Quota,
     cluster::{ClusterConfig, RoleConfig},
@@ -47,12 +46,8 @@ struct Cli {
     /// HTTP address for /api/v1/scheduler, /master/state, /api/topology, /metrics, /health.
     #[arg(long, default_value = "127.0.0.1:7080")]
     http_addr: SocketAddr,
-    /// Seconds of silence after which an agent is removed from the topology.
-    #[arg(long, default_value_t = 60)]
-    agent_expiry_secs: u64,
-    /// Time-series retention in minutes (15-second resolution).
-    #[arg(long, default_value_t = 60)]
-    retention_minutes: u64,
+    #[command(flatten)]
+    collector: orca_collector::cli::CollectorArgs,
     /// How often the allocator runs when no event triggers it.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     allocation_interval: Duration,
@@ -242,14 +237,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = CollectorConfig {
-        series: SeriesConfig {
-            resolution_ms: 15_000,
-            capacity: (cli.retention_minutes.max(1) * 4) as usize,
-        },
-        agent_expiry: Duration::from_secs(cli.agent_expiry_secs),
-        ..Default::default()
-    };
+    let config = cli.collector.config();
     let election = match cli.zk.as_deref().map(orca_leader::ZkUrl::parse).transpose() {
         Ok(url) => url.map(|url| ElectionConfig {
             url,

@@ -1,21 +1,14 @@
 //! Runs the master's servers: gRPC (agent link, scheduler API, topology collector) and HTTP (Mesos v1
 //! scheduler API, `/master/state`, the collector's topology API, `/metrics`, `/health`).
-use std::{net::SocketAddr, sync::atomic::AtomicU64};
+use std::net::SocketAddr;
 
-use axum::{
-    Router,
-    extract::State,
-    http::header,
-    response::{IntoResponse, Response},
-    routing::get,
-};
+use axum::{Router, extract::State, http::HeaderMap, response::Response, routing::get};
 use orca_collector::{Collector, CollectorConfig, http};
 use orca_proto::{
     cluster::v1::agent_link_server::AgentLinkServer, operator::v1::operator_server::OperatorServer,
     scheduler::v1::scheduler_server::SchedulerServer,
     topology::v1::collector_server::CollectorServer,
 };
-use prometheus_client::{encoding::text::encode, metrics::gauge::Gauge, registry::Registry};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -216,46 +209,15 @@ impl Master {
     }
 }
 
-/// Prometheus name for a Mesos metric: `master/tasks_running` → `orca_master_tasks_running`.
-fn prometheus_name(mesos: &str) -> String {
-    mesos
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
-}
-
-/// The collector's metrics and the cluster's (Mesos names, `orca_` prefixed) in one
-/// OpenMetrics exposition.
-async fn metrics(State((collector, cluster)): State<(Collector, Cluster)>) -> Response {
-    let mut registry = Registry::with_prefix("orca");
-    for (name, value) in cluster.metrics() {
-        let gauge = Gauge::<f64, AtomicU64>::default();
-        gauge.set(value);
-        registry.register(
-            prometheus_name(&name),
-            format!("Mesos metric {name}"),
-            gauge,
-        );
-    }
-    let mut cluster_text = String::new();
-    let _ = encode(&mut cluster_text, &registry);
-    let collector_text = collector.metrics().encode();
-    let body = format!(
-        "{}{}",
-        collector_text
-            .trim_end()
-            .trim_end_matches("# EOF")
-            .trim_end(),
-        format_args!("\n{cluster_text}")
-    );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
+/// `/metrics`: the cluster's, the collector's and the topology's series.
+async fn metrics(
+    State((collector, cluster)): State<(Collector, Cluster)>,
+    request: HeaderMap,
+) -> Response {
+    orca_exposition::response(
+        &request,
+        crate::prometheus::exposition(&collector, &cluster),
     )
-        .into_response()
 }
 
 /// How many connections may wait to be accepted (the kernel clamps it to `somaxconn`). The

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{State, rejection::JsonRejection},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -127,15 +127,8 @@ async fn stop_sync(State(api): State<Api>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(api): State<Api>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        api.engine.metrics_text(),
-    )
-        .into_response()
+async fn metrics(State(api): State<Api>, request: HeaderMap) -> Response {
+    orca_exposition::response(&request, api.engine.metrics_text())
 }
 
 async fn health(State(api): State<Api>) -> Response {

@@ -78,6 +78,8 @@ const APT_PACKAGES: &[&str] = &[
     "tmux",
     // Real ZooKeeper servers (3.8, with a JRE) for the sync engine's tests and benchmarks.
     "zookeeper",
+    // Prometheus and promtool: every daemon's /metrics is checked and scraped in the tests.
+    "prometheus",
 ];
 
 pub fn workspace_root() -> PathBuf {

@@ -82,6 +82,7 @@ pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, RuntimeError> {
                 memory_limit_bytes,
                 cpu_limit_cores,
                 pid,
+                restart_count: 0,
             });
         }
     }

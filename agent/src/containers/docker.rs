@@ -65,6 +65,7 @@ pub async fn list(socket: &Path) -> Result<Vec<ContainerMeta>, RuntimeError> {
             if let Some(state) = inspect.state {
                 meta.pid = state.pid.unwrap_or(0).max(0) as u32;
             }
+            meta.restart_count = inspect.restart_count.unwrap_or(0).max(0) as u32;
             if let Some(hc) = inspect.host_config {
                 meta.memory_limit_bytes = hc.memory.unwrap_or(0).max(0) as u64;
                 meta.cpu_limit_cores = match (hc.nano_cpus, hc.cpu_quota, hc.cpu_period) {

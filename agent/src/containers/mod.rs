@@ -52,6 +52,8 @@ pub struct ContainerMeta {
     pub cpu_limit_cores: f64,
     /// The container's init process (0 when not running).
     pub pid: u32,
+    /// Docker's RestartCount (containerd keeps none).
+    pub restart_count: u32,
 }
 
 /// Every known container, by id and by the cgroup its init process runs in.

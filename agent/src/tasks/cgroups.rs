@@ -315,6 +315,16 @@ impl Driver {
         }
     }
 
+    /// The cgroup at `path` (as /proc/<pid>/cgroup names it: from the hierarchy's root), to
+    /// read its usage.
+    pub fn cgroup_at(&self, path: &str) -> TaskCgroup {
+        TaskCgroup {
+            driver: self.clone(),
+            path: path.trim_start_matches('/').to_string(),
+            memory_limit: None,
+        }
+    }
+
     pub fn version(&self) -> u8 {
         match self {
             Driver::V1 { .. } => 1,

@@ -3,12 +3,15 @@
 //! IP:port across agents, so a connection from host A to host B is one cross-host edge.
 use std::{
     collections::{BTreeMap, HashMap},
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
 };
 
 use orca_proto::topology::v1 as pb;
 
-use super::store::Store;
+use super::{
+    store::Store,
+    traffic::{Scoped, scoped},
+};
 
 /// One view of the topology, keyed by id for cheap diffs.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -17,21 +20,6 @@ pub struct ViewGraph {
     pub edges: BTreeMap<String, pb::TopologyEdge>,
     /// Only in the connections view.
     pub connections: BTreeMap<String, pb::TopologyConnection>,
-}
-
-/// An endpoint, scoped to its agent when it is a loopback address (127.0.0.1 on two hosts
-/// are two different places).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Scoped {
-    agent: Option<String>,
-    addr: SocketAddr,
-}
-
-fn scoped(agent: &str, addr: SocketAddr) -> Scoped {
-    Scoped {
-        agent: addr.ip().is_loopback().then(|| agent.to_string()),
-        addr,
-    }
 }
 
 #[derive(Debug, Default)]

@@ -3,12 +3,16 @@
 //!
 //! A second product inside `master/`: the master mounts its gRPC service and HTTP routes,
 //! but it depends on nothing of the cluster core.
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod exposition;
 pub mod graph;
 pub mod http;
 pub mod metrics;
 pub mod series;
 pub mod service;
 pub mod store;
+pub mod traffic;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -19,6 +23,7 @@ use std::{
 use orca_proto::topology::v1 as pb;
 use tokio::sync::broadcast;
 
+use exposition::{ExpositionConfig, TopologySamples};
 use graph::{ViewGraph, with_latest_points, with_series};
 use metrics::CollectorMetrics;
 use series::SeriesConfig;
@@ -39,6 +44,10 @@ pub struct CollectorConfig {
     pub agent_expiry: Duration,
     /// How often views are rebuilt and deltas published to watchers.
     pub publish_every: Duration,
+    /// Which topology series `/metrics` carries.
+    pub exposition: ExpositionConfig,
+    /// Caps of the traffic counters between service groups.
+    pub traffic: traffic::TrafficLimits,
 }
 
 impl Default for CollectorConfig {
@@ -47,6 +56,8 @@ impl Default for CollectorConfig {
             series: SeriesConfig::default(),
             agent_expiry: Duration::from_secs(60),
             publish_every: Duration::from_millis(200),
+            exposition: ExpositionConfig::default(),
+            traffic: traffic::TrafficLimits::default(),
         }
     }
 }
@@ -97,7 +108,11 @@ impl Collector {
             .collect();
         Self {
             inner: Arc::new(Inner {
-                store: Mutex::new(Store::new(config.series)),
+                store: Mutex::new({
+                    let mut store = Store::new(config.series);
+                    store.traffic.limits = config.traffic;
+                    store
+                }),
                 views,
                 metrics: CollectorMetrics::new(),
                 config,
@@ -107,6 +122,18 @@ impl Collector {
 
     pub fn metrics(&self) -> &CollectorMetrics {
         &self.inner.metrics
+    }
+
+    /// The topology's series, copied out under the store's lock.
+    pub fn topology_samples(&self) -> TopologySamples {
+        TopologySamples::collect(&lock(&self.inner.store), &self.inner.config.exposition)
+    }
+
+    /// `/metrics`: the collector's own metrics and the topology's series (OpenMetrics text).
+    pub fn exposition(&self) -> String {
+        let own = self.inner.metrics.encode();
+        let topology = self.topology_samples().encode();
+        orca_exposition::join([own.as_str(), topology.as_str()])
     }
 
     /// Validates and applies one report; the answer tells the agent what was applied.

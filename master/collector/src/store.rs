@@ -8,7 +8,10 @@ use std::{
 
 use orca_proto::topology::v1 as pb;
 
-use super::series::{NodeSeries, Sample, SeriesConfig};
+use super::{
+    series::{NodeSeries, Sample, SeriesConfig},
+    traffic::{ConnChange, Traffic},
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReportError {
@@ -175,6 +178,9 @@ pub struct AgentState {
     pub last_report_unix_ms: i64,
 }
 
+/// How often idle edges and the counters of departed containers are looked for.
+const TRAFFIC_EXPIRY_EVERY: Duration = Duration::from_secs(30);
+
 #[derive(Debug)]
 pub struct Store {
     pub agents: HashMap<String, AgentState>,
@@ -182,6 +188,9 @@ pub struct Store {
     pub series_config: SeriesConfig,
     /// Bumped on every change; views are rebuilt when it moves.
     pub version: u64,
+    /// Bytes and connections between service groups, counted as reports arrive.
+    pub traffic: Traffic,
+    last_traffic_expiry: Instant,
 }
 
 fn sample(node: &pb::Node) -> Option<Sample> {
@@ -217,6 +226,8 @@ impl Store {
             series: HashMap::new(),
             series_config,
             version: 0,
+            traffic: Traffic::default(),
+            last_traffic_expiry: Instant::now(),
         }
     }
 
@@ -261,6 +272,12 @@ impl Store {
         if !report.full && !follows {
             return Applied::NeedFull;
         }
+        // A full report replaces the agent's connections; the ones it had are still what
+        // the traffic counters diff against. Listeners that went away leave the index only
+        // after this report's traffic is counted: a connection's last bytes often come in
+        // the report that also says its server closed.
+        let mut previous = HashMap::new();
+        let mut gone_listeners = Vec::new();
         if report.full {
             for id in agent.nodes.keys() {
                 if !report.nodes.iter().any(|n| &n.id == id) {
@@ -268,7 +285,8 @@ impl Store {
                 }
             }
             agent.nodes.clear();
-            agent.connections.clear();
+            previous = std::mem::take(&mut agent.connections);
+            gone_listeners.extend(previous.values().filter(|c| c.listening()).cloned());
         }
         // Closed and failed connections live for exactly one report.
         agent.connections.retain(|_, c| !c.ended());
@@ -277,15 +295,34 @@ impl Store {
             self.series.remove(id);
         }
         for id in &report.removed_connections {
-            agent.connections.remove(id);
+            if let Some(conn) = agent.connections.remove(id)
+                && conn.listening()
+            {
+                gone_listeners.push(conn);
+            }
         }
         for node in report.nodes {
             agent.nodes.insert(node.id.clone(), node);
         }
+        let mut changes = Vec::with_capacity(connections.len());
         for conn in connections {
+            let before = agent
+                .connections
+                .get(&conn.wire.id)
+                .or_else(|| previous.get(&conn.wire.id));
+            if conn.listening() {
+                if let Some(before) = before.filter(|b| b.listening()) {
+                    self.traffic.listeners.remove(&agent.agent_id, before);
+                }
+                self.traffic.listeners.add(&agent.agent_id, &conn);
+            }
+            changes.push(ConnChange::between(before, &conn));
             agent.connections.insert(conn.wire.id.clone(), conn);
         }
         if let Some(ips) = host_ips {
+            self.traffic
+                .listeners
+                .set_ips(&agent.agent_id, &agent.ips, &ips);
             agent.ips = ips;
         }
         agent.hostname = report.hostname;
@@ -293,6 +330,17 @@ impl Store {
         agent.synced = true;
         if let Some(stats) = report.stats {
             agent.stats = stats;
+        }
+        let agent = &self.agents[&report.agent_id];
+        self.traffic.account(&self.agents, agent, changes);
+        for conn in gone_listeners {
+            if !agent
+                .connections
+                .get(&conn.wire.id)
+                .is_some_and(Conn::listening)
+            {
+                self.traffic.listeners.remove(&agent.agent_id, &conn);
+            }
         }
         self.version += 1;
         Applied::Applied
@@ -312,7 +360,12 @@ impl Store {
                 for node in agent.nodes.keys() {
                     self.series.remove(node);
                 }
+                self.traffic.listeners.remove_agent(&agent);
             }
+        }
+        if self.last_traffic_expiry.elapsed() >= TRAFFIC_EXPIRY_EVERY {
+            self.last_traffic_expiry = now;
+            self.traffic.expire(&self.agents);
         }
         if !gone.is_empty() {
             self.version += 1;

@@ -848,6 +848,11 @@ impl Cluster {
         self.lock().snapshot()
     }
 
+    /// Allocation run times as a Prometheus histogram (a handle on the live one).
+    pub fn allocation_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.lock().allocation_seconds()
+    }
+
     /// Mesos-named metrics (`master/elected`, `master/tasks_running`, ...).
     pub fn metrics(&self) -> Vec<(String, f64)> {
         let elected = if self.is_leading() { 1.0 } else { 0.0 };

@@ -26,7 +26,7 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{Path, Query, State},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -412,10 +412,10 @@ struct SessionLabels {
     server: String,
 }
 
-async fn metrics(State(svc): State<Service>) -> Response {
+async fn metrics(State(svc): State<Service>, request: HeaderMap) -> Response {
     let mut registry = Registry::default();
     let Some(o) = svc.current() else {
-        return text(String::new());
+        return orca_exposition::response(&request, orca_exposition::join([]));
     };
     let s = o.snapshot();
     let labels = MigrationLabels {
@@ -492,16 +492,5 @@ async fn metrics(State(svc): State<Service>) -> Response {
         out = out.trim_end().trim_end_matches("# EOF").to_owned();
         out.push_str(&sync);
     }
-    text(out)
-}
-
-fn text(body: String) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    orca_exposition::response(&request, orca_exposition::join([out.as_str()]))
 }

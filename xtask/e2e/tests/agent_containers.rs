@@ -20,70 +20,7 @@ use orca_proto::{
     cluster::v1::{self as cpb, ContainerAction},
     topology::v1 as pb,
 };
-use support::agent::*;
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A scratch folder removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        // Short: unix socket paths inside it must stay under 108 bytes.
-        let dir = PathBuf::from(format!("/tmp/orca-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // Runtimes may leave mounts behind (dockerd keeps a bind mount of its network
-        // namespace): detach everything under the folder, deepest first, then remove it.
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let mut under: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| Path::new(m).starts_with(&self.0))
-            .collect();
-        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in under {
-            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A busybox-static root filesystem, and a tarball of it.
-fn busybox_rootfs(dir: &Path) -> (PathBuf, PathBuf) {
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    for d in ["proc", "sys", "dev", "tmp", "etc"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "nc", "cat"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    let tarball = dir.join("rootfs.tar");
-    sh(Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg("."));
-    (rootfs, tarball)
-}
+use support::{agent::*, docker::*};
 
 /// A docker-save archive of the rootfs tarball, importable by `ctr images import`.
 fn docker_archive(dir: &Path, layer: &Path, tag: &str) -> PathBuf {
@@ -193,18 +130,6 @@ fn node_for_pid(nodes: &Option<Vec<pb::Node>>, pid: u32) -> pb::Node {
         .find(|n| matches!(&n.detail, Some(pb::node::Detail::Process(p)) if p.pid == pid))
         .cloned()
         .unwrap()
-}
-
-fn wait_socket(what: &str, cmd: impl Fn() -> Command) {
-    wait_for(Duration::from_secs(60), what, || {
-        cmd()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .ok()?
-            .success()
-            .then_some(())
-    });
 }
 
 #[test]
@@ -367,61 +292,8 @@ fn docker_container_with_its_process_and_connection() {
     require_root();
     let scratch = Scratch::new("dkr");
     let dir = &scratch.0;
-    let sock = dir.join("d.sock");
-    let host = format!("unix://{}", sock.display());
-    let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-    // No bridge and no iptables: the test needs neither, and leaves the host's network as it
-    // found it. cgroupfs naming: /docker/<id>.
-    let dockerd = Command::new("dockerd")
-        .arg("--data-root")
-        .arg(dir.join("data"))
-        .arg("--exec-root")
-        .arg(dir.join("exec"))
-        .arg("--pidfile")
-        .arg(dir.join("dockerd.pid"))
-        .args([
-            "-H",
-            &host,
-            "--bridge=none",
-            "--iptables=false",
-            "--ip6tables=false",
-        ])
-        .args(["--exec-opt", "native.cgroupdriver=cgroupfs"])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("dockerd is installed by `cargo xtask setup`");
-    struct Dockerd(std::process::Child);
-    impl Drop for Dockerd {
-        fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = self.0.wait();
-            // The cgroupfs driver leaves its (now empty) parent cgroup in every hierarchy;
-            // rmdir fails harmlessly if another engine still has containers there.
-            for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let _ = std::fs::remove_dir(hierarchy.path().join("docker"));
-            }
-        }
-    }
-    let _dockerd = Dockerd(dockerd);
-    // The engine's own client (a newer one may come first in PATH).
-    let docker = || {
-        let mut c = Command::new("/usr/bin/docker");
-        c.args(["-H", &host]);
-        c
-    };
-    wait_socket("dockerd to serve", || {
-        let mut c = docker();
-        c.arg("version");
-        c
-    });
+    let dockerd = Dockerd::start(dir);
+    let docker = || dockerd.docker();
     let (_rootfs, tarball) = busybox_rootfs(dir);
     sh(docker()
         .arg("import")
@@ -449,19 +321,13 @@ fn docker_container_with_its_process_and_connection() {
         ]))
     .trim()
     .to_string();
-    struct Container<'a>(&'a dyn Fn() -> Command, String);
-    impl Drop for Container<'_> {
-        fn drop(&mut self) {
-            let _ = (self.0)()
-                .args(["rm", "-f", &self.1])
-                .stdout(Stdio::null())
-                .status();
-        }
-    }
-    let _container = Container(&docker, id.clone());
+    let _container = Container {
+        dockerd: &dockerd,
+        id: id.clone(),
+    };
 
     let sockets = RuntimeSockets {
-        docker: Some(sock.clone()),
+        docker: Some(dockerd.socket.clone()),
         containerd: None,
     };
     let container = assert_attributed(

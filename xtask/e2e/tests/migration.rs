@@ -679,8 +679,18 @@ async fn a_live_cluster_moves_from_ensemble_a_to_b_without_interrupting_a_task()
     );
     drop(zkb);
     let api = site.api.to_string();
-    // One OpenMetrics exposition: the migration's gauges, then the sync's, one `# EOF`.
-    let metrics = http_get(site.api, "/metrics").await;
+    // One OpenMetrics exposition (as Prometheus asks for it): the migration's gauges, then
+    // the sync's, one `# EOF`; and a text-format one that promtool finds nothing wrong in.
+    let metrics = support::prometheus::get(
+        site.api,
+        "/metrics",
+        Some(support::prometheus::PROMETHEUS_ACCEPT),
+    )
+    .unwrap();
+    support::prometheus::assert_promtool_passes(
+        "the migration service's /metrics",
+        &support::prometheus::get(site.api, "/metrics", None).unwrap(),
+    );
     for family in [
         "orca_migration_phases_completed{migration=\"e2e\"} 1",
         "orca_migration_gate_passed{",

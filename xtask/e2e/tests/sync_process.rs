@@ -204,6 +204,15 @@ async fn killed_mid_bootstrap_and_mid_stream_it_resumes_and_loses_nothing() {
         resumed.replicated_a_to_b
     );
     wait_identical(&engine, Duration::from_secs(30)).await;
+    // Its metrics, as a plain scrape gets them, pass promtool.
+    let api: std::net::SocketAddr = engine.api.parse().unwrap();
+    let exposition = tokio::task::spawn_blocking(move || {
+        support::prometheus::get(api, "/metrics", None).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(exposition.contains("orca_sync_"), "{exposition}");
+    support::prometheus::assert_promtool_passes("the sync engine's /metrics", &exposition);
 
     // Mid-stream: writers on both sides; the engine dies while they write and stays down
     // while they keep writing.

@@ -145,6 +145,8 @@ pub(super) struct State {
     next_id: u64,
     counters: Counters,
     allocation_us: Histogram<u64>,
+    /// The same runs for Prometheus (`orca_allocator_allocation_run_seconds`).
+    allocation_seconds: prometheus_client::metrics::histogram::Histogram,
     store: Box<dyn RegistryStore>,
     /// Agents in the registry that have not re-registered since this master started.
     recovered_agents: BTreeMap<String, AgentRecord>,
@@ -243,6 +245,9 @@ impl State {
             next_id: 0,
             counters: Counters::default(),
             allocation_us: Histogram::new(3).expect("valid histogram"),
+            allocation_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 16),
+            ),
             store,
             recovered_agents,
             gone,

@@ -56,9 +56,9 @@ impl State {
     pub(in crate::cluster) fn allocate(&mut self, now: Instant) {
         let started = Instant::now();
         let allocations = self.allocator.allocate(now);
-        let _ = self
-            .allocation_us
-            .record(started.elapsed().as_micros().max(1) as u64);
+        let took = started.elapsed();
+        let _ = self.allocation_us.record(took.as_micros().max(1) as u64);
+        self.allocation_seconds.observe(took.as_secs_f64());
         let mut by_framework: HashMap<String, Vec<Offer>> = HashMap::new();
         for allocation in allocations {
             let id = self.next("O");

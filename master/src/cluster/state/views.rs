@@ -144,6 +144,13 @@ impl State {
         }
     }
 
+    /// Allocation run times as a Prometheus histogram (a handle on the live one).
+    pub(in crate::cluster) fn allocation_seconds(
+        &self,
+    ) -> prometheus_client::metrics::histogram::Histogram {
+        self.allocation_seconds.clone()
+    }
+
     pub(in crate::cluster) fn metrics(&self) -> Vec<(String, f64)> {
         let mut out: Vec<(String, f64)> = Vec::new();
         let mut put = |name: &str, value: f64| out.push((name.to_owned(), value));

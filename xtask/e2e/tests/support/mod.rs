@@ -3,7 +3,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
+pub mod docker;
 pub mod masters;
+pub mod prometheus;
 pub mod tmux;
 pub mod zk;
 
