@@ -497,3 +497,39 @@ async fn get_master_tells_what_this_master_is_over_grpc() {
         "{master:?}"
     );
 }
+
+/// Watchers share one publisher: a second watcher gets the same deltas (the very same
+/// message, stamped once), and a watcher that joins later starts from the latest view.
+#[tokio::test]
+async fn watchers_share_one_publisher() {
+    let (grpc, _http, cluster) = whole_master().await;
+    let operator = OperatorClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let watch = |operator: &OperatorClient<tonic::transport::Channel>| {
+        let mut operator = operator.clone();
+        async move {
+            operator
+                .watch_cluster(pb::WatchClusterRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut first = watch(&operator).await;
+    let mut second = watch(&operator).await;
+    assert!(next_delta(&mut first).await.full);
+    assert!(next_delta(&mut second).await.full);
+
+    let (agent_id, _agent, _alive) = simulated_agent(&cluster, "node-1", "cpus:1;mem:64").await;
+    let a = next_delta(&mut first).await;
+    let b = next_delta(&mut second).await;
+    assert_eq!(a, b, "both watchers get one shared delta");
+    assert_eq!(a.upserted_agents[0].id, agent_id);
+
+    let mut late = watch(&operator).await;
+    let snapshot = next_delta(&mut late).await;
+    assert!(snapshot.full);
+    assert_eq!(snapshot.upserted_agents.len(), 1);
+    assert_eq!(snapshot.upserted_agents[0].id, agent_id);
+}

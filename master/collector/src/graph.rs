@@ -50,7 +50,47 @@ pub fn build(store: &Store, view: pb::View, series: bool) -> ViewGraph {
         };
     }
     let mut graph = ViewGraph::default();
-    // process id -> (agent, view node id)
+    for agent in store.agents.values() {
+        for node in agent.nodes.values() {
+            if shown(view, node) {
+                graph.nodes.insert(
+                    node.id.clone(),
+                    topology_node(store, node, &agent.hostname, series),
+                );
+            }
+        }
+    }
+    let (edges, ends) = edges(store, view);
+    for (id, ip) in ends {
+        graph
+            .nodes
+            .entry(id)
+            .or_insert_with_key(|id| pseudo_node(id, ip));
+    }
+    graph.edges = edges;
+    graph
+}
+
+/// Whether `view` shows `node` as one of its own nodes.
+pub fn shown(view: pb::View, node: &pb::Node) -> bool {
+    let kind = pb::NodeKind::try_from(node.kind).unwrap_or(pb::NodeKind::Unspecified);
+    matches!(
+        (view, kind),
+        (pb::View::Hosts, pb::NodeKind::Host)
+            | (pb::View::Containers, pb::NodeKind::Container)
+            | (pb::View::Processes, pb::NodeKind::Process)
+    )
+}
+
+/// A view's edges, aggregated from every agent's connections, and every node id they join
+/// with an address of it (for the ends that are not nodes of the view: pseudo nodes).
+pub fn edges(
+    store: &Store,
+    view: pb::View,
+) -> (BTreeMap<String, pb::TopologyEdge>, HashMap<String, IpAddr>) {
+    let mut edges: BTreeMap<String, pb::TopologyEdge> = BTreeMap::new();
+    let mut ends: HashMap<String, IpAddr> = HashMap::new();
+    // process id -> view node id
     let mut owner: HashMap<&str, String> = HashMap::new();
     let mut host_of_agent: HashMap<&str, String> = HashMap::new();
     let mut agent_of_ip: HashMap<IpAddr, &str> = HashMap::new();
@@ -60,33 +100,28 @@ pub fn build(store: &Store, view: pb::View, series: bool) -> ViewGraph {
         for ip in agent.ips.iter().filter(|ip| !ip.is_loopback()) {
             agent_of_ip.insert(*ip, &agent.agent_id);
         }
-        for node in agent.nodes.values() {
-            let kind = pb::NodeKind::try_from(node.kind).unwrap_or(pb::NodeKind::Unspecified);
-            let shown = matches!(
-                (view, kind),
-                (pb::View::Hosts, pb::NodeKind::Host)
-                    | (pb::View::Containers, pb::NodeKind::Container)
-                    | (pb::View::Processes, pb::NodeKind::Process)
-            );
-            if kind == pb::NodeKind::Process {
-                let target = match view {
-                    pb::View::Processes => node.id.clone(),
-                    pb::View::Containers => node
-                        .parents
-                        .iter()
-                        .find(|p| p.starts_with("container:"))
-                        .cloned()
-                        .unwrap_or_else(|| format!("uncontained:{}", agent.hostname)),
-                    _ => format!("host:{}", agent.hostname),
-                };
-                owner.insert(&node.id, target);
+    }
+    // Only processes with a connection need an owner.
+    for agent in store.agents.values() {
+        for c in agent.connections.values() {
+            let process = c.wire.process_id.as_str();
+            if owner.contains_key(process) {
+                continue;
             }
-            if shown {
-                graph.nodes.insert(
-                    node.id.clone(),
-                    topology_node(store, node, &agent.hostname, series),
-                );
-            }
+            let Some(node) = agent.nodes.get(process) else {
+                continue;
+            };
+            let target = match view {
+                pb::View::Processes => node.id.clone(),
+                pb::View::Containers => node
+                    .parents
+                    .iter()
+                    .find(|p| p.starts_with("container:"))
+                    .cloned()
+                    .unwrap_or_else(|| format!("uncontained:{}", agent.hostname)),
+                _ => format!("host:{}", agent.hostname),
+            };
+            owner.insert(process, target);
         }
     }
 
@@ -164,22 +199,15 @@ pub fn build(store: &Store, view: pb::View, series: bool) -> ViewGraph {
             continue;
         }
         for (id, addr) in [(&source, &client_addr), (&target, &server_addr)] {
-            if !graph.nodes.contains_key(id) {
-                graph
-                    .nodes
-                    .insert(id.clone(), pseudo_node(id, addr.addr.ip()));
-            }
+            ends.entry(id.clone()).or_insert(addr.addr.ip());
         }
         let id = format!("{source}->{target}");
-        let edge = graph
-            .edges
-            .entry(id.clone())
-            .or_insert_with(|| pb::TopologyEdge {
-                id,
-                source: source.clone(),
-                target: target.clone(),
-                ..Default::default()
-            });
+        let edge = edges.entry(id.clone()).or_insert_with(|| pb::TopologyEdge {
+            id,
+            source: source.clone(),
+            target: target.clone(),
+            ..Default::default()
+        });
         edge.connections += pair.connections;
         edge.bytes_sent += pair.bytes_client_to_server;
         edge.bytes_received += pair.bytes_server_to_client;
@@ -189,7 +217,7 @@ pub fn build(store: &Store, view: pb::View, series: bool) -> ViewGraph {
             edge.cross_host = true;
         }
     }
-    graph
+    (edges, ends)
 }
 
 /// Who owns a local endpoint: (agent, process node id, comm).
@@ -267,7 +295,7 @@ fn connections(store: &Store) -> BTreeMap<String, pb::TopologyConnection> {
     out
 }
 
-fn pseudo_node(id: &str, ip: IpAddr) -> pb::TopologyNode {
+pub fn pseudo_node(id: &str, ip: IpAddr) -> pb::TopologyNode {
     let mut labels = HashMap::new();
     labels.insert("pseudo".to_string(), "true".to_string());
     if id.starts_with("external:") {
@@ -289,7 +317,12 @@ fn pseudo_node(id: &str, ip: IpAddr) -> pb::TopologyNode {
     }
 }
 
-fn topology_node(store: &Store, node: &pb::Node, hostname: &str, series: bool) -> pb::TopologyNode {
+pub fn topology_node(
+    store: &Store,
+    node: &pb::Node,
+    hostname: &str,
+    series: bool,
+) -> pb::TopologyNode {
     let out = pb::TopologyNode {
         node: Some(node.clone()),
         hostname: hostname.to_string(),

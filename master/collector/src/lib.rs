@@ -15,7 +15,7 @@ pub mod store;
 pub mod traffic;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -42,8 +42,11 @@ pub struct CollectorConfig {
     pub series: SeriesConfig,
     /// An agent silent for this long is removed from the topology.
     pub agent_expiry: Duration,
-    /// How often views are rebuilt and deltas published to watchers.
+    /// How often views are brought up to date and deltas published to watchers.
     pub publish_every: Duration,
+    /// How often at most a view's edges are recomputed from every connection (when any
+    /// changed); nodes follow every publish.
+    pub edges_every: Duration,
     /// Which topology series `/metrics` carries.
     pub exposition: ExpositionConfig,
     /// Caps of the traffic counters between service groups.
@@ -55,7 +58,8 @@ impl Default for CollectorConfig {
         Self {
             series: SeriesConfig::default(),
             agent_expiry: Duration::from_secs(60),
-            publish_every: Duration::from_millis(200),
+            publish_every: Duration::from_millis(100),
+            edges_every: Duration::from_secs(1),
             exposition: ExpositionConfig::default(),
             traffic: traffic::TrafficLimits::default(),
         }
@@ -67,7 +71,13 @@ impl Default for CollectorConfig {
 struct ViewState {
     seq: u64,
     store_version: u64,
+    /// Built once from the whole store; kept current by deltas from then on.
+    built: bool,
     graph: ViewGraph,
+    /// Nodes of `graph` that stand for an edge's end outside the view (`external:…`).
+    pseudo: HashSet<String>,
+    /// The store's `edges_version` the edges were last computed at, and when.
+    edges_from: Option<(u64, Instant)>,
     tx: broadcast::Sender<Arc<pb::TopologyDelta>>,
 }
 
@@ -100,7 +110,10 @@ impl Collector {
                     Mutex::new(ViewState {
                         seq: 0,
                         store_version: u64::MAX,
+                        built: false,
                         graph: ViewGraph::default(),
+                        pseudo: HashSet::new(),
+                        edges_from: None,
                         tx,
                     }),
                 )
@@ -220,43 +233,80 @@ impl Collector {
         out
     }
 
-    /// Rebuilds `view` if the store moved and publishes the difference. Returns the delta.
+    /// Brings `view` up to the store and publishes the difference. Returns the delta.
+    ///
+    /// A node view is built from the whole store once; from then on only the nodes the
+    /// store marked changed are looked at, and the edges are recomputed from the
+    /// connections (far fewer than nodes, and changed by most reports). The connections view
+    /// is recomputed whole.
     fn refresh(&self, view: pb::View) -> Option<Arc<pb::TopologyDelta>> {
         let state = self.inner.views.get(&(view as i32))?;
-        let store = lock(&self.inner.store);
+        let mut store = lock(&self.inner.store);
         let mut state = lock(state);
-        if state.store_version == store.version {
+        let edges_behind = state
+            .edges_from
+            .is_none_or(|(version, _)| version != store.edges_version);
+        if state.store_version == store.version && !edges_behind {
             return None;
         }
-        let graph = graph::build(&store, view, false);
         let mut delta = pb::TopologyDelta {
             seq: state.seq + 1,
             full: false,
             timestamp_unix_ms: now_unix_ms(),
             ..Default::default()
         };
-        for (id, node) in &graph.nodes {
-            if state.graph.nodes.get(id) != Some(node) {
-                delta
-                    .upserted_nodes
-                    .push(with_latest_points(&store, node.clone()));
+        let kind = match view {
+            pb::View::Hosts => Some(pb::NodeKind::Host),
+            pb::View::Containers => Some(pb::NodeKind::Container),
+            pb::View::Processes => Some(pb::NodeKind::Process),
+            _ => None,
+        };
+        match kind {
+            Some(kind) if state.built => {
+                let dirty = store.take_dirty(kind);
+                update_nodes(&store, view, &mut state, dirty, &mut delta);
+            }
+            Some(kind) => {
+                store.take_dirty(kind);
+                let graph = graph::build(&store, view, false);
+                for (id, node) in &graph.nodes {
+                    if node.node.as_ref().is_some_and(|n| !graph::shown(view, n)) {
+                        state.pseudo.insert(id.clone());
+                    }
+                }
+                diff_nodes(&store, &state.graph, &graph, &mut delta);
+                state.graph.nodes = graph.nodes;
+                state.built = true;
+            }
+            None => {
+                let graph = graph::build(&store, view, false);
+                diff_nodes(&store, &state.graph, &graph, &mut delta);
+                for (id, connection) in &graph.connections {
+                    if state.graph.connections.get(id) != Some(connection) {
+                        delta.upserted_connections.push(connection.clone());
+                    }
+                }
+                delta.removed_connections = gone(&state.graph.connections, &graph.connections);
+                state.graph = graph;
             }
         }
-        delta.removed_nodes = gone(&state.graph.nodes, &graph.nodes);
-        for (id, edge) in &graph.edges {
-            if state.graph.edges.get(id) != Some(edge) {
-                delta.upserted_edges.push(edge.clone());
+        let edges_due = edges_behind
+            && state
+                .edges_from
+                .is_none_or(|(_, at)| at.elapsed() >= self.inner.config.edges_every);
+        if kind.is_some() && edges_due {
+            state.edges_from = Some((store.edges_version, Instant::now()));
+            let (edges, ends) = graph::edges(&store, view);
+            update_pseudo_nodes(&mut state, ends, &mut delta);
+            for (id, edge) in &edges {
+                if state.graph.edges.get(id) != Some(edge) {
+                    delta.upserted_edges.push(edge.clone());
+                }
             }
+            delta.removed_edges = gone(&state.graph.edges, &edges);
+            state.graph.edges = edges;
         }
-        delta.removed_edges = gone(&state.graph.edges, &graph.edges);
-        for (id, connection) in &graph.connections {
-            if state.graph.connections.get(id) != Some(connection) {
-                delta.upserted_connections.push(connection.clone());
-            }
-        }
-        delta.removed_connections = gone(&state.graph.connections, &graph.connections);
         state.store_version = store.version;
-        state.graph = graph;
         if delta.upserted_nodes.is_empty()
             && delta.removed_nodes.is_empty()
             && delta.upserted_edges.is_empty()
@@ -305,32 +355,122 @@ impl Collector {
         Some((snapshot, rx))
     }
 
-    /// Publishes deltas and expires silent agents until the process ends.
+    /// Publishes deltas and expires silent agents until the process ends. Each round runs on
+    /// the blocking pool: it holds the store's lock for a while at scale, and must not hold
+    /// up the tasks that serve report streams and watches meanwhile.
     pub async fn run_publisher(self) {
         let mut tick = tokio::time::interval(self.inner.config.publish_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let expired = lock(&self.inner.store).expire(self.inner.config.agent_expiry);
-            for agent in expired {
-                tracing::info!(%agent, "agent silent for too long; removed from the topology");
+            let this = self.clone();
+            if tokio::task::spawn_blocking(move || this.publish_round())
+                .await
+                .is_err()
+            {
+                tracing::error!("a publish round panicked; publishing goes on");
             }
-            for view in VIEWS {
-                let watched = self
-                    .inner
-                    .views
-                    .get(&(view as i32))
-                    .is_some_and(|s| lock(s).tx.receiver_count() > 0);
-                if watched {
-                    self.refresh(view);
+        }
+    }
+
+    /// Expires silent agents, then brings every watched view up to date.
+    fn publish_round(&self) {
+        let expired = lock(&self.inner.store).expire(self.inner.config.agent_expiry);
+        for agent in expired {
+            tracing::info!(%agent, "agent silent for too long; removed from the topology");
+        }
+        for view in VIEWS {
+            let watched = self
+                .inner
+                .views
+                .get(&(view as i32))
+                .is_some_and(|s| lock(s).tx.receiver_count() > 0);
+            if watched {
+                self.refresh(view);
+            }
+        }
+        let store = lock(&self.inner.store);
+        self.inner.metrics.agents.set(store.agents.len() as i64);
+        self.inner
+            .metrics
+            .nodes
+            .set(store.agents.values().map(|a| a.nodes.len()).sum::<usize>() as i64);
+    }
+}
+
+/// Upserts and removals between two whole builds of a view's nodes.
+fn diff_nodes(store: &Store, before: &ViewGraph, now: &ViewGraph, delta: &mut pb::TopologyDelta) {
+    for (id, node) in &now.nodes {
+        if before.nodes.get(id) != Some(node) {
+            delta
+                .upserted_nodes
+                .push(with_latest_points(store, node.clone()));
+        }
+    }
+    delta.removed_nodes = gone(&before.nodes, &now.nodes);
+}
+
+/// Applies the nodes the store marked changed to a built view.
+fn update_nodes(
+    store: &Store,
+    view: pb::View,
+    state: &mut ViewState,
+    dirty: HashSet<(String, String)>,
+    delta: &mut pb::TopologyDelta,
+) {
+    for (agent_id, id) in dirty {
+        let now = store.agents.get(&agent_id).and_then(|agent| {
+            let node = agent.nodes.get(&id)?;
+            graph::shown(view, node)
+                .then(|| graph::topology_node(store, node, &agent.hostname, false))
+        });
+        match now {
+            Some(node) => {
+                state.pseudo.remove(&id);
+                if state.graph.nodes.get(&id) != Some(&node) {
+                    delta
+                        .upserted_nodes
+                        .push(with_latest_points(store, node.clone()));
+                    state.graph.nodes.insert(id, node);
                 }
             }
-            let store = lock(&self.inner.store);
-            self.inner.metrics.agents.set(store.agents.len() as i64);
-            self.inner
-                .metrics
-                .nodes
-                .set(store.agents.values().map(|a| a.nodes.len()).sum::<usize>() as i64);
+            None => {
+                // Gone from this agent; another agent may report it (a node moved).
+                let elsewhere = store
+                    .agents
+                    .values()
+                    .any(|a| a.agent_id != agent_id && a.nodes.contains_key(&id));
+                if !elsewhere && state.graph.nodes.remove(&id).is_some() {
+                    delta.removed_nodes.push(id);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a view's pseudo nodes (edge ends outside the view) equal to the ends of its edges.
+fn update_pseudo_nodes(
+    state: &mut ViewState,
+    ends: HashMap<String, std::net::IpAddr>,
+    delta: &mut pb::TopologyDelta,
+) {
+    let stale: Vec<String> = state
+        .pseudo
+        .iter()
+        .filter(|id| !ends.contains_key(*id))
+        .cloned()
+        .collect();
+    for id in stale {
+        state.pseudo.remove(&id);
+        state.graph.nodes.remove(&id);
+        delta.removed_nodes.push(id);
+    }
+    for (id, ip) in ends {
+        if !state.graph.nodes.contains_key(&id) {
+            let node = graph::pseudo_node(&id, ip);
+            delta.upserted_nodes.push(node.clone());
+            state.graph.nodes.insert(id.clone(), node);
+            state.pseudo.insert(id);
         }
     }
 }
@@ -349,4 +489,221 @@ pub fn now_unix_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(host: &str, pid: u32, cpu: f64) -> pb::Node {
+        pb::Node {
+            id: format!("process:{host}:{pid}"),
+            kind: pb::NodeKind::Process as i32,
+            parents: vec![format!("host:{host}")],
+            detail: Some(pb::node::Detail::Process(pb::Process {
+                pid,
+                comm: format!("p{pid}"),
+                cpu_percent: cpu,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn host(name: &str, ip: [u8; 4]) -> pb::Node {
+        pb::Node {
+            id: format!("host:{name}"),
+            kind: pb::NodeKind::Host as i32,
+            detail: Some(pb::node::Detail::Host(pb::Host {
+                hostname: name.into(),
+                ips: vec![ip.to_vec()],
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn conn(
+        id: &str,
+        local: &str,
+        remote: Option<&str>,
+        state: pb::ConnectionState,
+        pid: &str,
+    ) -> pb::Connection {
+        pb::Connection {
+            id: id.into(),
+            local: Some(pb::Endpoint::new(local.parse().unwrap())),
+            remote: remote.map(|r| pb::Endpoint::new(r.parse().unwrap())),
+            direction: pb::Direction::Outbound as i32,
+            state: state as i32,
+            process_id: pid.into(),
+            bytes_sent: 10,
+            ..Default::default()
+        }
+    }
+
+    fn report(agent: &str, seq: u64, full: bool, nodes: Vec<pb::Node>) -> pb::Report {
+        pb::Report {
+            agent_id: agent.into(),
+            hostname: agent.into(),
+            seq,
+            full,
+            timestamp_unix_ms: seq as i64 * 1000,
+            nodes,
+            ..Default::default()
+        }
+    }
+
+    /// What a watcher holds after applying a snapshot and deltas.
+    #[derive(Default)]
+    struct Watcher {
+        nodes: BTreeMap<String, pb::Node>,
+        edges: BTreeMap<String, pb::TopologyEdge>,
+    }
+
+    impl Watcher {
+        fn apply(&mut self, delta: &pb::TopologyDelta) {
+            if delta.full {
+                *self = Self::default();
+            }
+            for n in &delta.upserted_nodes {
+                let node = n.node.clone().unwrap();
+                self.nodes.insert(node.id.clone(), node);
+            }
+            for id in &delta.removed_nodes {
+                self.nodes.remove(id);
+            }
+            for e in &delta.upserted_edges {
+                self.edges.insert(e.id.clone(), e.clone());
+            }
+            for id in &delta.removed_edges {
+                self.edges.remove(id);
+            }
+        }
+
+        fn assert_matches(&self, collector: &Collector, view: pb::View) {
+            let whole = collector.view(view);
+            let nodes: BTreeMap<String, pb::Node> = whole
+                .nodes
+                .values()
+                .map(|n| {
+                    let node = n.node.clone().unwrap();
+                    (node.id.clone(), node)
+                })
+                .collect();
+            assert_eq!(self.nodes, nodes, "{view:?} nodes");
+            assert_eq!(self.edges, whole.edges, "{view:?} edges");
+        }
+    }
+
+    /// A view kept by deltas says what a view built from the whole store says, through
+    /// additions, changes, removals, a full report that replaces an agent's state, edges that
+    /// come and go (with a pseudo node for an outside peer) and an agent that expires.
+    #[test]
+    fn views_kept_by_deltas_equal_views_built_whole() {
+        let collector = Collector::new(CollectorConfig {
+            edges_every: Duration::ZERO,
+            ..Default::default()
+        });
+        let views = [pb::View::Hosts, pb::View::Processes];
+        let mut watchers: Vec<Watched> = Vec::new();
+        type Watched = (
+            pb::View,
+            Watcher,
+            broadcast::Receiver<Arc<pb::TopologyDelta>>,
+        );
+        let step = |collector: &Collector, watchers: &mut Vec<Watched>| {
+            for view in views {
+                collector.refresh(view);
+            }
+            for (view, w, rx) in watchers.iter_mut() {
+                while let Ok(d) = rx.try_recv() {
+                    w.apply(&d);
+                }
+                w.assert_matches(collector, *view);
+            }
+        };
+        let mut a1 = report(
+            "a",
+            1,
+            true,
+            vec![
+                host("a", [10, 0, 0, 1]),
+                process("a", 1, 1.0),
+                process("a", 2, 1.0),
+            ],
+        );
+        a1.connections.push(conn(
+            "l",
+            "10.0.0.1:80",
+            None,
+            pb::ConnectionState::Listen,
+            "process:a:2",
+        ));
+        collector.ingest(a1);
+        for view in views {
+            let (snapshot, rx) = collector.subscribe(view).unwrap();
+            let mut w = Watcher::default();
+            w.apply(&snapshot);
+            watchers.push((view, w, rx));
+        }
+        step(&collector, &mut watchers);
+        // b connects to a's listener and to the outside.
+        let mut b1 = report(
+            "b",
+            1,
+            true,
+            vec![host("b", [10, 0, 0, 2]), process("b", 7, 3.0)],
+        );
+        b1.connections.push(conn(
+            "b-a",
+            "10.0.0.2:5000",
+            Some("10.0.0.1:80"),
+            pb::ConnectionState::Established,
+            "process:b:7",
+        ));
+        b1.connections.push(conn(
+            "b-x",
+            "10.0.0.2:5001",
+            Some("192.0.2.9:443"),
+            pb::ConnectionState::Established,
+            "process:b:7",
+        ));
+        collector.ingest(b1);
+        step(&collector, &mut watchers);
+        // a changes one process, adds one, removes one.
+        let mut a2 = report(
+            "a",
+            2,
+            false,
+            vec![process("a", 1, 50.0), process("a", 3, 2.0)],
+        );
+        a2.removed_nodes.push("process:a:2".into());
+        collector.ingest(a2);
+        step(&collector, &mut watchers);
+        // b's outside connection closes; then b sends a full report with another process.
+        let mut b2 = report("b", 2, false, vec![]);
+        b2.connections.push(conn(
+            "b-x",
+            "10.0.0.2:5001",
+            Some("192.0.2.9:443"),
+            pb::ConnectionState::Closed,
+            "process:b:7",
+        ));
+        collector.ingest(b2);
+        step(&collector, &mut watchers);
+        collector.ingest(report("b", 3, false, vec![]));
+        step(&collector, &mut watchers);
+        collector.ingest(report(
+            "b",
+            9,
+            true,
+            vec![host("b", [10, 0, 0, 2]), process("b", 8, 1.0)],
+        ));
+        step(&collector, &mut watchers);
+        // a goes silent and expires.
+        lock(&collector.inner.store).expire(Duration::ZERO);
+        step(&collector, &mut watchers);
+        assert!(watchers.iter().all(|(_, w, _)| w.nodes.is_empty()));
+    }
 }

@@ -1,7 +1,7 @@
 //! The collector's state: the latest nodes and connections of every agent, rebuilt from full
 //! reports and kept current with deltas, plus per-node time series.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -186,11 +186,17 @@ pub struct Store {
     pub agents: HashMap<String, AgentState>,
     pub series: HashMap<String, NodeSeries>,
     pub series_config: SeriesConfig,
-    /// Bumped on every change; views are rebuilt when it moves.
+    /// Bumped on every change; views are brought up to date when it moves.
     pub version: u64,
+    /// Bumped when anything edges are made of changed: a connection, or which nodes exist
+    /// (views' edges are recomputed when it moves).
+    pub edges_version: u64,
     /// Bytes and connections between service groups, counted as reports arrive.
     pub traffic: Traffic,
     last_traffic_expiry: Instant,
+    /// Nodes changed, added or removed since their view last took them, by kind: (agent,
+    /// node id). What lets views follow the store by deltas instead of rebuilds.
+    dirty: HashMap<i32, HashSet<(String, String)>>,
 }
 
 fn sample(node: &pb::Node) -> Option<Sample> {
@@ -226,9 +232,16 @@ impl Store {
             series: HashMap::new(),
             series_config,
             version: 0,
+            edges_version: 0,
             traffic: Traffic::default(),
             last_traffic_expiry: Instant::now(),
+            dirty: HashMap::new(),
         }
+    }
+
+    /// The nodes of `kind` changed since the last call for that kind: (agent, node id).
+    pub fn take_dirty(&mut self, kind: pb::NodeKind) -> HashSet<(String, String)> {
+        self.dirty.remove(&(kind as i32)).unwrap_or_default()
     }
 
     /// Applies a parsed report.
@@ -278,8 +291,15 @@ impl Store {
         // the report that also says its server closed.
         let mut previous = HashMap::new();
         let mut gone_listeners = Vec::new();
+        let mut mark = |node: &pb::Node| {
+            self.dirty
+                .entry(node.kind)
+                .or_default()
+                .insert((agent.agent_id.clone(), node.id.clone()));
+        };
         if report.full {
-            for id in agent.nodes.keys() {
+            for (id, node) in &agent.nodes {
+                mark(node);
                 if !report.nodes.iter().any(|n| &n.id == id) {
                     self.series.remove(id);
                 }
@@ -289,9 +309,20 @@ impl Store {
             gone_listeners.extend(previous.values().filter(|c| c.listening()).cloned());
         }
         // Closed and failed connections live for exactly one report.
+        let held = agent.connections.len();
         agent.connections.retain(|_, c| !c.ended());
+        if report.full
+            || held != agent.connections.len()
+            || !connections.is_empty()
+            || !report.removed_connections.is_empty()
+        {
+            self.edges_version += 1;
+        }
+        let mut membership_changed = !report.removed_nodes.is_empty();
         for id in &report.removed_nodes {
-            agent.nodes.remove(id);
+            if let Some(node) = agent.nodes.remove(id) {
+                mark(&node);
+            }
             self.series.remove(id);
         }
         for id in &report.removed_connections {
@@ -302,7 +333,11 @@ impl Store {
             }
         }
         for node in report.nodes {
-            agent.nodes.insert(node.id.clone(), node);
+            mark(&node);
+            membership_changed |= agent.nodes.insert(node.id.clone(), node).is_none();
+        }
+        if membership_changed {
+            self.edges_version += 1;
         }
         let mut changes = Vec::with_capacity(connections.len());
         for conn in connections {
@@ -357,8 +392,12 @@ impl Store {
             .collect();
         for id in &gone {
             if let Some(agent) = self.agents.remove(id) {
-                for node in agent.nodes.keys() {
-                    self.series.remove(node);
+                for node in agent.nodes.values() {
+                    self.series.remove(&node.id);
+                    self.dirty
+                        .entry(node.kind)
+                        .or_default()
+                        .insert((agent.agent_id.clone(), node.id.clone()));
                 }
                 self.traffic.listeners.remove_agent(&agent);
             }
@@ -369,6 +408,7 @@ impl Store {
         }
         if !gone.is_empty() {
             self.version += 1;
+            self.edges_version += 1;
         }
         gone
     }

@@ -9,6 +9,7 @@
 //!
 //! Both scheduler doors send a framework's events through [`events::FrameworkEvents`].
 pub mod agent_link;
+pub mod cluster_watch;
 pub mod convert;
 pub mod events;
 pub mod mesos_http;

@@ -10,16 +10,15 @@ use std::{
 use futures::Stream;
 use orca_proto::{cluster::v1 as cpb, operator::v1 as pb};
 use orca_resources::{Resources, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{grpc_status, task_state_to_proto};
+use super::{
+    cluster_watch::{ClusterWatches, Subscription},
+    convert::{grpc_status, task_state_to_proto},
+};
 use crate::cluster::{ApiError, Cluster, DrainState, StateSnapshot, TaskView};
-
-/// How often a watcher's view of the cluster is compared with the master's. Changes reach a
-/// watcher within this; nothing is sent when nothing changed.
-const WATCH_EVERY: Duration = Duration::from_millis(250);
 
 /// Terminal tasks per framework sent to watchers unless the request asks otherwise.
 const COMPLETED_TASKS: usize = 50;
@@ -27,6 +26,8 @@ const COMPLETED_TASKS: usize = 50;
 #[derive(Debug, Clone)]
 pub struct OperatorService {
     cluster: Cluster,
+    /// The shared publishers of `WatchCluster`.
+    watches: ClusterWatches,
     /// Turns true when the master stops: watches end then, so a stopping master does not
     /// wait for its watchers to let go.
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -34,7 +35,11 @@ pub struct OperatorService {
 
 impl OperatorService {
     pub fn new(cluster: Cluster, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
-        Self { cluster, stopping }
+        Self {
+            watches: ClusterWatches::new(cluster.clone()),
+            cluster,
+            stopping,
+        }
     }
 }
 
@@ -221,7 +226,7 @@ fn ranges(resources: &Resources) -> HashMap<String, String> {
         .collect()
 }
 
-fn unix_ms(t: SystemTime) -> i64 {
+pub(super) fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
@@ -357,14 +362,17 @@ impl pb::operator_server::Operator for OperatorService {
             0 => COMPLETED_TASKS,
             n => n as usize,
         };
-        let cluster = self.cluster.clone();
+        let watches = self.watches.clone();
         let mut stopping = self.stopping.clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
-            let mut sent = ClusterView::default();
-            let mut full = true;
-            let mut tick = tokio::time::interval(WATCH_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let Subscription {
+                snapshot,
+                mut deltas,
+            } = watches.subscribe(completed);
+            if tx.send(Ok(snapshot)).await.is_err() {
+                return;
+            }
             loop {
                 if *stopping.borrow_and_update() {
                     let _ = tx
@@ -374,8 +382,17 @@ impl pb::operator_server::Operator for OperatorService {
                         .await;
                     return;
                 }
-                tokio::select! {
-                    _ = tick.tick() => {}
+                let message = tokio::select! {
+                    delta = deltas.recv() => match delta {
+                        Ok(delta) => (*delta).clone(),
+                        // Too far behind: start again from the publisher's latest view.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let fresh = watches.subscribe(completed);
+                            deltas = fresh.deltas;
+                            fresh.snapshot
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
                     changed = stopping.changed() => {
                         if changed.is_err() {
                             // The server is gone.
@@ -383,25 +400,9 @@ impl pb::operator_server::Operator for OperatorService {
                         }
                         continue;
                     }
-                }
-                let snapshot = cluster.snapshot();
-                let now = ClusterView::from_snapshot(&snapshot, completed);
-                let delta = match sent.delta_to(&now) {
-                    Some(delta) => Some(delta),
-                    None if full => Some(pb::ClusterDelta::default()),
-                    None => None,
+                    () = tx.closed() => return,
                 };
-                if let Some(mut delta) = delta {
-                    delta.full = full;
-                    delta.timestamp_unix_ms = unix_ms(SystemTime::now());
-                    delta.master_id = snapshot.master_id.clone();
-                    delta.uptime_seconds = snapshot.uptime.as_secs();
-                    if tx.send(Ok(delta)).await.is_err() {
-                        return;
-                    }
-                    full = false;
-                    sent = now;
-                } else if tx.is_closed() {
+                if tx.send(Ok(message)).await.is_err() {
                     return;
                 }
             }

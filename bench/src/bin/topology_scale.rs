@@ -1,0 +1,502 @@
+//! The collector at scale: `orca-collector` as a process, fed by simulated agents in a second
+//! process over the real gRPC report stream, watched over gRPC as the TUI watches it, and
+//! scraped over HTTP as Prometheus scrapes it.
+//!
+//! Each simulated agent reports one host, 9 containers and 90 processes (100 nodes), a
+//! listener, and 20 connections to other agents' listeners (cross-host edges). Every second
+//! each agent sends a delta changing 10 % of its nodes (CPU and memory of 10 processes, and
+//! the byte counts of its connections); every changed node carries its send time (wall clock,
+//! µs) in a label. Figures, per size, over a steady window after every full report was
+//! applied:
+//!
+//! - **collector CPU**: user + system time of the collector process, % of one core;
+//! - **collector memory**: its peak RSS;
+//! - **report → watcher p99**: from a changed node's send time to the moment the delta that
+//!   carries it arrives at a `WatchTopology(VIEW_PROCESSES)` client in this process (ingest,
+//!   publish, fan-out and gRPC inside; every changed node is counted, and nodes never seen
+//!   are counted: every delta report of an agent between the first and the last one the
+//!   watcher saw must have reached it, with all of its changed nodes);
+//! - **/metrics scrape**: wall time of a full `GET /metrics` (text format) and the series it
+//!   carried.
+//!
+//! Baseline of the same run: the same report stream sent while nobody watches (the collector's
+//! ingest alone), for CPU.
+use std::{
+    collections::HashMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use orca_bench::{
+    cluster::{free_port, sibling},
+    procstat::{cpu_mark, cpu_use, peak_rss},
+};
+use orca_proto::topology::v1::{self as pb, collector_client::CollectorClient};
+use tokio_stream::StreamExt as _;
+
+const SENT_LABEL: &str = "orca.bench/sent-us";
+/// `<agent>:<seq>` of the report that changed the node.
+const REPORT_LABEL: &str = "orca.bench/report";
+const NODES_PER_AGENT: usize = 100;
+const CONTAINERS_PER_AGENT: usize = 9;
+const CONNECTIONS_PER_AGENT: usize = 20;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Topology sizes in nodes (100 per simulated agent).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    nodes: Vec<usize>,
+    /// Seconds measured at each size (after warm-up).
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Fraction of nodes changed per second.
+    #[arg(long, default_value_t = 0.1)]
+    change: f64,
+    /// Run as the simulated agents' process (internal).
+    #[arg(long, hide = true)]
+    simulate: Option<SocketAddr>,
+    #[arg(long, hide = true, default_value_t = 0)]
+    agents: usize,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn ip_of(agent: usize) -> std::net::IpAddr {
+    std::net::IpAddr::from([10, (agent >> 16) as u8, (agent >> 8) as u8, agent as u8 + 1])
+}
+
+fn process_node(agent: usize, i: usize, cpu: f64, sent: Option<(u64, u64)>) -> pb::Node {
+    let host = format!("sim-{agent}");
+    let container = i % (CONTAINERS_PER_AGENT + 1);
+    let container_id = if container < CONTAINERS_PER_AGENT {
+        format!("{agent:05}c{container}")
+    } else {
+        String::new()
+    };
+    let mut parents = Vec::new();
+    if !container_id.is_empty() {
+        parents.push(format!("container:{container_id}"));
+    }
+    parents.push(format!("host:{host}"));
+    let mut labels = HashMap::new();
+    if let Some((sent_us, seq)) = sent {
+        labels.insert(SENT_LABEL.to_string(), sent_us.to_string());
+        labels.insert(REPORT_LABEL.to_string(), format!("{agent}:{seq}"));
+    }
+    pb::Node {
+        id: format!("process:{host}:{}", 1000 + i),
+        kind: pb::NodeKind::Process as i32,
+        parents,
+        labels,
+        detail: Some(pb::node::Detail::Process(pb::Process {
+            pid: 1000 + i as u32,
+            ppid: 1,
+            comm: format!("svc{}", i % 30),
+            cmdline: vec![format!("/usr/bin/svc{}", i % 30), "--serve".into()],
+            user: "app".into(),
+            cpu_percent: cpu,
+            cpu_seconds_total: cpu * 10.0,
+            rss_bytes: 50_000_000 + (cpu * 1e5) as u64,
+            container_id,
+            ..Default::default()
+        })),
+    }
+}
+
+fn full_report(agent: usize, agents: usize) -> pb::Report {
+    let host = format!("sim-{agent}");
+    let mut nodes = vec![pb::Node {
+        id: format!("host:{host}"),
+        kind: pb::NodeKind::Host as i32,
+        detail: Some(pb::node::Detail::Host(pb::Host {
+            hostname: host.clone(),
+            ips: vec![pb::ip_to_bytes(ip_of(agent))],
+            cores: 8,
+            memory_total_bytes: 32 << 30,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }];
+    for c in 0..CONTAINERS_PER_AGENT {
+        nodes.push(pb::Node {
+            id: format!("container:{agent:05}c{c}"),
+            kind: pb::NodeKind::Container as i32,
+            parents: vec![format!("host:{host}")],
+            detail: Some(pb::node::Detail::Container(pb::Container {
+                id: format!("{agent:05}c{c}"),
+                name: format!("app{c}-{agent}"),
+                image: format!("registry/app{c}:1"),
+                runtime: "docker".into(),
+                state: pb::ContainerState::Running as i32,
+                memory_usage_bytes: 100 << 20,
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+    }
+    for i in 0..NODES_PER_AGENT - 1 - CONTAINERS_PER_AGENT {
+        nodes.push(process_node(agent, i, 1.0, None));
+    }
+    let mut report = pb::Report {
+        agent_id: host.clone(),
+        hostname: host,
+        seq: 1,
+        full: true,
+        timestamp_unix_ms: (now_us() / 1000) as i64,
+        nodes,
+        connections: connections(agent, agents, 0),
+        ..Default::default()
+    };
+    report.connections.push(pb::Connection {
+        id: format!("sim-{agent}:listen"),
+        local: Some(pb::Endpoint::new(SocketAddr::new(ip_of(agent), 8080))),
+        state: pb::ConnectionState::Listen as i32,
+        process_id: format!("process:sim-{agent}:1000"),
+        ..Default::default()
+    });
+    report
+}
+
+/// The agent's outbound connections, to the listeners of the next agents.
+fn connections(agent: usize, agents: usize, bytes: u64) -> Vec<pb::Connection> {
+    (0..CONNECTIONS_PER_AGENT)
+        .map(|k| {
+            let peer = (agent + 1 + k) % agents.max(1);
+            let local = SocketAddr::new(ip_of(agent), 40_000 + k as u16);
+            pb::Connection {
+                id: format!("sim-{agent}:{local}-{peer}"),
+                local: Some(pb::Endpoint::new(local)),
+                remote: Some(pb::Endpoint::new(SocketAddr::new(ip_of(peer), 8080))),
+                direction: pb::Direction::Outbound as i32,
+                state: pb::ConnectionState::Established as i32,
+                process_id: format!("process:sim-{agent}:{}", 1001 + k),
+                bytes_sent: bytes,
+                bytes_received: bytes / 2,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// The simulated agents' process: one report stream per agent, a full report, then a delta a
+/// second. Prints `ready` once every full report was acknowledged.
+async fn simulate(collector: SocketAddr, agents: usize, change: f64) -> Result<()> {
+    let ready = Arc::new(AtomicU64::new(0));
+    let changed = ((NODES_PER_AGENT as f64 * change).round() as usize).max(1);
+    let processes = NODES_PER_AGENT - 1 - CONTAINERS_PER_AGENT;
+    let mut tasks = Vec::new();
+    for agent in 0..agents {
+        let ready = ready.clone();
+        tasks.push(tokio::spawn(async move {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{collector}"))?
+                .connect()
+                .await?;
+            let mut client = CollectorClient::new(channel).max_decoding_message_size(64 << 20);
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(full_report(agent, agents)).await?;
+            let mut acks = client
+                .stream_reports(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            let first = acks.next().await.context("no ack")??;
+            if first.applied_seq != 1 {
+                bail!("agent {agent}: full report not applied: {first:?}");
+            }
+            ready.fetch_add(1, Ordering::Relaxed);
+            // Spread the agents over the second.
+            let offset = Duration::from_micros((agent as u64 * 1_000_000) / agents as u64);
+            tokio::time::sleep(offset).await;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut seq = 1;
+            loop {
+                tick.tick().await;
+                seq += 1;
+                let sent = now_us();
+                let nodes = (0..changed)
+                    .map(|j| {
+                        let i = (seq as usize * changed + j) % processes;
+                        process_node(agent, i, (seq % 100) as f64, Some((sent, seq)))
+                    })
+                    .collect();
+                let report = pb::Report {
+                    agent_id: format!("sim-{agent}"),
+                    hostname: format!("sim-{agent}"),
+                    seq,
+                    full: false,
+                    timestamp_unix_ms: (sent / 1000) as i64,
+                    nodes,
+                    connections: connections(agent, agents, seq * 10_000),
+                    ..Default::default()
+                };
+                if tx.send(report).await.is_err() {
+                    return Ok(());
+                }
+                match acks.next().await {
+                    Some(Ok(ack)) if ack.need_full || !ack.error.is_empty() => {
+                        bail!("agent {agent}: {ack:?}")
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return Ok(()),
+                }
+            }
+        }));
+    }
+    while (ready.load(Ordering::Relaxed) as usize) < agents {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for t in &tasks {
+            if t.is_finished() {
+                bail!("a simulated agent ended before all were ready");
+            }
+        }
+    }
+    println!("ready");
+    std::io::stdout().flush()?;
+    // Until the driver closes our stdin.
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        let _ = std::io::stdin().read_to_string(&mut sink);
+    })
+    .await?;
+    Ok(())
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+fn scrape(http: SocketAddr) -> Result<(Duration, usize, usize)> {
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(http)?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body)?;
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&body);
+    let series = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(' '))
+        .count();
+    Ok((took, series, body.len()))
+}
+
+struct SizeFigures {
+    nodes: usize,
+    cpu_watched: f64,
+    cpu_unwatched: f64,
+    peak_rss_mib: f64,
+    latency: Histogram<u64>,
+    missed: u64,
+    scrape_ms: Vec<f64>,
+    series: usize,
+    scrape_bytes: usize,
+}
+
+async fn run_size(nodes: usize, args: &Args) -> Result<SizeFigures> {
+    let agents = nodes / NODES_PER_AGENT;
+    let (grpc, http): (SocketAddr, SocketAddr) = (
+        format!("127.0.0.1:{}", free_port()).parse()?,
+        format!("127.0.0.1:{}", free_port()).parse()?,
+    );
+    let collector = Process(
+        Command::new(sibling("orca-collector")?)
+            .args(["--grpc-addr", &grpc.to_string()])
+            .args(["--http-addr", &http.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let pid = collector.0.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(http).is_err() {
+        if Instant::now() > deadline {
+            bail!("orca-collector did not listen on {http}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut sim = Process(
+        Command::new(std::env::current_exe()?)
+            .args(["--simulate", &grpc.to_string()])
+            .args(["--agents", &agents.to_string()])
+            .args(["--change", &args.change.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let mut out = BufReader::new(sim.0.stdout.take().context("sim stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("the simulated agents said {line:?}");
+    }
+    eprintln!("{nodes} nodes: {agents} agents reporting");
+
+    // Baseline: ingest alone, nobody watching.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = cpu_mark(pid)?;
+    tokio::time::sleep(Duration::from_secs(args.seconds / 2)).await;
+    let cpu_unwatched = cpu_use(from, cpu_mark(pid)?).total();
+
+    // Watched as the TUI watches: every changed node's latency from its send time.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    let mut client = CollectorClient::new(channel).max_decoding_message_size(256 << 20);
+    let mut watch = client
+        .watch_topology(pb::WatchRequest {
+            view: pb::View::Processes as i32,
+        })
+        .await?
+        .into_inner();
+    let snapshot = watch.next().await.context("no snapshot")??;
+    if snapshot.upserted_nodes.len() < nodes * 8 / 10 {
+        bail!(
+            "the snapshot holds {} nodes, not the ~{} processes reported",
+            snapshot.upserted_nodes.len(),
+            agents * (NODES_PER_AGENT - 1 - CONTAINERS_PER_AGENT)
+        );
+    }
+    let mut latency = Histogram::<u64>::new(3)?;
+    // Warm-up: the first deltas after the snapshot.
+    let warm = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < warm {
+        watch.next().await.context("watch ended")??;
+    }
+    let from = cpu_mark(pid)?;
+    let measure_until = Instant::now() + Duration::from_secs(args.seconds);
+    let mut scrape_ms = Vec::new();
+    let (mut series, mut scrape_bytes) = (0, 0);
+    let mut next_scrape = Instant::now() + Duration::from_secs(2);
+    // Per agent: nodes seen of each of its reports.
+    let mut reports: HashMap<String, std::collections::BTreeMap<u64, usize>> = HashMap::new();
+    while Instant::now() < measure_until {
+        let delta = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .context("no delta for 5 s")?
+            .context("watch ended")??;
+        let now = now_us();
+        for node in delta.upserted_nodes.iter().filter_map(|n| n.node.as_ref()) {
+            let sent = node
+                .labels
+                .get(SENT_LABEL)
+                .and_then(|s| s.parse::<u64>().ok());
+            let report = node
+                .labels
+                .get(REPORT_LABEL)
+                .and_then(|r| r.split_once(':'))
+                .and_then(|(agent, seq)| Some((agent.to_string(), seq.parse::<u64>().ok()?)));
+            if let (Some(sent), Some((agent, seq))) = (sent, report) {
+                latency.record(now.saturating_sub(sent).max(1))?;
+                *reports.entry(agent).or_default().entry(seq).or_default() += 1;
+            }
+        }
+        if Instant::now() >= next_scrape {
+            let (took, n, bytes) = tokio::task::spawn_blocking(move || scrape(http)).await??;
+            scrape_ms.push(took.as_secs_f64() * 1000.0);
+            (series, scrape_bytes) = (n, bytes);
+            next_scrape = Instant::now() + Duration::from_secs(5);
+        }
+    }
+    let cpu_watched = cpu_use(from, cpu_mark(pid)?).total();
+    let changed = ((NODES_PER_AGENT as f64 * args.change).round() as usize).max(1);
+    let mut missed = 0u64;
+    for seen in reports.values() {
+        let (first, last) = (
+            *seen.keys().next().unwrap_or(&0),
+            *seen.keys().last().unwrap_or(&0),
+        );
+        for seq in first..=last {
+            // A report the watcher never saw, or saw only part of.
+            missed += changed.saturating_sub(seen.get(&seq).copied().unwrap_or(0)) as u64;
+        }
+    }
+    if reports.len() < agents {
+        bail!(
+            "{} of {agents} agents' changes reached the watcher",
+            reports.len()
+        );
+    }
+    let peak = peak_rss(pid)? as f64 / (1 << 20) as f64;
+    drop(sim.0.stdin.take());
+    Ok(SizeFigures {
+        nodes,
+        cpu_watched,
+        cpu_unwatched,
+        peak_rss_mib: peak,
+        latency,
+        missed,
+        scrape_ms,
+        series,
+        scrape_bytes,
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Some(collector) = args.simulate {
+        return runtime.block_on(simulate(collector, args.agents, args.change));
+    }
+    let mut all = Vec::new();
+    for &nodes in &args.nodes {
+        all.push(runtime.block_on(run_size(nodes, &args))?);
+    }
+    println!(
+        "{:>8} {:>10} {:>10} {:>9} {:>10} {:>10} {:>10} {:>8} {:>10} {:>9} {:>9}",
+        "nodes",
+        "cpu%",
+        "cpu%(base)",
+        "rss MiB",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "missing",
+        "scrape ms",
+        "series",
+        "MiB"
+    );
+    for f in &all {
+        let max_scrape = f.scrape_ms.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "{:>8} {:>10.1} {:>10.1} {:>9.0} {:>10.1} {:>10.1} {:>10.1} {:>8} {:>10.0} {:>9} {:>9.1}",
+            f.nodes,
+            f.cpu_watched,
+            f.cpu_unwatched,
+            f.peak_rss_mib,
+            f.latency.value_at_quantile(0.5) as f64 / 1000.0,
+            f.latency.value_at_quantile(0.99) as f64 / 1000.0,
+            f.latency.max() as f64 / 1000.0,
+            f.missed,
+            max_scrape,
+            f.series,
+            f.scrape_bytes as f64 / (1 << 20) as f64,
+        );
+    }
+    Ok(())
+}
