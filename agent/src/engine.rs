@@ -175,6 +175,11 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The agent's own CPU time at the last snapshot.
+    pub fn own_cpu_seconds(&self) -> f64 {
+        self.last_own.cpu_seconds_total
+    }
+
     pub fn mode(&self) -> pb::ProbeMode {
         self.mode
     }

@@ -35,7 +35,7 @@ pub struct AgentMetrics {
     pub probe_mode: Family<ModeLabel, Gauge>,
     pub connections: Gauge,
     pub processes: Gauge,
-    pub cpu_percent: Gauge<f64, AtomicU64>,
+    pub cpu_seconds: Counter<f64, AtomicU64>,
     pub rss_bytes: Gauge,
     pub snapshot_seconds: Gauge<f64, AtomicU64>,
     /// This node's topology, kept from the reports the agent makes (`None`: not exported).
@@ -68,7 +68,7 @@ impl AgentMetrics {
             probe_mode: Family::default(),
             connections: Gauge::default(),
             processes: Gauge::default(),
-            cpu_percent: Gauge::default(),
+            cpu_seconds: Counter::default(),
             rss_bytes: Gauge::default(),
             snapshot_seconds: Gauge::default(),
             registry: Registry::default(),
@@ -116,9 +116,9 @@ impl AgentMetrics {
         );
         registry.register("processes", "Processes on the host", m.processes.clone());
         registry.register(
-            "cpu_percent",
-            "The agent's own CPU use, percent of one core",
-            m.cpu_percent.clone(),
+            "cpu_seconds",
+            "The agent's own CPU time, user and system",
+            m.cpu_seconds.clone(),
         );
         registry.register(
             "resident_memory_bytes",
@@ -166,6 +166,14 @@ impl AgentMetrics {
                 store.apply(parsed);
             }
             Err(err) => tracing::warn!(%err, "the node's own report is not valid"),
+        }
+    }
+
+    /// Raises a seconds counter to an absolute total kept elsewhere.
+    pub fn raise_seconds(counter: &Counter<f64, AtomicU64>, total: f64) {
+        let current = counter.get();
+        if total > current {
+            counter.inc_by(total - current);
         }
     }
 

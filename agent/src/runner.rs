@@ -288,7 +288,7 @@ fn send(
     AgentMetrics::raise(&metrics.events_processed, counters.events_processed);
     AgentMetrics::raise(&metrics.events_lost, counters.events_lost);
     if snapshot.nodes.is_some() {
-        metrics.cpu_percent.set(snapshot.stats.cpu_percent);
+        AgentMetrics::raise_seconds(&metrics.cpu_seconds, engine.own_cpu_seconds());
         metrics.rss_bytes.set(snapshot.stats.rss_bytes as i64);
     }
     metrics.connections.set(engine.connection_count() as i64);

@@ -10,6 +10,8 @@ pub struct SelfStat {
 pub struct OwnUsage {
     /// Percent of one core since the previous sample.
     pub cpu_percent: f64,
+    /// User + system CPU time since the agent started.
+    pub cpu_seconds_total: f64,
     pub rss_bytes: u64,
 }
 
@@ -33,6 +35,7 @@ impl SelfStat {
         self.previous = Some((ticks, now));
         OwnUsage {
             cpu_percent,
+            cpu_seconds_total: ticks as f64 / procfs::ticks_per_second() as f64,
             rss_bytes: stat.rss * procfs::page_size(),
         }
     }

@@ -168,6 +168,13 @@ fn every_daemon_passes_promtool_and_prometheus_scrapes_them() {
         assert!(master.contains(line), "{line} missing:\n{master}");
     }
     assert!(!master.contains("allocation_run_ms"), "{master}");
+    // The agent's own CPU as a counter of seconds.
+    let agent = get(agent_a_metrics, "/metrics", None).unwrap();
+    assert!(
+        agent.contains("# TYPE orca_agent_cpu_seconds_total counter"),
+        "{agent}"
+    );
+    assert!(!agent.contains("cpu_percent"), "{agent}");
 
     let prometheus = PrometheusServer::start(
         &[
