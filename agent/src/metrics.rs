@@ -137,7 +137,11 @@ impl AgentMetrics {
     pub fn with_topology(self, config: ExpositionConfig) -> Self {
         Self {
             topology: Some(NodeTopology {
-                store: Mutex::new(Store::new(SeriesConfig::default())),
+                // Only the latest values are exported: one point per series is enough.
+                store: Mutex::new(Store::new(SeriesConfig {
+                    capacity: 1,
+                    ..SeriesConfig::default()
+                })),
                 config,
             }),
             ..self
@@ -164,6 +168,8 @@ impl AgentMetrics {
         match store::parse(report) {
             Ok(parsed) => {
                 store.apply(parsed);
+                // The node never expires; idle traffic edges do.
+                store.expire(std::time::Duration::MAX);
             }
             Err(err) => tracing::warn!(%err, "the node's own report is not valid"),
         }

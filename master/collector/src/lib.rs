@@ -236,9 +236,10 @@ impl Collector {
     /// Brings `view` up to the store and publishes the difference. Returns the delta.
     ///
     /// A node view is built from the whole store once; from then on only the nodes the
-    /// store marked changed are looked at, and the edges are recomputed from the
-    /// connections (far fewer than nodes, and changed by most reports). The connections view
-    /// is recomputed whole.
+    /// store marked changed are looked at. Its edges join connections reported by different
+    /// agents, so they are recomputed from every connection, at most every `edges_every` and
+    /// only when a connection or the set of nodes changed. The connections view is
+    /// recomputed whole.
     fn refresh(&self, view: pb::View) -> Option<Arc<pb::TopologyDelta>> {
         let state = self.inner.views.get(&(view as i32))?;
         let mut store = lock(&self.inner.store);

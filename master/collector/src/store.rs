@@ -355,6 +355,9 @@ impl Store {
             agent.connections.insert(conn.wire.id.clone(), conn);
         }
         if let Some(ips) = host_ips {
+            if ips != agent.ips {
+                self.edges_version += 1;
+            }
             self.traffic
                 .listeners
                 .set_ips(&agent.agent_id, &agent.ips, &ips);
