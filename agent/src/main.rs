@@ -355,7 +355,8 @@ fn main() -> ExitCode {
                     interval,
                     connection_interval,
                     metrics_addr,
-                    topology_metrics: topology_metrics.then(|| topology_series.exposition()),
+                    topology_metrics: topology_metrics
+                        .then(|| (topology_series.exposition(), topology_series.traffic())),
                     buffer,
                     buffer_bytes: buffer_mib << 20,
                     full_every,

@@ -7,6 +7,7 @@ use orca_collector::{
     exposition::{ExpositionConfig, TopologySamples},
     series::SeriesConfig,
     store::{self, Store},
+    traffic::TrafficLimits,
 };
 use orca_proto::topology::v1 as pb;
 use prost::Message as _;
@@ -134,14 +135,16 @@ impl AgentMetrics {
     }
 
     /// Also exports this node's topology series, as `config` says.
-    pub fn with_topology(self, config: ExpositionConfig) -> Self {
+    pub fn with_topology(self, config: ExpositionConfig, traffic: TrafficLimits) -> Self {
+        // Only the latest values are exported: one point per series is enough.
+        let mut store = Store::new(SeriesConfig {
+            capacity: 1,
+            ..SeriesConfig::default()
+        });
+        store.traffic.limits = traffic;
         Self {
             topology: Some(NodeTopology {
-                // Only the latest values are exported: one point per series is enough.
-                store: Mutex::new(Store::new(SeriesConfig {
-                    capacity: 1,
-                    ..SeriesConfig::default()
-                })),
+                store: Mutex::new(store),
                 config,
             }),
             ..self

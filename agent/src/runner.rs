@@ -32,7 +32,10 @@ pub struct RunConfig {
     /// Prometheus endpoint address.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Export this node's topology series on `/metrics` too (a DaemonSet scraped directly).
-    pub topology_metrics: Option<orca_collector::exposition::ExpositionConfig>,
+    pub topology_metrics: Option<(
+        orca_collector::exposition::ExpositionConfig,
+        orca_collector::traffic::TrafficLimits,
+    )>,
     /// Reports kept while the collector is unreachable.
     pub buffer: usize,
     /// ... and at most this many bytes of them (encoded).
@@ -133,7 +136,9 @@ pub async fn run(
     ));
     tracing::info!(mode = ?engine.mode(), reason = engine.reason(), "agent started");
     let metrics = Arc::new(match &config.topology_metrics {
-        Some(exposition) => AgentMetrics::new().with_topology(exposition.clone()),
+        Some((exposition, traffic)) => {
+            AgentMetrics::new().with_topology(exposition.clone(), *traffic)
+        }
         None => AgentMetrics::new(),
     });
     let mode = match engine.mode() {
