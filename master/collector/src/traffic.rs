@@ -11,7 +11,7 @@
 //! Each connection is counted once: from its client's side, or from its server's side when the
 //! client is outside every reporting host.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -311,10 +311,13 @@ impl Traffic {
         let idle = self.limits.edge_idle;
         self.edges
             .retain(|_, e| e.last_update.is_some_and(|t| t.elapsed() < idle));
-        self.containers.retain(|id, _| {
-            let node = format!("container:{id}");
-            agents.values().any(|a| a.nodes.contains_key(&node))
-        });
+        let reported: HashSet<&str> = agents
+            .values()
+            .flat_map(|a| a.nodes.keys())
+            .filter_map(|id| id.strip_prefix("container:"))
+            .collect();
+        self.containers
+            .retain(|id, _| reported.contains(id.as_str()));
     }
 }
 
@@ -743,5 +746,32 @@ mod tests {
         );
         apply(&mut store, report("a", 3, false, vec![], vec![again]));
         assert_eq!(edge(&store, "client", "host:a").failed, 1);
+    }
+
+    #[test]
+    fn counters_of_containers_no_agent_reports_are_forgotten() {
+        let mut store = Store::new(SeriesConfig::default());
+        let nodes = vec![
+            host("a", "10.0.0.1"),
+            container("c1", "web-1", "web"),
+            process("a", 1, "nginx", "c1"),
+        ];
+        let out = conn(
+            "o",
+            "10.0.0.1:5000",
+            Some("198.51.100.1:443"),
+            Outbound,
+            Established,
+            "process:a:1",
+            "c1",
+            10,
+            20,
+        );
+        apply(&mut store, report("a", 1, true, nodes, vec![out]));
+        let agents = std::mem::take(&mut store.agents);
+        store.traffic.expire(&agents);
+        assert!(store.traffic.containers.contains_key("c1"));
+        store.traffic.expire(&HashMap::new());
+        assert!(store.traffic.containers.is_empty());
     }
 }
