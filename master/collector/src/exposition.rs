@@ -308,12 +308,8 @@ fn top_processes(agent: &AgentState, n: usize) -> Vec<ProcessRow> {
         .into_iter()
         .map(|p| {
             let container = agent
-                .nodes
-                .get(&format!("container:{}", p.container_id))
-                .and_then(|n| match &n.detail {
-                    Some(pb::node::Detail::Container(c)) => Some(container_group(c)),
-                    _ => None,
-                })
+                .container(&p.container_id)
+                .map(container_group)
                 .unwrap_or_default();
             ProcessRow {
                 labels: vec![

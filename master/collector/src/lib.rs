@@ -435,13 +435,10 @@ fn update_nodes(
                     state.graph.nodes.insert(id, node);
                 }
             }
+            // Gone. Node ids name their host (`host:<name>`, `process:<host>:<pid>`) or a
+            // runtime's unique container id: no other agent reports the same node.
             None => {
-                // Gone from this agent; another agent may report it (a node moved).
-                let elsewhere = store
-                    .agents
-                    .values()
-                    .any(|a| a.agent_id != agent_id && a.nodes.contains_key(&id));
-                if !elsewhere && state.graph.nodes.remove(&id).is_some() {
+                if state.graph.nodes.remove(&id).is_some() {
                     delta.removed_nodes.push(id);
                 }
             }

@@ -178,6 +178,17 @@ pub struct AgentState {
     pub last_report_unix_ms: i64,
 }
 
+impl AgentState {
+    /// The container `id` (a runtime's id, without the `container:` prefix) this agent
+    /// reports.
+    pub fn container(&self, id: &str) -> Option<&pb::Container> {
+        match &self.nodes.get(&format!("container:{id}"))?.detail {
+            Some(pb::node::Detail::Container(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// How often idle edges and the counters of departed containers are looked for.
 const TRAFFIC_EXPIRY_EVERY: Duration = Duration::from_secs(30);
 

@@ -333,14 +333,7 @@ pub fn group_of(agent: &AgentState, process_id: &str, container_id: &str) -> Str
         id => id,
     };
     if !container_id.is_empty() {
-        let container = agent
-            .nodes
-            .get(&format!("container:{container_id}"))
-            .and_then(|n| match &n.detail {
-                Some(pb::node::Detail::Container(c)) => Some(c),
-                _ => None,
-            });
-        return match container {
+        return match agent.container(container_id) {
             Some(c) => container_group(c),
             None => container_id.chars().take(12).collect(),
         };
