@@ -15,8 +15,9 @@ use crate::{
     logs::{LogKey, LogView},
     migration::{MigrationCommand, MigrationView, Polled},
     model::{Model, topology::TopoView},
+    rows::{self, Rows, Shape, Sort},
     saved::SavedFilters,
-    views::{self, Item, Rows, Scope, Sort, Tab},
+    views::{self, Item, Scope, Tab},
 };
 
 /// Something the run loop must do outside the state (network, files).
@@ -235,10 +236,14 @@ pub struct TabState {
     pub offset: usize,
     selected_key: Option<String>,
     rows: Rows,
+    /// The filter, order and scope the rows follow.
     built: Option<BuildKey>,
+    /// When the rows were last built whole, and how long that took.
     built_at: Option<Instant>,
-    /// The view's full version when the rows were built.
-    built_from: u64,
+    build_cost: Duration,
+    /// The data's version (every change) and membership version the rows are current with.
+    built_version: u64,
+    built_members: u64,
 }
 
 /// One step of a drill-down: what the rows are narrowed to, its label in the breadcrumb, and
@@ -251,6 +256,32 @@ pub struct Crumb {
 }
 
 impl TabState {
+    /// Keeps the selection on its item when the rows moved (the first row after a new filter,
+    /// the same place when the item left).
+    fn follow_selection(&mut self, restart: bool) {
+        let keep = if restart {
+            Some(0)
+        } else if let Some(key) = &self.selected_key
+            && self.rows.keys.get(self.selected) == Some(key)
+        {
+            Some(self.selected)
+        } else {
+            self.selected_key
+                .as_ref()
+                .and_then(|k| self.rows.keys.iter().position(|r| r == k))
+        };
+        self.selected = keep.unwrap_or(self.selected.min(self.rows.keys.len().saturating_sub(1)));
+        self.selected_key = self.rows.keys.get(self.selected).cloned();
+    }
+
+    fn shape(&self) -> Shape<'_> {
+        Shape {
+            scope: self.scope(),
+            query: &self.query,
+            sort: self.sort,
+        }
+    }
+
     pub fn scope(&self) -> &Scope {
         self.scopes.last().map_or(&Scope::All, |c| &c.scope)
     }
@@ -262,14 +293,16 @@ impl TabState {
 
 #[derive(Debug, Clone, PartialEq)]
 struct BuildKey {
-    version: u64,
     query: String,
     sort: Sort,
     scope: Scope,
 }
 
-/// Rows not rebuilt for value changes are rebuilt at least this often.
-const REFRESH_ROWS: Duration = Duration::from_secs(1);
+/// Rows ordered or filtered by values whose last build took `SLOW_BUILD` or more follow the
+/// values at most this often (as `top` does), so big tables keep a smooth frame rate; members
+/// coming and going are placed at once either way.
+const RESORT: Duration = Duration::from_secs(1);
+const SLOW_BUILD: Duration = Duration::from_millis(4);
 
 /// Delta-to-screen latencies kept for the status line and the benchmark.
 const LATENCY_MAX_US: u64 = 60_000_000;
@@ -549,21 +582,21 @@ impl App {
 
     // ---- rows ----
 
-    /// The version of the data a tab's rows are built from: any change when the order or the
-    /// filter depends on values (a sort column, `cpu>50%`, `state:`), else only nodes or
-    /// connections coming and going.
-    fn data_version(&self, tab: Tab) -> u64 {
-        let state = &self.tabs[tab.index()];
-        let by_values = state.sort.column.is_some() || state.query.depends_on_values();
+    /// The versions of a tab's data: any change, and nodes or connections coming, going or
+    /// changing what their rows read (the same for cluster tabs).
+    fn data_versions(&self, tab: Tab) -> (u64, u64) {
         match tab.topology() {
-            Some(view) if by_values => self.model.topology.view(view).version,
-            Some(view) => self.model.topology.view(view).members,
-            None => self.model.cluster.version,
+            Some(view) => {
+                let data = self.model.topology.view(view);
+                (data.version, data.members)
+            }
+            None => (self.model.cluster.version, self.model.cluster.version),
         }
     }
 
-    /// Rebuilds the current tab's rows if their data, filter, order or scope moved, keeping
-    /// the selection on the same item when it is still there.
+    /// Brings the current tab's rows up to date: rebuilt when the filter, order or scope moved;
+    /// otherwise joined and left in place, and re-sorted when values they are ordered or
+    /// filtered by moved. The selection stays on the same item while it is there.
     pub fn prepare(&mut self) {
         self.build_rows();
         self.want_history();
@@ -587,52 +620,71 @@ impl App {
     fn build_rows(&mut self) {
         let tab = self.tab;
         let key = BuildKey {
-            version: self.data_version(tab),
             query: self.state().query.text().to_owned(),
             sort: self.state().sort,
             scope: self.state().scope().clone(),
         };
-        // Rows whose order ignores values are still refreshed now and then (a renamed
-        // process, a relabelled container).
-        let stale = self
-            .state()
-            .built_at
-            .is_none_or(|at| at.elapsed() >= REFRESH_ROWS)
-            && tab
-                .topology()
-                .is_some_and(|v| self.model.topology.view(v).version != self.state().built_from);
-        if self.state().built.as_ref() == Some(&key) && !stale {
-            return;
-        }
+        let (version, members) = self.data_versions(tab);
         let state = &self.tabs[tab.index()];
-        let rows = views::build_rows(
-            &self.model,
-            tab,
-            state.scope(),
-            &state.query,
-            state.sort,
-            &mut self.scratch,
-        );
+        if state.built.as_ref() == Some(&key) {
+            let by_values = state.sort.column.is_some() || state.query.depends_on_values();
+            let values_moved = by_values && state.built_version != version;
+            let resort = values_moved
+                && (state.build_cost < SLOW_BUILD
+                    || state.built_at.is_none_or(|at| at.elapsed() >= RESORT));
+            if !resort {
+                if state.built_members == members {
+                    return;
+                }
+                if self.update_rows(tab, members) {
+                    return;
+                }
+            }
+        }
+        let started = Instant::now();
+        let state = &self.tabs[tab.index()];
+        let rows = rows::build_rows(&self.model, tab, state.shape(), &mut self.scratch);
         let state = &mut self.tabs[tab.index()];
         // A new filter starts from its best match; otherwise the selection follows its item.
         let query_changed = state.built.as_ref().is_some_and(|b| b.query != key.query);
-        let keep = if query_changed {
-            Some(0)
-        } else {
-            state
-                .selected_key
-                .as_ref()
-                .and_then(|k| rows.keys.iter().position(|r| r == k))
-        };
         state.rows = rows;
         state.built = Some(key);
         state.built_at = Some(Instant::now());
-        state.built_from = tab
-            .topology()
-            .map_or(0, |v| self.model.topology.view(v).version);
-        state.selected =
-            keep.unwrap_or(state.selected.min(state.rows.keys.len().saturating_sub(1)));
-        state.selected_key = state.rows.keys.get(state.selected).cloned();
+        state.build_cost = started.elapsed();
+        state.built_version = version;
+        state.built_members = members;
+        state.follow_selection(query_changed);
+    }
+
+    /// Places the nodes or connections the view's journal names since the rows were last
+    /// current; false when the rows must be rebuilt instead.
+    fn update_rows(&mut self, tab: Tab, members: u64) -> bool {
+        let Some(view) = tab.topology() else {
+            return false;
+        };
+        let state = &mut self.tabs[tab.index()];
+        let data = self.model.topology.view(view);
+        let Some(changed) = data.changed_since(state.built_members) else {
+            return false;
+        };
+        let shape = Shape {
+            scope: state.scopes.last().map_or(&Scope::All, |c| &c.scope),
+            query: &state.query,
+            sort: state.sort,
+        };
+        if !rows::update_rows(
+            &self.model,
+            tab,
+            shape,
+            &mut state.rows,
+            changed,
+            &mut self.scratch,
+        ) {
+            return false;
+        }
+        state.built_members = members;
+        state.follow_selection(false);
+        true
     }
 
     pub fn tab_offset(&self) -> usize {

@@ -11,6 +11,7 @@ pub mod format;
 pub mod logs;
 pub mod migration;
 pub mod model;
+pub mod rows;
 pub mod run;
 pub mod saved;
 #[cfg(any(test, feature = "synthetic"))]

@@ -2,8 +2,6 @@
 //! (scope, filter), ordered (sort column or process tree) and drawn (cells).
 use std::collections::HashMap;
 
-use rustc_hash::FxHashMap;
-
 use orca_proto::{
     cluster::v1::TaskState,
     operator::v1::AgentState,
@@ -11,7 +9,7 @@ use orca_proto::{
 };
 
 use crate::{
-    filter::{self, Filterable, Query, Scratch},
+    filter::{self, Filterable},
     format,
     model::{
         Model,
@@ -465,7 +463,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn admits(&self, item: &Item<'_>) -> bool {
+    pub(crate) fn admits(&self, item: &Item<'_>) -> bool {
         match (self, item) {
             (Scope::All, _) => true,
             (Scope::Host(h), i) => i.hostname() == h,
@@ -482,54 +480,6 @@ impl Scope {
             (Scope::Framework(id), Item::Task(t)) => t.framework_id == *id,
             _ => false,
         }
-    }
-}
-
-/// How a tab's rows are ordered: by a column, or (processes only) as the process tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Sort {
-    /// `None`: the natural order (the process tree, or by name).
-    pub column: Option<usize>,
-    pub reverse: bool,
-}
-
-/// The rows of a tab as built: keys in display order (cells are drawn only for visible rows).
-#[derive(Debug, Default, Clone)]
-pub struct Rows {
-    pub keys: Vec<String>,
-    /// Where each row sits in the process tree (processes in tree order), else empty.
-    pub tree: Vec<TreeLink>,
-    /// Rows before filtering and scoping.
-    pub total: usize,
-}
-
-/// A row's place in the process tree: its parent row and whether it is its parent's last
-/// child. The indentation is drawn from these only for visible rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TreeLink {
-    pub parent: Option<u32>,
-    pub last: bool,
-}
-
-impl Rows {
-    /// The tree indentation of row `index` (`├─`, `└─`, `│ ` …), empty outside tree order.
-    pub fn tree_prefix(&self, index: usize) -> String {
-        let Some(link) = self.tree.get(index) else {
-            return String::new();
-        };
-        let Some(parent) = link.parent else {
-            return String::new();
-        };
-        // Ancestors below the root, innermost first: each draws a bar if more siblings follow.
-        let mut levels = Vec::new();
-        let mut at = parent as usize;
-        while let Some(up) = self.tree[at].parent {
-            levels.push(if self.tree[at].last { "  " } else { "│ " });
-            at = up as usize;
-        }
-        let mut out: String = levels.iter().rev().copied().collect();
-        out.push_str(if link.last { "└─" } else { "├─" });
-        out
     }
 }
 
@@ -579,190 +529,8 @@ pub fn item<'a>(model: &'a Model, tab: Tab, key: &str) -> Option<Item<'a>> {
     }
 }
 
-/// Builds a tab's rows: scoped, filtered, then sorted (or in process-tree order).
-pub fn build_rows(
-    model: &Model,
-    tab: Tab,
-    scope: &Scope,
-    query: &Query,
-    sort: Sort,
-    scratch: &mut Scratch,
-) -> Rows {
-    let mut total = 0;
-    let mut scored: Vec<(u32, Item<'_>)> = items(model, tab)
-        .inspect(|_| total += 1)
-        .filter(|i| scope.admits(i))
-        .filter_map(|i| query.score(&i, scratch).map(|score| (score, i)))
-        .collect();
-    if sort.column.is_none() && query.is_fuzzy() {
-        // Best matches first, as a fuzzy finder does.
-        scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| natural_order(&a.1, &b.1)));
-        if sort.reverse {
-            scored.reverse();
-        }
-        return Rows {
-            keys: scored.iter().map(|(_, i)| i.key().to_owned()).collect(),
-            tree: Vec::new(),
-            total,
-        };
-    }
-    let mut chosen: Vec<Item<'_>> = scored.into_iter().map(|(_, i)| i).collect();
-    let tree = tab == Tab::Processes && sort.column.is_none() && query.is_empty();
-    if tree {
-        let (keys, tree) = process_tree(&chosen);
-        return Rows { keys, tree, total };
-    }
-    match sort.column {
-        Some(col) if tab.columns().get(col).is_some_and(|c| c.numeric) => {
-            let mut keyed: Vec<(f64, Item<'_>)> = chosen
-                .into_iter()
-                .map(|i| (number(&i, tab, col, model), i))
-                .collect();
-            // Largest first: what people look for in a numeric column.
-            keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.key().cmp(b.1.key())));
-            chosen = keyed.into_iter().map(|(_, i)| i).collect();
-        }
-        Some(col) => {
-            let mut keyed: Vec<(String, Item<'_>)> = chosen
-                .into_iter()
-                .map(|i| (cells(&i, tab, model).swap_remove(col).to_lowercase(), i))
-                .collect();
-            keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key().cmp(b.1.key())));
-            chosen = keyed.into_iter().map(|(_, i)| i).collect();
-        }
-        None => {
-            // Keys computed once per row, then sorted without going back to the items.
-            let mut keyed: Vec<(NaturalKey<'_>, Item<'_>)> =
-                chosen.into_iter().map(|i| (natural_key(&i), i)).collect();
-            keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            chosen = keyed.into_iter().map(|(_, i)| i).collect();
-        }
-    }
-    if sort.reverse {
-        chosen.reverse();
-    }
-    Rows {
-        keys: chosen.iter().map(|i| i.key().to_owned()).collect(),
-        tree: Vec::new(),
-        total,
-    }
-}
-
-/// The order rows have without a sort column: tasks live first and newest first,
-/// connections by host and local endpoint, everything else by name.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum NaturalKey<'a> {
-    Task(bool, std::cmp::Reverse<i64>, &'a str),
-    Connection(&'a str),
-    Name(String, &'a str),
-}
-
-fn natural_key<'a>(item: &Item<'a>) -> NaturalKey<'a> {
-    match item {
-        Item::Task(t) => NaturalKey::Task(
-            t.state.is_terminal(),
-            std::cmp::Reverse(t.started_unix_ms),
-            &t.key,
-        ),
-        // Ids are `<host>:<local>-<remote>`: by host, then local endpoint (one comparison).
-        Item::Connection(c) => NaturalKey::Connection(&c.connection().id),
-        _ => NaturalKey::Name(item.name().to_lowercase(), item.key()),
-    }
-}
-
-fn natural_order(a: &Item<'_>, b: &Item<'_>) -> std::cmp::Ordering {
-    natural_key(a).cmp(&natural_key(b))
-}
-
-/// Processes as a forest per host: children under their parent, siblings by pid, roots by
-/// host then pid.
-fn process_tree(items: &[Item<'_>]) -> (Vec<String>, Vec<TreeLink>) {
-    // (host, pid, ppid) once per item; hosts as small numbers.
-    let mut hosts: FxHashMap<&str, u32> = FxHashMap::default();
-    let procs: Vec<Option<(u32, u32, u32)>> = items
-        .iter()
-        .map(|item| match item {
-            Item::Node(n) => n.process().map(|p| {
-                let next = hosts.len() as u32;
-                let host = *hosts.entry(n.hostname.as_str()).or_insert(next);
-                (host, p.pid, p.ppid)
-            }),
-            _ => None,
-        })
-        .collect();
-    let mut by_pid: FxHashMap<(u32, u32), u32> = FxHashMap::default();
-    by_pid.reserve(items.len());
-    for (i, p) in procs.iter().enumerate() {
-        if let Some((host, pid, _)) = p {
-            by_pid.insert((*host, *pid), i as u32);
-        }
-    }
-    let parent: Vec<Option<u32>> = procs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let (host, _, ppid) = (*p)?;
-            by_pid
-                .get(&(host, ppid))
-                .copied()
-                .filter(|parent| *parent as usize != i)
-        })
-        .collect();
-    // Children of each item, contiguous (counting sort by parent), each run sorted by pid.
-    let mut start = vec![0u32; items.len() + 1];
-    for p in parent.iter().flatten() {
-        start[*p as usize + 1] += 1;
-    }
-    for i in 0..items.len() {
-        start[i + 1] += start[i];
-    }
-    let mut fill = start.clone();
-    let mut children = vec![0u32; start[items.len()] as usize];
-    for (i, p) in parent.iter().enumerate() {
-        if let Some(p) = p {
-            children[fill[*p as usize] as usize] = i as u32;
-            fill[*p as usize] += 1;
-        }
-    }
-    let pid = |i: u32| procs[i as usize].map_or(0, |(_, pid, _)| pid);
-    for i in 0..items.len() {
-        children[start[i] as usize..start[i + 1] as usize].sort_unstable_by_key(|c| pid(*c));
-    }
-    let host_name = |i: u32| match items[i as usize] {
-        Item::Node(n) => n.hostname.as_str(),
-        _ => "",
-    };
-    let mut roots: Vec<u32> = (0..items.len() as u32)
-        .filter(|i| parent[*i as usize].is_none())
-        .collect();
-    roots.sort_unstable_by(|a, b| host_name(*a).cmp(host_name(*b)).then(pid(*a).cmp(&pid(*b))));
-
-    let mut keys = Vec::with_capacity(items.len());
-    let mut links = Vec::with_capacity(items.len());
-    let mut visited = vec![false; items.len()];
-    // (item, parent row, last child)
-    let mut stack: Vec<(u32, Option<u32>, bool)> =
-        roots.iter().rev().map(|r| (*r, None, false)).collect();
-    while let Some((i, parent_row, last)) = stack.pop() {
-        if std::mem::replace(&mut visited[i as usize], true) {
-            continue;
-        }
-        let row = keys.len() as u32;
-        keys.push(items[i as usize].key().to_owned());
-        links.push(TreeLink {
-            parent: parent_row,
-            last,
-        });
-        let kids = &children[start[i as usize] as usize..start[i as usize + 1] as usize];
-        for (n, kid) in kids.iter().enumerate().rev() {
-            stack.push((*kid, Some(row), n + 1 == kids.len()));
-        }
-    }
-    (keys, links)
-}
-
 /// A numeric column's value for sorting.
-fn number(item: &Item<'_>, tab: Tab, col: usize, model: &Model) -> f64 {
+pub(crate) fn number(item: &Item<'_>, tab: Tab, col: usize, model: &Model) -> f64 {
     let _ = model;
     match (item, tab, col) {
         (Item::Node(n), Tab::Hosts, _) => {

@@ -3,8 +3,8 @@
 //! - **frame**: time to draw one frame (160x48, details panel open with the selected node's
 //!   hour of 15-second series) of each topology view: steady frames; frames after a delta
 //!   that changes values (apply, then draw); frames after a delta that changes membership (a
-//!   node or connection leaves or joins: apply, rebuild the rows - scope, filter, order -
-//!   then draw). Baseline in the same run: a frame that only fills the screen with one
+//!   node or connection leaves or joins: apply, place it in or take it out of the rows -
+//!   scope, filter, order - then draw). Baseline in the same run: a frame that only fills the screen with one
 //!   paragraph (the terminal library's floor).
 //! - **memory**: the child's resident set after loading that model (every node with its latest
 //!   values, the most recently opened nodes with their hour), minus its RSS before.
@@ -229,7 +229,7 @@ fn child_model(nodes: usize, frames: usize) -> Result<()> {
             values.record(t.elapsed().as_micros().max(1) as u64)?;
         }
         // A delta that changes membership (a process exits, a connection closes, then comes
-        // back): the rows are rebuilt.
+        // back): the rows take it out or place it.
         let mut members = histogram();
         let node = sample_nodes.get(7).map(|n| pb::TopologyNode {
             node: n.node.clone(),

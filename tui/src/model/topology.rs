@@ -1,10 +1,15 @@
 //! The TUI's copy of the collector's topology: one store per view, kept current by applying
 //! the collector's snapshot-then-deltas stream. Nothing here polls; every change arrives as a
-//! delta and bumps the view's version so the rows built from it are rebuilt once.
+//! delta and bumps the view's version. Nodes and connections that come, go, or change what a
+//! row is ordered, filtered or scoped by are written to the view's journal, from which the
+//! rows are updated in place rather than rebuilt.
 use std::{
     collections::{HashMap, VecDeque},
+    hash::{Hash, Hasher},
     time::{Duration, Instant},
 };
+
+use rustc_hash::FxHasher;
 
 use orca_proto::topology::v1 as pb;
 
@@ -143,6 +148,8 @@ pub struct NodeEntry {
     /// Latest value of each series (cpu, memory, out, in), NaN when none arrived yet.
     latest: [f32; 4],
     history: Option<Box<History>>,
+    /// A hash of what rows are ordered, filtered and scoped by, values aside (see `identity`).
+    identity: u64,
 }
 
 impl NodeEntry {
@@ -152,12 +159,15 @@ impl NodeEntry {
             hostname: String::new(),
             latest: [f32::NAN; 4],
             history: None,
+            identity: 0,
         };
         entry.update(t);
         entry
     }
 
-    fn update(&mut self, t: pb::TopologyNode) {
+    /// Applies an upsert; returns whether what rows read besides values changed (a renamed
+    /// process, a new parent, relabelled container), so its row may have to move.
+    fn update(&mut self, t: pb::TopologyNode) -> bool {
         for (slot, points) in self.latest.iter_mut().zip([
             &t.cpu_percent,
             &t.memory_bytes,
@@ -175,6 +185,8 @@ impl NodeEntry {
             self.node = node.into();
         }
         self.hostname = t.hostname;
+        let before = std::mem::replace(&mut self.identity, identity(&self.node, &self.hostname));
+        before != self.identity
     }
 
     /// The newest value of a series.
@@ -255,6 +267,52 @@ impl NodeEntry {
     }
 }
 
+/// A hash of everything a row is ordered, filtered (text, labels, kind, host, namespace) and
+/// scoped (parents, container) by, leaving out values (CPU, memory, states, counters): rows
+/// sorted by values are re-sorted on their own schedule; rows in any other order move only
+/// when this changes.
+fn identity(node: &Node, hostname: &str) -> u64 {
+    let mut h = FxHasher::default();
+    hostname.hash(&mut h);
+    (node.kind as i32).hash(&mut h);
+    node.parents.hash(&mut h);
+    unordered(&node.labels).hash(&mut h);
+    match &node.detail {
+        Some(Detail::Host(host)) => {
+            (0u8, &host.hostname, &host.ips, &host.os).hash(&mut h);
+        }
+        Some(Detail::Container(c)) => {
+            (1u8, &c.id, &c.name, &c.image, &c.ports, &c.namespace).hash(&mut h);
+            unordered(&c.labels).hash(&mut h);
+        }
+        Some(Detail::Process(p)) => {
+            (
+                2u8,
+                p.pid,
+                p.ppid,
+                &p.comm,
+                &p.cmdline,
+                &p.user,
+                &p.container_id,
+            )
+                .hash(&mut h);
+        }
+        None => 3u8.hash(&mut h),
+    }
+    h.finish()
+}
+
+/// A map's hash that does not depend on its iteration order.
+fn unordered(map: &HashMap<String, String>) -> u64 {
+    map.iter()
+        .map(|pair| {
+            let mut h = FxHasher::default();
+            pair.hash(&mut h);
+            h.finish()
+        })
+        .fold(0u64, u64::wrapping_add)
+}
+
 /// A connection with the rates the TUI derives from successive byte counters.
 #[derive(Debug, Clone)]
 pub struct ConnEntry {
@@ -274,6 +332,19 @@ impl ConnEntry {
     pub fn state(&self) -> pb::ConnectionState {
         self.conn.state
     }
+
+    /// Whether `other` reads the same to rows (order, filter text, scope), values aside.
+    fn same_row(&self, other: &ConnEntry) -> bool {
+        let (a, b) = (&self.conn, &other.conn);
+        a.comm == b.comm
+            && a.peer_name == b.peer_name
+            && a.hostname == b.hostname
+            && a.process_id == b.process_id
+            && a.container_id == b.container_id
+            && a.pid == b.pid
+            && a.local == b.local
+            && a.remote == b.remote
+    }
 }
 
 /// One view's nodes, edges and connections.
@@ -288,12 +359,22 @@ pub struct ViewData {
     pub seq: u64,
     /// Bumped on every applied change.
     pub version: u64,
-    /// Bumped when nodes or connections come or go (rows in an order that does not depend
-    /// on values need rebuilding only then).
+    /// Bumped when nodes or connections come, go, or change what their rows are ordered,
+    /// filtered or scoped by (rows in an order that does not depend on values move only then).
     pub members: u64,
+    /// The keys of those changes, each with the `members` version that recorded it, oldest
+    /// first; bounded by `JOURNAL`.
+    journal: VecDeque<(u64, String)>,
+    /// Changes recorded before this `members` version are no longer in the journal.
+    journal_floor: u64,
+    /// Pseudo nodes (`external:<ip>` …) among `nodes`: they have no rows.
+    pseudo_nodes: usize,
     /// True once the first snapshot arrived.
     pub loaded: bool,
 }
+
+/// Membership changes a view remembers; rows further behind are rebuilt.
+pub const JOURNAL: usize = 4096;
 
 impl ViewData {
     pub fn len(&self) -> usize {
@@ -302,6 +383,54 @@ impl ViewData {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Nodes that have rows (pseudo nodes have none).
+    pub fn row_nodes(&self) -> usize {
+        self.nodes.len() - self.pseudo_nodes
+    }
+
+    /// The keys that joined, left or changed what their rows read since `members` (repeats
+    /// possible), or `None` when the journal no longer reaches back that far.
+    pub fn changed_since(&self, members: u64) -> Option<impl Iterator<Item = &str> + '_> {
+        if members < self.journal_floor || members > self.members {
+            return None;
+        }
+        let from = self.journal.partition_point(|(v, _)| *v <= members);
+        Some(self.journal.range(from..).map(|(_, key)| key.as_str()))
+    }
+
+    /// Records a membership change of `keys` (none: a snapshot, which no journal spans).
+    fn record(&mut self, keys: Vec<String>, snapshot: bool) {
+        self.members += 1;
+        if snapshot {
+            self.journal.clear();
+            self.journal_floor = self.members;
+            return;
+        }
+        for key in keys {
+            self.journal.push_back((self.members, key));
+        }
+        while self.journal.len() > JOURNAL {
+            if let Some((version, _)) = self.journal.pop_front() {
+                self.journal_floor = version;
+            }
+        }
+    }
+
+    fn insert_node(&mut self, entry: NodeEntry) {
+        self.pseudo_nodes += usize::from(entry.is_pseudo());
+        if let Some(old) = self.nodes.insert(entry.node.id.clone(), entry) {
+            self.pseudo_nodes -= usize::from(old.is_pseudo());
+        }
+    }
+
+    fn remove_node(&mut self, id: &str) -> bool {
+        let Some(old) = self.nodes.remove(id) else {
+            return false;
+        };
+        self.pseudo_nodes -= usize::from(old.is_pseudo());
+        true
     }
 
     /// Edges touching `id`, with the node at the other end and whether `id` is the source.
@@ -379,16 +508,17 @@ impl Topology {
     /// a delta upserts and removes. Returns whether anything changed.
     pub fn apply(&mut self, view: TopoView, delta: pb::TopologyDelta, now: Instant) -> bool {
         let data = &mut self.views[view.index()];
-        let mut joined_or_left = delta.full;
+        // Keys that came, went or changed what their rows read.
+        let mut moved: Vec<String> = Vec::new();
         if delta.full {
             let old_connections = std::mem::take(&mut data.connections);
             data.nodes.clear();
+            data.pseudo_nodes = 0;
             data.edges.clear();
             data.adjacency.clear();
             data.loaded = true;
             for node in delta.upserted_nodes {
-                let entry = NodeEntry::new(node);
-                data.nodes.insert(entry.node.id.clone(), entry);
+                data.insert_node(NodeEntry::new(node));
             }
             for edge in delta.upserted_edges {
                 data.insert_edge(edge.into());
@@ -408,16 +538,26 @@ impl Topology {
                     .map(|n| n.id.as_str())
                     .unwrap_or_default();
                 match data.nodes.get_mut(id) {
-                    Some(entry) => entry.update(node),
+                    Some(entry) => {
+                        let pseudo = entry.is_pseudo();
+                        if entry.update(node) {
+                            moved.push(entry.node.id.clone());
+                            let now_pseudo = entry.is_pseudo();
+                            data.pseudo_nodes =
+                                data.pseudo_nodes + usize::from(now_pseudo) - usize::from(pseudo);
+                        }
+                    }
                     None => {
                         let entry = NodeEntry::new(node);
-                        data.nodes.insert(entry.node.id.clone(), entry);
-                        joined_or_left = true;
+                        moved.push(entry.node.id.clone());
+                        data.insert_node(entry);
                     }
                 }
             }
-            for id in &delta.removed_nodes {
-                joined_or_left |= data.nodes.remove(id).is_some();
+            for id in delta.removed_nodes {
+                if data.remove_node(&id) {
+                    moved.push(id);
+                }
             }
             for edge in delta.upserted_edges {
                 data.insert_edge(edge.into());
@@ -428,13 +568,18 @@ impl Topology {
             for c in delta.upserted_connections {
                 let (id, mut entry) = new_connection(c, delta.timestamp_unix_ms);
                 match data.connections.get(&id) {
-                    Some(old) => rate_from(&mut entry, old, delta.timestamp_unix_ms),
-                    None => joined_or_left = true,
+                    Some(old) => {
+                        rate_from(&mut entry, old, delta.timestamp_unix_ms);
+                        if !old.same_row(&entry) {
+                            moved.push(id.clone());
+                        }
+                    }
+                    None => moved.push(id.clone()),
                 }
                 data.connections.insert(id, entry);
             }
-            for id in &delta.removed_connections {
-                let closed = data.connections.get_mut(id).filter(|c| {
+            for id in delta.removed_connections {
+                let closed = data.connections.get_mut(&id).filter(|c| {
                     matches!(
                         c.state(),
                         pb::ConnectionState::Closed | pb::ConnectionState::Failed
@@ -447,15 +592,17 @@ impl Topology {
                         entry.received_per_second = 0.0;
                     }
                     None => {
-                        joined_or_left |= data.connections.remove(id).is_some();
+                        if data.connections.remove(&id).is_some() {
+                            moved.push(id);
+                        }
                     }
                 }
             }
         }
         data.seq = delta.seq;
         data.version += 1;
-        if joined_or_left {
-            data.members += 1;
+        if delta.full || !moved.is_empty() {
+            data.record(moved, delta.full);
         }
         true
     }
@@ -485,15 +632,21 @@ impl Topology {
     /// Drops closed connections whose linger time is over. Returns whether any went.
     pub fn expire(&mut self, now: Instant) -> bool {
         let data = &mut self.views[TopoView::Connections.index()];
-        let before = data.connections.len();
-        data.connections
-            .retain(|_, c| c.linger_until.is_none_or(|until| until > now));
-        let changed = data.connections.len() != before;
-        if changed {
-            data.version += 1;
-            data.members += 1;
+        let gone: Vec<String> = data
+            .connections
+            .iter()
+            .filter(|(_, c)| c.linger_until.is_some_and(|until| until <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if gone.is_empty() {
+            return false;
         }
-        changed
+        for id in &gone {
+            data.connections.remove(id);
+        }
+        data.version += 1;
+        data.record(gone, false);
+        true
     }
 
     /// Forgets everything (the master went away and a new watch will send snapshots).
