@@ -288,16 +288,34 @@ async fn watch_topology(
     }
 }
 
+/// The cluster watch. A headless collector (`orca-collector`) has no scheduler: the TUI then
+/// says so once and shows its topology, with the cluster tabs empty.
 async fn watch_cluster(channel: Channel, events: mpsc::Sender<Event>) -> Result<(), MasterError> {
     let mut client = OperatorClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
-    let mut stream = client
+    let mut stream = match client
         .watch_cluster(opb::WatchClusterRequest::default())
         .await
-        .map_err(|s| MasterError::Refused {
-            what: "cluster watch",
-            message: s.message().to_owned(),
-        })?
-        .into_inner();
+    {
+        Ok(stream) => stream.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            let _ = events
+                .send(Event::Notice(
+                    "this is a collector without a scheduler: topology only, no agents, \
+                     frameworks or tasks"
+                        .into(),
+                    Level::Info,
+                ))
+                .await;
+            std::future::pending::<()>().await;
+            return Ok(());
+        }
+        Err(status) => {
+            return Err(MasterError::Refused {
+                what: "cluster watch",
+                message: status.message().to_owned(),
+            });
+        }
+    };
     loop {
         match stream.message().await {
             Ok(Some(delta)) => {

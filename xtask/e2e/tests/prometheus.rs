@@ -211,6 +211,79 @@ fn every_daemon_passes_promtool_and_prometheus_scrapes_them() {
     });
 }
 
+/// A monitoring-only user points `orca` at a headless collector: the TUI shows its topology
+/// and says once that there is no scheduler, rather than reconnecting forever because the
+/// cluster watch is not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tui_follows_a_headless_collector() {
+    use orca_tui::{app::LinkState, feed::Event, model::topology::TopoView};
+
+    let scratch = Scratch::new("tui-headless");
+    let dir = &scratch.0;
+    let base = free_ports(3);
+    let (grpc, http, metrics) = (addr(base), addr(base + 1), addr(base + 2));
+    let _collector = Daemon::start(
+        "orca-collector",
+        &args(&[
+            "--grpc-addr",
+            &grpc.to_string(),
+            "--http-addr",
+            &http.to_string(),
+        ]),
+        &dir.join("collector.log"),
+    );
+    let _agent = Daemon::start(
+        "orca-agent",
+        &args(&[
+            "run",
+            "--master",
+            &grpc.to_string(),
+            "--no-tasks",
+            "--probe",
+            "proc",
+            "--agent-id",
+            "tui-headless",
+            "--hostname",
+            "tui-headless",
+            "--work-dir",
+            &dir.join("agent").display().to_string(),
+            "--metrics-addr",
+            &metrics.to_string(),
+        ]),
+        &dir.join("agent.log"),
+    );
+    wait_for_series(http, "orca_host_cpu_seconds_total{host=\"tui-headless\"}");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let feed = tokio::spawn(orca_tui::feed::follow(grpc.to_string(), tx));
+    let (mut told, mut host_seen) = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(told && host_seen) {
+        let event = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("within 30 s: notice {told}, host on the hosts view {host_seen}")
+            })
+            .expect("the feed ended");
+        match event {
+            Event::Notice(text, _) => {
+                assert!(text.contains("without a scheduler"), "{text}");
+                told = true;
+            }
+            Event::Topology(TopoView::Hosts, delta, _) => {
+                host_seen |= delta
+                    .upserted_nodes
+                    .iter()
+                    .any(|n| n.hostname == "tui-headless");
+            }
+            Event::Link(LinkState::Down { reason, .. }) => {
+                panic!("the TUI lost a headless collector: {reason}")
+            }
+            _ => {}
+        }
+    }
+    feed.abort();
+}
+
 /// The busybox image, a container that fills 40 MB of its memory, and a Docker engine.
 fn docker_with_image(dir: &Path) -> Dockerd {
     let dockerd = Dockerd::start(dir);
