@@ -2,3 +2,4 @@
 pub mod cluster;
 pub mod procstat;
 pub mod sink;
+pub mod tui_watch;

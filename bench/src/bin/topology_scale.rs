@@ -39,16 +39,15 @@ use hdrhistogram::Histogram;
 use orca_bench::{
     cluster::{free_port, sibling},
     procstat::{cpu_mark, cpu_use, peak_rss},
+    tui_watch::{self, NoEffects, TimedBackend},
 };
 use orca_proto::topology::v1::{self as pb, collector_client::CollectorClient};
 use tokio_stream::StreamExt as _;
 
-const SENT_LABEL: &str = "orca.bench/sent-us";
-/// `<agent>:<seq>` of the report that changed the node.
-const REPORT_LABEL: &str = "orca.bench/report";
 const NODES_PER_AGENT: usize = 100;
 const CONTAINERS_PER_AGENT: usize = 9;
 const CONNECTIONS_PER_AGENT: usize = 20;
+const PROCESSES_PER_AGENT: usize = NODES_PER_AGENT - 1 - CONTAINERS_PER_AGENT;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -64,6 +63,11 @@ struct Args {
     /// Run as the simulated agents' process (internal).
     #[arg(long, hide = true)]
     simulate: Option<SocketAddr>,
+    /// Run as the TUI's process against this collector (internal).
+    #[arg(long, hide = true)]
+    tui: Option<SocketAddr>,
+    #[arg(long, hide = true, default_value_t = 0)]
+    processes: usize,
     #[arg(long, hide = true, default_value_t = 0)]
     agents: usize,
 }
@@ -79,6 +83,17 @@ fn ip_of(agent: usize) -> std::net::IpAddr {
     std::net::IpAddr::from([10, (agent >> 16) as u8, (agent >> 8) as u8, agent as u8 + 1])
 }
 
+/// A changed process's send time (µs since the epoch, in its CPU seconds) and report
+/// sequence number (in its virtual size).
+fn sent_and_report(node: &pb::TopologyNode) -> Option<(u64, u64)> {
+    match node.node.as_ref()?.detail.as_ref()? {
+        pb::node::Detail::Process(p) if p.vsz_bytes > 0 => {
+            Some((p.cpu_seconds_total as u64, p.vsz_bytes))
+        }
+        _ => None,
+    }
+}
+
 fn process_node(agent: usize, i: usize, cpu: f64, sent: Option<(u64, u64)>) -> pb::Node {
     let host = format!("sim-{agent}");
     let container = i % (CONTAINERS_PER_AGENT + 1);
@@ -92,16 +107,13 @@ fn process_node(agent: usize, i: usize, cpu: f64, sent: Option<(u64, u64)>) -> p
         parents.push(format!("container:{container_id}"));
     }
     parents.push(format!("host:{host}"));
-    let mut labels = HashMap::new();
-    if let Some((sent_us, seq)) = sent {
-        labels.insert(SENT_LABEL.to_string(), sent_us.to_string());
-        labels.insert(REPORT_LABEL.to_string(), format!("{agent}:{seq}"));
-    }
+    // The send time and report carried in values, which change every report as real ones
+    // do (a name, label or command line that changed would move the node's row in the TUI).
+    let (sent_us, seq) = sent.unwrap_or((0, 0));
     pb::Node {
         id: format!("process:{host}:{}", 1000 + i),
         kind: pb::NodeKind::Process as i32,
         parents,
-        labels,
         detail: Some(pb::node::Detail::Process(pb::Process {
             pid: 1000 + i as u32,
             ppid: 1,
@@ -109,11 +121,13 @@ fn process_node(agent: usize, i: usize, cpu: f64, sent: Option<(u64, u64)>) -> p
             cmdline: vec![format!("/usr/bin/svc{}", i % 30), "--serve".into()],
             user: "app".into(),
             cpu_percent: cpu,
-            cpu_seconds_total: cpu * 10.0,
+            cpu_seconds_total: sent_us as f64,
+            vsz_bytes: seq,
             rss_bytes: 50_000_000 + (cpu * 1e5) as u64,
             container_id,
             ..Default::default()
         })),
+        ..Default::default()
     }
 }
 
@@ -197,7 +211,7 @@ fn connections(agent: usize, agents: usize, bytes: u64) -> Vec<pb::Connection> {
 async fn simulate(collector: SocketAddr, agents: usize, change: f64) -> Result<()> {
     let ready = Arc::new(AtomicU64::new(0));
     let changed = ((NODES_PER_AGENT as f64 * change).round() as usize).max(1);
-    let processes = NODES_PER_AGENT - 1 - CONTAINERS_PER_AGENT;
+    let processes = PROCESSES_PER_AGENT;
     let mut tasks = Vec::new();
     for agent in 0..agents {
         let ready = ready.clone();
@@ -274,6 +288,66 @@ async fn simulate(collector: SocketAddr, agents: usize, change: f64) -> Result<(
     Ok(())
 }
 
+/// The TUI's process: `orca`'s feed and run loop on the processes view with the details
+/// panel open, drawing to a 160x48 off-screen terminal. Says `ready` once every process is in
+/// its model, then runs `seconds` and prints its figures as JSON: agent report → screen per
+/// frame with news (from the earliest send time in what the frame shows) and frame times.
+async fn tui(collector: SocketAddr, processes: usize, seconds: u64) -> Result<()> {
+    use orca_tui::{
+        app::App,
+        feed::{self, Event},
+        model::topology::TopoView,
+        run::{handle, run_loop},
+        saved::SavedFilters,
+        ui,
+    };
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+    let mut app = App::new(collector.to_string(), SavedFilters::default());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(4096);
+    tokio::spawn(feed::follow(collector.to_string(), tx));
+    let mut terminal = ratatui::Terminal::new(TimedBackend::new(160, 48))?;
+    app.on_key(KeyEvent::new(KeyCode::Char('3'), KeyModifiers::NONE));
+    app.details = true;
+    let effects = NoEffects;
+    while app.model.topology.view(TopoView::Processes).nodes.len() < processes {
+        let event = rx.recv().await.context("the feed ended")?;
+        handle(&mut app, event, &effects);
+        while let Ok(event) = rx.try_recv() {
+            handle(&mut app, event, &effects);
+        }
+        terminal.draw(|f| ui::draw(f, &mut app))?;
+    }
+    println!("ready");
+    std::io::stdout().flush()?;
+    let mut dated = tui_watch::date_from_send(rx, earliest_send);
+    app.latency.reset();
+    terminal.backend_mut().frames.reset();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(seconds),
+        run_loop(&mut terminal, &mut app, &mut dated, &effects),
+    )
+    .await;
+    println!(
+        "{}",
+        serde_json::json!({
+            "report": tui_watch::figures(&app.latency),
+            "frames": tui_watch::figures(&terminal.backend().frames),
+            "rows": app.state().rows().keys.len(),
+        })
+    );
+    Ok(())
+}
+
+/// The earliest send time among a delta's changed processes.
+fn earliest_send(delta: &pb::TopologyDelta) -> Option<u64> {
+    delta
+        .upserted_nodes
+        .iter()
+        .filter_map(|n| sent_and_report(n).map(|(sent, _)| sent))
+        .min()
+}
+
 struct Process(Child);
 
 impl Drop for Process {
@@ -314,6 +388,9 @@ struct SizeFigures {
     scrape_ms: Vec<f64>,
     series: usize,
     scrape_bytes: usize,
+    /// The TUI's figures (`tui`'s JSON) and its CPU, % of one core.
+    tui: serde_json::Value,
+    tui_cpu: f64,
 }
 
 async fn run_size(nodes: usize, args: &Args) -> Result<SizeFigures> {
@@ -361,6 +438,30 @@ async fn run_size(nodes: usize, args: &Args) -> Result<SizeFigures> {
     tokio::time::sleep(Duration::from_secs(args.seconds / 2)).await;
     let cpu_unwatched = cpu_use(from, cpu_mark(pid)?).total();
 
+    // The TUI, in its own process, loads the whole topology.
+    let mut tui = Process(
+        Command::new(std::env::current_exe()?)
+            .args(["--tui", &grpc.to_string()])
+            .args(["--processes", &(agents * PROCESSES_PER_AGENT).to_string()])
+            .args(["--seconds", &args.seconds.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let tui_pid = tui.0.id();
+    let mut tui_out = BufReader::new(tui.0.stdout.take().context("tui stdout")?);
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        tui_out.read_line(&mut line)?;
+        anyhow::Ok((line, tui_out))
+    });
+    let (line, mut tui_out) = tokio::time::timeout(Duration::from_secs(120), ready)
+        .await
+        .context("the TUI did not load the topology in 120 s")???;
+    if line.trim() != "ready" {
+        bail!("the TUI said {line:?}");
+    }
+    let tui_from = cpu_mark(tui_pid)?;
+
     // Watched as the TUI watches: every changed node's latency from its send time.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
         .connect()
@@ -399,18 +500,10 @@ async fn run_size(nodes: usize, args: &Args) -> Result<SizeFigures> {
             .context("no delta for 5 s")?
             .context("watch ended")??;
         let now = now_us();
-        for node in delta.upserted_nodes.iter().filter_map(|n| n.node.as_ref()) {
-            let sent = node
-                .labels
-                .get(SENT_LABEL)
-                .and_then(|s| s.parse::<u64>().ok());
-            let report = node
-                .labels
-                .get(REPORT_LABEL)
-                .and_then(|r| r.split_once(':'))
-                .and_then(|(agent, seq)| Some((agent.to_string(), seq.parse::<u64>().ok()?)));
-            if let (Some(sent), Some((agent, seq))) = (sent, report) {
+        for node in &delta.upserted_nodes {
+            if let Some((sent, seq)) = sent_and_report(node) {
                 latency.record(now.saturating_sub(sent).max(1))?;
+                let agent = node.hostname.clone();
                 *reports.entry(agent).or_default().entry(seq).or_default() += 1;
             }
         }
@@ -422,6 +515,15 @@ async fn run_size(nodes: usize, args: &Args) -> Result<SizeFigures> {
         }
     }
     let cpu_watched = cpu_use(from, cpu_mark(pid)?).total();
+    let tui_cpu = cpu_use(tui_from, cpu_mark(tui_pid)?).total();
+    let tui_figures = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        tui_out.read_line(&mut line)?;
+        anyhow::Ok(serde_json::from_str::<serde_json::Value>(&line)?)
+    });
+    let tui_figures = tokio::time::timeout(Duration::from_secs(30), tui_figures)
+        .await
+        .context("the TUI did not report")???;
     let changed = ((NODES_PER_AGENT as f64 * args.change).round() as usize).max(1);
     let mut missed = 0u64;
     for seen in reports.values() {
@@ -452,6 +554,8 @@ async fn run_size(nodes: usize, args: &Args) -> Result<SizeFigures> {
         scrape_ms,
         series,
         scrape_bytes,
+        tui: tui_figures,
+        tui_cpu,
     })
 }
 
@@ -462,6 +566,9 @@ fn main() -> Result<()> {
         .build()?;
     if let Some(collector) = args.simulate {
         return runtime.block_on(simulate(collector, args.agents, args.change));
+    }
+    if let Some(collector) = args.tui {
+        return runtime.block_on(tui(collector, args.processes, args.seconds));
     }
     let mut all = Vec::new();
     for &nodes in &args.nodes {
@@ -496,6 +603,35 @@ fn main() -> Result<()> {
             max_scrape,
             f.series,
             f.scrape_bytes as f64 / (1 << 20) as f64,
+        );
+    }
+    println!(
+        "\nTUI (its own process; processes view, details open, 160x48):\n{:>8} {:>14} {:>14} {:>14} {:>8} {:>14} {:>8} {:>8}",
+        "nodes",
+        "report p50 ms",
+        "report p99 ms",
+        "report max ms",
+        "frames",
+        "frame p50/p99",
+        "max ms",
+        "cpu%"
+    );
+    for f in &all {
+        let (r, fr) = (&f.tui["report"], &f.tui["frames"]);
+        println!(
+            "{:>8} {:>14.1} {:>14.1} {:>14.1} {:>8} {:>14} {:>8.1} {:>8.1}",
+            f.nodes,
+            r["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            r["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            r["max_ms"].as_f64().unwrap_or(f64::NAN),
+            r["samples"].as_u64().unwrap_or(0),
+            format!(
+                "{:.2}/{:.2}",
+                fr["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                fr["p99_ms"].as_f64().unwrap_or(f64::NAN)
+            ),
+            fr["max_ms"].as_f64().unwrap_or(f64::NAN),
+            f.tui_cpu,
         );
     }
     Ok(())

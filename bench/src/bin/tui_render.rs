@@ -18,8 +18,8 @@
 //!   TUI to the frame that shows it (p50/p99/max), as `orca`'s status line reports it.
 //! - **agent report → screen**: the same frames timed from the moment the agent sent the
 //!   report, so the collector's ingest, its watch fan-out and gRPC are inside the figure.
-//!   Each delta report carries its send time (wall clock, microseconds) in the process's
-//!   command line, which the collector passes through; the TUI's run loop then measures from
+//!   Each delta report carries its send time (wall clock, microseconds) in its processes'
+//!   CPU seconds, which the collector passes through; the TUI's run loop then measures from
 //!   that moment. A topology delta of another view (containers, hosts) is timed from the
 //!   newest send time seen so far, which can only make the figure larger.
 use std::{
@@ -33,6 +33,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use orca_bench::tui_watch::{self, NoEffects};
 use orca_collector::CollectorConfig;
 use orca_master::{cluster::ClusterConfig, server::Master};
 use orca_proto::topology::v1::{self as pb, collector_client::CollectorClient};
@@ -40,7 +41,7 @@ use orca_tui::{
     app::App,
     feed::{self, Event},
     model::topology::TopoView,
-    run::{Effects, handle, run_loop},
+    run::{handle, run_loop},
     saved::SavedFilters,
     synthetic, ui,
     views::Tab,
@@ -74,28 +75,6 @@ struct Args {
 
 const WIDTH: u16 = 160;
 const HEIGHT: u16 = 48;
-
-struct NoEffects;
-
-impl Effects for NoEffects {
-    fn kill(&self, _: String, _: String) {}
-    fn launch(&self, _: orca_tui::app::LaunchRequest) {}
-    fn fetch_series(&self, _: String) {}
-    fn container_action(
-        &self,
-        _: orca_tui::app::ContainerTarget,
-        _: orca_proto::cluster::v1::ContainerAction,
-    ) {
-    }
-    fn agent_action(&self, _: String, _: String, _: orca_tui::app::AgentAction) {}
-    fn open_logs(&self, _: orca_tui::app::ContainerTarget, _: u64) {}
-    fn close_logs(&self) {}
-    fn copy(&self, _: &str) {}
-    fn export_dir(&self) -> std::path::PathBuf {
-        std::env::temp_dir()
-    }
-    fn migration(&self, _: orca_tui::migration::MigrationCommand) {}
-}
 
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -347,36 +326,17 @@ async fn child_live(master: String, hosts: usize, seconds: u64) -> Result<()> {
         run_loop(&mut terminal, &mut app, &mut rx, &effects),
     )
     .await;
-    let delta = latency_figures(&app.latency);
+    let delta = tui_watch::figures(&app.latency);
     // Then agent report to screen: the same loop, fed through a tap that dates each delta
     // from its report's send time.
     app.latency.reset();
-    let (tapped_tx, mut tapped) = mpsc::channel::<Event>(4096);
-    tokio::spawn(async move {
-        let mut newest_sent: Option<Instant> = None;
-        while let Some(event) = rx.recv().await {
-            let event = match event {
-                Event::Topology(view, delta, received) => {
-                    let sent = earliest_send(&delta);
-                    if let Some(sent) = sent {
-                        newest_sent = Some(newest_sent.map_or(sent, |n| n.max(sent)));
-                    }
-                    let from = sent.or(newest_sent).map_or(received, |s| s.min(received));
-                    Event::Topology(view, delta, from)
-                }
-                event => event,
-            };
-            if tapped_tx.send(event).await.is_err() {
-                return;
-            }
-        }
-    });
+    let mut tapped = tui_watch::date_from_send(rx, earliest_send);
     let _ = tokio::time::timeout(
         Duration::from_secs(seconds),
         run_loop(&mut terminal, &mut app, &mut tapped, &effects),
     )
     .await;
-    let report = latency_figures(&app.latency);
+    let report = tui_watch::figures(&app.latency);
     println!(
         "{}",
         serde_json::json!({
@@ -388,40 +348,18 @@ async fn child_live(master: String, hosts: usize, seconds: u64) -> Result<()> {
     Ok(())
 }
 
-fn latency_figures(l: &Histogram<u64>) -> serde_json::Value {
-    serde_json::json!({
-        "samples": l.len(),
-        "p50_ms": ms(l.value_at_quantile(0.5)),
-        "p99_ms": ms(l.value_at_quantile(0.99)),
-        "max_ms": ms(l.max()),
-    })
-}
-
-/// The command-line argument a delta report's process carries its send time in.
-const SENT_ARG: &str = "--sent-unix-us=";
-
-fn wall_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// The earliest send time of the reports behind a delta, as an instant of this process.
-fn earliest_send(delta: &pb::TopologyDelta) -> Option<Instant> {
-    let sent = delta
+/// The earliest send time (wall clock, µs) of the reports behind a delta.
+fn earliest_send(delta: &pb::TopologyDelta) -> Option<u64> {
+    delta
         .upserted_nodes
         .iter()
         .filter_map(|n| match n.node.as_ref()?.detail.as_ref()? {
-            pb::node::Detail::Process(p) => p
-                .cmdline
-                .iter()
-                .find_map(|a| a.strip_prefix(SENT_ARG)?.parse::<u64>().ok()),
+            pb::node::Detail::Process(p) if p.cpu_seconds_total > 0.0 => {
+                Some(p.cpu_seconds_total as u64)
+            }
             _ => None,
         })
-        .min()?;
-    let ago = Duration::from_micros(wall_us().saturating_sub(sent));
-    Instant::now().checked_sub(ago)
+        .min()
 }
 
 /// The reports of `hosts` agents: 9 containers x 10 processes each, one connection per
@@ -496,9 +434,10 @@ fn host_report(h: usize, hosts: usize) -> pb::Report {
     }
 }
 
+/// A process; a changed one carries its report's send time (µs since the epoch) in its CPU
+/// seconds, a value that changes every report as real ones do (a changed name or command
+/// line would move its row in the TUI).
 fn process_node(host: &str, pid: u32, cid: &str, cpu: f64, sent_us: Option<u64>) -> pb::Node {
-    let mut cmdline = vec!["/usr/bin/app".to_string()];
-    cmdline.extend(sent_us.map(|us| format!("{SENT_ARG}{us}")));
     pb::Node {
         id: format!("process:{host}:{pid}"),
         kind: pb::NodeKind::Process as i32,
@@ -507,8 +446,9 @@ fn process_node(host: &str, pid: u32, cid: &str, cpu: f64, sent_us: Option<u64>)
             pid,
             ppid: 1,
             comm: "app".into(),
-            cmdline,
+            cmdline: vec!["/usr/bin/app".to_string()],
             cpu_percent: cpu,
+            cpu_seconds_total: sent_us.unwrap_or(0) as f64,
             container_id: cid.into(),
             ..Default::default()
         })),
@@ -629,7 +569,7 @@ async fn live(hosts: usize, seconds: u64, delta_rate: u64) -> Result<LiveFigures
                         1000 + (n % 90) as u32,
                         &format!("{h:04x}{:04x}c0ffee", 0),
                         (n % 100) as f64,
-                        Some(wall_us()),
+                        Some(tui_watch::wall_us()),
                     )],
                     ..Default::default()
                 };

@@ -9,7 +9,7 @@ use std::{
 use orca_proto::topology::v1 as pb;
 
 use super::{
-    store::Store,
+    store::{AgentState, Store},
     traffic::{Scoped, scoped},
 };
 
@@ -220,79 +220,123 @@ pub fn edges(
     (edges, ends)
 }
 
-/// Who owns a local endpoint: (agent, process node id, comm).
-type Owner<'a> = (&'a str, &'a str, &'a str);
+/// Who owns a local endpoint: agent, process node id and name.
+#[derive(Debug, Clone)]
+struct Owner {
+    agent: String,
+    process: String,
+    comm: String,
+}
 
-/// Every connection with the node at its far end. The far end of a connection is the process
-/// whose own connection has the mirrored endpoints (reported by the same or another agent), or
-/// failing that the process listening on the remote address.
-fn connections(store: &Store) -> BTreeMap<String, pb::TopologyConnection> {
-    let mut agent_of_ip: HashMap<IpAddr, &str> = HashMap::new();
-    let mut hostname_of: HashMap<&str, &str> = HashMap::new();
-    for agent in store.agents.values() {
-        hostname_of.insert(&agent.agent_id, &agent.hostname);
-        for ip in agent.ips.iter().filter(|ip| !ip.is_loopback()) {
-            agent_of_ip.insert(*ip, &agent.agent_id);
-        }
-    }
-    let mut local_ends: HashMap<Scoped, Owner> = HashMap::new();
-    let mut wildcard: HashMap<(&str, u16), Owner> = HashMap::new();
-    for agent in store.agents.values() {
-        for c in agent.connections.values() {
-            let local = c.local;
-            let comm = match agent
-                .nodes
-                .get(&c.wire.process_id)
-                .and_then(|n| n.detail.as_ref())
-            {
-                _ if !c.wire.comm.is_empty() => c.wire.comm.as_str(),
-                Some(pb::node::Detail::Process(p)) => p.comm.as_str(),
-                _ => "",
-            };
-            let owner = (agent.agent_id.as_str(), c.wire.process_id.as_str(), comm);
-            if c.listening() && local.ip().is_unspecified() {
-                wildcard.insert((&agent.agent_id, local.port()), owner);
-            } else {
-                local_ends.insert(scoped(&agent.agent_id, local), owner);
+/// Finds the far end of connections. The far end of a connection is the process whose own
+/// connection has the mirrored endpoints (reported by the same or another agent), or failing
+/// that the process listening on the remote address. Built from every agent's endpoints
+/// (O(connections)); then any agent's connections are resolved against it, so a view can
+/// redo only the agents that reported.
+#[derive(Debug, Default)]
+pub struct PeerResolver {
+    agent_of_ip: HashMap<IpAddr, String>,
+    hostname_of: HashMap<String, String>,
+    local_ends: HashMap<Scoped, Owner>,
+    /// Wildcard listeners by agent, then port.
+    wildcard: HashMap<String, HashMap<u16, Owner>>,
+}
+
+impl PeerResolver {
+    pub fn new(store: &Store) -> Self {
+        let mut resolver = Self::default();
+        for agent in store.agents.values() {
+            resolver
+                .hostname_of
+                .insert(agent.agent_id.clone(), agent.hostname.clone());
+            for ip in agent.ips.iter().filter(|ip| !ip.is_loopback()) {
+                resolver.agent_of_ip.insert(*ip, agent.agent_id.clone());
+            }
+            for c in agent.connections.values() {
+                let comm = match agent
+                    .nodes
+                    .get(&c.wire.process_id)
+                    .and_then(|n| n.detail.as_ref())
+                {
+                    _ if !c.wire.comm.is_empty() => c.wire.comm.as_str(),
+                    Some(pb::node::Detail::Process(p)) => p.comm.as_str(),
+                    _ => "",
+                };
+                let owner = Owner {
+                    agent: agent.agent_id.clone(),
+                    process: c.wire.process_id.clone(),
+                    comm: comm.to_owned(),
+                };
+                if c.listening() && c.local.ip().is_unspecified() {
+                    resolver
+                        .wildcard
+                        .entry(agent.agent_id.clone())
+                        .or_default()
+                        .insert(c.local.port(), owner);
+                } else {
+                    resolver
+                        .local_ends
+                        .insert(scoped(&agent.agent_id, c.local), owner);
+                }
             }
         }
+        resolver
     }
-    let mut out = BTreeMap::new();
-    for agent in store.agents.values() {
-        for c in agent.connections.values() {
+
+    /// One agent's connections with the node at their far end, by connection id.
+    pub fn entries<'a>(
+        &'a self,
+        agent: &'a AgentState,
+    ) -> impl Iterator<Item = pb::TopologyConnection> + 'a {
+        agent.connections.values().map(move |c| {
             let remote = c.remote.filter(|_| !c.listening());
             let peer = remote.and_then(|remote| {
                 let key = scoped(&agent.agent_id, remote);
-                local_ends.get(&key).copied().or_else(|| {
+                self.local_ends.get(&key).or_else(|| {
                     let owner = match &key.agent {
                         Some(agent) => agent.as_str(),
-                        None => agent_of_ip.get(&remote.ip()).copied()?,
+                        None => self.agent_of_ip.get(&remote.ip())?.as_str(),
                     };
-                    wildcard.get(&(owner, remote.port())).copied()
+                    self.wildcard.get(owner)?.get(&remote.port())
                 })
             });
             let (peer_node, peer_name) = match (peer, remote) {
-                (Some((peer_agent, process, comm)), _) => {
-                    let host = hostname_of.get(peer_agent).copied().unwrap_or(peer_agent);
-                    (process.to_string(), format!("{comm} on {host}"))
+                (Some(owner), _) => {
+                    let host = self
+                        .hostname_of
+                        .get(&owner.agent)
+                        .map_or(owner.agent.as_str(), String::as_str);
+                    (owner.process.clone(), format!("{} on {host}", owner.comm))
                 }
                 (None, Some(remote)) => {
                     (format!("external:{}", remote.ip()), remote.ip().to_string())
                 }
                 (None, None) => (String::new(), String::new()),
             };
-            out.insert(
-                c.wire.id.clone(),
-                pb::TopologyConnection {
-                    connection: Some(c.wire.clone()),
-                    hostname: agent.hostname.clone(),
-                    peer_node,
-                    peer_name,
-                },
-            );
-        }
+            pb::TopologyConnection {
+                connection: Some(c.wire.clone()),
+                hostname: agent.hostname.clone(),
+                peer_node,
+                peer_name,
+            }
+        })
     }
-    out
+}
+
+/// Every connection with the node at its far end.
+fn connections(store: &Store) -> BTreeMap<String, pb::TopologyConnection> {
+    let resolver = PeerResolver::new(store);
+    store
+        .agents
+        .values()
+        .flat_map(|agent| resolver.entries(agent))
+        .map(|c| (connection_id(&c).to_owned(), c))
+        .collect()
+}
+
+/// A connections view entry's id.
+pub fn connection_id(c: &pb::TopologyConnection) -> &str {
+    c.connection.as_ref().map_or("", |w| w.id.as_str())
 }
 
 pub fn pseudo_node(id: &str, ip: IpAddr) -> pb::TopologyNode {

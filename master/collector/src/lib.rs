@@ -78,12 +78,19 @@ struct ViewState {
     pseudo: HashSet<String>,
     /// The store's `edges_version` the edges were last computed at, and when.
     edges_from: Option<(u64, Instant)>,
+    /// The connections view: far ends are found with this resolver, built at the store's
+    /// `endpoints_version` (the second field) at the instant given.
+    peers: Option<(graph::PeerResolver, u64, Instant)>,
+    /// The connections view: each agent's connection ids in `graph`.
+    connections_of: HashMap<String, Vec<String>>,
     tx: broadcast::Sender<Arc<pb::TopologyDelta>>,
 }
 
 #[derive(Debug)]
 struct Inner {
     store: Mutex<Store>,
+    /// Publish rounds so far (whose turn it is for a whole-store pass).
+    rounds: std::sync::atomic::AtomicU64,
     views: HashMap<i32, Mutex<ViewState>>,
     metrics: CollectorMetrics,
     config: CollectorConfig,
@@ -114,6 +121,8 @@ impl Collector {
                         graph: ViewGraph::default(),
                         pseudo: HashSet::new(),
                         edges_from: None,
+                        peers: None,
+                        connections_of: HashMap::new(),
                         tx,
                     }),
                 )
@@ -126,6 +135,7 @@ impl Collector {
                     store.traffic.limits = config.traffic;
                     store
                 }),
+                rounds: std::sync::atomic::AtomicU64::new(0),
                 views,
                 metrics: CollectorMetrics::new(),
                 config,
@@ -238,15 +248,30 @@ impl Collector {
     /// A node view is built from the whole store once; from then on only the nodes the
     /// store marked changed are looked at. Its edges join connections reported by different
     /// agents, so they are recomputed from every connection, at most every `edges_every` and
-    /// only when a connection or the set of nodes changed. The connections view is
-    /// recomputed whole.
+    /// only when a connection or the set of nodes changed. The connections view redoes the
+    /// agents that reported, and finds every connection's far end again at most every
+    /// `edges_every` when endpoints changed.
     fn refresh(&self, view: pb::View) -> Option<Arc<pb::TopologyDelta>> {
+        self.refresh_with(view, true)
+    }
+
+    /// `refresh`, with the whole-store passes (edges, far ends) allowed or put off: the
+    /// publisher allows one view's per round, so they never add up in one round that holds
+    /// the store's lock (and ingest) for their sum.
+    fn refresh_with(&self, view: pb::View, whole_pass: bool) -> Option<Arc<pb::TopologyDelta>> {
         let state = self.inner.views.get(&(view as i32))?;
         let mut store = lock(&self.inner.store);
         let mut state = lock(state);
-        let edges_behind = state
-            .edges_from
-            .is_none_or(|(version, _)| version != store.edges_version);
+        let edges_behind = if view == pb::View::Connections {
+            state
+                .peers
+                .as_ref()
+                .is_none_or(|(_, version, _)| *version != store.endpoints_version)
+        } else {
+            state
+                .edges_from
+                .is_none_or(|(version, _)| version != store.edges_version)
+        };
         if state.store_version == store.version && !edges_behind {
             return None;
         }
@@ -280,18 +305,17 @@ impl Collector {
                 state.built = true;
             }
             None => {
-                let graph = graph::build(&store, view, false);
-                diff_nodes(&store, &state.graph, &graph, &mut delta);
-                for (id, connection) in &graph.connections {
-                    if state.graph.connections.get(id) != Some(connection) {
-                        delta.upserted_connections.push(connection.clone());
-                    }
-                }
-                delta.removed_connections = gone(&state.graph.connections, &graph.connections);
-                state.graph = graph;
+                let resolve_all = edges_behind
+                    && whole_pass
+                    && state
+                        .peers
+                        .as_ref()
+                        .is_none_or(|(_, _, at)| at.elapsed() >= self.inner.config.edges_every);
+                update_connections(&mut store, &mut state, resolve_all, &mut delta);
             }
         }
         let edges_due = edges_behind
+            && whole_pass
             && state
                 .edges_from
                 .is_none_or(|(_, at)| at.elapsed() >= self.inner.config.edges_every);
@@ -380,14 +404,18 @@ impl Collector {
         for agent in expired {
             tracing::info!(%agent, "agent silent for too long; removed from the topology");
         }
-        for view in VIEWS {
+        let round = self
+            .inner
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (i, view) in VIEWS.into_iter().enumerate() {
             let watched = self
                 .inner
                 .views
                 .get(&(view as i32))
                 .is_some_and(|s| lock(s).tx.receiver_count() > 0);
             if watched {
-                self.refresh(view);
+                self.refresh_with(view, round % VIEWS.len() as u64 == i as u64);
             }
         }
         let store = lock(&self.inner.store);
@@ -409,6 +437,68 @@ fn diff_nodes(store: &Store, before: &ViewGraph, now: &ViewGraph, delta: &mut pb
         }
     }
     delta.removed_nodes = gone(&before.nodes, &now.nodes);
+}
+
+/// Brings the connections view up to date. Only the agents that reported are redone, their
+/// far ends found with the resolver of the last whole pass; with `resolve_all` (endpoints
+/// moved, at most every `edges_every`) every connection is resolved again with a new one, so
+/// a connection whose far end appeared elsewhere is named within that time.
+fn update_connections(
+    store: &mut Store,
+    state: &mut ViewState,
+    resolve_all: bool,
+    delta: &mut pb::TopologyDelta,
+) {
+    let dirty = store.take_dirty_connections();
+    if resolve_all || state.peers.is_none() {
+        let resolver = graph::PeerResolver::new(store);
+        let mut now = BTreeMap::new();
+        let mut connections_of: HashMap<String, Vec<String>> = HashMap::new();
+        for agent in store.agents.values() {
+            let ids = connections_of.entry(agent.agent_id.clone()).or_default();
+            for c in resolver.entries(agent) {
+                let id = graph::connection_id(&c).to_owned();
+                ids.push(id.clone());
+                now.insert(id, c);
+            }
+        }
+        for (id, connection) in &now {
+            if state.graph.connections.get(id) != Some(connection) {
+                delta.upserted_connections.push(connection.clone());
+            }
+        }
+        delta.removed_connections = gone(&state.graph.connections, &now);
+        state.graph.connections = now;
+        state.connections_of = connections_of;
+        state.peers = Some((resolver, store.endpoints_version, Instant::now()));
+        return;
+    }
+    let Some((resolver, _, _)) = &state.peers else {
+        return;
+    };
+    for agent_id in dirty {
+        let before = state.connections_of.remove(&agent_id).unwrap_or_default();
+        let mut ids = Vec::new();
+        if let Some(agent) = store.agents.get(&agent_id) {
+            for c in resolver.entries(agent) {
+                let id = graph::connection_id(&c).to_owned();
+                if state.graph.connections.get(&id) != Some(&c) {
+                    delta.upserted_connections.push(c.clone());
+                    state.graph.connections.insert(id.clone(), c);
+                }
+                ids.push(id);
+            }
+        }
+        let kept: HashSet<&String> = ids.iter().collect();
+        for id in before {
+            if !kept.contains(&id) && state.graph.connections.remove(&id).is_some() {
+                delta.removed_connections.push(id);
+            }
+        }
+        if !ids.is_empty() {
+            state.connections_of.insert(agent_id, ids);
+        }
+    }
 }
 
 /// Applies the nodes the store marked changed to a built view.
@@ -557,6 +647,7 @@ mod tests {
     struct Watcher {
         nodes: BTreeMap<String, pb::Node>,
         edges: BTreeMap<String, pb::TopologyEdge>,
+        connections: BTreeMap<String, pb::TopologyConnection>,
     }
 
     impl Watcher {
@@ -577,6 +668,13 @@ mod tests {
             for id in &delta.removed_edges {
                 self.edges.remove(id);
             }
+            for c in &delta.upserted_connections {
+                self.connections
+                    .insert(graph::connection_id(c).to_owned(), c.clone());
+            }
+            for id in &delta.removed_connections {
+                self.connections.remove(id);
+            }
         }
 
         fn assert_matches(&self, collector: &Collector, view: pb::View) {
@@ -591,19 +689,21 @@ mod tests {
                 .collect();
             assert_eq!(self.nodes, nodes, "{view:?} nodes");
             assert_eq!(self.edges, whole.edges, "{view:?} edges");
+            assert_eq!(self.connections, whole.connections, "{view:?} connections");
         }
     }
 
     /// A view kept by deltas says what a view built from the whole store says, through
     /// additions, changes, removals, a full report that replaces an agent's state, edges that
-    /// come and go (with a pseudo node for an outside peer) and an agent that expires.
+    /// come and go (with a pseudo node for an outside peer), connections whose counters alone
+    /// move (redone for their agent only) and an agent that expires.
     #[test]
     fn views_kept_by_deltas_equal_views_built_whole() {
         let collector = Collector::new(CollectorConfig {
             edges_every: Duration::ZERO,
             ..Default::default()
         });
-        let views = [pb::View::Hosts, pb::View::Processes];
+        let views = [pb::View::Hosts, pb::View::Processes, pb::View::Connections];
         let mut watchers: Vec<Watched> = Vec::new();
         type Watched = (
             pb::View,
@@ -669,6 +769,21 @@ mod tests {
         ));
         collector.ingest(b1);
         step(&collector, &mut watchers);
+        // Only b's counters move: its connections are redone, nobody else's.
+        let mut b_counters = report("b", 2, false, vec![]);
+        let mut moved = conn(
+            "b-a",
+            "10.0.0.2:5000",
+            Some("10.0.0.1:80"),
+            pb::ConnectionState::Established,
+            "process:b:7",
+        );
+        moved.bytes_sent = 99;
+        b_counters.connections.push(moved);
+        let endpoints = lock(&collector.inner.store).endpoints_version;
+        collector.ingest(b_counters);
+        assert_eq!(lock(&collector.inner.store).endpoints_version, endpoints);
+        step(&collector, &mut watchers);
         // a changes one process, adds one, removes one.
         let mut a2 = report(
             "a",
@@ -680,7 +795,7 @@ mod tests {
         collector.ingest(a2);
         step(&collector, &mut watchers);
         // b's outside connection closes; then b sends a full report with another process.
-        let mut b2 = report("b", 2, false, vec![]);
+        let mut b2 = report("b", 3, false, vec![]);
         b2.connections.push(conn(
             "b-x",
             "10.0.0.2:5001",
@@ -690,7 +805,7 @@ mod tests {
         ));
         collector.ingest(b2);
         step(&collector, &mut watchers);
-        collector.ingest(report("b", 3, false, vec![]));
+        collector.ingest(report("b", 4, false, vec![]));
         step(&collector, &mut watchers);
         collector.ingest(report(
             "b",

@@ -208,6 +208,13 @@ pub struct Store {
     /// Nodes changed, added or removed since their view last took them, by kind: (agent,
     /// node id). What lets views follow the store by deltas instead of rebuilds.
     dirty: HashMap<i32, HashSet<(String, String)>>,
+    /// Agents whose connections changed (counters included) since the connections view last
+    /// took them.
+    dirty_connections: HashSet<String>,
+    /// Bumped when what the far ends of connections are found by changed: a connection
+    /// opened, gone, or turned listener; a process's name; an agent's addresses or name.
+    /// Counters alone leave it.
+    pub endpoints_version: u64,
 }
 
 fn sample(node: &pb::Node) -> Option<Sample> {
@@ -247,7 +254,14 @@ impl Store {
             traffic: Traffic::default(),
             last_traffic_expiry: Instant::now(),
             dirty: HashMap::new(),
+            dirty_connections: HashSet::new(),
+            endpoints_version: 0,
         }
+    }
+
+    /// The agents whose connections changed since the last call.
+    pub fn take_dirty_connections(&mut self) -> HashSet<String> {
+        std::mem::take(&mut self.dirty_connections)
     }
 
     /// The nodes of `kind` changed since the last call for that kind: (agent, node id).
@@ -322,12 +336,15 @@ impl Store {
         // Closed and failed connections live for exactly one report.
         let held = agent.connections.len();
         agent.connections.retain(|_, c| !c.ended());
+        let mut endpoints_changed = report.full || held != agent.connections.len();
         if report.full
             || held != agent.connections.len()
             || !connections.is_empty()
             || !report.removed_connections.is_empty()
+            || report.hostname != agent.hostname
         {
             self.edges_version += 1;
+            self.dirty_connections.insert(agent.agent_id.clone());
         }
         let mut membership_changed = !report.removed_nodes.is_empty();
         for id in &report.removed_nodes {
@@ -337,10 +354,11 @@ impl Store {
             self.series.remove(id);
         }
         for id in &report.removed_connections {
-            if let Some(conn) = agent.connections.remove(id)
-                && conn.listening()
-            {
-                gone_listeners.push(conn);
+            if let Some(conn) = agent.connections.remove(id) {
+                endpoints_changed = true;
+                if conn.listening() {
+                    gone_listeners.push(conn);
+                }
             }
         }
         for node in report.nodes {
@@ -349,6 +367,7 @@ impl Store {
         }
         if membership_changed {
             self.edges_version += 1;
+            endpoints_changed = true;
         }
         let mut changes = Vec::with_capacity(connections.len());
         for conn in connections {
@@ -362,17 +381,24 @@ impl Store {
                 }
                 self.traffic.listeners.add(&agent.agent_id, &conn);
             }
+            endpoints_changed |= before
+                .is_none_or(|b| b.listening() != conn.listening() || b.wire.comm != conn.wire.comm);
             changes.push(ConnChange::between(before, &conn));
             agent.connections.insert(conn.wire.id.clone(), conn);
         }
+        endpoints_changed |= report.hostname != agent.hostname;
         if let Some(ips) = host_ips {
             if ips != agent.ips {
                 self.edges_version += 1;
+                endpoints_changed = true;
             }
             self.traffic
                 .listeners
                 .set_ips(&agent.agent_id, &agent.ips, &ips);
             agent.ips = ips;
+        }
+        if endpoints_changed {
+            self.endpoints_version += 1;
         }
         agent.hostname = report.hostname;
         agent.applied_seq = report.seq;
@@ -414,6 +440,7 @@ impl Store {
                         .insert((agent.agent_id.clone(), node.id.clone()));
                 }
                 self.traffic.listeners.remove_agent(&agent);
+                self.dirty_connections.insert(agent.agent_id.clone());
             }
         }
         if self.last_traffic_expiry.elapsed() >= TRAFFIC_EXPIRY_EVERY {
@@ -423,6 +450,7 @@ impl Store {
         if !gone.is_empty() {
             self.version += 1;
             self.edges_version += 1;
+            self.endpoints_version += 1;
         }
         gone
     }
