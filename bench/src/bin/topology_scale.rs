@@ -1,13 +1,14 @@
 //! The collector at scale: `orca-collector` as a process, fed by simulated agents in a second
-//! process over the real gRPC report stream, watched over gRPC as the TUI watches it, and
-//! scraped over HTTP as Prometheus scrapes it.
+//! process over the real gRPC report stream, watched over gRPC by a client here and by the
+//! TUI in a third process, and scraped over HTTP as Prometheus scrapes it.
 //!
 //! Each simulated agent reports one host, 9 containers and 90 processes (100 nodes), a
 //! listener, and 20 connections to other agents' listeners (cross-host edges). Every second
 //! each agent sends a delta changing 10 % of its nodes (CPU and memory of 10 processes, and
-//! the byte counts of its connections); every changed node carries its send time (wall clock,
-//! µs) in a label. Figures, per size, over a steady window after every full report was
-//! applied:
+//! the byte counts of its connections); every changed process carries its report's send time
+//! (wall clock, µs) and sequence number in two of its values (CPU seconds, virtual size),
+//! which change every report as real values do. Figures, per size, over a steady window after
+//! every full report was applied:
 //!
 //! - **collector CPU**: user + system time of the collector process, % of one core;
 //! - **collector memory**: its peak RSS;
@@ -16,6 +17,9 @@
 //!   publish, fan-out and gRPC inside; every changed node is counted, and nodes never seen
 //!   are counted: every delta report of an agent between the first and the last one the
 //!   watcher saw must have reached it, with all of its changed nodes);
+//! - **report → TUI screen p99** and **TUI frame**: `orca`'s feed and run loop in a child
+//!   process (processes view, details open, 160x48 off-screen terminal, frames timed whole),
+//!   each frame with news timed from the earliest send time of what it shows;
 //! - **/metrics scrape**: wall time of a full `GET /metrics` (text format) and the series it
 //!   carried.
 //!
