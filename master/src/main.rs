@@ -101,6 +101,46 @@ struct Cli {
     /// unset.
     #[arg(long)]
     hostname: Option<String>,
+    /// Principals and secrets callers must authenticate with (HTTP Basic; gRPC the same in
+    /// `authorization` metadata), as a Mesos credentials file: JSON `{"credentials":
+    /// [{"principal": …, "secret": …}]}` or lines of `principal secret` (`file://` accepted).
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<String>,
+    /// Mesos ACLs, as JSON or a path to it: `register_frameworks`, `run_tasks`,
+    /// `teardown_frameworks`, `kill_tasks`, `drain_agents`, `deactivate_agents`,
+    /// `reactivate_agents`. Requests no rule matches are denied unless `"permissive": true`.
+    #[arg(long, value_name = "JSON|FILE")]
+    acls: Option<String>,
+    /// Listen on addresses other hosts can reach without authenticating every caller.
+    /// Refused without it: whoever reaches the master can run commands on every agent.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// Why the master will not listen where it was asked to (`--insecure` overrides).
+fn exposure(cli: &Cli) -> Option<String> {
+    if cli.insecure {
+        return None;
+    }
+    let reachable = |addr: &SocketAddr| !addr.ip().is_loopback();
+    if reachable(&cli.http_addr) && cli.credentials.is_none() {
+        return Some(format!(
+            "--http-addr {} can be reached from other hosts and no --credentials are set: \
+             anyone who reaches it could launch commands on every agent. Give --credentials \
+             (and --acls), bind to 127.0.0.1, or pass --insecure to accept the risk",
+            cli.http_addr
+        ));
+    }
+    if reachable(&cli.grpc_addr) {
+        return Some(format!(
+            "--grpc-addr {} can be reached from other hosts, and the agent link and topology \
+             reports on it do not authenticate their callers yet (only the scheduler and \
+             operator services do, with --credentials): bind it to 127.0.0.1 or pass \
+             --insecure to accept the risk",
+            cli.grpc_addr
+        ));
+    }
+    None
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -175,6 +215,18 @@ fn cluster_config(cli: &Cli) -> anyhow::Result<ClusterConfig> {
         role(&mut config, name).principals =
             value.split(',').map(|p| p.trim().to_owned()).collect();
     }
+    config.credentials = cli
+        .credentials
+        .as_deref()
+        .map(orca_auth::Credentials::load)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--credentials: {e}"))?;
+    config.acls = cli
+        .acls
+        .as_deref()
+        .map(orca_auth::Acls::load)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--acls: {e}"))?;
     Ok(config)
 }
 
@@ -227,6 +279,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if let Some(why) = exposure(&cli) {
+        eprintln!("orca-master: {why}");
+        return ExitCode::from(2);
+    }
     let cluster = match cluster_config(&cli) {
         Ok(mut c) => {
             c.flags = flag_list(&matches);

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     api::{
-        agent_link::AgentLinkService, mesos_http, operator_grpc::OperatorService,
+        agent_link::AgentLinkService, authn, mesos_http, operator_grpc::OperatorService,
         scheduler_grpc::SchedulerService,
     },
     cluster::{Cluster, ClusterConfig},
@@ -136,6 +136,8 @@ impl Master {
         let mut grpc_stop = stop_rx.clone();
         // Agents are told to heartbeat three times per ping timeout.
         let heartbeat = cluster.agent_ping_timeout() / 3;
+        // With --credentials the scheduler and operator services authenticate their callers.
+        let authenticator = authn::Authenticator::new(cluster.credentials());
         let grpc = tonic::transport::Server::builder()
             .add_service(
                 CollectorServer::new(collector.clone()).max_decoding_message_size(64 << 20),
@@ -144,11 +146,14 @@ impl Master {
                 cluster.clone(),
                 heartbeat,
             )))
-            .add_service(SchedulerServer::new(SchedulerService::new(cluster.clone())))
-            .add_service(OperatorServer::new(OperatorService::new(
-                cluster.clone(),
-                stop_rx.clone(),
-            )))
+            .add_service(SchedulerServer::with_interceptor(
+                SchedulerService::new(cluster.clone()),
+                authn::grpc(authenticator.clone()),
+            ))
+            .add_service(OperatorServer::with_interceptor(
+                OperatorService::new(cluster.clone(), stop_rx.clone()),
+                authn::grpc(authenticator),
+            ))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
                 async move {

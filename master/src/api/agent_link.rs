@@ -132,19 +132,21 @@ impl AgentLink for AgentLinkService {
                         let Some(status) = update.status else {
                             continue;
                         };
-                        let status = match status_from_proto(&status) {
+                        let mut status = match status_from_proto(&status) {
                             Ok(s) => s,
                             Err(why) => {
                                 tracing::warn!(agent = %agent_id, %why, "bad status update ignored");
                                 continue;
                             }
                         };
+                        // The link says which agent speaks, not the message.
+                        status.agent_id = agent_id.clone();
                         let (task_id, uuid) = (status.task_id.clone(), status.uuid);
                         match cluster.status_update(&update.framework_id, status) {
                             Ok(()) => {}
-                            Err(ApiError::NotFound(why)) => {
+                            Err(ApiError::NotFound(why) | ApiError::Forbidden(why)) => {
                                 // Nobody will ever acknowledge it: stop the agent retrying.
-                                tracing::info!(agent = %agent_id, %why, "update for a gone task");
+                                tracing::info!(agent = %agent_id, %why, "update not applied");
                                 if let Some(uuid) = uuid {
                                     let ack = AgentCommand::Acknowledge { task_id, uuid };
                                     let _ = tx.send(Ok(command_to_proto(ack))).await;

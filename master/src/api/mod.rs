@@ -7,8 +7,11 @@
 //! - [`operator_grpc`]: the cluster watch and operator actions (`orca.operator.v1`);
 //! - [`agent_link`]: one bidirectional stream per agent (`orca.cluster.v1`).
 //!
-//! Both scheduler doors send a framework's events through [`events::FrameworkEvents`].
+//! Both scheduler doors send a framework's events through [`events::FrameworkEvents`]. With
+//! `--credentials`, [`authn`] authenticates callers of the Mesos HTTP API and of the gRPC
+//! scheduler and operator services; the cluster core authorizes what they ask with `--acls`.
 pub mod agent_link;
+pub mod authn;
 pub mod cluster_watch;
 pub mod convert;
 pub mod events;

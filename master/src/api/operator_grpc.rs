@@ -8,6 +8,7 @@ use std::{
 };
 
 use futures::Stream;
+use orca_auth::Action;
 use orca_proto::{cluster::v1 as cpb, operator::v1 as pb};
 use orca_resources::{Resources, Value};
 use tokio::sync::{broadcast, mpsc};
@@ -15,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{
+    authn::grpc_principal,
     cluster_watch::{ClusterWatches, Subscription},
     convert::{grpc_status, task_state_to_proto},
 };
@@ -414,12 +416,16 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::KillTaskRequest>,
     ) -> Result<Response<pb::KillTaskResponse>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
         if r.framework_id.is_empty() || r.task_id.is_empty() {
             return Err(Status::invalid_argument(
                 "framework_id and task_id are both required",
             ));
         }
+        self.cluster
+            .authorize_operator(Action::KillTasks, principal.as_deref(), &r.framework_id)
+            .map_err(grpc_status)?;
         let grace = (r.grace_seconds > 0.0).then(|| Duration::from_secs_f64(r.grace_seconds));
         self.cluster
             .kill(&r.framework_id, &r.task_id, None, grace)
@@ -432,7 +438,11 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::AgentRequest>,
     ) -> Result<Response<pb::AgentResponse>, Status> {
+        let principal = grpc_principal(&request);
         let agent_id = agent_id(&request.into_inner().agent_id)?;
+        self.cluster
+            .authorize_operator(Action::DeactivateAgents, principal.as_deref(), &agent_id)
+            .map_err(grpc_status)?;
         self.cluster
             .set_agent_deactivated(&agent_id, true)
             .await
@@ -444,7 +454,11 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::AgentRequest>,
     ) -> Result<Response<pb::AgentResponse>, Status> {
+        let principal = grpc_principal(&request);
         let agent_id = agent_id(&request.into_inner().agent_id)?;
+        self.cluster
+            .authorize_operator(Action::ReactivateAgents, principal.as_deref(), &agent_id)
+            .map_err(grpc_status)?;
         self.cluster
             .set_agent_deactivated(&agent_id, false)
             .await
@@ -456,8 +470,12 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::DrainAgentRequest>,
     ) -> Result<Response<pb::AgentResponse>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
         let agent_id = agent_id(&r.agent_id)?;
+        self.cluster
+            .authorize_operator(Action::DrainAgents, principal.as_deref(), &agent_id)
+            .map_err(grpc_status)?;
         let max_grace = match r.max_grace_seconds {
             None => None,
             Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s.min(1e9))),

@@ -7,6 +7,7 @@ use orca_proto::scheduler::v1::{self as pb, event, operation, scheduler_server::
 use tonic::{Request, Response, Status};
 
 use super::{
+    authn::grpc_principal,
     convert::{grpc_status, seconds, status_to_proto, task_from_proto},
     events::FrameworkEvents,
 };
@@ -27,12 +28,18 @@ impl SchedulerService {
         SchedulerService { cluster }
     }
 
-    fn check(&self, header: Option<&pb::CallHeader>) -> Result<String, Status> {
+    /// The framework a call is for, once it is known to come from its subscription (and
+    /// from the principal that subscribed it).
+    fn check(
+        &self,
+        header: Option<&pb::CallHeader>,
+        principal: Option<&str>,
+    ) -> Result<String, Status> {
         let header = header.ok_or_else(|| {
             Status::invalid_argument("the call needs `header` with framework_id and stream_id")
         })?;
         self.cluster
-            .check_stream(&header.framework_id, Some(&header.stream_id))
+            .check_stream(&header.framework_id, Some(&header.stream_id), principal)
             .map_err(grpc_status)?;
         Ok(header.framework_id.clone())
     }
@@ -42,8 +49,9 @@ impl SchedulerService {
         request: Request<pb::InverseOffersRequest>,
         answer: InverseOfferAnswer,
     ) -> Result<Response<pb::CallResult>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
-        let framework_id = self.check(r.header.as_ref())?;
+        let framework_id = self.check(r.header.as_ref(), principal.as_deref())?;
         let refuse = (r.refuse_seconds > 0.0)
             .then(|| seconds(r.refuse_seconds))
             .flatten();
@@ -127,6 +135,7 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Events>, Status> {
+        let principal = grpc_principal(&request);
         let request = request.into_inner();
         let info = request
             .framework_info
@@ -144,7 +153,11 @@ impl Scheduler for SchedulerService {
             capabilities: info.capabilities,
             labels: info.labels.into_iter().collect(),
         };
-        let sub = self.cluster.subscribe(info).await.map_err(grpc_status)?;
+        let sub = self
+            .cluster
+            .subscribe(info, principal.as_deref())
+            .await
+            .map_err(grpc_status)?;
         if !request.suppressed_roles.is_empty() {
             let _ = self
                 .cluster
@@ -160,8 +173,9 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<pb::AcceptRequest>,
     ) -> Result<Response<pb::CallResult>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
-        let framework_id = self.check(r.header.as_ref())?;
+        let framework_id = self.check(r.header.as_ref(), principal.as_deref())?;
         let mut operations = Vec::new();
         for op in r.operations {
             let (tasks, group) = match op.kind {
@@ -191,8 +205,9 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<pb::DeclineRequest>,
     ) -> Result<Response<pb::CallResult>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
-        let framework_id = self.check(r.header.as_ref())?;
+        let framework_id = self.check(r.header.as_ref(), principal.as_deref())?;
         done(
             self.cluster
                 .decline(&framework_id, &r.offer_ids, seconds(r.refuse_seconds)),
@@ -217,8 +232,9 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<pb::RolesRequest>,
     ) -> Result<Response<pb::CallResult>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
-        let framework_id = self.check(r.header.as_ref())?;
+        let framework_id = self.check(r.header.as_ref(), principal.as_deref())?;
         let roles = (!r.roles.is_empty()).then_some(r.roles);
         done(self.cluster.revive(&framework_id, roles.as_deref()))
     }
@@ -227,8 +243,9 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<pb::RolesRequest>,
     ) -> Result<Response<pb::CallResult>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
-        let framework_id = self.check(r.header.as_ref())?;
+        let framework_id = self.check(r.header.as_ref(), principal.as_deref())?;
         let roles = (!r.roles.is_empty()).then_some(r.roles);
         done(self.cluster.suppress(&framework_id, roles.as_deref()))
     }
@@ -237,8 +254,9 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<pb::KillRequest>,
     ) -> Result<Response<pb::CallResult>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
-        let framework_id = self.check(r.header.as_ref())?;
+        let framework_id = self.check(r.header.as_ref(), principal.as_deref())?;
         done(self.cluster.kill(
             &framework_id,
             &r.task_id,
@@ -251,8 +269,9 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::CallResult>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
-        let framework_id = self.check(r.header.as_ref())?;
+        let framework_id = self.check(r.header.as_ref(), principal.as_deref())?;
         let uuid: [u8; 16] = r
             .uuid
             .as_slice()
@@ -268,8 +287,9 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<pb::ReconcileRequest>,
     ) -> Result<Response<pb::CallResult>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
-        let framework_id = self.check(r.header.as_ref())?;
+        let framework_id = self.check(r.header.as_ref(), principal.as_deref())?;
         let tasks: Vec<(String, Option<String>)> = r
             .tasks
             .into_iter()
@@ -282,8 +302,9 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<pb::CallHeader>,
     ) -> Result<Response<pb::CallResult>, Status> {
+        let principal = grpc_principal(&request);
         let header = request.into_inner();
-        let framework_id = self.check(Some(&header))?;
+        let framework_id = self.check(Some(&header), principal.as_deref())?;
         done(self.cluster.teardown(&framework_id).await)
     }
 }

@@ -37,6 +37,11 @@ pub struct ClusterConfig {
     /// The flags the master was started with, by name, as the operator API's `GET_FLAGS`
     /// and `GET /flags` report them.
     pub flags: Vec<(String, String)>,
+    /// Who may authenticate (`--credentials`); the front doors check callers against it.
+    /// `None`: calls are not authenticated.
+    pub credentials: Option<orca_auth::Credentials>,
+    /// What principals may do (`--acls`); `None` authorizes everything.
+    pub acls: Option<orca_auth::Acls>,
 }
 
 impl Default for ClusterConfig {
@@ -57,6 +62,8 @@ impl Default for ClusterConfig {
             registry: None,
             master_id: None,
             flags: Vec::new(),
+            credentials: None,
+            acls: None,
         }
     }
 }

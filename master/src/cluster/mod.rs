@@ -379,12 +379,20 @@ impl Cluster {
 
     /// Subscribes (or re-subscribes) a framework; SUBSCRIBED is queued first on the returned
     /// events, which leave only once the framework is durably registered.
-    pub async fn subscribe(&self, info: FrameworkInfo) -> Result<Subscription, ApiError> {
+    ///
+    /// `principal` is the one the caller authenticated as (`None`: unauthenticated); a
+    /// principal written into `info` must equal it, and a framework failing over must be
+    /// subscribed by the principal it has.
+    pub async fn subscribe(
+        &self,
+        info: FrameworkInfo,
+        principal: Option<&str>,
+    ) -> Result<Subscription, ApiError> {
         let term = self.term();
         self.acting()?;
         let (sub, writes) = {
             let mut s = self.lock();
-            let sub = s.subscribe(info, Instant::now());
+            let sub = s.subscribe(info, principal, Instant::now());
             (sub, s.take_writes())
         };
         let sub = sub?;
@@ -414,14 +422,24 @@ impl Cluster {
         self.changed();
     }
 
-    /// Checks that a call comes from the framework's current subscription.
+    /// Checks that a call comes from the framework's current subscription and, when the
+    /// caller authenticated, from the principal that subscribed it.
     pub fn check_stream(
         &self,
         framework_id: &str,
         stream_id: Option<&str>,
+        principal: Option<&str>,
     ) -> Result<(), ApiError> {
         self.acting()?;
-        self.lock().check_stream(framework_id, stream_id)
+        let s = self.lock();
+        s.check_stream(framework_id, stream_id)?;
+        match (principal, s.framework_principal(framework_id)) {
+            (Some(caller), owner) if owner != Some(caller) => Err(ApiError::Forbidden(format!(
+                "authenticated principal '{caller}' is not the principal that subscribed \
+                 framework {framework_id}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     pub fn accept(
@@ -526,6 +544,34 @@ impl Cluster {
     ) -> Result<(), ApiError> {
         self.acting()?;
         self.lock().reconcile(framework_id, tasks)
+    }
+
+    /// Whether an operator call of `principal` may do `action` to a framework or an agent:
+    /// `TeardownFrameworks` and `KillTasks` (`target`: the framework id) are checked against
+    /// the framework's principal, agent actions
+    /// against the agent's hostname (Mesos's ACL objects). A 403 when not.
+    pub fn authorize_operator(
+        &self,
+        action: orca_auth::Action,
+        principal: Option<&str>,
+        target: &str,
+    ) -> Result<(), ApiError> {
+        use orca_auth::Action;
+        if self.config.acls.is_none() {
+            return Ok(());
+        }
+        self.acting()?;
+        let s = self.lock();
+        let object = match action {
+            Action::TeardownFrameworks | Action::KillTasks => s
+                .framework_owner(target)
+                .ok_or_else(|| ApiError::NotFound(format!("unknown framework {target}")))?,
+            Action::DrainAgents | Action::DeactivateAgents | Action::ReactivateAgents => s
+                .agent_hostname(target)
+                .ok_or_else(|| ApiError::NotFound(format!("unknown agent {target}")))?,
+            Action::RegisterFrameworks | Action::RunTasks => target.to_owned(),
+        };
+        s.authorize(action, principal, &object)
     }
 
     pub async fn teardown(&self, framework_id: &str) -> Result<(), ApiError> {
@@ -842,6 +888,11 @@ impl Cluster {
 
     pub fn heartbeat_interval(&self) -> Duration {
         self.config.framework_heartbeat
+    }
+
+    /// Who may authenticate to the front doors (`--credentials`), if anyone must.
+    pub fn credentials(&self) -> Option<orca_auth::Credentials> {
+        self.config.credentials.clone()
     }
 
     pub fn snapshot(&self) -> StateSnapshot {

@@ -1078,10 +1078,20 @@ async fn a_migration_halts_on_sync_lag_and_survives_a_b_server_and_a_master_dyin
         3
     };
     site.b.kill_node(dead).unwrap();
-    wait_for("phase 2 done without the dead server", WAIT, || async {
-        site.state("faults").await["completed"] == 2
-    })
-    .await;
+    // Polled by hand so that a timeout shows what the migration says it waits for.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let state = site.state("faults").await;
+        if state["completed"] == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "phase 2 not done {WAIT:?} after server {dead} of B was killed; the migration \
+             says: {state:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let on_b = group(&site.b.connect_string()).await;
     assert_eq!(on_b.len(), 6, "{on_b:?}");
     site.b.restart_node(dead, WAIT).unwrap();

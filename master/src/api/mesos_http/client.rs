@@ -45,11 +45,21 @@ async fn connection(
     Ok(sender)
 }
 
+/// An `Authorization` value for HTTP Basic, as a master with `--credentials` asks for.
+pub fn basic(principal: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{principal}:{secret}"))
+    )
+}
+
 fn request(
     addr: SocketAddr,
     path: &str,
     body: Vec<u8>,
     stream_id: Option<&str>,
+    authorization: Option<&str>,
 ) -> Request<Full<Bytes>> {
     let mut builder = Request::post(path)
         .header("Host", addr.to_string())
@@ -57,6 +67,9 @@ fn request(
         .header("Accept", "application/json");
     if let Some(id) = stream_id {
         builder = builder.header(STREAM_ID_HEADER, id);
+    }
+    if let Some(value) = authorization {
+        builder = builder.header(hyper::header::AUTHORIZATION, value);
     }
     builder
         .body(Full::new(Bytes::from(body)))
@@ -69,7 +82,17 @@ pub async fn post(
     body: Vec<u8>,
     stream_id: Option<&str>,
 ) -> Result<(StatusCode, String), ClientError> {
-    post_to(addr, "/api/v1/scheduler", body, stream_id).await
+    post_to(addr, "/api/v1/scheduler", body, stream_id, None).await
+}
+
+/// `post` with an `Authorization` value (see [`basic`]).
+pub async fn post_as(
+    addr: SocketAddr,
+    body: Vec<u8>,
+    stream_id: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<(StatusCode, String), ClientError> {
+    post_to(addr, "/api/v1/scheduler", body, stream_id, authorization).await
 }
 
 async fn post_to(
@@ -77,10 +100,11 @@ async fn post_to(
     path: &str,
     body: Vec<u8>,
     stream_id: Option<&str>,
+    authorization: Option<&str>,
 ) -> Result<(StatusCode, String), ClientError> {
     let mut sender = connection(addr).await?;
     let response = sender
-        .send_request(request(addr, path, body, stream_id))
+        .send_request(request(addr, path, body, stream_id, authorization))
         .await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
@@ -89,7 +113,23 @@ async fn post_to(
 
 /// POSTs an operator call (`/api/v1`); returns the status and body text.
 pub async fn operator(addr: SocketAddr, call: &Value) -> Result<(StatusCode, String), ClientError> {
-    post_to(addr, "/api/v1", call.to_string().into_bytes(), None).await
+    operator_as(addr, call, None).await
+}
+
+/// `operator` with an `Authorization` value (see [`basic`]).
+pub async fn operator_as(
+    addr: SocketAddr,
+    call: &Value,
+    authorization: Option<&str>,
+) -> Result<(StatusCode, String), ClientError> {
+    post_to(
+        addr,
+        "/api/v1",
+        call.to_string().into_bytes(),
+        None,
+        authorization,
+    )
+    .await
 }
 
 /// GETs a JSON document (`/master/state`, `/metrics/snapshot`).
@@ -139,6 +179,7 @@ pub struct Caller {
     addr: SocketAddr,
     framework_id: String,
     stream_id: String,
+    authorization: Option<String>,
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
@@ -164,6 +205,7 @@ impl Caller {
                 "/api/v1/scheduler",
                 call,
                 Some(&self.stream_id),
+                self.authorization.as_deref(),
             ))
             .await?;
         let status = response.status();
@@ -181,10 +223,17 @@ async fn open_stream(
     addr: SocketAddr,
     path: &str,
     call: &Value,
+    authorization: Option<&str>,
 ) -> Result<hyper::Response<Incoming>, ClientError> {
     let mut sender = connection(addr).await?;
     let response = sender
-        .send_request(request(addr, path, call.to_string().into_bytes(), None))
+        .send_request(request(
+            addr,
+            path,
+            call.to_string().into_bytes(),
+            None,
+            authorization,
+        ))
         .await?;
     let status = response.status();
     if status != StatusCode::OK {
@@ -205,6 +254,8 @@ pub struct SchedulerClient {
     pub stream_id: String,
     /// The SUBSCRIBED event, whole.
     pub subscribed: Value,
+    /// Sent with every call (HTTP Basic, see [`basic`]).
+    authorization: Option<String>,
     events: EventStream,
 }
 
@@ -223,9 +274,19 @@ pub struct EventStream {
 impl SchedulerClient {
     /// SUBSCRIBE with `framework_info` (Mesos JSON) and wait for SUBSCRIBED.
     pub async fn subscribe(addr: SocketAddr, framework_info: Value) -> Result<Self, ClientError> {
+        Self::subscribe_as(addr, framework_info, None).await
+    }
+
+    /// `subscribe`, authenticating every call with `authorization` (see [`basic`]).
+    pub async fn subscribe_as(
+        addr: SocketAddr,
+        framework_info: Value,
+        authorization: Option<String>,
+    ) -> Result<Self, ClientError> {
         let call =
             json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": framework_info } });
-        let response = open_stream(addr, "/api/v1/scheduler", &call).await?;
+        let response =
+            open_stream(addr, "/api/v1/scheduler", &call, authorization.as_deref()).await?;
         let stream_id = response
             .headers()
             .get(STREAM_ID_HEADER)
@@ -236,6 +297,7 @@ impl SchedulerClient {
             addr,
             framework_id: String::new(),
             subscribed: Value::Null,
+            authorization,
             stream_id,
             events: EventStream::new(response.into_body()),
         };
@@ -283,6 +345,7 @@ impl SchedulerClient {
             addr: self.addr,
             framework_id: self.framework_id.clone(),
             stream_id: self.stream_id.clone(),
+            authorization: self.authorization.clone(),
             sender: connection(self.addr).await?,
         })
     }
@@ -290,10 +353,11 @@ impl SchedulerClient {
     /// Sends a call as this framework on a new connection; returns the status and body.
     pub async fn call(&self, mut call: Value) -> Result<(StatusCode, String), ClientError> {
         call["framework_id"] = json!({ "value": self.framework_id });
-        post(
+        post_as(
             self.addr,
             call.to_string().into_bytes(),
             Some(&self.stream_id),
+            self.authorization.as_deref(),
         )
         .await
     }
@@ -439,7 +503,7 @@ pub struct OperatorSubscription {
 
 impl OperatorSubscription {
     pub async fn subscribe(addr: SocketAddr) -> Result<Self, ClientError> {
-        let response = open_stream(addr, "/api/v1", &json!({ "type": "SUBSCRIBE" })).await?;
+        let response = open_stream(addr, "/api/v1", &json!({ "type": "SUBSCRIBE" }), None).await?;
         let mut events = EventStream::new(response.into_body());
         let subscribed = events
             .next_event(Duration::from_secs(30))

@@ -16,7 +16,7 @@ pub mod recordio;
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::{Body, Bytes},
     extract::{Request, State},
     http::{HeaderMap, StatusCode, header},
@@ -26,7 +26,11 @@ use axum::{
 };
 use serde_json::{Value as JsonValue, json};
 
-use super::{convert::http_status, events::FrameworkEvents};
+use super::{
+    authn::{self, Authenticator, Principal},
+    convert::http_status,
+    events::FrameworkEvents,
+};
 use crate::cluster::{ApiError, Cluster, InverseOfferAnswer, StateSnapshot, TaskView};
 
 pub const STREAM_ID_HEADER: &str = "Mesos-Stream-Id";
@@ -52,6 +56,7 @@ pub fn router(cluster: Cluster) -> Router {
         master_id,
         heartbeat,
     };
+    let authenticator = Authenticator::new(cluster.credentials());
     let leader_only = Router::new()
         .route("/api/v1/scheduler", post(scheduler))
         .route("/api/v1", post(operator::call))
@@ -62,14 +67,21 @@ pub fn router(cluster: Cluster) -> Router {
         .route_layer(middleware::from_fn_with_state(
             cluster.clone(),
             redirect_unless_leading,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            authenticator.clone(),
+            authn::http,
         ));
+    let authenticated = Router::new()
+        .route("/flags", get(flags))
+        .route("/metrics/snapshot", get(metrics_snapshot))
+        .route_layer(middleware::from_fn_with_state(authenticator, authn::http));
     Router::new()
         .merge(leader_only)
+        .merge(authenticated)
         .route("/master/redirect", any(redirect))
         .route("/redirect", any(redirect))
-        .route("/metrics/snapshot", get(metrics_snapshot))
         .route("/version", get(version))
-        .route("/flags", get(flags))
         .with_state(api)
 }
 
@@ -139,7 +151,13 @@ fn accepted(result: Result<(), ApiError>) -> Response {
     }
 }
 
-async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+async fn scheduler(
+    State(api): State<Api>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let principal = principal.map(|Extension(p)| p.0);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -158,7 +176,7 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed call: {e}")),
     };
     if call.kind == "SUBSCRIBE" {
-        return subscribe(api, call).await;
+        return subscribe(api, call, principal.as_deref()).await;
     }
     let Some(framework_id) = call.framework_id.as_ref().map(|i| i.value.clone()) else {
         return error(
@@ -167,7 +185,10 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
         );
     };
     let stream_id = headers.get(STREAM_ID_HEADER).and_then(|v| v.to_str().ok());
-    if let Err(err) = api.cluster.check_stream(&framework_id, stream_id) {
+    if let Err(err) = api
+        .cluster
+        .check_stream(&framework_id, stream_id, principal.as_deref())
+    {
         return api_error(err);
     }
     let cluster = &api.cluster;
@@ -323,7 +344,7 @@ async fn scheduler(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
     }
 }
 
-async fn subscribe(api: Api, call: json::Call) -> Response {
+async fn subscribe(api: Api, call: json::Call, principal: Option<&str>) -> Response {
     let Some(subscribe) = call.subscribe else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -339,7 +360,7 @@ async fn subscribe(api: Api, call: json::Call) -> Response {
             "framework_id in the call and in framework_info differ",
         );
     }
-    let sub = match api.cluster.subscribe(info).await {
+    let sub = match api.cluster.subscribe(info, principal).await {
         Ok(sub) => sub,
         Err(err) => return api_error(err),
     };

@@ -707,7 +707,7 @@ mod tests {
         // The framework subscribes here with its id and owns its task again.
         let mut fw_info = framework_info("moved");
         fw_info.id = Some("fw-moved".into());
-        s.subscribe(fw_info, Instant::now()).unwrap();
+        s.subscribe(fw_info, None, Instant::now()).unwrap();
         let framework = &s.frameworks["fw-moved"];
         assert!(!framework.recovered);
         assert_eq!(framework.tasks["t1"].state, TaskState::Running);

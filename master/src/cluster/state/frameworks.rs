@@ -8,6 +8,8 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use super::{FrameworkEntry, State};
+use orca_auth::Action;
+
 use crate::allocator::{FrameworkSpec, validate_role};
 use crate::cluster::registry::{Change, FrameworkRecord};
 use crate::cluster::{
@@ -18,7 +20,11 @@ use crate::cluster::{
 impl State {
     /// A framework's roles as Mesos takes them: `*` when none is given, more than one only
     /// with MULTI_ROLE, each a valid name the principal may use.
-    fn check_roles(&self, info: &mut FrameworkInfo) -> Result<(), ApiError> {
+    fn check_roles(
+        &self,
+        info: &mut FrameworkInfo,
+        authenticated: Option<&str>,
+    ) -> Result<(), ApiError> {
         if info.roles.is_empty() {
             info.roles.push("*".into());
         }
@@ -30,8 +36,51 @@ impl State {
         for role in &info.roles {
             validate_role(role)?;
             self.authorize_role(role, info.principal.as_deref())?;
+            self.authorize(Action::RegisterFrameworks, authenticated, role)?;
         }
         Ok(())
+    }
+
+    /// The principal a subscription acts as: the authenticated one, which a principal written
+    /// into FrameworkInfo must equal; and a framework failing over keeps the principal it
+    /// has (subscribing with another framework's id is a takeover, refused).
+    fn check_principal(
+        &self,
+        info: &mut FrameworkInfo,
+        authenticated: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if let Some(principal) = authenticated {
+            match info.principal.as_deref() {
+                Some(claimed) if claimed != principal => {
+                    return Err(ApiError::Forbidden(format!(
+                        "framework principal '{claimed}' does not match authenticated \
+                         principal '{principal}'"
+                    )));
+                }
+                _ => info.principal = Some(principal.to_owned()),
+            }
+        }
+        let Some(id) = &info.id else {
+            return Ok(());
+        };
+        let owner = self
+            .frameworks
+            .get(id)
+            .and_then(|f| f.info.principal.clone())
+            .or_else(|| {
+                self.registered_frameworks
+                    .get(id)
+                    .and_then(|r| r.principal.clone())
+            });
+        match owner {
+            Some(owner) if info.principal.as_deref() != Some(owner.as_str()) => {
+                Err(ApiError::Forbidden(format!(
+                    "framework {id} belongs to principal '{owner}': only that principal may \
+                     subscribe with its id (subscribe without an id to start a new framework)"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Mesos UPDATE_FRAMEWORK: new roles (offers in roles left are rescinded, allocations in
@@ -61,7 +110,8 @@ impl State {
                     .into(),
             ));
         }
-        self.check_roles(&mut info)?;
+        let authenticated = self.framework_principal(framework_id).map(str::to_owned);
+        self.check_roles(&mut info, authenticated.as_deref())?;
         if let Some(role) = suppressed_roles.iter().find(|r| !info.roles.contains(r)) {
             return Err(ApiError::BadRequest(format!(
                 "suppressed role {role} is not one of the framework's roles"
@@ -103,9 +153,12 @@ impl State {
         Ok(())
     }
 
+    /// Subscribes a framework as the principal its caller authenticated as (`None`: the
+    /// door did not authenticate it).
     pub(in crate::cluster) fn subscribe(
         &mut self,
         mut info: FrameworkInfo,
+        authenticated: Option<&str>,
         now: Instant,
     ) -> Result<Subscription, ApiError> {
         if info.user.is_empty() || info.name.is_empty() {
@@ -113,7 +166,8 @@ impl State {
                 "framework_info needs a non-empty `user` and `name`".into(),
             ));
         }
-        self.check_roles(&mut info)?;
+        self.check_principal(&mut info, authenticated)?;
+        self.check_roles(&mut info, authenticated)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let stream_id = uuid::Uuid::new_v4().to_string();
         let spec = FrameworkSpec {
@@ -142,6 +196,7 @@ impl State {
                 let heartbeat = self.config.framework_heartbeat;
                 let fw = self.frameworks.get_mut(&id).expect("checked");
                 fw.info = info;
+                fw.authenticated = authenticated.map(str::to_owned);
                 fw.stream_id = Some(stream_id.clone());
                 fw.events = Some(tx);
                 fw.disconnected_at = None;
@@ -190,6 +245,7 @@ impl State {
                     disconnected_at: None,
                     registered: SystemTime::now(),
                     recovered: false,
+                    authenticated: authenticated.map(str::to_owned),
                     offers: HashSet::new(),
                     tasks: HashMap::new(),
                     completed: VecDeque::new(),
@@ -446,6 +502,7 @@ impl State {
                     disconnected_at: Some(now),
                     registered: SystemTime::now(),
                     recovered: true,
+                    authenticated: None,
                     offers: HashSet::new(),
                     tasks: HashMap::new(),
                     completed: VecDeque::new(),
@@ -472,12 +529,12 @@ mod tests {
         let mut s = state();
         let mut info = framework_info("");
         assert!(matches!(
-            s.subscribe(info.clone(), Instant::now()),
+            s.subscribe(info.clone(), None, Instant::now()),
             Err(ApiError::BadRequest(_))
         ));
         info.name = "two-roles".into();
         info.roles = vec!["a".into(), "b".into()];
-        let Err(ApiError::BadRequest(why)) = s.subscribe(info.clone(), Instant::now()) else {
+        let Err(ApiError::BadRequest(why)) = s.subscribe(info.clone(), None, Instant::now()) else {
             panic!("two roles without MULTI_ROLE must be refused");
         };
         assert!(why.contains("MULTI_ROLE"), "{why}");
@@ -511,7 +568,7 @@ mod tests {
         let mut info = framework_info("prod-fw");
         info.roles = vec!["prod".into()];
         assert!(matches!(
-            s.subscribe(info.clone(), Instant::now()),
+            s.subscribe(info.clone(), None, Instant::now()),
             Err(ApiError::Forbidden(_))
         ));
         info.principal = Some("ops".into());
@@ -519,7 +576,7 @@ mod tests {
         // Closed roles: one without an entry is refused.
         let mut other = framework_info("other");
         other.roles = vec!["batch".into()];
-        let Err(ApiError::Forbidden(why)) = s.subscribe(other, Instant::now()) else {
+        let Err(ApiError::Forbidden(why)) = s.subscribe(other, None, Instant::now()) else {
             panic!("an unconfigured role is refused when roles are closed");
         };
         assert!(why.contains("not configured"), "{why}");
@@ -552,7 +609,7 @@ mod tests {
         // update is delivered again on the new subscription.
         let mut info = framework_info("web");
         info.id = Some(fw.id.clone());
-        let sub = s.subscribe(info, Instant::now()).unwrap();
+        let sub = s.subscribe(info, None, Instant::now()).unwrap();
         assert_eq!(sub.framework_id, fw.id);
         assert!(matches!(
             s.check_stream(&fw.id, Some(&fw.stream_id)),
@@ -597,7 +654,7 @@ mod tests {
         );
         let mut info = framework_info("batch");
         info.id = Some(fw.id.clone());
-        let Err(ApiError::Forbidden(why)) = s.subscribe(info, Instant::now()) else {
+        let Err(ApiError::Forbidden(why)) = s.subscribe(info, None, Instant::now()) else {
             panic!("a torn-down id may not subscribe again");
         };
         assert!(why.contains("torn down"), "{why}");

@@ -5,6 +5,7 @@
 //! each aggregate's operations live in their own module. See the module above for the
 //! locking and delivery model.
 mod agents;
+mod authz;
 mod drain;
 mod events;
 mod frameworks;
@@ -61,6 +62,8 @@ struct FrameworkEntry {
     /// Known from its agents' tasks (after a master failover, or on agents moved here) and
     /// not subscribed to this master since: Mesos's "recovered" frameworks.
     recovered: bool,
+    /// The principal its subscriber authenticated as (`None`: not authenticated).
+    authenticated: Option<String>,
     offers: HashSet<String>,
     tasks: HashMap<String, TaskEntry>,
     completed: VecDeque<TaskEntry>,

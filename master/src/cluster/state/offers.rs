@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use orca_auth::Action;
+
 use super::{AgentHealth, FrameworkEntry, OfferEntry, State, TaskEntry, new_uuid, now_seconds};
 use crate::cluster::{
     AgentCommand, ApiError, Event, Offer, Operation, StatusSource, TaskInfo, TaskState, TaskStatus,
@@ -50,6 +52,18 @@ enum InvalidTask {
     NoCommand,
     #[error("task asks for {asked} but the offers hold only {left} after earlier tasks")]
     TooBig { asked: Resources, left: Resources },
+    #[error("task is not authorized to launch as user '{0}' (the master's --acls, `run_tasks`)")]
+    Unauthorized(String),
+}
+
+impl InvalidTask {
+    /// The reason its TASK_ERROR carries (Mesos's).
+    fn reason(&self) -> &'static str {
+        match self {
+            InvalidTask::Unauthorized(_) => "REASON_TASK_UNAUTHORIZED",
+            _ => "REASON_TASK_INVALID",
+        }
+    }
 }
 
 impl State {
@@ -290,7 +304,7 @@ impl State {
                     framework_id,
                     &task,
                     TaskState::Error,
-                    "REASON_TASK_INVALID",
+                    why.reason(),
                     &why.to_string(),
                 );
             }
@@ -335,6 +349,15 @@ impl State {
         }
         if task.command.as_ref().is_none_or(|c| c.value.is_empty()) {
             return Err(InvalidTask::NoCommand);
+        }
+        // Mesos's task user: the command's, else the framework's.
+        let user = task
+            .command
+            .as_ref()
+            .and_then(|c| c.user.as_deref())
+            .unwrap_or(&fw.info.user);
+        if !self.allowed(Action::RunTasks, fw.authenticated.as_deref(), user) {
+            return Err(InvalidTask::Unauthorized(user.to_owned()));
         }
         if !left.contains(&task.resources) {
             return Err(InvalidTask::TooBig {

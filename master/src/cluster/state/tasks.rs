@@ -243,16 +243,30 @@ impl State {
                 status.task_id
             ))
         })?;
-        if !fw.tasks.contains_key(&status.task_id)
-            && !fw
-                .completed
-                .iter()
-                .any(|t| t.info.task_id == status.task_id)
-        {
-            return Err(ApiError::NotFound(format!(
-                "task {} of framework {framework_id} is not known",
-                status.task_id
-            )));
+        let runs_on = fw
+            .tasks
+            .get(&status.task_id)
+            .or_else(|| {
+                fw.completed
+                    .iter()
+                    .find(|t| t.info.task_id == status.task_id)
+            })
+            .map(|t| t.info.agent_id.as_str());
+        match runs_on {
+            None => {
+                return Err(ApiError::NotFound(format!(
+                    "task {} of framework {framework_id} is not known",
+                    status.task_id
+                )));
+            }
+            // An agent speaks only for its own tasks.
+            Some(agent) if agent != status.agent_id => {
+                return Err(ApiError::Forbidden(format!(
+                    "agent {} does not run task {} (agent {agent} does); update refused",
+                    status.agent_id, status.task_id
+                )));
+            }
+            Some(_) => {}
         }
         self.mark_drain_update(framework_id, &mut status);
         self.apply_status(framework_id, status);
@@ -408,6 +422,28 @@ mod tests {
         s.status_update(&fw.id, agent_update(&agent.id, "t1", TaskState::Running))
             .unwrap();
         assert_eq!(s.frameworks[&fw.id].tasks["t1"].state, TaskState::Failed);
+    }
+
+    #[test]
+    fn an_agent_cannot_report_another_agents_task() {
+        let mut s = state();
+        let mut a = register(&mut s, "node-a", "cpus:2;mem:1024");
+        let mut fw = subscribe(&mut s, framework_info("web"));
+        launch_on_offer(&mut s, &mut fw, vec![task("t1", &a.id, "cpus:1;mem:128")]);
+        let b = register(&mut s, "node-b", "cpus:2;mem:1024");
+        a.drain();
+        s.status_update(&fw.id, agent_update(&a.id, "t1", TaskState::Running))
+            .unwrap();
+        let Err(ApiError::Forbidden(why)) =
+            s.status_update(&fw.id, agent_update(&b.id, "t1", TaskState::Finished))
+        else {
+            panic!("agent b's word on agent a's task was taken");
+        };
+        assert!(
+            why.contains(&format!("agent {} does not run task t1", b.id)),
+            "{why}"
+        );
+        assert_eq!(s.frameworks[&fw.id].tasks["t1"].state, TaskState::Running);
     }
 
     #[test]

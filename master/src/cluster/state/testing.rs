@@ -84,7 +84,7 @@ impl Framework {
 
 pub(super) fn subscribe(state: &mut State, info: FrameworkInfo) -> Framework {
     let sub = state
-        .subscribe(info, Instant::now())
+        .subscribe(info, None, Instant::now())
         .expect("the framework subscribes");
     let mut framework = Framework {
         id: sub.framework_id,

@@ -7,6 +7,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use orca_auth::Action;
 use serde_json::Value as JsonValue;
 
 use super::super::{api_error, error};
@@ -16,6 +17,7 @@ use crate::cluster::{ApiError, Cluster};
 /// `REACTIVATE_AGENT` twin: 200 with no body once the change is in the registry.
 pub(super) async fn set_deactivated(
     cluster: &Cluster,
+    principal: Option<&str>,
     call: &JsonValue,
     field: &str,
     deactivated: bool,
@@ -26,6 +28,14 @@ pub(super) async fn set_deactivated(
             format!("expecting '{field}.agent_id.value' naming the agent"),
         );
     };
+    let action = if deactivated {
+        Action::DeactivateAgents
+    } else {
+        Action::ReactivateAgents
+    };
+    if let Err(e) = cluster.authorize_operator(action, principal, agent_id) {
+        return api_error(e);
+    }
     match cluster.set_agent_deactivated(agent_id, deactivated).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => api_error(e),
@@ -35,7 +45,11 @@ pub(super) async fn set_deactivated(
 /// `{"type": "DRAIN_AGENT", "drain_agent": {"agent_id": {"value": …}, "max_grace_period":
 /// {"seconds": …}, "mark_gone": …}}`: 200 with no body once the drain is in the registry
 /// (its kills are on their way); 400 for an agent not known.
-pub(super) async fn drain(cluster: &Cluster, call: &JsonValue) -> Response {
+pub(super) async fn drain(
+    cluster: &Cluster,
+    principal: Option<&str>,
+    call: &JsonValue,
+) -> Response {
     let drain = &call["drain_agent"];
     if !drain.is_object() {
         return error(
@@ -72,6 +86,9 @@ pub(super) async fn drain(cluster: &Cluster, call: &JsonValue) -> Response {
             );
         }
     };
+    if let Err(e) = cluster.authorize_operator(Action::DrainAgents, principal, agent_id) {
+        return api_error(e);
+    }
     match cluster
         .drain_agent(agent_id, max_grace_period, mark_gone)
         .await

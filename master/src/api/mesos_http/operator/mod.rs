@@ -4,7 +4,7 @@
 //! `GET_FRAMEWORKS`, `GET_EXECUTORS`, `GET_TASKS`, `GET_ROLES`, shaped as Mesos's
 //! `mesos.v1.master.Response`), the role weights and quotas (`roles`), and an agent's
 //! deactivation, drain and removal (`agents`), maintenance schedules and machines down
-//! (`maintenance`), and the event stream (`SUBSCRIBE`, `events`).
+//! (`maintenance`), a framework's `TEARDOWN`, and the event stream (`SUBSCRIBE`, `events`).
 //! Other calls answer 501 naming themselves.
 mod agents;
 mod events;
@@ -15,7 +15,7 @@ mod views;
 pub(in crate::api) use views::drain_info;
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::State,
     http::{HeaderMap, StatusCode, header},
@@ -23,9 +23,19 @@ use axum::{
 };
 use serde_json::{Value as JsonValue, json};
 
-use super::{Api, error};
+use orca_auth::Action;
 
-pub(super) async fn call(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+use super::{Api, api_error, error};
+use crate::{api::authn::Principal, cluster::Cluster};
+
+pub(super) async fn call(
+    State(api): State<Api>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let principal = principal.map(|Extension(p)| p.0);
+    let principal = principal.as_deref();
     // As Mesos's `/api/v1`: no Content-Type is 400, one it cannot read 415, an Accept that
     // does not allow JSON 406.
     let text = |name| {
@@ -100,12 +110,13 @@ pub(super) async fn call(State(api): State<Api>, headers: HeaderMap, body: Bytes
         "GET_QUOTA" => roles::get_quota(cluster),
         "UPDATE_QUOTA" => roles::update_quota(cluster, &call).await,
         "DEACTIVATE_AGENT" => {
-            agents::set_deactivated(cluster, &call, "deactivate_agent", true).await
+            agents::set_deactivated(cluster, principal, &call, "deactivate_agent", true).await
         }
         "REACTIVATE_AGENT" => {
-            agents::set_deactivated(cluster, &call, "reactivate_agent", false).await
+            agents::set_deactivated(cluster, principal, &call, "reactivate_agent", false).await
         }
-        "DRAIN_AGENT" => agents::drain(cluster, &call).await,
+        "DRAIN_AGENT" => agents::drain(cluster, principal, &call).await,
+        "TEARDOWN" => teardown(cluster, principal, &call).await,
         "MARK_AGENT_GONE" => agents::mark_gone(cluster, &call).await,
         "SUBSCRIBE" => events::subscribe(cluster),
         "GET_MAINTENANCE_SCHEDULE" => maintenance::get_schedule(cluster),
@@ -118,6 +129,26 @@ pub(super) async fn call(State(api): State<Api>, headers: HeaderMap, body: Bytes
             StatusCode::NOT_IMPLEMENTED,
             format!("operator call {other} is not supported by this master"),
         ),
+    }
+}
+
+/// `{"type": "TEARDOWN", "teardown": {"framework_id": {"value": …}}}`: the framework's tasks
+/// are killed and it is removed; 200 with no body once that is in the registry. With
+/// `--acls`, the caller needs `teardown_frameworks` for the framework's principal.
+async fn teardown(cluster: &Cluster, principal: Option<&str>, call: &JsonValue) -> Response {
+    let Some(framework_id) = call["teardown"]["framework_id"]["value"].as_str() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expecting 'teardown.framework_id.value' naming the framework",
+        );
+    };
+    let done = async {
+        cluster.authorize_operator(Action::TeardownFrameworks, principal, framework_id)?;
+        cluster.teardown(framework_id).await
+    };
+    match done.await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => api_error(e),
     }
 }
 
