@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     app::{AgentAction, ContainerTarget, LaunchRequest, Level},
-    feed::{Event, MAX_MESSAGE, MasterChannel, MasterError},
+    feed::{Credential, Event, MAX_MESSAGE, MasterChannel, MasterError},
 };
 
 /// Sends actions to the master and reports their outcome as notices.
@@ -31,8 +31,8 @@ pub struct Actions {
 impl Actions {
     /// Starts the launcher in the background (it subscribes only when the first task is
     /// launched).
-    pub fn start(master: String, events: mpsc::Sender<Event>) -> Self {
-        let channel = MasterChannel::new(&master);
+    pub fn start(master: String, credential: Credential, events: mpsc::Sender<Event>) -> Self {
+        let channel = MasterChannel::new(&master, credential);
         let (launches, rx) = mpsc::unbounded_channel();
         tokio::spawn(launcher(channel.clone(), rx, events.clone()));
         Self {

@@ -120,23 +120,67 @@ pub fn locator(master: &str) -> Result<MasterLocator, MasterError> {
     })
 }
 
+/// The HTTP Basic credentials sent with every gRPC call, for a master started with
+/// `--credentials` (`orca --principal`, the secret from `ORCA_SECRET` or `--secret-file`).
+#[derive(Clone, Default)]
+pub struct Credential(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl std::fmt::Debug for Credential {
+    // The secret never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Credential(basic)"
+        } else {
+            "Credential(none)"
+        })
+    }
+}
+
+impl Credential {
+    pub fn basic(principal: &str, secret: &str) -> Result<Self, MasterError> {
+        orca_auth::basic_authorization(principal, secret)
+            .parse()
+            .map(|v| Credential(Some(v)))
+            .map_err(|_| MasterError::Call("the principal or secret is not valid text".into()))
+    }
+}
+
+impl tonic::service::Interceptor for Credential {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to the master whose calls carry the credential.
+pub type MasterService = tonic::service::interceptor::InterceptedService<Channel, Credential>;
+
 /// The gRPC channel to the master to talk to now: one lazy channel per address, made again
 /// when another master leads. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct MasterChannel {
     locator: Result<MasterLocator, MasterError>,
+    credential: Credential,
     cached: std::sync::Arc<std::sync::Mutex<Option<(String, Channel)>>>,
 }
 
 impl MasterChannel {
-    pub fn new(master: &str) -> Self {
+    pub fn new(master: &str, credential: Credential) -> Self {
         MasterChannel {
             locator: locator(master),
+            credential,
             cached: Default::default(),
         }
     }
 
-    pub async fn get(&self) -> Result<Channel, MasterError> {
+    pub async fn get(&self) -> Result<MasterService, MasterError> {
         let mut locator = self.locator.clone()?;
         let url = locator
             .grpc_endpoint(Duration::from_secs(5))
@@ -148,17 +192,22 @@ impl MasterChannel {
         if let Some((at, channel)) = cached.as_ref()
             && *at == url
         {
-            return Ok(channel.clone());
+            return Ok(MasterService::new(channel.clone(), self.credential.clone()));
         }
         let channel = endpoint(&url)?.connect_lazy();
         *cached = Some((url, channel.clone()));
-        Ok(channel)
+        Ok(MasterService::new(channel, self.credential.clone()))
     }
 }
 
 /// Follows the master until `events` closes: connects, watches, and on any failure says so
 /// and tries again with backoff; a newly elected leader is followed at once.
 pub async fn follow(master: String, events: mpsc::Sender<Event>) {
+    follow_as(master, Credential::default(), events).await
+}
+
+/// `follow`, sending `credential` with every call.
+pub async fn follow_as(master: String, credential: Credential, events: mpsc::Sender<Event>) {
     let mut backoff = BACKOFF_MIN;
     let located = locator(&master);
     loop {
@@ -190,7 +239,10 @@ pub async fn follow(master: String, events: mpsc::Sender<Event>) {
                                 }
                             };
                             tokio::select! {
-                                watched = watch_all(channel, &events) => match watched {
+                                watched = watch_all(
+                                    MasterService::new(channel, credential.clone()),
+                                    &events,
+                                ) => match watched {
                                     Ok(()) => return, // the UI went away
                                     Err(e) => e.to_string(),
                                 },
@@ -227,7 +279,10 @@ fn describe(e: &dyn std::error::Error) -> String {
 }
 
 /// Runs the five watches; returns the first failure (or `Ok` when the UI has gone).
-async fn watch_all(channel: Channel, events: &mpsc::Sender<Event>) -> Result<(), MasterError> {
+async fn watch_all(
+    channel: MasterService,
+    events: &mpsc::Sender<Event>,
+) -> Result<(), MasterError> {
     let mut streams = futures::stream::FuturesUnordered::new();
     for view in TopoView::ALL {
         streams.push(
@@ -245,7 +300,7 @@ async fn watch_all(channel: Channel, events: &mpsc::Sender<Event>) -> Result<(),
 }
 
 async fn watch_topology(
-    channel: Channel,
+    channel: MasterService,
     view: TopoView,
     events: mpsc::Sender<Event>,
 ) -> Result<(), MasterError> {
@@ -290,7 +345,10 @@ async fn watch_topology(
 
 /// The cluster watch. A headless collector (`orca-collector`) has no scheduler: the TUI then
 /// says so once and shows its topology, with the cluster tabs empty.
-async fn watch_cluster(channel: Channel, events: mpsc::Sender<Event>) -> Result<(), MasterError> {
+async fn watch_cluster(
+    channel: MasterService,
+    events: mpsc::Sender<Event>,
+) -> Result<(), MasterError> {
     let mut client = OperatorClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     let mut stream = match client
         .watch_cluster(opb::WatchClusterRequest::default())

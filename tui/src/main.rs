@@ -57,6 +57,13 @@ struct Cli {
     /// the Migration view (`M`).
     #[arg(long, env = "ORCA_MIGRATION", global = true)]
     migration: Option<String>,
+    /// Authenticate as this principal to a master started with --credentials; the secret is
+    /// read from `ORCA_SECRET` or --secret-file.
+    #[arg(long, env = "ORCA_PRINCIPAL")]
+    principal: Option<String>,
+    /// A file holding the principal's secret (its first line).
+    #[arg(long, requires = "principal")]
+    secret_file: Option<PathBuf>,
     #[cfg(feature = "up")]
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -158,7 +165,8 @@ fn main() -> ExitCode {
             return up(command, cli.log, cli.migration).await;
         }
         init_logging(cli.log.as_deref())?;
-        ui(cli.master, cli.migration, None, None).await
+        let credential = credential(cli.principal.as_deref(), cli.secret_file.as_deref())?;
+        ui(cli.master, credential, cli.migration, None, None).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -241,7 +249,14 @@ async fn up(command: Cmd, log: Option<PathBuf>, migration: Option<String>) -> an
         let _ = tokio::signal::ctrl_c().await;
         Ok(())
     } else {
-        ui(master, migration, Some(up.failures()), demo).await
+        ui(
+            master,
+            feed::Credential::default(),
+            migration,
+            Some(up.failures()),
+            demo,
+        )
+        .await
     };
     let stopped = up.stop().await;
     if !headless {
@@ -252,8 +267,33 @@ async fn up(command: Cmd, log: Option<PathBuf>, migration: Option<String>) -> an
 
 /// Opens the UI on the master at `master` (and the migration service at `migration`) until
 /// the user quits; `failures` says when an in-process master or agent stopped.
+/// What `orca` authenticates with: nothing, or `--principal` with its secret.
+fn credential(
+    principal: Option<&str>,
+    secret_file: Option<&std::path::Path>,
+) -> anyhow::Result<feed::Credential> {
+    let Some(principal) = principal else {
+        return Ok(feed::Credential::default());
+    };
+    let secret = match secret_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--secret-file {}: {e}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        None => std::env::var("ORCA_SECRET").map_err(|_| {
+            anyhow::anyhow!(
+                "--principal {principal} needs its secret: set ORCA_SECRET or pass --secret-file"
+            )
+        })?,
+    };
+    Ok(feed::Credential::basic(principal, &secret)?)
+}
+
 async fn ui(
     master: String,
+    credential: feed::Credential,
     migration: Option<String>,
     failures: Option<watch::Receiver<Option<String>>>,
     demo: Option<Demo>,
@@ -269,7 +309,7 @@ async fn ui(
     }
     let (tx, mut rx) = mpsc::channel::<Event>(4096);
     let effects = Live {
-        actions: Actions::start(master.clone(), tx.clone()),
+        actions: Actions::start(master.clone(), credential.clone(), tx.clone()),
         migration: migration.clone().map(|api| (api, tx.clone())),
     };
     let polling =
@@ -284,7 +324,7 @@ async fn ui(
             role: "*".into(),
         });
     }
-    let follower = tokio::spawn(feed::follow(master, tx.clone()));
+    let follower = tokio::spawn(feed::follow_as(master, credential, tx.clone()));
     if let Some(mut failures) = failures {
         let tx = tx.clone();
         tokio::spawn(async move {

@@ -262,7 +262,7 @@ fn task_info(n: u64, agent_id: &str, resources: &Resources) -> TaskInfo {
 async fn core(setup: &Setup, task: &Resources, args: &Args) -> Result<Meter> {
     let c = &setup.cluster;
     let mut sub = c
-        .subscribe(framework("core"))
+        .subscribe(framework("core"), None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let fw = sub.framework_id.clone();

@@ -128,6 +128,14 @@ impl Credentials {
     }
 }
 
+/// The HTTP Basic `Authorization` value for a principal and secret (what clients send).
+pub fn basic_authorization(principal: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{principal}:{secret}"))
+    )
+}
+
 /// The principal and secret of an HTTP Basic `Authorization` value (`Basic base64(p:s)`).
 pub fn basic_credentials(authorization: &str) -> Option<(String, String)> {
     let (scheme, encoded) = authorization.trim().split_once(' ')?;
@@ -147,10 +155,7 @@ mod tests {
     use super::*;
 
     fn basic(p: &str, s: &str) -> String {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{p}:{s}"))
-        )
+        basic_authorization(p, s)
     }
 
     #[test]

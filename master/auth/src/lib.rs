@@ -11,4 +11,4 @@ mod acls;
 mod credentials;
 
 pub use acls::{AclError, Acls, Action, Entity};
-pub use credentials::{Credentials, CredentialsError, basic_credentials};
+pub use credentials::{Credentials, CredentialsError, basic_authorization, basic_credentials};

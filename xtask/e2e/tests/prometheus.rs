@@ -15,37 +15,11 @@ use std::{
 
 use support::{
     agent::{require_root, wait_for},
+    daemon::Daemon,
     docker::{Container, Dockerd, Scratch, busybox_rootfs, sh},
     masters::free_ports,
     prometheus::{PROMETHEUS_ACCEPT, PrometheusServer, assert_promtool_passes, get},
 };
-
-/// A daemon of the workspace, stopped with SIGTERM on drop.
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(bin: &str, args: &[String], log: &Path) -> Self {
-        let log = std::fs::File::create(log).unwrap();
-        Self(
-            Command::new(support::bin(bin))
-                .args(args)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {bin}: {e}")),
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

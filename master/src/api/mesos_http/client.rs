@@ -47,11 +47,7 @@ async fn connection(
 
 /// An `Authorization` value for HTTP Basic, as a master with `--credentials` asks for.
 pub fn basic(principal: &str, secret: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{principal}:{secret}"))
-    )
+    orca_auth::basic_authorization(principal, secret)
 }
 
 fn request(

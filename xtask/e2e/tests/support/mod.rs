@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
+pub mod daemon;
 pub mod docker;
 pub mod masters;
 pub mod prometheus;
