@@ -74,9 +74,11 @@ struct Args {
     /// gRPC connections the framework's acknowledgements are spread over.
     #[arg(long, default_value_t = 4)]
     grpc_connections: usize,
-    /// Run only these (core, grpc, http, ha, offers); all by default. `ha` is the HTTP door
-    /// of a master whose registry is in ZooKeeper (a three-server ensemble with fsync),
-    /// elected there, its agents following it: the steady cost of high availability.
+    /// Run only these (core, grpc, http, http-auth, ha, offers); all by default. `ha` is the
+    /// HTTP door of a master whose registry is in ZooKeeper (a three-server ensemble with
+    /// fsync), elected there, its agents following it: the steady cost of high availability.
+    /// `http-auth` is the HTTP door of a master with `--credentials` and `--acls` (every call
+    /// authenticated, every subscription and task authorized): the cost of the locked doors.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Offer-latency samples.
@@ -415,9 +417,28 @@ async fn grpc(addr: SocketAddr, task: &Resources, args: &Args) -> Result<Meter> 
     Ok(meter)
 }
 
-async fn http(addr: SocketAddr, task: &Resources, args: &Args) -> Result<Meter> {
+/// Credentials and ACLs for the `http-auth` door: the framework's principal may register in
+/// any role and run tasks as root; the rules before its own are tried first for every task.
+const BENCH_CREDENTIALS: &str = "bench bench-secret\nops ops-secret\n";
+const BENCH_ACLS: &str = r#"{
+    "register_frameworks": [
+        {"principals": {"values": ["ops"]}, "roles": {"type": "NONE"}},
+        {"principals": {"values": ["bench"]}, "roles": {"type": "ANY"}}
+    ],
+    "run_tasks": [
+        {"principals": {"values": ["ops"]}, "users": {"type": "NONE"}},
+        {"principals": {"values": ["bench"]}, "users": {"values": ["root"]}}
+    ]
+}"#;
+
+async fn http(
+    addr: SocketAddr,
+    task: &Resources,
+    args: &Args,
+    authorization: Option<String>,
+) -> Result<Meter> {
     let info = json!({ "user": "root", "name": "http", "roles": ["*"] });
-    let mut s = SchedulerClient::subscribe(addr, info).await?;
+    let mut s = SchedulerClient::subscribe_as(addr, info, authorization).await?;
     // Calls go over a pool of kept-alive connections.
     let (call_tx, call_rx) = async_channel(4096);
     for _ in 0..args.http_connections {
@@ -791,9 +812,15 @@ async fn main() -> Result<()> {
         );
     }
     let mut http_rate = f64::NAN;
+    let secrets = std::env::temp_dir().join(format!("launch-throughput-{}", std::process::id()));
+    std::fs::create_dir_all(&secrets)?;
+    let (credentials, acls) = (secrets.join("credentials"), secrets.join("acls.json"));
+    std::fs::write(&credentials, BENCH_CREDENTIALS)?;
+    std::fs::write(&acls, BENCH_ACLS)?;
     for (key, door) in [
         ("grpc", "gRPC"),
         ("http", "Mesos v1 HTTP"),
+        ("http-auth", "Mesos v1 HTTP, --credentials and --acls"),
         ("ha", "Mesos v1 HTTP, HA master (ZooKeeper registry)"),
     ] {
         if !wanted(key) {
@@ -808,6 +835,14 @@ async fn main() -> Result<()> {
         let mut flags = vec!["--offer-timeout", "0"];
         if let Some(zk) = &zk {
             flags.extend(["--zk", zk.as_str()]);
+        }
+        if key == "http-auth" {
+            flags.extend([
+                "--credentials",
+                credentials.to_str().context("a temporary path")?,
+                "--acls",
+                acls.to_str().context("a temporary path")?,
+            ]);
         }
         let master = MasterProcess::start(&flags)?;
         if zk.is_some() {
@@ -830,7 +865,11 @@ async fn main() -> Result<()> {
         let agents_cpu = window_cpu(agents.pid(), args.warmup, args.seconds);
         let meter = match key {
             "grpc" => grpc(master.grpc, &task, &args).await?,
-            _ => http(master.http, &task, &args).await?,
+            "http-auth" => {
+                let basic = client::basic("bench", "bench-secret");
+                http(master.http, &task, &args, Some(basic)).await?
+            }
+            _ => http(master.http, &task, &args, None).await?,
         };
         let rate = meter.rate();
 
@@ -851,6 +890,11 @@ async fn main() -> Result<()> {
         );
         match key {
             "http" => http_rate = rate,
+            "http-auth" if http_rate.is_finite() => println!(
+                "  authenticated and authorized: {:.0} % of the plain HTTP rate in this run \
+                 (goal >= 90 %; no TLS yet)",
+                100.0 * rate / http_rate
+            ),
             "ha" if http_rate.is_finite() => println!(
                 "  HA master: {:.0} % of the single master's HTTP rate in this run (goal >= 80 %)",
                 100.0 * rate / http_rate
@@ -858,6 +902,7 @@ async fn main() -> Result<()> {
             _ => {}
         }
     }
+    let _ = std::fs::remove_dir_all(&secrets);
     if wanted("offers") {
         let h = offer_latency(&args).await?;
         println!(
