@@ -7,11 +7,12 @@
 //! grows past twice the live entries. A record is appended only after the write it describes
 //! succeeded on ZooKeeper, so after a crash the base is at worst older than the ensembles:
 //! the paths written since then are found equal on both sides and agreed again. A torn last
-//! line (killed mid-write) is ignored.
+//! line (killed mid-write: no newline) is ignored; any other line that is not a record stops
+//! the engine with the line named, since skipping it could resurrect or delete a znode.
 use std::{
     collections::BTreeMap,
     fs::{self, File, OpenOptions},
-    io::{self, BufRead as _, BufReader, BufWriter, Write as _},
+    io::{self, BufWriter, Write as _},
     path::{Path, PathBuf},
 };
 
@@ -42,6 +43,17 @@ enum Record {
 pub enum BaseError {
     #[error("state file {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "state file {path}, line {line}: {reason}. The file was damaged or edited; nothing was \
+         written or synced. Restore it from a backup, or remove the state directory to start \
+         over with a full copy (skipping the line could bring back a deleted znode or delete \
+         one that exists)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error(
         "state directory {dir} belongs to another sync ({found:?}); this one is {want:?}. \
          Use another --state-dir, or remove it to start over with a full copy"
@@ -100,12 +112,21 @@ impl BaseStore {
         let mut store = Self::in_memory();
         store.identity = Some(identity.clone());
         if path.exists() {
-            let file = File::open(&path).map_err(io_err)?;
-            for line in BufReader::new(file).lines() {
-                let line = line.map_err(io_err)?;
-                // A torn line can only be the last one; anything unparsable is skipped.
-                let Ok(record) = serde_json::from_str::<Record>(&line) else {
-                    continue;
+            let text = fs::read_to_string(&path).map_err(io_err)?;
+            // Every record ends with a newline; a last line without one was torn by a kill
+            // mid-write and is dropped. Any other line that is not a record is an error.
+            let torn = !text.is_empty() && !text.ends_with('\n');
+            let lines: Vec<&str> = text.lines().collect();
+            for (n, line) in lines.iter().enumerate() {
+                let corrupt = |reason: String| BaseError::Corrupt {
+                    path: path.clone(),
+                    line: n + 1,
+                    reason,
+                };
+                let record = match serde_json::from_str::<Record>(line) {
+                    Ok(record) => record,
+                    Err(_) if torn && n + 1 == lines.len() => break,
+                    Err(e) => return Err(corrupt(format!("not a base record ({e})"))),
                 };
                 match record {
                     Record::Header { sync } if sync != identity => {
@@ -118,9 +139,10 @@ impl BaseStore {
                     Record::Header { .. } => {}
                     Record::Bootstrapped { bootstrapped } => store.bootstrapped = bootstrapped,
                     Record::Agreed { p, h } => {
-                        if let Some(h) = unhex(&h) {
-                            store.map.insert(p, h);
-                        }
+                        let h = unhex(&h).ok_or_else(|| {
+                            corrupt(format!("the content hash of {p} is not 64 hex digits"))
+                        })?;
+                        store.map.insert(p, h);
                     }
                     Record::Absent { p } => {
                         store.map.remove(&p);
@@ -290,6 +312,42 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("belongs to another sync"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A damaged line in the middle is not skipped: skipping an `Absent` record would make a
+    /// deleted znode look agreed, and the next pass would copy it back.
+    #[test]
+    fn a_corrupt_line_that_is_not_the_last_stops_the_open_and_keeps_the_file() {
+        let dir = std::env::temp_dir().join(format!("orca-base-corrupt-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        {
+            let mut base = BaseStore::open(&dir, id("/app")).unwrap();
+            base.set("/app/x", Some(ContentHash([1; 32])));
+            base.flush().unwrap();
+            base.set("/app/x", None);
+            base.flush().unwrap();
+        }
+        let path = dir.join(FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        let damaged = text.replace("{\"p\":\"/app/x\"}", "{\"p\":\"/app/x\"#");
+        assert_ne!(damaged, text, "the Absent record is in the file: {text}");
+        fs::write(&path, &damaged).unwrap();
+        let err = BaseStore::open(&dir, id("/app")).err().unwrap();
+        let BaseError::Corrupt { line, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(*line, damaged.lines().count(), "{err}");
+        assert!(err.to_string().contains("not a base record"), "{err}");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            damaged,
+            "the evidence is kept"
+        );
+        // A bad hash is refused the same way.
+        fs::write(&path, text.replace(&"01".repeat(32), &"zz".repeat(32))).unwrap();
+        let err = BaseStore::open(&dir, id("/app")).err().unwrap().to_string();
+        assert!(err.contains("not 64 hex digits"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,12 +8,16 @@
 //!   (`{"path": "/x", "winner": "a"|"b"}`): conflicts held under the manual strategy.
 //! - `POST /api/v1/sync/stop`: ends replication (the process exits after the current round).
 //! - `GET  /metrics`, `GET /health`.
+//!
+//! Requests a web page sends on a visitor's behalf are refused ([`refuse_cross_site`]): a
+//! page on any site could otherwise stop the sync with one form post to `localhost`.
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{State, rejection::JsonRejection},
-    http::{HeaderMap, StatusCode},
+    extract::{Request, State, rejection::JsonRejection},
+    http::{HeaderMap, Method, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -58,7 +62,38 @@ pub fn router(engine: Arc<SyncEngine>, stop: Arc<Notify>) -> Router {
         .route("/api/v1/sync/stop", post(stop_sync))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .layer(middleware::from_fn(refuse_cross_site))
         .with_state(Api { engine, stop })
+}
+
+/// Refuses a request that changes something when a browser says it comes from another site
+/// (`Sec-Fetch-Site` other than `same-origin` or `none`), or when its `Origin` is not this
+/// server: what a web page's form or script sends on its visitor's behalf. Command-line
+/// clients (`zk-migrate`, `curl`, the TUI) send neither header and pass.
+pub async fn refuse_cross_site(request: Request, next: Next) -> Response {
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let cross_site = match text("sec-fetch-site") {
+        Some(site) => site != "same-origin" && site != "none",
+        None => match (text(header::ORIGIN.as_str()), text(header::HOST.as_str())) {
+            (Some(origin), Some(host)) => {
+                origin.split_once("://").map(|(_, authority)| authority) != Some(host)
+            }
+            (Some(_), None) => true,
+            (None, _) => false,
+        },
+    };
+    if cross_site {
+        return error(
+            StatusCode::FORBIDDEN,
+            "cross-site requests are refused: this API changes a live sync, so it answers only \
+             clients that are not web pages of another site (use zk-migrate, curl or the TUI)",
+        );
+    }
+    next.run(request).await
 }
 
 async fn status(State(api): State<Api>) -> Response {
@@ -135,5 +170,47 @@ async fn health(State(api): State<Api>) -> Response {
     match api.engine.health() {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a POST with `headers` gets from a router behind `refuse_cross_site`.
+    async fn post_with(headers: &str) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let router = Router::new()
+            .route("/x", post(|| async { "done" }))
+            .layer(middleware::from_fn(refuse_cross_site));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST /x HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .replace("{addr}", &addr.to_string());
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_web_page_of_another_site_cannot_post_but_clients_and_the_same_origin_can() {
+        assert!(
+            post_with("").await.starts_with("HTTP/1.1 200"),
+            "a plain client"
+        );
+        let evil = post_with("Origin: http://evil.example\r\n").await;
+        assert!(evil.starts_with("HTTP/1.1 403"), "{evil}");
+        assert!(evil.contains("cross-site requests are refused"), "{evil}");
+        let fetch = post_with("Sec-Fetch-Site: cross-site\r\n").await;
+        assert!(fetch.starts_with("HTTP/1.1 403"), "{fetch}");
+        let same = post_with("Sec-Fetch-Site: same-origin\r\n").await;
+        assert!(same.starts_with("HTTP/1.1 200"), "{same}");
+        let own = post_with("Origin: http://{addr}\r\n").await;
+        assert!(own.starts_with("HTTP/1.1 200"), "{own}");
     }
 }

@@ -118,6 +118,9 @@ pub fn router(service: Service) -> Router {
         .route("/api/v1/sync/conflicts/resolve", post(resolve))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn(
+            orca_sync::http::refuse_cross_site,
+        ))
         .with_state(service)
 }
 
