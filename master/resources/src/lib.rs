@@ -515,19 +515,30 @@ fn parse_scalar(name: &str, value: &str) -> Result<Scalar, ResourceError> {
     Ok(Scalar::from_f64(number))
 }
 
-/// One shared allocation per distinct resource or role name, so the allocator's hot loops
-/// compare names by pointer. Names are few (resource kinds and roles), so the set stays small.
-pub fn intern(name: &str) -> Arc<str> {
+/// Distinct names the interner keeps. Real clusters have a few dozen (resource kinds and
+/// roles); a caller inventing names cannot grow it past this: later names get their own
+/// allocation and compare by content instead of by pointer.
+pub const MAX_INTERNED: usize = 4096;
+
+fn interned_names() -> std::sync::MutexGuard<'static, HashSet<Arc<str>>> {
     static NAMES: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
-    let mut names = NAMES
+    NAMES
         .get_or_init(Default::default)
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One shared allocation per distinct resource or role name, so the allocator's hot loops
+/// compare names by pointer; bounded by [`MAX_INTERNED`].
+pub fn intern(name: &str) -> Arc<str> {
+    let mut names = interned_names();
     if let Some(name) = names.get(name) {
         return name.clone();
     }
     let name: Arc<str> = name.into();
-    names.insert(name.clone());
+    if names.len() < MAX_INTERNED {
+        names.insert(name.clone());
+    }
     name
 }
 
@@ -678,6 +689,20 @@ impl ScalarMap {
 
 #[cfg(test)]
 mod tests {
+
+    /// Names invented by a caller cannot grow the interner without end; names past the bound
+    /// still work, compared by content.
+    #[test]
+    fn the_interner_is_bounded() {
+        let names: Vec<Arc<str>> = (0..MAX_INTERNED + 500)
+            .map(|i| intern(&format!("invented-{i}")))
+            .collect();
+        assert!(interned_names().len() <= MAX_INTERNED);
+        let late = format!("invented-{}", MAX_INTERNED + 499);
+        assert!(same_name(&names[MAX_INTERNED + 499], &intern(&late)));
+        assert!(!same_name(&names[MAX_INTERNED + 499], "invented-0"));
+    }
+
     use super::*;
 
     #[test]
