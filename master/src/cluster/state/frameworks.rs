@@ -5,11 +5,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Instant, SystemTime};
 
+use orca_auth::Action;
 use tokio::sync::mpsc;
 
 use super::{FrameworkEntry, State};
-use orca_auth::Action;
-
 use crate::allocator::{FrameworkSpec, validate_role};
 use crate::cluster::registry::{Change, FrameworkRecord};
 use crate::cluster::{
