@@ -108,7 +108,8 @@ struct Cli {
     credentials: Option<String>,
     /// Mesos ACLs, as JSON or a path to it: `register_frameworks`, `run_tasks`,
     /// `teardown_frameworks`, `kill_tasks`, `drain_agents`, `deactivate_agents`,
-    /// `reactivate_agents`. Requests no rule matches are denied unless `"permissive": true`.
+    /// `reactivate_agents`, `container_actions`. Requests no rule matches are denied unless
+    /// `"permissive": true`.
     #[arg(long, value_name = "JSON|FILE")]
     acls: Option<String>,
     /// Listen on addresses other hosts can reach without authenticating every caller.

@@ -1,9 +1,10 @@
 //! Locked doors: a master given `--credentials` and `--acls` (Mesos's formats) over real
 //! sockets. Unauthenticated and wrongly authenticated calls get 401; a framework claiming
 //! another principal, a framework taken over by another principal, a role or a task user the
-//! ACLs do not grant, an operator's teardown or drain without the permission all get 403 (a
-//! task: TASK_ERROR with REASON_TASK_UNAUTHORIZED); the gRPC doors answer UNAUTHENTICATED
-//! the same way; and `orca-master` refuses to listen beyond loopback without credentials.
+//! ACLs do not grant, an operator's teardown, drain or container action without the
+//! permission all get 403 (a task: TASK_ERROR with REASON_TASK_UNAUTHORIZED); the gRPC doors
+//! answer UNAUTHENTICATED the same way; and `orca-master` refuses to listen beyond loopback
+//! without credentials.
 mod support;
 
 use std::process::Command;
@@ -371,6 +372,18 @@ async fn grpc_doors_authenticate_with_the_same_credentials() {
         matches!(first.kind, Some(spb::event::Kind::Subscribed(_))),
         "{first:?}"
     );
+    // No ACL grants container actions: even an authenticated operator may not stop one.
+    let mut request = tonic::Request::new(opb::ContainerActionRequest {
+        hostname: "node-1".into(),
+        container_id: "c1".into(),
+        action: orca_proto::cluster::v1::ContainerAction::Stop as i32,
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", basic("ops", "o-secret").parse().unwrap());
+    let status = operator.container_action(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(status.message().contains("`container_actions`"), "{status}");
     // Eve is authenticated but the ACLs give her no role.
     let mut request = tonic::Request::new(subscribe());
     request

@@ -61,10 +61,13 @@ pub enum Action {
     DeactivateAgents,
     /// Reactivate an agent (objects: `agents`).
     ReactivateAgents,
+    /// Stop, start, pause, restart or remove a container, or read its logs, on a host
+    /// (objects: `agents`, by hostname). Orca's: Mesos has no such operator calls.
+    ContainerActions,
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::RegisterFrameworks,
         Action::RunTasks,
         Action::TeardownFrameworks,
@@ -72,6 +75,7 @@ impl Action {
         Action::DrainAgents,
         Action::DeactivateAgents,
         Action::ReactivateAgents,
+        Action::ContainerActions,
     ];
 
     /// The ACL list's key in the `--acls` JSON.
@@ -84,6 +88,7 @@ impl Action {
             Action::DrainAgents => "drain_agents",
             Action::DeactivateAgents => "deactivate_agents",
             Action::ReactivateAgents => "reactivate_agents",
+            Action::ContainerActions => "container_actions",
         }
     }
 
@@ -93,7 +98,10 @@ impl Action {
             Action::RegisterFrameworks => "roles",
             Action::RunTasks => "users",
             Action::TeardownFrameworks | Action::KillTasks => "framework_principals",
-            Action::DrainAgents | Action::DeactivateAgents | Action::ReactivateAgents => "agents",
+            Action::DrainAgents
+            | Action::DeactivateAgents
+            | Action::ReactivateAgents
+            | Action::ContainerActions => "agents",
         }
     }
 }

@@ -270,6 +270,7 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::ContainerActionRequest>,
     ) -> Result<Response<pb::ContainerActionResponse>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
         let action = cpb::ContainerAction::try_from(r.action)
             .ok()
@@ -289,6 +290,9 @@ impl pb::operator_server::Operator for OperatorService {
                 "hostname and container_id are both required",
             ));
         }
+        self.cluster
+            .authorize_operator(Action::ContainerActions, principal.as_deref(), &r.hostname)
+            .map_err(grpc_status)?;
         let (_, replies) = self
             .cluster
             .container_command(
@@ -309,12 +313,16 @@ impl pb::operator_server::Operator for OperatorService {
         &self,
         request: Request<pb::ContainerLogsRequest>,
     ) -> Result<Response<Self::ContainerLogsStream>, Status> {
+        let principal = grpc_principal(&request);
         let r = request.into_inner();
         if r.hostname.is_empty() || r.container_id.is_empty() {
             return Err(Status::invalid_argument(
                 "hostname and container_id are both required",
             ));
         }
+        self.cluster
+            .authorize_operator(Action::ContainerActions, principal.as_deref(), &r.hostname)
+            .map_err(grpc_status)?;
         let (request_id, mut replies) = self
             .cluster
             .container_command(

@@ -548,7 +548,7 @@ impl Cluster {
 
     /// Whether an operator call of `principal` may do `action` to a framework or an agent:
     /// `TeardownFrameworks` and `KillTasks` (`target`: the framework id) are checked against
-    /// the framework's principal, agent actions
+    /// the framework's principal, `ContainerActions` against the hostname given, agent actions
     /// against the agent's hostname (Mesos's ACL objects). A 403 when not.
     pub fn authorize_operator(
         &self,
@@ -569,7 +569,9 @@ impl Cluster {
             Action::DrainAgents | Action::DeactivateAgents | Action::ReactivateAgents => s
                 .agent_hostname(target)
                 .ok_or_else(|| ApiError::NotFound(format!("unknown agent {target}")))?,
-            Action::RegisterFrameworks | Action::RunTasks => target.to_owned(),
+            Action::RegisterFrameworks | Action::RunTasks | Action::ContainerActions => {
+                target.to_owned()
+            }
         };
         s.authorize(action, principal, &object)
     }

@@ -45,6 +45,7 @@ impl State {
                 Action::DrainAgents => "drain agent",
                 Action::DeactivateAgents => "deactivate agent",
                 Action::ReactivateAgents => "reactivate agent",
+                Action::ContainerActions => "act on the containers of host",
             },
             action.key()
         )))
