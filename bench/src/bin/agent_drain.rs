@@ -147,6 +147,21 @@ async fn main() -> Result<()> {
             Ok((id, pids))
         })
         .collect::<Result<_>>()?;
+    if !args.polite_tasks {
+        // TASK_RUNNING means the process started, not that its shell already ran `trap`: a
+        // SIGTERM before that would end it at once and make the drain look instant.
+        let deadline = Instant::now() + WAIT;
+        for pids in originals.values() {
+            while !ignores_sigterm(pids.task.pid) {
+                ensure!(
+                    Instant::now() < deadline,
+                    "task process {} never ignored SIGTERM",
+                    pids.task.pid
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
     println!(
         "{} tasks running on agent A ({}); launching them took {:.0} ms",
         args.tasks,
@@ -323,4 +338,11 @@ async fn main() -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&base);
     Ok(())
+}
+
+/// Whether a process ignores SIGTERM (bit 15 of `SigIgn` in /proc/<pid>/status).
+fn ignores_sigterm(pid: u32) -> bool {
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.status())
+        .is_ok_and(|s| s.sigign & (1 << (15 - 1)) != 0)
 }
