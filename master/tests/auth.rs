@@ -107,7 +107,7 @@ async fn calls_without_valid_credentials_get_401_and_say_how_to_authenticate() {
     let raw = raw_get(m.addr, "/master/state").await;
     assert!(
         raw.to_ascii_lowercase()
-            .contains("www-authenticate: basic realm=\"mesos master\""),
+            .contains("www-authenticate: basic realm=\"mesos-master-readonly\""),
         "{raw}"
     );
     // What says which master this is stays open, as Mesos's does.
@@ -149,10 +149,10 @@ async fn the_principal_is_the_authenticated_one_and_a_framework_cannot_be_taken_
     let eve = basic("eve", "e-secret");
     // Claiming another principal than the one authenticated.
     let (code, body) = refused(m.addr, framework(Some("ops")), Some(&marathon)).await;
-    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
     assert!(
         body.contains(
-            "framework principal 'ops' does not match authenticated principal 'marathon'"
+            "Authenticated principal 'marathon' does not match principal 'ops' set in `FrameworkInfo`"
         ),
         "{body}"
     );
@@ -186,9 +186,9 @@ async fn the_principal_is_the_authenticated_one_and_a_framework_cannot_be_taken_
     )
     .await
     .unwrap();
-    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
     assert!(
-        body.contains("is not the principal that subscribed"),
+        body.contains("Authenticated principal 'eve' does not match principal 'marathon'"),
         "{body}"
     );
     assert!(
@@ -307,6 +307,16 @@ async fn acls_decide_roles_task_users_teardown_and_drain() {
         .await
         .unwrap();
     assert_eq!(code, StatusCode::OK, "{body}");
+    // As Mesos: a framework it does not know is a bad request, whoever asks.
+    let unknown = json!({"type": "TEARDOWN", "teardown": {"framework_id": {"value": "no-such"}}});
+    let (code, body) = client::operator_as(m.addr, &unknown, Some(&ops))
+        .await
+        .unwrap();
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.contains("No framework found with ID no-such"),
+        "{body}"
+    );
     assert!(
         !m.cluster
             .snapshot()

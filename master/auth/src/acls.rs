@@ -216,7 +216,7 @@ impl Acls {
     }
 }
 
-/// An entity: `{"type": "ANY"}`, `{"type": "NONE"}`, or `{"values": [...]}`.
+/// An entity: `{"type": "ANY"}`, `{"type": "NONE"}`, or `{"values": [...]}` (type SOME).
 fn entity(value: &serde_json::Value) -> Result<Entity, String> {
     let object = value
         .as_object()
@@ -235,14 +235,13 @@ fn entity(value: &serde_json::Value) -> Result<Entity, String> {
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
-    match (object.get("type").and_then(|t| t.as_str()), values) {
-        (Some("ANY"), None) => Ok(Entity::Any),
-        (Some("NONE"), None) => Ok(Entity::None),
-        (Some("SOME") | None, Some(values)) if !values.is_empty() => Ok(Entity::Some(values)),
-        (Some("SOME") | None, _) => Err("`values` must name at least one".into()),
-        (Some(other), _) => Err(format!(
-            "type `{other}`: expected ANY or NONE (with no values), or SOME with values"
-        )),
+    // As Mesos's `ACL.Entity`: the type defaults to SOME; values are ignored for ANY and
+    // NONE; SOME with no values names nothing, so it matches no request.
+    match object.get("type").and_then(|t| t.as_str()) {
+        Some("ANY") => Ok(Entity::Any),
+        Some("NONE") => Ok(Entity::None),
+        Some("SOME") | None => Ok(Entity::Some(values.unwrap_or_default())),
+        Some(other) => Err(format!("type `{other}`: expected SOME, ANY or NONE")),
     }
 }
 
@@ -311,12 +310,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("run_tasks[0].principals: type `ALL`"), "{e}");
-        let e = Acls::parse(
-            r#"{"run_tasks": [{"principals": {"values": []}, "users": {"type": "ANY"}}]}"#,
+        // Mesos's leniencies: values ignored for ANY; SOME with no values matches nothing.
+        let lenient = Acls::parse(
+            r#"{"run_tasks": [
+                {"principals": {"values": []}, "users": {"type": "ANY"}},
+                {"principals": {"type": "ANY", "values": ["x"]}, "users": {"values": ["app"]}}
+            ]}"#,
         )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("at least one"), "{e}");
+        .unwrap();
+        assert!(lenient.allows(Action::RunTasks, Some("anyone"), Some("app")));
+        assert!(!lenient.allows(Action::RunTasks, Some("anyone"), Some("root")));
         assert!(
             Acls::load("/nonexistent/acls.json")
                 .unwrap_err()

@@ -1,8 +1,8 @@
 //! Who is calling. With `--credentials`, every call to the Mesos HTTP API (scheduler,
 //! operator, state, flags) and to the gRPC scheduler and operator services must authenticate
 //! with HTTP Basic (gRPC: the same value in `authorization` metadata). Others get `401` with
-//! `WWW-Authenticate: Basic realm="Mesos master"` (gRPC `UNAUTHENTICATED`), saying how to
-//! authenticate. The principal rides in the request's extensions for the handlers, which
+//! `WWW-Authenticate: Basic realm="…"` in Mesos's realm for the endpoint (gRPC
+//! `UNAUTHENTICATED`), saying how to authenticate. The principal rides in the request's extensions for the handlers, which
 //! authorize with it (`cluster::Authorizer`).
 use std::sync::Arc;
 
@@ -18,11 +18,17 @@ use orca_auth::Credentials;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal(pub String);
 
+/// Mesos's HTTP authentication realms, named in the `WWW-Authenticate` challenge.
+pub const SCHEDULER_REALM: &str = "mesos-master-scheduler";
+pub const READWRITE_REALM: &str = "mesos-master-readwrite";
+pub const READONLY_REALM: &str = "mesos-master-readonly";
+
 /// Checks callers against the credentials the master was given (none: everyone passes,
 /// unauthenticated).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Authenticator {
     credentials: Option<Arc<Credentials>>,
+    realm: &'static str,
 }
 
 /// Why a call is refused before it is looked at.
@@ -43,6 +49,15 @@ impl Authenticator {
     pub fn new(credentials: Option<Credentials>) -> Self {
         Self {
             credentials: credentials.map(Arc::new),
+            realm: READWRITE_REALM,
+        }
+    }
+
+    /// The same credentials, challenging in `realm` (Mesos's realm for the endpoint).
+    pub fn in_realm(&self, realm: &'static str) -> Self {
+        Self {
+            credentials: self.credentials.clone(),
+            realm,
         }
     }
 
@@ -80,8 +95,11 @@ pub async fn http(State(auth): State<Authenticator>, mut request: Request, next:
         Err(e) => (
             StatusCode::UNAUTHORIZED,
             [
-                (header::WWW_AUTHENTICATE, "Basic realm=\"Mesos master\""),
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (
+                    header::WWW_AUTHENTICATE,
+                    format!("Basic realm=\"{}\"", auth.realm),
+                ),
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
             ],
             format!("{e}\n"),
         )

@@ -433,10 +433,12 @@ impl Cluster {
         self.acting()?;
         let s = self.lock();
         s.check_stream(framework_id, stream_id)?;
+        // Mesos answers 400 with this message.
         match (principal, s.framework_principal(framework_id)) {
-            (Some(caller), owner) if owner != Some(caller) => Err(ApiError::Forbidden(format!(
-                "authenticated principal '{caller}' is not the principal that subscribed \
-                 framework {framework_id}"
+            (Some(caller), owner) if owner != Some(caller) => Err(ApiError::BadRequest(format!(
+                "Authenticated principal '{caller}' does not match principal '{}' set in \
+                 `FrameworkInfo`",
+                owner.unwrap_or_default()
             ))),
             _ => Ok(()),
         }
@@ -562,18 +564,24 @@ impl Cluster {
         }
         self.acting()?;
         let s = self.lock();
+        // A target that does not exist is left to the action, which says so as it would
+        // without ACLs.
         let object = match action {
-            Action::TeardownFrameworks | Action::KillTasks => s
-                .framework_owner(target)
-                .ok_or_else(|| ApiError::NotFound(format!("unknown framework {target}")))?,
-            Action::DrainAgents | Action::DeactivateAgents | Action::ReactivateAgents => s
-                .agent_hostname(target)
-                .ok_or_else(|| ApiError::NotFound(format!("unknown agent {target}")))?,
+            Action::TeardownFrameworks | Action::KillTasks => match s.framework_owner(target) {
+                Some(owner) => owner,
+                None => return Ok(()),
+            },
+            Action::DrainAgents | Action::DeactivateAgents | Action::ReactivateAgents => {
+                match s.agent_hostname(target) {
+                    Some(hostname) => Some(hostname),
+                    None => return Ok(()),
+                }
+            }
             Action::RegisterFrameworks | Action::RunTasks | Action::ContainerActions => {
-                target.to_owned()
+                Some(target.to_owned())
             }
         };
-        s.authorize(action, principal, &object)
+        s.authorize(action, principal, object.as_deref())
     }
 
     pub async fn teardown(&self, framework_id: &str) -> Result<(), ApiError> {

@@ -56,29 +56,38 @@ pub fn router(cluster: Cluster) -> Router {
         master_id,
         heartbeat,
     };
+    // With --credentials each endpoint authenticates in Mesos's realm for it.
     let authenticator = Authenticator::new(cluster.credentials());
+    let in_realm =
+        |realm| middleware::from_fn_with_state(authenticator.in_realm(realm), authn::http);
+    let state_route = || get(state).route_layer(in_realm(authn::READONLY_REALM));
     let leader_only = Router::new()
-        .route("/api/v1/scheduler", post(scheduler))
-        .route("/api/v1", post(operator::call))
-        .route("/master/state", get(state))
-        .route("/master/state.json", get(state))
-        .route("/state", get(state))
-        .route("/state.json", get(state))
+        .route(
+            "/api/v1/scheduler",
+            post(scheduler).route_layer(in_realm(authn::SCHEDULER_REALM)),
+        )
+        .route(
+            "/api/v1",
+            post(operator::call).route_layer(in_realm(authn::READWRITE_REALM)),
+        )
+        .route("/master/state", state_route())
+        .route("/master/state.json", state_route())
+        .route("/state", state_route())
+        .route("/state.json", state_route())
         .route_layer(middleware::from_fn_with_state(
             cluster.clone(),
             redirect_unless_leading,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            authenticator.clone(),
-            authn::http,
         ));
-    let authenticated = Router::new()
-        .route("/flags", get(flags))
-        .route("/metrics/snapshot", get(metrics_snapshot))
-        .route_layer(middleware::from_fn_with_state(authenticator, authn::http));
     Router::new()
         .merge(leader_only)
-        .merge(authenticated)
+        .route(
+            "/flags",
+            get(flags).route_layer(in_realm(authn::READONLY_REALM)),
+        )
+        .route(
+            "/metrics/snapshot",
+            get(metrics_snapshot).route_layer(in_realm(authn::READONLY_REALM)),
+        )
         .route("/master/redirect", any(redirect))
         .route("/redirect", any(redirect))
         .route("/version", get(version))

@@ -8,17 +8,18 @@ use super::State;
 use crate::cluster::ApiError;
 
 impl State {
-    /// Whether `principal` may do `action` on `object`; without ACLs everything is allowed.
+    /// Whether `principal` may do `action` on `object` (`None`: any, as Mesos asks for a
+    /// framework without a principal); without ACLs everything is allowed.
     pub(in crate::cluster) fn allowed(
         &self,
         action: Action,
         principal: Option<&str>,
-        object: &str,
+        object: Option<&str>,
     ) -> bool {
         self.config
             .acls
             .as_ref()
-            .is_none_or(|acls| acls.allows(action, principal, Some(object)))
+            .is_none_or(|acls| acls.allows(action, principal, object))
     }
 
     /// `allowed`, as the 403 Mesos answers when it is not.
@@ -26,11 +27,12 @@ impl State {
         &self,
         action: Action,
         principal: Option<&str>,
-        object: &str,
+        object: Option<&str>,
     ) -> Result<(), ApiError> {
         if self.allowed(action, principal, object) {
             return Ok(());
         }
+        let object = object.unwrap_or("(none)");
         let who = principal.map_or_else(
             || "an unauthenticated caller".to_owned(),
             |p| format!("principal '{p}'"),
@@ -51,18 +53,17 @@ impl State {
         )))
     }
 
-    /// The principal a framework is registered under (what `teardown_frameworks` names as
-    /// `framework_principals`; empty when it has none).
-    pub(in crate::cluster) fn framework_owner(&self, framework_id: &str) -> Option<String> {
-        let principal = match self.frameworks.get(framework_id) {
+    /// The principal a known framework is registered under (what `teardown_frameworks`
+    /// names as `framework_principals`; `Some(None)` when it has none).
+    pub(in crate::cluster) fn framework_owner(&self, framework_id: &str) -> Option<Option<String>> {
+        Some(match self.frameworks.get(framework_id) {
             Some(f) => f.info.principal.clone(),
             None => self
                 .registered_frameworks
                 .get(framework_id)?
                 .principal
                 .clone(),
-        };
-        Some(principal.unwrap_or_default())
+        })
     }
 
     /// An agent's hostname (the `agents` object of agent ACLs).

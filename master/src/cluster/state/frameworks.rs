@@ -35,7 +35,7 @@ impl State {
         for role in &info.roles {
             validate_role(role)?;
             self.authorize_role(role, info.principal.as_deref())?;
-            self.authorize(Action::RegisterFrameworks, authenticated, role)?;
+            self.authorize(Action::RegisterFrameworks, authenticated, Some(role))?;
         }
         Ok(())
     }
@@ -50,10 +50,11 @@ impl State {
     ) -> Result<(), ApiError> {
         if let Some(principal) = authenticated {
             match info.principal.as_deref() {
+                // Mesos answers 400 with this message.
                 Some(claimed) if claimed != principal => {
-                    return Err(ApiError::Forbidden(format!(
-                        "framework principal '{claimed}' does not match authenticated \
-                         principal '{principal}'"
+                    return Err(ApiError::BadRequest(format!(
+                        "Authenticated principal '{principal}' does not match principal \
+                         '{claimed}' set in `FrameworkInfo`"
                     )));
                 }
                 _ => info.principal = Some(principal.to_owned()),

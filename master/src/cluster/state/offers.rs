@@ -356,7 +356,7 @@ impl State {
             .as_ref()
             .and_then(|c| c.user.as_deref())
             .unwrap_or(&fw.info.user);
-        if !self.allowed(Action::RunTasks, fw.authenticated.as_deref(), user) {
+        if !self.allowed(Action::RunTasks, fw.authenticated.as_deref(), Some(user)) {
             return Err(InvalidTask::Unauthorized(user.to_owned()));
         }
         if !left.contains(&task.resources) {

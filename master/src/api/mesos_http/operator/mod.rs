@@ -26,7 +26,10 @@ use serde_json::{Value as JsonValue, json};
 use orca_auth::Action;
 
 use super::{Api, api_error, error};
-use crate::{api::authn::Principal, cluster::Cluster};
+use crate::{
+    api::authn::Principal,
+    cluster::{ApiError, Cluster},
+};
 
 pub(super) async fn call(
     State(api): State<Api>,
@@ -148,6 +151,11 @@ async fn teardown(cluster: &Cluster, principal: Option<&str>, call: &JsonValue) 
     };
     match done.await {
         Ok(()) => StatusCode::OK.into_response(),
+        // Mesos's answer for a framework it does not know.
+        Err(ApiError::NotFound(_)) => error(
+            StatusCode::BAD_REQUEST,
+            format!("No framework found with ID {framework_id}"),
+        ),
         Err(e) => api_error(e),
     }
 }
