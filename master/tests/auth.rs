@@ -127,6 +127,11 @@ async fn calls_without_valid_credentials_get_401_and_say_how_to_authenticate() {
     assert_eq!(code, StatusCode::OK, "{body}");
 }
 
+/// Whether the master has framework `id`.
+fn is_registered(m: &Master, id: &str) -> bool {
+    m.cluster.snapshot().frameworks.iter().any(|f| f.id == id)
+}
+
 /// A GET with nothing else, the response's head and body as text.
 async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -191,14 +196,7 @@ async fn the_principal_is_the_authenticated_one_and_a_framework_cannot_be_taken_
         body.contains("Authenticated principal 'eve' does not match principal 'marathon'"),
         "{body}"
     );
-    assert!(
-        m.cluster
-            .snapshot()
-            .frameworks
-            .iter()
-            .any(|f| f.id == s.framework_id),
-        "nothing was torn down"
-    );
+    assert!(is_registered(&m, &s.framework_id), "nothing was torn down");
     // Marathon itself fails over with its id.
     let again = SchedulerClient::subscribe_as(m.addr, hijack, Some(marathon))
         .await
@@ -296,13 +294,7 @@ async fn acls_decide_roles_task_users_teardown_and_drain() {
         body.contains("not authorized to tear down a framework of principal 'marathon'"),
         "{body}"
     );
-    assert!(
-        m.cluster
-            .snapshot()
-            .frameworks
-            .iter()
-            .any(|f| f.id == s.framework_id)
-    );
+    assert!(is_registered(&m, &s.framework_id));
     let (code, body) = client::operator_as(m.addr, &teardown, Some(&ops))
         .await
         .unwrap();
@@ -317,13 +309,7 @@ async fn acls_decide_roles_task_users_teardown_and_drain() {
         body.contains("No framework found with ID no-such"),
         "{body}"
     );
-    assert!(
-        !m.cluster
-            .snapshot()
-            .frameworks
-            .iter()
-            .any(|f| f.id == s.framework_id)
-    );
+    assert!(!is_registered(&m, &s.framework_id));
 }
 
 #[tokio::test]

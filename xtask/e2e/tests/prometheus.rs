@@ -37,6 +37,20 @@ fn wait_for_series(at: SocketAddr, prefix: &str) -> String {
     )
 }
 
+/// `orca-collector` (no scheduler) on `grpc` and `http`, its log in `dir`.
+fn headless_collector(dir: &Path, grpc: SocketAddr, http: SocketAddr) -> Daemon {
+    Daemon::start(
+        "orca-collector",
+        &args(&[
+            "--grpc-addr",
+            &grpc.to_string(),
+            "--http-addr",
+            &http.to_string(),
+        ]),
+        &dir.join("collector.log"),
+    )
+}
+
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -65,16 +79,7 @@ fn every_daemon_passes_promtool_and_prometheus_scrapes_them() {
         ]),
         &dir.join("master.log"),
     );
-    let _collector = Daemon::start(
-        "orca-collector",
-        &args(&[
-            "--grpc-addr",
-            &collector_grpc.to_string(),
-            "--http-addr",
-            &collector_http.to_string(),
-        ]),
-        &dir.join("collector.log"),
-    );
+    let _collector = headless_collector(dir, collector_grpc, collector_http);
     let agent = |name: &str, upstream: SocketAddr, metrics: SocketAddr| {
         Daemon::start(
             "orca-agent",
@@ -196,16 +201,7 @@ async fn the_tui_follows_a_headless_collector() {
     let dir = &scratch.0;
     let base = free_ports(3);
     let (grpc, http, metrics) = (addr(base), addr(base + 1), addr(base + 2));
-    let _collector = Daemon::start(
-        "orca-collector",
-        &args(&[
-            "--grpc-addr",
-            &grpc.to_string(),
-            "--http-addr",
-            &http.to_string(),
-        ]),
-        &dir.join("collector.log"),
-    );
+    let _collector = headless_collector(dir, grpc, http);
     let _agent = Daemon::start(
         "orca-agent",
         &args(&[
@@ -333,16 +329,7 @@ fn prometheus_sees_traffic_memory_and_stopped_containers() {
     let base = free_ports(3);
     let (collector_grpc, collector_http, agent_metrics) =
         (addr(base), addr(base + 1), addr(base + 2));
-    let _collector = Daemon::start(
-        "orca-collector",
-        &args(&[
-            "--grpc-addr",
-            &collector_grpc.to_string(),
-            "--http-addr",
-            &collector_http.to_string(),
-        ]),
-        &dir.join("collector.log"),
-    );
+    let _collector = headless_collector(dir, collector_grpc, collector_http);
     let _agent = Daemon::start(
         "orca-agent",
         &args(&[
