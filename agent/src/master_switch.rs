@@ -74,6 +74,8 @@ struct Inner {
     work_dir: Option<PathBuf>,
     /// Serialises switches: the file and the target change together.
     switching: std::sync::Mutex<()>,
+    /// TLS to every master followed (`None`: plain connections).
+    tls: Option<orca_auth::tls::ClientTls>,
 }
 
 impl MasterSwitch {
@@ -92,8 +94,26 @@ impl MasterSwitch {
                 flag: flag.to_owned(),
                 work_dir: work_dir.map(Path::to_owned),
                 switching: std::sync::Mutex::new(()),
+                tls: None,
             }),
         })
+    }
+
+    /// Connects to masters over TLS (`--tls-ca`, `--tls-cert`, `--tls-key`). Called on a
+    /// switch no clone has been made of yet.
+    pub fn with_tls(mut self, tls: Option<orca_auth::tls::ClientTls>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_tls is called before the switch is shared")
+            .tls = tls;
+        self
+    }
+
+    /// A gRPC endpoint for a master's address as the locator gives it, over TLS when asked.
+    pub fn endpoint(
+        &self,
+        address: &str,
+    ) -> Result<tonic::transport::Endpoint, orca_auth::tls::TlsError> {
+        orca_auth::tls::endpoint(self.inner.tls.as_ref(), address)
     }
 
     /// The master a previous run was switched to, if it was started with `flag` too.

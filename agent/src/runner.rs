@@ -25,6 +25,8 @@ pub struct RunConfig {
     /// The master: its gRPC address (`host:port` or URL), or `zk://…/path` to follow the
     /// leading master in ZooKeeper; without it reports are only counted.
     pub master: Option<String>,
+    /// TLS to the master (`None`: plain connections).
+    pub master_tls: Option<orca_auth::tls::ClientTls>,
     /// Full snapshot interval (host, processes, containers).
     pub interval: Duration,
     /// How often connection changes are sent between full snapshots.
@@ -83,6 +85,7 @@ impl Default for RunConfig {
         Self {
             engine: EngineOptions::default(),
             master: None,
+            master_tls: None,
             interval: Duration::from_secs(1),
             connection_interval: Duration::from_millis(250),
             metrics_addr: None,
@@ -164,7 +167,10 @@ pub async fn run(
     let master = config
         .master
         .as_deref()
-        .map(|m| crate::master_switch::MasterSwitch::new(m, work_dir))
+        .map(|m| {
+            crate::master_switch::MasterSwitch::new(m, work_dir)
+                .map(|s| s.with_tls(config.master_tls.clone()))
+        })
         .transpose()
         .map_err(|e| anyhow::anyhow!("--master: {e}"))?;
     if let Some(master) = master.clone() {

@@ -180,11 +180,12 @@ pub async fn send_reports(
         master.mark_seen();
         let mut followed = master.clone();
         tokio::select! {
-            result = stream_once(&endpoint, &queue, &need_full, &metrics, &mut backoff) => match result {
+            result = stream_once(&masters, &endpoint, &queue, &need_full, &metrics, &mut backoff) => match result {
                 Ok(()) => tracing::info!("collector closed the report stream; reconnecting"),
                 Err(err) => tracing::warn!(
                     collector = %endpoint,
-                    "collector unreachable ({err}); still collecting, {} reports buffered",
+                    "collector unreachable ({}); still collecting, {} reports buffered",
+                    orca_auth::tls::explain_status(&err),
                     queue.len()
                 ),
             },
@@ -209,17 +210,19 @@ pub async fn send_reports(
 }
 
 async fn stream_once(
+    masters: &crate::master_switch::MasterSwitch,
     endpoint: &str,
     queue: &ReportQueue,
     need_full: &mpsc::Sender<()>,
     metrics: &AgentMetrics,
     backoff: &mut Backoff,
 ) -> Result<(), tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| tonic::Status::invalid_argument(format!("collector address: {e}")))?
+    let channel = masters
+        .endpoint(endpoint)
+        .map_err(|e| tonic::Status::invalid_argument(format!("collector: {e}")))?
         .connect()
         .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        .map_err(|e| tonic::Status::unavailable(orca_auth::tls::explain(&e)))?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await

@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 
 use axum::{Router, extract::State, http::HeaderMap, response::Response, routing::get};
+use orca_auth::{
+    doors::GrpcDoor,
+    tls::{ALPN_GRPC, ALPN_HTTP, ServerTls, TlsFiles, TlsIncoming},
+};
 use orca_collector::{Collector, CollectorConfig, http};
 use orca_proto::{
     cluster::v1::agent_link_server::AgentLinkServer, operator::v1::operator_server::OperatorServer,
@@ -31,6 +35,14 @@ pub struct Master {
     grpc: TcpListener,
     http: TcpListener,
     election: Option<ElectionConfig>,
+    tls: Option<Tls>,
+}
+
+/// Both listeners' TLS (the same files; gRPC offers only HTTP/2).
+#[derive(Debug)]
+struct Tls {
+    grpc: std::sync::Arc<ServerTls>,
+    http: std::sync::Arc<ServerTls>,
 }
 
 /// How a master takes part in a cluster.
@@ -98,7 +110,19 @@ impl Master {
             grpc,
             http,
             election: ha.election,
+            tls: None,
         })
+    }
+
+    /// Serves both listeners over TLS (`--tls-cert`/`--tls-key`); with a CA (`--tls-ca`)
+    /// agents must present a certificate it signed. The files are read again when they
+    /// change.
+    pub fn with_tls(mut self, files: TlsFiles) -> anyhow::Result<Self> {
+        self.tls = Some(Tls {
+            grpc: ServerTls::load(files.clone(), ALPN_GRPC)?,
+            http: ServerTls::load(files, ALPN_HTTP)?,
+        });
+        Ok(self)
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -138,7 +162,12 @@ impl Master {
         let heartbeat = cluster.agent_ping_timeout() / 3;
         // With --credentials the scheduler and operator services authenticate their callers.
         let authenticator = authn::Authenticator::new(cluster.credentials());
+        let door = GrpcDoor {
+            agents_need_certificates: self.tls.as_ref().is_some_and(|t| t.grpc.verifies_clients()),
+            readers: authenticator.in_realm(authn::READONLY_REALM),
+        };
         let grpc = tonic::transport::Server::builder()
+            .layer(door)
             .add_service(
                 CollectorServer::new(collector.clone()).max_decoding_message_size(64 << 20),
             )
@@ -153,13 +182,22 @@ impl Master {
             .add_service(OperatorServer::with_interceptor(
                 OperatorService::new(cluster.clone(), stop_rx.clone()),
                 authn::grpc(authenticator),
-            ))
-            .serve_with_incoming_shutdown(
+            ));
+        let grpc_stopped = async move {
+            let _ = grpc_stop.changed().await;
+        };
+        let grpc: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+        > = match &self.tls {
+            Some(tls) => Box::pin(grpc.serve_with_incoming_shutdown(
+                TlsIncoming::new(self.grpc, tls.grpc.clone())?,
+                grpc_stopped,
+            )),
+            None => Box::pin(grpc.serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
-                async move {
-                    let _ = grpc_stop.changed().await;
-                },
-            );
+                grpc_stopped,
+            )),
+        };
         let router = http::router(collector.clone())
             .merge(mesos_http::router(cluster.clone()))
             .merge(
@@ -168,9 +206,22 @@ impl Master {
                     .with_state((collector, cluster)),
             );
         let mut http_stop = stop_rx.clone();
-        let http = axum::serve(self.http, router).with_graceful_shutdown(async move {
+        let http_stopped = async move {
             let _ = http_stop.changed().await;
-        });
+        };
+        let http: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+            match &self.tls {
+                Some(tls) => Box::pin(
+                    axum::serve(TlsIncoming::new(self.http, tls.http.clone())?, router)
+                        .with_graceful_shutdown(http_stopped)
+                        .into_future(),
+                ),
+                None => Box::pin(
+                    axum::serve(self.http, router)
+                        .with_graceful_shutdown(http_stopped)
+                        .into_future(),
+                ),
+            };
         let stopper = stop_tx.clone();
         let fatal_error = std::sync::Arc::new(std::sync::Mutex::new(None));
         let fatal_seen = fatal_error.clone();
@@ -187,7 +238,7 @@ impl Master {
         // Watches, event streams and agent links never end by themselves: after the grace
         // period the servers are dropped with whatever is still open.
         let mut grace = stop_rx;
-        let served = async { tokio::join!(grpc, http.into_future()) };
+        let served = async { tokio::join!(grpc, http) };
         let (grpc, http) = tokio::select! {
             both = served => both,
             _ = async {

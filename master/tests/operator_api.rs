@@ -738,6 +738,7 @@ async fn get_agents_tells_when_an_agent_registered_again() {
                 hostname: "node-1".into(),
                 resources: orca_master::resources::Resources::parse("cpus:2;mem:512").unwrap(),
                 attributes: Default::default(),
+                principal: None,
             },
             Vec::new(),
         )

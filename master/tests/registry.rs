@@ -76,6 +76,7 @@ async fn a_restarted_master_recovers_its_registry() {
                 hostname: "node-1".into(),
                 resources: Resources::parse("cpus:2;mem:1024").unwrap(),
                 attributes: Default::default(),
+                principal: None,
             },
             vec![RunningTask {
                 framework_id: stays.framework_id.clone(),

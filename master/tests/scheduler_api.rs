@@ -475,6 +475,7 @@ async fn an_agent_restarted_without_its_tasks_has_them_lost_and_offered_again() 
                 hostname: "node-1".into(),
                 resources: orca_master::resources::Resources::parse("cpus:1;mem:512").unwrap(),
                 attributes: Default::default(),
+                principal: None,
             },
             Vec::new(),
         )
@@ -517,6 +518,7 @@ async fn a_task_still_staging_when_its_agent_re_registers_is_launched_again() {
         hostname: "node-1".into(),
         resources: Resources::parse("cpus:1;mem:512").unwrap(),
         attributes: Default::default(),
+        principal: None,
     };
     // The first link never answers: its launch is lost with it.
     let mut first = m

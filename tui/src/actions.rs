@@ -349,7 +349,7 @@ async fn subscription(
             .await
             .map_err(|s| MasterError::Refused {
                 what: "the orca framework",
-                message: s.message().to_owned(),
+                message: orca_auth::tls::explain_status(&s),
             })?
             .into_inner();
         let Framework { id, pending, names } = framework;

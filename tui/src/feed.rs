@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use orca_auth::tls::ClientTls;
 use orca_leader::MasterLocator;
 use orca_proto::{
     operator::v1::{self as opb, operator_client::OperatorClient},
@@ -66,10 +67,7 @@ impl MasterError {
     pub fn of_watch(status: &tonic::Status) -> Self {
         match status.code() {
             tonic::Code::Unavailable | tonic::Code::Unknown => {
-                let source = std::error::Error::source(status)
-                    .map(describe)
-                    .unwrap_or_else(|| status.message().to_owned());
-                MasterError::Lost(source)
+                MasterError::Lost(orca_auth::tls::explain_status(status))
             }
             code => MasterError::Call(format!("{code:?}: {}", status.message())),
         }
@@ -87,14 +85,9 @@ impl MasterError {
 /// Largest message accepted from the master (a 50,000-node snapshot is tens of MB).
 pub const MAX_MESSAGE: usize = 256 << 20;
 
-/// A channel to the master's gRPC address (`host:port` or a URL).
-pub fn endpoint(master: &str) -> Result<Endpoint, MasterError> {
-    let url = if master.contains("://") {
-        master.to_owned()
-    } else {
-        format!("http://{master}")
-    };
-    Endpoint::from_shared(url.clone())
+/// A channel to the master's gRPC address (`host:port` or a URL), over TLS with `tls`.
+pub fn endpoint(master: &str, tls: Option<&ClientTls>) -> Result<Endpoint, MasterError> {
+    orca_auth::tls::endpoint(tls, master)
         .map(|e| {
             e.connect_timeout(Duration::from_secs(3))
                 .tcp_keepalive(Some(Duration::from_secs(10)))
@@ -102,7 +95,7 @@ pub fn endpoint(master: &str) -> Result<Endpoint, MasterError> {
                 .keep_alive_timeout(Duration::from_secs(5))
         })
         .map_err(|e| MasterError::Address {
-            url,
+            url: master.to_owned(),
             reason: e.to_string(),
         })
 }
@@ -120,19 +113,23 @@ pub fn locator(master: &str) -> Result<MasterLocator, MasterError> {
     })
 }
 
-/// The HTTP Basic credentials sent with every gRPC call, for a master started with
-/// `--credentials` (`orca --principal`, the secret from `ORCA_SECRET` or `--secret-file`).
+/// How `orca` meets a locked master: the HTTP Basic credentials sent with every gRPC call
+/// (`orca --principal`, the secret from `ORCA_SECRET` or `--secret-file`) for a master
+/// started with `--credentials`, and the TLS it connects with (`--tls-ca`, a client
+/// certificate) for one started with `--tls-cert`.
 #[derive(Clone, Default)]
-pub struct Credential(Option<tonic::metadata::AsciiMetadataValue>);
+pub struct Credential {
+    basic: Option<tonic::metadata::AsciiMetadataValue>,
+    tls: Option<std::sync::Arc<ClientTls>>,
+}
 
 impl std::fmt::Debug for Credential {
     // The secret never reaches a log.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Credential(basic)"
-        } else {
-            "Credential(none)"
-        })
+        f.debug_struct("Credential")
+            .field("basic", &self.basic.is_some())
+            .field("tls", &self.tls)
+            .finish()
     }
 }
 
@@ -140,8 +137,21 @@ impl Credential {
     pub fn basic(principal: &str, secret: &str) -> Result<Self, MasterError> {
         orca_auth::basic_authorization(principal, secret)
             .parse()
-            .map(|v| Credential(Some(v)))
+            .map(|v| Credential {
+                basic: Some(v),
+                tls: None,
+            })
             .map_err(|_| MasterError::Call("the principal or secret is not valid text".into()))
+    }
+
+    /// The same, connecting over TLS as `tls` says (`None`: plain connections).
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls.map(std::sync::Arc::new);
+        self
+    }
+
+    pub fn tls(&self) -> Option<&ClientTls> {
+        self.tls.as_deref()
     }
 }
 
@@ -150,7 +160,7 @@ impl tonic::service::Interceptor for Credential {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
+        if let Some(value) = &self.basic {
             request
                 .metadata_mut()
                 .insert("authorization", value.clone());
@@ -194,7 +204,7 @@ impl MasterChannel {
         {
             return Ok(MasterService::new(channel.clone(), self.credential.clone()));
         }
-        let channel = endpoint(&url)?.connect_lazy();
+        let channel = endpoint(&url, self.credential.tls())?.connect_lazy();
         *cached = Some((url, channel.clone()));
         Ok(MasterService::new(channel, self.credential.clone()))
     }
@@ -226,10 +236,10 @@ pub async fn follow_as(master: String, credential: Credential, events: mpsc::Sen
             Err(e) => e.to_string(),
             Ok(mut locator) => match locator.grpc_endpoint(Duration::from_secs(5)).await {
                 None => format!("no leading master in {}", locator.describe()),
-                Some(url) => match endpoint(&url) {
+                Some(url) => match endpoint(&url, credential.tls()) {
                     Err(e) => e.to_string(),
                     Ok(endpoint) => match endpoint.connect().await {
-                        Err(e) => describe(&e),
+                        Err(e) => orca_auth::tls::explain(&e),
                         Ok(channel) => {
                             backoff = BACKOFF_MIN;
                             let leader_changed = async {
@@ -269,15 +279,6 @@ pub async fn follow_as(master: String, credential: Credential, events: mpsc::Sen
     }
 }
 
-/// The innermost cause of a transport error (tonic's outer message is only "transport error").
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut cause = e;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    cause.to_string()
-}
-
 /// Runs the five watches; returns the first failure (or `Ok` when the UI has gone).
 async fn watch_all(
     channel: MasterService,
@@ -312,7 +313,7 @@ async fn watch_topology(
         .await
         .map_err(|s| MasterError::Refused {
             what: "topology watch",
-            message: s.message().to_owned(),
+            message: orca_auth::tls::explain_status(&s),
         })?
         .into_inner();
     let mut first = true;

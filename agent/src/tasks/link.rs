@@ -23,11 +23,13 @@ use super::{StatusUpdate, TaskManager, TaskSpec, TaskState};
 /// Why the link to the master went down; the agent logs it and reconnects with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("cannot connect: {0}; is the master running and --master right?")]
+    #[error("cannot connect: {}; is the master running and --master right?", orca_auth::tls::explain(.0))]
     Connect(#[from] tonic::transport::Error),
-    #[error("registration refused: {}", .0.message())]
+    #[error("{0}")]
+    Tls(#[from] orca_auth::tls::TlsError),
+    #[error("registration refused: {}", orca_auth::tls::explain_status(.0))]
     Refused(tonic::Status),
-    #[error("the link broke: {}", .0.message())]
+    #[error("the link broke: {}", orca_auth::tls::explain_status(.0))]
     Broke(tonic::Status),
     #[error("the master closed the link")]
     Closed,
@@ -337,7 +339,8 @@ async fn session(
         .grpc_endpoint(Duration::from_secs(5))
         .await
         .ok_or(LinkError::NoLeader)?;
-    let mut client = AgentLinkClient::connect(endpoint).await?;
+    let channel = config.master.endpoint(&endpoint)?.connect().await?;
+    let mut client = AgentLinkClient::new(channel);
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1024);
     let running = manager
         .running()

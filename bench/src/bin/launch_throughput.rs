@@ -124,6 +124,7 @@ async fn start(agents: usize, agent_resources: &str) -> Result<Setup> {
                     hostname: format!("sim-{i}"),
                     resources: resources.clone(),
                     attributes: Default::default(),
+                    principal: None,
                 },
                 Vec::new(),
             )

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::authn::AgentIdentity;
 use super::convert::{
     command_to_proto, grpc_status, status_from_proto, task_from_proto, task_state_from_proto,
     usage_from_proto,
@@ -44,6 +45,11 @@ impl AgentLink for AgentLinkService {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        // With mutual TLS the door put the name in the agent's certificate here.
+        let principal = request
+            .extensions()
+            .get::<AgentIdentity>()
+            .map(|id| id.0.clone());
         let mut incoming = request.into_inner();
         let first = incoming
             .message()
@@ -71,6 +77,7 @@ impl AgentLink for AgentLinkService {
             hostname: register.hostname.clone(),
             resources,
             attributes: register.attributes.clone().into_iter().collect(),
+            principal: principal.clone(),
         };
         let link = self
             .cluster
@@ -81,7 +88,7 @@ impl AgentLink for AgentLinkService {
                 other => grpc_status(other),
             })?;
         let agent_id = link.agent_id.clone();
-        tracing::info!(agent = %agent_id, hostname = %register.hostname, "agent registered");
+        tracing::info!(agent = %agent_id, hostname = %register.hostname, certificate = principal.as_deref().unwrap_or("-"), "agent registered");
         let (tx, rx) = mpsc::channel(1024);
         let _ = tx
             .send(Ok(pb::MasterMessage {

@@ -11,7 +11,7 @@
 //! `--credentials`, [`authn`] authenticates callers of the Mesos HTTP API and of the gRPC
 //! scheduler and operator services; the cluster core authorizes what they ask with `--acls`.
 pub mod agent_link;
-pub mod authn;
+pub use orca_auth::doors as authn;
 pub mod cluster_watch;
 pub mod convert;
 pub mod events;

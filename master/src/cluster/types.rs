@@ -261,6 +261,10 @@ pub struct AgentInfo {
     pub hostname: String,
     pub resources: Resources,
     pub attributes: Labels,
+    /// Who the agent proved to be: the name in its TLS client certificate (mutual TLS).
+    /// An agent id admitted under a name stays bound to it: another certificate cannot
+    /// register as that agent.
+    pub principal: Option<String>,
 }
 
 /// A task the agent already runs when it (re-)registers.

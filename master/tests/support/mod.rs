@@ -160,6 +160,7 @@ pub async fn simulated_agent(
                 hostname: hostname.into(),
                 resources: Resources::parse(resources).unwrap(),
                 attributes: Default::default(),
+                principal: None,
             },
             Vec::new(),
         )

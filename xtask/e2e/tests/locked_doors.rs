@@ -1,9 +1,11 @@
 //! `orca-master` as a process with `--credentials` and `--acls` files: the TUI (`orca
 //! --principal`, its feed) sees the cluster with its credential, and says why it cannot
-//! without one; the scheduler API refuses a principal the ACLs do not name.
+//! without one; the scheduler API refuses a principal the ACLs do not name. Over TLS with
+//! `--tls-ca`, agents prove themselves with certificates, and a renewed certificate drops
+//! no one.
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use orca_master::api::mesos_http::client;
 use orca_tui::{
@@ -116,4 +118,241 @@ async fn the_tui_authenticates_to_a_locked_master_and_says_why_it_cannot_without
     .unwrap();
     assert!(!s.framework_id.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An `orca-agent run` with tasks (so it registers on the agent link) for `master`, its log
+/// in `dir/<name>.log`; `tls` are its TLS flags.
+fn tls_agent(dir: &Path, name: &str, master: SocketAddr, tls: &[&Path]) -> Daemon {
+    let work = dir.join(format!("{name}-work"));
+    std::fs::create_dir_all(&work).unwrap();
+    let mut args: Vec<String> = [
+        "run",
+        "--master",
+        &master.to_string(),
+        "--probe",
+        "proc",
+        "--docker-socket",
+        "",
+        "--containerd-socket",
+        "",
+        "--hostname",
+        name,
+        "--resources",
+        "cpus:1;mem:256",
+        "--cgroups-root",
+        &format!("orca-e2e-tls-{}", std::process::id()),
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (flag, path) in ["--tls-ca", "--tls-cert", "--tls-key"].iter().zip(tls) {
+        args.extend([flag.to_string(), path.display().to_string()]);
+    }
+    Daemon::start("orca-agent", &args, &dir.join(format!("{name}.log")))
+}
+
+/// A log's text without its colours.
+fn read_log(log: &Path) -> String {
+    let raw = std::fs::read_to_string(log).unwrap_or_default();
+    let mut text = String::with_capacity(raw.len());
+    let mut rest = raw.as_str();
+    while let Some(start) = rest.find('\x1b') {
+        text.push_str(&rest[..start]);
+        rest = &rest[start..];
+        rest = rest.find('m').map_or("", |end| &rest[end + 1..]);
+    }
+    text.push_str(rest);
+    text
+}
+
+/// Waits until `log` holds `text`; panics with the log after 20 s.
+async fn log_says(log: &Path, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = read_log(log);
+        if now.contains(text) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never said {text:?}:\n{now}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_prove_themselves_with_certificates_and_a_renewal_drops_nobody() {
+    use orca_auth::tls::cert_gen::{LocalCa, Validity};
+    support::agent::require_root();
+    let dir = std::env::temp_dir().join(format!("orca-tls-doors-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str| dir.join(name);
+    let ca = LocalCa::new("Orca test CA").unwrap();
+    ca.write_cert(&file("ca.pem")).unwrap();
+    for (name, common_name) in [
+        ("master", "orca-master"),
+        ("agent", "agent"),
+        ("impostor", "agent-b"),
+    ] {
+        ca.issue(common_name, LocalCa::LOOPBACK, Validity::Current)
+            .unwrap()
+            .write(&dir, name)
+            .unwrap();
+    }
+    std::fs::write(file("credentials"), "ops o-secret\n").unwrap();
+    let base = free_ports(2);
+    let (grpc, http) = (
+        SocketAddr::from(([127, 0, 0, 1], base)),
+        SocketAddr::from(([127, 0, 0, 1], base + 1)),
+    );
+    let args: Vec<String> = [
+        "--grpc-addr",
+        &grpc.to_string(),
+        "--http-addr",
+        &http.to_string(),
+        "--registry",
+        "memory",
+        "--credentials",
+        file("credentials").to_str().unwrap(),
+        "--tls-cert",
+        file("master.pem").to_str().unwrap(),
+        "--tls-key",
+        file("master.key").to_str().unwrap(),
+        "--tls-ca",
+        file("ca.pem").to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _master = Daemon::start("orca-master", &args, &file("master.log"));
+    log_says(&file("master.log"), "master serving").await;
+
+    // The agent with its certificate registers; the TUI, over TLS with a credential, sees it.
+    let agent = tls_agent(
+        &dir,
+        "tls-node",
+        grpc,
+        &[&file("ca.pem"), &file("agent.pem"), &file("agent.key")],
+    );
+    let tls =
+        orca_auth::tls::ClientTls::from_flags(true, Some(&file("ca.pem")), None, None).unwrap();
+    let credential = Credential::basic("ops", "o-secret").unwrap().with_tls(tls);
+    let agent_id = watch_agent(grpc, credential.clone(), "tls-node").await;
+    log_says(&file("master.log"), "certificate=\"agent\"").await;
+
+    // Without a certificate, with another CA's, or trusting another CA: refused, and each
+    // says why.
+    let anonymous = tls_agent(&dir, "no-cert", grpc, &[&file("ca.pem")]);
+    log_says(
+        &file("no-cert.log"),
+        "verifies agents by their TLS client certificate",
+    )
+    .await;
+    let other = LocalCa::new("another CA").unwrap();
+    let other_dir = dir.join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    other.write_cert(&other_dir.join("ca.pem")).unwrap();
+    let (foreign_cert, foreign_key) = other
+        .issue("agent", LocalCa::LOOPBACK, Validity::Current)
+        .unwrap()
+        .write(&other_dir, "agent")
+        .unwrap();
+    let foreign = tls_agent(
+        &dir,
+        "foreign-cert",
+        grpc,
+        &[&file("ca.pem"), &foreign_cert, &foreign_key],
+    );
+    log_says(
+        &file("foreign-cert.log"),
+        "refused this client's certificate",
+    )
+    .await;
+    let distrustful = tls_agent(
+        &dir,
+        "wrong-ca",
+        grpc,
+        &[
+            &other_dir.join("ca.pem"),
+            &file("agent.pem"),
+            &file("agent.key"),
+        ],
+    );
+    log_says(
+        &file("wrong-ca.log"),
+        "not signed by a CA this client trusts",
+    )
+    .await;
+
+    // Another agent of the same CA that claims the first one's id is refused.
+    let impostor_work = dir.join("impostor-work");
+    std::fs::create_dir_all(&impostor_work).unwrap();
+    std::fs::write(impostor_work.join("agent_id"), &agent_id).unwrap();
+    let impostor = tls_agent(
+        &dir,
+        "impostor",
+        grpc,
+        &[
+            &file("ca.pem"),
+            &file("impostor.pem"),
+            &file("impostor.key"),
+        ],
+    );
+    log_says(
+        &file("impostor.log"),
+        &format!("agent {agent_id} was admitted with the certificate of 'agent'"),
+    )
+    .await;
+
+    // Renew the master's certificate in place: new connections get it (the master says so
+    // at the first handshake after it noticed), and the agent's link is not dropped.
+    ca.issue("orca-master-renewed", LocalCa::LOOPBACK, Validity::Current)
+        .unwrap()
+        .write(&dir, "master")
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        watch_agent(grpc, credential.clone(), "tls-node").await;
+        let log = read_log(&file("master.log"));
+        if log.contains("TLS certificate files changed; serving the new ones") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the master did not take the renewed certificate:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let agent_log = read_log(&file("tls-node.log"));
+    assert_eq!(
+        agent_log.matches("registered with the master").count(),
+        1,
+        "the agent's link was dropped by the renewal:\n{agent_log}"
+    );
+    drop((agent, anonymous, foreign, distrustful, impostor));
+    support::agent::remove_task_cgroups(&format!("orca-e2e-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Follows the cluster with `credential` until an agent on `hostname` is registered; its id.
+async fn watch_agent(grpc: SocketAddr, credential: Credential, hostname: &str) -> String {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let feed = tokio::spawn(feed::follow_as(grpc.to_string(), credential, tx));
+    let id = first(&mut rx, &format!("agent {hostname}"), |e| match e {
+        Event::Cluster(delta, _) => delta
+            .upserted_agents
+            .iter()
+            .find(|a| a.hostname == hostname)
+            .map(|a| a.id.clone()),
+        Event::Link(LinkState::Down { reason, .. }) => panic!("refused: {reason}"),
+        _ => None,
+    })
+    .await;
+    feed.abort();
+    id
 }

@@ -40,6 +40,10 @@ pub struct AgentRecord {
     /// seconds since the epoch: it may never register again, as Mesos's `gone` list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gone_at: Option<f64>,
+    /// The name in the TLS client certificate it was admitted with (mutual TLS): only that
+    /// certificate may register as this agent, across master failovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// Mesos's `DrainInfo`: the state of an agent's drain and how it was asked for.

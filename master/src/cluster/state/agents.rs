@@ -19,6 +19,26 @@ use crate::cluster::{
 use crate::resources::Resources;
 
 impl State {
+    /// An agent id admitted under a certificate's name may only register with that name.
+    fn check_agent_principal(&self, id: &str, principal: Option<&str>) -> Result<(), ApiError> {
+        let bound = match (self.agents.get(id), self.recovered_agents.get(id)) {
+            (Some(agent), _) => agent.info.principal.as_deref(),
+            (None, Some(recovered)) => recovered.principal.as_deref(),
+            (None, None) => None,
+        };
+        match bound {
+            Some(bound) if Some(bound) != principal => Err(ApiError::Forbidden(format!(
+                "agent {id} was admitted with the certificate of '{bound}'; this link {}: \
+                 an agent registers again with its own certificate",
+                match principal {
+                    Some(p) => format!("presents '{p}'"),
+                    None => "presents none".to_owned(),
+                }
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub(in crate::cluster) fn register_agent(
         &mut self,
         info: AgentInfo,
@@ -45,6 +65,9 @@ impl State {
                 "agent {id} was marked gone by an operator and may not register again; to \
                  join as a new agent, start it with an empty work directory"
             )));
+        }
+        if let Some(id) = info.id.as_deref() {
+            self.check_agent_principal(id, info.principal.as_deref())?;
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let agent_id = match info.id.clone() {
@@ -92,6 +115,7 @@ impl State {
                 record: AgentRecord {
                     hostname: info.hostname.clone(),
                     resources: info.resources.to_string(),
+                    principal: info.principal.clone(),
                     ..Default::default()
                 },
             })?;
@@ -525,6 +549,32 @@ mod tests {
             s.agent_heartbeat("no-such-agent", Instant::now()),
             Err(ApiError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn an_agent_admitted_with_a_certificate_registers_again_only_with_it() {
+        let mut s = state();
+        let info = |id: Option<&str>, principal: Option<&str>| crate::cluster::AgentInfo {
+            id: id.map(str::to_owned),
+            principal: principal.map(str::to_owned),
+            ..agent_info("node-1", "cpus:2;mem:1024")
+        };
+        let link = s
+            .register_agent(info(None, Some("agent-a")), Vec::new(), Instant::now())
+            .unwrap();
+        let id = link.agent_id.as_str();
+        let recorded = &s.store.load().unwrap().agents[id];
+        assert_eq!(recorded.principal.as_deref(), Some("agent-a"));
+        for intruder in [Some("agent-b"), None] {
+            let refused = s.register_agent(info(Some(id), intruder), Vec::new(), Instant::now());
+            assert!(
+                matches!(&refused, Err(ApiError::Forbidden(m)) if m.contains("'agent-a'")),
+                "{intruder:?}: {:?}",
+                refused.map(|l| l.agent_id)
+            );
+        }
+        s.register_agent(info(Some(id), Some("agent-a")), Vec::new(), Instant::now())
+            .expect("its own certificate registers it again");
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl AgentEntry {
             deactivated: self.deactivated,
             drain: self.drain.as_ref().map(|d| d.record.clone()),
             gone_at: None,
+            principal: self.info.principal.clone(),
         }
     }
 }

@@ -116,6 +116,7 @@ pub(super) fn agent_info(hostname: &str, text: &str) -> AgentInfo {
         hostname: hostname.into(),
         resources: resources(text),
         attributes: Default::default(),
+        principal: None,
     }
 }
 
