@@ -198,13 +198,22 @@ impl Master {
                 grpc_stopped,
             )),
         };
-        let router = http::router(collector.clone())
-            .merge(mesos_http::router(cluster.clone()))
+        // With --credentials, what the topology and metrics show (hosts, processes, their
+        // command lines and traffic) is for authenticated readers, as Mesos's
+        // `/metrics/snapshot` is; `/health` stays open to probes.
+        let readers = axum::middleware::from_fn_with_state(
+            authn::Authenticator::new(cluster.credentials()).in_realm(authn::READONLY_REALM),
+            authn::http,
+        );
+        let router = http::api(collector.clone())
             .merge(
                 Router::new()
                     .route("/metrics", get(metrics))
-                    .with_state((collector, cluster)),
-            );
+                    .with_state((collector, cluster.clone())),
+            )
+            .route_layer(readers)
+            .merge(http::health())
+            .merge(mesos_http::router(cluster));
         let mut http_stop = stop_rx.clone();
         let http_stopped = async move {
             let _ = http_stop.changed().await;

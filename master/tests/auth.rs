@@ -322,8 +322,20 @@ async fn grpc_doors_authenticate_with_the_same_credentials() {
     )
     .await
     .unwrap();
-    let grpc = master.grpc_addr();
+    let (grpc, http) = (master.grpc_addr(), master.http_addr());
     tokio::spawn(master.serve(std::future::pending()));
+    // The topology and metrics (hosts, processes, command lines, traffic) are for
+    // authenticated readers; /health stays open to probes.
+    for path in ["/api/topology?view=hosts", "/api/agents", "/metrics"] {
+        let head = raw_get(http, path).await;
+        assert!(head.starts_with("HTTP/1.1 401"), "{path}: {head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: basic realm=\"mesos-master-readonly\""),
+            "{path}: {head}"
+        );
+    }
+    assert!(raw_get(http, "/health").await.starts_with("HTTP/1.1 200"));
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
         .unwrap()
         .connect()
@@ -387,6 +399,20 @@ async fn grpc_doors_authenticate_with_the_same_credentials() {
         .insert("authorization", basic("eve", "e-secret").parse().unwrap());
     let status = anonymous.subscribe(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    // Watching the topology needs credentials as well.
+    let mut collector =
+        orca_proto::topology::v1::collector_client::CollectorClient::new(channel.clone());
+    let watch = || orca_proto::topology::v1::WatchRequest {
+        view: orca_proto::topology::v1::View::Hosts as i32,
+    };
+    let status = collector.watch_topology(watch()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    let mut request = tonic::Request::new(watch());
+    request
+        .metadata_mut()
+        .insert("authorization", basic("ops", "o-secret").parse().unwrap());
+    let mut deltas = collector.watch_topology(request).await.unwrap().into_inner();
+    assert!(deltas.message().await.unwrap().is_some());
 }
 
 #[test]
@@ -410,6 +436,7 @@ fn the_master_refuses_to_listen_beyond_loopback_without_credentials() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--grpc-addr 0.0.0.0:0"), "{err}");
+    assert!(err.contains("--tls-ca") && err.contains("--credentials"), "{err}");
     // A malformed credentials file stops it with what is wrong.
     let dir = std::env::temp_dir().join(format!("orca-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

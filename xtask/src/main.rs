@@ -41,6 +41,18 @@ enum Cmd {
         #[command(subcommand)]
         action: ZkAction,
     },
+    /// Make a local CA and certificates for TLS in DIR: `ca.pem` (--tls-ca), `master.pem`
+    /// and `.key` (the daemons' --tls-cert/--tls-key: localhost, 127.0.0.1, ::1 and each
+    /// --name), `agent.pem`/`.key` (agents' client certificate), `client.pem`/`.key` (a
+    /// client certificate for operators' tools).
+    Certs {
+        /// Where to write them (made if missing; existing files are replaced).
+        #[arg(long, default_value = "target/orca-certs")]
+        dir: std::path::PathBuf,
+        /// Another name or IP the daemons are reached by (repeatable).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
     /// Set up, build, and run `orca up`: master and local agent with the terminal UI.
     Up {
         /// Extra arguments for `orca up` (e.g. `--grpc-addr 127.0.0.1:7071`, `--no-tasks`).
@@ -289,6 +301,16 @@ fn main() -> ExitCode {
             action => zk(action),
         },
         Cmd::Up { args } => setup().and_then(|()| up::up(&args)),
+        Cmd::Certs { dir, names } => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            orca_auth::tls::cert_gen::write_local_set(&dir, &names)
+                .map(|written| {
+                    for path in written {
+                        println!("{}", path.display());
+                    }
+                })
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,11 +17,21 @@ struct TopologyQuery {
 }
 
 pub fn router(collector: Collector) -> Router {
+    api(collector).merge(health())
+}
+
+/// `/api/topology` and `/api/agents`: what a daemon with credentials only shows to callers
+/// who authenticate.
+pub fn api(collector: Collector) -> Router {
     Router::new()
         .route("/api/topology", get(topology))
         .route("/api/agents", get(agents))
-        .route("/health", get(|| async { "ok\n" }))
         .with_state(collector)
+}
+
+/// `/health`, open to every probe.
+pub fn health() -> Router {
+    Router::new().route("/health", get(|| async { "ok\n" }))
 }
 
 fn error(status: StatusCode, message: String) -> Response {
