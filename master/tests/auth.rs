@@ -411,7 +411,11 @@ async fn grpc_doors_authenticate_with_the_same_credentials() {
     request
         .metadata_mut()
         .insert("authorization", basic("ops", "o-secret").parse().unwrap());
-    let mut deltas = collector.watch_topology(request).await.unwrap().into_inner();
+    let mut deltas = collector
+        .watch_topology(request)
+        .await
+        .unwrap()
+        .into_inner();
     assert!(deltas.message().await.unwrap().is_some());
 }
 
@@ -436,7 +440,10 @@ fn the_master_refuses_to_listen_beyond_loopback_without_credentials() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--grpc-addr 0.0.0.0:0"), "{err}");
-    assert!(err.contains("--tls-ca") && err.contains("--credentials"), "{err}");
+    assert!(
+        err.contains("--tls-ca") && err.contains("--credentials"),
+        "{err}"
+    );
     // A malformed credentials file stops it with what is wrong.
     let dir = std::env::temp_dir().join(format!("orca-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -78,7 +78,9 @@ struct Args {
     /// HTTP door of a master whose registry is in ZooKeeper (a three-server ensemble with
     /// fsync), elected there, its agents following it: the steady cost of high availability.
     /// `http-auth` is the HTTP door of a master with `--credentials` and `--acls` (every call
-    /// authenticated, every subscription and task authorized): the cost of the locked doors.
+    /// authenticated, every subscription and task authorized); `https-auth` the same over
+    /// TLS, its agents proving themselves with client certificates (`--tls-ca`): the cost of
+    /// the locked doors.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Offer-latency samples.
@@ -818,10 +820,23 @@ async fn main() -> Result<()> {
     let (credentials, acls) = (secrets.join("credentials"), secrets.join("acls.json"));
     std::fs::write(&credentials, BENCH_CREDENTIALS)?;
     std::fs::write(&acls, BENCH_ACLS)?;
+    orca_auth::tls::cert_gen::write_local_set(&secrets, &[])?;
+    let pem = |name: &str| secrets.join(name).to_string_lossy().into_owned();
+    let (ca, master_cert, master_key, agent_cert, agent_key) = (
+        pem("ca.pem"),
+        pem("master.pem"),
+        pem("master.key"),
+        pem("agent.pem"),
+        pem("agent.key"),
+    );
     for (key, door) in [
         ("grpc", "gRPC"),
         ("http", "Mesos v1 HTTP"),
         ("http-auth", "Mesos v1 HTTP, --credentials and --acls"),
+        (
+            "https-auth",
+            "Mesos v1 HTTPS, --credentials, --acls, agents' mTLS",
+        ),
         ("ha", "Mesos v1 HTTP, HA master (ZooKeeper registry)"),
     ] {
         if !wanted(key) {
@@ -837,7 +852,17 @@ async fn main() -> Result<()> {
         if let Some(zk) = &zk {
             flags.extend(["--zk", zk.as_str()]);
         }
-        if key == "http-auth" {
+        if key == "https-auth" {
+            flags.extend([
+                "--tls-cert",
+                &master_cert,
+                "--tls-key",
+                &master_key,
+                "--tls-ca",
+                &ca,
+            ]);
+        }
+        if key.ends_with("-auth") {
             flags.extend([
                 "--credentials",
                 credentials.to_str().context("a temporary path")?,
@@ -856,23 +881,40 @@ async fn main() -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        let agent_tls = [
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &agent_cert,
+            "--tls-key",
+            &agent_key,
+        ];
+        let tls = key == "https-auth";
         let agents = SimAgents::start(
             zk.as_deref().unwrap_or(&master.grpc.to_string()),
             args.agents,
             &args.agent_resources,
-            &[],
+            if tls { &agent_tls } else { &[] },
+        )?;
+        client::use_tls(
+            tls.then(|| orca_auth::tls::ClientTls {
+                ca: Some(secrets.join("ca.pem")),
+                identity: None,
+            })
+            .as_ref(),
         )?;
         let master_cpu = window_cpu(master.pid(), args.warmup, args.seconds);
         let agents_cpu = window_cpu(agents.pid(), args.warmup, args.seconds);
         let meter = match key {
             "grpc" => grpc(master.grpc, &task, &args).await?,
-            "http-auth" => {
+            "http-auth" | "https-auth" => {
                 let basic = client::basic("bench", "bench-secret");
                 http(master.http, &task, &args, Some(basic)).await?
             }
             _ => http(master.http, &task, &args, None).await?,
         };
         let rate = meter.rate();
+        client::use_tls(None)?;
 
         let (master_cpu, agents_cpu) = (master_cpu.await?, agents_cpu.await?);
         let counts = agents.finish()?;
@@ -893,7 +935,12 @@ async fn main() -> Result<()> {
             "http" => http_rate = rate,
             "http-auth" if http_rate.is_finite() => println!(
                 "  authenticated and authorized: {:.0} % of the plain HTTP rate in this run \
-                 (goal >= 90 %; no TLS yet)",
+                 (goal >= 90 %)",
+                100.0 * rate / http_rate
+            ),
+            "https-auth" if http_rate.is_finite() => println!(
+                "  TLS, mutual TLS agents, authenticated and authorized: {:.0} % of the plain \
+                 HTTP rate in this run (goal >= 90 %)",
                 100.0 * rate / http_rate
             ),
             "ha" if http_rate.is_finite() => println!(

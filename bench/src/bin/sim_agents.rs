@@ -56,6 +56,15 @@ struct Args {
     /// (`running_tasks`), for a benchmark to compare with what its frameworks know.
     #[arg(long)]
     list_running: bool,
+    /// Talk to the master over TLS, trusting this CA (PEM).
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The agents' client certificate (PEM), for a master with --tls-ca.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Its private key.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
@@ -88,6 +97,7 @@ struct Counts {
 /// The gRPC channels to the master to talk to now (the leader's, when following one).
 struct Masters {
     locator: orca_leader::MasterLocator,
+    tls: Option<orca_auth::tls::ClientTls>,
     connections: usize,
     current: tokio::sync::Mutex<Option<(String, Vec<tonic::transport::Channel>)>>,
 }
@@ -109,7 +119,7 @@ impl Masters {
         let mut channels = Vec::new();
         for _ in 0..self.connections.max(1) {
             channels.push(
-                tonic::transport::Endpoint::from_shared(url.clone())?
+                orca_auth::tls::endpoint(self.tls.as_ref(), &url)?
                     .connect()
                     .await
                     .with_context(|| format!("connecting to the master at {url}"))?,
@@ -124,6 +134,7 @@ impl Masters {
 /// The masters of every URL agents follow (the one they started with and those they were
 /// switched to); agents following one URL share its connections.
 struct Targets {
+    tls: Option<orca_auth::tls::ClientTls>,
     connections: usize,
     by_url: std::sync::Mutex<HashMap<String, Arc<Masters>>>,
 }
@@ -136,6 +147,7 @@ impl Targets {
         }
         let masters = Arc::new(Masters {
             locator: orca_leader::MasterLocator::new(url, Duration::from_secs(10))?,
+            tls: self.tls.clone(),
             connections: self.connections,
             current: Default::default(),
         });
@@ -430,6 +442,12 @@ async fn link(
 async fn main() -> Result<()> {
     let args = Arc::new(Args::parse());
     let targets = Arc::new(Targets {
+        tls: orca_auth::tls::ClientTls::from_flags(
+            false,
+            args.tls_ca.as_deref(),
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+        )?,
         connections: args.connections,
         by_url: Default::default(),
     });

@@ -29,6 +29,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::mpsc,
 };
+pub use tokio_rustls;
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 /// How often, at most, a server looks whether its certificate files changed.
@@ -496,6 +497,36 @@ impl ClientTls {
             ));
         }
         Ok(config)
+    }
+
+    /// A rustls client configuration (for HTTP clients), offering `alpn`.
+    pub fn rustls_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let roots = match &self.ca {
+            Some(ca) => read_roots(ca)?,
+            None => {
+                let mut roots = RootCertStore::empty();
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+                roots
+            }
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots);
+        let mut config = match &self.identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(read_certificates("certificate", cert)?, read_key(key)?)
+                .map_err(|e| TlsError::Mismatch {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
     }
 
     /// A tonic endpoint for `address` (`host:port`, `http://…` or `https://…`) over TLS.

@@ -32,6 +32,19 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
+/// TLS for the connections this process makes to masters from now on (`use_tls`): a test
+/// or benchmark talks to TLS masters or to plain ones, one after the other.
+static TLS: std::sync::RwLock<Option<std::sync::Arc<rustls::ClientConfig>>> =
+    std::sync::RwLock::new(None);
+
+/// Makes every connection after this one TLS, trusting and presenting what `tls` says
+/// (`None`: plain again).
+pub fn use_tls(tls: Option<&orca_auth::tls::ClientTls>) -> Result<(), orca_auth::tls::TlsError> {
+    let config = tls.map(|t| t.rustls_config(&[b"http/1.1"])).transpose()?;
+    *TLS.write().unwrap_or_else(|p| p.into_inner()) = config;
+    Ok(())
+}
+
 async fn connection(
     addr: SocketAddr,
 ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
@@ -39,6 +52,20 @@ async fn connection(
         .await
         .map_err(|source| ClientError::Connect { addr, source })?;
     let _ = stream.set_nodelay(true);
+    let tls = TLS.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some(tls) = tls else {
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        return Ok(sender);
+    };
+    let stream = orca_auth::tls::tokio_rustls::TlsConnector::from(tls)
+        .connect(
+            rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+            stream,
+        )
+        .await
+        .map_err(|source| ClientError::Connect { addr, source })?;
     let (sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
