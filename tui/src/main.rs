@@ -125,6 +125,11 @@ enum Cmd {
         /// With --migration-demo: where the migration's REST API listens.
         #[arg(long, default_value = "127.0.0.1:7091")]
         migration_addr: SocketAddr,
+        /// Serve over TLS: a local CA and certificates are made in <state-dir>/tls, the
+        /// agent proves itself with a client certificate (mutual TLS), the UI trusts the CA;
+        /// other clients pass `--tls-ca <state-dir>/tls/ca.pem`.
+        #[arg(long, conflicts_with = "migration_demo")]
+        tls: bool,
     },
 }
 
@@ -211,6 +216,7 @@ async fn up(command: Cmd, log: Option<PathBuf>, migration: Option<String>) -> an
         zk_base_port,
         migration_demo,
         migration_addr,
+        tls,
     } = command;
     let state_dir = state_dir.unwrap_or_else(UpConfig::default_state_dir);
     let log = log.unwrap_or_else(|| state_dir.join("orca.log"));
@@ -236,6 +242,7 @@ async fn up(command: Cmd, log: Option<PathBuf>, migration: Option<String>) -> an
         metrics_addr,
         ha_zk_base_port: ha.then_some(zk_base_port),
         migration_demo: migration_demo.then_some((zk_base_port, migration_addr)),
+        tls,
     })
     .await?;
     let migration = if migration_demo {
@@ -249,10 +256,18 @@ async fn up(command: Cmd, log: Option<PathBuf>, migration: Option<String>) -> an
     let master = up.master.clone();
     let outcome = if headless {
         eprintln!(
-            "orca up: master gRPC {} · HTTP http://{} (Mesos v1 scheduler API, \
-             /master/state, /api/topology, /metrics){}; Ctrl-C stops",
+            "orca up: master gRPC {} · HTTP {}://{} (Mesos v1 scheduler API, \
+             /master/state, /api/topology, /metrics){}{}; Ctrl-C stops",
             up.grpc_addr,
+            if tls { "https" } else { "http" },
             up.http_addr,
+            match &up.client_tls {
+                Some(orca_auth::tls::ClientTls { ca: Some(ca), .. }) => format!(
+                    "; over TLS: clients trust {} (orca --tls-ca, curl --cacert)",
+                    ca.display()
+                ),
+                _ => String::new(),
+            },
             if ha {
                 format!(" and two more masters on the next ports, electing a leader in {master}")
             } else if migration_demo {
@@ -270,7 +285,7 @@ async fn up(command: Cmd, log: Option<PathBuf>, migration: Option<String>) -> an
     } else {
         ui(
             master,
-            feed::Credential::default(),
+            feed::Credential::default().with_tls(up.client_tls.clone()),
             migration,
             Some(up.failures()),
             demo,

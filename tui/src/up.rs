@@ -40,6 +40,9 @@ pub struct UpConfig {
     /// The migration demo instead (`demo.rs`): ensembles from this base port, the
     /// migration's API on this address.
     pub migration_demo: Option<(u16, SocketAddr)>,
+    /// Serve over TLS with certificates of a local CA made in `<state_dir>/tls` (the agent
+    /// proves itself with one of them; clients trust `ca.pem`).
+    pub tls: bool,
 }
 
 /// The masters of `orca up --ha` use the ports after the first one's.
@@ -76,6 +79,8 @@ pub struct Up {
     ensemble: Option<Ensemble>,
     /// With `--migration-demo`: its ensembles, masters and migration.
     pub demo: Option<Demo>,
+    /// With `--tls`: what clients trust (`ca.pem`, for `orca --tls-ca`).
+    pub client_tls: Option<orca_auth::tls::ClientTls>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -112,6 +117,25 @@ impl Up {
                 )
             },
         )?;
+        // With --tls: a fresh local CA each start, its certificates for the masters (server)
+        // and the agent (client).
+        let tls_dir = config.state_dir.join("tls");
+        if config.tls {
+            orca_auth::tls::cert_gen::write_local_set(&tls_dir, &[]).with_context(|| {
+                format!("cannot make TLS certificates in {}", tls_dir.display())
+            })?;
+        }
+        let server_tls = config.tls.then(|| orca_auth::tls::TlsFiles {
+            cert: tls_dir.join("master.pem"),
+            key: tls_dir.join("master.key"),
+            ca: Some(tls_dir.join("ca.pem")),
+        });
+        let client_tls = |identity: bool| {
+            config.tls.then(|| orca_auth::tls::ClientTls {
+                ca: Some(tls_dir.join("ca.pem")),
+                identity: identity.then(|| (tls_dir.join("agent.pem"), tls_dir.join("agent.key"))),
+            })
+        };
         let collector = CollectorConfig {
             series: SeriesConfig {
                 resolution_ms: 15_000,
@@ -194,6 +218,10 @@ impl Up {
                 "is another orca master running? attach to it with `orca --master ADDR`, \
                  or pick other ports with --grpc-addr/--http-addr",
             );
+            let bound = match (bound, &server_tls) {
+                (Ok(master), Some(files)) => master.with_tls(files.clone()),
+                (bound, _) => bound,
+            };
             let master = match bound {
                 Ok(master) => master,
                 Err(e) => {
@@ -232,6 +260,7 @@ impl Up {
                 ..Default::default()
             },
             master: Some(master_arg.clone()),
+            master_tls: client_tls(true),
             metrics_addr: config.metrics_addr,
             runtimes: RuntimeSockets {
                 docker: Some("/var/run/docker.sock".into()),
@@ -266,6 +295,7 @@ impl Up {
             agent,
             ensemble,
             demo,
+            client_tls: client_tls(false),
         })
     }
 

@@ -384,6 +384,9 @@ async fn accept_loop(
                 Ok(Ok(stream)) => {
                     let _ = tx.send((stream, peer)).await;
                 }
+                Ok(Err(e)) if e.to_string().contains("InvalidContentType") => {
+                    tracing::info!(%peer, "a client spoke without TLS to this TLS port; it must connect with TLS (https://, --tls-ca)")
+                }
                 Ok(Err(e)) => {
                     tracing::info!(%peer, error = %e, "TLS handshake refused")
                 }

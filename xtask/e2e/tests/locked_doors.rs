@@ -356,3 +356,65 @@ async fn watch_agent(grpc: SocketAddr, credential: Credential, hostname: &str) -
     feed.abort();
     id
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orca_up_tls_serves_over_tls_with_its_own_ca_and_the_agent_reports_with_its_certificate() {
+    let dir = std::env::temp_dir().join(format!("orca-up-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = free_ports(2);
+    let (grpc, http) = (
+        SocketAddr::from(([127, 0, 0, 1], base)),
+        SocketAddr::from(([127, 0, 0, 1], base + 1)),
+    );
+    let args: Vec<String> = [
+        "up",
+        "--tls",
+        "--headless",
+        "--no-tasks",
+        "--probe",
+        "proc",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--grpc-addr",
+        &grpc.to_string(),
+        "--http-addr",
+        &http.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let log = dir.join("up.log");
+    let _up = Daemon::start("orca", &args, &log);
+    log_says(&log, "over TLS: clients trust").await;
+    let ca = dir.join("tls").join("ca.pem");
+
+    // A client trusting the CA sees the host the agent reported over its mutual-TLS stream.
+    let tls = orca_auth::tls::ClientTls::from_flags(true, Some(&ca), None, None).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let feed = tokio::spawn(feed::follow_as(
+        grpc.to_string(),
+        Credential::default().with_tls(tls),
+        tx,
+    ));
+    first(&mut rx, "the local host in the topology", |e| match e {
+        Event::Topology(_, delta, _) => (!delta.upserted_nodes.is_empty()).then_some(()),
+        Event::Link(LinkState::Down { reason, .. }) => panic!("refused: {reason}"),
+        _ => None,
+    })
+    .await;
+    feed.abort();
+
+    // A plain client is not served; the master says why.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let plain = tokio::spawn(feed::follow(grpc.to_string(), tx));
+    first(&mut rx, "a refusal", |e| match e {
+        Event::Link(LinkState::Down { .. }) => Some(()),
+        Event::Cluster(..) | Event::Topology(..) => panic!("a plain client was served"),
+        _ => None,
+    })
+    .await;
+    plain.abort();
+    log_says(&log, "a client spoke without TLS to this TLS port").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
