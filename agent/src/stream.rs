@@ -217,9 +217,11 @@ async fn stream_once(
     metrics: &AgentMetrics,
     backoff: &mut Backoff,
 ) -> Result<(), tonic::Status> {
-    let channel = masters
+    let target = masters
         .endpoint(endpoint)
-        .map_err(|e| tonic::Status::invalid_argument(format!("collector: {e}")))?
+        .map_err(|e| tonic::Status::invalid_argument(format!("collector: {e}")))?;
+    let collector = target.uri().clone();
+    let channel = target
         .connect()
         .await
         .map_err(|e| tonic::Status::unavailable(orca_auth::tls::explain(&e)))?;
@@ -239,7 +241,7 @@ async fn stream_once(
         )
         .await?
         .into_inner();
-    tracing::info!(collector = %endpoint, "streaming reports");
+    tracing::info!(%collector, "streaming reports");
     metrics.collector_connected.set(1);
     backoff.reset();
     // Reports from the head of the queue already written to this stream.

@@ -162,9 +162,12 @@ impl Master {
         let heartbeat = cluster.agent_ping_timeout() / 3;
         // With --credentials the scheduler and operator services authenticate their callers.
         let authenticator = authn::Authenticator::new(cluster.credentials());
+        // What the topology and metrics show (hosts, processes, their command lines and
+        // traffic) is for authenticated readers, as Mesos's `/metrics/snapshot` is.
+        let readers = authenticator.in_realm(authn::READONLY_REALM);
         let door = GrpcDoor {
             agents_need_certificates: self.tls.as_ref().is_some_and(|t| t.grpc.verifies_clients()),
-            readers: authenticator.in_realm(authn::READONLY_REALM),
+            readers: readers.clone(),
         };
         let grpc = tonic::transport::Server::builder()
             .layer(door)
@@ -198,13 +201,8 @@ impl Master {
                 grpc_stopped,
             )),
         };
-        // With --credentials, what the topology and metrics show (hosts, processes, their
-        // command lines and traffic) is for authenticated readers, as Mesos's
-        // `/metrics/snapshot` is; `/health` stays open to probes.
-        let readers = axum::middleware::from_fn_with_state(
-            authn::Authenticator::new(cluster.credentials()).in_realm(authn::READONLY_REALM),
-            authn::http,
-        );
+        // `/health` stays open to probes.
+        let readers = axum::middleware::from_fn_with_state(readers, authn::http);
         let router = http::api(collector.clone())
             .merge(
                 Router::new()

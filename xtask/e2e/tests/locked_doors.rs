@@ -123,6 +123,17 @@ async fn the_tui_authenticates_to_a_locked_master_and_says_why_it_cannot_without
 /// An `orca-agent run` with tasks (so it registers on the agent link) for `master`, its log
 /// in `dir/<name>.log`; `tls` are its TLS flags.
 fn tls_agent(dir: &Path, name: &str, master: SocketAddr, tls: &[&Path]) -> Daemon {
+    tls_agent_with(dir, name, master, tls, &[])
+}
+
+/// `tls_agent` with `extra` flags.
+fn tls_agent_with(
+    dir: &Path,
+    name: &str,
+    master: SocketAddr,
+    tls: &[&Path],
+    extra: &[&str],
+) -> Daemon {
     let work = dir.join(format!("{name}-work"));
     std::fs::create_dir_all(&work).unwrap();
     let mut args: Vec<String> = [
@@ -150,6 +161,7 @@ fn tls_agent(dir: &Path, name: &str, master: SocketAddr, tls: &[&Path]) -> Daemo
     for (flag, path) in ["--tls-ca", "--tls-cert", "--tls-key"].iter().zip(tls) {
         args.extend([flag.to_string(), path.display().to_string()]);
     }
+    args.extend(extra.iter().map(|s| s.to_string()));
     Daemon::start("orca-agent", &args, &dir.join(format!("{name}.log")))
 }
 
@@ -416,5 +428,118 @@ async fn orca_up_tls_serves_over_tls_with_its_own_ca_and_the_agent_reports_with_
     .await;
     plain.abort();
     log_says(&log, "a client spoke without TLS to this TLS port").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_collector_takes_reports_from_certified_agents_for_authenticated_readers() {
+    use orca_auth::tls::cert_gen::{LocalCa, Validity};
+    let dir = std::env::temp_dir().join(format!("orca-tls-collector-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str| dir.join(name);
+    let ca = LocalCa::new("Orca test CA").unwrap();
+    ca.write_cert(&file("ca.pem")).unwrap();
+    for (name, common_name) in [("collector", "orca-collector"), ("agent", "agent")] {
+        ca.issue(common_name, LocalCa::LOOPBACK, Validity::Current)
+            .unwrap()
+            .write(&dir, name)
+            .unwrap();
+    }
+    std::fs::write(file("credentials"), "ops o-secret\n").unwrap();
+    let base = free_ports(2);
+    let (grpc, http) = (
+        SocketAddr::from(([127, 0, 0, 1], base)),
+        SocketAddr::from(([127, 0, 0, 1], base + 1)),
+    );
+    let path = |name: &str| file(name).to_string_lossy().into_owned();
+    let args: Vec<String> = [
+        "--grpc-addr",
+        &grpc.to_string(),
+        "--http-addr",
+        &http.to_string(),
+        "--tls-cert",
+        &path("collector.pem"),
+        "--tls-key",
+        &path("collector.key"),
+        "--tls-ca",
+        &path("ca.pem"),
+        "--credentials",
+        &path("credentials"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _collector = Daemon::start("orca-collector", &args, &file("collector.log"));
+    log_says(&file("collector.log"), "collector serving").await;
+
+    let no_tasks = ["--no-tasks"];
+    let certified = tls_agent_with(
+        &dir,
+        "certified-host",
+        grpc,
+        &[&file("ca.pem"), &file("agent.pem"), &file("agent.key")],
+        &no_tasks,
+    );
+    let uncertified = tls_agent_with(
+        &dir,
+        "uncertified-host",
+        grpc,
+        &[&file("ca.pem")],
+        &no_tasks,
+    );
+    log_says(
+        &file("uncertified-host.log"),
+        "verifies agents by their TLS client certificate",
+    )
+    .await;
+
+    // A reader trusting the CA, with a credential, sees the certified agent's host.
+    let tls =
+        orca_auth::tls::ClientTls::from_flags(true, Some(&file("ca.pem")), None, None).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let reader = tokio::spawn(feed::follow_as(
+        grpc.to_string(),
+        Credential::basic("ops", "o-secret")
+            .unwrap()
+            .with_tls(tls.clone()),
+        tx,
+    ));
+    first(&mut rx, "the certified agent's host", |e| match e {
+        Event::Topology(_, delta, _) => {
+            assert!(
+                delta
+                    .upserted_nodes
+                    .iter()
+                    .all(|n| n.hostname != "uncertified-host"),
+                "a report without a certificate was taken"
+            );
+            delta
+                .upserted_nodes
+                .iter()
+                .any(|n| n.hostname == "certified-host")
+                .then_some(())
+        }
+        Event::Link(LinkState::Down { reason, .. }) => panic!("refused: {reason}"),
+        _ => None,
+    })
+    .await;
+    reader.abort();
+
+    // Without a credential the reader is told what is missing.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let anonymous = tokio::spawn(feed::follow_as(
+        grpc.to_string(),
+        Credential::default().with_tls(tls),
+        tx,
+    ));
+    let reason = first(&mut rx, "a refusal", |e| match e {
+        Event::Link(LinkState::Down { reason, .. }) => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    anonymous.abort();
+    assert!(reason.contains("requires authentication"), "{reason}");
+    drop((certified, uncertified));
     let _ = std::fs::remove_dir_all(&dir);
 }
