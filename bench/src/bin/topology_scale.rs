@@ -74,6 +74,16 @@ struct Args {
     processes: usize,
     #[arg(long, hide = true, default_value_t = 0)]
     agents: usize,
+    /// Instead of the watched figures: the cost of TLS on report ingest. At each size, a
+    /// plain collector and one with --tls-cert/--tls-key/--tls-ca (the agents presenting
+    /// client certificates) take the same reports, nobody watching; their CPU and the
+    /// reports they acknowledged per second, one after the other in the same run.
+    #[arg(long)]
+    report_cost: bool,
+    /// The simulated agents connect over TLS with the certificates in this directory
+    /// (internal: `ca.pem`, `agent.pem`, `agent.key`).
+    #[arg(long, hide = true)]
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 fn now_us() -> u64 {
@@ -212,15 +222,21 @@ fn connections(agent: usize, agents: usize, bytes: u64) -> Vec<pb::Connection> {
 
 /// The simulated agents' process: one report stream per agent, a full report, then a delta a
 /// second. Prints `ready` once every full report was acknowledged.
-async fn simulate(collector: SocketAddr, agents: usize, change: f64) -> Result<()> {
+async fn simulate(
+    collector: SocketAddr,
+    agents: usize,
+    change: f64,
+    tls: Option<orca_auth::tls::ClientTls>,
+) -> Result<()> {
     let ready = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
     let changed = ((NODES_PER_AGENT as f64 * change).round() as usize).max(1);
     let processes = PROCESSES_PER_AGENT;
     let mut tasks = Vec::new();
     for agent in 0..agents {
-        let ready = ready.clone();
+        let (ready, acked, tls) = (ready.clone(), acked.clone(), tls.clone());
         tasks.push(tokio::spawn(async move {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{collector}"))?
+            let channel = orca_auth::tls::endpoint(tls.as_ref(), &collector.to_string())?
                 .connect()
                 .await?;
             let mut client = CollectorClient::new(channel).max_decoding_message_size(64 << 20);
@@ -267,7 +283,9 @@ async fn simulate(collector: SocketAddr, agents: usize, change: f64) -> Result<(
                     Some(Ok(ack)) if ack.need_full || !ack.error.is_empty() => {
                         bail!("agent {agent}: {ack:?}")
                     }
-                    Some(Ok(_)) => {}
+                    Some(Ok(_)) => {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
                     _ => return Ok(()),
                 }
             }
@@ -283,8 +301,15 @@ async fn simulate(collector: SocketAddr, agents: usize, change: f64) -> Result<(
     }
     println!("ready");
     std::io::stdout().flush()?;
-    // Until the driver closes our stdin.
-    tokio::task::spawn_blocking(|| {
+    // Until the driver closes our stdin; each line it sends is answered with the delta
+    // reports acknowledged so far.
+    tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+            line.clear();
+            println!("{}", acked.load(Ordering::Relaxed));
+            let _ = std::io::stdout().flush();
+        }
         let mut sink = String::new();
         let _ = std::io::stdin().read_to_string(&mut sink);
     })
@@ -353,6 +378,105 @@ fn earliest_send(delta: &pb::TopologyDelta) -> Option<u64> {
 }
 
 struct Process(Child);
+
+/// `--report-cost`: collector CPU and acknowledged reports per second, plain and over TLS
+/// with agents' client certificates, at each size.
+async fn report_cost(args: &Args) -> Result<()> {
+    let certs = std::env::temp_dir().join(format!("topology-scale-tls-{}", std::process::id()));
+    orca_auth::tls::cert_gen::write_local_set(&certs, &[])?;
+    let pem = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    println!(
+        "{:>8} {:>6} {:>12} {:>10} {:>12}",
+        "nodes", "door", "reports/s", "cpu%", "cpu% / 1k r/s"
+    );
+    for &nodes in &args.nodes {
+        let agents = nodes / NODES_PER_AGENT;
+        let mut plain_cpu = f64::NAN;
+        for tls in [false, true] {
+            let (grpc, http): (SocketAddr, SocketAddr) = (
+                format!("127.0.0.1:{}", free_port()).parse()?,
+                format!("127.0.0.1:{}", free_port()).parse()?,
+            );
+            let mut command = Command::new(sibling("orca-collector")?);
+            command
+                .args(["--grpc-addr", &grpc.to_string()])
+                .args(["--http-addr", &http.to_string()]);
+            if tls {
+                command
+                    .args([
+                        "--tls-cert",
+                        &pem("master.pem"),
+                        "--tls-key",
+                        &pem("master.key"),
+                    ])
+                    .args(["--tls-ca", &pem("ca.pem")]);
+            }
+            let collector = Process(
+                command
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .spawn()?,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(http).is_err() {
+                if Instant::now() > deadline {
+                    bail!("orca-collector did not listen on {http}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let mut command = Command::new(std::env::current_exe()?);
+            command
+                .args(["--simulate", &grpc.to_string()])
+                .args(["--agents", &agents.to_string()])
+                .args(["--change", &args.change.to_string()]);
+            if tls {
+                command.arg("--tls-dir").arg(&certs);
+            }
+            let mut sim = Process(
+                command
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()?,
+            );
+            let mut input = sim.0.stdin.take().context("sim stdin")?;
+            let mut out = BufReader::new(sim.0.stdout.take().context("sim stdout")?);
+            let mut line = String::new();
+            out.read_line(&mut line)?;
+            if line.trim() != "ready" {
+                bail!("the simulated agents said {line:?}");
+            }
+            let mut acked = || -> Result<u64> {
+                writeln!(input)?;
+                input.flush()?;
+                let mut line = String::new();
+                out.read_line(&mut line)?;
+                line.trim().parse().context("the simulated agents' count")
+            };
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (from, acked_from, started) =
+                (cpu_mark(collector.0.id())?, acked()?, Instant::now());
+            tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+            let cpu = cpu_use(from, cpu_mark(collector.0.id())?).total();
+            let rate = (acked()? - acked_from) as f64 / started.elapsed().as_secs_f64();
+            let door = if tls { "tls" } else { "plain" };
+            println!(
+                "{nodes:>8} {door:>6} {rate:>12.0} {cpu:>10.1} {:>12.2}{}",
+                cpu / (rate / 1000.0),
+                if tls && plain_cpu.is_finite() {
+                    format!("   TLS costs {:+.1} points of a core", cpu - plain_cpu)
+                } else {
+                    String::new()
+                }
+            );
+            if !tls {
+                plain_cpu = cpu;
+            }
+            drop(input);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&certs);
+    Ok(())
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -569,7 +693,14 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     if let Some(collector) = args.simulate {
-        return runtime.block_on(simulate(collector, args.agents, args.change));
+        let tls = args.tls_dir.as_ref().map(|dir| orca_auth::tls::ClientTls {
+            ca: Some(dir.join("ca.pem")),
+            identity: Some((dir.join("agent.pem"), dir.join("agent.key"))),
+        });
+        return runtime.block_on(simulate(collector, args.agents, args.change, tls));
+    }
+    if args.report_cost {
+        return runtime.block_on(report_cost(&args));
     }
     if let Some(collector) = args.tui {
         return runtime.block_on(tui(collector, args.processes, args.seconds));
