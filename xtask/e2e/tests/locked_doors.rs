@@ -543,3 +543,20 @@ async fn a_standalone_collector_takes_reports_from_certified_agents_for_authenti
     drop((certified, uncertified));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_standalone_collector_refuses_to_listen_beyond_loopback_unlocked() {
+    let out = std::process::Command::new(support::bin("orca-collector"))
+        .args(["--grpc-addr", "0.0.0.0:0", "--http-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("can be reached from other hosts")
+            && err.contains("--tls-ca")
+            && err.contains("--credentials")
+            && err.contains("--insecure"),
+        "{err}"
+    );
+}
