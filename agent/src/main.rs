@@ -52,8 +52,9 @@ enum Command {
         /// to follow the leading master of highly-available masters.
         #[arg(long, env = "ORCA_MASTER")]
         master: Option<String>,
+        /// TLS to the master (masters with --tls-ca require --tls-cert/--tls-key).
         #[command(flatten)]
-        tls: TlsArgs,
+        tls: orca_auth::tls::cli::ClientTlsArgs,
         /// Prometheus metrics address, e.g. 127.0.0.1:9100.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
@@ -140,35 +141,6 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         wait: Duration,
     },
-}
-
-/// How the agent reaches a master that speaks TLS.
-#[derive(clap::Args, Debug)]
-struct TlsArgs {
-    /// Talk to the master over TLS, trusting the system's CAs (or --tls-ca).
-    #[arg(long)]
-    tls: bool,
-    /// Talk to the master over TLS, trusting the CA in this PEM file.
-    #[arg(long, value_name = "PEM")]
-    tls_ca: Option<std::path::PathBuf>,
-    /// The certificate this agent proves itself with (masters with --tls-ca require one; the
-    /// agent's id stays bound to its name). Read again at each reconnection.
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// The private key of --tls-cert.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
-}
-
-impl TlsArgs {
-    fn client(&self) -> anyhow::Result<Option<orca_auth::tls::ClientTls>> {
-        Ok(orca_auth::tls::ClientTls::from_flags(
-            self.tls,
-            self.tls_ca.as_deref(),
-            self.tls_cert.as_deref(),
-            self.tls_key.as_deref(),
-        )?)
-    }
 }
 
 /// `orca-agent switch-master`: asks the running agent, through its control socket.

@@ -112,18 +112,8 @@ struct Cli {
     /// `"permissive": true`.
     #[arg(long, value_name = "JSON|FILE")]
     acls: Option<String>,
-    /// Serve HTTP and gRPC over TLS with this certificate chain (PEM, leaf first); read
-    /// again when the file changes.
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// The private key of --tls-cert (PEM).
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
-    /// Mutual TLS: agents (agent link, topology reports) must present a client certificate
-    /// this CA signed; an agent id stays bound to the name in the certificate it was
-    /// admitted with. Other clients may present one too.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: orca_auth::tls::cli::ServerTlsArgs,
     /// Listen on addresses other hosts can reach without authenticating every caller.
     /// Refused without it: whoever reaches the master can run commands on every agent.
     #[arg(long)]
@@ -144,7 +134,7 @@ fn exposure(cli: &Cli) -> Option<String> {
             cli.http_addr
         ));
     }
-    if reachable(&cli.grpc_addr) && (cli.tls_ca.is_none() || cli.credentials.is_none()) {
+    if reachable(&cli.grpc_addr) && (!cli.tls.verifies_agents() || cli.credentials.is_none()) {
         return Some(format!(
             "--grpc-addr {} can be reached from other hosts without authenticating every \
              caller: agents are verified by their client certificates only with --tls-ca \
@@ -338,11 +328,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let mut master =
             Master::bind_with(config, cluster, cli.grpc_addr, cli.http_addr, ha).await?;
-        if let Some(files) = orca_auth::tls::TlsFiles::from_flags(
-            cli.tls_cert.as_deref(),
-            cli.tls_key.as_deref(),
-            cli.tls_ca.as_deref(),
-        )? {
+        if let Some(files) = cli.tls.files()? {
             master = master.with_tls(files)?;
         }
         tracing::info!(grpc = %master.grpc_addr(), http = %master.http_addr(), "master serving");

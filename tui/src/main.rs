@@ -64,18 +64,8 @@ struct Cli {
     /// A file holding the principal's secret (its first line).
     #[arg(long, requires = "principal")]
     secret_file: Option<PathBuf>,
-    /// Connect to the master over TLS, trusting the system's CAs (or --tls-ca).
-    #[arg(long)]
-    tls: bool,
-    /// Connect to the master over TLS, trusting the CA in this PEM file.
-    #[arg(long, value_name = "PEM", env = "ORCA_TLS_CA")]
-    tls_ca: Option<PathBuf>,
-    /// A client certificate to present (PEM), for masters that ask for one.
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: orca_auth::tls::cli::ClientTlsArgs,
     #[cfg(feature = "up")]
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -182,12 +172,7 @@ fn main() -> ExitCode {
             return up(command, cli.log, cli.migration).await;
         }
         init_logging(cli.log.as_deref())?;
-        let tls = orca_auth::tls::ClientTls::from_flags(
-            cli.tls,
-            cli.tls_ca.as_deref(),
-            cli.tls_cert.as_deref(),
-            cli.tls_key.as_deref(),
-        )?;
+        let tls = cli.tls.client()?;
         let credential =
             credential(cli.principal.as_deref(), cli.secret_file.as_deref())?.with_tls(tls);
         ui(cli.master, credential, cli.migration, None, None).await

@@ -56,15 +56,8 @@ struct Args {
     /// (`running_tasks`), for a benchmark to compare with what its frameworks know.
     #[arg(long)]
     list_running: bool,
-    /// Talk to the master over TLS, trusting this CA (PEM).
-    #[arg(long)]
-    tls_ca: Option<std::path::PathBuf>,
-    /// The agents' client certificate (PEM), for a master with --tls-ca.
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// Its private key.
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: orca_auth::tls::cli::ClientTlsArgs,
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
@@ -442,12 +435,7 @@ async fn link(
 async fn main() -> Result<()> {
     let args = Arc::new(Args::parse());
     let targets = Arc::new(Targets {
-        tls: orca_auth::tls::ClientTls::from_flags(
-            false,
-            args.tls_ca.as_deref(),
-            args.tls_cert.as_deref(),
-            args.tls_key.as_deref(),
-        )?,
+        tls: args.tls.client()?,
         connections: args.connections,
         by_url: Default::default(),
     });

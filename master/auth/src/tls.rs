@@ -652,6 +652,8 @@ fn explain_tls(error: &rustls::Error) -> String {
 
 #[cfg(any(test, feature = "cert-gen"))]
 pub mod cert_gen;
+#[cfg(feature = "cli")]
+pub mod cli;
 
 #[cfg(test)]
 mod tests;

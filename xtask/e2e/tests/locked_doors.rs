@@ -14,6 +14,11 @@ use orca_tui::{
 };
 use support::{daemon::Daemon, masters::free_ports};
 
+/// Command-line arguments as owned strings.
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
 /// The first event `want` accepts within 20 s; panics naming `what` otherwise.
 async fn first<T>(
     rx: &mut tokio::sync::mpsc::Receiver<Event>,
@@ -49,7 +54,7 @@ async fn the_tui_authenticates_to_a_locked_master_and_says_why_it_cannot_without
         SocketAddr::from(([127, 0, 0, 1], base)),
         SocketAddr::from(([127, 0, 0, 1], base + 1)),
     );
-    let args: Vec<String> = [
+    let args = strings(&[
         "--grpc-addr",
         &grpc.to_string(),
         "--http-addr",
@@ -60,10 +65,7 @@ async fn the_tui_authenticates_to_a_locked_master_and_says_why_it_cannot_without
         credentials.to_str().unwrap(),
         "--acls",
         acls.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let _master = Daemon::start("orca-master", &args, &dir.join("master.log"));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(http).is_err() {
@@ -136,7 +138,7 @@ fn tls_agent_with(
 ) -> Daemon {
     let work = dir.join(format!("{name}-work"));
     std::fs::create_dir_all(&work).unwrap();
-    let mut args: Vec<String> = [
+    let mut args = strings(&[
         "run",
         "--master",
         &master.to_string(),
@@ -154,14 +156,11 @@ fn tls_agent_with(
         &format!("orca-e2e-tls-{}", std::process::id()),
         "--work-dir",
         work.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     for (flag, path) in ["--tls-ca", "--tls-cert", "--tls-key"].iter().zip(tls) {
         args.extend([flag.to_string(), path.display().to_string()]);
     }
-    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(strings(extra));
     Daemon::start("orca-agent", &args, &dir.join(format!("{name}.log")))
 }
 
@@ -222,7 +221,7 @@ async fn agents_prove_themselves_with_certificates_and_a_renewal_drops_nobody() 
         SocketAddr::from(([127, 0, 0, 1], base)),
         SocketAddr::from(([127, 0, 0, 1], base + 1)),
     );
-    let args: Vec<String> = [
+    let args = strings(&[
         "--grpc-addr",
         &grpc.to_string(),
         "--http-addr",
@@ -237,10 +236,7 @@ async fn agents_prove_themselves_with_certificates_and_a_renewal_drops_nobody() 
         file("master.key").to_str().unwrap(),
         "--tls-ca",
         file("ca.pem").to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let _master = Daemon::start("orca-master", &args, &file("master.log"));
     log_says(&file("master.log"), "master serving").await;
 
@@ -379,7 +375,7 @@ async fn orca_up_tls_serves_over_tls_with_its_own_ca_and_the_agent_reports_with_
         SocketAddr::from(([127, 0, 0, 1], base)),
         SocketAddr::from(([127, 0, 0, 1], base + 1)),
     );
-    let args: Vec<String> = [
+    let args = strings(&[
         "up",
         "--tls",
         "--headless",
@@ -392,10 +388,7 @@ async fn orca_up_tls_serves_over_tls_with_its_own_ca_and_the_agent_reports_with_
         &grpc.to_string(),
         "--http-addr",
         &http.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let log = dir.join("up.log");
     let _up = Daemon::start("orca", &args, &log);
     log_says(&log, "over TLS: clients trust").await;
@@ -453,7 +446,7 @@ async fn a_standalone_collector_takes_reports_from_certified_agents_for_authenti
         SocketAddr::from(([127, 0, 0, 1], base + 1)),
     );
     let path = |name: &str| file(name).to_string_lossy().into_owned();
-    let args: Vec<String> = [
+    let args = strings(&[
         "--grpc-addr",
         &grpc.to_string(),
         "--http-addr",
@@ -466,10 +459,7 @@ async fn a_standalone_collector_takes_reports_from_certified_agents_for_authenti
         &path("ca.pem"),
         "--credentials",
         &path("credentials"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let _collector = Daemon::start("orca-collector", &args, &file("collector.log"));
     log_says(&file("collector.log"), "collector serving").await;
 

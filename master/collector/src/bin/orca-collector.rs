@@ -8,7 +8,7 @@ use axum::{Router, extract::State, http::HeaderMap, response::Response, routing:
 use clap::Parser;
 use orca_auth::{
     doors,
-    tls::{ALPN_GRPC, ALPN_HTTP, ServerTls, TlsFiles, TlsIncoming},
+    tls::{ALPN_GRPC, ALPN_HTTP, ServerTls, TlsIncoming},
 };
 use orca_collector::{Collector, cli::CollectorArgs, http};
 use orca_proto::topology::v1::collector_server::CollectorServer;
@@ -32,16 +32,8 @@ struct Cli {
     http_addr: SocketAddr,
     #[command(flatten)]
     collector: CollectorArgs,
-    /// Serve HTTP and gRPC over TLS with this certificate chain (PEM); read again when the
-    /// file changes.
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// The private key of --tls-cert.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
-    /// Mutual TLS: agents' report streams need a client certificate this CA signed.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: orca_auth::tls::cli::ServerTlsArgs,
     /// Principals and secrets (a Mesos credentials file) topology readers authenticate
     /// with: /api/topology, /api/agents, /metrics, WatchTopology, NodeSeries.
     #[arg(long, value_name = "FILE")]
@@ -54,16 +46,18 @@ struct Cli {
 /// Why the collector will not listen where it was asked to (`--insecure` overrides).
 fn exposure(cli: &Cli) -> Option<String> {
     let reachable = !cli.grpc_addr.ip().is_loopback() || !cli.http_addr.ip().is_loopback();
-    (!cli.insecure && reachable && (cli.tls_ca.is_none() || cli.credentials.is_none())).then(|| {
-        format!(
-            "--grpc-addr {} / --http-addr {} can be reached from other hosts without \
+    (!cli.insecure && reachable && (!cli.tls.verifies_agents() || cli.credentials.is_none())).then(
+        || {
+            format!(
+                "--grpc-addr {} / --http-addr {} can be reached from other hosts without \
                  authenticating every caller: agents are verified by their client \
                  certificates only with --tls-ca (and --tls-cert/--tls-key), readers of the \
                  topology only with --credentials. Give both, bind to 127.0.0.1, or pass \
                  --insecure to accept the risk",
-            cli.grpc_addr, cli.http_addr
-        )
-    })
+                cli.grpc_addr, cli.http_addr
+            )
+        },
+    )
 }
 
 async fn shutdown_signal() {
@@ -94,18 +88,16 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         .transpose()
         .context("--credentials")?;
     let readers = doors::Authenticator::new(credentials).in_realm(doors::READONLY_REALM);
-    let tls = TlsFiles::from_flags(
-        cli.tls_cert.as_deref(),
-        cli.tls_key.as_deref(),
-        cli.tls_ca.as_deref(),
-    )?
-    .map(|files| -> anyhow::Result<_> {
-        Ok((
-            ServerTls::load(files.clone(), ALPN_GRPC)?,
-            ServerTls::load(files, ALPN_HTTP)?,
-        ))
-    })
-    .transpose()?;
+    let tls = cli
+        .tls
+        .files()?
+        .map(|files| -> anyhow::Result<_> {
+            Ok((
+                ServerTls::load(files.clone(), ALPN_GRPC)?,
+                ServerTls::load(files, ALPN_HTTP)?,
+            ))
+        })
+        .transpose()?;
     let grpc = tokio::net::TcpListener::bind(cli.grpc_addr)
         .await
         .with_context(|| {
